@@ -1,0 +1,167 @@
+# SPDX-License-Identifier: Apache-2.0
+#
+# Tide's one, non-recursive Makefile.
+#   make                 release build into build/release/ (-O2 -g)
+#   make MODE=debug      -O0 -g3 into build/debug/
+#   make MODE=asan       ASan + UBSan, no recovery, into build/asan/
+#   make test            install deps if missing, build, run every test
+#   make run             install deps if missing, build, run the main job
+#   make fuzz            libFuzzer target for the frame decoder (clang)
+#   make format | format-check | clean
+# V=1 shows the commands.
+
+MODE ?= release
+BUILD := build/$(MODE)
+GEN := build/gen
+FUZZ_SECONDS ?= 60
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+CC ?= cc
+W := -Wall -Wextra -Wshadow -Wstrict-prototypes -Werror
+STD := -std=c11 -D_GNU_SOURCE
+
+ifeq ($(MODE),release)
+OPT := -O2 -g
+SAN :=
+else ifeq ($(MODE),debug)
+OPT := -O0 -g3
+SAN :=
+else ifeq ($(MODE),asan)
+OPT := -O1 -g
+SAN := -fsanitize=address,undefined -fno-sanitize-recover=all \
+       -fno-omit-frame-pointer
+else
+$(error MODE must be release, debug or asan, not '$(MODE)')
+endif
+
+PKGS := libprotobuf-c criterion
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+INCLUDES := -Iproto -I$(GEN) -Itests/support
+CFLAGS_ALL := $(STD) $(OPT) $(SAN) $(W) $(INCLUDES) $(PKG_CFLAGS) $(CFLAGS)
+LDFLAGS_ALL := $(SAN) $(LDFLAGS)
+
+# A changed flag set rebuilds everything: the stamp is rewritten only when
+# the effective flags differ from the last build of this mode.
+FLAGS_STAMP := $(BUILD)/flags.stamp
+FLAGS_LINE := $(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL)
+$(shell mkdir -p $(BUILD) && \
+    if [ "$$(cat $(FLAGS_STAMP) 2>/dev/null)" != '$(FLAGS_LINE)' ]; then \
+        echo '$(FLAGS_LINE)' > $(FLAGS_STAMP); fi)
+
+# --- sources (sorted) -------------------------------------------------------
+
+PROTO_SRCS := proto/frame.c
+GEN_SRCS := $(GEN)/tide.pb-c.c
+UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
+SUPPORT_SRCS := $(sort $(wildcard tests/support/*.c))
+
+obj = $(patsubst %.c,$(BUILD)/%.o,$(patsubst $(GEN)/%,gen/%,$(1)))
+
+PROTO_OBJS := $(call obj,$(PROTO_SRCS) $(GEN_SRCS))
+UNIT_OBJS := $(call obj,$(UNIT_SRCS))
+SUPPORT_OBJS := $(call obj,$(SUPPORT_SRCS))
+
+LIBPROTO := $(BUILD)/libtideproto.a
+UNIT_BIN := $(BUILD)/tests/unit-tests
+EXAMPLES_BIN := $(BUILD)/tide-proto-examples
+FUZZ_BIN := build/fuzz/fuzz_frame
+
+ALL_OBJS := $(PROTO_OBJS) $(UNIT_OBJS) $(SUPPORT_OBJS) \
+            $(call obj,proto/examples.c)
+
+.PHONY: all deps test test-unit test-integration run fuzz format \
+        format-check clean
+.DEFAULT_GOAL := all
+
+all: $(LIBPROTO) $(EXAMPLES_BIN) $(UNIT_BIN)
+
+# --- rules ------------------------------------------------------------------
+
+$(GEN)/tide.pb-c.c $(GEN)/tide.pb-c.h &: proto/tide.proto
+	@mkdir -p $(GEN)
+	@echo "  PROTOC  $<"
+	$(Q)protoc-c --proto_path=proto --c_out=$(GEN) $<
+
+$(BUILD)/gen/%.o: $(GEN)/%.c $(FLAGS_STAMP)
+	@mkdir -p $(@D)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+
+$(BUILD)/%.o: %.c $(FLAGS_STAMP) | $(GEN)/tide.pb-c.h
+	@mkdir -p $(@D)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+
+$(LIBPROTO): $(PROTO_OBJS)
+	@echo "  AR      $@"
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(EXAMPLES_BIN): $(call obj,proto/examples.c) $(LIBPROTO)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
+
+$(UNIT_BIN): $(UNIT_OBJS) $(SUPPORT_OBJS) $(LIBPROTO)
+	@mkdir -p $(@D)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
+
+-include $(ALL_OBJS:.o=.d)
+
+# --- jobs -------------------------------------------------------------------
+
+deps:
+	@scripts/install-deps.sh
+
+# Dependencies first, then a fresh make that sees the installed packages.
+test: deps
+	@$(MAKE) --no-print-directory test-unit test-integration
+
+test-unit: $(UNIT_BIN)
+	@echo "  TEST    unit ($(MODE))"
+	$(Q)$(UNIT_BIN) --short-filename
+
+test-integration:
+
+run: deps
+	@$(MAKE) --no-print-directory $(EXAMPLES_BIN)
+	$(Q)$(EXAMPLES_BIN)
+
+# libFuzzer needs clang; the target has its own objects under build/fuzz/.
+FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -g -O1 $(W) -Iproto -I$(GEN) \
+              -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+$(FUZZ_BIN): tests/fuzz/fuzz_frame.c $(PROTO_SRCS) $(GEN_SRCS) proto/frame.h
+	@mkdir -p $(@D)
+	@echo "  CLANG   $@"
+	$(Q)clang $(FUZZ_FLAGS) tests/fuzz/fuzz_frame.c $(PROTO_SRCS) \
+	    $(GEN_SRCS) $(shell pkg-config --libs libprotobuf-c 2>/dev/null) \
+	    -o $@
+
+fuzz: deps
+	@$(MAKE) --no-print-directory $(FUZZ_BIN)
+	@mkdir -p build/fuzz/corpus
+	@# Seed: the golden WriteBatch frame, behind the byte that picks the
+	@# feed size.
+	@{ printf '\\x10'; grep -v '^#' tests/fixtures/write_batch_v1.hex | \
+	    tr -d ' \n' | sed 's/../\\x&/g'; } | xargs -0 printf \
+	    > build/fuzz/corpus/seed-write-batch
+	@echo "  FUZZ    frame decoder for $(FUZZ_SECONDS) s"
+	$(Q)$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
+	    -print_final_stats=1 build/fuzz/corpus
+
+FORMAT_SRCS = $(sort $(shell git ls-files '*.c' '*.h' 2>/dev/null))
+
+format:
+	$(Q)clang-format -i $(FORMAT_SRCS)
+
+format-check:
+	$(Q)clang-format --dry-run --Werror $(FORMAT_SRCS)
+
+clean:
+	rm -rf build

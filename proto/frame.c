@@ -1,0 +1,223 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Frame codec: u32 little-endian length + one tide.v1.Envelope. The layout
+ * and limits are specified in docs/protocol.md, "Framing".
+ *
+ *   OFFSET  SIZE  DESCRIPTION
+ *   0       4     payload length N, unsigned little-endian, N <= max_bytes
+ *   4       N     protobuf encoding of tide.v1.Envelope
+ */
+#include "frame.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *tide_frame_strerror(int rc)
+{
+    switch (rc) {
+    case 0:
+        return "success";
+    case TIDE_FRAME_NEED_MORE:
+        return "incomplete frame, more bytes needed";
+    case TIDE_FRAME_ETOOLARGE:
+        return "frame length exceeds the maximum frame size";
+    case TIDE_FRAME_EMALFORMED:
+        return "frame payload is not a valid Envelope";
+    case TIDE_FRAME_ENOSPACE:
+        return "output buffer too small for frame";
+    default:
+        return rc < 0 && rc > -4096 ? strerror(-rc) : "unknown error";
+    }
+}
+
+static uint32_t load_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+static void store_le32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+size_t tide_frame_size(const Tide__V1__Envelope *env)
+{
+    return TIDE_FRAME_HEADER_BYTES +
+           protobuf_c_message_get_packed_size(&env->base);
+}
+
+int64_t tide_frame_encode(const Tide__V1__Envelope *env, uint8_t *out,
+                          size_t cap)
+{
+    size_t payload = protobuf_c_message_get_packed_size(&env->base);
+
+    if (payload > TIDE_FRAME_MAX_BYTES_LIMIT ||
+        cap < TIDE_FRAME_HEADER_BYTES + payload)
+        return TIDE_FRAME_ENOSPACE;
+    store_le32(out, (uint32_t)payload);
+    protobuf_c_message_pack(&env->base, out + TIDE_FRAME_HEADER_BYTES);
+    return (int64_t)(TIDE_FRAME_HEADER_BYTES + payload);
+}
+
+int tide_frame_parse(const uint8_t *buf, size_t len, uint32_t max_bytes,
+                     ProtobufCAllocator *alloc, Tide__V1__Envelope **env,
+                     size_t *consumed)
+{
+    uint32_t payload;
+
+    if (max_bytes == 0 || max_bytes > TIDE_FRAME_MAX_BYTES_LIMIT)
+        max_bytes = TIDE_FRAME_MAX_BYTES_DEFAULT;
+    if (len < TIDE_FRAME_HEADER_BYTES)
+        return TIDE_FRAME_NEED_MORE;
+    payload = load_le32(buf);
+    if (payload > max_bytes)
+        return TIDE_FRAME_ETOOLARGE;
+    if (len - TIDE_FRAME_HEADER_BYTES < payload)
+        return TIDE_FRAME_NEED_MORE;
+    *env = tide__v1__envelope__unpack(alloc, payload,
+                                      buf + TIDE_FRAME_HEADER_BYTES);
+    if (!*env)
+        return TIDE_FRAME_EMALFORMED;
+    *consumed = TIDE_FRAME_HEADER_BYTES + payload;
+    return 0;
+}
+
+void tide_frame_free(Tide__V1__Envelope *env, ProtobufCAllocator *alloc)
+{
+    if (env)
+        tide__v1__envelope__free_unpacked(env, alloc);
+}
+
+void tide_frame_decoder_init(struct tide_frame_decoder *d, uint32_t max_bytes,
+                             ProtobufCAllocator *alloc)
+{
+    memset(d, 0, sizeof(*d));
+    if (max_bytes == 0 || max_bytes > TIDE_FRAME_MAX_BYTES_LIMIT)
+        max_bytes = TIDE_FRAME_MAX_BYTES_DEFAULT;
+    d->max_bytes = max_bytes;
+    d->alloc = alloc;
+}
+
+/* The decoder's buffer comes from the caller's allocator when one is given,
+ * so that the server's allocation accounting sees it. */
+static void *buf_alloc(struct tide_frame_decoder *d, size_t n)
+{
+    return d->alloc ? d->alloc->alloc(d->alloc->allocator_data, n) : malloc(n);
+}
+
+static void buf_free(struct tide_frame_decoder *d, void *p)
+{
+    if (!p)
+        return;
+    if (d->alloc)
+        d->alloc->free(d->alloc->allocator_data, p);
+    else
+        free(p);
+}
+
+void tide_frame_decoder_fini(struct tide_frame_decoder *d)
+{
+    buf_free(d, d->buf);
+    memset(d, 0, sizeof(*d));
+}
+
+size_t tide_frame_decoder_pending(const struct tide_frame_decoder *d)
+{
+    return d->len - d->head;
+}
+
+/* Fail when the buffered bytes begin with a header that announces an
+ * oversized frame: checked on every feed so that no memory is ever reserved
+ * for such a frame. */
+static int check_header(struct tide_frame_decoder *d)
+{
+    if (d->len - d->head >= TIDE_FRAME_HEADER_BYTES &&
+        load_le32(d->buf + d->head) > d->max_bytes)
+        d->err = TIDE_FRAME_ETOOLARGE;
+    return d->err;
+}
+
+int tide_frame_decoder_feed(struct tide_frame_decoder *d, const void *data,
+                            size_t n)
+{
+    size_t live;
+
+    if (d->err)
+        return d->err;
+    if (n == 0)
+        return 0;
+    live = d->len - d->head;
+    if (d->head > 0) {
+        memmove(d->buf, d->buf + d->head, live);
+        d->head = 0;
+        d->len = live;
+    }
+    /* A header split across feeds: complete it first, check it, then take
+     * the rest, so that an oversized length never reaches the allocator. */
+    if (live < TIDE_FRAME_HEADER_BYTES && live + n >= TIDE_FRAME_HEADER_BYTES) {
+        uint8_t hdr[TIDE_FRAME_HEADER_BYTES];
+        size_t need = TIDE_FRAME_HEADER_BYTES - live;
+
+        if (live)
+            memcpy(hdr, d->buf, live);
+        memcpy(hdr + live, data, need);
+        if (load_le32(hdr) > d->max_bytes) {
+            d->err = TIDE_FRAME_ETOOLARGE;
+            return d->err;
+        }
+    }
+    if (d->len + n > d->cap) {
+        size_t cap = d->cap;
+
+        if (cap == 0)
+            cap = d->max_bytes + TIDE_FRAME_HEADER_BYTES < 4096
+                      ? d->max_bytes + TIDE_FRAME_HEADER_BYTES
+                      : 4096;
+        uint8_t *buf;
+
+        while (cap < d->len + n)
+            cap *= 2;
+        buf = buf_alloc(d, cap);
+        if (!buf) {
+            d->err = -ENOMEM;
+            return d->err;
+        }
+        if (d->len)
+            memcpy(buf, d->buf, d->len);
+        buf_free(d, d->buf);
+        d->buf = buf;
+        d->cap = cap;
+    }
+    memcpy(d->buf + d->len, data, n);
+    d->len += n;
+    return 0;
+}
+
+int tide_frame_decoder_next(struct tide_frame_decoder *d,
+                            Tide__V1__Envelope **env)
+{
+    size_t consumed = 0;
+    int rc;
+
+    if (d->err)
+        return d->err;
+    if (check_header(d))
+        return d->err;
+    rc = tide_frame_parse(d->buf + d->head, d->len - d->head, d->max_bytes,
+                          d->alloc, env, &consumed);
+    if (rc == TIDE_FRAME_NEED_MORE)
+        return rc;
+    if (rc) {
+        d->err = rc;
+        return rc;
+    }
+    d->head += consumed;
+    if (d->head == d->len)
+        d->head = d->len = 0;
+    return 0;
+}

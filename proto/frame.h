@@ -1,0 +1,114 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The one frame codec of the Tide wire protocol, shared by tided and libtide.
+ * A frame is a u32 little-endian payload length followed by that many bytes
+ * of one protobuf-encoded tide.v1.Envelope (docs/protocol.md, "Framing").
+ *
+ * Thread-safety: a decoder belongs to one thread at a time; the free
+ * functions are reentrant.
+ */
+#ifndef TIDE_PROTO_FRAME_H
+#define TIDE_PROTO_FRAME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tide.pb-c.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TIDE_FRAME_HEADER_BYTES 4u
+#define TIDE_FRAME_MAX_BYTES_DEFAULT (16u << 20) /* 16 MiB payload */
+#define TIDE_FRAME_MAX_BYTES_LIMIT (1u << 30)    /* hard upper bound */
+
+/* Codec results. Append-only; they sit in a range far from errno. */
+#define TIDE_FRAME_NEED_MORE 1          /* not an error: feed more bytes */
+#define TIDE_FRAME_ETOOLARGE (-31001)   /* length above the maximum */
+#define TIDE_FRAME_EMALFORMED (-31002)  /* payload is not an Envelope */
+#define TIDE_FRAME_ENOSPACE (-31003)    /* output buffer too small */
+
+/* Return a static description of a TIDE_FRAME_* code or of -errno. */
+const char *tide_frame_strerror(int rc);
+
+/* Bytes needed to frame `env`: header plus payload. */
+size_t tide_frame_size(const Tide__V1__Envelope *env);
+
+/*
+ * Encode `env` as one frame into `out` (capacity `cap`).
+ * Returns the number of bytes written, or TIDE_FRAME_ENOSPACE when `cap` is
+ * smaller than tide_frame_size(env) (nothing is written then).
+ */
+int64_t tide_frame_encode(const Tide__V1__Envelope *env, uint8_t *out,
+                          size_t cap);
+
+/*
+ * Parse one frame from the start of `buf[0..len)`.
+ * On success returns 0, sets *env (owned by the caller, free it with
+ * tide_frame_free(*env, alloc)) and *consumed (header plus payload).
+ * Returns TIDE_FRAME_NEED_MORE when `buf` holds no whole frame yet,
+ * TIDE_FRAME_ETOOLARGE as soon as the header announces more than
+ * `max_bytes` (before anything is allocated), TIDE_FRAME_EMALFORMED when the
+ * payload does not decode, -ENOMEM when allocation fails. `alloc` may be
+ * NULL for the system allocator.
+ */
+int tide_frame_parse(const uint8_t *buf, size_t len, uint32_t max_bytes,
+                     ProtobufCAllocator *alloc, Tide__V1__Envelope **env,
+                     size_t *consumed);
+
+/* Free an envelope returned by this codec. Accepts NULL. */
+void tide_frame_free(Tide__V1__Envelope *env, ProtobufCAllocator *alloc);
+
+/*
+ * Incremental decoder for a byte stream: feed bytes as they arrive, take
+ * envelopes out as they complete. Caller-allocated; private fields.
+ * Invariants:
+ *   1. buf[head..len) holds received bytes not yet parsed; len <= cap.
+ *   2. the buffer grows only to hold what the caller fed, and a header
+ *      announcing more than max_bytes fails at once: a peer cannot make
+ *      the decoder reserve memory for a frame it has not sent.
+ *   3. err != 0 is sticky: after a framing error the stream has no frame
+ *      boundary left to resynchronise on, so every later call returns it.
+ */
+struct tide_frame_decoder {
+    uint8_t *buf;
+    size_t head;
+    size_t len;
+    size_t cap;
+    uint32_t max_bytes;
+    int err;
+    ProtobufCAllocator *alloc;
+};
+
+/* Initialise `d` for frames up to `max_bytes` (0 = the default). */
+void tide_frame_decoder_init(struct tide_frame_decoder *d, uint32_t max_bytes,
+                             ProtobufCAllocator *alloc);
+
+/* Release the decoder's buffer. `d` may be re-initialised afterwards. */
+void tide_frame_decoder_fini(struct tide_frame_decoder *d);
+
+/*
+ * Append `n` bytes of stream input. Returns 0, the decoder's sticky error,
+ * TIDE_FRAME_ETOOLARGE when a frame header already announces an oversized
+ * frame, or -ENOMEM (then nothing was appended and the decoder is failed).
+ */
+int tide_frame_decoder_feed(struct tide_frame_decoder *d, const void *data,
+                            size_t n);
+
+/*
+ * Take the next complete envelope. Returns 0 and sets *env (free with
+ * tide_frame_free(*env, alloc)), TIDE_FRAME_NEED_MORE, or an error that
+ * stays sticky (see invariant 3).
+ */
+int tide_frame_decoder_next(struct tide_frame_decoder *d,
+                            Tide__V1__Envelope **env);
+
+/* Bytes buffered but not yet returned as envelopes. */
+size_t tide_frame_decoder_pending(const struct tide_frame_decoder *d);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TIDE_PROTO_FRAME_H */
