@@ -39,11 +39,13 @@ else
 $(error MODE must be release, debug or asan, not '$(MODE)')
 endif
 
-PKGS := libprotobuf-c criterion
+PKGS := libprotobuf-c criterion liburing liblz4 libxxhash sqlite3 libcrypto \
+        libxcrypt
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 
-INCLUDES := -Iproto -I$(GEN) -Itests/support
+INCLUDES := -Iproto -I$(GEN) -Iengine/include -Iengine -Iengine/meta \
+            -Itests/support
 CFLAGS_ALL := $(STD) $(OPT) $(SAN) $(W) $(INCLUDES) $(PKG_CFLAGS) $(CFLAGS)
 LDFLAGS_ALL := $(SAN) $(LDFLAGS)
 
@@ -58,6 +60,8 @@ $(shell mkdir -p $(BUILD) && \
 # --- sources (sorted) -------------------------------------------------------
 
 PROTO_SRCS := proto/frame.c
+ENGINE_SRCS := $(sort $(wildcard engine/*.c))
+META_SRCS := $(sort $(wildcard engine/meta/*.c))
 GEN_SRCS := $(GEN)/tide.pb-c.c
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
 SUPPORT_SRCS := $(sort $(wildcard tests/support/*.c))
@@ -65,22 +69,27 @@ SUPPORT_SRCS := $(sort $(wildcard tests/support/*.c))
 obj = $(patsubst %.c,$(BUILD)/%.o,$(patsubst $(GEN)/%,gen/%,$(1)))
 
 PROTO_OBJS := $(call obj,$(PROTO_SRCS) $(GEN_SRCS))
+ENGINE_OBJS := $(call obj,$(ENGINE_SRCS))
+META_OBJS := $(call obj,$(META_SRCS))
 UNIT_OBJS := $(call obj,$(UNIT_SRCS))
 SUPPORT_OBJS := $(call obj,$(SUPPORT_SRCS))
 
 LIBPROTO := $(BUILD)/libtideproto.a
+LIBENGINE := $(BUILD)/libtideengine.a
+LIBMETA := $(BUILD)/libtidemeta.a
 UNIT_BIN := $(BUILD)/tests/unit-tests
 EXAMPLES_BIN := $(BUILD)/tide-proto-examples
 FUZZ_BIN := build/fuzz/fuzz_frame
 
-ALL_OBJS := $(PROTO_OBJS) $(UNIT_OBJS) $(SUPPORT_OBJS) \
+ALL_OBJS := $(PROTO_OBJS) $(ENGINE_OBJS) $(META_OBJS) $(UNIT_OBJS) \
+            $(SUPPORT_OBJS) \
             $(call obj,proto/examples.c)
 
 .PHONY: all deps test test-unit test-integration run fuzz format \
         format-check clean
 .DEFAULT_GOAL := all
 
-all: $(LIBPROTO) $(EXAMPLES_BIN) $(UNIT_BIN)
+all: $(LIBPROTO) $(LIBENGINE) $(LIBMETA) $(EXAMPLES_BIN) $(UNIT_BIN)
 
 # --- rules ------------------------------------------------------------------
 
@@ -103,11 +112,19 @@ $(LIBPROTO): $(PROTO_OBJS)
 	@echo "  AR      $@"
 	$(Q)rm -f $@ && ar rcs $@ $^
 
+$(LIBENGINE): $(ENGINE_OBJS)
+	@echo "  AR      $@"
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(LIBMETA): $(META_OBJS)
+	@echo "  AR      $@"
+	$(Q)rm -f $@ && ar rcs $@ $^
+
 $(EXAMPLES_BIN): $(call obj,proto/examples.c) $(LIBPROTO)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
 
-$(UNIT_BIN): $(UNIT_OBJS) $(SUPPORT_OBJS) $(LIBPROTO)
+$(UNIT_BIN): $(UNIT_OBJS) $(SUPPORT_OBJS) $(LIBMETA) $(LIBENGINE) $(LIBPROTO)
 	@mkdir -p $(@D)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@

@@ -1,0 +1,140 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Shared by the engine's source files and unit tests only: the allocator,
+ * growable byte buffers, varints and little-endian helpers. Nothing here is
+ * part of the engine's contract (engine/include/tide/engine.h).
+ */
+#ifndef TIDE_ENGINE_INTERNAL_H
+#define TIDE_ENGINE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "tide/engine.h"
+
+/* ---- Assertions: programmer errors only, never bad input ---------------- */
+
+#define TIDE_ASSERT(cond)                                                      \
+    do {                                                                       \
+        if (!(cond))                                                           \
+            tide__assert_fail(#cond, __FILE__, __LINE__);                      \
+    } while (0)
+
+#ifdef NDEBUG
+#define TIDE_DEBUG_ASSERT(cond) ((void)0)
+#else
+#define TIDE_DEBUG_ASSERT(cond) TIDE_ASSERT(cond)
+#endif
+
+_Noreturn void tide__assert_fail(const char *expr, const char *file, int line);
+
+/* ---- Allocation (alloc.c) ------------------------------------------------
+ * Every heap allocation of the engine goes through these. They count live
+ * bytes and let tests make the Nth allocation fail. They never abort:
+ * callers return -ENOMEM. */
+void *tide_malloc(size_t size);
+void *tide_calloc(size_t n, size_t size);
+void *tide_realloc(void *p, size_t size);
+void tide_free(void *p);
+/* `align` is a power of two >= sizeof(void *); free with tide_free. */
+void *tide_aligned_alloc(size_t align, size_t size);
+char *tide_strdup(const char *s);
+/* Bytes currently allocated through the functions above. */
+size_t tide_alloc_live_bytes(void);
+/* Tests: make the `nth` next allocation (1 = the very next) fail, once.
+ * 0 disables. */
+void tide_alloc_fail_nth(unsigned long nth);
+
+/* ---- Growable byte buffer (alloc.c) ------------------------------------ */
+
+struct tide_buf {
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+};
+
+/* Make room for `extra` more bytes. Returns 0 or -ENOMEM (buf unchanged). */
+int tide__buf_reserve(struct tide_buf *b, size_t extra);
+/* Append `n` bytes. Returns 0 or -ENOMEM (buf unchanged). */
+int tide__buf_append(struct tide_buf *b, const void *p, size_t n);
+void tide__buf_fini(struct tide_buf *b);
+
+/* ---- Varints and zigzag (little-endian base-128, at most 10 bytes) ------ */
+
+#define TIDE_VARINT_MAX 10
+
+static inline uint64_t tide__zigzag(int64_t v)
+{
+    return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+}
+
+static inline int64_t tide__unzigzag(uint64_t v)
+{
+    return (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
+}
+
+/* Write `v` at `p` (room for TIDE_VARINT_MAX); returns bytes written. */
+static inline size_t tide__varint_put(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+/* Read a varint from p[0..len). Returns bytes consumed, or 0 when the input
+ * is truncated or longer than TIDE_VARINT_MAX bytes. */
+static inline size_t tide__varint_get(const uint8_t *p, size_t len,
+                                      uint64_t *v)
+{
+    uint64_t r = 0;
+
+    for (size_t i = 0; i < len && i < TIDE_VARINT_MAX; i++) {
+        r |= (uint64_t)(p[i] & 0x7f) << (7 * i);
+        if (!(p[i] & 0x80)) {
+            *v = r;
+            return i + 1;
+        }
+    }
+    return 0;
+}
+
+/* ---- Little-endian fixed-width loads and stores (all on-disk integers) -- */
+
+static inline void tide__put_le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline void tide__put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline uint32_t tide__get_le32(const uint8_t *p)
+{
+    uint32_t v = 0;
+
+    for (int i = 0; i < 4; i++)
+        v |= (uint32_t)p[i] << (8 * i);
+    return v;
+}
+
+static inline uint64_t tide__get_le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+#endif /* TIDE_ENGINE_INTERNAL_H */
