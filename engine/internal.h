@@ -90,8 +90,7 @@ static inline size_t tide__varint_put(uint8_t *p, uint64_t v)
 
 /* Read a varint from p[0..len). Returns bytes consumed, or 0 when the input
  * is truncated or longer than TIDE_VARINT_MAX bytes. */
-static inline size_t tide__varint_get(const uint8_t *p, size_t len,
-                                      uint64_t *v)
+static inline size_t tide__varint_get(const uint8_t *p, size_t len, uint64_t *v)
 {
     uint64_t r = 0;
 

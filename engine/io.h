@@ -27,20 +27,21 @@ enum tide_io_op {
 };
 
 /* Request flags. */
-#define TIDE_IO_LINK 1u /* the next request starts only after this one
-                           completed in full; if this one fails, the rest
-                           of the chain fails with -ECANCELED */
+#define TIDE_IO_LINK                                                           \
+    1u /* the next request starts only after this one                          \
+          completed in full; if this one fails, the rest                       \
+          of the chain fails with -ECANCELED */
 
 /* One I/O request. The caller owns it and `buf`, which must stay valid
  * until tide__io_run() returns. */
 struct tide_io_req {
-    uint8_t op;       /* enum tide_io_op */
-    uint8_t flags;    /* TIDE_IO_* flags */
+    uint8_t op;    /* enum tide_io_op */
+    uint8_t flags; /* TIDE_IO_* flags */
     int fd;
     void *buf;
     uint32_t len;
     uint64_t off;
-    int64_t res;      /* out: bytes transferred, or -errno */
+    int64_t res; /* out: bytes transferred, or -errno */
 };
 
 struct tide_io;

@@ -27,15 +27,15 @@ extern "C" {
 /* ---- Return codes -------------------------------------------------------
  * 0 is success; system errors are -errno; the engine's own conditions sit in
  * a reserved range far from errno. Append-only: never renumber or reuse. */
-#define TIDE_ECORRUPT (-30800)  /* a checksum, magic or length is wrong */
-#define TIDE_EVERSION (-30801)  /* file format version not supported */
-#define TIDE_EFULL (-30802)     /* a configured limit or buffer is full */
-#define TIDE_ECLOSED (-30803)   /* the db is closing or closed */
-#define TIDE_EIO (-30804)       /* sticky: an earlier write/fsync failed */
-#define TIDE_EINVAL (-30805)    /* an argument is out of range */
-#define TIDE_ETYPE (-30806)     /* value type differs from the series' */
-#define TIDE_ENOTFOUND (-30807) /* no such series / file / entry */
-#define TIDE_ELOCKED (-30808)   /* data directory used by another process */
+#define TIDE_ECORRUPT (-30800)   /* a checksum, magic or length is wrong */
+#define TIDE_EVERSION (-30801)   /* file format version not supported */
+#define TIDE_EFULL (-30802)      /* a configured limit or buffer is full */
+#define TIDE_ECLOSED (-30803)    /* the db is closing or closed */
+#define TIDE_EIO (-30804)        /* sticky: an earlier write/fsync failed */
+#define TIDE_EINVAL (-30805)     /* an argument is out of range */
+#define TIDE_ETYPE (-30806)      /* value type differs from the series' */
+#define TIDE_ENOTFOUND (-30807)  /* no such series / file / entry */
+#define TIDE_ELOCKED (-30808)    /* data directory used by another process */
 #define TIDE_EDUPLICATE (-30809) /* batch (producer, sequence) seen before */
 
 /* Return a static, human-readable description of any code above or of a
