@@ -58,6 +58,258 @@ struct tide_str {
     uint32_t len;
 };
 
+/* ---- Opening a data directory ------------------------------------------ */
+
+typedef struct tide_db tide_db;
+typedef struct tide_iter tide_iter;
+
+enum tide_log_level {
+    TIDE_LOG_ERROR = 0,
+    TIDE_LOG_WARN = 1,
+    TIDE_LOG_INFO = 2,
+    TIDE_LOG_DEBUG = 3,
+};
+
+/* Log sink: one complete line without a newline. Called from any engine
+ * thread; must be thread-safe. */
+typedef void (*tide_log_fn)(void *ctx, enum tide_log_level level,
+                            const char *msg);
+
+/* Wall clock in ns since the Unix epoch. Tests install their own. */
+typedef int64_t (*tide_clock_fn)(void *ctx);
+
+enum tide_sync_mode {
+    TIDE_SYNC_BATCH = 0, /* ack after the fdatasync covering the batch */
+    TIDE_SYNC_NONE = 1,  /* ack after the WAL write; benchmarks only */
+};
+
+struct tide_db_options {
+    unsigned shards;           /* 0 = one per online core; max 64 */
+    enum tide_sync_mode sync;  /* default TIDE_SYNC_BATCH */
+    uint32_t chunk_points_max; /* points per chunk; default 8192 */
+    uint64_t head_bytes_max;   /* head memory budget; default 256 MiB */
+    uint64_t wal_file_bytes;   /* WAL file size before rotation; 64 MiB */
+    int64_t partition_ns;      /* segment time partition; default 1 day */
+    int io_backend;            /* 0 auto, 1 io_uring, 2 sync */
+    int repair;                /* truncate a corrupt WAL instead of
+                                  refusing to open; loses its tail */
+    tide_clock_fn clock;       /* NULL = CLOCK_REALTIME */
+    void *clock_ctx;
+    tide_log_fn log; /* NULL = silent */
+    void *log_ctx;
+};
+
+/* Fill `o` with the defaults above. */
+void tide_db_options_init(struct tide_db_options *o);
+
+/*
+ * Open (creating if needed) the data directory `dir` and recover it: load
+ * the manifest, replay each shard's WAL after its checkpoint, start the
+ * writer threads. `opts` may be NULL for defaults. On success *out owns the
+ * directory lock until tide_db_close().
+ * Errors: -errno (e.g. -EACCES), TIDE_ELOCKED, TIDE_ECORRUPT (a bad record
+ * followed by good ones in a WAL, a bad manifest; the log names file and
+ * offset), TIDE_EVERSION, TIDE_EINVAL (bad option), -ENOMEM.
+ */
+int tide_db_open(const char *dir, const struct tide_db_options *opts,
+                 tide_db **out);
+
+/*
+ * Stop accepting appends, complete every queued append (their callbacks
+ * fire), flush the head into segments, and release everything. Accepts
+ * NULL. Data already acknowledged is durable whether or not this runs.
+ */
+void tide_db_close(tide_db *db);
+
+/* ---- Appending --------------------------------------------------------- */
+
+/* One series' points within a batch. The caller owns every array; they are
+ * copied before tide_db_append() returns. Timestamps may be in any order;
+ * a repeated (series, ts) keeps the value written last. */
+struct tide_column {
+    uint64_t series_id;  /* dense id from the account sidecar, not 0 */
+    uint64_t account_id; /* owner, recorded in segment footers */
+    uint16_t tier;       /* retention tier id: segments partition by it */
+    uint8_t type;        /* enum tide_type; fixed per series */
+    uint32_t n;          /* points */
+    const int64_t *ts_ns;
+    union {
+        const double *f64;
+        const int64_t *i64;
+        const uint8_t *b; /* one byte per point, 0 or 1 */
+        const struct tide_str *str;
+    } v;
+};
+
+struct tide_batch {
+    /* A retried batch with the same non-zero (producer_id, sequence) is not
+     * applied twice, across restarts too. Sequences must increase per
+     * producer. sequence 0 disables the check. */
+    uint64_t producer_id;
+    uint64_t sequence;
+    uint32_t n_columns;
+    const struct tide_column *columns;
+};
+
+#define TIDE_STR_BYTES_MAX 65535u      /* one string value */
+#define TIDE_BATCH_POINTS_MAX 4000000u /* one batch */
+
+/*
+ * Completion of an append: `rc` is 0 once every point of the batch is
+ * durable (per the sync mode), TIDE_EDUPLICATE when the whole batch had
+ * been applied before (nothing redone; it is durable), or TIDE_EIO when a
+ * write or sync failed (nothing of the batch may be assumed durable; the db
+ * stays failed until reopened). Runs on an engine thread: it must not block
+ * and must not call tide_db_close().
+ */
+typedef void (*tide_append_cb)(void *ctx, int rc);
+
+/*
+ * Queue `batch` for the shards of its series. Returns 0 when queued: `cb`
+ * then fires exactly once (the batch's ticket). Returns an error at once,
+ * with `cb` never called, for TIDE_EINVAL (type, counts, string length,
+ * series id 0), TIDE_EFULL (batch above TIDE_BATCH_POINTS_MAX),
+ * TIDE_ECLOSED, TIDE_EIO (db failed) or -ENOMEM.
+ */
+int tide_db_append(tide_db *db, const struct tide_batch *batch,
+                   tide_append_cb cb, void *ctx);
+
+/* tide_db_append() and wait for its completion; returns its rc. */
+int tide_db_append_wait(tide_db *db, const struct tide_batch *batch);
+
+/*
+ * Write every shard's head into segments and checkpoint the WAL (old WAL
+ * files are deleted). Blocks until done. Returns 0, TIDE_EIO or -errno.
+ */
+int tide_db_flush(tide_db *db);
+
+/* ---- Reading ----------------------------------------------------------- */
+
+/* A run of points of one series, in ascending time order, without
+ * duplicates. Borrowed: valid until the next tide_iter_next() or
+ * tide_iter_close() on the same iterator. */
+struct tide_block {
+    uint64_t series_id;
+    uint8_t type;
+    uint32_t n;
+    const int64_t *ts_ns;
+    union {
+        const double *f64;
+        const int64_t *i64;
+        const uint8_t *b;
+        const struct tide_str *str;
+    } v;
+};
+
+/*
+ * Open a range read of the `n` series in `ids` over [from_ns, to_ns). The
+ * iterator returns each series' points in the order of `ids`, one or more
+ * blocks per series; series without points are skipped. `ids` is copied.
+ * Errors: TIDE_EINVAL, -ENOMEM, TIDE_ECLOSED.
+ */
+int tide_db_read_open(tide_db *db, const uint64_t *ids, uint32_t n,
+                      int64_t from_ns, int64_t to_ns, tide_iter **out);
+
+/*
+ * Next block. Returns 1 with *blk set, 0 at the end, or an error:
+ * TIDE_ECORRUPT (a chunk failed its checksum; the log names the file and
+ * offset; no data of that chunk is returned), -errno, -ENOMEM. After an
+ * error the iterator returns it again.
+ */
+int tide_iter_next(tide_iter *it, struct tide_block *blk);
+
+/* Close an iterator. Accepts NULL. */
+void tide_iter_close(tide_iter *it);
+
+/* One time bucket of one series. Bool values count as 0/1, i64 as double.
+ * String series have only count, first_ts and last_ts. */
+struct tide_bucket {
+    int64_t start_ns; /* from_ns + k * bucket_ns */
+    uint64_t count;
+    double sum;
+    double min;
+    double max;
+    double first; /* value at the earliest timestamp in the bucket */
+    double last;  /* value at the latest timestamp in the bucket */
+    int64_t first_ts;
+    int64_t last_ts;
+};
+
+struct tide_agg_series {
+    uint64_t series_id;
+    uint8_t type;
+    uint32_t n_buckets; /* non-empty buckets only, ascending */
+    struct tide_bucket *buckets;
+};
+
+struct tide_agg_stats {
+    uint64_t chunks_decoded;
+    uint64_t chunks_from_header; /* answered without decompression */
+    uint64_t bytes_read;
+};
+
+/*
+ * Aggregate each series in `ids` over [from_ns, to_ns) into buckets of
+ * `bucket_ns` (0 = one bucket for the whole range). On success *out is an
+ * array of `n` results in the order of `ids` (a series without points has
+ * n_buckets 0), freed with tide_agg_free(*out, n). `stats` may be NULL.
+ * Errors as tide_iter_next().
+ */
+int tide_db_aggregate(tide_db *db, const uint64_t *ids, uint32_t n,
+                      int64_t from_ns, int64_t to_ns, int64_t bucket_ns,
+                      struct tide_agg_series **out,
+                      struct tide_agg_stats *stats);
+
+void tide_agg_free(struct tide_agg_series *res, uint32_t n);
+
+/* The newest point of a series. */
+struct tide_point {
+    uint64_t series_id;
+    int found; /* 0 when the series has no point */
+    uint8_t type;
+    int64_t ts_ns;
+    union {
+        double f64;
+        int64_t i64;
+        uint8_t b;
+        struct tide_str str; /* owned by the result array */
+    } v;
+};
+
+/*
+ * Newest point of each series in `ids`. On success *out is an array of `n`
+ * points in the order of `ids`, freed with tide_latest_free(*out, n).
+ */
+int tide_db_latest(tide_db *db, const uint64_t *ids, uint32_t n,
+                   struct tide_point **out);
+
+void tide_latest_free(struct tide_point *pts, uint32_t n);
+
+/* ---- Statistics -------------------------------------------------------- */
+
+#define TIDE_SHARDS_MAX 64
+
+struct tide_db_stats {
+    uint64_t points_appended;  /* since open */
+    uint64_t batches_appended; /* since open */
+    uint64_t batches_duplicate;
+    uint64_t head_points;
+    uint64_t head_bytes;
+    uint64_t segments;
+    uint64_t segment_bytes;
+    uint64_t segment_points;
+    uint64_t chunks;
+    uint64_t wal_bytes; /* live WAL bytes on disk, all shards */
+    uint64_t wal_syncs; /* fdatasync calls since open */
+    uint64_t flushes;
+    uint32_t shards;
+    uint32_t queue_depth[TIDE_SHARDS_MAX]; /* appends waiting, per shard */
+    const char *io_backend;                /* "io_uring" or "sync" */
+};
+
+/* Snapshot of the counters; cheap, lock-free where possible. */
+void tide_db_stats(tide_db *db, struct tide_db_stats *st);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Immutable segment files: per-series chunks of compressed columns, a
+ * footer indexing them with their statistics, and a trailer that locates
+ * the footer. Written once by the flusher (tide__segw_*), then only read
+ * (tide__seg_*). Byte layout: docs/file-format.md, "Segment files".
+ */
+#ifndef TIDE_ENGINE_SEGMENT_H
+#define TIDE_ENGINE_SEGMENT_H
+
+#include "internal.h"
+#include "io.h"
+
+#define TIDE_SEG_HEADER_BYTES 64u
+#define TIDE_SEG_CHUNK_ENTRY_BYTES 112u
+#define TIDE_SEG_TRAILER_BYTES 32u
+
+/* A chunk's index entry, as decoded from the footer. Statistics are over
+ * the chunk's values: bool as 0/1, i64 converted to double; strings have
+ * none. first and last keep the exact 8-byte value (f64 bits, i64, 0/1). */
+struct chunk_ent {
+    uint64_t series_id;
+    uint64_t account_id;
+    uint64_t offset; /* file offset of the payload */
+    uint32_t count;
+    uint32_t ts_bytes;     /* payload = ts column, then value column */
+    uint32_t stored_bytes; /* whole payload */
+    uint32_t raw_bytes;    /* the points before compression */
+    uint8_t type;
+    int64_t min_ts;
+    int64_t max_ts;
+    double min;
+    double max;
+    double sum;
+    uint64_t first;
+    uint64_t last;
+    uint64_t hash; /* XXH3-64 of the payload */
+};
+
+struct seg {
+    uint64_t id;
+    uint16_t shard;
+    uint16_t tier;
+    int fd;
+    char *path;
+    int64_t min_ts;
+    int64_t max_ts;
+    uint64_t points;
+    uint64_t file_bytes;
+    uint32_t n_accounts;
+    uint64_t *accounts; /* sorted */
+    uint32_t n_chunks;
+    struct chunk_ent *chunks; /* sorted by (series_id, min_ts) */
+};
+
+/*
+ * Open the segment at `path`: validate header, trailer and footer
+ * checksums and load the chunk index. Returns 0, TIDE_ECORRUPT,
+ * TIDE_EVERSION, -ENOMEM or -errno. On success *out owns the fd.
+ */
+int tide__seg_open(const char *path, struct seg **out);
+void tide__seg_close(struct seg *seg);
+
+/* Chunks of `series_id`: indices [*lo, *hi) into seg->chunks. */
+void tide__seg_find(const struct seg *seg, uint64_t series_id, uint32_t *lo,
+                    uint32_t *hi);
+
+/*
+ * Decode one chunk's payload (`len` == e->stored_bytes bytes) after
+ * verifying its checksum: fills ts[0..count) and either vals[0..count)
+ * (8-byte values) or strs[0..count) (pointing into `arena`, which must not
+ * be grown by the caller while they are used). Returns 0, TIDE_ECORRUPT or
+ * -ENOMEM.
+ */
+int tide__chunk_decode(const struct chunk_ent *e, const uint8_t *payload,
+                       size_t len, int64_t *ts, uint64_t *vals,
+                       struct tide_str *strs, struct tide_buf *arena);
+
+/* Writer of one new segment file. */
+struct seg_writer;
+
+/* Start segment `id` as a temporary file in `dir`. */
+int tide__segw_open(const char *dir, uint64_t id, uint16_t shard, uint16_t tier,
+                    struct tide_io *io, struct seg_writer **out);
+
+/* Add one chunk: `n` points (1..65536) of one series, sorted, without
+ * duplicates. Returns 0, -ENOMEM or -errno. */
+int tide__segw_add(struct seg_writer *w, uint64_t series_id,
+                   uint64_t account_id, uint8_t type, uint32_t n,
+                   const int64_t *ts, const uint64_t *vals,
+                   const struct tide_str *strs);
+
+/* Write footer and trailer, fdatasync, rename into place and fsync the
+ * directory. The writer is freed whatever the result; on failure the
+ * temporary file is removed. *path_out (tide_malloc'd) names the file. */
+int tide__segw_finish(struct seg_writer *w, char **path_out);
+
+/* Abandon the segment: remove the temporary file and free the writer. */
+void tide__segw_abort(struct seg_writer *w);
+
+/* File name of segment `id` in `dir` (PATH_MAX buffer). */
+void tide__seg_path(char *out, const char *dir, uint64_t id);
+
+#endif /* TIDE_ENGINE_SEGMENT_H */

@@ -1,0 +1,523 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Per-shard write-ahead log (wal.h). Files are named %016llx.wal after
+ * their sequence number, preallocated, and written in whole 4 KiB blocks
+ * from an aligned buffer so O_DIRECT works; the partial last block is
+ * rewritten with the next group (identical old bytes, so a torn rewrite
+ * cannot damage acknowledged records). docs/file-format.md, "WAL files",
+ * is the specification:
+ *
+ * File header (32 bytes, little-endian):
+ *   OFFSET  SIZE  DESCRIPTION
+ *   0       8     magic "TIDEWAL\0"
+ *   8       4     format version (1)
+ *   12      4     shard number
+ *   16      8     file sequence number
+ *   24      8     XXH3-64 of bytes 0..24
+ *
+ * Record (at 8-byte aligned offsets from 32):
+ *   OFFSET  SIZE  DESCRIPTION
+ *   0       4     payload length L
+ *   4       1     type (1 batch, 2 producer table)
+ *   5       3     zero
+ *   8       8     commit group number
+ *   16      8     XXH3-64 of the payload, seeded with XXH3-64 of bytes 0..16
+ *   24      L     payload, then zero padding to a multiple of 8
+ *
+ * A record is valid if and only if its type is known, the zero bytes are
+ * zero, it lies inside the file and its checksum matches.
+ */
+#include "wal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#define WAL_MAGIC "TIDEWAL"
+#define WAL_VERSION 1u
+
+static size_t round_up(size_t n, size_t to)
+{
+    return (n + to - 1) / to * to;
+}
+
+static void file_name(char *out, const char *dir, uint64_t seq)
+{
+    snprintf(out, PATH_MAX, "%s/%016" PRIx64 ".wal", dir, seq);
+}
+
+static int fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = 0;
+
+    if (fd < 0)
+        return -errno;
+    if (fsync(fd) != 0)
+        rc = -errno;
+    close(fd);
+    return rc;
+}
+
+int tide__wal_init(struct wal *w, const char *dir, unsigned shard)
+{
+    memset(w, 0, sizeof(*w));
+    w->fd = -1;
+    w->shard = shard;
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        return -errno;
+    w->dir = tide_strdup(dir);
+    w->buf_cap = 1u << 20;
+    w->buf = tide_aligned_alloc(TIDE_WAL_BLOCK, w->buf_cap);
+    if (!w->dir || !w->buf) {
+        tide__wal_fini(w);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+void tide__wal_fini(struct wal *w)
+{
+    if (w->fd >= 0)
+        close(w->fd);
+    tide_free(w->dir);
+    tide_free(w->buf);
+    memset(w, 0, sizeof(*w));
+    w->fd = -1;
+}
+
+uint64_t tide__wal_record_bytes(uint32_t len)
+{
+    return TIDE_WAL_RECORD_HEADER + round_up(len, 8);
+}
+
+int tide__wal_fits(const struct wal *w, uint32_t len)
+{
+    return w->fd >= 0 &&
+           w->buf_off + w->buf_len + tide__wal_record_bytes(len) <=
+               w->file_bytes;
+}
+
+static int reserve(struct wal *w, size_t extra)
+{
+    size_t need = round_up(w->buf_len + extra, TIDE_WAL_BLOCK);
+    size_t cap = w->buf_cap;
+    uint8_t *buf;
+
+    if (need <= w->buf_cap)
+        return 0;
+    while (cap < need)
+        cap *= 2;
+    buf = tide_aligned_alloc(TIDE_WAL_BLOCK, cap);
+    if (!buf)
+        return -ENOMEM;
+    memcpy(buf, w->buf, w->buf_len);
+    tide_free(w->buf);
+    w->buf = buf;
+    w->buf_cap = cap;
+    return 0;
+}
+
+int tide__wal_append(struct wal *w, uint8_t type, const void *payload,
+                     uint32_t len)
+{
+    size_t total = tide__wal_record_bytes(len);
+    uint8_t *p;
+    int rc = reserve(w, total);
+
+    if (rc)
+        return rc;
+    p = w->buf + w->buf_len;
+    memset(p, 0, total);
+    tide__put_le32(p, len);
+    p[4] = type;
+    tide__put_le64(p + 8, w->group);
+    memcpy(p + TIDE_WAL_RECORD_HEADER, payload, len);
+    tide__put_le64(p + 16,
+                   XXH3_64bits_withSeed(payload, len, XXH3_64bits(p, 16)));
+    w->buf_len += total;
+    return 0;
+}
+
+int tide__wal_commit(struct wal *w, struct tide_io *io, int sync)
+{
+    struct tide_io_req req[2];
+    size_t len = round_up(w->buf_len, TIDE_WAL_BLOCK);
+    size_t keep;
+    unsigned n = 0;
+    int rc;
+
+    if (w->fd < 0)
+        return -EBADF;
+    /* The padding up to the block boundary must read as "end of log". */
+    memset(w->buf + w->buf_len, 0, len - w->buf_len);
+    if (len > 0) {
+        req[n++] = (struct tide_io_req){.op = TIDE_IO_WRITE,
+                                        .flags = sync ? TIDE_IO_LINK : 0,
+                                        .fd = w->fd,
+                                        .buf = w->buf,
+                                        .len = (uint32_t)len,
+                                        .off = w->buf_off};
+    }
+    if (sync)
+        req[n++] = (struct tide_io_req){.op = TIDE_IO_FDATASYNC, .fd = w->fd};
+    rc = tide__io_run(io, req, n);
+    if (rc)
+        return rc;
+    w->group++;
+    /* Keep the partial last block: the next group rewrites it. */
+    keep = w->buf_len % TIDE_WAL_BLOCK;
+    if (w->buf_len - keep > 0) {
+        memmove(w->buf, w->buf + (w->buf_len - keep), keep);
+        w->buf_off += w->buf_len - keep;
+        w->buf_len = keep;
+    }
+    return 0;
+}
+
+int tide__wal_start(struct wal *w, struct tide_io *io, uint64_t seq,
+                    uint64_t file_bytes)
+{
+    char path[PATH_MAX];
+    int fd, rc;
+
+    file_bytes = round_up(file_bytes, TIDE_WAL_BLOCK);
+    file_name(path, w->dir, seq);
+    w->direct = 1;
+    fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_DIRECT, 0644);
+    if (fd < 0 && errno == EINVAL) {
+        /* tmpfs and some others refuse O_DIRECT; buffered writes plus
+         * fdatasync are just as durable, only cost more CPU. */
+        w->direct = 0;
+        fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    }
+    if (fd < 0)
+        return -errno;
+    /* Preallocate so that group commits do not extend the file: an
+     * fdatasync then has no size change to journal. */
+    rc = posix_fallocate(fd, 0, (off_t)file_bytes);
+    if (rc == EOPNOTSUPP || rc == EINVAL)
+        rc = ftruncate(fd, (off_t)file_bytes) ? errno : 0;
+    if (rc) {
+        close(fd);
+        unlink(path);
+        return -rc;
+    }
+    if (w->fd >= 0)
+        close(w->fd);
+    w->fd = fd;
+    w->seq = seq;
+    w->file_bytes = file_bytes;
+    w->buf_off = 0;
+    memset(w->buf, 0, TIDE_WAL_FILE_HEADER);
+    memcpy(w->buf, WAL_MAGIC, 8);
+    tide__put_le32(w->buf + 8, WAL_VERSION);
+    tide__put_le32(w->buf + 12, w->shard);
+    tide__put_le64(w->buf + 16, seq);
+    tide__put_le64(w->buf + 24, XXH3_64bits(w->buf, 24));
+    w->buf_len = TIDE_WAL_FILE_HEADER;
+    w->disk_bytes += file_bytes;
+    if (fsync(fd) != 0)
+        return -errno;
+    rc = tide__wal_commit(w, io, 1);
+    if (rc)
+        return rc;
+    return fsync_dir(w->dir);
+}
+
+/* ---- Recovery ----------------------------------------------------------- */
+
+static int cmp_seq(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/* List the sequence numbers of the WAL files in `dir`, ascending. */
+static int list_files(const char *dir, uint64_t **out, size_t *n_out)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    uint64_t *seqs = NULL;
+    size_t n = 0, cap = 0;
+
+    if (!d)
+        return errno == ENOENT ? 0 : -errno;
+    while ((e = readdir(d))) {
+        char *end;
+        uint64_t seq;
+
+        if (strlen(e->d_name) != 20 || strcmp(e->d_name + 16, ".wal"))
+            continue;
+        seq = strtoull(e->d_name, &end, 16);
+        if (end != e->d_name + 16)
+            continue;
+        if (n == cap) {
+            uint64_t *p;
+
+            cap = cap ? cap * 2 : 16;
+            p = tide_realloc(seqs, cap * sizeof(*p));
+            if (!p) {
+                tide_free(seqs);
+                closedir(d);
+                return -ENOMEM;
+            }
+            seqs = p;
+        }
+        seqs[n++] = seq;
+    }
+    closedir(d);
+    if (n)
+        qsort(seqs, n, sizeof(*seqs), cmp_seq);
+    *out = seqs;
+    *n_out = n;
+    return 0;
+}
+
+static int read_file(const char *path, uint8_t **out, size_t *len)
+{
+    struct stat st;
+    uint8_t *buf = NULL;
+    size_t got = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC), rc;
+
+    if (fd < 0)
+        return -errno;
+    if (fstat(fd, &st) != 0) {
+        rc = -errno;
+        goto fail;
+    }
+    buf = tide_malloc((size_t)st.st_size + 1);
+    if (!buf) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    while (got < (size_t)st.st_size) {
+        ssize_t r = pread(fd, buf + got, (size_t)st.st_size - got, (off_t)got);
+
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            rc = r < 0 ? -errno : -EIO;
+            goto fail;
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    *out = buf;
+    *len = got;
+    return 0;
+fail:
+    tide_free(buf);
+    close(fd);
+    return rc;
+}
+
+/* Is there a valid record at `off`? Sets its payload length and group. */
+static int record_valid(const uint8_t *buf, size_t size, size_t off,
+                        uint32_t *len, uint64_t *group)
+{
+    const uint8_t *p = buf + off;
+    uint32_t l;
+
+    if (size - off < TIDE_WAL_RECORD_HEADER)
+        return 0;
+    l = tide__get_le32(p);
+    if ((p[4] != TIDE_WAL_BATCH && p[4] != TIDE_WAL_PRODUCERS) || p[5] ||
+        p[6] || p[7])
+        return 0;
+    if (l > size - off - TIDE_WAL_RECORD_HEADER)
+        return 0;
+    if (XXH3_64bits_withSeed(p + TIDE_WAL_RECORD_HEADER, l,
+                             XXH3_64bits(p, 16)) != tide__get_le64(p + 16))
+        return 0;
+    *len = l;
+    *group = tide__get_le64(p + 8);
+    return 1;
+}
+
+static int all_zero(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i])
+            return 0;
+    return 1;
+}
+
+/* What follows a bad record at `off`: the number of valid records after it
+ * and whether they all belong to one group, returned in *group. */
+static unsigned scan_after(const uint8_t *buf, size_t size, size_t off,
+                           uint64_t *group, int *one_group)
+{
+    unsigned found = 0;
+
+    *one_group = 1;
+    for (size_t p = off + 8; p + TIDE_WAL_RECORD_HEADER <= size; p += 8) {
+        uint32_t len;
+        uint64_t g;
+
+        if (!record_valid(buf, size, p, &len, &g))
+            continue;
+        if (found && g != *group)
+            *one_group = 0;
+        *group = g;
+        found++;
+    }
+    return found;
+}
+
+static int truncate_file(const char *path, uint64_t off)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC), rc = 0;
+
+    if (fd < 0)
+        return -errno;
+    if (ftruncate(fd, (off_t)off) != 0 || fsync(fd) != 0)
+        rc = -errno;
+    close(fd);
+    return rc;
+}
+
+static int header_valid(const uint8_t *buf, size_t size, unsigned shard,
+                        uint64_t seq)
+{
+    return size >= TIDE_WAL_FILE_HEADER && !memcmp(buf, WAL_MAGIC, 8) &&
+           tide__get_le32(buf + 12) == shard &&
+           tide__get_le64(buf + 16) == seq &&
+           tide__get_le64(buf + 24) == XXH3_64bits(buf, 24);
+}
+
+int tide__wal_replay(const char *dir, unsigned shard, uint64_t from_seq,
+                     int repair, tide_wal_record_fn fn, void *ctx,
+                     tide_wal_log_fn log, void *log_ctx, uint64_t *last_seq,
+                     uint64_t *next_group)
+{
+    uint64_t *seqs = NULL, max_group = 0;
+    size_t n = 0;
+    int rc = list_files(dir, &seqs, &n);
+
+    *last_seq = 0;
+    *next_group = 0;
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        char path[PATH_MAX];
+        uint8_t *buf = NULL;
+        size_t size = 0, off = TIDE_WAL_FILE_HEADER;
+        int last = i + 1 == n;
+        uint64_t last_good_group = 0, g = 0;
+        int one_group;
+        unsigned after;
+
+        *last_seq = seqs[i];
+        if (seqs[i] < from_seq)
+            continue;
+        file_name(path, dir, seqs[i]);
+        rc = read_file(path, &buf, &size);
+        if (rc)
+            break;
+        if (!header_valid(buf, size, shard, seqs[i])) {
+            /* A file whose creation never became durable is all zeros:
+             * remove it, or it would look corrupt behind the next file. */
+            if (last && all_zero(buf, size)) {
+                tide_free(buf);
+                if (unlink(path) != 0)
+                    rc = -errno;
+                break;
+            }
+            if (tide__get_le32(buf + 8) != WAL_VERSION && size >= 12 &&
+                !memcmp(buf, WAL_MAGIC, 8))
+                rc = TIDE_EVERSION;
+            else
+                rc = TIDE_ECORRUPT;
+            log(log_ctx, TIDE_LOG_ERROR, "wal: bad file header in %s", path);
+            tide_free(buf);
+            break;
+        }
+        for (;;) {
+            uint32_t len;
+
+            if (!record_valid(buf, size, off, &len, &g))
+                break;
+            last_good_group = g;
+            if (g + 1 > max_group)
+                max_group = g + 1;
+            rc = fn(ctx, buf[off + 4], buf + off + TIDE_WAL_RECORD_HEADER, len);
+            if (rc)
+                break;
+            off += tide__wal_record_bytes(len);
+        }
+        if (rc || off >= size ||
+            all_zero(buf + off, size - off)) { /* clean end of this file */
+            tide_free(buf);
+            continue;
+        }
+        after = scan_after(buf, size, off, &g, &one_group);
+        if (last && (after == 0 || (one_group && g > last_good_group))) {
+            /* The final commit group was cut by the crash; none of it was
+             * acknowledged. */
+            log(log_ctx, TIDE_LOG_WARN,
+                "wal: truncating torn tail of %s at offset %zu", path, off);
+            rc = truncate_file(path, off);
+        } else if (repair) {
+            log(log_ctx, TIDE_LOG_WARN,
+                "wal: repair: truncating %s at corrupt record at offset %zu "
+                "and dropping %zu later file(s)",
+                path, off, n - i - 1);
+            rc = truncate_file(path, off);
+            for (size_t j = i + 1; j < n && rc == 0; j++) {
+                file_name(path, dir, seqs[j]);
+                if (unlink(path) != 0)
+                    rc = -errno;
+            }
+            n = i + 1;
+        } else {
+            log(log_ctx, TIDE_LOG_ERROR,
+                "wal: corrupt record in %s at offset %zu followed by valid "
+                "records; refusing to open (repair option truncates there)",
+                path, off);
+            rc = TIDE_ECORRUPT;
+        }
+        tide_free(buf);
+    }
+    tide_free(seqs);
+    *next_group = max_group;
+    return rc;
+}
+
+int tide__wal_remove_before(struct wal *w, uint64_t seq)
+{
+    uint64_t *seqs = NULL, bytes = 0;
+    size_t n = 0;
+    int rc = list_files(w->dir, &seqs, &n);
+
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        char path[PATH_MAX];
+        struct stat st;
+
+        file_name(path, w->dir, seqs[i]);
+        if (seqs[i] < seq) {
+            if (unlink(path) != 0 && errno != ENOENT && rc == 0)
+                rc = -errno;
+        } else if (stat(path, &st) == 0) {
+            bytes += (uint64_t)st.st_size;
+        }
+    }
+    tide_free(seqs);
+    w->disk_bytes = bytes;
+    if (rc == 0)
+        rc = fsync_dir(w->dir);
+    return rc;
+}

@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Write-ahead log of one shard: a numbered series of preallocated files of
+ * checksummed records, written in 4 KiB-aligned groups (O_DIRECT where the
+ * file system allows it) and made durable by one fdatasync per group. The
+ * byte layout is in docs/file-format.md, "WAL files".
+ */
+#ifndef TIDE_ENGINE_WAL_H
+#define TIDE_ENGINE_WAL_H
+
+#include "internal.h"
+#include "io.h"
+
+#define TIDE_WAL_BLOCK 4096u
+#define TIDE_WAL_FILE_HEADER 32u
+#define TIDE_WAL_RECORD_HEADER 24u
+
+/* Record types. Frozen: they are on disk. */
+#define TIDE_WAL_BATCH 1     /* a shard's part of an append */
+#define TIDE_WAL_PRODUCERS 2 /* snapshot of the producer table */
+
+struct wal {
+    char *dir; /* the shard's WAL directory */
+    unsigned shard;
+    int fd;              /* current file, -1 when none */
+    int direct;          /* fd was opened with O_DIRECT */
+    uint64_t seq;        /* number of the current file */
+    uint64_t file_bytes; /* preallocated size of the current file */
+    uint64_t group;      /* number of the next commit group */
+    uint8_t *buf;        /* aligned; holds the unwritten tail */
+    size_t buf_cap;
+    size_t buf_len;
+    uint64_t buf_off;    /* file offset of buf[0], block-aligned */
+    uint64_t disk_bytes; /* bytes of every live WAL file of the shard */
+};
+
+/* Set up `w` for the directory `dir` (created if missing). No file is
+ * open until tide__wal_start(). Returns 0 or -errno. */
+int tide__wal_init(struct wal *w, const char *dir, unsigned shard);
+void tide__wal_fini(struct wal *w);
+
+/* Create and preallocate file `seq` (at least `file_bytes`), write its
+ * header, make it and the directory durable, and make it current. The
+ * previous file, if any, must be committed. Returns 0 or -errno. */
+int tide__wal_start(struct wal *w, struct tide_io *io, uint64_t seq,
+                    uint64_t file_bytes);
+
+/* Bytes a record with a payload of `len` takes in the file. */
+uint64_t tide__wal_record_bytes(uint32_t len);
+
+/* True when a record of `len` payload bytes fits in the current file. */
+int tide__wal_fits(const struct wal *w, uint32_t len);
+
+/* Append a record to the pending group (memory only). Returns 0 or
+ * -ENOMEM. The caller checked tide__wal_fits(). */
+int tide__wal_append(struct wal *w, uint8_t type, const void *payload,
+                     uint32_t len);
+
+/* Write the pending group and, when `sync`, fdatasync it. Returns 0 or
+ * -errno; on failure the caller must treat the WAL as failed. */
+int tide__wal_commit(struct wal *w, struct tide_io *io, int sync);
+
+/* Record callback of tide__wal_replay(); a non-zero return stops it. */
+typedef int (*tide_wal_record_fn)(void *ctx, uint8_t type,
+                                  const uint8_t *payload, uint32_t len);
+
+/* Log callback for recovery messages (file and offset). */
+typedef void (*tide_wal_log_fn)(void *ctx, enum tide_log_level level,
+                                const char *fmt, ...);
+
+/*
+ * Replay every file numbered >= `from_seq` in `dir`, in order, calling
+ * `fn` for each valid record. A torn tail (a bad record with nothing valid
+ * after it but the rest of its own last commit group) is truncated and
+ * logged. A bad record followed by other valid records is corruption:
+ * TIDE_ECORRUPT unless `repair`, which truncates there and deletes later
+ * files. *last_seq receives the highest file number seen (0 if none).
+ */
+int tide__wal_replay(const char *dir, unsigned shard, uint64_t from_seq,
+                     int repair, tide_wal_record_fn fn, void *ctx,
+                     tide_wal_log_fn log, void *log_ctx, uint64_t *last_seq,
+                     uint64_t *next_group);
+
+/* Delete the files numbered below `seq`; recomputes disk_bytes. */
+int tide__wal_remove_before(struct wal *w, uint64_t seq);
+
+#endif /* TIDE_ENGINE_WAL_H */
