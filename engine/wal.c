@@ -225,7 +225,6 @@ int tide__wal_start(struct wal *w, struct tide_io *io, uint64_t seq,
     tide__put_le64(w->buf + 16, seq);
     tide__put_le64(w->buf + 24, XXH3_64bits(w->buf, 24));
     w->buf_len = TIDE_WAL_FILE_HEADER;
-    w->disk_bytes += file_bytes;
     if (fsync(fd) != 0)
         return -errno;
     rc = tide__wal_commit(w, io, 1);
@@ -495,29 +494,44 @@ int tide__wal_replay(const char *dir, unsigned shard, uint64_t from_seq,
     return rc;
 }
 
-int tide__wal_remove_before(struct wal *w, uint64_t seq)
+int tide__wal_remove_before(const char *dir, uint64_t seq,
+                            uint64_t *removed)
 {
-    uint64_t *seqs = NULL, bytes = 0;
+    uint64_t *seqs = NULL;
     size_t n = 0;
-    int rc = list_files(w->dir, &seqs, &n);
+    int rc = list_files(dir, &seqs, &n);
 
     if (rc)
         return rc;
+    for (size_t i = 0; i < n && seqs[i] < seq; i++) {
+        char path[PATH_MAX];
+        struct stat st;
+
+        file_name(path, dir, seqs[i]);
+        if (stat(path, &st) == 0)
+            *removed += (uint64_t)st.st_size;
+        if (unlink(path) != 0 && errno != ENOENT && rc == 0)
+            rc = -errno;
+    }
+    tide_free(seqs);
+    return rc ? rc : fsync_dir(dir);
+}
+
+uint64_t tide__wal_dir_bytes(const char *dir)
+{
+    uint64_t *seqs = NULL, bytes = 0;
+    size_t n = 0;
+
+    if (list_files(dir, &seqs, &n))
+        return 0;
     for (size_t i = 0; i < n; i++) {
         char path[PATH_MAX];
         struct stat st;
 
-        file_name(path, w->dir, seqs[i]);
-        if (seqs[i] < seq) {
-            if (unlink(path) != 0 && errno != ENOENT && rc == 0)
-                rc = -errno;
-        } else if (stat(path, &st) == 0) {
+        file_name(path, dir, seqs[i]);
+        if (stat(path, &st) == 0)
             bytes += (uint64_t)st.st_size;
-        }
     }
     tide_free(seqs);
-    w->disk_bytes = bytes;
-    if (rc == 0)
-        rc = fsync_dir(w->dir);
-    return rc;
+    return bytes;
 }

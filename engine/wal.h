@@ -31,7 +31,6 @@ struct wal {
     size_t buf_cap;
     size_t buf_len;
     uint64_t buf_off;    /* file offset of buf[0], block-aligned */
-    uint64_t disk_bytes; /* bytes of every live WAL file of the shard */
 };
 
 /* Set up `w` for the directory `dir` (created if missing). No file is
@@ -81,7 +80,13 @@ int tide__wal_replay(const char *dir, unsigned shard, uint64_t from_seq,
                      tide_wal_log_fn log, void *log_ctx, uint64_t *last_seq,
                      uint64_t *next_group);
 
-/* Delete the files numbered below `seq`; recomputes disk_bytes. */
-int tide__wal_remove_before(struct wal *w, uint64_t seq);
+/* Delete the WAL files in `dir` numbered below `seq`; adds the bytes
+ * they held to *removed. Returns 0 or -errno. Safe to call from another
+ * thread than the shard's writer: it touches no struct wal. */
+int tide__wal_remove_before(const char *dir, uint64_t seq,
+                            uint64_t *removed);
+
+/* Total size of the WAL files in `dir` (0 when unreadable). */
+uint64_t tide__wal_dir_bytes(const char *dir);
 
 #endif /* TIDE_ENGINE_WAL_H */
