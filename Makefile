@@ -23,7 +23,8 @@ endif
 
 CC ?= cc
 W := -Wall -Wextra -Wshadow -Wstrict-prototypes -Werror
-STD := -std=c11 -D_GNU_SOURCE
+# -fno-strict-aliasing: column buffers hold f64 bit patterns as u64.
+STD := -std=c11 -D_GNU_SOURCE -fno-strict-aliasing
 
 ifeq ($(MODE),release)
 OPT := -O2 -g

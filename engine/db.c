@@ -39,7 +39,6 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <dirent.h>
-#include <time.h>
 #include <unistd.h>
 
 #define COL_HEADER 24u
@@ -91,16 +90,6 @@ unsigned tide__db_shard_of(const struct tide_db *db, uint64_t series_id)
 {
     return (unsigned)(((series_id * 0x9e3779b97f4a7c15ull) >> 32) %
                       db->n_shards);
-}
-
-static int64_t db_now(const struct tide_db *db)
-{
-    struct timespec ts;
-
-    if (db->o.clock)
-        return db->o.clock(db->o.clock_ctx);
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 int tide__db_io_get(struct tide_db *db, struct tide_io **out)

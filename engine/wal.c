@@ -494,8 +494,7 @@ int tide__wal_replay(const char *dir, unsigned shard, uint64_t from_seq,
     return rc;
 }
 
-int tide__wal_remove_before(const char *dir, uint64_t seq,
-                            uint64_t *removed)
+int tide__wal_remove_before(const char *dir, uint64_t seq, uint64_t *removed)
 {
     uint64_t *seqs = NULL;
     size_t n = 0;

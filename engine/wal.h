@@ -30,7 +30,7 @@ struct wal {
     uint8_t *buf;        /* aligned; holds the unwritten tail */
     size_t buf_cap;
     size_t buf_len;
-    uint64_t buf_off;    /* file offset of buf[0], block-aligned */
+    uint64_t buf_off; /* file offset of buf[0], block-aligned */
 };
 
 /* Set up `w` for the directory `dir` (created if missing). No file is
@@ -83,8 +83,7 @@ int tide__wal_replay(const char *dir, unsigned shard, uint64_t from_seq,
 /* Delete the WAL files in `dir` numbered below `seq`; adds the bytes
  * they held to *removed. Returns 0 or -errno. Safe to call from another
  * thread than the shard's writer: it touches no struct wal. */
-int tide__wal_remove_before(const char *dir, uint64_t seq,
-                            uint64_t *removed);
+int tide__wal_remove_before(const char *dir, uint64_t seq, uint64_t *removed);
 
 /* Total size of the WAL files in `dir` (0 when unreadable). */
 uint64_t tide__wal_dir_bytes(const char *dir);

@@ -39,8 +39,7 @@ static uint8_t *encode(const Tide__V1__Envelope *env, size_t *len)
 
     cr_assert_not_null(buf);
     n = tide_frame_encode(env, buf, size);
-    cr_assert_eq(n, (int64_t)size, "encode: %s",
-                 tide_frame_strerror((int)n));
+    cr_assert_eq(n, (int64_t)size, "encode: %s", tide_frame_strerror((int)n));
     *len = size;
     return buf;
 }
@@ -143,8 +142,7 @@ static size_t read_hex(const char *path, uint8_t *out, size_t cap)
     size_t n = 0;
     int c, hi = -1;
 
-    cr_assert_not_null(f, "open %s (run tests from the repository root)",
-                       path);
+    cr_assert_not_null(f, "open %s (run tests from the repository root)", path);
     while ((c = fgetc(f)) != EOF) {
         int v;
 
@@ -279,8 +277,7 @@ Test(frame, decoder_rejects_split_oversized_header)
     tide_frame_decoder_init(&d, 1024, SYS);
     cr_assert_eq(tide_frame_decoder_feed(&d, hdr, 2), 0);
     cr_assert_eq(tide_frame_decoder_next(&d, &env), TIDE_FRAME_NEED_MORE);
-    cr_assert_eq(tide_frame_decoder_feed(&d, hdr + 2, 2),
-                 TIDE_FRAME_ETOOLARGE);
+    cr_assert_eq(tide_frame_decoder_feed(&d, hdr + 2, 2), TIDE_FRAME_ETOOLARGE);
     /* Sticky: the stream has no frame boundary left. */
     cr_assert_eq(tide_frame_decoder_next(&d, &env), TIDE_FRAME_ETOOLARGE);
     cr_assert_eq(tide_frame_decoder_feed(&d, "x", 1), TIDE_FRAME_ETOOLARGE);

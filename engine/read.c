@@ -1,0 +1,891 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The read path: range iterators, bucketed aggregates and latest values.
+ * For each series the sources are the segments (oldest first), then the
+ * frozen head, then the active head; points are gathered in that order,
+ * ordered by time, and a repeated timestamp keeps the newest source's
+ * value (last write wins). Aggregates answer a chunk from its header when
+ * it lies wholly inside one bucket and no other source overlaps it.
+ */
+#include "db.h"
+
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+
+#define IO_BATCH 64u
+#define BLOCK_POINTS_MAX 65536u
+
+/* A chunk of one series that a read needs. */
+struct chunk_ref {
+    const struct seg *seg;
+    const struct chunk_ent *e;
+};
+
+/* Points of one series gathered from every source. For strings, `val`
+ * holds offsets into `strbytes` and `len` the lengths. */
+struct gather {
+    uint8_t type;
+    uint32_t n;
+    struct tide_buf ts;
+    struct tide_buf val;
+    struct tide_buf len;
+    struct tide_buf strbytes;
+    struct tide_buf payload; /* chunk bytes read from disk */
+    struct tide_buf tmp;     /* decode scratch */
+    struct tide_buf arena;   /* decoded strings of one chunk */
+    struct tide_buf refs;    /* struct chunk_ref[] */
+    struct tide_buf reqs;    /* struct tide_io_req[] */
+};
+
+static void gather_reset(struct gather *g)
+{
+    g->type = 0;
+    g->n = 0;
+    g->ts.len = g->val.len = g->len.len = g->strbytes.len = 0;
+}
+
+static void gather_fini(struct gather *g)
+{
+    tide__buf_fini(&g->ts);
+    tide__buf_fini(&g->val);
+    tide__buf_fini(&g->len);
+    tide__buf_fini(&g->strbytes);
+    tide__buf_fini(&g->payload);
+    tide__buf_fini(&g->tmp);
+    tide__buf_fini(&g->arena);
+    tide__buf_fini(&g->refs);
+    tide__buf_fini(&g->reqs);
+}
+
+static int64_t *g_ts(const struct gather *g)
+{
+    return (int64_t *)(void *)g->ts.data;
+}
+
+static uint64_t *g_val(const struct gather *g)
+{
+    return (uint64_t *)(void *)g->val.data;
+}
+
+static uint32_t *g_len(const struct gather *g)
+{
+    return (uint32_t *)(void *)g->len.data;
+}
+
+static int g_reserve(struct gather *g, uint32_t n)
+{
+    int rc = tide__buf_reserve(&g->ts, (size_t)n * 8);
+
+    if (rc == 0)
+        rc = tide__buf_reserve(&g->val, (size_t)n * 8);
+    if (rc == 0 && g->type == TIDE_TYPE_STR)
+        rc = tide__buf_reserve(&g->len, (size_t)n * 4);
+    return rc;
+}
+
+/* Append points [a, b) of arrays in arrival order. */
+static int g_append(struct gather *g, const int64_t *ts, const uint64_t *val,
+                    const struct tide_str *str, uint32_t a, uint32_t b)
+{
+    int rc = g_reserve(g, b - a);
+
+    if (rc)
+        return rc;
+    for (uint32_t i = a; i < b; i++) {
+        g_ts(g)[g->n] = ts[i];
+        if (g->type == TIDE_TYPE_STR) {
+            g_val(g)[g->n] = g->strbytes.len;
+            g_len(g)[g->n] = str[i].len;
+            rc = tide__buf_append(&g->strbytes, str[i].ptr, str[i].len);
+            if (rc)
+                return rc;
+        } else {
+            g_val(g)[g->n] = val[i];
+        }
+        g->n++;
+    }
+    g->ts.len = g->val.len = (size_t)g->n * 8;
+    g->len.len = (size_t)g->n * 4;
+    return 0;
+}
+
+static uint32_t lower_bound(const int64_t *ts, uint32_t n, int64_t bound)
+{
+    uint32_t a = 0, b = n;
+
+    while (a < b) {
+        uint32_t m = a + (b - a) / 2;
+
+        if (ts[m] < bound)
+            a = m + 1;
+        else
+            b = m;
+    }
+    return a;
+}
+
+/* Does the chunk intersect [from, to)? */
+static int chunk_in_range(const struct chunk_ent *e, int64_t from, int64_t to)
+{
+    return e->min_ts < to && e->max_ts >= from;
+}
+
+/* Read and decode the chunks in g->refs, appending their points within
+ * [from, to). Caller holds db->seg_lock for reading. */
+static int gather_chunks(struct tide_db *db, struct tide_io *io,
+                         struct gather *g, int64_t from, int64_t to,
+                         struct tide_agg_stats *st)
+{
+    struct chunk_ref *refs = (struct chunk_ref *)(void *)g->refs.data;
+    size_t n_refs = g->refs.len / sizeof(*refs);
+    int rc = 0;
+
+    for (size_t base = 0; base < n_refs && rc == 0; base += IO_BATCH) {
+        size_t n = n_refs - base < IO_BATCH ? n_refs - base : IO_BATCH;
+        struct tide_io_req *reqs;
+        size_t bytes = 0, off = 0;
+
+        for (size_t i = 0; i < n; i++)
+            bytes += refs[base + i].e->stored_bytes;
+        g->payload.len = g->reqs.len = 0;
+        if ((rc = tide__buf_reserve(&g->payload, bytes + 1)) ||
+            (rc = tide__buf_reserve(&g->reqs, n * sizeof(*reqs))))
+            return rc;
+        reqs = (struct tide_io_req *)(void *)g->reqs.data;
+        for (size_t i = 0; i < n; i++) {
+            const struct chunk_ref *r = &refs[base + i];
+
+            reqs[i] = (struct tide_io_req){.op = TIDE_IO_READ,
+                                           .fd = r->seg->fd,
+                                           .buf = g->payload.data + off,
+                                           .len = r->e->stored_bytes,
+                                           .off = r->e->offset};
+            off += r->e->stored_bytes;
+        }
+        rc = tide__io_run(io, reqs, (unsigned)n);
+        if (rc)
+            return rc;
+        off = 0;
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            const struct chunk_ref *r = &refs[base + i];
+            const struct chunk_ent *e = r->e;
+            uint32_t cnt = e->count, a, b;
+            int64_t *ts;
+            uint64_t *val;
+            struct tide_str *str = NULL;
+
+            if ((uint64_t)reqs[i].res != e->stored_bytes) {
+                rc = TIDE_ECORRUPT;
+            } else {
+                g->tmp.len = 0;
+                g->arena.len = 0;
+                rc = tide__buf_reserve(&g->tmp,
+                                       (size_t)cnt * (16 + sizeof(*str)));
+            }
+            if (rc == 0) {
+                ts = (int64_t *)(void *)g->tmp.data;
+                val = (uint64_t *)(void *)(g->tmp.data + 8 * (size_t)cnt);
+                str =
+                    (struct tide_str *)(void *)(g->tmp.data + 16 * (size_t)cnt);
+                rc = tide__chunk_decode(e, g->payload.data + off,
+                                        e->stored_bytes, ts, val, str,
+                                        &g->arena);
+            }
+            if (rc == TIDE_ECORRUPT)
+                tide__db_log(db, TIDE_LOG_ERROR,
+                             "corrupt chunk in %s at offset %llu (series "
+                             "%llu): checksum or encoding mismatch",
+                             r->seg->path, (unsigned long long)e->offset,
+                             (unsigned long long)e->series_id);
+            if (rc)
+                return rc;
+            off += e->stored_bytes;
+            if (st) {
+                st->chunks_decoded++;
+                st->bytes_read += e->stored_bytes;
+            }
+            if (e->type != g->type)
+                continue; /* a series has one type; never mix */
+            a = lower_bound(ts, cnt, from);
+            b = lower_bound(ts, cnt, to);
+            rc = g_append(g, ts, val, str, a, b);
+        }
+    }
+    return rc;
+}
+
+/* Append the points of `s` (a head series) within [from, to). */
+static int gather_head(struct gather *g, const struct hseries *s, int64_t from,
+                       int64_t to)
+{
+    int rc = 0;
+
+    if (!s || s->type != g->type)
+        return 0;
+    for (uint32_t i = 0; i < s->n && rc == 0; i++) {
+        uint32_t j = i;
+
+        /* Runs of in-range points are appended together. */
+        while (j < s->n && s->ts[j] >= from && s->ts[j] < to)
+            j++;
+        if (j > i)
+            rc = g_append(g, s->ts, s->val, s->str, i, j);
+        i = j;
+    }
+    return rc;
+}
+
+/* The type of a series: from its newest source. 0 when it has none. */
+static uint8_t series_type(struct tide_db *db, uint64_t id)
+{
+    struct shard *sh = &db->shards[tide__db_shard_of(db, id)];
+    const struct hseries *s;
+    uint8_t type = 0;
+
+    pthread_rwlock_rdlock(&sh->rw);
+    s = tide__head_find(&sh->head, id);
+    if (!s && sh->frozen)
+        s = tide__head_find(sh->frozen, id);
+    if (s)
+        type = s->type;
+    pthread_rwlock_unlock(&sh->rw);
+    for (uint32_t i = db->n_segs; type == 0 && i-- > 0;) {
+        uint32_t lo, hi;
+
+        tide__seg_find(db->segs[i], id, &lo, &hi);
+        if (lo < hi)
+            type = db->segs[i]->chunks[lo].type;
+    }
+    return type;
+}
+
+/* Collect the chunks of `id` intersecting [from, to); with `skip` set,
+ * those for which skip() is true are left out. */
+static int collect_refs(struct tide_db *db, struct gather *g, uint64_t id,
+                        int64_t from, int64_t to,
+                        int (*skip)(void *, const struct chunk_ent *),
+                        void *skip_ctx)
+{
+    g->refs.len = 0;
+    for (uint32_t i = 0; i < db->n_segs; i++) {
+        const struct seg *seg = db->segs[i];
+        uint32_t lo, hi;
+
+        if (seg->min_ts >= to || seg->max_ts < from)
+            continue;
+        tide__seg_find(seg, id, &lo, &hi);
+        for (uint32_t c = lo; c < hi; c++) {
+            struct chunk_ref r = {seg, &seg->chunks[c]};
+            int rc;
+
+            if (!chunk_in_range(r.e, from, to) || (skip && skip(skip_ctx, r.e)))
+                continue;
+            rc = tide__buf_append(&g->refs, &r, sizeof(r));
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+/* Gather every point of `id` in [from, to) ordered by time without
+ * duplicates. Caller holds db->seg_lock for reading. */
+static int gather_series(struct tide_db *db, struct tide_io *io,
+                         struct gather *g, uint64_t id, int64_t from,
+                         int64_t to,
+                         int (*skip)(void *, const struct chunk_ent *),
+                         void *skip_ctx, struct tide_agg_stats *st)
+{
+    struct shard *sh = &db->shards[tide__db_shard_of(db, id)];
+    uint32_t *idx, n_out;
+    int rc;
+
+    gather_reset(g);
+    g->type = series_type(db, id);
+    if (g->type == 0)
+        return 0;
+    rc = collect_refs(db, g, id, from, to, skip, skip_ctx);
+    if (rc == 0)
+        rc = gather_chunks(db, io, g, from, to, st);
+    if (rc)
+        return rc;
+    pthread_rwlock_rdlock(&sh->rw);
+    if (sh->frozen)
+        rc = gather_head(g, tide__head_find(sh->frozen, id), from, to);
+    if (rc == 0)
+        rc = gather_head(g, tide__head_find(&sh->head, id), from, to);
+    pthread_rwlock_unlock(&sh->rw);
+    if (rc || g->n == 0)
+        return rc;
+    /* Order by time, last source winning; a no-op when already ordered. */
+    g->tmp.len = 0;
+    rc = tide__buf_reserve(&g->tmp, (size_t)g->n * 4);
+    if (rc)
+        return rc;
+    idx = (uint32_t *)(void *)g->tmp.data;
+    rc = tide__ts_order(g_ts(g), g->n, idx, &n_out);
+    if (rc)
+        return rc;
+    if (n_out == g->n && (n_out == 0 || idx[n_out - 1] == n_out - 1)) {
+        int identity = 1;
+
+        for (uint32_t i = 0; i < n_out && identity; i++)
+            identity = idx[i] == i;
+        if (identity)
+            return 0;
+    }
+    /* Permute in place through a copy of the gathered arrays. */
+    {
+        struct tide_buf ts = {0}, val = {0}, len = {0};
+
+        if ((rc = tide__buf_append(&ts, g->ts.data, g->ts.len)) ||
+            (rc = tide__buf_append(&val, g->val.data, g->val.len)) ||
+            (rc = tide__buf_append(&len, g->len.data, g->len.len))) {
+            tide__buf_fini(&ts);
+            tide__buf_fini(&val);
+            tide__buf_fini(&len);
+            return rc;
+        }
+        for (uint32_t i = 0; i < n_out; i++) {
+            g_ts(g)[i] = ((int64_t *)(void *)ts.data)[idx[i]];
+            g_val(g)[i] = ((uint64_t *)(void *)val.data)[idx[i]];
+            if (g->type == TIDE_TYPE_STR)
+                g_len(g)[i] = ((uint32_t *)(void *)len.data)[idx[i]];
+        }
+        tide__buf_fini(&ts);
+        tide__buf_fini(&val);
+        tide__buf_fini(&len);
+    }
+    g->n = n_out;
+    return 0;
+}
+
+/* ---- Range iterator ------------------------------------------------------ */
+
+struct tide_iter {
+    struct tide_db *db;
+    struct tide_io *io;
+    uint64_t *ids;
+    uint32_t n_ids;
+    uint32_t next_id; /* next series to gather */
+    int64_t from;
+    int64_t to;
+    int err;
+    uint64_t cur_id;
+    uint32_t off; /* next point of the current series to return */
+    struct gather g;
+    struct tide_buf strs; /* struct tide_str[] of the current block */
+};
+
+int tide_db_read_open(tide_db *db, const uint64_t *ids, uint32_t n,
+                      int64_t from_ns, int64_t to_ns, tide_iter **out)
+{
+    struct tide_iter *it;
+    int rc;
+
+    if (atomic_load(&db->closing))
+        return TIDE_ECLOSED;
+    if ((n && !ids) || from_ns > to_ns)
+        return TIDE_EINVAL;
+    it = tide_calloc(1, sizeof(*it));
+    if (!it)
+        return -ENOMEM;
+    it->ids = tide_malloc((size_t)n * sizeof(*ids) + 1);
+    if (!it->ids) {
+        tide_free(it);
+        return -ENOMEM;
+    }
+    rc = tide__db_io_get(db, &it->io);
+    if (rc) {
+        tide_free(it->ids);
+        tide_free(it);
+        return rc;
+    }
+    if (n)
+        memcpy(it->ids, ids, (size_t)n * sizeof(*ids));
+    it->db = db;
+    it->n_ids = n;
+    it->from = from_ns;
+    it->to = to_ns;
+    *out = it;
+    return 0;
+}
+
+int tide_iter_next(tide_iter *it, struct tide_block *blk)
+{
+    uint32_t n;
+
+    if (it->err)
+        return it->err;
+    while (it->off >= it->g.n) {
+        int rc;
+
+        if (it->next_id >= it->n_ids)
+            return 0;
+        it->cur_id = it->ids[it->next_id++];
+        it->off = 0;
+        pthread_rwlock_rdlock(&it->db->seg_lock);
+        rc = gather_series(it->db, it->io, &it->g, it->cur_id, it->from, it->to,
+                           NULL, NULL, NULL);
+        pthread_rwlock_unlock(&it->db->seg_lock);
+        if (rc) {
+            it->err = rc;
+            return rc;
+        }
+    }
+    n = it->g.n - it->off < BLOCK_POINTS_MAX ? it->g.n - it->off
+                                             : BLOCK_POINTS_MAX;
+    blk->series_id = it->cur_id;
+    blk->type = it->g.type;
+    blk->n = n;
+    blk->ts_ns = g_ts(&it->g) + it->off;
+    if (it->g.type == TIDE_TYPE_STR) {
+        struct tide_str *s;
+
+        it->strs.len = 0;
+        it->err = tide__buf_reserve(&it->strs, (size_t)n * sizeof(*s));
+        if (it->err)
+            return it->err;
+        s = (struct tide_str *)(void *)it->strs.data;
+        for (uint32_t i = 0; i < n; i++) {
+            s[i].ptr =
+                (const char *)it->g.strbytes.data + g_val(&it->g)[it->off + i];
+            s[i].len = g_len(&it->g)[it->off + i];
+        }
+        blk->v.str = s;
+    } else if (it->g.type == TIDE_TYPE_BOOL) {
+        /* Narrow the 8-byte slots to the one byte per point promised. */
+        uint8_t *b;
+
+        it->strs.len = 0;
+        it->err = tide__buf_reserve(&it->strs, n);
+        if (it->err)
+            return it->err;
+        b = it->strs.data;
+        for (uint32_t i = 0; i < n; i++)
+            b[i] = (uint8_t)g_val(&it->g)[it->off + i];
+        blk->v.b = b;
+    } else {
+        blk->v.i64 = (const int64_t *)(g_val(&it->g) + it->off);
+    }
+    it->off += n;
+    return 1;
+}
+
+void tide_iter_close(tide_iter *it)
+{
+    if (!it)
+        return;
+    tide__db_io_put(it->db, it->io);
+    gather_fini(&it->g);
+    tide__buf_fini(&it->strs);
+    tide_free(it->ids);
+    tide_free(it);
+}
+
+/* ---- Aggregates --------------------------------------------------------- */
+
+/* A partial bucket: from one chunk header, or from a run of raw points. */
+struct partial {
+    int64_t bucket; /* index from `from` */
+    struct tide_bucket b;
+};
+
+struct agg_ctx {
+    int64_t from;
+    int64_t to;
+    int64_t bucket_ns;
+    /* Ranges of every source of the series, to prove a chunk exclusive. */
+    const struct chunk_ref *refs;
+    size_t n_refs;
+    int64_t head_min;
+    int64_t head_max;
+};
+
+static int64_t bucket_of(const struct agg_ctx *a, int64_t ts)
+{
+    return a->bucket_ns ? (int64_t)(((uint64_t)ts - (uint64_t)a->from) /
+                                    (uint64_t)a->bucket_ns)
+                        : 0;
+}
+
+static double value_double(uint8_t type, uint64_t v)
+{
+    double d;
+
+    if (type == TIDE_TYPE_F64) {
+        memcpy(&d, &v, sizeof(d));
+        return d;
+    }
+    return type == TIDE_TYPE_I64 ? (double)(int64_t)v : (double)v;
+}
+
+/* May `e` be answered from its header? Only when it lies inside [from, to)
+ * and one bucket, and no other source has points in its time span (else
+ * duplicates across sources could be counted twice). */
+static int header_usable(void *ctx, const struct chunk_ent *e)
+{
+    const struct agg_ctx *a = ctx;
+
+    if (e->type == TIDE_TYPE_STR || e->min_ts < a->from || e->max_ts >= a->to ||
+        bucket_of(a, e->min_ts) != bucket_of(a, e->max_ts))
+        return 0;
+    if (a->head_min <= e->max_ts && a->head_max >= e->min_ts)
+        return 0;
+    for (size_t i = 0; i < a->n_refs; i++) {
+        const struct chunk_ent *o = a->refs[i].e;
+
+        if (o != e && o->min_ts <= e->max_ts && o->max_ts >= e->min_ts)
+            return 0;
+    }
+    return 1;
+}
+
+static void merge_bucket(struct tide_bucket *into, const struct tide_bucket *b)
+{
+    if (into->count == 0) {
+        *into = *b;
+        return;
+    }
+    into->count += b->count;
+    into->sum += b->sum;
+    if (b->min < into->min || into->min != into->min)
+        into->min = b->min;
+    if (b->max > into->max || into->max != into->max)
+        into->max = b->max;
+    if (b->first_ts < into->first_ts) {
+        into->first_ts = b->first_ts;
+        into->first = b->first;
+    }
+    if (b->last_ts >= into->last_ts) {
+        into->last_ts = b->last_ts;
+        into->last = b->last;
+    }
+}
+
+static int cmp_partial(const void *x, const void *y)
+{
+    const struct partial *a = x, *b = y;
+
+    if (a->bucket != b->bucket)
+        return a->bucket < b->bucket ? -1 : 1;
+    return a->b.first_ts < b->b.first_ts ? -1 : a->b.first_ts > b->b.first_ts;
+}
+
+/* Head time span of a series (INT64_MAX/MIN when none). */
+static void head_span(struct tide_db *db, uint64_t id, int64_t *lo, int64_t *hi)
+{
+    struct shard *sh = &db->shards[tide__db_shard_of(db, id)];
+    const struct hseries *hs[2];
+
+    *lo = INT64_MAX;
+    *hi = INT64_MIN;
+    pthread_rwlock_rdlock(&sh->rw);
+    hs[0] = tide__head_find(&sh->head, id);
+    hs[1] = sh->frozen ? tide__head_find(sh->frozen, id) : NULL;
+    for (int k = 0; k < 2; k++)
+        for (uint32_t i = 0; hs[k] && i < hs[k]->n; i++) {
+            if (hs[k]->ts[i] < *lo)
+                *lo = hs[k]->ts[i];
+            if (hs[k]->ts[i] > *hi)
+                *hi = hs[k]->ts[i];
+        }
+    pthread_rwlock_unlock(&sh->rw);
+}
+
+static int aggregate_one(struct tide_db *db, struct tide_io *io,
+                         struct gather *g, uint64_t id, struct agg_ctx *a,
+                         struct tide_agg_series *out, struct tide_agg_stats *st)
+{
+    struct tide_buf parts = {0}, all = {0};
+    struct partial *p;
+    size_t n_parts;
+    int rc;
+
+    out->series_id = id;
+    /* Every chunk in range, to decide which headers are exclusive. */
+    rc = collect_refs(db, g, id, a->from, a->to, NULL, NULL);
+    if (rc)
+        return rc;
+    rc = tide__buf_append(&all, g->refs.data, g->refs.len);
+    if (rc)
+        return rc;
+    a->refs = (const struct chunk_ref *)(void *)all.data;
+    a->n_refs = all.len / sizeof(struct chunk_ref);
+    head_span(db, id, &a->head_min, &a->head_max);
+    for (size_t i = 0; i < a->n_refs && rc == 0; i++) {
+        const struct chunk_ent *e = a->refs[i].e;
+        struct partial q;
+
+        if (!header_usable(a, e))
+            continue;
+        q.bucket = bucket_of(a, e->min_ts);
+        q.b = (struct tide_bucket){.count = e->count,
+                                   .sum = e->sum,
+                                   .min = e->min,
+                                   .max = e->max,
+                                   .first = value_double(e->type, e->first),
+                                   .last = value_double(e->type, e->last),
+                                   .first_ts = e->min_ts,
+                                   .last_ts = e->max_ts};
+        rc = tide__buf_append(&parts, &q, sizeof(q));
+        if (st)
+            st->chunks_from_header++;
+    }
+    /* The rest, point by point. */
+    if (rc == 0)
+        rc = gather_series(db, io, g, id, a->from, a->to, header_usable, a, st);
+    out->type = g->type ? g->type : (a->n_refs ? a->refs[0].e->type : 0);
+    for (uint32_t i = 0; i < g->n && rc == 0;) {
+        int64_t bk = bucket_of(a, g_ts(g)[i]);
+        struct partial q = {.bucket = bk};
+
+        q.b.first_ts = g_ts(g)[i];
+        q.b.first = value_double(g->type, g_val(g)[i]);
+        q.b.min = q.b.max = q.b.first;
+        for (; i < g->n && bucket_of(a, g_ts(g)[i]) == bk; i++) {
+            double d = g->type == TIDE_TYPE_STR
+                           ? 0
+                           : value_double(g->type, g_val(g)[i]);
+
+            q.b.count++;
+            q.b.sum += d;
+            if (d < q.b.min || q.b.min != q.b.min)
+                q.b.min = d;
+            if (d > q.b.max || q.b.max != q.b.max)
+                q.b.max = d;
+            q.b.last = d;
+            q.b.last_ts = g_ts(g)[i];
+        }
+        if (g->type == TIDE_TYPE_STR)
+            q.b.sum = q.b.min = q.b.max = q.b.first = q.b.last = 0;
+        rc = tide__buf_append(&parts, &q, sizeof(q));
+    }
+    tide__buf_fini(&all);
+    n_parts = parts.len / sizeof(struct partial);
+    if (rc || n_parts == 0) {
+        tide__buf_fini(&parts);
+        return rc;
+    }
+    p = (struct partial *)(void *)parts.data;
+    qsort(p, n_parts, sizeof(*p), cmp_partial);
+    out->buckets = tide_calloc(n_parts, sizeof(*out->buckets));
+    if (!out->buckets) {
+        tide__buf_fini(&parts);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < n_parts; i++) {
+        struct tide_bucket *b;
+
+        if (out->n_buckets == 0 || i == 0 || p[i].bucket != p[i - 1].bucket) {
+            b = &out->buckets[out->n_buckets++];
+            b->start_ns =
+                a->bucket_ns
+                    ? (int64_t)((uint64_t)a->from +
+                                (uint64_t)p[i].bucket * (uint64_t)a->bucket_ns)
+                    : a->from;
+        } else {
+            b = &out->buckets[out->n_buckets - 1];
+        }
+        {
+            int64_t start = b->start_ns;
+
+            merge_bucket(b, &p[i].b);
+            b->start_ns = start;
+        }
+    }
+    tide__buf_fini(&parts);
+    return 0;
+}
+
+int tide_db_aggregate(tide_db *db, const uint64_t *ids, uint32_t n,
+                      int64_t from_ns, int64_t to_ns, int64_t bucket_ns,
+                      struct tide_agg_series **out,
+                      struct tide_agg_stats *stats)
+{
+    struct agg_ctx a = {.from = from_ns, .to = to_ns, .bucket_ns = bucket_ns};
+    struct tide_agg_series *res;
+    struct gather g = {0};
+    struct tide_io *io;
+    int rc;
+
+    if (atomic_load(&db->closing))
+        return TIDE_ECLOSED;
+    if ((n && !ids) || from_ns > to_ns || bucket_ns < 0)
+        return TIDE_EINVAL;
+    if (stats)
+        memset(stats, 0, sizeof(*stats));
+    res = tide_calloc((size_t)n + 1, sizeof(*res));
+    if (!res)
+        return -ENOMEM;
+    rc = tide__db_io_get(db, &io);
+    if (rc) {
+        tide_free(res);
+        return rc;
+    }
+    pthread_rwlock_rdlock(&db->seg_lock);
+    for (uint32_t i = 0; i < n && rc == 0; i++)
+        rc = aggregate_one(db, io, &g, ids[i], &a, &res[i], stats);
+    pthread_rwlock_unlock(&db->seg_lock);
+    tide__db_io_put(db, io);
+    gather_fini(&g);
+    if (rc) {
+        tide_agg_free(res, n);
+        return rc;
+    }
+    *out = res;
+    return 0;
+}
+
+void tide_agg_free(struct tide_agg_series *res, uint32_t n)
+{
+    if (!res)
+        return;
+    for (uint32_t i = 0; i < n; i++)
+        tide_free(res[i].buckets);
+    tide_free(res);
+}
+
+/* ---- Latest ------------------------------------------------------------- */
+
+/* Newest point of a head series: the last arrival at its maximum time. */
+static int head_latest(const struct hseries *s, int64_t *ts, uint32_t *at)
+{
+    int found = 0;
+
+    for (uint32_t i = 0; s && i < s->n; i++) {
+        if (!found || s->ts[i] >= *ts) {
+            *ts = s->ts[i];
+            *at = i;
+            found = 1;
+        }
+    }
+    return found;
+}
+
+static int set_str(struct tide_point *p, const char *s, uint32_t len)
+{
+    char *copy = tide_malloc(len + 1);
+
+    if (!copy)
+        return -ENOMEM;
+    if (len)
+        memcpy(copy, s, len);
+    copy[len] = 0;
+    p->v.str.ptr = copy;
+    p->v.str.len = len;
+    return 0;
+}
+
+static int latest_one(struct tide_db *db, struct tide_io *io, struct gather *g,
+                      uint64_t id, struct tide_point *p)
+{
+    struct shard *sh = &db->shards[tide__db_shard_of(db, id)];
+    const struct seg *best_seg = NULL;
+    const struct chunk_ent *best = NULL;
+    const struct hseries *hs;
+    int64_t ts;
+    uint32_t at;
+    int rc = 0;
+
+    p->series_id = id;
+    for (uint32_t i = 0; i < db->n_segs; i++) {
+        uint32_t lo, hi;
+
+        tide__seg_find(db->segs[i], id, &lo, &hi);
+        for (uint32_t c = lo; c < hi; c++)
+            if (!best || db->segs[i]->chunks[c].max_ts >= best->max_ts) {
+                best = &db->segs[i]->chunks[c];
+                best_seg = db->segs[i];
+            }
+    }
+    pthread_rwlock_rdlock(&sh->rw);
+    for (int k = 0; k < 2; k++) {
+        hs = tide__head_find(k            ? &sh->head
+                             : sh->frozen ? sh->frozen
+                                          : &sh->head,
+                             id);
+        if (!head_latest(hs, &ts, &at) || (p->found && ts < p->ts_ns) ||
+            (best && ts < best->max_ts))
+            continue;
+        if (p->found && p->type == TIDE_TYPE_STR)
+            tide_free((void *)p->v.str.ptr);
+        p->found = 1;
+        p->type = hs->type;
+        p->ts_ns = ts;
+        if (hs->type == TIDE_TYPE_STR)
+            rc = set_str(p, hs->str[at].ptr, hs->str[at].len);
+        else
+            memcpy(&p->v, &hs->val[at], 8);
+    }
+    pthread_rwlock_unlock(&sh->rw);
+    if (rc || p->found || !best)
+        return rc;
+    p->found = 1;
+    p->type = best->type;
+    p->ts_ns = best->max_ts;
+    if (best->type == TIDE_TYPE_BOOL)
+        p->v.b = (uint8_t)best->last;
+    else if (best->type != TIDE_TYPE_STR)
+        memcpy(&p->v, &best->last, 8);
+    else {
+        /* Strings are not in the header: decode the chunk. */
+        struct chunk_ref r = {best_seg, best};
+
+        gather_reset(g);
+        g->type = TIDE_TYPE_STR;
+        g->refs.len = 0;
+        rc = tide__buf_append(&g->refs, &r, sizeof(r));
+        if (rc == 0)
+            rc = gather_chunks(db, io, g, best->max_ts, best->max_ts + 1, NULL);
+        if (rc == 0 && g->n)
+            rc = set_str(p, (const char *)g->strbytes.data + g_val(g)[0],
+                         g_len(g)[0]);
+    }
+    return rc;
+}
+
+int tide_db_latest(tide_db *db, const uint64_t *ids, uint32_t n,
+                   struct tide_point **out)
+{
+    struct tide_point *pts;
+    struct gather g = {0};
+    struct tide_io *io;
+    int rc;
+
+    if (atomic_load(&db->closing))
+        return TIDE_ECLOSED;
+    if (n && !ids)
+        return TIDE_EINVAL;
+    pts = tide_calloc((size_t)n + 1, sizeof(*pts));
+    if (!pts)
+        return -ENOMEM;
+    rc = tide__db_io_get(db, &io);
+    if (rc) {
+        tide_free(pts);
+        return rc;
+    }
+    pthread_rwlock_rdlock(&db->seg_lock);
+    for (uint32_t i = 0; i < n && rc == 0; i++)
+        rc = latest_one(db, io, &g, ids[i], &pts[i]);
+    pthread_rwlock_unlock(&db->seg_lock);
+    tide__db_io_put(db, io);
+    gather_fini(&g);
+    if (rc) {
+        tide_latest_free(pts, n);
+        return rc;
+    }
+    *out = pts;
+    return 0;
+}
+
+void tide_latest_free(struct tide_point *pts, uint32_t n)
+{
+    if (!pts)
+        return;
+    for (uint32_t i = 0; i < n; i++)
+        if (pts[i].found && pts[i].type == TIDE_TYPE_STR)
+            tide_free((void *)pts[i].v.str.ptr);
+    tide_free(pts);
+}

@@ -1,0 +1,520 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Tests of the engine through its public API (engine/db.c, read.c): round
+ * trips of every type before and after flush and reopen, chunk
+ * boundaries, out-of-order and duplicate points, aggregates against a
+ * brute-force reference, latest values, batch deduplication, bad input,
+ * injected ENOSPC, and concurrent appenders.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "internal.h"
+#include "io.h"
+#include "testutil.h"
+#include "tide/engine.h"
+
+#define CHECK(call)                                                            \
+    do {                                                                       \
+        int rc_ = (call);                                                      \
+        cr_assert_eq(rc_, 0, "%s: %s", #call, tide_strerror(rc_));             \
+    } while (0)
+
+static char dir[1024];
+static tide_db *db;
+
+static void open_db(unsigned chunk)
+{
+    struct tide_db_options o;
+
+    tide_db_options_init(&o);
+    o.shards = 2;
+    o.chunk_points_max = chunk;
+    o.log = test_log;
+    o.wal_file_bytes = 1u << 20;
+    CHECK(tide_db_open(dir, &o, &db));
+}
+
+static void reopen(unsigned chunk)
+{
+    tide_db_close(db);
+    db = NULL;
+    open_db(chunk);
+}
+
+static void setup(void)
+{
+    snprintf(dir, sizeof(dir), "%s", test_tmpdir());
+    open_db(64);
+}
+
+static void teardown(void)
+{
+    tide_db_close(db);
+    db = NULL;
+    tide__io_inject(TIDE_IO_WRITE, 0, 0, 0);
+    test_rmrf(dir);
+}
+
+TestSuite(db, .init = setup, .fini = teardown, .timeout = 60);
+
+/* Append `n` points of one series and wait for durability. */
+static int append1(uint64_t id, uint8_t type, uint32_t n, const int64_t *ts,
+                   const void *vals)
+{
+    struct tide_column c = {
+        .series_id = id, .account_id = 7, .type = type, .n = n, .ts_ns = ts};
+    struct tide_batch b = {.n_columns = 1, .columns = &c};
+
+    c.v.f64 = vals;
+    return tide_db_append_wait(db, &b);
+}
+
+/* Read every point of `id` in [from, to) into caller arrays; returns n.
+ * Values are copied as 8-byte slots (strings: pointer into *keep). */
+static uint32_t read_all(uint64_t id, int64_t from, int64_t to, int64_t *ts,
+                         uint64_t *vals, struct tide_str *strs, uint32_t cap)
+{
+    tide_iter *it;
+    struct tide_block b;
+    uint32_t n = 0;
+    int rc;
+
+    CHECK(tide_db_read_open(db, &id, 1, from, to, &it));
+    while ((rc = tide_iter_next(it, &b)) == 1) {
+        cr_assert_eq(b.series_id, id);
+        cr_assert_leq(n + b.n, cap);
+        memcpy(ts + n, b.ts_ns, b.n * sizeof(int64_t));
+        for (uint32_t i = 0; i < b.n; i++) {
+            if (b.type == TIDE_TYPE_STR) {
+                char *copy = malloc(b.v.str[i].len + 1);
+
+                memcpy(copy, b.v.str[i].ptr, b.v.str[i].len);
+                strs[n + i].ptr = copy;
+                strs[n + i].len = b.v.str[i].len;
+            } else if (b.type == TIDE_TYPE_BOOL) {
+                vals[n + i] = b.v.b[i];
+            } else {
+                memcpy(&vals[n + i], &b.v.i64[i], 8);
+            }
+        }
+        n += b.n;
+    }
+    cr_assert_eq(rc, 0, "iter: %s", tide_strerror(rc));
+    tide_iter_close(it);
+    return n;
+}
+
+/* Values that stress the f64 encoders. */
+static void special_doubles(double *v, uint32_t n)
+{
+    static const double specials[] = {0.0,       -0.0,    NAN,      INFINITY,
+                                      -INFINITY, DBL_MIN, 4.9e-324, DBL_MAX,
+                                      -DBL_MAX,  1.5,     100.25,   -3.75};
+
+    for (uint32_t i = 0; i < n; i++)
+        v[i] = i < 12 ? specials[i] : (double)(i % 1000) / 100.0;
+}
+
+static void check_f64(uint64_t id, uint32_t n, const int64_t *want_ts,
+                      const double *want)
+{
+    int64_t *got_ts = calloc(n + 1, 8);
+    uint64_t *got = calloc(n + 1, 8);
+    uint32_t m = read_all(id, INT64_MIN, INT64_MAX, got_ts, got, NULL, n + 1);
+
+    cr_assert_eq(m, n, "series %llu: %u points, want %u",
+                 (unsigned long long)id, m, n);
+    for (uint32_t i = 0; i < n; i++) {
+        cr_assert_eq(got_ts[i], want_ts[i], "ts[%u]", i);
+        cr_assert(!memcmp(&got[i], &want[i], 8), "value[%u] bits differ", i);
+    }
+    free(got_ts);
+    free(got);
+}
+
+Test(db, roundtrip_every_type_flush_and_reopen)
+{
+    enum { N = 300 };
+    int64_t ts[N], i64[N];
+    double f64[N];
+    uint8_t b[N];
+    struct tide_str s[N];
+    char *long_str = malloc(TIDE_STR_BYTES_MAX);
+
+    memset(long_str, 'x', TIDE_STR_BYTES_MAX);
+    special_doubles(f64, N);
+    for (uint32_t i = 0; i < N; i++) {
+        ts[i] = 1700000000000000000 + (int64_t)i * 10000000000;
+        i64[i] = i == 0 ? INT64_MIN : i == 1 ? INT64_MAX : (int64_t)i * -7;
+        b[i] = (uint8_t)(i % 3 == 0);
+        s[i].ptr = i == 5 ? long_str : i % 2 ? "moving" : "";
+        s[i].len = i == 5 ? TIDE_STR_BYTES_MAX : i % 2 ? 6 : 0;
+    }
+    CHECK(append1(1, TIDE_TYPE_F64, N, ts, f64));
+    CHECK(append1(2, TIDE_TYPE_I64, N, ts, i64));
+    CHECK(append1(3, TIDE_TYPE_BOOL, N, ts, b));
+    CHECK(append1(4, TIDE_TYPE_STR, N, ts, s));
+    for (int round = 0; round < 3; round++) {
+        int64_t got_ts[N];
+        uint64_t got[N];
+        struct tide_str got_s[N];
+
+        check_f64(1, N, ts, f64);
+        cr_assert_eq(read_all(2, INT64_MIN, INT64_MAX, got_ts, got, NULL, N),
+                     N);
+        for (uint32_t i = 0; i < N; i++)
+            cr_assert_eq((int64_t)got[i], i64[i]);
+        cr_assert_eq(read_all(3, INT64_MIN, INT64_MAX, got_ts, got, NULL, N),
+                     N);
+        for (uint32_t i = 0; i < N; i++)
+            cr_assert_eq(got[i], b[i]);
+        cr_assert_eq(read_all(4, INT64_MIN, INT64_MAX, got_ts, got, got_s, N),
+                     N);
+        for (uint32_t i = 0; i < N; i++) {
+            cr_assert_eq(got_s[i].len, s[i].len, "str[%u] length", i);
+            cr_assert(!memcmp(got_s[i].ptr, s[i].ptr, s[i].len));
+            free((void *)got_s[i].ptr);
+        }
+        if (round == 0)
+            CHECK(tide_db_flush(db)); /* now from segments */
+        else
+            reopen(64); /* from segments + replayed WAL */
+    }
+    free(long_str);
+}
+
+Test(db, chunk_boundaries)
+{
+    static const uint32_t sizes[] = {1, 2, 63, 64, 65, 128, 129};
+    int64_t ts[200];
+    double v[200];
+
+    for (uint32_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        for (uint32_t i = 0; i < sizes[k]; i++) {
+            ts[i] = 1000 + i * 1000;
+            v[i] = (double)i * 0.5;
+        }
+        CHECK(append1(100 + k, TIDE_TYPE_F64, sizes[k], ts, v));
+    }
+    CHECK(tide_db_flush(db));
+    reopen(64);
+    for (uint32_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        for (uint32_t i = 0; i < sizes[k]; i++) {
+            ts[i] = 1000 + i * 1000;
+            v[i] = (double)i * 0.5;
+        }
+        check_f64(100 + k, sizes[k], ts, v);
+    }
+}
+
+Test(db, out_of_order_and_duplicates_last_write_wins)
+{
+    int64_t ts1[] = {50, 10, 30, 10, 20};
+    double v1[] = {5, 1, 3, 1.5, 2};
+    int64_t ts2[] = {30, 60};
+    double v2[] = {33, 6};
+    int64_t want_ts[] = {10, 20, 30, 50, 60};
+    double want_v[] = {1.5, 2, 33, 5, 6};
+    double want_mid[] = {1.5, 2, 3, 5};
+
+    CHECK(append1(9, TIDE_TYPE_F64, 5, ts1, v1));
+    check_f64(9, 4, want_ts, want_mid);
+    CHECK(tide_db_flush(db));
+    /* A late rewrite of ts 30 in the head beats the segment. */
+    CHECK(append1(9, TIDE_TYPE_F64, 2, ts2, v2));
+    check_f64(9, 5, want_ts, want_v);
+    reopen(64);
+    check_f64(9, 5, want_ts, want_v);
+    CHECK(tide_db_flush(db));
+    check_f64(9, 5, want_ts, want_v);
+}
+
+Test(db, range_bounds_are_half_open)
+{
+    int64_t ts[] = {100, 200, 300, 400};
+    double v[] = {1, 2, 3, 4};
+    int64_t got_ts[4];
+    uint64_t got[4];
+
+    CHECK(append1(5, TIDE_TYPE_F64, 4, ts, v));
+    cr_assert_eq(read_all(5, 200, 400, got_ts, got, NULL, 4), 2);
+    cr_assert_eq(got_ts[0], 200);
+    cr_assert_eq(got_ts[1], 300);
+    CHECK(tide_db_flush(db));
+    cr_assert_eq(read_all(5, 200, 400, got_ts, got, NULL, 4), 2);
+    cr_assert_eq(read_all(5, 401, 500, got_ts, got, NULL, 4), 0);
+}
+
+/* Brute-force bucket of points [a, b). */
+static void reference_bucket(const double *v, uint32_t a, uint32_t b,
+                             struct tide_bucket *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->min = INFINITY;
+    out->max = -INFINITY;
+    for (uint32_t i = a; i < b; i++) {
+        out->count++;
+        out->sum += v[i];
+        out->min = fmin(out->min, v[i]);
+        out->max = fmax(out->max, v[i]);
+    }
+    out->first = v[a];
+    out->last = v[b - 1];
+}
+
+Test(db, aggregates_match_reference_and_use_headers)
+{
+    enum { N = 1000 };
+    int64_t ts[N];
+    double v[N];
+    struct tide_agg_series *res;
+    struct tide_agg_stats st;
+    uint64_t id = 77;
+    int64_t bucket = 64 * 1000; /* one chunk of 64 points per bucket */
+
+    for (uint32_t i = 0; i < N; i++) {
+        ts[i] = (int64_t)i * 1000;
+        v[i] = (double)((i * 37) % 101) / 4.0;
+    }
+    CHECK(append1(id, TIDE_TYPE_F64, N, ts, v));
+    for (int round = 0; round < 2; round++) {
+        CHECK(tide_db_aggregate(db, &id, 1, 0, N * 1000, bucket, &res, &st));
+        cr_assert_eq(res[0].n_buckets, (N + 63) / 64);
+        for (uint32_t k = 0; k < res[0].n_buckets; k++) {
+            struct tide_bucket want;
+            uint32_t a = k * 64, b = a + 64 < N ? a + 64 : N;
+
+            reference_bucket(v, a, b, &want);
+            cr_assert_eq(res[0].buckets[k].start_ns, (int64_t)k * bucket);
+            cr_assert_eq(res[0].buckets[k].count, want.count, "bucket %u", k);
+            cr_assert_float_eq(res[0].buckets[k].sum, want.sum, 1e-9);
+            cr_assert_eq(res[0].buckets[k].min, want.min);
+            cr_assert_eq(res[0].buckets[k].max, want.max);
+            cr_assert_eq(res[0].buckets[k].first, want.first);
+            cr_assert_eq(res[0].buckets[k].last, want.last);
+        }
+        if (round == 1)
+            cr_assert_geq(st.chunks_from_header, 15,
+                          "only %llu chunks answered from headers",
+                          (unsigned long long)st.chunks_from_header);
+        tide_agg_free(res, 1);
+        CHECK(tide_db_flush(db));
+    }
+    /* A window that cuts chunks: decoded, still exact. */
+    CHECK(tide_db_aggregate(db, &id, 1, 10500, 20500, 0, &res, &st));
+    {
+        struct tide_bucket want;
+
+        reference_bucket(v, 11, 21, &want);
+        cr_assert_eq(res[0].n_buckets, 1);
+        cr_assert_eq(res[0].buckets[0].count, want.count);
+        cr_assert_float_eq(res[0].buckets[0].sum, want.sum, 1e-9);
+        cr_assert_eq(res[0].buckets[0].first, want.first);
+        cr_assert_eq(res[0].buckets[0].last, want.last);
+    }
+    tide_agg_free(res, 1);
+}
+
+Test(db, aggregate_counts_duplicates_across_sources_once)
+{
+    int64_t ts[] = {0, 1000, 2000};
+    double v[] = {1, 2, 3};
+    double v2[] = {10};
+    struct tide_agg_series *res;
+    uint64_t id = 3;
+
+    CHECK(append1(id, TIDE_TYPE_F64, 3, ts, v));
+    CHECK(tide_db_flush(db));
+    CHECK(append1(id, TIDE_TYPE_F64, 1, ts + 1, v2)); /* rewrite ts 1000 */
+    CHECK(tide_db_aggregate(db, &id, 1, 0, 3000, 0, &res, NULL));
+    cr_assert_eq(res[0].buckets[0].count, 3);
+    cr_assert_eq(res[0].buckets[0].sum, 14);
+    cr_assert_eq(res[0].buckets[0].max, 10);
+    tide_agg_free(res, 1);
+}
+
+Test(db, latest_point_per_series)
+{
+    int64_t ts[] = {100, 300, 200};
+    double v[] = {1, 3, 2};
+    int64_t i64 = 42;
+    struct tide_str s = {"parked", 6};
+    uint64_t ids[] = {1, 2, 3, 999};
+    struct tide_point *p;
+
+    CHECK(append1(1, TIDE_TYPE_F64, 3, ts, v));
+    CHECK(append1(2, TIDE_TYPE_I64, 1, ts, &i64));
+    CHECK(append1(3, TIDE_TYPE_STR, 1, ts, &s));
+    for (int round = 0; round < 2; round++) {
+        CHECK(tide_db_latest(db, ids, 4, &p));
+        cr_assert(p[0].found);
+        cr_assert_eq(p[0].ts_ns, 300);
+        cr_assert_eq(p[0].v.f64, 3);
+        cr_assert_eq(p[1].v.i64, 42);
+        cr_assert_eq(p[2].v.str.len, 6);
+        cr_assert(!memcmp(p[2].v.str.ptr, "parked", 6));
+        cr_assert(!p[3].found);
+        tide_latest_free(p, 4);
+        CHECK(tide_db_flush(db));
+    }
+}
+
+Test(db, duplicate_batch_applied_once_across_restart)
+{
+    int64_t ts[] = {1, 2};
+    double v[] = {1, 2};
+    struct tide_column c = {.series_id = 11,
+                            .type = TIDE_TYPE_F64,
+                            .n = 2,
+                            .ts_ns = ts,
+                            .v.f64 = v};
+    struct tide_batch b = {
+        .producer_id = 0xabc, .sequence = 5, .n_columns = 1, .columns = &c};
+    struct tide_db_stats st;
+
+    CHECK(tide_db_append_wait(db, &b));
+    cr_assert_eq(tide_db_append_wait(db, &b), TIDE_EDUPLICATE);
+    reopen(64);
+    cr_assert_eq(tide_db_append_wait(db, &b), TIDE_EDUPLICATE);
+    CHECK(tide_db_flush(db)); /* the WAL files with the batch are gone */
+    reopen(64);
+    cr_assert_eq(tide_db_append_wait(db, &b), TIDE_EDUPLICATE);
+    b.sequence = 4; /* older than the last applied: also a duplicate */
+    cr_assert_eq(tide_db_append_wait(db, &b), TIDE_EDUPLICATE);
+    b.sequence = 6;
+    CHECK(tide_db_append_wait(db, &b));
+    tide_db_stats(db, &st);
+    cr_assert_eq(st.batches_duplicate, 1);
+}
+
+Test(db, bad_input_is_rejected)
+{
+    int64_t ts[] = {1};
+    double v[] = {1};
+    struct tide_str big = {"x", TIDE_STR_BYTES_MAX + 1};
+    struct tide_column c = {
+        .series_id = 0, .type = TIDE_TYPE_F64, .n = 1, .ts_ns = ts, .v.f64 = v};
+    struct tide_batch b = {.n_columns = 1, .columns = &c};
+    tide_db *other;
+
+    cr_assert_eq(tide_db_append_wait(db, &b), TIDE_EINVAL);
+    c.series_id = 1;
+    c.type = 9;
+    cr_assert_eq(tide_db_append_wait(db, &b), TIDE_EINVAL);
+    c.type = TIDE_TYPE_STR;
+    c.v.str = &big;
+    cr_assert_eq(tide_db_append_wait(db, &b), TIDE_EINVAL);
+    c.type = TIDE_TYPE_F64;
+    c.v.f64 = NULL;
+    cr_assert_eq(tide_db_append_wait(db, &b), TIDE_EINVAL);
+    cr_assert_eq(tide_db_open(dir, NULL, &other), TIDE_ELOCKED);
+}
+
+Test(db, enospc_fails_writes_and_keeps_acknowledged_data)
+{
+    int64_t ts[] = {1, 2, 3};
+    double v[] = {1, 2, 3};
+    int rc;
+
+    CHECK(append1(21, TIDE_TYPE_F64, 3, ts, v));
+    tide__io_inject(TIDE_IO_WRITE, 1, ENOSPC, 0);
+    ts[0] = ts[1] = ts[2] = 100;
+    rc = append1(21, TIDE_TYPE_F64, 1, ts, v);
+    cr_assert_eq(rc, TIDE_EIO, "append under ENOSPC: %s", tide_strerror(rc));
+    cr_assert_eq(append1(21, TIDE_TYPE_F64, 1, ts, v), TIDE_EIO,
+                 "the error state is sticky");
+    /* Space returns; reopening recovers what was acknowledged. */
+    reopen(64);
+    ts[0] = 1;
+    ts[1] = 2;
+    ts[2] = 3;
+    check_f64(21, 3, ts, v);
+    ts[0] = 200;
+    CHECK(append1(21, TIDE_TYPE_F64, 1, ts, v));
+}
+
+struct writer_arg {
+    uint64_t id;
+    uint32_t batches;
+};
+
+static void *concurrent_writer(void *p)
+{
+    struct writer_arg *a = p;
+
+    for (uint32_t k = 0; k < a->batches; k++) {
+        int64_t ts[10];
+        double v[10];
+
+        for (int i = 0; i < 10; i++) {
+            ts[i] = (int64_t)(k * 10 + i);
+            v[i] = (double)(k * 10 + i);
+        }
+        if (append1(a->id, TIDE_TYPE_F64, 10, ts, v))
+            return (void *)1;
+    }
+    return NULL;
+}
+
+Test(db, concurrent_appenders)
+{
+    pthread_t th[4];
+    struct writer_arg args[4];
+    struct tide_db_stats st;
+
+    for (int i = 0; i < 4; i++) {
+        args[i] = (struct writer_arg){.id = 1000 + i, .batches = 200};
+        pthread_create(&th[i], NULL, concurrent_writer, &args[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        void *ret;
+
+        pthread_join(th[i], &ret);
+        cr_assert_null(ret);
+    }
+    tide_db_stats(db, &st);
+    cr_assert_eq(st.points_appended, 4 * 200 * 10);
+    cr_assert_eq(st.shards, 2);
+    for (int i = 0; i < 4; i++) {
+        int64_t ts[2000];
+        uint64_t v[2000];
+
+        cr_assert_eq(read_all(1000 + i, 0, INT64_MAX, ts, v, NULL, 2000), 2000);
+    }
+}
+
+Test(db, head_budget_forces_flush)
+{
+    struct tide_db_options o;
+    struct tide_db_stats st;
+    enum { N = 20000 };
+    static int64_t ts[N];
+    static double v[N];
+
+    tide_db_close(db);
+    tide_db_options_init(&o);
+    o.shards = 1;
+    o.head_bytes_max = 1u << 20;
+    o.wal_file_bytes = 1u << 20;
+    o.log = test_log;
+    CHECK(tide_db_open(dir, &o, &db));
+    for (int k = 0; k < 20; k++) {
+        for (int i = 0; i < N; i++) {
+            ts[i] = (int64_t)k * N + i;
+            v[i] = i;
+        }
+        CHECK(append1(1, TIDE_TYPE_F64, N, ts, v));
+    }
+    CHECK(tide_db_flush(db));
+    tide_db_stats(db, &st);
+    cr_assert_geq(st.flushes, 3, "only %llu flushes",
+                  (unsigned long long)st.flushes);
+    cr_assert_eq(st.segment_points, 20 * N);
+    cr_assert_eq(st.head_points, 0);
+}

@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Tests of the MANIFEST (engine/manifest.c): round trip, generation,
+ * a missing file, truncation and flipped bytes.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <unistd.h>
+
+#include "manifest.h"
+#include "testutil.h"
+
+static char dir[1024];
+
+static void setup(void)
+{
+    snprintf(dir, sizeof(dir), "%s", test_tmpdir());
+}
+
+static void teardown(void)
+{
+    test_rmrf(dir);
+}
+
+TestSuite(manifest, .init = setup, .fini = teardown);
+
+static void store_sample(void)
+{
+    struct man_seg segs[2] = {{5, 0, 1}, {9, 1, 2}};
+    struct manifest m = {.n_shards = 2, .next_seg_id = 10, .n_segs = 2};
+
+    m.segs = segs;
+    m.replay_from[0] = 3;
+    m.replay_from[1] = 4;
+    cr_assert_eq(tide__manifest_store(dir, &m), 0);
+    cr_assert_eq(m.generation, 1);
+}
+
+Test(manifest, roundtrip)
+{
+    struct manifest m;
+
+    cr_assert_eq(tide__manifest_load(dir, &m), -ENOENT);
+    store_sample();
+    cr_assert_eq(tide__manifest_load(dir, &m), 0);
+    cr_assert_eq(m.n_shards, 2);
+    cr_assert_eq(m.generation, 1);
+    cr_assert_eq(m.next_seg_id, 10);
+    cr_assert_eq(m.replay_from[1], 4);
+    cr_assert_eq(m.n_segs, 2);
+    cr_assert_eq(m.segs[1].id, 9);
+    cr_assert_eq(m.segs[1].tier, 2);
+    cr_assert_eq(tide__manifest_store(dir, &m), 0);
+    tide__manifest_fini(&m);
+    cr_assert_eq(tide__manifest_load(dir, &m), 0);
+    cr_assert_eq(m.generation, 2);
+    tide__manifest_fini(&m);
+}
+
+Test(manifest, damage_is_detected)
+{
+    char path[PATH_MAX];
+    long long size;
+    int fd;
+
+    store_sample();
+    snprintf(path, sizeof(path), "%s/MANIFEST", dir);
+    size = test_file_size(path);
+    fd = open(path, O_RDWR);
+    for (long long k = 0; k < size; k++) {
+        struct manifest m;
+        uint8_t b, f;
+        int rc;
+
+        cr_assert_eq(pread(fd, &b, 1, k), 1);
+        f = b ^ 0x01;
+        cr_assert_eq(pwrite(fd, &f, 1, k), 1);
+        rc = tide__manifest_load(dir, &m);
+        cr_assert(rc == TIDE_ECORRUPT || rc == TIDE_EVERSION,
+                  "flip at %lld: %d", k, rc);
+        cr_assert_eq(pwrite(fd, &b, 1, k), 1);
+    }
+    cr_assert_eq(ftruncate(fd, size - 1), 0);
+    {
+        struct manifest m;
+
+        cr_assert_eq(tide__manifest_load(dir, &m), TIDE_ECORRUPT);
+    }
+    close(fd);
+}
