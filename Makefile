@@ -80,17 +80,19 @@ LIBENGINE := $(BUILD)/libtideengine.a
 LIBMETA := $(BUILD)/libtidemeta.a
 UNIT_BIN := $(BUILD)/tests/unit-tests
 EXAMPLES_BIN := $(BUILD)/tide-proto-examples
+ENGINE_BENCH_BIN := $(BUILD)/engine_bench
 FUZZ_BIN := build/fuzz/fuzz_frame
 
 ALL_OBJS := $(PROTO_OBJS) $(ENGINE_OBJS) $(META_OBJS) $(UNIT_OBJS) \
             $(SUPPORT_OBJS) \
-            $(call obj,proto/examples.c)
+            $(call obj,proto/examples.c bench/engine_bench.c)
 
 .PHONY: all deps test test-unit test-integration run fuzz format \
         format-check clean
 .DEFAULT_GOAL := all
 
-all: $(LIBPROTO) $(LIBENGINE) $(LIBMETA) $(EXAMPLES_BIN) $(UNIT_BIN)
+all: $(LIBPROTO) $(LIBENGINE) $(LIBMETA) $(EXAMPLES_BIN) $(UNIT_BIN) \
+     $(ENGINE_BENCH_BIN)
 
 # --- rules ------------------------------------------------------------------
 
@@ -122,6 +124,10 @@ $(LIBMETA): $(META_OBJS)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(EXAMPLES_BIN): $(call obj,proto/examples.c) $(LIBPROTO)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
+
+$(ENGINE_BENCH_BIN): $(call obj,bench/engine_bench.c) $(LIBENGINE)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
 

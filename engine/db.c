@@ -705,7 +705,7 @@ static int freeze_head(struct shard *s, struct req *waiters)
     struct tide_db *db = s->db;
     struct req **tail;
     struct head *frozen;
-    int rc;
+    int rc, busy;
 
     pthread_mutex_lock(&db->fl_mu);
     while (s->frozen && s->head.points > 0 && !db->stopping &&
@@ -724,8 +724,9 @@ static int freeze_head(struct shard *s, struct req *waiters)
         pthread_mutex_unlock(&db->fl_mu);
         return 0;
     }
+    busy = s->frozen != NULL;
     pthread_mutex_unlock(&db->fl_mu);
-    if (s->frozen) { /* stopping or failed while the flusher is busy */
+    if (busy) { /* stopping or failed while the flusher is busy */
         complete_list(waiters,
                       atomic_load(&db->failed) ? TIDE_EIO : TIDE_ECLOSED);
         return 0;

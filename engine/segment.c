@@ -94,7 +94,7 @@ void tide__seg_path(char *out, const char *dir, uint64_t id)
 
 struct seg_writer {
     char path[PATH_MAX];
-    char tmp_path[PATH_MAX];
+    char tmp_path[PATH_MAX + 8];
     char *dir;
     int fd;
     struct tide_io *io;

@@ -1,0 +1,451 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * engine_bench: the storage engine in-process, without the network, on a
+ * seeded TSBS-like fleet: D devices x 10 f64 fields at a 10 s interval,
+ * each field a bounded random walk in 0..100 with 2 decimals. Measures
+ * ingest for sync=none and sync=batch, bytes per point after flush, raw
+ * decode speed and the four reference queries (medians). Uses only the
+ * public engine.h.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <dirent.h>
+#include <limits.h>
+
+#include "tide/engine.h"
+
+#define FIELDS 10
+#define INTERVAL_NS 10000000000ll
+#define HOUR_NS 3600000000000ll
+#define START_NS 1700000000000000000ll
+
+struct config {
+    unsigned devices;
+    unsigned hours;
+    unsigned threads;
+    unsigned reps;
+    uint64_t seed;
+    int json;
+    const char *dir;
+};
+
+struct fleet {
+    uint32_t steps;
+    uint32_t series;
+    int64_t *ts;  /* steps */
+    double *vals; /* series x steps */
+};
+
+static double now_s(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static uint64_t next_rand(uint64_t *s)
+{
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 0x2545f4914f6cdd1dull;
+}
+
+/* Generate the whole fleet before anything is timed. */
+static int fleet_make(const struct config *c, struct fleet *f)
+{
+    uint64_t seed = c->seed ? c->seed : 1;
+
+    f->steps = (uint32_t)(c->hours * 3600ull * 1000000000ull / INTERVAL_NS);
+    f->series = c->devices * FIELDS;
+    f->ts = malloc((size_t)f->steps * sizeof(*f->ts));
+    f->vals = malloc((size_t)f->series * f->steps * sizeof(*f->vals));
+    if (!f->ts || !f->vals)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < f->steps; i++)
+        f->ts[i] = START_NS + (int64_t)i * INTERVAL_NS;
+    for (uint32_t s = 0; s < f->series; s++) {
+        int64_t cents = (int64_t)(next_rand(&seed) % 10001);
+        double *v = f->vals + (size_t)s * f->steps;
+
+        for (uint32_t i = 0; i < f->steps; i++) {
+            cents += (int64_t)(next_rand(&seed) % 201) - 100;
+            if (cents < 0)
+                cents = -cents;
+            if (cents > 10000)
+                cents = 20000 - cents;
+            v[i] = (double)cents / 100.0;
+        }
+    }
+    return 0;
+}
+
+/* ---- Ingest ------------------------------------------------------------- */
+
+#define WINDOW_STEPS 60u  /* 10 minutes per batch */
+#define BATCH_DEVICES 50u /* devices per batch */
+#define INFLIGHT_MAX 32
+
+struct ingester {
+    tide_db *db;
+    const struct fleet *f;
+    unsigned idx;
+    unsigned n;
+    atomic_int inflight;
+    atomic_int err;
+};
+
+static void on_ack(void *ctx, int rc)
+{
+    struct ingester *in = ctx;
+
+    if (rc && rc != TIDE_EDUPLICATE)
+        atomic_store(&in->err, rc);
+    atomic_fetch_sub(&in->inflight, 1);
+}
+
+static void *ingest_main(void *arg)
+{
+    struct ingester *in = arg;
+    const struct fleet *f = in->f;
+    uint32_t devices = f->series / FIELDS;
+    struct tide_column cols[BATCH_DEVICES * FIELDS];
+    uint64_t seq = 0;
+
+    for (uint32_t w = 0; w < f->steps; w += WINDOW_STEPS) {
+        uint32_t steps =
+            f->steps - w < WINDOW_STEPS ? f->steps - w : WINDOW_STEPS;
+
+        for (uint32_t d0 = in->idx * BATCH_DEVICES; d0 < devices;
+             d0 += in->n * BATCH_DEVICES) {
+            uint32_t nd =
+                devices - d0 < BATCH_DEVICES ? devices - d0 : BATCH_DEVICES;
+            struct tide_batch b = {.producer_id = in->idx + 1,
+                                   .sequence = ++seq,
+                                   .n_columns = nd * FIELDS,
+                                   .columns = cols};
+            int rc;
+
+            for (uint32_t k = 0; k < nd * FIELDS; k++) {
+                uint32_t s = d0 * FIELDS + k;
+
+                cols[k] = (struct tide_column){
+                    .series_id = s + 1,
+                    .account_id = 1,
+                    .type = TIDE_TYPE_F64,
+                    .n = steps,
+                    .ts_ns = f->ts + w,
+                    .v.f64 = f->vals + (size_t)s * f->steps + w};
+            }
+            while (atomic_load(&in->inflight) >= INFLIGHT_MAX)
+                sched_yield();
+            atomic_fetch_add(&in->inflight, 1);
+            rc = tide_db_append(in->db, &b, on_ack, in);
+            if (rc) {
+                atomic_fetch_sub(&in->inflight, 1);
+                atomic_store(&in->err, rc);
+                return NULL;
+            }
+        }
+    }
+    while (atomic_load(&in->inflight) > 0)
+        sched_yield();
+    return NULL;
+}
+
+static int rmrf(const char *path)
+{
+    struct stat st;
+    DIR *d;
+    struct dirent *e;
+
+    if (lstat(path, &st) != 0)
+        return 0;
+    if (!S_ISDIR(st.st_mode))
+        return unlink(path);
+    d = opendir(path);
+    while (d && (e = readdir(d))) {
+        char child[PATH_MAX];
+
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        snprintf(child, sizeof(child), "%s/%s", path, e->d_name);
+        rmrf(child);
+    }
+    if (d)
+        closedir(d);
+    return rmdir(path);
+}
+
+static void log_cb(void *ctx, enum tide_log_level level, const char *msg)
+{
+    (void)ctx;
+    if (level <= TIDE_LOG_WARN)
+        fprintf(stderr, "engine: %s\n", msg);
+}
+
+static int open_db(const char *dir, enum tide_sync_mode sync, tide_db **db)
+{
+    struct tide_db_options o;
+
+    tide_db_options_init(&o);
+    o.sync = sync;
+    o.log = log_cb;
+    return tide_db_open(dir, &o, db);
+}
+
+/* Ingest the whole fleet; returns points/s or a negative error. */
+static double ingest(const struct config *c, const struct fleet *f, tide_db *db)
+{
+    struct ingester in[16];
+    pthread_t th[16];
+    unsigned n = c->threads < 16 ? c->threads : 16;
+    double t0 = now_s(), dt;
+    int rc;
+
+    for (unsigned i = 0; i < n; i++) {
+        in[i] = (struct ingester){.db = db, .f = f, .idx = i, .n = n};
+        pthread_create(&th[i], NULL, ingest_main, &in[i]);
+    }
+    for (unsigned i = 0; i < n; i++)
+        pthread_join(th[i], NULL);
+    dt = now_s() - t0;
+    for (unsigned i = 0; i < n; i++)
+        if ((rc = atomic_load(&in[i].err)) != 0) {
+            fprintf(stderr, "ingest failed: %s\n", tide_strerror(rc));
+            return -1;
+        }
+    return (double)f->series * f->steps / dt;
+}
+
+/* ---- Queries ------------------------------------------------------------ */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, unsigned n)
+{
+    qsort(v, n, sizeof(*v), cmp_double);
+    return v[n / 2];
+}
+
+static uint64_t read_points(tide_db *db, const uint64_t *ids, uint32_t n,
+                            int64_t from, int64_t to)
+{
+    tide_iter *it;
+    struct tide_block b;
+    uint64_t points = 0;
+    double sink = 0;
+    int rc;
+
+    if (tide_db_read_open(db, ids, n, from, to, &it))
+        return 0;
+    while ((rc = tide_iter_next(it, &b)) == 1) {
+        points += b.n;
+        sink += b.v.f64[b.n - 1];
+    }
+    tide_iter_close(it);
+    if (rc || sink < 0)
+        fprintf(stderr, "read failed: %s\n", tide_strerror(rc));
+    return points;
+}
+
+static double agg_ms(tide_db *db, const uint64_t *ids, uint32_t n, int64_t from,
+                     int64_t to, int64_t bucket)
+{
+    struct tide_agg_series *res;
+    double t0 = now_s(), dt;
+    int rc = tide_db_aggregate(db, ids, n, from, to, bucket, &res, NULL);
+
+    dt = (now_s() - t0) * 1e3;
+    if (rc) {
+        fprintf(stderr, "aggregate failed: %s\n", tide_strerror(rc));
+        return -1;
+    }
+    tide_agg_free(res, n);
+    return dt;
+}
+
+struct results {
+    double ingest_none;
+    double ingest_batch;
+    double bytes_per_point;
+    double decode_pts;
+    double q[4];
+};
+
+static void run_queries(const struct config *c, const struct fleet *f,
+                        tide_db *db, struct results *r)
+{
+    int64_t end = f->ts[f->steps - 1] + INTERVAL_NS;
+    int64_t day = end - 24 * HOUR_NS;
+    uint32_t devices = f->series / FIELDS;
+    uint64_t *ids = malloc(f->series * sizeof(*ids));
+    double *t = malloc(c->reps * sizeof(*t));
+    uint64_t seed = 7;
+    double t0, dt;
+    uint64_t points;
+
+    for (uint32_t s = 0; s < f->series; s++)
+        ids[s] = s + 1;
+    /* Raw decode: every point once. */
+    t0 = now_s();
+    points = read_points(db, ids, f->series, INT64_MIN, INT64_MAX);
+    dt = now_s() - t0;
+    r->decode_pts = (double)points / dt;
+    for (unsigned k = 0; k < c->reps; k++) { /* Q1 */
+        uint32_t d = (uint32_t)(next_rand(&seed) % devices);
+
+        t0 = now_s();
+        read_points(db, ids + (size_t)d * FIELDS, FIELDS, end - HOUR_NS, end);
+        t[k] = (now_s() - t0) * 1e3;
+    }
+    r->q[0] = median(t, c->reps);
+    for (unsigned k = 0; k < c->reps; k++) { /* Q2 */
+        uint32_t s = (uint32_t)(next_rand(&seed) % f->series);
+
+        t[k] = agg_ms(db, ids + s, 1, day, end, 300 * 1000000000ll);
+    }
+    r->q[1] = median(t, c->reps);
+    for (unsigned k = 0; k < c->reps; k++) { /* Q3 */
+        uint32_t field = (uint32_t)(next_rand(&seed) % FIELDS);
+        uint64_t *sel = malloc(devices * sizeof(*sel));
+
+        for (uint32_t d = 0; d < devices; d++)
+            sel[d] = ids[(size_t)d * FIELDS + field];
+        t[k] = agg_ms(db, sel, devices, end - HOUR_NS, end, 0);
+        free(sel);
+    }
+    r->q[2] = median(t, c->reps);
+    for (unsigned k = 0; k < c->reps; k++) /* Q4 */
+        t[k] = agg_ms(db, ids, f->series, day, end, 0);
+    r->q[3] = median(t, c->reps);
+    free(ids);
+    free(t);
+}
+
+static int usage(void)
+{
+    fprintf(stderr,
+            "usage: engine_bench [--devices N] [--hours H] [--threads T]\n"
+            "                    [--reps R] [--seed S] [--dir DIR] [--json]\n"
+            "Defaults: 1000 devices x 10 fields, 24 h at 10 s, 2 threads,\n"
+            "21 repetitions per query, a temporary directory under /tmp.\n");
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    struct config c = {
+        .devices = 1000, .hours = 24, .threads = 2, .reps = 21, .seed = 42};
+    struct fleet f = {0};
+    struct results r = {0};
+    struct tide_db_stats st;
+    char tmpl[] = "/tmp/tide-engine-bench-XXXXXX";
+    char path[PATH_MAX];
+    const char *base;
+    tide_db *db;
+    int rc;
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+        if (!strcmp(a, "--json")) {
+            c.json = 1;
+            continue;
+        }
+        if (!v)
+            return usage();
+        if (!strcmp(a, "--devices"))
+            c.devices = (unsigned)strtoul(v, NULL, 10);
+        else if (!strcmp(a, "--hours"))
+            c.hours = (unsigned)strtoul(v, NULL, 10);
+        else if (!strcmp(a, "--threads"))
+            c.threads = (unsigned)strtoul(v, NULL, 10);
+        else if (!strcmp(a, "--reps"))
+            c.reps = (unsigned)strtoul(v, NULL, 10);
+        else if (!strcmp(a, "--seed"))
+            c.seed = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--dir"))
+            c.dir = v;
+        else
+            return usage();
+        i++;
+    }
+    if (!c.devices || !c.hours || !c.threads || !c.reps)
+        return usage();
+    base = c.dir ? c.dir : mkdtemp(tmpl);
+    if (!base || fleet_make(&c, &f)) {
+        fprintf(stderr, "engine_bench: setup failed: %s\n", strerror(errno));
+        return 1;
+    }
+    fprintf(stderr,
+            "engine_bench: %u devices x %d fields x %u steps = %.1f M points"
+            ", %u threads, seed %" PRIu64 "\n",
+            c.devices, FIELDS, f.steps, (double)f.series * f.steps / 1e6,
+            c.threads, c.seed);
+    for (int mode = 0; mode < 2; mode++) {
+        snprintf(path, sizeof(path), "%s/%s", base, mode ? "batch" : "none");
+        rmrf(path);
+        rc = open_db(path, mode ? TIDE_SYNC_BATCH : TIDE_SYNC_NONE, &db);
+        if (rc) {
+            fprintf(stderr, "open %s: %s\n", path, tide_strerror(rc));
+            return 1;
+        }
+        *(mode ? &r.ingest_batch : &r.ingest_none) = ingest(&c, &f, db);
+        if (mode == 1) {
+            rc = tide_db_flush(db);
+            tide_db_stats(db, &st);
+            r.bytes_per_point =
+                (double)st.segment_bytes / (double)st.segment_points;
+            run_queries(&c, &f, db, &r);
+        }
+        tide_db_close(db);
+        rmrf(path);
+    }
+    if (!c.dir)
+        rmdir(base);
+    if (c.json) {
+        printf("{\"devices\": %u, \"fields\": %d, \"hours\": %u, "
+               "\"points\": %" PRIu64 ", \"threads\": %u, \"seed\": %" PRIu64
+               ", \"ingest_pts_per_s_sync_none\": %.0f, "
+               "\"ingest_pts_per_s_sync_batch\": %.0f, "
+               "\"bytes_per_point\": %.4f, \"decode_pts_per_s\": %.0f, "
+               "\"q1_ms\": %.4f, \"q2_ms\": %.4f, \"q3_ms\": %.4f, "
+               "\"q4_ms\": %.4f}\n",
+               c.devices, FIELDS, c.hours, (uint64_t)f.series * f.steps,
+               c.threads, c.seed, r.ingest_none, r.ingest_batch,
+               r.bytes_per_point, r.decode_pts, r.q[0], r.q[1], r.q[2], r.q[3]);
+    } else {
+        printf("%-34s %14s\n", "measure", "value");
+        printf("%-34s %14.2f M/s\n", "ingest, sync=none", r.ingest_none / 1e6);
+        printf("%-34s %14.2f M/s\n", "ingest, sync=batch",
+               r.ingest_batch / 1e6);
+        printf("%-34s %14.3f B\n", "bytes per point on disk",
+               r.bytes_per_point);
+        printf("%-34s %14.2f M/s\n", "raw decode (range read)",
+               r.decode_pts / 1e6);
+        printf("%-34s %14.3f ms\n", "Q1 1 device, 10 fields, 1 h raw", r.q[0]);
+        printf("%-34s %14.3f ms\n", "Q2 1 series 24 h, 5 min avg+max", r.q[1]);
+        printf("%-34s %14.3f ms\n", "Q3 max of 1 field/device, 1 h", r.q[2]);
+        printf("%-34s %14.3f ms\n", "Q4 avg of all fields/device, 24 h",
+               r.q[3]);
+    }
+    free(f.ts);
+    free(f.vals);
+    return rc ? 1 : 0;
+}
