@@ -388,16 +388,21 @@ static int apply_batch(struct head *h, const uint8_t *rec, uint32_t len,
                                    (const int64_t *)(const void *)ts, NULL,
                                    strs);
         } else {
-            uint64_t *vals;
+            const uint64_t *vals = (const uint64_t *)(const void *)v;
 
-            rc = tide__buf_reserve(scratch, 8 * (size_t)n);
-            if (rc)
-                return rc;
-            vals = (uint64_t *)scratch->data;
-            for (uint32_t i = 0; i < n; i++)
-                vals[i] = type == TIDE_TYPE_BOOL
-                              ? v[i]
-                              : tide__get_le64(v + 8 * (size_t)i);
+            /* f64 and i64 are used in place: records are 8-byte aligned
+             * and little-endian like the host. Bools widen to 8 bytes. */
+            if (type == TIDE_TYPE_BOOL) {
+                uint64_t *wide;
+
+                rc = tide__buf_reserve(scratch, 8 * (size_t)n);
+                if (rc)
+                    return rc;
+                wide = (uint64_t *)(void *)scratch->data;
+                for (uint32_t i = 0; i < n; i++)
+                    wide[i] = v[i];
+                vals = wide;
+            }
             rc = tide__head_append(h, id, account, tier, type, n,
                                    (const int64_t *)(const void *)ts, vals,
                                    NULL);

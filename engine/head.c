@@ -184,7 +184,7 @@ int tide__head_append(struct head *h, uint64_t id, uint64_t account_id,
 {
     struct hseries *s = tide__head_find(h, id);
     int64_t prev;
-    int rc;
+    int rc, sorted;
 
     if (n == 0)
         return 0;
@@ -211,18 +211,18 @@ int tide__head_append(struct head *h, uint64_t id, uint64_t account_id,
         memcpy(s->val + s->n, vals, (size_t)n * sizeof(*vals));
     }
     memcpy(s->ts + s->n, ts, (size_t)n * sizeof(*ts));
-    prev = s->n ? s->ts[s->n - 1] : INT64_MIN;
-    for (uint32_t i = 0; i < n && s->sorted; i++) {
-        if (ts[i] <= prev && !(s->n == 0 && i == 0))
-            s->sorted = 0;
-        prev = ts[i];
-    }
+    sorted = s->sorted;
+    prev = s->n ? s->ts[s->n - 1] : 0;
     for (uint32_t i = 0; i < n; i++) {
+        if (i > 0 || s->n > 0)
+            sorted &= ts[i] > prev;
+        prev = ts[i];
         if (ts[i] < h->min_ts)
             h->min_ts = ts[i];
         if (ts[i] > h->max_ts)
             h->max_ts = ts[i];
     }
+    s->sorted = (uint8_t)sorted;
     /* The latest tier and account win: a plan change applies from now. */
     s->tier = tier;
     s->account_id = account_id;

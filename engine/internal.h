@@ -14,6 +14,13 @@
 
 #include "tide/engine.h"
 
+/* Timestamps and values are stored and mapped in host byte order in the
+ * WAL and head; the on-disk format is little-endian, and so must be the
+ * host. */
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "Tide needs a little-endian host"
+#endif
+
 /* ---- Assertions: programmer errors only, never bad input ---------------- */
 
 #define TIDE_ASSERT(cond)                                                      \
