@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Test support helpers (testutil.h). */
-#define _GNU_SOURCE
 #include "testutil.h"
 
 #include <dirent.h>

@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * What io.c (the front end) and the two backends, io_uring.c and io_sync.c,
+ * share. The front end splits a tide__io_run() call into rounds of at most
+ * `depth` attempts, applies fault injection, and resubmits the rest of short
+ * transfers; a backend only performs one round of attempts.
+ */
+#ifndef TIDE_ENGINE_IO_INT_H
+#define TIDE_ENGINE_IO_INT_H
+
+#include "io.h"
+
+/* One attempt at (part of) a request, as handed to a backend. */
+struct io_attempt {
+    uint8_t op;    /* enum tide_io_op */
+    uint8_t link;  /* the next attempt of this round depends on this one */
+    int fd;
+    void *buf;
+    uint32_t len;
+    uint64_t off;
+    int64_t res; /* out: bytes transferred, or -errno; -ECANCELED when a
+                    linked predecessor failed or was short */
+};
+
+struct io_backend {
+    const char *name;
+    /* Run `n` attempts (n <= depth) and wait for all of them. Honours
+     * `link`: after a failed or short attempt, the rest of its chain is
+     * not performed and reports -ECANCELED. Returns 0 or -errno when the
+     * round itself could not be run (then no `res` is meaningful). */
+    int (*run)(void *impl, struct io_attempt *a, unsigned n);
+    void (*close)(void *impl);
+};
+
+/* io_uring.c: a ring for `depth` entries. Returns 0 or -errno. */
+int tide__io_uring_new(unsigned depth, const struct io_backend **ops,
+                       void **impl);
+
+/* io_sync.c: pread/pwrite/fdatasync. Never fails. */
+void tide__io_sync_new(const struct io_backend **ops, void **impl);
+
+#endif /* TIDE_ENGINE_IO_INT_H */
