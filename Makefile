@@ -149,9 +149,11 @@ test: deps
 
 test-unit: $(UNIT_BIN)
 	@echo "  TEST    unit ($(MODE))"
-	$(Q)$(UNIT_BIN) --short-filename
+	$(Q)LSAN_OPTIONS=suppressions=$(CURDIR)/tests/support/lsan.supp \
+	    $(UNIT_BIN) --short-filename
 
 test-integration:
+	@:
 
 run: deps
 	@$(MAKE) --no-print-directory $(EXAMPLES_BIN)
@@ -170,6 +172,8 @@ $(FUZZ_BIN): tests/fuzz/fuzz_frame.c $(PROTO_SRCS) $(GEN_SRCS) proto/frame.h
 fuzz: deps
 	@$(MAKE) --no-print-directory $(FUZZ_BIN)
 	@mkdir -p build/fuzz/corpus
+	@# Earlier findings stay in the corpus (tests/fuzz/corpus/).
+	@cp tests/fuzz/corpus/* build/fuzz/corpus/
 	@# Seed: the golden WriteBatch frame, behind the byte that picks the
 	@# feed size.
 	@{ printf '\\x10'; grep -v '^#' tests/fixtures/write_batch_v1.hex | \

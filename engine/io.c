@@ -219,8 +219,8 @@ static int run_window(struct tide_io *io, struct tide_io_req *reqs,
         }
         for (unsigned i = 0; i < k; i++) {
             unsigned j = io->att_req[i];
-            int pred_pending = i > 0 && io->att[i - 1].link &&
-                               io->pending[io->att_req[i - 1]];
+            int pred_pending =
+                i > 0 && io->att[i - 1].link && io->pending[io->att_req[i - 1]];
 
             settle(io, &reqs[base + j], j, &io->att[i], pred_pending);
             if (!io->pending[j])

@@ -12,8 +12,8 @@
 
 /* One attempt at (part of) a request, as handed to a backend. */
 struct io_attempt {
-    uint8_t op;    /* enum tide_io_op */
-    uint8_t link;  /* the next attempt of this round depends on this one */
+    uint8_t op;   /* enum tide_io_op */
+    uint8_t link; /* the next attempt of this round depends on this one */
     int fd;
     void *buf;
     uint32_t len;

@@ -41,9 +41,8 @@ static int sync_run(void *impl, struct io_attempt *a, unsigned n)
             a[i].res = -ECANCELED;
         } else {
             a[i].res = attempt(&a[i]);
-            broken = a[i].res < 0 ||
-                     (a[i].op != TIDE_IO_FDATASYNC &&
-                      (uint64_t)a[i].res < a[i].len);
+            broken = a[i].res < 0 || (a[i].op != TIDE_IO_FDATASYNC &&
+                                      (uint64_t)a[i].res < a[i].len);
         }
         if (!a[i].link)
             broken = 0;

@@ -106,7 +106,8 @@ static int g_append(struct gather *g, const int64_t *ts, const uint64_t *val,
         g->n++;
     }
     g->ts.len = g->val.len = (size_t)g->n * 8;
-    g->len.len = (size_t)g->n * 4;
+    if (g->type == TIDE_TYPE_STR)
+        g->len.len = (size_t)g->n * 4;
     return 0;
 }
 

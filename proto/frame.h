@@ -24,10 +24,10 @@ extern "C" {
 #define TIDE_FRAME_MAX_BYTES_LIMIT (1u << 30)    /* hard upper bound */
 
 /* Codec results. Append-only; they sit in a range far from errno. */
-#define TIDE_FRAME_NEED_MORE 1          /* not an error: feed more bytes */
-#define TIDE_FRAME_ETOOLARGE (-31001)   /* length above the maximum */
-#define TIDE_FRAME_EMALFORMED (-31002)  /* payload is not an Envelope */
-#define TIDE_FRAME_ENOSPACE (-31003)    /* output buffer too small */
+#define TIDE_FRAME_NEED_MORE 1         /* not an error: feed more bytes */
+#define TIDE_FRAME_ETOOLARGE (-31001)  /* length above the maximum */
+#define TIDE_FRAME_EMALFORMED (-31002) /* payload is not an Envelope */
+#define TIDE_FRAME_ENOSPACE (-31003)   /* output buffer too small */
 
 /* Return a static description of a TIDE_FRAME_* code or of -errno. */
 const char *tide_frame_strerror(int rc);
