@@ -41,7 +41,7 @@ $(error MODE must be release, debug or asan, not '$(MODE)')
 endif
 
 PKGS := libprotobuf-c criterion liburing liblz4 libxxhash sqlite3 libcrypto \
-        libxcrypt
+        libxcrypt libevent libevent_pthreads
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 
@@ -64,6 +64,7 @@ PROTO_SRCS := proto/frame.c
 ENGINE_SRCS := $(sort $(wildcard engine/*.c))
 META_SRCS := $(sort $(wildcard engine/meta/*.c))
 GEN_SRCS := $(GEN)/tide.pb-c.c
+SERVER_SRCS := $(sort $(wildcard server/*.c))
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
 SUPPORT_SRCS := $(sort $(wildcard tests/support/*.c))
 
@@ -72,6 +73,7 @@ obj = $(patsubst %.c,$(BUILD)/%.o,$(patsubst $(GEN)/%,gen/%,$(1)))
 PROTO_OBJS := $(call obj,$(PROTO_SRCS) $(GEN_SRCS))
 ENGINE_OBJS := $(call obj,$(ENGINE_SRCS))
 META_OBJS := $(call obj,$(META_SRCS))
+SERVER_OBJS := $(call obj,$(SERVER_SRCS))
 UNIT_OBJS := $(call obj,$(UNIT_SRCS))
 SUPPORT_OBJS := $(call obj,$(SUPPORT_SRCS))
 
@@ -82,8 +84,10 @@ UNIT_BIN := $(BUILD)/tests/unit-tests
 EXAMPLES_BIN := $(BUILD)/tide-proto-examples
 ENGINE_BENCH_BIN := $(BUILD)/engine_bench
 FUZZ_BIN := build/fuzz/fuzz_frame
+TIDED_BIN := $(BUILD)/tided
 
-ALL_OBJS := $(PROTO_OBJS) $(ENGINE_OBJS) $(META_OBJS) $(UNIT_OBJS) \
+ALL_OBJS := $(PROTO_OBJS) $(ENGINE_OBJS) $(META_OBJS) $(SERVER_OBJS) \
+            $(UNIT_OBJS) \
             $(SUPPORT_OBJS) \
             $(call obj,proto/examples.c bench/engine_bench.c)
 
@@ -128,6 +132,10 @@ $(EXAMPLES_BIN): $(call obj,proto/examples.c) $(LIBPROTO)
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
 
 $(ENGINE_BENCH_BIN): $(call obj,bench/engine_bench.c) $(LIBENGINE)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
+
+$(TIDED_BIN): $(SERVER_OBJS) $(LIBMETA) $(LIBENGINE) $(LIBPROTO)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
 

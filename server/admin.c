@@ -1,0 +1,541 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The admin path: account, key, device and usage requests mapped one-to-one
+ * onto the sidecar (engine/meta/meta.h), which checks the role of every
+ * call in tide_meta_authorize(). A request naming `account_id` is the
+ * operator's; everyone else acts on their own account.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "server.h"
+
+/* The account a request acts on. */
+static uint64_t target_account(const struct conn *c, uint64_t requested)
+{
+    return c->who.role == TIDE_META_ROLE_ADMIN ? requested
+                                               : c->who.account_id;
+}
+
+static void reply(struct conn *c, uint64_t rid, Tide__V1__Envelope *env)
+{
+    env->request_id = rid;
+    conn_send(c, env);
+}
+
+static void reply_ok(struct conn *c, uint64_t rid)
+{
+    Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__Ok ok = TIDE__V1__OK__INIT;
+
+    env.body_case = TIDE__V1__ENVELOPE__BODY_OK;
+    env.ok = &ok;
+    reply(c, rid, &env);
+}
+
+static void reply_rc(struct conn *c, uint64_t rid, int rc)
+{
+    if (rc == 0)
+        reply_ok(c, rid);
+    else
+        conn_send_error(c, rid, tided_wire_code(rc), tide_strerror(rc), 0);
+}
+
+static void fill_account(Tide__V1__Account *a,
+                         const struct tide_meta_account *m,
+                         Tide__V1__NotificationPrefs *prefs, const char *tier)
+{
+    a->id = m->id;
+    a->email = (char *)m->email;
+    a->first_name = (char *)m->first_name;
+    a->surname = (char *)m->surname;
+    a->organization = (char *)m->organization;
+    a->timezone = (char *)m->timezone;
+    a->email_verified = m->email_verified;
+    a->tier = (char *)tier;
+    a->plan_status = !strcmp(m->plan_status, "trialing")
+                         ? TIDE__V1__PLAN_STATUS__PLAN_STATUS_TRIALING
+                     : !strcmp(m->plan_status, "past_due")
+                         ? TIDE__V1__PLAN_STATUS__PLAN_STATUS_PAST_DUE
+                     : !strcmp(m->plan_status, "canceled")
+                         ? TIDE__V1__PLAN_STATUS__PLAN_STATUS_CANCELED
+                         : TIDE__V1__PLAN_STATUS__PLAN_STATUS_ACTIVE;
+    a->billing_customer_id = (char *)m->billing_customer_id;
+    a->billing_period = (char *)m->billing_period;
+    prefs->device_alerts = m->notify_device;
+    prefs->usage_warnings = m->notify_usage;
+    prefs->product_news = m->notify_product;
+    a->notification_prefs = prefs;
+    a->created_ns = m->created_ns;
+    a->updated_ns = m->updated_ns;
+    a->paused = m->paused;
+}
+
+static void send_account(struct conn *c, uint64_t rid, uint64_t id,
+                         int create_ok, const char *token)
+{
+    Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__Account a = TIDE__V1__ACCOUNT__INIT;
+    Tide__V1__AccountCreateOk ok = TIDE__V1__ACCOUNT_CREATE_OK__INIT;
+    Tide__V1__NotificationPrefs prefs = TIDE__V1__NOTIFICATION_PREFS__INIT;
+    struct tide_meta_account m;
+    struct tide_meta_tier t;
+    const struct tide_meta_principal *p =
+        create_ok ? &tided_system_principal : &c->who;
+    int rc = tide_meta_account_get(c->srv->meta, p, id, &m);
+
+    if (rc) {
+        reply_rc(c, rid, rc);
+        return;
+    }
+    if (tide_meta_tier_get(c->srv->meta, m.tier, &t))
+        t.name[0] = 0;
+    fill_account(&a, &m, &prefs, t.name);
+    if (create_ok) {
+        ok.account = &a;
+        ok.verification_token = (char *)(token ? token : "");
+        env.body_case = TIDE__V1__ENVELOPE__BODY_ACCOUNT_CREATE_OK;
+        env.account_create_ok = &ok;
+    } else {
+        env.body_case = TIDE__V1__ENVELOPE__BODY_ACCOUNT;
+        env.account = &a;
+    }
+    reply(c, rid, &env);
+}
+
+static void account_create(struct conn *c, const Tide__V1__Envelope *e)
+{
+    const Tide__V1__AccountCreate *r = e->account_create;
+    struct tide_meta_account_new a = {
+        .email = r->email,
+        .password = r->password,
+        .first_name = r->first_name,
+        .surname = r->surname,
+        .organization = r->organization,
+        .timezone = r->timezone[0] ? r->timezone : NULL};
+    struct tide_meta_principal anon = {.role = TIDE_META_ROLE_ANON};
+    const struct tide_meta_principal *p =
+        c->state == CONN_AUTHED ? &c->who : &anon;
+    char token[TIDE_META_SECRET_MAX + 1] = "";
+    uint64_t id;
+    int rc;
+
+    if (p->role != TIDE_META_ROLE_ADMIN && !c->srv->cfg.allow_signup) {
+        conn_send_error(c, e->request_id,
+                        TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED,
+                        "sign-up is disabled on this server", 0);
+        return;
+    }
+    if (r->tier[0]) {
+        if (p->role != TIDE_META_ROLE_ADMIN) {
+            conn_send_error(c, e->request_id,
+                            TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED,
+                            "only the operator picks the tier", 0);
+            return;
+        }
+        for (uint16_t t = 1; t < 64 && !a.tier; t++) {
+            struct tide_meta_tier tier;
+
+            if (tide_meta_tier_get(c->srv->meta, t, &tier) == 0 &&
+                !strcmp(tier.name, r->tier))
+                a.tier = t;
+        }
+        if (!a.tier) {
+            conn_send_error(c, e->request_id, TIDE__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND,
+                            "no such tier", 0);
+            return;
+        }
+    }
+    rc = tide_meta_account_create(c->srv->meta, p, &a, &id, token);
+    if (rc) {
+        reply_rc(c, e->request_id, rc);
+        return;
+    }
+    /* The token goes to the operator's mailer; a self sign-up gets it by
+     * mail, never in the reply. */
+    send_account(c, e->request_id, id, 1,
+                 p->role == TIDE_META_ROLE_ADMIN ? token : "");
+}
+
+static Tide__V1__Role wire_role(enum tide_meta_role r)
+{
+    return (Tide__V1__Role)r;
+}
+
+static void key_create(struct conn *c, const Tide__V1__Envelope *e)
+{
+    const Tide__V1__KeyCreate *r = e->key_create;
+    uint64_t account = target_account(c, r->account_id), device = 0, id;
+    char secret[TIDE_META_SECRET_MAX + 1];
+    Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__KeyCreateOk ok = TIDE__V1__KEY_CREATE_OK__INIT;
+    Tide__V1__ApiKey k = TIDE__V1__API_KEY__INIT;
+    enum tide_meta_role role;
+    int rc;
+
+    if (r->role == TIDE__V1__ROLE__ROLE_ANALYST) {
+        role = TIDE_META_ROLE_ANALYST;
+    } else if (r->role == TIDE__V1__ROLE__ROLE_DEVICE) {
+        role = TIDE_META_ROLE_DEVICE;
+        rc = tided_device_resolve(c->srv, account, r->device, 0, &device);
+        if (rc) {
+            reply_rc(c, e->request_id, rc);
+            return;
+        }
+    } else {
+        conn_send_error(c, e->request_id,
+                        TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT,
+                        "role must be ROLE_ANALYST or ROLE_DEVICE", 0);
+        return;
+    }
+    rc = tide_meta_key_create(c->srv->meta, &c->who, account, role, device,
+                              r->name, secret, &id);
+    if (rc) {
+        reply_rc(c, e->request_id, rc);
+        return;
+    }
+    k.id = id;
+    k.name = r->name;
+    k.prefix = "";
+    k.role = wire_role(role);
+    k.device = r->device;
+    k.created_ns = tided_now_ns();
+    ok.key = &k;
+    ok.secret = secret;
+    env.body_case = TIDE__V1__ENVELOPE__BODY_KEY_CREATE_OK;
+    env.key_create_ok = &ok;
+    reply(c, e->request_id, &env);
+}
+
+static void key_list(struct conn *c, const Tide__V1__Envelope *e)
+{
+    uint64_t account = target_account(c, e->key_list->account_id);
+    struct tide_meta_key *keys = malloc(1024 * sizeof(*keys));
+    Tide__V1__ApiKey *v = calloc(1024, sizeof(*v));
+    Tide__V1__ApiKey **pv = calloc(1024, sizeof(*pv));
+    Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__KeyListOk ok = TIDE__V1__KEY_LIST_OK__INIT;
+    size_t n = 0;
+    int rc = keys && v && pv ? 0 : -ENOMEM;
+
+    if (rc == 0)
+        rc = tide_meta_key_list(c->srv->meta, &c->who, account, 0, keys, 1024,
+                                &n);
+    if (rc) {
+        reply_rc(c, e->request_id, rc);
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            tide__v1__api_key__init(&v[i]);
+            v[i].id = keys[i].id;
+            v[i].name = keys[i].name;
+            v[i].prefix = keys[i].prefix;
+            v[i].role = wire_role(keys[i].role);
+            v[i].device = "";
+            v[i].created_ns = keys[i].created_ns;
+            v[i].last_used_ns = keys[i].last_used_ns;
+            v[i].last_used_ip = keys[i].last_ip;
+            v[i].request_count = keys[i].requests;
+            v[i].revoked = keys[i].revoked;
+            pv[i] = &v[i];
+        }
+        ok.keys = pv;
+        ok.n_keys = n;
+        env.body_case = TIDE__V1__ENVELOPE__BODY_KEY_LIST_OK;
+        env.key_list_ok = &ok;
+        reply(c, e->request_id, &env);
+    }
+    free(keys);
+    free(v);
+    free(pv);
+}
+
+static void fill_device(Tide__V1__Device *d, const struct tide_meta_device *m)
+{
+    d->name = (char *)m->thing_name;
+    d->mac = (char *)m->mac;
+    d->friendly_name = (char *)m->friendly_name;
+    d->firmware_version = (char *)m->firmware;
+    d->status = m->online ? TIDE__V1__CONNECTION_STATUS__CONNECTION_STATUS_ONLINE
+                          : TIDE__V1__CONNECTION_STATUS__CONNECTION_STATUS_OFFLINE;
+    d->last_connect_ns = m->last_connect_ns;
+    d->last_connect_ip = (char *)m->last_ip;
+    d->last_seen_ns = m->last_seen_ns;
+    d->created_ns = m->created_ns;
+    d->paused = m->paused;
+    d->account_id = m->account_id;
+}
+
+/* Device tags travel as Tag messages and are stored as "k=v,k=v". */
+static int tags_text(Tide__V1__Tag **tags, size_t n, char *out, size_t cap)
+{
+    size_t off = 0;
+
+    out[0] = 0;
+    for (size_t i = 0; i < n; i++) {
+        int w;
+
+        if (strpbrk(tags[i]->key, ",=") || strchr(tags[i]->value, ','))
+            return TIDE_EINVAL;
+        w = snprintf(out + off, cap - off, "%s%s=%s", i ? "," : "",
+                     tags[i]->key, tags[i]->value);
+        if (w < 0 || (size_t)w >= cap - off)
+            return TIDE_EINVAL;
+        off += (size_t)w;
+    }
+    return 0;
+}
+
+static void device_register(struct conn *c, const Tide__V1__Envelope *e)
+{
+    const Tide__V1__DeviceRegister *r = e->device_register;
+    uint64_t account = target_account(c, r->account_id), id;
+    char tags[TIDE_META_TAGS_MAX + 1];
+    struct tide_meta_device_new d;
+    struct tide_meta_device m;
+    Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__Device out = TIDE__V1__DEVICE__INIT;
+    int rc;
+
+    if (!r->device) {
+        reply_rc(c, e->request_id, TIDE_EINVAL);
+        return;
+    }
+    rc = tags_text(r->device->tags, r->device->n_tags, tags, sizeof(tags));
+    d = (struct tide_meta_device_new){.thing_name = r->device->name,
+                                      .mac = r->device->mac,
+                                      .friendly_name = r->device->friendly_name,
+                                      .firmware = r->device->firmware_version,
+                                      .tags = tags};
+    if (rc == 0)
+        rc = tide_meta_device_register(c->srv->meta, &c->who, account, &d,
+                                       &id);
+    if (rc == 0)
+        rc = tide_meta_device_get(c->srv->meta, &c->who, account, id, &m);
+    if (rc) {
+        reply_rc(c, e->request_id, rc);
+        return;
+    }
+    fill_device(&out, &m);
+    env.body_case = TIDE__V1__ENVELOPE__BODY_DEVICE;
+    env.device = &out;
+    reply(c, e->request_id, &env);
+}
+
+static void device_get(struct conn *c, const Tide__V1__Envelope *e)
+{
+    uint64_t account = target_account(c, e->device_get->account_id), id;
+    struct tide_meta_device m;
+    Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__Device out = TIDE__V1__DEVICE__INIT;
+    int rc = tided_device_resolve(c->srv, account, e->device_get->name, 0,
+                                  &id);
+
+    if (rc == 0)
+        rc = tide_meta_device_get(c->srv->meta, &c->who, account, id, &m);
+    if (rc) {
+        reply_rc(c, e->request_id, rc);
+        return;
+    }
+    fill_device(&out, &m);
+    env.body_case = TIDE__V1__ENVELOPE__BODY_DEVICE;
+    env.device = &out;
+    reply(c, e->request_id, &env);
+}
+
+static void device_list(struct conn *c, const Tide__V1__Envelope *e)
+{
+    uint64_t account = target_account(c, e->device_list->account_id);
+    struct tide_meta_device *m = malloc(1024 * sizeof(*m));
+    Tide__V1__Device *v = calloc(1024, sizeof(*v));
+    Tide__V1__Device **pv = calloc(1024, sizeof(*pv));
+    Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__DeviceListOk ok = TIDE__V1__DEVICE_LIST_OK__INIT;
+    size_t n = 0;
+    int rc = m && v && pv ? 0 : -ENOMEM;
+
+    if (rc == 0)
+        rc = tide_meta_device_list(c->srv->meta, &c->who, account, 0, m, 1024,
+                                   &n);
+    if (rc) {
+        reply_rc(c, e->request_id, rc);
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            tide__v1__device__init(&v[i]);
+            fill_device(&v[i], &m[i]);
+            pv[i] = &v[i];
+        }
+        ok.devices = pv;
+        ok.n_devices = n;
+        env.body_case = TIDE__V1__ENVELOPE__BODY_DEVICE_LIST_OK;
+        env.device_list_ok = &ok;
+        reply(c, e->request_id, &env);
+    }
+    free(m);
+    free(v);
+    free(pv);
+}
+
+static void device_delete(struct conn *c, const Tide__V1__Envelope *e)
+{
+    uint64_t account = target_account(c, e->device_delete->account_id), id;
+    int rc = tided_device_resolve(c->srv, account, e->device_delete->name, 0,
+                                  &id);
+
+    if (rc == 0)
+        rc = tide_meta_device_delete(c->srv->meta, &c->who, account, id);
+    if (rc == 0)
+        tided_device_forget(c->srv, account);
+    reply_rc(c, e->request_id, rc);
+}
+
+static void device_pause(struct conn *c, const Tide__V1__Envelope *e)
+{
+    const Tide__V1__DevicePause *r = e->device_pause;
+    uint64_t account = target_account(c, r->account_id), id;
+    int rc = tided_device_resolve(c->srv, account, r->name, 0, &id);
+
+    if (rc == 0)
+        rc = tide_meta_device_pause(c->srv->meta, &c->who, account, id,
+                                    r->paused);
+    if (rc == 0)
+        tided_device_forget(c->srv, account);
+    reply_rc(c, e->request_id, rc);
+}
+
+static void usage_get(struct conn *c, const Tide__V1__Envelope *e)
+{
+    const Tide__V1__UsageGet *r = e->usage_get;
+    uint64_t account = target_account(c, r->account_id);
+    struct tide_meta_usage *u = malloc(400 * sizeof(*u));
+    Tide__V1__UsageDay *v = calloc(400, sizeof(*v));
+    Tide__V1__UsageDay **pv = calloc(400, sizeof(*pv));
+    Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__UsageOk ok = TIDE__V1__USAGE_OK__INIT;
+    size_t n = 0;
+    int rc = u && v && pv ? 0 : -ENOMEM;
+
+    if (rc == 0)
+        rc = tide_meta_usage_read(c->srv->meta, &c->who, account, r->from_day,
+                                  r->to_day, u, 400, &n);
+    if (rc) {
+        reply_rc(c, e->request_id, rc);
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            tide__v1__usage_day__init(&v[i]);
+            v[i].day = (int32_t)u[i].day;
+            v[i].messages = u[i].messages;
+            v[i].points = u[i].points;
+            v[i].bytes_in = u[i].bytes_in;
+            v[i].bytes_out = u[i].bytes_out;
+            v[i].queries = u[i].queries;
+            pv[i] = &v[i];
+        }
+        ok.days = pv;
+        ok.n_days = n;
+        env.body_case = TIDE__V1__ENVELOPE__BODY_USAGE_OK;
+        env.usage_ok = &ok;
+        reply(c, e->request_id, &env);
+    }
+    free(u);
+    free(v);
+    free(pv);
+}
+
+static void server_status(struct conn *c, const Tide__V1__Envelope *e)
+{
+    struct server *s = c->srv;
+    struct tide_db_stats st;
+    Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__ServerStatusOk ok = TIDE__V1__SERVER_STATUS_OK__INIT;
+    Tide__V1__Stat v[8];
+    Tide__V1__Stat *pv[8];
+    const char *names[8] = {"points_appended", "head_points", "segments",
+                            "segment_bytes",   "wal_bytes",   "wal_syncs",
+                            "connections_open", "series"};
+    double vals[8];
+
+    tide_db_stats(s->db, &st);
+    vals[0] = (double)st.points_appended;
+    vals[1] = (double)st.head_points;
+    vals[2] = (double)st.segments;
+    vals[3] = (double)st.segment_bytes;
+    vals[4] = (double)st.wal_bytes;
+    vals[5] = (double)st.wal_syncs;
+    vals[6] = (double)atomic_load(&s->metrics.connections_open);
+    vals[7] = (double)tide_meta_series_count(s->meta);
+    for (int i = 0; i < 8; i++) {
+        tide__v1__stat__init(&v[i]);
+        v[i].name = (char *)names[i];
+        v[i].value = vals[i];
+        pv[i] = &v[i];
+    }
+    ok.server_version = TIDED_VERSION;
+    ok.uptime_s = (tided_now_ns() - s->started_ns) / 1000000000;
+    ok.stats = pv;
+    ok.n_stats = 8;
+    env.body_case = TIDE__V1__ENVELOPE__BODY_SERVER_STATUS_OK;
+    env.server_status_ok = &ok;
+    reply(c, e->request_id, &env);
+}
+
+int handle_admin(struct conn *c, const Tide__V1__Envelope *e)
+{
+    tide_meta *m = c->srv->meta;
+    uint64_t rid = e->request_id;
+
+    switch (e->body_case) {
+    case TIDE__V1__ENVELOPE__BODY_ACCOUNT_CREATE:
+        account_create(c, e);
+        return 1;
+    case TIDE__V1__ENVELOPE__BODY_VERIFY_EMAIL:
+        reply_rc(c, rid, tide_meta_account_verify_email(
+                             m, e->verify_email->token));
+        return 1;
+    case TIDE__V1__ENVELOPE__BODY_ACCOUNT_GET:
+        send_account(c, rid, target_account(c, e->account_get->account_id), 0,
+                     NULL);
+        return 1;
+    case TIDE__V1__ENVELOPE__BODY_ACCOUNT_PAUSE:
+        reply_rc(c, rid,
+                 tide_meta_account_pause(
+                     m, &c->who,
+                     target_account(c, e->account_pause->account_id),
+                     e->account_pause->paused));
+        return 1;
+    case TIDE__V1__ENVELOPE__BODY_KEY_CREATE:
+        key_create(c, e);
+        return 1;
+    case TIDE__V1__ENVELOPE__BODY_KEY_LIST:
+        key_list(c, e);
+        return 1;
+    case TIDE__V1__ENVELOPE__BODY_KEY_REVOKE:
+        reply_rc(c, rid,
+                 tide_meta_key_revoke(
+                     m, &c->who, target_account(c, e->key_revoke->account_id),
+                     e->key_revoke->key_id));
+        return 1;
+    case TIDE__V1__ENVELOPE__BODY_DEVICE_REGISTER:
+        device_register(c, e);
+        return 1;
+    case TIDE__V1__ENVELOPE__BODY_DEVICE_GET:
+        device_get(c, e);
+        return 1;
+    case TIDE__V1__ENVELOPE__BODY_DEVICE_LIST:
+        device_list(c, e);
+        return 1;
+    case TIDE__V1__ENVELOPE__BODY_DEVICE_DELETE:
+        device_delete(c, e);
+        return 1;
+    case TIDE__V1__ENVELOPE__BODY_DEVICE_PAUSE:
+        device_pause(c, e);
+        return 1;
+    case TIDE__V1__ENVELOPE__BODY_USAGE_GET:
+        usage_get(c, e);
+        return 1;
+    case TIDE__V1__ENVELOPE__BODY_SERVER_STATUS:
+        server_status(c, e);
+        return 1;
+    default:
+        return 0;
+    }
+}

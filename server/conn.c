@@ -1,0 +1,505 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Connections: accept, framing (docs/protocol.md, "Framing"), the
+ * handshake state machine, dispatch of requests to their handlers, flow
+ * control and timeouts.
+ *
+ *   CONN_NEW --Hello--> CONN_HELLO --Auth ok--> CONN_AUTHED
+ *      (handle_hello)      (handle_auth)      --Logout--> CONN_HELLO
+ *
+ * Invariants:
+ *   1. A frame's length is checked before any byte of its payload is
+ *      buffered for parsing; an oversized or undecodable frame is answered
+ *      with an Error under request id 0 and the connection closes.
+ *   2. While the output buffer is above cfg.out_high_bytes the connection
+ *      is not read: a client that does not read its answers cannot make
+ *      the server buffer without bound. A write that makes no progress for
+ *      read_timeout_ms closes it.
+ *   3. A connection with no request in flight is closed after
+ *      idle_timeout_ms of silence; one that started a frame must finish it
+ *      within read_timeout_ms.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "server.h"
+
+static void conn_free(struct conn *c);
+
+size_t conn_out_pending(const struct conn *c)
+{
+    return evbuffer_get_length(bufferevent_get_output(c->bev));
+}
+
+static void set_timeouts(struct conn *c)
+{
+    const struct tided_config *cfg = &c->srv->cfg;
+    uint32_t ms = c->partial ? cfg->read_timeout_ms
+                  : c->inflight ? 0
+                                : cfg->idle_timeout_ms;
+    struct timeval rt = {ms / 1000, (ms % 1000) * 1000};
+    struct timeval wt = {cfg->read_timeout_ms / 1000,
+                         (cfg->read_timeout_ms % 1000) * 1000};
+
+    bufferevent_set_timeouts(c->bev, ms ? &rt : NULL, &wt);
+}
+
+int conn_send(struct conn *c, const Tide__V1__Envelope *env)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    size_t size = tide_frame_size(env);
+    struct evbuffer_iovec vec;
+    int64_t n;
+
+    if (c->closing)
+        return -1;
+    if (evbuffer_reserve_space(out, (ev_ssize_t)size, &vec, 1) < 1)
+        return -1;
+    n = tide_frame_encode(env, vec.iov_base, vec.iov_len);
+    if (n < 0)
+        return -1;
+    vec.iov_len = (size_t)n;
+    if (evbuffer_commit_space(out, &vec, 1))
+        return -1;
+    atomic_fetch_add(&c->srv->metrics.frames_out, 1);
+    atomic_fetch_add(&c->srv->metrics.bytes_out, (uint64_t)n);
+    if (!c->read_paused && conn_out_pending(c) > c->srv->cfg.out_high_bytes) {
+        c->read_paused = 1;
+        bufferevent_disable(c->bev, EV_READ);
+    }
+    return 0;
+}
+
+void conn_send_error(struct conn *c, uint64_t rid, Tide__V1__ErrorCode code,
+                     const char *message, int close_after)
+{
+    Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__Error err = TIDE__V1__ERROR__INIT;
+
+    err.code = code;
+    err.message = (char *)message;
+    err.retryable = code == TIDE__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED ||
+                    code == TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED ||
+                    code == TIDE__V1__ERROR_CODE__ERROR_CODE_SHUTTING_DOWN ||
+                    code == TIDE__V1__ERROR_CODE__ERROR_CODE_TOO_MANY_REQUESTS;
+    env.request_id = rid;
+    env.body_case = TIDE__V1__ENVELOPE__BODY_ERROR;
+    env.error = &err;
+    conn_send(c, &env);
+    if (close_after) {
+        c->closing = 1;
+        bufferevent_disable(c->bev, EV_READ);
+        if (conn_out_pending(c) == 0)
+            conn_free(c);
+    }
+}
+
+Tide__V1__ErrorCode tided_wire_code(int rc)
+{
+    switch (rc) {
+    case TIDE_EINVAL:
+        return TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT;
+    case TIDE_ENOTFOUND:
+        return TIDE__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND;
+    case TIDE_EEXIST:
+        return TIDE__V1__ERROR_CODE__ERROR_CODE_ALREADY_EXISTS;
+    case TIDE_EPERM:
+        return TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED;
+    case TIDE_EAUTH:
+        return TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED;
+    case TIDE_EPAUSED:
+        return TIDE__V1__ERROR_CODE__ERROR_CODE_PAUSED;
+    case TIDE_ETYPE:
+        return TIDE__V1__ERROR_CODE__ERROR_CODE_TYPE_MISMATCH;
+    case TIDE_EFULL:
+        return TIDE__V1__ERROR_CODE__ERROR_CODE_LIMIT_EXCEEDED;
+    case TIDE_ECLOSED:
+        return TIDE__V1__ERROR_CODE__ERROR_CODE_SHUTTING_DOWN;
+    case TIDE_EIO:
+    case TIDE_ECORRUPT:
+        return TIDE__V1__ERROR_CODE__ERROR_CODE_STORAGE;
+    default:
+        return TIDE__V1__ERROR_CODE__ERROR_CODE_INTERNAL;
+    }
+}
+
+/* ---- Session requests --------------------------------------------------- */
+
+static void handle_hello(struct conn *c, const Tide__V1__Envelope *env)
+{
+    const struct tided_config *cfg = &c->srv->cfg;
+    Tide__V1__Envelope out = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__HelloOk ok = TIDE__V1__HELLO_OK__INIT;
+    Tide__V1__Limits lim = TIDE__V1__LIMITS__INIT;
+
+    if (env->hello->protocol_version != 1) {
+        conn_send_error(c, env->request_id,
+                        TIDE__V1__ERROR_CODE__ERROR_CODE_UNSUPPORTED_VERSION,
+                        "this server speaks protocol version 1", 1);
+        return;
+    }
+    lim.max_frame_bytes = cfg->max_frame_bytes;
+    lim.max_batch_points = cfg->max_batch_points;
+    lim.max_batch_groups = cfg->max_batch_groups;
+    lim.max_string_bytes = TIDE_META_FIELD_MAX;
+    lim.max_query_points = cfg->max_query_points;
+    lim.query_timeout_ms = cfg->query_timeout_ms;
+    lim.max_inflight_requests = cfg->max_inflight;
+    lim.max_chunk_bytes = cfg->max_chunk_bytes;
+    lim.idle_timeout_ms = cfg->idle_timeout_ms;
+    ok.protocol_version = 1;
+    ok.server_version = TIDED_VERSION;
+    ok.limits = &lim;
+    ok.server_time_ns = tided_now_ns();
+    out.request_id = env->request_id;
+    out.body_case = TIDE__V1__ENVELOPE__BODY_HELLO_OK;
+    out.hello_ok = &ok;
+    if (c->state == CONN_NEW)
+        c->state = CONN_HELLO;
+    conn_send(c, &out);
+}
+
+static void handle_ping(struct conn *c, const Tide__V1__Envelope *env)
+{
+    Tide__V1__Envelope out = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__Pong pong = TIDE__V1__PONG__INIT;
+
+    pong.nonce = env->ping->nonce;
+    pong.server_time_ns = tided_now_ns();
+    out.request_id = env->request_id;
+    out.body_case = TIDE__V1__ENVELOPE__BODY_PONG;
+    out.pong = &pong;
+    conn_send(c, &out);
+}
+
+/* Responses a client must never send. */
+static int is_response(Tide__V1__Envelope__BodyCase b)
+{
+    switch (b) {
+    case TIDE__V1__ENVELOPE__BODY_HELLO_OK:
+    case TIDE__V1__ENVELOPE__BODY_AUTH_OK:
+    case TIDE__V1__ENVELOPE__BODY_ERROR:
+    case TIDE__V1__ENVELOPE__BODY_PONG:
+    case TIDE__V1__ENVELOPE__BODY_OK:
+    case TIDE__V1__ENVELOPE__BODY_WRITE_ACK:
+    case TIDE__V1__ENVELOPE__BODY_QUERY_CHUNK:
+    case TIDE__V1__ENVELOPE__BODY_QUERY_END:
+    case TIDE__V1__ENVELOPE__BODY_ACCOUNT_CREATE_OK:
+    case TIDE__V1__ENVELOPE__BODY_LOGIN_OK:
+    case TIDE__V1__ENVELOPE__BODY_ACCOUNT:
+    case TIDE__V1__ENVELOPE__BODY_ACCOUNT_DELETE_OK:
+    case TIDE__V1__ENVELOPE__BODY_ACCOUNT_LIST_OK:
+    case TIDE__V1__ENVELOPE__BODY_TIER_LIST_OK:
+    case TIDE__V1__ENVELOPE__BODY_KEY_CREATE_OK:
+    case TIDE__V1__ENVELOPE__BODY_KEY_LIST_OK:
+    case TIDE__V1__ENVELOPE__BODY_DEVICE:
+    case TIDE__V1__ENVELOPE__BODY_DEVICE_LIST_OK:
+    case TIDE__V1__ENVELOPE__BODY_USAGE_OK:
+    case TIDE__V1__ENVELOPE__BODY_AUTH_LOG_OK:
+    case TIDE__V1__ENVELOPE__BODY_NOTIFICATION_LIST_OK:
+    case TIDE__V1__ENVELOPE__BODY_EXPORT_CHUNK:
+    case TIDE__V1__ENVELOPE__BODY_EXPORT_END:
+    case TIDE__V1__ENVELOPE__BODY_SERVER_STATUS_OK:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static void dispatch(struct conn *c, const Tide__V1__Envelope *env)
+{
+    Tide__V1__Envelope__BodyCase b = env->body_case;
+
+    if (c->srv->stopping) {
+        conn_send_error(c, env->request_id,
+                        TIDE__V1__ERROR_CODE__ERROR_CODE_SHUTTING_DOWN,
+                        "server is shutting down; reconnect later", 1);
+        return;
+    }
+    if (b == TIDE__V1__ENVELOPE__BODY__NOT_SET || is_response(b)) {
+        conn_send_error(c, env->request_id,
+                        TIDE__V1__ERROR_CODE__ERROR_CODE_UNKNOWN_MESSAGE,
+                        "not a request message", 0);
+        return;
+    }
+    if (b == TIDE__V1__ENVELOPE__BODY_HELLO) {
+        handle_hello(c, env);
+        return;
+    }
+    if (b == TIDE__V1__ENVELOPE__BODY_PING) {
+        handle_ping(c, env);
+        return;
+    }
+    if (c->state == CONN_NEW) {
+        conn_send_error(c, env->request_id,
+                        TIDE__V1__ERROR_CODE__ERROR_CODE_NOT_AUTHENTICATED,
+                        "send Hello first", 0);
+        return;
+    }
+    if (c->inflight >= c->srv->cfg.max_inflight) {
+        conn_send_error(c, env->request_id,
+                        TIDE__V1__ERROR_CODE__ERROR_CODE_TOO_MANY_REQUESTS,
+                        "too many requests in flight on this connection", 0);
+        return;
+    }
+    switch (b) {
+    case TIDE__V1__ENVELOPE__BODY_AUTH:
+        handle_auth(c, env);
+        return;
+    case TIDE__V1__ENVELOPE__BODY_LOGIN:
+        handle_login(c, env);
+        return;
+    case TIDE__V1__ENVELOPE__BODY_ACCOUNT_CREATE:
+    case TIDE__V1__ENVELOPE__BODY_VERIFY_EMAIL:
+        handle_admin(c, env);
+        return;
+    default:
+        break;
+    }
+    if (c->state != CONN_AUTHED) {
+        conn_send_error(c, env->request_id,
+                        TIDE__V1__ERROR_CODE__ERROR_CODE_NOT_AUTHENTICATED,
+                        "authenticate first", 0);
+        return;
+    }
+    switch (b) {
+    case TIDE__V1__ENVELOPE__BODY_WRITE_BATCH:
+        handle_write(c, env);
+        break;
+    case TIDE__V1__ENVELOPE__BODY_QUERY:
+        handle_query(c, env);
+        break;
+    case TIDE__V1__ENVELOPE__BODY_QUERY_CANCEL:
+        handle_query_cancel(c, env);
+        break;
+    case TIDE__V1__ENVELOPE__BODY_LOGOUT:
+        handle_logout(c, env);
+        break;
+    default:
+        if (!handle_admin(c, env))
+            conn_send_error(c, env->request_id,
+                            TIDE__V1__ERROR_CODE__ERROR_CODE_UNKNOWN_MESSAGE,
+                            "request not supported by this server", 0);
+        break;
+    }
+}
+
+/* Log a short sample of offending bytes, non-printables as '.'. */
+static void log_sample(struct conn *c, const char *what, struct evbuffer *in)
+{
+    unsigned char raw[16];
+    char txt[sizeof(raw) + 1];
+    ev_ssize_t n = evbuffer_copyout(in, raw, sizeof(raw));
+
+    for (ev_ssize_t i = 0; i < n; i++)
+        txt[i] = raw[i] >= 0x20 && raw[i] < 0x7f ? (char)raw[i] : '.';
+    txt[n < 0 ? 0 : n] = 0;
+    tide_log(LOG_WARN, "protocol error from %s: %s; first bytes '%s'", c->ip,
+             what, txt);
+    atomic_fetch_add(&c->srv->metrics.protocol_errors, 1);
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    uint32_t max = c->srv->cfg.max_frame_bytes;
+
+    while (!c->closing && !c->read_paused) {
+        size_t have = evbuffer_get_length(in), used = 0;
+        uint8_t hdr[TIDE_FRAME_HEADER_BYTES];
+        Tide__V1__Envelope *env = NULL;
+        uint32_t n;
+        uint8_t *p;
+        int rc;
+
+        c->partial = have > 0;
+        if (have < sizeof(hdr))
+            break;
+        evbuffer_copyout(in, hdr, sizeof(hdr));
+        n = (uint32_t)hdr[0] | (uint32_t)hdr[1] << 8 |
+            (uint32_t)hdr[2] << 16 | (uint32_t)hdr[3] << 24;
+        if (n > max) {
+            log_sample(c, "frame too large", in);
+            conn_send_error(c, 0, TIDE__V1__ERROR_CODE__ERROR_CODE_FRAME_TOO_LARGE,
+                            "frame length above max_frame_bytes", 1);
+            return;
+        }
+        if (have < sizeof(hdr) + n)
+            break;
+        p = evbuffer_pullup(in, (ev_ssize_t)(sizeof(hdr) + n));
+        rc = p ? tide_frame_parse(p, sizeof(hdr) + n, max, NULL, &env, &used)
+               : -ENOMEM;
+        if (rc) {
+            log_sample(c, "undecodable frame", in);
+            conn_send_error(c, 0, TIDE__V1__ERROR_CODE__ERROR_CODE_BAD_FRAME,
+                            "frame payload is not a valid Envelope", 1);
+            return;
+        }
+        evbuffer_drain(in, used);
+        atomic_fetch_add(&c->srv->metrics.frames_in, 1);
+        atomic_fetch_add(&c->srv->metrics.bytes_in, used);
+        c->partial = evbuffer_get_length(in) > 0;
+        dispatch(c, env);
+        tide_frame_free(env, NULL);
+        if (c->closing)
+            return; /* conn may be freed */
+    }
+    set_timeouts(c);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+
+    (void)bev;
+    if (c->closing) {
+        if (conn_out_pending(c) == 0)
+            conn_free(c);
+        return;
+    }
+    if (c->read_paused && conn_out_pending(c) < c->srv->cfg.out_high_bytes / 2) {
+        c->read_paused = 0;
+        bufferevent_enable(c->bev, EV_READ);
+        on_read(c->bev, c);
+        if (c->closing)
+            return;
+    }
+    if (c->queries)
+        query_resume(c);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct conn *c = arg;
+
+    (void)bev;
+    if (what & BEV_EVENT_TIMEOUT)
+        tide_log(LOG_INFO, "closing %s: %s timeout", c->ip,
+                 what & BEV_EVENT_READING ? "read" : "write");
+    conn_free(c);
+}
+
+static void conn_free(struct conn *c)
+{
+    struct server *s = c->srv;
+
+    for (struct pending_write *w = c->writes_head; w; w = w->next)
+        w->conn = NULL; /* freed when its completion arrives */
+    query_free_all(c);
+    if (c->connected_device)
+        tide_meta_device_connect(s->meta, &tided_system_principal,
+                                 c->who.account_id, c->connected_device, 0,
+                                 c->ip);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    bufferevent_free(c->bev);
+    atomic_fetch_sub(&s->metrics.connections_open, 1);
+    free(c);
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
+                      struct sockaddr *addr, int socklen, void *arg)
+{
+    struct server *s = arg;
+    struct conn *c;
+    int one = 1;
+
+    (void)l;
+    (void)socklen;
+    if (s->stopping ||
+        atomic_load(&s->metrics.connections_open) >= s->cfg.max_connections) {
+        tide_log(LOG_WARN, "refusing connection: %s",
+                 s->stopping ? "shutting down" : "max_connections reached");
+        evutil_closesocket(fd);
+        return;
+    }
+    c = calloc(1, sizeof(*c));
+    if (!c) {
+        evutil_closesocket(fd);
+        return;
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->srv = s;
+    c->id = ++s->next_conn_id;
+    if (addr->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)(void *)addr)->sin_addr,
+                  c->ip, sizeof(c->ip));
+    else if (addr->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)(void *)addr)->sin6_addr,
+                  c->ip, sizeof(c->ip));
+    c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!c->bev) {
+        evutil_closesocket(fd);
+        free(c);
+        return;
+    }
+    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    /* Wake the write callback when the output drains below half the high
+     * watermark, to resume reading and paused queries. */
+    bufferevent_setwatermark(c->bev, EV_WRITE, s->cfg.out_high_bytes / 2, 0);
+    set_timeouts(c);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    atomic_fetch_add(&s->metrics.connections_total, 1);
+    atomic_fetch_add(&s->metrics.connections_open, 1);
+}
+
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    int err = EVUTIL_SOCKET_ERROR();
+
+    (void)l;
+    (void)arg;
+    /* EMFILE and friends: the listener keeps running; log and go on. */
+    tide_log(LOG_WARN, "accept failed: %s", evutil_socket_error_to_string(err));
+}
+
+int tided_listen(struct server *s, int *port_out)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    char spec[300];
+    struct sockaddr_in sin;
+    socklen_t sl = sizeof(sin);
+
+    snprintf(spec, sizeof(spec), "%s:%d", s->cfg.listen_host,
+             s->cfg.listen_port);
+    if (evutil_parse_sockaddr_port(spec, (struct sockaddr *)&ss, &len)) {
+        tide_log(LOG_ERROR, "bad listen address %s", spec);
+        return -1;
+    }
+    s->listener = evconnlistener_new_bind(
+        s->base, on_accept, s,
+        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 4096,
+        (struct sockaddr *)&ss, len);
+    if (!s->listener) {
+        tide_log(LOG_ERROR, "cannot listen on %s: %s", spec, strerror(errno));
+        return -1;
+    }
+    evconnlistener_set_error_cb(s->listener, on_accept_error);
+    if (getsockname(evconnlistener_get_fd(s->listener),
+                    (struct sockaddr *)&sin, &sl) == 0)
+        *port_out = ntohs(sin.sin_port);
+    else
+        *port_out = s->cfg.listen_port;
+    return 0;
+}
+
+void tided_close_all(struct server *s)
+{
+    while (s->conns)
+        conn_free(s->conns);
+}

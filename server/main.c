@@ -1,0 +1,224 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * tided: the Tide server. Parses flags and the config file, opens the data
+ * directory (engine + accounts sidecar), listens, and runs the event loop
+ * until SIGTERM/SIGINT; then it stops accepting, finishes the writes in
+ * flight, flushes, fsyncs and exits 0. docs/operations.md describes it.
+ */
+#include <errno.h>
+#include <event2/thread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include "server.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: tided [--config FILE] [--data-dir DIR] [--listen HOST:PORT]\n"
+            "             [--http-listen HOST:PORT] [--set KEY=VALUE]...\n"
+            "             [--version] [--help]\n"
+            "Defaults: --data-dir ./tide-data --listen 127.0.0.1:8433\n"
+            "--http-listen 127.0.0.1:8434. Port 0 picks a free port. Keys for\n"
+            "--set and the config file are listed in docs/operations.md.\n");
+}
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tided_writes_drain(arg);
+}
+
+/* Drain: stop accepting, wait for the engine to finish in-flight writes so
+ * their acks go out, then leave the loop. */
+static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *s = arg;
+
+    (void)fd;
+    (void)what;
+    tided_writes_drain(s);
+    if (s->inflight_writes == 0)
+        event_base_loopexit(s->base, NULL);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct server *s = arg;
+    struct timeval tick = {0, 10000};
+    struct event *ev;
+
+    (void)what;
+    if (s->stopping)
+        return;
+    tide_log(LOG_INFO, "received %s, shutting down",
+             sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    s->stopping = 1;
+    if (s->listener)
+        evconnlistener_disable(s->listener);
+    ev = event_new(s->base, -1, EV_PERSIST, on_drain_tick, s);
+    if (!ev || event_add(ev, &tick))
+        event_base_loopexit(s->base, NULL);
+}
+
+static int parse_args(struct tided_config *c, int argc, char **argv)
+{
+    /* The config file first, so that flags override it. */
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--config")) {
+            if (i + 1 >= argc || tided_config_load(c, argv[i + 1]))
+                return -1;
+        }
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int rc = 0;
+
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            exit(0);
+        } else if (!strcmp(a, "--version")) {
+            printf("tided %s\n", TIDED_VERSION);
+            exit(0);
+        } else if (!v) {
+            fprintf(stderr, "tided: %s needs a value\n", a);
+            return -1;
+        } else if (!strcmp(a, "--config")) {
+            ;
+        } else if (!strcmp(a, "--data-dir")) {
+            rc = tided_config_set(c, "data_dir", v);
+        } else if (!strcmp(a, "--listen")) {
+            rc = tided_config_set(c, "listen", v);
+        } else if (!strcmp(a, "--http-listen")) {
+            rc = tided_config_set(c, "http_listen", v);
+        } else if (!strcmp(a, "--set")) {
+            char key[128];
+            const char *eq = strchr(v, '=');
+
+            if (!eq || (size_t)(eq - v) >= sizeof(key)) {
+                fprintf(stderr, "tided: --set needs KEY=VALUE\n");
+                return -1;
+            }
+            memcpy(key, v, (size_t)(eq - v));
+            key[eq - v] = 0;
+            rc = tided_config_set(c, key, eq + 1);
+        } else {
+            fprintf(stderr, "tided: unknown option %s\n", a);
+            usage(stderr);
+            return -1;
+        }
+        if (rc)
+            return -1;
+        i++;
+    }
+    return 0;
+}
+
+/* Many idle connections need many descriptors: raise the soft limit to the
+ * hard one. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    static struct server srv;
+    struct server *s = &srv;
+    struct tide_db_options dbo;
+    struct tide_meta_options mo;
+    int port = 0, rc, code = 1;
+
+    tided_config_defaults(&s->cfg);
+    if (parse_args(&s->cfg, argc, argv))
+        return 2;
+    tided_log_level = s->cfg.log_level;
+    signal(SIGPIPE, SIG_IGN);
+    raise_nofile();
+    if (mkdir(s->cfg.data_dir, 0700) && errno != EEXIST) {
+        tide_log(LOG_ERROR, "cannot create data directory %s: %s",
+                 s->cfg.data_dir, strerror(errno));
+        return 1;
+    }
+    if (evthread_use_pthreads()) {
+        tide_log(LOG_ERROR, "libevent has no pthreads support");
+        return 1;
+    }
+    pthread_mutex_init(&s->done_lock, NULL);
+    s->started_ns = tided_now_ns();
+
+    tide_db_options_init(&dbo);
+    dbo.shards = s->cfg.shards;
+    dbo.sync = s->cfg.sync_none ? TIDE_SYNC_NONE : TIDE_SYNC_BATCH;
+    dbo.log = tided_engine_log;
+    rc = tide_db_open(s->cfg.data_dir, &dbo, &s->db);
+    if (rc) {
+        tide_log(LOG_ERROR, "cannot open the data directory %s: %s",
+                 s->cfg.data_dir, tide_strerror(rc));
+        return 1;
+    }
+    tide_meta_options_init(&mo);
+    mo.bcrypt_cost = s->cfg.bcrypt_cost;
+    rc = tide_meta_open(s->cfg.data_dir, &mo, &s->meta);
+    if (rc) {
+        tide_log(LOG_ERROR, "cannot open the accounts sidecar in %s: %s",
+                 s->cfg.data_dir, tide_strerror(rc));
+        goto out;
+    }
+    if (tided_throttle_init(s) || tided_write_init(s))
+        goto out;
+    s->base = event_base_new();
+    if (!s->base)
+        goto out;
+    s->wake = event_new(s->base, -1, EV_PERSIST, on_wake, s);
+    s->sig_term = evsignal_new(s->base, SIGTERM, on_signal, s);
+    s->sig_int = evsignal_new(s->base, SIGINT, on_signal, s);
+    if (!s->wake || !s->sig_term || !s->sig_int || event_add(s->wake, NULL) ||
+        event_add(s->sig_term, NULL) || event_add(s->sig_int, NULL))
+        goto out;
+    if (tided_http_start(s))
+        goto out;
+    printf("http: listening on %s:%d\n", s->cfg.http_host, s->cfg.http_port);
+    if (tided_listen(s, &port))
+        goto out;
+    printf("ready: listening on %s:%d\n", s->cfg.listen_host, port);
+    fflush(stdout);
+    tide_log(LOG_INFO, "tided %s serving %s (engine I/O: %s)", TIDED_VERSION,
+             s->cfg.data_dir, "see /metrics");
+    event_base_dispatch(s->base);
+    code = 0;
+    tide_log(LOG_INFO, "flushing and closing %s", s->cfg.data_dir);
+
+out:
+    if (s->listener)
+        evconnlistener_free(s->listener);
+    tided_close_all(s);
+    if (s->http)
+        evhttp_free(s->http);
+    /* Closing the engine completes every queued append; their acks can no
+     * longer be sent, but the data is durable. */
+    tide_db_close(s->db);
+    tided_writes_drain(s);
+    tide_meta_close(s->meta);
+    tided_write_fini(s);
+    tided_throttle_fini(s);
+    if (s->wake)
+        event_free(s->wake);
+    if (s->sig_term)
+        event_free(s->sig_term);
+    if (s->sig_int)
+        event_free(s->sig_int);
+    if (s->base)
+        event_base_free(s->base);
+    return code;
+}

@@ -1,0 +1,163 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The operators' HTTP port (libevent evhttp): GET /health answers "ok" while
+ * the server accepts work, and GET /metrics gives the counters in the
+ * Prometheus text format (docs/operations.md lists every metric).
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "server.h"
+
+void tided_metrics_query_latency(struct server *s, uint64_t us)
+{
+    unsigned i = 0;
+
+    while (i < TIDED_LAT_BUCKETS && us > (100ull << i))
+        i++;
+    atomic_fetch_add(&s->metrics.query_lat[i], 1);
+    atomic_fetch_add(&s->metrics.query_lat_sum_us, us);
+}
+
+static void counter(struct evbuffer *b, const char *name, const char *help,
+                    const char *type, uint64_t v)
+{
+    evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help,
+                        name, type, name, (unsigned long long)v);
+}
+
+static void on_metrics(struct evhttp_request *req, void *arg)
+{
+    struct server *s = arg;
+    struct tided_metrics *m = &s->metrics;
+    struct evbuffer *b = evbuffer_new();
+    struct tide_db_stats st;
+    uint64_t cum = 0, count = 0;
+
+    if (!b) {
+        evhttp_send_error(req, HTTP_INTERNAL, "out of memory");
+        return;
+    }
+    tide_db_stats(s->db, &st);
+    counter(b, "tide_connections_total", "Connections accepted.", "counter",
+            atomic_load(&m->connections_total));
+    counter(b, "tide_connections_open", "Connections open now.", "gauge",
+            (uint64_t)atomic_load(&m->connections_open));
+    counter(b, "tide_frames_in_total", "Frames received.", "counter",
+            atomic_load(&m->frames_in));
+    counter(b, "tide_frames_out_total", "Frames sent.", "counter",
+            atomic_load(&m->frames_out));
+    counter(b, "tide_bytes_in_total", "Protocol bytes received.", "counter",
+            atomic_load(&m->bytes_in));
+    counter(b, "tide_bytes_out_total", "Protocol bytes sent.", "counter",
+            atomic_load(&m->bytes_out));
+    counter(b, "tide_points_accepted_total", "Points acknowledged durable.",
+            "counter", atomic_load(&m->points_accepted));
+    counter(b, "tide_points_rejected_total", "Points rejected.", "counter",
+            atomic_load(&m->points_rejected));
+    counter(b, "tide_write_acks_total", "WriteAck frames sent.", "counter",
+            atomic_load(&m->write_acks));
+    counter(b, "tide_write_duplicates_total",
+            "Batches recognised as already applied.", "counter",
+            atomic_load(&m->write_duplicates));
+    counter(b, "tide_protocol_errors_total", "Malformed or oversized frames.",
+            "counter", atomic_load(&m->protocol_errors));
+    counter(b, "tide_auth_failures_total", "Failed authentications.",
+            "counter", atomic_load(&m->auth_failures));
+    counter(b, "tide_queries_total", "Queries started.", "counter",
+            atomic_load(&m->queries));
+    evbuffer_add_printf(b, "# HELP tide_query_duration_seconds Query "
+                           "latency.\n# TYPE tide_query_duration_seconds "
+                           "histogram\n");
+    for (unsigned i = 0; i <= TIDED_LAT_BUCKETS; i++) {
+        cum += atomic_load(&m->query_lat[i]);
+        if (i < TIDED_LAT_BUCKETS)
+            evbuffer_add_printf(
+                b, "tide_query_duration_seconds_bucket{le=\"%g\"} %llu\n",
+                (double)(100ull << i) / 1e6, (unsigned long long)cum);
+    }
+    count = cum;
+    evbuffer_add_printf(b,
+                        "tide_query_duration_seconds_bucket{le=\"+Inf\"} "
+                        "%llu\ntide_query_duration_seconds_sum %g\n"
+                        "tide_query_duration_seconds_count %llu\n",
+                        (unsigned long long)count,
+                        (double)atomic_load(&m->query_lat_sum_us) / 1e6,
+                        (unsigned long long)count);
+    counter(b, "tide_engine_points_appended_total",
+            "Points appended to the engine since start.", "counter",
+            st.points_appended);
+    counter(b, "tide_engine_head_points", "Points in memory, not yet flushed.",
+            "gauge", st.head_points);
+    counter(b, "tide_engine_segments", "Segment files.", "gauge",
+            st.segments);
+    counter(b, "tide_engine_segment_bytes", "Bytes in segment files.",
+            "gauge", st.segment_bytes);
+    counter(b, "tide_engine_wal_bytes", "Live WAL bytes.", "gauge",
+            st.wal_bytes);
+    counter(b, "tide_engine_wal_syncs_total",
+            "WAL fdatasync calls (group commits).", "counter", st.wal_syncs);
+    counter(b, "tide_engine_flushes_total", "Head flushes into segments.",
+            "counter", st.flushes);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "text/plain; version=0.0.4");
+    evhttp_send_reply(req, HTTP_OK, "OK", b);
+    evbuffer_free(b);
+}
+
+static void on_health(struct evhttp_request *req, void *arg)
+{
+    struct server *s = arg;
+    struct evbuffer *b = evbuffer_new();
+
+    if (!b) {
+        evhttp_send_error(req, HTTP_INTERNAL, "out of memory");
+        return;
+    }
+    evbuffer_add_printf(b, "%s\n", s->stopping ? "stopping" : "ok");
+    evhttp_send_reply(req, s->stopping ? 503 : HTTP_OK,
+                      s->stopping ? "Service Unavailable" : "OK", b);
+    evbuffer_free(b);
+}
+
+static void on_other(struct evhttp_request *req, void *arg)
+{
+    (void)arg;
+    evhttp_send_error(req, HTTP_NOTFOUND, "try /health or /metrics");
+}
+
+int tided_http_start(struct server *s)
+{
+    struct evhttp_bound_socket *sock;
+
+    s->http = evhttp_new(s->base);
+    if (!s->http)
+        return -1;
+    evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    evhttp_set_cb(s->http, "/metrics", on_metrics, s);
+    evhttp_set_cb(s->http, "/health", on_health, s);
+    evhttp_set_gencb(s->http, on_other, s);
+    evhttp_set_timeout(s->http, 30);
+    sock = evhttp_bind_socket_with_handle(s->http, s->cfg.http_host,
+                                          (ev_uint16_t)s->cfg.http_port);
+    if (!sock) {
+        tide_log(LOG_ERROR, "cannot listen for HTTP on %s:%d",
+                 s->cfg.http_host, s->cfg.http_port);
+        return -1;
+    }
+    {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int port = s->cfg.http_port;
+
+        if (getsockname(evhttp_bound_socket_get_fd(sock),
+                        (struct sockaddr *)&ss, &len) == 0 &&
+            ss.ss_family == AF_INET)
+            port = ntohs(((struct sockaddr_in *)(void *)&ss)->sin_port);
+        s->cfg.http_port = port;
+    }
+    return 0;
+}

@@ -1,0 +1,897 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The query path (docs/protocol.md, "Query model"): the selection is
+ * resolved to series of the caller's account only, sorted by (device,
+ * field); raw points stream from the engine's iterator, aggregates and
+ * latest points come from tide_db_aggregate() / tide_db_latest(). Results
+ * leave as QueryChunk frames of about max_chunk_bytes, then QueryEnd.
+ *
+ * Flow control: a query produces chunks only while the connection's output
+ * buffer is below the high watermark; otherwise it waits for conn.c to call
+ * query_resume() once the client has read. Raw queries pull from the
+ * engine lazily, so a slow client holds back the engine reads too.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "server.h"
+
+struct qseries {
+    char device[TIDE_META_NAME_MAX + 1];
+    char field[TIDE_META_FIELD_MAX + 1];
+    uint8_t type;
+    uint64_t id;
+};
+
+/* One SeriesResult under construction. */
+struct result {
+    Tide__V1__SeriesResult msg;
+    uint64_t cap; /* allocated entries of each array */
+    int64_t prev_ts;
+};
+
+struct query_state {
+    struct query_state *next;
+    struct conn *conn;
+    uint64_t rid;
+    /* Parameters. */
+    int64_t from_ns, to_ns, bucket_ns;
+    Tide__V1__Aggregation agg;
+    int group_by_device, latest, desc;
+    uint64_t limit;
+    /* Selection, sorted by (device, field). */
+    struct qseries *series;
+    uint32_t n_series;
+    /* Raw: the engine iterator and the series being returned. */
+    tide_iter *it;
+    uint32_t cur;
+    uint64_t cur_points;
+    int finished; /* every result produced; only QueryEnd left */
+    /* Chunk under construction. */
+    struct result *res;
+    size_t n_res, cap_res;
+    size_t chunk_bytes;
+    /* Statistics for QueryEnd. */
+    uint64_t points;
+    uint64_t series_out;
+    int truncated;
+    struct tide_agg_stats st;
+    int64_t started_ns;
+    int64_t deadline_ns;
+};
+
+/* ---- Result building ------------------------------------------------------ */
+
+static void result_free(struct result *r)
+{
+    free(r->msg.ts_delta_ns);
+    free(r->msg.f64);
+    free(r->msg.i64);
+    free(r->msg.bool_bits.data);
+    for (size_t i = 0; i < r->msg.n_str; i++)
+        free(r->msg.str[i]);
+    free(r->msg.str);
+    free(r->msg.counts);
+}
+
+static void chunk_reset(struct query_state *q)
+{
+    for (size_t i = 0; i < q->n_res; i++)
+        result_free(&q->res[i]);
+    q->n_res = 0;
+    q->chunk_bytes = 0;
+}
+
+static int chunk_send(struct query_state *q)
+{
+    Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__QueryChunk chunk = TIDE__V1__QUERY_CHUNK__INIT;
+    Tide__V1__SeriesResult **v;
+    int rc;
+
+    if (q->n_res == 0)
+        return 0;
+    v = malloc(q->n_res * sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    for (size_t i = 0; i < q->n_res; i++)
+        v[i] = &q->res[i].msg;
+    chunk.series = v;
+    chunk.n_series = q->n_res;
+    env.request_id = q->rid;
+    env.body_case = TIDE__V1__ENVELOPE__BODY_QUERY_CHUNK;
+    env.query_chunk = &chunk;
+    rc = conn_send(q->conn, &env);
+    free(v);
+    chunk_reset(q);
+    return rc;
+}
+
+/* The result for series `s` (type `type`) to append to: the last one of
+ * the chunk if it is the same series, else a new one. */
+static struct result *result_for(struct query_state *q, const char *device,
+                                 const char *field, uint8_t type)
+{
+    struct result *r;
+
+    if (q->n_res && !strcmp(q->res[q->n_res - 1].msg.device, device) &&
+        !strcmp(q->res[q->n_res - 1].msg.field, field))
+        return &q->res[q->n_res - 1];
+    if (q->n_res == q->cap_res) {
+        size_t cap = q->cap_res ? 2 * q->cap_res : 16;
+        struct result *v = realloc(q->res, cap * sizeof(*v));
+
+        if (!v)
+            return NULL;
+        q->res = v;
+        q->cap_res = cap;
+    }
+    r = &q->res[q->n_res++];
+    memset(r, 0, sizeof(*r));
+    tide__v1__series_result__init(&r->msg);
+    r->msg.device = (char *)device;
+    r->msg.field = (char *)field;
+    r->msg.type = type == TIDE_TYPE_F64    ? TIDE__V1__VALUE_TYPE__VALUE_TYPE_F64
+                  : type == TIDE_TYPE_I64  ? TIDE__V1__VALUE_TYPE__VALUE_TYPE_I64
+                  : type == TIDE_TYPE_BOOL ? TIDE__V1__VALUE_TYPE__VALUE_TYPE_BOOL
+                                           : TIDE__V1__VALUE_TYPE__VALUE_TYPE_STRING;
+    q->chunk_bytes += strlen(device) + strlen(field) + 16;
+    return r;
+}
+
+static int grow(void **p, uint64_t cap, size_t elem)
+{
+    void *v = realloc(*p, cap * elem);
+
+    if (!v)
+        return -ENOMEM;
+    *p = v;
+    return 0;
+}
+
+/* Append one point (or bucket) to `r`. `count` is stored when with_count. */
+static int result_add(struct query_state *q, struct result *r, int64_t ts,
+                      uint8_t type, double f, int64_t i, uint8_t b,
+                      const struct tide_str *s, int with_count,
+                      uint64_t count)
+{
+    Tide__V1__SeriesResult *m = &r->msg;
+    size_t n = m->n_ts_delta_ns;
+
+    if (n == r->cap) {
+        uint64_t cap = r->cap ? 2 * r->cap : 64;
+
+        if (grow((void **)&m->ts_delta_ns, cap, sizeof(int64_t)) ||
+            (type == TIDE_TYPE_F64 &&
+             grow((void **)&m->f64, cap, sizeof(double))) ||
+            (type == TIDE_TYPE_I64 &&
+             grow((void **)&m->i64, cap, sizeof(int64_t))) ||
+            (type == TIDE_TYPE_BOOL &&
+             grow((void **)&m->bool_bits.data, (cap + 7) / 8, 1)) ||
+            (type == TIDE_TYPE_STR &&
+             grow((void **)&m->str, cap, sizeof(char *))) ||
+            (with_count && grow((void **)&m->counts, cap, sizeof(uint64_t))))
+            return -ENOMEM;
+        if (type == TIDE_TYPE_BOOL)
+            memset(m->bool_bits.data + (r->cap + 7) / 8, 0,
+                   (cap + 7) / 8 - (r->cap + 7) / 8);
+        r->cap = cap;
+    }
+    m->ts_delta_ns[n] = n ? (int64_t)((uint64_t)ts - (uint64_t)r->prev_ts)
+                          : ts;
+    r->prev_ts = ts;
+    m->n_ts_delta_ns = n + 1;
+    switch (type) {
+    case TIDE_TYPE_F64:
+        m->f64[m->n_f64++] = f;
+        q->chunk_bytes += 8;
+        break;
+    case TIDE_TYPE_I64:
+        m->i64[m->n_i64++] = i;
+        q->chunk_bytes += 5;
+        break;
+    case TIDE_TYPE_BOOL:
+        if (b)
+            m->bool_bits.data[n / 8] |= (uint8_t)(1u << (n % 8));
+        m->bool_bits.len = (n + 8) / 8;
+        break;
+    default: {
+        char *copy = malloc((size_t)s->len + 1);
+
+        if (!copy)
+            return -ENOMEM;
+        memcpy(copy, s->ptr, s->len);
+        copy[s->len] = 0;
+        m->str[m->n_str++] = copy;
+        q->chunk_bytes += s->len + 2;
+        break;
+    }
+    }
+    if (with_count) {
+        m->counts[m->n_counts++] = count;
+        q->chunk_bytes += 3;
+    }
+    q->chunk_bytes += 3;
+    q->points++;
+    return 0;
+}
+
+/* ---- Selection -------------------------------------------------------------- */
+
+static int qseries_cmp(const void *a, const void *b)
+{
+    const struct qseries *x = a, *y = b;
+    int c = strcmp(x->device, y->device);
+
+    return c ? c : strcmp(x->field, y->field);
+}
+
+/* Does the device's "k=v,k=v" tag text satisfy every match? */
+static int tags_match(const char *tags, Tide__V1__TagMatch **m, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t klen = strlen(m[i]->key);
+        const char *p = tags, *val = NULL;
+        size_t vlen = 0;
+
+        while (p && *p) {
+            const char *end = strchr(p, ',');
+            size_t len = end ? (size_t)(end - p) : strlen(p);
+
+            if (len > klen && !strncmp(p, m[i]->key, klen) && p[klen] == '=') {
+                val = p + klen + 1;
+                vlen = len - klen - 1;
+                break;
+            }
+            p = end ? end + 1 : NULL;
+        }
+        switch (m[i]->op) {
+        case TIDE__V1__TAG_OP__TAG_OP_EQ:
+            if (!val || vlen != strlen(m[i]->value) ||
+                strncmp(val, m[i]->value, vlen))
+                return 0;
+            break;
+        case TIDE__V1__TAG_OP__TAG_OP_NEQ:
+            if (val && vlen == strlen(m[i]->value) &&
+                !strncmp(val, m[i]->value, vlen))
+                return 0;
+            break;
+        default:
+            if (!val || vlen < strlen(m[i]->value) ||
+                strncmp(val, m[i]->value, strlen(m[i]->value)))
+                return 0;
+            break;
+        }
+    }
+    return 1;
+}
+
+static int add_series(struct query_state *q, uint32_t *cap,
+                      const struct tide_meta_device *d, const char *field,
+                      uint8_t type, uint64_t id)
+{
+    if (q->n_series == *cap) {
+        uint32_t n = *cap ? 2 * *cap : 64;
+        struct qseries *v = realloc(q->series, n * sizeof(*v));
+
+        if (!v)
+            return -ENOMEM;
+        q->series = v;
+        *cap = n;
+    }
+    snprintf(q->series[q->n_series].device, sizeof(q->series[0].device), "%s",
+             d->thing_name);
+    snprintf(q->series[q->n_series].field, sizeof(q->series[0].field), "%s",
+             field);
+    q->series[q->n_series].type = type;
+    q->series[q->n_series].id = id;
+    q->n_series++;
+    return 0;
+}
+
+struct select_ctx {
+    struct query_state *q;
+    uint32_t *cap;
+    const struct tide_meta_device *dev;
+    int rc;
+};
+
+static void on_series(void *ctx, const char *field, uint8_t type, uint64_t id)
+{
+    struct select_ctx *x = ctx;
+
+    if (x->rc == 0)
+        x->rc = add_series(x->q, x->cap, x->dev, field, type, id);
+}
+
+/* The series of one device: named fields, or every field. */
+static int select_device(struct server *s, struct query_state *q,
+                         uint32_t *cap, uint64_t account,
+                         const struct tide_meta_device *d,
+                         const Tide__V1__Query *qp)
+{
+    static const uint8_t types[] = {TIDE_TYPE_F64, TIDE_TYPE_I64,
+                                    TIDE_TYPE_BOOL, TIDE_TYPE_STR};
+    struct select_ctx x = {q, cap, d, 0};
+    int rc;
+
+    if (qp->n_fields == 0) {
+        rc = tide_meta_series_list(s->meta, account, d->id, on_series, &x);
+        return rc ? rc : x.rc;
+    }
+    for (size_t f = 0; f < qp->n_fields; f++) {
+        for (size_t t = 0; t < sizeof(types); t++) {
+            struct tide_meta_series_key k = {
+                .account_id = account,
+                .device_id = d->id,
+                .field = qp->fields[f],
+                .field_len = (uint32_t)strlen(qp->fields[f]),
+                .type = types[t]};
+            uint64_t id;
+
+            if (k.field_len == 0 || k.field_len > TIDE_META_FIELD_MAX)
+                return TIDE_EINVAL;
+            rc = tide_meta_series_lookup(s->meta, &k, &id);
+            if (rc == TIDE_ETYPE)
+                continue;
+            if (rc == 0)
+                rc = add_series(q, cap, d, qp->fields[f], types[t], id);
+            if (rc && rc != TIDE_ENOTFOUND)
+                return rc;
+            break;
+        }
+    }
+    return 0;
+}
+
+static int select_series(struct server *s, struct query_state *q,
+                         uint64_t account, const Tide__V1__Query *qp)
+{
+    const Tide__V1__DeviceSelector *sel = qp->devices;
+    struct tide_meta_device *buf = malloc(256 * sizeof(*buf));
+    uint64_t after = 0;
+    uint32_t cap = 0;
+    size_t n;
+    int rc = 0;
+
+    if (!buf)
+        return -ENOMEM;
+    do {
+        rc = tide_meta_device_list(s->meta, &tided_system_principal, account,
+                                   after, buf, 256, &n);
+        for (size_t i = 0; rc == 0 && i < n; i++) {
+            int named = !sel || sel->n_names == 0;
+
+            after = buf[i].id;
+            for (size_t k = 0; sel && k < sel->n_names && !named; k++)
+                named = !strcmp(sel->names[k], buf[i].thing_name);
+            if (!named ||
+                (sel && !tags_match(buf[i].tags, sel->tags, sel->n_tags)))
+                continue;
+            rc = select_device(s, q, &cap, account, &buf[i], qp);
+        }
+    } while (rc == 0 && n == 256);
+    free(buf);
+    if (rc == 0 && q->n_series > 1)
+        qsort(q->series, q->n_series, sizeof(*q->series), qseries_cmp);
+    return rc;
+}
+
+/* ---- Producing results ------------------------------------------------------ */
+
+static int budget_full(const struct query_state *q)
+{
+    return q->chunk_bytes >= q->conn->srv->cfg.max_chunk_bytes;
+}
+
+static int too_large(const struct query_state *q)
+{
+    return q->points > q->conn->srv->cfg.max_query_points;
+}
+
+/* Raw: the next blocks of the iterator, until the chunk is full. Returns 0
+ * (call again unless finished), or an error. */
+static int produce_raw(struct query_state *q)
+{
+    struct tide_block blk;
+    int rc;
+
+    while (!budget_full(q)) {
+        rc = tide_iter_next(q->it, &blk);
+        if (rc < 0)
+            return rc;
+        if (rc == 0) {
+            q->finished = 1;
+            return 0;
+        }
+        while (q->cur < q->n_series && q->series[q->cur].id != blk.series_id) {
+            q->cur++;
+            q->cur_points = 0;
+        }
+        if (q->cur == q->n_series)
+            return TIDE_ECORRUPT; /* the iterator follows the id order */
+        for (uint32_t k = 0; k < blk.n; k++) {
+            uint32_t i = q->desc ? blk.n - 1 - k : k;
+            const struct qseries *s = &q->series[q->cur];
+            struct result *r;
+
+            if (q->limit && q->cur_points >= q->limit) {
+                q->truncated = 1;
+                break;
+            }
+            r = result_for(q, s->device, s->field, s->type);
+            if (!r)
+                return -ENOMEM;
+            if (r->msg.n_ts_delta_ns == 0 && q->cur_points == 0)
+                q->series_out++;
+            rc = result_add(q, r, blk.ts_ns[i], s->type,
+                            s->type == TIDE_TYPE_F64 ? blk.v.f64[i] : 0,
+                            s->type == TIDE_TYPE_I64 ? blk.v.i64[i] : 0,
+                            s->type == TIDE_TYPE_BOOL ? blk.v.b[i] : 0,
+                            s->type == TIDE_TYPE_STR ? &blk.v.str[i] : NULL, 0,
+                            0);
+            if (rc)
+                return rc;
+            q->cur_points++;
+        }
+        if (too_large(q))
+            return TIDE_EFULL;
+    }
+    return 0;
+}
+
+/* The value of bucket `b` under the aggregation, for a series of `type`. */
+static void agg_value(Tide__V1__Aggregation agg, const struct tide_bucket *b,
+                      double *out)
+{
+    switch (agg) {
+    case TIDE__V1__AGGREGATION__AGGREGATION_COUNT:
+        *out = (double)b->count;
+        break;
+    case TIDE__V1__AGGREGATION__AGGREGATION_SUM:
+        *out = b->sum;
+        break;
+    case TIDE__V1__AGGREGATION__AGGREGATION_MIN:
+        *out = b->min;
+        break;
+    case TIDE__V1__AGGREGATION__AGGREGATION_MAX:
+        *out = b->max;
+        break;
+    case TIDE__V1__AGGREGATION__AGGREGATION_AVG:
+        *out = b->count ? b->sum / (double)b->count : 0;
+        break;
+    case TIDE__V1__AGGREGATION__AGGREGATION_FIRST:
+        *out = b->first;
+        break;
+    default:
+        *out = b->last;
+        break;
+    }
+}
+
+/* Fold bucket `b` into `into` (same start). */
+static void bucket_merge(struct tide_bucket *into, const struct tide_bucket *b)
+{
+    if (into->count == 0) {
+        *into = *b;
+        return;
+    }
+    into->sum += b->sum;
+    if (b->min < into->min)
+        into->min = b->min;
+    if (b->max > into->max)
+        into->max = b->max;
+    if (b->first_ts < into->first_ts) {
+        into->first_ts = b->first_ts;
+        into->first = b->first;
+    }
+    if (b->last_ts >= into->last_ts) {
+        into->last_ts = b->last_ts;
+        into->last = b->last;
+    }
+    into->count += b->count;
+}
+
+static int emit_buckets(struct query_state *q, const char *device,
+                        const char *field, uint8_t type,
+                        const struct tide_bucket *b, uint32_t n)
+{
+    Tide__V1__Aggregation agg = q->agg;
+    uint8_t out_type = agg == TIDE__V1__AGGREGATION__AGGREGATION_COUNT
+                           ? TIDE_TYPE_I64
+                       : agg == TIDE__V1__AGGREGATION__AGGREGATION_AVG
+                           ? TIDE_TYPE_F64
+                           : type;
+    uint64_t emitted = 0;
+
+    if (n)
+        q->series_out++;
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t i = q->desc ? n - 1 - k : k;
+        struct result *r;
+        double v;
+        int rc;
+
+        if (q->limit && emitted >= q->limit) {
+            q->truncated = 1;
+            break;
+        }
+        agg_value(agg, &b[i], &v);
+        r = result_for(q, device, field, out_type);
+        if (!r)
+            return -ENOMEM;
+        rc = result_add(q, r, b[i].start_ns, out_type, v, (int64_t)v,
+                        v != 0, NULL, 1, b[i].count);
+        if (rc)
+            return rc;
+        emitted++;
+        if (budget_full(q) && chunk_send(q))
+            return -ENOMEM;
+    }
+    return too_large(q) ? TIDE_EFULL : 0;
+}
+
+static int numeric_agg(Tide__V1__Aggregation a)
+{
+    return a == TIDE__V1__AGGREGATION__AGGREGATION_SUM ||
+           a == TIDE__V1__AGGREGATION__AGGREGATION_AVG ||
+           a == TIDE__V1__AGGREGATION__AGGREGATION_MIN ||
+           a == TIDE__V1__AGGREGATION__AGGREGATION_MAX;
+}
+
+/* Aggregates of every selected series, at once. */
+static int produce_agg(struct query_state *q)
+{
+    struct server *s = q->conn->srv;
+    struct tide_agg_series *res = NULL;
+    uint64_t *ids = malloc((q->n_series ? q->n_series : 1) * sizeof(*ids));
+    struct tide_bucket *fleet = NULL;
+    int rc;
+
+    if (!ids)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < q->n_series; i++)
+        ids[i] = q->series[i].id;
+    rc = tide_db_aggregate(s->db, ids, q->n_series, q->from_ns, q->to_ns,
+                           q->bucket_ns, &res, &q->st);
+    free(ids);
+    if (rc)
+        return rc;
+    if (q->group_by_device) {
+        for (uint32_t i = 0; i < q->n_series && rc == 0; i++) {
+            const struct qseries *x = &q->series[i];
+
+            if ((x->type == TIDE_TYPE_STR || x->type == TIDE_TYPE_BOOL) &&
+                (numeric_agg(q->agg) ||
+                 q->agg != TIDE__V1__AGGREGATION__AGGREGATION_COUNT))
+                continue;
+            rc = emit_buckets(q, x->device, x->field, x->type, res[i].buckets,
+                              res[i].n_buckets);
+        }
+    } else {
+        /* Fleet-wide: one result per field, buckets merged by start. */
+        char **fields = calloc(q->n_series ? q->n_series : 1, sizeof(*fields));
+        uint32_t n_fields = 0;
+
+        rc = fields ? 0 : -ENOMEM;
+        for (uint32_t i = 0; i < q->n_series && rc == 0; i++) {
+            int seen = 0;
+
+            for (uint32_t f = 0; f < n_fields && !seen; f++)
+                seen = !strcmp(fields[f], q->series[i].field);
+            if (!seen)
+                fields[n_fields++] = q->series[i].field;
+        }
+        for (uint32_t f = 0; f < n_fields && rc == 0; f++) {
+            uint32_t n_b = 0, cap_b = 0;
+            uint8_t type = 0;
+
+            for (uint32_t i = 0; i < q->n_series && rc == 0; i++) {
+                if (strcmp(q->series[i].field, fields[f]))
+                    continue;
+                if (q->series[i].type == TIDE_TYPE_STR ||
+                    (q->series[i].type == TIDE_TYPE_BOOL &&
+                     q->agg != TIDE__V1__AGGREGATION__AGGREGATION_COUNT))
+                    continue;
+                if (type && type != q->series[i].type)
+                    continue; /* one type per fleet result */
+                type = q->series[i].type;
+                for (uint32_t k = 0; k < res[i].n_buckets; k++) {
+                    const struct tide_bucket *b = &res[i].buckets[k];
+                    uint32_t j = 0;
+
+                    while (j < n_b && fleet[j].start_ns != b->start_ns)
+                        j++;
+                    if (j == n_b) {
+                        if (n_b == cap_b) {
+                            uint32_t c = cap_b ? 2 * cap_b : 64;
+                            struct tide_bucket *v =
+                                realloc(fleet, c * sizeof(*v));
+
+                            if (!v) {
+                                rc = -ENOMEM;
+                                break;
+                            }
+                            fleet = v;
+                            cap_b = c;
+                        }
+                        memset(&fleet[n_b++], 0, sizeof(*fleet));
+                    }
+                    bucket_merge(&fleet[j], b);
+                }
+            }
+            if (rc == 0 && n_b) {
+                /* Buckets arrive per series in order; merge them sorted. */
+                for (uint32_t a = 1; a < n_b; a++) {
+                    struct tide_bucket t = fleet[a];
+                    uint32_t j = a;
+
+                    while (j > 0 && fleet[j - 1].start_ns > t.start_ns) {
+                        fleet[j] = fleet[j - 1];
+                        j--;
+                    }
+                    fleet[j] = t;
+                }
+                rc = emit_buckets(q, "", fields[f], type, fleet, n_b);
+            }
+        }
+        free(fields);
+    }
+    free(fleet);
+    tide_agg_free(res, q->n_series);
+    q->finished = 1;
+    return rc;
+}
+
+static int produce_latest(struct query_state *q)
+{
+    struct tide_point *pts = NULL;
+    uint64_t *ids = malloc((q->n_series ? q->n_series : 1) * sizeof(*ids));
+    int rc;
+
+    if (!ids)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < q->n_series; i++)
+        ids[i] = q->series[i].id;
+    rc = tide_db_latest(q->conn->srv->db, ids, q->n_series, &pts);
+    free(ids);
+    for (uint32_t i = 0; rc == 0 && i < q->n_series; i++) {
+        const struct qseries *x = &q->series[i];
+        struct result *r;
+
+        if (!pts[i].found || pts[i].ts_ns < q->from_ns ||
+            pts[i].ts_ns >= q->to_ns)
+            continue;
+        r = result_for(q, x->device, x->field, x->type);
+        if (!r) {
+            rc = -ENOMEM;
+            break;
+        }
+        q->series_out++;
+        rc = result_add(q, r, pts[i].ts_ns, x->type, pts[i].v.f64,
+                        pts[i].v.i64, pts[i].v.b, &pts[i].v.str, 0, 0);
+        if (rc == 0 && budget_full(q))
+            rc = chunk_send(q) ? -ENOMEM : 0;
+    }
+    if (pts)
+        tide_latest_free(pts, q->n_series);
+    q->finished = 1;
+    return rc;
+}
+
+/* ---- Lifecycle ----------------------------------------------------------------- */
+
+static void query_free(struct query_state *q)
+{
+    chunk_reset(q);
+    free(q->res);
+    tide_iter_close(q->it);
+    free(q->series);
+    free(q);
+}
+
+/* Remove `q` from its connection and free it. */
+static void query_done(struct query_state *q)
+{
+    struct conn *c = q->conn;
+    struct query_state **pp = &c->queries;
+    uint64_t us = (uint64_t)(tided_now_ns() - q->started_ns) / 1000;
+
+    while (*pp && *pp != q)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = q->next;
+    c->inflight--;
+    tided_metrics_query_latency(c->srv, us);
+    query_free(q);
+}
+
+static void query_fail(struct query_state *q, int rc)
+{
+    Tide__V1__ErrorCode code =
+        rc == TIDE_EFULL ? TIDE__V1__ERROR_CODE__ERROR_CODE_QUERY_TOO_LARGE
+        : rc == -ETIMEDOUT
+            ? TIDE__V1__ERROR_CODE__ERROR_CODE_TIMEOUT
+            : tided_wire_code(rc);
+
+    conn_send_error(q->conn, q->rid, code,
+                    rc == TIDE_EFULL ? "result above max_query_points"
+                    : rc == -ETIMEDOUT ? "query ran past query_timeout_ms"
+                                       : tide_strerror(rc),
+                    0);
+    query_done(q);
+}
+
+/* Produce while the client keeps up. Returns when the query ended or the
+ * output buffer is above the high watermark. */
+static void query_run(struct query_state *q)
+{
+    struct conn *c = q->conn;
+    int rc = 0;
+
+    while (!q->finished && conn_out_pending(c) < c->srv->cfg.out_high_bytes) {
+        if (tided_now_ns() > q->deadline_ns) {
+            query_fail(q, -ETIMEDOUT);
+            return;
+        }
+        if (q->it)
+            rc = produce_raw(q);
+        else if (q->latest)
+            rc = produce_latest(q);
+        else
+            rc = produce_agg(q);
+        if (rc == 0 && (budget_full(q) || q->finished))
+            rc = chunk_send(q) ? -ENOMEM : 0;
+        if (rc) {
+            query_fail(q, rc);
+            return;
+        }
+    }
+    if (q->finished) {
+        Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
+        Tide__V1__QueryEnd end = TIDE__V1__QUERY_END__INIT;
+
+        end.points = q->points;
+        end.series = q->series_out;
+        end.chunks_scanned = q->st.chunks_decoded;
+        end.chunks_from_header = q->st.chunks_from_header;
+        end.bytes_read = q->st.bytes_read;
+        end.elapsed_us = (uint64_t)(tided_now_ns() - q->started_ns) / 1000;
+        end.truncated = q->truncated;
+        env.request_id = q->rid;
+        env.body_case = TIDE__V1__ENVELOPE__BODY_QUERY_END;
+        env.query_end = &end;
+        conn_send(c, &env);
+        query_done(q);
+    }
+}
+
+void query_resume(struct conn *c)
+{
+    struct query_state *q = c->queries;
+
+    while (q && conn_out_pending(c) < c->srv->cfg.out_high_bytes) {
+        struct query_state *next = q->next;
+
+        query_run(q);
+        q = next;
+    }
+}
+
+void query_free_all(struct conn *c)
+{
+    while (c->queries) {
+        struct query_state *q = c->queries;
+
+        c->queries = q->next;
+        query_free(q);
+    }
+}
+
+void handle_query(struct conn *c, const Tide__V1__Envelope *env)
+{
+    const Tide__V1__Query *qp = env->query;
+    struct server *s = c->srv;
+    uint64_t account = c->who.account_id;
+    struct query_state *q, **tail;
+    int rc;
+
+    if (c->who.role == TIDE_META_ROLE_ADMIN)
+        account = qp->account_id;
+    rc = tide_meta_authorize(s->meta, &c->who, TIDE_META_ACT_TELEMETRY_READ,
+                             account, 0);
+    if (rc || !account) {
+        conn_send_error(c, env->request_id,
+                        TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED,
+                        account ? "this credential may not query"
+                                : "the operator names the account",
+                        0);
+        return;
+    }
+    if (qp->from_ns > qp->to_ns || qp->bucket_ns < 0 ||
+        (qp->latest &&
+         qp->aggregation != TIDE__V1__AGGREGATION__AGGREGATION_NONE) ||
+        qp->aggregation > TIDE__V1__AGGREGATION__AGGREGATION_LAST) {
+        conn_send_error(c, env->request_id,
+                        TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT,
+                        "from_ns > to_ns, negative bucket, or latest with an "
+                        "aggregation",
+                        0);
+        return;
+    }
+    q = calloc(1, sizeof(*q));
+    if (!q) {
+        conn_send_error(c, env->request_id, TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
+                        "out of memory", 0);
+        return;
+    }
+    q->conn = c;
+    q->rid = env->request_id;
+    q->from_ns = qp->from_ns;
+    q->to_ns = qp->to_ns;
+    q->bucket_ns = qp->bucket_ns;
+    q->agg = qp->aggregation;
+    q->group_by_device = qp->group_by_device;
+    q->latest = qp->latest;
+    q->desc = qp->order == TIDE__V1__ORDER__ORDER_DESC;
+    q->limit = qp->limit;
+    q->started_ns = tided_now_ns();
+    q->deadline_ns = q->started_ns + (int64_t)s->cfg.query_timeout_ms * 1000000;
+    rc = select_series(s, q, account, qp);
+    if (rc == 0 && q->agg == TIDE__V1__AGGREGATION__AGGREGATION_NONE &&
+        !q->latest) {
+        uint64_t *ids = malloc((q->n_series ? q->n_series : 1) * sizeof(*ids));
+
+        rc = ids ? 0 : -ENOMEM;
+        for (uint32_t i = 0; ids && i < q->n_series; i++)
+            ids[i] = q->series[i].id;
+        if (ids)
+            rc = tide_db_read_open(s->db, ids, q->n_series, q->from_ns,
+                                   q->to_ns, &q->it);
+        free(ids);
+        /* A descending raw query needs each series whole: the engine
+         * returns ascending blocks, reversed per block here; series are
+         * returned in one block when they fit, which the limit relies on. */
+    }
+    if (rc) {
+        conn_send_error(c, env->request_id,
+                        rc == TIDE_EINVAL
+                            ? TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT
+                            : tided_wire_code(rc),
+                        tide_strerror(rc), 0);
+        query_free(q);
+        return;
+    }
+    atomic_fetch_add(&s->metrics.queries, 1);
+    {
+        struct tide_meta_usage u = {.queries = 1};
+
+        tide_meta_usage_add(s->meta, account, &u);
+    }
+    c->inflight++;
+    for (tail = &c->queries; *tail; tail = &(*tail)->next)
+        ;
+    *tail = q;
+    query_run(q);
+}
+
+void handle_query_cancel(struct conn *c, const Tide__V1__Envelope *env)
+{
+    Tide__V1__Envelope out = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__Ok ok = TIDE__V1__OK__INIT;
+    uint64_t target = env->query_cancel->query_request_id;
+
+    out.request_id = env->request_id;
+    out.body_case = TIDE__V1__ENVELOPE__BODY_OK;
+    out.ok = &ok;
+    conn_send(c, &out);
+    for (struct query_state *q = c->queries; q; q = q->next) {
+        if (q->rid == target) {
+            chunk_reset(q);
+            conn_send_error(c, q->rid, TIDE__V1__ERROR_CODE__ERROR_CODE_CANCELLED,
+                            "query cancelled", 0);
+            query_done(q);
+            break;
+        }
+    }
+}

@@ -1,0 +1,242 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * What the files of tided share: the server, its connections, the logging
+ * macro and the metrics counters. One libevent loop thread owns every
+ * connection; engine writer threads complete appends through a queue that
+ * wakes the loop (conn.c). docs/architecture.md, "Server", has the picture.
+ */
+#ifndef TIDE_SERVER_SERVER_H
+#define TIDE_SERVER_SERVER_H
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/listener.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "frame.h"
+#include "meta.h"
+#include "tide.pb-c.h"
+#include "tide/engine.h"
+
+#define TIDED_VERSION "0.1.0"
+
+/* ---- Logging (log.c) ---------------------------------------------------- */
+
+enum tided_log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR };
+
+extern int tided_log_level;
+
+/* The level is tested before the arguments are evaluated. */
+#define tide_log(level, ...)                                                   \
+    do {                                                                       \
+        if ((level) >= tided_log_level)                                        \
+            tided_log_raw((level), __VA_ARGS__);                               \
+    } while (0)
+
+void tided_log_raw(int level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Engine log callback: forwards to tide_log. */
+void tided_engine_log(void *ctx, enum tide_log_level level, const char *msg);
+
+/* ---- Configuration (config.c) ------------------------------------------- */
+
+struct tided_config {
+    char data_dir[1024];
+    char listen_host[256];
+    int listen_port;
+    char http_host[256];
+    int http_port;
+    unsigned shards;           /* 0 = one per core */
+    int sync_none;             /* sync=none: benchmarks only */
+    uint32_t max_frame_bytes;  /* default 16 MiB */
+    uint32_t max_batch_points; /* default 1 M */
+    uint32_t max_batch_groups; /* default 100 k */
+    uint64_t max_query_points; /* default 50 M */
+    uint32_t query_timeout_ms; /* default 30 s */
+    uint32_t max_inflight;     /* requests per connection; default 1024 */
+    uint32_t max_chunk_bytes;  /* QueryChunk target; default 256 KiB */
+    uint32_t idle_timeout_ms;  /* default 300 s */
+    uint32_t read_timeout_ms;  /* a started frame must finish; 30 s */
+    uint32_t max_connections;  /* default 16384 */
+    uint32_t out_high_bytes;   /* output high watermark; default 4 MiB */
+    unsigned bcrypt_cost;      /* default 12 */
+    int allow_signup;          /* anonymous AccountCreate; default 1 */
+    int log_level;
+};
+
+void tided_config_defaults(struct tided_config *c);
+
+/* Parse an INI-style file ("key = value", '#' comments, no sections).
+ * Returns 0 or -1 with a message on stderr naming file and line. */
+int tided_config_load(struct tided_config *c, const char *path);
+
+/* Set one documented key. Returns 0, or -1 for an unknown key or bad
+ * value (message on stderr). */
+int tided_config_set(struct tided_config *c, const char *key,
+                     const char *value);
+
+/* ---- Metrics (metrics.c) ------------------------------------------------ */
+
+#define TIDED_LAT_BUCKETS 16
+
+struct tided_metrics {
+    atomic_uint_fast64_t connections_total;
+    atomic_int_fast64_t connections_open;
+    atomic_uint_fast64_t frames_in;
+    atomic_uint_fast64_t frames_out;
+    atomic_uint_fast64_t bytes_in;
+    atomic_uint_fast64_t bytes_out;
+    atomic_uint_fast64_t points_accepted;
+    atomic_uint_fast64_t points_rejected;
+    atomic_uint_fast64_t write_acks;
+    atomic_uint_fast64_t write_duplicates;
+    atomic_uint_fast64_t protocol_errors;
+    atomic_uint_fast64_t auth_failures;
+    atomic_uint_fast64_t queries;
+    /* Query latency histogram: bucket i counts queries <= 2^i * 100 us. */
+    atomic_uint_fast64_t query_lat[TIDED_LAT_BUCKETS + 1];
+    atomic_uint_fast64_t query_lat_sum_us;
+};
+
+/* ---- Server and connections --------------------------------------------- */
+
+struct conn;
+struct ack_queue;
+
+struct server {
+    struct tided_config cfg;
+    struct event_base *base;
+    struct evconnlistener *listener;
+    struct evhttp *http;
+    struct event *sig_term;
+    struct event *sig_int;
+    struct event *wake; /* engine completions are ready (ack_queue) */
+    tide_db *db;
+    tide_meta *meta;
+    struct tided_metrics metrics;
+    int64_t started_ns;
+    int stopping; /* no new connections or requests */
+    uint64_t next_conn_id;
+    struct conn *conns; /* doubly linked, all open connections */
+    /* Engine completions, pushed by engine threads, drained by the loop. */
+    pthread_mutex_t done_lock;
+    struct pending_write *done_head;
+    struct pending_write *done_tail;
+    uint64_t inflight_writes; /* appends queued to the engine */
+    /* Throttling of failed authentications per IP (auth.c). */
+    struct auth_throttle *throttle;
+    /* Device name -> id cache and per-account rate buckets (write.c). */
+    struct device_cache *devices;
+    struct account_state *accounts;
+};
+
+enum conn_state { CONN_NEW, CONN_HELLO, CONN_AUTHED };
+
+/* A WriteBatch in flight: answered in arrival order per connection. */
+struct pending_write {
+    struct pending_write *next;      /* in the connection's FIFO */
+    struct pending_write *done_next; /* in the server's completion queue */
+    struct conn *conn;               /* NULL once the connection is gone */
+    struct server *srv;
+    uint64_t request_id;
+    int done; /* the response is ready */
+    int engine_rc;
+    Tide__V1__Envelope *reply; /* WriteAck or Error */
+    uint64_t accepted;
+    uint64_t account_id;
+};
+
+struct query_state; /* query.c */
+
+struct conn {
+    struct conn *prev, *next;
+    struct server *srv;
+    struct bufferevent *bev;
+    uint64_t id;
+    char ip[64];
+    enum conn_state state;
+    struct tide_meta_principal who;
+    uint16_t tier;
+    int closing; /* close once the output is flushed */
+    int partial; /* a frame has started arriving */
+    int read_paused; /* reading stopped: output above the high watermark */
+    uint32_t inflight; /* requests not yet fully answered */
+    struct pending_write *writes_head, *writes_tail;
+    struct query_state *queries; /* running queries, oldest first */
+    uint64_t connected_device; /* device id recorded online, or 0 */
+};
+
+/* conn.c: bind the protocol listener (port 0 picks one; *port_out gets
+ * the real port). Returns 0 or -1 (logged). */
+int tided_listen(struct server *s, int *port_out);
+/* Close every connection at once (shutdown). */
+void tided_close_all(struct server *s);
+
+/* Send an envelope to the connection. Returns 0 or -1 (connection is being
+ * closed). The envelope stays owned by the caller. */
+int conn_send(struct conn *c, const Tide__V1__Envelope *env);
+
+/* Send Error{code, message} for request `rid`; `close_after` closes the
+ * connection once it is flushed. */
+void conn_send_error(struct conn *c, uint64_t rid, Tide__V1__ErrorCode code,
+                     const char *message, int close_after);
+
+/* Bytes waiting in the connection's output buffer. */
+size_t conn_out_pending(const struct conn *c);
+
+/* Map an engine / sidecar code to a wire error code. */
+Tide__V1__ErrorCode tided_wire_code(int rc);
+
+/* ---- Request handlers --------------------------------------------------- */
+
+/* auth.c: Auth, Login, Logout; failures logged and throttled. */
+void handle_auth(struct conn *c, const Tide__V1__Envelope *env);
+void handle_login(struct conn *c, const Tide__V1__Envelope *env);
+void handle_logout(struct conn *c, const Tide__V1__Envelope *env);
+int tided_throttle_init(struct server *s);
+void tided_throttle_fini(struct server *s);
+
+/* write.c */
+void handle_write(struct conn *c, const Tide__V1__Envelope *env);
+int tided_write_init(struct server *s);
+void tided_write_fini(struct server *s);
+/* Resolve a device by thing name for the account; creates it when
+ * `create`. Returns 0, TIDE_ENOTFOUND, or another error. */
+int tided_device_resolve(struct server *s, uint64_t account_id,
+                         const char *name, int create, uint64_t *id_out);
+/* Forget cached device ids of an account (after a delete). */
+void tided_device_forget(struct server *s, uint64_t account_id);
+/* Move finished writes of the completion queue to their connections and
+ * send every ack that is next in line. */
+void tided_writes_drain(struct server *s);
+/* Send the ready responses at the head of a connection's write FIFO. */
+void conn_flush_writes(struct conn *c);
+
+/* query.c */
+void handle_query(struct conn *c, const Tide__V1__Envelope *env);
+void handle_query_cancel(struct conn *c, const Tide__V1__Envelope *env);
+/* The output buffer drained below the low watermark: continue. */
+void query_resume(struct conn *c);
+void query_free_all(struct conn *c);
+
+/* admin.c: every sidecar operation, one-to-one. Returns 1 when the body
+ * was an admin request it handled. */
+int handle_admin(struct conn *c, const Tide__V1__Envelope *env);
+
+/* metrics.c */
+int tided_http_start(struct server *s);
+void tided_metrics_query_latency(struct server *s, uint64_t us);
+
+/* Now in ns, CLOCK_REALTIME. */
+int64_t tided_now_ns(void);
+
+/* Per-connection principal for server-internal sidecar calls (device
+ * auto-registration after an authorised write). */
+extern const struct tide_meta_principal tided_system_principal;
+
+#endif /* TIDE_SERVER_SERVER_H */
