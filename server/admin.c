@@ -13,8 +13,7 @@
 /* The account a request acts on. */
 static uint64_t target_account(const struct conn *c, uint64_t requested)
 {
-    return c->who.role == TIDE_META_ROLE_ADMIN ? requested
-                                               : c->who.account_id;
+    return c->who.role == TIDE_META_ROLE_ADMIN ? requested : c->who.account_id;
 }
 
 static void reply(struct conn *c, uint64_t rid, Tide__V1__Envelope *env)
@@ -106,13 +105,13 @@ static void send_account(struct conn *c, uint64_t rid, uint64_t id,
 static void account_create(struct conn *c, const Tide__V1__Envelope *e)
 {
     const Tide__V1__AccountCreate *r = e->account_create;
-    struct tide_meta_account_new a = {
-        .email = r->email,
-        .password = r->password,
-        .first_name = r->first_name,
-        .surname = r->surname,
-        .organization = r->organization,
-        .timezone = r->timezone[0] ? r->timezone : NULL};
+    struct tide_meta_account_new a = {.email = r->email,
+                                      .password = r->password,
+                                      .first_name = r->first_name,
+                                      .surname = r->surname,
+                                      .organization = r->organization,
+                                      .timezone =
+                                          r->timezone[0] ? r->timezone : NULL};
     struct tide_meta_principal anon = {.role = TIDE_META_ROLE_ANON};
     const struct tide_meta_principal *p =
         c->state == CONN_AUTHED ? &c->who : &anon;
@@ -141,7 +140,8 @@ static void account_create(struct conn *c, const Tide__V1__Envelope *e)
                 a.tier = t;
         }
         if (!a.tier) {
-            conn_send_error(c, e->request_id, TIDE__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND,
+            conn_send_error(c, e->request_id,
+                            TIDE__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND,
                             "no such tier", 0);
             return;
         }
@@ -255,8 +255,9 @@ static void fill_device(Tide__V1__Device *d, const struct tide_meta_device *m)
     d->mac = (char *)m->mac;
     d->friendly_name = (char *)m->friendly_name;
     d->firmware_version = (char *)m->firmware;
-    d->status = m->online ? TIDE__V1__CONNECTION_STATUS__CONNECTION_STATUS_ONLINE
-                          : TIDE__V1__CONNECTION_STATUS__CONNECTION_STATUS_OFFLINE;
+    d->status = m->online
+                    ? TIDE__V1__CONNECTION_STATUS__CONNECTION_STATUS_ONLINE
+                    : TIDE__V1__CONNECTION_STATUS__CONNECTION_STATUS_OFFLINE;
     d->last_connect_ns = m->last_connect_ns;
     d->last_connect_ip = (char *)m->last_ip;
     d->last_seen_ns = m->last_seen_ns;
@@ -307,8 +308,7 @@ static void device_register(struct conn *c, const Tide__V1__Envelope *e)
                                       .firmware = r->device->firmware_version,
                                       .tags = tags};
     if (rc == 0)
-        rc = tide_meta_device_register(c->srv->meta, &c->who, account, &d,
-                                       &id);
+        rc = tide_meta_device_register(c->srv->meta, &c->who, account, &d, &id);
     if (rc == 0)
         rc = tide_meta_device_get(c->srv->meta, &c->who, account, id, &m);
     if (rc) {
@@ -327,8 +327,7 @@ static void device_get(struct conn *c, const Tide__V1__Envelope *e)
     struct tide_meta_device m;
     Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
     Tide__V1__Device out = TIDE__V1__DEVICE__INIT;
-    int rc = tided_device_resolve(c->srv, account, e->device_get->name, 0,
-                                  &id);
+    int rc = tided_device_resolve(c->srv, account, e->device_get->name, 0, &id);
 
     if (rc == 0)
         rc = tide_meta_device_get(c->srv->meta, &c->who, account, id, &m);
@@ -378,8 +377,8 @@ static void device_list(struct conn *c, const Tide__V1__Envelope *e)
 static void device_delete(struct conn *c, const Tide__V1__Envelope *e)
 {
     uint64_t account = target_account(c, e->device_delete->account_id), id;
-    int rc = tided_device_resolve(c->srv, account, e->device_delete->name, 0,
-                                  &id);
+    int rc =
+        tided_device_resolve(c->srv, account, e->device_delete->name, 0, &id);
 
     if (rc == 0)
         rc = tide_meta_device_delete(c->srv->meta, &c->who, account, id);
@@ -449,8 +448,8 @@ static void server_status(struct conn *c, const Tide__V1__Envelope *e)
     Tide__V1__ServerStatusOk ok = TIDE__V1__SERVER_STATUS_OK__INIT;
     Tide__V1__Stat v[8];
     Tide__V1__Stat *pv[8];
-    const char *names[8] = {"points_appended", "head_points", "segments",
-                            "segment_bytes",   "wal_bytes",   "wal_syncs",
+    const char *names[8] = {"points_appended",  "head_points", "segments",
+                            "segment_bytes",    "wal_bytes",   "wal_syncs",
                             "connections_open", "series"};
     double vals[8];
 
@@ -488,8 +487,8 @@ int handle_admin(struct conn *c, const Tide__V1__Envelope *e)
         account_create(c, e);
         return 1;
     case TIDE__V1__ENVELOPE__BODY_VERIFY_EMAIL:
-        reply_rc(c, rid, tide_meta_account_verify_email(
-                             m, e->verify_email->token));
+        reply_rc(c, rid,
+                 tide_meta_account_verify_email(m, e->verify_email->token));
         return 1;
     case TIDE__V1__ENVELOPE__BODY_ACCOUNT_GET:
         send_account(c, rid, target_account(c, e->account_get->account_id), 0,

@@ -103,8 +103,8 @@ static int refuse_throttled(struct conn *c, uint64_t rid)
 
     if (!ms)
         return 0;
-    tide_log(LOG_WARN, "auth attempt from %s throttled (retry in %u ms)",
-             c->ip, ms);
+    tide_log(LOG_WARN, "auth attempt from %s throttled (retry in %u ms)", c->ip,
+             ms);
     err.code = TIDE__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED;
     err.message = "too many failed authentications from this address";
     err.retryable = 1;
@@ -146,11 +146,11 @@ void handle_auth(struct conn *c, const Tide__V1__Envelope *env)
         rc = TIDE_EAUTH;
     if (rc) {
         note_failure(c);
-        tide_log(LOG_INFO, "auth failed from %s: %s", c->ip,
-                 tide_strerror(rc));
+        tide_log(LOG_INFO, "auth failed from %s: %s", c->ip, tide_strerror(rc));
         conn_send_error(c, env->request_id,
-                        rc == TIDE_EAUTH ? TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED
-                                         : tided_wire_code(rc),
+                        rc == TIDE_EAUTH
+                            ? TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED
+                            : tided_wire_code(rc),
                         "authentication failed", 1);
         return;
     }
@@ -161,9 +161,8 @@ void handle_auth(struct conn *c, const Tide__V1__Envelope *env)
     ok.key_id = p.key_id;
     ok.tier = "";
     ok.device = "";
-    if (p.account_id &&
-        tide_meta_account_get(s->meta, &tided_system_principal, p.account_id,
-                              &acct) == 0) {
+    if (p.account_id && tide_meta_account_get(s->meta, &tided_system_principal,
+                                              p.account_id, &acct) == 0) {
         c->tier = acct.tier;
         if (tide_meta_tier_get(s->meta, acct.tier, &tier) == 0)
             ok.tier = tier.name;
@@ -173,8 +172,7 @@ void handle_auth(struct conn *c, const Tide__V1__Envelope *env)
                              p.device_id, &dev) == 0) {
         ok.device = dev.thing_name;
         if (tide_meta_device_connect(s->meta, &tided_system_principal,
-                                     p.account_id, p.device_id, 1,
-                                     c->ip) == 0)
+                                     p.account_id, p.device_id, 1, c->ip) == 0)
             c->connected_device = p.device_id;
     }
     out.request_id = env->request_id;
@@ -196,17 +194,16 @@ void handle_login(struct conn *c, const Tide__V1__Envelope *env)
         return;
     /* bcrypt runs here, on the loop thread: a login costs the loop about
      * one bcrypt (~0.25 s at cost 12). */
-    rc = tide_meta_login(c->srv->meta, l->email, l->password, c->ip, token,
-                         &p);
+    rc = tide_meta_login(c->srv->meta, l->email, l->password, c->ip, token, &p);
     if (rc) {
         if (rc == TIDE_EAUTH)
             note_failure(c);
-        conn_send_error(c, env->request_id,
-                        rc == TIDE_EAUTH ? TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED
-                                         : tided_wire_code(rc),
-                        rc == TIDE_EAUTH ? "wrong email or password"
-                                         : tide_strerror(rc),
-                        rc == TIDE_EAUTH);
+        conn_send_error(
+            c, env->request_id,
+            rc == TIDE_EAUTH ? TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED
+                             : tided_wire_code(rc),
+            rc == TIDE_EAUTH ? "wrong email or password" : tide_strerror(rc),
+            rc == TIDE_EAUTH);
         return;
     }
     ok.session_token = token;

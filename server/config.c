@@ -81,7 +81,10 @@ struct u32_key {
     uint64_t min, max;
 };
 
-#define U32(f, lo, hi) {#f, offsetof(struct tided_config, f), lo, hi}
+#define U32(f, lo, hi)                                                         \
+    {                                                                          \
+#f, offsetof(struct tided_config, f), lo, hi                           \
+    }
 
 static const struct u32_key u32_keys[] = {
     U32(max_frame_bytes, 1024, 1u << 30),
@@ -96,8 +99,7 @@ static const struct u32_key u32_keys[] = {
     U32(out_high_bytes, 65536, 1u << 30),
 };
 
-int tided_config_set(struct tided_config *c, const char *key,
-                     const char *value)
+int tided_config_set(struct tided_config *c, const char *key, const char *value)
 {
     uint64_t x;
     int b;

@@ -39,7 +39,7 @@ size_t conn_out_pending(const struct conn *c)
 static void set_timeouts(struct conn *c)
 {
     const struct tided_config *cfg = &c->srv->cfg;
-    uint32_t ms = c->partial ? cfg->read_timeout_ms
+    uint32_t ms = c->partial    ? cfg->read_timeout_ms
                   : c->inflight ? 0
                                 : cfg->idle_timeout_ms;
     struct timeval rt = {ms / 1000, (ms % 1000) * 1000};
@@ -322,11 +322,12 @@ static void on_read(struct bufferevent *bev, void *arg)
         if (have < sizeof(hdr))
             break;
         evbuffer_copyout(in, hdr, sizeof(hdr));
-        n = (uint32_t)hdr[0] | (uint32_t)hdr[1] << 8 |
-            (uint32_t)hdr[2] << 16 | (uint32_t)hdr[3] << 24;
+        n = (uint32_t)hdr[0] | (uint32_t)hdr[1] << 8 | (uint32_t)hdr[2] << 16 |
+            (uint32_t)hdr[3] << 24;
         if (n > max) {
             log_sample(c, "frame too large", in);
-            conn_send_error(c, 0, TIDE__V1__ERROR_CODE__ERROR_CODE_FRAME_TOO_LARGE,
+            conn_send_error(c, 0,
+                            TIDE__V1__ERROR_CODE__ERROR_CODE_FRAME_TOO_LARGE,
                             "frame length above max_frame_bytes", 1);
             return;
         }
@@ -363,7 +364,8 @@ static void on_write(struct bufferevent *bev, void *arg)
             conn_free(c);
         return;
     }
-    if (c->read_paused && conn_out_pending(c) < c->srv->cfg.out_high_bytes / 2) {
+    if (c->read_paused &&
+        conn_out_pending(c) < c->srv->cfg.out_high_bytes / 2) {
         c->read_paused = 0;
         bufferevent_enable(c->bev, EV_READ);
         on_read(c->bev, c);
@@ -467,32 +469,56 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
     tide_log(LOG_WARN, "accept failed: %s", evutil_socket_error_to_string(err));
 }
 
+/* 127.0.0.1 or ::1 style literal plus port into `ss`. Returns 0 or -1. */
+static int make_addr(const char *host, int port, struct sockaddr_storage *ss,
+                     socklen_t *len)
+{
+    struct sockaddr_in *in4 = (struct sockaddr_in *)(void *)ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)(void *)ss;
+
+    memset(ss, 0, sizeof(*ss));
+    if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons((uint16_t)port);
+        *len = sizeof(*in4);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)port);
+        *len = sizeof(*in6);
+        return 0;
+    }
+    return -1;
+}
+
 int tided_listen(struct server *s, int *port_out)
 {
     struct sockaddr_storage ss;
-    int len = sizeof(ss);
-    char spec[300];
-    struct sockaddr_in sin;
-    socklen_t sl = sizeof(sin);
+    socklen_t len;
 
-    snprintf(spec, sizeof(spec), "%s:%d", s->cfg.listen_host,
-             s->cfg.listen_port);
-    if (evutil_parse_sockaddr_port(spec, (struct sockaddr *)&ss, &len)) {
-        tide_log(LOG_ERROR, "bad listen address %s", spec);
+    if (make_addr(s->cfg.listen_host, s->cfg.listen_port, &ss, &len)) {
+        tide_log(LOG_ERROR, "bad listen address %s (an IP literal is needed)",
+                 s->cfg.listen_host);
         return -1;
     }
     s->listener = evconnlistener_new_bind(
         s->base, on_accept, s,
         LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 4096,
-        (struct sockaddr *)&ss, len);
+        (struct sockaddr *)&ss, (int)len);
     if (!s->listener) {
-        tide_log(LOG_ERROR, "cannot listen on %s: %s", spec, strerror(errno));
+        tide_log(LOG_ERROR, "cannot listen on %s:%d: %s", s->cfg.listen_host,
+                 s->cfg.listen_port, strerror(errno));
         return -1;
     }
     evconnlistener_set_error_cb(s->listener, on_accept_error);
-    if (getsockname(evconnlistener_get_fd(s->listener),
-                    (struct sockaddr *)&sin, &sl) == 0)
-        *port_out = ntohs(sin.sin_port);
+    len = sizeof(ss);
+    if (getsockname(evconnlistener_get_fd(s->listener), (struct sockaddr *)&ss,
+                    &len) == 0)
+        *port_out =
+            ntohs(ss.ss_family == AF_INET
+                      ? ((struct sockaddr_in *)(void *)&ss)->sin_port
+                      : ((struct sockaddr_in6 *)(void *)&ss)->sin6_port);
     else
         *port_out = s->cfg.listen_port;
     return 0;

@@ -27,7 +27,10 @@ static void vlog(int level, const char *fmt, va_list ap)
     snprintf(when + off, sizeof(when) - off, ".%03d", (int)(tv.tv_usec / 1000));
     vsnprintf(msg, sizeof(msg), fmt, ap);
     fprintf(stderr, "%d:%c %s %s\n", (int)getpid(),
-            marks[level < 0 ? 0 : level > 3 ? 3 : level], when, msg);
+            marks[level < 0   ? 0
+                  : level > 3 ? 3
+                              : level],
+            when, msg);
 }
 
 void tided_log_raw(int level, const char *fmt, ...)

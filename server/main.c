@@ -18,13 +18,14 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: tided [--config FILE] [--data-dir DIR] [--listen HOST:PORT]\n"
-            "             [--http-listen HOST:PORT] [--set KEY=VALUE]...\n"
-            "             [--version] [--help]\n"
-            "Defaults: --data-dir ./tide-data --listen 127.0.0.1:8433\n"
-            "--http-listen 127.0.0.1:8434. Port 0 picks a free port. Keys for\n"
-            "--set and the config file are listed in docs/operations.md.\n");
+    fprintf(
+        f,
+        "usage: tided [--config FILE] [--data-dir DIR] [--listen HOST:PORT]\n"
+        "             [--http-listen HOST:PORT] [--set KEY=VALUE]...\n"
+        "             [--version] [--help]\n"
+        "Defaults: --data-dir ./tide-data --listen 127.0.0.1:8433\n"
+        "--http-listen 127.0.0.1:8434. Port 0 picks a free port. Keys for\n"
+        "--set and the config file are listed in docs/operations.md.\n");
 }
 
 static void on_wake(evutil_socket_t fd, short what, void *arg)

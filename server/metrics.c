@@ -65,8 +65,8 @@ static void on_metrics(struct evhttp_request *req, void *arg)
             atomic_load(&m->write_duplicates));
     counter(b, "tide_protocol_errors_total", "Malformed or oversized frames.",
             "counter", atomic_load(&m->protocol_errors));
-    counter(b, "tide_auth_failures_total", "Failed authentications.",
-            "counter", atomic_load(&m->auth_failures));
+    counter(b, "tide_auth_failures_total", "Failed authentications.", "counter",
+            atomic_load(&m->auth_failures));
     counter(b, "tide_queries_total", "Queries started.", "counter",
             atomic_load(&m->queries));
     evbuffer_add_printf(b, "# HELP tide_query_duration_seconds Query "
@@ -92,10 +92,9 @@ static void on_metrics(struct evhttp_request *req, void *arg)
             st.points_appended);
     counter(b, "tide_engine_head_points", "Points in memory, not yet flushed.",
             "gauge", st.head_points);
-    counter(b, "tide_engine_segments", "Segment files.", "gauge",
-            st.segments);
-    counter(b, "tide_engine_segment_bytes", "Bytes in segment files.",
-            "gauge", st.segment_bytes);
+    counter(b, "tide_engine_segments", "Segment files.", "gauge", st.segments);
+    counter(b, "tide_engine_segment_bytes", "Bytes in segment files.", "gauge",
+            st.segment_bytes);
     counter(b, "tide_engine_wal_bytes", "Live WAL bytes.", "gauge",
             st.wal_bytes);
     counter(b, "tide_engine_wal_syncs_total",
@@ -144,8 +143,8 @@ int tided_http_start(struct server *s)
     sock = evhttp_bind_socket_with_handle(s->http, s->cfg.http_host,
                                           (ev_uint16_t)s->cfg.http_port);
     if (!sock) {
-        tide_log(LOG_ERROR, "cannot listen for HTTP on %s:%d",
-                 s->cfg.http_host, s->cfg.http_port);
+        tide_log(LOG_ERROR, "cannot listen for HTTP on %s:%d", s->cfg.http_host,
+                 s->cfg.http_port);
         return -1;
     }
     {

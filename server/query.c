@@ -46,6 +46,10 @@ struct query_state {
     tide_iter *it;
     uint32_t cur;
     uint64_t cur_points;
+    /* Raw, descending: the current series' points, returned reversed once
+     * the series is complete (the engine returns ascending blocks). */
+    struct tide_point *held;
+    uint64_t n_held, cap_held;
     int finished; /* every result produced; only QueryEnd left */
     /* Chunk under construction. */
     struct result *res;
@@ -60,7 +64,8 @@ struct query_state {
     int64_t deadline_ns;
 };
 
-/* ---- Result building ------------------------------------------------------ */
+/* ---- Result building ------------------------------------------------------
+ */
 
 static void result_free(struct result *r)
 {
@@ -131,10 +136,11 @@ static struct result *result_for(struct query_state *q, const char *device,
     tide__v1__series_result__init(&r->msg);
     r->msg.device = (char *)device;
     r->msg.field = (char *)field;
-    r->msg.type = type == TIDE_TYPE_F64    ? TIDE__V1__VALUE_TYPE__VALUE_TYPE_F64
-                  : type == TIDE_TYPE_I64  ? TIDE__V1__VALUE_TYPE__VALUE_TYPE_I64
-                  : type == TIDE_TYPE_BOOL ? TIDE__V1__VALUE_TYPE__VALUE_TYPE_BOOL
-                                           : TIDE__V1__VALUE_TYPE__VALUE_TYPE_STRING;
+    r->msg.type = type == TIDE_TYPE_F64   ? TIDE__V1__VALUE_TYPE__VALUE_TYPE_F64
+                  : type == TIDE_TYPE_I64 ? TIDE__V1__VALUE_TYPE__VALUE_TYPE_I64
+                  : type == TIDE_TYPE_BOOL
+                      ? TIDE__V1__VALUE_TYPE__VALUE_TYPE_BOOL
+                      : TIDE__V1__VALUE_TYPE__VALUE_TYPE_STRING;
     q->chunk_bytes += strlen(device) + strlen(field) + 16;
     return r;
 }
@@ -152,8 +158,7 @@ static int grow(void **p, uint64_t cap, size_t elem)
 /* Append one point (or bucket) to `r`. `count` is stored when with_count. */
 static int result_add(struct query_state *q, struct result *r, int64_t ts,
                       uint8_t type, double f, int64_t i, uint8_t b,
-                      const struct tide_str *s, int with_count,
-                      uint64_t count)
+                      const struct tide_str *s, int with_count, uint64_t count)
 {
     Tide__V1__SeriesResult *m = &r->msg;
     size_t n = m->n_ts_delta_ns;
@@ -177,8 +182,7 @@ static int result_add(struct query_state *q, struct result *r, int64_t ts,
                    (cap + 7) / 8 - (r->cap + 7) / 8);
         r->cap = cap;
     }
-    m->ts_delta_ns[n] = n ? (int64_t)((uint64_t)ts - (uint64_t)r->prev_ts)
-                          : ts;
+    m->ts_delta_ns[n] = n ? (int64_t)((uint64_t)ts - (uint64_t)r->prev_ts) : ts;
     r->prev_ts = ts;
     m->n_ts_delta_ns = n + 1;
     switch (type) {
@@ -216,7 +220,8 @@ static int result_add(struct query_state *q, struct result *r, int64_t ts,
     return 0;
 }
 
-/* ---- Selection -------------------------------------------------------------- */
+/* ---- Selection --------------------------------------------------------------
+ */
 
 static int qseries_cmp(const void *a, const void *b)
 {
@@ -305,9 +310,8 @@ static void on_series(void *ctx, const char *field, uint8_t type, uint64_t id)
 }
 
 /* The series of one device: named fields, or every field. */
-static int select_device(struct server *s, struct query_state *q,
-                         uint32_t *cap, uint64_t account,
-                         const struct tide_meta_device *d,
+static int select_device(struct server *s, struct query_state *q, uint32_t *cap,
+                         uint64_t account, const struct tide_meta_device *d,
                          const Tide__V1__Query *qp)
 {
     static const uint8_t types[] = {TIDE_TYPE_F64, TIDE_TYPE_I64,
@@ -377,7 +381,8 @@ static int select_series(struct server *s, struct query_state *q,
     return rc;
 }
 
-/* ---- Producing results ------------------------------------------------------ */
+/* ---- Producing results ------------------------------------------------------
+ */
 
 static int budget_full(const struct query_state *q)
 {
@@ -387,6 +392,91 @@ static int budget_full(const struct query_state *q)
 static int too_large(const struct query_state *q)
 {
     return q->points > q->conn->srv->cfg.max_query_points;
+}
+
+/* Append the point to the current series' result, honouring the limit. */
+static int raw_emit(struct query_state *q, int64_t ts, double f, int64_t i,
+                    uint8_t b, const struct tide_str *str)
+{
+    const struct qseries *s = &q->series[q->cur];
+    struct result *r;
+
+    if (q->limit && q->cur_points >= q->limit) {
+        q->truncated = 1;
+        return 0;
+    }
+    r = result_for(q, s->device, s->field, s->type);
+    if (!r)
+        return -ENOMEM;
+    if (q->cur_points == 0)
+        q->series_out++;
+    q->cur_points++;
+    return result_add(q, r, ts, s->type, f, i, b, str, 0, 0);
+}
+
+/* Hold one point of a descending series. Strings are copied. */
+static int hold(struct query_state *q, const struct tide_block *blk, uint32_t i)
+{
+    struct tide_point *p;
+
+    if (q->n_held == q->cap_held) {
+        uint64_t cap = q->cap_held ? 2 * q->cap_held : 1024;
+        struct tide_point *v = realloc(q->held, cap * sizeof(*v));
+
+        if (!v)
+            return -ENOMEM;
+        q->held = v;
+        q->cap_held = cap;
+    }
+    p = &q->held[q->n_held];
+    memset(p, 0, sizeof(*p));
+    p->ts_ns = blk->ts_ns[i];
+    switch (blk->type) {
+    case TIDE_TYPE_F64:
+        p->v.f64 = blk->v.f64[i];
+        break;
+    case TIDE_TYPE_I64:
+        p->v.i64 = blk->v.i64[i];
+        break;
+    case TIDE_TYPE_BOOL:
+        p->v.b = blk->v.b[i];
+        break;
+    default: {
+        char *copy = malloc((size_t)blk->v.str[i].len + 1);
+
+        if (!copy)
+            return -ENOMEM;
+        memcpy(copy, blk->v.str[i].ptr, blk->v.str[i].len);
+        p->v.str.ptr = copy;
+        p->v.str.len = blk->v.str[i].len;
+        break;
+    }
+    }
+    q->n_held++;
+    return 0;
+}
+
+static void held_clear(struct query_state *q)
+{
+    for (uint64_t i = 0; i < q->n_held; i++)
+        free((char *)q->held[i].v.str.ptr);
+    q->n_held = 0;
+}
+
+/* Return the held points of the current series, newest first. */
+static int release_held(struct query_state *q)
+{
+    int rc = 0;
+
+    for (uint64_t k = q->n_held; k-- > 0 && rc == 0;) {
+        const struct tide_point *p = &q->held[k];
+
+        rc = raw_emit(q, p->ts_ns, p->v.f64, p->v.i64, p->v.b, &p->v.str);
+        if (rc == 0 && budget_full(q))
+            rc = chunk_send(q) ? -ENOMEM : 0;
+    }
+    held_clear(q);
+    return rc;
 }
 
 /* Raw: the next blocks of the iterator, until the chunk is full. Returns 0
@@ -402,39 +492,31 @@ static int produce_raw(struct query_state *q)
             return rc;
         if (rc == 0) {
             q->finished = 1;
-            return 0;
+            return q->desc ? release_held(q) : 0;
         }
-        while (q->cur < q->n_series && q->series[q->cur].id != blk.series_id) {
-            q->cur++;
+        if (q->cur < q->n_series && q->series[q->cur].id != blk.series_id) {
+            if (q->desc && (rc = release_held(q)))
+                return rc;
+            while (q->cur < q->n_series &&
+                   q->series[q->cur].id != blk.series_id)
+                q->cur++;
             q->cur_points = 0;
         }
         if (q->cur == q->n_series)
             return TIDE_ECORRUPT; /* the iterator follows the id order */
-        for (uint32_t k = 0; k < blk.n; k++) {
-            uint32_t i = q->desc ? blk.n - 1 - k : k;
-            const struct qseries *s = &q->series[q->cur];
-            struct result *r;
+        for (uint32_t i = 0; i < blk.n; i++) {
+            uint8_t t = blk.type;
 
-            if (q->limit && q->cur_points >= q->limit) {
-                q->truncated = 1;
-                break;
-            }
-            r = result_for(q, s->device, s->field, s->type);
-            if (!r)
-                return -ENOMEM;
-            if (r->msg.n_ts_delta_ns == 0 && q->cur_points == 0)
-                q->series_out++;
-            rc = result_add(q, r, blk.ts_ns[i], s->type,
-                            s->type == TIDE_TYPE_F64 ? blk.v.f64[i] : 0,
-                            s->type == TIDE_TYPE_I64 ? blk.v.i64[i] : 0,
-                            s->type == TIDE_TYPE_BOOL ? blk.v.b[i] : 0,
-                            s->type == TIDE_TYPE_STR ? &blk.v.str[i] : NULL, 0,
-                            0);
+            rc = q->desc ? hold(q, &blk, i)
+                         : raw_emit(q, blk.ts_ns[i],
+                                    t == TIDE_TYPE_F64 ? blk.v.f64[i] : 0,
+                                    t == TIDE_TYPE_I64 ? blk.v.i64[i] : 0,
+                                    t == TIDE_TYPE_BOOL ? blk.v.b[i] : 0,
+                                    t == TIDE_TYPE_STR ? &blk.v.str[i] : NULL);
             if (rc)
                 return rc;
-            q->cur_points++;
         }
-        if (too_large(q))
+        if (too_large(q) || q->n_held > q->conn->srv->cfg.max_query_points)
             return TIDE_EFULL;
     }
     return 0;
@@ -497,11 +579,10 @@ static int emit_buckets(struct query_state *q, const char *device,
                         const struct tide_bucket *b, uint32_t n)
 {
     Tide__V1__Aggregation agg = q->agg;
-    uint8_t out_type = agg == TIDE__V1__AGGREGATION__AGGREGATION_COUNT
-                           ? TIDE_TYPE_I64
-                       : agg == TIDE__V1__AGGREGATION__AGGREGATION_AVG
-                           ? TIDE_TYPE_F64
-                           : type;
+    uint8_t out_type =
+        agg == TIDE__V1__AGGREGATION__AGGREGATION_COUNT ? TIDE_TYPE_I64
+        : agg == TIDE__V1__AGGREGATION__AGGREGATION_AVG ? TIDE_TYPE_F64
+                                                        : type;
     uint64_t emitted = 0;
 
     if (n)
@@ -520,8 +601,8 @@ static int emit_buckets(struct query_state *q, const char *device,
         r = result_for(q, device, field, out_type);
         if (!r)
             return -ENOMEM;
-        rc = result_add(q, r, b[i].start_ns, out_type, v, (int64_t)v,
-                        v != 0, NULL, 1, b[i].count);
+        rc = result_add(q, r, b[i].start_ns, out_type, v, (int64_t)v, v != 0,
+                        NULL, 1, b[i].count);
         if (rc)
             return rc;
         emitted++;
@@ -668,8 +749,8 @@ static int produce_latest(struct query_state *q)
             break;
         }
         q->series_out++;
-        rc = result_add(q, r, pts[i].ts_ns, x->type, pts[i].v.f64,
-                        pts[i].v.i64, pts[i].v.b, &pts[i].v.str, 0, 0);
+        rc = result_add(q, r, pts[i].ts_ns, x->type, pts[i].v.f64, pts[i].v.i64,
+                        pts[i].v.b, &pts[i].v.str, 0, 0);
         if (rc == 0 && budget_full(q))
             rc = chunk_send(q) ? -ENOMEM : 0;
     }
@@ -679,10 +760,13 @@ static int produce_latest(struct query_state *q)
     return rc;
 }
 
-/* ---- Lifecycle ----------------------------------------------------------------- */
+/* ---- Lifecycle
+ * ----------------------------------------------------------------- */
 
 static void query_free(struct query_state *q)
 {
+    held_clear(q);
+    free(q->held);
     chunk_reset(q);
     free(q->res);
     tide_iter_close(q->it);
@@ -709,13 +793,12 @@ static void query_done(struct query_state *q)
 static void query_fail(struct query_state *q, int rc)
 {
     Tide__V1__ErrorCode code =
-        rc == TIDE_EFULL ? TIDE__V1__ERROR_CODE__ERROR_CODE_QUERY_TOO_LARGE
-        : rc == -ETIMEDOUT
-            ? TIDE__V1__ERROR_CODE__ERROR_CODE_TIMEOUT
-            : tided_wire_code(rc);
+        rc == TIDE_EFULL   ? TIDE__V1__ERROR_CODE__ERROR_CODE_QUERY_TOO_LARGE
+        : rc == -ETIMEDOUT ? TIDE__V1__ERROR_CODE__ERROR_CODE_TIMEOUT
+                           : tided_wire_code(rc);
 
     conn_send_error(q->conn, q->rid, code,
-                    rc == TIDE_EFULL ? "result above max_query_points"
+                    rc == TIDE_EFULL   ? "result above max_query_points"
                     : rc == -ETIMEDOUT ? "query ran past query_timeout_ms"
                                        : tide_strerror(rc),
                     0);
@@ -821,7 +904,8 @@ void handle_query(struct conn *c, const Tide__V1__Envelope *env)
     }
     q = calloc(1, sizeof(*q));
     if (!q) {
-        conn_send_error(c, env->request_id, TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
+        conn_send_error(c, env->request_id,
+                        TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
                         "out of memory", 0);
         return;
     }
@@ -849,9 +933,6 @@ void handle_query(struct conn *c, const Tide__V1__Envelope *env)
             rc = tide_db_read_open(s->db, ids, q->n_series, q->from_ns,
                                    q->to_ns, &q->it);
         free(ids);
-        /* A descending raw query needs each series whole: the engine
-         * returns ascending blocks, reversed per block here; series are
-         * returned in one block when they fit, which the limit relies on. */
     }
     if (rc) {
         conn_send_error(c, env->request_id,
@@ -888,7 +969,8 @@ void handle_query_cancel(struct conn *c, const Tide__V1__Envelope *env)
     for (struct query_state *q = c->queries; q; q = q->next) {
         if (q->rid == target) {
             chunk_reset(q);
-            conn_send_error(c, q->rid, TIDE__V1__ERROR_CODE__ERROR_CODE_CANCELLED,
+            conn_send_error(c, q->rid,
+                            TIDE__V1__ERROR_CODE__ERROR_CODE_CANCELLED,
                             "query cancelled", 0);
             query_done(q);
             break;

@@ -50,8 +50,8 @@ static uint32_t device_hash(uint64_t account_id, const char *name)
 static struct device_entry *device_find(struct server *s, uint64_t account_id,
                                         const char *name)
 {
-    for (struct device_entry *e = s->devices->slot[device_hash(account_id,
-                                                               name)];
+    for (struct device_entry *e =
+             s->devices->slot[device_hash(account_id, name)];
          e; e = e->next)
         if (e->account_id == account_id && !strcmp(e->name, name))
             return e;
@@ -109,8 +109,8 @@ static int device_load_account(struct server *s, uint64_t account_id)
     if (!buf)
         return -ENOMEM;
     do {
-        rc = tide_meta_device_list(s->meta, &tided_system_principal,
-                                   account_id, after, buf, 256, &n);
+        rc = tide_meta_device_list(s->meta, &tided_system_principal, account_id,
+                                   after, buf, 256, &n);
         for (size_t i = 0; rc == 0 && i < n; i++) {
             device_put(s, &buf[i]);
             after = buf[i].id;
@@ -150,8 +150,8 @@ static int device_entry_get(struct server *s, uint64_t account_id,
     if (!e)
         return TIDE_ENOTFOUND;
     if (tided_now_ns() - e->checked_ns > DEVICE_RECHECK_NS) {
-        rc = tide_meta_device_get(s->meta, &tided_system_principal,
-                                  account_id, e->id, &d);
+        rc = tide_meta_device_get(s->meta, &tided_system_principal, account_id,
+                                  e->id, &d);
         if (rc == TIDE_ENOTFOUND) {
             tided_device_forget(s, account_id);
             return rc;
@@ -329,7 +329,8 @@ static int name_valid(const char *s, size_t max)
     return 1;
 }
 
-/* ---- Building the batch --------------------------------------------------- */
+/* ---- Building the batch ---------------------------------------------------
+ */
 
 struct rejection_list {
     Tide__V1__Rejection **v;
@@ -500,7 +501,8 @@ static int column_values(struct batch_build *b, struct tide_column *tc,
     }
 }
 
-/* ---- Completions ----------------------------------------------------------- */
+/* ---- Completions -----------------------------------------------------------
+ */
 
 static void pending_free(struct pending_write *w)
 {
@@ -615,7 +617,8 @@ void tided_writes_drain(struct server *s)
     }
 }
 
-/* ---- The request ------------------------------------------------------------ */
+/* ---- The request ------------------------------------------------------------
+ */
 
 struct col_ref {
     uint32_t group;
@@ -624,9 +627,8 @@ struct col_ref {
 
 /* Refuse a batch whole. The Error joins the connection's write FIFO so
  * that write responses keep the order of the batches. */
-static void refuse_retry(struct conn *c, uint64_t rid,
-                         Tide__V1__ErrorCode code, const char *msg,
-                         uint32_t retry_after_ms)
+static void refuse_retry(struct conn *c, uint64_t rid, Tide__V1__ErrorCode code,
+                         const char *msg, uint32_t retry_after_ms)
 {
     struct pending_write *w = calloc(1, sizeof(*w));
     Tide__V1__Envelope *env = calloc(1, sizeof(*env));
@@ -697,8 +699,8 @@ void handle_write(struct conn *c, const Tide__V1__Envelope *env)
         return;
     }
     for (size_t g = 0; g < wb->n_groups; g++) {
-        total += (uint64_t)wb->groups[g]->n_ts_delta_ns *
-                 wb->groups[g]->n_columns;
+        total +=
+            (uint64_t)wb->groups[g]->n_ts_delta_ns * wb->groups[g]->n_columns;
         n_cols += (uint32_t)wb->groups[g]->n_columns;
         if (total > s->cfg.max_batch_points || n_cols > 16u << 20) {
             refuse(c, rid, TIDE__V1__ERROR_CODE__ERROR_CODE_BATCH_TOO_LARGE,
@@ -706,19 +708,24 @@ void handle_write(struct conn *c, const Tide__V1__Envelope *env)
             return;
         }
     }
-    rc = tide_meta_authorize(s->meta, &c->who, TIDE_META_ACT_TELEMETRY_WRITE,
-                             c->who.account_id, 0);
+    /* A device key is authorised for its own device; per-group checks
+     * below refuse any other device. */
+    rc = tide_meta_authorize(
+        s->meta, &c->who, TIDE_META_ACT_TELEMETRY_WRITE, c->who.account_id,
+        c->who.role == TIDE_META_ROLE_DEVICE ? c->who.device_id : 0);
     if (rc || !c->who.account_id) {
         refuse(c, rid,
-               rc == TIDE_EPAUSED ? TIDE__V1__ERROR_CODE__ERROR_CODE_PAUSED
-                                  : TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED,
+               rc == TIDE_EPAUSED
+                   ? TIDE__V1__ERROR_CODE__ERROR_CODE_PAUSED
+                   : TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED,
                rc == TIDE_EPAUSED ? "ingestion is paused for this account"
                                   : "this credential may not write");
         return;
     }
     acct = account_get(s, c->who.account_id);
     if (!acct) {
-        refuse(c, rid, TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED, "out of memory");
+        refuse(c, rid, TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
+               "out of memory");
         return;
     }
     if (acct->tier.rate_points_s) {
@@ -741,8 +748,8 @@ void handle_write(struct conn *c, const Tide__V1__Envelope *env)
                "daily points quota of the plan spent");
         return;
     }
-    horizon = acct->tier.ttl_s ? now - acct->tier.ttl_s * 1000000000ll
-                               : INT64_MIN;
+    horizon =
+        acct->tier.ttl_s ? now - acct->tier.ttl_s * 1000000000ll : INT64_MIN;
 
     b.cols = calloc(n_cols ? n_cols : 1, sizeof(*b.cols));
     keys = calloc(n_cols ? n_cols : 1, sizeof(*keys));
@@ -829,10 +836,10 @@ void handle_write(struct conn *c, const Tide__V1__Envelope *env)
                     size_t len = strlen(col->str[i]);
 
                     if (len > TIDE_STR_BYTES_MAX) {
-                        code = TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT;
+                        code =
+                            TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT;
                         msg = "string value too long";
-                    } else if (!utf8_valid((const uint8_t *)col->str[i],
-                                           len)) {
+                    } else if (!utf8_valid((const uint8_t *)col->str[i], len)) {
                         code = TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_UTF8;
                         msg = "string value is not valid UTF-8";
                     }
@@ -894,8 +901,7 @@ void handle_write(struct conn *c, const Tide__V1__Envelope *env)
             } else if (rc) {
                 b.cols[i].series_id = 0;
                 rc = reject(&rej, key_col[i].group, key_col[i].column,
-                            wb->groups[key_col[i].group]->device,
-                            keys[i].field,
+                            wb->groups[key_col[i].group]->device, keys[i].field,
                             rc == TIDE_ETYPE
                                 ? TIDE__V1__ERROR_CODE__ERROR_CODE_TYPE_MISMATCH
                                 : tided_wire_code(rc),
@@ -907,8 +913,8 @@ void handle_write(struct conn *c, const Tide__V1__Envelope *env)
                     break;
             }
         }
-        rc = n_new ? tide_meta_series_ensure(s->meta, &c->who, new_keys,
-                                             n_new, new_ids, new_rcs)
+        rc = n_new ? tide_meta_series_ensure(s->meta, &c->who, new_keys, n_new,
+                                             new_ids, new_rcs)
                    : 0;
         for (uint32_t j = 0; j < n_new; j++) {
             uint32_t i = new_idx[j];
@@ -920,9 +926,11 @@ void handle_write(struct conn *c, const Tide__V1__Envelope *env)
             }
             reject(&rej, key_col[i].group, key_col[i].column,
                    wb->groups[key_col[i].group]->device, keys[i].field,
-                   r == TIDE_ETYPE   ? TIDE__V1__ERROR_CODE__ERROR_CODE_TYPE_MISMATCH
-                   : r == TIDE_EFULL ? TIDE__V1__ERROR_CODE__ERROR_CODE_LIMIT_EXCEEDED
-                                     : tided_wire_code(r),
+                   r == TIDE_ETYPE
+                       ? TIDE__V1__ERROR_CODE__ERROR_CODE_TYPE_MISMATCH
+                   : r == TIDE_EFULL
+                       ? TIDE__V1__ERROR_CODE__ERROR_CODE_LIMIT_EXCEEDED
+                       : tided_wire_code(r),
                    b.cols[i].n,
                    r == TIDE_ETYPE   ? "the series has another value type"
                    : r == TIDE_EFULL ? "the plan's max_series is reached"
@@ -997,11 +1005,12 @@ void handle_write(struct conn *c, const Tide__V1__Envelope *env)
             w->reply->error = err;
             if (err) {
                 tide__v1__error__init(err);
-                err->code = rc == TIDE_ECLOSED
-                                ? TIDE__V1__ERROR_CODE__ERROR_CODE_SHUTTING_DOWN
-                            : rc == TIDE_EINVAL
-                                ? TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT
-                                : TIDE__V1__ERROR_CODE__ERROR_CODE_STORAGE;
+                err->code =
+                    rc == TIDE_ECLOSED
+                        ? TIDE__V1__ERROR_CODE__ERROR_CODE_SHUTTING_DOWN
+                    : rc == TIDE_EINVAL
+                        ? TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT
+                        : TIDE__V1__ERROR_CODE__ERROR_CODE_STORAGE;
                 err->message = strdup(tide_strerror(rc));
             } else {
                 free(w->reply);

@@ -1,0 +1,772 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Integration tests of tided over raw protocol frames: the real server on
+ * 127.0.0.1, port 0, a temporary data directory. Handshake, auth failures,
+ * write/query round trip of every type, role boundaries, duplicate batches,
+ * bad input of every kind, idle connections, a client that never reads,
+ * kill -9 during ingest, /metrics and a clean SIGTERM.
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "frame.h"
+#include "testutil.h"
+#include "tided.h"
+
+static struct tided_proc srv;
+static char dir[1024];
+/* Timestamps are offsets from T0, an hour ago: inside every retention. */
+static int64_t T0;
+
+static void start(const char *const *settings)
+{
+    cr_assert_eq(tided_start(&srv, dir, settings), 0, "tided did not start");
+    cr_assert_neq(srv.admin_key[0], 0, "no admin.key written");
+}
+
+static void set_t0(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_REALTIME, &now);
+    T0 = ((int64_t)now.tv_sec - 3600) * 1000000000;
+}
+
+static void setup(void)
+{
+    set_t0();
+    snprintf(dir, sizeof(dir), "%s", test_tmpdir());
+    start(NULL);
+}
+
+static void teardown(void)
+{
+    tided_kill(&srv);
+    test_rmrf(dir);
+}
+
+TestSuite(server, .init = setup, .fini = teardown, .timeout = 120);
+
+/* ---- Helpers --------------------------------------------------------------- */
+
+static uint64_t next_rid = 100;
+
+static Tide__V1__Envelope *call(int fd, Tide__V1__Envelope *e)
+{
+    e->request_id = next_rid++;
+    return wire_call(fd, e);
+}
+
+static void expect_error(Tide__V1__Envelope *r, Tide__V1__ErrorCode code)
+{
+    cr_assert_not_null(r, "no response");
+    cr_assert_eq(r->body_case, TIDE__V1__ENVELOPE__BODY_ERROR,
+                 "body %d, expected an Error", r->body_case);
+    cr_assert_eq(r->error->code, code, "error %d (%s), expected %d",
+                 r->error->code, r->error->message, code);
+    tide_frame_free(r, NULL);
+}
+
+/* The message of an Error response, for assertion output. */
+static const char *why(const Tide__V1__Envelope *r)
+{
+    return !r ? "no response"
+           : r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR ? r->error->message
+                                                            : "";
+}
+
+/* As the operator: an account with a device "dev1", a device key for it
+ * and an analyst key. Returns the account id. */
+static uint64_t make_account(const char *email, char *device_key,
+                             char *analyst_key)
+{
+    int fd = wire_session(srv.port, srv.admin_key);
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__AccountCreate ac = TIDE__V1__ACCOUNT_CREATE__INIT;
+    Tide__V1__DeviceRegister dr = TIDE__V1__DEVICE_REGISTER__INIT;
+    Tide__V1__Device d = TIDE__V1__DEVICE__INIT;
+    Tide__V1__KeyCreate kc = TIDE__V1__KEY_CREATE__INIT;
+    uint64_t account;
+
+    cr_assert_geq(fd, 0, "admin session");
+    ac.email = (char *)email;
+    ac.password = "correct horse battery";
+    ac.tier = "paid"; /* 100 k points/s: the tests stay below it */
+    e.body_case = TIDE__V1__ENVELOPE__BODY_ACCOUNT_CREATE;
+    e.account_create = &ac;
+    r = call(fd, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_ACCOUNT_CREATE_OK,
+              "account create: %s",
+              r && r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR
+                  ? r->error->message
+                  : "?");
+    account = r->account_create_ok->account->id;
+    tide_frame_free(r, NULL);
+
+    d.name = "dev1";
+    dr.device = &d;
+    dr.account_id = account;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_DEVICE_REGISTER;
+    e.device_register = &dr;
+    r = call(fd, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_DEVICE);
+    tide_frame_free(r, NULL);
+
+    kc.name = "device key";
+    kc.role = TIDE__V1__ROLE__ROLE_DEVICE;
+    kc.device = "dev1";
+    kc.account_id = account;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_KEY_CREATE;
+    e.key_create = &kc;
+    r = call(fd, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_KEY_CREATE_OK);
+    snprintf(device_key, 128, "%s", r->key_create_ok->secret);
+    tide_frame_free(r, NULL);
+
+    kc.name = "analyst key";
+    kc.role = TIDE__V1__ROLE__ROLE_ANALYST;
+    kc.device = "";
+    r = call(fd, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_KEY_CREATE_OK);
+    snprintf(analyst_key, 128, "%s", r->key_create_ok->secret);
+    tide_frame_free(r, NULL);
+    close(fd);
+    return account;
+}
+
+/* A one-group batch of `n` f64 points of dev1/temp at ts base + i. */
+static Tide__V1__Envelope *f64_batch(uint64_t producer, uint64_t seq,
+                                     int64_t base, size_t n, double *vals,
+                                     int64_t *deltas)
+{
+    static Tide__V1__Envelope e;
+    static Tide__V1__WriteBatch wb;
+    static Tide__V1__PointGroup g, *gp;
+    static Tide__V1__Column c, *cp;
+
+    tide__v1__envelope__init(&e);
+    tide__v1__write_batch__init(&wb);
+    tide__v1__point_group__init(&g);
+    tide__v1__column__init(&c);
+    for (size_t i = 0; i < n; i++) {
+        deltas[i] = i ? 1 : T0 + base;
+        vals[i] = (double)(base + (int64_t)i) / 100.0;
+    }
+    c.field = "temp";
+    c.type = TIDE__V1__VALUE_TYPE__VALUE_TYPE_F64;
+    c.f64 = vals;
+    c.n_f64 = n;
+    cp = &c;
+    g.device = "dev1";
+    g.ts_delta_ns = deltas;
+    g.n_ts_delta_ns = n;
+    g.columns = &cp;
+    g.n_columns = 1;
+    gp = &g;
+    wb.producer_id = producer;
+    wb.sequence = seq;
+    wb.groups = &gp;
+    wb.n_groups = 1;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_WRITE_BATCH;
+    e.write_batch = &wb;
+    return &e;
+}
+
+/* Raw query of dev1/`field` over [from, to); returns the number of points
+ * and fills ts/f64 (cap entries) when given. */
+static size_t query_raw(int fd, const char *field, int64_t from, int64_t to,
+                        int64_t *ts, double *f64, size_t cap,
+                        Tide__V1__ValueType *type_out)
+{
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__Query q = TIDE__V1__QUERY__INIT;
+    char *fields[1] = {(char *)field};
+    size_t n = 0;
+    uint64_t rid;
+
+    q.fields = fields;
+    q.n_fields = 1;
+    q.from_ns = T0 + from;
+    q.to_ns = T0 + to;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_QUERY;
+    e.query = &q;
+    e.request_id = rid = next_rid++;
+    cr_assert_eq(wire_send(fd, &e), 0);
+    for (;;) {
+        r = wire_recv(fd);
+        cr_assert_not_null(r, "query: no response");
+        cr_assert_eq(r->request_id, rid);
+        if (r->body_case == TIDE__V1__ENVELOPE__BODY_QUERY_END) {
+            cr_assert_eq(r->query_end->points, n);
+            tide_frame_free(r, NULL);
+            return n;
+        }
+        cr_assert_eq(r->body_case, TIDE__V1__ENVELOPE__BODY_QUERY_CHUNK,
+                     "query: body %d (%s)", r->body_case,
+                     r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR
+                         ? r->error->message
+                         : "");
+        for (size_t s = 0; s < r->query_chunk->n_series; s++) {
+            Tide__V1__SeriesResult *sr = r->query_chunk->series[s];
+            int64_t t = 0;
+
+            if (type_out)
+                *type_out = sr->type;
+            for (size_t i = 0; i < sr->n_ts_delta_ns; i++, n++) {
+                t = i ? t + sr->ts_delta_ns[i] : sr->ts_delta_ns[0];
+                if (ts && n < cap)
+                    ts[n] = t - T0;
+                if (f64 && n < cap && sr->n_f64 > i)
+                    f64[n] = sr->f64[i];
+            }
+        }
+        tide_frame_free(r, NULL);
+    }
+}
+
+/* ---- Tests ------------------------------------------------------------------ */
+
+Test(server, handshake_ping_and_order)
+{
+    int fd = wire_connect(srv.port);
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__Hello h = TIDE__V1__HELLO__INIT;
+    Tide__V1__Ping p = TIDE__V1__PING__INIT;
+    Tide__V1__KeyList kl = TIDE__V1__KEY_LIST__INIT;
+
+    cr_assert_geq(fd, 0);
+    e.body_case = TIDE__V1__ENVELOPE__BODY_KEY_LIST;
+    e.key_list = &kl;
+    expect_error(call(fd, &e), TIDE__V1__ERROR_CODE__ERROR_CODE_NOT_AUTHENTICATED);
+    h.protocol_version = 2;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_HELLO;
+    e.hello = &h;
+    expect_error(call(fd, &e),
+                 TIDE__V1__ERROR_CODE__ERROR_CODE_UNSUPPORTED_VERSION);
+    cr_assert(wire_closed(fd));
+    close(fd);
+
+    fd = wire_connect(srv.port);
+    h.protocol_version = 1;
+    r = call(fd, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_HELLO_OK);
+    cr_assert_eq(r->hello_ok->protocol_version, 1);
+    cr_assert_gt(r->hello_ok->limits->max_frame_bytes, 0);
+    cr_assert_gt(r->hello_ok->server_time_ns, 0);
+    tide_frame_free(r, NULL);
+    p.nonce = 77;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_PING;
+    e.ping = &p;
+    r = call(fd, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_PONG);
+    cr_assert_eq(r->pong->nonce, 77);
+    cr_assert_eq(r->request_id, next_rid - 1);
+    tide_frame_free(r, NULL);
+    /* Before Auth, telemetry is refused but the connection stays. */
+    e.body_case = TIDE__V1__ENVELOPE__BODY_KEY_LIST;
+    expect_error(call(fd, &e), TIDE__V1__ERROR_CODE__ERROR_CODE_NOT_AUTHENTICATED);
+    e.body_case = TIDE__V1__ENVELOPE__BODY_PING;
+    r = call(fd, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_PONG);
+    tide_frame_free(r, NULL);
+    close(fd);
+}
+
+Test(server, bad_key_is_refused_and_closes)
+{
+    int fd = wire_connect(srv.port);
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__Hello h = TIDE__V1__HELLO__INIT;
+    Tide__V1__Auth a = TIDE__V1__AUTH__INIT;
+
+    h.protocol_version = 1;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_HELLO;
+    e.hello = &h;
+    r = call(fd, &e);
+    tide_frame_free(r, NULL);
+    a.credential_case = TIDE__V1__AUTH__CREDENTIAL_API_KEY;
+    a.api_key = "tide_live_000000000000000000000000000000000000000000000000";
+    e.body_case = TIDE__V1__ENVELOPE__BODY_AUTH;
+    e.auth = &a;
+    expect_error(call(fd, &e), TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED);
+    cr_assert(wire_closed(fd));
+    close(fd);
+    /* Repeated failures from one address are throttled. */
+    for (int i = 0; i < 6; i++)
+        cr_assert_lt(wire_session(srv.port, "tide_live_bogus"), 0);
+    fd = wire_connect(srv.port);
+    e.body_case = TIDE__V1__ENVELOPE__BODY_HELLO;
+    e.hello = &h;
+    r = call(fd, &e);
+    tide_frame_free(r, NULL);
+    e.body_case = TIDE__V1__ENVELOPE__BODY_AUTH;
+    e.auth = &a;
+    r = call(fd, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR);
+    cr_assert_eq(r->error->code, TIDE__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED);
+    cr_assert_gt(r->error->retry_after_ms, 0);
+    tide_frame_free(r, NULL);
+    close(fd);
+}
+
+Test(server, write_and_read_every_type)
+{
+    char dkey[128], akey[128];
+    int64_t ts[3] = {1000, 1, 1}; /* deltas: 1000, 1001, 1002 */
+    double f[3] = {1.5, -0.0, INFINITY};
+    int64_t i64[3] = {INT64_MIN, 0, INT64_MAX};
+    uint8_t bits[1] = {0x05}; /* true, false, true */
+    char *strs[3] = {"", "héllo", "three"};
+    Tide__V1__Column cf = TIDE__V1__COLUMN__INIT, ci = TIDE__V1__COLUMN__INIT,
+                     cb = TIDE__V1__COLUMN__INIT, cs = TIDE__V1__COLUMN__INIT;
+    Tide__V1__Column *cols[4] = {&cf, &ci, &cb, &cs};
+    Tide__V1__PointGroup g = TIDE__V1__POINT_GROUP__INIT, *gp = &g;
+    Tide__V1__WriteBatch wb = TIDE__V1__WRITE_BATCH__INIT;
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    int64_t got_ts[8];
+    double got_f[8];
+    Tide__V1__ValueType type;
+    int dfd, afd;
+
+    ts[0] += T0;
+    make_account("every@type.example", dkey, akey);
+    dfd = wire_session(srv.port, dkey);
+    afd = wire_session(srv.port, akey);
+    cr_assert_geq(dfd, 0);
+    cr_assert_geq(afd, 0);
+    cf.field = "f";
+    cf.type = TIDE__V1__VALUE_TYPE__VALUE_TYPE_F64;
+    cf.f64 = f;
+    cf.n_f64 = 3;
+    ci.field = "i";
+    ci.type = TIDE__V1__VALUE_TYPE__VALUE_TYPE_I64;
+    ci.i64 = i64;
+    ci.n_i64 = 3;
+    cb.field = "b";
+    cb.type = TIDE__V1__VALUE_TYPE__VALUE_TYPE_BOOL;
+    cb.bool_bits.data = bits;
+    cb.bool_bits.len = 1;
+    cs.field = "s";
+    cs.type = TIDE__V1__VALUE_TYPE__VALUE_TYPE_STRING;
+    cs.str = strs;
+    cs.n_str = 3;
+    g.device = "dev1";
+    g.ts_delta_ns = ts;
+    g.n_ts_delta_ns = 3;
+    g.columns = cols;
+    g.n_columns = 4;
+    wb.groups = &gp;
+    wb.n_groups = 1;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_WRITE_BATCH;
+    e.write_batch = &wb;
+    r = call(dfd, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK,
+              "write: %s",
+              r && r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR
+                  ? r->error->message
+                  : "no ack");
+    cr_assert_eq(r->write_ack->accepted_points, 12);
+    cr_assert_eq(r->write_ack->rejected_points, 0);
+    tide_frame_free(r, NULL);
+
+    cr_assert_eq(query_raw(afd, "f", 0, 2000, got_ts, got_f, 8, &type), 3);
+    cr_assert_eq(type, TIDE__V1__VALUE_TYPE__VALUE_TYPE_F64);
+    cr_assert_eq(got_ts[0], 1000);
+    cr_assert_eq(got_ts[2], 1002);
+    cr_assert_eq(got_f[0], 1.5);
+    cr_assert(got_f[1] == 0 && signbit(got_f[1]));
+    cr_assert(isinf(got_f[2]));
+    cr_assert_eq(query_raw(afd, "i", 0, 2000, NULL, NULL, 0, &type), 3);
+    cr_assert_eq(type, TIDE__V1__VALUE_TYPE__VALUE_TYPE_I64);
+    cr_assert_eq(query_raw(afd, "b", 0, 2000, NULL, NULL, 0, &type), 3);
+    cr_assert_eq(type, TIDE__V1__VALUE_TYPE__VALUE_TYPE_BOOL);
+    cr_assert_eq(query_raw(afd, "s", 1001, 2000, NULL, NULL, 0, &type), 2);
+    cr_assert_eq(type, TIDE__V1__VALUE_TYPE__VALUE_TYPE_STRING);
+
+    /* A later write of another type to "f" is rejected per column. */
+    cf.type = TIDE__V1__VALUE_TYPE__VALUE_TYPE_I64;
+    cf.i64 = i64;
+    cf.n_i64 = 3;
+    g.n_columns = 1;
+    r = call(dfd, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK);
+    cr_assert_eq(r->write_ack->accepted_points, 0);
+    cr_assert_eq(r->write_ack->rejected_points, 3);
+    cr_assert_eq(r->write_ack->n_rejections, 1);
+    cr_assert_eq(r->write_ack->rejections[0]->code,
+                 TIDE__V1__ERROR_CODE__ERROR_CODE_TYPE_MISMATCH);
+    tide_frame_free(r, NULL);
+    close(dfd);
+    close(afd);
+}
+
+Test(server, roles_and_accounts_are_separated)
+{
+    char dkey[128], akey[128], dkey_b[128], akey_b[128];
+    double vals[4];
+    int64_t deltas[4];
+    Tide__V1__Envelope *r;
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__Query q = TIDE__V1__QUERY__INIT;
+    int dfd, afd, bfd;
+
+    make_account("a@roles.example", dkey, akey);
+    make_account("b@roles.example", dkey_b, akey_b);
+    dfd = wire_session(srv.port, dkey);
+    afd = wire_session(srv.port, akey);
+    bfd = wire_session(srv.port, akey_b);
+    r = call(dfd, f64_batch(1, 1, 5000, 4, vals, deltas));
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK);
+    tide_frame_free(r, NULL);
+    /* A device key may not query. */
+    q.from_ns = T0;
+    q.to_ns = T0 + 10000;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_QUERY;
+    e.query = &q;
+    expect_error(call(dfd, &e),
+                 TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED);
+    /* An analyst key may not write. */
+    expect_error(call(afd, f64_batch(2, 1, 6000, 4, vals, deltas)),
+                 TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED);
+    /* A device key writes only its own device. */
+    {
+        Tide__V1__Envelope *w = f64_batch(1, 2, 6000, 4, vals, deltas);
+
+        w->write_batch->groups[0]->device = "other";
+        r = call(dfd, w);
+        cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK);
+        cr_assert_eq(r->write_ack->accepted_points, 0);
+        cr_assert_eq(r->write_ack->rejections[0]->code,
+                     TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED);
+        tide_frame_free(r, NULL);
+    }
+    /* Account A sees its points; B, asking for the same names, sees none. */
+    cr_assert_eq(query_raw(afd, "temp", 0, 10000, NULL, NULL, 0, NULL), 4);
+    cr_assert_eq(query_raw(bfd, "temp", 0, 10000, NULL, NULL, 0, NULL), 0);
+    close(dfd);
+    close(afd);
+    close(bfd);
+}
+
+Test(server, duplicate_batch_is_applied_once)
+{
+    char dkey[128], akey[128];
+    double vals[10];
+    int64_t deltas[10];
+    Tide__V1__Envelope *r;
+    int dfd, afd;
+
+    make_account("dup@example.com", dkey, akey);
+    dfd = wire_session(srv.port, dkey);
+    afd = wire_session(srv.port, akey);
+    r = call(dfd, f64_batch(42, 7, 100, 10, vals, deltas));
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK);
+    cr_assert_eq(r->write_ack->accepted_points, 10);
+    cr_assert(!r->write_ack->duplicate);
+    tide_frame_free(r, NULL);
+    r = call(dfd, f64_batch(42, 7, 100, 10, vals, deltas));
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK);
+    cr_assert(r->write_ack->duplicate);
+    cr_assert_eq(r->write_ack->accepted_points, 0);
+    tide_frame_free(r, NULL);
+    cr_assert_eq(query_raw(afd, "temp", 0, 1000, NULL, NULL, 0, NULL), 10);
+    close(dfd);
+    close(afd);
+}
+
+Test(server, pipelined_writes_are_acked_in_order)
+{
+    char dkey[128], akey[128];
+    double vals[50];
+    int64_t deltas[50];
+    int dfd;
+
+    make_account("pipe@example.com", dkey, akey);
+    dfd = wire_session(srv.port, dkey);
+    for (int k = 0; k < 50; k++) {
+        Tide__V1__Envelope *w = f64_batch(9, (uint64_t)k + 1, k * 100, 50,
+                                          vals, deltas);
+
+        w->request_id = 1000 + (uint64_t)k;
+        cr_assert_eq(wire_send(dfd, w), 0);
+    }
+    for (int k = 0; k < 50; k++) {
+        Tide__V1__Envelope *r = wire_recv(dfd);
+
+        cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK,
+                  "batch %d: %s", k, why(r));
+        cr_assert_eq(r->request_id, 1000 + (uint64_t)k, "ack order");
+        cr_assert_eq(r->write_ack->sequence, (uint64_t)k + 1);
+        tide_frame_free(r, NULL);
+    }
+    close(dfd);
+}
+
+Test(server, bad_frames_get_errors_and_others_are_served)
+{
+    static const uint8_t huge[4] = {0xff, 0xff, 0xff, 0x7f};
+    static const uint8_t garbage[8] = {4, 0, 0, 0, 0xff, 0xff, 0xff, 0xff};
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__Pong pong = TIDE__V1__PONG__INIT;
+    int fd, ok;
+
+    fd = wire_connect(srv.port);
+    cr_assert_eq(wire_send_raw(fd, huge, sizeof(huge)), 0);
+    expect_error(wire_recv(fd),
+                 TIDE__V1__ERROR_CODE__ERROR_CODE_FRAME_TOO_LARGE);
+    cr_assert(wire_closed(fd));
+    close(fd);
+
+    fd = wire_connect(srv.port);
+    cr_assert_eq(wire_send_raw(fd, garbage, sizeof(garbage)), 0);
+    expect_error(wire_recv(fd), TIDE__V1__ERROR_CODE__ERROR_CODE_BAD_FRAME);
+    cr_assert(wire_closed(fd));
+    close(fd);
+
+    /* A response message or an empty envelope: an error, the connection
+     * stays. */
+    fd = wire_connect(srv.port);
+    e.body_case = TIDE__V1__ENVELOPE__BODY_PONG;
+    e.pong = &pong;
+    expect_error(call(fd, &e), TIDE__V1__ERROR_CODE__ERROR_CODE_UNKNOWN_MESSAGE);
+    e.body_case = TIDE__V1__ENVELOPE__BODY__NOT_SET;
+    expect_error(call(fd, &e), TIDE__V1__ERROR_CODE__ERROR_CODE_UNKNOWN_MESSAGE);
+    close(fd);
+
+    /* Another client is served throughout. */
+    fd = wire_session(srv.port, srv.admin_key);
+    cr_assert_geq(fd, 0);
+    {
+        Tide__V1__ServerStatus st = TIDE__V1__SERVER_STATUS__INIT;
+
+        e.body_case = TIDE__V1__ENVELOPE__BODY_SERVER_STATUS;
+        e.server_status = &st;
+        r = call(fd, &e);
+        ok = r && r->body_case == TIDE__V1__ENVELOPE__BODY_SERVER_STATUS_OK;
+        tide_frame_free(r, NULL);
+        cr_assert(ok);
+    }
+    close(fd);
+}
+
+Test(server, bad_columns_are_rejected_per_column)
+{
+    char dkey[128], akey[128];
+    int64_t ts[2] = {10, 1};
+    double f[1] = {1};
+    char *bad_utf8[2] = {"ok", "\xc3\x28"};
+    Tide__V1__Column c1 = TIDE__V1__COLUMN__INIT, c2 = TIDE__V1__COLUMN__INIT,
+                     c3 = TIDE__V1__COLUMN__INIT;
+    Tide__V1__Column *cols[3] = {&c1, &c2, &c3};
+    Tide__V1__PointGroup g = TIDE__V1__POINT_GROUP__INIT, *gp = &g;
+    Tide__V1__WriteBatch wb = TIDE__V1__WRITE_BATCH__INIT;
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    int dfd;
+
+    ts[0] += T0;
+    make_account("cols@example.com", dkey, akey);
+    dfd = wire_session(srv.port, dkey);
+    c1.field = "short"; /* one value for two timestamps */
+    c1.type = TIDE__V1__VALUE_TYPE__VALUE_TYPE_F64;
+    c1.f64 = f;
+    c1.n_f64 = 1;
+    c2.field = "text"; /* invalid UTF-8 */
+    c2.type = TIDE__V1__VALUE_TYPE__VALUE_TYPE_STRING;
+    c2.str = bad_utf8;
+    c2.n_str = 2;
+    c3.field = "untyped";
+    g.device = "dev1";
+    g.ts_delta_ns = ts;
+    g.n_ts_delta_ns = 2;
+    g.columns = cols;
+    g.n_columns = 3;
+    wb.groups = &gp;
+    wb.n_groups = 1;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_WRITE_BATCH;
+    e.write_batch = &wb;
+    r = call(dfd, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK);
+    cr_assert_eq(r->write_ack->accepted_points, 0);
+    cr_assert_eq(r->write_ack->rejected_points, 6);
+    cr_assert_eq(r->write_ack->n_rejections, 3);
+    cr_assert_eq(r->write_ack->rejections[0]->code,
+                 TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT);
+    cr_assert_eq(r->write_ack->rejections[1]->code,
+                 TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_UTF8);
+    cr_assert_eq(r->write_ack->rejections[2]->code,
+                 TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT);
+    tide_frame_free(r, NULL);
+    close(dfd);
+}
+
+static void setup_short_timeouts(void)
+{
+    static const char *const settings[] = {"read_timeout_ms=300", NULL};
+
+    set_t0();
+    snprintf(dir, sizeof(dir), "%s", test_tmpdir());
+    start(settings);
+}
+
+Test(server_timeouts, stalled_half_frame_is_closed,
+     .init = setup_short_timeouts, .fini = teardown, .timeout = 60)
+{
+    static const uint8_t half[6] = {100, 0, 0, 0, 0x08, 0x01};
+    int fd;
+
+    fd = wire_connect(srv.port);
+    cr_assert_eq(wire_send_raw(fd, half, sizeof(half)), 0);
+    cr_assert(wire_closed(fd), "a stalled frame must be closed");
+    close(fd);
+}
+
+Test(server, many_idle_connections_and_a_reader_that_never_reads)
+{
+    enum { IDLE = 2000 };
+    static int fds[IDLE];
+    struct rlimit rl;
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__Ping p = TIDE__V1__PING__INIT;
+    int n = 0, slow, fd;
+
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    for (n = 0; n < IDLE; n++) {
+        fds[n] = wire_connect(srv.port);
+        if (fds[n] < 0)
+            break;
+    }
+    cr_assert_geq(n, IDLE / 2, "could open only %d connections", n);
+    /* A client that floods pings and never reads its answers. */
+    slow = wire_connect(srv.port);
+    e.body_case = TIDE__V1__ENVELOPE__BODY_PING;
+    e.ping = &p;
+    {
+        int one = 4096;
+
+        setsockopt(slow, SOL_SOCKET, SO_RCVBUF, &one, sizeof(one));
+    }
+    for (int i = 0; i < 200000; i++) {
+        struct pollfd pfd = {slow, POLLOUT, 0};
+
+        if (poll(&pfd, 1, 0) <= 0)
+            break; /* the server stopped reading us */
+        e.request_id = (uint64_t)i + 1;
+        if (wire_send(slow, &e))
+            break;
+    }
+    /* Everyone else is still served. */
+    fd = wire_session(srv.port, srv.admin_key);
+    cr_assert_geq(fd, 0);
+    r = call(fd, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_PONG);
+    tide_frame_free(r, NULL);
+    close(fd);
+    close(slow);
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+}
+
+Test(server, kill9_during_ingest_keeps_acknowledged_points)
+{
+    char dkey[128], akey[128];
+    enum { BATCHES = 2000, POINTS = 200, KILL_AT = 20 };
+    static double vals[POINTS];
+    static int64_t deltas[POINTS];
+    int acked = 0, sent = 0, dfd, afd;
+
+    make_account("crash@example.com", dkey, akey);
+    dfd = wire_session(srv.port, dkey);
+    /* Pipeline batches; once KILL_AT are acknowledged, kill -9 the server
+     * while the rest are still being written. */
+    for (int k = 0; k < BATCHES; k++) {
+        Tide__V1__Envelope *w = f64_batch(5, (uint64_t)k + 1,
+                                          (int64_t)k * POINTS, POINTS, vals,
+                                          deltas);
+
+        w->request_id = (uint64_t)k + 1;
+        if (wire_send(dfd, w))
+            break;
+        sent++;
+    }
+    for (;;) {
+        Tide__V1__Envelope *r = wire_recv(dfd);
+
+        if (!r)
+            break;
+        cr_assert_eq(r->body_case, TIDE__V1__ENVELOPE__BODY_WRITE_ACK, "%s",
+                     why(r));
+        cr_assert_eq(r->request_id, (uint64_t)acked + 1);
+        acked++;
+        tide_frame_free(r, NULL);
+        if (acked == KILL_AT)
+            kill(srv.pid, SIGKILL);
+    }
+    waitpid(srv.pid, NULL, 0);
+    srv.pid = 0;
+    close(dfd);
+    cr_assert_geq(acked, KILL_AT);
+    cr_log_info("kill -9 after %d of %d batches were acknowledged", acked,
+                sent);
+    start(NULL);
+    afd = wire_session(srv.port, akey);
+    cr_assert_geq(afd, 0);
+    {
+        size_t got = query_raw(afd, "temp", 0, (int64_t)BATCHES * POINTS,
+                               NULL, NULL, 0, NULL);
+
+        cr_assert_geq(got, (size_t)acked * POINTS,
+                      "%zu points after restart, %d batches were acked", got,
+                      acked);
+        cr_assert_leq(got, (size_t)sent * POINTS);
+    }
+    close(afd);
+}
+
+Test(server, metrics_health_and_clean_shutdown)
+{
+    int status, fd = wire_connect(srv.port);
+    char *body = http_get(srv.http_port, "/health", &status);
+    unsigned long long v = 0;
+    char *line;
+
+    cr_assert_geq(fd, 0);
+
+    cr_assert_not_null(body);
+    cr_assert_eq(status, 200);
+    cr_assert_str_eq(body, "ok\n");
+    free(body);
+    body = http_get(srv.http_port, "/metrics", &status);
+    cr_assert_not_null(body);
+    cr_assert_eq(status, 200);
+    /* Every sample line is "name[{labels}] value". */
+    for (line = strtok(body, "\n"); line; line = strtok(NULL, "\n")) {
+        char name[128];
+        double value;
+
+        if (line[0] == '#')
+            continue;
+        cr_assert_eq(sscanf(line, "%127s %lf", name, &value), 2, "line '%s'",
+                     line);
+        if (!strcmp(name, "tide_connections_total"))
+            v = (unsigned long long)value;
+    }
+    cr_assert_geq(v, 1, "connections counted");
+    free(body);
+    body = http_get(srv.http_port, "/nope", &status);
+    cr_assert_eq(status, 404);
+    free(body);
+    close(fd);
+    cr_assert_eq(tided_stop(&srv), 0, "SIGTERM exits 0");
+}
