@@ -46,7 +46,7 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 
 INCLUDES := -Iproto -I$(GEN) -Iengine/include -Iengine -Iengine/meta \
-            -Itests/support
+            -Itests/support -Iclient/include
 CFLAGS_ALL := $(STD) $(OPT) $(SAN) $(W) $(INCLUDES) $(PKG_CFLAGS) $(CFLAGS)
 LDFLAGS_ALL := $(SAN) $(LDFLAGS)
 
@@ -67,6 +67,10 @@ GEN_SRCS := $(GEN)/tide.pb-c.c
 SERVER_SRCS := $(sort $(wildcard server/*.c))
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
 SUPPORT_SRCS := $(sort $(wildcard tests/support/*.c))
+# --- client: libtide and the tide CLI ---
+CLIENT_SRCS := $(sort $(wildcard client/*.c))
+CLI_SRCS := $(sort $(wildcard client/cli/*.c))
+# --- end client ---
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(patsubst $(GEN)/%,gen/%,$(1)))
 
@@ -76,6 +80,13 @@ META_OBJS := $(call obj,$(META_SRCS))
 SERVER_OBJS := $(call obj,$(SERVER_SRCS))
 UNIT_OBJS := $(call obj,$(UNIT_SRCS))
 SUPPORT_OBJS := $(call obj,$(SUPPORT_SRCS))
+# --- client ---
+CLIENT_OBJS := $(call obj,$(CLIENT_SRCS))
+CLI_OBJS := $(call obj,$(CLI_SRCS))
+# PIC objects of libtide.so, client plus the codec and generated code.
+CLIENT_PIC_OBJS := $(patsubst $(BUILD)/%,$(BUILD)/pic/%,\
+                   $(CLIENT_OBJS) $(PROTO_OBJS))
+# --- end client ---
 
 LIBPROTO := $(BUILD)/libtideproto.a
 LIBENGINE := $(BUILD)/libtideengine.a
@@ -85,11 +96,17 @@ EXAMPLES_BIN := $(BUILD)/tide-proto-examples
 ENGINE_BENCH_BIN := $(BUILD)/engine_bench
 FUZZ_BIN := build/fuzz/fuzz_frame
 TIDED_BIN := $(BUILD)/tided
+# --- client ---
+LIBTIDE_A := $(BUILD)/libtide.a
+LIBTIDE_SO := $(BUILD)/libtide.so
+TIDE_BIN := $(BUILD)/tide
+# --- end client ---
 
 ALL_OBJS := $(PROTO_OBJS) $(ENGINE_OBJS) $(META_OBJS) $(SERVER_OBJS) \
             $(UNIT_OBJS) \
             $(SUPPORT_OBJS) \
-            $(call obj,proto/examples.c bench/engine_bench.c)
+            $(call obj,proto/examples.c bench/engine_bench.c) \
+            $(CLIENT_OBJS) $(CLI_OBJS) $(CLIENT_PIC_OBJS)
 
 .PHONY: all deps test test-unit test-integration run fuzz format \
         format-check clean
@@ -97,6 +114,7 @@ ALL_OBJS := $(PROTO_OBJS) $(ENGINE_OBJS) $(META_OBJS) $(SERVER_OBJS) \
 
 all: $(LIBPROTO) $(LIBENGINE) $(LIBMETA) $(EXAMPLES_BIN) $(UNIT_BIN) \
      $(ENGINE_BENCH_BIN)
+all: $(LIBTIDE_A) $(LIBTIDE_SO) $(TIDE_BIN)
 
 # --- rules ------------------------------------------------------------------
 
@@ -139,7 +157,39 @@ $(TIDED_BIN): $(SERVER_OBJS) $(LIBMETA) $(LIBENGINE) $(LIBPROTO)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
 
-$(UNIT_BIN): $(UNIT_OBJS) $(SUPPORT_OBJS) $(LIBMETA) $(LIBENGINE) $(LIBPROTO)
+# --- client ---
+# libtide exports exactly tide/client.h: hidden by default, version script.
+CLIENT_CFLAGS := -fvisibility=hidden
+
+$(CLIENT_OBJS) $(CLI_OBJS): CFLAGS_ALL += $(CLIENT_CFLAGS)
+
+$(BUILD)/pic/gen/%.o: $(GEN)/%.c $(FLAGS_STAMP)
+	@mkdir -p $(@D)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(CFLAGS_ALL) $(CLIENT_CFLAGS) -fPIC -MMD -MP -c $< -o $@
+
+$(BUILD)/pic/%.o: %.c $(FLAGS_STAMP) | $(GEN)/tide.pb-c.h
+	@mkdir -p $(@D)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(CFLAGS_ALL) $(CLIENT_CFLAGS) -fPIC -MMD -MP -c $< -o $@
+
+$(LIBTIDE_A): $(CLIENT_OBJS) $(PROTO_OBJS)
+	@echo "  AR      $@"
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(LIBTIDE_SO): $(CLIENT_PIC_OBJS) client/libtide.map
+	@echo "  LD      $@"
+	$(Q)$(CC) -shared $(LDFLAGS_ALL) -Wl,--version-script=client/libtide.map \
+	    -Wl,-soname,libtide.so.1 $(CLIENT_PIC_OBJS) \
+	    $(shell pkg-config --libs libprotobuf-c 2>/dev/null) -o $@
+
+$(TIDE_BIN): $(CLI_OBJS) $(LIBTIDE_A)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
+# --- end client ---
+
+$(UNIT_BIN): $(UNIT_OBJS) $(SUPPORT_OBJS) $(LIBMETA) $(LIBENGINE) $(LIBPROTO) \
+             $(LIBTIDE_A) $(call obj,client/cli/parse.c)
 	@mkdir -p $(@D)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@

@@ -1,0 +1,671 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The tide CLI: account, key, device and usage administration, CSV and
+ * line-format writes, and queries, all through libtide's public header.
+ * Manual: docs/cli.md. Exit status: 0 success, 1 server or runtime error,
+ * 2 usage error.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "parse.h"
+#include "tide/client.h"
+
+#define EXIT_SERVER 1
+#define EXIT_USAGE 2
+#define MAX_ARGS 64
+#define MAX_LINE_POINTS 64
+#define ARG_BYTES 512
+
+struct opts {
+    const char *host;
+    unsigned port;
+    const char *key;
+    const char *token;
+    const char *output; /* table, csv, json */
+    char cfg_key[600];
+    char cfg_token[600];
+};
+
+/* A command that maps to one admin request. `pos` names the request
+ * fields that positional arguments fill, in order; `npos` is the minimum. */
+struct cmd {
+    const char *group, *sub, *request;
+    const char *pos[3];
+    int npos;
+    int auth;
+    const char *usage;
+};
+
+static const struct cmd cmds[] = {
+    {"account",
+     "create",
+     "account_create",
+     {"email", "password"},
+     2,
+     0,
+     "EMAIL PASSWORD [first_name=..] [surname=..] [organization=..]"},
+    {"account",
+     "login",
+     "login",
+     {"email", "password"},
+     2,
+     0,
+     "EMAIL PASSWORD (saves the session token to the config file)"},
+    {"account", "show", "account_get", {0}, 0, 1, "[account_id=N]"},
+    {"account", "update", "account_update", {0}, 0, 1, "FIELD=VALUE..."},
+    {"account", "verify", "verify_email", {"token"}, 1, 0, "TOKEN"},
+    {"account",
+     "tier",
+     "tier_set",
+     {"account_id", "tier"},
+     2,
+     1,
+     "ACCOUNT_ID TIER"},
+    {"account",
+     "pause",
+     "account_pause",
+     {"paused"},
+     1,
+     1,
+     "true|false [account_id=N]"},
+    {"account",
+     "delete",
+     "account_delete",
+     {"password"},
+     0,
+     1,
+     "[PASSWORD] [immediate=true] [account_id=N]"},
+    {"key",
+     "create",
+     "key_create",
+     {"name", "role", "device"},
+     2,
+     1,
+     "NAME analyst|device [DEVICE]"},
+    {"key", "list", "key_list", {0}, 0, 1, "[account_id=N]"},
+    {"key", "revoke", "key_revoke", {"key_id"}, 1, 1, "KEY_ID"},
+    {"device",
+     "add",
+     "device_register",
+     {"device.name"},
+     1,
+     1,
+     "NAME [mac=..] [friendly_name=..] [firmware_version=..] [tags=k:v]"},
+    {"device", "list", "device_list", {0}, 0, 1, ""},
+    {"device", "show", "device_get", {"name"}, 1, 1, "NAME"},
+    {"device",
+     "update",
+     "device_update",
+     {"name"},
+     1,
+     1,
+     "NAME FIELD=VALUE..."},
+    {"device", "delete", "device_delete", {"name"}, 1, 1, "NAME"},
+    {"usage",
+     NULL,
+     "usage_get",
+     {"from_day", "to_day"},
+     0,
+     1,
+     "[FROM_DAY TO_DAY] (days since 1970-01-01)"},
+    {"log", "auth", "auth_log_get", {0}, 0, 1, "[limit=N]"},
+    {"notifications",
+     NULL,
+     "notification_list",
+     {0},
+     0,
+     1,
+     "[unread_only=true]"},
+    {"status", NULL, "server_status", {0}, 0, 1, ""},
+};
+
+static void usage_all(FILE *f)
+{
+    fprintf(f, "usage: tide [--host H] [--port P] [--key KEY] "
+               "[--output table|csv|json] COMMAND ...\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+        fprintf(f, "  %s %s %s\n", cmds[i].group,
+                cmds[i].sub ? cmds[i].sub : "", cmds[i].usage);
+    fprintf(f, "  write [FILE] [--line]\n"
+               "  query [--device D].. [--field F].. [--from T] [--to T] "
+               "[--agg FN --bucket DUR [--by-device]] [--latest] "
+               "[--limit N] [--desc]\n"
+               "\nexit status: 0 ok, 1 server or runtime error, "
+               "2 usage error\n");
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static const char *config_path(char *buf, size_t n)
+{
+    const char *home = getenv("HOME");
+
+    if (!home)
+        return NULL;
+    snprintf(buf, n, "%s/.config/tide/config", home);
+    return buf;
+}
+
+/* Read "key = ..." and "token = ..." from the config file. A file that
+ * the group or others can read is refused: it holds secrets. */
+static int load_config(struct opts *o)
+{
+    char path[512], line[1024];
+    struct stat st;
+    FILE *f;
+
+    if (!config_path(path, sizeof(path)) || stat(path, &st) != 0)
+        return 0;
+    if (st.st_mode & 077) {
+        fprintf(stderr, "tide: %s is readable by others; chmod 600 it\n", path);
+        return -EPERM;
+    }
+    f = fopen(path, "r");
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof(line), f)) {
+        char k[32], v[600];
+
+        if (sscanf(line, " %31[a-z_] = %599s", k, v) != 2)
+            continue;
+        if (!strcmp(k, "key"))
+            snprintf(o->cfg_key, sizeof(o->cfg_key), "%s", v);
+        else if (!strcmp(k, "token"))
+            snprintf(o->cfg_token, sizeof(o->cfg_token), "%s", v);
+    }
+    fclose(f);
+    return 0;
+}
+
+static int save_token(const char *token)
+{
+    char path[512], dir[512];
+    FILE *f;
+
+    if (!config_path(path, sizeof(path)))
+        return -ENOENT;
+    snprintf(dir, sizeof(dir), "%s/.config", getenv("HOME"));
+    mkdir(dir, 0700);
+    snprintf(dir, sizeof(dir), "%s/.config/tide", getenv("HOME"));
+    mkdir(dir, 0700);
+    umask(077);
+    f = fopen(path, "w");
+    if (!f)
+        return -errno;
+    fprintf(f, "token = %s\n", token);
+    return fclose(f) ? -errno : 0;
+}
+
+static int fail(tide_client *c, const char *what, int rc)
+{
+    int code;
+    const char *msg;
+
+    if (rc == TIDE_CLIENT_ESERVER && c &&
+        !tide_client_last_error(c, &code, &msg))
+        fprintf(stderr, "tide: %s: server error %d: %s\n", what, code, msg);
+    else
+        fprintf(stderr, "tide: %s: %s\n", what, tide_client_strerror(rc));
+    return EXIT_SERVER;
+}
+
+static int open_client(const struct opts *o, int auth, tide_client **c)
+{
+    struct tide_client_options co;
+    int rc;
+
+    tide_client_options_init(&co);
+    co.host = o->host;
+    co.port = (uint16_t)o->port;
+    co.reconnect_attempts_max = 10;
+    if (auth) {
+        co.api_key = o->key;
+        co.session_token = o->key ? NULL : o->token;
+        if (!co.api_key && !co.session_token) {
+            fprintf(stderr, "tide: no credentials: use --key, TIDE_KEY or "
+                            "tide account login\n");
+            return EXIT_USAGE;
+        }
+    }
+    rc = tide_client_open(&co, c);
+    if (rc) {
+        fprintf(stderr, "tide: connect %s:%u: %s\n", o->host, o->port,
+                tide_client_strerror(rc));
+        return EXIT_SERVER;
+    }
+    return 0;
+}
+
+static void print_json_str(const char *s)
+{
+    putchar('"');
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            printf("\\%c", *s);
+        else if ((unsigned char)*s < 0x20)
+            printf("\\u%04x", *s);
+        else
+            putchar(*s);
+    }
+    putchar('"');
+}
+
+static void print_result(const struct opts *o, const tide_result *r)
+{
+    size_t rows = tide_result_rows(r);
+
+    for (size_t i = 0; i < rows; i++) {
+        size_t n = tide_result_cols(r, i);
+
+        if (!strcmp(o->output, "json"))
+            putchar('{');
+        for (size_t k = 0; k < n; k++) {
+            const char *name, *value;
+
+            tide_result_get(r, i, k, &name, &value);
+            if (!strcmp(o->output, "json")) {
+                printf("%s", k ? "," : "");
+                print_json_str(name);
+                putchar(':');
+                print_json_str(value);
+            } else if (!strcmp(o->output, "csv")) {
+                if (i == 0 && k == 0)
+                    for (size_t h = 0; h < n; h++) {
+                        const char *hn;
+
+                        tide_result_get(r, 0, h, &hn, NULL);
+                        printf("%s%s", hn, h + 1 < n ? "," : "\n");
+                    }
+                printf("%s%s", value, k + 1 < n ? "," : "\n");
+            } else {
+                printf("%-24s %s\n", name, value);
+            }
+        }
+        if (!strcmp(o->output, "json"))
+            printf("}\n");
+        else if (!strcmp(o->output, "table") && i + 1 < rows)
+            putchar('\n');
+    }
+}
+
+static int run_admin(const struct opts *o, const struct cmd *cm, int argc,
+                     char **argv)
+{
+    char store[MAX_ARGS][ARG_BYTES];
+    const char *args[MAX_ARGS];
+    tide_client *c = NULL;
+    tide_result *r = NULL;
+    size_t n = 0;
+    int npos = 0, rc;
+
+    for (int i = 0; i < argc && n + 2 < MAX_ARGS; i++) {
+        const char *a = argv[i];
+        const char *eq = strchr(a, '=');
+
+        if (!strcmp(a, "--help")) {
+            printf("usage: tide %s %s %s\n", cm->group, cm->sub ? cm->sub : "",
+                   cm->usage);
+            return 0;
+        }
+        if (!eq && npos < 3 && cm->pos[npos]) {
+            const char *v = a;
+
+            if (!strcmp(cm->pos[npos], "role"))
+                v = !strcmp(a, "device") ? "ROLE_DEVICE" : "ROLE_ANALYST";
+            snprintf(store[n], ARG_BYTES, "%s=%s", cm->pos[npos++], v);
+        } else if (eq && !strcmp(cm->request, "account_update")) {
+            snprintf(store[n++], ARG_BYTES, "set=%.*s", (int)(eq - a), a);
+            snprintf(store[n], ARG_BYTES, "%s", a);
+        } else if (eq && !strcmp(cm->request, "device_update")) {
+            snprintf(store[n++], ARG_BYTES, "set=%.*s", (int)(eq - a), a);
+            snprintf(store[n], ARG_BYTES, "device.%s", a);
+        } else if (eq && !strcmp(cm->request, "device_register") &&
+                   strncmp(a, "account_id=", 11)) {
+            snprintf(store[n], ARG_BYTES, "device.%s", a);
+        } else if (eq) {
+            snprintf(store[n], ARG_BYTES, "%s", a);
+        } else {
+            fprintf(stderr, "tide: unexpected argument '%s'\n", a);
+            return EXIT_USAGE;
+        }
+        n++;
+    }
+    if (npos < cm->npos) {
+        fprintf(stderr, "usage: tide %s %s %s\n", cm->group,
+                cm->sub ? cm->sub : "", cm->usage);
+        return EXIT_USAGE;
+    }
+    for (size_t i = 0; i < n; i++)
+        args[i] = store[i];
+    rc = open_client(o, cm->auth, &c);
+    if (rc)
+        return rc;
+    rc = tide_client_call(c, cm->request, args, n, &r);
+    if (rc == TIDE_CLIENT_EINVAL) {
+        fprintf(stderr, "tide: invalid field or value for %s\n", cm->request);
+        tide_client_close(c);
+        return EXIT_USAGE;
+    }
+    if (rc) {
+        rc = fail(c, cm->request, rc);
+        tide_client_close(c);
+        return rc;
+    }
+    if (!strcmp(cm->request, "login")) {
+        const char *tok = tide_result_find(r, 0, "session_token");
+
+        if (tok && save_token(tok))
+            fprintf(stderr, "tide: could not save the session token\n");
+    }
+    print_result(o, r);
+    tide_result_free(r);
+    tide_client_close(c);
+    return 0;
+}
+
+static int run_write(const struct opts *o, int argc, char **argv)
+{
+    struct tide__cli_point pts[MAX_LINE_POINTS];
+    const char *file = NULL;
+    int line_fmt = 0, rc = 0, flush_rc;
+    tide_client *c = NULL;
+    char line[65536];
+    unsigned long lineno = 0;
+    FILE *in = stdin;
+
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help")) {
+            printf("usage: tide write [FILE] [--line]\n"
+                   "CSV records device,field,timestamp,value (or the line "
+                   "format with --line) from FILE or stdin.\n");
+            return 0;
+        }
+        if (!strcmp(argv[i], "--line"))
+            line_fmt = 1;
+        else if (!file)
+            file = argv[i];
+        else
+            return EXIT_USAGE;
+    }
+    if (file && strcmp(file, "-")) {
+        in = fopen(file, "r");
+        if (!in) {
+            fprintf(stderr, "tide: %s: %s\n", file, strerror(errno));
+            return EXIT_SERVER;
+        }
+    }
+    rc = open_client(o, 1, &c);
+    if (rc)
+        goto out;
+    while (fgets(line, sizeof(line), in)) {
+        size_t n = 1;
+        int prc;
+
+        lineno++;
+        prc = line_fmt ? tide__cli_parse_line(line, now_ns(), pts,
+                                              MAX_LINE_POINTS, &n)
+                       : tide__cli_parse_csv(line, now_ns(), pts);
+        if (prc == 1)
+            continue;
+        if (prc) {
+            fprintf(stderr, "tide: line %lu: malformed record\n", lineno);
+            rc = EXIT_USAGE;
+            goto out;
+        }
+        for (size_t i = 0; i < n && !rc; i++) {
+            const struct tide__cli_point *p = &pts[i];
+            int wrc;
+
+            switch (p->type) {
+            case TIDE_TYPE_F64:
+                wrc = tide_write_f64(c, p->device, p->field, p->ts_ns, p->f64);
+                break;
+            case TIDE_TYPE_I64:
+                wrc = tide_write_i64(c, p->device, p->field, p->ts_ns, p->i64);
+                break;
+            case TIDE_TYPE_BOOL:
+                wrc = tide_write_bool(c, p->device, p->field, p->ts_ns, p->b);
+                break;
+            default:
+                wrc = tide_write_str(c, p->device, p->field, p->ts_ns, p->str);
+                break;
+            }
+            if (wrc)
+                rc = fail(c, "write", wrc);
+        }
+        if (rc)
+            goto out;
+    }
+    flush_rc = tide_flush(c);
+    if (flush_rc)
+        rc = fail(c, "flush", flush_rc);
+    {
+        struct tide_client_stats st;
+
+        tide_client_stats_get(c, &st);
+        fprintf(stderr,
+                "tide: %" PRIu64 " points acknowledged, %" PRIu64 " rejected\n",
+                st.points_acked, st.points_rejected);
+    }
+out:
+    tide_client_close(c);
+    if (in != stdin)
+        fclose(in);
+    return rc;
+}
+
+static void print_point(const struct opts *o, const struct tide_series_block *b,
+                        size_t i)
+{
+    char v[64];
+    const char *val = v;
+
+    switch (b->type) {
+    case TIDE_TYPE_F64:
+        snprintf(v, sizeof(v), "%.17g", b->f64[i]);
+        break;
+    case TIDE_TYPE_I64:
+        snprintf(v, sizeof(v), "%" PRId64, b->i64[i]);
+        break;
+    case TIDE_TYPE_BOOL:
+        snprintf(v, sizeof(v), "%s", b->bools[i] ? "true" : "false");
+        break;
+    default:
+        val = b->str[i];
+        break;
+    }
+    if (!strcmp(o->output, "csv")) {
+        printf("%s,%s,%" PRId64 ",%s\n", b->device, b->field, b->ts_ns[i], val);
+    } else if (!strcmp(o->output, "json")) {
+        printf("{\"device\":");
+        print_json_str(b->device);
+        printf(",\"field\":");
+        print_json_str(b->field);
+        printf(",\"ts_ns\":%" PRId64 ",\"value\":", b->ts_ns[i]);
+        if (b->type == TIDE_TYPE_STRING)
+            print_json_str(val);
+        else
+            printf("%s", val);
+        printf("}\n");
+    } else {
+        printf("%-16s %-16s %20" PRId64 " %s\n", b->device, b->field,
+               b->ts_ns[i], val);
+    }
+}
+
+static int run_query(const struct opts *o, int argc, char **argv)
+{
+    static const char *const aggs[] = {"none", "count", "sum",   "min",
+                                       "max",  "avg",   "first", "last"};
+    const char *devices[MAX_ARGS], *fields[MAX_ARGS];
+    struct tide_query_params q = {0};
+    struct tide_series_block b;
+    struct tide_query_stats st;
+    tide_query_iter *it = NULL;
+    tide_client *c = NULL;
+    int64_t now = now_ns();
+    int rc;
+
+    q.devices = devices;
+    q.fields = fields;
+    q.from_ns = now - 3600LL * 1000000000LL;
+    q.to_ns = now + 1;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int ok = 1;
+
+        if (!strcmp(a, "--help")) {
+            printf("usage: tide query [--device D].. [--field F].. "
+                   "[--from T] [--to T] [--agg FN] [--bucket DUR] "
+                   "[--by-device] [--latest] [--limit N] [--desc]\n"
+                   "T: now, -1h, now-30m, RFC3339 or ns; FN: count sum min "
+                   "max avg first last\n");
+            return 0;
+        }
+        if (!strcmp(a, "--latest")) {
+            q.latest = 1;
+            continue;
+        }
+        if (!strcmp(a, "--desc")) {
+            q.descending = 1;
+            continue;
+        }
+        if (!strcmp(a, "--by-device")) {
+            q.group_by_device = 1;
+            continue;
+        }
+        if (!v) {
+            fprintf(stderr, "tide: %s needs a value\n", a);
+            return EXIT_USAGE;
+        }
+        i++;
+        if (!strcmp(a, "--device") && q.n_devices < MAX_ARGS)
+            devices[q.n_devices++] = v;
+        else if (!strcmp(a, "--field") && q.n_fields < MAX_ARGS)
+            fields[q.n_fields++] = v;
+        else if (!strcmp(a, "--from"))
+            ok = !tide__cli_parse_time(v, now, &q.from_ns);
+        else if (!strcmp(a, "--to"))
+            ok = !tide__cli_parse_time(v, now, &q.to_ns);
+        else if (!strcmp(a, "--bucket"))
+            ok = !tide__cli_parse_duration(v, &q.bucket_ns);
+        else if (!strcmp(a, "--limit"))
+            q.limit = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--agg")) {
+            ok = 0;
+            for (int k = 1; k < 8; k++)
+                if (!strcmp(v, aggs[k])) {
+                    q.agg = (enum tide_agg)k;
+                    ok = 1;
+                }
+        } else
+            ok = 0;
+        if (!ok) {
+            fprintf(stderr, "tide: bad option %s %s\n", a, v);
+            return EXIT_USAGE;
+        }
+    }
+    rc = open_client(o, 1, &c);
+    if (rc)
+        return rc;
+    rc = tide_query_open(c, &q, &it);
+    if (rc) {
+        rc = fail(c, "query", rc);
+        tide_client_close(c);
+        return rc;
+    }
+    if (!strcmp(o->output, "csv"))
+        printf("device,field,ts_ns,value\n");
+    while ((rc = tide_query_next(it, &b)) == 0)
+        for (size_t i = 0; i < b.n; i++)
+            print_point(o, &b, i);
+    if (rc == TIDE_CLIENT_DONE) {
+        rc = 0;
+        if (!tide_query_stats_get(it, &st))
+            fprintf(stderr,
+                    "tide: %" PRIu64 " points, %" PRIu64 " series, %" PRIu64
+                    " us%s\n",
+                    st.points, st.series, st.elapsed_us,
+                    st.truncated ? " (truncated)" : "");
+    } else {
+        rc = fail(c, "query", rc);
+    }
+    tide_query_close(it);
+    tide_client_close(c);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    struct opts o = {.host = "127.0.0.1", .port = 8433, .output = "table"};
+    int i;
+
+    for (i = 1; i < argc && !strncmp(argv[i], "--", 2); i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+        if (!strcmp(a, "--help")) {
+            usage_all(stdout);
+            return 0;
+        }
+        if (!v) {
+            usage_all(stderr);
+            return EXIT_USAGE;
+        }
+        i++;
+        if (!strcmp(a, "--host"))
+            o.host = v;
+        else if (!strcmp(a, "--port"))
+            o.port = (unsigned)strtoul(v, NULL, 10);
+        else if (!strcmp(a, "--key"))
+            o.key = v;
+        else if (!strcmp(a, "--output") &&
+                 (!strcmp(v, "table") || !strcmp(v, "csv") ||
+                  !strcmp(v, "json")))
+            o.output = v;
+        else {
+            usage_all(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (i >= argc || !o.port || o.port > 65535) {
+        usage_all(stderr);
+        return EXIT_USAGE;
+    }
+    if (!o.key)
+        o.key = getenv("TIDE_KEY");
+    if (load_config(&o))
+        return EXIT_SERVER;
+    if (!o.key && o.cfg_key[0])
+        o.key = o.cfg_key;
+    if (o.cfg_token[0])
+        o.token = o.cfg_token;
+    if (!strcmp(argv[i], "write"))
+        return run_write(&o, argc - i - 1, argv + i + 1);
+    if (!strcmp(argv[i], "query"))
+        return run_query(&o, argc - i - 1, argv + i + 1);
+    for (size_t k = 0; k < sizeof(cmds) / sizeof(cmds[0]); k++) {
+        const struct cmd *cm = &cmds[k];
+        int skip = cm->sub ? 2 : 1;
+
+        if (strcmp(argv[i], cm->group))
+            continue;
+        if (cm->sub && (i + 1 >= argc || strcmp(argv[i + 1], cm->sub)))
+            continue;
+        return run_admin(&o, cm, argc - i - skip, argv + i + skip);
+    }
+    fprintf(stderr, "tide: unknown command '%s'\n", argv[i]);
+    usage_all(stderr);
+    return EXIT_USAGE;
+}

@@ -1,0 +1,341 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * libtide: the C client of tided. Connects and authenticates over the v1
+ * protocol (docs/protocol.md), buffers points into per-series columns and
+ * ships them as pipelined, deduplicated WriteBatches, iterates over query
+ * results, and runs every admin request. Walkthrough: docs/client.md.
+ *
+ * Thread-safety: a tide_client and the iterator opened on it are used by one
+ * thread at a time (the caller serialises); distinct clients are independent.
+ * The library starts no threads and installs no signal handlers; it never
+ * aborts on allocation failure.
+ *
+ * Errors: functions returning int give 0 on success, -errno for system
+ * errors, or a TIDE_CLIENT_E* code below. A server Error frame becomes
+ * TIDE_CLIENT_ESERVER; tide_client_last_error() gives its wire code and text.
+ */
+#ifndef TIDE_CLIENT_TIDE_CLIENT_H
+#define TIDE_CLIENT_TIDE_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TIDE_API __attribute__((visibility("default")))
+
+/* Result codes. Append-only; a range far from errno and the frame codec's
+ * (-31001...). */
+#define TIDE_CLIENT_DONE 1                 /* not an error: iteration ended */
+#define TIDE_CLIENT_ESERVER (-31100)       /* server sent Error; last_error */
+#define TIDE_CLIENT_EFULL (-31101)         /* buffer full, policy ERROR */
+#define TIDE_CLIENT_ETIMEDOUT (-31102)     /* no answer within a timeout */
+#define TIDE_CLIENT_EDISCONNECTED (-31103) /* connection lost mid-request */
+#define TIDE_CLIENT_EPROTO (-31104)        /* unexpected or bad response */
+#define TIDE_CLIENT_EINVAL (-31105)        /* invalid argument */
+#define TIDE_CLIENT_EBUSY (-31106)         /* a query iterator is open */
+#define TIDE_CLIENT_EREJECTED (-31107)     /* flush: points were refused */
+#define TIDE_CLIENT_EAUTH (-31108)         /* credentials refused; closed */
+
+/* Opaque handles. */
+typedef struct tide_client tide_client;
+typedef struct tide_query_iter tide_query_iter;
+typedef struct tide_result tide_result;
+
+/* What a write does when the buffer holds buffer_points_max points. */
+enum tide_overflow {
+    TIDE_OVERFLOW_BLOCK = 0,       /* wait for acks (default, loses nothing) */
+    TIDE_OVERFLOW_DROP_OLDEST = 1, /* discard the oldest batch, count it */
+    TIDE_OVERFLOW_ERROR = 2,       /* return TIDE_CLIENT_EFULL */
+};
+
+/* Value types; numbers equal the wire's ValueType. */
+enum tide_value_type {
+    TIDE_TYPE_F64 = 1,
+    TIDE_TYPE_I64 = 2,
+    TIDE_TYPE_BOOL = 3,
+    TIDE_TYPE_STRING = 4,
+};
+
+/*
+ * Connection and writer options. Fill with tide_client_options_init(), then
+ * change what you need; 0 in a numeric field means "the default". Strings
+ * are borrowed for the duration of tide_client_open() only (copied).
+ */
+struct tide_client_options {
+    const char *host;            /* IPv4/IPv6 literal or name; "127.0.0.1" */
+    uint16_t port;               /* 8433 */
+    const char *api_key;         /* Auth with this key, or */
+    const char *session_token;   /* this token; both NULL: no Auth */
+    uint32_t connect_timeout_ms; /* 5000 */
+    uint32_t io_timeout_ms;      /* 10000: silence before a reconnect */
+    uint32_t batch_points;       /* 10000: seal a batch at this size */
+    uint32_t batch_interval_ms;  /* 100: seal older points on next call */
+    uint32_t ack_window;         /* 8: batches sent and not yet acked */
+    uint64_t buffer_points_max;  /* 1000000: open + unacked points */
+    enum tide_overflow overflow; /* TIDE_OVERFLOW_BLOCK */
+    uint32_t block_timeout_ms;   /* 0: BLOCK and flush wait forever */
+    uint32_t backoff_base_ms;    /* 100 */
+    uint32_t backoff_max_ms;     /* 10000 */
+    uint32_t reconnect_attempts_max; /* 0: retry forever */
+    uint64_t producer_id;            /* 0: random (getrandom) */
+};
+
+/* Writer counters, monotonic since tide_client_open (points_buffered is a
+ * gauge). */
+struct tide_client_stats {
+    uint64_t points_written;    /* accepted by tide_write_* */
+    uint64_t points_acked;      /* WriteAck.accepted_points, summed */
+    uint64_t points_rejected;   /* rejected per column or refused whole */
+    uint64_t points_dropped;    /* discarded by TIDE_OVERFLOW_DROP_OLDEST */
+    uint64_t points_buffered;   /* held now: open columns + unacked */
+    uint64_t batches_sent;      /* first transmissions */
+    uint64_t batches_acked;     /* WriteAcks received */
+    uint64_t batches_resent;    /* retransmissions after reconnect/retry */
+    uint64_t batches_duplicate; /* acks with duplicate set */
+    uint64_t batches_failed;    /* refused whole by a non-retryable Error */
+    uint64_t reconnects;        /* successful reconnects */
+};
+
+/* Fill `o` with the defaults listed in struct tide_client_options. */
+TIDE_API void tide_client_options_init(struct tide_client_options *o);
+
+/*
+ * Connect, send Hello and (with a credential) Auth, and return the client in
+ * *out (owned by the caller; release with tide_client_close). Retries the
+ * connection per the backoff options only for reconnects, not here.
+ * Returns 0; TIDE_CLIENT_EAUTH (key/token refused, see last_error);
+ * TIDE_CLIENT_ESERVER; TIDE_CLIENT_ETIMEDOUT; TIDE_CLIENT_EINVAL (bad
+ * options); -ECONNREFUSED and other -errno; -ENOMEM. On failure nothing is
+ * left allocated and *out is untouched.
+ */
+TIDE_API int tide_client_open(const struct tide_client_options *opts,
+                              tide_client **out);
+
+/*
+ * Close the connection and free `c`. Buffered, unacknowledged points are
+ * discarded: call tide_flush first to keep them. Accepts NULL.
+ */
+TIDE_API void tide_client_close(tide_client *c);
+
+/* Static English text for any code this library returns, or -errno. */
+TIDE_API const char *tide_client_strerror(int rc);
+
+/*
+ * The last server Error seen on `c`: *code receives the wire ErrorCode
+ * (docs/protocol.md, "Error model") and *msg its text, borrowed from `c`
+ * until the next call on it. Either out-pointer may be NULL. Returns 0, or
+ * TIDE_CLIENT_EINVAL when no server error has been seen.
+ */
+TIDE_API int tide_client_last_error(const tide_client *c, int *code,
+                                    const char **msg);
+
+/* Copy the writer counters into *st. */
+TIDE_API void tide_client_stats_get(const tide_client *c,
+                                    struct tide_client_stats *st);
+
+/*
+ * Identity from AuthOk: account id, role (wire Role number, 0 without
+ * Auth) and, for device keys, the device (borrowed from `c`). Out-pointers
+ * may be NULL.
+ */
+TIDE_API void tide_client_identity(const tide_client *c, uint64_t *account_id,
+                                   int *role, const char **device);
+
+/*
+ * Buffer one point of series (device, field) at ts_ns (ns since the Unix
+ * epoch). `device`, `field` and a string `value` are copied. A series keeps
+ * one type in the buffer; writing another type to it seals the buffer
+ * first. May seal and send a batch (size or interval reached) and read
+ * pending acks; with TIDE_OVERFLOW_BLOCK it may wait (and reconnect).
+ * Returns 0; TIDE_CLIENT_EINVAL (empty name or value too long);
+ * TIDE_CLIENT_EFULL (policy ERROR, point not stored);
+ * TIDE_CLIENT_ETIMEDOUT (BLOCK past block_timeout_ms, point not stored);
+ * TIDE_CLIENT_EAUTH (reconnect refused); -ENOMEM. Network failures are not
+ * returned here: the batch stays buffered and is resent.
+ */
+TIDE_API int tide_write_f64(tide_client *c, const char *device,
+                            const char *field, int64_t ts_ns, double value);
+TIDE_API int tide_write_i64(tide_client *c, const char *device,
+                            const char *field, int64_t ts_ns, int64_t value);
+TIDE_API int tide_write_bool(tide_client *c, const char *device,
+                             const char *field, int64_t ts_ns, int value);
+TIDE_API int tide_write_str(tide_client *c, const char *device,
+                            const char *field, int64_t ts_ns,
+                            const char *value);
+
+/*
+ * Seal what is buffered, send it and wait until every batch is
+ * acknowledged, reconnecting and resending as needed. Returns 0 when all
+ * points since the previous flush were accepted; TIDE_CLIENT_EREJECTED when
+ * some were rejected or refused (counters and last_error tell which);
+ * TIDE_CLIENT_ETIMEDOUT (block_timeout_ms passed, data still buffered);
+ * TIDE_CLIENT_EAUTH; -ENOMEM.
+ */
+TIDE_API int tide_flush(tide_client *c);
+
+/*
+ * Drive the writer without writing: seal by interval, send within the ack
+ * window, read acks for up to timeout_ms (0 = only what is ready). Call it
+ * periodically from an idle producer. Returns 0 or as tide_flush.
+ */
+TIDE_API int tide_client_poll(tide_client *c, uint32_t timeout_ms);
+
+/* ------------------------------------------------------------------------ */
+/* Queries */
+
+enum tide_agg {
+    TIDE_AGG_NONE = 0, /* raw points; numbers equal the wire's Aggregation */
+    TIDE_AGG_COUNT = 1,
+    TIDE_AGG_SUM = 2,
+    TIDE_AGG_MIN = 3,
+    TIDE_AGG_MAX = 4,
+    TIDE_AGG_AVG = 5,
+    TIDE_AGG_FIRST = 6,
+    TIDE_AGG_LAST = 7,
+};
+
+/* A query (docs/protocol.md, "Query model"). Borrowed during open only. */
+struct tide_query_params {
+    const char *const *devices; /* names, ORed; n_devices 0 = all */
+    size_t n_devices;
+    const char *const *fields; /* n_fields 0 = every field */
+    size_t n_fields;
+    int64_t from_ns; /* inclusive */
+    int64_t to_ns;   /* exclusive */
+    enum tide_agg agg;
+    int64_t bucket_ns;   /* 0 = one bucket */
+    int group_by_device; /* aggregates: per device (1) or fleet-wide (0) */
+    int latest;          /* newest point per series only */
+    uint64_t limit;      /* points per series, 0 = none */
+    int descending;      /* newest first */
+    uint64_t account_id; /* operator only */
+};
+
+/*
+ * One SeriesResult of a chunk, decoded. Read-only; every pointer is
+ * borrowed from the iterator until the next tide_query_next or
+ * tide_query_close. Exactly the array matching `type` is set; `counts` is
+ * set for aggregates. `continued` is 1 when this block carries more points
+ * of the previous block's series (a series split across chunks).
+ */
+struct tide_series_block {
+    const char *device; /* "" when aggregated fleet-wide */
+    const char *field;
+    enum tide_value_type type;
+    size_t n;
+    const int64_t *ts_ns; /* absolute, decoded from the deltas */
+    const double *f64;
+    const int64_t *i64;
+    const uint8_t *bools; /* one byte (0/1) per point */
+    const char *const *str;
+    const uint64_t *counts; /* NULL for raw points */
+    int continued;
+};
+
+/* QueryEnd statistics. */
+struct tide_query_stats {
+    uint64_t points;
+    uint64_t series;
+    uint64_t chunks_scanned;
+    uint64_t chunks_from_header;
+    uint64_t bytes_read;
+    uint64_t elapsed_us;
+    int truncated;
+};
+
+/*
+ * Send a query and return its iterator in *out (owned by the caller, close
+ * with tide_query_close). One iterator may be open per client; writes and
+ * admin calls may be made while it is open. Returns 0, TIDE_CLIENT_EBUSY,
+ * TIDE_CLIENT_EINVAL, -ENOMEM, or a send failure.
+ */
+TIDE_API int tide_query_open(tide_client *c, const struct tide_query_params *q,
+                             tide_query_iter **out);
+
+/*
+ * Next block of the result into *block. Returns 0 with a block,
+ * TIDE_CLIENT_DONE at QueryEnd (stats available), TIDE_CLIENT_ESERVER
+ * (Error frame, e.g. QUERY_TOO_LARGE; blocks already returned are a prefix
+ * to discard), TIDE_CLIENT_ETIMEDOUT, TIDE_CLIENT_EDISCONNECTED, -ENOMEM.
+ * After DONE or an error, further calls return the same code.
+ */
+TIDE_API int tide_query_next(tide_query_iter *it,
+                             struct tide_series_block *block);
+
+/* Copy the QueryEnd statistics. Returns 0, or TIDE_CLIENT_EINVAL before
+ * tide_query_next has returned TIDE_CLIENT_DONE. */
+TIDE_API int tide_query_stats_get(const tide_query_iter *it,
+                                  struct tide_query_stats *st);
+
+/* Free the iterator; a running query is cancelled (QueryCancel) and its
+ * remaining frames are discarded when they arrive. Accepts NULL. */
+TIDE_API void tide_query_close(tide_query_iter *it);
+
+/* ------------------------------------------------------------------------ */
+/* Admin requests */
+
+/*
+ * Send one request and wait for its response. `request` is the name of the
+ * request in the protocol, as the Envelope field: "account_create",
+ * "login", "account_get", "account_update", "verify_email",
+ * "account_pause", "account_delete", "tier_set", "key_create", "key_list",
+ * "key_revoke", "device_register", "device_list", "device_get",
+ * "device_update", "device_delete", "usage_get", "auth_log_get",
+ * "notification_list", "server_status", ... (every request of
+ * proto/tide.proto except hello, auth, write_batch and query).
+ * `args` are n_args strings "path=value" setting fields of that request
+ * message: `path` names fields by their .proto names, dot-separated into
+ * sub-messages ("device.name=truck-7"); a repeated field gets one element
+ * per argument ("set=timezone"); tags are "tags=key:value"; enums take
+ * their value name ("role=ROLE_DEVICE") or number; bools take
+ * true/false/1/0.
+ * On success returns 0 and, when `out` is not NULL, *out is the response
+ * (owned by the caller, free with tide_result_free).
+ * Returns TIDE_CLIENT_EINVAL (unknown request, field or bad value; nothing
+ * is sent), TIDE_CLIENT_ESERVER (see last_error), TIDE_CLIENT_EAUTH,
+ * TIDE_CLIENT_ETIMEDOUT, TIDE_CLIENT_EDISCONNECTED (not retried: the request
+ * may or may not have been applied), TIDE_CLIENT_EPROTO, -ENOMEM.
+ */
+TIDE_API int tide_client_call(tide_client *c, const char *request,
+                              const char *const *args, size_t n_args,
+                              tide_result **out);
+
+/*
+ * A response as rows of named string values. A response with one repeated
+ * message field (device_list_ok.devices, key_list_ok.keys, ...) has one
+ * row per element; any other response has one row. Sub-message fields are
+ * flattened as "parent.child", repeated scalars joined by ",", tags as
+ * "k=v,k=v", enums by value name, bytes in hex.
+ */
+
+/* Name of the response message body, e.g. "device_list_ok". */
+TIDE_API const char *tide_result_kind(const tide_result *r);
+
+/* Number of rows. */
+TIDE_API size_t tide_result_rows(const tide_result *r);
+
+/* Number of columns of row `row` (0 when out of range). */
+TIDE_API size_t tide_result_cols(const tide_result *r, size_t row);
+
+/*
+ * Column `col` of row `row`: *name and *value borrowed from `r` until
+ * tide_result_free. Returns 0 or TIDE_CLIENT_EINVAL when out of range.
+ */
+TIDE_API int tide_result_get(const tide_result *r, size_t row, size_t col,
+                             const char **name, const char **value);
+
+/* Value of column `name` in row `row`, or NULL. Borrowed as above. */
+TIDE_API const char *tide_result_find(const tide_result *r, size_t row,
+                                      const char *name);
+
+/* Free a result. Accepts NULL. */
+TIDE_API void tide_result_free(tide_result *r);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TIDE_CLIENT_TIDE_CLIENT_H */

@@ -1,0 +1,276 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * libtide's query iterator: sends a Query and walks the QueryChunk frames
+ * answering it, one SeriesResult at a time, until QueryEnd or Error
+ * (docs/protocol.md, "Query model"). Frames of the query that arrive while
+ * the caller writes or makes admin calls are queued on the iterator.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+void tide__query_deliver(tide_query_iter *it, Tide__V1__Envelope *env)
+{
+    struct envq *q = malloc(sizeof(*q));
+
+    if (!q) {
+        /* Losing a frame would corrupt the result: fail the query. */
+        tide_frame_free(env, NULL);
+        if (!it->state)
+            it->state = -ENOMEM;
+        return;
+    }
+    q->env = env;
+    q->next = NULL;
+    if (it->tail)
+        it->tail->next = q;
+    else
+        it->head = q;
+    it->tail = q;
+}
+
+int tide_query_open(tide_client *c, const struct tide_query_params *p,
+                    tide_query_iter **out)
+{
+    Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__Query q = TIDE__V1__QUERY__INIT;
+    Tide__V1__DeviceSelector sel = TIDE__V1__DEVICE_SELECTOR__INIT;
+    tide_query_iter *it = NULL;
+    int rc;
+
+    if (!c || !p || !out)
+        return TIDE_CLIENT_EINVAL;
+    if (c->iter)
+        return TIDE_CLIENT_EBUSY;
+    rc = tide__client_ensure(c, 0);
+    if (rc)
+        return rc;
+    it = calloc(1, sizeof(*it));
+    if (!it)
+        return -ENOMEM;
+    sel.n_names = p->n_devices;
+    sel.names = (char **)p->devices;
+    q.devices = &sel;
+    q.n_fields = p->n_fields;
+    q.fields = (char **)p->fields;
+    q.from_ns = p->from_ns;
+    q.to_ns = p->to_ns;
+    q.aggregation = (Tide__V1__Aggregation)p->agg;
+    q.bucket_ns = p->bucket_ns;
+    q.group_by_device = p->group_by_device != 0;
+    q.latest = p->latest != 0;
+    q.limit = p->limit;
+    q.order = p->descending ? TIDE__V1__ORDER__ORDER_DESC
+                            : TIDE__V1__ORDER__ORDER_ASC;
+    q.account_id = p->account_id;
+    env.request_id = c->next_request_id++;
+    env.body_case = TIDE__V1__ENVELOPE__BODY_QUERY;
+    env.query = &q;
+    it->c = c;
+    it->request_id = env.request_id;
+    c->iter = it;
+    rc = tide__client_send_env(c, &env);
+    if (rc) {
+        c->iter = NULL;
+        free(it);
+        return rc;
+    }
+    *out = it;
+    return 0;
+}
+
+static int grow_scratch(tide_query_iter *it, size_t n)
+{
+    int64_t *ts;
+    uint8_t *b;
+
+    if (n <= it->scratch_cap)
+        return 0;
+    ts = realloc(it->ts, n * sizeof(*ts));
+    if (!ts)
+        return -ENOMEM;
+    it->ts = ts;
+    b = realloc(it->bools, n);
+    if (!b)
+        return -ENOMEM;
+    it->bools = b;
+    it->scratch_cap = n;
+    return 0;
+}
+
+/* Decode series `s` into `blk`. Returns 0, -ENOMEM or TIDE_CLIENT_EPROTO
+ * (value arrays that do not match the timestamps). */
+static int decode(tide_query_iter *it, const Tide__V1__SeriesResult *s,
+                  struct tide_series_block *blk)
+{
+    size_t n = s->n_ts_delta_ns;
+    uint64_t t = 0;
+    int rc = grow_scratch(it, n ? n : 1);
+    char *d, *f;
+
+    if (rc)
+        return rc;
+    memset(blk, 0, sizeof(*blk));
+    for (size_t i = 0; i < n; i++) {
+        t += (uint64_t)s->ts_delta_ns[i];
+        it->ts[i] = (int64_t)t;
+    }
+    blk->device = s->device ? s->device : "";
+    blk->field = s->field ? s->field : "";
+    blk->type = (enum tide_value_type)s->type;
+    blk->n = n;
+    blk->ts_ns = it->ts;
+    switch (s->type) {
+    case TIDE__V1__VALUE_TYPE__VALUE_TYPE_F64:
+        if (s->n_f64 != n)
+            return TIDE_CLIENT_EPROTO;
+        blk->f64 = s->f64;
+        break;
+    case TIDE__V1__VALUE_TYPE__VALUE_TYPE_I64:
+        if (s->n_i64 != n)
+            return TIDE_CLIENT_EPROTO;
+        blk->i64 = s->i64;
+        break;
+    case TIDE__V1__VALUE_TYPE__VALUE_TYPE_BOOL:
+        if (s->bool_bits.len < (n + 7) / 8)
+            return TIDE_CLIENT_EPROTO;
+        for (size_t i = 0; i < n; i++)
+            it->bools[i] = (s->bool_bits.data[i / 8] >> (i % 8)) & 1u;
+        blk->bools = it->bools;
+        break;
+    case TIDE__V1__VALUE_TYPE__VALUE_TYPE_STRING:
+        if (s->n_str != n)
+            return TIDE_CLIENT_EPROTO;
+        blk->str = (const char *const *)s->str;
+        break;
+    default:
+        return TIDE_CLIENT_EPROTO;
+    }
+    if (s->n_counts == n && n)
+        blk->counts = s->counts;
+    blk->continued = it->prev_device && it->prev_field &&
+                     !strcmp(it->prev_device, blk->device) &&
+                     !strcmp(it->prev_field, blk->field);
+    d = strdup(blk->device);
+    f = strdup(blk->field);
+    if (!d || !f) {
+        free(d);
+        free(f);
+        return -ENOMEM;
+    }
+    free(it->prev_device);
+    free(it->prev_field);
+    it->prev_device = d;
+    it->prev_field = f;
+    return 0;
+}
+
+int tide_query_next(tide_query_iter *it, struct tide_series_block *block)
+{
+    if (!it || !block)
+        return TIDE_CLIENT_EINVAL;
+    for (;;) {
+        struct envq *q;
+        Tide__V1__Envelope *env;
+        int rc;
+
+        if (it->cur && it->cur_index < it->cur->query_chunk->n_series) {
+            rc = decode(it, it->cur->query_chunk->series[it->cur_index++],
+                        block);
+            if (rc)
+                it->state = rc;
+            return rc;
+        }
+        tide_frame_free(it->cur, NULL);
+        it->cur = NULL;
+        if (it->state)
+            return it->state;
+        if (!it->head) {
+            if (!it->c->connected) {
+                it->state = TIDE_CLIENT_EDISCONNECTED;
+                continue;
+            }
+            rc = tide__client_read(it->c, it->c->o.io_timeout_ms);
+            if (rc < 0 && !it->head)
+                it->state = rc;
+            continue;
+        }
+        q = it->head;
+        it->head = q->next;
+        if (!it->head)
+            it->tail = NULL;
+        env = q->env;
+        free(q);
+        if (env->body_case == TIDE__V1__ENVELOPE__BODY_QUERY_CHUNK &&
+            env->query_chunk) {
+            it->cur = env;
+            it->cur_index = 0;
+            continue;
+        }
+        if (env->body_case == TIDE__V1__ENVELOPE__BODY_QUERY_END &&
+            env->query_end) {
+            const Tide__V1__QueryEnd *e = env->query_end;
+
+            it->stats.points = e->points;
+            it->stats.series = e->series;
+            it->stats.chunks_scanned = e->chunks_scanned;
+            it->stats.chunks_from_header = e->chunks_from_header;
+            it->stats.bytes_read = e->bytes_read;
+            it->stats.elapsed_us = e->elapsed_us;
+            it->stats.truncated = e->truncated;
+            it->state = TIDE_CLIENT_DONE;
+        } else if (env->body_case == TIDE__V1__ENVELOPE__BODY_ERROR &&
+                   env->error) {
+            tide__client_set_error(it->c, env->error);
+            it->state = TIDE_CLIENT_ESERVER;
+        } else {
+            it->state = TIDE_CLIENT_EPROTO;
+        }
+        tide_frame_free(env, NULL);
+    }
+}
+
+int tide_query_stats_get(const tide_query_iter *it, struct tide_query_stats *st)
+{
+    if (!it || it->state != TIDE_CLIENT_DONE)
+        return TIDE_CLIENT_EINVAL;
+    *st = it->stats;
+    return 0;
+}
+
+void tide_query_close(tide_query_iter *it)
+{
+    tide_client *c;
+
+    if (!it)
+        return;
+    c = it->c;
+    if (!it->state && c->connected) {
+        Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
+        Tide__V1__QueryCancel qc = TIDE__V1__QUERY_CANCEL__INIT;
+
+        /* Its Ok and the query's last frames are dropped on arrival:
+         * nobody waits for their ids any more. */
+        qc.query_request_id = it->request_id;
+        env.request_id = c->next_request_id++;
+        env.body_case = TIDE__V1__ENVELOPE__BODY_QUERY_CANCEL;
+        env.query_cancel = &qc;
+        tide__client_send_env(c, &env);
+    }
+    while (it->head) {
+        struct envq *q = it->head;
+
+        it->head = q->next;
+        tide_frame_free(q->env, NULL);
+        free(q);
+    }
+    tide_frame_free(it->cur, NULL);
+    free(it->prev_device);
+    free(it->prev_field);
+    free(it->ts);
+    free(it->bools);
+    c->iter = NULL;
+    free(it);
+}
