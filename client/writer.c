@@ -60,11 +60,11 @@ static struct column *column_get(tide_client *c, const char *device,
 static size_t value_size(int type)
 {
     switch (type) {
-    case TIDE_TYPE_F64:
+    case TIDE_VALUE_F64:
         return sizeof(double);
-    case TIDE_TYPE_I64:
+    case TIDE_VALUE_I64:
         return sizeof(int64_t);
-    case TIDE_TYPE_BOOL:
+    case TIDE_VALUE_BOOL:
         return sizeof(uint8_t);
     default:
         return sizeof(char *);
@@ -74,7 +74,7 @@ static size_t value_size(int type)
 /* Empty a column after sealing; its arrays stay for reuse. */
 static void column_reset(struct column *col)
 {
-    if (col->type == TIDE_TYPE_STRING)
+    if (col->type == TIDE_VALUE_STR)
         for (size_t i = 0; i < col->n; i++)
             free(col->v.str[i]);
     col->n = 0;
@@ -182,15 +182,15 @@ int tide__writer_seal(tide_client *c)
         k->field = col->field;
         k->type = (Tide__V1__ValueType)col->type;
         switch (col->type) {
-        case TIDE_TYPE_F64:
+        case TIDE_VALUE_F64:
             k->n_f64 = col->n;
             k->f64 = col->v.f64;
             break;
-        case TIDE_TYPE_I64:
+        case TIDE_VALUE_I64:
             k->n_i64 = col->n;
             k->i64 = col->v.i64;
             break;
-        case TIDE_TYPE_BOOL:
+        case TIDE_VALUE_BOOL:
             k->bool_bits.len = (col->n + 7) / 8;
             k->bool_bits.data = bits + boff;
             for (size_t i = 0; i < col->n; i++)
@@ -263,7 +263,7 @@ int tide__writer_append(tide_client *c, const char *device, const char *field,
     if (c->max_string_bytes &&
         (strlen(device) > c->max_string_bytes ||
          strlen(field) > c->max_string_bytes ||
-         (type == TIDE_TYPE_STRING &&
+         (type == TIDE_VALUE_STR &&
           strlen((const char *)value) > c->max_string_bytes)))
         return TIDE_CLIENT_EINVAL;
     if (c->n_open_points + c->sealed_points >= c->o.buffer_points_max) {
@@ -287,7 +287,7 @@ int tide__writer_append(tide_client *c, const char *device, const char *field,
         if (rc)
             return rc;
     }
-    if (type == TIDE_TYPE_STRING) {
+    if (type == TIDE_VALUE_STR) {
         s = strdup((const char *)value);
         if (!s)
             return -ENOMEM;
@@ -299,13 +299,13 @@ int tide__writer_append(tide_client *c, const char *device, const char *field,
     }
     col->ts_ns[col->n] = ts_ns;
     switch (type) {
-    case TIDE_TYPE_F64:
+    case TIDE_VALUE_F64:
         col->v.f64[col->n] = *(const double *)value;
         break;
-    case TIDE_TYPE_I64:
+    case TIDE_VALUE_I64:
         col->v.i64[col->n] = *(const int64_t *)value;
         break;
-    case TIDE_TYPE_BOOL:
+    case TIDE_VALUE_BOOL:
         col->v.b[col->n] = *(const int *)value != 0;
         break;
     default:
@@ -575,19 +575,19 @@ static int write_point(tide_client *c, const char *device, const char *field,
 int tide_write_f64(tide_client *c, const char *device, const char *field,
                    int64_t ts_ns, double value)
 {
-    return write_point(c, device, field, TIDE_TYPE_F64, ts_ns, &value);
+    return write_point(c, device, field, TIDE_VALUE_F64, ts_ns, &value);
 }
 
 int tide_write_i64(tide_client *c, const char *device, const char *field,
                    int64_t ts_ns, int64_t value)
 {
-    return write_point(c, device, field, TIDE_TYPE_I64, ts_ns, &value);
+    return write_point(c, device, field, TIDE_VALUE_I64, ts_ns, &value);
 }
 
 int tide_write_bool(tide_client *c, const char *device, const char *field,
                     int64_t ts_ns, int value)
 {
-    return write_point(c, device, field, TIDE_TYPE_BOOL, ts_ns, &value);
+    return write_point(c, device, field, TIDE_VALUE_BOOL, ts_ns, &value);
 }
 
 int tide_write_str(tide_client *c, const char *device, const char *field,
@@ -595,7 +595,7 @@ int tide_write_str(tide_client *c, const char *device, const char *field,
 {
     if (!value)
         return TIDE_CLIENT_EINVAL;
-    return write_point(c, device, field, TIDE_TYPE_STRING, ts_ns, value);
+    return write_point(c, device, field, TIDE_VALUE_STR, ts_ns, value);
 }
 
 int tide_flush(tide_client *c)

@@ -429,13 +429,13 @@ static int run_write(const struct opts *o, int argc, char **argv)
             int wrc;
 
             switch (p->type) {
-            case TIDE_TYPE_F64:
+            case TIDE_VALUE_F64:
                 wrc = tide_write_f64(c, p->device, p->field, p->ts_ns, p->f64);
                 break;
-            case TIDE_TYPE_I64:
+            case TIDE_VALUE_I64:
                 wrc = tide_write_i64(c, p->device, p->field, p->ts_ns, p->i64);
                 break;
-            case TIDE_TYPE_BOOL:
+            case TIDE_VALUE_BOOL:
                 wrc = tide_write_bool(c, p->device, p->field, p->ts_ns, p->b);
                 break;
             default:
@@ -473,13 +473,13 @@ static void print_point(const struct opts *o, const struct tide_series_block *b,
     const char *val = v;
 
     switch (b->type) {
-    case TIDE_TYPE_F64:
+    case TIDE_VALUE_F64:
         snprintf(v, sizeof(v), "%.17g", b->f64[i]);
         break;
-    case TIDE_TYPE_I64:
+    case TIDE_VALUE_I64:
         snprintf(v, sizeof(v), "%" PRId64, b->i64[i]);
         break;
-    case TIDE_TYPE_BOOL:
+    case TIDE_VALUE_BOOL:
         snprintf(v, sizeof(v), "%s", b->bools[i] ? "true" : "false");
         break;
     default:
@@ -494,7 +494,7 @@ static void print_point(const struct opts *o, const struct tide_series_block *b,
         printf(",\"field\":");
         print_json_str(b->field);
         printf(",\"ts_ns\":%" PRId64 ",\"value\":", b->ts_ns[i]);
-        if (b->type == TIDE_TYPE_STRING)
+        if (b->type == TIDE_VALUE_STR)
             print_json_str(val);
         else
             printf("%s", val);

@@ -178,7 +178,7 @@ void tide__cli_infer_value(const char *s, struct tide__cli_point *p)
         long long i = strtoll(s, &end, 10);
 
         if (!*end && !errno) {
-            p->type = TIDE_TYPE_I64;
+            p->type = TIDE_VALUE_I64;
             p->i64 = i;
             return;
         }
@@ -188,17 +188,17 @@ void tide__cli_infer_value(const char *s, struct tide__cli_point *p)
         /* strtod also takes "nan", "inf" and hex; only plain decimals
          * count as numbers here. */
         if (!*end && !errno && strspn(s, "0123456789+-.eE") == strlen(s)) {
-            p->type = TIDE_TYPE_F64;
+            p->type = TIDE_VALUE_F64;
             p->f64 = d;
             return;
         }
     }
     if (!strcmp(s, "true") || !strcmp(s, "false")) {
-        p->type = TIDE_TYPE_BOOL;
+        p->type = TIDE_VALUE_BOOL;
         p->b = s[0] == 't';
         return;
     }
-    p->type = TIDE_TYPE_STRING;
+    p->type = TIDE_VALUE_STR;
     p->str = s;
 }
 
@@ -266,7 +266,7 @@ int tide__cli_parse_csv(char *line, int64_t now_ns, struct tide__cli_point *p)
     if (*value == '"') {
         if (unquote(value, &end) || *end)
             return -EINVAL;
-        p->type = TIDE_TYPE_STRING;
+        p->type = TIDE_VALUE_STR;
         p->str = value;
         return 0;
     }
@@ -322,7 +322,7 @@ int tide__cli_parse_line(char *line, int64_t now_ns,
                 return -EINVAL;
             if (*end && *end != ' ' && *end != '\t')
                 return -EINVAL;
-            pts[k].type = TIDE_TYPE_STRING;
+            pts[k].type = TIDE_VALUE_STR;
             pts[k].str = eq + 1;
             p = end;
         } else {

@@ -33,7 +33,7 @@ static tide_client *new_client(uint64_t buffer_max, enum tide_overflow ov)
 static void append_f64(tide_client *c, const char *dev, const char *field,
                        int64_t ts, double v, int want)
 {
-    int rc = tide__writer_append(c, dev, field, TIDE_TYPE_F64, ts, &v);
+    int rc = tide__writer_append(c, dev, field, TIDE_VALUE_F64, ts, &v);
 
     cr_assert_eq(rc, want, "append: %s", tide_client_strerror(rc));
 }
@@ -67,11 +67,11 @@ Test(client, write_batch_golden_bytes)
     struct batch *b;
 
     append_f64(c, "truck-7", "velocity", T0_NS, 12.5, 0);
-    cr_assert_eq(
-        tide__writer_append(c, "truck-7", "moving", TIDE_TYPE_BOOL, T0_NS, &on),
-        0);
+    cr_assert_eq(tide__writer_append(c, "truck-7", "moving", TIDE_VALUE_BOOL,
+                                     T0_NS, &on),
+                 0);
     append_f64(c, "truck-7", "velocity", T0_NS + 10000000000LL, 13.25, 0);
-    cr_assert_eq(tide__writer_append(c, "truck-7", "moving", TIDE_TYPE_BOOL,
+    cr_assert_eq(tide__writer_append(c, "truck-7", "moving", TIDE_VALUE_BOOL,
                                      T0_NS + 10000000000LL, &off),
                  0);
     cr_assert_eq(tide__writer_seal(c), 0);
@@ -154,11 +154,11 @@ Test(client, type_change_seals)
     int64_t i = 7;
 
     append_f64(c, "d", "f", 0, 1.5, 0);
-    cr_assert_eq(tide__writer_append(c, "d", "f", TIDE_TYPE_I64, 1, &i), 0);
+    cr_assert_eq(tide__writer_append(c, "d", "f", TIDE_VALUE_I64, 1, &i), 0);
     cr_assert_not_null(c->q_head);
     cr_assert_eq(c->q_head->points, 1);
     cr_assert_eq(c->n_open_points, 1);
-    cr_assert_eq(tide__writer_append(c, "", "f", TIDE_TYPE_I64, 1, &i),
+    cr_assert_eq(tide__writer_append(c, "", "f", TIDE_VALUE_I64, 1, &i),
                  TIDE_CLIENT_EINVAL);
     tide_client_close(c);
 }
@@ -250,17 +250,17 @@ Test(client, parse_csv_types)
     cr_assert_str_eq(p.device, "truck-7");
     cr_assert_str_eq(p.field, "speed");
     cr_assert_eq(p.ts_ns, T0_NS);
-    cr_assert_eq(p.type, TIDE_TYPE_I64);
+    cr_assert_eq(p.type, TIDE_VALUE_I64);
     cr_assert_eq(p.i64, 42);
     cr_assert_eq(tide__cli_parse_csv(l2, 0, &p), 0);
-    cr_assert_eq(p.type, TIDE_TYPE_F64);
+    cr_assert_eq(p.type, TIDE_VALUE_F64);
     cr_assert_eq(p.f64, 21.5);
     cr_assert_eq(p.ts_ns, T0_NS);
     cr_assert_eq(tide__cli_parse_csv(l3, 0, &p), 0);
-    cr_assert_eq(p.type, TIDE_TYPE_BOOL);
+    cr_assert_eq(p.type, TIDE_VALUE_BOOL);
     cr_assert_eq(p.b, 1);
     cr_assert_eq(tide__cli_parse_csv(l4, 0, &p), 0);
-    cr_assert_eq(p.type, TIDE_TYPE_STRING);
+    cr_assert_eq(p.type, TIDE_VALUE_STR);
     cr_assert_str_eq(p.str, "a,\"b\"");
     cr_assert_eq(tide__cli_parse_csv(l5, 0, &p), 0);
     cr_assert_str_eq(p.str, "hello, world");
@@ -274,17 +274,17 @@ Test(client, parse_infer_value)
     struct tide__cli_point p;
 
     tide__cli_infer_value("-17", &p);
-    cr_assert_eq(p.type, TIDE_TYPE_I64);
+    cr_assert_eq(p.type, TIDE_VALUE_I64);
     cr_assert_eq(p.i64, -17);
     tide__cli_infer_value("1e3", &p);
-    cr_assert_eq(p.type, TIDE_TYPE_F64);
+    cr_assert_eq(p.type, TIDE_VALUE_F64);
     tide__cli_infer_value("nan", &p);
-    cr_assert_eq(p.type, TIDE_TYPE_STRING);
+    cr_assert_eq(p.type, TIDE_VALUE_STR);
     tide__cli_infer_value("false", &p);
-    cr_assert_eq(p.type, TIDE_TYPE_BOOL);
+    cr_assert_eq(p.type, TIDE_VALUE_BOOL);
     cr_assert_eq(p.b, 0);
     tide__cli_infer_value("", &p);
-    cr_assert_eq(p.type, TIDE_TYPE_STRING);
+    cr_assert_eq(p.type, TIDE_VALUE_STR);
 }
 
 Test(client, parse_line_format)
@@ -301,7 +301,7 @@ Test(client, parse_line_format)
     cr_assert_eq(n, 3);
     cr_assert_str_eq(p[0].field, "speed");
     cr_assert_eq(p[0].i64, 42);
-    cr_assert_eq(p[1].type, TIDE_TYPE_F64);
+    cr_assert_eq(p[1].type, TIDE_VALUE_F64);
     cr_assert_str_eq(p[2].str, "in yard");
     cr_assert_eq(p[2].ts_ns, T0_NS);
     cr_assert_eq(tide__cli_parse_line(l2, 5, p, 4, &n), 0);

@@ -53,10 +53,10 @@ enum tide_overflow {
 
 /* Value types; numbers equal the wire's ValueType. */
 enum tide_value_type {
-    TIDE_TYPE_F64 = 1,
-    TIDE_TYPE_I64 = 2,
-    TIDE_TYPE_BOOL = 3,
-    TIDE_TYPE_STRING = 4,
+    TIDE_VALUE_F64 = 1,
+    TIDE_VALUE_I64 = 2,
+    TIDE_VALUE_BOOL = 3,
+    TIDE_VALUE_STR = 4,
 };
 
 /*
