@@ -29,6 +29,14 @@ const char *tide_strerror(int rc)
         return "data directory is locked by another process";
     case TIDE_EDUPLICATE:
         return "batch already applied";
+    case TIDE_EEXIST:
+        return "already exists";
+    case TIDE_EPERM:
+        return "permission denied for this principal";
+    case TIDE_EAUTH:
+        return "authentication failed (bad, revoked or expired credential)";
+    case TIDE_EPAUSED:
+        return "ingestion is paused";
     default:
         if (rc < 0 && rc > -4096)
             return strerror(-rc);

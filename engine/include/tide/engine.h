@@ -37,6 +37,10 @@ extern "C" {
 #define TIDE_ENOTFOUND (-30807)  /* no such series / file / entry */
 #define TIDE_ELOCKED (-30808)    /* data directory used by another process */
 #define TIDE_EDUPLICATE (-30809) /* batch (producer, sequence) seen before */
+#define TIDE_EEXIST (-30810)     /* unique name (email, thing name) taken */
+#define TIDE_EPERM (-30811)      /* the principal may not do this */
+#define TIDE_EAUTH (-30812)      /* bad, revoked or expired credential */
+#define TIDE_EPAUSED (-30813)    /* ingestion paused for account or device */
 
 /* Return a static, human-readable description of any code above or of a
  * -errno value. Never NULL. */
