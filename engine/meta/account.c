@@ -294,8 +294,8 @@ static const char SQL_UPD_ORG[] =
 static const char SQL_UPD_TZ[] =
     "UPDATE accounts SET timezone=?2, updated_ns=?3 WHERE id=?1";
 
-static int update_col(tide_meta *m, const char *sql, uint64_t id,
-                      const char *v, int64_t now)
+static int update_col(tide_meta *m, const char *sql, uint64_t id, const char *v,
+                      int64_t now)
 {
     sqlite3_stmt *st;
     int rc, src;
@@ -328,8 +328,7 @@ int tide_meta_account_update(tide_meta *m, const struct tide_meta_principal *p,
         (pr->timezone && tide__meta_tz_ok(m->o.zoneinfo_dir, pr->timezone)))
         return TIDE_EINVAL;
     tide__meta_lock(m);
-    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_ACCOUNT_UPDATE, id,
-                                     0);
+    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_ACCOUNT_UPDATE, id, 0);
     if (rc)
         goto out;
     now = tide__meta_now(m);
@@ -377,8 +376,7 @@ int tide_meta_account_set_password(tide_meta *m,
     tide__meta_lock(m);
     /* Authorised again: the principal may have lost its right during the
      * hash. */
-    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_ACCOUNT_UPDATE, id,
-                                     0);
+    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_ACCOUNT_UPDATE, id, 0);
     if (!rc)
         rc = tide__meta_begin(m);
     if (rc)
@@ -418,9 +416,8 @@ static void bind_opt(sqlite3_stmt *st, int i, const char *s)
 }
 
 int tide_meta_account_set_tier(tide_meta *m,
-                               const struct tide_meta_principal *p,
-                               uint64_t id, uint16_t tier,
-                               const char *plan_status,
+                               const struct tide_meta_principal *p, uint64_t id,
+                               uint16_t tier, const char *plan_status,
                                const char *customer_id, const char *period)
 {
     sqlite3_stmt *st;
@@ -519,8 +516,7 @@ int tide_meta_account_delete(tide_meta *m, const struct tide_meta_principal *p,
     int rc, src;
 
     tide__meta_lock(m);
-    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_ACCOUNT_DELETE, id,
-                                     0);
+    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_ACCOUNT_DELETE, id, 0);
     if (!rc)
         rc = tide__meta_begin(m);
     if (rc)

@@ -43,8 +43,7 @@ static const uint32_t role_allows[] = {
 };
 #undef A
 
-static const char SQL_KEY_STATE[] =
-    "SELECT revoked FROM api_keys WHERE id=?1";
+static const char SQL_KEY_STATE[] = "SELECT revoked FROM api_keys WHERE id=?1";
 static const char SQL_SESSION_STATE[] =
     "SELECT ended, expires_ns FROM sessions WHERE id=?1";
 static const char SQL_ACCOUNT_STATE[] =
@@ -301,9 +300,8 @@ static int write_admin_file(const char *dir, const char *secret)
     snprintf(path, sizeof(path), "%s/admin.key", dir);
     unlink(tmp);
     fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0 || fchmod(fd, 0600) != 0 ||
-        write(fd, secret, n) != (ssize_t)n || write(fd, "\n", 1) != 1 ||
-        fsync(fd) != 0) {
+    if (fd < 0 || fchmod(fd, 0600) != 0 || write(fd, secret, n) != (ssize_t)n ||
+        write(fd, "\n", 1) != 1 || fsync(fd) != 0) {
         rc = -errno;
         goto fail;
     }
@@ -459,8 +457,7 @@ static int login_alerts(tide_meta *m, uint64_t account_id, int ok,
 }
 
 int tide_meta_login(tide_meta *m, const char *email, const char *password,
-                    const char *ip, char *token,
-                    struct tide_meta_principal *p)
+                    const char *ip, char *token, struct tide_meta_principal *p)
 {
     char norm[TIDE_META_EMAIL_MAX + 1];
     uint8_t hash[TIDE__META_HASH_LEN];
@@ -754,11 +751,11 @@ int tide_meta_key_create(tide_meta *m, const struct tide_meta_principal *p,
         return TIDE_EINVAL;
     }
     tide__meta_lock(m);
-    rc = tide__meta_authorize_locked(
-        m, p,
-        role == TIDE_META_ROLE_ADMIN ? TIDE_META_ACT_OPERATOR
-                                     : TIDE_META_ACT_KEY_MANAGE,
-        account_id, device_id);
+    rc = tide__meta_authorize_locked(m, p,
+                                     role == TIDE_META_ROLE_ADMIN
+                                         ? TIDE_META_ACT_OPERATOR
+                                         : TIDE_META_ACT_KEY_MANAGE,
+                                     account_id, device_id);
     if (rc)
         goto out;
     rc = tide__meta_secret_new(pfx, secret, hash);
@@ -873,8 +870,8 @@ int tide_meta_key_revoke(tide_meta *m, const struct tide_meta_principal *p,
     int rc, src;
 
     tide__meta_lock(m);
-    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_KEY_MANAGE,
-                                     account_id, 0);
+    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_KEY_MANAGE, account_id,
+                                     0);
     if (rc)
         goto out;
     rc = tide__meta_stmt(m, SQL_KEY_REVOKE, &st);

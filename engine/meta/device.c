@@ -43,8 +43,7 @@ static const char SQL_DEV_INSERT[] =
     " firmware, tags, created_ns, updated_ns)"
     " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)";
 
-int tide_meta_device_register(tide_meta *m,
-                              const struct tide_meta_principal *p,
+int tide_meta_device_register(tide_meta *m, const struct tide_meta_principal *p,
                               uint64_t account_id,
                               const struct tide_meta_device_new *d,
                               uint64_t *id_out)
@@ -243,8 +242,7 @@ static const char SQL_DEV_PAUSE[] =
     " AND account_id=?2";
 
 int tide_meta_device_pause(tide_meta *m, const struct tide_meta_principal *p,
-                           uint64_t account_id, uint64_t device_id,
-                           int paused)
+                           uint64_t account_id, uint64_t device_id, int paused)
 {
     sqlite3_stmt *st;
     int rc, src;
@@ -338,8 +336,7 @@ static const char SQL_DEV_CONNECT[] =
 static const char SQL_DEV_DISCONNECT[] =
     "UPDATE devices SET online=0, last_seen_ns=max(last_seen_ns, ?3)"
     " WHERE id=?1 AND account_id=?2";
-static const char SQL_DEV_NAME[] =
-    "SELECT thing_name FROM devices WHERE id=?1";
+static const char SQL_DEV_NAME[] = "SELECT thing_name FROM devices WHERE id=?1";
 
 int tide_meta_device_connect(tide_meta *m, const struct tide_meta_principal *p,
                              uint64_t account_id, uint64_t device_id,
@@ -389,8 +386,8 @@ int tide_meta_device_connect(tide_meta *m, const struct tide_meta_principal *p,
             goto fail_tx;
         }
         snprintf(text, sizeof(text), "device %s went offline", name);
-        rc = tide__meta_notify_add(m, account_id, TIDE_META_NOTIFY_DEVICE,
-                                   text);
+        rc =
+            tide__meta_notify_add(m, account_id, TIDE_META_NOTIFY_DEVICE, text);
         if (rc)
             goto fail_tx;
     }

@@ -178,8 +178,10 @@ int tide_meta_export_open(tide_meta *m, const struct tide_meta_principal *p,
         goto fail;
     }
     sqlite3_busy_timeout(it->db, 5000);
-    /* One read transaction over every part: one consistent snapshot. */
-    src = sqlite3_exec(it->db, "BEGIN", NULL, NULL, NULL);
+    /* One read transaction over every part: one consistent snapshot,
+     * taken now by the first read, not at the first export_next(). */
+    src = sqlite3_exec(it->db, "BEGIN; SELECT count(*) FROM schema_version",
+                       NULL, NULL, NULL);
     if (src != SQLITE_OK) {
         rc = tide__meta_sqlerr(src);
         goto fail;

@@ -276,8 +276,7 @@ void tide__meta_rollback(tide_meta *m)
 
 int tide__meta_bind_text(sqlite3_stmt *st, int i, const char *s)
 {
-    return sqlite3_bind_text(st, i, s ? s : "", -1, SQLITE_STATIC) ==
-                   SQLITE_OK
+    return sqlite3_bind_text(st, i, s ? s : "", -1, SQLITE_STATIC) == SQLITE_OK
                ? 0
                : TIDE_EIO;
 }
@@ -307,8 +306,8 @@ static int read_version(sqlite3 *db, int *version)
     sqlite3_stmt *st = NULL;
     int src, rc = 0;
 
-    src = sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1,
-                             &st, NULL);
+    src = sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &st,
+                             NULL);
     if (src != SQLITE_OK)
         return tide__meta_sqlerr(src);
     src = sqlite3_step(st);
@@ -445,10 +444,9 @@ int tide_meta_open(const char *dir, const struct tide_meta_options *opts,
 
     /* One connection, serialised by m->lock: SQLite's own mutexes are not
      * needed. */
-    src = sqlite3_open_v2(path, &m->db,
-                          SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                              SQLITE_OPEN_NOMUTEX,
-                          NULL);
+    src = sqlite3_open_v2(
+        path, &m->db,
+        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (src != SQLITE_OK) {
         rc = tide__meta_sqlerr(src);
         goto fail;

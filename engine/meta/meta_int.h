@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Shared by the sidecar's own files (the .c files in engine/meta/) and its unit tests
- * only: the handle, the statement cache, transactions, validation helpers,
- * the series registry and the pending-counter tables. meta.h is the
+ * Shared by the sidecar's own files (the .c files in engine/meta/) and its unit
+ * tests only: the handle, the statement cache, transactions, validation
+ * helpers, the series registry and the pending-counter tables. meta.h is the
  * contract; nothing here is.
  */
 #ifndef TIDE_META_META_INT_H

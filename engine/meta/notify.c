@@ -28,10 +28,9 @@ int tide__meta_notify_add(tide_meta *m, uint64_t account_id,
         sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
         src = sqlite3_step(st);
         if (src == SQLITE_ROW)
-            want = sqlite3_column_int(
-                st, kind == TIDE_META_NOTIFY_DEVICE  ? 0
-                    : kind == TIDE_META_NOTIFY_USAGE ? 1
-                                                     : 2);
+            want = sqlite3_column_int(st, kind == TIDE_META_NOTIFY_DEVICE  ? 0
+                                          : kind == TIDE_META_NOTIFY_USAGE ? 1
+                                                                           : 2);
         sqlite3_reset(st);
         if (src != SQLITE_ROW && src != SQLITE_DONE)
             return tide__meta_sqlerr(src);
@@ -67,8 +66,7 @@ int tide_meta_notify_list(tide_meta *m, const struct tide_meta_principal *p,
         return TIDE_EINVAL;
     *n_out = 0;
     tide__meta_lock(m);
-    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_NOTIFY, account_id,
-                                     0);
+    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_NOTIFY, account_id, 0);
     if (rc)
         goto out;
     rc = tide__meta_stmt(m, SQL_LIST, &st);
@@ -107,8 +105,7 @@ int tide_meta_notify_mark_read(tide_meta *m,
     int rc, src;
 
     tide__meta_lock(m);
-    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_NOTIFY, account_id,
-                                     0);
+    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_NOTIFY, account_id, 0);
     if (rc)
         goto out;
     rc = tide__meta_stmt(m, SQL_MARK, &st);
@@ -139,8 +136,7 @@ int tide_meta_notify_prefs(tide_meta *m, const struct tide_meta_principal *p,
     int rc, src;
 
     tide__meta_lock(m);
-    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_NOTIFY, account_id,
-                                     0);
+    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_NOTIFY, account_id, 0);
     if (rc)
         goto out;
     rc = tide__meta_stmt(m, SQL_SET_PREFS, &st);

@@ -145,8 +145,7 @@ static struct reg_ent *reg_find(struct registry *r, uint64_t hash,
         if (e->hash == hash && e->account_id == k->account_id &&
             e->device_id == k->device_id && e->field_len == k->field_len &&
             memcmp(e->field, k->field, k->field_len) == 0 &&
-            atomic_load_explicit(&e->state, memory_order_acquire) <=
-                max_state)
+            atomic_load_explicit(&e->state, memory_order_acquire) <= max_state)
             return e;
     }
 }
@@ -314,7 +313,7 @@ static int series_room(tide_meta *m, uint64_t account_id, uint64_t *left)
         int64_t max = sqlite3_column_int64(st, 0);
         int64_t have = sqlite3_column_int64(st, 1);
 
-        *left = max <= 0 ? UINT64_MAX
+        *left = max <= 0      ? UINT64_MAX
                 : have >= max ? 0
                               : (uint64_t)(max - have);
     }
@@ -351,8 +350,7 @@ int tide_meta_series_ensure(tide_meta *m, const struct tide_meta_principal *p,
         if (keys[i].account_id == last_acct && keys[i].device_id == last_dev)
             continue;
         rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_TELEMETRY_WRITE,
-                                         keys[i].account_id,
-                                         keys[i].device_id);
+                                         keys[i].account_id, keys[i].device_id);
         if (rc)
             goto fail;
         last_acct = keys[i].account_id;

@@ -408,7 +408,8 @@ static void merge_back(tide_meta *m, const struct pending *p)
         seen_merge(&m->pend, e->device_id, e->last_ns);
     }
     for (size_t i = 0; i < p->authlog.len / sizeof(struct authlog_ent); i++)
-        buf_push(&m->pend.authlog, (const struct authlog_ent *)p->authlog.data + i,
+        buf_push(&m->pend.authlog,
+                 (const struct authlog_ent *)p->authlog.data + i,
                  sizeof(struct authlog_ent));
     for (size_t i = 0; i < p->requests.len / sizeof(struct request_ent); i++)
         buf_push(&m->pend.requests,
@@ -516,9 +517,8 @@ static const char SQL_USAGE_READ[] =
     " ORDER BY day LIMIT ?4";
 
 int tide_meta_usage_read(tide_meta *m, const struct tide_meta_principal *p,
-                         uint64_t account_id, int64_t day_from,
-                         int64_t day_to, struct tide_meta_usage *out,
-                         size_t cap, size_t *n_out)
+                         uint64_t account_id, int64_t day_from, int64_t day_to,
+                         struct tide_meta_usage *out, size_t cap, size_t *n_out)
 {
     sqlite3_stmt *st;
     size_t n = 0;
