@@ -81,18 +81,20 @@ LIBMETA := $(BUILD)/libtidemeta.a
 UNIT_BIN := $(BUILD)/tests/unit-tests
 EXAMPLES_BIN := $(BUILD)/tide-proto-examples
 ENGINE_BENCH_BIN := $(BUILD)/engine_bench
+META_BENCH_BIN := $(BUILD)/meta_bench
 FUZZ_BIN := build/fuzz/fuzz_frame
 
 ALL_OBJS := $(PROTO_OBJS) $(ENGINE_OBJS) $(META_OBJS) $(UNIT_OBJS) \
             $(SUPPORT_OBJS) \
-            $(call obj,proto/examples.c bench/engine_bench.c)
+            $(call obj,proto/examples.c bench/engine_bench.c \
+            bench/meta_bench.c)
 
 .PHONY: all deps test test-unit test-integration run fuzz format \
         format-check clean
 .DEFAULT_GOAL := all
 
 all: $(LIBPROTO) $(LIBENGINE) $(LIBMETA) $(EXAMPLES_BIN) $(UNIT_BIN) \
-     $(ENGINE_BENCH_BIN)
+     $(ENGINE_BENCH_BIN) $(META_BENCH_BIN)
 
 # --- rules ------------------------------------------------------------------
 
@@ -128,6 +130,10 @@ $(EXAMPLES_BIN): $(call obj,proto/examples.c) $(LIBPROTO)
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
 
 $(ENGINE_BENCH_BIN): $(call obj,bench/engine_bench.c) $(LIBENGINE)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
+
+$(META_BENCH_BIN): $(call obj,bench/meta_bench.c) $(LIBMETA) $(LIBENGINE)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
 

@@ -34,7 +34,7 @@ static struct tide_meta_principal admin;
 #define CHECK_RC(call, want)                                                   \
     do {                                                                       \
         int rc_ = (call);                                                      \
-        cr_assert_eq(rc_, (want), "%s: got %s, want %s", #call,               \
+        cr_assert_eq(rc_, (want), "%s: got %s, want %s", #call,                \
                      tide_strerror(rc_), tide_strerror(want));                 \
     } while (0)
 
@@ -119,9 +119,9 @@ static uint64_t new_device(const struct tide_meta_principal *p, uint64_t acct,
     return id;
 }
 
-static struct tide_meta_principal key_principal(
-    const struct tide_meta_principal *owner, uint64_t acct,
-    enum tide_meta_role role, uint64_t dev)
+static struct tide_meta_principal
+key_principal(const struct tide_meta_principal *owner, uint64_t acct,
+              enum tide_meta_role role, uint64_t dev)
 {
     char secret[TIDE_META_SECRET_MAX + 1];
     struct tide_meta_principal p;
@@ -200,8 +200,8 @@ Test(meta, newer_schema_refused)
     m = NULL;
     snprintf(path, sizeof(path), "%s/meta.db", dir);
     cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
-    cr_assert_eq(sqlite3_exec(db, "UPDATE schema_version SET version=99",
-                              NULL, NULL, NULL),
+    cr_assert_eq(sqlite3_exec(db, "UPDATE schema_version SET version=99", NULL,
+                              NULL, NULL),
                  SQLITE_OK);
     sqlite3_close(db);
     opts_fill(&o);
@@ -285,9 +285,9 @@ Test(meta, account_lifecycle)
     /* A password change ends the sessions. */
     CHECK(tide_meta_account_set_password(m, &s, id, "another-pass"));
     CHECK_RC(tide_meta_session_auth(m, token, NULL, &s), TIDE_EAUTH);
-    CHECK_RC(tide_meta_login(m, "alice@example.com", "s3cret-pass", NULL,
-                             token, &p),
-             TIDE_EAUTH);
+    CHECK_RC(
+        tide_meta_login(m, "alice@example.com", "s3cret-pass", NULL, token, &p),
+        TIDE_EAUTH);
     CHECK(tide_meta_login(m, "alice@example.com", "another-pass", NULL, token,
                           &p));
     CHECK(tide_meta_logout(m, &p));
@@ -297,11 +297,26 @@ Test(meta, account_lifecycle)
 Test(meta, duplicate_and_malformed_emails)
 {
     static const char *bad[] = {
-        "",           "plain",         "@example.com",      "a@",
-        "a@b",        "a@@b.com",      "a@b..com",          ".a@b.com",
-        "a.@b.com",   "a..b@c.com",    "a b@c.com",         "a@-b.com",
-        "a@b-.com",   "a@b.c0m",       "a@b.c",             "\"q\"@b.com",
-        "a@[1.2.3.4]", "a@b.com\n",     "é@b.com",           NULL,
+        "",
+        "plain",
+        "@example.com",
+        "a@",
+        "a@b",
+        "a@@b.com",
+        "a@b..com",
+        ".a@b.com",
+        "a.@b.com",
+        "a..b@c.com",
+        "a b@c.com",
+        "a@-b.com",
+        "a@b-.com",
+        "a@b.c0m",
+        "a@b.c",
+        "\"q\"@b.com",
+        "a@[1.2.3.4]",
+        "a@b.com\n",
+        "é@b.com",
+        NULL,
     };
     struct tide_meta_account_new a = {.password = "password1"};
     char longer[300];
@@ -441,13 +456,13 @@ Test(meta, bcrypt_cost_is_honoured)
     tide_meta_close(m2);
     snprintf(path, sizeof(path), "%s/meta.db", dir);
     cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
-    cr_assert_eq(sqlite3_prepare_v2(db, "SELECT pw_hash FROM accounts", -1,
-                                    &st, NULL),
-                 SQLITE_OK);
+    cr_assert_eq(
+        sqlite3_prepare_v2(db, "SELECT pw_hash FROM accounts", -1, &st, NULL),
+        SQLITE_OK);
     cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
-    cr_assert_eq(strncmp((const char *)sqlite3_column_text(st, 0), "$2b$07$",
-                         7),
-                 0, "%s", sqlite3_column_text(st, 0));
+    cr_assert_eq(
+        strncmp((const char *)sqlite3_column_text(st, 0), "$2b$07$", 7), 0,
+        "%s", sqlite3_column_text(st, 0));
     cr_assert_eq(strlen((const char *)sqlite3_column_text(st, 0)), 60);
     sqlite3_finalize(st);
     sqlite3_close(db);
@@ -481,8 +496,8 @@ Test(meta, no_role_crosses_accounts)
     an = key_principal(&pa, a, TIDE_META_ROLE_ANALYST, 0);
     dv = key_principal(&pa, a, TIDE_META_ROLE_DEVICE, da);
     dv2 = key_principal(&pb, b, TIDE_META_ROLE_DEVICE, db);
-    CHECK(tide_meta_key_create(m, &pb, b, TIDE_META_ROLE_ANALYST, 0, "b", secret,
-                               &kid));
+    CHECK(tide_meta_key_create(m, &pb, b, TIDE_META_ROLE_ANALYST, 0, "b",
+                               secret, &kid));
 
     const struct tide_meta_principal *as_a[] = {&pa, &an, &dv};
     for (size_t i = 0; i < 3; i++) {
@@ -518,9 +533,9 @@ Test(meta, no_role_crosses_accounts)
         CHECK_RC(tide_meta_account_set_tier(m, p, a, 2, NULL, NULL, NULL),
                  TIDE_EPERM);
         /* Another account's device under one's own account id. */
-        CHECK_RC(tide_meta_authorize(m, p, TIDE_META_ACT_TELEMETRY_WRITE, a,
-                                     db),
-                 i == 0 ? TIDE_ENOTFOUND : TIDE_EPERM);
+        CHECK_RC(
+            tide_meta_authorize(m, p, TIDE_META_ACT_TELEMETRY_WRITE, a, db),
+            i == 0 ? TIDE_ENOTFOUND : TIDE_EPERM);
     }
     cr_assert_null(it);
     /* Analyst: read-only within its account. */
@@ -542,8 +557,7 @@ Test(meta, no_role_crosses_accounts)
     CHECK_RC(tide_meta_device_connect(m, &dv, a, da2, 1, NULL), TIDE_EPERM);
     CHECK_RC(tide_meta_device_list(m, &dv, a, 0, devs, 4, &n), TIDE_EPERM);
     CHECK_RC(tide_meta_usage_read(m, &dv, a, 0, 1, us, 4, &n), TIDE_EPERM);
-    CHECK_RC(tide_meta_authorize(m, &dv2, TIDE_META_ACT_TELEMETRY_WRITE, a,
-                                 da),
+    CHECK_RC(tide_meta_authorize(m, &dv2, TIDE_META_ACT_TELEMETRY_WRITE, a, da),
              TIDE_EPERM);
     /* Anonymous may only sign up. */
     CHECK_RC(tide_meta_account_get(m, &anon, a, &acc), TIDE_EPERM);
@@ -645,9 +659,9 @@ Test(meta, devices_and_connections)
     CHECK(tide_meta_device_delete(m, &p, id, dev));
     CHECK_RC(tide_meta_series_lookup(m, &k, &sid), TIDE_ENOTFOUND);
     CHECK_RC(tide_meta_device_get(m, &p, id, dev, &d), TIDE_ENOTFOUND);
-    CHECK_RC(tide_meta_authorize(m, &dk, TIDE_META_ACT_TELEMETRY_WRITE, id,
-                                 dev),
-             TIDE_EAUTH);
+    CHECK_RC(
+        tide_meta_authorize(m, &dk, TIDE_META_ACT_TELEMETRY_WRITE, id, dev),
+        TIDE_EAUTH);
     CHECK(tide_meta_device_list(m, &p, id, 0, &d, 1, &n));
     cr_assert_eq(n, 0);
 }
@@ -673,8 +687,8 @@ Test(meta, tier_limits)
     struct tide_meta_device_new dn = {.thing_name = "d3"};
     CHECK_RC(tide_meta_device_register(m, &p, id, &dn, &ids[0]), TIDE_EFULL);
     for (int i = 0; i < 3; i++) {
-        k[i] = (struct tide_meta_series_key){id, dev, "abc" + i, 1,
-                                             TIDE_TYPE_F64};
+        k[i] =
+            (struct tide_meta_series_key){id, dev, "abc" + i, 1, TIDE_TYPE_F64};
     }
     CHECK(tide_meta_series_ensure(m, &p, k, 3, ids, rcs));
     cr_assert_eq(rcs[0], 0);
@@ -733,7 +747,7 @@ Test(meta, series_registry_million, .timeout = 300)
     uint64_t dev = new_device(&p, id, "d");
     struct tide_meta_series_key *k = tide_calloc(BATCH, sizeof(*k));
     uint64_t *ids = tide_calloc(BATCH, sizeof(*ids));
-    char (*names)[16] = tide_calloc(BATCH, 16);
+    char(*names)[16] = tide_calloc(BATCH, 16);
     struct tide_meta_tier t;
 
     CHECK(tide_meta_account_set_tier(m, &admin, id, 2, NULL, NULL, NULL));
@@ -743,8 +757,8 @@ Test(meta, series_registry_million, .timeout = 300)
         for (int i = 0; i < BATCH; i++) {
             k[i].account_id = id;
             k[i].device_id = dev;
-            k[i].field_len = (uint32_t)snprintf(names[i], 16, "f%d",
-                                                b * BATCH + i);
+            k[i].field_len =
+                (uint32_t)snprintf(names[i], 16, "f%d", b * BATCH + i);
             k[i].field = names[i];
             k[i].type = TIDE_TYPE_F64;
         }
@@ -774,8 +788,11 @@ Test(meta, series_registry_million, .timeout = 300)
 Test(meta, usage_counters_and_warning)
 {
     struct tide_meta_principal p;
-    struct tide_meta_usage u = {.messages = 1, .points = 10, .bytes_in = 100,
-                                .bytes_out = 5, .queries = 0};
+    struct tide_meta_usage u = {.messages = 1,
+                                .points = 10,
+                                .bytes_in = 100,
+                                .bytes_out = 5,
+                                .queries = 0};
     struct tide_meta_usage out[4];
     struct tide_meta_notification nt[4];
     uint64_t id = new_owner("u@example.com", &p);
@@ -821,8 +838,8 @@ Test(meta, log_retention_by_moving_time)
     struct tide_meta_prune_stats ps;
     struct tide_meta_auth_event ev[16];
     char token[TIDE_META_SECRET_MAX + 1], path[PATH_MAX];
-    struct tide_meta_request r = {.op = "write", .ip = "1.1.1.1",
-                                  .bytes_in = 50, .status = 0};
+    struct tide_meta_request r = {
+        .op = "write", .ip = "1.1.1.1", .bytes_in = 50, .status = 0};
     uint64_t id = new_owner("ret@example.com", &p);
     sqlite3 *db;
     sqlite3_stmt *st;
@@ -962,10 +979,8 @@ Test(meta, sql_injection_is_stored_verbatim)
                                           .first_name = x,
                                           .surname = x,
                                           .organization = x};
-        struct tide_meta_device_new dn = {.thing_name = x,
-                                          .friendly_name = x,
-                                          .firmware = x,
-                                          .tags = x};
+        struct tide_meta_device_new dn = {
+            .thing_name = x, .friendly_name = x, .firmware = x, .tags = x};
         uint64_t id, dev;
 
         /* A quote is legal in an email's local part. */
@@ -1028,12 +1043,11 @@ Test(meta, export_every_row_without_secrets)
     CHECK(tide_meta_export_open(m, &p, id, &it));
     /* Writes after the snapshot are not part of this export. */
     CHECK(tide_meta_device_register(
-        m, &p, id, &(struct tide_meta_device_new){.thing_name = "late"},
-        &sid));
+        m, &p, id, &(struct tide_meta_device_new){.thing_name = "late"}, &sid));
     while ((rc = tide_meta_export_next(it, &row)) == 0) {
-        static const char *tables[] = {"account", "device", "key", "series",
-                                       "usage", "auth_log", "notification",
-                                       "session"};
+        static const char *tables[] = {"account",      "device", "key",
+                                       "series",       "usage",  "auth_log",
+                                       "notification", "session"};
 
         rows++;
         cr_assert_eq(strlen(row.json), row.json_len);
@@ -1084,8 +1098,8 @@ static void *worker_main(void *arg)
         for (int i = 0; i < 50; i++) {
             k[i].account_id = w->account_id;
             k[i].device_id = w->device_id;
-            k[i].field_len = (uint32_t)snprintf(names[i], 16, "f%d",
-                                                round * 50 + i);
+            k[i].field_len =
+                (uint32_t)snprintf(names[i], 16, "f%d", round * 50 + i);
             k[i].field = names[i];
             k[i].type = TIDE_TYPE_F64;
         }
