@@ -94,6 +94,7 @@ LIBMETA := $(BUILD)/libtidemeta.a
 UNIT_BIN := $(BUILD)/tests/unit-tests
 EXAMPLES_BIN := $(BUILD)/tide-proto-examples
 ENGINE_BENCH_BIN := $(BUILD)/engine_bench
+META_BENCH_BIN := $(BUILD)/meta_bench
 FUZZ_BIN := build/fuzz/fuzz_frame
 TIDED_BIN := $(BUILD)/tided
 # --- client ---
@@ -105,7 +106,8 @@ TIDE_BIN := $(BUILD)/tide
 ALL_OBJS := $(PROTO_OBJS) $(ENGINE_OBJS) $(META_OBJS) $(SERVER_OBJS) \
             $(UNIT_OBJS) \
             $(SUPPORT_OBJS) \
-            $(call obj,proto/examples.c bench/engine_bench.c) \
+            $(call obj,proto/examples.c bench/engine_bench.c \
+            bench/meta_bench.c) \
             $(CLIENT_OBJS) $(CLI_OBJS) $(CLIENT_PIC_OBJS)
 
 .PHONY: all deps test test-unit test-integration run fuzz format \
@@ -113,7 +115,7 @@ ALL_OBJS := $(PROTO_OBJS) $(ENGINE_OBJS) $(META_OBJS) $(SERVER_OBJS) \
 .DEFAULT_GOAL := all
 
 all: $(LIBPROTO) $(LIBENGINE) $(LIBMETA) $(EXAMPLES_BIN) $(UNIT_BIN) \
-     $(ENGINE_BENCH_BIN)
+     $(ENGINE_BENCH_BIN) $(META_BENCH_BIN)
 all: $(LIBTIDE_A) $(LIBTIDE_SO) $(TIDE_BIN)
 
 # --- rules ------------------------------------------------------------------
@@ -150,6 +152,10 @@ $(EXAMPLES_BIN): $(call obj,proto/examples.c) $(LIBPROTO)
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
 
 $(ENGINE_BENCH_BIN): $(call obj,bench/engine_bench.c) $(LIBENGINE)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
+
+$(META_BENCH_BIN): $(call obj,bench/meta_bench.c) $(LIBMETA) $(LIBENGINE)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
 

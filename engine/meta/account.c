@@ -1,0 +1,560 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Tiers and accounts: sign-up, profile reads and rectification, email
+ * verification, password change, plan and billing, pause and deletion.
+ * Field rules are in docs/accounts.md.
+ */
+#include "meta_int.h"
+
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <string.h>
+
+#define PREFIX_VERIFY "tide_vrfy_"
+
+/* ---- Tiers -------------------------------------------------------------- */
+
+static const char SQL_TIER_SET[] =
+    "INSERT INTO tiers(id, name, ttl_s, rate_points_s, daily_points_max,"
+    " devices_max, series_max) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+    " ON CONFLICT(id) DO UPDATE SET name=excluded.name,"
+    " ttl_s=excluded.ttl_s, rate_points_s=excluded.rate_points_s,"
+    " daily_points_max=excluded.daily_points_max,"
+    " devices_max=excluded.devices_max, series_max=excluded.series_max";
+
+int tide_meta_tier_set(tide_meta *m, const struct tide_meta_principal *p,
+                       const struct tide_meta_tier *t)
+{
+    sqlite3_stmt *st;
+    int rc, src;
+
+    if (!t || t->id == 0 || t->ttl_s <= 0 || t->rate_points_s > INT64_MAX ||
+        t->daily_points_max > INT64_MAX || t->series_max > INT64_MAX ||
+        memchr(t->name, '\0', sizeof(t->name)) == NULL ||
+        tide__meta_text_ok(t->name, TIDE_META_TIER_NAME_MAX, 0))
+        return TIDE_EINVAL;
+    tide__meta_lock(m);
+    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_TIER_MANAGE, 0, 0);
+    if (rc)
+        goto out;
+    rc = tide__meta_stmt(m, SQL_TIER_SET, &st);
+    if (rc)
+        goto out;
+    sqlite3_bind_int(st, 1, t->id);
+    tide__meta_bind_text(st, 2, t->name);
+    sqlite3_bind_int64(st, 3, t->ttl_s);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)t->rate_points_s);
+    sqlite3_bind_int64(st, 5, (sqlite3_int64)t->daily_points_max);
+    sqlite3_bind_int64(st, 6, t->devices_max);
+    sqlite3_bind_int64(st, 7, (sqlite3_int64)t->series_max);
+    src = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (src != SQLITE_DONE)
+        rc = tide__meta_sqlerr(src);
+out:
+    tide__meta_unlock(m);
+    return rc;
+}
+
+static const char SQL_TIER_GET[] =
+    "SELECT id, name, ttl_s, rate_points_s, daily_points_max, devices_max,"
+    " series_max FROM tiers WHERE id=?1";
+
+int tide_meta_tier_get(tide_meta *m, uint16_t id, struct tide_meta_tier *out)
+{
+    sqlite3_stmt *st;
+    int rc, src;
+
+    if (!out)
+        return TIDE_EINVAL;
+    tide__meta_lock(m);
+    rc = tide__meta_stmt(m, SQL_TIER_GET, &st);
+    if (rc)
+        goto out;
+    sqlite3_bind_int(st, 1, id);
+    src = sqlite3_step(st);
+    if (src == SQLITE_ROW) {
+        memset(out, 0, sizeof(*out));
+        out->id = (uint16_t)sqlite3_column_int(st, 0);
+        tide__meta_col_text(st, 1, out->name, sizeof(out->name));
+        out->ttl_s = sqlite3_column_int64(st, 2);
+        out->rate_points_s = (uint64_t)sqlite3_column_int64(st, 3);
+        out->daily_points_max = (uint64_t)sqlite3_column_int64(st, 4);
+        out->devices_max = (uint32_t)sqlite3_column_int64(st, 5);
+        out->series_max = (uint64_t)sqlite3_column_int64(st, 6);
+    } else {
+        rc = src == SQLITE_DONE ? TIDE_ENOTFOUND : tide__meta_sqlerr(src);
+    }
+    sqlite3_reset(st);
+out:
+    tide__meta_unlock(m);
+    return rc;
+}
+
+/* ---- Accounts ----------------------------------------------------------- */
+
+static const char SQL_TIER_EXISTS[] = "SELECT 1 FROM tiers WHERE id=?1";
+static const char SQL_ACCOUNT_INSERT[] =
+    "INSERT INTO accounts(email, pw_hash, first_name, surname, organization,"
+    " timezone, verify_hash, verify_expires_ns, tier, created_ns,"
+    " updated_ns) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)";
+
+static int tier_exists(tide_meta *m, unsigned tier)
+{
+    sqlite3_stmt *st;
+    int rc, src;
+
+    rc = tide__meta_stmt(m, SQL_TIER_EXISTS, &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_int(st, 1, (int)tier);
+    src = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (src == SQLITE_ROW)
+        return 0;
+    return src == SQLITE_DONE ? TIDE_ENOTFOUND : tide__meta_sqlerr(src);
+}
+
+int tide_meta_account_create(tide_meta *m, const struct tide_meta_principal *p,
+                             const struct tide_meta_account_new *a,
+                             uint64_t *id_out, char *verify_token)
+{
+    char email[TIDE_META_EMAIL_MAX + 1];
+    char token[TIDE_META_SECRET_MAX + 1];
+    uint8_t vhash[TIDE__META_HASH_LEN];
+    const char *tz;
+    char *pw = NULL;
+    sqlite3_stmt *st;
+    unsigned tier;
+    int rc, src;
+    int64_t now;
+
+    if (!a)
+        return TIDE_EINVAL;
+    tz = a->timezone ? a->timezone : "UTC";
+    tier = a->tier ? a->tier : 1;
+    if (tide__meta_email_norm(a->email, email) ||
+        tide__meta_text_ok(a->first_name ? a->first_name : "",
+                           TIDE_META_NAME_MAX, 1) ||
+        tide__meta_text_ok(a->surname ? a->surname : "", TIDE_META_NAME_MAX,
+                           1) ||
+        tide__meta_text_ok(a->organization ? a->organization : "",
+                           TIDE_META_ORG_MAX, 1) ||
+        tide__meta_tz_ok(m->o.zoneinfo_dir, tz))
+        return TIDE_EINVAL;
+    /* Authorise before the expensive hash, without holding the lock
+     * through it. */
+    rc = tide_meta_authorize(m, p, TIDE_META_ACT_ACCOUNT_CREATE, 0, 0);
+    if (rc)
+        return rc;
+    rc = tide__meta_pw_hash(m, a->password, &pw);
+    if (rc)
+        return rc;
+    rc = tide__meta_secret_new(PREFIX_VERIFY, token, vhash);
+    if (rc)
+        goto fail;
+    tide__meta_lock(m);
+    now = tide__meta_now(m);
+    rc = tier_exists(m, tier);
+    if (rc)
+        goto fail_locked;
+    rc = tide__meta_stmt(m, SQL_ACCOUNT_INSERT, &st);
+    if (rc)
+        goto fail_locked;
+    tide__meta_bind_text(st, 1, email);
+    tide__meta_bind_text(st, 2, pw);
+    tide__meta_bind_text(st, 3, a->first_name);
+    tide__meta_bind_text(st, 4, a->surname);
+    tide__meta_bind_text(st, 5, a->organization);
+    tide__meta_bind_text(st, 6, tz);
+    sqlite3_bind_blob(st, 7, vhash, sizeof(vhash), SQLITE_STATIC);
+    sqlite3_bind_int64(st, 8, now + m->o.verify_ttl_ns);
+    sqlite3_bind_int(st, 9, (int)tier);
+    sqlite3_bind_int64(st, 10, now);
+    src = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (src != SQLITE_DONE) {
+        rc = tide__meta_sqlerr(src);
+        goto fail_locked;
+    }
+    if (id_out)
+        *id_out = (uint64_t)sqlite3_last_insert_rowid(m->db);
+    tide__meta_unlock(m);
+    if (verify_token)
+        memcpy(verify_token, token, sizeof(token));
+    OPENSSL_cleanse(token, sizeof(token));
+    tide_free(pw);
+    return 0;
+
+fail_locked:
+    tide__meta_unlock(m);
+fail:
+    OPENSSL_cleanse(token, sizeof(token));
+    tide_free(pw);
+    return rc;
+}
+
+static const char SQL_ACCOUNT_GET[] =
+    "SELECT id, email, first_name, surname, organization, timezone,"
+    " email_verified, tier, plan_status, billing_customer_id,"
+    " billing_period, notify_device, notify_usage, notify_product, paused,"
+    " created_ns, updated_ns FROM accounts WHERE id=?1"
+    " AND deleted_ns IS NULL";
+
+int tide_meta_account_get(tide_meta *m, const struct tide_meta_principal *p,
+                          uint64_t id, struct tide_meta_account *out)
+{
+    sqlite3_stmt *st;
+    int rc, src;
+
+    if (!out)
+        return TIDE_EINVAL;
+    tide__meta_lock(m);
+    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_ACCOUNT_READ, id, 0);
+    if (rc)
+        goto out;
+    rc = tide__meta_stmt(m, SQL_ACCOUNT_GET, &st);
+    if (rc)
+        goto out;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    src = sqlite3_step(st);
+    if (src == SQLITE_ROW) {
+        memset(out, 0, sizeof(*out));
+        out->id = (uint64_t)sqlite3_column_int64(st, 0);
+        tide__meta_col_text(st, 1, out->email, sizeof(out->email));
+        tide__meta_col_text(st, 2, out->first_name, sizeof(out->first_name));
+        tide__meta_col_text(st, 3, out->surname, sizeof(out->surname));
+        tide__meta_col_text(st, 4, out->organization,
+                            sizeof(out->organization));
+        tide__meta_col_text(st, 5, out->timezone, sizeof(out->timezone));
+        out->email_verified = sqlite3_column_int(st, 6);
+        out->tier = (uint16_t)sqlite3_column_int(st, 7);
+        tide__meta_col_text(st, 8, out->plan_status, sizeof(out->plan_status));
+        tide__meta_col_text(st, 9, out->billing_customer_id,
+                            sizeof(out->billing_customer_id));
+        tide__meta_col_text(st, 10, out->billing_period,
+                            sizeof(out->billing_period));
+        out->notify_device = sqlite3_column_int(st, 11);
+        out->notify_usage = sqlite3_column_int(st, 12);
+        out->notify_product = sqlite3_column_int(st, 13);
+        out->paused = sqlite3_column_int(st, 14);
+        out->created_ns = sqlite3_column_int64(st, 15);
+        out->updated_ns = sqlite3_column_int64(st, 16);
+    } else {
+        rc = src == SQLITE_DONE ? TIDE_ENOTFOUND : tide__meta_sqlerr(src);
+    }
+    sqlite3_reset(st);
+out:
+    tide__meta_unlock(m);
+    return rc;
+}
+
+static const char SQL_VERIFY[] =
+    "UPDATE accounts SET email_verified=1, verify_hash=NULL,"
+    " verify_expires_ns=NULL, updated_ns=?2 WHERE verify_hash=?1"
+    " AND verify_expires_ns>?2 AND deleted_ns IS NULL";
+
+int tide_meta_account_verify_email(tide_meta *m, const char *token)
+{
+    uint8_t hash[TIDE__META_HASH_LEN];
+    sqlite3_stmt *st;
+    int rc, src;
+
+    if (!token || strncmp(token, PREFIX_VERIFY, strlen(PREFIX_VERIFY)) ||
+        strnlen(token, TIDE_META_SECRET_MAX + 1) > TIDE_META_SECRET_MAX)
+        return TIDE_EAUTH;
+    /* The hash is the lookup key: equality in the index is on a SHA-256 of
+     * a 192-bit secret, which leaks nothing through timing. */
+    tide__meta_sha256(token, hash);
+    tide__meta_lock(m);
+    rc = tide__meta_stmt(m, SQL_VERIFY, &st);
+    if (!rc) {
+        sqlite3_bind_blob(st, 1, hash, sizeof(hash), SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, tide__meta_now(m));
+        src = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (src != SQLITE_DONE)
+            rc = tide__meta_sqlerr(src);
+        else if (sqlite3_changes(m->db) != 1)
+            rc = TIDE_EAUTH;
+    }
+    tide__meta_unlock(m);
+    return rc;
+}
+
+static const char SQL_UPD_EMAIL[] =
+    "UPDATE accounts SET email=?2, email_verified=0, updated_ns=?3"
+    " WHERE id=?1 AND email<>?2";
+static const char SQL_UPD_FIRST[] =
+    "UPDATE accounts SET first_name=?2, updated_ns=?3 WHERE id=?1";
+static const char SQL_UPD_SURNAME[] =
+    "UPDATE accounts SET surname=?2, updated_ns=?3 WHERE id=?1";
+static const char SQL_UPD_ORG[] =
+    "UPDATE accounts SET organization=?2, updated_ns=?3 WHERE id=?1";
+static const char SQL_UPD_TZ[] =
+    "UPDATE accounts SET timezone=?2, updated_ns=?3 WHERE id=?1";
+
+static int update_col(tide_meta *m, const char *sql, uint64_t id, const char *v,
+                      int64_t now)
+{
+    sqlite3_stmt *st;
+    int rc, src;
+
+    rc = tide__meta_stmt(m, sql, &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    tide__meta_bind_text(st, 2, v);
+    sqlite3_bind_int64(st, 3, now);
+    src = sqlite3_step(st);
+    sqlite3_reset(st);
+    return src == SQLITE_DONE ? 0 : tide__meta_sqlerr(src);
+}
+
+int tide_meta_account_update(tide_meta *m, const struct tide_meta_principal *p,
+                             uint64_t id, const struct tide_meta_profile *pr)
+{
+    char email[TIDE_META_EMAIL_MAX + 1];
+    int64_t now;
+    int rc;
+
+    if (!pr || (pr->email && tide__meta_email_norm(pr->email, email)) ||
+        (pr->first_name &&
+         tide__meta_text_ok(pr->first_name, TIDE_META_NAME_MAX, 1)) ||
+        (pr->surname &&
+         tide__meta_text_ok(pr->surname, TIDE_META_NAME_MAX, 1)) ||
+        (pr->organization &&
+         tide__meta_text_ok(pr->organization, TIDE_META_ORG_MAX, 1)) ||
+        (pr->timezone && tide__meta_tz_ok(m->o.zoneinfo_dir, pr->timezone)))
+        return TIDE_EINVAL;
+    tide__meta_lock(m);
+    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_ACCOUNT_UPDATE, id, 0);
+    if (rc)
+        goto out;
+    now = tide__meta_now(m);
+    rc = tide__meta_begin(m);
+    if (rc)
+        goto out;
+    if (pr->email)
+        rc = update_col(m, SQL_UPD_EMAIL, id, email, now);
+    if (!rc && pr->first_name)
+        rc = update_col(m, SQL_UPD_FIRST, id, pr->first_name, now);
+    if (!rc && pr->surname)
+        rc = update_col(m, SQL_UPD_SURNAME, id, pr->surname, now);
+    if (!rc && pr->organization)
+        rc = update_col(m, SQL_UPD_ORG, id, pr->organization, now);
+    if (!rc && pr->timezone)
+        rc = update_col(m, SQL_UPD_TZ, id, pr->timezone, now);
+    if (rc)
+        tide__meta_rollback(m);
+    else
+        rc = tide__meta_commit(m);
+out:
+    tide__meta_unlock(m);
+    return rc;
+}
+
+static const char SQL_SET_PW[] =
+    "UPDATE accounts SET pw_hash=?2, updated_ns=?3 WHERE id=?1";
+static const char SQL_END_SESSIONS[] =
+    "UPDATE sessions SET ended=1 WHERE account_id=?1";
+
+int tide_meta_account_set_password(tide_meta *m,
+                                   const struct tide_meta_principal *p,
+                                   uint64_t id, const char *password)
+{
+    sqlite3_stmt *st;
+    char *pw = NULL;
+    int rc, src;
+
+    rc = tide_meta_authorize(m, p, TIDE_META_ACT_ACCOUNT_UPDATE, id, 0);
+    if (rc)
+        return rc;
+    rc = tide__meta_pw_hash(m, password, &pw);
+    if (rc)
+        return rc;
+    tide__meta_lock(m);
+    /* Authorised again: the principal may have lost its right during the
+     * hash. */
+    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_ACCOUNT_UPDATE, id, 0);
+    if (!rc)
+        rc = tide__meta_begin(m);
+    if (rc)
+        goto out;
+    rc = update_col(m, SQL_SET_PW, id, pw, tide__meta_now(m));
+    if (!rc)
+        rc = tide__meta_stmt(m, SQL_END_SESSIONS, &st);
+    if (!rc) {
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+        src = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (src != SQLITE_DONE)
+            rc = tide__meta_sqlerr(src);
+    }
+    if (rc)
+        tide__meta_rollback(m);
+    else
+        rc = tide__meta_commit(m);
+out:
+    tide__meta_unlock(m);
+    tide_free(pw);
+    return rc;
+}
+
+static const char SQL_SET_TIER[] =
+    "UPDATE accounts SET tier=?2, plan_status=coalesce(?3, plan_status),"
+    " billing_customer_id=coalesce(?4, billing_customer_id),"
+    " billing_period=coalesce(?5, billing_period), updated_ns=?6"
+    " WHERE id=?1";
+
+static void bind_opt(sqlite3_stmt *st, int i, const char *s)
+{
+    if (s)
+        sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+int tide_meta_account_set_tier(tide_meta *m,
+                               const struct tide_meta_principal *p, uint64_t id,
+                               uint16_t tier, const char *plan_status,
+                               const char *customer_id, const char *period)
+{
+    sqlite3_stmt *st;
+    int rc, src;
+
+    if ((plan_status &&
+         tide__meta_text_ok(plan_status, TIDE_META_STATUS_MAX, 0)) ||
+        (customer_id &&
+         tide__meta_text_ok(customer_id, TIDE_META_BILLING_MAX, 1)) ||
+        (period && tide__meta_text_ok(period, TIDE_META_BILLING_MAX, 1)))
+        return TIDE_EINVAL;
+    tide__meta_lock(m);
+    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_TIER_SET, id, 0);
+    if (!rc)
+        rc = tier_exists(m, tier);
+    if (!rc)
+        rc = tide__meta_stmt(m, SQL_SET_TIER, &st);
+    if (rc)
+        goto out;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    sqlite3_bind_int(st, 2, tier);
+    bind_opt(st, 3, plan_status);
+    bind_opt(st, 4, customer_id);
+    bind_opt(st, 5, period);
+    sqlite3_bind_int64(st, 6, tide__meta_now(m));
+    src = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (src != SQLITE_DONE)
+        rc = tide__meta_sqlerr(src);
+out:
+    tide__meta_unlock(m);
+    return rc;
+}
+
+static const char SQL_PAUSE[] =
+    "UPDATE accounts SET paused=?2, updated_ns=?3 WHERE id=?1";
+
+int tide_meta_account_pause(tide_meta *m, const struct tide_meta_principal *p,
+                            uint64_t id, int paused)
+{
+    sqlite3_stmt *st;
+    int rc, src;
+
+    tide__meta_lock(m);
+    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_ACCOUNT_PAUSE, id, 0);
+    if (!rc)
+        rc = tide__meta_stmt(m, SQL_PAUSE, &st);
+    if (rc)
+        goto out;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    sqlite3_bind_int(st, 2, !!paused);
+    sqlite3_bind_int64(st, 3, tide__meta_now(m));
+    src = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (src != SQLITE_DONE)
+        rc = tide__meta_sqlerr(src);
+out:
+    tide__meta_unlock(m);
+    return rc;
+}
+
+static const char SQL_DELETE[] =
+    "UPDATE accounts SET deleted_ns=?2, updated_ns=?2, verify_hash=NULL"
+    " WHERE id=?1 AND deleted_ns IS NULL";
+static const char SQL_TOMBSTONE[] =
+    "INSERT INTO tombstones(kind, object_id, account_id, deleted_ns,"
+    " purge_after_ns) VALUES(?1, ?2, ?3, ?4, ?5)";
+static const char SQL_DELETE_SERIES[] =
+    "UPDATE series SET deleted_ns=?2 WHERE account_id=?1"
+    " AND deleted_ns IS NULL";
+
+int tide__meta_tombstone(tide_meta *m, const char *kind, uint64_t object_id,
+                         uint64_t account_id, int64_t now, int64_t grace_ns)
+{
+    sqlite3_stmt *st;
+    int rc, src;
+
+    rc = tide__meta_stmt(m, SQL_TOMBSTONE, &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_text(st, 1, kind, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)object_id);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)account_id);
+    sqlite3_bind_int64(st, 4, now);
+    sqlite3_bind_int64(st, 5, now + grace_ns);
+    src = sqlite3_step(st);
+    sqlite3_reset(st);
+    return src == SQLITE_DONE ? 0 : tide__meta_sqlerr(src);
+}
+
+int tide_meta_account_delete(tide_meta *m, const struct tide_meta_principal *p,
+                             uint64_t id)
+{
+    sqlite3_stmt *st;
+    int64_t now;
+    int rc, src;
+
+    tide__meta_lock(m);
+    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_ACCOUNT_DELETE, id, 0);
+    if (!rc)
+        rc = tide__meta_begin(m);
+    if (rc)
+        goto out;
+    now = tide__meta_now(m);
+    rc = tide__meta_stmt(m, SQL_DELETE, &st);
+    if (rc)
+        goto fail_tx;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    sqlite3_bind_int64(st, 2, now);
+    src = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (src != SQLITE_DONE) {
+        rc = tide__meta_sqlerr(src);
+        goto fail_tx;
+    }
+    rc = tide__meta_stmt(m, SQL_DELETE_SERIES, &st);
+    if (rc)
+        goto fail_tx;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    sqlite3_bind_int64(st, 2, now);
+    src = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (src != SQLITE_DONE) {
+        rc = tide__meta_sqlerr(src);
+        goto fail_tx;
+    }
+    rc = tide__meta_tombstone(m, "account", id, id, now, m->o.delete_grace_ns);
+    if (rc)
+        goto fail_tx;
+    rc = tide__meta_commit(m);
+    if (!rc)
+        tide__meta_registry_kill(m, id, 0);
+    goto out;
+
+fail_tx:
+    tide__meta_rollback(m);
+out:
+    tide__meta_unlock(m);
+    return rc;
+}

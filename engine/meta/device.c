@@ -1,0 +1,402 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Devices ("things"): registration, metadata rectification, listing,
+ * pause, deletion with tombstone, and connection events. Last-seen times
+ * from the write path are buffered in usage.c.
+ */
+#include "meta_int.h"
+
+#include <string.h>
+
+struct dev_fields {
+    char mac[TIDE_META_MAC_LEN + 1];
+};
+
+/* Validate `d`; `reg` says whether thing_name is required. */
+static int check_fields(const struct tide_meta_device_new *d, int reg,
+                        struct dev_fields *f)
+{
+    if (!d)
+        return TIDE_EINVAL;
+    if ((reg || d->thing_name) &&
+        tide__meta_text_ok(d->thing_name, TIDE_META_NAME_MAX, 0))
+        return TIDE_EINVAL;
+    if (d->mac && tide__meta_mac_norm(d->mac, f->mac))
+        return TIDE_EINVAL;
+    if (!d->mac)
+        f->mac[0] = '\0';
+    if ((d->friendly_name &&
+         tide__meta_text_ok(d->friendly_name, TIDE_META_NAME_MAX, 1)) ||
+        (d->firmware &&
+         tide__meta_text_ok(d->firmware, TIDE_META_FIRMWARE_MAX, 1)) ||
+        (d->tags && tide__meta_text_ok(d->tags, TIDE_META_TAGS_MAX, 1)))
+        return TIDE_EINVAL;
+    return 0;
+}
+
+static const char SQL_DEV_LIMIT[] =
+    "SELECT t.devices_max, (SELECT count(*) FROM devices d"
+    " WHERE d.account_id=a.id) FROM accounts a JOIN tiers t ON t.id=a.tier"
+    " WHERE a.id=?1";
+static const char SQL_DEV_INSERT[] =
+    "INSERT INTO devices(account_id, thing_name, mac, friendly_name,"
+    " firmware, tags, created_ns, updated_ns)"
+    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)";
+
+int tide_meta_device_register(tide_meta *m, const struct tide_meta_principal *p,
+                              uint64_t account_id,
+                              const struct tide_meta_device_new *d,
+                              uint64_t *id_out)
+{
+    struct dev_fields f;
+    sqlite3_stmt *st;
+    int rc, src;
+
+    if (check_fields(d, 1, &f))
+        return TIDE_EINVAL;
+    tide__meta_lock(m);
+    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_DEVICE_MANAGE,
+                                     account_id, 0);
+    if (!rc)
+        rc = tide__meta_stmt(m, SQL_DEV_LIMIT, &st);
+    if (rc)
+        goto out;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+    src = sqlite3_step(st);
+    if (src == SQLITE_ROW && sqlite3_column_int64(st, 0) > 0 &&
+        sqlite3_column_int64(st, 1) >= sqlite3_column_int64(st, 0))
+        rc = TIDE_EFULL;
+    else if (src != SQLITE_ROW)
+        rc = tide__meta_sqlerr(src);
+    sqlite3_reset(st);
+    if (!rc)
+        rc = tide__meta_stmt(m, SQL_DEV_INSERT, &st);
+    if (rc)
+        goto out;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+    tide__meta_bind_text(st, 2, d->thing_name);
+    tide__meta_bind_text(st, 3, f.mac);
+    tide__meta_bind_text(st, 4, d->friendly_name);
+    tide__meta_bind_text(st, 5, d->firmware);
+    tide__meta_bind_text(st, 6, d->tags);
+    sqlite3_bind_int64(st, 7, tide__meta_now(m));
+    src = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (src != SQLITE_DONE)
+        rc = tide__meta_sqlerr(src);
+    else if (id_out)
+        *id_out = (uint64_t)sqlite3_last_insert_rowid(m->db);
+out:
+    tide__meta_unlock(m);
+    return rc;
+}
+
+static const char SQL_DEV_UPDATE[] =
+    "UPDATE devices SET thing_name=coalesce(?3, thing_name),"
+    " mac=coalesce(?4, mac), friendly_name=coalesce(?5, friendly_name),"
+    " firmware=coalesce(?6, firmware), tags=coalesce(?7, tags),"
+    " updated_ns=?8 WHERE id=?1 AND account_id=?2";
+
+static void bind_opt(sqlite3_stmt *st, int i, const char *s)
+{
+    if (s)
+        sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+int tide_meta_device_update(tide_meta *m, const struct tide_meta_principal *p,
+                            uint64_t account_id, uint64_t device_id,
+                            const struct tide_meta_device_new *d)
+{
+    struct dev_fields f;
+    sqlite3_stmt *st;
+    int rc, src;
+
+    if (check_fields(d, 0, &f))
+        return TIDE_EINVAL;
+    tide__meta_lock(m);
+    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_DEVICE_MANAGE,
+                                     account_id, device_id);
+    if (!rc && !device_id)
+        rc = TIDE_EINVAL;
+    if (!rc)
+        rc = tide__meta_stmt(m, SQL_DEV_UPDATE, &st);
+    if (rc)
+        goto out;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)account_id);
+    bind_opt(st, 3, d->thing_name);
+    bind_opt(st, 4, d->mac ? f.mac : NULL);
+    bind_opt(st, 5, d->friendly_name);
+    bind_opt(st, 6, d->firmware);
+    bind_opt(st, 7, d->tags);
+    sqlite3_bind_int64(st, 8, tide__meta_now(m));
+    src = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (src != SQLITE_DONE)
+        rc = tide__meta_sqlerr(src);
+out:
+    tide__meta_unlock(m);
+    return rc;
+}
+
+#define DEV_COLS                                                               \
+    "id, account_id, thing_name, mac, friendly_name, firmware, tags,"          \
+    " online, paused, last_connect_ns, last_ip, last_seen_ns, created_ns,"     \
+    " updated_ns"
+static const char SQL_DEV_GET[] =
+    "SELECT " DEV_COLS " FROM devices WHERE id=?1 AND account_id=?2";
+static const char SQL_DEV_LIST[] =
+    "SELECT " DEV_COLS " FROM devices WHERE account_id=?1 AND id>?2"
+    " ORDER BY id LIMIT ?3";
+
+static void dev_row(sqlite3_stmt *st, struct tide_meta_device *d)
+{
+    memset(d, 0, sizeof(*d));
+    d->id = (uint64_t)sqlite3_column_int64(st, 0);
+    d->account_id = (uint64_t)sqlite3_column_int64(st, 1);
+    tide__meta_col_text(st, 2, d->thing_name, sizeof(d->thing_name));
+    tide__meta_col_text(st, 3, d->mac, sizeof(d->mac));
+    tide__meta_col_text(st, 4, d->friendly_name, sizeof(d->friendly_name));
+    tide__meta_col_text(st, 5, d->firmware, sizeof(d->firmware));
+    tide__meta_col_text(st, 6, d->tags, sizeof(d->tags));
+    d->online = sqlite3_column_int(st, 7);
+    d->paused = sqlite3_column_int(st, 8);
+    d->last_connect_ns = sqlite3_column_int64(st, 9);
+    tide__meta_col_text(st, 10, d->last_ip, sizeof(d->last_ip));
+    d->last_seen_ns = sqlite3_column_int64(st, 11);
+    d->created_ns = sqlite3_column_int64(st, 12);
+    d->updated_ns = sqlite3_column_int64(st, 13);
+}
+
+int tide_meta_device_get(tide_meta *m, const struct tide_meta_principal *p,
+                         uint64_t account_id, uint64_t device_id,
+                         struct tide_meta_device *out)
+{
+    sqlite3_stmt *st;
+    int rc, src;
+
+    if (!out || !device_id)
+        return TIDE_EINVAL;
+    rc = tide_meta_authorize(m, p, TIDE_META_ACT_DEVICE_READ, account_id,
+                             device_id);
+    if (!rc)
+        rc = tide_meta_flush(m); /* pending last-seen times */
+    if (rc)
+        return rc;
+    tide__meta_lock(m);
+    rc = tide__meta_stmt(m, SQL_DEV_GET, &st);
+    if (rc)
+        goto out;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)account_id);
+    src = sqlite3_step(st);
+    if (src == SQLITE_ROW)
+        dev_row(st, out);
+    else
+        rc = src == SQLITE_DONE ? TIDE_ENOTFOUND : tide__meta_sqlerr(src);
+    sqlite3_reset(st);
+out:
+    tide__meta_unlock(m);
+    return rc;
+}
+
+int tide_meta_device_list(tide_meta *m, const struct tide_meta_principal *p,
+                          uint64_t account_id, uint64_t after_id,
+                          struct tide_meta_device *out, size_t cap,
+                          size_t *n_out)
+{
+    sqlite3_stmt *st;
+    size_t n = 0;
+    int rc, src = SQLITE_DONE;
+
+    if (!n_out || (cap && !out))
+        return TIDE_EINVAL;
+    *n_out = 0;
+    rc = tide_meta_authorize(m, p, TIDE_META_ACT_DEVICE_READ, account_id, 0);
+    if (!rc)
+        rc = tide_meta_flush(m);
+    if (rc)
+        return rc;
+    tide__meta_lock(m);
+    rc = tide__meta_stmt(m, SQL_DEV_LIST, &st);
+    if (rc)
+        goto out;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)after_id);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)cap);
+    while (n < cap && (src = sqlite3_step(st)) == SQLITE_ROW)
+        dev_row(st, &out[n++]);
+    if (src != SQLITE_ROW && src != SQLITE_DONE)
+        rc = tide__meta_sqlerr(src);
+    sqlite3_reset(st);
+    *n_out = n;
+out:
+    tide__meta_unlock(m);
+    return rc;
+}
+
+static const char SQL_DEV_PAUSE[] =
+    "UPDATE devices SET paused=?3, updated_ns=?4 WHERE id=?1"
+    " AND account_id=?2";
+
+int tide_meta_device_pause(tide_meta *m, const struct tide_meta_principal *p,
+                           uint64_t account_id, uint64_t device_id, int paused)
+{
+    sqlite3_stmt *st;
+    int rc, src;
+
+    if (!device_id)
+        return TIDE_EINVAL;
+    tide__meta_lock(m);
+    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_DEVICE_MANAGE,
+                                     account_id, device_id);
+    if (!rc)
+        rc = tide__meta_stmt(m, SQL_DEV_PAUSE, &st);
+    if (rc)
+        goto out;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)account_id);
+    sqlite3_bind_int(st, 3, !!paused);
+    sqlite3_bind_int64(st, 4, tide__meta_now(m));
+    src = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (src != SQLITE_DONE)
+        rc = tide__meta_sqlerr(src);
+out:
+    tide__meta_unlock(m);
+    return rc;
+}
+
+static const char SQL_DEV_DELETE[] =
+    "DELETE FROM devices WHERE id=?1 AND account_id=?2";
+static const char SQL_DEV_KEYS[] =
+    "DELETE FROM api_keys WHERE device_id=?1 AND account_id=?2";
+static const char SQL_DEV_SERIES[] =
+    "UPDATE series SET deleted_ns=?3 WHERE device_id=?1 AND account_id=?2"
+    " AND deleted_ns IS NULL";
+
+static int run3(tide_meta *m, const char *sql, uint64_t a, uint64_t b,
+                int64_t c)
+{
+    sqlite3_stmt *st;
+    int rc, src;
+
+    rc = tide__meta_stmt(m, sql, &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)a);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)b);
+    if (sqlite3_bind_parameter_count(st) >= 3)
+        sqlite3_bind_int64(st, 3, c);
+    src = sqlite3_step(st);
+    sqlite3_reset(st);
+    return src == SQLITE_DONE ? 0 : tide__meta_sqlerr(src);
+}
+
+int tide_meta_device_delete(tide_meta *m, const struct tide_meta_principal *p,
+                            uint64_t account_id, uint64_t device_id)
+{
+    int64_t now;
+    int rc;
+
+    if (!device_id)
+        return TIDE_EINVAL;
+    tide__meta_lock(m);
+    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_DEVICE_MANAGE,
+                                     account_id, device_id);
+    if (!rc)
+        rc = tide__meta_begin(m);
+    if (rc)
+        goto out;
+    now = tide__meta_now(m);
+    rc = run3(m, SQL_DEV_KEYS, device_id, account_id, 0);
+    if (!rc)
+        rc = run3(m, SQL_DEV_SERIES, device_id, account_id, now);
+    if (!rc)
+        rc = run3(m, SQL_DEV_DELETE, device_id, account_id, 0);
+    if (!rc)
+        rc = tide__meta_tombstone(m, "device", device_id, account_id, now, 0);
+    if (rc) {
+        tide__meta_rollback(m);
+        goto out;
+    }
+    rc = tide__meta_commit(m);
+    if (!rc)
+        tide__meta_registry_kill(m, account_id, device_id);
+out:
+    tide__meta_unlock(m);
+    return rc;
+}
+
+static const char SQL_DEV_CONNECT[] =
+    "UPDATE devices SET online=1, last_connect_ns=?3, last_ip=?4,"
+    " last_seen_ns=max(last_seen_ns, ?3) WHERE id=?1 AND account_id=?2";
+static const char SQL_DEV_DISCONNECT[] =
+    "UPDATE devices SET online=0, last_seen_ns=max(last_seen_ns, ?3)"
+    " WHERE id=?1 AND account_id=?2";
+static const char SQL_DEV_NAME[] = "SELECT thing_name FROM devices WHERE id=?1";
+
+int tide_meta_device_connect(tide_meta *m, const struct tide_meta_principal *p,
+                             uint64_t account_id, uint64_t device_id,
+                             int connected, const char *ip)
+{
+    char name[TIDE_META_NAME_MAX + 1], text[256];
+    sqlite3_stmt *st;
+    int64_t now;
+    int rc, src;
+
+    if (!device_id || tide__meta_ip_ok(ip))
+        return TIDE_EINVAL;
+    tide__meta_lock(m);
+    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_DEVICE_CONNECT,
+                                     account_id, device_id);
+    if (!rc)
+        rc = tide__meta_begin(m);
+    if (rc)
+        goto out;
+    now = tide__meta_now(m);
+    rc = tide__meta_stmt(m, connected ? SQL_DEV_CONNECT : SQL_DEV_DISCONNECT,
+                         &st);
+    if (rc)
+        goto fail_tx;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)account_id);
+    sqlite3_bind_int64(st, 3, now);
+    if (connected)
+        tide__meta_bind_text(st, 4, ip);
+    src = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (src != SQLITE_DONE) {
+        rc = tide__meta_sqlerr(src);
+        goto fail_tx;
+    }
+    if (!connected) {
+        rc = tide__meta_stmt(m, SQL_DEV_NAME, &st);
+        if (rc)
+            goto fail_tx;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
+        src = sqlite3_step(st);
+        if (src == SQLITE_ROW)
+            tide__meta_col_text(st, 0, name, sizeof(name));
+        sqlite3_reset(st);
+        if (src != SQLITE_ROW) {
+            rc = tide__meta_sqlerr(src);
+            goto fail_tx;
+        }
+        snprintf(text, sizeof(text), "device %s went offline", name);
+        rc =
+            tide__meta_notify_add(m, account_id, TIDE_META_NOTIFY_DEVICE, text);
+        if (rc)
+            goto fail_tx;
+    }
+    rc = tide__meta_commit(m);
+    goto out;
+
+fail_tx:
+    tide__meta_rollback(m);
+out:
+    tide__meta_unlock(m);
+    return rc;
+}

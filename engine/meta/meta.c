@@ -1,0 +1,499 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The sidecar's database: open and close, the numbered migrations that
+ * build the schema (docs/accounts.md lists every table), the prepared
+ * statement cache and the transaction helpers shared by the other files.
+ */
+#include "meta_int.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+/*
+ * Migrations. Each runs in its own transaction together with the update of
+ * schema_version, so a file is always at exactly one version. Numbers are
+ * frozen: a released migration is never edited, only followed by a new
+ * one. Ids of accounts, devices and keys use AUTOINCREMENT so an id is
+ * never reused after a delete; series ids come from counters.next_series_id
+ * for the same reason.
+ */
+static const char *const migrations[TIDE__META_SCHEMA_VERSION] = {
+    /* 1: tiers, accounts, devices, series registry, keys, sessions. */
+    "CREATE TABLE tiers("
+    " id INTEGER PRIMARY KEY CHECK (id BETWEEN 1 AND 65535),"
+    " name TEXT NOT NULL UNIQUE,"
+    " ttl_s INTEGER NOT NULL,"
+    " rate_points_s INTEGER NOT NULL DEFAULT 0,"
+    " daily_points_max INTEGER NOT NULL DEFAULT 0,"
+    " devices_max INTEGER NOT NULL DEFAULT 0,"
+    " series_max INTEGER NOT NULL DEFAULT 0);"
+    "INSERT INTO tiers VALUES(1, 'free', 604800, 1000, 10000000, 10, 10000);"
+    "INSERT INTO tiers VALUES(2, 'paid', 7776000, 100000, 0, 0, 0);"
+    "CREATE TABLE accounts("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " email TEXT NOT NULL UNIQUE,"
+    " pw_hash TEXT NOT NULL,"
+    " first_name TEXT NOT NULL DEFAULT '',"
+    " surname TEXT NOT NULL DEFAULT '',"
+    " organization TEXT NOT NULL DEFAULT '',"
+    " timezone TEXT NOT NULL DEFAULT 'UTC',"
+    " email_verified INTEGER NOT NULL DEFAULT 0,"
+    " verify_hash BLOB,"
+    " verify_expires_ns INTEGER,"
+    " tier INTEGER NOT NULL REFERENCES tiers(id),"
+    " plan_status TEXT NOT NULL DEFAULT 'active',"
+    " billing_customer_id TEXT NOT NULL DEFAULT '',"
+    " billing_period TEXT NOT NULL DEFAULT '',"
+    " notify_device INTEGER NOT NULL DEFAULT 1,"
+    " notify_usage INTEGER NOT NULL DEFAULT 1,"
+    " notify_product INTEGER NOT NULL DEFAULT 0,"
+    " paused INTEGER NOT NULL DEFAULT 0,"
+    " created_ns INTEGER NOT NULL,"
+    " updated_ns INTEGER NOT NULL,"
+    " deleted_ns INTEGER);"
+    "CREATE UNIQUE INDEX accounts_verify ON accounts(verify_hash)"
+    " WHERE verify_hash IS NOT NULL;"
+    "CREATE TABLE devices("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " account_id INTEGER NOT NULL REFERENCES accounts(id),"
+    " thing_name TEXT NOT NULL,"
+    " mac TEXT NOT NULL DEFAULT '',"
+    " friendly_name TEXT NOT NULL DEFAULT '',"
+    " firmware TEXT NOT NULL DEFAULT '',"
+    " tags TEXT NOT NULL DEFAULT '',"
+    " online INTEGER NOT NULL DEFAULT 0,"
+    " paused INTEGER NOT NULL DEFAULT 0,"
+    " last_connect_ns INTEGER NOT NULL DEFAULT 0,"
+    " last_ip TEXT NOT NULL DEFAULT '',"
+    " last_seen_ns INTEGER NOT NULL DEFAULT 0,"
+    " created_ns INTEGER NOT NULL,"
+    " updated_ns INTEGER NOT NULL,"
+    " UNIQUE(account_id, thing_name));"
+    "CREATE TABLE series("
+    " id INTEGER PRIMARY KEY,"
+    " account_id INTEGER NOT NULL,"
+    " device_id INTEGER NOT NULL,"
+    " field BLOB NOT NULL,"
+    " type INTEGER NOT NULL CHECK (type BETWEEN 1 AND 4),"
+    " created_ns INTEGER NOT NULL,"
+    " deleted_ns INTEGER,"
+    " UNIQUE(account_id, device_id, field));"
+    "CREATE TABLE counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+    "INSERT INTO counters VALUES('next_series_id', 1);"
+    "CREATE TABLE api_keys("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " account_id INTEGER,"
+    " device_id INTEGER,"
+    " role INTEGER NOT NULL,"
+    " name TEXT NOT NULL DEFAULT '',"
+    " prefix TEXT NOT NULL,"
+    " hash BLOB NOT NULL UNIQUE,"
+    " created_ns INTEGER NOT NULL,"
+    " last_used_ns INTEGER NOT NULL DEFAULT 0,"
+    " last_ip TEXT NOT NULL DEFAULT '',"
+    " requests INTEGER NOT NULL DEFAULT 0,"
+    " revoked INTEGER NOT NULL DEFAULT 0,"
+    " revoked_ns INTEGER);"
+    "CREATE INDEX api_keys_account ON api_keys(account_id);"
+    "CREATE TABLE sessions("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " account_id INTEGER NOT NULL,"
+    " hash BLOB NOT NULL UNIQUE,"
+    " created_ns INTEGER NOT NULL,"
+    " expires_ns INTEGER NOT NULL,"
+    " ip TEXT NOT NULL DEFAULT '',"
+    " ended INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX sessions_account ON sessions(account_id);",
+
+    /* 2: usage, logs, notifications, tombstones. */
+    "CREATE TABLE usage_daily("
+    " account_id INTEGER NOT NULL,"
+    " day INTEGER NOT NULL,"
+    " messages INTEGER NOT NULL DEFAULT 0,"
+    " points INTEGER NOT NULL DEFAULT 0,"
+    " bytes_in INTEGER NOT NULL DEFAULT 0,"
+    " bytes_out INTEGER NOT NULL DEFAULT 0,"
+    " queries INTEGER NOT NULL DEFAULT 0,"
+    " PRIMARY KEY(account_id, day)) WITHOUT ROWID;"
+    "CREATE TABLE auth_log("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " ts_ns INTEGER NOT NULL,"
+    " account_id INTEGER NOT NULL DEFAULT 0,"
+    " key_id INTEGER NOT NULL DEFAULT 0,"
+    " kind INTEGER NOT NULL,"
+    " ok INTEGER NOT NULL,"
+    " reason TEXT NOT NULL,"
+    " ip TEXT NOT NULL DEFAULT '');"
+    "CREATE INDEX auth_log_account ON auth_log(account_id, ip);"
+    "CREATE INDEX auth_log_ts ON auth_log(ts_ns);"
+    "CREATE TABLE request_log("
+    " id INTEGER PRIMARY KEY,"
+    " ts_ns INTEGER NOT NULL,"
+    " account_id INTEGER NOT NULL,"
+    " key_id INTEGER NOT NULL DEFAULT 0,"
+    " ip TEXT NOT NULL DEFAULT '',"
+    " op TEXT NOT NULL,"
+    " bytes_in INTEGER NOT NULL DEFAULT 0,"
+    " bytes_out INTEGER NOT NULL DEFAULT 0,"
+    " status INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX request_log_ts ON request_log(ts_ns);"
+    "CREATE INDEX request_log_account ON request_log(account_id);"
+    "CREATE TABLE request_daily("
+    " account_id INTEGER NOT NULL,"
+    " day INTEGER NOT NULL,"
+    " op TEXT NOT NULL,"
+    " requests INTEGER NOT NULL DEFAULT 0,"
+    " errors INTEGER NOT NULL DEFAULT 0,"
+    " bytes_in INTEGER NOT NULL DEFAULT 0,"
+    " bytes_out INTEGER NOT NULL DEFAULT 0,"
+    " PRIMARY KEY(account_id, day, op)) WITHOUT ROWID;"
+    "CREATE TABLE notifications("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " account_id INTEGER NOT NULL,"
+    " ts_ns INTEGER NOT NULL,"
+    " kind INTEGER NOT NULL,"
+    " text TEXT NOT NULL,"
+    " read INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX notifications_account ON notifications(account_id, id);"
+    "CREATE TABLE tombstones("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " kind TEXT NOT NULL CHECK (kind IN ('account', 'device')),"
+    " object_id INTEGER NOT NULL,"
+    " account_id INTEGER NOT NULL,"
+    " deleted_ns INTEGER NOT NULL,"
+    " purge_after_ns INTEGER NOT NULL,"
+    " purged_ns INTEGER);",
+};
+
+void tide_meta_options_init(struct tide_meta_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->bcrypt_cost = 12;
+    o->flush_interval_ms = 1000;
+    o->session_ttl_ns = 24 * 3600 * 1000000000ll;
+    o->verify_ttl_ns = 48 * 3600 * 1000000000ll;
+    o->delete_grace_ns = 30 * TIDE__META_DAY_NS;
+}
+
+int64_t tide__meta_now(tide_meta *m)
+{
+    struct timespec ts;
+
+    if (m->o.clock)
+        return m->o.clock(m->o.clock_ctx);
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
+}
+
+int tide__meta_sqlerr(int src)
+{
+    switch (src & 0xff) {
+    case SQLITE_CONSTRAINT:
+        return TIDE_EEXIST;
+    case SQLITE_NOMEM:
+        return -ENOMEM;
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+        return TIDE_ECORRUPT;
+    default:
+        return TIDE_EIO;
+    }
+}
+
+void tide__meta_lock(tide_meta *m)
+{
+    pthread_mutex_lock(&m->lock);
+}
+
+void tide__meta_unlock(tide_meta *m)
+{
+    pthread_mutex_unlock(&m->lock);
+}
+
+int tide__meta_stmt(tide_meta *m, const char *sql, sqlite3_stmt **out)
+{
+    sqlite3_stmt *st = NULL;
+    int src;
+
+    for (unsigned i = 0; i < m->n_stmts; i++) {
+        if (m->stmts[i].sql == sql) {
+            st = m->stmts[i].st;
+            sqlite3_reset(st);
+            sqlite3_clear_bindings(st);
+            *out = st;
+            return 0;
+        }
+    }
+    TIDE_ASSERT(m->n_stmts < TIDE__META_STMTS_MAX);
+    src = sqlite3_prepare_v3(m->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st,
+                             NULL);
+    if (src != SQLITE_OK)
+        return tide__meta_sqlerr(src);
+    m->stmts[m->n_stmts].sql = sql;
+    m->stmts[m->n_stmts].st = st;
+    m->n_stmts++;
+    *out = st;
+    return 0;
+}
+
+int tide__meta_exec(tide_meta *m, const char *sql)
+{
+    sqlite3_stmt *st;
+    int rc, src;
+
+    rc = tide__meta_stmt(m, sql, &st);
+    if (rc)
+        return rc;
+    src = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (src != SQLITE_DONE && src != SQLITE_ROW)
+        return tide__meta_sqlerr(src);
+    return 0;
+}
+
+int tide__meta_begin(tide_meta *m)
+{
+    return tide__meta_exec(m, "BEGIN IMMEDIATE");
+}
+
+int tide__meta_commit(tide_meta *m)
+{
+    int rc = tide__meta_exec(m, "COMMIT");
+
+    if (rc)
+        tide__meta_rollback(m);
+    return rc;
+}
+
+void tide__meta_rollback(tide_meta *m)
+{
+    if (!sqlite3_get_autocommit(m->db))
+        tide__meta_exec(m, "ROLLBACK");
+}
+
+int tide__meta_bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+    return sqlite3_bind_text(st, i, s ? s : "", -1, SQLITE_STATIC) == SQLITE_OK
+               ? 0
+               : TIDE_EIO;
+}
+
+void tide__meta_col_text(sqlite3_stmt *st, int i, char *dst, size_t cap)
+{
+    const unsigned char *s = sqlite3_column_text(st, i);
+    size_t n = s ? (size_t)sqlite3_column_bytes(st, i) : 0;
+
+    if (n >= cap)
+        n = cap - 1;
+    if (n)
+        memcpy(dst, s, n);
+    dst[n] = '\0';
+}
+
+/* Run one statement list outside the cache (migrations, pragmas). */
+static int exec_raw(sqlite3 *db, const char *sql)
+{
+    int src = sqlite3_exec(db, sql, NULL, NULL, NULL);
+
+    return src == SQLITE_OK ? 0 : tide__meta_sqlerr(src);
+}
+
+static int read_version(sqlite3 *db, int *version)
+{
+    sqlite3_stmt *st = NULL;
+    int src, rc = 0;
+
+    src = sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &st,
+                             NULL);
+    if (src != SQLITE_OK)
+        return tide__meta_sqlerr(src);
+    src = sqlite3_step(st);
+    if (src == SQLITE_ROW)
+        *version = sqlite3_column_int(st, 0);
+    else if (src == SQLITE_DONE)
+        *version = 0;
+    else
+        rc = tide__meta_sqlerr(src);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int tide__meta_migrate(sqlite3 *db, int target, int *version)
+{
+    char sql[96];
+    int v = 0;
+    int rc;
+
+    TIDE_ASSERT(target >= 0 && target <= TIDE__META_SCHEMA_VERSION);
+    rc = exec_raw(db, "BEGIN IMMEDIATE;"
+                      "CREATE TABLE IF NOT EXISTS schema_version("
+                      " version INTEGER NOT NULL);"
+                      "INSERT INTO schema_version SELECT 0"
+                      " WHERE NOT EXISTS (SELECT 1 FROM schema_version);"
+                      "COMMIT");
+    if (rc)
+        goto fail;
+    rc = read_version(db, &v);
+    if (rc)
+        goto fail;
+    if (v < 0 || v > TIDE__META_SCHEMA_VERSION) {
+        rc = v < 0 ? TIDE_ECORRUPT : TIDE_EVERSION;
+        goto fail;
+    }
+    while (v < target) {
+        rc = exec_raw(db, "BEGIN IMMEDIATE");
+        if (rc)
+            goto fail;
+        rc = exec_raw(db, migrations[v]);
+        if (!rc) {
+            snprintf(sql, sizeof(sql), "UPDATE schema_version SET version=%d",
+                     v + 1);
+            rc = exec_raw(db, sql);
+        }
+        if (!rc)
+            rc = exec_raw(db, "COMMIT");
+        if (rc) {
+            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+            goto fail;
+        }
+        v++;
+    }
+    *version = v;
+    return 0;
+
+fail:
+    if (!sqlite3_get_autocommit(db))
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    *version = v;
+    return rc;
+}
+
+static int check_options(const struct tide_meta_options *o)
+{
+    if (o->bcrypt_cost < 4 || o->bcrypt_cost > 31)
+        return TIDE_EINVAL;
+    if (o->session_ttl_ns <= 0 || o->verify_ttl_ns <= 0 ||
+        o->delete_grace_ns < 0)
+        return TIDE_EINVAL;
+    if (o->zoneinfo_dir && strlen(o->zoneinfo_dir) > PATH_MAX / 2)
+        return TIDE_EINVAL;
+    return 0;
+}
+
+static void free_handle(tide_meta *m)
+{
+    for (unsigned i = 0; i < m->n_stmts; i++)
+        sqlite3_finalize(m->stmts[i].st);
+    if (m->db)
+        sqlite3_close(m->db);
+    tide__meta_registry_free(&m->reg);
+    tide__meta_pending_fini(&m->pend);
+    pthread_cond_destroy(&m->fcond);
+    pthread_mutex_destroy(&m->flock);
+    pthread_mutex_destroy(&m->plock);
+    pthread_mutex_destroy(&m->lock);
+    tide_free(m->dummy_hash);
+    tide_free(m->zoneinfo);
+    tide_free(m->dir);
+    tide_free(m);
+}
+
+int tide_meta_open(const char *dir, const struct tide_meta_options *opts,
+                   tide_meta **out)
+{
+    char path[PATH_MAX];
+    tide_meta *m = NULL;
+    struct stat st;
+    int rc, src;
+
+    if (!dir || !out)
+        return TIDE_EINVAL;
+    if (stat(dir, &st) != 0)
+        return -errno;
+    if (!S_ISDIR(st.st_mode))
+        return -ENOTDIR;
+    if ((size_t)snprintf(path, sizeof(path), "%s/meta.db", dir) >=
+        sizeof(path) - 16)
+        return -ENAMETOOLONG;
+    m = tide_calloc(1, sizeof(*m));
+    if (!m)
+        return -ENOMEM;
+    pthread_mutex_init(&m->lock, NULL);
+    pthread_mutex_init(&m->plock, NULL);
+    pthread_mutex_init(&m->flock, NULL);
+    pthread_cond_init(&m->fcond, NULL);
+    if (opts)
+        m->o = *opts;
+    else
+        tide_meta_options_init(&m->o);
+    rc = check_options(&m->o);
+    if (rc)
+        goto fail;
+    m->dir = tide_strdup(dir);
+    m->zoneinfo = tide_strdup(m->o.zoneinfo_dir ? m->o.zoneinfo_dir
+                                                : "/usr/share/zoneinfo");
+    m->o.zoneinfo_dir = m->zoneinfo; /* the caller's string is not kept */
+    rc = tide__meta_pending_init(&m->pend);
+    if ((!m->dir || !m->zoneinfo) && !rc)
+        rc = -ENOMEM;
+    if (rc)
+        goto fail;
+
+    /* One connection, serialised by m->lock: SQLite's own mutexes are not
+     * needed. */
+    src = sqlite3_open_v2(
+        path, &m->db,
+        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (src != SQLITE_OK) {
+        rc = tide__meta_sqlerr(src);
+        goto fail;
+    }
+    sqlite3_extended_result_codes(m->db, 1);
+    sqlite3_busy_timeout(m->db, 5000);
+    /* WAL: readers (exports) never block the writer. synchronous=FULL:
+     * an acknowledged account, key or device survives power loss, not only
+     * a process crash. */
+    rc = exec_raw(m->db, "PRAGMA journal_mode=WAL;"
+                         "PRAGMA synchronous=FULL;"
+                         "PRAGMA foreign_keys=ON;"
+                         "PRAGMA secure_delete=ON");
+    if (rc)
+        goto fail;
+    rc = tide__meta_migrate(m->db, TIDE__META_SCHEMA_VERSION,
+                            &m->schema_version);
+    if (rc)
+        goto fail;
+    tide__meta_lock(m);
+    rc = tide__meta_bootstrap_admin(m);
+    if (!rc)
+        rc = tide__meta_registry_load(m);
+    tide__meta_unlock(m);
+    if (rc)
+        goto fail;
+    rc = tide__meta_flusher_start(m);
+    if (rc)
+        goto fail;
+    *out = m;
+    return 0;
+
+fail:
+    free_handle(m);
+    return rc;
+}
+
+void tide_meta_close(tide_meta *m)
+{
+    if (!m)
+        return;
+    tide__meta_flusher_stop(m);
+    tide_meta_flush(m);
+    free_handle(m);
+}
+
+int tide_meta_schema_version(tide_meta *m)
+{
+    return m->schema_version;
+}

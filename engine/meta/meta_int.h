@@ -1,0 +1,247 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Shared by the sidecar's own files (the .c files in engine/meta/) and its unit
+ * tests only: the handle, the statement cache, transactions, validation
+ * helpers, the series registry and the pending-counter tables. meta.h is the
+ * contract; nothing here is.
+ */
+#ifndef TIDE_META_META_INT_H
+#define TIDE_META_META_INT_H
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "internal.h"
+#include "meta.h"
+
+#define TIDE__META_SCHEMA_VERSION 2 /* number of migrations in meta.c */
+#define TIDE__META_STMTS_MAX 160
+#define TIDE__META_HASH_LEN 32 /* SHA-256 */
+#define TIDE__META_DAY_NS 86400000000000ll
+#define TIDE__META_AUTHLOG_KEEP_NS (365 * TIDE__META_DAY_NS)
+#define TIDE__META_REQLOG_KEEP_NS (90 * TIDE__META_DAY_NS)
+#define TIDE__META_PENDING_MAX 65536 /* buffered log rows before drop */
+
+/* ---- Series registry (registry.c) ----------------------------------------
+ * Invariants:
+ *   1. Entries are immutable once published except `state`; they live in
+ *      arena chunks freed only at close, so a reader never sees freed
+ *      memory.
+ *   2. Slot tables only grow; a replaced table is kept on `retired` until
+ *      close for readers still probing it.
+ *   3. Writers (insert, state changes) hold the sidecar mutex `m->lock`.
+ *      Readers take no lock: acquire loads of the table, slots and state.
+ */
+enum { REG_LIVE = 0, REG_PENDING = 1, REG_DEAD = 2 };
+
+struct reg_ent {
+    uint64_t hash;
+    uint64_t account_id;
+    uint64_t device_id;
+    uint64_t id;
+    _Atomic uint8_t state;
+    uint8_t type;
+    uint16_t field_len;
+    char field[];
+};
+
+struct reg_table {
+    struct reg_table *retired_next;
+    size_t mask;
+    _Atomic(struct reg_ent *) slots[];
+};
+
+struct reg_chunk {
+    struct reg_chunk *next;
+    size_t used;
+    size_t cap;
+    uint8_t data[];
+};
+
+struct registry {
+    _Atomic(struct reg_table *) tab;
+    struct reg_table *retired;
+    struct reg_chunk *chunks;
+    size_t n_slots_used; /* entries in the table, dead ones included */
+    _Atomic uint64_t live;
+    uint64_t next_id;
+};
+
+/* ---- Pending counters (usage.c) ------------------------------------------
+ * A small open-addressing table of fixed-size values keyed by their first
+ * two uint64 fields. */
+struct ptab {
+    uint8_t *vals;
+    size_t vsize;
+    uint32_t n;
+    uint32_t cap;
+    uint32_t *slots; /* index + 1; 0 = empty */
+    uint32_t n_slots;
+};
+
+struct usage_ent {
+    uint64_t account_id;
+    int64_t day;
+    struct tide_meta_usage u;
+};
+
+struct keyuse_ent {
+    uint64_t key_id;
+    uint64_t unused;
+    int64_t last_ns;
+    uint64_t requests;
+    char ip[TIDE_META_IP_MAX + 1];
+};
+
+struct seen_ent {
+    uint64_t device_id;
+    uint64_t unused;
+    int64_t last_ns;
+};
+
+struct authlog_ent {
+    int64_t ts_ns;
+    uint64_t account_id;
+    uint64_t key_id;
+    int kind;
+    int ok;
+    char reason[32];
+    char ip[TIDE_META_IP_MAX + 1];
+};
+
+struct request_ent {
+    int64_t ts_ns;
+    uint64_t account_id;
+    uint64_t key_id;
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+    int status;
+    char op[32];
+    char ip[TIDE_META_IP_MAX + 1];
+};
+
+struct pending {
+    struct ptab usage;
+    struct ptab keyuse;
+    struct ptab seen;
+    struct tide_buf authlog;  /* struct authlog_ent[] */
+    struct tide_buf requests; /* struct request_ent[] */
+};
+
+struct stmt_slot {
+    const char *sql; /* by address: every caller passes a static string */
+    sqlite3_stmt *st;
+};
+
+struct tide_meta {
+    char *dir;
+    char *zoneinfo;
+    struct tide_meta_options o;
+    pthread_mutex_t lock; /* the connection, statements, registry writes */
+    sqlite3 *db;
+    struct stmt_slot stmts[TIDE__META_STMTS_MAX];
+    unsigned n_stmts;
+    int schema_version;
+    char *dummy_hash; /* bcrypt hash for unknown-email logins */
+    struct registry reg;
+
+    pthread_mutex_t plock; /* `pend` */
+    struct pending pend;
+
+    pthread_mutex_t flock; /* flusher state below */
+    pthread_cond_t fcond;
+    pthread_t flusher;
+    int flusher_running;
+    int stopping;
+};
+
+/* ---- meta.c: connection helpers (call with m->lock held) ---------------- */
+
+int64_t tide__meta_now(tide_meta *m);
+/* Map a SQLite result code to ours: CONSTRAINT -> TIDE_EEXIST, NOMEM ->
+ * -ENOMEM, CORRUPT/NOTADB -> TIDE_ECORRUPT, others TIDE_EIO. */
+int tide__meta_sqlerr(int src);
+/* The cached, reset, unbound statement for `sql` (a static string). */
+int tide__meta_stmt(tide_meta *m, const char *sql, sqlite3_stmt **out);
+/* Execute `sql` (no result rows wanted) through the cache. */
+int tide__meta_exec(tide_meta *m, const char *sql);
+int tide__meta_begin(tide_meta *m);
+int tide__meta_commit(tide_meta *m);
+void tide__meta_rollback(tide_meta *m);
+/* Bind helpers: text NULL binds "". */
+int tide__meta_bind_text(sqlite3_stmt *st, int i, const char *s);
+/* Copy column `i` as text into dst[0..cap). */
+void tide__meta_col_text(sqlite3_stmt *st, int i, char *dst, size_t cap);
+/* Apply migrations 1..target to an open connection (tests use target <
+ * TIDE__META_SCHEMA_VERSION to build an older file). Returns the version
+ * reached through *version. */
+int tide__meta_migrate(sqlite3 *db, int target, int *version);
+void tide__meta_lock(tide_meta *m);
+void tide__meta_unlock(tide_meta *m);
+
+/* ---- validate.c -------------------------------------------------------- */
+
+/* Validate and normalise (lower-case) an email into out[EMAIL_MAX + 1]. */
+int tide__meta_email_norm(const char *in, char *out);
+/* Valid UTF-8 without control characters, at most `max` bytes; `empty_ok`
+ * says whether "" is allowed. Returns 0 or TIDE_EINVAL. */
+int tide__meta_text_ok(const char *s, size_t max, int empty_ok);
+/* Normalise a MAC in any common notation to "aa:bb:cc:dd:ee:ff". "" is
+ * allowed and stays "". */
+int tide__meta_mac_norm(const char *in, char out[TIDE_META_MAC_LEN + 1]);
+/* A safe IANA zone name whose TZif file exists under `zoneinfo_dir`. */
+int tide__meta_tz_ok(const char *zoneinfo_dir, const char *name);
+/* An IP text (or NULL) short enough, printable. */
+int tide__meta_ip_ok(const char *ip);
+
+/* ---- auth.c ------------------------------------------------------------ */
+
+/* authorize() with m->lock held. */
+int tide__meta_authorize_locked(tide_meta *m,
+                                const struct tide_meta_principal *p,
+                                enum tide_meta_action action,
+                                uint64_t account_id, uint64_t device_id);
+/* bcrypt `password` at the configured cost into a new tide_strdup'd
+ * string *out. Runs without locks. */
+int tide__meta_pw_hash(tide_meta *m, const char *password, char **out);
+/* A new secret "<prefix><48 hex>" into out, its SHA-256 into hash. */
+int tide__meta_secret_new(const char *prefix, char *out,
+                          uint8_t hash[TIDE__META_HASH_LEN]);
+void tide__meta_sha256(const char *s, uint8_t hash[TIDE__META_HASH_LEN]);
+/* Create the bootstrap admin key and `<dir>/admin.key` if no admin key
+ * exists. m->lock held. */
+int tide__meta_bootstrap_admin(tide_meta *m);
+/* Insert a tombstone row (m->lock held, inside the caller's transaction).
+ * account.c. */
+int tide__meta_tombstone(tide_meta *m, const char *kind, uint64_t object_id,
+                         uint64_t account_id, int64_t now, int64_t grace_ns);
+/* Insert a notification row if the account wants this kind (m->lock held,
+ * inside the caller's work). notify.c. */
+int tide__meta_notify_add(tide_meta *m, uint64_t account_id,
+                          enum tide_meta_notify_kind kind, const char *text);
+
+/* ---- registry.c -------------------------------------------------------- */
+
+int tide__meta_registry_load(tide_meta *m);
+void tide__meta_registry_free(struct registry *r);
+/* Mark every entry of the device (or of the account, device_id 0) dead. */
+void tide__meta_registry_kill(tide_meta *m, uint64_t account_id,
+                              uint64_t device_id);
+
+/* ---- usage.c ----------------------------------------------------------- */
+
+int tide__meta_pending_init(struct pending *p);
+void tide__meta_pending_fini(struct pending *p);
+/* Buffer an auth-log row (no lock needed). */
+void tide__meta_authlog_buffer(tide_meta *m, const struct authlog_ent *e);
+/* Buffer a key use (last-used time, ip, +1 request). */
+void tide__meta_keyuse_note(tide_meta *m, uint64_t key_id, int64_t now_ns,
+                            const char *ip);
+/* Write an auth-log row now (m->lock held). */
+int tide__meta_authlog_write(tide_meta *m, const struct authlog_ent *e);
+int tide__meta_flusher_start(tide_meta *m);
+void tide__meta_flusher_stop(tide_meta *m);
+
+#endif /* TIDE_META_META_INT_H */

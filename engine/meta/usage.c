@@ -1,0 +1,740 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Hot-path counters and logs: usage per account and day, key last-used
+ * data, device last-seen times, buffered auth-log and request-log rows.
+ * They collect in memory under a short mutex and are written in one
+ * transaction per flush interval and at close, so a crash loses at most
+ * one interval of them (docs/accounts.md, "Crash-loss window"). Also the
+ * readers of usage and the auth log, and log retention (prune).
+ */
+#include "meta_int.h"
+
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- Pending tables ----------------------------------------------------- */
+
+static void ptab_init(struct ptab *t, size_t vsize)
+{
+    memset(t, 0, sizeof(*t));
+    t->vsize = vsize;
+}
+
+static void ptab_fini(struct ptab *t)
+{
+    tide_free(t->vals);
+    tide_free(t->slots);
+    ptab_init(t, t->vsize);
+}
+
+static uint32_t ptab_slot(const struct ptab *t, uint64_t a, uint64_t b)
+{
+    uint64_t h = (a * 0x9e3779b97f4a7c15ull) ^ (b * 0xc2b2ae3d27d4eb4full);
+
+    return (uint32_t)(h ^ (h >> 29)) & (t->n_slots - 1);
+}
+
+/* The value whose key is (a, b), created zeroed if absent; NULL on
+ * -ENOMEM. */
+static void *ptab_get(struct ptab *t, uint64_t a, uint64_t b)
+{
+    uint32_t i;
+    uint8_t *v;
+
+    if (t->n_slots) {
+        for (i = ptab_slot(t, a, b); t->slots[i];
+             i = (i + 1) & (t->n_slots - 1)) {
+            uint64_t *k = (uint64_t *)(t->vals + (t->slots[i] - 1) * t->vsize);
+
+            if (k[0] == a && k[1] == b)
+                return k;
+        }
+    }
+    if (t->n == t->cap) {
+        uint32_t cap = t->cap ? t->cap * 2 : 64;
+        uint8_t *vals = tide_realloc(t->vals, (size_t)cap * t->vsize);
+        uint32_t *slots;
+
+        if (!vals)
+            return NULL;
+        t->vals = vals;
+        slots = tide_calloc((size_t)cap * 2, sizeof(*slots));
+        if (!slots)
+            return NULL;
+        tide_free(t->slots);
+        t->slots = slots;
+        t->n_slots = cap * 2;
+        t->cap = cap;
+        for (uint32_t j = 0; j < t->n; j++) {
+            uint64_t *k = (uint64_t *)(t->vals + (size_t)j * t->vsize);
+
+            for (i = ptab_slot(t, k[0], k[1]); t->slots[i];
+                 i = (i + 1) & (t->n_slots - 1))
+                ;
+            t->slots[i] = j + 1;
+        }
+    }
+    for (i = ptab_slot(t, a, b); t->slots[i]; i = (i + 1) & (t->n_slots - 1))
+        ;
+    v = t->vals + (size_t)t->n * t->vsize;
+    memset(v, 0, t->vsize);
+    ((uint64_t *)v)[0] = a;
+    ((uint64_t *)v)[1] = b;
+    t->slots[i] = ++t->n;
+    return v;
+}
+
+int tide__meta_pending_init(struct pending *p)
+{
+    memset(p, 0, sizeof(*p));
+    ptab_init(&p->usage, sizeof(struct usage_ent));
+    ptab_init(&p->keyuse, sizeof(struct keyuse_ent));
+    ptab_init(&p->seen, sizeof(struct seen_ent));
+    return 0;
+}
+
+void tide__meta_pending_fini(struct pending *p)
+{
+    ptab_fini(&p->usage);
+    ptab_fini(&p->keyuse);
+    ptab_fini(&p->seen);
+    tide__buf_fini(&p->authlog);
+    tide__buf_fini(&p->requests);
+}
+
+static void usage_merge(struct pending *p, uint64_t account_id, int64_t day,
+                        const struct tide_meta_usage *u, int *rc)
+{
+    struct usage_ent *e = ptab_get(&p->usage, account_id, (uint64_t)day);
+
+    if (!e) {
+        *rc = -ENOMEM;
+        return;
+    }
+    e->u.day = day;
+    e->u.messages += u->messages;
+    e->u.points += u->points;
+    e->u.bytes_in += u->bytes_in;
+    e->u.bytes_out += u->bytes_out;
+    e->u.queries += u->queries;
+}
+
+static void keyuse_merge(struct pending *p, const struct keyuse_ent *k)
+{
+    struct keyuse_ent *e = ptab_get(&p->keyuse, k->key_id, 0);
+
+    if (!e)
+        return;
+    if (k->last_ns >= e->last_ns) {
+        e->last_ns = k->last_ns;
+        memcpy(e->ip, k->ip, sizeof(e->ip));
+    }
+    e->requests += k->requests;
+}
+
+static void seen_merge(struct pending *p, uint64_t device_id, int64_t ns)
+{
+    struct seen_ent *e = ptab_get(&p->seen, device_id, 0);
+
+    if (e && ns > e->last_ns)
+        e->last_ns = ns;
+}
+
+static void buf_push(struct tide_buf *b, const void *v, size_t size)
+{
+    /* Bounded: past the cap rows are dropped rather than memory grown
+     * without limit while the database is failing. */
+    if (b->len / size < TIDE__META_PENDING_MAX)
+        tide__buf_append(b, v, size);
+}
+
+/* ---- Hot-path entry points ---------------------------------------------- */
+
+int tide_meta_usage_add(tide_meta *m, uint64_t account_id,
+                        const struct tide_meta_usage *u)
+{
+    int64_t day = tide__meta_now(m) / TIDE__META_DAY_NS;
+    int rc = 0;
+
+    if (!u || !account_id)
+        return TIDE_EINVAL;
+    pthread_mutex_lock(&m->plock);
+    usage_merge(&m->pend, account_id, day, u, &rc);
+    pthread_mutex_unlock(&m->plock);
+    return rc;
+}
+
+void tide_meta_device_seen(tide_meta *m, uint64_t device_id)
+{
+    int64_t now = tide__meta_now(m);
+
+    pthread_mutex_lock(&m->plock);
+    seen_merge(&m->pend, device_id, now);
+    pthread_mutex_unlock(&m->plock);
+}
+
+void tide__meta_keyuse_note(tide_meta *m, uint64_t key_id, int64_t now_ns,
+                            const char *ip)
+{
+    struct keyuse_ent k;
+
+    memset(&k, 0, sizeof(k));
+    k.key_id = key_id;
+    k.last_ns = now_ns;
+    k.requests = 1;
+    if (ip)
+        snprintf(k.ip, sizeof(k.ip), "%s", ip);
+    pthread_mutex_lock(&m->plock);
+    keyuse_merge(&m->pend, &k);
+    pthread_mutex_unlock(&m->plock);
+}
+
+void tide__meta_authlog_buffer(tide_meta *m, const struct authlog_ent *e)
+{
+    pthread_mutex_lock(&m->plock);
+    buf_push(&m->pend.authlog, e, sizeof(*e));
+    pthread_mutex_unlock(&m->plock);
+}
+
+int tide_meta_request_log(tide_meta *m, const struct tide_meta_request *r)
+{
+    struct request_ent e;
+
+    if (!r || !r->op || tide__meta_text_ok(r->op, sizeof(e.op) - 1, 0) ||
+        tide__meta_ip_ok(r->ip) || r->bytes_in > INT64_MAX ||
+        r->bytes_out > INT64_MAX)
+        return TIDE_EINVAL;
+    memset(&e, 0, sizeof(e));
+    e.ts_ns = tide__meta_now(m);
+    e.account_id = r->account_id;
+    e.key_id = r->key_id;
+    e.bytes_in = r->bytes_in;
+    e.bytes_out = r->bytes_out;
+    e.status = r->status;
+    snprintf(e.op, sizeof(e.op), "%s", r->op);
+    if (r->ip)
+        snprintf(e.ip, sizeof(e.ip), "%s", r->ip);
+    pthread_mutex_lock(&m->plock);
+    buf_push(&m->pend.requests, &e, sizeof(e));
+    pthread_mutex_unlock(&m->plock);
+    return 0;
+}
+
+/* ---- Flush -------------------------------------------------------------- */
+
+static const char SQL_USAGE_UPSERT[] =
+    "INSERT INTO usage_daily(account_id, day, messages, points, bytes_in,"
+    " bytes_out, queries) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+    " ON CONFLICT(account_id, day) DO UPDATE SET"
+    " messages=messages+excluded.messages, points=points+excluded.points,"
+    " bytes_in=bytes_in+excluded.bytes_in,"
+    " bytes_out=bytes_out+excluded.bytes_out,"
+    " queries=queries+excluded.queries";
+static const char SQL_USAGE_QUOTA[] =
+    "SELECT u.points, t.daily_points_max FROM usage_daily u"
+    " JOIN accounts a ON a.id=u.account_id JOIN tiers t ON t.id=a.tier"
+    " WHERE u.account_id=?1 AND u.day=?2";
+static const char SQL_KEYUSE[] =
+    "UPDATE api_keys SET last_used_ns=max(last_used_ns, ?2),"
+    " last_ip=?3, requests=requests+?4 WHERE id=?1";
+static const char SQL_SEEN[] =
+    "UPDATE devices SET last_seen_ns=max(last_seen_ns, ?2) WHERE id=?1";
+static const char SQL_AUTHLOG[] =
+    "INSERT INTO auth_log(ts_ns, account_id, key_id, kind, ok, reason, ip)"
+    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+static const char SQL_REQUEST[] =
+    "INSERT INTO request_log(ts_ns, account_id, key_id, ip, op, bytes_in,"
+    " bytes_out, status) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+static int step_done(sqlite3_stmt *st)
+{
+    int src = sqlite3_step(st);
+
+    sqlite3_reset(st);
+    return src == SQLITE_DONE ? 0 : tide__meta_sqlerr(src);
+}
+
+int tide__meta_authlog_write(tide_meta *m, const struct authlog_ent *e)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    rc = tide__meta_stmt(m, SQL_AUTHLOG, &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, e->ts_ns);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)e->account_id);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)e->key_id);
+    sqlite3_bind_int(st, 4, e->kind);
+    sqlite3_bind_int(st, 5, e->ok);
+    sqlite3_bind_text(st, 6, e->reason, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 7, e->ip, -1, SQLITE_STATIC);
+    return step_done(st);
+}
+
+/* A usage warning when today's points crossed 80 % of the daily quota in
+ * this flush. */
+static int usage_warn(tide_meta *m, const struct usage_ent *e)
+{
+    sqlite3_stmt *st;
+    uint64_t now_pts = 0, max = 0;
+    char text[128];
+    int rc, src;
+
+    rc = tide__meta_stmt(m, SQL_USAGE_QUOTA, &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)e->account_id);
+    sqlite3_bind_int64(st, 2, e->day);
+    src = sqlite3_step(st);
+    if (src == SQLITE_ROW) {
+        now_pts = (uint64_t)sqlite3_column_int64(st, 0);
+        max = (uint64_t)sqlite3_column_int64(st, 1);
+    }
+    sqlite3_reset(st);
+    if (src != SQLITE_ROW && src != SQLITE_DONE)
+        return tide__meta_sqlerr(src);
+    if (max == 0 || now_pts * 5 < max * 4 ||
+        (now_pts - e->u.points) * 5 >= max * 4)
+        return 0;
+    snprintf(text, sizeof(text),
+             "usage at %llu of %llu daily points (80%% reached)",
+             (unsigned long long)now_pts, (unsigned long long)max);
+    return tide__meta_notify_add(m, e->account_id, TIDE_META_NOTIFY_USAGE,
+                                 text);
+}
+
+static int write_pending(tide_meta *m, const struct pending *p)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    for (uint32_t i = 0; i < p->usage.n; i++) {
+        const struct usage_ent *e =
+            (const void *)(p->usage.vals + (size_t)i * p->usage.vsize);
+
+        rc = tide__meta_stmt(m, SQL_USAGE_UPSERT, &st);
+        if (rc)
+            return rc;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)e->account_id);
+        sqlite3_bind_int64(st, 2, e->day);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64)e->u.messages);
+        sqlite3_bind_int64(st, 4, (sqlite3_int64)e->u.points);
+        sqlite3_bind_int64(st, 5, (sqlite3_int64)e->u.bytes_in);
+        sqlite3_bind_int64(st, 6, (sqlite3_int64)e->u.bytes_out);
+        sqlite3_bind_int64(st, 7, (sqlite3_int64)e->u.queries);
+        rc = step_done(st);
+        if (!rc)
+            rc = usage_warn(m, e);
+        if (rc)
+            return rc;
+    }
+    for (uint32_t i = 0; i < p->keyuse.n; i++) {
+        const struct keyuse_ent *e =
+            (const void *)(p->keyuse.vals + (size_t)i * p->keyuse.vsize);
+
+        rc = tide__meta_stmt(m, SQL_KEYUSE, &st);
+        if (rc)
+            return rc;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)e->key_id);
+        sqlite3_bind_int64(st, 2, e->last_ns);
+        sqlite3_bind_text(st, 3, e->ip, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, (sqlite3_int64)e->requests);
+        rc = step_done(st);
+        if (rc)
+            return rc;
+    }
+    for (uint32_t i = 0; i < p->seen.n; i++) {
+        const struct seen_ent *e =
+            (const void *)(p->seen.vals + (size_t)i * p->seen.vsize);
+
+        rc = tide__meta_stmt(m, SQL_SEEN, &st);
+        if (rc)
+            return rc;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)e->device_id);
+        sqlite3_bind_int64(st, 2, e->last_ns);
+        rc = step_done(st);
+        if (rc)
+            return rc;
+    }
+    for (size_t i = 0; i < p->authlog.len / sizeof(struct authlog_ent); i++) {
+        rc = tide__meta_authlog_write(
+            m, (const struct authlog_ent *)p->authlog.data + i);
+        if (rc)
+            return rc;
+    }
+    for (size_t i = 0; i < p->requests.len / sizeof(struct request_ent); i++) {
+        const struct request_ent *e =
+            (const struct request_ent *)p->requests.data + i;
+
+        rc = tide__meta_stmt(m, SQL_REQUEST, &st);
+        if (rc)
+            return rc;
+        sqlite3_bind_int64(st, 1, e->ts_ns);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)e->account_id);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64)e->key_id);
+        sqlite3_bind_text(st, 4, e->ip, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 5, e->op, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 6, (sqlite3_int64)e->bytes_in);
+        sqlite3_bind_int64(st, 7, (sqlite3_int64)e->bytes_out);
+        sqlite3_bind_int(st, 8, e->status);
+        rc = step_done(st);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* Put counters of a failed flush back so the next flush retries them. */
+static void merge_back(tide_meta *m, const struct pending *p)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&m->plock);
+    for (uint32_t i = 0; i < p->usage.n; i++) {
+        const struct usage_ent *e =
+            (const void *)(p->usage.vals + (size_t)i * p->usage.vsize);
+
+        usage_merge(&m->pend, e->account_id, e->day, &e->u, &rc);
+    }
+    for (uint32_t i = 0; i < p->keyuse.n; i++)
+        keyuse_merge(&m->pend, (const void *)(p->keyuse.vals +
+                                              (size_t)i * p->keyuse.vsize));
+    for (uint32_t i = 0; i < p->seen.n; i++) {
+        const struct seen_ent *e =
+            (const void *)(p->seen.vals + (size_t)i * p->seen.vsize);
+
+        seen_merge(&m->pend, e->device_id, e->last_ns);
+    }
+    for (size_t i = 0; i < p->authlog.len / sizeof(struct authlog_ent); i++)
+        buf_push(&m->pend.authlog,
+                 (const struct authlog_ent *)p->authlog.data + i,
+                 sizeof(struct authlog_ent));
+    for (size_t i = 0; i < p->requests.len / sizeof(struct request_ent); i++)
+        buf_push(&m->pend.requests,
+                 (const struct request_ent *)p->requests.data + i,
+                 sizeof(struct request_ent));
+    pthread_mutex_unlock(&m->plock);
+}
+
+int tide_meta_flush(tide_meta *m)
+{
+    struct pending snap;
+    int rc;
+
+    /* Swap the pending tables for empty ones: the hot path waits only for
+     * this, never for SQLite. */
+    pthread_mutex_lock(&m->plock);
+    snap = m->pend;
+    tide__meta_pending_init(&m->pend);
+    pthread_mutex_unlock(&m->plock);
+    if (!snap.usage.n && !snap.keyuse.n && !snap.seen.n && !snap.authlog.len &&
+        !snap.requests.len) {
+        tide__meta_pending_fini(&snap);
+        return 0;
+    }
+    tide__meta_lock(m);
+    rc = tide__meta_begin(m);
+    if (!rc) {
+        rc = write_pending(m, &snap);
+        if (rc)
+            tide__meta_rollback(m);
+        else
+            rc = tide__meta_commit(m);
+    }
+    tide__meta_unlock(m);
+    if (rc)
+        merge_back(m, &snap);
+    tide__meta_pending_fini(&snap);
+    return rc;
+}
+
+static void *flusher_main(void *arg)
+{
+    tide_meta *m = arg;
+    struct timespec ts;
+
+    pthread_mutex_lock(&m->flock);
+    while (!m->stopping) {
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += m->o.flush_interval_ms / 1000;
+        ts.tv_nsec += (long)(m->o.flush_interval_ms % 1000) * 1000000l;
+        if (ts.tv_nsec >= 1000000000l) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000l;
+        }
+        pthread_cond_timedwait(&m->fcond, &m->flock, &ts);
+        if (m->stopping)
+            break;
+        pthread_mutex_unlock(&m->flock);
+        /* A failed flush keeps its counters for the next attempt. */
+        tide_meta_flush(m);
+        pthread_mutex_lock(&m->flock);
+    }
+    pthread_mutex_unlock(&m->flock);
+    return NULL;
+}
+
+int tide__meta_flusher_start(tide_meta *m)
+{
+    pthread_condattr_t ca;
+    int err;
+
+    if (m->o.flush_interval_ms == 0)
+        return 0;
+    /* The condition variable waits on CLOCK_MONOTONIC so a clock step does
+     * not stall or rush the flusher. */
+    pthread_cond_destroy(&m->fcond);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&m->fcond, &ca);
+    pthread_condattr_destroy(&ca);
+    err = pthread_create(&m->flusher, NULL, flusher_main, m);
+    if (err)
+        return -err;
+    m->flusher_running = 1;
+    return 0;
+}
+
+void tide__meta_flusher_stop(tide_meta *m)
+{
+    if (!m->flusher_running)
+        return;
+    pthread_mutex_lock(&m->flock);
+    m->stopping = 1;
+    pthread_cond_signal(&m->fcond);
+    pthread_mutex_unlock(&m->flock);
+    pthread_join(m->flusher, NULL);
+    m->flusher_running = 0;
+}
+
+/* ---- Readers ------------------------------------------------------------ */
+
+static const char SQL_USAGE_READ[] =
+    "SELECT day, messages, points, bytes_in, bytes_out, queries"
+    " FROM usage_daily WHERE account_id=?1 AND day BETWEEN ?2 AND ?3"
+    " ORDER BY day LIMIT ?4";
+
+int tide_meta_usage_read(tide_meta *m, const struct tide_meta_principal *p,
+                         uint64_t account_id, int64_t day_from, int64_t day_to,
+                         struct tide_meta_usage *out, size_t cap, size_t *n_out)
+{
+    sqlite3_stmt *st;
+    size_t n = 0;
+    int rc, src = SQLITE_DONE;
+
+    if (!n_out || (cap && !out) || day_from > day_to)
+        return TIDE_EINVAL;
+    *n_out = 0;
+    rc = tide_meta_authorize(m, p, TIDE_META_ACT_USAGE_READ, account_id, 0);
+    if (!rc)
+        rc = tide_meta_flush(m);
+    if (rc)
+        return rc;
+    tide__meta_lock(m);
+    rc = tide__meta_stmt(m, SQL_USAGE_READ, &st);
+    if (rc)
+        goto out;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+    sqlite3_bind_int64(st, 2, day_from);
+    sqlite3_bind_int64(st, 3, day_to);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)cap);
+    while (n < cap && (src = sqlite3_step(st)) == SQLITE_ROW) {
+        struct tide_meta_usage *u = &out[n++];
+
+        u->day = sqlite3_column_int64(st, 0);
+        u->messages = (uint64_t)sqlite3_column_int64(st, 1);
+        u->points = (uint64_t)sqlite3_column_int64(st, 2);
+        u->bytes_in = (uint64_t)sqlite3_column_int64(st, 3);
+        u->bytes_out = (uint64_t)sqlite3_column_int64(st, 4);
+        u->queries = (uint64_t)sqlite3_column_int64(st, 5);
+    }
+    if (src != SQLITE_ROW && src != SQLITE_DONE)
+        rc = tide__meta_sqlerr(src);
+    sqlite3_reset(st);
+    *n_out = n;
+out:
+    tide__meta_unlock(m);
+    return rc;
+}
+
+static const char SQL_AUTHLOG_READ[] =
+    "SELECT id, ts_ns, account_id, key_id, kind, ok, reason, ip FROM auth_log"
+    " WHERE account_id=?1 AND id<?2 ORDER BY id DESC LIMIT ?3";
+
+int tide_meta_authlog_read(tide_meta *m, const struct tide_meta_principal *p,
+                           uint64_t account_id, uint64_t before_id,
+                           struct tide_meta_auth_event *out, size_t cap,
+                           size_t *n_out)
+{
+    sqlite3_stmt *st;
+    size_t n = 0;
+    int rc, src = SQLITE_DONE;
+
+    if (!n_out || (cap && !out))
+        return TIDE_EINVAL;
+    *n_out = 0;
+    rc = tide_meta_authorize(m, p, TIDE_META_ACT_AUTHLOG_READ, account_id, 0);
+    if (!rc)
+        rc = tide_meta_flush(m);
+    if (rc)
+        return rc;
+    tide__meta_lock(m);
+    rc = tide__meta_stmt(m, SQL_AUTHLOG_READ, &st);
+    if (rc)
+        goto out;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+    sqlite3_bind_int64(st, 2, before_id ? (sqlite3_int64)before_id : INT64_MAX);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)cap);
+    while (n < cap && (src = sqlite3_step(st)) == SQLITE_ROW) {
+        struct tide_meta_auth_event *e = &out[n++];
+
+        memset(e, 0, sizeof(*e));
+        e->id = (uint64_t)sqlite3_column_int64(st, 0);
+        e->ts_ns = sqlite3_column_int64(st, 1);
+        e->account_id = (uint64_t)sqlite3_column_int64(st, 2);
+        e->key_id = (uint64_t)sqlite3_column_int64(st, 3);
+        e->kind = (enum tide_meta_auth_kind)sqlite3_column_int(st, 4);
+        e->ok = sqlite3_column_int(st, 5);
+        tide__meta_col_text(st, 6, e->reason, sizeof(e->reason));
+        tide__meta_col_text(st, 7, e->ip, sizeof(e->ip));
+    }
+    if (src != SQLITE_ROW && src != SQLITE_DONE)
+        rc = tide__meta_sqlerr(src);
+    sqlite3_reset(st);
+    *n_out = n;
+out:
+    tide__meta_unlock(m);
+    return rc;
+}
+
+/* ---- Retention ---------------------------------------------------------- */
+
+static const char SQL_PRUNE_AUTH[] = "DELETE FROM auth_log WHERE ts_ns<?1";
+static const char SQL_FOLD[] =
+    "INSERT INTO request_daily(account_id, day, op, requests, errors,"
+    " bytes_in, bytes_out)"
+    " SELECT account_id, ts_ns/86400000000000, op, count(*),"
+    " sum(status<>0), sum(bytes_in), sum(bytes_out) FROM request_log"
+    " WHERE ts_ns<?1 GROUP BY 1, 2, 3"
+    " ON CONFLICT(account_id, day, op) DO UPDATE SET"
+    " requests=requests+excluded.requests, errors=errors+excluded.errors,"
+    " bytes_in=bytes_in+excluded.bytes_in,"
+    " bytes_out=bytes_out+excluded.bytes_out";
+static const char SQL_PRUNE_REQ[] = "DELETE FROM request_log WHERE ts_ns<?1";
+static const char SQL_PRUNE_SESS[] =
+    "DELETE FROM sessions WHERE expires_ns<=?1 OR ended=1";
+static const char SQL_PURGE_DUE[] =
+    "SELECT id, account_id FROM tombstones WHERE kind='account'"
+    " AND purged_ns IS NULL AND purge_after_ns<=?1 LIMIT 1";
+static const char SQL_PURGED[] =
+    "UPDATE tombstones SET purged_ns=?2 WHERE id=?1";
+
+/* Every table holding rows of an account; the account row goes last. */
+static const char *const purge_sql[] = {
+    "DELETE FROM api_keys WHERE account_id=?1",
+    "DELETE FROM sessions WHERE account_id=?1",
+    "DELETE FROM devices WHERE account_id=?1",
+    "DELETE FROM series WHERE account_id=?1",
+    "DELETE FROM usage_daily WHERE account_id=?1",
+    "DELETE FROM auth_log WHERE account_id=?1",
+    "DELETE FROM request_log WHERE account_id=?1",
+    "DELETE FROM request_daily WHERE account_id=?1",
+    "DELETE FROM notifications WHERE account_id=?1",
+    "DELETE FROM accounts WHERE id=?1",
+};
+
+static int run_ts(tide_meta *m, const char *sql, int64_t v, uint64_t *changes)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    rc = tide__meta_stmt(m, sql, &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, v);
+    rc = step_done(st);
+    if (!rc && changes)
+        *changes += (uint64_t)sqlite3_changes(m->db);
+    return rc;
+}
+
+static int purge_accounts(tide_meta *m, int64_t now, uint64_t *n)
+{
+    sqlite3_stmt *st;
+    int rc, src;
+
+    /* Bounded: at most one pass per tombstone row. */
+    for (;;) {
+        uint64_t tomb, acct;
+
+        rc = tide__meta_stmt(m, SQL_PURGE_DUE, &st);
+        if (rc)
+            return rc;
+        sqlite3_bind_int64(st, 1, now);
+        src = sqlite3_step(st);
+        tomb = (uint64_t)sqlite3_column_int64(st, 0);
+        acct = (uint64_t)sqlite3_column_int64(st, 1);
+        sqlite3_reset(st);
+        if (src == SQLITE_DONE)
+            return 0;
+        if (src != SQLITE_ROW)
+            return tide__meta_sqlerr(src);
+        for (size_t i = 0; i < sizeof(purge_sql) / sizeof(purge_sql[0]); i++) {
+            rc = run_ts(m, purge_sql[i], (int64_t)acct, NULL);
+            if (rc)
+                return rc;
+        }
+        rc = tide__meta_stmt(m, SQL_PURGED, &st);
+        if (rc)
+            return rc;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)tomb);
+        sqlite3_bind_int64(st, 2, now);
+        rc = step_done(st);
+        if (rc)
+            return rc;
+        (*n)++;
+    }
+}
+
+int tide_meta_prune(tide_meta *m, const struct tide_meta_principal *p,
+                    struct tide_meta_prune_stats *stp)
+{
+    struct tide_meta_prune_stats st;
+    int64_t now;
+    int rc;
+
+    memset(&st, 0, sizeof(st));
+    rc = tide_meta_authorize(m, p, TIDE_META_ACT_OPERATOR, 0, 0);
+    if (!rc)
+        rc = tide_meta_flush(m);
+    if (rc)
+        return rc;
+    tide__meta_lock(m);
+    now = tide__meta_now(m);
+    rc = tide__meta_begin(m);
+    if (rc)
+        goto out;
+    rc = run_ts(m, SQL_PRUNE_AUTH, now - TIDE__META_AUTHLOG_KEEP_NS,
+                &st.auth_rows);
+    if (!rc)
+        rc = run_ts(m, SQL_FOLD, now - TIDE__META_REQLOG_KEEP_NS, NULL);
+    if (!rc)
+        rc = run_ts(m, SQL_PRUNE_REQ, now - TIDE__META_REQLOG_KEEP_NS,
+                    &st.request_rows);
+    if (!rc)
+        rc = run_ts(m, SQL_PRUNE_SESS, now, &st.sessions);
+    if (!rc)
+        rc = purge_accounts(m, now, &st.accounts);
+    if (rc) {
+        tide__meta_rollback(m);
+        goto out;
+    }
+    rc = tide__meta_commit(m);
+    if (!rc && stp)
+        *stp = st;
+out:
+    tide__meta_unlock(m);
+    return rc;
+}
