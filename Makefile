@@ -66,6 +66,7 @@ META_SRCS := $(sort $(wildcard engine/meta/*.c))
 GEN_SRCS := $(GEN)/tide.pb-c.c
 SERVER_SRCS := $(sort $(wildcard server/*.c))
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
+INT_SRCS := $(sort $(wildcard tests/integration/test_*.c))
 SUPPORT_SRCS := $(sort $(wildcard tests/support/*.c))
 # --- client: libtide and the tide CLI ---
 CLIENT_SRCS := $(sort $(wildcard client/*.c))
@@ -79,6 +80,7 @@ ENGINE_OBJS := $(call obj,$(ENGINE_SRCS))
 META_OBJS := $(call obj,$(META_SRCS))
 SERVER_OBJS := $(call obj,$(SERVER_SRCS))
 UNIT_OBJS := $(call obj,$(UNIT_SRCS))
+INT_OBJS := $(call obj,$(INT_SRCS))
 SUPPORT_OBJS := $(call obj,$(SUPPORT_SRCS))
 # --- client ---
 CLIENT_OBJS := $(call obj,$(CLIENT_SRCS))
@@ -92,11 +94,13 @@ LIBPROTO := $(BUILD)/libtideproto.a
 LIBENGINE := $(BUILD)/libtideengine.a
 LIBMETA := $(BUILD)/libtidemeta.a
 UNIT_BIN := $(BUILD)/tests/unit-tests
+INT_BIN := $(BUILD)/tests/integration-tests
 EXAMPLES_BIN := $(BUILD)/tide-proto-examples
 ENGINE_BENCH_BIN := $(BUILD)/engine_bench
 META_BENCH_BIN := $(BUILD)/meta_bench
 FUZZ_BIN := build/fuzz/fuzz_frame
 TIDED_BIN := $(BUILD)/tided
+DEMO_BIN := $(BUILD)/tide-demo
 # --- client ---
 LIBTIDE_A := $(BUILD)/libtide.a
 LIBTIDE_SO := $(BUILD)/libtide.so
@@ -104,19 +108,19 @@ TIDE_BIN := $(BUILD)/tide
 # --- end client ---
 
 ALL_OBJS := $(PROTO_OBJS) $(ENGINE_OBJS) $(META_OBJS) $(SERVER_OBJS) \
-            $(UNIT_OBJS) \
+            $(UNIT_OBJS) $(INT_OBJS) \
             $(SUPPORT_OBJS) \
             $(call obj,proto/examples.c bench/engine_bench.c \
-            bench/meta_bench.c) \
+            bench/meta_bench.c bench/demo.c) \
             $(CLIENT_OBJS) $(CLI_OBJS) $(CLIENT_PIC_OBJS)
 
-.PHONY: all deps test test-unit test-integration run fuzz format \
+.PHONY: all deps test test-unit test-integration run demo fuzz format \
         format-check clean
 .DEFAULT_GOAL := all
 
 all: $(LIBPROTO) $(LIBENGINE) $(LIBMETA) $(EXAMPLES_BIN) $(UNIT_BIN) \
-     $(ENGINE_BENCH_BIN) $(META_BENCH_BIN)
-all: $(LIBTIDE_A) $(LIBTIDE_SO) $(TIDE_BIN)
+     $(ENGINE_BENCH_BIN) $(META_BENCH_BIN) $(TIDED_BIN) $(LIBTIDE_A) \
+     $(LIBTIDE_SO) $(TIDE_BIN) $(INT_BIN) $(DEMO_BIN)
 
 # --- rules ------------------------------------------------------------------
 
@@ -159,6 +163,10 @@ $(META_BENCH_BIN): $(call obj,bench/meta_bench.c) $(LIBMETA) $(LIBENGINE)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
 
+$(DEMO_BIN): $(call obj,bench/demo.c) $(LIBTIDE_A)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
+
 $(TIDED_BIN): $(SERVER_OBJS) $(LIBMETA) $(LIBENGINE) $(LIBPROTO)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
@@ -194,6 +202,11 @@ $(TIDE_BIN): $(CLI_OBJS) $(LIBTIDE_A)
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
 # --- end client ---
 
+$(INT_BIN): $(INT_OBJS) $(SUPPORT_OBJS) $(LIBTIDE_A) $(LIBPROTO)
+	@mkdir -p $(@D)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
+
 $(UNIT_BIN): $(UNIT_OBJS) $(SUPPORT_OBJS) $(LIBMETA) $(LIBENGINE) $(LIBPROTO) \
              $(LIBTIDE_A) $(call obj,client/cli/parse.c)
 	@mkdir -p $(@D)
@@ -216,12 +229,23 @@ test-unit: $(UNIT_BIN)
 	$(Q)LSAN_OPTIONS=suppressions=$(CURDIR)/tests/support/lsan.supp \
 	    $(UNIT_BIN) --short-filename
 
-test-integration:
-	@:
+# The real tided on 127.0.0.1, port 0, temporary data directories.
+test-integration: $(INT_BIN) $(TIDED_BIN)
+	@echo "  TEST    integration ($(MODE))"
+	$(Q)TIDED_BIN=$(TIDED_BIN) \
+	    LSAN_OPTIONS=suppressions=$(CURDIR)/tests/support/lsan.supp \
+	    $(INT_BIN) --short-filename
 
+# The main job: tided in the foreground on 127.0.0.1:8433 (HTTP :8434) with
+# ./tide-data. Ctrl-C stops it cleanly.
 run: deps
-	@$(MAKE) --no-print-directory $(EXAMPLES_BIN)
-	$(Q)$(EXAMPLES_BIN)
+	@$(MAKE) --no-print-directory $(TIDED_BIN)
+	$(Q)$(TIDED_BIN) --data-dir ./tide-data
+
+# A fleet streamed through libtide for ~10 s, then the reference queries.
+demo: deps
+	@$(MAKE) --no-print-directory $(TIDED_BIN) $(DEMO_BIN) $(TIDE_BIN)
+	$(Q)scripts/demo.sh $(BUILD)
 
 # libFuzzer needs clang; the target has its own objects under build/fuzz/.
 FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -g -O1 $(W) -Iproto -I$(GEN) \

@@ -440,6 +440,88 @@ static void usage_get(struct conn *c, const Tide__V1__Envelope *e)
     free(pv);
 }
 
+/* Tier ids are small: the tiers table is scanned by id. */
+#define TIER_ID_MAX 256
+
+/* Create or change a tier by name (TierUpsert, operator only). */
+static void tier_upsert(struct conn *c, const Tide__V1__Envelope *e)
+{
+    const Tide__V1__Tier *t = e->tier_upsert->tier;
+    struct tide_meta_tier row, cur;
+    uint16_t id = 0, free_id = 0;
+
+    if (!t || !t->name[0] || strlen(t->name) > TIDE_META_TIER_NAME_MAX ||
+        t->telemetry_ttl_s <= 0) {
+        reply_rc(c, e->request_id, TIDE_EINVAL);
+        return;
+    }
+    for (uint16_t i = 1; i < TIER_ID_MAX && !id; i++) {
+        if (tide_meta_tier_get(c->srv->meta, i, &cur))
+            free_id = free_id ? free_id : i;
+        else if (!strcmp(cur.name, t->name))
+            id = i;
+    }
+    memset(&row, 0, sizeof(row));
+    row.id = id ? id : free_id;
+    snprintf(row.name, sizeof(row.name), "%s", t->name);
+    row.ttl_s = t->telemetry_ttl_s;
+    row.rate_points_s = t->points_per_s;
+    row.daily_points_max = t->daily_points;
+    row.devices_max = t->max_devices;
+    row.series_max = t->max_series;
+    reply_rc(c, e->request_id,
+             row.id ? tide_meta_tier_set(c->srv->meta, &c->who, &row)
+                    : TIDE_EFULL);
+}
+
+/* Move an account to the tier named in TierSet (operator only). */
+static void tier_set(struct conn *c, const Tide__V1__Envelope *e)
+{
+    struct tide_meta_tier cur;
+
+    for (uint16_t i = 1; i < TIER_ID_MAX; i++) {
+        if (tide_meta_tier_get(c->srv->meta, i, &cur) == 0 &&
+            !strcmp(cur.name, e->tier_set->tier)) {
+            reply_rc(c, e->request_id,
+                     tide_meta_account_set_tier(
+                         c->srv->meta, &c->who,
+                         target_account(c, e->tier_set->account_id), i, NULL,
+                         NULL, NULL));
+            return;
+        }
+    }
+    reply_rc(c, e->request_id, TIDE_ENOTFOUND);
+}
+
+static void tier_list(struct conn *c, const Tide__V1__Envelope *e)
+{
+    static Tide__V1__Tier v[TIER_ID_MAX];
+    static Tide__V1__Tier *pv[TIER_ID_MAX];
+    static struct tide_meta_tier rows[TIER_ID_MAX];
+    Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__TierListOk ok = TIDE__V1__TIER_LIST_OK__INIT;
+    size_t n = 0;
+
+    for (uint16_t i = 1; i < TIER_ID_MAX; i++) {
+        if (tide_meta_tier_get(c->srv->meta, i, &rows[n]))
+            continue;
+        tide__v1__tier__init(&v[n]);
+        v[n].name = rows[n].name;
+        v[n].telemetry_ttl_s = rows[n].ttl_s;
+        v[n].points_per_s = rows[n].rate_points_s;
+        v[n].daily_points = rows[n].daily_points_max;
+        v[n].max_devices = rows[n].devices_max;
+        v[n].max_series = rows[n].series_max;
+        pv[n] = &v[n];
+        n++;
+    }
+    ok.tiers = pv;
+    ok.n_tiers = n;
+    env.body_case = TIDE__V1__ENVELOPE__BODY_TIER_LIST_OK;
+    env.tier_list_ok = &ok;
+    reply(c, e->request_id, &env);
+}
+
 static void server_status(struct conn *c, const Tide__V1__Envelope *e)
 {
     struct server *s = c->srv;
@@ -530,6 +612,15 @@ int handle_admin(struct conn *c, const Tide__V1__Envelope *e)
         return 1;
     case TIDE__V1__ENVELOPE__BODY_USAGE_GET:
         usage_get(c, e);
+        return 1;
+    case TIDE__V1__ENVELOPE__BODY_TIER_UPSERT:
+        tier_upsert(c, e);
+        return 1;
+    case TIDE__V1__ENVELOPE__BODY_TIER_SET:
+        tier_set(c, e);
+        return 1;
+    case TIDE__V1__ENVELOPE__BODY_TIER_LIST:
+        tier_list(c, e);
         return 1;
     case TIDE__V1__ENVELOPE__BODY_SERVER_STATUS:
         server_status(c, e);

@@ -492,6 +492,19 @@ int tide_meta_series_ensure(tide_meta *m, const struct tide_meta_principal *p,
                             const struct tide_meta_series_key *keys, size_t n,
                             uint64_t *ids, int *rcs);
 
+/* Called once per series by tide_meta_series_list(). */
+typedef void (*tide_meta_series_fn)(void *ctx, const char *field, uint8_t type,
+                                    uint64_t id);
+
+/*
+ * Every live series of one device, in field order: fn(ctx, field, type,
+ * id) for each. The caller has authorised TELEMETRY_READ for the account;
+ * `fn` runs without the sidecar's lock and may call it. Returns 0, TIDE_EIO
+ * or -ENOMEM (then `fn` was not called).
+ */
+int tide_meta_series_list(tide_meta *m, uint64_t account_id, uint64_t device_id,
+                          tide_meta_series_fn fn, void *ctx);
+
 /* Number of live series in the registry. */
 uint64_t tide_meta_series_count(tide_meta *m);
 

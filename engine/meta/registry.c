@@ -12,6 +12,7 @@
 #include "meta_int.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #define CHUNK_BYTES (1u << 20)
@@ -459,5 +460,58 @@ fail:
         if (rcs)
             rcs[i] = rc;
     }
+    return rc;
+}
+
+static const char SQL_LIST[] =
+    "SELECT id, field, type FROM series WHERE account_id = ?1"
+    " AND device_id = ?2 AND deleted_ns IS NULL ORDER BY field";
+
+int tide_meta_series_list(tide_meta *m, uint64_t account_id, uint64_t device_id,
+                          tide_meta_series_fn fn, void *ctx)
+{
+    struct listed {
+        uint64_t id;
+        uint8_t type;
+        char field[TIDE_META_FIELD_MAX + 1];
+    } *v = NULL;
+    size_t n = 0, cap = 0;
+    sqlite3_stmt *st;
+    int rc, src;
+
+    pthread_mutex_lock(&m->lock);
+    rc = tide__meta_stmt(m, SQL_LIST, &st);
+    if (rc == 0) {
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)device_id);
+        while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+            const unsigned char *f = sqlite3_column_text(st, 1);
+
+            if (n == cap) {
+                size_t c = cap ? 2 * cap : 16;
+                struct listed *nv = tide_realloc(v, c * sizeof(*nv));
+
+                if (!nv) {
+                    rc = -ENOMEM;
+                    break;
+                }
+                v = nv;
+                cap = c;
+            }
+            v[n].id = (uint64_t)sqlite3_column_int64(st, 0);
+            v[n].type = (uint8_t)sqlite3_column_int(st, 2);
+            snprintf(v[n].field, sizeof(v[n].field), "%s",
+                     f ? (const char *)f : "");
+            n++;
+        }
+        if (rc == 0 && src != SQLITE_DONE)
+            rc = tide__meta_sqlerr(src);
+        sqlite3_reset(st);
+    }
+    pthread_mutex_unlock(&m->lock);
+    /* The callback runs without the lock: it may call the sidecar. */
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        fn(ctx, v[i].field, v[i].type, v[i].id);
+    tide_free(v);
     return rc;
 }

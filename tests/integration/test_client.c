@@ -98,10 +98,8 @@ static size_t count_points(tide_client *c, const char *field, int64_t span,
                            double *sum, enum tide_value_type *type)
 {
     const char *fields[1] = {field};
-    struct tide_query_params q = {.fields = fields,
-                                  .n_fields = 1,
-                                  .from_ns = T0,
-                                  .to_ns = T0 + span};
+    struct tide_query_params q = {
+        .fields = fields, .n_fields = 1, .from_ns = T0, .to_ns = T0 + span};
     struct tide_series_block b;
     tide_query_iter *it;
     size_t n = 0;

@@ -57,7 +57,7 @@ static void teardown(void)
 
 TestSuite(server, .init = setup, .fini = teardown, .timeout = 120);
 
-/* ---- Helpers --------------------------------------------------------------- */
+/* ---- Helpers ------------------------------------------------------------- */
 
 static uint64_t next_rid = 100;
 
@@ -80,7 +80,7 @@ static void expect_error(Tide__V1__Envelope *r, Tide__V1__ErrorCode code)
 /* The message of an Error response, for assertion output. */
 static const char *why(const Tide__V1__Envelope *r)
 {
-    return !r ? "no response"
+    return !r                                               ? "no response"
            : r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR ? r->error->message
                                                             : "";
 }
@@ -234,7 +234,7 @@ static size_t query_raw(int fd, const char *field, int64_t from, int64_t to,
     }
 }
 
-/* ---- Tests ------------------------------------------------------------------ */
+/* ---- Tests --------------------------------------------------------------- */
 
 Test(server, handshake_ping_and_order)
 {
@@ -247,7 +247,8 @@ Test(server, handshake_ping_and_order)
     cr_assert_geq(fd, 0);
     e.body_case = TIDE__V1__ENVELOPE__BODY_KEY_LIST;
     e.key_list = &kl;
-    expect_error(call(fd, &e), TIDE__V1__ERROR_CODE__ERROR_CODE_NOT_AUTHENTICATED);
+    expect_error(call(fd, &e),
+                 TIDE__V1__ERROR_CODE__ERROR_CODE_NOT_AUTHENTICATED);
     h.protocol_version = 2;
     e.body_case = TIDE__V1__ENVELOPE__BODY_HELLO;
     e.hello = &h;
@@ -274,7 +275,8 @@ Test(server, handshake_ping_and_order)
     tide_frame_free(r, NULL);
     /* Before Auth, telemetry is refused but the connection stays. */
     e.body_case = TIDE__V1__ENVELOPE__BODY_KEY_LIST;
-    expect_error(call(fd, &e), TIDE__V1__ERROR_CODE__ERROR_CODE_NOT_AUTHENTICATED);
+    expect_error(call(fd, &e),
+                 TIDE__V1__ERROR_CODE__ERROR_CODE_NOT_AUTHENTICATED);
     e.body_case = TIDE__V1__ENVELOPE__BODY_PING;
     r = call(fd, &e);
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_PONG);
@@ -370,11 +372,10 @@ Test(server, write_and_read_every_type)
     e.body_case = TIDE__V1__ENVELOPE__BODY_WRITE_BATCH;
     e.write_batch = &wb;
     r = call(dfd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK,
-              "write: %s",
-              r && r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR
-                  ? r->error->message
-                  : "no ack");
+    cr_assert(
+        r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK, "write: %s",
+        r && r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR ? r->error->message
+                                                            : "no ack");
     cr_assert_eq(r->write_ack->accepted_points, 12);
     cr_assert_eq(r->write_ack->rejected_points, 0);
     tide_frame_free(r, NULL);
@@ -494,8 +495,8 @@ Test(server, pipelined_writes_are_acked_in_order)
     make_account("pipe@example.com", dkey, akey);
     dfd = wire_session(srv.port, dkey);
     for (int k = 0; k < 50; k++) {
-        Tide__V1__Envelope *w = f64_batch(9, (uint64_t)k + 1, k * 100, 50,
-                                          vals, deltas);
+        Tide__V1__Envelope *w =
+            f64_batch(9, (uint64_t)k + 1, k * 100, 50, vals, deltas);
 
         w->request_id = 1000 + (uint64_t)k;
         cr_assert_eq(wire_send(dfd, w), 0);
@@ -538,9 +539,11 @@ Test(server, bad_frames_get_errors_and_others_are_served)
     fd = wire_connect(srv.port);
     e.body_case = TIDE__V1__ENVELOPE__BODY_PONG;
     e.pong = &pong;
-    expect_error(call(fd, &e), TIDE__V1__ERROR_CODE__ERROR_CODE_UNKNOWN_MESSAGE);
+    expect_error(call(fd, &e),
+                 TIDE__V1__ERROR_CODE__ERROR_CODE_UNKNOWN_MESSAGE);
     e.body_case = TIDE__V1__ENVELOPE__BODY__NOT_SET;
-    expect_error(call(fd, &e), TIDE__V1__ERROR_CODE__ERROR_CODE_UNKNOWN_MESSAGE);
+    expect_error(call(fd, &e),
+                 TIDE__V1__ERROR_CODE__ERROR_CODE_UNKNOWN_MESSAGE);
     close(fd);
 
     /* Another client is served throughout. */
@@ -691,9 +694,8 @@ Test(server, kill9_during_ingest_keeps_acknowledged_points)
     /* Pipeline batches; once KILL_AT are acknowledged, kill -9 the server
      * while the rest are still being written. */
     for (int k = 0; k < BATCHES; k++) {
-        Tide__V1__Envelope *w = f64_batch(5, (uint64_t)k + 1,
-                                          (int64_t)k * POINTS, POINTS, vals,
-                                          deltas);
+        Tide__V1__Envelope *w = f64_batch(
+            5, (uint64_t)k + 1, (int64_t)k * POINTS, POINTS, vals, deltas);
 
         w->request_id = (uint64_t)k + 1;
         if (wire_send(dfd, w))
@@ -723,8 +725,8 @@ Test(server, kill9_during_ingest_keeps_acknowledged_points)
     afd = wire_session(srv.port, akey);
     cr_assert_geq(afd, 0);
     {
-        size_t got = query_raw(afd, "temp", 0, (int64_t)BATCHES * POINTS,
-                               NULL, NULL, 0, NULL);
+        size_t got = query_raw(afd, "temp", 0, (int64_t)BATCHES * POINTS, NULL,
+                               NULL, 0, NULL);
 
         cr_assert_geq(got, (size_t)acked * POINTS,
                       "%zu points after restart, %d batches were acked", got,

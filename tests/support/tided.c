@@ -183,8 +183,9 @@ int wire_send(int fd, const Tide__V1__Envelope *env)
 
     if (!buf)
         return -1;
-    rc = tide_frame_encode(env, buf, n) == (int64_t)n ? wire_send_raw(fd, buf, n)
-                                                      : -1;
+    rc = tide_frame_encode(env, buf, n) == (int64_t)n
+             ? wire_send_raw(fd, buf, n)
+             : -1;
     free(buf);
     return rc;
 }
@@ -289,8 +290,8 @@ char *http_get(int port, const char *path, int *status)
     *status = 0;
     if (fd < 0)
         return NULL;
-    snprintf(req, sizeof(req),
-             "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
+    snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n",
+             path);
     if (wire_send_raw(fd, req, strlen(req)))
         goto out;
     for (;;) {

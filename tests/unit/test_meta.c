@@ -739,6 +739,49 @@ Test(meta, series_registry_roundtrip)
     cr_assert_eq(ids[0], 3);
 }
 
+struct listed {
+    unsigned n;
+    char fields[4][16];
+    uint8_t types[4];
+    uint64_t ids[4];
+};
+
+static void on_listed(void *ctx, const char *field, uint8_t type, uint64_t id)
+{
+    struct listed *l = ctx;
+
+    cr_assert_lt(l->n, 4);
+    snprintf(l->fields[l->n], sizeof(l->fields[0]), "%s", field);
+    l->types[l->n] = type;
+    l->ids[l->n++] = id;
+}
+
+Test(meta, series_list_of_a_device)
+{
+    struct tide_meta_principal p;
+    uint64_t id = new_owner("list@example.com", &p);
+    uint64_t d1 = new_device(&p, id, "d1"), d2 = new_device(&p, id, "d2");
+    struct tide_meta_series_key k[3] = {
+        {id, d1, "temp", 4, TIDE_TYPE_F64},
+        {id, d1, "door", 4, TIDE_TYPE_BOOL},
+        {id, d2, "temp", 4, TIDE_TYPE_F64},
+    };
+    uint64_t ids[3];
+    struct listed l = {0};
+
+    CHECK(tide_meta_series_ensure(m, &p, k, 3, ids, NULL));
+    CHECK(tide_meta_series_list(m, id, d1, on_listed, &l));
+    cr_assert_eq(l.n, 2);
+    cr_assert_str_eq(l.fields[0], "door"); /* field order */
+    cr_assert_eq(l.types[0], TIDE_TYPE_BOOL);
+    cr_assert_eq(l.ids[0], ids[1]);
+    cr_assert_str_eq(l.fields[1], "temp");
+    cr_assert_eq(l.ids[1], ids[0]);
+    memset(&l, 0, sizeof(l));
+    CHECK(tide_meta_series_list(m, id + 1, d1, on_listed, &l));
+    cr_assert_eq(l.n, 0, "another account sees nothing");
+}
+
 Test(meta, series_registry_million, .timeout = 300)
 {
     enum { N = 1000000, BATCH = 50000 };
