@@ -40,10 +40,13 @@ else
 $(error MODE must be release, debug or asan, not '$(MODE)')
 endif
 
-PKGS := libprotobuf-c criterion liburing liblz4 libxxhash sqlite3 libcrypto \
+PKGS := libprotobuf-c liburing liblz4 libxxhash sqlite3 libcrypto \
         libxcrypt libevent libevent_pthreads
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) criterion 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+# Only test binaries link Criterion: its runtime attaches to a parent test
+# run through the environment, which a server started by a test inherits.
+TEST_LIBS := $(shell pkg-config --libs criterion 2>/dev/null)
 
 INCLUDES := -Iproto -I$(GEN) -Iengine/include -Iengine -Iengine/meta \
             -Itests/support -Iclient/include
@@ -205,13 +208,13 @@ $(TIDE_BIN): $(CLI_OBJS) $(LIBTIDE_A)
 $(INT_BIN): $(INT_OBJS) $(SUPPORT_OBJS) $(LIBTIDE_A) $(LIBPROTO)
 	@mkdir -p $(@D)
 	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
+	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) $(TEST_LIBS) -o $@
 
 $(UNIT_BIN): $(UNIT_OBJS) $(SUPPORT_OBJS) $(LIBMETA) $(LIBENGINE) $(LIBPROTO) \
              $(LIBTIDE_A) $(call obj,client/cli/parse.c)
 	@mkdir -p $(@D)
 	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
+	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) $(TEST_LIBS) -o $@
 
 -include $(ALL_OBJS:.o=.d)
 

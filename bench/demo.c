@@ -22,8 +22,8 @@
 #define INTERVAL_NS 10000000000ll /* one reading per device every 10 s */
 
 static const char *const field_names[FIELDS] = {
-    "usage_user",   "usage_system", "usage_idle",    "usage_nice",
-    "usage_iowait", "usage_irq",    "usage_softirq", "usage_steal",
+    "usage_user",   "usage_system",    "usage_idle",    "usage_nice",
+    "usage_iowait", "usage_irq",       "usage_softirq", "usage_steal",
     "usage_guest",  "usage_guest_nice"};
 
 static int64_t now_ns(void)
@@ -81,8 +81,9 @@ static int run_query(tide_client *c, const char *title,
     while ((rc = tide_query_next(it, &b)) == 0) {
         points += b.n;
         if (shown < show && b.n && !b.continued) {
-            double v = b.f64 ? b.f64[b.n - 1] : b.i64 ? (double)b.i64[b.n - 1]
-                                                      : 0;
+            double v = b.f64   ? b.f64[b.n - 1]
+                       : b.i64 ? (double)b.i64[b.n - 1]
+                               : 0;
 
             printf("    %-10s %-14s %6zu values, last %.2f\n",
                    b.device[0] ? b.device : "(fleet)", b.field, b.n, v);
@@ -109,8 +110,8 @@ static int run_query(tide_client *c, const char *title,
 static int provision(unsigned port, const char *key_file)
 {
     static const char *const tier[] = {
-        "tier.name=demo", "tier.telemetry_ttl_s=7776000",
-        "tier.points_per_s=0", "tier.daily_points=0"};
+        "tier.name=demo", "tier.telemetry_ttl_s=7776000", "tier.points_per_s=0",
+        "tier.daily_points=0"};
     static const char *const account[] = {
         "email=" DEMO_EMAIL, "password=" DEMO_PASSWORD, "tier=demo"};
     struct tide_client_options o;
@@ -289,8 +290,7 @@ int main(int argc, char **argv)
         if (run_query(c, "Q1 raw, 1 device, all fields, last hour", &q1, 3) ||
             run_query(c, "Q2 5-min avg of 1 field of 1 device", &q2, 1) ||
             run_query(c, "Q3 max of 1 field per device, last hour", &q3, 3) ||
-            run_query(c, "Q4 avg of every field per device, whole run", &q4,
-                      3))
+            run_query(c, "Q4 avg of every field per device, whole run", &q4, 3))
             return 1;
     }
     free(walk);

@@ -52,7 +52,6 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct server *s = arg;
     struct timeval tick = {0, 10000};
-    struct event *ev;
 
     (void)what;
     if (s->stopping)
@@ -62,8 +61,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     s->stopping = 1;
     if (s->listener)
         evconnlistener_disable(s->listener);
-    ev = event_new(s->base, -1, EV_PERSIST, on_drain_tick, s);
-    if (!ev || event_add(ev, &tick))
+    s->drain = event_new(s->base, -1, EV_PERSIST, on_drain_tick, s);
+    if (!s->drain || event_add(s->drain, &tick))
         event_base_loopexit(s->base, NULL);
 }
 
@@ -215,6 +214,8 @@ out:
     tided_throttle_fini(s);
     if (s->wake)
         event_free(s->wake);
+    if (s->drain)
+        event_free(s->drain);
     if (s->sig_term)
         event_free(s->sig_term);
     if (s->sig_int)

@@ -106,7 +106,6 @@ struct tided_metrics {
 /* ---- Server and connections --------------------------------------------- */
 
 struct conn;
-struct ack_queue;
 
 struct server {
     struct tided_config cfg;
@@ -115,7 +114,8 @@ struct server {
     struct evhttp *http;
     struct event *sig_term;
     struct event *sig_int;
-    struct event *wake; /* engine completions are ready (ack_queue) */
+    struct event *wake;  /* engine completions are ready */
+    struct event *drain; /* shutdown: waits for in-flight writes */
     tide_db *db;
     tide_meta *meta;
     struct tided_metrics metrics;

@@ -63,8 +63,19 @@ int tided_start(struct tided_proc *p, const char *dir,
     if (p->pid < 0)
         return -1;
     if (p->pid == 0) {
+        char log[600];
+        int fd;
+
+        /* The server's log stays in its data directory for a failing
+         * test to show; the test's cleanup removes it. */
+        snprintf(log, sizeof(log), "%s/tided.log", dir);
+        fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0)
+            dup2(fd, 2);
         dup2(out[1], 1);
         close(out[0]);
+        /* Criterion's worker handshake variable is not the server's. */
+        unsetenv("BXFI_MAP");
         close(out[1]);
         execv(argv[0], (char *const *)argv);
         perror("exec tided");
@@ -97,6 +108,11 @@ int tided_start(struct tided_proc *p, const char *dir,
     }
     close(out[0]);
     if (p->port <= 0) {
+        buf[len] = 0;
+        fprintf(stderr,
+                "tided did not print its ready line; stdout: '%s'; its log is "
+                "%s/tided.log\n",
+                buf, dir);
         tided_kill(p);
         return -1;
     }
