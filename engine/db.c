@@ -821,12 +821,20 @@ static void *writer_main(void *arg)
                          "shard %u: %u column(s) skipped: value type differs "
                          "from the series' type",
                          s->idx, skipped);
-        if (rc)
+        if (rc) {
             complete_list(done, TIDE_EIO);
-        else if (commit_group(s, &done) == 0) {
+        } else {
+            /* Counted before the commit completes the appends, so that a
+             * caller woken by its completion sees its own points counted;
+             * taken back if the commit fails. */
             atomic_fetch_add(&db->points_appended, points);
             atomic_fetch_add(&db->batches_appended, batches);
             atomic_fetch_add(&db->batches_duplicate, dups);
+            if (commit_group(s, &done) != 0) {
+                atomic_fetch_sub(&db->points_appended, points);
+                atomic_fetch_sub(&db->batches_appended, batches);
+                atomic_fetch_sub(&db->batches_duplicate, dups);
+            }
         }
         if (atomic_load(&db->failed)) {
             complete_list(flushes, TIDE_EIO);

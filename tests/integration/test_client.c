@@ -55,8 +55,8 @@ static tide_client *open_client(const char *key)
     return c;
 }
 
-/* As the operator: a paid account, device "dev1" and its device key, and
- * an analyst key. */
+/* As the operator: an account on a tier without rate limits, device
+ * "dev1" and its device key, and an analyst key. */
 static void make_account(const char *email, char *dkey, char *akey)
 {
     tide_client *admin = open_client(srv.admin_key);
@@ -66,10 +66,13 @@ static void make_account(const char *email, char *dkey, char *akey)
     const char *v;
     int rc;
 
+    args[0] = "tier.name=unlimited";
+    args[1] = "tier.telemetry_ttl_s=2592000";
+    cr_assert_eq(tide_client_call(admin, "tier_upsert", args, 2, NULL), 0);
     snprintf(arg[0], sizeof(arg[0]), "email=%s", email);
     args[0] = arg[0];
     args[1] = "password=correct horse battery";
-    args[2] = "tier=paid";
+    args[2] = "tier=unlimited";
     rc = tide_client_call(admin, "account_create", args, 3, &r);
     cr_assert_eq(rc, 0, "account_create: %s", tide_client_strerror(rc));
     v = tide_result_find(r, 0, "account.id");

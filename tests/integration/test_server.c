@@ -85,10 +85,30 @@ static const char *why(const Tide__V1__Envelope *r)
                                                             : "";
 }
 
-/* As the operator: an account with a device "dev1", a device key for it
- * and an analyst key. Returns the account id. */
-static uint64_t make_account(const char *email, char *device_key,
-                             char *analyst_key)
+/* As the operator: create or change tier `name` with a points/s limit
+ * (0 = none). */
+static void make_tier(int fd, const char *name, uint64_t points_per_s)
+{
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__TierUpsert tu = TIDE__V1__TIER_UPSERT__INIT;
+    Tide__V1__Tier t = TIDE__V1__TIER__INIT;
+
+    t.name = (char *)name;
+    t.telemetry_ttl_s = 30 * 86400;
+    t.points_per_s = points_per_s;
+    tu.tier = &t;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_TIER_UPSERT;
+    e.tier_upsert = &tu;
+    r = call(fd, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_OK,
+              "tier upsert: %s", why(r));
+    tide_frame_free(r, NULL);
+}
+
+/* As the operator: an account on tier `tier` with a device "dev1", a device
+ * key for it and an analyst key. Returns the account id. */
+static uint64_t make_account_on(const char *email, const char *tier,
+                                char *device_key, char *analyst_key)
 {
     int fd = wire_session(srv.port, srv.admin_key);
     Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
@@ -99,9 +119,11 @@ static uint64_t make_account(const char *email, char *device_key,
     uint64_t account;
 
     cr_assert_geq(fd, 0, "admin session");
+    if (!strcmp(tier, "unlimited"))
+        make_tier(fd, tier, 0);
     ac.email = (char *)email;
     ac.password = "correct horse battery";
-    ac.tier = "paid"; /* 100 k points/s: the tests stay below it */
+    ac.tier = (char *)tier;
     e.body_case = TIDE__V1__ENVELOPE__BODY_ACCOUNT_CREATE;
     e.account_create = &ac;
     r = call(fd, &e);
@@ -142,6 +164,13 @@ static uint64_t make_account(const char *email, char *device_key,
     tide_frame_free(r, NULL);
     close(fd);
     return account;
+}
+
+/* An account without rate limits (tier "unlimited"). */
+static uint64_t make_account(const char *email, char *device_key,
+                             char *analyst_key)
+{
+    return make_account_on(email, "unlimited", device_key, analyst_key);
 }
 
 /* A one-group batch of `n` f64 points of dev1/temp at ts base + i. */
@@ -510,6 +539,33 @@ Test(server, pipelined_writes_are_acked_in_order)
         cr_assert_eq(r->write_ack->sequence, (uint64_t)k + 1);
         tide_frame_free(r, NULL);
     }
+    close(dfd);
+}
+
+Test(server, rate_limit_refuses_with_retry_after)
+{
+    char dkey[128], akey[128];
+    static double vals[500];
+    static int64_t deltas[500];
+    Tide__V1__Envelope *r;
+    int fd = wire_session(srv.port, srv.admin_key), dfd;
+
+    make_tier(fd, "slow", 100);
+    close(fd);
+    make_account_on("slow@example.com", "slow", dkey, akey);
+    dfd = wire_session(srv.port, dkey);
+    /* The bucket holds one second of the rate; a batch may overdraw it
+     * once, then the account waits until the debt is paid. */
+    r = call(dfd, f64_batch(3, 1, 0, 500, vals, deltas));
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK, "%s",
+              why(r));
+    tide_frame_free(r, NULL);
+    r = call(dfd, f64_batch(3, 2, 1000, 500, vals, deltas));
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR);
+    cr_assert_eq(r->error->code, TIDE__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED);
+    cr_assert(r->error->retryable);
+    cr_assert_gt(r->error->retry_after_ms, 1000);
+    tide_frame_free(r, NULL);
     close(dfd);
 }
 
