@@ -233,9 +233,9 @@ test-unit: $(UNIT_BIN)
 	    $(UNIT_BIN) --short-filename
 
 # The real tided on 127.0.0.1, port 0, temporary data directories.
-test-integration: $(INT_BIN) $(TIDED_BIN)
+test-integration: $(INT_BIN) $(TIDED_BIN) $(TIDE_BIN)
 	@echo "  TEST    integration ($(MODE))"
-	$(Q)TIDED_BIN=$(TIDED_BIN) \
+	$(Q)TIDED_BIN=$(TIDED_BIN) TIDE_BIN=$(TIDE_BIN) \
 	    LSAN_OPTIONS=suppressions=$(CURDIR)/tests/support/lsan.supp \
 	    $(INT_BIN) --short-filename
 

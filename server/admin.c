@@ -286,15 +286,31 @@ static int tags_text(Tide__V1__Tag **tags, size_t n, char *out, size_t cap)
     return 0;
 }
 
+/* Reply with device `id` of `account` as a Device message. */
+static void device_get_by_id(struct conn *c, uint64_t rid, uint64_t account,
+                             uint64_t id)
+{
+    struct tide_meta_device m;
+    Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__Device out = TIDE__V1__DEVICE__INIT;
+    int rc = tide_meta_device_get(c->srv->meta, &c->who, account, id, &m);
+
+    if (rc) {
+        reply_rc(c, rid, rc);
+        return;
+    }
+    fill_device(&out, &m);
+    env.body_case = TIDE__V1__ENVELOPE__BODY_DEVICE;
+    env.device = &out;
+    reply(c, rid, &env);
+}
+
 static void device_register(struct conn *c, const Tide__V1__Envelope *e)
 {
     const Tide__V1__DeviceRegister *r = e->device_register;
     uint64_t account = target_account(c, r->account_id), id;
     char tags[TIDE_META_TAGS_MAX + 1];
     struct tide_meta_device_new d;
-    struct tide_meta_device m;
-    Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
-    Tide__V1__Device out = TIDE__V1__DEVICE__INIT;
     int rc;
 
     if (!r->device) {
@@ -309,36 +325,21 @@ static void device_register(struct conn *c, const Tide__V1__Envelope *e)
                                       .tags = tags};
     if (rc == 0)
         rc = tide_meta_device_register(c->srv->meta, &c->who, account, &d, &id);
-    if (rc == 0)
-        rc = tide_meta_device_get(c->srv->meta, &c->who, account, id, &m);
-    if (rc) {
+    if (rc)
         reply_rc(c, e->request_id, rc);
-        return;
-    }
-    fill_device(&out, &m);
-    env.body_case = TIDE__V1__ENVELOPE__BODY_DEVICE;
-    env.device = &out;
-    reply(c, e->request_id, &env);
+    else
+        device_get_by_id(c, e->request_id, account, id);
 }
 
 static void device_get(struct conn *c, const Tide__V1__Envelope *e)
 {
     uint64_t account = target_account(c, e->device_get->account_id), id;
-    struct tide_meta_device m;
-    Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
-    Tide__V1__Device out = TIDE__V1__DEVICE__INIT;
     int rc = tided_device_resolve(c->srv, account, e->device_get->name, 0, &id);
 
-    if (rc == 0)
-        rc = tide_meta_device_get(c->srv->meta, &c->who, account, id, &m);
-    if (rc) {
+    if (rc)
         reply_rc(c, e->request_id, rc);
-        return;
-    }
-    fill_device(&out, &m);
-    env.body_case = TIDE__V1__ENVELOPE__BODY_DEVICE;
-    env.device = &out;
-    reply(c, e->request_id, &env);
+    else
+        device_get_by_id(c, e->request_id, account, id);
 }
 
 static void device_list(struct conn *c, const Tide__V1__Envelope *e)
@@ -438,6 +439,328 @@ static void usage_get(struct conn *c, const Tide__V1__Envelope *e)
     free(u);
     free(v);
     free(pv);
+}
+
+/* Is `name` among the `set` field names of an update request? */
+static int in_set(char **set, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(set[i], name))
+            return 1;
+    return 0;
+}
+
+/* Owners confirm sensitive requests with their password: a login whose
+ * session is ended at once. Returns 0 or TIDE_EAUTH. */
+static int confirm_password(struct conn *c, uint64_t account,
+                            const char *password)
+{
+    struct tide_meta_account a;
+    struct tide_meta_principal p;
+    char token[TIDE_META_SECRET_MAX + 1];
+    int rc;
+
+    if (c->who.role == TIDE_META_ROLE_ADMIN)
+        return 0;
+    rc = tide_meta_account_get(c->srv->meta, &c->who, account, &a);
+    if (rc == 0)
+        rc = tide_meta_login(c->srv->meta, a.email, password, c->ip, token, &p);
+    if (rc == 0)
+        tide_meta_logout(c->srv->meta, &p);
+    return rc ? TIDE_EAUTH : 0;
+}
+
+static void account_update(struct conn *c, const Tide__V1__Envelope *e)
+{
+    const Tide__V1__AccountUpdate *r = e->account_update;
+    static const char *const plan_names[] = {NULL, "active", "trialing",
+                                             "past_due", "canceled"};
+    static const char *const known[] = {
+        "email",    "first_name",          "surname",        "organization",
+        "timezone", "billing_customer_id", "billing_period", "plan_status"};
+    uint64_t account = target_account(c, r->account_id);
+    struct tide_meta_profile pr = {0};
+    struct tide_meta_account cur;
+    int billing = 0, rc = 0;
+
+    for (size_t i = 0; i < r->n_set && rc == 0; i++) {
+        size_t k = 0;
+
+        while (k < sizeof(known) / sizeof(known[0]) &&
+               strcmp(r->set[i], known[k]))
+            k++;
+        if (k == sizeof(known) / sizeof(known[0]))
+            rc = TIDE_EINVAL;
+        billing |= k >= 5 && k < sizeof(known) / sizeof(known[0]);
+    }
+    if (rc == 0 && r->plan_status > TIDE__V1__PLAN_STATUS__PLAN_STATUS_CANCELED)
+        rc = TIDE_EINVAL;
+    if (rc) {
+        conn_send_error(c, e->request_id,
+                        TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT,
+                        "set names an unknown field or a bad value", 0);
+        return;
+    }
+    pr.email = in_set(r->set, r->n_set, "email") ? r->email : NULL;
+    pr.first_name =
+        in_set(r->set, r->n_set, "first_name") ? r->first_name : NULL;
+    pr.surname = in_set(r->set, r->n_set, "surname") ? r->surname : NULL;
+    pr.organization =
+        in_set(r->set, r->n_set, "organization") ? r->organization : NULL;
+    pr.timezone = in_set(r->set, r->n_set, "timezone") ? r->timezone : NULL;
+    if (pr.email || pr.first_name || pr.surname || pr.organization ||
+        pr.timezone)
+        rc = tide_meta_account_update(c->srv->meta, &c->who, account, &pr);
+    if (rc == 0 && billing) {
+        rc = tide_meta_account_get(c->srv->meta, &c->who, account, &cur);
+        if (rc == 0)
+            rc = tide_meta_account_set_tier(
+                c->srv->meta, &c->who, account, cur.tier,
+                in_set(r->set, r->n_set, "plan_status")
+                    ? plan_names[r->plan_status ? r->plan_status : 1]
+                    : NULL,
+                in_set(r->set, r->n_set, "billing_customer_id")
+                    ? r->billing_customer_id
+                    : NULL,
+                in_set(r->set, r->n_set, "billing_period") ? r->billing_period
+                                                           : NULL);
+    }
+    if (rc) {
+        reply_rc(c, e->request_id, rc);
+        return;
+    }
+    send_account(c, e->request_id, account, 0, NULL);
+}
+
+static void password_change(struct conn *c, const Tide__V1__Envelope *e)
+{
+    const Tide__V1__PasswordChange *r = e->password_change;
+    uint64_t account = c->who.account_id;
+    int rc = confirm_password(c, account, r->old_password);
+
+    if (rc) {
+        conn_send_error(c, e->request_id,
+                        TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED,
+                        "the current password is wrong", 1);
+        return;
+    }
+    reply_rc(c, e->request_id,
+             tide_meta_account_set_password(c->srv->meta, &c->who, account,
+                                            r->new_password));
+}
+
+static void account_delete(struct conn *c, const Tide__V1__Envelope *e)
+{
+    const Tide__V1__AccountDelete *r = e->account_delete;
+    uint64_t account = target_account(c, r->account_id);
+    Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__AccountDeleteOk ok = TIDE__V1__ACCOUNT_DELETE_OK__INIT;
+    int rc = confirm_password(c, account, r->password);
+
+    if (rc) {
+        conn_send_error(c, e->request_id,
+                        TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED,
+                        "confirm the deletion with the account's password", 1);
+        return;
+    }
+    rc = tide_meta_account_delete(c->srv->meta, &c->who, account);
+    if (rc) {
+        reply_rc(c, e->request_id, rc);
+        return;
+    }
+    tided_device_forget(c->srv, account);
+    /* The sidecar's default grace period; prune purges after it. */
+    ok.purge_after_ns = tided_now_ns() + 30ll * 86400 * 1000000000;
+    env.body_case = TIDE__V1__ENVELOPE__BODY_ACCOUNT_DELETE_OK;
+    env.account_delete_ok = &ok;
+    reply(c, e->request_id, &env);
+}
+
+static void device_update(struct conn *c, const Tide__V1__Envelope *e)
+{
+    const Tide__V1__DeviceUpdate *r = e->device_update;
+    uint64_t account = target_account(c, r->account_id), id;
+    char tags[TIDE_META_TAGS_MAX + 1];
+    struct tide_meta_device_new d = {0};
+    int rc = r->device ? 0 : TIDE_EINVAL;
+
+    for (size_t i = 0; i < r->n_set && rc == 0; i++)
+        if (strcmp(r->set[i], "mac") && strcmp(r->set[i], "friendly_name") &&
+            strcmp(r->set[i], "firmware_version") && strcmp(r->set[i], "tags"))
+            rc = TIDE_EINVAL;
+    if (rc == 0 && in_set(r->set, r->n_set, "tags")) {
+        rc = tags_text(r->device->tags, r->device->n_tags, tags, sizeof(tags));
+        d.tags = tags;
+    }
+    if (rc == 0) {
+        d.mac = in_set(r->set, r->n_set, "mac") ? r->device->mac : NULL;
+        d.friendly_name = in_set(r->set, r->n_set, "friendly_name")
+                              ? r->device->friendly_name
+                              : NULL;
+        d.firmware = in_set(r->set, r->n_set, "firmware_version")
+                         ? r->device->firmware_version
+                         : NULL;
+        rc = tided_device_resolve(c->srv, account, r->name, 0, &id);
+    }
+    if (rc == 0)
+        rc = tide_meta_device_update(c->srv->meta, &c->who, account, id, &d);
+    if (rc) {
+        reply_rc(c, e->request_id, rc);
+        return;
+    }
+    device_get_by_id(c, e->request_id, account, id);
+}
+
+static Tide__V1__AuthOutcome auth_outcome(const struct tide_meta_auth_event *a)
+{
+    if (a->ok)
+        return TIDE__V1__AUTH_OUTCOME__AUTH_OUTCOME_SUCCESS;
+    if (!strcmp(a->reason, "revoked"))
+        return TIDE__V1__AUTH_OUTCOME__AUTH_OUTCOME_REVOKED;
+    if (!strcmp(a->reason, "expired") || !strcmp(a->reason, "ended"))
+        return TIDE__V1__AUTH_OUTCOME__AUTH_OUTCOME_EXPIRED;
+    if (!strcmp(a->reason, "deleted"))
+        return TIDE__V1__AUTH_OUTCOME__AUTH_OUTCOME_ACCOUNT_DISABLED;
+    return TIDE__V1__AUTH_OUTCOME__AUTH_OUTCOME_BAD_CREDENTIAL;
+}
+
+#define LIST_MAX 1000
+
+static void auth_log_get(struct conn *c, const Tide__V1__Envelope *e)
+{
+    const Tide__V1__AuthLogGet *r = e->auth_log_get;
+    uint64_t account = target_account(c, r->account_id), before = 0;
+    size_t limit = r->limit && r->limit < LIST_MAX ? r->limit : LIST_MAX;
+    struct tide_meta_auth_event *ev = malloc(LIST_MAX * sizeof(*ev));
+    Tide__V1__AuthEvent *v = calloc(LIST_MAX, sizeof(*v));
+    Tide__V1__AuthEvent **pv = calloc(LIST_MAX, sizeof(*pv));
+    Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__AuthLogOk ok = TIDE__V1__AUTH_LOG_OK__INIT;
+    static const char *const kinds[] = {"", "password", "api_key", "session"};
+    size_t n = 0, got;
+    int rc = ev && v && pv ? 0 : -ENOMEM;
+
+    /* Newest first, paged by id, until the window or the limit is done. */
+    while (rc == 0 && n < limit) {
+        rc = tide_meta_authlog_read(c->srv->meta, &c->who, account, before, ev,
+                                    LIST_MAX, &got);
+        for (size_t i = 0; rc == 0 && i < got && n < limit; i++) {
+            before = ev[i].id;
+            if ((r->to_ns && ev[i].ts_ns >= r->to_ns) ||
+                ev[i].ts_ns < r->from_ns)
+                continue;
+            tide__v1__auth_event__init(&v[n]);
+            v[n].ts_ns = ev[i].ts_ns;
+            v[n].ip = strdup(ev[i].ip);
+            v[n].method = (char *)kinds[ev[i].kind <= 3 ? ev[i].kind : 0];
+            v[n].outcome = auth_outcome(&ev[i]);
+            v[n].key_id = ev[i].key_id;
+            pv[n] = &v[n];
+            n++;
+        }
+        if (rc || got < LIST_MAX)
+            break;
+    }
+    if (rc) {
+        reply_rc(c, e->request_id, rc);
+    } else {
+        ok.events = pv;
+        ok.n_events = n;
+        env.body_case = TIDE__V1__ENVELOPE__BODY_AUTH_LOG_OK;
+        env.auth_log_ok = &ok;
+        reply(c, e->request_id, &env);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(v[i].ip);
+    free(ev);
+    free(v);
+    free(pv);
+}
+
+static Tide__V1__NotificationKind
+notify_kind(const struct tide_meta_notification *x)
+{
+    switch (x->kind) {
+    case TIDE_META_NOTIFY_DEVICE:
+        return TIDE__V1__NOTIFICATION_KIND__NOTIFICATION_KIND_DEVICE_OFFLINE;
+    case TIDE_META_NOTIFY_USAGE:
+        return TIDE__V1__NOTIFICATION_KIND__NOTIFICATION_KIND_USAGE_WARNING;
+    case TIDE_META_NOTIFY_SECURITY:
+        if (strstr(x->text, "key"))
+            return TIDE__V1__NOTIFICATION_KIND__NOTIFICATION_KIND_NEW_KEY;
+        if (strstr(x->text, "failed"))
+            return TIDE__V1__NOTIFICATION_KIND__NOTIFICATION_KIND_FAILED_LOGINS;
+        return TIDE__V1__NOTIFICATION_KIND__NOTIFICATION_KIND_NEW_LOGIN_IP;
+    default:
+        return TIDE__V1__NOTIFICATION_KIND__NOTIFICATION_KIND_UNSPECIFIED;
+    }
+}
+
+static void notification_list(struct conn *c, const Tide__V1__Envelope *e)
+{
+    const Tide__V1__NotificationList *r = e->notification_list;
+    uint64_t account = target_account(c, r->account_id);
+    size_t limit = r->limit && r->limit < LIST_MAX ? r->limit : LIST_MAX;
+    struct tide_meta_notification *x = malloc(LIST_MAX * sizeof(*x));
+    Tide__V1__Notification *v = calloc(LIST_MAX, sizeof(*v));
+    Tide__V1__Notification **pv = calloc(LIST_MAX, sizeof(*pv));
+    Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__NotificationListOk ok = TIDE__V1__NOTIFICATION_LIST_OK__INIT;
+    size_t n = 0, got = 0;
+    int rc = x && v && pv ? 0 : -ENOMEM;
+
+    if (rc == 0)
+        rc = tide_meta_notify_list(c->srv->meta, &c->who, account, 0, x,
+                                   LIST_MAX, &got);
+    for (size_t i = 0; rc == 0 && i < got && n < limit; i++) {
+        if (r->unread_only && x[i].read)
+            continue;
+        tide__v1__notification__init(&v[n]);
+        v[n].id = x[i].id;
+        v[n].ts_ns = x[i].ts_ns;
+        v[n].kind = notify_kind(&x[i]);
+        v[n].message = x[i].text;
+        v[n].read = x[i].read;
+        pv[n] = &v[n];
+        n++;
+    }
+    if (rc) {
+        reply_rc(c, e->request_id, rc);
+    } else {
+        ok.notifications = pv;
+        ok.n_notifications = n;
+        env.body_case = TIDE__V1__ENVELOPE__BODY_NOTIFICATION_LIST_OK;
+        env.notification_list_ok = &ok;
+        reply(c, e->request_id, &env);
+    }
+    free(x);
+    free(v);
+    free(pv);
+}
+
+static void notification_mark_read(struct conn *c, const Tide__V1__Envelope *e)
+{
+    const Tide__V1__NotificationMarkRead *r = e->notification_mark_read;
+    int rc = 0;
+
+    for (size_t i = 0; i < r->n_ids && rc == 0; i++)
+        rc = tide_meta_notify_mark_read(c->srv->meta, &c->who,
+                                        c->who.account_id, r->ids[i]);
+    reply_rc(c, e->request_id, rc);
+}
+
+static void notification_prefs(struct conn *c, const Tide__V1__Envelope *e)
+{
+    const Tide__V1__NotificationPrefs *p = e->notification_prefs_set->prefs;
+
+    if (!p) {
+        reply_rc(c, e->request_id, TIDE_EINVAL);
+        return;
+    }
+    reply_rc(c, e->request_id,
+             tide_meta_notify_prefs(c->srv->meta, &c->who, c->who.account_id,
+                                    p->device_alerts, p->usage_warnings,
+                                    p->product_news));
 }
 
 /* Tier ids are small: the tiers table is scanned by id. */
@@ -582,6 +905,30 @@ int handle_admin(struct conn *c, const Tide__V1__Envelope *e)
                      m, &c->who,
                      target_account(c, e->account_pause->account_id),
                      e->account_pause->paused));
+        return 1;
+    case TIDE__V1__ENVELOPE__BODY_ACCOUNT_UPDATE:
+        account_update(c, e);
+        return 1;
+    case TIDE__V1__ENVELOPE__BODY_PASSWORD_CHANGE:
+        password_change(c, e);
+        return 1;
+    case TIDE__V1__ENVELOPE__BODY_ACCOUNT_DELETE:
+        account_delete(c, e);
+        return 1;
+    case TIDE__V1__ENVELOPE__BODY_DEVICE_UPDATE:
+        device_update(c, e);
+        return 1;
+    case TIDE__V1__ENVELOPE__BODY_AUTH_LOG_GET:
+        auth_log_get(c, e);
+        return 1;
+    case TIDE__V1__ENVELOPE__BODY_NOTIFICATION_LIST:
+        notification_list(c, e);
+        return 1;
+    case TIDE__V1__ENVELOPE__BODY_NOTIFICATION_MARK_READ:
+        notification_mark_read(c, e);
+        return 1;
+    case TIDE__V1__ENVELOPE__BODY_NOTIFICATION_PREFS_SET:
+        notification_prefs(c, e);
         return 1;
     case TIDE__V1__ENVELOPE__BODY_KEY_CREATE:
         key_create(c, e);

@@ -171,23 +171,29 @@ int tide__cli_parse_time(const char *s, int64_t now_ns, int64_t *out_ns)
 
 void tide__cli_infer_value(const char *s, struct tide__cli_point *p)
 {
+    size_t n = strlen(s);
     char *end;
 
-    if (*s) {
+    /* Integers carry an 'i' suffix ("42i"), as in InfluxDB's line
+     * protocol: a plain "22" in a column of "21.5"s must stay a float, or
+     * the series' type would depend on how a value happens to print. */
+    if (n > 1 && s[n - 1] == 'i' && strspn(s, "+-0123456789") == n - 1) {
         errno = 0;
         long long i = strtoll(s, &end, 10);
 
-        if (!*end && !errno) {
+        if (end == s + n - 1 && !errno) {
             p->type = TIDE_VALUE_I64;
             p->i64 = i;
             return;
         }
+    }
+    if (n) {
         errno = 0;
         double d = strtod(s, &end);
 
         /* strtod also takes "nan", "inf" and hex; only plain decimals
          * count as numbers here. */
-        if (!*end && !errno && strspn(s, "0123456789+-.eE") == strlen(s)) {
+        if (!*end && !errno && strspn(s, "0123456789+-.eE") == n) {
             p->type = TIDE_VALUE_F64;
             p->f64 = d;
             return;

@@ -33,8 +33,8 @@ int tide__cli_parse_duration(const char *s, int64_t *out_ns);
  * ns since the epoch. `now_ns` anchors relative forms. 0 or -EINVAL. */
 int tide__cli_parse_time(const char *s, int64_t now_ns, int64_t *out_ns);
 
-/* Infer a value's type: integer, then float, then true/false, else
- * string. Sets the matching member of *p (p->str borrows `s`). */
+/* Infer a value's type: an integer with an 'i' suffix ("42i") is i64, any
+ * other decimal number f64, then true/false, else string. */
 void tide__cli_infer_value(const char *s, struct tide__cli_point *p);
 
 /* Parse one CSV record "device,field,timestamp,value" in place (`line` is

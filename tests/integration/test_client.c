@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -195,4 +196,114 @@ Test(client, writer_survives_a_server_restart)
         cr_assert_eq(sum, POINTS);
     }
     tide_client_close(r);
+}
+
+Test(client, admin_requests_over_the_wire)
+{
+    char dkey[128], akey[128];
+    tide_client *admin = open_client(srv.admin_key), *bad;
+    struct tide_client_options o;
+    tide_result *r = NULL;
+    const char *args[4];
+    char acc[64];
+    int rc;
+
+    make_account("admin@client.example", dkey, akey);
+    /* The analyst key's account id, from its AuthOk. */
+    {
+        tide_client *a = open_client(akey);
+        uint64_t id;
+
+        tide_client_identity(a, &id, NULL, NULL);
+        snprintf(acc, sizeof(acc), "account_id=%llu", (unsigned long long)id);
+        tide_client_close(a);
+    }
+    /* Rectification of the profile and of device metadata. */
+    args[0] = acc;
+    args[1] = "set=timezone";
+    args[2] = "timezone=Europe/Berlin";
+    cr_assert_eq(tide_client_call(admin, "account_update", args, 3, &r), 0);
+    cr_assert_str_eq(tide_result_find(r, 0, "timezone"), "Europe/Berlin");
+    tide_result_free(r);
+    args[2] = "timezone=Not/AZone";
+    cr_assert_eq(tide_client_call(admin, "account_update", args, 3, NULL),
+                 TIDE_CLIENT_ESERVER);
+    args[1] = "name=dev1";
+    args[2] = "set=firmware_version";
+    args[3] = "device.firmware_version=2.1.0";
+    cr_assert_eq(tide_client_call(admin, "device_update", args, 4, &r), 0);
+    cr_assert_str_eq(tide_result_find(r, 0, "firmware_version"), "2.1.0");
+    tide_result_free(r);
+    /* A failed key authentication shows in the account's auth log. */
+    tide_client_options_init(&o);
+    o.port = (uint16_t)srv.port;
+    o.api_key = "tide_live_0000000000000000000000000000000000000000000000";
+    cr_assert_neq(tide_client_open(&o, &bad), 0);
+    cr_assert_eq(tide_client_call(admin, "auth_log_get", args, 1, &r), 0);
+    cr_assert_geq(tide_result_rows(r), 1, "the key authentications");
+    tide_result_free(r);
+    /* Creating keys notified the owner. */
+    rc = tide_client_call(admin, "notification_list", args, 1, &r);
+    cr_assert_eq(rc, 0);
+    cr_assert_geq(tide_result_rows(r), 1);
+    tide_result_free(r);
+    /* Erasure: the account's keys stop working at once. */
+    cr_assert_eq(tide_client_call(admin, "account_delete", args, 1, &r), 0);
+    tide_result_free(r);
+    o.api_key = akey;
+    cr_assert_eq(tide_client_open(&o, &bad), TIDE_CLIENT_EAUTH);
+    tide_client_close(admin);
+}
+
+/* Run the tide CLI with TIDE_KEY=key; returns its exit status and its
+ * standard output in out (cap bytes). */
+static int cli(const char *key, const char *args, const char *input, char *out,
+               size_t cap)
+{
+    char cmd[4096], path[1100];
+    const char *bin = getenv("TIDE_BIN");
+    FILE *p;
+    size_t n;
+    int status;
+
+    snprintf(path, sizeof(path), "%s/cli-input", dir);
+    if (input) {
+        FILE *f = fopen(path, "w");
+
+        cr_assert_not_null(f);
+        fputs(input, f);
+        fclose(f);
+    }
+    snprintf(cmd, sizeof(cmd), "TIDE_KEY='%s' %s --port %d %s %s%s", key,
+             bin && *bin ? bin : "build/release/tide", srv.port, args,
+             input ? "< " : "", input ? path : "");
+    p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+Test(client, cli_write_query_and_status)
+{
+    char dkey[128], akey[128], out[8192], csv[512];
+
+    make_account("cli@client.example", dkey, akey);
+    snprintf(csv, sizeof(csv),
+             "dev1,temp,%lld,21.5\ndev1,temp,%lld,22\ndev1,state,%lld,ok\n",
+             (long long)T0, (long long)T0 + 1000000000,
+             (long long)T0 + 1000000000);
+    cr_assert_eq(cli(dkey, "write", csv, out, sizeof(out)), 0, "write: %s",
+                 out);
+    cr_assert_eq(cli(akey, "--output csv query --field temp --from -2h", NULL,
+                     out, sizeof(out)),
+                 0, "query: %s", out);
+    cr_assert_not_null(strstr(out, "21.5"), "query output: %s", out);
+    cr_assert_not_null(strstr(out, "22"), "query output: %s", out);
+    cr_assert_eq(cli(srv.admin_key, "status", NULL, out, sizeof(out)), 0);
+    cr_assert_not_null(strstr(out, "server_version"));
+    cr_assert_eq(cli(akey, "write", csv, out, sizeof(out)), 1,
+                 "an analyst key may not write");
+    cr_assert_eq(cli(akey, "no-such-command", NULL, out, sizeof(out)), 2);
 }

@@ -237,7 +237,7 @@ Test(client, parse_time_expressions)
 Test(client, parse_csv_types)
 {
     struct tide__cli_point p;
-    char l1[] = "truck-7,speed,1700000000000000000,42\n";
+    char l1[] = "truck-7,speed,1700000000000000000,42i\n";
     char l2[] = "truck-7,temp,2023-11-14T22:13:20Z,21.5";
     char l3[] = "truck-7,moving,1,true";
     char l4[] = "truck-7,note,1,\"a,\"\"b\"\"\"";
@@ -273,9 +273,14 @@ Test(client, parse_infer_value)
 {
     struct tide__cli_point p;
 
-    tide__cli_infer_value("-17", &p);
+    tide__cli_infer_value("-17i", &p);
     cr_assert_eq(p.type, TIDE_VALUE_I64);
     cr_assert_eq(p.i64, -17);
+    tide__cli_infer_value("22", &p);
+    cr_assert_eq(p.type, TIDE_VALUE_F64, "plain numbers are floats");
+    cr_assert_eq(p.f64, 22);
+    tide__cli_infer_value("12i3", &p);
+    cr_assert_eq(p.type, TIDE_VALUE_STR);
     tide__cli_infer_value("1e3", &p);
     cr_assert_eq(p.type, TIDE_VALUE_F64);
     tide__cli_infer_value("nan", &p);
@@ -292,7 +297,7 @@ Test(client, parse_line_format)
     struct tide__cli_point p[4];
     size_t n = 0;
     char l1[] =
-        "truck-7 speed=42 temp=21.5 note=\"in yard\" 1700000000000000000";
+        "truck-7 speed=42i temp=21.5 note=\"in yard\" 1700000000000000000";
     char l2[] = "truck-7 moving=true";
     char l3[] = "truck-7";
     char l4[] = "truck-7 a=1 b=2 c=3 d=4 e=5";
