@@ -105,7 +105,8 @@ struct tide_client {
     struct column **buckets;
     struct column *order_head, *order_tail;
     uint64_t n_open_points;
-    int64_t open_since_ms; /* monotonic time of the oldest open point */
+    uint32_t writes_since_drive; /* points since the last read of acks */
+    int64_t open_since_ms;       /* monotonic time of the oldest open point */
 
     struct batch *q_head, *q_tail;
     uint64_t sealed_points;

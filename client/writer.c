@@ -545,6 +545,9 @@ static int drain_until(tide_client *c, uint64_t target)
     return 0;
 }
 
+/* Points buffered between two non-blocking reads of acks (power of 2). */
+#define DRIVE_EVERY_POINTS 4096
+
 static int write_point(tide_client *c, const char *device, const char *field,
                        int type, int64_t ts_ns, const void *value)
 {
@@ -568,8 +571,13 @@ static int write_point(tide_client *c, const char *device, const char *field,
         rc = tide__writer_seal(c);
         if (rc)
             return rc;
+        return drive(c);
     }
-    return drive(c);
+    /* Between seals, look for acks only now and then: a read attempt is a
+     * syscall, which would cost more than buffering the point. */
+    if ((++c->writes_since_drive & (DRIVE_EVERY_POINTS - 1)) == 0)
+        return drive(c);
+    return 0;
 }
 
 int tide_write_f64(tide_client *c, const char *device, const char *field,
