@@ -181,38 +181,145 @@ void handle_auth(struct conn *c, const Tide__V1__Envelope *env)
     conn_send(c, &out);
 }
 
+/* A password login runs bcrypt (~0.25 s at cost 12) on a thread of its
+ * own so that the loop keeps serving; the result comes back through the
+ * server's wake event. */
+struct login_job {
+    struct login_job *next;
+    struct server *srv;
+    uint64_t conn_id;
+    uint64_t rid;
+    char *email;
+    char *password;
+    char ip[64];
+    int rc;
+    char token[TIDE_META_SECRET_MAX + 1];
+    struct tide_meta_principal p;
+};
+
+#define LOGINS_RUNNING_MAX 8
+
+static void login_job_free(struct login_job *j)
+{
+    if (j->password)
+        explicit_bzero(j->password, strlen(j->password));
+    explicit_bzero(j->token, sizeof(j->token));
+    free(j->email);
+    free(j->password);
+    free(j);
+}
+
+static void *login_thread(void *arg)
+{
+    struct login_job *j = arg;
+    struct server *s = j->srv;
+
+    j->rc =
+        tide_meta_login(s->meta, j->email, j->password, j->ip, j->token, &j->p);
+    pthread_mutex_lock(&s->done_lock);
+    j->next = s->logins_done;
+    s->logins_done = j;
+    pthread_mutex_unlock(&s->done_lock);
+    event_active(s->wake, EV_READ, 0);
+    return NULL;
+}
+
 void handle_login(struct conn *c, const Tide__V1__Envelope *env)
 {
     const Tide__V1__Login *l = env->login;
-    Tide__V1__Envelope out = TIDE__V1__ENVELOPE__INIT;
-    Tide__V1__LoginOk ok = TIDE__V1__LOGIN_OK__INIT;
-    char token[TIDE_META_SECRET_MAX + 1];
-    struct tide_meta_principal p;
+    struct server *s = c->srv;
+    struct login_job *j;
+    pthread_attr_t attr;
+    pthread_t th;
     int rc;
 
     if (refuse_throttled(c, env->request_id))
         return;
-    /* bcrypt runs here, on the loop thread: a login costs the loop about
-     * one bcrypt (~0.25 s at cost 12). */
-    rc = tide_meta_login(c->srv->meta, l->email, l->password, c->ip, token, &p);
-    if (rc) {
-        if (rc == TIDE_EAUTH)
-            note_failure(c);
-        conn_send_error(
-            c, env->request_id,
-            rc == TIDE_EAUTH ? TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED
-                             : tided_wire_code(rc),
-            rc == TIDE_EAUTH ? "wrong email or password" : tide_strerror(rc),
-            rc == TIDE_EAUTH);
+    if (s->logins_running >= LOGINS_RUNNING_MAX) {
+        conn_send_error(c, env->request_id,
+                        TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
+                        "too many logins in progress; retry shortly", 0);
         return;
     }
-    ok.session_token = token;
-    ok.account_id = p.account_id;
+    j = calloc(1, sizeof(*j));
+    if (!j || !(j->email = strdup(l->email)) ||
+        !(j->password = strdup(l->password))) {
+        if (j)
+            login_job_free(j);
+        conn_send_error(c, env->request_id,
+                        TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
+                        "out of memory", 0);
+        return;
+    }
+    j->srv = s;
+    j->conn_id = c->id;
+    j->rid = env->request_id;
+    snprintf(j->ip, sizeof(j->ip), "%s", c->ip);
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    rc = pthread_create(&th, &attr, login_thread, j);
+    pthread_attr_destroy(&attr);
+    if (rc) {
+        login_job_free(j);
+        conn_send_error(c, env->request_id,
+                        TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
+                        "cannot start the login; retry shortly", 0);
+        return;
+    }
+    s->logins_running++;
+    c->inflight++;
+}
+
+/* Answer a finished login on its connection, if that is still open. */
+static void login_answer(struct login_job *j)
+{
+    struct server *s = j->srv;
+    Tide__V1__Envelope out = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__LoginOk ok = TIDE__V1__LOGIN_OK__INIT;
+    struct conn *c = s->conns;
+
+    while (c && c->id != j->conn_id)
+        c = c->next;
+    if (!c)
+        return;
+    c->inflight--;
+    if (j->rc) {
+        if (j->rc == TIDE_EAUTH)
+            note_failure(c);
+        conn_send_error(c, j->rid,
+                        j->rc == TIDE_EAUTH
+                            ? TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED
+                            : tided_wire_code(j->rc),
+                        j->rc == TIDE_EAUTH ? "wrong email or password"
+                                            : tide_strerror(j->rc),
+                        j->rc == TIDE_EAUTH);
+        return;
+    }
+    ok.session_token = j->token;
+    ok.account_id = j->p.account_id;
     ok.expires_ns = tided_now_ns() + 24ll * 3600 * 1000000000;
-    out.request_id = env->request_id;
+    out.request_id = j->rid;
     out.body_case = TIDE__V1__ENVELOPE__BODY_LOGIN_OK;
     out.login_ok = &ok;
     conn_send(c, &out);
+}
+
+void tided_logins_drain(struct server *s)
+{
+    struct login_job *j;
+
+    pthread_mutex_lock(&s->done_lock);
+    j = s->logins_done;
+    s->logins_done = NULL;
+    pthread_mutex_unlock(&s->done_lock);
+    while (j) {
+        struct login_job *next = j->next;
+
+        s->logins_running--;
+        login_answer(j);
+        login_job_free(j);
+        j = next;
+    }
 }
 
 void handle_logout(struct conn *c, const Tide__V1__Envelope *env)

@@ -33,6 +33,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     tided_writes_drain(arg);
+    tided_logins_drain(arg);
 }
 
 /* Drain: stop accepting, wait for the engine to finish in-flight writes so
@@ -44,7 +45,8 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     tided_writes_drain(s);
-    if (s->inflight_writes == 0)
+    tided_logins_drain(s);
+    if (s->inflight_writes == 0 && s->logins_running == 0)
         event_base_loopexit(s->base, NULL);
 }
 

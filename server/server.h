@@ -127,7 +127,9 @@ struct server {
     pthread_mutex_t done_lock;
     struct pending_write *done_head;
     struct pending_write *done_tail;
-    uint64_t inflight_writes; /* appends queued to the engine */
+    uint64_t inflight_writes;      /* appends queued to the engine */
+    struct login_job *logins_done; /* finished logins, under done_lock */
+    unsigned logins_running;       /* login threads not yet answered */
     /* Throttling of failed authentications per IP (auth.c). */
     struct auth_throttle *throttle;
     /* Device name -> id cache and per-account rate buckets (write.c). */
@@ -198,6 +200,8 @@ Tide__V1__ErrorCode tided_wire_code(int rc);
 void handle_auth(struct conn *c, const Tide__V1__Envelope *env);
 void handle_login(struct conn *c, const Tide__V1__Envelope *env);
 void handle_logout(struct conn *c, const Tide__V1__Envelope *env);
+/* Answer the logins whose bcrypt work finished (loop thread). */
+void tided_logins_drain(struct server *s);
 int tided_throttle_init(struct server *s);
 void tided_throttle_fini(struct server *s);
 

@@ -307,3 +307,53 @@ Test(client, cli_write_query_and_status)
                  "an analyst key may not write");
     cr_assert_eq(cli(akey, "no-such-command", NULL, out, sizeof(out)), 2);
 }
+
+Test(client, password_login_gives_a_session)
+{
+    char dkey[128], akey[128], token[256];
+    struct tide_client_options o;
+    tide_client *anon, *owner;
+    tide_result *r = NULL;
+    const char *good[2] = {"email=login@client.example",
+                           "password=correct horse battery"};
+    const char *bad[2] = {"email=login@client.example",
+                          "password=wrong horse battery"};
+    double sum;
+
+    make_account("login@client.example", dkey, akey);
+    tide_client_options_init(&o);
+    o.port = (uint16_t)srv.port;
+    cr_assert_eq(tide_client_open(&o, &anon), 0);
+    cr_assert_eq(tide_client_call(anon, "login", good, 2, &r), 0);
+    snprintf(token, sizeof(token), "%s",
+             tide_result_find(r, 0, "session_token"));
+    tide_result_free(r);
+    cr_assert_eq(tide_client_call(anon, "login", bad, 2, NULL),
+                 TIDE_CLIENT_ESERVER, "a wrong password is refused");
+    tide_client_close(anon);
+    /* The owner's session writes any device of the account. */
+    o.session_token = token;
+    cr_assert_eq(tide_client_open(&o, &owner), 0);
+    cr_assert_eq(tide_write_f64(owner, "new-device", "x", T0, 2.5), 0);
+    cr_assert_eq(tide_flush(owner), 0);
+    {
+        const char *devices[1] = {"new-device"};
+        const char *fields[1] = {"x"};
+        struct tide_query_params q = {.devices = devices,
+                                      .n_devices = 1,
+                                      .fields = fields,
+                                      .n_fields = 1,
+                                      .from_ns = T0,
+                                      .to_ns = T0 + 1};
+        struct tide_series_block b;
+        tide_query_iter *it;
+
+        cr_assert_eq(tide_query_open(owner, &q, &it), 0);
+        cr_assert_eq(tide_query_next(it, &b), 0);
+        sum = b.f64[0];
+        cr_assert_eq(tide_query_next(it, &b), TIDE_CLIENT_DONE);
+        tide_query_close(it);
+    }
+    cr_assert_eq(sum, 2.5);
+    tide_client_close(owner);
+}
