@@ -48,9 +48,10 @@ struct query_state {
     uint64_t cur_points;
     /* Raw, descending: the current series' points, returned reversed once
      * the series is complete (the engine returns ascending blocks). */
-    struct tide_point *held;
+    struct tide_point *held; /* a ring of `limit` points when limited */
     uint64_t n_held, cap_held;
-    int finished; /* every result produced; only QueryEnd left */
+    uint64_t seen_held; /* points of the series seen, held or dropped */
+    int finished;       /* every result produced; only QueryEnd left */
     /* Chunk under construction. */
     struct result *res;
     size_t n_res, cap_res;
@@ -414,22 +415,36 @@ static int raw_emit(struct query_state *q, int64_t ts, double f, int64_t i,
     return result_add(q, r, ts, s->type, f, i, b, str, 0, 0);
 }
 
-/* Hold one point of a descending series. Strings are copied. */
+/* Hold one point of a descending series; strings are copied. With a
+ * limit only the newest `limit` points are kept, in a ring. */
 static int hold(struct query_state *q, const struct tide_block *blk, uint32_t i)
 {
     struct tide_point *p;
+    uint64_t at;
 
-    if (q->n_held == q->cap_held) {
-        uint64_t cap = q->cap_held ? 2 * q->cap_held : 1024;
-        struct tide_point *v = realloc(q->held, cap * sizeof(*v));
+    if (q->limit && q->seen_held >= q->limit) {
+        at = q->seen_held % q->limit; /* overwrite the oldest */
+        if (q->held[at].type == TIDE_TYPE_STR)
+            free((char *)q->held[at].v.str.ptr);
+    } else {
+        if (q->n_held == q->cap_held) {
+            uint64_t cap = q->cap_held ? 2 * q->cap_held : 1024;
+            struct tide_point *v;
 
-        if (!v)
-            return -ENOMEM;
-        q->held = v;
-        q->cap_held = cap;
+            if (q->limit && cap > q->limit)
+                cap = q->limit;
+            v = realloc(q->held, cap * sizeof(*v));
+            if (!v)
+                return -ENOMEM;
+            q->held = v;
+            q->cap_held = cap;
+        }
+        at = q->n_held++;
     }
-    p = &q->held[q->n_held];
+    q->seen_held++;
+    p = &q->held[at];
     memset(p, 0, sizeof(*p));
+    p->type = blk->type;
     p->ts_ns = blk->ts_ns[i];
     switch (blk->type) {
     case TIDE_TYPE_F64:
@@ -444,23 +459,26 @@ static int hold(struct query_state *q, const struct tide_block *blk, uint32_t i)
     default: {
         char *copy = malloc((size_t)blk->v.str[i].len + 1);
 
-        if (!copy)
+        if (!copy) {
+            p->type = 0;
             return -ENOMEM;
+        }
         memcpy(copy, blk->v.str[i].ptr, blk->v.str[i].len);
         p->v.str.ptr = copy;
         p->v.str.len = blk->v.str[i].len;
         break;
     }
     }
-    q->n_held++;
     return 0;
 }
 
 static void held_clear(struct query_state *q)
 {
     for (uint64_t i = 0; i < q->n_held; i++)
-        free((char *)q->held[i].v.str.ptr);
+        if (q->held[i].type == TIDE_TYPE_STR) /* v is a union */
+            free((char *)q->held[i].v.str.ptr);
     q->n_held = 0;
+    q->seen_held = 0;
 }
 
 /* Return the held points of the current series, newest first. */
@@ -468,8 +486,12 @@ static int release_held(struct query_state *q)
 {
     int rc = 0;
 
-    for (uint64_t k = q->n_held; k-- > 0 && rc == 0;) {
-        const struct tide_point *p = &q->held[k];
+    if (q->limit && q->seen_held > q->limit)
+        q->truncated = 1;
+    for (uint64_t k = 0; k < q->n_held && rc == 0; k++) {
+        /* The newest point is the last one written into the ring. */
+        uint64_t at = (q->seen_held - 1 - k) % q->n_held;
+        const struct tide_point *p = &q->held[at];
 
         rc = raw_emit(q, p->ts_ns, p->v.f64, p->v.i64, p->v.b, &p->v.str);
         if (rc == 0 && budget_full(q))
