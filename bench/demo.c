@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "tide/client.h"
 
@@ -160,7 +161,7 @@ int main(int argc, char **argv)
     double *walk, t0, last = 0;
     int64_t start_ns, ts;
     uint64_t written = 0;
-    int rc;
+    int tty = isatty(1), rc;
 
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--port"))
@@ -241,10 +242,12 @@ int main(int argc, char **argv)
         if (mono_s() - last > 0.5) {
             last = mono_s();
             tide_client_stats_get(c, &st);
-            printf("\r  %10" PRIu64 " points written, %10" PRIu64
-                   " acknowledged, %6.2f M points/s ",
-                   written, st.points_acked,
-                   (double)st.points_acked / (last - t0) / 1e6);
+            /* One line redrawn on a terminal, a line per update in a log. */
+            printf("%s  %10" PRIu64 " points written, %10" PRIu64
+                   " acknowledged, %6.2f M points/s %s",
+                   tty ? "\r" : "", written, st.points_acked,
+                   (double)st.points_acked / (last - t0) / 1e6,
+                   tty ? "" : "\n");
             fflush(stdout);
         }
     }
@@ -252,9 +255,9 @@ int main(int argc, char **argv)
     if (rc)
         return die("flush", rc, c);
     tide_client_stats_get(c, &st);
-    printf("\r  %10" PRIu64 " points written, %10" PRIu64
+    printf("%s  %10" PRIu64 " points written, %10" PRIu64
            " acknowledged durable in %.2f s (%.2f M points/s)\n",
-           written, st.points_acked, mono_s() - t0,
+           tty ? "\r" : "", written, st.points_acked, mono_s() - t0,
            (double)st.points_acked / (mono_s() - t0) / 1e6);
 
     /* The four reference queries, over the simulated day. */

@@ -361,6 +361,22 @@ static int select_series(struct server *s, struct query_state *q,
 
     if (!buf)
         return -ENOMEM;
+    if (sel && sel->n_names && !sel->n_tags) {
+        /* Named devices: the server's name cache, no SQL. */
+        for (size_t k = 0; k < sel->n_names && rc == 0; k++) {
+            struct tide_meta_device d = {.account_id = account};
+
+            rc = tided_device_resolve(s, account, sel->names[k], 0, &d.id);
+            if (rc == TIDE_ENOTFOUND) {
+                rc = 0;
+                continue;
+            }
+            snprintf(d.thing_name, sizeof(d.thing_name), "%s", sel->names[k]);
+            if (rc == 0)
+                rc = select_device(s, q, &cap, account, &d, qp);
+        }
+        goto out;
+    }
     do {
         rc = tide_meta_device_list(s->meta, &tided_system_principal, account,
                                    after, buf, 256, &n);
@@ -376,9 +392,18 @@ static int select_series(struct server *s, struct query_state *q,
             rc = select_device(s, q, &cap, account, &buf[i], qp);
         }
     } while (rc == 0 && n == 256);
+out:
     free(buf);
-    if (rc == 0 && q->n_series > 1)
+    if (rc == 0 && q->n_series > 1) {
+        uint32_t out = 1;
+
         qsort(q->series, q->n_series, sizeof(*q->series), qseries_cmp);
+        /* A device named twice selects its series once. */
+        for (uint32_t i = 1; i < q->n_series; i++)
+            if (q->series[i].id != q->series[out - 1].id)
+                q->series[out++] = q->series[i];
+        q->n_series = out;
+    }
     return rc;
 }
 
