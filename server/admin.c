@@ -915,6 +915,20 @@ int handle_admin(struct conn *c, const Tide__V1__Envelope *e)
     case TIDE__V1__ENVELOPE__BODY_ACCOUNT_DELETE:
         account_delete(c, e);
         return 1;
+    case TIDE__V1__ENVELOPE__BODY_ACCOUNT_RESTORE:
+        if (c->who.role != TIDE_META_ROLE_ADMIN) {
+            reply_rc(c, rid, TIDE_EPERM);
+            return 1;
+        }
+        {
+            int rc = tide_meta_account_restore(m, &c->who,
+                                               e->account_restore->account_id);
+
+            if (rc == 0)
+                tided_device_forget(c->srv, e->account_restore->account_id);
+            reply_rc(c, rid, rc);
+        }
+        return 1;
     case TIDE__V1__ENVELOPE__BODY_DEVICE_UPDATE:
         device_update(c, e);
         return 1;

@@ -558,3 +558,79 @@ out:
     tide__meta_unlock(m);
     return rc;
 }
+
+static const char SQL_RESTORE_STATE[] =
+    "SELECT a.deleted_ns FROM accounts a JOIN tombstones t"
+    " ON t.kind='account' AND t.object_id=a.id AND t.purged_ns IS NULL"
+    " AND t.purge_after_ns > ?2 WHERE a.id=?1 AND a.deleted_ns IS NOT NULL";
+static const char SQL_RESTORE[] =
+    "UPDATE accounts SET deleted_ns=NULL, updated_ns=?2 WHERE id=?1";
+static const char SQL_RESTORE_SERIES[] =
+    "UPDATE series SET deleted_ns=NULL WHERE account_id=?1 AND deleted_ns=?2";
+static const char SQL_RESTORE_TOMBSTONE[] =
+    "DELETE FROM tombstones WHERE kind='account' AND object_id=?1"
+    " AND purged_ns IS NULL";
+
+/* Run `sql` with two integer parameters; expects no rows. */
+static int exec2(tide_meta *m, const char *sql, int64_t a, int64_t b)
+{
+    sqlite3_stmt *st;
+    int rc = tide__meta_stmt(m, sql, &st), src;
+
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, a);
+    sqlite3_bind_int64(st, 2, b);
+    src = sqlite3_step(st);
+    sqlite3_reset(st);
+    return src == SQLITE_DONE ? 0 : tide__meta_sqlerr(src);
+}
+
+int tide_meta_account_restore(tide_meta *m, const struct tide_meta_principal *p,
+                              uint64_t id)
+{
+    sqlite3_stmt *st;
+    int64_t now, deleted_ns = 0;
+    int rc, src;
+
+    tide__meta_lock(m);
+    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_OPERATOR, 0, 0);
+    if (!rc)
+        rc = tide__meta_begin(m);
+    if (rc)
+        goto out;
+    now = tide__meta_now(m);
+    rc = tide__meta_stmt(m, SQL_RESTORE_STATE, &st);
+    if (rc)
+        goto fail_tx;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    sqlite3_bind_int64(st, 2, now);
+    src = sqlite3_step(st);
+    if (src == SQLITE_ROW)
+        deleted_ns = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    if (src != SQLITE_ROW) {
+        /* Not deleted, unknown, or past its grace period (purged). */
+        rc = src == SQLITE_DONE ? TIDE_ENOTFOUND : tide__meta_sqlerr(src);
+        goto fail_tx;
+    }
+    /* Series deleted with the account carry its deletion time; those of
+     * devices deleted earlier keep theirs and stay deleted. */
+    rc = exec2(m, SQL_RESTORE, (int64_t)id, now);
+    if (!rc)
+        rc = exec2(m, SQL_RESTORE_SERIES, (int64_t)id, deleted_ns);
+    if (!rc)
+        rc = exec2(m, SQL_RESTORE_TOMBSTONE, (int64_t)id, 0);
+    if (rc)
+        goto fail_tx;
+    rc = tide__meta_commit(m);
+    if (!rc)
+        rc = tide__meta_registry_revive(m, id);
+    goto out;
+
+fail_tx:
+    tide__meta_rollback(m);
+out:
+    tide__meta_unlock(m);
+    return rc;
+}

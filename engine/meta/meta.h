@@ -306,6 +306,16 @@ int tide_meta_account_pause(tide_meta *m, const struct tide_meta_principal *p,
 int tide_meta_account_delete(tide_meta *m, const struct tide_meta_principal *p,
                              uint64_t id);
 
+/*
+ * Undo the deletion of account `id` within its grace period (OPERATOR: the
+ * operator restores on the owner's request). The account, its keys, devices
+ * and series are usable again; series of devices deleted before the
+ * account stay deleted. Returns 0, TIDE_EPERM, TIDE_ENOTFOUND (not
+ * deleted, unknown, or already purged), TIDE_EIO, -ENOMEM.
+ */
+int tide_meta_account_restore(tide_meta *m, const struct tide_meta_principal *p,
+                              uint64_t id);
+
 /* ---- Authentication ---------------------------------------------------- */
 
 /*

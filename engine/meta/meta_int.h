@@ -227,6 +227,10 @@ int tide__meta_notify_add(tide_meta *m, uint64_t account_id,
 int tide__meta_registry_load(tide_meta *m);
 void tide__meta_registry_free(struct registry *r);
 /* Mark every entry of the device (or of the account, device_id 0) dead. */
+/* Make the registry entries of `account_id` whose series rows are live
+ * again (after a restore) resolvable. m->lock held. Returns 0, TIDE_EIO or
+ * -ENOMEM. */
+int tide__meta_registry_revive(tide_meta *m, uint64_t account_id);
 void tide__meta_registry_kill(tide_meta *m, uint64_t account_id,
                               uint64_t device_id);
 

@@ -286,6 +286,62 @@ void tide__meta_registry_kill(tide_meta *m, uint64_t account_id,
     }
 }
 
+static const char SQL_LIVE_OF_ACCOUNT[] =
+    "SELECT id FROM series WHERE account_id=?1 AND deleted_ns IS NULL"
+    " ORDER BY id";
+
+static int id_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+int tide__meta_registry_revive(tide_meta *m, uint64_t account_id)
+{
+    struct registry *r = &m->reg;
+    struct reg_table *t = atomic_load_explicit(&r->tab, memory_order_relaxed);
+    uint64_t *ids = NULL;
+    size_t n = 0, cap = 0;
+    sqlite3_stmt *st;
+    int rc = tide__meta_stmt(m, SQL_LIVE_OF_ACCOUNT, &st), src;
+
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == cap) {
+            size_t c = cap ? 2 * cap : 64;
+            uint64_t *v = tide_realloc(ids, c * sizeof(*v));
+
+            if (!v) {
+                rc = -ENOMEM;
+                break;
+            }
+            ids = v;
+            cap = c;
+        }
+        ids[n++] = (uint64_t)sqlite3_column_int64(st, 0);
+    }
+    sqlite3_reset(st);
+    if (!rc && src != SQLITE_DONE)
+        rc = tide__meta_sqlerr(src);
+    /* The entries are still in the table, marked dead by the deletion. */
+    for (size_t i = 0; !rc && t && i <= t->mask; i++) {
+        struct reg_ent *e =
+            atomic_load_explicit(&t->slots[i], memory_order_relaxed);
+
+        if (!e || e->account_id != account_id ||
+            atomic_load(&e->state) != REG_DEAD ||
+            !bsearch(&e->id, ids, n, sizeof(*ids), id_cmp))
+            continue;
+        atomic_fetch_add_explicit(&r->live, 1, memory_order_relaxed);
+        atomic_store_explicit(&e->state, REG_LIVE, memory_order_release);
+    }
+    tide_free(ids);
+    return rc;
+}
+
 /* ---- Batched creation --------------------------------------------------- */
 
 static const char SQL_INSERT[] =

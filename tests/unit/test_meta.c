@@ -940,6 +940,46 @@ Test(meta, log_retention_by_moving_time)
     cr_assert_eq(ev[0].ts_ns, T0 + 366 * DAY_NS);
 }
 
+Test(meta, restore_within_grace_then_not_after_purge)
+{
+    struct tide_meta_principal p, k;
+    struct tide_meta_account acc;
+    struct tide_meta_prune_stats ps;
+    char secret[TIDE_META_SECRET_MAX + 1];
+    uint64_t id = new_owner("back@example.com", &p), dev, gone_dev, sid, got;
+    struct tide_meta_series_key sk = {id, 0, "t", 1, TIDE_TYPE_F64};
+    struct tide_meta_series_key gk = {id, 0, "g", 1, TIDE_TYPE_F64};
+
+    dev = new_device(&p, id, "d");
+    gone_dev = new_device(&p, id, "old");
+    sk.device_id = dev;
+    gk.device_id = gone_dev;
+    CHECK(tide_meta_series_ensure(m, &p, &sk, 1, &sid, NULL));
+    CHECK(tide_meta_series_ensure(m, &p, &gk, 1, &got, NULL));
+    CHECK(tide_meta_key_create(m, &p, id, TIDE_META_ROLE_ANALYST, 0, "k",
+                               secret, NULL));
+    /* A device deleted before the account stays deleted after a restore. */
+    CHECK(tide_meta_device_delete(m, &p, id, gone_dev));
+    atomic_fetch_add(&fake_now, 1000);
+    CHECK(tide_meta_account_delete(m, &p, id));
+    /* The owner's own credentials died with the account: only the operator
+     * restores. */
+    CHECK_RC(tide_meta_account_restore(m, &p, id), TIDE_EAUTH);
+    CHECK(tide_meta_account_restore(m, &admin, id));
+    CHECK_RC(tide_meta_account_restore(m, &admin, id), TIDE_ENOTFOUND);
+    CHECK(tide_meta_account_get(m, &admin, id, &acc));
+    CHECK(tide_meta_key_auth(m, secret, NULL, &k));
+    CHECK(tide_meta_series_lookup(m, &sk, &got));
+    cr_assert_eq(got, sid);
+    CHECK_RC(tide_meta_series_lookup(m, &gk, &got), TIDE_ENOTFOUND);
+    /* Deleted again and purged after the grace period: gone for good. */
+    CHECK(tide_meta_account_delete(m, &p, id));
+    atomic_fetch_add(&fake_now, 31 * DAY_NS);
+    CHECK(tide_meta_prune(m, &admin, &ps));
+    cr_assert_eq(ps.accounts, 1);
+    CHECK_RC(tide_meta_account_restore(m, &admin, id), TIDE_ENOTFOUND);
+}
+
 Test(meta, delete_account_then_purge)
 {
     struct tide_meta_principal p, k, q;
