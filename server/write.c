@@ -329,6 +329,22 @@ static int name_valid(const char *s, size_t max)
     return 1;
 }
 
+/* Why `s` cannot be a device or field name of at most `max` bytes, with
+ * the wire code in *code; NULL when it can. */
+static const char *name_error(const char *s, size_t max,
+                              Tide__V1__ErrorCode *code)
+{
+    if (!name_valid(s, max)) {
+        *code = TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT;
+        return "name empty, too long or with control characters";
+    }
+    if (!utf8_valid((const uint8_t *)s, strlen(s))) {
+        *code = TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_UTF8;
+        return "name is not valid UTF-8";
+    }
+    return NULL;
+}
+
 /* ---- Building the batch ---------------------------------------------------
  */
 
@@ -766,14 +782,8 @@ void handle_write(struct conn *c, const Tide__V1__Envelope *env)
         const char *gmsg = NULL;
         int64_t *ts;
 
-        if (!name_valid(pg->device, TIDE_META_NAME_MAX)) {
-            gcode = TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT;
-            gmsg = "device name empty, too long or with control characters";
-        } else if (!utf8_valid((const uint8_t *)pg->device,
-                               strlen(pg->device))) {
-            gcode = TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_UTF8;
-            gmsg = "device name is not valid UTF-8";
-        } else {
+        gmsg = name_error(pg->device, TIDE_META_NAME_MAX, &gcode);
+        if (!gmsg) {
             rc = device_entry_get(s, c->who.account_id, pg->device,
                                   c->who.role != TIDE_META_ROLE_DEVICE, &dev);
             if (rc == 0 && c->who.role == TIDE_META_ROLE_DEVICE &&
@@ -817,21 +827,16 @@ void handle_write(struct conn *c, const Tide__V1__Envelope *env)
                                ? col->bool_bits.len == (n + 7) / 8
                                : count == n;
             Tide__V1__ErrorCode code = 0;
-            const char *msg = NULL;
+            const char *msg =
+                name_error(col->field, TIDE_META_FIELD_MAX, &code);
 
-            if (!name_valid(col->field, TIDE_META_FIELD_MAX)) {
-                code = TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT;
-                msg = "field name empty, too long or with control characters";
-            } else if (!utf8_valid((const uint8_t *)col->field,
-                                   strlen(col->field))) {
-                code = TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_UTF8;
-                msg = "field name is not valid UTF-8";
-            } else if (count == UINT64_MAX || !ok_count) {
+            if (!msg && (count == UINT64_MAX || !ok_count)) {
                 code = TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT;
                 msg = count == UINT64_MAX
                           ? "column type missing or unknown"
                           : "value count differs from the timestamps";
-            } else if (col->type == TIDE__V1__VALUE_TYPE__VALUE_TYPE_STRING) {
+            } else if (!msg &&
+                       col->type == TIDE__V1__VALUE_TYPE__VALUE_TYPE_STRING) {
                 for (size_t i = 0; i < col->n_str && !code; i++) {
                     size_t len = strlen(col->str[i]);
 
