@@ -205,6 +205,33 @@ $(TIDE_BIN): $(CLI_OBJS) $(LIBTIDE_A)
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
 # --- end client ---
 
+# --- bench: tide-bench, the benchmark harness (docs/bench.md) ---
+BENCH_SRCS := bench/hist.c bench/json.c bench/peer.c bench/report.c \
+              bench/workload.c
+BENCH_OBJS := $(call obj,$(BENCH_SRCS))
+TIDE_BENCH_BIN := $(BUILD)/tide-bench
+ALL_OBJS += $(BENCH_OBJS) $(call obj,bench/tide_bench.c)
+
+all: $(TIDE_BENCH_BIN)
+
+$(TIDE_BENCH_BIN): $(call obj,bench/tide_bench.c) $(BENCH_OBJS) $(LIBTIDE_A)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
+
+# The unit tests link the modules they test; the integration test runs the
+# tide-bench binary next to TIDED_BIN.
+$(UNIT_BIN): $(BENCH_OBJS)
+test-integration: $(TIDE_BENCH_BIN)
+
+.PHONY: bench
+# The standard suite against a fresh tided (then VictoriaMetrics when
+# installed); writes docs/benchmarks.md.
+bench: deps
+	@$(MAKE) --no-print-directory $(TIDED_BIN) $(TIDE_BENCH_BIN) \
+	    $(ENGINE_BENCH_BIN)
+	$(Q)bench/suite.sh $(BUILD)
+# --- end bench ---
+
 $(INT_BIN): $(INT_OBJS) $(SUPPORT_OBJS) $(LIBTIDE_A) $(LIBPROTO)
 	@mkdir -p $(@D)
 	@echo "  LD      $@"

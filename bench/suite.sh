@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# make bench: the standard suite (docs/bench.md). A fresh tided on free
+# loopback ports with a temporary data directory: ingest, query, mixed,
+# verify; then VictoriaMetrics when installed (bench/peers/victoria.sh);
+# writes docs/benchmarks.md with the table, the charts, the command, the
+# machine and the commit. Knobs: BENCH_DEVICES (100), BENCH_HOURS (24),
+# BENCH_QUERY_S (20), BENCH_PEERS (victoria, or "none").
+set -euo pipefail
+BUILD=${1:-build/release}
+DEVICES=${BENCH_DEVICES:-100}
+HOURS=${BENCH_HOURS:-24}
+QUERY_S=${BENCH_QUERY_S:-20}
+PEERS=${BENCH_PEERS:-victoria}
+VM_PORT=${BENCH_VM_PORT:-18428}
+OUT=docs/benchmarks.md
+ASSETS=docs/benchmarks
+BENCH="$BUILD/tide-bench"
+WL="--workload devops --devices $DEVICES --hours $HOURS --start 1704067200 --seed 1"
+
+work=$(mktemp -d /tmp/tide-bench-suite.XXXXXX)
+pid=
+stop_tided() {
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid"
+        wait "$pid" || true
+    fi
+    pid=
+}
+cleanup() {
+    stop_tided
+    rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$ASSETS"
+
+# A figure from a tide-bench JSON report: the first "key":number.
+jget() {
+    grep -o "\"$1\":[-0-9.e+]*" "$2" | head -1 | cut -d: -f2
+}
+# p99 of query type N (1..5) from the queries_by_type array.
+qp99() {
+    grep -o '"p99_ms":[-0-9.e+]*' "$2" | sed -n "$(($1 + 1))p" | cut -d: -f2
+}
+fmt() {
+    awk -v v="${1:-0}" -v d="${2:-0}" 'BEGIN { printf "%.*f", d, v }'
+}
+
+"$BUILD/tided" --data-dir "$work/data" --listen 127.0.0.1:0 \
+    --http-listen 127.0.0.1:0 --set log_level=warn >"$work/out" \
+    2>"$work/tided.log" &
+pid=$!
+port=
+for _ in $(seq 1 200); do
+    port=$(sed -n 's/^ready: listening on 127.0.0.1:\([0-9]*\)$/\1/p' \
+        "$work/out")
+    [ -n "$port" ] && break
+    sleep 0.05
+done
+[ -n "$port" ] || { echo "bench: tided did not start" >&2; exit 1; }
+T="--port $port --admin-key-file $work/data/admin.key --server-pid $pid"
+echo "bench: tided (pid $pid) on 127.0.0.1:$port"
+
+run() { # name mode target-args...
+    local name=$1 mode=$2
+    shift 2
+    echo "bench: $name"
+    "$BENCH" "$mode" "$@" $WL --json "$work/$name.json" \
+        --svg "$ASSETS/$name.svg" | tee "$work/$name.txt"
+}
+run tide-ingest ingest $T --connections 2 --batch 10000
+run tide-query query $T --query-concurrency 2 --seconds "$QUERY_S"
+run tide-mixed mixed $T --connections 1 --batch 10000 --query-concurrency 1
+run tide-verify verify $T
+stop_tided
+seg=$(du -sb "$work/data/seg" 2>/dev/null | cut -f1)
+points=$(jget points_acked "$work/tide-ingest.json")
+
+vm=
+if [ "$PEERS" = victoria ] && command -v victoria-metrics >/dev/null; then
+    read -r vpid vdir < <(bench/peers/victoria.sh start "$VM_PORT")
+    V="--target victoria --port $VM_PORT"
+    run vm-ingest ingest $V --connections 2 --batch 10000
+    sleep 2 # VictoriaMetrics makes new samples searchable after ~1 s
+    run vm-query query $V --query-concurrency 2 --seconds "$QUERY_S"
+    run vm-mixed mixed $V --connections 1 --batch 10000 \
+        --query-concurrency 1
+    vm_bytes=$(bench/peers/victoria.sh stop "$vpid" "$vdir")
+    vm=1
+fi
+
+row() { # label prefix bytes
+    local p=$2
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" \
+        "$(fmt "$(jget points_per_s "$work/$p-ingest.json")" 0)" \
+        "$(fmt "$(jget p99_ms "$work/$p-ingest.json")" 2)" \
+        "$(fmt "$(jget queries_per_s "$work/$p-query.json")" 0)" \
+        "$(fmt "$(qp99 1 "$work/$p-query.json")" 2) / $(fmt "$(qp99 2 "$work/$p-query.json")" 2) / $(fmt "$(qp99 3 "$work/$p-query.json")" 2) / $(fmt "$(qp99 4 "$work/$p-query.json")" 2) / $(fmt "$(qp99 5 "$work/$p-query.json")" 2)" \
+        "$(fmt "$(jget points_per_s "$work/$p-mixed.json")" 0)" \
+        "$(fmt "$(jget queries_per_s "$work/$p-mixed.json")" 0)" \
+        "$(fmt "$(jget server_rss_peak_mib "$work/$p-ingest.json")" 0)" \
+        "$(awk -v b="${3:-0}" -v n="${points:-1}" 'BEGIN { printf "%.2f", b / n }')"
+}
+
+{
+    echo "# Benchmarks"
+    echo
+    echo "Written by \`make bench\` (bench/suite.sh) on $(date -u +%Y-%m-%dT%H:%MZ)."
+    echo "Commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown);"
+    echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo),"
+    echo "kernel $(uname -r); loopback (127.0.0.1) only. One run each: take"
+    echo "medians of several runs before comparing (docs/bench.md, Caveats)."
+    echo
+    echo "Workload: devops, $DEVICES devices x 10 fields, 10 s interval, $HOURS h"
+    echo "($(jget points "$work/tide-ingest.json") points), seed 1. Command:"
+    echo
+    echo '```sh'
+    echo "make bench   # BENCH_DEVICES=$DEVICES BENCH_HOURS=$HOURS BENCH_QUERY_S=$QUERY_S"
+    echo "$BENCH ingest $WL --connections 2 --batch 10000"
+    echo "$BENCH query $WL --query-concurrency 2 --seconds $QUERY_S"
+    echo "$BENCH mixed $WL --connections 1 --batch 10000 --query-concurrency 1"
+    echo "$BENCH verify $WL"
+    echo '```'
+    echo
+    echo "| target | ingest points/s | ingest ack p99 ms | queries/s | query p99 ms Q1/Q2/Q3/Q4/Q5 | mixed points/s | mixed queries/s | server peak RSS MiB | bytes/point on disk |"
+    echo "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"
+    row Tide tide "$seg"
+    if [ -n "$vm" ]; then
+        row "VictoriaMetrics $(victoria-metrics -version 2>/dev/null | head -1 | sed 's/^victoria-metrics-//' | cut -c1-30)" vm "$vm_bytes"
+    else
+        echo "| VictoriaMetrics | not installed (apt-get install victoria-metrics) | | | | | | | |"
+    fi
+    echo
+    echo "Tide's bytes/point: segment files after the clean shutdown that"
+    echo "flushes the head. Peers: data directory after stop. Ack latency"
+    echo "for Tide is pipelined (batch sealed to ack seen); for peers it is"
+    echo "the synchronous HTTP POST of one batch."
+    echo
+    echo "Verify: $(grep '^verify:' "$work/tide-verify.txt")"
+    echo
+    for n in tide-ingest tide-query tide-mixed vm-ingest vm-query vm-mixed; do
+        [ -f "$work/$n.txt" ] || continue
+        echo "## $n"
+        echo
+        echo "![$n](benchmarks/$n.svg)"
+        echo
+        echo '```'
+        sed -n '/^figure/,$p' "$work/$n.txt"
+        echo '```'
+        echo
+    done
+} >"$OUT"
+echo "bench: wrote $OUT"
