@@ -1233,7 +1233,17 @@ static int shard_open(struct tide_db *db, struct shard *s, unsigned idx)
     tide__head_init(&s->head);
     pthread_mutex_init(&s->wake_mu, NULL);
     pthread_cond_init(&s->wake_cv, NULL);
-    pthread_rwlock_init(&s->rw, NULL);
+    {
+        /* glibc's default rwlock prefers readers: a stream of queries
+         * copying out of the head would starve the shard's writer. */
+        pthread_rwlockattr_t attr;
+
+        pthread_rwlockattr_init(&attr);
+        pthread_rwlockattr_setkind_np(
+            &attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+        pthread_rwlock_init(&s->rw, &attr);
+        pthread_rwlockattr_destroy(&attr);
+    }
     snprintf(path, sizeof(path), "%s/wal/%03u", db->dir, idx);
     s->wal_dir = tide_strdup(path);
     if (!s->wal_dir)

@@ -34,6 +34,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     (void)what;
     tided_writes_drain(arg);
     tided_logins_drain(arg);
+    tided_queries_drain(arg);
 }
 
 /* Drain: stop accepting, wait for the engine to finish in-flight writes so
@@ -177,7 +178,8 @@ int main(int argc, char **argv)
                  s->cfg.data_dir, tide_strerror(rc));
         goto out;
     }
-    if (tided_throttle_init(s) || tided_write_init(s))
+    if (tided_throttle_init(s) || tided_write_init(s) ||
+        tided_query_threads_start(s))
         goto out;
     s->base = event_base_new();
     if (!s->base)
@@ -205,6 +207,8 @@ out:
     if (s->listener)
         evconnlistener_free(s->listener);
     tided_close_all(s);
+    tided_query_threads_stop(s);
+    tided_queries_drain(s); /* the abandoned queries' last references */
     if (s->http)
         evhttp_free(s->http);
     /* Closing the engine completes every queued append; their acks can no

@@ -6,11 +6,27 @@
  * latest points come from tide_db_aggregate() / tide_db_latest(). Results
  * leave as QueryChunk frames of about max_chunk_bytes, then QueryEnd.
  *
- * Flow control: a query produces chunks only while the connection's output
- * buffer is below the high watermark; otherwise it waits for conn.c to call
- * query_resume() once the client has read. Raw queries pull from the
- * engine lazily, so a slow client holds back the engine reads too.
+ * Threads: the selection is resolved on the loop thread (it uses the
+ * server's device cache); the engine reads and the encoding of chunks run
+ * on a small pool of query threads, so that a long query never stalls the
+ * loop and with it every write acknowledgement.
+ *
+ *   loop: handle_query ──► job queue ──► query thread: produce, encode
+ *   loop: deliver frames ◄── ready list ◄── frames queued on the query
+ *
+ * Flow control: a query thread stops producing while more than
+ * QUERY_QUEUED_MAX encoded bytes wait for its connection; the loop moves
+ * frames to the connection only while its output is below the high
+ * watermark. A slow client thus holds back the engine reads too.
+ *
+ * Invariants:
+ *   1. A query_state is freed by whichever of the loop, its query thread
+ *      and the ready list lets go of it last (refs); the thread never
+ *      touches the connection.
+ *   2. Frames of one query reach the connection in the order produced, and
+ *      its last frame is QueryEnd or Error.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,10 +46,33 @@ struct result {
     int64_t prev_ts;
 };
 
+/* An encoded frame waiting for its connection. */
+struct qframe {
+    struct qframe *next;
+    size_t len;
+    uint8_t data[];
+};
+
+/* Encoded bytes a query may have waiting before its thread pauses. */
+#define QUERY_QUEUED_MAX (1u << 20)
+
 struct query_state {
-    struct query_state *next;
-    struct conn *conn;
+    struct query_state *next;       /* in the connection's list (loop) */
+    struct query_state *job_next;   /* in the job queue */
+    struct query_state *ready_next; /* in the server's ready list */
+    struct server *srv;
+    struct conn *conn; /* NULL once the connection is gone (loop only) */
     uint64_t rid;
+    uint64_t account_id;
+    /* Shared between the loop and the query thread, under `lock`. */
+    pthread_mutex_t lock;
+    pthread_cond_t cv; /* the loop took frames, or the query ended */
+    struct qframe *out_head, *out_tail;
+    size_t out_bytes;
+    int produced;         /* the thread queued its last frame */
+    int ready_queued;     /* in the server's ready list */
+    atomic_int cancelled; /* stop producing */
+    atomic_int refs;      /* loop + thread */
     /* Parameters. */
     int64_t from_ns, to_ns, bucket_ns;
     Tide__V1__Aggregation agg;
@@ -88,6 +127,44 @@ static void chunk_reset(struct query_state *q)
     q->chunk_bytes = 0;
 }
 
+/* Encode `env` and queue it for the connection (query thread). Waits while
+ * too much is queued. Returns 0, -ECANCELED or -ENOMEM. */
+static int q_push(struct query_state *q, const Tide__V1__Envelope *env)
+{
+    struct server *s = q->srv;
+    size_t len = tide_frame_size(env);
+    struct qframe *f = malloc(sizeof(*f) + len);
+    int wake;
+
+    if (!f)
+        return -ENOMEM;
+    f->next = NULL;
+    f->len = (size_t)tide_frame_encode(env, f->data, len);
+    pthread_mutex_lock(&q->lock);
+    while (q->out_bytes > QUERY_QUEUED_MAX && !atomic_load(&q->cancelled))
+        pthread_cond_wait(&q->cv, &q->lock);
+    if (q->out_tail)
+        q->out_tail->next = f;
+    else
+        q->out_head = f;
+    q->out_tail = f;
+    q->out_bytes += f->len;
+    wake = !q->ready_queued;
+    if (wake) {
+        q->ready_queued = 1;
+        atomic_fetch_add(&q->refs, 1); /* held by the ready list */
+    }
+    pthread_mutex_unlock(&q->lock);
+    if (wake) {
+        pthread_mutex_lock(&s->done_lock);
+        q->ready_next = s->queries_ready;
+        s->queries_ready = q;
+        pthread_mutex_unlock(&s->done_lock);
+        event_active(s->wake, EV_READ, 0);
+    }
+    return atomic_load(&q->cancelled) ? -ECANCELED : 0;
+}
+
 static int chunk_send(struct query_state *q)
 {
     Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
@@ -107,7 +184,7 @@ static int chunk_send(struct query_state *q)
     env.request_id = q->rid;
     env.body_case = TIDE__V1__ENVELOPE__BODY_QUERY_CHUNK;
     env.query_chunk = &chunk;
-    rc = conn_send(q->conn, &env);
+    rc = q_push(q, &env);
     free(v);
     chunk_reset(q);
     return rc;
@@ -412,12 +489,12 @@ out:
 
 static int budget_full(const struct query_state *q)
 {
-    return q->chunk_bytes >= q->conn->srv->cfg.max_chunk_bytes;
+    return q->chunk_bytes >= q->srv->cfg.max_chunk_bytes;
 }
 
 static int too_large(const struct query_state *q)
 {
-    return q->points > q->conn->srv->cfg.max_query_points;
+    return q->points > q->srv->cfg.max_query_points;
 }
 
 /* Append the point to the current series' result, honouring the limit. */
@@ -520,7 +597,7 @@ static int release_held(struct query_state *q)
 
         rc = raw_emit(q, p->ts_ns, p->v.f64, p->v.i64, p->v.b, &p->v.str);
         if (rc == 0 && budget_full(q))
-            rc = chunk_send(q) ? -ENOMEM : 0;
+            rc = chunk_send(q);
     }
     held_clear(q);
     return rc;
@@ -563,7 +640,7 @@ static int produce_raw(struct query_state *q)
             if (rc)
                 return rc;
         }
-        if (too_large(q) || q->n_held > q->conn->srv->cfg.max_query_points)
+        if (too_large(q) || q->n_held > q->srv->cfg.max_query_points)
             return TIDE_EFULL;
     }
     return 0;
@@ -653,8 +730,8 @@ static int emit_buckets(struct query_state *q, const char *device,
         if (rc)
             return rc;
         emitted++;
-        if (budget_full(q) && chunk_send(q))
-            return -ENOMEM;
+        if (budget_full(q) && (rc = chunk_send(q)))
+            return rc;
     }
     return too_large(q) ? TIDE_EFULL : 0;
 }
@@ -670,7 +747,7 @@ static int numeric_agg(Tide__V1__Aggregation a)
 /* Aggregates of every selected series, at once. */
 static int produce_agg(struct query_state *q)
 {
-    struct server *s = q->conn->srv;
+    struct server *s = q->srv;
     struct tide_agg_series *res = NULL;
     uint64_t *ids = malloc((q->n_series ? q->n_series : 1) * sizeof(*ids));
     struct tide_bucket *fleet = NULL;
@@ -781,7 +858,7 @@ static int produce_latest(struct query_state *q)
         return -ENOMEM;
     for (uint32_t i = 0; i < q->n_series; i++)
         ids[i] = q->series[i].id;
-    rc = tide_db_latest(q->conn->srv->db, ids, q->n_series, &pts);
+    rc = tide_db_latest(q->srv->db, ids, q->n_series, &pts);
     free(ids);
     for (uint32_t i = 0; rc == 0 && i < q->n_series; i++) {
         const struct qseries *x = &q->series[i];
@@ -799,7 +876,7 @@ static int produce_latest(struct query_state *q)
         rc = result_add(q, r, pts[i].ts_ns, x->type, pts[i].v.f64, pts[i].v.i64,
                         pts[i].v.b, &pts[i].v.str, 0, 0);
         if (rc == 0 && budget_full(q))
-            rc = chunk_send(q) ? -ENOMEM : 0;
+            rc = chunk_send(q);
     }
     if (pts)
         tide_latest_free(pts, q->n_series);
@@ -807,59 +884,62 @@ static int produce_latest(struct query_state *q)
     return rc;
 }
 
-/* ---- Lifecycle
- * ----------------------------------------------------------------- */
+/* ---- Lifecycle -------------------------------------------------------- */
 
 static void query_free(struct query_state *q)
 {
+    while (q->out_head) {
+        struct qframe *f = q->out_head;
+
+        q->out_head = f->next;
+        free(f);
+    }
     held_clear(q);
     free(q->held);
     chunk_reset(q);
     free(q->res);
     tide_iter_close(q->it);
     free(q->series);
+    pthread_mutex_destroy(&q->lock);
+    pthread_cond_destroy(&q->cv);
     free(q);
 }
 
-/* Remove `q` from its connection and free it. */
-static void query_done(struct query_state *q)
+/* Let go of `q` (invariant 1). */
+static void query_unref(struct query_state *q)
 {
-    struct conn *c = q->conn;
-    struct query_state **pp = &c->queries;
-    uint64_t us = (uint64_t)(tided_now_ns() - q->started_ns) / 1000;
-
-    while (*pp && *pp != q)
-        pp = &(*pp)->next;
-    if (*pp)
-        *pp = q->next;
-    c->inflight--;
-    tided_metrics_query_latency(c->srv, us);
-    query_free(q);
+    if (atomic_fetch_sub(&q->refs, 1) == 1)
+        query_free(q);
 }
 
+/* Queue the Error that ends the query (query thread). */
 static void query_fail(struct query_state *q, int rc)
 {
-    Tide__V1__ErrorCode code =
-        rc == TIDE_EFULL   ? TIDE__V1__ERROR_CODE__ERROR_CODE_QUERY_TOO_LARGE
-        : rc == -ETIMEDOUT ? TIDE__V1__ERROR_CODE__ERROR_CODE_TIMEOUT
-                           : tided_wire_code(rc);
+    Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__Error err = TIDE__V1__ERROR__INIT;
 
-    conn_send_error(q->conn, q->rid, code,
-                    rc == TIDE_EFULL   ? "result above max_query_points"
-                    : rc == -ETIMEDOUT ? "query ran past query_timeout_ms"
-                                       : tide_strerror(rc),
-                    0);
-    query_done(q);
+    err.code = rc == TIDE_EFULL
+                   ? TIDE__V1__ERROR_CODE__ERROR_CODE_QUERY_TOO_LARGE
+               : rc == -ETIMEDOUT ? TIDE__V1__ERROR_CODE__ERROR_CODE_TIMEOUT
+                                  : tided_wire_code(rc);
+    err.message = rc == TIDE_EFULL   ? "result above max_query_points"
+                  : rc == -ETIMEDOUT ? "query ran past query_timeout_ms"
+                                     : (char *)tide_strerror(rc);
+    env.request_id = q->rid;
+    env.body_case = TIDE__V1__ENVELOPE__BODY_ERROR;
+    env.error = &err;
+    chunk_reset(q);
+    q_push(q, &env);
 }
 
-/* Produce while the client keeps up. Returns when the query ended or the
- * output buffer is above the high watermark. */
-static void query_run(struct query_state *q)
+/* Produce every frame of `q` (query thread). */
+static void query_execute(struct query_state *q)
 {
-    struct conn *c = q->conn;
     int rc = 0;
 
-    while (!q->finished && conn_out_pending(c) < c->srv->cfg.out_high_bytes) {
+    while (!q->finished) {
+        if (atomic_load(&q->cancelled))
+            return;
         if (tided_now_ns() > q->deadline_ns) {
             query_fail(q, -ETIMEDOUT);
             return;
@@ -871,13 +951,15 @@ static void query_run(struct query_state *q)
         else
             rc = produce_agg(q);
         if (rc == 0 && (budget_full(q) || q->finished))
-            rc = chunk_send(q) ? -ENOMEM : 0;
+            rc = chunk_send(q);
+        if (rc == -ECANCELED)
+            return;
         if (rc) {
             query_fail(q, rc);
             return;
         }
     }
-    if (q->finished) {
+    {
         Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
         Tide__V1__QueryEnd end = TIDE__V1__QUERY_END__INIT;
 
@@ -891,8 +973,140 @@ static void query_run(struct query_state *q)
         env.request_id = q->rid;
         env.body_case = TIDE__V1__ENVELOPE__BODY_QUERY_END;
         env.query_end = &end;
-        conn_send(c, &env);
-        query_done(q);
+        q_push(q, &env);
+    }
+}
+
+static void *query_thread(void *arg)
+{
+    struct server *s = arg;
+
+    for (;;) {
+        struct query_state *q;
+
+        pthread_mutex_lock(&s->qjob_lock);
+        while (!s->qjob_head && !s->qjob_stop)
+            pthread_cond_wait(&s->qjob_cv, &s->qjob_lock);
+        q = s->qjob_head;
+        if (q) {
+            s->qjob_head = q->job_next;
+            if (!s->qjob_head)
+                s->qjob_tail = NULL;
+        }
+        pthread_mutex_unlock(&s->qjob_lock);
+        if (!q)
+            return NULL; /* stopping and the queue is empty */
+        query_execute(q);
+        pthread_mutex_lock(&q->lock);
+        q->produced = 1;
+        pthread_mutex_unlock(&q->lock);
+        /* The loop must see the end even when nothing was queued. */
+        pthread_mutex_lock(&s->done_lock);
+        pthread_mutex_lock(&q->lock);
+        if (!q->ready_queued) {
+            q->ready_queued = 1;
+            atomic_fetch_add(&q->refs, 1); /* held by the ready list */
+            q->ready_next = s->queries_ready;
+            s->queries_ready = q;
+        }
+        pthread_mutex_unlock(&q->lock);
+        pthread_mutex_unlock(&s->done_lock);
+        event_active(s->wake, EV_READ, 0);
+        query_unref(q);
+    }
+}
+
+int tided_query_threads_start(struct server *s)
+{
+    pthread_mutex_init(&s->qjob_lock, NULL);
+    pthread_cond_init(&s->qjob_cv, NULL);
+    for (unsigned i = 0; i < s->cfg.query_threads; i++) {
+        if (pthread_create(&s->qthreads[i], NULL, query_thread, s))
+            return -1;
+        s->n_qthreads++;
+    }
+    return 0;
+}
+
+void tided_query_threads_stop(struct server *s)
+{
+    pthread_mutex_lock(&s->qjob_lock);
+    s->qjob_stop = 1;
+    pthread_cond_broadcast(&s->qjob_cv);
+    pthread_mutex_unlock(&s->qjob_lock);
+    for (unsigned i = 0; i < s->n_qthreads; i++)
+        pthread_join(s->qthreads[i], NULL);
+    s->n_qthreads = 0;
+}
+
+/* Remove `q` from its connection's list (loop). */
+static void query_unlink(struct query_state *q)
+{
+    struct conn *c = q->conn;
+    struct query_state **pp = &c->queries;
+
+    while (*pp && *pp != q)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = q->next;
+    c->inflight--;
+    q->conn = NULL;
+}
+
+/* Move the queued frames of `q` to its connection while the connection
+ * keeps up; finish the query after its last frame (loop). */
+static void query_deliver(struct query_state *q)
+{
+    struct conn *c = q->conn;
+    struct evbuffer *out;
+    int produced, empty;
+
+    if (!c)
+        return;
+    out = bufferevent_get_output(c->bev);
+    pthread_mutex_lock(&q->lock);
+    while (q->out_head && conn_out_pending(c) < c->srv->cfg.out_high_bytes) {
+        struct qframe *f = q->out_head;
+
+        q->out_head = f->next;
+        if (!q->out_head)
+            q->out_tail = NULL;
+        q->out_bytes -= f->len;
+        evbuffer_add(out, f->data, f->len);
+        atomic_fetch_add(&c->srv->metrics.frames_out, 1);
+        atomic_fetch_add(&c->srv->metrics.bytes_out, f->len);
+        free(f);
+    }
+    pthread_cond_signal(&q->cv);
+    produced = q->produced;
+    empty = !q->out_head;
+    pthread_mutex_unlock(&q->lock);
+    if (produced && empty) {
+        tided_metrics_query_latency(
+            c->srv, (uint64_t)(tided_now_ns() - q->started_ns) / 1000);
+        query_unlink(q);
+        query_unref(q);
+    }
+}
+
+void tided_queries_drain(struct server *s)
+{
+    struct query_state *q;
+
+    pthread_mutex_lock(&s->done_lock);
+    q = s->queries_ready;
+    s->queries_ready = NULL;
+    pthread_mutex_unlock(&s->done_lock);
+    while (q) {
+        struct query_state *next;
+
+        pthread_mutex_lock(&q->lock);
+        next = q->ready_next;
+        q->ready_queued = 0;
+        pthread_mutex_unlock(&q->lock);
+        query_deliver(q);
+        query_unref(q); /* the ready list's */
+        q = next;
     }
 }
 
@@ -903,19 +1117,27 @@ void query_resume(struct conn *c)
     while (q && conn_out_pending(c) < c->srv->cfg.out_high_bytes) {
         struct query_state *next = q->next;
 
-        query_run(q);
+        query_deliver(q);
         q = next;
     }
 }
 
+/* Stop `q` for good (loop): its thread stops at the next frame, queued
+ * frames are dropped, the connection no longer knows it. */
+static void query_abandon(struct query_state *q)
+{
+    atomic_store(&q->cancelled, 1);
+    pthread_mutex_lock(&q->lock);
+    pthread_cond_signal(&q->cv);
+    pthread_mutex_unlock(&q->lock);
+    query_unlink(q);
+    query_unref(q);
+}
+
 void query_free_all(struct conn *c)
 {
-    while (c->queries) {
-        struct query_state *q = c->queries;
-
-        c->queries = q->next;
-        query_free(q);
-    }
+    while (c->queries)
+        query_abandon(c->queries);
 }
 
 void handle_query(struct conn *c, const Tide__V1__Envelope *env)
@@ -956,8 +1178,13 @@ void handle_query(struct conn *c, const Tide__V1__Envelope *env)
                         "out of memory", 0);
         return;
     }
+    q->srv = s;
     q->conn = c;
     q->rid = env->request_id;
+    q->account_id = account;
+    pthread_mutex_init(&q->lock, NULL);
+    pthread_cond_init(&q->cv, NULL);
+    atomic_init(&q->refs, 2);
     q->from_ns = qp->from_ns;
     q->to_ns = qp->to_ns;
     q->bucket_ns = qp->bucket_ns;
@@ -1000,7 +1227,14 @@ void handle_query(struct conn *c, const Tide__V1__Envelope *env)
     for (tail = &c->queries; *tail; tail = &(*tail)->next)
         ;
     *tail = q;
-    query_run(q);
+    pthread_mutex_lock(&s->qjob_lock);
+    if (s->qjob_tail)
+        s->qjob_tail->job_next = q;
+    else
+        s->qjob_head = q;
+    s->qjob_tail = q;
+    pthread_cond_signal(&s->qjob_cv);
+    pthread_mutex_unlock(&s->qjob_lock);
 }
 
 void handle_query_cancel(struct conn *c, const Tide__V1__Envelope *env)
@@ -1015,11 +1249,10 @@ void handle_query_cancel(struct conn *c, const Tide__V1__Envelope *env)
     conn_send(c, &out);
     for (struct query_state *q = c->queries; q; q = q->next) {
         if (q->rid == target) {
-            chunk_reset(q);
-            conn_send_error(c, q->rid,
+            query_abandon(q);
+            conn_send_error(c, target,
                             TIDE__V1__ERROR_CODE__ERROR_CODE_CANCELLED,
                             "query cancelled", 0);
-            query_done(q);
             break;
         }
     }

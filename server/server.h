@@ -63,6 +63,7 @@ struct tided_config {
     uint32_t idle_timeout_ms;  /* default 300 s */
     uint32_t read_timeout_ms;  /* a started frame must finish; 30 s */
     uint32_t max_connections;  /* default 16384 */
+    uint32_t query_threads;    /* threads running queries; default 2 */
     uint32_t out_high_bytes;   /* output high watermark; default 4 MiB */
     unsigned bcrypt_cost;      /* default 12 */
     int allow_signup;          /* anonymous AccountCreate; default 1 */
@@ -127,9 +128,17 @@ struct server {
     pthread_mutex_t done_lock;
     struct pending_write *done_head;
     struct pending_write *done_tail;
-    uint64_t inflight_writes;      /* appends queued to the engine */
-    struct login_job *logins_done; /* finished logins, under done_lock */
-    unsigned logins_running;       /* login threads not yet answered */
+    uint64_t inflight_writes;          /* appends queued to the engine */
+    struct login_job *logins_done;     /* finished logins, under done_lock */
+    struct query_state *queries_ready; /* frames to deliver, done_lock */
+    /* Query threads and their job queue (query.c). */
+    pthread_t qthreads[16];
+    unsigned n_qthreads;
+    pthread_mutex_t qjob_lock;
+    pthread_cond_t qjob_cv;
+    struct query_state *qjob_head, *qjob_tail;
+    int qjob_stop;
+    unsigned logins_running; /* login threads not yet answered */
     /* Throttling of failed authentications per IP (auth.c). */
     struct auth_throttle *throttle;
     /* Device name -> id cache and per-account rate buckets (write.c). */
@@ -227,6 +236,11 @@ void handle_query_cancel(struct conn *c, const Tide__V1__Envelope *env);
 /* The output buffer drained below the low watermark: continue. */
 void query_resume(struct conn *c);
 void query_free_all(struct conn *c);
+/* Deliver the frames query threads queued (loop thread). */
+void tided_queries_drain(struct server *s);
+/* Start / stop (after every connection is closed) the query threads. */
+int tided_query_threads_start(struct server *s);
+void tided_query_threads_stop(struct server *s);
 
 /* admin.c: every sidecar operation, one-to-one. Returns 1 when the body
  * was an admin request it handled. */
