@@ -325,6 +325,8 @@ static void device_register(struct conn *c, const Tide__V1__Envelope *e)
                                       .tags = tags};
     if (rc == 0)
         rc = tide_meta_device_register(c->srv->meta, &c->who, account, &d, &id);
+    if (rc == 0)
+        tided_device_forget(c->srv, account); /* reloaded on next use */
     if (rc)
         reply_rc(c, e->request_id, rc);
     else

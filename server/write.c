@@ -120,6 +120,23 @@ static int device_load_account(struct server *s, uint64_t account_id)
     return rc;
 }
 
+/* An entry with the empty name (never a valid thing name) marks an
+ * account whose devices are all in the cache. Every registration and
+ * deletion goes through this server and updates or forgets the account's
+ * entries, so a loaded account's cache is complete. */
+static int device_load_once(struct server *s, uint64_t account_id)
+{
+    struct tide_meta_device mark = {.account_id = account_id};
+    int rc;
+
+    if (device_find(s, account_id, ""))
+        return 0;
+    rc = device_load_account(s, account_id);
+    if (rc == 0 && !device_put(s, &mark))
+        rc = -ENOMEM;
+    return rc;
+}
+
 static int device_entry_get(struct server *s, uint64_t account_id,
                             const char *name, int create,
                             struct device_entry **out)
@@ -129,7 +146,7 @@ static int device_entry_get(struct server *s, uint64_t account_id,
     int rc;
 
     if (!e) {
-        rc = device_load_account(s, account_id);
+        rc = device_load_once(s, account_id);
         if (rc)
             return rc;
         e = device_find(s, account_id, name);
@@ -140,12 +157,21 @@ static int device_entry_get(struct server *s, uint64_t account_id,
 
         rc = tide_meta_device_register(s->meta, &tided_system_principal,
                                        account_id, &nd, &id);
-        if (rc && rc != TIDE_EEXIST)
-            return rc;
-        rc = device_load_account(s, account_id);
+        if (rc == TIDE_EEXIST) {
+            /* Registered behind the cache's back: read the account again. */
+            tided_device_forget(s, account_id);
+            rc = device_load_once(s, account_id);
+            e = rc ? NULL : device_find(s, account_id, name);
+        } else if (rc == 0) {
+            memset(&d, 0, sizeof(d));
+            d.id = id;
+            d.account_id = account_id;
+            snprintf(d.thing_name, sizeof(d.thing_name), "%s", name);
+            e = device_put(s, &d);
+            rc = e ? 0 : -ENOMEM;
+        }
         if (rc)
             return rc;
-        e = device_find(s, account_id, name);
     }
     if (!e)
         return TIDE_ENOTFOUND;
