@@ -1059,6 +1059,7 @@ static void query_deliver(struct query_state *q)
 {
     struct conn *c = q->conn;
     struct evbuffer *out;
+    struct tide_meta_usage u = {0};
     int produced, empty;
 
     if (!c)
@@ -1075,12 +1076,15 @@ static void query_deliver(struct query_state *q)
         evbuffer_add(out, f->data, f->len);
         atomic_fetch_add(&c->srv->metrics.frames_out, 1);
         atomic_fetch_add(&c->srv->metrics.bytes_out, f->len);
+        u.bytes_out += f->len;
         free(f);
     }
     pthread_cond_signal(&q->cv);
     produced = q->produced;
     empty = !q->out_head;
     pthread_mutex_unlock(&q->lock);
+    if (u.bytes_out)
+        tide_meta_usage_add(c->srv->meta, q->account_id, &u);
     if (produced && empty) {
         tided_metrics_query_latency(
             c->srv, (uint64_t)(tided_now_ns() - q->started_ns) / 1000);
