@@ -2,17 +2,20 @@
 # SPDX-License-Identifier: Apache-2.0
 # make bench: the standard suite (docs/bench.md). A fresh tided on free
 # loopback ports with a temporary data directory: ingest, query, mixed,
-# verify; then VictoriaMetrics when installed (bench/peers/victoria.sh);
-# writes docs/benchmarks.md with the table, the charts, the command, the
-# machine and the commit. Knobs: BENCH_DEVICES (100), BENCH_HOURS (24),
-# BENCH_QUERY_S (20), BENCH_PEERS (victoria, or "none").
+# verify; then VictoriaMetrics and InfluxDB 1.x when installed
+# (bench/peers/victoria.sh, bench/peers/influx.sh); writes
+# docs/benchmarks.md with the table, the charts, the command, the machine
+# and the commit. Knobs: BENCH_DEVICES (100), BENCH_HOURS (24),
+# BENCH_QUERY_S (20), BENCH_PEERS ("victoria influx", a subset, or
+# "none").
 set -euo pipefail
 BUILD=${1:-build/release}
 DEVICES=${BENCH_DEVICES:-100}
 HOURS=${BENCH_HOURS:-24}
 QUERY_S=${BENCH_QUERY_S:-20}
-PEERS=${BENCH_PEERS:-victoria}
+PEERS=${BENCH_PEERS:-victoria influx}
 VM_PORT=${BENCH_VM_PORT:-18428}
+INFLUX_PORT=${BENCH_INFLUX_PORT:-18086}
 OUT=docs/benchmarks.md
 ASSETS=docs/benchmarks
 BENCH="$BUILD/tide-bench"
@@ -77,7 +80,7 @@ seg=$(du -sb "$work/data/seg" 2>/dev/null | cut -f1)
 points=$(jget points_acked "$work/tide-ingest.json")
 
 vm=
-if [ "$PEERS" = victoria ] && command -v victoria-metrics >/dev/null; then
+if [[ " $PEERS " == *" victoria "* ]] && command -v victoria-metrics >/dev/null; then
     read -r vpid vdir < <(bench/peers/victoria.sh start "$VM_PORT")
     V="--target victoria --port $VM_PORT"
     run vm-ingest ingest $V --connections 2 --batch 10000
@@ -87,6 +90,18 @@ if [ "$PEERS" = victoria ] && command -v victoria-metrics >/dev/null; then
         --query-concurrency 1
     vm_bytes=$(bench/peers/victoria.sh stop "$vpid" "$vdir")
     vm=1
+fi
+
+influx=
+if [[ " $PEERS " == *" influx "* ]] && command -v influxd >/dev/null; then
+    read -r ipid idir < <(bench/peers/influx.sh start "$INFLUX_PORT")
+    I="--target influx --port $INFLUX_PORT"
+    run influx-ingest ingest $I --connections 2 --batch 10000
+    run influx-query query $I --query-concurrency 2 --seconds "$QUERY_S"
+    run influx-mixed mixed $I --connections 1 --batch 10000 \
+        --query-concurrency 1
+    influx_bytes=$(bench/peers/influx.sh stop "$ipid" "$idir")
+    influx=1
 fi
 
 row() { # label prefix bytes
@@ -130,6 +145,11 @@ row() { # label prefix bytes
     else
         echo "| VictoriaMetrics | not installed (apt-get install victoria-metrics) | | | | | | | |"
     fi
+    if [ -n "$influx" ]; then
+        row "InfluxDB $(influxd version 2>/dev/null | awk '{ print $2 }')" influx "$influx_bytes"
+    else
+        echo "| InfluxDB 1.x | not installed (apt-get install influxdb) | | | | | | | |"
+    fi
     echo
     echo "Tide's bytes/point: segment files after the clean shutdown that"
     echo "flushes the head. Peers: data directory after stop. Ack latency"
@@ -138,7 +158,8 @@ row() { # label prefix bytes
     echo
     echo "Verify: $(grep '^verify:' "$work/tide-verify.txt")"
     echo
-    for n in tide-ingest tide-query tide-mixed vm-ingest vm-query vm-mixed; do
+    for n in tide-ingest tide-query tide-mixed vm-ingest vm-query vm-mixed \
+        influx-ingest influx-query influx-mixed; do
         [ -f "$work/$n.txt" ] || continue
         echo "## $n"
         echo
