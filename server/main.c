@@ -197,8 +197,7 @@ int main(int argc, char **argv)
         goto out;
     printf("ready: listening on %s:%d\n", s->cfg.listen_host, port);
     fflush(stdout);
-    tide_log(LOG_INFO, "tided %s serving %s (engine I/O: %s)", TIDED_VERSION,
-             s->cfg.data_dir, "see /metrics");
+    tide_log(LOG_INFO, "tided %s serving %s", TIDED_VERSION, s->cfg.data_dir);
     event_base_dispatch(s->base);
     code = 0;
     tide_log(LOG_INFO, "flushing and closing %s", s->cfg.data_dir);
