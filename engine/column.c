@@ -169,78 +169,119 @@ static size_t pack_bound(uint32_t m)
     return (m / PACK_BLOCK + 1) + 8 * (size_t)m;
 }
 
-struct bits_w {
-    uint8_t *dst;
-    size_t pos;
-    uint64_t acc; /* pending bits, fewer than 8 between calls */
-    unsigned nb;
-};
-
-/* Append the low `cnt` (<= 56) bits of v, which has no higher bits. */
-static void bits_put(struct bits_w *b, uint64_t v, unsigned cnt)
+/* Unaligned little-endian 8-byte access; compiles to one move on x86. */
+static inline uint64_t ld64(const uint8_t *p)
 {
-    b->acc |= v << b->nb;
-    b->nb += cnt;
-    while (b->nb >= 8) {
-        b->dst[b->pos++] = (uint8_t)b->acc;
-        b->acc >>= 8;
-        b->nb -= 8;
-    }
+    uint64_t v;
+
+    memcpy(&v, p, 8);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
 }
 
-/* Write one block of m <= PACK_BLOCK values at dst; returns bytes written. */
+static inline void st64(uint8_t *p, uint64_t v)
+{
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    memcpy(p, &v, 8);
+}
+
+/* Bytes a block of PACK_BLOCK values can take, plus 8 bytes of slack for
+ * the word-at-a-time loops below. */
+#define PACK_TMP_BYTES (PACK_BLOCK * 8u + 8u)
+
+/* Write one block of m <= PACK_BLOCK values at dst; returns bytes written.
+ * Values of up to 56 bits go through a 64-bit accumulator that is stored
+ * whole after each value (fewer than 8 bits stay pending, so 56 more fit);
+ * wider ones are split in two halves. The stores run ahead of the packed
+ * length, so they go to a stack buffer first. */
 static size_t pack_block(uint8_t *dst, const uint64_t *vals, uint32_t m)
 {
-    struct bits_w b = {dst, 1, 0, 0};
-    uint64_t all = 0;
-    unsigned w;
+    uint8_t tmp[PACK_TMP_BYTES];
+    uint64_t all = 0, acc = 0;
+    size_t pos = 0, len;
+    unsigned w, nb = 0;
 
     for (uint32_t i = 0; i < m; i++)
         all |= vals[i];
     w = bit_width(all);
     dst[0] = (uint8_t)w;
     for (uint32_t i = 0; i < m; i++) {
+        unsigned shift;
+
         if (w <= 56) {
-            bits_put(&b, vals[i], w);
+            acc |= vals[i] << nb;
+            nb += w;
         } else {
-            bits_put(&b, vals[i] & 0xffffffffu, 32);
-            bits_put(&b, vals[i] >> 32, w - 32);
+            acc |= (vals[i] & 0xffffffffu) << nb;
+            nb += 32;
+            st64(tmp + pos, acc);
+            shift = nb & ~7u;
+            pos += shift / 8;
+            acc >>= shift;
+            nb &= 7;
+            acc |= (vals[i] >> 32) << nb;
+            nb += w - 32;
         }
+        st64(tmp + pos, acc);
+        shift = nb & ~7u;
+        pos += shift / 8;
+        acc >>= shift;
+        nb &= 7;
     }
-    if (b.nb)
-        dst[b.pos++] = (uint8_t)b.acc;
-    TIDE_DEBUG_ASSERT(b.pos == pack_bytes(m, w));
-    return b.pos;
+    if (nb)
+        tmp[pos++] = (uint8_t)acc;
+    len = pack_bytes(m, w) - 1;
+    TIDE_DEBUG_ASSERT(pos == len);
+    memcpy(dst + 1, tmp, len);
+    return 1 + len;
 }
 
-struct bits_r {
-    const uint8_t *src;
-    size_t pos;
-    uint64_t acc;
-    unsigned nb;
-};
-
-/* Take `cnt` (<= 56) bits. The caller has checked that the block's bytes
- * are all there, so this never reads past them. */
-static uint64_t bits_get(struct bits_r *b, unsigned cnt)
+/* Unpack m <= PACK_BLOCK values of w <= 56 bits from src, which has at
+ * least 8 readable bytes past the last one holding a value: value i is
+ * one unaligned 8-byte load at bit i*w, shifted and masked. */
+static void unpack_narrow(const uint8_t *src, uint32_t m, unsigned w,
+                          uint64_t *vals)
 {
-    uint64_t v;
+    uint64_t mask = (UINT64_C(1) << w) - 1;
 
-    while (b->nb < cnt) {
-        b->acc |= (uint64_t)b->src[b->pos++] << b->nb;
-        b->nb += 8;
+    if (w == 0) {
+        memset(vals, 0, (size_t)m * sizeof(*vals));
+        return;
     }
-    v = b->acc & ((UINT64_C(1) << cnt) - 1);
-    b->acc >>= cnt;
-    b->nb -= cnt;
-    return v;
+    for (uint32_t i = 0; i < m; i++) {
+        size_t bit = (size_t)i * w;
+
+        vals[i] = (ld64(src + bit / 8) >> (bit % 8)) & mask;
+    }
 }
 
-/* Read one block of m <= PACK_BLOCK values into vals. */
+/* The same for 57..64 bits: two loads per value. */
+static void unpack_wide(const uint8_t *src, uint32_t m, unsigned w,
+                        uint64_t *vals)
+{
+    uint64_t hi_mask = (UINT64_C(1) << (w - 32)) - 1;
+
+    for (uint32_t i = 0; i < m; i++) {
+        size_t bit = (size_t)i * w, bit2 = bit + 32;
+        uint64_t lo = (ld64(src + bit / 8) >> (bit % 8)) & 0xffffffffu;
+        uint64_t hi = (ld64(src + bit2 / 8) >> (bit2 % 8)) & hi_mask;
+
+        vals[i] = lo | hi << 32;
+    }
+}
+
+/* Read one block of m <= PACK_BLOCK values into vals. Blocks far enough
+ * from the end of the payload are unpacked in place; the last ones from a
+ * zero-padded copy, so no load ever leaves the payload. */
 static int unpack_block(struct rd *r, uint32_t m, uint64_t *vals)
 {
-    struct bits_r b = {NULL, 0, 0, 0};
-    unsigned w;
+    uint8_t tmp[PACK_TMP_BYTES];
+    const uint8_t *src;
+    unsigned w, tail;
     size_t nbytes;
 
     if (r->pos >= r->len)
@@ -251,19 +292,19 @@ static int unpack_block(struct rd *r, uint32_t m, uint64_t *vals)
     nbytes = pack_bytes(m, w) - 1;
     if (nbytes > r->len - r->pos)
         return TIDE_ECORRUPT;
-    b.src = r->p + r->pos;
-    for (uint32_t i = 0; i < m; i++) {
-        if (w <= 56) {
-            vals[i] = bits_get(&b, w);
-        } else {
-            uint64_t lo = bits_get(&b, 32);
-
-            vals[i] = lo | bits_get(&b, w - 32) << 32;
-        }
-    }
-    TIDE_DEBUG_ASSERT(b.pos == nbytes);
-    if (b.acc)
+    src = r->p + r->pos;
+    tail = (unsigned)(((size_t)m * w) % 8);
+    if (tail && (src[nbytes - 1] >> tail))
         return TIDE_ECORRUPT; /* non-zero padding bits */
+    if (r->len - r->pos < nbytes + 8) {
+        memcpy(tmp, src, nbytes);
+        memset(tmp + nbytes, 0, 8);
+        src = tmp;
+    }
+    if (w <= 56)
+        unpack_narrow(src, m, w, vals);
+    else
+        unpack_wide(src, m, w, vals);
     r->pos += nbytes;
     return 0;
 }
@@ -308,10 +349,15 @@ static size_t ints_put(uint8_t *dst, const uint64_t *s, uint32_t m)
     for (uint32_t i = 0; i < m; i += PACK_BLOCK) {
         uint32_t mb = m - i < PACK_BLOCK ? m - i : PACK_BLOCK;
 
-        for (uint32_t j = 0; j < mb; j++) {
-            uint64_t v = s[i + j];
+        if (d == 1) { /* the common case: plain zigzag, no division */
+            for (uint32_t j = 0; j < mb; j++)
+                q[j] = (s[i + j] << 1) ^ (0 - (s[i + j] >> 63));
+        } else {
+            for (uint32_t j = 0; j < mb; j++) {
+                uint64_t v = s[i + j];
 
-            q[j] = (v >> 63) ? 2 * ((0 - v) / d) - 1 : 2 * (v / d);
+                q[j] = (v >> 63) ? 2 * ((0 - v) / d) - 1 : 2 * (v / d);
+            }
         }
         pos += pack_block(dst + pos, q, mb);
     }
@@ -334,11 +380,14 @@ static int ints_block(struct rd *r, uint64_t d, uint32_t m, uint64_t *s)
 
     if (rc)
         return rc;
-    for (uint32_t j = 0; j < m; j++) {
-        uint64_t q = s[j];
-        uint64_t a = ((q >> 1) + (q & 1)) * d;
-
-        s[j] = (q & 1) ? 0 - a : a;
+    /* The spec's formula without a branch: for odd q, -(a * d) is
+     * ((q >> 1) XOR all-ones) * d modulo 2^64. */
+    if (d == 1) {
+        for (uint32_t j = 0; j < m; j++)
+            s[j] = (s[j] >> 1) ^ (0 - (s[j] & 1));
+    } else {
+        for (uint32_t j = 0; j < m; j++)
+            s[j] = ((s[j] >> 1) ^ (0 - (s[j] & 1))) * d;
     }
     return 0;
 }
@@ -653,6 +702,17 @@ static double dec_value(int64_t k, unsigned e)
     return (double)k / p10[e];
 }
 
+/* x rounded to an integer, for |x| <= 2^53. Adding and subtracting
+ * 1.5 * 2^52 rounds to nearest in the current (default, to-nearest) mode
+ * without llround()'s library call; from 2^52 up every double is already
+ * an integer. Any nearby integer would do: dec_k() checks its candidate. */
+static double round_int(double x)
+{
+    const double magic = 6755399441055744.0; /* 1.5 * 2^52 */
+
+    return fabs(x) < 4503599627370496.0 ? (x + magic) - magic : x;
+}
+
 /* The integer k with dec_value(k, e) == v bit for bit, if there is one. */
 static int dec_k(double v, unsigned e, int64_t *k)
 {
@@ -664,7 +724,7 @@ static int dec_k(double v, unsigned e, int64_t *k)
     x = v * p10[e];
     if (!(fabs(x) <= (double)DECIMAL_K_MAX))
         return -1;
-    *k = (int64_t)llround(x);
+    *k = (int64_t)round_int(x);
     /* Neither side is NaN or -0.0 here, so == compares the bits. */
     return dec_value(*k, e) == v ? 0 : -1;
 }
@@ -755,7 +815,7 @@ static int dec_parse(const uint8_t *p, size_t len, uint32_t n, double *v)
     struct rd r = {p, len, 0};
     uint64_t s[PACK_BLOCK];
     uint64_t z, x = 0, d;
-    unsigned e;
+    unsigned e, out_of_range = 0;
     int64_t k;
     int rc;
 
@@ -782,13 +842,19 @@ static int dec_parse(const uint8_t *p, size_t len, uint32_t n, double *v)
             rc = ints_block(&r, d, mb, s);
             if (rc)
                 return rc;
+            /* Prefix sums first, then one bound check per block, then
+             * the conversions: three tight loops instead of one with a
+             * branch per value. */
             for (uint32_t j = 0; j < mb; j++) {
                 x += s[j];
-                k = (int64_t)x;
-                if (k > DECIMAL_K_MAX || k < -DECIMAL_K_MAX)
-                    return TIDE_ECORRUPT;
-                v[i + j] = dec_value(k, e);
+                s[j] = x;
+                out_of_range |= s[j] + (uint64_t)DECIMAL_K_MAX >
+                                2 * (uint64_t)DECIMAL_K_MAX;
             }
+            if (out_of_range)
+                return TIDE_ECORRUPT;
+            for (uint32_t j = 0; j < mb; j++)
+                v[i + j] = dec_value((int64_t)s[j], e);
         }
     }
     return r.pos == r.len ? 0 : TIDE_ECORRUPT;

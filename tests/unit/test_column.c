@@ -439,6 +439,42 @@ Test(column, i64_roundtrip_boundaries)
     cr_assert_eq(tide_alloc_live_bytes(), 0);
 }
 
+/* Every pack width 0..64, with and without a common divisor: the packer
+ * and unpacker have a one-load path up to 56 bits and a two-load path
+ * above, and the blocks nearest the end are unpacked from a padded copy.
+ * Column sizes put the last block at 1, 127 and 128 values. */
+Test(column, i64_roundtrip_every_width)
+{
+    static const uint32_t sizes[] = {2, 128, 129, 300, 385};
+
+    rng_seed(11);
+    for (unsigned w = 0; w <= 64; w++) {
+        for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+            uint32_t n = sizes[k];
+            int64_t *v = out_exact(n, 8);
+            uint64_t mask = w == 64 ? ~UINT64_C(0) : (UINT64_C(1) << w) - 1;
+            struct tide_buf b;
+
+            for (int scaled = 0; scaled < 2; scaled++) {
+                uint64_t x = 0;
+
+                /* Zigzagged deltas of at most w bits, one of exactly w. */
+                for (uint32_t i = 0; i < n; i++) {
+                    uint64_t q = i == n / 2 ? mask : rng() & mask;
+                    uint64_t s = (q >> 1) ^ (0 - (q & 1));
+
+                    x += scaled && w <= 60 ? s * 7 : s;
+                    v[i] = (int64_t)x;
+                }
+                b = rt_i64(v, n);
+                tide__buf_fini(&b);
+            }
+            free(v);
+        }
+    }
+    cr_assert_eq(tide_alloc_live_bytes(), 0);
+}
+
 Test(column, bool_roundtrip_boundaries)
 {
     rng_seed(6);
