@@ -652,10 +652,22 @@ static int commit_group(struct shard *s, struct req **done)
     int sync = db->o.sync == TIDE_SYNC_BATCH;
     int rc = tide__wal_commit(&s->wal, s->io, sync);
 
+    uint64_t points = 0, batches = 0, dups = 0;
+
     if (rc)
         set_failed(db, rc, "WAL commit");
     else if (sync)
         atomic_fetch_add(&db->wal_syncs, 1);
+    /* Counted before any completion fires, so a caller that has its
+     * acknowledgement also sees its points in tide_db_stats(). */
+    for (const struct req *r = *done; r && rc == 0; r = r->next) {
+        dups += r->dup;
+        points += r->dup ? 0 : r->points;
+        batches += !r->dup;
+    }
+    atomic_fetch_add(&db->points_appended, points);
+    atomic_fetch_add(&db->batches_appended, batches);
+    atomic_fetch_add(&db->batches_duplicate, dups);
     complete_list(*done, rc ? TIDE_EIO : 0);
     *done = NULL;
     return rc;
@@ -775,7 +787,6 @@ static void *writer_main(void *arg)
 
     while ((list = inbox_take(s))) {
         struct req *done = NULL, *flushes = NULL;
-        uint64_t points = 0, batches = 0, dups = 0;
         uint32_t skipped = 0;
         int rc = atomic_load(&db->failed);
 
@@ -790,10 +801,8 @@ static void *writer_main(void *arg)
                 continue;
             }
             if (!rc && r->sequence &&
-                prod_get(&s->prod, r->producer_id) >= r->sequence) {
+                prod_get(&s->prod, r->producer_id) >= r->sequence)
                 r->dup = 1;
-                dups++;
-            }
             /* A rotation commits the group so far; r joins the list of
              * completions only once its own record is in the buffer. */
             if (!rc && !r->dup)
@@ -812,8 +821,6 @@ static void *writer_main(void *arg)
                 set_failed(db, rc, "append");
                 continue;
             }
-            points += r->points;
-            batches++;
         }
         pthread_rwlock_unlock(&s->rw);
         if (skipped)
@@ -823,11 +830,8 @@ static void *writer_main(void *arg)
                          s->idx, skipped);
         if (rc)
             complete_list(done, TIDE_EIO);
-        else if (commit_group(s, &done) == 0) {
-            atomic_fetch_add(&db->points_appended, points);
-            atomic_fetch_add(&db->batches_appended, batches);
-            atomic_fetch_add(&db->batches_duplicate, dups);
-        }
+        else
+            commit_group(s, &done);
         if (atomic_load(&db->failed)) {
             complete_list(flushes, TIDE_EIO);
             continue;
