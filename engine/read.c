@@ -26,6 +26,7 @@ struct chunk_ref {
  * holds offsets into `strbytes` and `len` the lengths. */
 struct gather {
     uint8_t type;
+    uint8_t seg_type; /* type in the newest segment holding the series */
     uint32_t n;
     struct tide_buf ts;
     struct tide_buf val;
@@ -36,6 +37,8 @@ struct gather {
     struct tide_buf arena;   /* decoded strings of one chunk */
     struct tide_buf refs;    /* struct chunk_ref[] */
     struct tide_buf reqs;    /* struct tide_io_req[] */
+    struct tide_buf alone;   /* aggregates: per-ref exclusivity flags */
+    struct tide_buf parts;   /* aggregates: struct partial[] */
 };
 
 static void gather_reset(struct gather *g)
@@ -56,6 +59,8 @@ static void gather_fini(struct gather *g)
     tide__buf_fini(&g->arena);
     tide__buf_fini(&g->refs);
     tide__buf_fini(&g->reqs);
+    tide__buf_fini(&g->alone);
+    tide__buf_fini(&g->parts);
 }
 
 static int64_t *g_ts(const struct gather *g)
@@ -132,6 +137,60 @@ static int chunk_in_range(const struct chunk_ent *e, int64_t from, int64_t to)
     return e->min_ts < to && e->max_ts >= from;
 }
 
+/* Decode a numeric chunk straight into the gathered arrays and keep its
+ * points within [from, to): no copy when the whole chunk is in range. */
+static int decode_chunk(struct gather *g, const struct chunk_ent *e,
+                        const uint8_t *payload, int64_t from, int64_t to)
+{
+    uint32_t cnt = e->count, a, b;
+    int64_t *ts;
+    uint64_t *val;
+    int rc = g_reserve(g, cnt);
+
+    if (rc)
+        return rc;
+    ts = g_ts(g) + g->n;
+    val = g_val(g) + g->n;
+    rc = tide__chunk_decode(e, payload, e->stored_bytes, ts, val, NULL, NULL);
+    if (rc)
+        return rc;
+    a = e->min_ts >= from ? 0 : lower_bound(ts, cnt, from);
+    b = e->max_ts < to ? cnt : lower_bound(ts, cnt, to);
+    if (a > 0 && b > a) {
+        memmove(ts, ts + a, (size_t)(b - a) * sizeof(*ts));
+        memmove(val, val + a, (size_t)(b - a) * sizeof(*val));
+    }
+    g->n += b > a ? b - a : 0;
+    g->ts.len = g->val.len = (size_t)g->n * 8;
+    return 0;
+}
+
+/* Decode a string chunk into scratch, then append its points in range. */
+static int decode_str_chunk(struct gather *g, const struct chunk_ent *e,
+                            const uint8_t *payload, int64_t from, int64_t to)
+{
+    uint32_t cnt = e->count, a, b;
+    struct tide_str *str;
+    int64_t *ts;
+    int rc;
+
+    g->tmp.len = 0;
+    g->arena.len = 0;
+    rc = tide__buf_reserve(&g->tmp, (size_t)cnt * (16 + sizeof(*str)));
+    if (rc)
+        return rc;
+    ts = (int64_t *)(void *)g->tmp.data;
+    str = (struct tide_str *)(void *)(g->tmp.data + 16 * (size_t)cnt);
+    rc = tide__chunk_decode(e, payload, e->stored_bytes, ts,
+                            (uint64_t *)(void *)(g->tmp.data + 8 * (size_t)cnt),
+                            str, &g->arena);
+    if (rc)
+        return rc;
+    a = lower_bound(ts, cnt, from);
+    b = lower_bound(ts, cnt, to);
+    return g_append(g, ts, NULL, str, a, b);
+}
+
 /* Read and decode the chunks in g->refs, appending their points within
  * [from, to). Caller holds db->seg_lock for reading. */
 static int gather_chunks(struct tide_db *db, struct tide_io *io,
@@ -171,28 +230,15 @@ static int gather_chunks(struct tide_db *db, struct tide_io *io,
         for (size_t i = 0; i < n && rc == 0; i++) {
             const struct chunk_ref *r = &refs[base + i];
             const struct chunk_ent *e = r->e;
-            uint32_t cnt = e->count, a, b;
-            int64_t *ts;
-            uint64_t *val;
-            struct tide_str *str = NULL;
 
-            if ((uint64_t)reqs[i].res != e->stored_bytes) {
+            if ((uint64_t)reqs[i].res != e->stored_bytes)
                 rc = TIDE_ECORRUPT;
-            } else {
-                g->tmp.len = 0;
-                g->arena.len = 0;
-                rc = tide__buf_reserve(&g->tmp,
-                                       (size_t)cnt * (16 + sizeof(*str)));
-            }
-            if (rc == 0) {
-                ts = (int64_t *)(void *)g->tmp.data;
-                val = (uint64_t *)(void *)(g->tmp.data + 8 * (size_t)cnt);
-                str =
-                    (struct tide_str *)(void *)(g->tmp.data + 16 * (size_t)cnt);
-                rc = tide__chunk_decode(e, g->payload.data + off,
-                                        e->stored_bytes, ts, val, str,
-                                        &g->arena);
-            }
+            else if (e->type != g->type)
+                rc = 0; /* a series has one type; never mix */
+            else if (e->type == TIDE_TYPE_STR)
+                rc = decode_str_chunk(g, e, g->payload.data + off, from, to);
+            else
+                rc = decode_chunk(g, e, g->payload.data + off, from, to);
             if (rc == TIDE_ECORRUPT)
                 tide__db_log(db, TIDE_LOG_ERROR,
                              "corrupt chunk in %s at offset %llu (series "
@@ -206,11 +252,6 @@ static int gather_chunks(struct tide_db *db, struct tide_io *io,
                 st->chunks_decoded++;
                 st->bytes_read += e->stored_bytes;
             }
-            if (e->type != g->type)
-                continue; /* a series has one type; never mix */
-            a = lower_bound(ts, cnt, from);
-            b = lower_bound(ts, cnt, to);
-            rc = g_append(g, ts, val, str, a, b);
         }
     }
     return rc;
@@ -237,8 +278,10 @@ static int gather_head(struct gather *g, const struct hseries *s, int64_t from,
     return rc;
 }
 
-/* The type of a series: from its newest source. 0 when it has none. */
-static uint8_t series_type(struct tide_db *db, uint64_t id)
+/* The type of a series: from its newest source, the head, else the
+ * newest segment that collect_refs() found it in. 0 when it has none. */
+static uint8_t series_type(struct tide_db *db, const struct gather *g,
+                           uint64_t id)
 {
     struct shard *sh = &db->shards[tide__db_shard_of(db, id)];
     const struct hseries *s;
@@ -251,36 +294,56 @@ static uint8_t series_type(struct tide_db *db, uint64_t id)
     if (s)
         type = s->type;
     pthread_rwlock_unlock(&sh->rw);
-    for (uint32_t i = db->n_segs; type == 0 && i-- > 0;) {
-        uint32_t lo, hi;
-
-        tide__seg_find(db->segs[i], id, &lo, &hi);
-        if (lo < hi)
-            type = db->segs[i]->chunks[lo].type;
-    }
-    return type;
+    return type ? type : g->seg_type;
 }
 
-/* Collect the chunks of `id` intersecting [from, to); with `skip` set,
- * those for which skip() is true are left out. */
+/* Per-segment search hints of a query that visits ids in ascending order
+ * (tide__seg_seek). Valid whatever db->segs holds: a hint that does not fit
+ * is ignored, and the array grows with the segment list. */
+struct cursors {
+    uint32_t *hint;
+    uint32_t n;
+};
+
+static int cursors_fit(struct cursors *c, uint32_t n_segs)
+{
+    uint32_t *p;
+
+    if (c->n >= n_segs)
+        return 0;
+    p = tide_realloc(c->hint, ((size_t)n_segs + 1) * sizeof(*p));
+    if (!p)
+        return -ENOMEM;
+    memset(p + c->n, 0, (size_t)(n_segs - c->n) * sizeof(*p));
+    c->hint = p;
+    c->n = n_segs;
+    return 0;
+}
+
+/* Collect the chunks of `id` intersecting [from, to) into g->refs, oldest
+ * segment first. Caller holds db->seg_lock for reading and has fitted the
+ * cursors to db->n_segs. */
 static int collect_refs(struct tide_db *db, struct gather *g, uint64_t id,
-                        int64_t from, int64_t to,
-                        int (*skip)(void *, const struct chunk_ent *),
-                        void *skip_ctx)
+                        int64_t from, int64_t to, struct cursors *cur)
 {
     g->refs.len = 0;
+    g->seg_type = 0;
     for (uint32_t i = 0; i < db->n_segs; i++) {
         const struct seg *seg = db->segs[i];
         uint32_t lo, hi;
 
+        /* Every segment is searched, not only those in range, so that
+         * the series' type comes from its newest segment. */
+        tide__seg_seek(seg, id, &cur->hint[i], &lo, &hi);
+        if (lo < hi)
+            g->seg_type = seg->chunks[lo].type;
         if (seg->min_ts >= to || seg->max_ts < from)
             continue;
-        tide__seg_find(seg, id, &lo, &hi);
         for (uint32_t c = lo; c < hi; c++) {
             struct chunk_ref r = {seg, &seg->chunks[c]};
             int rc;
 
-            if (!chunk_in_range(r.e, from, to) || (skip && skip(skip_ctx, r.e)))
+            if (!chunk_in_range(r.e, from, to))
                 continue;
             rc = tide__buf_append(&g->refs, &r, sizeof(r));
             if (rc)
@@ -291,24 +354,23 @@ static int collect_refs(struct tide_db *db, struct gather *g, uint64_t id,
 }
 
 /* Gather every point of `id` in [from, to) ordered by time without
- * duplicates. Caller holds db->seg_lock for reading. */
+ * duplicates: the chunks listed in g->refs (oldest source first), then the
+ * frozen and active heads. Caller holds db->seg_lock for reading. */
 static int gather_series(struct tide_db *db, struct tide_io *io,
                          struct gather *g, uint64_t id, int64_t from,
-                         int64_t to,
-                         int (*skip)(void *, const struct chunk_ent *),
-                         void *skip_ctx, struct tide_agg_stats *st)
+                         int64_t to, struct tide_agg_stats *st)
 {
     struct shard *sh = &db->shards[tide__db_shard_of(db, id)];
     uint32_t *idx, n_out;
+    const int64_t *t;
+    int sorted = 1;
     int rc;
 
     gather_reset(g);
-    g->type = series_type(db, id);
+    g->type = series_type(db, g, id);
     if (g->type == 0)
         return 0;
-    rc = collect_refs(db, g, id, from, to, skip, skip_ctx);
-    if (rc == 0)
-        rc = gather_chunks(db, io, g, from, to, st);
+    rc = gather_chunks(db, io, g, from, to, st);
     if (rc)
         return rc;
     pthread_rwlock_rdlock(&sh->rw);
@@ -319,6 +381,13 @@ static int gather_series(struct tide_db *db, struct tide_io *io,
     pthread_rwlock_unlock(&sh->rw);
     if (rc || g->n == 0)
         return rc;
+    /* Strictly ascending already (the usual case: sources do not overlap)
+     * needs no reordering. */
+    t = g_ts(g);
+    for (uint32_t i = 1; i < g->n; i++)
+        sorted &= t[i] > t[i - 1];
+    if (sorted)
+        return 0;
     /* Order by time, last source winning; a no-op when already ordered. */
     g->tmp.len = 0;
     rc = tide__buf_reserve(&g->tmp, (size_t)g->n * 4);
@@ -376,6 +445,7 @@ struct tide_iter {
     uint64_t cur_id;
     uint32_t off; /* next point of the current series to return */
     struct gather g;
+    struct cursors cur;
     struct tide_buf strs; /* struct tide_str[] of the current block */
 };
 
@@ -427,8 +497,13 @@ int tide_iter_next(tide_iter *it, struct tide_block *blk)
         it->cur_id = it->ids[it->next_id++];
         it->off = 0;
         pthread_rwlock_rdlock(&it->db->seg_lock);
-        rc = gather_series(it->db, it->io, &it->g, it->cur_id, it->from, it->to,
-                           NULL, NULL, NULL);
+        rc = cursors_fit(&it->cur, it->db->n_segs);
+        if (rc == 0)
+            rc = collect_refs(it->db, &it->g, it->cur_id, it->from, it->to,
+                              &it->cur);
+        if (rc == 0)
+            rc = gather_series(it->db, it->io, &it->g, it->cur_id, it->from,
+                               it->to, NULL);
         pthread_rwlock_unlock(&it->db->seg_lock);
         if (rc) {
             it->err = rc;
@@ -480,6 +555,7 @@ void tide_iter_close(tide_iter *it)
         return;
     tide__db_io_put(it->db, it->io);
     gather_fini(&it->g);
+    tide_free(it->cur.hint);
     tide__buf_fini(&it->strs);
     tide_free(it->ids);
     tide_free(it);
@@ -497,10 +573,7 @@ struct agg_ctx {
     int64_t from;
     int64_t to;
     int64_t bucket_ns;
-    /* Ranges of every source of the series, to prove a chunk exclusive. */
-    const struct chunk_ref *refs;
-    size_t n_refs;
-    int64_t head_min;
+    int64_t head_min; /* time span of the series in the heads */
     int64_t head_max;
 };
 
@@ -522,25 +595,53 @@ static double value_double(uint8_t type, uint64_t v)
     return type == TIDE_TYPE_I64 ? (double)(int64_t)v : (double)v;
 }
 
-/* May `e` be answered from its header? Only when it lies inside [from, to)
- * and one bucket, and no other source has points in its time span (else
- * duplicates across sources could be counted twice). */
-static int header_usable(void *ctx, const struct chunk_ent *e)
+/* May `e`, which no other chunk overlaps, be answered from its header?
+ * Only when it lies inside [from, to) and one bucket, and the heads have
+ * no points in its time span (else duplicates across sources could be
+ * counted twice). */
+static int header_usable(const struct agg_ctx *a, const struct chunk_ent *e)
 {
-    const struct agg_ctx *a = ctx;
-
     if (e->type == TIDE_TYPE_STR || e->min_ts < a->from || e->max_ts >= a->to ||
         bucket_of(a, e->min_ts) != bucket_of(a, e->max_ts))
         return 0;
-    if (a->head_min <= e->max_ts && a->head_max >= e->min_ts)
-        return 0;
-    for (size_t i = 0; i < a->n_refs; i++) {
-        const struct chunk_ent *o = a->refs[i].e;
+    return !(a->head_min <= e->max_ts && a->head_max >= e->min_ts);
+}
 
-        if (o != e && o->min_ts <= e->max_ts && o->max_ts >= e->min_ts)
-            return 0;
+/* alone[i] = 1 when no other chunk of refs[] shares a timestamp with
+ * refs[i]. Returns 1 when refs[] is ordered by min_ts, the usual case,
+ * which one pass settles: an earlier chunk overlaps i iff the largest
+ * earlier max_ts reaches min_ts[i], a later one iff min_ts[i+1] does not
+ * pass max_ts[i]. Otherwise every pair is compared. */
+static int mark_alone(const struct chunk_ref *refs, size_t n, uint8_t *alone)
+{
+    int64_t run_max = INT64_MIN;
+
+    for (size_t i = 1; i < n; i++)
+        if (refs[i].e->min_ts < refs[i - 1].e->min_ts)
+            goto unordered;
+    for (size_t i = 0; i < n; i++) {
+        const struct chunk_ent *e = refs[i].e;
+
+        alone[i] = (i == 0 || run_max < e->min_ts) &&
+                   (i + 1 == n || refs[i + 1].e->min_ts > e->max_ts);
+        if (e->max_ts > run_max)
+            run_max = e->max_ts;
     }
     return 1;
+
+unordered:
+    for (size_t i = 0; i < n; i++) {
+        const struct chunk_ent *e = refs[i].e;
+
+        alone[i] = 1;
+        for (size_t j = 0; j < n && alone[i]; j++) {
+            const struct chunk_ent *o = refs[j].e;
+
+            if (j != i && o->min_ts <= e->max_ts && o->max_ts >= e->min_ts)
+                alone[i] = 0;
+        }
+    }
+    return 0;
 }
 
 static void merge_bucket(struct tide_bucket *into, const struct tide_bucket *b)
@@ -574,17 +675,21 @@ static int cmp_partial(const void *x, const void *y)
     return a->b.first_ts < b->b.first_ts ? -1 : a->b.first_ts > b->b.first_ts;
 }
 
-/* Head time span of a series (INT64_MAX/MIN when none). */
-static void head_span(struct tide_db *db, uint64_t id, int64_t *lo, int64_t *hi)
+/* Head time span of a series (INT64_MAX/MIN when none) and its type
+ * there (0 when none). */
+static uint8_t head_span(struct tide_db *db, uint64_t id, int64_t *lo,
+                         int64_t *hi)
 {
     struct shard *sh = &db->shards[tide__db_shard_of(db, id)];
     const struct hseries *hs[2];
+    uint8_t type;
 
     *lo = INT64_MAX;
     *hi = INT64_MIN;
     pthread_rwlock_rdlock(&sh->rw);
     hs[0] = tide__head_find(&sh->head, id);
     hs[1] = sh->frozen ? tide__head_find(sh->frozen, id) : NULL;
+    type = hs[0] ? hs[0]->type : hs[1] ? hs[1]->type : 0;
     for (int k = 0; k < 2; k++)
         for (uint32_t i = 0; hs[k] && i < hs[k]->n; i++) {
             if (hs[k]->ts[i] < *lo)
@@ -593,51 +698,15 @@ static void head_span(struct tide_db *db, uint64_t id, int64_t *lo, int64_t *hi)
                 *hi = hs[k]->ts[i];
         }
     pthread_rwlock_unlock(&sh->rw);
+    return type;
 }
 
-static int aggregate_one(struct tide_db *db, struct tide_io *io,
-                         struct gather *g, uint64_t id, struct agg_ctx *a,
-                         struct tide_agg_series *out, struct tide_agg_stats *st)
+/* Partial buckets of the gathered points, appended to `parts`. */
+static int raw_partials(const struct gather *g, const struct agg_ctx *a,
+                        struct tide_buf *parts)
 {
-    struct tide_buf parts = {0}, all = {0};
-    struct partial *p;
-    size_t n_parts;
-    int rc;
+    int rc = 0;
 
-    out->series_id = id;
-    /* Every chunk in range, to decide which headers are exclusive. */
-    rc = collect_refs(db, g, id, a->from, a->to, NULL, NULL);
-    if (rc)
-        return rc;
-    rc = tide__buf_append(&all, g->refs.data, g->refs.len);
-    if (rc)
-        return rc;
-    a->refs = (const struct chunk_ref *)(void *)all.data;
-    a->n_refs = all.len / sizeof(struct chunk_ref);
-    head_span(db, id, &a->head_min, &a->head_max);
-    for (size_t i = 0; i < a->n_refs && rc == 0; i++) {
-        const struct chunk_ent *e = a->refs[i].e;
-        struct partial q;
-
-        if (!header_usable(a, e))
-            continue;
-        q.bucket = bucket_of(a, e->min_ts);
-        q.b = (struct tide_bucket){.count = e->count,
-                                   .sum = e->sum,
-                                   .min = e->min,
-                                   .max = e->max,
-                                   .first = value_double(e->type, e->first),
-                                   .last = value_double(e->type, e->last),
-                                   .first_ts = e->min_ts,
-                                   .last_ts = e->max_ts};
-        rc = tide__buf_append(&parts, &q, sizeof(q));
-        if (st)
-            st->chunks_from_header++;
-    }
-    /* The rest, point by point. */
-    if (rc == 0)
-        rc = gather_series(db, io, g, id, a->from, a->to, header_usable, a, st);
-    out->type = g->type ? g->type : (a->n_refs ? a->refs[0].e->type : 0);
     for (uint32_t i = 0; i < g->n && rc == 0;) {
         int64_t bk = bucket_of(a, g_ts(g)[i]);
         struct partial q = {.bucket = bk};
@@ -661,25 +730,27 @@ static int aggregate_one(struct tide_db *db, struct tide_io *io,
         }
         if (g->type == TIDE_TYPE_STR)
             q.b.sum = q.b.min = q.b.max = q.b.first = q.b.last = 0;
-        rc = tide__buf_append(&parts, &q, sizeof(q));
+        rc = tide__buf_append(parts, &q, sizeof(q));
     }
-    tide__buf_fini(&all);
-    n_parts = parts.len / sizeof(struct partial);
-    if (rc || n_parts == 0) {
-        tide__buf_fini(&parts);
-        return rc;
-    }
-    p = (struct partial *)(void *)parts.data;
-    qsort(p, n_parts, sizeof(*p), cmp_partial);
-    out->buckets = tide_calloc(n_parts, sizeof(*out->buckets));
-    if (!out->buckets) {
-        tide__buf_fini(&parts);
+    return rc;
+}
+
+/* Merge partials ordered by bucket into out->buckets. */
+static int emit_buckets(const struct agg_ctx *a, const struct partial *p,
+                        size_t n_parts, struct tide_agg_series *out)
+{
+    size_t n_buckets = 0;
+
+    for (size_t i = 0; i < n_parts; i++)
+        n_buckets += i == 0 || p[i].bucket != p[i - 1].bucket;
+    out->buckets = tide_calloc(n_buckets, sizeof(*out->buckets));
+    if (!out->buckets)
         return -ENOMEM;
-    }
     for (size_t i = 0; i < n_parts; i++) {
         struct tide_bucket *b;
+        int64_t start;
 
-        if (out->n_buckets == 0 || i == 0 || p[i].bucket != p[i - 1].bucket) {
+        if (i == 0 || p[i].bucket != p[i - 1].bucket) {
             b = &out->buckets[out->n_buckets++];
             b->start_ns =
                 a->bucket_ns
@@ -689,15 +760,85 @@ static int aggregate_one(struct tide_db *db, struct tide_io *io,
         } else {
             b = &out->buckets[out->n_buckets - 1];
         }
-        {
-            int64_t start = b->start_ns;
-
-            merge_bucket(b, &p[i].b);
-            b->start_ns = start;
-        }
+        start = b->start_ns;
+        merge_bucket(b, &p[i].b);
+        b->start_ns = start;
     }
-    tide__buf_fini(&parts);
     return 0;
+}
+
+/* Aggregate one series. Chunks that overlap nothing else and fit one
+ * bucket are answered from their headers; only the rest, and the heads,
+ * are read point by point. */
+static int aggregate_one(struct tide_db *db, struct tide_io *io,
+                         struct gather *g, uint64_t id, struct agg_ctx *a,
+                         struct cursors *cur, struct tide_agg_series *out,
+                         struct tide_agg_stats *st)
+{
+    struct chunk_ref *refs;
+    size_t n_refs, n_rest = 0, n_parts;
+    struct partial *p;
+    uint8_t head_type;
+    int ordered, rc;
+
+    out->series_id = id;
+    rc = collect_refs(db, g, id, a->from, a->to, cur);
+    if (rc)
+        return rc;
+    refs = (struct chunk_ref *)(void *)g->refs.data;
+    n_refs = g->refs.len / sizeof(*refs);
+    head_type = head_span(db, id, &a->head_min, &a->head_max);
+    out->type = head_type ? head_type : g->seg_type;
+    g->alone.len = 0;
+    g->parts.len = 0;
+    rc = tide__buf_reserve(&g->alone, n_refs + 1);
+    if (rc == 0)
+        rc = tide__buf_reserve(&g->parts, n_refs * sizeof(struct partial));
+    if (rc)
+        return rc;
+    ordered = mark_alone(refs, n_refs, g->alone.data);
+    for (size_t i = 0; i < n_refs; i++) {
+        const struct chunk_ent *e = refs[i].e;
+        struct partial q;
+
+        if (!g->alone.data[i] || !header_usable(a, e)) {
+            refs[n_rest++] = refs[i]; /* order kept: newest source last */
+            continue;
+        }
+        q.bucket = bucket_of(a, e->min_ts);
+        q.b = (struct tide_bucket){.count = e->count,
+                                   .sum = e->sum,
+                                   .min = e->min,
+                                   .max = e->max,
+                                   .first = value_double(e->type, e->first),
+                                   .last = value_double(e->type, e->last),
+                                   .first_ts = e->min_ts,
+                                   .last_ts = e->max_ts};
+        rc = tide__buf_append(&g->parts, &q, sizeof(q));
+        if (rc)
+            return rc;
+        if (st)
+            st->chunks_from_header++;
+    }
+    g->refs.len = n_rest * sizeof(*refs);
+    /* The rest, point by point, when there is any. */
+    if (n_rest || (a->head_min < a->to && a->head_max >= a->from)) {
+        rc = gather_series(db, io, g, id, a->from, a->to, st);
+        if (rc == 0)
+            rc = raw_partials(g, a, &g->parts);
+        if (rc)
+            return rc;
+        ordered = ordered && g->n == 0;
+    }
+    n_parts = g->parts.len / sizeof(struct partial);
+    if (n_parts == 0)
+        return 0;
+    p = (struct partial *)(void *)g->parts.data;
+    /* Header partials of chunks ordered by min_ts are ordered by bucket
+     * and first_ts already. */
+    if (!ordered)
+        qsort(p, n_parts, sizeof(*p), cmp_partial);
+    return emit_buckets(a, p, n_parts, out);
 }
 
 int tide_db_aggregate(tide_db *db, const uint64_t *ids, uint32_t n,
@@ -707,6 +848,7 @@ int tide_db_aggregate(tide_db *db, const uint64_t *ids, uint32_t n,
 {
     struct agg_ctx a = {.from = from_ns, .to = to_ns, .bucket_ns = bucket_ns};
     struct tide_agg_series *res;
+    struct cursors cur = {0};
     struct gather g = {0};
     struct tide_io *io;
     int rc;
@@ -726,11 +868,13 @@ int tide_db_aggregate(tide_db *db, const uint64_t *ids, uint32_t n,
         return rc;
     }
     pthread_rwlock_rdlock(&db->seg_lock);
+    rc = cursors_fit(&cur, db->n_segs);
     for (uint32_t i = 0; i < n && rc == 0; i++)
-        rc = aggregate_one(db, io, &g, ids[i], &a, &res[i], stats);
+        rc = aggregate_one(db, io, &g, ids[i], &a, &cur, &res[i], stats);
     pthread_rwlock_unlock(&db->seg_lock);
     tide__db_io_put(db, io);
     gather_fini(&g);
+    tide_free(cur.hint);
     if (rc) {
         tide_agg_free(res, n);
         return rc;

@@ -65,6 +65,14 @@ void tide__seg_close(struct seg *seg);
 void tide__seg_find(const struct seg *seg, uint64_t series_id, uint32_t *lo,
                     uint32_t *hi);
 
+/* The same as tide__seg_find() for a caller that visits ids in ascending
+ * order: the search gallops forward from *hint (0 at first, then the
+ * value left by the previous call), so each id costs O(1) probes when the
+ * next id's chunks follow. Any hint is safe: one that does not fit is
+ * ignored. */
+void tide__seg_seek(const struct seg *seg, uint64_t series_id, uint32_t *hint,
+                    uint32_t *lo, uint32_t *hi);
+
 /*
  * Decode one chunk's payload (`len` == e->stored_bytes bytes) after
  * verifying its checksum: fills ts[0..count) and either vals[0..count)

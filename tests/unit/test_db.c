@@ -339,6 +339,85 @@ Test(db, aggregate_counts_duplicates_across_sources_once)
     tide_agg_free(res, 1);
 }
 
+/* Many series in one call, ids ascending, descending and repeated, over
+ * three segments and the head: the later segment rewrites an old range of
+ * the even series (chunks that overlap, out of time order across
+ * segments), so those go point by point while the odd ones come from
+ * headers. Each result must equal a one-series call and the model. */
+Test(db, aggregate_many_series_any_order)
+{
+    enum { S = 12, N = 640, R = 100 };
+    static int64_t ts[N];
+    static double v[S][N], w[R];
+    uint64_t ids[3 * S];
+    struct tide_agg_series *res, *one;
+    struct tide_agg_stats st;
+
+    for (uint32_t i = 0; i < N; i++)
+        ts[i] = (int64_t)i * 1000;
+    for (uint32_t s = 0; s < S; s++)
+        for (uint32_t i = 0; i < N; i++)
+            v[s][i] = (double)((i * 37 + s * 11) % 1001) / 100.0;
+    for (uint32_t s = 0; s < S; s++)
+        CHECK(append1(s + 1, TIDE_TYPE_F64, N / 2, ts, v[s]));
+    CHECK(tide_db_flush(db));
+    for (uint32_t s = 0; s < S; s++)
+        CHECK(append1(s + 1, TIDE_TYPE_F64, N / 2, ts + N / 2, v[s] + N / 2));
+    CHECK(tide_db_flush(db));
+    for (uint32_t s = 0; s < S; s += 2) {
+        for (uint32_t i = 0; i < R; i++)
+            w[i] = v[s][200 + i] = -(double)i;
+        CHECK(append1(s + 1, TIDE_TYPE_F64, R, ts + 200, w));
+    }
+    CHECK(tide_db_flush(db));
+    for (uint32_t s = 1; s < S; s += 2) { /* and the head */
+        v[s][N - 1] = 1e6;
+        CHECK(append1(s + 1, TIDE_TYPE_F64, 1, ts + N - 1, &v[s][N - 1]));
+    }
+    for (uint32_t k = 0; k < S; k++) {
+        ids[k] = k + 1;
+        ids[S + k] = S - k;
+        ids[2 * S + k] = (k * 5) % S + 1;
+    }
+    for (int b = 0; b < 2; b++) {
+        int64_t bucket = b ? 64 * 1000 : 0;
+
+        CHECK(
+            tide_db_aggregate(db, ids, 3 * S, 0, N * 1000, bucket, &res, &st));
+        cr_assert_gt(st.chunks_from_header, 0);
+        for (uint32_t k = 0; k < 3 * S; k++) {
+            uint32_t s = (uint32_t)ids[k] - 1;
+            uint32_t per = b ? 64 : N;
+
+            CHECK(tide_db_aggregate(db, &ids[k], 1, 0, N * 1000, bucket, &one,
+                                    NULL));
+            cr_assert_eq(res[k].series_id, ids[k]);
+            cr_assert_eq(res[k].type, TIDE_TYPE_F64);
+            cr_assert_eq(res[k].n_buckets, (N + per - 1) / per);
+            cr_assert_eq(one[0].n_buckets, res[k].n_buckets);
+            for (uint32_t j = 0; j < res[k].n_buckets; j++) {
+                const struct tide_bucket *got = &res[k].buckets[j];
+                struct tide_bucket want;
+                uint32_t lo = j * per, hi = lo + per < N ? lo + per : N;
+
+                reference_bucket(v[s], lo, hi, &want);
+                cr_assert_eq(got->count, want.count, "id %u bucket %u", s + 1,
+                             j);
+                cr_assert_float_eq(got->sum, want.sum, 1e-6);
+                cr_assert_eq(got->min, want.min);
+                cr_assert_eq(got->max, want.max);
+                cr_assert_eq(got->first, want.first);
+                cr_assert_eq(got->last, want.last);
+                cr_assert_eq(got->first_ts, ts[lo]);
+                cr_assert_eq(got->last_ts, ts[hi - 1]);
+                cr_assert(!memcmp(got, &one[0].buckets[j], sizeof(*got)));
+            }
+            tide_agg_free(one, 1);
+        }
+        tide_agg_free(res, 3 * S);
+    }
+}
+
 Test(db, latest_point_per_series)
 {
     int64_t ts[] = {100, 300, 200};
