@@ -274,13 +274,13 @@ static void unpack_wide(const uint8_t *src, uint32_t m, unsigned w,
     }
 }
 
-/* Read one block of m <= PACK_BLOCK values into vals. Blocks far enough
- * from the end of the payload are unpacked in place; the last ones from a
- * zero-padded copy, so no load ever leaves the payload. */
-static int unpack_block(struct rd *r, uint32_t m, uint64_t *vals)
+/* Parse the width byte of a block of m <= PACK_BLOCK values and check its
+ * bytes. *src points at them: in place when the payload has 8 more bytes
+ * after them, else at a zero-padded copy in tmp (PACK_TMP_BYTES), so the
+ * word loads of the unpackers never leave the payload. */
+static int block_open(struct rd *r, uint32_t m, unsigned *w_out,
+                      const uint8_t **src, uint8_t *tmp)
 {
-    uint8_t tmp[PACK_TMP_BYTES];
-    const uint8_t *src;
     unsigned w, tail;
     size_t nbytes;
 
@@ -292,20 +292,34 @@ static int unpack_block(struct rd *r, uint32_t m, uint64_t *vals)
     nbytes = pack_bytes(m, w) - 1;
     if (nbytes > r->len - r->pos)
         return TIDE_ECORRUPT;
-    src = r->p + r->pos;
+    *src = r->p + r->pos;
     tail = (unsigned)(((size_t)m * w) % 8);
-    if (tail && (src[nbytes - 1] >> tail))
+    if (tail && ((*src)[nbytes - 1] >> tail))
         return TIDE_ECORRUPT; /* non-zero padding bits */
     if (r->len - r->pos < nbytes + 8) {
-        memcpy(tmp, src, nbytes);
+        memcpy(tmp, *src, nbytes);
         memset(tmp + nbytes, 0, 8);
-        src = tmp;
+        *src = tmp;
     }
+    r->pos += nbytes;
+    *w_out = w;
+    return 0;
+}
+
+/* Read one block of m <= PACK_BLOCK values into vals. */
+static int unpack_block(struct rd *r, uint32_t m, uint64_t *vals)
+{
+    uint8_t tmp[PACK_TMP_BYTES];
+    const uint8_t *src;
+    unsigned w;
+    int rc = block_open(r, m, &w, &src, tmp);
+
+    if (rc)
+        return rc;
     if (w <= 56)
         unpack_narrow(src, m, w, vals);
     else
         unpack_wide(src, m, w, vals);
-    r->pos += nbytes;
     return 0;
 }
 
@@ -373,19 +387,34 @@ static int ints_begin(struct rd *r, uint64_t *d)
     return *d == 0 ? TIDE_ECORRUPT : 0;
 }
 
-/* Next m <= PACK_BLOCK values, as two's-complement bit patterns. */
+/* Next m <= PACK_BLOCK values, as two's-complement bit patterns. Returns
+ * 1 instead of 0 when they are all zero (a width of 0, the usual case of
+ * regular timestamps) without writing s[], so the caller can skip them. */
 static int ints_block(struct rd *r, uint64_t d, uint32_t m, uint64_t *s)
 {
-    int rc = unpack_block(r, m, s);
+    uint8_t tmp[PACK_TMP_BYTES];
+    const uint8_t *src;
+    unsigned w;
+    int rc = block_open(r, m, &w, &src, tmp);
 
     if (rc)
         return rc;
-    /* The spec's formula without a branch: for odd q, -(a * d) is
-     * ((q >> 1) XOR all-ones) * d modulo 2^64. */
-    if (d == 1) {
-        for (uint32_t j = 0; j < m; j++)
-            s[j] = (s[j] >> 1) ^ (0 - (s[j] & 1));
+    if (w == 0)
+        return 1;
+    /* Unpacked and unzigzagged in one pass. The spec's formula without a
+     * branch: for odd q, -(a * d) is ((q >> 1) XOR all-ones) * d modulo
+     * 2^64. */
+    if (w <= 56) {
+        uint64_t mask = (UINT64_C(1) << w) - 1;
+
+        for (uint32_t j = 0; j < m; j++) {
+            size_t bit = (size_t)j * w;
+            uint64_t q = (ld64(src + bit / 8) >> (bit % 8)) & mask;
+
+            s[j] = ((q >> 1) ^ (0 - (q & 1))) * d;
+        }
     } else {
+        unpack_wide(src, m, w, s);
         for (uint32_t j = 0; j < m; j++)
             s[j] = ((s[j] >> 1) ^ (0 - (s[j] & 1))) * d;
     }
@@ -587,8 +616,15 @@ static int ts_parse(const uint8_t *p, size_t len, uint32_t n, int64_t *ts)
             uint32_t mb = n - i < PACK_BLOCK ? n - i : PACK_BLOCK;
 
             rc = ints_block(&r, d, mb, s);
-            if (rc)
+            if (rc < 0)
                 return rc;
+            if (rc == 1) { /* a regular interval: the delta stays */
+                for (uint32_t j = 0; j < mb; j++) {
+                    t += delta;
+                    ts[i + j] = (int64_t)t;
+                }
+                continue;
+            }
             for (uint32_t j = 0; j < mb; j++) {
                 delta += s[j];
                 t += delta;
@@ -663,10 +699,10 @@ static int i64_parse(const uint8_t *p, size_t len, uint32_t n, int64_t *v)
             uint32_t mb = n - i < PACK_BLOCK ? n - i : PACK_BLOCK;
 
             rc = ints_block(&r, d, mb, s);
-            if (rc)
+            if (rc < 0)
                 return rc;
             for (uint32_t j = 0; j < mb; j++) {
-                x += s[j];
+                x += rc ? 0 : s[j];
                 v[i + j] = (int64_t)x;
             }
         }
@@ -840,21 +876,20 @@ static int dec_parse(const uint8_t *p, size_t len, uint32_t n, double *v)
             uint32_t mb = n - i < PACK_BLOCK ? n - i : PACK_BLOCK;
 
             rc = ints_block(&r, d, mb, s);
-            if (rc)
+            if (rc < 0)
                 return rc;
-            /* Prefix sums first, then one bound check per block, then
-             * the conversions: three tight loops instead of one with a
-             * branch per value. */
+            if (rc == 1)
+                memset(s, 0, (size_t)mb * sizeof(*s));
+            /* One pass: prefix sum, bound flag, conversion. The flag is
+             * tested once per block, not per value. */
             for (uint32_t j = 0; j < mb; j++) {
                 x += s[j];
-                s[j] = x;
-                out_of_range |= s[j] + (uint64_t)DECIMAL_K_MAX >
-                                2 * (uint64_t)DECIMAL_K_MAX;
+                out_of_range |=
+                    x + (uint64_t)DECIMAL_K_MAX > 2 * (uint64_t)DECIMAL_K_MAX;
+                v[i + j] = dec_value((int64_t)x, e);
             }
             if (out_of_range)
                 return TIDE_ECORRUPT;
-            for (uint32_t j = 0; j < mb; j++)
-                v[i + j] = dec_value((int64_t)s[j], e);
         }
     }
     return r.pos == r.len ? 0 : TIDE_ECORRUPT;

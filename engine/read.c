@@ -13,7 +13,6 @@
 #include <math.h>
 #include <string.h>
 
-#define IO_BATCH 64u
 #define BLOCK_POINTS_MAX 65536u
 
 /* A chunk of one series that a read needs. */
@@ -191,67 +190,75 @@ static int decode_str_chunk(struct gather *g, const struct chunk_ent *e,
     return g_append(g, ts, NULL, str, a, b);
 }
 
-/* Read and decode the chunks in g->refs, appending their points within
- * [from, to). Caller holds db->seg_lock for reading. */
-static int gather_chunks(struct tide_db *db, struct tide_io *io,
-                         struct gather *g, int64_t from, int64_t to,
+static void log_corrupt(struct tide_db *db, const struct chunk_ref *r)
+{
+    tide__db_log(db, TIDE_LOG_ERROR,
+                 "corrupt chunk in %s at offset %llu (series %llu): checksum "
+                 "or encoding mismatch",
+                 r->seg->path, (unsigned long long)r->e->offset,
+                 (unsigned long long)r->e->series_id);
+}
+
+/* Read the payloads of refs[0..n) back to back into `payload` (replacing
+ * its contents) with one tide__io_run(): the I/O layer submits them
+ * together, a ring's depth at a time. A short read is corruption. */
+static int read_chunks(struct tide_db *db, struct tide_io *io,
+                       const struct chunk_ref *refs, size_t n,
+                       struct tide_buf *payload, struct tide_buf *reqbuf)
+{
+    struct tide_io_req *reqs;
+    size_t bytes = 0, off = 0;
+    int rc;
+
+    for (size_t i = 0; i < n; i++)
+        bytes += refs[i].e->stored_bytes;
+    payload->len = reqbuf->len = 0;
+    if ((rc = tide__buf_reserve(payload, bytes + 1)) ||
+        (rc = tide__buf_reserve(reqbuf, n * sizeof(*reqs) + 1)))
+        return rc;
+    reqs = (struct tide_io_req *)(void *)reqbuf->data;
+    for (size_t i = 0; i < n; i++) {
+        reqs[i] = (struct tide_io_req){.op = TIDE_IO_READ,
+                                       .fd = refs[i].seg->fd,
+                                       .buf = payload->data + off,
+                                       .len = refs[i].e->stored_bytes,
+                                       .off = refs[i].e->offset};
+        off += refs[i].e->stored_bytes;
+    }
+    rc = tide__io_run(io, reqs, (unsigned)n);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if ((uint64_t)reqs[i].res != refs[i].e->stored_bytes) {
+            log_corrupt(db, &refs[i]);
+            rc = TIDE_ECORRUPT;
+        }
+    }
+    return rc;
+}
+
+/* Decode the chunks refs[0..n), whose payloads lie back to back at
+ * `payload`, appending their points within [from, to). */
+static int decode_chunks(struct tide_db *db, struct gather *g,
+                         const struct chunk_ref *refs, size_t n,
+                         const uint8_t *payload, int64_t from, int64_t to,
                          struct tide_agg_stats *st)
 {
-    struct chunk_ref *refs = (struct chunk_ref *)(void *)g->refs.data;
-    size_t n_refs = g->refs.len / sizeof(*refs);
     int rc = 0;
 
-    for (size_t base = 0; base < n_refs && rc == 0; base += IO_BATCH) {
-        size_t n = n_refs - base < IO_BATCH ? n_refs - base : IO_BATCH;
-        struct tide_io_req *reqs;
-        size_t bytes = 0, off = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const struct chunk_ent *e = refs[i].e;
 
-        for (size_t i = 0; i < n; i++)
-            bytes += refs[base + i].e->stored_bytes;
-        g->payload.len = g->reqs.len = 0;
-        if ((rc = tide__buf_reserve(&g->payload, bytes + 1)) ||
-            (rc = tide__buf_reserve(&g->reqs, n * sizeof(*reqs))))
-            return rc;
-        reqs = (struct tide_io_req *)(void *)g->reqs.data;
-        for (size_t i = 0; i < n; i++) {
-            const struct chunk_ref *r = &refs[base + i];
-
-            reqs[i] = (struct tide_io_req){.op = TIDE_IO_READ,
-                                           .fd = r->seg->fd,
-                                           .buf = g->payload.data + off,
-                                           .len = r->e->stored_bytes,
-                                           .off = r->e->offset};
-            off += r->e->stored_bytes;
-        }
-        rc = tide__io_run(io, reqs, (unsigned)n);
-        if (rc)
-            return rc;
-        off = 0;
-        for (size_t i = 0; i < n && rc == 0; i++) {
-            const struct chunk_ref *r = &refs[base + i];
-            const struct chunk_ent *e = r->e;
-
-            if ((uint64_t)reqs[i].res != e->stored_bytes)
-                rc = TIDE_ECORRUPT;
-            else if (e->type != g->type)
-                rc = 0; /* a series has one type; never mix */
-            else if (e->type == TIDE_TYPE_STR)
-                rc = decode_str_chunk(g, e, g->payload.data + off, from, to);
-            else
-                rc = decode_chunk(g, e, g->payload.data + off, from, to);
-            if (rc == TIDE_ECORRUPT)
-                tide__db_log(db, TIDE_LOG_ERROR,
-                             "corrupt chunk in %s at offset %llu (series "
-                             "%llu): checksum or encoding mismatch",
-                             r->seg->path, (unsigned long long)e->offset,
-                             (unsigned long long)e->series_id);
-            if (rc)
-                return rc;
-            off += e->stored_bytes;
-            if (st) {
-                st->chunks_decoded++;
-                st->bytes_read += e->stored_bytes;
-            }
+        if (e->type != g->type)
+            rc = 0; /* a series has one type; never mix */
+        else if (e->type == TIDE_TYPE_STR)
+            rc = decode_str_chunk(g, e, payload, from, to);
+        else
+            rc = decode_chunk(g, e, payload, from, to);
+        if (rc == TIDE_ECORRUPT)
+            log_corrupt(db, &refs[i]);
+        payload += e->stored_bytes;
+        if (st) {
+            st->chunks_decoded++;
+            st->bytes_read += e->stored_bytes;
         }
     }
     return rc;
@@ -354,11 +361,13 @@ static int collect_refs(struct tide_db *db, struct gather *g, uint64_t id,
 }
 
 /* Gather every point of `id` in [from, to) ordered by time without
- * duplicates: the chunks listed in g->refs (oldest source first), then the
- * frozen and active heads. Caller holds db->seg_lock for reading. */
-static int gather_series(struct tide_db *db, struct tide_io *io,
-                         struct gather *g, uint64_t id, int64_t from,
-                         int64_t to, struct tide_agg_stats *st)
+ * duplicates: the chunks refs[0..n) (oldest source first, payloads back to
+ * back at `payload`), then the frozen and active heads. Caller holds
+ * db->seg_lock for reading, since collect_refs(). */
+static int gather_series(struct tide_db *db, struct gather *g, uint64_t id,
+                         const struct chunk_ref *refs, size_t n_refs,
+                         const uint8_t *payload, int64_t from, int64_t to,
+                         struct tide_agg_stats *st)
 {
     struct shard *sh = &db->shards[tide__db_shard_of(db, id)];
     uint32_t *idx, n_out;
@@ -370,7 +379,7 @@ static int gather_series(struct tide_db *db, struct tide_io *io,
     g->type = series_type(db, g, id);
     if (g->type == 0)
         return 0;
-    rc = gather_chunks(db, io, g, from, to, st);
+    rc = decode_chunks(db, g, refs, n_refs, payload, from, to, st);
     if (rc)
         return rc;
     pthread_rwlock_rdlock(&sh->rw);
@@ -502,8 +511,16 @@ int tide_iter_next(tide_iter *it, struct tide_block *blk)
             rc = collect_refs(it->db, &it->g, it->cur_id, it->from, it->to,
                               &it->cur);
         if (rc == 0)
-            rc = gather_series(it->db, it->io, &it->g, it->cur_id, it->from,
-                               it->to, NULL);
+            rc = read_chunks(it->db, it->io,
+                             (const struct chunk_ref *)(void *)it->g.refs.data,
+                             it->g.refs.len / sizeof(struct chunk_ref),
+                             &it->g.payload, &it->g.reqs);
+        if (rc == 0)
+            rc =
+                gather_series(it->db, &it->g, it->cur_id,
+                              (const struct chunk_ref *)(void *)it->g.refs.data,
+                              it->g.refs.len / sizeof(struct chunk_ref),
+                              it->g.payload.data, it->from, it->to, NULL);
         pthread_rwlock_unlock(&it->db->seg_lock);
         if (rc) {
             it->err = rc;
@@ -767,17 +784,51 @@ static int emit_buckets(const struct agg_ctx *a, const struct partial *p,
     return 0;
 }
 
-/* Aggregate one series. Chunks that overlap nothing else and fit one
- * bucket are answered from their headers; only the rest, and the heads,
- * are read point by point. */
-static int aggregate_one(struct tide_db *db, struct tide_io *io,
-                         struct gather *g, uint64_t id, struct agg_ctx *a,
-                         struct cursors *cur, struct tide_agg_series *out,
-                         struct tide_agg_stats *st)
+/* Limits of one batch of an aggregate: series whose chunks are read
+ * point by point are planned first, then all their chunks are fetched in
+ * one tide__io_run() and decoded series by series. */
+#define AGG_BATCH_REFS 512u
+#define AGG_BATCH_BYTES (8u << 20)
+
+/* A planned series still to be read point by point. */
+struct agg_pending {
+    uint32_t idx;  /* into ids[] and the results */
+    uint32_t ref0; /* its chunks: batch refs [ref0, ref0 + n_refs) */
+    uint32_t n_refs;
+    uint32_t part0; /* its header partials: [part0, part0 + n_parts) */
+    uint32_t n_parts;
+    int ordered; /* its header partials are in bucket order */
+};
+
+struct agg_batch {
+    struct tide_buf pending; /* struct agg_pending[] */
+    struct tide_buf refs;    /* struct chunk_ref[] */
+    struct tide_buf hparts;  /* struct partial[] from chunk headers */
+    struct tide_buf payload; /* the chunks of refs, back to back */
+    struct tide_buf reqs;
+    size_t bytes;
+};
+
+static void agg_batch_fini(struct agg_batch *b)
+{
+    tide__buf_fini(&b->pending);
+    tide__buf_fini(&b->refs);
+    tide__buf_fini(&b->hparts);
+    tide__buf_fini(&b->payload);
+    tide__buf_fini(&b->reqs);
+}
+
+/* Plan series ids[idx]: chunks that overlap nothing else and fit one
+ * bucket are answered from their headers. When nothing else is left the
+ * result is made now; otherwise the series joins the batch. */
+static int aggregate_plan(struct tide_db *db, struct gather *g, uint64_t id,
+                          uint32_t idx, struct agg_ctx *a, struct cursors *cur,
+                          struct tide_agg_series *out, struct agg_batch *batch,
+                          struct tide_agg_stats *st)
 {
     struct chunk_ref *refs;
     size_t n_refs, n_rest = 0, n_parts;
-    struct partial *p;
+    struct agg_pending pend;
     uint8_t head_type;
     int ordered, rc;
 
@@ -820,25 +871,83 @@ static int aggregate_one(struct tide_db *db, struct tide_io *io,
         if (st)
             st->chunks_from_header++;
     }
-    g->refs.len = n_rest * sizeof(*refs);
-    /* The rest, point by point, when there is any. */
-    if (n_rest || (a->head_min < a->to && a->head_max >= a->from)) {
-        rc = gather_series(db, io, g, id, a->from, a->to, st);
+    n_parts = g->parts.len / sizeof(struct partial);
+    if (n_rest == 0 && !(a->head_min < a->to && a->head_max >= a->from)) {
+        /* Header partials of chunks ordered by min_ts are ordered by
+         * bucket and first_ts already. */
+        if (n_parts == 0)
+            return 0;
+        if (!ordered)
+            qsort(g->parts.data, n_parts, sizeof(struct partial), cmp_partial);
+        return emit_buckets(a, (const struct partial *)(void *)g->parts.data,
+                            n_parts, out);
+    }
+    pend = (struct agg_pending){
+        .idx = idx,
+        .ref0 = (uint32_t)(batch->refs.len / sizeof(*refs)),
+        .n_refs = (uint32_t)n_rest,
+        .part0 = (uint32_t)(batch->hparts.len / sizeof(struct partial)),
+        .n_parts = (uint32_t)n_parts,
+        .ordered = ordered};
+    for (size_t i = 0; i < n_rest; i++)
+        batch->bytes += refs[i].e->stored_bytes;
+    if ((rc = tide__buf_append(&batch->pending, &pend, sizeof(pend))) ||
+        (rc = tide__buf_append(&batch->refs, refs, n_rest * sizeof(*refs))))
+        return rc;
+    return tide__buf_append(&batch->hparts, g->parts.data, g->parts.len);
+}
+
+/* Fetch every chunk of the batch at once, then finish each of its series
+ * from its header partials, its decoded chunks and its head points. The
+ * batch is empty afterwards. */
+static int aggregate_batch(struct tide_db *db, struct tide_io *io,
+                           struct gather *g, const uint64_t *ids,
+                           const struct agg_ctx *a, struct agg_batch *batch,
+                           struct tide_agg_series *res,
+                           struct tide_agg_stats *st)
+{
+    const struct agg_pending *pend =
+        (const struct agg_pending *)(void *)batch->pending.data;
+    size_t n_pend = batch->pending.len / sizeof(*pend);
+    const struct chunk_ref *refs =
+        (const struct chunk_ref *)(void *)batch->refs.data;
+    const struct partial *hparts =
+        (const struct partial *)(void *)batch->hparts.data;
+    const uint8_t *payload;
+    int rc;
+
+    rc = read_chunks(db, io, refs, batch->refs.len / sizeof(*refs),
+                     &batch->payload, &batch->reqs);
+    payload = batch->payload.data;
+    for (size_t k = 0; k < n_pend && rc == 0; k++) {
+        const struct agg_pending *p = &pend[k];
+        int ordered = p->ordered;
+        size_t n_parts;
+
+        g->parts.len = 0;
+        rc = tide__buf_append(&g->parts, hparts + p->part0,
+                              p->n_parts * sizeof(*hparts));
+        if (rc == 0)
+            rc = gather_series(db, g, ids[p->idx], refs + p->ref0, p->n_refs,
+                               payload, a->from, a->to, st);
         if (rc == 0)
             rc = raw_partials(g, a, &g->parts);
         if (rc)
-            return rc;
+            break;
+        for (uint32_t i = 0; i < p->n_refs; i++)
+            payload += refs[p->ref0 + i].e->stored_bytes;
         ordered = ordered && g->n == 0;
+        n_parts = g->parts.len / sizeof(struct partial);
+        if (n_parts == 0)
+            continue;
+        if (!ordered)
+            qsort(g->parts.data, n_parts, sizeof(struct partial), cmp_partial);
+        rc = emit_buckets(a, (const struct partial *)(void *)g->parts.data,
+                          n_parts, &res[p->idx]);
     }
-    n_parts = g->parts.len / sizeof(struct partial);
-    if (n_parts == 0)
-        return 0;
-    p = (struct partial *)(void *)g->parts.data;
-    /* Header partials of chunks ordered by min_ts are ordered by bucket
-     * and first_ts already. */
-    if (!ordered)
-        qsort(p, n_parts, sizeof(*p), cmp_partial);
-    return emit_buckets(a, p, n_parts, out);
+    batch->pending.len = batch->refs.len = batch->hparts.len = 0;
+    batch->bytes = 0;
+    return rc;
 }
 
 int tide_db_aggregate(tide_db *db, const uint64_t *ids, uint32_t n,
@@ -848,6 +957,7 @@ int tide_db_aggregate(tide_db *db, const uint64_t *ids, uint32_t n,
 {
     struct agg_ctx a = {.from = from_ns, .to = to_ns, .bucket_ns = bucket_ns};
     struct tide_agg_series *res;
+    struct agg_batch batch = {0};
     struct cursors cur = {0};
     struct gather g = {0};
     struct tide_io *io;
@@ -869,11 +979,19 @@ int tide_db_aggregate(tide_db *db, const uint64_t *ids, uint32_t n,
     }
     pthread_rwlock_rdlock(&db->seg_lock);
     rc = cursors_fit(&cur, db->n_segs);
-    for (uint32_t i = 0; i < n && rc == 0; i++)
-        rc = aggregate_one(db, io, &g, ids[i], &a, &cur, &res[i], stats);
+    for (uint32_t i = 0; i < n && rc == 0; i++) {
+        rc =
+            aggregate_plan(db, &g, ids[i], i, &a, &cur, &res[i], &batch, stats);
+        if (rc == 0 &&
+            (i + 1 == n ||
+             batch.refs.len / sizeof(struct chunk_ref) >= AGG_BATCH_REFS ||
+             batch.bytes >= AGG_BATCH_BYTES))
+            rc = aggregate_batch(db, io, &g, ids, &a, &batch, res, stats);
+    }
     pthread_rwlock_unlock(&db->seg_lock);
     tide__db_io_put(db, io);
     gather_fini(&g);
+    agg_batch_fini(&batch);
     tide_free(cur.hint);
     if (rc) {
         tide_agg_free(res, n);
@@ -980,10 +1098,10 @@ static int latest_one(struct tide_db *db, struct tide_io *io, struct gather *g,
 
         gather_reset(g);
         g->type = TIDE_TYPE_STR;
-        g->refs.len = 0;
-        rc = tide__buf_append(&g->refs, &r, sizeof(r));
+        rc = read_chunks(db, io, &r, 1, &g->payload, &g->reqs);
         if (rc == 0)
-            rc = gather_chunks(db, io, g, best->max_ts, best->max_ts + 1, NULL);
+            rc = decode_chunks(db, g, &r, 1, g->payload.data, best->max_ts,
+                               best->max_ts + 1, NULL);
         if (rc == 0 && g->n)
             rc = set_str(p, (const char *)g->strbytes.data + g_val(g)[0],
                          g_len(g)[0]);

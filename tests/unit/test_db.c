@@ -418,6 +418,39 @@ Test(db, aggregate_many_series_any_order)
     }
 }
 
+/* More series than one read batch of an aggregate holds (512 chunks):
+ * every chunk is cut by the range, so each is decoded, and every series
+ * must still get its own points. */
+Test(db, aggregate_spans_read_batches)
+{
+    enum { S = 1100, N = 10 };
+    static uint64_t ids[S];
+    int64_t ts[N];
+    double v[N];
+    struct tide_agg_series *res;
+    struct tide_agg_stats st;
+
+    for (uint32_t i = 0; i < N; i++)
+        ts[i] = (int64_t)i * 1000;
+    for (uint32_t s = 0; s < S; s++) {
+        for (uint32_t i = 0; i < N; i++)
+            v[i] = (double)(s * N + i);
+        CHECK(append1(s + 1, TIDE_TYPE_F64, N, ts, v));
+        ids[s] = s + 1;
+    }
+    CHECK(tide_db_flush(db));
+    CHECK(tide_db_aggregate(db, ids, S, 2000, 7000, 0, &res, &st));
+    cr_assert_eq(st.chunks_decoded, S);
+    for (uint32_t s = 0; s < S; s++) {
+        cr_assert_eq(res[s].n_buckets, 1);
+        cr_assert_eq(res[s].buckets[0].count, 5);
+        cr_assert_eq(res[s].buckets[0].first, (double)(s * N + 2));
+        cr_assert_eq(res[s].buckets[0].last, (double)(s * N + 6));
+        cr_assert_eq(res[s].buckets[0].sum, (double)(5 * (s * N + 4)));
+    }
+    tide_agg_free(res, S);
+}
+
 Test(db, latest_point_per_series)
 {
     int64_t ts[] = {100, 300, 200};
