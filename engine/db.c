@@ -968,6 +968,7 @@ static int add_segs(struct tide_db *db, struct seg **segs, uint32_t n)
     }
     memcpy(db->segs + db->n_segs, segs, n * sizeof(*segs));
     db->n_segs += n;
+    db->seg_gen++;
     return 0;
 }
 

@@ -442,6 +442,34 @@ static int gather_series(struct tide_db *db, struct gather *g, uint64_t id,
 
 /* ---- Range iterator ------------------------------------------------------ */
 
+/* Limits of an iterator's read-ahead: the chunks of the next series are
+ * read together, up to this many series, chunks or bytes at once. */
+#define RA_SERIES_MAX 1024u
+#define RA_REFS_MAX 512u
+#define RA_BYTES_MAX (8u << 20)
+
+/* The chunks of one planned series within the read-ahead. */
+struct ra_span {
+    uint32_t ref0; /* refs [ref0, ref0 + n_refs) */
+    uint32_t n_refs;
+    size_t off;       /* its first payload byte */
+    uint8_t seg_type; /* see struct gather */
+};
+
+/* Chunk reads of ids[first .. first + n), made under one seg_lock read
+ * hold. They are used under a later hold only if seg_gen is unchanged:
+ * then the segment list is the same, the chunk references are valid, and
+ * reading the heads at that later time gives what one hold would have. */
+struct readahead {
+    uint64_t gen;
+    uint32_t first;
+    uint32_t n;
+    struct tide_buf spans; /* struct ra_span[] */
+    struct tide_buf refs;  /* struct chunk_ref[] */
+    struct tide_buf payload;
+    struct tide_buf reqs;
+};
+
 struct tide_iter {
     struct tide_db *db;
     struct tide_io *io;
@@ -455,8 +483,79 @@ struct tide_iter {
     uint32_t off; /* next point of the current series to return */
     struct gather g;
     struct cursors cur;
+    struct readahead ra;
     struct tide_buf strs; /* struct tide_str[] of the current block */
 };
+
+/* Plan and read the chunks of ids[first..] (see struct readahead).
+ * Caller holds db->seg_lock for reading. */
+static int ra_fill(struct tide_iter *it, uint32_t first)
+{
+    struct readahead *ra = &it->ra;
+    size_t bytes = 0;
+    int rc = cursors_fit(&it->cur, it->db->n_segs);
+
+    ra->first = first;
+    ra->n = 0;
+    ra->spans.len = ra->refs.len = 0;
+    ra->gen = it->db->seg_gen;
+    for (uint32_t j = first; j < it->n_ids && rc == 0; j++) {
+        const struct chunk_ref *refs;
+        struct ra_span sp;
+
+        rc = collect_refs(it->db, &it->g, it->ids[j], it->from, it->to,
+                          &it->cur);
+        if (rc)
+            break;
+        refs = (const struct chunk_ref *)(void *)it->g.refs.data;
+        sp = (struct ra_span){.ref0 = (uint32_t)(ra->refs.len / sizeof(*refs)),
+                              .n_refs =
+                                  (uint32_t)(it->g.refs.len / sizeof(*refs)),
+                              .off = bytes,
+                              .seg_type = it->g.seg_type};
+        for (uint32_t k = 0; k < sp.n_refs; k++)
+            bytes += refs[k].e->stored_bytes;
+        if ((rc = tide__buf_append(&ra->spans, &sp, sizeof(sp))) ||
+            (rc = tide__buf_append(&ra->refs, it->g.refs.data, it->g.refs.len)))
+            break;
+        ra->n++;
+        if (ra->n >= RA_SERIES_MAX ||
+            ra->refs.len / sizeof(*refs) >= RA_REFS_MAX ||
+            bytes >= RA_BYTES_MAX)
+            break;
+    }
+    if (rc == 0)
+        rc = read_chunks(
+            it->db, it->io, (const struct chunk_ref *)(void *)ra->refs.data,
+            ra->refs.len / sizeof(struct chunk_ref), &ra->payload, &ra->reqs);
+    if (rc)
+        ra->n = 0;
+    return rc;
+}
+
+/* Gather series ids[idx] from the read-ahead, refilled when it does not
+ * hold that series or the segment list changed since. */
+static int iter_gather(struct tide_iter *it, uint32_t idx)
+{
+    struct readahead *ra = &it->ra;
+    const struct ra_span *sp;
+    int rc = 0;
+
+    pthread_rwlock_rdlock(&it->db->seg_lock);
+    if (idx < ra->first || idx - ra->first >= ra->n ||
+        ra->gen != it->db->seg_gen)
+        rc = ra_fill(it, idx);
+    if (rc == 0) {
+        sp = (const struct ra_span *)(void *)ra->spans.data + (idx - ra->first);
+        it->g.seg_type = sp->seg_type;
+        rc = gather_series(
+            it->db, &it->g, it->ids[idx],
+            (const struct chunk_ref *)(void *)ra->refs.data + sp->ref0,
+            sp->n_refs, ra->payload.data + sp->off, it->from, it->to, NULL);
+    }
+    pthread_rwlock_unlock(&it->db->seg_lock);
+    return rc;
+}
 
 int tide_db_read_open(tide_db *db, const uint64_t *ids, uint32_t n,
                       int64_t from_ns, int64_t to_ns, tide_iter **out)
@@ -503,25 +602,9 @@ int tide_iter_next(tide_iter *it, struct tide_block *blk)
 
         if (it->next_id >= it->n_ids)
             return 0;
-        it->cur_id = it->ids[it->next_id++];
+        it->cur_id = it->ids[it->next_id];
         it->off = 0;
-        pthread_rwlock_rdlock(&it->db->seg_lock);
-        rc = cursors_fit(&it->cur, it->db->n_segs);
-        if (rc == 0)
-            rc = collect_refs(it->db, &it->g, it->cur_id, it->from, it->to,
-                              &it->cur);
-        if (rc == 0)
-            rc = read_chunks(it->db, it->io,
-                             (const struct chunk_ref *)(void *)it->g.refs.data,
-                             it->g.refs.len / sizeof(struct chunk_ref),
-                             &it->g.payload, &it->g.reqs);
-        if (rc == 0)
-            rc =
-                gather_series(it->db, &it->g, it->cur_id,
-                              (const struct chunk_ref *)(void *)it->g.refs.data,
-                              it->g.refs.len / sizeof(struct chunk_ref),
-                              it->g.payload.data, it->from, it->to, NULL);
-        pthread_rwlock_unlock(&it->db->seg_lock);
+        rc = iter_gather(it, it->next_id++);
         if (rc) {
             it->err = rc;
             return rc;
@@ -573,6 +656,10 @@ void tide_iter_close(tide_iter *it)
     tide__db_io_put(it->db, it->io);
     gather_fini(&it->g);
     tide_free(it->cur.hint);
+    tide__buf_fini(&it->ra.spans);
+    tide__buf_fini(&it->ra.refs);
+    tide__buf_fini(&it->ra.payload);
+    tide__buf_fini(&it->ra.reqs);
     tide__buf_fini(&it->strs);
     tide_free(it->ids);
     tide_free(it);

@@ -451,6 +451,52 @@ Test(db, aggregate_spans_read_batches)
     tide_agg_free(res, S);
 }
 
+/* The iterator reads chunks ahead for later series; a flush between two
+ * calls moves head points into a new segment, and no point may be lost or
+ * repeated because of it. */
+Test(db, iterator_sees_flush_between_series)
+{
+    enum { S = 40, N = 100 };
+    uint64_t ids[S];
+    int64_t ts[N];
+    double v[N];
+    uint32_t got[S] = {0};
+    struct tide_block b;
+    tide_iter *it;
+    int rc, flushed = 0;
+
+    for (uint32_t i = 0; i < N; i++) {
+        ts[i] = (int64_t)i * 1000;
+        v[i] = i;
+    }
+    for (uint32_t s = 0; s < S; s++) {
+        ids[s] = s + 1;
+        /* Half of each series on disk, half in the head. */
+        CHECK(append1(s + 1, TIDE_TYPE_F64, N / 2, ts, v));
+    }
+    CHECK(tide_db_flush(db));
+    for (uint32_t s = 0; s < S; s++)
+        CHECK(append1(s + 1, TIDE_TYPE_F64, N / 2, ts + N / 2, v + N / 2));
+    CHECK(tide_db_read_open(db, ids, S, INT64_MIN, INT64_MAX, &it));
+    while ((rc = tide_iter_next(it, &b)) == 1) {
+        cr_assert_geq(b.series_id, 1);
+        cr_assert_leq(b.series_id, S);
+        for (uint32_t i = 0; i < b.n; i++) {
+            uint32_t k = got[b.series_id - 1] + i;
+
+            cr_assert_eq(b.ts_ns[i], ts[k]);
+            cr_assert_eq(b.v.f64[i], v[k]);
+        }
+        got[b.series_id - 1] += b.n;
+        if (!flushed++)
+            CHECK(tide_db_flush(db));
+    }
+    cr_assert_eq(rc, 0, "iter: %s", tide_strerror(rc));
+    tide_iter_close(it);
+    for (uint32_t s = 0; s < S; s++)
+        cr_assert_eq(got[s], N, "series %u: %u points", s + 1, got[s]);
+}
+
 Test(db, latest_point_per_series)
 {
     int64_t ts[] = {100, 300, 200};
