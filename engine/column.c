@@ -846,12 +846,60 @@ int tide__col_encode_f64(const double *v, uint32_t n, struct tide_buf *out)
     return rc;
 }
 
+/* Is the running value x outside [-2^53, 2^53]? */
+static unsigned k_out_of_range(uint64_t x)
+{
+    return x + (uint64_t)DECIMAL_K_MAX > 2 * (uint64_t)DECIMAL_K_MAX;
+}
+
+/* The next block of m deltas of a decimal column, turned into doubles:
+ * unpacking, unzigzag, the running sum and the conversion in one pass, the
+ * hot loop of every read. *x is the running k. The bound is tested once
+ * per block. */
+static int dec_block(struct rd *r, uint64_t d, uint32_t m, unsigned e,
+                     uint64_t *x_io, double *v)
+{
+    uint8_t tmp[PACK_TMP_BYTES];
+    uint64_t s[PACK_BLOCK];
+    const uint8_t *src;
+    uint64_t x = *x_io;
+    unsigned w, bad = 0;
+    int rc = block_open(r, m, &w, &src, tmp);
+
+    if (rc)
+        return rc;
+    if (w == 0) {
+        bad = k_out_of_range(x);
+        for (uint32_t j = 0; j < m; j++)
+            v[j] = dec_value((int64_t)x, e);
+    } else if (w <= 56) {
+        uint64_t mask = (UINT64_C(1) << w) - 1;
+
+        for (uint32_t j = 0; j < m; j++) {
+            size_t bit = (size_t)j * w;
+            uint64_t q = (ld64(src + bit / 8) >> (bit % 8)) & mask;
+
+            x += ((q >> 1) ^ (0 - (q & 1))) * d;
+            bad |= k_out_of_range(x);
+            v[j] = dec_value((int64_t)x, e);
+        }
+    } else {
+        unpack_wide(src, m, w, s);
+        for (uint32_t j = 0; j < m; j++) {
+            x += ((s[j] >> 1) ^ (0 - (s[j] & 1))) * d;
+            bad |= k_out_of_range(x);
+            v[j] = dec_value((int64_t)x, e);
+        }
+    }
+    *x_io = x;
+    return bad ? TIDE_ECORRUPT : 0;
+}
+
 static int dec_parse(const uint8_t *p, size_t len, uint32_t n, double *v)
 {
     struct rd r = {p, len, 0};
-    uint64_t s[PACK_BLOCK];
     uint64_t z, x = 0, d;
-    unsigned e, out_of_range = 0;
+    unsigned e;
     int64_t k;
     int rc;
 
@@ -875,21 +923,9 @@ static int dec_parse(const uint8_t *p, size_t len, uint32_t n, double *v)
         for (uint32_t i = 1; i < n; i += PACK_BLOCK) {
             uint32_t mb = n - i < PACK_BLOCK ? n - i : PACK_BLOCK;
 
-            rc = ints_block(&r, d, mb, s);
-            if (rc < 0)
+            rc = dec_block(&r, d, mb, e, &x, v + i);
+            if (rc)
                 return rc;
-            if (rc == 1)
-                memset(s, 0, (size_t)mb * sizeof(*s));
-            /* One pass: prefix sum, bound flag, conversion. The flag is
-             * tested once per block, not per value. */
-            for (uint32_t j = 0; j < mb; j++) {
-                x += s[j];
-                out_of_range |=
-                    x + (uint64_t)DECIMAL_K_MAX > 2 * (uint64_t)DECIMAL_K_MAX;
-                v[i + j] = dec_value((int64_t)x, e);
-            }
-            if (out_of_range)
-                return TIDE_ECORRUPT;
         }
     }
     return r.pos == r.len ? 0 : TIDE_ECORRUPT;

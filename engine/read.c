@@ -25,6 +25,7 @@ struct chunk_ref {
  * holds offsets into `strbytes` and `len` the lengths. */
 struct gather {
     uint8_t type;
+    int ordered;      /* the points so far are strictly ascending in time */
     uint8_t seg_type; /* type in the newest segment holding the series */
     uint32_t n;
     struct tide_buf ts;
@@ -44,6 +45,7 @@ static void gather_reset(struct gather *g)
 {
     g->type = 0;
     g->n = 0;
+    g->ordered = 1;
     g->ts.len = g->val.len = g->len.len = g->strbytes.len = 0;
 }
 
@@ -97,6 +99,8 @@ static int g_append(struct gather *g, const int64_t *ts, const uint64_t *val,
     if (rc)
         return rc;
     for (uint32_t i = a; i < b; i++) {
+        if (g->n && ts[i] <= g_ts(g)[g->n - 1])
+            g->ordered = 0;
         g_ts(g)[g->n] = ts[i];
         if (g->type == TIDE_TYPE_STR) {
             g_val(g)[g->n] = g->strbytes.len;
@@ -155,6 +159,11 @@ static int decode_chunk(struct gather *g, const struct chunk_ent *e,
         return rc;
     a = e->min_ts >= from ? 0 : lower_bound(ts, cnt, from);
     b = e->max_ts < to ? cnt : lower_bound(ts, cnt, to);
+    /* A chunk is strictly ascending (the writer's invariant, and the
+     * checksum vouches for the bytes), so only the seam with the points
+     * before it can break the order. */
+    if (b > a && g->n && ts[a] <= g_ts(g)[g->n - 1])
+        g->ordered = 0;
     if (a > 0 && b > a) {
         memmove(ts, ts + a, (size_t)(b - a) * sizeof(*ts));
         memmove(val, val + a, (size_t)(b - a) * sizeof(*val));
@@ -371,8 +380,6 @@ static int gather_series(struct tide_db *db, struct gather *g, uint64_t id,
 {
     struct shard *sh = &db->shards[tide__db_shard_of(db, id)];
     uint32_t *idx, n_out;
-    const int64_t *t;
-    int sorted = 1;
     int rc;
 
     gather_reset(g);
@@ -392,10 +399,7 @@ static int gather_series(struct tide_db *db, struct gather *g, uint64_t id,
         return rc;
     /* Strictly ascending already (the usual case: sources do not overlap)
      * needs no reordering. */
-    t = g_ts(g);
-    for (uint32_t i = 1; i < g->n; i++)
-        sorted &= t[i] > t[i - 1];
-    if (sorted)
+    if (g->ordered)
         return 0;
     /* Order by time, last source winning; a no-op when already ordered. */
     g->tmp.len = 0;

@@ -305,6 +305,9 @@ int tide__segw_add(struct seg_writer *w, uint64_t series_id,
 
     if (n == 0 || n > SEG_CHUNK_POINTS_MAX)
         return TIDE_EINVAL;
+    /* Readers rely on it: a chunk's times are strictly ascending. */
+    for (uint32_t i = 1; i < n; i++)
+        TIDE_DEBUG_ASSERT(ts[i] > ts[i - 1]);
     w->col.len = 0;
     rc = tide__col_encode_ts(ts, n, &w->col);
     if (rc)
