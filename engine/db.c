@@ -903,9 +903,35 @@ static int collect_keys(struct head *h, int64_t part_ns, struct tide_buf *out)
     return 0;
 }
 
-/* Write one segment with the points of `h` in tier/partition `k`. */
-static int write_segment(struct tide_db *db, struct shard *sh, struct head *h,
-                         struct part_key k, struct seg **out)
+static int cmp_series_id(const void *a, const void *b)
+{
+    const struct hseries *x = *(const struct hseries *const *)a;
+    const struct hseries *y = *(const struct hseries *const *)b;
+
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* The series of `h` ordered by id, into `out` (struct hseries *[]). */
+static int series_by_id(const struct head *h, struct tide_buf *out)
+{
+    int rc = 0;
+
+    for (uint32_t i = 0; i < h->n_slots && rc == 0; i++)
+        if (h->slots[i])
+            rc = tide__buf_append(out, &h->slots[i], sizeof(h->slots[i]));
+    if (rc == 0 && out->len)
+        qsort(out->data, out->len / sizeof(struct hseries *),
+              sizeof(struct hseries *), cmp_series_id);
+    return rc;
+}
+
+/* Write one segment with the points of the series in `order` (ascending
+ * ids) in tier/partition `k`. Chunks are laid out in the footer's order,
+ * so a read of ascending ids walks each file forward and the kernel's
+ * read-ahead serves it. */
+static int write_segment(struct tide_db *db, struct shard *sh,
+                         const struct tide_buf *order, struct part_key k,
+                         struct seg **out)
 {
     int64_t part_ns = db->o.partition_ns;
     int64_t lo = k.part <= INT64_MIN / part_ns ? INT64_MIN : k.part * part_ns;
@@ -923,11 +949,12 @@ static int write_segment(struct tide_db *db, struct shard *sh, struct head *h,
                          db->flush_io, &w);
     if (rc)
         return rc;
-    for (uint32_t i = 0; i < h->n_slots && rc == 0; i++) {
-        struct hseries *s = h->slots[i];
+    for (size_t i = 0; i < order->len / sizeof(struct hseries *) && rc == 0;
+         i++) {
+        const struct hseries *s = ((struct hseries *const *)order->data)[i];
         uint32_t a, b;
 
-        if (!s || s->tier != k.tier)
+        if (s->tier != k.tier)
             continue;
         a = lower_bound(s->ts, s->n, lo);
         b = hi == INT64_MAX ? s->n : lower_bound(s->ts, s->n, hi);
@@ -1002,7 +1029,7 @@ static int manifest_add(struct tide_db *db, struct shard *sh, struct seg **segs,
 static void flush_frozen(struct tide_db *db, struct shard *sh)
 {
     struct head *h = sh->frozen;
-    struct tide_buf keys = {0}, segs = {0};
+    struct tide_buf keys = {0}, segs = {0}, order = {0};
     struct req *waiters;
     uint64_t removed = 0;
     uint32_t n_segs = 0;
@@ -1015,10 +1042,13 @@ static void flush_frozen(struct tide_db *db, struct shard *sh)
     pthread_rwlock_unlock(&sh->rw);
     if (rc == 0)
         rc = collect_keys(h, db->o.partition_ns, &keys);
+    if (rc == 0)
+        rc = series_by_id(h, &order);
     for (size_t i = 0; rc == 0 && i < keys.len / sizeof(struct part_key); i++) {
         struct seg *seg = NULL;
 
-        rc = write_segment(db, sh, h, ((struct part_key *)keys.data)[i], &seg);
+        rc = write_segment(db, sh, &order, ((struct part_key *)keys.data)[i],
+                           &seg);
         if (rc == 0) {
             rc = tide__buf_append(&segs, &seg, sizeof(seg));
             if (rc)
@@ -1077,6 +1107,7 @@ static void flush_frozen(struct tide_db *db, struct shard *sh)
     complete_list(waiters, 0);
 out:
     tide__buf_fini(&keys);
+    tide__buf_fini(&order);
     tide__buf_fini(&segs);
 }
 

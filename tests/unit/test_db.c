@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "db.h"
 #include "internal.h"
 #include "io.h"
 #include "testutil.h"
@@ -495,6 +496,27 @@ Test(db, iterator_sees_flush_between_series)
     tide_iter_close(it);
     for (uint32_t s = 0; s < S; s++)
         cr_assert_eq(got[s], N, "series %u: %u points", s + 1, got[s]);
+}
+
+/* A flush lays chunks out in series-id order, the footer's order, so a
+ * read of ascending ids walks each file forward. */
+Test(db, flush_writes_chunks_in_id_order)
+{
+    int64_t ts[3] = {1000, 2000, 3000};
+    double v[3] = {1, 2, 3};
+
+    /* Ids whose hash order differs from their numeric order. */
+    for (uint64_t id = 301; id > 7; id -= 7)
+        CHECK(append1(id, TIDE_TYPE_F64, 3, ts, v));
+    CHECK(tide_db_flush(db));
+    cr_assert_gt(db->n_segs, 0);
+    for (uint32_t k = 0; k < db->n_segs; k++) {
+        const struct seg *seg = db->segs[k];
+
+        for (uint32_t c = 1; c < seg->n_chunks; c++)
+            cr_assert_gt(seg->chunks[c].offset, seg->chunks[c - 1].offset,
+                         "segment %u chunk %u", k, c);
+    }
 }
 
 Test(db, latest_point_per_series)
