@@ -147,13 +147,7 @@ static size_t varint_len(uint64_t v)
 
 static unsigned bit_width(uint64_t v)
 {
-    unsigned w = 0;
-
-    while (v) {
-        v >>= 1;
-        w++;
-    }
-    return w;
+    return v ? 64 - (unsigned)__builtin_clzll(v) : 0;
 }
 
 /* ---- PACK: blocks of PACK_BLOCK values at one bit width ----------------- */
@@ -209,6 +203,8 @@ static size_t pack_block(uint8_t *dst, const uint64_t *vals, uint32_t m)
         all |= vals[i];
     w = bit_width(all);
     dst[0] = (uint8_t)w;
+    if (w == 0)
+        return 1;
     for (uint32_t i = 0; i < m; i++) {
         unsigned shift;
 
@@ -766,43 +762,50 @@ static int dec_k(double v, unsigned e, int64_t *k)
 }
 
 /*
- * Smallest e for which every value is decimal, or -1. A value that is
- * k / 10^e is also (10k) / 10^(e+1): the quotient is the same rational, and
- * the division rounds it the same way. So one pass that only raises e is
- * enough; the caller's second pass re-checks every value at the final e
- * (the |k| bound can still fail there).
+ * Smallest e for which every value is decimal, or -1; k[] receives the
+ * integers at that e. A value that is k / 10^e is also (10k) / 10^(e+1):
+ * the quotient is the same rational, and the division rounds it the same
+ * way, so e only ever rises. When it does, the values before are redone
+ * at the new e (the |k| bound can fail there); e rises at most
+ * TIDE_COL_DECIMAL_EXP_MAX times, early in a chunk in practice, so this is
+ * one pass over the values, not the two of a scan and an encode.
  */
-static int dec_exponent(const double *v, uint32_t n)
+static int dec_scan(const double *v, uint32_t n, int64_t *k)
 {
     unsigned e = 0;
-    int64_t k;
 
     for (uint32_t i = 0; i < n; i++) {
-        while (dec_k(v[i], e, &k)) {
+        if (dec_k(v[i], e, &k[i]) == 0)
+            continue;
+        do {
             if (++e > TIDE_COL_DECIMAL_EXP_MAX)
                 return -1;
-        }
+        } while (dec_k(v[i], e, &k[i]));
+        for (uint32_t j = 0; j < i; j++)
+            if (dec_k(v[j], e, &k[j]))
+                return -1;
     }
     return (int)e;
 }
 
-/* Decimal payload at exponent e into p; returns its size, or 0 when some
- * value does not fit after all. `delta` has room for n values. */
-static size_t dec_encode(const double *v, uint32_t n, unsigned e,
-                         uint64_t *delta, uint8_t *p)
+/* Decimal payload of the integers k[0..n) at exponent e into p; returns
+ * its size. k[] is overwritten with the deltas. */
+static size_t dec_encode(int64_t *k, uint32_t n, unsigned e, uint8_t *p)
 {
-    int64_t k, prev = 0;
+    uint64_t *delta = (uint64_t *)k, prev;
     size_t pos = 0;
 
     p[pos++] = (uint8_t)e;
-    for (uint32_t i = 0; i < n; i++) {
-        if (dec_k(v[i], e, &k))
-            return 0;
-        if (i == 0)
-            pos += tide__varint_put(p + pos, tide__zigzag(k));
-        else
-            delta[i - 1] = (uint64_t)k - (uint64_t)prev;
-        prev = k;
+    if (n == 0)
+        return pos;
+    pos += tide__varint_put(p + pos, tide__zigzag(k[0]));
+    prev = (uint64_t)k[0];
+    /* delta[i - 1] overwrites k[i - 1], already taken as prev. */
+    for (uint32_t i = 1; i < n; i++) {
+        uint64_t cur = (uint64_t)k[i];
+
+        delta[i - 1] = cur - prev;
+        prev = cur;
     }
     if (n >= 2)
         pos += ints_put(p + pos, delta, n - 1);
@@ -833,10 +836,10 @@ int tide__col_encode_f64(const double *v, uint32_t n, struct tide_buf *out)
     if (!scratch)
         return -ENOMEM;
     p = scratch + 8 * (size_t)n;
-    e = dec_exponent(v, n);
-    if (e >= 0)
-        pos = dec_encode(v, n, (unsigned)e, (uint64_t *)scratch, p);
-    if (pos == 0) {
+    e = dec_scan(v, n, (int64_t *)(void *)scratch);
+    if (e >= 0) {
+        pos = dec_encode((int64_t *)(void *)scratch, n, (unsigned)e, p);
+    } else {
         codec = TIDE_COL_F64_XOR;
         xor_encode(v, n, p);
         pos = 8 * (size_t)n;
