@@ -993,6 +993,14 @@ static int add_segs(struct tide_db *db, struct seg **segs, uint32_t n)
         db->segs = p;
         db->cap_segs = cap;
     }
+    for (uint32_t i = 0; i < n; i++) {
+        struct seg *seg = segs[i];
+
+        seg->shard_only = 1;
+        for (uint32_t c = 0; c < seg->n_chunks && seg->shard_only; c++)
+            seg->shard_only =
+                tide__db_shard_of(db, seg->chunks[c].series_id) == seg->shard;
+    }
     memcpy(db->segs + db->n_segs, segs, n * sizeof(*segs));
     db->n_segs += n;
     db->seg_gen++;
@@ -1232,6 +1240,9 @@ static int load_manifest(struct tide_db *db)
         tide__db_log(db, TIDE_LOG_INFO,
                      "%s was created with %u shards; keeping them", db->dir,
                      db->man.n_shards);
+    /* add_segs() maps series to shards to tell which segments hold only
+     * one shard's series. */
+    db->n_shards = db->man.n_shards;
     for (uint32_t i = 0; i < db->man.n_segs; i++) {
         char path[PATH_MAX];
         struct seg *seg;

@@ -342,28 +342,35 @@ static int cursors_fit(struct cursors *c, uint32_t n_segs)
 static int collect_refs(struct tide_db *db, struct gather *g, uint64_t id,
                         int64_t from, int64_t to, struct cursors *cur)
 {
+    unsigned shard = tide__db_shard_of(db, id);
+
     g->refs.len = 0;
     g->seg_type = 0;
     for (uint32_t i = 0; i < db->n_segs; i++) {
         const struct seg *seg = db->segs[i];
+        struct chunk_ref *r;
         uint32_t lo, hi;
+        int rc;
 
-        /* Every segment is searched, not only those in range, so that
-         * the series' type comes from its newest segment. */
+        if (seg->shard_only && seg->shard != shard)
+            continue; /* cannot hold the series */
+        /* Every other segment is searched, not only those in range, so
+         * that the series' type comes from its newest segment. */
         tide__seg_seek(seg, id, &cur->hint[i], &lo, &hi);
-        if (lo < hi)
-            g->seg_type = seg->chunks[lo].type;
+        if (lo == hi)
+            continue;
+        g->seg_type = seg->chunks[lo].type;
         if (seg->min_ts >= to || seg->max_ts < from)
             continue;
+        rc = tide__buf_reserve(&g->refs, (hi - lo) * sizeof(*r));
+        if (rc)
+            return rc;
+        r = (struct chunk_ref *)(void *)(g->refs.data + g->refs.len);
         for (uint32_t c = lo; c < hi; c++) {
-            struct chunk_ref r = {seg, &seg->chunks[c]};
-            int rc;
-
-            if (!chunk_in_range(r.e, from, to))
+            if (!chunk_in_range(&seg->chunks[c], from, to))
                 continue;
-            rc = tide__buf_append(&g->refs, &r, sizeof(r));
-            if (rc)
-                return rc;
+            *r++ = (struct chunk_ref){seg, &seg->chunks[c]};
+            g->refs.len += sizeof(*r);
         }
     }
     return 0;
@@ -683,6 +690,10 @@ struct agg_ctx {
     int64_t bucket_ns;
     int64_t head_min; /* time span of the series in the heads */
     int64_t head_max;
+    /* Every result's buckets, back to back: one allocation per query. */
+    struct tide_buf buckets;
+    struct tide_agg_series *res;
+    size_t *boff; /* boff[i]: res[i]'s first bucket in `buckets` */
 };
 
 static int64_t bucket_of(const struct agg_ctx *a, int64_t ts)
@@ -843,30 +854,38 @@ static int raw_partials(const struct gather *g, const struct agg_ctx *a,
     return rc;
 }
 
-/* Merge partials ordered by bucket into out->buckets. */
-static int emit_buckets(const struct agg_ctx *a, const struct partial *p,
+/* Merge partials ordered by bucket into the query's bucket arena; the
+ * result's pointer is set once the arena stops growing (see
+ * tide_db_aggregate). */
+static int emit_buckets(struct agg_ctx *a, const struct partial *p,
                         size_t n_parts, struct tide_agg_series *out)
 {
-    size_t n_buckets = 0;
+    size_t n_buckets = 0, off = a->buckets.len / sizeof(struct tide_bucket);
+    struct tide_bucket *bk;
+    int rc;
 
     for (size_t i = 0; i < n_parts; i++)
         n_buckets += i == 0 || p[i].bucket != p[i - 1].bucket;
-    out->buckets = tide_calloc(n_buckets, sizeof(*out->buckets));
-    if (!out->buckets)
-        return -ENOMEM;
+    rc = tide__buf_reserve(&a->buckets, n_buckets * sizeof(*bk));
+    if (rc)
+        return rc;
+    bk = (struct tide_bucket *)(void *)(a->buckets.data + a->buckets.len);
+    memset(bk, 0, n_buckets * sizeof(*bk));
+    a->buckets.len += n_buckets * sizeof(*bk);
+    a->boff[out - a->res] = off;
     for (size_t i = 0; i < n_parts; i++) {
         struct tide_bucket *b;
         int64_t start;
 
         if (i == 0 || p[i].bucket != p[i - 1].bucket) {
-            b = &out->buckets[out->n_buckets++];
+            b = &bk[out->n_buckets++];
             b->start_ns =
                 a->bucket_ns
                     ? (int64_t)((uint64_t)a->from +
                                 (uint64_t)p[i].bucket * (uint64_t)a->bucket_ns)
                     : a->from;
         } else {
-            b = &out->buckets[out->n_buckets - 1];
+            b = &bk[out->n_buckets - 1];
         }
         start = b->start_ns;
         merge_bucket(b, &p[i].b);
@@ -993,7 +1012,7 @@ static int aggregate_plan(struct tide_db *db, struct gather *g, uint64_t id,
  * batch is empty afterwards. */
 static int aggregate_batch(struct tide_db *db, struct tide_io *io,
                            struct gather *g, const uint64_t *ids,
-                           const struct agg_ctx *a, struct agg_batch *batch,
+                           struct agg_ctx *a, struct agg_batch *batch,
                            struct tide_agg_series *res,
                            struct tide_agg_stats *st)
 {
@@ -1060,12 +1079,19 @@ int tide_db_aggregate(tide_db *db, const uint64_t *ids, uint32_t n,
         return TIDE_EINVAL;
     if (stats)
         memset(stats, 0, sizeof(*stats));
+    /* res[n], past the results, owns the bucket arena. */
     res = tide_calloc((size_t)n + 1, sizeof(*res));
-    if (!res)
+    a.boff = tide_malloc(((size_t)n + 1) * sizeof(*a.boff));
+    if (!res || !a.boff) {
+        tide_free(res);
+        tide_free(a.boff);
         return -ENOMEM;
+    }
+    a.res = res;
     rc = tide__db_io_get(db, &io);
     if (rc) {
         tide_free(res);
+        tide_free(a.boff);
         return rc;
     }
     pthread_rwlock_rdlock(&db->seg_lock);
@@ -1085,9 +1111,15 @@ int tide_db_aggregate(tide_db *db, const uint64_t *ids, uint32_t n,
     agg_batch_fini(&batch);
     tide_free(cur.hint);
     if (rc) {
+        tide__buf_fini(&a.buckets);
+        tide_free(a.boff);
         tide_agg_free(res, n);
         return rc;
     }
+    res[n].buckets = (struct tide_bucket *)(void *)a.buckets.data;
+    for (uint32_t i = 0; i < n; i++)
+        res[i].buckets = res[i].n_buckets ? res[n].buckets + a.boff[i] : NULL;
+    tide_free(a.boff);
     *out = res;
     return 0;
 }
@@ -1096,8 +1128,7 @@ void tide_agg_free(struct tide_agg_series *res, uint32_t n)
 {
     if (!res)
         return;
-    for (uint32_t i = 0; i < n; i++)
-        tide_free(res[i].buckets);
+    tide_free(res[n].buckets); /* the arena holding every result's */
     tide_free(res);
 }
 

@@ -51,6 +51,10 @@ struct seg {
     uint64_t *accounts; /* sorted */
     uint32_t n_chunks;
     struct chunk_ent *chunks; /* sorted by (series_id, min_ts) */
+    /* Set by the db when it adopts the segment: 1 when every series in it
+     * maps to `shard` under the db's shard count, so a read of a series of
+     * another shard can pass it by. 0 after a change of shard count. */
+    uint8_t shard_only;
 };
 
 /*
