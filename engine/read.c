@@ -894,6 +894,60 @@ static int emit_buckets(struct agg_ctx *a, const struct partial *p,
     return 0;
 }
 
+/* The result of a series whose chunks are all answered from headers, in
+ * time order with no overlap: chunk statistics fold straight into the
+ * bucket arena, with no partials to build or sort. */
+static int emit_headers(struct agg_ctx *a, const struct chunk_ref *refs,
+                        size_t n_refs, struct tide_agg_series *out)
+{
+    size_t n_buckets = 0, off = a->buckets.len / sizeof(struct tide_bucket);
+    struct tide_bucket *bk;
+    int64_t prev = 0;
+    int rc;
+
+    for (size_t i = 0; i < n_refs; i++) {
+        int64_t bucket = bucket_of(a, refs[i].e->min_ts);
+
+        n_buckets += i == 0 || bucket != prev;
+        prev = bucket;
+    }
+    rc = tide__buf_reserve(&a->buckets, n_buckets * sizeof(*bk));
+    if (rc)
+        return rc;
+    bk = (struct tide_bucket *)(void *)(a->buckets.data + a->buckets.len);
+    memset(bk, 0, n_buckets * sizeof(*bk));
+    a->buckets.len += n_buckets * sizeof(*bk);
+    a->boff[out - a->res] = off;
+    for (size_t i = 0; i < n_refs; i++) {
+        const struct chunk_ent *e = refs[i].e;
+        int64_t bucket = bucket_of(a, e->min_ts);
+        struct tide_bucket q = {.count = e->count,
+                                .sum = e->sum,
+                                .min = e->min,
+                                .max = e->max,
+                                .first = value_double(e->type, e->first),
+                                .last = value_double(e->type, e->last),
+                                .first_ts = e->min_ts,
+                                .last_ts = e->max_ts};
+        struct tide_bucket *b;
+
+        if (i == 0 || bucket != prev) {
+            b = &bk[out->n_buckets++];
+            b->start_ns =
+                a->bucket_ns
+                    ? (int64_t)((uint64_t)a->from +
+                                (uint64_t)bucket * (uint64_t)a->bucket_ns)
+                    : a->from;
+        } else {
+            b = &bk[out->n_buckets - 1];
+        }
+        prev = bucket;
+        q.start_ns = b->start_ns;
+        merge_bucket(b, &q);
+    }
+    return 0;
+}
+
 /* Limits of one batch of an aggregate: series whose chunks are read
  * point by point are planned first, then all their chunks are fetched in
  * one tide__io_run() and decoded series by series. */
@@ -940,7 +994,7 @@ static int aggregate_plan(struct tide_db *db, struct gather *g, uint64_t id,
     size_t n_refs, n_rest = 0, n_parts;
     struct agg_pending pend;
     uint8_t head_type;
-    int ordered, rc;
+    int ordered, head_overlap, rc;
 
     out->series_id = id;
     rc = collect_refs(db, g, id, a->from, a->to, cur);
@@ -958,6 +1012,18 @@ static int aggregate_plan(struct tide_db *db, struct gather *g, uint64_t id,
     if (rc)
         return rc;
     ordered = mark_alone(refs, n_refs, g->alone.data);
+    head_overlap = a->head_min < a->to && a->head_max >= a->from;
+    if (ordered && !head_overlap) {
+        size_t usable = 0;
+
+        for (size_t i = 0; i < n_refs; i++)
+            usable += g->alone.data[i] && header_usable(a, refs[i].e);
+        if (usable == n_refs) {
+            if (st)
+                st->chunks_from_header += n_refs;
+            return n_refs ? emit_headers(a, refs, n_refs, out) : 0;
+        }
+    }
     for (size_t i = 0; i < n_refs; i++) {
         const struct chunk_ent *e = refs[i].e;
         struct partial q;
@@ -982,7 +1048,7 @@ static int aggregate_plan(struct tide_db *db, struct gather *g, uint64_t id,
             st->chunks_from_header++;
     }
     n_parts = g->parts.len / sizeof(struct partial);
-    if (n_rest == 0 && !(a->head_min < a->to && a->head_max >= a->from)) {
+    if (n_rest == 0 && !head_overlap) {
         /* Header partials of chunks ordered by min_ts are ordered by
          * bucket and first_ts already. */
         if (n_parts == 0)

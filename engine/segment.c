@@ -668,38 +668,6 @@ void tide__seg_find(const struct seg *seg, uint64_t series_id, uint32_t *lo,
     *hi = a;
 }
 
-void tide__seg_seek(const struct seg *seg, uint64_t series_id, uint32_t *hint,
-                    uint32_t *lo, uint32_t *hi)
-{
-    uint32_t a = *hint, b, step = 1;
-
-    /* Every index below `a` must hold a smaller id; a hint that does not
-     * prove it is dropped, so any hint gives the right answer. */
-    if (a > seg->n_chunks ||
-        (a > 0 && seg->chunks[a - 1].series_id >= series_id))
-        a = 0;
-    /* Gallop forward, then search the bracket [a, b). */
-    b = a;
-    while (b < seg->n_chunks && seg->chunks[b].series_id < series_id) {
-        a = b + 1;
-        b = step > seg->n_chunks - b ? seg->n_chunks : b + step;
-        step *= 2;
-    }
-    while (a < b) {
-        uint32_t m = a + (b - a) / 2;
-
-        if (seg->chunks[m].series_id < series_id)
-            a = m + 1;
-        else
-            b = m;
-    }
-    *lo = a;
-    while (a < seg->n_chunks && seg->chunks[a].series_id == series_id)
-        a++;
-    *hi = a;
-    *hint = a;
-}
-
 int tide__chunk_decode(const struct chunk_ent *e, const uint8_t *payload,
                        size_t len, int64_t *ts, uint64_t *vals,
                        struct tide_str *strs, struct tide_buf *arena)

@@ -73,9 +73,39 @@ void tide__seg_find(const struct seg *seg, uint64_t series_id, uint32_t *lo,
  * order: the search gallops forward from *hint (0 at first, then the
  * value left by the previous call), so each id costs O(1) probes when the
  * next id's chunks follow. Any hint is safe: one that does not fit is
- * ignored. */
-void tide__seg_seek(const struct seg *seg, uint64_t series_id, uint32_t *hint,
-                    uint32_t *lo, uint32_t *hi);
+ * ignored. Inline: called once per segment and series of every
+ * multi-series read. */
+static inline void tide__seg_seek(const struct seg *seg, uint64_t series_id,
+                                  uint32_t *hint, uint32_t *lo, uint32_t *hi)
+{
+    uint32_t a = *hint, b, step = 1;
+
+    /* Every index below `a` must hold a smaller id; a hint that does not
+     * prove it is dropped, so any hint gives the right answer. */
+    if (a > seg->n_chunks ||
+        (a > 0 && seg->chunks[a - 1].series_id >= series_id))
+        a = 0;
+    /* Gallop forward, then search the bracket [a, b). */
+    b = a;
+    while (b < seg->n_chunks && seg->chunks[b].series_id < series_id) {
+        a = b + 1;
+        b = step > seg->n_chunks - b ? seg->n_chunks : b + step;
+        step *= 2;
+    }
+    while (a < b) {
+        uint32_t m = a + (b - a) / 2;
+
+        if (seg->chunks[m].series_id < series_id)
+            a = m + 1;
+        else
+            b = m;
+    }
+    *lo = a;
+    while (a < seg->n_chunks && seg->chunks[a].series_id == series_id)
+        a++;
+    *hi = a;
+    *hint = a;
+}
 
 /*
  * Decode one chunk's payload (`len` == e->stored_bytes bytes) after
