@@ -898,7 +898,43 @@ static int dec_block(struct rd *r, uint64_t d, uint32_t m, unsigned e,
     return bad ? TIDE_ECORRUPT : 0;
 }
 
-static int dec_parse(const uint8_t *p, size_t len, uint32_t n, double *v)
+/* Advance the running k over a block of m deltas without converting them
+ * (values before a range read's first point). */
+static int dec_skip_block(struct rd *r, uint64_t d, uint32_t m, uint64_t *x_io)
+{
+    uint8_t tmp[PACK_TMP_BYTES];
+    uint64_t s[PACK_BLOCK];
+    const uint8_t *src;
+    uint64_t x = *x_io;
+    unsigned w;
+    int rc = block_open(r, m, &w, &src, tmp);
+
+    if (rc)
+        return rc;
+    if (w > 0 && w <= 56) {
+        uint64_t mask = (UINT64_C(1) << w) - 1;
+
+        for (uint32_t j = 0; j < m; j++) {
+            size_t bit = (size_t)j * w;
+            uint64_t q = (ld64(src + bit / 8) >> (bit % 8)) & mask;
+
+            x += ((q >> 1) ^ (0 - (q & 1))) * d;
+        }
+    } else if (w > 56) {
+        unpack_wide(src, m, w, s);
+        for (uint32_t j = 0; j < m; j++)
+            x += ((s[j] >> 1) ^ (0 - (s[j] & 1))) * d;
+    }
+    *x_io = x;
+    return 0;
+}
+
+/* Decode values [0, n) of a decimal payload; with lo > 0 or hi < n only
+ * v[lo, hi) are written: whole blocks before lo only advance the running
+ * k, and decoding stops after the block holding hi - 1, so the payload's
+ * tail is not checked (see tide__col_decode_f64_range). */
+static int dec_parse(const uint8_t *p, size_t len, uint32_t n, uint32_t lo,
+                     uint32_t hi, double *v)
 {
     struct rd r = {p, len, 0};
     uint64_t z, x = 0, d;
@@ -926,7 +962,12 @@ static int dec_parse(const uint8_t *p, size_t len, uint32_t n, double *v)
         for (uint32_t i = 1; i < n; i += PACK_BLOCK) {
             uint32_t mb = n - i < PACK_BLOCK ? n - i : PACK_BLOCK;
 
-            rc = dec_block(&r, d, mb, e, &x, v + i);
+            if (i >= hi)
+                return 0;
+            if (i + mb <= lo)
+                rc = dec_skip_block(&r, d, mb, &x);
+            else
+                rc = dec_block(&r, d, mb, e, &x, v + i);
             if (rc)
                 return rc;
         }
@@ -953,6 +994,12 @@ static int xor_parse(const uint8_t *p, size_t len, uint32_t n, double *v)
 
 int tide__col_decode_f64(const uint8_t *in, size_t len, uint32_t n, double *v)
 {
+    return tide__col_decode_f64_range(in, len, n, 0, n, v);
+}
+
+int tide__col_decode_f64_range(const uint8_t *in, size_t len, uint32_t n,
+                               uint32_t lo, uint32_t hi, double *v)
+{
     uint8_t *scratch = NULL;
     const uint8_t *p;
     struct col c;
@@ -963,7 +1010,7 @@ int tide__col_decode_f64(const uint8_t *in, size_t len, uint32_t n, double *v)
         return rc;
     rc = col_payload(&c, &scratch, &p);
     if (!rc && c.codec == TIDE_COL_F64_DECIMAL)
-        rc = dec_parse(p, c.raw, n, v);
+        rc = dec_parse(p, c.raw, n, lo, hi, v);
     else if (!rc)
         rc = xor_parse(p, c.raw, n, v);
     tide_free(scratch);

@@ -154,11 +154,10 @@ static int decode_chunk(struct gather *g, const struct chunk_ent *e,
         return rc;
     ts = g_ts(g) + g->n;
     val = g_val(g) + g->n;
-    rc = tide__chunk_decode(e, payload, e->stored_bytes, ts, val, NULL, NULL);
+    rc = tide__chunk_decode_range(e, payload, e->stored_bytes, from, to, ts,
+                                  val, &a, &b);
     if (rc)
         return rc;
-    a = e->min_ts >= from ? 0 : lower_bound(ts, cnt, from);
-    b = e->max_ts < to ? cnt : lower_bound(ts, cnt, to);
     /* A chunk is strictly ascending (the writer's invariant, and the
      * checksum vouches for the bytes), so only the seam with the points
      * before it can break the order. */
@@ -318,12 +317,13 @@ static uint8_t series_type(struct tide_db *db, const struct gather *g,
  * is ignored, and the array grows with the segment list. */
 struct cursors {
     uint32_t *hint;
+    uint32_t *span; /* collect_refs() scratch: lo, hi per segment */
     uint32_t n;
 };
 
 static int cursors_fit(struct cursors *c, uint32_t n_segs)
 {
-    uint32_t *p;
+    uint32_t *p, *q;
 
     if (c->n >= n_segs)
         return 0;
@@ -332,47 +332,66 @@ static int cursors_fit(struct cursors *c, uint32_t n_segs)
         return -ENOMEM;
     memset(p + c->n, 0, (size_t)(n_segs - c->n) * sizeof(*p));
     c->hint = p;
+    q = tide_realloc(c->span, (2 * (size_t)n_segs + 1) * sizeof(*q));
+    if (!q)
+        return -ENOMEM;
+    c->span = q;
     c->n = n_segs;
     return 0;
 }
 
+static void cursors_fini(struct cursors *c)
+{
+    tide_free(c->hint);
+    tide_free(c->span);
+}
+
 /* Collect the chunks of `id` intersecting [from, to) into g->refs, oldest
- * segment first. Caller holds db->seg_lock for reading and has fitted the
- * cursors to db->n_segs. */
+ * segment first, and set g->seg_type from the newest segment holding the
+ * series. Segments are searched newest first: once the type is known,
+ * those out of range need no search at all (a read of the last hour
+ * touches one or two of them). Caller holds db->seg_lock for reading and
+ * has fitted the cursors to db->n_segs. */
 static int collect_refs(struct tide_db *db, struct gather *g, uint64_t id,
                         int64_t from, int64_t to, struct cursors *cur)
 {
     unsigned shard = tide__db_shard_of(db, id);
+    size_t n_refs = 0;
+    struct chunk_ref *r;
+    int rc;
 
     g->refs.len = 0;
     g->seg_type = 0;
+    for (uint32_t i = db->n_segs; i-- > 0;) {
+        const struct seg *seg = db->segs[i];
+        int in_range = seg->min_ts < to && seg->max_ts >= from;
+        uint32_t *lo = &cur->span[2 * i], *hi = lo + 1;
+
+        *lo = *hi = 0;
+        if ((seg->shard_only && seg->shard != shard) ||
+            (!in_range && g->seg_type))
+            continue; /* cannot hold the series, or not needed */
+        tide__seg_seek(seg, id, &cur->hint[i], lo, hi);
+        if (*lo == *hi)
+            continue;
+        if (!g->seg_type)
+            g->seg_type = seg->chunks[*lo].type;
+        if (!in_range)
+            *lo = *hi = 0;
+        n_refs += *hi - *lo;
+    }
+    rc = tide__buf_reserve(&g->refs, n_refs * sizeof(*r));
+    if (rc)
+        return rc;
+    r = (struct chunk_ref *)(void *)g->refs.data;
     for (uint32_t i = 0; i < db->n_segs; i++) {
         const struct seg *seg = db->segs[i];
-        struct chunk_ref *r;
-        uint32_t lo, hi;
-        int rc;
 
-        if (seg->shard_only && seg->shard != shard)
-            continue; /* cannot hold the series */
-        /* Every other segment is searched, not only those in range, so
-         * that the series' type comes from its newest segment. */
-        tide__seg_seek(seg, id, &cur->hint[i], &lo, &hi);
-        if (lo == hi)
-            continue;
-        g->seg_type = seg->chunks[lo].type;
-        if (seg->min_ts >= to || seg->max_ts < from)
-            continue;
-        rc = tide__buf_reserve(&g->refs, (hi - lo) * sizeof(*r));
-        if (rc)
-            return rc;
-        r = (struct chunk_ref *)(void *)(g->refs.data + g->refs.len);
-        for (uint32_t c = lo; c < hi; c++) {
-            if (!chunk_in_range(&seg->chunks[c], from, to))
-                continue;
-            *r++ = (struct chunk_ref){seg, &seg->chunks[c]};
-            g->refs.len += sizeof(*r);
-        }
+        for (uint32_t c = cur->span[2 * i]; c < cur->span[2 * i + 1]; c++)
+            if (chunk_in_range(&seg->chunks[c], from, to))
+                *r++ = (struct chunk_ref){seg, &seg->chunks[c]};
     }
+    g->refs.len = (size_t)((uint8_t *)r - g->refs.data);
     return 0;
 }
 
@@ -666,7 +685,7 @@ void tide_iter_close(tide_iter *it)
         return;
     tide__db_io_put(it->db, it->io);
     gather_fini(&it->g);
-    tide_free(it->cur.hint);
+    cursors_fini(&it->cur);
     tide__buf_fini(&it->ra.spans);
     tide__buf_fini(&it->ra.refs);
     tide__buf_fini(&it->ra.payload);
@@ -1175,7 +1194,7 @@ int tide_db_aggregate(tide_db *db, const uint64_t *ids, uint32_t n,
     tide__db_io_put(db, io);
     gather_fini(&g);
     agg_batch_fini(&batch);
-    tide_free(cur.hint);
+    cursors_fini(&cur);
     if (rc) {
         tide__buf_fini(&a.buckets);
         tide_free(a.boff);

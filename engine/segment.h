@@ -118,6 +118,16 @@ int tide__chunk_decode(const struct chunk_ent *e, const uint8_t *payload,
                        size_t len, int64_t *ts, uint64_t *vals,
                        struct tide_str *strs, struct tide_buf *arena);
 
+/*
+ * Decode the points of a numeric chunk within [from, to): the same checks,
+ * then ts[0..count) whole, and *lo, *hi the indices of the first point in
+ * range and one past the last; vals[] is valid only on [*lo, *hi) (f64
+ * values outside it are not converted). Returns as tide__chunk_decode().
+ */
+int tide__chunk_decode_range(const struct chunk_ent *e, const uint8_t *payload,
+                             size_t len, int64_t from, int64_t to, int64_t *ts,
+                             uint64_t *vals, uint32_t *lo, uint32_t *hi);
+
 /* Writer of one new segment file. */
 struct seg_writer;
 
