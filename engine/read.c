@@ -967,6 +967,22 @@ static int emit_headers(struct agg_ctx *a, const struct chunk_ref *refs,
     return 0;
 }
 
+/* Can every chunk of refs[] be answered from its header, with the heads
+ * known not to overlap the range? One pass: in min_ts order, a chunk
+ * that starts after the previous one ends overlaps none before it, since
+ * the ends then ascend too. */
+static int headers_only(const struct agg_ctx *a, const struct chunk_ref *refs,
+                        size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct chunk_ent *e = refs[i].e;
+
+        if ((i && e->min_ts <= refs[i - 1].e->max_ts) || !header_usable(a, e))
+            return 0;
+    }
+    return 1;
+}
+
 /* Limits of one batch of an aggregate: series whose chunks are read
  * point by point are planned first, then all their chunks are fetched in
  * one tide__io_run() and decoded series by series. */
@@ -1023,6 +1039,12 @@ static int aggregate_plan(struct tide_db *db, struct gather *g, uint64_t id,
     n_refs = g->refs.len / sizeof(*refs);
     head_type = head_span(db, id, &a->head_min, &a->head_max);
     out->type = head_type ? head_type : g->seg_type;
+    head_overlap = a->head_min < a->to && a->head_max >= a->from;
+    if (!head_overlap && headers_only(a, refs, n_refs)) {
+        if (st)
+            st->chunks_from_header += n_refs;
+        return n_refs ? emit_headers(a, refs, n_refs, out) : 0;
+    }
     g->alone.len = 0;
     g->parts.len = 0;
     rc = tide__buf_reserve(&g->alone, n_refs + 1);
@@ -1031,18 +1053,6 @@ static int aggregate_plan(struct tide_db *db, struct gather *g, uint64_t id,
     if (rc)
         return rc;
     ordered = mark_alone(refs, n_refs, g->alone.data);
-    head_overlap = a->head_min < a->to && a->head_max >= a->from;
-    if (ordered && !head_overlap) {
-        size_t usable = 0;
-
-        for (size_t i = 0; i < n_refs; i++)
-            usable += g->alone.data[i] && header_usable(a, refs[i].e);
-        if (usable == n_refs) {
-            if (st)
-                st->chunks_from_header += n_refs;
-            return n_refs ? emit_headers(a, refs, n_refs, out) : 0;
-        }
-    }
     for (size_t i = 0; i < n_refs; i++) {
         const struct chunk_ent *e = refs[i].e;
         struct partial q;
