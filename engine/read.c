@@ -19,6 +19,8 @@
 struct chunk_ref {
     const struct seg *seg;
     const struct chunk_ent *e;
+    uint32_t seg_idx; /* seg's index in db->segs */
+    uint32_t pos;     /* set by read_chunks(): its first payload byte */
 };
 
 /* Points of one series gathered from every source. For strings, `val`
@@ -207,44 +209,71 @@ static void log_corrupt(struct tide_db *db, const struct chunk_ref *r)
                  (unsigned long long)r->e->series_id);
 }
 
-/* Read the payloads of refs[0..n) back to back into `payload` (replacing
- * its contents) with one tide__io_run(): the I/O layer submits them
- * together, a ring's depth at a time. A short read is corruption. */
+/* Read the payloads of refs[0..n) into `payload` (replacing its contents)
+ * with one tide__io_run(), setting each ref's pos. The chunks are laid out
+ * by segment (a stable counting sort on seg_idx, n_segs buckets), and
+ * chunks that follow each other in a file become one request: an
+ * ascending-id read of id-ordered segments turns hundreds of 1 KiB reads
+ * into a few large ones. A short read is corruption. */
 static int read_chunks(struct tide_db *db, struct tide_io *io,
-                       const struct chunk_ref *refs, size_t n,
+                       struct chunk_ref *refs, size_t n, uint32_t n_segs,
                        struct tide_buf *payload, struct tide_buf *reqbuf)
 {
     struct tide_io_req *reqs;
-    size_t bytes = 0, off = 0;
+    uint32_t *order, *first;
+    size_t bytes = 0, pos = 0, n_reqs = 0;
     int rc;
 
     for (size_t i = 0; i < n; i++)
         bytes += refs[i].e->stored_bytes;
+    if (bytes > UINT32_MAX)
+        return -ENOMEM; /* no payload buffer that large either */
     payload->len = reqbuf->len = 0;
     if ((rc = tide__buf_reserve(payload, bytes + 1)) ||
-        (rc = tide__buf_reserve(reqbuf, n * sizeof(*reqs) + 1)))
+        (rc = tide__buf_reserve(reqbuf, n * sizeof(*reqs) +
+                                            (n + n_segs + 2) * sizeof(*order))))
         return rc;
     reqs = (struct tide_io_req *)(void *)reqbuf->data;
-    for (size_t i = 0; i < n; i++) {
-        reqs[i] = (struct tide_io_req){.op = TIDE_IO_READ,
-                                       .fd = refs[i].seg->fd,
-                                       .buf = payload->data + off,
-                                       .len = refs[i].e->stored_bytes,
-                                       .off = refs[i].e->offset};
-        off += refs[i].e->stored_bytes;
+    order = (uint32_t *)(void *)(reqs + n);
+    first = order + n;
+    memset(first, 0, (n_segs + 1) * sizeof(*first));
+    for (size_t i = 0; i < n; i++)
+        first[refs[i].seg_idx + 1]++;
+    for (uint32_t s = 0; s < n_segs; s++)
+        first[s + 1] += first[s];
+    for (size_t i = 0; i < n; i++)
+        order[first[refs[i].seg_idx]++] = (uint32_t)i;
+    for (size_t k = 0; k < n; k++) {
+        struct chunk_ref *r = &refs[order[k]];
+        struct tide_io_req *last = n_reqs ? &reqs[n_reqs - 1] : NULL;
+
+        r->pos = (uint32_t)pos;
+        if (last && last->fd == r->seg->fd &&
+            last->off + last->len == r->e->offset)
+            last->len += r->e->stored_bytes; /* bytes <= UINT32_MAX */
+        else
+            reqs[n_reqs++] = (struct tide_io_req){.op = TIDE_IO_READ,
+                                                  .fd = r->seg->fd,
+                                                  .buf = payload->data + pos,
+                                                  .len = r->e->stored_bytes,
+                                                  .off = r->e->offset};
+        pos += r->e->stored_bytes;
     }
-    rc = tide__io_run(io, reqs, (unsigned)n);
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        if ((uint64_t)reqs[i].res != refs[i].e->stored_bytes) {
-            log_corrupt(db, &refs[i]);
+    rc = tide__io_run(io, reqs, (unsigned)n_reqs);
+    for (size_t k = 0, j = 0; k < n_reqs && rc == 0; k++) {
+        /* The refs of request k start at order[j]. */
+        if ((uint64_t)reqs[k].res != reqs[k].len) {
+            log_corrupt(db, &refs[order[j]]);
             rc = TIDE_ECORRUPT;
         }
+        for (size_t got = 0; got < reqs[k].len; j++)
+            got += refs[order[j]].e->stored_bytes;
     }
     return rc;
 }
 
-/* Decode the chunks refs[0..n), whose payloads lie back to back at
- * `payload`, appending their points within [from, to). */
+/* Decode the chunks refs[0..n), whose payloads read_chunks() placed at
+ * `payload` + pos, appending their points within [from, to). */
 static int decode_chunks(struct tide_db *db, struct gather *g,
                          const struct chunk_ref *refs, size_t n,
                          const uint8_t *payload, int64_t from, int64_t to,
@@ -258,12 +287,11 @@ static int decode_chunks(struct tide_db *db, struct gather *g,
         if (e->type != g->type)
             rc = 0; /* a series has one type; never mix */
         else if (e->type == TIDE_TYPE_STR)
-            rc = decode_str_chunk(g, e, payload, from, to);
+            rc = decode_str_chunk(g, e, payload + refs[i].pos, from, to);
         else
-            rc = decode_chunk(g, e, payload, from, to);
+            rc = decode_chunk(g, e, payload + refs[i].pos, from, to);
         if (rc == TIDE_ECORRUPT)
             log_corrupt(db, &refs[i]);
-        payload += e->stored_bytes;
         if (st) {
             st->chunks_decoded++;
             st->bytes_read += e->stored_bytes;
@@ -389,15 +417,15 @@ static int collect_refs(struct tide_db *db, struct gather *g, uint64_t id,
 
         for (uint32_t c = cur->span[2 * i]; c < cur->span[2 * i + 1]; c++)
             if (chunk_in_range(&seg->chunks[c], from, to))
-                *r++ = (struct chunk_ref){seg, &seg->chunks[c]};
+                *r++ = (struct chunk_ref){seg, &seg->chunks[c], i, 0};
     }
     g->refs.len = (size_t)((uint8_t *)r - g->refs.data);
     return 0;
 }
 
 /* Gather every point of `id` in [from, to) ordered by time without
- * duplicates: the chunks refs[0..n) (oldest source first, payloads back to
- * back at `payload`), then the frozen and active heads. Caller holds
+ * duplicates: the chunks refs[0..n) (oldest source first, payloads at
+ * `payload` + pos), then the frozen and active heads. Caller holds
  * db->seg_lock for reading, since collect_refs(). */
 static int gather_series(struct tide_db *db, struct gather *g, uint64_t id,
                          const struct chunk_ref *refs, size_t n_refs,
@@ -482,7 +510,6 @@ static int gather_series(struct tide_db *db, struct gather *g, uint64_t id,
 struct ra_span {
     uint32_t ref0; /* refs [ref0, ref0 + n_refs) */
     uint32_t n_refs;
-    size_t off;       /* its first payload byte */
     uint8_t seg_type; /* see struct gather */
 };
 
@@ -541,7 +568,6 @@ static int ra_fill(struct tide_iter *it, uint32_t first)
         sp = (struct ra_span){.ref0 = (uint32_t)(ra->refs.len / sizeof(*refs)),
                               .n_refs =
                                   (uint32_t)(it->g.refs.len / sizeof(*refs)),
-                              .off = bytes,
                               .seg_type = it->g.seg_type};
         for (uint32_t k = 0; k < sp.n_refs; k++)
             bytes += refs[k].e->stored_bytes;
@@ -555,9 +581,10 @@ static int ra_fill(struct tide_iter *it, uint32_t first)
             break;
     }
     if (rc == 0)
-        rc = read_chunks(
-            it->db, it->io, (const struct chunk_ref *)(void *)ra->refs.data,
-            ra->refs.len / sizeof(struct chunk_ref), &ra->payload, &ra->reqs);
+        rc = read_chunks(it->db, it->io,
+                         (struct chunk_ref *)(void *)ra->refs.data,
+                         ra->refs.len / sizeof(struct chunk_ref),
+                         it->db->n_segs, &ra->payload, &ra->reqs);
     if (rc)
         ra->n = 0;
     return rc;
@@ -581,7 +608,7 @@ static int iter_gather(struct tide_iter *it, uint32_t idx)
         rc = gather_series(
             it->db, &it->g, it->ids[idx],
             (const struct chunk_ref *)(void *)ra->refs.data + sp->ref0,
-            sp->n_refs, ra->payload.data + sp->off, it->from, it->to, NULL);
+            sp->n_refs, ra->payload.data, it->from, it->to, NULL);
     }
     pthread_rwlock_unlock(&it->db->seg_lock);
     return rc;
@@ -1114,14 +1141,13 @@ static int aggregate_batch(struct tide_db *db, struct tide_io *io,
     const struct agg_pending *pend =
         (const struct agg_pending *)(void *)batch->pending.data;
     size_t n_pend = batch->pending.len / sizeof(*pend);
-    const struct chunk_ref *refs =
-        (const struct chunk_ref *)(void *)batch->refs.data;
+    struct chunk_ref *refs = (struct chunk_ref *)(void *)batch->refs.data;
     const struct partial *hparts =
         (const struct partial *)(void *)batch->hparts.data;
     const uint8_t *payload;
     int rc;
 
-    rc = read_chunks(db, io, refs, batch->refs.len / sizeof(*refs),
+    rc = read_chunks(db, io, refs, batch->refs.len / sizeof(*refs), db->n_segs,
                      &batch->payload, &batch->reqs);
     payload = batch->payload.data;
     for (size_t k = 0; k < n_pend && rc == 0; k++) {
@@ -1139,8 +1165,6 @@ static int aggregate_batch(struct tide_db *db, struct tide_io *io,
             rc = raw_partials(g, a, &g->parts);
         if (rc)
             break;
-        for (uint32_t i = 0; i < p->n_refs; i++)
-            payload += refs[p->ref0 + i].e->stored_bytes;
         ordered = ordered && g->n == 0;
         n_parts = g->parts.len / sizeof(struct partial);
         if (n_parts == 0)
@@ -1262,8 +1286,8 @@ static int latest_one(struct tide_db *db, struct tide_io *io, struct gather *g,
                       uint64_t id, struct tide_point *p)
 {
     struct shard *sh = &db->shards[tide__db_shard_of(db, id)];
-    const struct seg *best_seg = NULL;
     const struct chunk_ent *best = NULL;
+    uint32_t best_seg = 0;
     const struct hseries *hs;
     int64_t ts;
     uint32_t at;
@@ -1277,7 +1301,7 @@ static int latest_one(struct tide_db *db, struct tide_io *io, struct gather *g,
         for (uint32_t c = lo; c < hi; c++)
             if (!best || db->segs[i]->chunks[c].max_ts >= best->max_ts) {
                 best = &db->segs[i]->chunks[c];
-                best_seg = db->segs[i];
+                best_seg = i;
             }
     }
     pthread_rwlock_rdlock(&sh->rw);
@@ -1311,11 +1335,11 @@ static int latest_one(struct tide_db *db, struct tide_io *io, struct gather *g,
         memcpy(&p->v, &best->last, 8);
     else {
         /* Strings are not in the header: decode the chunk. */
-        struct chunk_ref r = {best_seg, best};
+        struct chunk_ref r = {db->segs[best_seg], best, best_seg, 0};
 
         gather_reset(g);
         g->type = TIDE_TYPE_STR;
-        rc = read_chunks(db, io, &r, 1, &g->payload, &g->reqs);
+        rc = read_chunks(db, io, &r, 1, db->n_segs, &g->payload, &g->reqs);
         if (rc == 0)
             rc = decode_chunks(db, g, &r, 1, g->payload.data, best->max_ts,
                                best->max_ts + 1, NULL);
