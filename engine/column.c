@@ -147,13 +147,7 @@ static size_t varint_len(uint64_t v)
 
 static unsigned bit_width(uint64_t v)
 {
-    unsigned w = 0;
-
-    while (v) {
-        v >>= 1;
-        w++;
-    }
-    return w;
+    return v ? 64 - (unsigned)__builtin_clzll(v) : 0;
 }
 
 /* ---- PACK: blocks of PACK_BLOCK values at one bit width ----------------- */
@@ -169,78 +163,121 @@ static size_t pack_bound(uint32_t m)
     return (m / PACK_BLOCK + 1) + 8 * (size_t)m;
 }
 
-struct bits_w {
-    uint8_t *dst;
-    size_t pos;
-    uint64_t acc; /* pending bits, fewer than 8 between calls */
-    unsigned nb;
-};
-
-/* Append the low `cnt` (<= 56) bits of v, which has no higher bits. */
-static void bits_put(struct bits_w *b, uint64_t v, unsigned cnt)
+/* Unaligned little-endian 8-byte access; compiles to one move on x86. */
+static inline uint64_t ld64(const uint8_t *p)
 {
-    b->acc |= v << b->nb;
-    b->nb += cnt;
-    while (b->nb >= 8) {
-        b->dst[b->pos++] = (uint8_t)b->acc;
-        b->acc >>= 8;
-        b->nb -= 8;
-    }
+    uint64_t v;
+
+    memcpy(&v, p, 8);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
 }
 
-/* Write one block of m <= PACK_BLOCK values at dst; returns bytes written. */
+static inline void st64(uint8_t *p, uint64_t v)
+{
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    memcpy(p, &v, 8);
+}
+
+/* Bytes a block of PACK_BLOCK values can take, plus 8 bytes of slack for
+ * the word-at-a-time loops below. */
+#define PACK_TMP_BYTES (PACK_BLOCK * 8u + 8u)
+
+/* Write one block of m <= PACK_BLOCK values at dst; returns bytes written.
+ * Values of up to 56 bits go through a 64-bit accumulator that is stored
+ * whole after each value (fewer than 8 bits stay pending, so 56 more fit);
+ * wider ones are split in two halves. The stores run ahead of the packed
+ * length, so they go to a stack buffer first. */
 static size_t pack_block(uint8_t *dst, const uint64_t *vals, uint32_t m)
 {
-    struct bits_w b = {dst, 1, 0, 0};
-    uint64_t all = 0;
-    unsigned w;
+    uint8_t tmp[PACK_TMP_BYTES];
+    uint64_t all = 0, acc = 0;
+    size_t pos = 0, len;
+    unsigned w, nb = 0;
 
     for (uint32_t i = 0; i < m; i++)
         all |= vals[i];
     w = bit_width(all);
     dst[0] = (uint8_t)w;
+    if (w == 0)
+        return 1;
     for (uint32_t i = 0; i < m; i++) {
+        unsigned shift;
+
         if (w <= 56) {
-            bits_put(&b, vals[i], w);
+            acc |= vals[i] << nb;
+            nb += w;
         } else {
-            bits_put(&b, vals[i] & 0xffffffffu, 32);
-            bits_put(&b, vals[i] >> 32, w - 32);
+            acc |= (vals[i] & 0xffffffffu) << nb;
+            nb += 32;
+            st64(tmp + pos, acc);
+            shift = nb & ~7u;
+            pos += shift / 8;
+            acc >>= shift;
+            nb &= 7;
+            acc |= (vals[i] >> 32) << nb;
+            nb += w - 32;
         }
+        st64(tmp + pos, acc);
+        shift = nb & ~7u;
+        pos += shift / 8;
+        acc >>= shift;
+        nb &= 7;
     }
-    if (b.nb)
-        dst[b.pos++] = (uint8_t)b.acc;
-    TIDE_DEBUG_ASSERT(b.pos == pack_bytes(m, w));
-    return b.pos;
+    if (nb)
+        tmp[pos++] = (uint8_t)acc;
+    len = pack_bytes(m, w) - 1;
+    TIDE_DEBUG_ASSERT(pos == len);
+    memcpy(dst + 1, tmp, len);
+    return 1 + len;
 }
 
-struct bits_r {
-    const uint8_t *src;
-    size_t pos;
-    uint64_t acc;
-    unsigned nb;
-};
-
-/* Take `cnt` (<= 56) bits. The caller has checked that the block's bytes
- * are all there, so this never reads past them. */
-static uint64_t bits_get(struct bits_r *b, unsigned cnt)
+/* Unpack m <= PACK_BLOCK values of w <= 56 bits from src, which has at
+ * least 8 readable bytes past the last one holding a value: value i is
+ * one unaligned 8-byte load at bit i*w, shifted and masked. */
+static void unpack_narrow(const uint8_t *src, uint32_t m, unsigned w,
+                          uint64_t *vals)
 {
-    uint64_t v;
+    uint64_t mask = (UINT64_C(1) << w) - 1;
 
-    while (b->nb < cnt) {
-        b->acc |= (uint64_t)b->src[b->pos++] << b->nb;
-        b->nb += 8;
+    if (w == 0) {
+        memset(vals, 0, (size_t)m * sizeof(*vals));
+        return;
     }
-    v = b->acc & ((UINT64_C(1) << cnt) - 1);
-    b->acc >>= cnt;
-    b->nb -= cnt;
-    return v;
+    for (uint32_t i = 0; i < m; i++) {
+        size_t bit = (size_t)i * w;
+
+        vals[i] = (ld64(src + bit / 8) >> (bit % 8)) & mask;
+    }
 }
 
-/* Read one block of m <= PACK_BLOCK values into vals. */
-static int unpack_block(struct rd *r, uint32_t m, uint64_t *vals)
+/* The same for 57..64 bits: two loads per value. */
+static void unpack_wide(const uint8_t *src, uint32_t m, unsigned w,
+                        uint64_t *vals)
 {
-    struct bits_r b = {NULL, 0, 0, 0};
-    unsigned w;
+    uint64_t hi_mask = (UINT64_C(1) << (w - 32)) - 1;
+
+    for (uint32_t i = 0; i < m; i++) {
+        size_t bit = (size_t)i * w, bit2 = bit + 32;
+        uint64_t lo = (ld64(src + bit / 8) >> (bit % 8)) & 0xffffffffu;
+        uint64_t hi = (ld64(src + bit2 / 8) >> (bit2 % 8)) & hi_mask;
+
+        vals[i] = lo | hi << 32;
+    }
+}
+
+/* Parse the width byte of a block of m <= PACK_BLOCK values and check its
+ * bytes. *src points at them: in place when the payload has 8 more bytes
+ * after them, else at a zero-padded copy in tmp (PACK_TMP_BYTES), so the
+ * word loads of the unpackers never leave the payload. */
+static int block_open(struct rd *r, uint32_t m, unsigned *w_out,
+                      const uint8_t **src, uint8_t *tmp)
+{
+    unsigned w, tail;
     size_t nbytes;
 
     if (r->pos >= r->len)
@@ -251,20 +288,34 @@ static int unpack_block(struct rd *r, uint32_t m, uint64_t *vals)
     nbytes = pack_bytes(m, w) - 1;
     if (nbytes > r->len - r->pos)
         return TIDE_ECORRUPT;
-    b.src = r->p + r->pos;
-    for (uint32_t i = 0; i < m; i++) {
-        if (w <= 56) {
-            vals[i] = bits_get(&b, w);
-        } else {
-            uint64_t lo = bits_get(&b, 32);
-
-            vals[i] = lo | bits_get(&b, w - 32) << 32;
-        }
-    }
-    TIDE_DEBUG_ASSERT(b.pos == nbytes);
-    if (b.acc)
+    *src = r->p + r->pos;
+    tail = (unsigned)(((size_t)m * w) % 8);
+    if (tail && ((*src)[nbytes - 1] >> tail))
         return TIDE_ECORRUPT; /* non-zero padding bits */
+    if (r->len - r->pos < nbytes + 8) {
+        memcpy(tmp, *src, nbytes);
+        memset(tmp + nbytes, 0, 8);
+        *src = tmp;
+    }
     r->pos += nbytes;
+    *w_out = w;
+    return 0;
+}
+
+/* Read one block of m <= PACK_BLOCK values into vals. */
+static int unpack_block(struct rd *r, uint32_t m, uint64_t *vals)
+{
+    uint8_t tmp[PACK_TMP_BYTES];
+    const uint8_t *src;
+    unsigned w;
+    int rc = block_open(r, m, &w, &src, tmp);
+
+    if (rc)
+        return rc;
+    if (w <= 56)
+        unpack_narrow(src, m, w, vals);
+    else
+        unpack_wide(src, m, w, vals);
     return 0;
 }
 
@@ -308,10 +359,15 @@ static size_t ints_put(uint8_t *dst, const uint64_t *s, uint32_t m)
     for (uint32_t i = 0; i < m; i += PACK_BLOCK) {
         uint32_t mb = m - i < PACK_BLOCK ? m - i : PACK_BLOCK;
 
-        for (uint32_t j = 0; j < mb; j++) {
-            uint64_t v = s[i + j];
+        if (d == 1) { /* the common case: plain zigzag, no division */
+            for (uint32_t j = 0; j < mb; j++)
+                q[j] = (s[i + j] << 1) ^ (0 - (s[i + j] >> 63));
+        } else {
+            for (uint32_t j = 0; j < mb; j++) {
+                uint64_t v = s[i + j];
 
-            q[j] = (v >> 63) ? 2 * ((0 - v) / d) - 1 : 2 * (v / d);
+                q[j] = (v >> 63) ? 2 * ((0 - v) / d) - 1 : 2 * (v / d);
+            }
         }
         pos += pack_block(dst + pos, q, mb);
     }
@@ -327,18 +383,36 @@ static int ints_begin(struct rd *r, uint64_t *d)
     return *d == 0 ? TIDE_ECORRUPT : 0;
 }
 
-/* Next m <= PACK_BLOCK values, as two's-complement bit patterns. */
+/* Next m <= PACK_BLOCK values, as two's-complement bit patterns. Returns
+ * 1 instead of 0 when they are all zero (a width of 0, the usual case of
+ * regular timestamps) without writing s[], so the caller can skip them. */
 static int ints_block(struct rd *r, uint64_t d, uint32_t m, uint64_t *s)
 {
-    int rc = unpack_block(r, m, s);
+    uint8_t tmp[PACK_TMP_BYTES];
+    const uint8_t *src;
+    unsigned w;
+    int rc = block_open(r, m, &w, &src, tmp);
 
     if (rc)
         return rc;
-    for (uint32_t j = 0; j < m; j++) {
-        uint64_t q = s[j];
-        uint64_t a = ((q >> 1) + (q & 1)) * d;
+    if (w == 0)
+        return 1;
+    /* Unpacked and unzigzagged in one pass. The spec's formula without a
+     * branch: for odd q, -(a * d) is ((q >> 1) XOR all-ones) * d modulo
+     * 2^64. */
+    if (w <= 56) {
+        uint64_t mask = (UINT64_C(1) << w) - 1;
 
-        s[j] = (q & 1) ? 0 - a : a;
+        for (uint32_t j = 0; j < m; j++) {
+            size_t bit = (size_t)j * w;
+            uint64_t q = (ld64(src + bit / 8) >> (bit % 8)) & mask;
+
+            s[j] = ((q >> 1) ^ (0 - (q & 1))) * d;
+        }
+    } else {
+        unpack_wide(src, m, w, s);
+        for (uint32_t j = 0; j < m; j++)
+            s[j] = ((s[j] >> 1) ^ (0 - (s[j] & 1))) * d;
     }
     return 0;
 }
@@ -538,8 +612,15 @@ static int ts_parse(const uint8_t *p, size_t len, uint32_t n, int64_t *ts)
             uint32_t mb = n - i < PACK_BLOCK ? n - i : PACK_BLOCK;
 
             rc = ints_block(&r, d, mb, s);
-            if (rc)
+            if (rc < 0)
                 return rc;
+            if (rc == 1) { /* a regular interval: the delta stays */
+                for (uint32_t j = 0; j < mb; j++) {
+                    t += delta;
+                    ts[i + j] = (int64_t)t;
+                }
+                continue;
+            }
             for (uint32_t j = 0; j < mb; j++) {
                 delta += s[j];
                 t += delta;
@@ -614,10 +695,10 @@ static int i64_parse(const uint8_t *p, size_t len, uint32_t n, int64_t *v)
             uint32_t mb = n - i < PACK_BLOCK ? n - i : PACK_BLOCK;
 
             rc = ints_block(&r, d, mb, s);
-            if (rc)
+            if (rc < 0)
                 return rc;
             for (uint32_t j = 0; j < mb; j++) {
-                x += s[j];
+                x += rc ? 0 : s[j];
                 v[i + j] = (int64_t)x;
             }
         }
@@ -653,6 +734,17 @@ static double dec_value(int64_t k, unsigned e)
     return (double)k / p10[e];
 }
 
+/* x rounded to an integer, for |x| <= 2^53. Adding and subtracting
+ * 1.5 * 2^52 rounds to nearest in the current (default, to-nearest) mode
+ * without llround()'s library call; from 2^52 up every double is already
+ * an integer. Any nearby integer would do: dec_k() checks its candidate. */
+static double round_int(double x)
+{
+    const double magic = 6755399441055744.0; /* 1.5 * 2^52 */
+
+    return fabs(x) < 4503599627370496.0 ? (x + magic) - magic : x;
+}
+
 /* The integer k with dec_value(k, e) == v bit for bit, if there is one. */
 static int dec_k(double v, unsigned e, int64_t *k)
 {
@@ -664,49 +756,56 @@ static int dec_k(double v, unsigned e, int64_t *k)
     x = v * p10[e];
     if (!(fabs(x) <= (double)DECIMAL_K_MAX))
         return -1;
-    *k = (int64_t)llround(x);
+    *k = (int64_t)round_int(x);
     /* Neither side is NaN or -0.0 here, so == compares the bits. */
     return dec_value(*k, e) == v ? 0 : -1;
 }
 
 /*
- * Smallest e for which every value is decimal, or -1. A value that is
- * k / 10^e is also (10k) / 10^(e+1): the quotient is the same rational, and
- * the division rounds it the same way. So one pass that only raises e is
- * enough; the caller's second pass re-checks every value at the final e
- * (the |k| bound can still fail there).
+ * Smallest e for which every value is decimal, or -1; k[] receives the
+ * integers at that e. A value that is k / 10^e is also (10k) / 10^(e+1):
+ * the quotient is the same rational, and the division rounds it the same
+ * way, so e only ever rises. When it does, the values before are redone
+ * at the new e (the |k| bound can fail there); e rises at most
+ * TIDE_COL_DECIMAL_EXP_MAX times, early in a chunk in practice, so this is
+ * one pass over the values, not the two of a scan and an encode.
  */
-static int dec_exponent(const double *v, uint32_t n)
+static int dec_scan(const double *v, uint32_t n, int64_t *k)
 {
     unsigned e = 0;
-    int64_t k;
 
     for (uint32_t i = 0; i < n; i++) {
-        while (dec_k(v[i], e, &k)) {
+        if (dec_k(v[i], e, &k[i]) == 0)
+            continue;
+        do {
             if (++e > TIDE_COL_DECIMAL_EXP_MAX)
                 return -1;
-        }
+        } while (dec_k(v[i], e, &k[i]));
+        for (uint32_t j = 0; j < i; j++)
+            if (dec_k(v[j], e, &k[j]))
+                return -1;
     }
     return (int)e;
 }
 
-/* Decimal payload at exponent e into p; returns its size, or 0 when some
- * value does not fit after all. `delta` has room for n values. */
-static size_t dec_encode(const double *v, uint32_t n, unsigned e,
-                         uint64_t *delta, uint8_t *p)
+/* Decimal payload of the integers k[0..n) at exponent e into p; returns
+ * its size. k[] is overwritten with the deltas. */
+static size_t dec_encode(int64_t *k, uint32_t n, unsigned e, uint8_t *p)
 {
-    int64_t k, prev = 0;
+    uint64_t *delta = (uint64_t *)k, prev;
     size_t pos = 0;
 
     p[pos++] = (uint8_t)e;
-    for (uint32_t i = 0; i < n; i++) {
-        if (dec_k(v[i], e, &k))
-            return 0;
-        if (i == 0)
-            pos += tide__varint_put(p + pos, tide__zigzag(k));
-        else
-            delta[i - 1] = (uint64_t)k - (uint64_t)prev;
-        prev = k;
+    if (n == 0)
+        return pos;
+    pos += tide__varint_put(p + pos, tide__zigzag(k[0]));
+    prev = (uint64_t)k[0];
+    /* delta[i - 1] overwrites k[i - 1], already taken as prev. */
+    for (uint32_t i = 1; i < n; i++) {
+        uint64_t cur = (uint64_t)k[i];
+
+        delta[i - 1] = cur - prev;
+        prev = cur;
     }
     if (n >= 2)
         pos += ints_put(p + pos, delta, n - 1);
@@ -737,10 +836,10 @@ int tide__col_encode_f64(const double *v, uint32_t n, struct tide_buf *out)
     if (!scratch)
         return -ENOMEM;
     p = scratch + 8 * (size_t)n;
-    e = dec_exponent(v, n);
-    if (e >= 0)
-        pos = dec_encode(v, n, (unsigned)e, (uint64_t *)scratch, p);
-    if (pos == 0) {
+    e = dec_scan(v, n, (int64_t *)(void *)scratch);
+    if (e >= 0) {
+        pos = dec_encode((int64_t *)(void *)scratch, n, (unsigned)e, p);
+    } else {
         codec = TIDE_COL_F64_XOR;
         xor_encode(v, n, p);
         pos = 8 * (size_t)n;
@@ -750,10 +849,94 @@ int tide__col_encode_f64(const double *v, uint32_t n, struct tide_buf *out)
     return rc;
 }
 
-static int dec_parse(const uint8_t *p, size_t len, uint32_t n, double *v)
+/* Is the running value x outside [-2^53, 2^53]? */
+static unsigned k_out_of_range(uint64_t x)
+{
+    return x + (uint64_t)DECIMAL_K_MAX > 2 * (uint64_t)DECIMAL_K_MAX;
+}
+
+/* The next block of m deltas of a decimal column, turned into doubles:
+ * unpacking, unzigzag, the running sum and the conversion in one pass, the
+ * hot loop of every read. *x is the running k. The bound is tested once
+ * per block. */
+static int dec_block(struct rd *r, uint64_t d, uint32_t m, unsigned e,
+                     uint64_t *x_io, double *v)
+{
+    uint8_t tmp[PACK_TMP_BYTES];
+    uint64_t s[PACK_BLOCK];
+    const uint8_t *src;
+    uint64_t x = *x_io;
+    unsigned w, bad = 0;
+    int rc = block_open(r, m, &w, &src, tmp);
+
+    if (rc)
+        return rc;
+    if (w == 0) {
+        bad = k_out_of_range(x);
+        for (uint32_t j = 0; j < m; j++)
+            v[j] = dec_value((int64_t)x, e);
+    } else if (w <= 56) {
+        uint64_t mask = (UINT64_C(1) << w) - 1;
+
+        for (uint32_t j = 0; j < m; j++) {
+            size_t bit = (size_t)j * w;
+            uint64_t q = (ld64(src + bit / 8) >> (bit % 8)) & mask;
+
+            x += ((q >> 1) ^ (0 - (q & 1))) * d;
+            bad |= k_out_of_range(x);
+            v[j] = dec_value((int64_t)x, e);
+        }
+    } else {
+        unpack_wide(src, m, w, s);
+        for (uint32_t j = 0; j < m; j++) {
+            x += ((s[j] >> 1) ^ (0 - (s[j] & 1))) * d;
+            bad |= k_out_of_range(x);
+            v[j] = dec_value((int64_t)x, e);
+        }
+    }
+    *x_io = x;
+    return bad ? TIDE_ECORRUPT : 0;
+}
+
+/* Advance the running k over a block of m deltas without converting them
+ * (values before a range read's first point). */
+static int dec_skip_block(struct rd *r, uint64_t d, uint32_t m, uint64_t *x_io)
+{
+    uint8_t tmp[PACK_TMP_BYTES];
+    uint64_t s[PACK_BLOCK];
+    const uint8_t *src;
+    uint64_t x = *x_io;
+    unsigned w;
+    int rc = block_open(r, m, &w, &src, tmp);
+
+    if (rc)
+        return rc;
+    if (w > 0 && w <= 56) {
+        uint64_t mask = (UINT64_C(1) << w) - 1;
+
+        for (uint32_t j = 0; j < m; j++) {
+            size_t bit = (size_t)j * w;
+            uint64_t q = (ld64(src + bit / 8) >> (bit % 8)) & mask;
+
+            x += ((q >> 1) ^ (0 - (q & 1))) * d;
+        }
+    } else if (w > 56) {
+        unpack_wide(src, m, w, s);
+        for (uint32_t j = 0; j < m; j++)
+            x += ((s[j] >> 1) ^ (0 - (s[j] & 1))) * d;
+    }
+    *x_io = x;
+    return 0;
+}
+
+/* Decode values [0, n) of a decimal payload; with lo > 0 or hi < n only
+ * v[lo, hi) are written: whole blocks before lo only advance the running
+ * k, and decoding stops after the block holding hi - 1, so the payload's
+ * tail is not checked (see tide__col_decode_f64_range). */
+static int dec_parse(const uint8_t *p, size_t len, uint32_t n, uint32_t lo,
+                     uint32_t hi, double *v)
 {
     struct rd r = {p, len, 0};
-    uint64_t s[PACK_BLOCK];
     uint64_t z, x = 0, d;
     unsigned e;
     int64_t k;
@@ -779,16 +962,14 @@ static int dec_parse(const uint8_t *p, size_t len, uint32_t n, double *v)
         for (uint32_t i = 1; i < n; i += PACK_BLOCK) {
             uint32_t mb = n - i < PACK_BLOCK ? n - i : PACK_BLOCK;
 
-            rc = ints_block(&r, d, mb, s);
+            if (i >= hi)
+                return 0;
+            if (i + mb <= lo)
+                rc = dec_skip_block(&r, d, mb, &x);
+            else
+                rc = dec_block(&r, d, mb, e, &x, v + i);
             if (rc)
                 return rc;
-            for (uint32_t j = 0; j < mb; j++) {
-                x += s[j];
-                k = (int64_t)x;
-                if (k > DECIMAL_K_MAX || k < -DECIMAL_K_MAX)
-                    return TIDE_ECORRUPT;
-                v[i + j] = dec_value(k, e);
-            }
         }
     }
     return r.pos == r.len ? 0 : TIDE_ECORRUPT;
@@ -813,6 +994,12 @@ static int xor_parse(const uint8_t *p, size_t len, uint32_t n, double *v)
 
 int tide__col_decode_f64(const uint8_t *in, size_t len, uint32_t n, double *v)
 {
+    return tide__col_decode_f64_range(in, len, n, 0, n, v);
+}
+
+int tide__col_decode_f64_range(const uint8_t *in, size_t len, uint32_t n,
+                               uint32_t lo, uint32_t hi, double *v)
+{
     uint8_t *scratch = NULL;
     const uint8_t *p;
     struct col c;
@@ -823,7 +1010,7 @@ int tide__col_decode_f64(const uint8_t *in, size_t len, uint32_t n, double *v)
         return rc;
     rc = col_payload(&c, &scratch, &p);
     if (!rc && c.codec == TIDE_COL_F64_DECIMAL)
-        rc = dec_parse(p, c.raw, n, v);
+        rc = dec_parse(p, c.raw, n, lo, hi, v);
     else if (!rc)
         rc = xor_parse(p, c.raw, n, v);
     tide_free(scratch);

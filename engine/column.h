@@ -60,6 +60,16 @@ int tide__col_decode_ts(const uint8_t *in, size_t len, uint32_t n, int64_t *ts);
 int tide__col_encode_f64(const double *v, uint32_t n, struct tide_buf *out);
 int tide__col_decode_f64(const uint8_t *in, size_t len, uint32_t n, double *v);
 
+/*
+ * The same for a range read: fills at least v[lo, hi) (lo <= hi <= n; v
+ * still has room for n values, the others are unspecified). Decimal
+ * columns convert only the blocks overlapping the range and stop after
+ * it, so bytes past it are not checked: only for payloads whose checksum
+ * has been verified (tide__chunk_decode_range()).
+ */
+int tide__col_decode_f64_range(const uint8_t *in, size_t len, uint32_t n,
+                               uint32_t lo, uint32_t hi, double *v);
+
 /* 64-bit integers v[0..n); any values round trip (deltas wrap). */
 int tide__col_encode_i64(const int64_t *v, uint32_t n, struct tide_buf *out);
 int tide__col_decode_i64(const uint8_t *in, size_t len, uint32_t n, int64_t *v);

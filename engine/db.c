@@ -652,10 +652,22 @@ static int commit_group(struct shard *s, struct req **done)
     int sync = db->o.sync == TIDE_SYNC_BATCH;
     int rc = tide__wal_commit(&s->wal, s->io, sync);
 
+    uint64_t points = 0, batches = 0, dups = 0;
+
     if (rc)
         set_failed(db, rc, "WAL commit");
     else if (sync)
         atomic_fetch_add(&db->wal_syncs, 1);
+    /* Counted before any completion fires, so a caller that has its
+     * acknowledgement also sees its points in tide_db_stats(). */
+    for (const struct req *r = *done; r && rc == 0; r = r->next) {
+        dups += r->dup;
+        points += r->dup ? 0 : r->points;
+        batches += !r->dup;
+    }
+    atomic_fetch_add(&db->points_appended, points);
+    atomic_fetch_add(&db->batches_appended, batches);
+    atomic_fetch_add(&db->batches_duplicate, dups);
     complete_list(*done, rc ? TIDE_EIO : 0);
     *done = NULL;
     return rc;
@@ -775,7 +787,6 @@ static void *writer_main(void *arg)
 
     while ((list = inbox_take(s))) {
         struct req *done = NULL, *flushes = NULL;
-        uint64_t points = 0, batches = 0, dups = 0;
         uint32_t skipped = 0;
         int rc = atomic_load(&db->failed);
 
@@ -790,10 +801,8 @@ static void *writer_main(void *arg)
                 continue;
             }
             if (!rc && r->sequence &&
-                prod_get(&s->prod, r->producer_id) >= r->sequence) {
+                prod_get(&s->prod, r->producer_id) >= r->sequence)
                 r->dup = 1;
-                dups++;
-            }
             /* A rotation commits the group so far; r joins the list of
              * completions only once its own record is in the buffer. */
             if (!rc && !r->dup)
@@ -812,8 +821,6 @@ static void *writer_main(void *arg)
                 set_failed(db, rc, "append");
                 continue;
             }
-            points += r->points;
-            batches++;
         }
         pthread_rwlock_unlock(&s->rw);
         if (skipped)
@@ -821,21 +828,10 @@ static void *writer_main(void *arg)
                          "shard %u: %u column(s) skipped: value type differs "
                          "from the series' type",
                          s->idx, skipped);
-        if (rc) {
+        if (rc)
             complete_list(done, TIDE_EIO);
-        } else {
-            /* Counted before the commit completes the appends, so that a
-             * caller woken by its completion sees its own points counted;
-             * taken back if the commit fails. */
-            atomic_fetch_add(&db->points_appended, points);
-            atomic_fetch_add(&db->batches_appended, batches);
-            atomic_fetch_add(&db->batches_duplicate, dups);
-            if (commit_group(s, &done) != 0) {
-                atomic_fetch_sub(&db->points_appended, points);
-                atomic_fetch_sub(&db->batches_appended, batches);
-                atomic_fetch_sub(&db->batches_duplicate, dups);
-            }
-        }
+        else
+            commit_group(s, &done);
         if (atomic_load(&db->failed)) {
             complete_list(flushes, TIDE_EIO);
             continue;
@@ -907,9 +903,35 @@ static int collect_keys(struct head *h, int64_t part_ns, struct tide_buf *out)
     return 0;
 }
 
-/* Write one segment with the points of `h` in tier/partition `k`. */
-static int write_segment(struct tide_db *db, struct shard *sh, struct head *h,
-                         struct part_key k, struct seg **out)
+static int cmp_series_id(const void *a, const void *b)
+{
+    const struct hseries *x = *(const struct hseries *const *)a;
+    const struct hseries *y = *(const struct hseries *const *)b;
+
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* The series of `h` ordered by id, into `out` (struct hseries *[]). */
+static int series_by_id(const struct head *h, struct tide_buf *out)
+{
+    int rc = 0;
+
+    for (uint32_t i = 0; i < h->n_slots && rc == 0; i++)
+        if (h->slots[i])
+            rc = tide__buf_append(out, &h->slots[i], sizeof(h->slots[i]));
+    if (rc == 0 && out->len)
+        qsort(out->data, out->len / sizeof(struct hseries *),
+              sizeof(struct hseries *), cmp_series_id);
+    return rc;
+}
+
+/* Write one segment with the points of the series in `order` (ascending
+ * ids) in tier/partition `k`. Chunks are laid out in the footer's order,
+ * so a read of ascending ids walks each file forward and the kernel's
+ * read-ahead serves it. */
+static int write_segment(struct tide_db *db, struct shard *sh,
+                         const struct tide_buf *order, struct part_key k,
+                         struct seg **out)
 {
     int64_t part_ns = db->o.partition_ns;
     int64_t lo = k.part <= INT64_MIN / part_ns ? INT64_MIN : k.part * part_ns;
@@ -927,11 +949,12 @@ static int write_segment(struct tide_db *db, struct shard *sh, struct head *h,
                          db->flush_io, &w);
     if (rc)
         return rc;
-    for (uint32_t i = 0; i < h->n_slots && rc == 0; i++) {
-        struct hseries *s = h->slots[i];
+    for (size_t i = 0; i < order->len / sizeof(struct hseries *) && rc == 0;
+         i++) {
+        const struct hseries *s = ((struct hseries *const *)order->data)[i];
         uint32_t a, b;
 
-        if (!s || s->tier != k.tier)
+        if (s->tier != k.tier)
             continue;
         a = lower_bound(s->ts, s->n, lo);
         b = hi == INT64_MAX ? s->n : lower_bound(s->ts, s->n, hi);
@@ -970,8 +993,17 @@ static int add_segs(struct tide_db *db, struct seg **segs, uint32_t n)
         db->segs = p;
         db->cap_segs = cap;
     }
+    for (uint32_t i = 0; i < n; i++) {
+        struct seg *seg = segs[i];
+
+        seg->shard_only = 1;
+        for (uint32_t c = 0; c < seg->n_chunks && seg->shard_only; c++)
+            seg->shard_only =
+                tide__db_shard_of(db, seg->chunks[c].series_id) == seg->shard;
+    }
     memcpy(db->segs + db->n_segs, segs, n * sizeof(*segs));
     db->n_segs += n;
+    db->seg_gen++;
     return 0;
 }
 
@@ -1005,7 +1037,7 @@ static int manifest_add(struct tide_db *db, struct shard *sh, struct seg **segs,
 static void flush_frozen(struct tide_db *db, struct shard *sh)
 {
     struct head *h = sh->frozen;
-    struct tide_buf keys = {0}, segs = {0};
+    struct tide_buf keys = {0}, segs = {0}, order = {0};
     struct req *waiters;
     uint64_t removed = 0;
     uint32_t n_segs = 0;
@@ -1018,10 +1050,13 @@ static void flush_frozen(struct tide_db *db, struct shard *sh)
     pthread_rwlock_unlock(&sh->rw);
     if (rc == 0)
         rc = collect_keys(h, db->o.partition_ns, &keys);
+    if (rc == 0)
+        rc = series_by_id(h, &order);
     for (size_t i = 0; rc == 0 && i < keys.len / sizeof(struct part_key); i++) {
         struct seg *seg = NULL;
 
-        rc = write_segment(db, sh, h, ((struct part_key *)keys.data)[i], &seg);
+        rc = write_segment(db, sh, &order, ((struct part_key *)keys.data)[i],
+                           &seg);
         if (rc == 0) {
             rc = tide__buf_append(&segs, &seg, sizeof(seg));
             if (rc)
@@ -1080,6 +1115,7 @@ static void flush_frozen(struct tide_db *db, struct shard *sh)
     complete_list(waiters, 0);
 out:
     tide__buf_fini(&keys);
+    tide__buf_fini(&order);
     tide__buf_fini(&segs);
 }
 
@@ -1204,6 +1240,9 @@ static int load_manifest(struct tide_db *db)
         tide__db_log(db, TIDE_LOG_INFO,
                      "%s was created with %u shards; keeping them", db->dir,
                      db->man.n_shards);
+    /* add_segs() maps series to shards to tell which segments hold only
+     * one shard's series. */
+    db->n_shards = db->man.n_shards;
     for (uint32_t i = 0; i < db->man.n_segs; i++) {
         char path[PATH_MAX];
         struct seg *seg;

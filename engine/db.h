@@ -104,6 +104,10 @@ struct tide_db {
     struct seg **segs;
     uint32_t n_segs;
     uint32_t cap_segs;
+    /* Bumped whenever segs[] changes (under seg_lock held for writing), so
+     * a reader that planned chunk reads under an earlier read hold can
+     * tell whether the plan still covers every segment. */
+    uint64_t seg_gen;
 
     pthread_mutex_t man_mu; /* `man`, owned by the flusher after open */
     struct manifest man;

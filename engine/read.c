@@ -13,19 +13,22 @@
 #include <math.h>
 #include <string.h>
 
-#define IO_BATCH 64u
 #define BLOCK_POINTS_MAX 65536u
 
 /* A chunk of one series that a read needs. */
 struct chunk_ref {
     const struct seg *seg;
     const struct chunk_ent *e;
+    uint32_t seg_idx; /* seg's index in db->segs */
+    uint32_t pos;     /* set by read_chunks(): its first payload byte */
 };
 
 /* Points of one series gathered from every source. For strings, `val`
  * holds offsets into `strbytes` and `len` the lengths. */
 struct gather {
     uint8_t type;
+    int ordered;      /* the points so far are strictly ascending in time */
+    uint8_t seg_type; /* type in the newest segment holding the series */
     uint32_t n;
     struct tide_buf ts;
     struct tide_buf val;
@@ -36,12 +39,15 @@ struct gather {
     struct tide_buf arena;   /* decoded strings of one chunk */
     struct tide_buf refs;    /* struct chunk_ref[] */
     struct tide_buf reqs;    /* struct tide_io_req[] */
+    struct tide_buf alone;   /* aggregates: per-ref exclusivity flags */
+    struct tide_buf parts;   /* aggregates: struct partial[] */
 };
 
 static void gather_reset(struct gather *g)
 {
     g->type = 0;
     g->n = 0;
+    g->ordered = 1;
     g->ts.len = g->val.len = g->len.len = g->strbytes.len = 0;
 }
 
@@ -56,6 +62,8 @@ static void gather_fini(struct gather *g)
     tide__buf_fini(&g->arena);
     tide__buf_fini(&g->refs);
     tide__buf_fini(&g->reqs);
+    tide__buf_fini(&g->alone);
+    tide__buf_fini(&g->parts);
 }
 
 static int64_t *g_ts(const struct gather *g)
@@ -93,6 +101,8 @@ static int g_append(struct gather *g, const int64_t *ts, const uint64_t *val,
     if (rc)
         return rc;
     for (uint32_t i = a; i < b; i++) {
+        if (g->n && ts[i] <= g_ts(g)[g->n - 1])
+            g->ordered = 0;
         g_ts(g)[g->n] = ts[i];
         if (g->type == TIDE_TYPE_STR) {
             g_val(g)[g->n] = g->strbytes.len;
@@ -132,85 +142,159 @@ static int chunk_in_range(const struct chunk_ent *e, int64_t from, int64_t to)
     return e->min_ts < to && e->max_ts >= from;
 }
 
-/* Read and decode the chunks in g->refs, appending their points within
- * [from, to). Caller holds db->seg_lock for reading. */
-static int gather_chunks(struct tide_db *db, struct tide_io *io,
-                         struct gather *g, int64_t from, int64_t to,
+/* Decode a numeric chunk straight into the gathered arrays and keep its
+ * points within [from, to): no copy when the whole chunk is in range. */
+static int decode_chunk(struct gather *g, const struct chunk_ent *e,
+                        const uint8_t *payload, int64_t from, int64_t to)
+{
+    uint32_t cnt = e->count, a, b;
+    int64_t *ts;
+    uint64_t *val;
+    int rc = g_reserve(g, cnt);
+
+    if (rc)
+        return rc;
+    ts = g_ts(g) + g->n;
+    val = g_val(g) + g->n;
+    rc = tide__chunk_decode_range(e, payload, e->stored_bytes, from, to, ts,
+                                  val, &a, &b);
+    if (rc)
+        return rc;
+    /* A chunk is strictly ascending (the writer's invariant, and the
+     * checksum vouches for the bytes), so only the seam with the points
+     * before it can break the order. */
+    if (b > a && g->n && ts[a] <= g_ts(g)[g->n - 1])
+        g->ordered = 0;
+    if (a > 0 && b > a) {
+        memmove(ts, ts + a, (size_t)(b - a) * sizeof(*ts));
+        memmove(val, val + a, (size_t)(b - a) * sizeof(*val));
+    }
+    g->n += b > a ? b - a : 0;
+    g->ts.len = g->val.len = (size_t)g->n * 8;
+    return 0;
+}
+
+/* Decode a string chunk into scratch, then append its points in range. */
+static int decode_str_chunk(struct gather *g, const struct chunk_ent *e,
+                            const uint8_t *payload, int64_t from, int64_t to)
+{
+    uint32_t cnt = e->count, a, b;
+    struct tide_str *str;
+    int64_t *ts;
+    int rc;
+
+    g->tmp.len = 0;
+    g->arena.len = 0;
+    rc = tide__buf_reserve(&g->tmp, (size_t)cnt * (16 + sizeof(*str)));
+    if (rc)
+        return rc;
+    ts = (int64_t *)(void *)g->tmp.data;
+    str = (struct tide_str *)(void *)(g->tmp.data + 16 * (size_t)cnt);
+    rc = tide__chunk_decode(e, payload, e->stored_bytes, ts,
+                            (uint64_t *)(void *)(g->tmp.data + 8 * (size_t)cnt),
+                            str, &g->arena);
+    if (rc)
+        return rc;
+    a = lower_bound(ts, cnt, from);
+    b = lower_bound(ts, cnt, to);
+    return g_append(g, ts, NULL, str, a, b);
+}
+
+static void log_corrupt(struct tide_db *db, const struct chunk_ref *r)
+{
+    tide__db_log(db, TIDE_LOG_ERROR,
+                 "corrupt chunk in %s at offset %llu (series %llu): checksum "
+                 "or encoding mismatch",
+                 r->seg->path, (unsigned long long)r->e->offset,
+                 (unsigned long long)r->e->series_id);
+}
+
+/* Read the payloads of refs[0..n) into `payload` (replacing its contents)
+ * with one tide__io_run(), setting each ref's pos. The chunks are laid out
+ * by segment (a stable counting sort on seg_idx, n_segs buckets), and
+ * chunks that follow each other in a file become one request: an
+ * ascending-id read of id-ordered segments turns hundreds of 1 KiB reads
+ * into a few large ones. A short read is corruption. */
+static int read_chunks(struct tide_db *db, struct tide_io *io,
+                       struct chunk_ref *refs, size_t n, uint32_t n_segs,
+                       struct tide_buf *payload, struct tide_buf *reqbuf)
+{
+    struct tide_io_req *reqs;
+    uint32_t *order, *first;
+    size_t bytes = 0, pos = 0, n_reqs = 0;
+    int rc;
+
+    for (size_t i = 0; i < n; i++)
+        bytes += refs[i].e->stored_bytes;
+    if (bytes > UINT32_MAX)
+        return -ENOMEM; /* no payload buffer that large either */
+    payload->len = reqbuf->len = 0;
+    if ((rc = tide__buf_reserve(payload, bytes + 1)) ||
+        (rc = tide__buf_reserve(reqbuf, n * sizeof(*reqs) +
+                                            (n + n_segs + 2) * sizeof(*order))))
+        return rc;
+    reqs = (struct tide_io_req *)(void *)reqbuf->data;
+    order = (uint32_t *)(void *)(reqs + n);
+    first = order + n;
+    memset(first, 0, (n_segs + 1) * sizeof(*first));
+    for (size_t i = 0; i < n; i++)
+        first[refs[i].seg_idx + 1]++;
+    for (uint32_t s = 0; s < n_segs; s++)
+        first[s + 1] += first[s];
+    for (size_t i = 0; i < n; i++)
+        order[first[refs[i].seg_idx]++] = (uint32_t)i;
+    for (size_t k = 0; k < n; k++) {
+        struct chunk_ref *r = &refs[order[k]];
+        struct tide_io_req *last = n_reqs ? &reqs[n_reqs - 1] : NULL;
+
+        r->pos = (uint32_t)pos;
+        if (last && last->fd == r->seg->fd &&
+            last->off + last->len == r->e->offset)
+            last->len += r->e->stored_bytes; /* bytes <= UINT32_MAX */
+        else
+            reqs[n_reqs++] = (struct tide_io_req){.op = TIDE_IO_READ,
+                                                  .fd = r->seg->fd,
+                                                  .buf = payload->data + pos,
+                                                  .len = r->e->stored_bytes,
+                                                  .off = r->e->offset};
+        pos += r->e->stored_bytes;
+    }
+    rc = tide__io_run(io, reqs, (unsigned)n_reqs);
+    for (size_t k = 0, j = 0; k < n_reqs && rc == 0; k++) {
+        /* The refs of request k start at order[j]. */
+        if ((uint64_t)reqs[k].res != reqs[k].len) {
+            log_corrupt(db, &refs[order[j]]);
+            rc = TIDE_ECORRUPT;
+        }
+        for (size_t got = 0; got < reqs[k].len; j++)
+            got += refs[order[j]].e->stored_bytes;
+    }
+    return rc;
+}
+
+/* Decode the chunks refs[0..n), whose payloads read_chunks() placed at
+ * `payload` + pos, appending their points within [from, to). */
+static int decode_chunks(struct tide_db *db, struct gather *g,
+                         const struct chunk_ref *refs, size_t n,
+                         const uint8_t *payload, int64_t from, int64_t to,
                          struct tide_agg_stats *st)
 {
-    struct chunk_ref *refs = (struct chunk_ref *)(void *)g->refs.data;
-    size_t n_refs = g->refs.len / sizeof(*refs);
     int rc = 0;
 
-    for (size_t base = 0; base < n_refs && rc == 0; base += IO_BATCH) {
-        size_t n = n_refs - base < IO_BATCH ? n_refs - base : IO_BATCH;
-        struct tide_io_req *reqs;
-        size_t bytes = 0, off = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const struct chunk_ent *e = refs[i].e;
 
-        for (size_t i = 0; i < n; i++)
-            bytes += refs[base + i].e->stored_bytes;
-        g->payload.len = g->reqs.len = 0;
-        if ((rc = tide__buf_reserve(&g->payload, bytes + 1)) ||
-            (rc = tide__buf_reserve(&g->reqs, n * sizeof(*reqs))))
-            return rc;
-        reqs = (struct tide_io_req *)(void *)g->reqs.data;
-        for (size_t i = 0; i < n; i++) {
-            const struct chunk_ref *r = &refs[base + i];
-
-            reqs[i] = (struct tide_io_req){.op = TIDE_IO_READ,
-                                           .fd = r->seg->fd,
-                                           .buf = g->payload.data + off,
-                                           .len = r->e->stored_bytes,
-                                           .off = r->e->offset};
-            off += r->e->stored_bytes;
-        }
-        rc = tide__io_run(io, reqs, (unsigned)n);
-        if (rc)
-            return rc;
-        off = 0;
-        for (size_t i = 0; i < n && rc == 0; i++) {
-            const struct chunk_ref *r = &refs[base + i];
-            const struct chunk_ent *e = r->e;
-            uint32_t cnt = e->count, a, b;
-            int64_t *ts;
-            uint64_t *val;
-            struct tide_str *str = NULL;
-
-            if ((uint64_t)reqs[i].res != e->stored_bytes) {
-                rc = TIDE_ECORRUPT;
-            } else {
-                g->tmp.len = 0;
-                g->arena.len = 0;
-                rc = tide__buf_reserve(&g->tmp,
-                                       (size_t)cnt * (16 + sizeof(*str)));
-            }
-            if (rc == 0) {
-                ts = (int64_t *)(void *)g->tmp.data;
-                val = (uint64_t *)(void *)(g->tmp.data + 8 * (size_t)cnt);
-                str =
-                    (struct tide_str *)(void *)(g->tmp.data + 16 * (size_t)cnt);
-                rc = tide__chunk_decode(e, g->payload.data + off,
-                                        e->stored_bytes, ts, val, str,
-                                        &g->arena);
-            }
-            if (rc == TIDE_ECORRUPT)
-                tide__db_log(db, TIDE_LOG_ERROR,
-                             "corrupt chunk in %s at offset %llu (series "
-                             "%llu): checksum or encoding mismatch",
-                             r->seg->path, (unsigned long long)e->offset,
-                             (unsigned long long)e->series_id);
-            if (rc)
-                return rc;
-            off += e->stored_bytes;
-            if (st) {
-                st->chunks_decoded++;
-                st->bytes_read += e->stored_bytes;
-            }
-            if (e->type != g->type)
-                continue; /* a series has one type; never mix */
-            a = lower_bound(ts, cnt, from);
-            b = lower_bound(ts, cnt, to);
-            rc = g_append(g, ts, val, str, a, b);
+        if (e->type != g->type)
+            rc = 0; /* a series has one type; never mix */
+        else if (e->type == TIDE_TYPE_STR)
+            rc = decode_str_chunk(g, e, payload + refs[i].pos, from, to);
+        else
+            rc = decode_chunk(g, e, payload + refs[i].pos, from, to);
+        if (rc == TIDE_ECORRUPT)
+            log_corrupt(db, &refs[i]);
+        if (st) {
+            st->chunks_decoded++;
+            st->bytes_read += e->stored_bytes;
         }
     }
     return rc;
@@ -237,8 +321,10 @@ static int gather_head(struct gather *g, const struct hseries *s, int64_t from,
     return rc;
 }
 
-/* The type of a series: from its newest source. 0 when it has none. */
-static uint8_t series_type(struct tide_db *db, uint64_t id)
+/* The type of a series: from its newest source, the head, else the
+ * newest segment that collect_refs() found it in. 0 when it has none. */
+static uint8_t series_type(struct tide_db *db, const struct gather *g,
+                           uint64_t id)
 {
     struct shard *sh = &db->shards[tide__db_shard_of(db, id)];
     const struct hseries *s;
@@ -251,64 +337,110 @@ static uint8_t series_type(struct tide_db *db, uint64_t id)
     if (s)
         type = s->type;
     pthread_rwlock_unlock(&sh->rw);
-    for (uint32_t i = db->n_segs; type == 0 && i-- > 0;) {
-        uint32_t lo, hi;
-
-        tide__seg_find(db->segs[i], id, &lo, &hi);
-        if (lo < hi)
-            type = db->segs[i]->chunks[lo].type;
-    }
-    return type;
+    return type ? type : g->seg_type;
 }
 
-/* Collect the chunks of `id` intersecting [from, to); with `skip` set,
- * those for which skip() is true are left out. */
-static int collect_refs(struct tide_db *db, struct gather *g, uint64_t id,
-                        int64_t from, int64_t to,
-                        int (*skip)(void *, const struct chunk_ent *),
-                        void *skip_ctx)
+/* Per-segment search hints of a query that visits ids in ascending order
+ * (tide__seg_seek). Valid whatever db->segs holds: a hint that does not fit
+ * is ignored, and the array grows with the segment list. */
+struct cursors {
+    uint32_t *hint;
+    uint32_t *span; /* collect_refs() scratch: lo, hi per segment */
+    uint32_t n;
+};
+
+static int cursors_fit(struct cursors *c, uint32_t n_segs)
 {
+    uint32_t *p, *q;
+
+    if (c->n >= n_segs)
+        return 0;
+    p = tide_realloc(c->hint, ((size_t)n_segs + 1) * sizeof(*p));
+    if (!p)
+        return -ENOMEM;
+    memset(p + c->n, 0, (size_t)(n_segs - c->n) * sizeof(*p));
+    c->hint = p;
+    q = tide_realloc(c->span, (2 * (size_t)n_segs + 1) * sizeof(*q));
+    if (!q)
+        return -ENOMEM;
+    c->span = q;
+    c->n = n_segs;
+    return 0;
+}
+
+static void cursors_fini(struct cursors *c)
+{
+    tide_free(c->hint);
+    tide_free(c->span);
+}
+
+/* Collect the chunks of `id` intersecting [from, to) into g->refs, oldest
+ * segment first, and set g->seg_type from the newest segment holding the
+ * series. Segments are searched newest first: once the type is known,
+ * those out of range need no search at all (a read of the last hour
+ * touches one or two of them). Caller holds db->seg_lock for reading and
+ * has fitted the cursors to db->n_segs. */
+static int collect_refs(struct tide_db *db, struct gather *g, uint64_t id,
+                        int64_t from, int64_t to, struct cursors *cur)
+{
+    unsigned shard = tide__db_shard_of(db, id);
+    size_t n_refs = 0;
+    struct chunk_ref *r;
+    int rc;
+
     g->refs.len = 0;
+    g->seg_type = 0;
+    for (uint32_t i = db->n_segs; i-- > 0;) {
+        const struct seg *seg = db->segs[i];
+        int in_range = seg->min_ts < to && seg->max_ts >= from;
+        uint32_t *lo = &cur->span[2 * i], *hi = lo + 1;
+
+        *lo = *hi = 0;
+        if ((seg->shard_only && seg->shard != shard) ||
+            (!in_range && g->seg_type))
+            continue; /* cannot hold the series, or not needed */
+        tide__seg_seek(seg, id, &cur->hint[i], lo, hi);
+        if (*lo == *hi)
+            continue;
+        if (!g->seg_type)
+            g->seg_type = seg->chunks[*lo].type;
+        if (!in_range)
+            *lo = *hi = 0;
+        n_refs += *hi - *lo;
+    }
+    rc = tide__buf_reserve(&g->refs, n_refs * sizeof(*r));
+    if (rc)
+        return rc;
+    r = (struct chunk_ref *)(void *)g->refs.data;
     for (uint32_t i = 0; i < db->n_segs; i++) {
         const struct seg *seg = db->segs[i];
-        uint32_t lo, hi;
 
-        if (seg->min_ts >= to || seg->max_ts < from)
-            continue;
-        tide__seg_find(seg, id, &lo, &hi);
-        for (uint32_t c = lo; c < hi; c++) {
-            struct chunk_ref r = {seg, &seg->chunks[c]};
-            int rc;
-
-            if (!chunk_in_range(r.e, from, to) || (skip && skip(skip_ctx, r.e)))
-                continue;
-            rc = tide__buf_append(&g->refs, &r, sizeof(r));
-            if (rc)
-                return rc;
-        }
+        for (uint32_t c = cur->span[2 * i]; c < cur->span[2 * i + 1]; c++)
+            if (chunk_in_range(&seg->chunks[c], from, to))
+                *r++ = (struct chunk_ref){seg, &seg->chunks[c], i, 0};
     }
+    g->refs.len = (size_t)((uint8_t *)r - g->refs.data);
     return 0;
 }
 
 /* Gather every point of `id` in [from, to) ordered by time without
- * duplicates. Caller holds db->seg_lock for reading. */
-static int gather_series(struct tide_db *db, struct tide_io *io,
-                         struct gather *g, uint64_t id, int64_t from,
-                         int64_t to,
-                         int (*skip)(void *, const struct chunk_ent *),
-                         void *skip_ctx, struct tide_agg_stats *st)
+ * duplicates: the chunks refs[0..n) (oldest source first, payloads at
+ * `payload` + pos), then the frozen and active heads. Caller holds
+ * db->seg_lock for reading, since collect_refs(). */
+static int gather_series(struct tide_db *db, struct gather *g, uint64_t id,
+                         const struct chunk_ref *refs, size_t n_refs,
+                         const uint8_t *payload, int64_t from, int64_t to,
+                         struct tide_agg_stats *st)
 {
     struct shard *sh = &db->shards[tide__db_shard_of(db, id)];
     uint32_t *idx, n_out;
     int rc;
 
     gather_reset(g);
-    g->type = series_type(db, id);
+    g->type = series_type(db, g, id);
     if (g->type == 0)
         return 0;
-    rc = collect_refs(db, g, id, from, to, skip, skip_ctx);
-    if (rc == 0)
-        rc = gather_chunks(db, io, g, from, to, st);
+    rc = decode_chunks(db, g, refs, n_refs, payload, from, to, st);
     if (rc)
         return rc;
     pthread_rwlock_rdlock(&sh->rw);
@@ -319,6 +451,10 @@ static int gather_series(struct tide_db *db, struct tide_io *io,
     pthread_rwlock_unlock(&sh->rw);
     if (rc || g->n == 0)
         return rc;
+    /* Strictly ascending already (the usual case: sources do not overlap)
+     * needs no reordering. */
+    if (g->ordered)
+        return 0;
     /* Order by time, last source winning; a no-op when already ordered. */
     g->tmp.len = 0;
     rc = tide__buf_reserve(&g->tmp, (size_t)g->n * 4);
@@ -364,6 +500,33 @@ static int gather_series(struct tide_db *db, struct tide_io *io,
 
 /* ---- Range iterator ------------------------------------------------------ */
 
+/* Limits of an iterator's read-ahead: the chunks of the next series are
+ * read together, up to this many series, chunks or bytes at once. */
+#define RA_SERIES_MAX 1024u
+#define RA_REFS_MAX 512u
+#define RA_BYTES_MAX (8u << 20)
+
+/* The chunks of one planned series within the read-ahead. */
+struct ra_span {
+    uint32_t ref0; /* refs [ref0, ref0 + n_refs) */
+    uint32_t n_refs;
+    uint8_t seg_type; /* see struct gather */
+};
+
+/* Chunk reads of ids[first .. first + n), made under one seg_lock read
+ * hold. They are used under a later hold only if seg_gen is unchanged:
+ * then the segment list is the same, the chunk references are valid, and
+ * reading the heads at that later time gives what one hold would have. */
+struct readahead {
+    uint64_t gen;
+    uint32_t first;
+    uint32_t n;
+    struct tide_buf spans; /* struct ra_span[] */
+    struct tide_buf refs;  /* struct chunk_ref[] */
+    struct tide_buf payload;
+    struct tide_buf reqs;
+};
+
 struct tide_iter {
     struct tide_db *db;
     struct tide_io *io;
@@ -376,8 +539,80 @@ struct tide_iter {
     uint64_t cur_id;
     uint32_t off; /* next point of the current series to return */
     struct gather g;
+    struct cursors cur;
+    struct readahead ra;
     struct tide_buf strs; /* struct tide_str[] of the current block */
 };
+
+/* Plan and read the chunks of ids[first..] (see struct readahead).
+ * Caller holds db->seg_lock for reading. */
+static int ra_fill(struct tide_iter *it, uint32_t first)
+{
+    struct readahead *ra = &it->ra;
+    size_t bytes = 0;
+    int rc = cursors_fit(&it->cur, it->db->n_segs);
+
+    ra->first = first;
+    ra->n = 0;
+    ra->spans.len = ra->refs.len = 0;
+    ra->gen = it->db->seg_gen;
+    for (uint32_t j = first; j < it->n_ids && rc == 0; j++) {
+        const struct chunk_ref *refs;
+        struct ra_span sp;
+
+        rc = collect_refs(it->db, &it->g, it->ids[j], it->from, it->to,
+                          &it->cur);
+        if (rc)
+            break;
+        refs = (const struct chunk_ref *)(void *)it->g.refs.data;
+        sp = (struct ra_span){.ref0 = (uint32_t)(ra->refs.len / sizeof(*refs)),
+                              .n_refs =
+                                  (uint32_t)(it->g.refs.len / sizeof(*refs)),
+                              .seg_type = it->g.seg_type};
+        for (uint32_t k = 0; k < sp.n_refs; k++)
+            bytes += refs[k].e->stored_bytes;
+        if ((rc = tide__buf_append(&ra->spans, &sp, sizeof(sp))) ||
+            (rc = tide__buf_append(&ra->refs, it->g.refs.data, it->g.refs.len)))
+            break;
+        ra->n++;
+        if (ra->n >= RA_SERIES_MAX ||
+            ra->refs.len / sizeof(*refs) >= RA_REFS_MAX ||
+            bytes >= RA_BYTES_MAX)
+            break;
+    }
+    if (rc == 0)
+        rc = read_chunks(it->db, it->io,
+                         (struct chunk_ref *)(void *)ra->refs.data,
+                         ra->refs.len / sizeof(struct chunk_ref),
+                         it->db->n_segs, &ra->payload, &ra->reqs);
+    if (rc)
+        ra->n = 0;
+    return rc;
+}
+
+/* Gather series ids[idx] from the read-ahead, refilled when it does not
+ * hold that series or the segment list changed since. */
+static int iter_gather(struct tide_iter *it, uint32_t idx)
+{
+    struct readahead *ra = &it->ra;
+    const struct ra_span *sp;
+    int rc = 0;
+
+    pthread_rwlock_rdlock(&it->db->seg_lock);
+    if (idx < ra->first || idx - ra->first >= ra->n ||
+        ra->gen != it->db->seg_gen)
+        rc = ra_fill(it, idx);
+    if (rc == 0) {
+        sp = (const struct ra_span *)(void *)ra->spans.data + (idx - ra->first);
+        it->g.seg_type = sp->seg_type;
+        rc = gather_series(
+            it->db, &it->g, it->ids[idx],
+            (const struct chunk_ref *)(void *)ra->refs.data + sp->ref0,
+            sp->n_refs, ra->payload.data, it->from, it->to, NULL);
+    }
+    pthread_rwlock_unlock(&it->db->seg_lock);
+    return rc;
+}
 
 int tide_db_read_open(tide_db *db, const uint64_t *ids, uint32_t n,
                       int64_t from_ns, int64_t to_ns, tide_iter **out)
@@ -424,12 +659,9 @@ int tide_iter_next(tide_iter *it, struct tide_block *blk)
 
         if (it->next_id >= it->n_ids)
             return 0;
-        it->cur_id = it->ids[it->next_id++];
+        it->cur_id = it->ids[it->next_id];
         it->off = 0;
-        pthread_rwlock_rdlock(&it->db->seg_lock);
-        rc = gather_series(it->db, it->io, &it->g, it->cur_id, it->from, it->to,
-                           NULL, NULL, NULL);
-        pthread_rwlock_unlock(&it->db->seg_lock);
+        rc = iter_gather(it, it->next_id++);
         if (rc) {
             it->err = rc;
             return rc;
@@ -480,6 +712,11 @@ void tide_iter_close(tide_iter *it)
         return;
     tide__db_io_put(it->db, it->io);
     gather_fini(&it->g);
+    cursors_fini(&it->cur);
+    tide__buf_fini(&it->ra.spans);
+    tide__buf_fini(&it->ra.refs);
+    tide__buf_fini(&it->ra.payload);
+    tide__buf_fini(&it->ra.reqs);
     tide__buf_fini(&it->strs);
     tide_free(it->ids);
     tide_free(it);
@@ -497,11 +734,12 @@ struct agg_ctx {
     int64_t from;
     int64_t to;
     int64_t bucket_ns;
-    /* Ranges of every source of the series, to prove a chunk exclusive. */
-    const struct chunk_ref *refs;
-    size_t n_refs;
-    int64_t head_min;
+    int64_t head_min; /* time span of the series in the heads */
     int64_t head_max;
+    /* Every result's buckets, back to back: one allocation per query. */
+    struct tide_buf buckets;
+    struct tide_agg_series *res;
+    size_t *boff; /* boff[i]: res[i]'s first bucket in `buckets` */
 };
 
 static int64_t bucket_of(const struct agg_ctx *a, int64_t ts)
@@ -522,25 +760,53 @@ static double value_double(uint8_t type, uint64_t v)
     return type == TIDE_TYPE_I64 ? (double)(int64_t)v : (double)v;
 }
 
-/* May `e` be answered from its header? Only when it lies inside [from, to)
- * and one bucket, and no other source has points in its time span (else
- * duplicates across sources could be counted twice). */
-static int header_usable(void *ctx, const struct chunk_ent *e)
+/* May `e`, which no other chunk overlaps, be answered from its header?
+ * Only when it lies inside [from, to) and one bucket, and the heads have
+ * no points in its time span (else duplicates across sources could be
+ * counted twice). */
+static int header_usable(const struct agg_ctx *a, const struct chunk_ent *e)
 {
-    const struct agg_ctx *a = ctx;
-
     if (e->type == TIDE_TYPE_STR || e->min_ts < a->from || e->max_ts >= a->to ||
         bucket_of(a, e->min_ts) != bucket_of(a, e->max_ts))
         return 0;
-    if (a->head_min <= e->max_ts && a->head_max >= e->min_ts)
-        return 0;
-    for (size_t i = 0; i < a->n_refs; i++) {
-        const struct chunk_ent *o = a->refs[i].e;
+    return !(a->head_min <= e->max_ts && a->head_max >= e->min_ts);
+}
 
-        if (o != e && o->min_ts <= e->max_ts && o->max_ts >= e->min_ts)
-            return 0;
+/* alone[i] = 1 when no other chunk of refs[] shares a timestamp with
+ * refs[i]. Returns 1 when refs[] is ordered by min_ts, the usual case,
+ * which one pass settles: an earlier chunk overlaps i iff the largest
+ * earlier max_ts reaches min_ts[i], a later one iff min_ts[i+1] does not
+ * pass max_ts[i]. Otherwise every pair is compared. */
+static int mark_alone(const struct chunk_ref *refs, size_t n, uint8_t *alone)
+{
+    int64_t run_max = INT64_MIN;
+
+    for (size_t i = 1; i < n; i++)
+        if (refs[i].e->min_ts < refs[i - 1].e->min_ts)
+            goto unordered;
+    for (size_t i = 0; i < n; i++) {
+        const struct chunk_ent *e = refs[i].e;
+
+        alone[i] = (i == 0 || run_max < e->min_ts) &&
+                   (i + 1 == n || refs[i + 1].e->min_ts > e->max_ts);
+        if (e->max_ts > run_max)
+            run_max = e->max_ts;
     }
     return 1;
+
+unordered:
+    for (size_t i = 0; i < n; i++) {
+        const struct chunk_ent *e = refs[i].e;
+
+        alone[i] = 1;
+        for (size_t j = 0; j < n && alone[i]; j++) {
+            const struct chunk_ent *o = refs[j].e;
+
+            if (j != i && o->min_ts <= e->max_ts && o->max_ts >= e->min_ts)
+                alone[i] = 0;
+        }
+    }
+    return 0;
 }
 
 static void merge_bucket(struct tide_bucket *into, const struct tide_bucket *b)
@@ -574,17 +840,21 @@ static int cmp_partial(const void *x, const void *y)
     return a->b.first_ts < b->b.first_ts ? -1 : a->b.first_ts > b->b.first_ts;
 }
 
-/* Head time span of a series (INT64_MAX/MIN when none). */
-static void head_span(struct tide_db *db, uint64_t id, int64_t *lo, int64_t *hi)
+/* Head time span of a series (INT64_MAX/MIN when none) and its type
+ * there (0 when none). */
+static uint8_t head_span(struct tide_db *db, uint64_t id, int64_t *lo,
+                         int64_t *hi)
 {
     struct shard *sh = &db->shards[tide__db_shard_of(db, id)];
     const struct hseries *hs[2];
+    uint8_t type;
 
     *lo = INT64_MAX;
     *hi = INT64_MIN;
     pthread_rwlock_rdlock(&sh->rw);
     hs[0] = tide__head_find(&sh->head, id);
     hs[1] = sh->frozen ? tide__head_find(sh->frozen, id) : NULL;
+    type = hs[0] ? hs[0]->type : hs[1] ? hs[1]->type : 0;
     for (int k = 0; k < 2; k++)
         for (uint32_t i = 0; hs[k] && i < hs[k]->n; i++) {
             if (hs[k]->ts[i] < *lo)
@@ -593,51 +863,15 @@ static void head_span(struct tide_db *db, uint64_t id, int64_t *lo, int64_t *hi)
                 *hi = hs[k]->ts[i];
         }
     pthread_rwlock_unlock(&sh->rw);
+    return type;
 }
 
-static int aggregate_one(struct tide_db *db, struct tide_io *io,
-                         struct gather *g, uint64_t id, struct agg_ctx *a,
-                         struct tide_agg_series *out, struct tide_agg_stats *st)
+/* Partial buckets of the gathered points, appended to `parts`. */
+static int raw_partials(const struct gather *g, const struct agg_ctx *a,
+                        struct tide_buf *parts)
 {
-    struct tide_buf parts = {0}, all = {0};
-    struct partial *p;
-    size_t n_parts;
-    int rc;
+    int rc = 0;
 
-    out->series_id = id;
-    /* Every chunk in range, to decide which headers are exclusive. */
-    rc = collect_refs(db, g, id, a->from, a->to, NULL, NULL);
-    if (rc)
-        return rc;
-    rc = tide__buf_append(&all, g->refs.data, g->refs.len);
-    if (rc)
-        return rc;
-    a->refs = (const struct chunk_ref *)(void *)all.data;
-    a->n_refs = all.len / sizeof(struct chunk_ref);
-    head_span(db, id, &a->head_min, &a->head_max);
-    for (size_t i = 0; i < a->n_refs && rc == 0; i++) {
-        const struct chunk_ent *e = a->refs[i].e;
-        struct partial q;
-
-        if (!header_usable(a, e))
-            continue;
-        q.bucket = bucket_of(a, e->min_ts);
-        q.b = (struct tide_bucket){.count = e->count,
-                                   .sum = e->sum,
-                                   .min = e->min,
-                                   .max = e->max,
-                                   .first = value_double(e->type, e->first),
-                                   .last = value_double(e->type, e->last),
-                                   .first_ts = e->min_ts,
-                                   .last_ts = e->max_ts};
-        rc = tide__buf_append(&parts, &q, sizeof(q));
-        if (st)
-            st->chunks_from_header++;
-    }
-    /* The rest, point by point. */
-    if (rc == 0)
-        rc = gather_series(db, io, g, id, a->from, a->to, header_usable, a, st);
-    out->type = g->type ? g->type : (a->n_refs ? a->refs[0].e->type : 0);
     for (uint32_t i = 0; i < g->n && rc == 0;) {
         int64_t bk = bucket_of(a, g_ts(g)[i]);
         struct partial q = {.bucket = bk};
@@ -661,43 +895,288 @@ static int aggregate_one(struct tide_db *db, struct tide_io *io,
         }
         if (g->type == TIDE_TYPE_STR)
             q.b.sum = q.b.min = q.b.max = q.b.first = q.b.last = 0;
-        rc = tide__buf_append(&parts, &q, sizeof(q));
+        rc = tide__buf_append(parts, &q, sizeof(q));
     }
-    tide__buf_fini(&all);
-    n_parts = parts.len / sizeof(struct partial);
-    if (rc || n_parts == 0) {
-        tide__buf_fini(&parts);
+    return rc;
+}
+
+/* Merge partials ordered by bucket into the query's bucket arena; the
+ * result's pointer is set once the arena stops growing (see
+ * tide_db_aggregate). */
+static int emit_buckets(struct agg_ctx *a, const struct partial *p,
+                        size_t n_parts, struct tide_agg_series *out)
+{
+    size_t n_buckets = 0, off = a->buckets.len / sizeof(struct tide_bucket);
+    struct tide_bucket *bk;
+    int rc;
+
+    for (size_t i = 0; i < n_parts; i++)
+        n_buckets += i == 0 || p[i].bucket != p[i - 1].bucket;
+    rc = tide__buf_reserve(&a->buckets, n_buckets * sizeof(*bk));
+    if (rc)
         return rc;
-    }
-    p = (struct partial *)(void *)parts.data;
-    qsort(p, n_parts, sizeof(*p), cmp_partial);
-    out->buckets = tide_calloc(n_parts, sizeof(*out->buckets));
-    if (!out->buckets) {
-        tide__buf_fini(&parts);
-        return -ENOMEM;
-    }
+    bk = (struct tide_bucket *)(void *)(a->buckets.data + a->buckets.len);
+    memset(bk, 0, n_buckets * sizeof(*bk));
+    a->buckets.len += n_buckets * sizeof(*bk);
+    a->boff[out - a->res] = off;
     for (size_t i = 0; i < n_parts; i++) {
         struct tide_bucket *b;
+        int64_t start;
 
-        if (out->n_buckets == 0 || i == 0 || p[i].bucket != p[i - 1].bucket) {
-            b = &out->buckets[out->n_buckets++];
+        if (i == 0 || p[i].bucket != p[i - 1].bucket) {
+            b = &bk[out->n_buckets++];
             b->start_ns =
                 a->bucket_ns
                     ? (int64_t)((uint64_t)a->from +
                                 (uint64_t)p[i].bucket * (uint64_t)a->bucket_ns)
                     : a->from;
         } else {
-            b = &out->buckets[out->n_buckets - 1];
+            b = &bk[out->n_buckets - 1];
         }
-        {
-            int64_t start = b->start_ns;
-
-            merge_bucket(b, &p[i].b);
-            b->start_ns = start;
-        }
+        start = b->start_ns;
+        merge_bucket(b, &p[i].b);
+        b->start_ns = start;
     }
-    tide__buf_fini(&parts);
     return 0;
+}
+
+/* The result of a series whose chunks are all answered from headers, in
+ * time order with no overlap: chunk statistics fold straight into the
+ * bucket arena, with no partials to build or sort. */
+static int emit_headers(struct agg_ctx *a, const struct chunk_ref *refs,
+                        size_t n_refs, struct tide_agg_series *out)
+{
+    size_t n_buckets = 0, off = a->buckets.len / sizeof(struct tide_bucket);
+    struct tide_bucket *bk;
+    int64_t prev = 0;
+    int rc;
+
+    for (size_t i = 0; i < n_refs; i++) {
+        int64_t bucket = bucket_of(a, refs[i].e->min_ts);
+
+        n_buckets += i == 0 || bucket != prev;
+        prev = bucket;
+    }
+    rc = tide__buf_reserve(&a->buckets, n_buckets * sizeof(*bk));
+    if (rc)
+        return rc;
+    bk = (struct tide_bucket *)(void *)(a->buckets.data + a->buckets.len);
+    memset(bk, 0, n_buckets * sizeof(*bk));
+    a->buckets.len += n_buckets * sizeof(*bk);
+    a->boff[out - a->res] = off;
+    for (size_t i = 0; i < n_refs; i++) {
+        const struct chunk_ent *e = refs[i].e;
+        int64_t bucket = bucket_of(a, e->min_ts);
+        struct tide_bucket q = {.count = e->count,
+                                .sum = e->sum,
+                                .min = e->min,
+                                .max = e->max,
+                                .first = value_double(e->type, e->first),
+                                .last = value_double(e->type, e->last),
+                                .first_ts = e->min_ts,
+                                .last_ts = e->max_ts};
+        struct tide_bucket *b;
+
+        if (i == 0 || bucket != prev) {
+            b = &bk[out->n_buckets++];
+            b->start_ns =
+                a->bucket_ns
+                    ? (int64_t)((uint64_t)a->from +
+                                (uint64_t)bucket * (uint64_t)a->bucket_ns)
+                    : a->from;
+        } else {
+            b = &bk[out->n_buckets - 1];
+        }
+        prev = bucket;
+        q.start_ns = b->start_ns;
+        merge_bucket(b, &q);
+    }
+    return 0;
+}
+
+/* Can every chunk of refs[] be answered from its header, with the heads
+ * known not to overlap the range? One pass: in min_ts order, a chunk
+ * that starts after the previous one ends overlaps none before it, since
+ * the ends then ascend too. */
+static int headers_only(const struct agg_ctx *a, const struct chunk_ref *refs,
+                        size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct chunk_ent *e = refs[i].e;
+
+        if ((i && e->min_ts <= refs[i - 1].e->max_ts) || !header_usable(a, e))
+            return 0;
+    }
+    return 1;
+}
+
+/* Limits of one batch of an aggregate: series whose chunks are read
+ * point by point are planned first, then all their chunks are fetched in
+ * one tide__io_run() and decoded series by series. */
+#define AGG_BATCH_REFS 512u
+#define AGG_BATCH_BYTES (8u << 20)
+
+/* A planned series still to be read point by point. */
+struct agg_pending {
+    uint32_t idx;  /* into ids[] and the results */
+    uint32_t ref0; /* its chunks: batch refs [ref0, ref0 + n_refs) */
+    uint32_t n_refs;
+    uint32_t part0; /* its header partials: [part0, part0 + n_parts) */
+    uint32_t n_parts;
+    int ordered; /* its header partials are in bucket order */
+};
+
+struct agg_batch {
+    struct tide_buf pending; /* struct agg_pending[] */
+    struct tide_buf refs;    /* struct chunk_ref[] */
+    struct tide_buf hparts;  /* struct partial[] from chunk headers */
+    struct tide_buf payload; /* the chunks of refs, back to back */
+    struct tide_buf reqs;
+    size_t bytes;
+};
+
+static void agg_batch_fini(struct agg_batch *b)
+{
+    tide__buf_fini(&b->pending);
+    tide__buf_fini(&b->refs);
+    tide__buf_fini(&b->hparts);
+    tide__buf_fini(&b->payload);
+    tide__buf_fini(&b->reqs);
+}
+
+/* Plan series ids[idx]: chunks that overlap nothing else and fit one
+ * bucket are answered from their headers. When nothing else is left the
+ * result is made now; otherwise the series joins the batch. */
+static int aggregate_plan(struct tide_db *db, struct gather *g, uint64_t id,
+                          uint32_t idx, struct agg_ctx *a, struct cursors *cur,
+                          struct tide_agg_series *out, struct agg_batch *batch,
+                          struct tide_agg_stats *st)
+{
+    struct chunk_ref *refs;
+    size_t n_refs, n_rest = 0, n_parts;
+    struct agg_pending pend;
+    uint8_t head_type;
+    int ordered, head_overlap, rc;
+
+    out->series_id = id;
+    rc = collect_refs(db, g, id, a->from, a->to, cur);
+    if (rc)
+        return rc;
+    refs = (struct chunk_ref *)(void *)g->refs.data;
+    n_refs = g->refs.len / sizeof(*refs);
+    head_type = head_span(db, id, &a->head_min, &a->head_max);
+    out->type = head_type ? head_type : g->seg_type;
+    head_overlap = a->head_min < a->to && a->head_max >= a->from;
+    if (!head_overlap && headers_only(a, refs, n_refs)) {
+        if (st)
+            st->chunks_from_header += n_refs;
+        return n_refs ? emit_headers(a, refs, n_refs, out) : 0;
+    }
+    g->alone.len = 0;
+    g->parts.len = 0;
+    rc = tide__buf_reserve(&g->alone, n_refs + 1);
+    if (rc == 0)
+        rc = tide__buf_reserve(&g->parts, n_refs * sizeof(struct partial));
+    if (rc)
+        return rc;
+    ordered = mark_alone(refs, n_refs, g->alone.data);
+    for (size_t i = 0; i < n_refs; i++) {
+        const struct chunk_ent *e = refs[i].e;
+        struct partial q;
+
+        if (!g->alone.data[i] || !header_usable(a, e)) {
+            refs[n_rest++] = refs[i]; /* order kept: newest source last */
+            continue;
+        }
+        q.bucket = bucket_of(a, e->min_ts);
+        q.b = (struct tide_bucket){.count = e->count,
+                                   .sum = e->sum,
+                                   .min = e->min,
+                                   .max = e->max,
+                                   .first = value_double(e->type, e->first),
+                                   .last = value_double(e->type, e->last),
+                                   .first_ts = e->min_ts,
+                                   .last_ts = e->max_ts};
+        rc = tide__buf_append(&g->parts, &q, sizeof(q));
+        if (rc)
+            return rc;
+        if (st)
+            st->chunks_from_header++;
+    }
+    n_parts = g->parts.len / sizeof(struct partial);
+    if (n_rest == 0 && !head_overlap) {
+        /* Header partials of chunks ordered by min_ts are ordered by
+         * bucket and first_ts already. */
+        if (n_parts == 0)
+            return 0;
+        if (!ordered)
+            qsort(g->parts.data, n_parts, sizeof(struct partial), cmp_partial);
+        return emit_buckets(a, (const struct partial *)(void *)g->parts.data,
+                            n_parts, out);
+    }
+    pend = (struct agg_pending){
+        .idx = idx,
+        .ref0 = (uint32_t)(batch->refs.len / sizeof(*refs)),
+        .n_refs = (uint32_t)n_rest,
+        .part0 = (uint32_t)(batch->hparts.len / sizeof(struct partial)),
+        .n_parts = (uint32_t)n_parts,
+        .ordered = ordered};
+    for (size_t i = 0; i < n_rest; i++)
+        batch->bytes += refs[i].e->stored_bytes;
+    if ((rc = tide__buf_append(&batch->pending, &pend, sizeof(pend))) ||
+        (rc = tide__buf_append(&batch->refs, refs, n_rest * sizeof(*refs))))
+        return rc;
+    return tide__buf_append(&batch->hparts, g->parts.data, g->parts.len);
+}
+
+/* Fetch every chunk of the batch at once, then finish each of its series
+ * from its header partials, its decoded chunks and its head points. The
+ * batch is empty afterwards. */
+static int aggregate_batch(struct tide_db *db, struct tide_io *io,
+                           struct gather *g, const uint64_t *ids,
+                           struct agg_ctx *a, struct agg_batch *batch,
+                           struct tide_agg_series *res,
+                           struct tide_agg_stats *st)
+{
+    const struct agg_pending *pend =
+        (const struct agg_pending *)(void *)batch->pending.data;
+    size_t n_pend = batch->pending.len / sizeof(*pend);
+    struct chunk_ref *refs = (struct chunk_ref *)(void *)batch->refs.data;
+    const struct partial *hparts =
+        (const struct partial *)(void *)batch->hparts.data;
+    const uint8_t *payload;
+    int rc;
+
+    rc = read_chunks(db, io, refs, batch->refs.len / sizeof(*refs), db->n_segs,
+                     &batch->payload, &batch->reqs);
+    payload = batch->payload.data;
+    for (size_t k = 0; k < n_pend && rc == 0; k++) {
+        const struct agg_pending *p = &pend[k];
+        int ordered = p->ordered;
+        size_t n_parts;
+
+        g->parts.len = 0;
+        rc = tide__buf_append(&g->parts, hparts + p->part0,
+                              p->n_parts * sizeof(*hparts));
+        if (rc == 0)
+            rc = gather_series(db, g, ids[p->idx], refs + p->ref0, p->n_refs,
+                               payload, a->from, a->to, st);
+        if (rc == 0)
+            rc = raw_partials(g, a, &g->parts);
+        if (rc)
+            break;
+        ordered = ordered && g->n == 0;
+        n_parts = g->parts.len / sizeof(struct partial);
+        if (n_parts == 0)
+            continue;
+        if (!ordered)
+            qsort(g->parts.data, n_parts, sizeof(struct partial), cmp_partial);
+        rc = emit_buckets(a, (const struct partial *)(void *)g->parts.data,
+                          n_parts, &res[p->idx]);
+    }
+    batch->pending.len = batch->refs.len = batch->hparts.len = 0;
+    batch->bytes = 0;
+    return rc;
 }
 
 int tide_db_aggregate(tide_db *db, const uint64_t *ids, uint32_t n,
@@ -707,6 +1186,8 @@ int tide_db_aggregate(tide_db *db, const uint64_t *ids, uint32_t n,
 {
     struct agg_ctx a = {.from = from_ns, .to = to_ns, .bucket_ns = bucket_ns};
     struct tide_agg_series *res;
+    struct agg_batch batch = {0};
+    struct cursors cur = {0};
     struct gather g = {0};
     struct tide_io *io;
     int rc;
@@ -717,24 +1198,47 @@ int tide_db_aggregate(tide_db *db, const uint64_t *ids, uint32_t n,
         return TIDE_EINVAL;
     if (stats)
         memset(stats, 0, sizeof(*stats));
+    /* res[n], past the results, owns the bucket arena. */
     res = tide_calloc((size_t)n + 1, sizeof(*res));
-    if (!res)
+    a.boff = tide_malloc(((size_t)n + 1) * sizeof(*a.boff));
+    if (!res || !a.boff) {
+        tide_free(res);
+        tide_free(a.boff);
         return -ENOMEM;
+    }
+    a.res = res;
     rc = tide__db_io_get(db, &io);
     if (rc) {
         tide_free(res);
+        tide_free(a.boff);
         return rc;
     }
     pthread_rwlock_rdlock(&db->seg_lock);
-    for (uint32_t i = 0; i < n && rc == 0; i++)
-        rc = aggregate_one(db, io, &g, ids[i], &a, &res[i], stats);
+    rc = cursors_fit(&cur, db->n_segs);
+    for (uint32_t i = 0; i < n && rc == 0; i++) {
+        rc =
+            aggregate_plan(db, &g, ids[i], i, &a, &cur, &res[i], &batch, stats);
+        if (rc == 0 &&
+            (i + 1 == n ||
+             batch.refs.len / sizeof(struct chunk_ref) >= AGG_BATCH_REFS ||
+             batch.bytes >= AGG_BATCH_BYTES))
+            rc = aggregate_batch(db, io, &g, ids, &a, &batch, res, stats);
+    }
     pthread_rwlock_unlock(&db->seg_lock);
     tide__db_io_put(db, io);
     gather_fini(&g);
+    agg_batch_fini(&batch);
+    cursors_fini(&cur);
     if (rc) {
+        tide__buf_fini(&a.buckets);
+        tide_free(a.boff);
         tide_agg_free(res, n);
         return rc;
     }
+    res[n].buckets = (struct tide_bucket *)(void *)a.buckets.data;
+    for (uint32_t i = 0; i < n; i++)
+        res[i].buckets = res[i].n_buckets ? res[n].buckets + a.boff[i] : NULL;
+    tide_free(a.boff);
     *out = res;
     return 0;
 }
@@ -743,8 +1247,7 @@ void tide_agg_free(struct tide_agg_series *res, uint32_t n)
 {
     if (!res)
         return;
-    for (uint32_t i = 0; i < n; i++)
-        tide_free(res[i].buckets);
+    tide_free(res[n].buckets); /* the arena holding every result's */
     tide_free(res);
 }
 
@@ -783,8 +1286,8 @@ static int latest_one(struct tide_db *db, struct tide_io *io, struct gather *g,
                       uint64_t id, struct tide_point *p)
 {
     struct shard *sh = &db->shards[tide__db_shard_of(db, id)];
-    const struct seg *best_seg = NULL;
     const struct chunk_ent *best = NULL;
+    uint32_t best_seg = 0;
     const struct hseries *hs;
     int64_t ts;
     uint32_t at;
@@ -798,7 +1301,7 @@ static int latest_one(struct tide_db *db, struct tide_io *io, struct gather *g,
         for (uint32_t c = lo; c < hi; c++)
             if (!best || db->segs[i]->chunks[c].max_ts >= best->max_ts) {
                 best = &db->segs[i]->chunks[c];
-                best_seg = db->segs[i];
+                best_seg = i;
             }
     }
     pthread_rwlock_rdlock(&sh->rw);
@@ -832,14 +1335,14 @@ static int latest_one(struct tide_db *db, struct tide_io *io, struct gather *g,
         memcpy(&p->v, &best->last, 8);
     else {
         /* Strings are not in the header: decode the chunk. */
-        struct chunk_ref r = {best_seg, best};
+        struct chunk_ref r = {db->segs[best_seg], best, best_seg, 0};
 
         gather_reset(g);
         g->type = TIDE_TYPE_STR;
-        g->refs.len = 0;
-        rc = tide__buf_append(&g->refs, &r, sizeof(r));
+        rc = read_chunks(db, io, &r, 1, db->n_segs, &g->payload, &g->reqs);
         if (rc == 0)
-            rc = gather_chunks(db, io, g, best->max_ts, best->max_ts + 1, NULL);
+            rc = decode_chunks(db, g, &r, 1, g->payload.data, best->max_ts,
+                               best->max_ts + 1, NULL);
         if (rc == 0 && g->n)
             rc = set_str(p, (const char *)g->strbytes.data + g_val(g)[0],
                          g_len(g)[0]);

@@ -305,6 +305,9 @@ int tide__segw_add(struct seg_writer *w, uint64_t series_id,
 
     if (n == 0 || n > SEG_CHUNK_POINTS_MAX)
         return TIDE_EINVAL;
+    /* Readers rely on it: a chunk's times are strictly ascending. */
+    for (uint32_t i = 1; i < n; i++)
+        TIDE_DEBUG_ASSERT(ts[i] > ts[i - 1]);
     w->col.len = 0;
     rc = tide__col_encode_ts(ts, n, &w->col);
     if (rc)
@@ -663,6 +666,48 @@ void tide__seg_find(const struct seg *seg, uint64_t series_id, uint32_t *lo,
     while (a < seg->n_chunks && seg->chunks[a].series_id == series_id)
         a++;
     *hi = a;
+}
+
+/* First index with ts[i] >= bound. */
+static uint32_t ts_lower_bound(const int64_t *ts, uint32_t n, int64_t bound)
+{
+    uint32_t a = 0, b = n;
+
+    while (a < b) {
+        uint32_t m = a + (b - a) / 2;
+
+        if (ts[m] < bound)
+            a = m + 1;
+        else
+            b = m;
+    }
+    return a;
+}
+
+int tide__chunk_decode_range(const struct chunk_ent *e, const uint8_t *payload,
+                             size_t len, int64_t from, int64_t to, int64_t *ts,
+                             uint64_t *vals, uint32_t *lo, uint32_t *hi)
+{
+    int rc;
+
+    if (e->type != TIDE_TYPE_F64) {
+        rc = tide__chunk_decode(e, payload, len, ts, vals, NULL, NULL);
+        *lo = rc ? 0 : ts_lower_bound(ts, e->count, from);
+        *hi = rc ? 0 : ts_lower_bound(ts, e->count, to);
+        return rc;
+    }
+    if (len != e->stored_bytes || XXH3_64bits(payload, len) != e->hash)
+        return TIDE_ECORRUPT;
+    rc = tide__col_decode_ts(payload, e->ts_bytes, e->count, ts);
+    if (rc)
+        return rc;
+    *lo = e->min_ts >= from ? 0 : ts_lower_bound(ts, e->count, from);
+    *hi = e->max_ts < to ? e->count : ts_lower_bound(ts, e->count, to);
+    /* The checksum vouches for the bytes the range decoder does not
+     * reach. */
+    return tide__col_decode_f64_range(payload + e->ts_bytes, len - e->ts_bytes,
+                                      e->count, *lo, *hi,
+                                      (double *)(void *)vals);
 }
 
 int tide__chunk_decode(const struct chunk_ent *e, const uint8_t *payload,

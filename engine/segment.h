@@ -51,6 +51,10 @@ struct seg {
     uint64_t *accounts; /* sorted */
     uint32_t n_chunks;
     struct chunk_ent *chunks; /* sorted by (series_id, min_ts) */
+    /* Set by the db when it adopts the segment: 1 when every series in it
+     * maps to `shard` under the db's shard count, so a read of a series of
+     * another shard can pass it by. 0 after a change of shard count. */
+    uint8_t shard_only;
 };
 
 /*
@@ -65,6 +69,44 @@ void tide__seg_close(struct seg *seg);
 void tide__seg_find(const struct seg *seg, uint64_t series_id, uint32_t *lo,
                     uint32_t *hi);
 
+/* The same as tide__seg_find() for a caller that visits ids in ascending
+ * order: the search gallops forward from *hint (0 at first, then the
+ * value left by the previous call), so each id costs O(1) probes when the
+ * next id's chunks follow. Any hint is safe: one that does not fit is
+ * ignored. Inline: called once per segment and series of every
+ * multi-series read. */
+static inline void tide__seg_seek(const struct seg *seg, uint64_t series_id,
+                                  uint32_t *hint, uint32_t *lo, uint32_t *hi)
+{
+    uint32_t a = *hint, b, step = 1;
+
+    /* Every index below `a` must hold a smaller id; a hint that does not
+     * prove it is dropped, so any hint gives the right answer. */
+    if (a > seg->n_chunks ||
+        (a > 0 && seg->chunks[a - 1].series_id >= series_id))
+        a = 0;
+    /* Gallop forward, then search the bracket [a, b). */
+    b = a;
+    while (b < seg->n_chunks && seg->chunks[b].series_id < series_id) {
+        a = b + 1;
+        b = step > seg->n_chunks - b ? seg->n_chunks : b + step;
+        step *= 2;
+    }
+    while (a < b) {
+        uint32_t m = a + (b - a) / 2;
+
+        if (seg->chunks[m].series_id < series_id)
+            a = m + 1;
+        else
+            b = m;
+    }
+    *lo = a;
+    while (a < seg->n_chunks && seg->chunks[a].series_id == series_id)
+        a++;
+    *hi = a;
+    *hint = a;
+}
+
 /*
  * Decode one chunk's payload (`len` == e->stored_bytes bytes) after
  * verifying its checksum: fills ts[0..count) and either vals[0..count)
@@ -75,6 +117,16 @@ void tide__seg_find(const struct seg *seg, uint64_t series_id, uint32_t *lo,
 int tide__chunk_decode(const struct chunk_ent *e, const uint8_t *payload,
                        size_t len, int64_t *ts, uint64_t *vals,
                        struct tide_str *strs, struct tide_buf *arena);
+
+/*
+ * Decode the points of a numeric chunk within [from, to): the same checks,
+ * then ts[0..count) whole, and *lo, *hi the indices of the first point in
+ * range and one past the last; vals[] is valid only on [*lo, *hi) (f64
+ * values outside it are not converted). Returns as tide__chunk_decode().
+ */
+int tide__chunk_decode_range(const struct chunk_ent *e, const uint8_t *payload,
+                             size_t len, int64_t from, int64_t to, int64_t *ts,
+                             uint64_t *vals, uint32_t *lo, uint32_t *hi);
 
 /* Writer of one new segment file. */
 struct seg_writer;

@@ -135,6 +135,39 @@ Test(segment, roundtrip_and_index)
     tide__seg_close(seg);
 }
 
+/* tide__seg_seek() agrees with tide__seg_find() whatever the hint: fresh,
+ * carried over ascending or descending ids, or out of range. */
+Test(segment, seek_with_any_hint)
+{
+    static const uint32_t hints[] = {0, 1, 2, 3, 4, 1000, UINT32_MAX};
+    char path[PATH_MAX];
+    struct seg *seg;
+    uint32_t carried = 0;
+
+    write_small(path);
+    cr_assert_eq(tide__seg_open(path, &seg), 0);
+    for (int pass = 0; pass < 2; pass++) {
+        for (uint64_t k = 0; k <= 4; k++) {
+            uint64_t id = pass ? 4 - k : k;
+            uint32_t lo, hi, lo2, hi2;
+
+            tide__seg_find(seg, id, &lo, &hi);
+            tide__seg_seek(seg, id, &carried, &lo2, &hi2);
+            cr_assert_eq(lo2, lo, "id %llu", (unsigned long long)id);
+            cr_assert_eq(hi2, hi, "id %llu", (unsigned long long)id);
+            cr_assert_eq(carried, hi);
+            for (size_t h = 0; h < sizeof(hints) / sizeof(hints[0]); h++) {
+                uint32_t hint = hints[h];
+
+                tide__seg_seek(seg, id, &hint, &lo2, &hi2);
+                cr_assert_eq(lo2, lo);
+                cr_assert_eq(hi2, hi);
+            }
+        }
+    }
+    tide__seg_close(seg);
+}
+
 static void copy_file(const char *from, const char *to, long long len)
 {
     char buf[65536];
