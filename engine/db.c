@@ -39,6 +39,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <dirent.h>
+#include <time.h>
 #include <unistd.h>
 
 #define COL_HEADER 24u
@@ -650,14 +651,28 @@ static int commit_group(struct shard *s, struct req **done)
 {
     struct tide_db *db = s->db;
     int sync = db->o.sync == TIDE_SYNC_BATCH;
-    int rc = tide__wal_commit(&s->wal, s->io, sync);
+    struct timespec t0, t1;
+    int rc;
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    rc = tide__wal_commit(&s->wal, s->io, sync);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
 
     uint64_t points = 0, batches = 0, dups = 0;
 
     if (rc)
         set_failed(db, rc, "WAL commit");
-    else if (sync)
+    else if (sync) {
+        uint64_t ns = (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000ll +
+                                 (t1.tv_nsec - t0.tv_nsec));
+        unsigned b = 0;
+
+        while (b + 1 < TIDE_SYNC_LAT_BUCKETS && ns > (50000ull << b))
+            b++;
         atomic_fetch_add(&db->wal_syncs, 1);
+        atomic_fetch_add(&db->wal_sync_lat[b], 1);
+        atomic_fetch_add(&db->wal_sync_ns_total, ns);
+    }
     /* Counted before any completion fires, so a caller that has its
      * acknowledgement also sees its points in tide_db_stats(). */
     for (const struct req *r = *done; r && rc == 0; r = r->next) {
@@ -1535,6 +1550,9 @@ void tide_db_stats(tide_db *db, struct tide_db_stats *st)
     st->batches_appended = atomic_load(&db->batches_appended);
     st->batches_duplicate = atomic_load(&db->batches_duplicate);
     st->wal_syncs = atomic_load(&db->wal_syncs);
+    for (unsigned b = 0; b < TIDE_SYNC_LAT_BUCKETS; b++)
+        st->wal_sync_lat[b] = atomic_load(&db->wal_sync_lat[b]);
+    st->wal_sync_ns_total = atomic_load(&db->wal_sync_ns_total);
     st->flushes = atomic_load(&db->flushes);
     st->shards = db->n_shards;
     st->io_backend = db->io_backend;

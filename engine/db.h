@@ -133,6 +133,8 @@ struct tide_db {
     atomic_uint_fast64_t batches_appended;
     atomic_uint_fast64_t batches_duplicate;
     atomic_uint_fast64_t wal_syncs;
+    atomic_uint_fast64_t wal_sync_lat[TIDE_SYNC_LAT_BUCKETS];
+    atomic_uint_fast64_t wal_sync_ns_total;
     atomic_uint_fast64_t flushes;
     const char *io_backend;
 };

@@ -99,6 +99,24 @@ static void on_metrics(struct evhttp_request *req, void *arg)
             st.wal_bytes);
     counter(b, "tide_engine_wal_syncs_total",
             "WAL fdatasync calls (group commits).", "counter", st.wal_syncs);
+    evbuffer_add_printf(b, "# HELP tide_engine_wal_sync_seconds WAL group "
+                           "commit (write + fdatasync) duration.\n# TYPE "
+                           "tide_engine_wal_sync_seconds histogram\n");
+    cum = 0;
+    for (unsigned i = 0; i < TIDE_SYNC_LAT_BUCKETS; i++) {
+        cum += st.wal_sync_lat[i];
+        if (i + 1 < TIDE_SYNC_LAT_BUCKETS)
+            evbuffer_add_printf(
+                b, "tide_engine_wal_sync_seconds_bucket{le=\"%g\"} %llu\n",
+                (double)(50ull << i) / 1e6, (unsigned long long)cum);
+    }
+    evbuffer_add_printf(b,
+                        "tide_engine_wal_sync_seconds_bucket{le=\"+Inf\"} "
+                        "%llu\ntide_engine_wal_sync_seconds_sum %g\n"
+                        "tide_engine_wal_sync_seconds_count %llu\n",
+                        (unsigned long long)cum,
+                        (double)st.wal_sync_ns_total / 1e9,
+                        (unsigned long long)cum);
     counter(b, "tide_engine_flushes_total", "Head flushes into segments.",
             "counter", st.flushes);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",

@@ -912,6 +912,10 @@ Test(server, metrics_health_and_clean_shutdown)
     }
     cr_assert_geq(v, 1, "connections counted");
     free(body);
+    body = http_get(srv.http_port, "/metrics", &status);
+    cr_assert_not_null(strstr(body, "tide_engine_wal_sync_seconds_count"));
+    cr_assert_not_null(strstr(body, "tide_query_duration_seconds_bucket"));
+    free(body);
     body = http_get(srv.http_port, "/nope", &status);
     cr_assert_eq(status, 404);
     free(body);

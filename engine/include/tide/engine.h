@@ -292,6 +292,7 @@ void tide_latest_free(struct tide_point *pts, uint32_t n);
 /* ---- Statistics -------------------------------------------------------- */
 
 #define TIDE_SHARDS_MAX 64
+#define TIDE_SYNC_LAT_BUCKETS 16
 
 struct tide_db_stats {
     uint64_t points_appended;  /* since open */
@@ -305,6 +306,10 @@ struct tide_db_stats {
     uint64_t chunks;
     uint64_t wal_bytes; /* live WAL bytes on disk, all shards */
     uint64_t wal_syncs; /* fdatasync calls since open */
+    /* Group commits (write + fdatasync) by duration: bucket i counts those
+     * that took at most 50 us * 2^i; the last one the rest. */
+    uint64_t wal_sync_lat[TIDE_SYNC_LAT_BUCKETS];
+    uint64_t wal_sync_ns_total; /* their summed duration */
     uint64_t flushes;
     uint32_t shards;
     uint32_t queue_depth[TIDE_SHARDS_MAX]; /* appends waiting, per shard */
