@@ -97,7 +97,7 @@ static const struct u32_key u32_keys[] = {
     U32(idle_timeout_ms, 100, 86400000),
     U32(read_timeout_ms, 100, 3600000),
     U32(max_connections, 1, 1000000),
-    U32(query_threads, 1, 16),
+    U32(query_threads, 1, TIDED_QUERY_THREADS_MAX),
     U32(out_high_bytes, 65536, 1u << 30),
 };
 

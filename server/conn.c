@@ -146,7 +146,7 @@ static void handle_hello(struct conn *c, const Tide__V1__Envelope *env)
     lim.max_frame_bytes = cfg->max_frame_bytes;
     lim.max_batch_points = cfg->max_batch_points;
     lim.max_batch_groups = cfg->max_batch_groups;
-    lim.max_string_bytes = TIDE_META_FIELD_MAX;
+    lim.max_string_bytes = TIDE_STR_BYTES_MAX; /* names: docs/accounts.md */
     lim.max_query_points = cfg->max_query_points;
     lim.query_timeout_ms = cfg->query_timeout_ms;
     lim.max_inflight_requests = cfg->max_inflight;

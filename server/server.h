@@ -2,8 +2,9 @@
 /*
  * What the files of tided share: the server, its connections, the logging
  * macro and the metrics counters. One libevent loop thread owns every
- * connection; engine writer threads complete appends through a queue that
- * wakes the loop (conn.c). docs/architecture.md, "Server", has the picture.
+ * connection; engine writer threads, login threads and query threads hand
+ * their results back through queues that wake the loop (main.c, on_wake).
+ * docs/architecture.md, "Server", has the picture.
  */
 #ifndef TIDE_SERVER_SERVER_H
 #define TIDE_SERVER_SERVER_H
@@ -23,6 +24,7 @@
 #include "tide/engine.h"
 
 #define TIDED_VERSION "0.1.0"
+#define TIDED_QUERY_THREADS_MAX 16
 
 /* ---- Logging (log.c) ---------------------------------------------------- */
 
@@ -115,7 +117,7 @@ struct server {
     struct evhttp *http;
     struct event *sig_term;
     struct event *sig_int;
-    struct event *wake;  /* engine completions are ready */
+    struct event *wake;  /* writes, logins or query frames are ready */
     struct event *drain; /* shutdown: waits for in-flight writes */
     tide_db *db;
     tide_meta *meta;
@@ -124,26 +126,27 @@ struct server {
     int stopping; /* no new connections or requests */
     uint64_t next_conn_id;
     struct conn *conns; /* doubly linked, all open connections */
-    /* Engine completions, pushed by engine threads, drained by the loop. */
+    /* Work finished on other threads (engine writers, login and query
+     * threads), pushed under done_lock and drained by the loop. */
     pthread_mutex_t done_lock;
     struct pending_write *done_head;
     struct pending_write *done_tail;
     uint64_t inflight_writes;          /* appends queued to the engine */
-    struct login_job *logins_done;     /* finished logins, under done_lock */
-    struct query_state *queries_ready; /* frames to deliver, done_lock */
+    struct login_job *logins_done;     /* finished logins */
+    struct query_state *queries_ready; /* queries with frames to deliver */
+    unsigned logins_running;           /* login threads not yet answered */
     /* Query threads and their job queue (query.c). */
-    pthread_t qthreads[16];
+    pthread_t qthreads[TIDED_QUERY_THREADS_MAX];
     unsigned n_qthreads;
     pthread_mutex_t qjob_lock;
     pthread_cond_t qjob_cv;
     struct query_state *qjob_head, *qjob_tail;
     int qjob_stop;
-    unsigned logins_running; /* login threads not yet answered */
     /* Throttling of failed authentications per IP (auth.c). */
     struct auth_throttle *throttle;
     /* Device name -> id cache and per-account rate buckets (write.c). */
     struct device_cache *devices;
-    struct account_state *accounts;
+    struct account_table *accounts;
 };
 
 enum conn_state { CONN_NEW, CONN_HELLO, CONN_AUTHED };

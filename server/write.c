@@ -220,7 +220,7 @@ struct account_table {
 
 static struct account_state *account_get(struct server *s, uint64_t id)
 {
-    struct account_table *t = (struct account_table *)(void *)s->accounts;
+    struct account_table *t = s->accounts;
     struct account_state **pp = &t->slot[id % ACCOUNT_SLOTS], *a;
     int64_t now = tided_now_ns();
     struct tide_meta_account acct;
@@ -273,7 +273,7 @@ int tided_write_init(struct server *s)
 
 void tided_write_fini(struct server *s)
 {
-    struct account_table *t = (struct account_table *)(void *)s->accounts;
+    struct account_table *t = s->accounts;
 
     if (s->devices) {
         for (uint32_t i = 0; i < DEVICE_SLOTS; i++) {
