@@ -31,6 +31,7 @@ void tided_config_defaults(struct tided_config *c)
     c->read_timeout_ms = 30000;
     c->max_connections = 16384;
     c->query_threads = 2;
+    c->flush_interval_ms = 60000;
     c->out_high_bytes = 4u << 20;
     c->bcrypt_cost = 12;
     c->allow_signup = 1;
@@ -98,6 +99,7 @@ static const struct u32_key u32_keys[] = {
     U32(read_timeout_ms, 100, 3600000),
     U32(max_connections, 1, 1000000),
     U32(query_threads, 1, TIDED_QUERY_THREADS_MAX),
+    U32(flush_interval_ms, 0, 86400000),
     U32(out_high_bytes, 65536, 1u << 30),
 };
 

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "server.h"
 
@@ -26,6 +27,68 @@ static void usage(FILE *f)
         "Defaults: --data-dir ./tide-data --listen 127.0.0.1:8433\n"
         "--http-listen 127.0.0.1:8434. Port 0 picks a free port. Keys for\n"
         "--set and the config file are listed in docs/operations.md.\n");
+}
+
+/* Write the in-memory head into segments every flush_interval_ms, so that
+ * recovery replays little WAL, memory stays low on a quiet server, and
+ * queries read chunk headers instead of scanning the head. Runs on its own
+ * thread: a flush blocks until its segments are durable. */
+static void *flush_main(void *arg)
+{
+    struct server *s = arg;
+    struct timespec until;
+
+    pthread_mutex_lock(&s->flush_lock);
+    while (!s->flush_stop) {
+        struct tide_db_stats st;
+        int rc;
+
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += s->cfg.flush_interval_ms / 1000;
+        until.tv_nsec += (long)(s->cfg.flush_interval_ms % 1000) * 1000000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+        while (!s->flush_stop &&
+               pthread_cond_timedwait(&s->flush_cv, &s->flush_lock, &until) !=
+                   ETIMEDOUT)
+            ;
+        if (s->flush_stop)
+            break;
+        pthread_mutex_unlock(&s->flush_lock);
+        tide_db_stats(s->db, &st);
+        if (st.head_points > 0 && (rc = tide_db_flush(s->db)) != 0)
+            tide_log(LOG_ERROR, "periodic flush of %s failed: %s",
+                     s->cfg.data_dir, tide_strerror(rc));
+        pthread_mutex_lock(&s->flush_lock);
+    }
+    pthread_mutex_unlock(&s->flush_lock);
+    return NULL;
+}
+
+static int flusher_start(struct server *s)
+{
+    pthread_mutex_init(&s->flush_lock, NULL);
+    pthread_cond_init(&s->flush_cv, NULL);
+    if (s->cfg.flush_interval_ms == 0)
+        return 0;
+    if (pthread_create(&s->flusher, NULL, flush_main, s))
+        return -1;
+    s->flusher_running = 1;
+    return 0;
+}
+
+static void flusher_stop(struct server *s)
+{
+    if (!s->flusher_running)
+        return;
+    pthread_mutex_lock(&s->flush_lock);
+    s->flush_stop = 1;
+    pthread_cond_signal(&s->flush_cv);
+    pthread_mutex_unlock(&s->flush_lock);
+    pthread_join(s->flusher, NULL);
+    s->flusher_running = 0;
 }
 
 static void on_wake(evutil_socket_t fd, short what, void *arg)
@@ -179,7 +242,7 @@ int main(int argc, char **argv)
         goto out;
     }
     if (tided_throttle_init(s) || tided_write_init(s) ||
-        tided_query_threads_start(s))
+        tided_query_threads_start(s) || flusher_start(s))
         goto out;
     s->base = event_base_new();
     if (!s->base)
@@ -207,6 +270,7 @@ out:
         evconnlistener_free(s->listener);
     tided_close_all(s);
     tided_query_threads_stop(s);
+    flusher_stop(s);
     tided_queries_drain(s); /* the abandoned queries' last references */
     if (s->http)
         evhttp_free(s->http);

@@ -53,22 +53,24 @@ struct tided_config {
     int listen_port;
     char http_host[256];
     int http_port;
-    unsigned shards;           /* 0 = one per core */
-    int sync_none;             /* sync=none: benchmarks only */
-    uint32_t max_frame_bytes;  /* default 16 MiB */
-    uint32_t max_batch_points; /* default 1 M */
-    uint32_t max_batch_groups; /* default 100 k */
-    uint64_t max_query_points; /* default 50 M */
-    uint32_t query_timeout_ms; /* default 30 s */
-    uint32_t max_inflight;     /* requests per connection; default 1024 */
-    uint32_t max_chunk_bytes;  /* QueryChunk target; default 256 KiB */
-    uint32_t idle_timeout_ms;  /* default 300 s */
-    uint32_t read_timeout_ms;  /* a started frame must finish; 30 s */
-    uint32_t max_connections;  /* default 16384 */
-    uint32_t query_threads;    /* threads running queries; default 2 */
-    uint32_t out_high_bytes;   /* output high watermark; default 4 MiB */
-    unsigned bcrypt_cost;      /* default 12 */
-    int allow_signup;          /* anonymous AccountCreate; default 1 */
+    unsigned shards;            /* 0 = one per core */
+    int sync_none;              /* sync=none: benchmarks only */
+    uint32_t max_frame_bytes;   /* default 16 MiB */
+    uint32_t max_batch_points;  /* default 1 M */
+    uint32_t max_batch_groups;  /* default 100 k */
+    uint64_t max_query_points;  /* default 50 M */
+    uint32_t query_timeout_ms;  /* default 30 s */
+    uint32_t max_inflight;      /* requests per connection; default 1024 */
+    uint32_t max_chunk_bytes;   /* QueryChunk target; default 256 KiB */
+    uint32_t idle_timeout_ms;   /* default 300 s */
+    uint32_t read_timeout_ms;   /* a started frame must finish; 30 s */
+    uint32_t max_connections;   /* default 16384 */
+    uint32_t query_threads;     /* threads running queries; default 2 */
+    uint32_t flush_interval_ms; /* head to segments at least this often;
+                                   default 60 s, 0 = by memory only */
+    uint32_t out_high_bytes;    /* output high watermark; default 4 MiB */
+    unsigned bcrypt_cost;       /* default 12 */
+    int allow_signup;           /* anonymous AccountCreate; default 1 */
     int log_level;
 };
 
@@ -119,6 +121,12 @@ struct server {
     struct event *sig_int;
     struct event *wake;  /* writes, logins or query frames are ready */
     struct event *drain; /* shutdown: waits for in-flight writes */
+    /* The periodic flush thread (main.c). */
+    pthread_t flusher;
+    int flusher_running;
+    pthread_mutex_t flush_lock;
+    pthread_cond_t flush_cv;
+    int flush_stop;
     tide_db *db;
     tide_meta *meta;
     struct tided_metrics metrics;

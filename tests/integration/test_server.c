@@ -882,6 +882,59 @@ Test(server_limits, query_limits_and_bad_arguments, .init = setup_small_queries,
     close(afd);
 }
 
+static void setup_fast_flush(void)
+{
+    static const char *const settings[] = {"flush_interval_ms=200", NULL};
+
+    set_t0();
+    snprintf(dir, sizeof(dir), "%s", test_tmpdir());
+    start(settings);
+}
+
+/* The value of stat `name` in ServerStatusOk, or -1. */
+static double server_stat(int fd, const char *name)
+{
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__ServerStatus st = TIDE__V1__SERVER_STATUS__INIT;
+    double v = -1;
+
+    e.body_case = TIDE__V1__ENVELOPE__BODY_SERVER_STATUS;
+    e.server_status = &st;
+    r = call(fd, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_SERVER_STATUS_OK);
+    for (size_t i = 0; i < r->server_status_ok->n_stats; i++)
+        if (!strcmp(r->server_status_ok->stats[i]->name, name))
+            v = r->server_status_ok->stats[i]->value;
+    tide_frame_free(r, NULL);
+    return v;
+}
+
+Test(server_flush, head_is_flushed_periodically, .init = setup_fast_flush,
+     .fini = teardown, .timeout = 60)
+{
+    char dkey[128], akey[128];
+    static double vals[300];
+    static int64_t deltas[300];
+    Tide__V1__Envelope *r;
+    int dfd, afd, ofd;
+
+    make_account("flush@example.com", dkey, akey);
+    dfd = wire_session(srv.port, dkey);
+    afd = wire_session(srv.port, akey);
+    ofd = wire_session(srv.port, srv.admin_key);
+    r = call(dfd, f64_batch(4, 1, 0, 300, vals, deltas));
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK);
+    tide_frame_free(r, NULL);
+    for (int i = 0; i < 100 && server_stat(ofd, "segments") < 1; i++)
+        usleep(50000);
+    cr_assert_geq(server_stat(ofd, "segments"), 1, "no periodic flush");
+    cr_assert_eq(server_stat(ofd, "head_points"), 0);
+    cr_assert_eq(query_raw(afd, "temp", 0, 1000, NULL, NULL, 0, NULL), 300);
+    close(dfd);
+    close(afd);
+    close(ofd);
+}
+
 Test(server, metrics_health_and_clean_shutdown)
 {
     int status, fd = wire_connect(srv.port);
