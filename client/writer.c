@@ -143,8 +143,8 @@ int tide__writer_seal(tide_client *c)
     int64_t *deltas = NULL;
     uint8_t *bits = NULL;
     struct batch *b = NULL;
-    struct column *col;
-    size_t ng = 0, gi = 0, off = 0, boff = 0, size;
+    struct column *col, *lead = NULL; /* first column of the open group */
+    size_t ng = 0, gi = 0, ci = 0, off = 0, boff = 0, size;
     int rc = -ENOMEM;
 
     if (!c->n_open_points)
@@ -161,24 +161,37 @@ int tide__writer_seal(tide_client *c)
     if (!groups || !gptrs || !cols || !cptrs || !deltas || !bits || !b)
         goto fail;
     for (col = c->order_head; col; col = col->order_next) {
-        Tide__V1__PointGroup *g = &groups[gi];
-        Tide__V1__Column *k = &cols[gi];
+        Tide__V1__Column *k = &cols[ci];
         int64_t prev = 0;
 
         if (!col->n)
             continue;
-        tide__v1__point_group__init(g);
         tide__v1__column__init(k);
-        g->device = col->device;
-        g->n_ts_delta_ns = col->n;
-        g->ts_delta_ns = deltas + off;
-        for (size_t i = 0; i < col->n; i++) {
-            /* Wrapping subtraction: zigzag carries any step exactly. */
-            deltas[off + i] =
-                (int64_t)((uint64_t)col->ts_ns[i] - (uint64_t)prev);
-            prev = col->ts_ns[i];
+        /* Fields of one device written at the same timestamps share a
+         * group: one device name and one timestamp column for all of them,
+         * which is what makes a wide row cheap to encode and decode. */
+        if (lead && lead->n == col->n && !strcmp(lead->device, col->device) &&
+            !memcmp(lead->ts_ns, col->ts_ns, col->n * sizeof(*col->ts_ns))) {
+            groups[gi - 1].n_columns++;
+        } else {
+            Tide__V1__PointGroup *g = &groups[gi];
+
+            tide__v1__point_group__init(g);
+            g->device = col->device;
+            g->n_ts_delta_ns = col->n;
+            g->ts_delta_ns = deltas + off;
+            for (size_t i = 0; i < col->n; i++) {
+                /* Wrapping subtraction: zigzag carries any step exactly. */
+                deltas[off + i] =
+                    (int64_t)((uint64_t)col->ts_ns[i] - (uint64_t)prev);
+                prev = col->ts_ns[i];
+            }
+            off += col->n;
+            g->n_columns = 1;
+            g->columns = &cptrs[ci];
+            gptrs[gi++] = g;
+            lead = col;
         }
-        off += col->n;
         k->field = col->field;
         k->type = (Tide__V1__ValueType)col->type;
         switch (col->type) {
@@ -203,15 +216,11 @@ int tide__writer_seal(tide_client *c)
             k->str = col->v.str;
             break;
         }
-        cptrs[gi] = k;
-        g->n_columns = 1;
-        g->columns = &cptrs[gi];
-        gptrs[gi] = g;
-        gi++;
+        cptrs[ci++] = k;
     }
     wb.producer_id = c->producer_id;
     wb.sequence = c->next_sequence;
-    wb.n_groups = ng;
+    wb.n_groups = gi;
     wb.groups = gptrs;
     env.request_id = c->next_request_id;
     env.body_case = TIDE__V1__ENVELOPE__BODY_WRITE_BATCH;

@@ -38,26 +38,24 @@ static void append_f64(tide_client *c, const char *dev, const char *field,
     cr_assert_eq(rc, want, "append: %s", tide_client_strerror(rc));
 }
 
-/* Frozen: request 1, producer 0x5eedf00d, sequence 1; group truck-7
- * velocity f64 12.5@T0, 13.25@T0+10s; group truck-7 moving bool
- * true@T0, false@T0+10s. */
+/* Frozen: request 1, producer 0x5eedf00d, sequence 1; one group truck-7
+ * at T0 and T0+10s with two columns: velocity f64 12.5, 13.25 and moving
+ * bool true, false (fields of a device at the same timestamps share a
+ * group). */
 static const char golden_hex[] =
-    "72000000" /* frame length 114 */
+    "57000000" /* frame length 87 */
     "0801"     /* request_id 1 */
-    "a2016d"   /* write_batch, 109 bytes */
+    "a20152"   /* write_batch, 82 bytes */
     "088de0b7f705"
     "1001" /* producer, sequence 1 */
-    "1a39"
+    "1a48"
     "0a07747275636b2d37"               /* group: device truck-7 */
     "120e8080d0e2c6bfce972f8090dfc04a" /* ts T0, +10 s (zigzag) */
     "1a1e0a0876656c6f6369747910011a10" /* column velocity, f64 */
     "0000000000002940"
-    "0000000000802a40" /* 12.5, 13.25 */
-    "1a28"
-    "0a07747275636b2d37"               /* group: device truck-7 */
-    "120e8080d0e2c6bfce972f8090dfc04a" /* ts T0, +10 s */
-    "1a0d0a066d6f76696e671003"         /* column moving, bool */
-    "2a0101";                          /* bool_bits: true, false */
+    "0000000000802a40"         /* 12.5, 13.25 */
+    "1a0d0a066d6f76696e671003" /* column moving, bool */
+    "2a0101";                  /* bool_bits: true, false */
 
 Test(client, write_batch_golden_bytes)
 {
