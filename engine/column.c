@@ -419,6 +419,9 @@ static int ints_block(struct rd *r, uint64_t d, uint32_t m, uint64_t *s)
 
 /* ---- The column frame: codec id, count, raw size, LZ4 ------------------ */
 
+/* Raw columns shorter than this are stored uncompressed. */
+#define LZ4_MIN_WORTH 32
+
 /*
  * Append a whole column: header, then `raw` LZ4-compressed if that makes it
  * strictly smaller, else as is. The column is at most raw_len + 21 bytes.
@@ -441,7 +444,10 @@ static int put_column(struct tide_buf *out, uint8_t codec, uint32_t n,
     /* The flag bit does not change the varint's length: rewriting the
      * header with c = 0 below keeps the body where it is. */
     pos += tide__varint_put(p + pos, (uint64_t)raw_len << 1 | 1);
-    if (raw_len > 1 && raw_len <= LZ4_MAX_INPUT_SIZE)
+    /* LZ4 cannot shrink a tiny input (its smallest match needs 12 bytes of
+     * input past it), and each call clears a 16 KiB table: skipping small
+     * columns saves that for the many short series of a wide fleet. */
+    if (raw_len >= LZ4_MIN_WORTH && raw_len <= LZ4_MAX_INPUT_SIZE)
         clen = LZ4_compress_default((const char *)raw, (char *)p + pos,
                                     (int)raw_len, (int)raw_len - 1);
     if (clen > 0) {

@@ -21,7 +21,10 @@
 #include "server.h"
 
 #define DEVICE_SLOTS 65536
-#define DEVICE_RECHECK_NS (5ll * 1000000000) /* pause flag freshness */
+/* Every pause, delete or registration made through this server updates
+ * the cache at once; the recheck only bounds how long a change made to
+ * meta.db by another tool can go unnoticed. */
+#define DEVICE_RECHECK_NS (60ll * 1000000000)
 #define ACCOUNT_SLOTS 4096
 #define TIER_RECHECK_NS (5ll * 1000000000)
 #define DAY_NS (86400ll * 1000000000)
