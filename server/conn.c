@@ -277,6 +277,9 @@ static void dispatch(struct conn *c, const Tide__V1__Envelope *env)
     case TIDE__V1__ENVELOPE__BODY_QUERY_CANCEL:
         handle_query_cancel(c, env);
         break;
+    case TIDE__V1__ENVELOPE__BODY_EXPORT_START:
+        handle_export(c, env);
+        break;
     case TIDE__V1__ENVELOPE__BODY_LOGOUT:
         handle_logout(c, env);
         break;

@@ -244,6 +244,9 @@ void conn_flush_writes(struct conn *c);
 /* query.c */
 void handle_query(struct conn *c, const Tide__V1__Envelope *env);
 void handle_query_cancel(struct conn *c, const Tide__V1__Envelope *env);
+/* ExportStart: every row of the account, then (optionally) its telemetry,
+ * streamed by a query thread. */
+void handle_export(struct conn *c, const Tide__V1__Envelope *env);
 /* The output buffer drained below the low watermark: continue. */
 void query_resume(struct conn *c);
 void query_free_all(struct conn *c);

@@ -19,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include "frame.h"
 #include "testutil.h"
 #include "tided.h"
@@ -933,6 +935,108 @@ Test(server_flush, head_is_flushed_periodically, .init = setup_fast_flush,
     close(dfd);
     close(afd);
     close(ofd);
+}
+
+/* Run an export as the operator; returns the concatenated data and checks
+ * the ExportEnd totals and digest. `sections` receives the section names
+ * in order of first appearance, comma-separated. */
+static char *export_all(int fd, uint64_t account, int csv, char *sections,
+                        size_t cap)
+{
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__ExportStart xs = TIDE__V1__EXPORT_START__INIT;
+    EVP_MD_CTX *sha = EVP_MD_CTX_new();
+    uint8_t digest[32];
+    unsigned dlen;
+    char *all = NULL, last[64] = "";
+    size_t len = 0;
+
+    xs.account_id = account;
+    xs.include_telemetry = 1;
+    xs.format = csv ? TIDE__V1__EXPORT_FORMAT__EXPORT_FORMAT_CSV
+                    : TIDE__V1__EXPORT_FORMAT__EXPORT_FORMAT_JSONL;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_EXPORT_START;
+    e.export_start = &xs;
+    e.request_id = next_rid++;
+    sections[0] = 0;
+    EVP_DigestInit_ex(sha, EVP_sha256(), NULL);
+    cr_assert_eq(wire_send(fd, &e), 0);
+    for (;;) {
+        r = wire_recv(fd);
+        cr_assert_not_null(r);
+        cr_assert_eq(r->request_id, e.request_id);
+        if (r->body_case != TIDE__V1__ENVELOPE__BODY_EXPORT_CHUNK)
+            break;
+        if (strcmp(last, r->export_chunk->section)) {
+            snprintf(last, sizeof(last), "%s", r->export_chunk->section);
+            snprintf(sections + strlen(sections), cap - strlen(sections),
+                     "%s%s", sections[0] ? "," : "", last);
+        }
+        EVP_DigestUpdate(sha, r->export_chunk->data.data,
+                         r->export_chunk->data.len);
+        all = realloc(all, len + r->export_chunk->data.len + 1);
+        memcpy(all + len, r->export_chunk->data.data,
+               r->export_chunk->data.len);
+        len += r->export_chunk->data.len;
+        all[len] = 0;
+        tide_frame_free(r, NULL);
+    }
+    cr_assert_eq(r->body_case, TIDE__V1__ENVELOPE__BODY_EXPORT_END, "%s",
+                 why(r));
+    cr_assert_eq(r->export_end->bytes, len);
+    EVP_DigestFinal_ex(sha, digest, &dlen);
+    cr_assert_eq(r->export_end->sha256.len, 32);
+    cr_assert(!memcmp(r->export_end->sha256.data, digest, 32),
+              "ExportEnd.sha256 is the digest of every chunk's data");
+    tide_frame_free(r, NULL);
+    EVP_MD_CTX_free(sha);
+    return all;
+}
+
+Test(server, export_every_row_and_the_telemetry)
+{
+    char dkey[128], akey[128], sections[512];
+    static double vals[5];
+    static int64_t deltas[5];
+    uint64_t account = make_account("export@example.com", dkey, akey);
+    int dfd = wire_session(srv.port, dkey);
+    int ofd = wire_session(srv.port, srv.admin_key);
+    int afd = wire_session(srv.port, akey);
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__ExportStart xs = TIDE__V1__EXPORT_START__INIT;
+    Tide__V1__Envelope *r = call(dfd, f64_batch(6, 1, 0, 5, vals, deltas));
+    char *json, *csv, line[128];
+
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK);
+    tide_frame_free(r, NULL);
+    json = export_all(ofd, account, 0, sections, sizeof(sections));
+    cr_assert(!strncmp(sections, "account,device,key", 18), "sections: %s",
+              sections);
+    cr_assert_not_null(strstr(sections, "telemetry"), "sections: %s", sections);
+    cr_assert_not_null(strstr(json, "export@example.com"));
+    snprintf(line, sizeof(line),
+             "{\"device\":\"dev1\",\"field\":\"temp\",\"ts_ns\":%lld,"
+             "\"value\":",
+             (long long)(T0 + 4));
+    cr_assert_not_null(strstr(json, line), "no telemetry row %s", line);
+    /* Never a secret or a password hash. */
+    cr_assert_null(strstr(json, dkey));
+    cr_assert_null(strstr(json, "$2b$"));
+    free(json);
+    csv = export_all(ofd, account, 1, sections, sizeof(sections));
+    cr_assert_not_null(strstr(csv, "device,field,ts_ns,value\n"));
+    snprintf(line, sizeof(line), "dev1,temp,%lld,", (long long)(T0 + 4));
+    cr_assert_not_null(strstr(csv, line));
+    free(csv);
+    /* An analyst key may not export. */
+    xs.include_telemetry = 1;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_EXPORT_START;
+    e.export_start = &xs;
+    expect_error(call(afd, &e),
+                 TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED);
+    close(dfd);
+    close(ofd);
+    close(afd);
 }
 
 Test(server, metrics_health_and_clean_shutdown)
