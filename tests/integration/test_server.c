@@ -544,6 +544,27 @@ Test(server, pipelined_writes_are_acked_in_order)
     close(dfd);
 }
 
+Test(server, points_behind_the_retention_horizon_are_refused)
+{
+    char dkey[128], akey[128];
+    static double vals[4];
+    static int64_t deltas[4];
+    Tide__V1__Envelope *r;
+    int dfd;
+
+    make_account("old@example.com", dkey, akey); /* tier TTL: 30 days */
+    dfd = wire_session(srv.port, dkey);
+    /* 40 days back: older than the plan keeps telemetry. */
+    r = call(dfd, f64_batch(7, 1, -40ll * 86400 * 1000000000, 4, vals, deltas));
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK);
+    cr_assert_eq(r->write_ack->accepted_points, 0);
+    cr_assert_eq(r->write_ack->rejected_points, 4);
+    cr_assert_eq(r->write_ack->rejections[0]->code,
+                 TIDE__V1__ERROR_CODE__ERROR_CODE_TOO_OLD);
+    tide_frame_free(r, NULL);
+    close(dfd);
+}
+
 Test(server, rate_limit_refuses_with_retry_after)
 {
     char dkey[128], akey[128];
