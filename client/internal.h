@@ -75,6 +75,7 @@ struct tide_query_iter {
     uint8_t *bools;
     size_t scratch_cap;
     struct tide_query_stats stats;
+    struct tide_export_stats export_stats; /* exports only */
 };
 
 struct tide_client {

@@ -3,7 +3,8 @@
  * libtide's query iterator: sends a Query and walks the QueryChunk frames
  * answering it, one SeriesResult at a time, until QueryEnd or Error
  * (docs/protocol.md, "Query model"). Frames of the query that arrive while
- * the caller writes or makes admin calls are queued on the iterator.
+ * the caller writes or makes admin calls are queued on the iterator. An
+ * export (ExportStart, ExportChunk*, ExportEnd) uses the same iterator.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -31,17 +32,13 @@ void tide__query_deliver(tide_query_iter *it, Tide__V1__Envelope *env)
     it->tail = q;
 }
 
-int tide_query_open(tide_client *c, const struct tide_query_params *p,
-                    tide_query_iter **out)
+/* Send `env` as the request of a new iterator. */
+static int iter_start(tide_client *c, Tide__V1__Envelope *env,
+                      tide_query_iter **out)
 {
-    Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
-    Tide__V1__Query q = TIDE__V1__QUERY__INIT;
-    Tide__V1__DeviceSelector sel = TIDE__V1__DEVICE_SELECTOR__INIT;
-    tide_query_iter *it = NULL;
+    tide_query_iter *it;
     int rc;
 
-    if (!c || !p || !out)
-        return TIDE_CLIENT_EINVAL;
     if (c->iter)
         return TIDE_CLIENT_EBUSY;
     rc = tide__client_ensure(c, 0);
@@ -50,6 +47,124 @@ int tide_query_open(tide_client *c, const struct tide_query_params *p,
     it = calloc(1, sizeof(*it));
     if (!it)
         return -ENOMEM;
+    env->request_id = c->next_request_id++;
+    it->c = c;
+    it->request_id = env->request_id;
+    c->iter = it;
+    rc = tide__client_send_env(c, env);
+    if (rc) {
+        c->iter = NULL;
+        free(it);
+        return rc;
+    }
+    *out = it;
+    return 0;
+}
+
+int tide_export_open(tide_client *c, const struct tide_export_params *p,
+                     tide_query_iter **out)
+{
+    Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__ExportStart x = TIDE__V1__EXPORT_START__INIT;
+
+    if (!c || !p || !out)
+        return TIDE_CLIENT_EINVAL;
+    x.account_id = p->account_id;
+    x.include_telemetry = p->telemetry != 0;
+    x.format = p->csv ? TIDE__V1__EXPORT_FORMAT__EXPORT_FORMAT_CSV
+                      : TIDE__V1__EXPORT_FORMAT__EXPORT_FORMAT_JSONL;
+    x.from_ns = p->from_ns;
+    x.to_ns = p->to_ns;
+    env.body_case = TIDE__V1__ENVELOPE__BODY_EXPORT_START;
+    env.export_start = &x;
+    return iter_start(c, &env, out);
+}
+
+/* The next frame of the iterator's request, waiting for it; NULL with
+ * it->state set when the request ended or failed. */
+static Tide__V1__Envelope *next_frame(tide_query_iter *it)
+{
+    for (;;) {
+        struct envq *q;
+        Tide__V1__Envelope *env;
+        int rc;
+
+        if (it->state)
+            return NULL;
+        if (!it->head) {
+            if (!it->c->connected) {
+                it->state = TIDE_CLIENT_EDISCONNECTED;
+                continue;
+            }
+            rc = tide__client_read(it->c, it->c->o.io_timeout_ms);
+            if (rc < 0 && !it->head)
+                it->state = rc;
+            continue;
+        }
+        q = it->head;
+        it->head = q->next;
+        if (!it->head)
+            it->tail = NULL;
+        env = q->env;
+        free(q);
+        return env;
+    }
+}
+
+int tide_export_next(tide_query_iter *it, const char **section,
+                     const uint8_t **data, size_t *len)
+{
+    Tide__V1__Envelope *env;
+
+    if (!it || !section || !data || !len)
+        return TIDE_CLIENT_EINVAL;
+    tide_frame_free(it->cur, NULL);
+    it->cur = NULL;
+    env = next_frame(it);
+    if (!env)
+        return it->state;
+    if (env->body_case == TIDE__V1__ENVELOPE__BODY_EXPORT_CHUNK &&
+        env->export_chunk) {
+        it->cur = env;
+        *section = env->export_chunk->section;
+        *data = env->export_chunk->data.data;
+        *len = env->export_chunk->data.len;
+        return 0;
+    }
+    if (env->body_case == TIDE__V1__ENVELOPE__BODY_EXPORT_END &&
+        env->export_end && env->export_end->sha256.len == 32) {
+        it->export_stats.rows = env->export_end->rows;
+        it->export_stats.bytes = env->export_end->bytes;
+        memcpy(it->export_stats.sha256, env->export_end->sha256.data, 32);
+        it->state = TIDE_CLIENT_DONE;
+    } else if (env->body_case == TIDE__V1__ENVELOPE__BODY_ERROR && env->error) {
+        tide__client_set_error(it->c, env->error);
+        it->state = TIDE_CLIENT_ESERVER;
+    } else {
+        it->state = TIDE_CLIENT_EPROTO;
+    }
+    tide_frame_free(env, NULL);
+    return it->state;
+}
+
+int tide_export_stats_get(const tide_query_iter *it,
+                          struct tide_export_stats *st)
+{
+    if (!it || it->state != TIDE_CLIENT_DONE)
+        return TIDE_CLIENT_EINVAL;
+    *st = it->export_stats;
+    return 0;
+}
+
+int tide_query_open(tide_client *c, const struct tide_query_params *p,
+                    tide_query_iter **out)
+{
+    Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__Query q = TIDE__V1__QUERY__INIT;
+    Tide__V1__DeviceSelector sel = TIDE__V1__DEVICE_SELECTOR__INIT;
+
+    if (!c || !p || !out)
+        return TIDE_CLIENT_EINVAL;
     sel.n_names = p->n_devices;
     sel.names = (char **)p->devices;
     q.devices = &sel;
@@ -65,20 +180,9 @@ int tide_query_open(tide_client *c, const struct tide_query_params *p,
     q.order = p->descending ? TIDE__V1__ORDER__ORDER_DESC
                             : TIDE__V1__ORDER__ORDER_ASC;
     q.account_id = p->account_id;
-    env.request_id = c->next_request_id++;
     env.body_case = TIDE__V1__ENVELOPE__BODY_QUERY;
     env.query = &q;
-    it->c = c;
-    it->request_id = env.request_id;
-    c->iter = it;
-    rc = tide__client_send_env(c, &env);
-    if (rc) {
-        c->iter = NULL;
-        free(it);
-        return rc;
-    }
-    *out = it;
-    return 0;
+    return iter_start(c, &env, out);
 }
 
 static int grow_scratch(tide_query_iter *it, size_t n)
@@ -172,7 +276,6 @@ int tide_query_next(tide_query_iter *it, struct tide_series_block *block)
     if (!it || !block)
         return TIDE_CLIENT_EINVAL;
     for (;;) {
-        struct envq *q;
         Tide__V1__Envelope *env;
         int rc;
 
@@ -185,24 +288,9 @@ int tide_query_next(tide_query_iter *it, struct tide_series_block *block)
         }
         tide_frame_free(it->cur, NULL);
         it->cur = NULL;
-        if (it->state)
+        env = next_frame(it);
+        if (!env)
             return it->state;
-        if (!it->head) {
-            if (!it->c->connected) {
-                it->state = TIDE_CLIENT_EDISCONNECTED;
-                continue;
-            }
-            rc = tide__client_read(it->c, it->c->o.io_timeout_ms);
-            if (rc < 0 && !it->head)
-                it->state = rc;
-            continue;
-        }
-        q = it->head;
-        it->head = q->next;
-        if (!it->head)
-            it->tail = NULL;
-        env = q->env;
-        free(q);
         if (env->body_case == TIDE__V1__ENVELOPE__BODY_QUERY_CHUNK &&
             env->query_chunk) {
             it->cur = env;

@@ -1021,8 +1021,12 @@ static int export_row(struct query_state *q, struct export_out *x,
 static int put_text(struct obuf *b, const char *s, size_t n, int csv)
 {
     static const char hex[] = "0123456789abcdef";
-    int quote = !csv || strpbrk(s, ",\"\r\n") != NULL;
-    int rc = quote ? ob_add(b, "\"", 1) : 0;
+    int quote = !csv, rc;
+
+    /* `s` is not NUL-terminated: only its n bytes may be read. */
+    for (size_t i = 0; !quote && i < n; i++)
+        quote = s[i] == ',' || s[i] == '"' || s[i] == '\r' || s[i] == '\n';
+    rc = quote ? ob_add(b, "\"", 1) : 0;
 
     for (size_t i = 0; rc == 0 && i < n; i++) {
         unsigned char c = (unsigned char)s[i];

@@ -152,6 +152,8 @@ static void usage_all(FILE *f)
                "  query [--device D].. [--field F].. [--from T] [--to T] "
                "[--agg FN --bucket DUR [--by-device]] [--latest] "
                "[--limit N] [--desc]\n"
+               "  export [--telemetry] [--csv] [--from T] [--to T] "
+               "[--account N]\n"
                "\nexit status: 0 ok, 1 server or runtime error, "
                "2 usage error\n");
 }
@@ -623,6 +625,81 @@ static int run_query(const struct opts *o, int argc, char **argv)
     return rc;
 }
 
+/* tide export: the account's data to standard output, chunk by chunk. */
+static int run_export(const struct opts *o, int argc, char **argv)
+{
+    struct tide_export_params p = {0};
+    struct tide_export_stats st;
+    tide_query_iter *it = NULL;
+    tide_client *c = NULL;
+    const char *section;
+    const uint8_t *data;
+    size_t len;
+    int64_t now = now_ns();
+    int rc;
+
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int ok = 1;
+
+        if (!strcmp(a, "--help")) {
+            printf("usage: tide export [--telemetry] [--csv] [--from T] "
+                   "[--to T] [--account N]\n"
+                   "Every record of the account as JSON lines, then with "
+                   "--telemetry its points (JSON lines, or CSV with "
+                   "--csv), on standard output.\n");
+            return 0;
+        }
+        if (!strcmp(a, "--telemetry")) {
+            p.telemetry = 1;
+            continue;
+        }
+        if (!strcmp(a, "--csv")) {
+            p.csv = 1;
+            continue;
+        }
+        if (!v) {
+            fprintf(stderr, "tide: %s needs a value\n", a);
+            return EXIT_USAGE;
+        }
+        i++;
+        if (!strcmp(a, "--from"))
+            ok = !tide__cli_parse_time(v, now, &p.from_ns);
+        else if (!strcmp(a, "--to"))
+            ok = !tide__cli_parse_time(v, now, &p.to_ns);
+        else if (!strcmp(a, "--account"))
+            p.account_id = strtoull(v, NULL, 10);
+        else
+            ok = 0;
+        if (!ok) {
+            fprintf(stderr, "tide: bad option %s %s\n", a, v);
+            return EXIT_USAGE;
+        }
+    }
+    rc = open_client(o, 1, &c);
+    if (rc)
+        return rc;
+    rc = tide_export_open(c, &p, &it);
+    while (rc == 0 && (rc = tide_export_next(it, &section, &data, &len)) == 0)
+        if (fwrite(data, 1, len, stdout) != len) {
+            perror("tide: export");
+            rc = -EIO;
+        }
+    if (rc == TIDE_CLIENT_DONE && !tide_export_stats_get(it, &st)) {
+        fprintf(stderr, "tide: %" PRIu64 " rows, %" PRIu64 " bytes, sha256 ",
+                st.rows, st.bytes);
+        for (int i = 0; i < 32; i++)
+            fprintf(stderr, "%02x", st.sha256[i]);
+        fprintf(stderr, "\n");
+        rc = 0;
+    } else {
+        rc = fail(c, "export", rc);
+    }
+    tide_query_close(it);
+    tide_client_close(c);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     struct opts o = {.host = "127.0.0.1", .port = 8433, .output = "table"};
@@ -671,6 +748,8 @@ int main(int argc, char **argv)
         return run_write(&o, argc - i - 1, argv + i + 1);
     if (!strcmp(argv[i], "query"))
         return run_query(&o, argc - i - 1, argv + i + 1);
+    if (!strcmp(argv[i], "export"))
+        return run_export(&o, argc - i - 1, argv + i + 1);
     for (size_t k = 0; k < sizeof(cmds) / sizeof(cmds[0]); k++) {
         const struct cmd *cm = &cmds[k];
         int skip = cm->sub ? 2 : 1;

@@ -291,9 +291,10 @@ Test(client, cli_write_query_and_status)
 
     make_account("cli@client.example", dkey, akey);
     snprintf(csv, sizeof(csv),
-             "dev1,temp,%lld,21.5\ndev1,temp,%lld,22\ndev1,state,%lld,ok\n",
+             "dev1,temp,%lld,21.5\ndev1,temp,%lld,22\ndev1,state,%lld,ok\n"
+             "dev1,note,%lld,\"a,\"\"b\"\"\"\n",
              (long long)T0, (long long)T0 + 1000000000,
-             (long long)T0 + 1000000000);
+             (long long)T0 + 1000000000, (long long)T0);
     cr_assert_eq(cli(dkey, "write", csv, out, sizeof(out)), 0, "write: %s",
                  out);
     cr_assert_eq(cli(akey, "--output csv query --field temp --from -2h", NULL,
@@ -306,6 +307,27 @@ Test(client, cli_write_query_and_status)
     cr_assert_eq(cli(akey, "write", csv, out, sizeof(out)), 1,
                  "an analyst key may not write");
     cr_assert_eq(cli(akey, "no-such-command", NULL, out, sizeof(out)), 2);
+    /* The operator exports the account: its records, then its points. */
+    {
+        tide_client *a = open_client(akey);
+        uint64_t id;
+        char args[128];
+
+        tide_client_identity(a, &id, NULL, NULL);
+        tide_client_close(a);
+        snprintf(args, sizeof(args), "export --telemetry --csv --account %llu",
+                 (unsigned long long)id);
+        cr_assert_eq(cli(srv.admin_key, args, NULL, out, sizeof(out)), 0,
+                     "export: %s", out);
+        cr_assert_not_null(strstr(out, "cli@client.example"), "%s", out);
+        cr_assert_not_null(strstr(out, "device,field,ts_ns,value\n"));
+        cr_assert_not_null(strstr(out, "dev1,temp,"), "%s", out);
+        cr_assert_not_null(strstr(out, "dev1,state,"), "%s", out);
+        /* A string with a comma and quotes comes back as one CSV field. */
+        cr_assert_not_null(strstr(out, ",\"a,\"\"b\"\"\"\n"), "%s", out);
+        cr_assert_eq(cli(akey, "export", NULL, out, sizeof(out)), 1,
+                     "an analyst key may not export");
+    }
 }
 
 Test(client, password_login_gives_a_session)

@@ -275,6 +275,50 @@ TIDE_API int tide_query_stats_get(const tide_query_iter *it,
 TIDE_API void tide_query_close(tide_query_iter *it);
 
 /* ------------------------------------------------------------------------ */
+/* Export (access and portability) */
+
+/* An export (docs/protocol.md, "Export"). */
+struct tide_export_params {
+    uint64_t account_id; /* operator only; 0 = own account */
+    int telemetry;       /* include every point of the account */
+    int csv;             /* telemetry as CSV instead of JSON lines */
+    int64_t from_ns;     /* telemetry window; 0/0 = everything */
+    int64_t to_ns;
+};
+
+/* ExportEnd: totals and the SHA-256 of every chunk's data in order. */
+struct tide_export_stats {
+    uint64_t rows;
+    uint64_t bytes;
+    uint8_t sha256[32];
+};
+
+/*
+ * Start an export of the account's data and return its iterator in *out
+ * (close with tide_query_close; it shares the one-iterator-per-client rule
+ * of queries). Returns 0, TIDE_CLIENT_EBUSY, TIDE_CLIENT_EINVAL, -ENOMEM,
+ * or a send failure.
+ */
+TIDE_API int tide_export_open(tide_client *c,
+                              const struct tide_export_params *p,
+                              tide_query_iter **out);
+
+/*
+ * Next chunk of the export: *section names its section ("account",
+ * "device", ..., "telemetry"), *data and *len its bytes (whole lines).
+ * Borrowed until the next call or tide_query_close. Returns 0 with a chunk,
+ * TIDE_CLIENT_DONE after ExportEnd (stats available), TIDE_CLIENT_ESERVER,
+ * TIDE_CLIENT_ETIMEDOUT, TIDE_CLIENT_EDISCONNECTED, -ENOMEM.
+ */
+TIDE_API int tide_export_next(tide_query_iter *it, const char **section,
+                              const uint8_t **data, size_t *len);
+
+/* Copy the ExportEnd totals. Returns 0, or TIDE_CLIENT_EINVAL before
+ * tide_export_next has returned TIDE_CLIENT_DONE. */
+TIDE_API int tide_export_stats_get(const tide_query_iter *it,
+                                   struct tide_export_stats *st);
+
+/* ------------------------------------------------------------------------ */
 /* Admin requests */
 
 /*
