@@ -29,57 +29,95 @@ static void usage(FILE *f)
         "--set and the config file are listed in docs/operations.md.\n");
 }
 
-/* Write the in-memory head into segments every flush_interval_ms, so that
- * recovery replays little WAL, memory stays low on a quiet server, and
- * queries read chunk headers instead of scanning the head. Runs on its own
- * thread: a flush blocks until its segments are durable. */
-static void *flush_main(void *arg)
+/* Monotonic milliseconds. */
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * The maintenance thread. Every flush_interval_ms it writes the in-memory
+ * head into segments, so that recovery replays little WAL, memory stays
+ * low on a quiet server, and queries read chunk headers instead of
+ * scanning the head. Every prune_interval_s it applies the sidecar's log
+ * retention and purges accounts past their deletion grace period
+ * (tide_meta_prune). Both block, hence a thread of their own.
+ */
+static void *maint_main(void *arg)
 {
     struct server *s = arg;
-    struct timespec until;
+    int64_t flush_ms = s->cfg.flush_interval_ms;
+    int64_t prune_ms = (int64_t)s->cfg.prune_interval_s * 1000;
+    int64_t next_flush = flush_ms ? mono_ms() + flush_ms : INT64_MAX;
+    int64_t next_prune = prune_ms ? mono_ms() + prune_ms : INT64_MAX;
 
     pthread_mutex_lock(&s->flush_lock);
     while (!s->flush_stop) {
+        int64_t now = mono_ms(),
+                wake = next_flush < next_prune ? next_flush : next_prune;
+        struct timespec until;
         struct tide_db_stats st;
+        struct tide_meta_prune_stats ps;
         int rc;
 
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += s->cfg.flush_interval_ms / 1000;
-        until.tv_nsec += (long)(s->cfg.flush_interval_ms % 1000) * 1000000;
-        if (until.tv_nsec >= 1000000000) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000;
+        if (now < wake) {
+            /* The condition variable waits on CLOCK_REALTIME. */
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += (wake - now) / 1000;
+            until.tv_nsec += (long)((wake - now) % 1000) * 1000000;
+            if (until.tv_nsec >= 1000000000) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&s->flush_cv, &s->flush_lock, &until);
+            continue;
         }
-        while (!s->flush_stop &&
-               pthread_cond_timedwait(&s->flush_cv, &s->flush_lock, &until) !=
-                   ETIMEDOUT)
-            ;
-        if (s->flush_stop)
-            break;
         pthread_mutex_unlock(&s->flush_lock);
-        tide_db_stats(s->db, &st);
-        if (st.head_points > 0 && (rc = tide_db_flush(s->db)) != 0)
-            tide_log(LOG_ERROR, "periodic flush of %s failed: %s",
-                     s->cfg.data_dir, tide_strerror(rc));
+        if (now >= next_flush) {
+            next_flush = now + flush_ms;
+            tide_db_stats(s->db, &st);
+            if (st.head_points > 0 && (rc = tide_db_flush(s->db)) != 0)
+                tide_log(LOG_ERROR, "periodic flush of %s failed: %s",
+                         s->cfg.data_dir, tide_strerror(rc));
+        }
+        if (now >= next_prune) {
+            next_prune = now + prune_ms;
+            rc = tide_meta_prune(s->meta, &tided_system_principal, &ps);
+            if (rc)
+                tide_log(LOG_ERROR, "log retention (prune) failed: %s",
+                         tide_strerror(rc));
+            else if (ps.auth_rows || ps.request_rows || ps.sessions ||
+                     ps.accounts)
+                tide_log(LOG_INFO,
+                         "retention: %llu auth log rows, %llu request rows "
+                         "folded, %llu sessions, %llu accounts purged",
+                         (unsigned long long)ps.auth_rows,
+                         (unsigned long long)ps.request_rows,
+                         (unsigned long long)ps.sessions,
+                         (unsigned long long)ps.accounts);
+        }
         pthread_mutex_lock(&s->flush_lock);
     }
     pthread_mutex_unlock(&s->flush_lock);
     return NULL;
 }
 
-static int flusher_start(struct server *s)
+static int maint_start(struct server *s)
 {
     pthread_mutex_init(&s->flush_lock, NULL);
     pthread_cond_init(&s->flush_cv, NULL);
-    if (s->cfg.flush_interval_ms == 0)
+    if (s->cfg.flush_interval_ms == 0 && s->cfg.prune_interval_s == 0)
         return 0;
-    if (pthread_create(&s->flusher, NULL, flush_main, s))
+    if (pthread_create(&s->flusher, NULL, maint_main, s))
         return -1;
     s->flusher_running = 1;
     return 0;
 }
 
-static void flusher_stop(struct server *s)
+static void maint_stop(struct server *s)
 {
     if (!s->flusher_running)
         return;
@@ -242,7 +280,7 @@ int main(int argc, char **argv)
         goto out;
     }
     if (tided_throttle_init(s) || tided_write_init(s) ||
-        tided_query_threads_start(s) || flusher_start(s))
+        tided_query_threads_start(s) || maint_start(s))
         goto out;
     s->base = event_base_new();
     if (!s->base)
@@ -270,7 +308,7 @@ out:
         evconnlistener_free(s->listener);
     tided_close_all(s);
     tided_query_threads_stop(s);
-    flusher_stop(s);
+    maint_stop(s);
     tided_queries_drain(s); /* the abandoned queries' last references */
     if (s->http)
         evhttp_free(s->http);

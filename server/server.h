@@ -68,6 +68,8 @@ struct tided_config {
     uint32_t query_threads;     /* threads running queries; default 2 */
     uint32_t flush_interval_ms; /* head to segments at least this often;
                                    default 60 s, 0 = by memory only */
+    uint32_t prune_interval_s;  /* log retention and purges; default 3600,
+                                   0 = never (run it yourself) */
     uint32_t out_high_bytes;    /* output high watermark; default 4 MiB */
     unsigned bcrypt_cost;       /* default 12 */
     int allow_signup;           /* anonymous AccountCreate; default 1 */
@@ -121,7 +123,7 @@ struct server {
     struct event *sig_int;
     struct event *wake;  /* writes, logins or query frames are ready */
     struct event *drain; /* shutdown: waits for in-flight writes */
-    /* The periodic flush thread (main.c). */
+    /* The maintenance thread: periodic flush and prune (main.c). */
     pthread_t flusher;
     int flusher_running;
     pthread_mutex_t flush_lock;
