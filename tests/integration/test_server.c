@@ -766,27 +766,31 @@ Test(server, many_idle_connections_and_a_reader_that_never_reads)
 Test(server, kill9_during_ingest_keeps_acknowledged_points)
 {
     char dkey[128], akey[128];
-    enum { BATCHES = 2000, POINTS = 200, KILL_AT = 20 };
+    enum { BATCHES = 2000, POINTS = 200, KILL_AT = 20, WINDOW = 256 };
     static double vals[POINTS];
     static int64_t deltas[POINTS];
     int acked = 0, sent = 0, dfd, afd;
 
     make_account("crash@example.com", dkey, akey);
     dfd = wire_session(srv.port, dkey);
-    /* Pipeline batches; once KILL_AT are acknowledged, kill -9 the server
-     * while the rest are still being written. */
-    for (int k = 0; k < BATCHES; k++) {
-        Tide__V1__Envelope *w = f64_batch(
-            5, (uint64_t)k + 1, (int64_t)k * POINTS, POINTS, vals, deltas);
-
-        w->request_id = (uint64_t)k + 1;
-        if (wire_send(dfd, w))
-            break;
-        sent++;
-    }
+    /* Pipeline batches, at most WINDOW in flight (the server's limit is
+     * max_inflight_requests); once KILL_AT are acknowledged, kill -9 the
+     * server while the rest are being written. */
     for (;;) {
-        Tide__V1__Envelope *r = wire_recv(dfd);
+        Tide__V1__Envelope *r;
 
+        if (sent < BATCHES && sent - acked < WINDOW) {
+            Tide__V1__Envelope *w =
+                f64_batch(5, (uint64_t)sent + 1, (int64_t)sent * POINTS, POINTS,
+                          vals, deltas);
+
+            w->request_id = (uint64_t)sent + 1;
+            if (wire_send(dfd, w) == 0) {
+                sent++;
+                continue;
+            }
+        }
+        r = wire_recv(dfd);
         if (!r)
             break;
         cr_assert_eq(r->body_case, TIDE__V1__ENVELOPE__BODY_WRITE_ACK, "%s",
