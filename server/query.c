@@ -103,6 +103,10 @@ struct query_state {
     struct result *res;
     size_t n_res, cap_res;
     size_t chunk_bytes;
+    /* Raw: the result that series `emit_series` appends to, so that a
+     * point does not search the chunk (NULL after a chunk is sent). */
+    struct result *emit_res;
+    uint32_t emit_series;
     /* Statistics for QueryEnd. */
     uint64_t points;
     uint64_t series_out;
@@ -133,6 +137,7 @@ static void chunk_reset(struct query_state *q)
         result_free(&q->res[i]);
     q->n_res = 0;
     q->chunk_bytes = 0;
+    q->emit_res = NULL;
 }
 
 /* Encode `env` and queue it for the connection (query thread). Waits while
@@ -516,9 +521,15 @@ static int raw_emit(struct query_state *q, int64_t ts, double f, int64_t i,
         q->truncated = 1;
         return 0;
     }
-    r = result_for(q, s->device, s->field, s->type);
-    if (!r)
-        return -ENOMEM;
+    if (q->emit_res && q->emit_series == q->cur) {
+        r = q->emit_res;
+    } else {
+        r = result_for(q, s->device, s->field, s->type);
+        if (!r)
+            return -ENOMEM;
+        q->emit_res = r;
+        q->emit_series = q->cur;
+    }
     if (q->cur_points == 0)
         q->series_out++;
     q->cur_points++;
