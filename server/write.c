@@ -374,6 +374,51 @@ static const char *name_error(const char *s, size_t max,
     return NULL;
 }
 
+/* Register, in one sidecar transaction, the devices this batch names that
+ * the account does not have yet (a new fleet's first batch names
+ * thousands). Best effort: a device left out is registered, or refused,
+ * one at a time by device_entry_get(). */
+static void devices_prepare(struct server *s, const struct conn *c,
+                            const Tide__V1__WriteBatch *wb)
+{
+    uint64_t account = c->who.account_id;
+    const char **names;
+    uint64_t *ids;
+    int *rcs;
+    size_t n = 0;
+
+    if (c->who.role == TIDE_META_ROLE_DEVICE || wb->n_groups < 2 ||
+        device_load_once(s, account))
+        return;
+    names = malloc(wb->n_groups * sizeof(*names));
+    ids = malloc(wb->n_groups * sizeof(*ids));
+    rcs = malloc(wb->n_groups * sizeof(*rcs));
+    for (size_t g = 0; names && ids && rcs && g < wb->n_groups; g++) {
+        const char *name = wb->groups[g]->device;
+
+        /* Repeats within the batch come back as TIDE_EEXIST: harmless. */
+        if (name_valid(name, TIDE_META_NAME_MAX) &&
+            utf8_valid((const uint8_t *)name, strlen(name)) &&
+            !device_find(s, account, name))
+            names[n++] = name;
+    }
+    if (n > 1 &&
+        tide_meta_device_register_many(s->meta, &tided_system_principal,
+                                       account, names, n, ids, rcs) == 0) {
+        for (size_t i = 0; i < n; i++) {
+            struct tide_meta_device d = {.id = ids[i], .account_id = account};
+
+            if (rcs[i])
+                continue;
+            snprintf(d.thing_name, sizeof(d.thing_name), "%s", names[i]);
+            device_put(s, &d);
+        }
+    }
+    free(names);
+    free(ids);
+    free(rcs);
+}
+
 /* ---- Building the batch ---------------------------------------------------
  */
 
@@ -795,6 +840,7 @@ void handle_write(struct conn *c, const Tide__V1__Envelope *env)
     }
     horizon =
         acct->tier.ttl_s ? now - acct->tier.ttl_s * 1000000000ll : INT64_MIN;
+    devices_prepare(s, c, wb);
 
     b.cols = calloc(n_cols ? n_cols : 1, sizeof(*b.cols));
     keys = calloc(n_cols ? n_cols : 1, sizeof(*keys));

@@ -43,24 +43,18 @@ static const char SQL_DEV_INSERT[] =
     " firmware, tags, created_ns, updated_ns)"
     " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)";
 
-int tide_meta_device_register(tide_meta *m, const struct tide_meta_principal *p,
-                              uint64_t account_id,
-                              const struct tide_meta_device_new *d,
-                              uint64_t *id_out)
+/* Check the tier's device limit and insert `d` (m->lock held). Returns 0
+ * (*id_out set), TIDE_EFULL, TIDE_EEXIST (name taken), TIDE_EIO. */
+static int register_locked(tide_meta *m, uint64_t account_id,
+                           const struct tide_meta_device_new *d,
+                           const struct dev_fields *f, uint64_t *id_out)
 {
-    struct dev_fields f;
     sqlite3_stmt *st;
     int rc, src;
 
-    if (check_fields(d, 1, &f))
-        return TIDE_EINVAL;
-    tide__meta_lock(m);
-    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_DEVICE_MANAGE,
-                                     account_id, 0);
-    if (!rc)
-        rc = tide__meta_stmt(m, SQL_DEV_LIMIT, &st);
+    rc = tide__meta_stmt(m, SQL_DEV_LIMIT, &st);
     if (rc)
-        goto out;
+        return rc;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
     src = sqlite3_step(st);
     if (src == SQLITE_ROW && sqlite3_column_int64(st, 0) > 0 &&
@@ -72,10 +66,10 @@ int tide_meta_device_register(tide_meta *m, const struct tide_meta_principal *p,
     if (!rc)
         rc = tide__meta_stmt(m, SQL_DEV_INSERT, &st);
     if (rc)
-        goto out;
+        return rc;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
     tide__meta_bind_text(st, 2, d->thing_name);
-    tide__meta_bind_text(st, 3, f.mac);
+    tide__meta_bind_text(st, 3, f->mac);
     tide__meta_bind_text(st, 4, d->friendly_name);
     tide__meta_bind_text(st, 5, d->firmware);
     tide__meta_bind_text(st, 6, d->tags);
@@ -83,9 +77,61 @@ int tide_meta_device_register(tide_meta *m, const struct tide_meta_principal *p,
     src = sqlite3_step(st);
     sqlite3_reset(st);
     if (src != SQLITE_DONE)
-        rc = tide__meta_sqlerr(src);
-    else if (id_out)
+        return tide__meta_sqlerr(src);
+    if (id_out)
         *id_out = (uint64_t)sqlite3_last_insert_rowid(m->db);
+    return 0;
+}
+
+int tide_meta_device_register(tide_meta *m, const struct tide_meta_principal *p,
+                              uint64_t account_id,
+                              const struct tide_meta_device_new *d,
+                              uint64_t *id_out)
+{
+    struct dev_fields f;
+    int rc;
+
+    if (check_fields(d, 1, &f))
+        return TIDE_EINVAL;
+    tide__meta_lock(m);
+    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_DEVICE_MANAGE,
+                                     account_id, 0);
+    if (!rc)
+        rc = register_locked(m, account_id, d, &f, id_out);
+    tide__meta_unlock(m);
+    return rc;
+}
+
+int tide_meta_device_register_many(tide_meta *m,
+                                   const struct tide_meta_principal *p,
+                                   uint64_t account_id,
+                                   const char *const *names, size_t n,
+                                   uint64_t *ids, int *rcs)
+{
+    int rc;
+
+    tide__meta_lock(m);
+    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_DEVICE_MANAGE,
+                                     account_id, 0);
+    if (!rc)
+        rc = tide__meta_begin(m);
+    for (size_t i = 0; !rc && i < n; i++) {
+        struct tide_meta_device_new d = {.thing_name = names[i]};
+        struct dev_fields f;
+
+        ids[i] = 0;
+        rcs[i] = check_fields(&d, 1, &f)
+                     ? TIDE_EINVAL
+                     : register_locked(m, account_id, &d, &f, &ids[i]);
+        if (rcs[i] && rcs[i] != TIDE_EINVAL && rcs[i] != TIDE_EEXIST &&
+            rcs[i] != TIDE_EFULL) {
+            rc = rcs[i];
+            tide__meta_rollback(m);
+            goto out;
+        }
+    }
+    if (!rc)
+        rc = tide__meta_commit(m);
 out:
     tide__meta_unlock(m);
     return rc;

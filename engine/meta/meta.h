@@ -426,6 +426,21 @@ int tide_meta_device_register(tide_meta *m, const struct tide_meta_principal *p,
                               const struct tide_meta_device_new *d,
                               uint64_t *id_out);
 
+/*
+ * Register the devices named names[0..n) of `account_id` with no other
+ * metadata, in one transaction (DEVICE_MANAGE): how the write path creates
+ * the devices of a new fleet. ids[i] receives the new id of names[i] and
+ * rcs[i] 0 or that name's error: TIDE_EINVAL, TIDE_EEXIST (already
+ * registered), TIDE_EFULL (tier's devices_max). Returns 0 when the batch was
+ * applied (check rcs), or TIDE_EPERM, TIDE_ENOTFOUND, TIDE_EIO, -ENOMEM with
+ * nothing registered.
+ */
+int tide_meta_device_register_many(tide_meta *m,
+                                   const struct tide_meta_principal *p,
+                                   uint64_t account_id,
+                                   const char *const *names, size_t n,
+                                   uint64_t *ids, int *rcs);
+
 /* Update metadata (rectification, DEVICE_MANAGE): NULL fields unchanged,
  * "" clears optional ones. Errors as for register. */
 int tide_meta_device_update(tide_meta *m, const struct tide_meta_principal *p,

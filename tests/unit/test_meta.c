@@ -666,6 +666,33 @@ Test(meta, devices_and_connections)
     cr_assert_eq(n, 0);
 }
 
+Test(meta, register_many_devices_in_one_transaction)
+{
+    struct tide_meta_principal p, an = {.role = TIDE_META_ROLE_ANALYST};
+    struct tide_meta_tier t;
+    uint64_t id = new_owner("many@example.com", &p), ids[6];
+    const char *names[6] = {"a", "b", "a", "", "c", "d"};
+    struct tide_meta_device dv;
+    int rcs[6];
+
+    CHECK(tide_meta_tier_get(m, 1, &t));
+    t.devices_max = 3;
+    CHECK(tide_meta_tier_set(m, &admin, &t));
+    CHECK(tide_meta_device_register_many(m, &p, id, names, 6, ids, rcs));
+    cr_assert_eq(rcs[0], 0);
+    cr_assert_eq(rcs[1], 0);
+    cr_assert_eq(rcs[2], TIDE_EEXIST, "a name repeated in the batch");
+    cr_assert_eq(rcs[3], TIDE_EINVAL);
+    cr_assert_eq(rcs[4], 0);
+    cr_assert_eq(rcs[5], TIDE_EFULL, "the tier allows three devices");
+    CHECK(tide_meta_device_get(m, &p, id, ids[4], &dv));
+    cr_assert_str_eq(dv.thing_name, "c");
+    an.account_id = id;
+    an.key_id = 1;
+    CHECK_RC(tide_meta_device_register_many(m, &an, id, names, 1, ids, rcs),
+             TIDE_EPERM);
+}
+
 Test(meta, tier_limits)
 {
     struct tide_meta_principal p;
