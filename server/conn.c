@@ -349,6 +349,7 @@ static void on_read(struct bufferevent *bev, void *arg)
         atomic_fetch_add(&c->srv->metrics.frames_in, 1);
         atomic_fetch_add(&c->srv->metrics.bytes_in, used);
         c->partial = evbuffer_get_length(in) > 0;
+        c->frame_bytes = used;
         dispatch(c, env);
         tide_frame_free(env, NULL);
         if (c->closing)

@@ -186,10 +186,11 @@ struct conn {
     enum conn_state state;
     struct tide_meta_principal who;
     uint16_t tier;
-    int closing;       /* close once the output is flushed */
-    int partial;       /* a frame has started arriving */
-    int read_paused;   /* reading stopped: output above the high watermark */
-    uint32_t inflight; /* requests not yet fully answered */
+    int closing;        /* close once the output is flushed */
+    int partial;        /* a frame has started arriving */
+    size_t frame_bytes; /* the frame being handled, header included */
+    int read_paused;    /* reading stopped: output above the high watermark */
+    uint32_t inflight;  /* requests not yet fully answered */
     struct pending_write *writes_head, *writes_tail;
     struct query_state *queries; /* running queries, oldest first */
     uint64_t connected_device;   /* device id recorded online, or 0 */

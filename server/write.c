@@ -1105,9 +1105,8 @@ void handle_write(struct conn *c, const Tide__V1__Envelope *env)
     acct->tokens -= (double)accepted;
     acct->day_points += accepted;
     {
-        struct tide_meta_usage u = {.messages = 1,
-                                    .points = accepted,
-                                    .bytes_in = tide_frame_size(env)};
+        struct tide_meta_usage u = {
+            .messages = 1, .points = accepted, .bytes_in = c->frame_bytes};
 
         tide_meta_usage_add(s->meta, c->who.account_id, &u);
     }
