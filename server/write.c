@@ -390,6 +390,12 @@ static void devices_prepare(struct server *s, const struct conn *c,
     if (c->who.role == TIDE_META_ROLE_DEVICE || wb->n_groups < 2 ||
         device_load_once(s, account))
         return;
+    /* The usual batch names known devices only: one lookup each, no more. */
+    for (size_t g = 0; g < wb->n_groups && !n; g++)
+        n = !device_find(s, account, wb->groups[g]->device);
+    if (!n)
+        return;
+    n = 0;
     names = malloc(wb->n_groups * sizeof(*names));
     ids = malloc(wb->n_groups * sizeof(*ids));
     rcs = malloc(wb->n_groups * sizeof(*rcs));
@@ -397,9 +403,9 @@ static void devices_prepare(struct server *s, const struct conn *c,
         const char *name = wb->groups[g]->device;
 
         /* Repeats within the batch come back as TIDE_EEXIST: harmless. */
-        if (name_valid(name, TIDE_META_NAME_MAX) &&
-            utf8_valid((const uint8_t *)name, strlen(name)) &&
-            !device_find(s, account, name))
+        if (!device_find(s, account, name) &&
+            name_valid(name, TIDE_META_NAME_MAX) &&
+            utf8_valid((const uint8_t *)name, strlen(name)))
             names[n++] = name;
     }
     if (n > 1 &&
