@@ -16,6 +16,29 @@ static uint64_t target_account(const struct conn *c, uint64_t requested)
     return c->who.role == TIDE_META_ROLE_ADMIN ? requested : c->who.account_id;
 }
 
+/* Tier ids are small: the tiers table is scanned by id. */
+#define TIER_ID_MAX 256
+
+/* The id of the tier named `name`, or 0. With `free_id`, also the first
+ * unused id (0 when the table is full). */
+static uint16_t tier_id_by_name(tide_meta *m, const char *name,
+                                uint16_t *free_id)
+{
+    struct tide_meta_tier t;
+
+    if (free_id)
+        *free_id = 0;
+    for (uint16_t i = 1; i < TIER_ID_MAX; i++) {
+        if (tide_meta_tier_get(m, i, &t)) {
+            if (free_id && !*free_id)
+                *free_id = i;
+        } else if (!strcmp(t.name, name)) {
+            return i;
+        }
+    }
+    return 0;
+}
+
 static void reply(struct conn *c, uint64_t rid, Tide__V1__Envelope *env)
 {
     env->request_id = rid;
@@ -132,13 +155,7 @@ static void account_create(struct conn *c, const Tide__V1__Envelope *e)
                             "only the operator picks the tier", 0);
             return;
         }
-        for (uint16_t t = 1; t < 64 && !a.tier; t++) {
-            struct tide_meta_tier tier;
-
-            if (tide_meta_tier_get(c->srv->meta, t, &tier) == 0 &&
-                !strcmp(tier.name, r->tier))
-                a.tier = t;
-        }
+        a.tier = tier_id_by_name(c->srv->meta, r->tier, NULL);
         if (!a.tier) {
             conn_send_error(c, e->request_id,
                             TIDE__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND,
@@ -765,27 +782,19 @@ static void notification_prefs(struct conn *c, const Tide__V1__Envelope *e)
                                     p->product_news));
 }
 
-/* Tier ids are small: the tiers table is scanned by id. */
-#define TIER_ID_MAX 256
-
 /* Create or change a tier by name (TierUpsert, operator only). */
 static void tier_upsert(struct conn *c, const Tide__V1__Envelope *e)
 {
     const Tide__V1__Tier *t = e->tier_upsert->tier;
-    struct tide_meta_tier row, cur;
-    uint16_t id = 0, free_id = 0;
+    struct tide_meta_tier row;
+    uint16_t id, free_id;
 
     if (!t || !t->name[0] || strlen(t->name) > TIDE_META_TIER_NAME_MAX ||
         t->telemetry_ttl_s <= 0) {
         reply_rc(c, e->request_id, TIDE_EINVAL);
         return;
     }
-    for (uint16_t i = 1; i < TIER_ID_MAX && !id; i++) {
-        if (tide_meta_tier_get(c->srv->meta, i, &cur))
-            free_id = free_id ? free_id : i;
-        else if (!strcmp(cur.name, t->name))
-            id = i;
-    }
+    id = tier_id_by_name(c->srv->meta, t->name, &free_id);
     memset(&row, 0, sizeof(row));
     row.id = id ? id : free_id;
     snprintf(row.name, sizeof(row.name), "%s", t->name);
@@ -802,20 +811,14 @@ static void tier_upsert(struct conn *c, const Tide__V1__Envelope *e)
 /* Move an account to the tier named in TierSet (operator only). */
 static void tier_set(struct conn *c, const Tide__V1__Envelope *e)
 {
-    struct tide_meta_tier cur;
+    uint16_t id = tier_id_by_name(c->srv->meta, e->tier_set->tier, NULL);
 
-    for (uint16_t i = 1; i < TIER_ID_MAX; i++) {
-        if (tide_meta_tier_get(c->srv->meta, i, &cur) == 0 &&
-            !strcmp(cur.name, e->tier_set->tier)) {
-            reply_rc(c, e->request_id,
-                     tide_meta_account_set_tier(
-                         c->srv->meta, &c->who,
-                         target_account(c, e->tier_set->account_id), i, NULL,
-                         NULL, NULL));
-            return;
-        }
-    }
-    reply_rc(c, e->request_id, TIDE_ENOTFOUND);
+    reply_rc(c, e->request_id,
+             id ? tide_meta_account_set_tier(
+                      c->srv->meta, &c->who,
+                      target_account(c, e->tier_set->account_id), id, NULL,
+                      NULL, NULL)
+                : TIDE_ENOTFOUND);
 }
 
 static void tier_list(struct conn *c, const Tide__V1__Envelope *e)
