@@ -616,6 +616,48 @@ static void pending_free(struct pending_write *w)
     free(w);
 }
 
+/* A heap Error (freed by pending_free), or NULL without memory. Retryable
+ * codes are marked as conn_send_error() marks them. */
+static Tide__V1__Error *error_new(Tide__V1__ErrorCode code, const char *msg,
+                                  uint32_t retry_after_ms)
+{
+    Tide__V1__Error *err = calloc(1, sizeof(*err));
+
+    if (!err)
+        return NULL;
+    tide__v1__error__init(err);
+    err->message = strdup(msg);
+    if (!err->message) {
+        free(err);
+        return NULL;
+    }
+    err->code = code;
+    err->retryable = code == TIDE__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED ||
+                     code == TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED ||
+                     code == TIDE__V1__ERROR_CODE__ERROR_CODE_SHUTTING_DOWN;
+    err->retry_after_ms = retry_after_ms;
+    return err;
+}
+
+/* Replace the WriteAck of `w` by Error{code, msg}. Without memory the
+ * reply is dropped, and conn_flush_writes() answers INTERNAL instead. */
+static void ack_to_error(struct pending_write *w, Tide__V1__ErrorCode code,
+                         const char *msg)
+{
+    Tide__V1__WriteAck *ack = w->reply->write_ack;
+    Tide__V1__Error *err = error_new(code, msg, 0);
+
+    rejections_free(ack->rejections, ack->n_rejections);
+    free(ack);
+    if (!err) {
+        free(w->reply);
+        w->reply = NULL;
+        return;
+    }
+    w->reply->body_case = TIDE__V1__ENVELOPE__BODY_ERROR;
+    w->reply->error = err;
+}
+
 /* Engine thread: queue the completion for the loop. */
 static void on_durable(void *ctx, int rc)
 {
@@ -648,22 +690,10 @@ static void settle(struct server *s, struct pending_write *w)
         ack->accepted_points = ack->rejected_points = 0;
         ack->duplicate = 1;
     } else if (w->engine_rc) {
-        Tide__V1__Error *err = calloc(1, sizeof(*err));
-
-        rejections_free(ack->rejections, ack->n_rejections);
-        free(ack);
-        if (!err) {
-            free(w->reply);
-            w->reply = NULL;
-            return;
-        }
-        tide__v1__error__init(err);
-        err->code = TIDE__V1__ERROR_CODE__ERROR_CODE_STORAGE;
-        err->message = strdup(tide_strerror(w->engine_rc));
-        w->reply->body_case = TIDE__V1__ENVELOPE__BODY_ERROR;
-        w->reply->error = err;
         tide_log(LOG_ERROR, "write failed in the engine: %s",
                  tide_strerror(w->engine_rc));
+        ack_to_error(w, TIDE__V1__ERROR_CODE__ERROR_CODE_STORAGE,
+                     tide_strerror(w->engine_rc));
     } else {
         atomic_fetch_add(&s->metrics.points_accepted, w->accepted);
     }
@@ -728,26 +758,19 @@ static void refuse_retry(struct conn *c, uint64_t rid, Tide__V1__ErrorCode code,
 {
     struct pending_write *w = calloc(1, sizeof(*w));
     Tide__V1__Envelope *env = calloc(1, sizeof(*env));
-    Tide__V1__Error *err = calloc(1, sizeof(*err));
-    char *text = strdup(msg);
+    Tide__V1__Error *err = error_new(code, msg, retry_after_ms);
 
-    if (!w || !env || !err || !text) {
+    if (!w || !env || !err) {
         free(w);
         free(env);
+        if (err)
+            free(err->message);
         free(err);
-        free(text);
         conn_send_error(c, rid, TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
                         "out of memory", 1);
         return;
     }
     tide__v1__envelope__init(env);
-    tide__v1__error__init(err);
-    err->code = code;
-    err->message = text;
-    err->retryable = code == TIDE__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED ||
-                     code == TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED ||
-                     code == TIDE__V1__ERROR_CODE__ERROR_CODE_SHUTTING_DOWN;
-    err->retry_after_ms = retry_after_ms;
     env->request_id = rid;
     env->body_case = TIDE__V1__ENVELOPE__BODY_ERROR;
     env->error = err;
@@ -1080,28 +1103,15 @@ void handle_write(struct conn *c, const Tide__V1__Envelope *env)
         rc = tide_db_append(s->db, &batch, on_durable, w);
         if (rc) {
             /* Nothing was queued: the batch is refused whole. */
-            Tide__V1__Error *err = calloc(1, sizeof(*err));
-
             tide_log(LOG_ERROR, "engine refused a batch: %s",
                      tide_strerror(rc));
-            rejections_free(w->reply->write_ack->rejections,
-                            w->reply->write_ack->n_rejections);
-            free(w->reply->write_ack);
-            w->reply->body_case = TIDE__V1__ENVELOPE__BODY_ERROR;
-            w->reply->error = err;
-            if (err) {
-                tide__v1__error__init(err);
-                err->code =
-                    rc == TIDE_ECLOSED
-                        ? TIDE__V1__ERROR_CODE__ERROR_CODE_SHUTTING_DOWN
-                    : rc == TIDE_EINVAL
-                        ? TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT
-                        : TIDE__V1__ERROR_CODE__ERROR_CODE_STORAGE;
-                err->message = strdup(tide_strerror(rc));
-            } else {
-                free(w->reply);
-                w->reply = NULL;
-            }
+            ack_to_error(w,
+                         rc == TIDE_ECLOSED
+                             ? TIDE__V1__ERROR_CODE__ERROR_CODE_SHUTTING_DOWN
+                         : rc == TIDE_EINVAL
+                             ? TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT
+                             : TIDE__V1__ERROR_CODE__ERROR_CODE_STORAGE,
+                         tide_strerror(rc));
             w->done = 1;
             accepted = 0;
         } else {
