@@ -637,21 +637,30 @@ static int ts_parse(const uint8_t *p, size_t len, uint32_t n, int64_t *ts)
     return r.pos == r.len ? 0 : TIDE_ECORRUPT;
 }
 
-int tide__col_decode_ts(const uint8_t *in, size_t len, uint32_t n, int64_t *ts)
+/* Decode a column of one int64 codec with its payload parser. */
+static int
+decode_int64s(const uint8_t *in, size_t len, uint32_t n, uint8_t codec,
+              int (*parse)(const uint8_t *, size_t, uint32_t, int64_t *),
+              int64_t *out)
 {
     uint8_t *scratch = NULL;
     const uint8_t *p;
     struct col c;
     int rc;
 
-    rc = col_open(in, len, n, TIDE_COL_TS_DOD, TIDE_COL_TS_DOD, &c);
+    rc = col_open(in, len, n, codec, codec, &c);
     if (rc)
         return rc;
     rc = col_payload(&c, &scratch, &p);
     if (!rc)
-        rc = ts_parse(p, c.raw, n, ts);
+        rc = parse(p, c.raw, n, out);
     tide_free(scratch);
     return rc;
+}
+
+int tide__col_decode_ts(const uint8_t *in, size_t len, uint32_t n, int64_t *ts)
+{
+    return decode_int64s(in, len, n, TIDE_COL_TS_DOD, ts_parse, ts);
 }
 
 /* ---- 64-bit integers ---------------------------------------------------- */
@@ -714,19 +723,7 @@ static int i64_parse(const uint8_t *p, size_t len, uint32_t n, int64_t *v)
 
 int tide__col_decode_i64(const uint8_t *in, size_t len, uint32_t n, int64_t *v)
 {
-    uint8_t *scratch = NULL;
-    const uint8_t *p;
-    struct col c;
-    int rc;
-
-    rc = col_open(in, len, n, TIDE_COL_I64_DELTA, TIDE_COL_I64_DELTA, &c);
-    if (rc)
-        return rc;
-    rc = col_payload(&c, &scratch, &p);
-    if (!rc)
-        rc = i64_parse(p, c.raw, n, v);
-    tide_free(scratch);
-    return rc;
+    return decode_int64s(in, len, n, TIDE_COL_I64_DELTA, i64_parse, v);
 }
 
 /* ---- Doubles ------------------------------------------------------------ */
