@@ -379,3 +379,70 @@ Test(client, password_login_gives_a_session)
     cr_assert_eq(sum, 2.5);
     tide_client_close(owner);
 }
+
+Test(client, fleet_wide_aggregates_merge_devices)
+{
+    char dkey[128], akey[128];
+    tide_client *owner, *r;
+    const char *fields[1] = {"v"};
+    struct tide_query_params q = {.fields = fields,
+                                  .n_fields = 1,
+                                  .agg = TIDE_AGG_COUNT,
+                                  .bucket_ns = 10000000000ll};
+    struct tide_series_block b;
+    tide_query_iter *it;
+    const int64_t s = 1000000000ll;
+
+    make_account("fleet@client.example", dkey, akey);
+    /* Two devices: the points go through the owner's login. */
+    {
+        struct tide_client_options o;
+        tide_client *anon;
+        tide_result *res = NULL;
+        const char *login[2] = {"email=fleet@client.example",
+                                "password=correct horse battery"};
+        char token[256];
+
+        tide_client_options_init(&o);
+        o.port = (uint16_t)srv.port;
+        cr_assert_eq(tide_client_open(&o, &anon), 0);
+        cr_assert_eq(tide_client_call(anon, "login", login, 2, &res), 0);
+        snprintf(token, sizeof(token), "%s",
+                 tide_result_find(res, 0, "session_token"));
+        tide_result_free(res);
+        tide_client_close(anon);
+        o.session_token = token;
+        cr_assert_eq(tide_client_open(&o, &owner), 0);
+    }
+    /* Device a: 1, 2 in [0, 10 s) and 7 in [10 s, 20 s); device b: 5 in
+     * the first bucket, 9 and 3 in the second. */
+    cr_assert_eq(tide_write_f64(owner, "a", "v", T0, 1), 0);
+    cr_assert_eq(tide_write_f64(owner, "a", "v", T0 + s, 2), 0);
+    cr_assert_eq(tide_write_f64(owner, "a", "v", T0 + 12 * s, 7), 0);
+    cr_assert_eq(tide_write_f64(owner, "b", "v", T0 + 5 * s, 5), 0);
+    cr_assert_eq(tide_write_f64(owner, "b", "v", T0 + 11 * s, 9), 0);
+    cr_assert_eq(tide_write_f64(owner, "b", "v", T0 + 13 * s, 3), 0);
+    cr_assert_eq(tide_flush(owner), 0);
+    tide_client_close(owner);
+    r = open_client(akey);
+    q.from_ns = T0;
+    q.to_ns = T0 + 20 * s;
+    for (int agg = 0; agg < 2; agg++) {
+        q.agg = agg ? TIDE_AGG_MAX : TIDE_AGG_COUNT;
+        cr_assert_eq(tide_query_open(r, &q, &it), 0);
+        cr_assert_eq(tide_query_next(it, &b), 0);
+        cr_assert_str_eq(b.device, "", "one fleet-wide series");
+        cr_assert_eq(b.n, 2);
+        cr_assert_eq(b.ts_ns[0], T0);
+        cr_assert_eq(b.ts_ns[1], T0 + 10 * s);
+        cr_assert_eq(b.counts[0], 3);
+        cr_assert_eq(b.counts[1], 3);
+        if (agg) {
+            cr_assert_eq(b.f64[0], 5);
+            cr_assert_eq(b.f64[1], 9);
+        }
+        cr_assert_eq(tide_query_next(it, &b), TIDE_CLIENT_DONE);
+        tide_query_close(it);
+    }
+    tide_client_close(r);
+}
