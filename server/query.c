@@ -763,13 +763,54 @@ static int numeric_agg(Tide__V1__Aggregation a)
            a == TIDE__V1__AGGREGATION__AGGREGATION_MAX;
 }
 
+/* Merge the ascending buckets b[0..nb) into the ascending fleet result
+ * (*fleet, *n), folding buckets with the same start; *spare is the other
+ * buffer of the pair, swapped in. Returns 0 or -ENOMEM. */
+static int fleet_merge(struct tide_bucket **fleet, uint32_t *cap_fleet,
+                       uint32_t *n, struct tide_bucket **spare,
+                       uint32_t *cap_spare, const struct tide_bucket *b,
+                       uint32_t nb)
+{
+    const struct tide_bucket *f = *fleet;
+    struct tide_bucket *t;
+    uint32_t i = 0, j = 0, k = 0, cap;
+
+    if (*n + nb > *cap_spare) {
+        t = realloc(*spare, (*n + nb) * sizeof(*t));
+        if (!t)
+            return -ENOMEM;
+        *spare = t;
+        *cap_spare = *n + nb;
+    }
+    t = *spare;
+    while (i < *n || j < nb) {
+        if (j == nb || (i < *n && f[i].start_ns < b[j].start_ns)) {
+            t[k++] = f[i++];
+            continue;
+        }
+        if (i < *n && f[i].start_ns == b[j].start_ns)
+            t[k] = f[i++];
+        else
+            memset(&t[k], 0, sizeof(t[k]));
+        bucket_merge(&t[k++], &b[j++]);
+    }
+    *spare = *fleet;
+    *fleet = t;
+    cap = *cap_spare;
+    *cap_spare = *cap_fleet;
+    *cap_fleet = cap;
+    *n = k;
+    return 0;
+}
+
 /* Aggregates of every selected series, at once. */
 static int produce_agg(struct query_state *q)
 {
     struct server *s = q->srv;
     struct tide_agg_series *res = NULL;
     uint64_t *ids = malloc((q->n_series ? q->n_series : 1) * sizeof(*ids));
-    struct tide_bucket *fleet = NULL;
+    struct tide_bucket *fleet = NULL, *spare = NULL;
+    uint32_t cap_fleet = 0, cap_spare = 0;
     int rc;
 
     if (!ids)
@@ -807,7 +848,7 @@ static int produce_agg(struct query_state *q)
                 fields[n_fields++] = q->series[i].field;
         }
         for (uint32_t f = 0; f < n_fields && rc == 0; f++) {
-            uint32_t n_b = 0, cap_b = 0;
+            uint32_t n_b = 0;
             uint8_t type = 0;
 
             for (uint32_t i = 0; i < q->n_series && rc == 0; i++) {
@@ -820,48 +861,16 @@ static int produce_agg(struct query_state *q)
                 if (type && type != q->series[i].type)
                     continue; /* one type per fleet result */
                 type = q->series[i].type;
-                for (uint32_t k = 0; k < res[i].n_buckets; k++) {
-                    const struct tide_bucket *b = &res[i].buckets[k];
-                    uint32_t j = 0;
-
-                    while (j < n_b && fleet[j].start_ns != b->start_ns)
-                        j++;
-                    if (j == n_b) {
-                        if (n_b == cap_b) {
-                            uint32_t c = cap_b ? 2 * cap_b : 64;
-                            struct tide_bucket *v =
-                                realloc(fleet, c * sizeof(*v));
-
-                            if (!v) {
-                                rc = -ENOMEM;
-                                break;
-                            }
-                            fleet = v;
-                            cap_b = c;
-                        }
-                        memset(&fleet[n_b++], 0, sizeof(*fleet));
-                    }
-                    bucket_merge(&fleet[j], b);
-                }
+                rc = fleet_merge(&fleet, &cap_fleet, &n_b, &spare, &cap_spare,
+                                 res[i].buckets, res[i].n_buckets);
             }
-            if (rc == 0 && n_b) {
-                /* Buckets arrive per series in order; merge them sorted. */
-                for (uint32_t a = 1; a < n_b; a++) {
-                    struct tide_bucket t = fleet[a];
-                    uint32_t j = a;
-
-                    while (j > 0 && fleet[j - 1].start_ns > t.start_ns) {
-                        fleet[j] = fleet[j - 1];
-                        j--;
-                    }
-                    fleet[j] = t;
-                }
+            if (rc == 0 && n_b)
                 rc = emit_buckets(q, "", fields[f], type, fleet, n_b);
-            }
         }
         free(fields);
     }
     free(fleet);
+    free(spare);
     tide_agg_free(res, q->n_series);
     q->finished = 1;
     return rc;
