@@ -48,9 +48,23 @@ PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 # run through the environment, which a server started by a test inherits.
 TEST_LIBS := $(shell pkg-config --libs criterion 2>/dev/null)
 
-INCLUDES := -Iproto -I$(GEN) -Iengine/include -Iengine -Iengine/meta \
-            -Itests/support -Iclient/include
-CFLAGS_ALL := $(STD) $(OPT) $(SAN) $(W) $(INCLUDES) $(PKG_CFLAGS) $(CFLAGS)
+# Each room sees its own directory and the public headers of the rooms
+# below it, nothing else, so a wrong include fails to compile:
+#   common                          (allocator, asserts, tide/error.h)
+#   proto  -> common                (frame codec, wire errors)
+#   engine -> common                (storage; knows nothing of accounts)
+#   meta   -> common                (the SQLite accounts sidecar)
+#   server -> engine, meta, proto   (tided)
+#   client -> proto                 (libtide; cli and bench: client.h only)
+#   tests  -> anything
+COMMON_INC := -Icommon/include
+PROTO_INC := -Iproto -I$(GEN) $(COMMON_INC)
+ENGINE_INC := -Iengine/include $(COMMON_INC)
+META_INC := -Imeta/include $(COMMON_INC)
+CLIENT_INC := -Iclient/include $(COMMON_INC)
+INCLUDES := -Itests/support -Iengine -Imeta $(PROTO_INC) $(ENGINE_INC) \
+            $(META_INC) $(CLIENT_INC)
+CFLAGS_ALL = $(STD) $(OPT) $(SAN) $(W) $(INCLUDES) $(PKG_CFLAGS) $(CFLAGS)
 LDFLAGS_ALL := $(SAN) $(LDFLAGS)
 
 # A changed flag set rebuilds everything: the stamp is rewritten only when
@@ -63,9 +77,10 @@ $(shell mkdir -p $(BUILD) && \
 
 # --- sources (sorted) -------------------------------------------------------
 
-PROTO_SRCS := proto/frame.c
+COMMON_SRCS := $(sort $(wildcard common/*.c))
+PROTO_SRCS := proto/frame.c proto/wire_error.c
 ENGINE_SRCS := $(sort $(wildcard engine/*.c))
-META_SRCS := $(sort $(wildcard engine/meta/*.c))
+META_SRCS := $(sort $(wildcard meta/*.c))
 GEN_SRCS := $(GEN)/tide.pb-c.c
 SERVER_SRCS := $(sort $(wildcard server/*.c))
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
@@ -78,6 +93,7 @@ CLI_SRCS := $(sort $(wildcard client/cli/*.c))
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(patsubst $(GEN)/%,gen/%,$(1)))
 
+COMMON_OBJS := $(call obj,$(COMMON_SRCS))
 PROTO_OBJS := $(call obj,$(PROTO_SRCS) $(GEN_SRCS))
 ENGINE_OBJS := $(call obj,$(ENGINE_SRCS))
 META_OBJS := $(call obj,$(META_SRCS))
@@ -90,9 +106,10 @@ CLIENT_OBJS := $(call obj,$(CLIENT_SRCS))
 CLI_OBJS := $(call obj,$(CLI_SRCS))
 # PIC objects of libtide.so, client plus the codec and generated code.
 CLIENT_PIC_OBJS := $(patsubst $(BUILD)/%,$(BUILD)/pic/%,\
-                   $(CLIENT_OBJS) $(PROTO_OBJS))
+                   $(CLIENT_OBJS) $(PROTO_OBJS) $(COMMON_OBJS))
 # --- end client ---
 
+LIBCOMMON := $(BUILD)/libtidecommon.a
 LIBPROTO := $(BUILD)/libtideproto.a
 LIBENGINE := $(BUILD)/libtideengine.a
 LIBMETA := $(BUILD)/libtidemeta.a
@@ -110,7 +127,7 @@ LIBTIDE_SO := $(BUILD)/libtide.so
 TIDE_BIN := $(BUILD)/tide
 # --- end client ---
 
-ALL_OBJS := $(PROTO_OBJS) $(ENGINE_OBJS) $(META_OBJS) $(SERVER_OBJS) \
+ALL_OBJS := $(COMMON_OBJS) $(PROTO_OBJS) $(ENGINE_OBJS) $(META_OBJS) $(SERVER_OBJS) \
             $(UNIT_OBJS) $(INT_OBJS) \
             $(SUPPORT_OBJS) \
             $(call obj,proto/examples.c bench/engine_bench.c \
@@ -121,7 +138,7 @@ ALL_OBJS := $(PROTO_OBJS) $(ENGINE_OBJS) $(META_OBJS) $(SERVER_OBJS) \
         format format-check clean
 .DEFAULT_GOAL := all
 
-all: $(LIBPROTO) $(LIBENGINE) $(LIBMETA) $(EXAMPLES_BIN) $(UNIT_BIN) \
+all: $(LIBCOMMON) $(LIBPROTO) $(LIBENGINE) $(LIBMETA) $(EXAMPLES_BIN) $(UNIT_BIN) \
      $(ENGINE_BENCH_BIN) $(META_BENCH_BIN) $(TIDED_BIN) $(LIBTIDE_A) \
      $(LIBTIDE_SO) $(TIDE_BIN) $(INT_BIN) $(DEMO_BIN)
 
@@ -142,6 +159,24 @@ $(BUILD)/%.o: %.c $(FLAGS_STAMP) | $(GEN)/tide.pb-c.h
 	@echo "  CC      $@"
 	$(Q)$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
 
+# Per-room include paths (see INCLUDES above).
+$(BUILD)/common/%.o $(BUILD)/pic/common/%.o: INCLUDES = $(COMMON_INC)
+$(BUILD)/proto/%.o $(BUILD)/pic/proto/%.o $(BUILD)/gen/%.o \
+$(BUILD)/pic/gen/%.o: INCLUDES = $(PROTO_INC)
+$(BUILD)/engine/%.o: INCLUDES = -Iengine $(ENGINE_INC)
+$(BUILD)/meta/%.o: INCLUDES = -Imeta $(META_INC)
+$(BUILD)/server/%.o: INCLUDES = -Iserver $(ENGINE_INC) $(META_INC) $(PROTO_INC)
+$(BUILD)/client/%.o $(BUILD)/pic/client/%.o: INCLUDES = -Iclient $(CLIENT_INC) \
+    $(PROTO_INC)
+$(BUILD)/client/cli/%.o: INCLUDES = $(CLIENT_INC)
+$(BUILD)/bench/%.o: INCLUDES = $(CLIENT_INC)
+$(BUILD)/bench/engine_bench.o: INCLUDES = $(ENGINE_INC)
+$(BUILD)/bench/meta_bench.o: INCLUDES = $(META_INC)
+
+$(LIBCOMMON): $(COMMON_OBJS)
+	@echo "  AR      $@"
+	$(Q)rm -f $@ && ar rcs $@ $^
+
 $(LIBPROTO): $(PROTO_OBJS)
 	@echo "  AR      $@"
 	$(Q)rm -f $@ && ar rcs $@ $^
@@ -154,15 +189,15 @@ $(LIBMETA): $(META_OBJS)
 	@echo "  AR      $@"
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-$(EXAMPLES_BIN): $(call obj,proto/examples.c) $(LIBPROTO)
+$(EXAMPLES_BIN): $(call obj,proto/examples.c) $(LIBPROTO) $(LIBCOMMON)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
 
-$(ENGINE_BENCH_BIN): $(call obj,bench/engine_bench.c) $(LIBENGINE)
+$(ENGINE_BENCH_BIN): $(call obj,bench/engine_bench.c) $(LIBENGINE) $(LIBCOMMON)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
 
-$(META_BENCH_BIN): $(call obj,bench/meta_bench.c) $(LIBMETA) $(LIBENGINE)
+$(META_BENCH_BIN): $(call obj,bench/meta_bench.c) $(LIBMETA) $(LIBCOMMON)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
 
@@ -170,7 +205,7 @@ $(DEMO_BIN): $(call obj,bench/demo.c) $(LIBTIDE_A)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
 
-$(TIDED_BIN): $(SERVER_OBJS) $(LIBMETA) $(LIBENGINE) $(LIBPROTO)
+$(TIDED_BIN): $(SERVER_OBJS) $(LIBMETA) $(LIBENGINE) $(LIBPROTO) $(LIBCOMMON)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
 
@@ -190,7 +225,7 @@ $(BUILD)/pic/%.o: %.c $(FLAGS_STAMP) | $(GEN)/tide.pb-c.h
 	@echo "  CC      $@"
 	$(Q)$(CC) $(CFLAGS_ALL) $(CLIENT_CFLAGS) -fPIC -MMD -MP -c $< -o $@
 
-$(LIBTIDE_A): $(CLIENT_OBJS) $(PROTO_OBJS)
+$(LIBTIDE_A): $(CLIENT_OBJS) $(PROTO_OBJS) $(COMMON_OBJS)
 	@echo "  AR      $@"
 	$(Q)rm -f $@ && ar rcs $@ $^
 
@@ -232,13 +267,13 @@ bench: deps
 	$(Q)bench/suite.sh $(BUILD)
 # --- end bench ---
 
-$(INT_BIN): $(INT_OBJS) $(SUPPORT_OBJS) $(LIBTIDE_A) $(LIBPROTO)
+$(INT_BIN): $(INT_OBJS) $(SUPPORT_OBJS) $(LIBTIDE_A) $(LIBPROTO) $(LIBCOMMON)
 	@mkdir -p $(@D)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) $(TEST_LIBS) -o $@
 
 $(UNIT_BIN): $(UNIT_OBJS) $(SUPPORT_OBJS) $(LIBMETA) $(LIBENGINE) $(LIBPROTO) \
-             $(LIBTIDE_A) $(call obj,client/cli/parse.c)
+             $(LIBTIDE_A) $(LIBCOMMON) $(call obj,client/cli/parse.c)
 	@mkdir -p $(@D)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) $(TEST_LIBS) -o $@
@@ -287,12 +322,12 @@ demo: deps
 	$(Q)scripts/demo.sh $(BUILD)
 
 # libFuzzer needs clang; the target has its own objects under build/fuzz/.
-FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -g -O1 $(W) -Iproto -I$(GEN) \
+FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -g -O1 $(W) $(PROTO_INC) \
               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 $(FUZZ_BIN): tests/fuzz/fuzz_frame.c $(PROTO_SRCS) $(GEN_SRCS) proto/frame.h
 	@mkdir -p $(@D)
 	@echo "  CLANG   $@"
-	$(Q)clang $(FUZZ_FLAGS) tests/fuzz/fuzz_frame.c $(PROTO_SRCS) \
+	$(Q)clang $(FUZZ_FLAGS) tests/fuzz/fuzz_frame.c $(PROTO_SRCS) $(COMMON_SRCS) \
 	    $(GEN_SRCS) $(shell pkg-config --libs libprotobuf-c 2>/dev/null) \
 	    -o $@
 

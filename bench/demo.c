@@ -60,7 +60,7 @@ static int die(const char *what, int rc, tide_client *c)
 
     if (c)
         tide_client_last_error(c, NULL, &msg);
-    fprintf(stderr, "tide-demo: %s: %s%s%s\n", what, tide_client_strerror(rc),
+    fprintf(stderr, "tide-demo: %s: %s%s%s\n", what, tide_strerror(rc),
             msg ? ": " : "", msg ? msg : "");
     return 1;
 }
@@ -139,7 +139,7 @@ static int provision(unsigned port, const char *key_file)
     if (rc)
         return die("tier_upsert", rc, admin);
     rc = tide_client_call(admin, "account_create", account, 3, NULL);
-    if (rc && !(rc == TIDE_CLIENT_ESERVER &&
+    if (rc && !(rc == TIDE_ESERVER &&
                 tide_client_last_error(admin, &code, NULL) == 0 &&
                 code == 10 /* ALREADY_EXISTS */))
         return die("account_create", rc, admin);

@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "meta.h"
+#include "tide/meta.h"
 
 struct config {
     uint32_t series;

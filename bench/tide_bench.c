@@ -137,7 +137,7 @@ static const char *code_text(int code)
         snprintf(buf, sizeof(buf), "HTTP %d", code);
         return buf;
     }
-    return tide_client_strerror(code);
+    return tide_strerror(code);
 }
 
 static int fail(const char *what, int rc, tide_client *c)
@@ -214,7 +214,7 @@ static int provision(struct bench *b)
         goto out;
     }
     rc = tide_client_call(admin, "account_create", account, 3, NULL);
-    if (rc && rc == TIDE_CLIENT_ESERVER &&
+    if (rc && rc == TIDE_ESERVER &&
         tide_client_last_error(admin, &code, NULL) == 0 &&
         code == CODE_ALREADY_EXISTS)
         rc = 0;
@@ -404,7 +404,7 @@ static void *writer_tide(void *arg)
     atomic_fetch_add(&b->points_acked,
                      st.points_acked + st.points_rejected - done_prev);
     if (st.points_rejected)
-        count_code(b, TIDE_CLIENT_EREJECTED);
+        count_code(b, TIDE_EREJECTED);
     b->conn_rate[w->id] = (double)st.points_acked / (mono_s() - t0);
 out:
     tide_client_close(c);

@@ -43,7 +43,7 @@ static void *field_ptr(ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
 
 static ProtobufCMessage *message_new(const ProtobufCMessageDescriptor *d)
 {
-    ProtobufCMessage *m = malloc(d->sizeof_message);
+    ProtobufCMessage *m = tide_malloc(d->sizeof_message);
 
     if (m)
         d->message_init(m);
@@ -80,7 +80,7 @@ static int parse_i64(const char *s, int64_t *v)
 
     errno = 0;
     *v = strtoll(s, &end, 0);
-    return (*s && !*end && !errno) ? 0 : TIDE_CLIENT_EINVAL;
+    return (*s && !*end && !errno) ? 0 : TIDE_EINVAL;
 }
 
 static int parse_u64(const char *s, uint64_t *v)
@@ -89,7 +89,7 @@ static int parse_u64(const char *s, uint64_t *v)
 
     errno = 0;
     *v = strtoull(s, &end, 0);
-    return (*s && *s != '-' && !*end && !errno) ? 0 : TIDE_CLIENT_EINVAL;
+    return (*s && *s != '-' && !*end && !errno) ? 0 : TIDE_EINVAL;
 }
 
 /* A Tag-like message (two string fields) from "a:b" or "a=b". */
@@ -101,12 +101,12 @@ static int set_pair(ProtobufCMessage *m, const char *value)
 
     if (d->n_fields < 2 || d->fields[0].type != PROTOBUF_C_TYPE_STRING ||
         d->fields[1].type != PROTOBUF_C_TYPE_STRING || !sep)
-        return TIDE_CLIENT_EINVAL;
-    a = strndup(value, (size_t)(sep - value));
-    b = strdup(sep + 1);
+        return TIDE_EINVAL;
+    a = tide_strndup(value, (size_t)(sep - value));
+    b = tide_strdup(sep + 1);
     if (!a || !b) {
-        free(a);
-        free(b);
+        tide_free(a);
+        tide_free(b);
         return -ENOMEM;
     }
     *(char **)field_ptr(m, &d->fields[0]) = a;
@@ -128,7 +128,7 @@ static int set_scalar(const ProtobufCFieldDescriptor *f, void *p,
     case PROTOBUF_C_TYPE_SFIXED32:
         rc = parse_i64(value, &i);
         if (!rc && (i < INT32_MIN || i > INT32_MAX))
-            rc = TIDE_CLIENT_EINVAL;
+            rc = TIDE_EINVAL;
         if (!rc)
             *(int32_t *)p = (int32_t)i;
         return rc;
@@ -136,7 +136,7 @@ static int set_scalar(const ProtobufCFieldDescriptor *f, void *p,
     case PROTOBUF_C_TYPE_FIXED32:
         rc = parse_u64(value, &u);
         if (!rc && u > UINT32_MAX)
-            rc = TIDE_CLIENT_EINVAL;
+            rc = TIDE_EINVAL;
         if (!rc)
             *(uint32_t *)p = (uint32_t)u;
         return rc;
@@ -159,7 +159,7 @@ static int set_scalar(const ProtobufCFieldDescriptor *f, void *p,
         else if (!strcmp(value, "false") || !strcmp(value, "0"))
             *(protobuf_c_boolean *)p = 0;
         else
-            return TIDE_CLIENT_EINVAL;
+            return TIDE_EINVAL;
         return 0;
     case PROTOBUF_C_TYPE_DOUBLE:
     case PROTOBUF_C_TYPE_FLOAT: {
@@ -167,7 +167,7 @@ static int set_scalar(const ProtobufCFieldDescriptor *f, void *p,
         double d = strtod(value, &end);
 
         if (!*value || *end)
-            return TIDE_CLIENT_EINVAL;
+            return TIDE_EINVAL;
         if (f->type == PROTOBUF_C_TYPE_FLOAT)
             *(float *)p = (float)d;
         else
@@ -184,13 +184,13 @@ static int set_scalar(const ProtobufCFieldDescriptor *f, void *p,
         }
         rc = parse_i64(value, &i);
         if (!rc && (i < INT32_MIN || i > INT32_MAX))
-            rc = TIDE_CLIENT_EINVAL;
+            rc = TIDE_EINVAL;
         if (!rc)
             *(int32_t *)p = (int32_t)i;
         return rc;
     }
     case PROTOBUF_C_TYPE_STRING: {
-        char *s = strdup(value);
+        char *s = tide_strdup(value);
 
         if (!s)
             return -ENOMEM;
@@ -201,7 +201,7 @@ static int set_scalar(const ProtobufCFieldDescriptor *f, void *p,
         ProtobufCBinaryData *b = p;
 
         b->len = strlen(value);
-        b->data = malloc(b->len ? b->len : 1);
+        b->data = tide_malloc(b->len ? b->len : 1);
         if (!b->data)
             return -ENOMEM;
         memcpy(b->data, value, b->len);
@@ -216,7 +216,7 @@ static int set_scalar(const ProtobufCFieldDescriptor *f, void *p,
         return set_pair(m, value);
     }
     default:
-        return TIDE_CLIENT_EINVAL;
+        return TIDE_EINVAL;
     }
 }
 
@@ -231,19 +231,19 @@ static int set_path(ProtobufCMessage *m, const char *path, size_t path_len,
         char name[64];
 
         if (seg == 0 || seg >= sizeof(name))
-            return TIDE_CLIENT_EINVAL;
+            return TIDE_EINVAL;
         memcpy(name, path, seg);
         name[seg] = '\0';
         f = protobuf_c_message_descriptor_get_field_by_name(m->descriptor,
                                                             name);
         if (!f)
-            return TIDE_CLIENT_EINVAL;
+            return TIDE_EINVAL;
         if (dot) {
             ProtobufCMessage **sub = field_ptr(m, f);
 
             if (f->type != PROTOBUF_C_TYPE_MESSAGE ||
                 f->label == PROTOBUF_C_LABEL_REPEATED)
-                return TIDE_CLIENT_EINVAL;
+                return TIDE_EINVAL;
             if (!*sub) {
                 *sub = message_new(f->descriptor);
                 if (!*sub)
@@ -258,7 +258,7 @@ static int set_path(ProtobufCMessage *m, const char *path, size_t path_len,
             size_t *n = (size_t *)((char *)m + f->quantifier_offset);
             void **arr = field_ptr(m, f);
             size_t es = elem_size(f);
-            char *grown = realloc(*arr, (*n + 1) * es);
+            char *grown = tide_realloc(*arr, (*n + 1) * es);
 
             if (!grown)
                 return -ENOMEM;
@@ -270,10 +270,10 @@ static int set_path(ProtobufCMessage *m, const char *path, size_t path_len,
         if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
             *(uint32_t *)((char *)m + f->quantifier_offset) = f->id;
         if (f->type == PROTOBUF_C_TYPE_MESSAGE)
-            return TIDE_CLIENT_EINVAL;
+            return TIDE_EINVAL;
         return set_scalar(f, field_ptr(m, f), value);
     }
-    return TIDE_CLIENT_EINVAL;
+    return TIDE_EINVAL;
 }
 
 /* Build the request envelope. On failure *out is NULL. */
@@ -283,17 +283,17 @@ static int build(const char *request, const char *const *args, size_t n_args,
     const ProtobufCFieldDescriptor *f;
     Tide__V1__Envelope *env = NULL;
     ProtobufCMessage *body;
-    int rc = TIDE_CLIENT_EINVAL;
+    int rc = TIDE_EINVAL;
 
     *out = NULL;
     for (size_t i = 0; i < sizeof(reserved_requests) / sizeof(char *); i++)
         if (!strcmp(request, reserved_requests[i]))
-            return TIDE_CLIENT_EINVAL;
+            return TIDE_EINVAL;
     f = protobuf_c_message_descriptor_get_field_by_name(
         &tide__v1__envelope__descriptor, request);
     if (!f || f->type != PROTOBUF_C_TYPE_MESSAGE)
-        return TIDE_CLIENT_EINVAL;
-    env = malloc(sizeof(*env));
+        return TIDE_EINVAL;
+    env = tide_malloc(sizeof(*env));
     if (!env)
         return -ENOMEM;
     tide__v1__envelope__init(env);
@@ -308,7 +308,7 @@ static int build(const char *request, const char *const *args, size_t n_args,
         const char *eq = args[i] ? strchr(args[i], '=') : NULL;
 
         if (!eq) {
-            rc = TIDE_CLIENT_EINVAL;
+            rc = TIDE_EINVAL;
             goto fail;
         }
         rc = set_path(body, args[i], (size_t)(eq - args[i]), eq + 1);
@@ -319,24 +319,24 @@ static int build(const char *request, const char *const *args, size_t n_args,
     return 0;
 
 fail:
-    protobuf_c_message_free_unpacked(&env->base, NULL);
+    protobuf_c_message_free_unpacked(&env->base, &tide_frame_allocator);
     return rc;
 }
 
 static int row_add(struct row *r, const char *name, const char *value)
 {
-    char *n = strdup(name), *v = strdup(value);
+    char *n = tide_strdup(name), *v = tide_strdup(value);
 
     if (!n || !v)
         goto fail;
     if (r->n == r->cap) {
         size_t cap = r->cap ? r->cap * 2 : 16;
-        char **nn = realloc(r->names, cap * sizeof(char *));
+        char **nn = tide_realloc(r->names, cap * sizeof(char *));
 
         if (!nn)
             goto fail;
         r->names = nn;
-        nn = realloc(r->values, cap * sizeof(char *));
+        nn = tide_realloc(r->values, cap * sizeof(char *));
         if (!nn)
             goto fail;
         r->values = nn;
@@ -348,8 +348,8 @@ static int row_add(struct row *r, const char *name, const char *value)
     return 0;
 
 fail:
-    free(n);
-    free(v);
+    tide_free(n);
+    tide_free(v);
     return -ENOMEM;
 }
 
@@ -394,18 +394,18 @@ static char *elem_text(const ProtobufCFieldDescriptor *f, const void *p)
             protobuf_c_enum_descriptor_get_value(f->descriptor, v);
 
         if (ev)
-            return strdup(ev->name);
+            return tide_strdup(ev->name);
         snprintf(buf, sizeof(buf), "%" PRId32, v);
         break;
     }
     case PROTOBUF_C_TYPE_STRING: {
         const char *s = *(char *const *)p;
 
-        return strdup(s ? s : "");
+        return tide_strdup(s ? s : "");
     }
     case PROTOBUF_C_TYPE_BYTES: {
         const ProtobufCBinaryData *b = p;
-        char *s = malloc(b->len * 2 + 1);
+        char *s = tide_malloc(b->len * 2 + 1);
 
         if (!s)
             return NULL;
@@ -417,7 +417,7 @@ static char *elem_text(const ProtobufCFieldDescriptor *f, const void *p)
     case PROTOBUF_C_TYPE_MESSAGE: {
         const ProtobufCMessage *m = *(ProtobufCMessage *const *)p;
         const ProtobufCMessageDescriptor *d = f->descriptor;
-        char *out = strdup("");
+        char *out = tide_strdup("");
 
         for (unsigned i = 0; m && out && i < d->n_fields; i++) {
             const ProtobufCFieldDescriptor *sf = &d->fields[i];
@@ -427,11 +427,11 @@ static char *elem_text(const ProtobufCFieldDescriptor *f, const void *p)
                 sf->type == PROTOBUF_C_TYPE_MESSAGE)
                 continue;
             t = elem_text(sf, (const char *)m + sf->offset);
-            joined = t ? malloc(strlen(out) + strlen(t) + 2) : NULL;
+            joined = t ? tide_malloc(strlen(out) + strlen(t) + 2) : NULL;
             if (joined)
                 sprintf(joined, "%s%s%s", out, *out ? "=" : "", t);
-            free(t);
-            free(out);
+            tide_free(t);
+            tide_free(out);
             out = joined;
         }
         return out;
@@ -440,7 +440,7 @@ static char *elem_text(const ProtobufCFieldDescriptor *f, const void *p)
         buf[0] = '\0';
         break;
     }
-    return strdup(buf);
+    return tide_strdup(buf);
 }
 
 /* Append every field of `m` to `r`, names prefixed by `prefix`. */
@@ -463,15 +463,16 @@ static int flatten(struct row *r, const char *prefix, const ProtobufCMessage *m,
             const char *arr = *(char *const *)p;
             size_t es = elem_size(f);
 
-            text = strdup("");
+            text = tide_strdup("");
             for (size_t k = 0; k < n && text; k++) {
                 char *t = elem_text(f, arr + k * es);
-                char *joined = t ? malloc(strlen(text) + strlen(t) + 2) : NULL;
+                char *joined =
+                    t ? tide_malloc(strlen(text) + strlen(t) + 2) : NULL;
 
                 if (joined)
                     sprintf(joined, "%s%s%s", text, k ? "," : "", t);
-                free(t);
-                free(text);
+                tide_free(t);
+                tide_free(text);
                 text = joined;
             }
         } else if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
@@ -491,7 +492,7 @@ static int flatten(struct row *r, const char *prefix, const ProtobufCMessage *m,
         if (!text)
             return -ENOMEM;
         rc = row_add(r, name, text);
-        free(text);
+        tide_free(text);
         if (rc)
             return rc;
     }
@@ -504,15 +505,15 @@ void tide_result_free(tide_result *r)
         return;
     for (size_t i = 0; i < r->n_rows; i++) {
         for (size_t k = 0; k < r->rows[i].n; k++) {
-            free(r->rows[i].names[k]);
-            free(r->rows[i].values[k]);
+            tide_free(r->rows[i].names[k]);
+            tide_free(r->rows[i].values[k]);
         }
-        free(r->rows[i].names);
-        free(r->rows[i].values);
+        tide_free(r->rows[i].names);
+        tide_free(r->rows[i].values);
     }
-    free(r->rows);
-    free(r->kind);
-    free(r);
+    tide_free(r->rows);
+    tide_free(r->kind);
+    tide_free(r);
 }
 
 /* Flatten response `env` (not an Error) into a result. */
@@ -527,10 +528,10 @@ static int to_result(const Tide__V1__Envelope *env, tide_result **out)
     int per_elem, rc = -ENOMEM;
 
     if (!f || f->type != PROTOBUF_C_TYPE_MESSAGE)
-        return TIDE_CLIENT_EPROTO;
+        return TIDE_EPROTO;
     m = *(ProtobufCMessage *const *)((const char *)env + f->offset);
     if (!m)
-        return TIDE_CLIENT_EPROTO;
+        return TIDE_EPROTO;
     d = m->descriptor;
     per_elem = d->n_fields == 1 &&
                d->fields[0].label == PROTOBUF_C_LABEL_REPEATED &&
@@ -538,11 +539,11 @@ static int to_result(const Tide__V1__Envelope *env, tide_result **out)
     if (per_elem)
         n_rows =
             *(const size_t *)((const char *)m + d->fields[0].quantifier_offset);
-    r = calloc(1, sizeof(*r));
+    r = tide_calloc(1, sizeof(*r));
     if (!r)
         goto fail;
-    r->kind = strdup(f->name);
-    r->rows = calloc(n_rows ? n_rows : 1, sizeof(*r->rows));
+    r->kind = tide_strdup(f->name);
+    r->rows = tide_calloc(n_rows ? n_rows : 1, sizeof(*r->rows));
     if (!r->kind || !r->rows)
         goto fail;
     r->n_rows = n_rows;
@@ -572,7 +573,7 @@ int tide_client_call(tide_client *c, const char *request,
     int rc;
 
     if (!c || !request)
-        return TIDE_CLIENT_EINVAL;
+        return TIDE_EINVAL;
     rc = build(request, args, n_args, &env);
     if (rc)
         return rc;
@@ -588,14 +589,14 @@ int tide_client_call(tide_client *c, const char *request,
         goto out;
     if (resp->body_case == TIDE__V1__ENVELOPE__BODY_ERROR && resp->error) {
         tide__client_set_error(c, resp->error);
-        rc = TIDE_CLIENT_ESERVER;
+        rc = TIDE_ESERVER;
         goto out;
     }
     if (out)
         rc = to_result(resp, out);
 out:
     tide_frame_free(resp, NULL);
-    protobuf_c_message_free_unpacked(&env->base, NULL);
+    protobuf_c_message_free_unpacked(&env->base, &tide_frame_allocator);
     return rc;
 }
 
@@ -618,7 +619,7 @@ int tide_result_get(const tide_result *r, size_t row, size_t col,
                     const char **name, const char **value)
 {
     if (row >= r->n_rows || col >= r->rows[row].n)
-        return TIDE_CLIENT_EINVAL;
+        return TIDE_EINVAL;
     if (name)
         *name = r->rows[row].names[col];
     if (value)

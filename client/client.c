@@ -57,7 +57,7 @@ int64_t tide__client_now_ms(void)
 
 static char *dup_or_null(const char *s)
 {
-    return s ? strdup(s) : NULL;
+    return s ? tide_strdup(s) : NULL;
 }
 
 static uint64_t random_u64(void)
@@ -105,11 +105,11 @@ int tide__client_new(const struct tide_client_options *opts, tide_client **out)
     int rc = -ENOMEM;
 
     if (!opts || !opts->host || !*opts->host)
-        return TIDE_CLIENT_EINVAL;
+        return TIDE_EINVAL;
     if (opts->overflow < TIDE_OVERFLOW_BLOCK ||
         opts->overflow > TIDE_OVERFLOW_ERROR)
-        return TIDE_CLIENT_EINVAL;
-    c = calloc(1, sizeof(*c));
+        return TIDE_EINVAL;
+    c = tide_calloc(1, sizeof(*c));
     if (!c)
         goto fail;
     c->fd = -1;
@@ -117,10 +117,10 @@ int tide__client_new(const struct tide_client_options *opts, tide_client **out)
     c->o.host = NULL;
     c->o.api_key = NULL;
     c->o.session_token = NULL;
-    c->o.host = strdup(opts->host);
+    c->o.host = tide_strdup(opts->host);
     c->o.api_key = dup_or_null(opts->api_key);
     c->o.session_token = dup_or_null(opts->session_token);
-    c->buckets = calloc(TIDE__COLUMN_BUCKETS, sizeof(*c->buckets));
+    c->buckets = tide_calloc(TIDE__COLUMN_BUCKETS, sizeof(*c->buckets));
     if (!c->o.host || (opts->api_key && !c->o.api_key) ||
         (opts->session_token && !c->o.session_token) || !c->buckets)
         goto fail;
@@ -159,13 +159,13 @@ fail:
 
 void tide__client_set_error(tide_client *c, const Tide__V1__Error *e)
 {
-    char *msg = strdup(e->message ? e->message : "");
+    char *msg = tide_strdup(e->message ? e->message : "");
 
     c->have_error = 1;
     c->err_code = (int)e->code;
     /* Without memory the previous text stays; the code is still right. */
     if (msg) {
-        free(c->err_msg);
+        tide_free(c->err_msg);
         c->err_msg = msg;
     }
 }
@@ -218,7 +218,7 @@ static int process(tide_client *c)
             break;
         if (rc) {
             tide__client_lost(c);
-            return rc == -ENOMEM ? rc : TIDE_CLIENT_EPROTO;
+            return rc == -ENOMEM ? rc : TIDE_EPROTO;
         }
         dispatch(c, env);
         n++;
@@ -238,12 +238,12 @@ static int recv_some(tide_client *c)
         return 0;
     if (n <= 0) {
         tide__client_lost(c);
-        return TIDE_CLIENT_EDISCONNECTED;
+        return TIDE_EDISCONNECTED;
     }
     rc = tide_frame_decoder_feed(&c->dec, buf, (size_t)n);
     if (rc) {
         tide__client_lost(c);
-        return rc == -ENOMEM ? rc : TIDE_CLIENT_EPROTO;
+        return rc == -ENOMEM ? rc : TIDE_EPROTO;
     }
     return 0;
 }
@@ -254,7 +254,7 @@ int tide__client_read(tide_client *c, uint32_t timeout_ms)
     int rc;
 
     if (!c->connected)
-        return TIDE_CLIENT_EDISCONNECTED;
+        return TIDE_EDISCONNECTED;
     rc = process(c);
     if (rc != 0)
         return rc < 0 ? rc : 0;
@@ -265,7 +265,7 @@ int tide__client_read(tide_client *c, uint32_t timeout_ms)
     if (rc < 0)
         return errno == EINTR ? 0 : -errno;
     if (rc == 0)
-        return TIDE_CLIENT_ETIMEDOUT;
+        return TIDE_ETIMEDOUT;
     rc = recv_some(c);
     if (rc)
         return rc;
@@ -284,7 +284,7 @@ int tide__client_send(tide_client *c, const uint8_t *buf, size_t len)
     size_t off = 0;
 
     if (!c->connected)
-        return TIDE_CLIENT_EDISCONNECTED;
+        return TIDE_EDISCONNECTED;
     while (off < len) {
         struct pollfd p = {.fd = c->fd, .events = POLLOUT | POLLIN};
         ssize_t n;
@@ -293,7 +293,7 @@ int tide__client_send(tide_client *c, const uint8_t *buf, size_t len)
         if (rc < 0 && errno == EINTR)
             continue;
         if (rc <= 0) {
-            rc = rc < 0 ? -errno : TIDE_CLIENT_ETIMEDOUT;
+            rc = rc < 0 ? -errno : TIDE_ETIMEDOUT;
             tide__client_lost(c);
             return rc;
         }
@@ -309,7 +309,7 @@ int tide__client_send(tide_client *c, const uint8_t *buf, size_t len)
             continue;
         if (n < 0) {
             tide__client_lost(c);
-            return TIDE_CLIENT_EDISCONNECTED;
+            return TIDE_EDISCONNECTED;
         }
         off += (size_t)n;
     }
@@ -319,17 +319,17 @@ int tide__client_send(tide_client *c, const uint8_t *buf, size_t len)
 int tide__client_send_env(tide_client *c, Tide__V1__Envelope *env)
 {
     size_t size = tide_frame_size(env);
-    uint8_t *buf = malloc(size);
+    uint8_t *buf = tide_malloc(size);
     int rc;
 
     if (!buf)
         return -ENOMEM;
     if (tide_frame_encode(env, buf, size) != (int64_t)size) {
-        free(buf);
-        return TIDE_CLIENT_EPROTO;
+        tide_free(buf);
+        return TIDE_EPROTO;
     }
     rc = tide__client_send(c, buf, size);
-    free(buf);
+    tide_free(buf);
     return rc;
 }
 
@@ -353,7 +353,7 @@ int tide__client_wait(tide_client *c, uint64_t id, Tide__V1__Envelope **env)
 }
 
 /* Send `env` under a fresh id and wait for its response. On a server
- * Error returns TIDE_CLIENT_ESERVER after recording it. */
+ * Error returns TIDE_ESERVER after recording it. */
 static int request(tide_client *c, Tide__V1__Envelope *env, int want_case,
                    Tide__V1__Envelope **resp)
 {
@@ -370,11 +370,11 @@ static int request(tide_client *c, Tide__V1__Envelope *env, int want_case,
     if (r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR && r->error) {
         tide__client_set_error(c, r->error);
         tide_frame_free(r, NULL);
-        return TIDE_CLIENT_ESERVER;
+        return TIDE_ESERVER;
     }
     if ((int)r->body_case != want_case) {
         tide_frame_free(r, NULL);
-        return TIDE_CLIENT_EPROTO;
+        return TIDE_EPROTO;
     }
     *resp = r;
     return 0;
@@ -420,7 +420,7 @@ static int tcp_connect(const char *host, uint16_t port, uint32_t timeout_ms)
         p.revents = 0;
         err = poll(&p, 1, (int)timeout_ms);
         if (err <= 0) {
-            rc = err == 0 ? TIDE_CLIENT_ETIMEDOUT : -errno;
+            rc = err == 0 ? TIDE_ETIMEDOUT : -errno;
             goto next;
         }
         err = 0;
@@ -441,7 +441,7 @@ static int tcp_connect(const char *host, uint16_t port, uint32_t timeout_ms)
 
 static void free_str(char **p)
 {
-    free(*p);
+    tide_free(*p);
     *p = NULL;
 }
 
@@ -497,16 +497,16 @@ static int connect_once(tide_client *c)
             auth.session_token = (char *)c->o.session_token;
         }
         rc = request(c, &env, TIDE__V1__ENVELOPE__BODY_AUTH_OK, &r);
-        if (rc == TIDE_CLIENT_ESERVER &&
+        if (rc == TIDE_ESERVER &&
             (c->err_code == TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED ||
              c->err_code == TIDE__V1__ERROR_CODE__ERROR_CODE_ACCOUNT_DELETED))
-            rc = TIDE_CLIENT_EAUTH;
+            rc = TIDE_EAUTH;
         if (rc)
             goto fail;
         c->account_id = r->auth_ok->account_id;
         c->role = (int)r->auth_ok->role;
         free_str(&c->device);
-        c->device = strdup(r->auth_ok->device ? r->auth_ok->device : "");
+        c->device = tide_strdup(r->auth_ok->device ? r->auth_ok->device : "");
         tide_frame_free(r, NULL);
         if (!c->device) {
             rc = -ENOMEM;
@@ -522,7 +522,7 @@ fail:
 }
 
 /* One connection attempt unless the backoff delay is still running.
- * Returns 0 when connected, TIDE_CLIENT_EAUTH (sticky), or the error of the
+ * Returns 0 when connected, TIDE_EAUTH (sticky), or the error of the
  * last attempt. */
 int tide__client_step(tide_client *c)
 {
@@ -534,7 +534,7 @@ int tide__client_step(tide_client *c)
     if (c->failed)
         return c->failed;
     if (now < c->next_connect_ms)
-        return c->connect_rc ? c->connect_rc : TIDE_CLIENT_EDISCONNECTED;
+        return c->connect_rc ? c->connect_rc : TIDE_EDISCONNECTED;
     rc = connect_once(c);
     if (rc == 0) {
         if (c->ever_connected)
@@ -544,7 +544,7 @@ int tide__client_step(tide_client *c)
         c->connect_rc = 0;
         return 0;
     }
-    if (rc == TIDE_CLIENT_EAUTH) {
+    if (rc == TIDE_EAUTH) {
         c->failed = rc;
         return rc;
     }
@@ -564,14 +564,14 @@ int tide__client_ensure(tide_client *c, int64_t deadline_ms)
         int64_t now, wait;
         int rc = tide__client_step(c);
 
-        if (rc == 0 || rc == TIDE_CLIENT_EAUTH)
+        if (rc == 0 || rc == TIDE_EAUTH)
             return rc;
         if (c->o.reconnect_attempts_max &&
             c->attempt >= c->o.reconnect_attempts_max)
             return rc;
         now = tide__client_now_ms();
         if (deadline_ms && now >= deadline_ms)
-            return TIDE_CLIENT_ETIMEDOUT;
+            return TIDE_ETIMEDOUT;
         wait = c->next_connect_ms - now;
         if (deadline_ms && now + wait > deadline_ms)
             wait = deadline_ms - now;
@@ -586,7 +586,7 @@ int tide_client_open(const struct tide_client_options *opts, tide_client **out)
     int rc;
 
     if (!out)
-        return TIDE_CLIENT_EINVAL;
+        return TIDE_EINVAL;
     rc = tide__client_new(opts, &c);
     if (rc)
         return rc;
@@ -611,54 +611,25 @@ void tide_client_close(tide_client *c)
         tide__client_lost(c);
     tide__writer_fini(c);
     tide_frame_free(c->wait_env, NULL);
-    free((char *)c->o.host);
-    free((char *)c->o.api_key);
-    free((char *)c->o.session_token);
-    free(c->device);
-    free(c->err_msg);
-    free(c->buckets);
-    free(c);
+    tide_free((char *)c->o.host);
+    tide_free((char *)c->o.api_key);
+    tide_free((char *)c->o.session_token);
+    tide_free(c->device);
+    tide_free(c->err_msg);
+    tide_free(c->buckets);
+    tide_free(c);
 }
 
-const char *tide_client_strerror(int rc)
+void tide_client_set_allocator(void *(*malloc_fn)(size_t),
+                               void (*free_fn)(void *))
 {
-    switch (rc) {
-    case 0:
-        return "success";
-    case TIDE_CLIENT_DONE:
-        return "iteration finished";
-    case TIDE_CLIENT_ESERVER:
-        return "the server returned an error";
-    case TIDE_CLIENT_EFULL:
-        return "write buffer full";
-    case TIDE_CLIENT_ETIMEDOUT:
-        return "timed out";
-    case TIDE_CLIENT_EDISCONNECTED:
-        return "connection lost";
-    case TIDE_CLIENT_EPROTO:
-        return "protocol error: unexpected response";
-    case TIDE_CLIENT_EINVAL:
-        return "invalid argument";
-    case TIDE_CLIENT_EBUSY:
-        return "a query is already open on this client";
-    case TIDE_CLIENT_EREJECTED:
-        return "some points were rejected by the server";
-    case TIDE_CLIENT_EAUTH:
-        return "authentication failed";
-    default:
-        break;
-    }
-    if (rc <= TIDE_FRAME_ETOOLARGE && rc > TIDE_FRAME_ETOOLARGE - 10)
-        return tide_frame_strerror(rc);
-    if (rc < 0 && rc > -4096)
-        return strerror(-rc);
-    return "unknown error";
+    tide_alloc_set_hooks(malloc_fn, free_fn);
 }
 
 int tide_client_last_error(const tide_client *c, int *code, const char **msg)
 {
     if (!c || !c->have_error)
-        return TIDE_CLIENT_EINVAL;
+        return TIDE_EINVAL;
     if (code)
         *code = c->err_code;
     if (msg)

@@ -21,6 +21,8 @@
 #include <stdint.h>
 
 #include "frame.h"
+#include "tide/common.h"
+#include "wire_error.h"
 #include "tide/client.h"
 
 #define TIDE__COLUMN_BUCKETS 1024u
@@ -83,8 +85,8 @@ struct tide_client {
     int fd;
     int connected;
     int ever_connected;
-    int failed;       /* sticky TIDE_CLIENT_EAUTH after a refused reconnect */
-    uint32_t attempt; /* failed connects since the last success */
+    int failed;              /* sticky TIDE_EAUTH after a refused reconnect */
+    uint32_t attempt;        /* failed connects since the last success */
     int64_t next_connect_ms; /* backoff: no attempt before this */
     int connect_rc;          /* result of the last failed attempt */
     struct tide_frame_decoder dec;

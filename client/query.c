@@ -14,7 +14,7 @@
 
 void tide__query_deliver(tide_query_iter *it, Tide__V1__Envelope *env)
 {
-    struct envq *q = malloc(sizeof(*q));
+    struct envq *q = tide_malloc(sizeof(*q));
 
     if (!q) {
         /* Losing a frame would corrupt the result: fail the query. */
@@ -40,11 +40,11 @@ static int iter_start(tide_client *c, Tide__V1__Envelope *env,
     int rc;
 
     if (c->iter)
-        return TIDE_CLIENT_EBUSY;
+        return TIDE_EBUSY;
     rc = tide__client_ensure(c, 0);
     if (rc)
         return rc;
-    it = calloc(1, sizeof(*it));
+    it = tide_calloc(1, sizeof(*it));
     if (!it)
         return -ENOMEM;
     env->request_id = c->next_request_id++;
@@ -54,7 +54,7 @@ static int iter_start(tide_client *c, Tide__V1__Envelope *env,
     rc = tide__client_send_env(c, env);
     if (rc) {
         c->iter = NULL;
-        free(it);
+        tide_free(it);
         return rc;
     }
     *out = it;
@@ -68,7 +68,7 @@ int tide_export_open(tide_client *c, const struct tide_export_params *p,
     Tide__V1__ExportStart x = TIDE__V1__EXPORT_START__INIT;
 
     if (!c || !p || !out)
-        return TIDE_CLIENT_EINVAL;
+        return TIDE_EINVAL;
     x.account_id = p->account_id;
     x.include_telemetry = p->telemetry != 0;
     x.format = p->csv ? TIDE__V1__EXPORT_FORMAT__EXPORT_FORMAT_CSV
@@ -93,7 +93,7 @@ static Tide__V1__Envelope *next_frame(tide_query_iter *it)
             return NULL;
         if (!it->head) {
             if (!it->c->connected) {
-                it->state = TIDE_CLIENT_EDISCONNECTED;
+                it->state = TIDE_EDISCONNECTED;
                 continue;
             }
             rc = tide__client_read(it->c, it->c->o.io_timeout_ms);
@@ -106,7 +106,7 @@ static Tide__V1__Envelope *next_frame(tide_query_iter *it)
         if (!it->head)
             it->tail = NULL;
         env = q->env;
-        free(q);
+        tide_free(q);
         return env;
     }
 }
@@ -117,7 +117,7 @@ int tide_export_next(tide_query_iter *it, const char **section,
     Tide__V1__Envelope *env;
 
     if (!it || !section || !data || !len)
-        return TIDE_CLIENT_EINVAL;
+        return TIDE_EINVAL;
     tide_frame_free(it->cur, NULL);
     it->cur = NULL;
     env = next_frame(it);
@@ -139,9 +139,9 @@ int tide_export_next(tide_query_iter *it, const char **section,
         it->state = TIDE_CLIENT_DONE;
     } else if (env->body_case == TIDE__V1__ENVELOPE__BODY_ERROR && env->error) {
         tide__client_set_error(it->c, env->error);
-        it->state = TIDE_CLIENT_ESERVER;
+        it->state = TIDE_ESERVER;
     } else {
-        it->state = TIDE_CLIENT_EPROTO;
+        it->state = TIDE_EPROTO;
     }
     tide_frame_free(env, NULL);
     return it->state;
@@ -151,7 +151,7 @@ int tide_export_stats_get(const tide_query_iter *it,
                           struct tide_export_stats *st)
 {
     if (!it || it->state != TIDE_CLIENT_DONE)
-        return TIDE_CLIENT_EINVAL;
+        return TIDE_EINVAL;
     *st = it->export_stats;
     return 0;
 }
@@ -164,7 +164,7 @@ int tide_query_open(tide_client *c, const struct tide_query_params *p,
     Tide__V1__DeviceSelector sel = TIDE__V1__DEVICE_SELECTOR__INIT;
 
     if (!c || !p || !out)
-        return TIDE_CLIENT_EINVAL;
+        return TIDE_EINVAL;
     sel.n_names = p->n_devices;
     sel.names = (char **)p->devices;
     q.devices = &sel;
@@ -192,11 +192,11 @@ static int grow_scratch(tide_query_iter *it, size_t n)
 
     if (n <= it->scratch_cap)
         return 0;
-    ts = realloc(it->ts, n * sizeof(*ts));
+    ts = tide_realloc(it->ts, n * sizeof(*ts));
     if (!ts)
         return -ENOMEM;
     it->ts = ts;
-    b = realloc(it->bools, n);
+    b = tide_realloc(it->bools, n);
     if (!b)
         return -ENOMEM;
     it->bools = b;
@@ -204,7 +204,7 @@ static int grow_scratch(tide_query_iter *it, size_t n)
     return 0;
 }
 
-/* Decode series `s` into `blk`. Returns 0, -ENOMEM or TIDE_CLIENT_EPROTO
+/* Decode series `s` into `blk`. Returns 0, -ENOMEM or TIDE_EPROTO
  * (value arrays that do not match the timestamps). */
 static int decode(tide_query_iter *it, const Tide__V1__SeriesResult *s,
                   struct tide_series_block *blk)
@@ -229,43 +229,43 @@ static int decode(tide_query_iter *it, const Tide__V1__SeriesResult *s,
     switch (s->type) {
     case TIDE__V1__VALUE_TYPE__VALUE_TYPE_F64:
         if (s->n_f64 != n)
-            return TIDE_CLIENT_EPROTO;
+            return TIDE_EPROTO;
         blk->f64 = s->f64;
         break;
     case TIDE__V1__VALUE_TYPE__VALUE_TYPE_I64:
         if (s->n_i64 != n)
-            return TIDE_CLIENT_EPROTO;
+            return TIDE_EPROTO;
         blk->i64 = s->i64;
         break;
     case TIDE__V1__VALUE_TYPE__VALUE_TYPE_BOOL:
         if (s->bool_bits.len < (n + 7) / 8)
-            return TIDE_CLIENT_EPROTO;
+            return TIDE_EPROTO;
         for (size_t i = 0; i < n; i++)
             it->bools[i] = (s->bool_bits.data[i / 8] >> (i % 8)) & 1u;
         blk->bools = it->bools;
         break;
     case TIDE__V1__VALUE_TYPE__VALUE_TYPE_STRING:
         if (s->n_str != n)
-            return TIDE_CLIENT_EPROTO;
+            return TIDE_EPROTO;
         blk->str = (const char *const *)s->str;
         break;
     default:
-        return TIDE_CLIENT_EPROTO;
+        return TIDE_EPROTO;
     }
     if (s->n_counts == n && n)
         blk->counts = s->counts;
     blk->continued = it->prev_device && it->prev_field &&
                      !strcmp(it->prev_device, blk->device) &&
                      !strcmp(it->prev_field, blk->field);
-    d = strdup(blk->device);
-    f = strdup(blk->field);
+    d = tide_strdup(blk->device);
+    f = tide_strdup(blk->field);
     if (!d || !f) {
-        free(d);
-        free(f);
+        tide_free(d);
+        tide_free(f);
         return -ENOMEM;
     }
-    free(it->prev_device);
-    free(it->prev_field);
+    tide_free(it->prev_device);
+    tide_free(it->prev_field);
     it->prev_device = d;
     it->prev_field = f;
     return 0;
@@ -274,7 +274,7 @@ static int decode(tide_query_iter *it, const Tide__V1__SeriesResult *s,
 int tide_query_next(tide_query_iter *it, struct tide_series_block *block)
 {
     if (!it || !block)
-        return TIDE_CLIENT_EINVAL;
+        return TIDE_EINVAL;
     for (;;) {
         Tide__V1__Envelope *env;
         int rc;
@@ -312,9 +312,9 @@ int tide_query_next(tide_query_iter *it, struct tide_series_block *block)
         } else if (env->body_case == TIDE__V1__ENVELOPE__BODY_ERROR &&
                    env->error) {
             tide__client_set_error(it->c, env->error);
-            it->state = TIDE_CLIENT_ESERVER;
+            it->state = TIDE_ESERVER;
         } else {
-            it->state = TIDE_CLIENT_EPROTO;
+            it->state = TIDE_EPROTO;
         }
         tide_frame_free(env, NULL);
     }
@@ -323,7 +323,7 @@ int tide_query_next(tide_query_iter *it, struct tide_series_block *block)
 int tide_query_stats_get(const tide_query_iter *it, struct tide_query_stats *st)
 {
     if (!it || it->state != TIDE_CLIENT_DONE)
-        return TIDE_CLIENT_EINVAL;
+        return TIDE_EINVAL;
     *st = it->stats;
     return 0;
 }
@@ -352,13 +352,13 @@ void tide_query_close(tide_query_iter *it)
 
         it->head = q->next;
         tide_frame_free(q->env, NULL);
-        free(q);
+        tide_free(q);
     }
     tide_frame_free(it->cur, NULL);
-    free(it->prev_device);
-    free(it->prev_field);
-    free(it->ts);
-    free(it->bools);
+    tide_free(it->prev_device);
+    tide_free(it->prev_field);
+    tide_free(it->ts);
+    tide_free(it->bools);
     c->iter = NULL;
-    free(it);
+    tide_free(it);
 }

@@ -36,15 +36,15 @@ static struct column *column_get(tide_client *c, const char *device,
     for (col = c->buckets[b]; col; col = col->hash_next)
         if (!strcmp(col->device, device) && !strcmp(col->field, field))
             return col;
-    col = calloc(1, sizeof(*col));
+    col = tide_calloc(1, sizeof(*col));
     if (!col)
         return NULL;
-    col->device = strdup(device);
-    col->field = strdup(field);
+    col->device = tide_strdup(device);
+    col->field = tide_strdup(field);
     if (!col->device || !col->field) {
-        free(col->device);
-        free(col->field);
-        free(col);
+        tide_free(col->device);
+        tide_free(col->field);
+        tide_free(col);
         return NULL;
     }
     col->hash_next = c->buckets[b];
@@ -76,7 +76,7 @@ static void column_reset(struct column *col)
 {
     if (col->type == TIDE_VALUE_STR)
         for (size_t i = 0; i < col->n; i++)
-            free(col->v.str[i]);
+            tide_free(col->v.str[i]);
     col->n = 0;
 }
 
@@ -89,9 +89,9 @@ static int column_reserve(struct column *col, int type)
 
     if (col->type != type) {
         /* Empty (the caller sealed): reuse the arrays, resized below. */
-        free(col->v.f64);
+        tide_free(col->v.f64);
         col->v.f64 = NULL;
-        free(col->ts_ns);
+        tide_free(col->ts_ns);
         col->ts_ns = NULL;
         col->cap = 0;
         col->type = type;
@@ -99,11 +99,11 @@ static int column_reserve(struct column *col, int type)
     if (col->n < col->cap)
         return 0;
     cap = col->cap ? col->cap * 2 : COLUMN_CAP_MIN;
-    ts = realloc(col->ts_ns, cap * sizeof(*ts));
+    ts = tide_realloc(col->ts_ns, cap * sizeof(*ts));
     if (!ts)
         return -ENOMEM;
     col->ts_ns = ts;
-    v = realloc(col->v.f64, cap * value_size(type));
+    v = tide_realloc(col->v.f64, cap * value_size(type));
     if (!v)
         return -ENOMEM;
     col->v.f64 = v;
@@ -114,8 +114,8 @@ static int column_reserve(struct column *col, int type)
 static void batch_free(struct batch *b)
 {
     if (b) {
-        free(b->frame);
-        free(b);
+        tide_free(b->frame);
+        tide_free(b);
     }
 }
 
@@ -151,13 +151,13 @@ int tide__writer_seal(tide_client *c)
         return 0;
     for (col = c->order_head; col; col = col->order_next)
         ng += col->n > 0;
-    groups = calloc(ng, sizeof(*groups));
-    gptrs = calloc(ng, sizeof(*gptrs));
-    cols = calloc(ng, sizeof(*cols));
-    cptrs = calloc(ng, sizeof(*cptrs));
-    deltas = malloc(c->n_open_points * sizeof(*deltas));
-    bits = calloc(c->n_open_points + 8 * ng, 1);
-    b = calloc(1, sizeof(*b));
+    groups = tide_calloc(ng, sizeof(*groups));
+    gptrs = tide_calloc(ng, sizeof(*gptrs));
+    cols = tide_calloc(ng, sizeof(*cols));
+    cptrs = tide_calloc(ng, sizeof(*cptrs));
+    deltas = tide_malloc(c->n_open_points * sizeof(*deltas));
+    bits = tide_calloc(c->n_open_points + 8 * ng, 1);
+    b = tide_calloc(1, sizeof(*b));
     if (!groups || !gptrs || !cols || !cptrs || !deltas || !bits || !b)
         goto fail;
     for (col = c->order_head; col; col = col->order_next) {
@@ -226,11 +226,11 @@ int tide__writer_seal(tide_client *c)
     env.body_case = TIDE__V1__ENVELOPE__BODY_WRITE_BATCH;
     env.write_batch = &wb;
     size = tide_frame_size(&env);
-    b->frame = malloc(size);
+    b->frame = tide_malloc(size);
     if (!b->frame)
         goto fail;
     if (tide_frame_encode(&env, b->frame, size) != (int64_t)size) {
-        rc = TIDE_CLIENT_EPROTO;
+        rc = TIDE_EPROTO;
         goto fail;
     }
     b->len = size;
@@ -251,12 +251,12 @@ int tide__writer_seal(tide_client *c)
 
 fail:
     batch_free(b);
-    free(groups);
-    free(gptrs);
-    free(cols);
-    free(cptrs);
-    free(deltas);
-    free(bits);
+    tide_free(groups);
+    tide_free(gptrs);
+    tide_free(cols);
+    tide_free(cptrs);
+    tide_free(deltas);
+    tide_free(bits);
     return rc;
 }
 
@@ -268,16 +268,16 @@ int tide__writer_append(tide_client *c, const char *device, const char *field,
     int rc;
 
     if (!device || !*device || !field || !*field)
-        return TIDE_CLIENT_EINVAL;
+        return TIDE_EINVAL;
     if (c->max_string_bytes &&
         (strlen(device) > c->max_string_bytes ||
          strlen(field) > c->max_string_bytes ||
          (type == TIDE_VALUE_STR &&
           strlen((const char *)value) > c->max_string_bytes)))
-        return TIDE_CLIENT_EINVAL;
+        return TIDE_EINVAL;
     if (c->n_open_points + c->sealed_points >= c->o.buffer_points_max) {
         if (c->o.overflow == TIDE_OVERFLOW_ERROR)
-            return TIDE_CLIENT_EFULL;
+            return TIDE_EFULL;
         if (c->o.overflow == TIDE_OVERFLOW_BLOCK)
             return TIDE__NEED_WAIT;
         if (!c->q_head) {
@@ -297,13 +297,13 @@ int tide__writer_append(tide_client *c, const char *device, const char *field,
             return rc;
     }
     if (type == TIDE_VALUE_STR) {
-        s = strdup((const char *)value);
+        s = tide_strdup((const char *)value);
         if (!s)
             return -ENOMEM;
     }
     rc = column_reserve(col, type);
     if (rc) {
-        free(s);
+        tide_free(s);
         return rc;
     }
     col->ts_ns[col->n] = ts_ns;
@@ -331,7 +331,7 @@ int tide__writer_append(tide_client *c, const char *device, const char *field,
 
 /* Give a refused batch a new sequence: later batches of this producer may
  * already be applied, and the server would take the old one for a
- * duplicate. Returns 0 or -ENOMEM / TIDE_CLIENT_EPROTO. */
+ * duplicate. Returns 0 or -ENOMEM / TIDE_EPROTO. */
 static int resequence(tide_client *c, struct batch *b)
 {
     Tide__V1__Envelope *env = NULL;
@@ -342,20 +342,20 @@ static int resequence(tide_client *c, struct batch *b)
     rc = tide_frame_parse(b->frame, b->len, TIDE_FRAME_MAX_BYTES_LIMIT, NULL,
                           &env, &used);
     if (rc)
-        return rc == -ENOMEM ? rc : TIDE_CLIENT_EPROTO;
+        return rc == -ENOMEM ? rc : TIDE_EPROTO;
     env->write_batch->sequence = c->next_sequence;
     size = tide_frame_size(env);
-    frame = malloc(size);
+    frame = tide_malloc(size);
     if (!frame) {
         rc = -ENOMEM;
         goto out;
     }
     if (tide_frame_encode(env, frame, size) != (int64_t)size) {
-        free(frame);
-        rc = TIDE_CLIENT_EPROTO;
+        tide_free(frame);
+        rc = TIDE_EPROTO;
         goto out;
     }
-    free(b->frame);
+    tide_free(b->frame);
     b->frame = frame;
     b->len = size;
     b->sequence = c->next_sequence++;
@@ -364,18 +364,11 @@ out:
     return rc;
 }
 
+/* The server's flag, or the protocol's definition for a server that
+ * leaves it unset. */
 static int retryable(const Tide__V1__Error *e)
 {
-    switch (e->code) {
-    case TIDE__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED:
-    case TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED:
-    case TIDE__V1__ERROR_CODE__ERROR_CODE_SHUTTING_DOWN:
-    case TIDE__V1__ERROR_CODE__ERROR_CODE_STORAGE:
-    case TIDE__V1__ERROR_CODE__ERROR_CODE_TOO_MANY_REQUESTS:
-        return 1;
-    default:
-        return e->retryable;
-    }
+    return e->retryable || tide_wire_retryable(e->code);
 }
 
 /* Handle a WriteAck or Error answering a sent batch. Returns 1 when the
@@ -444,11 +437,11 @@ void tide__writer_fini(tide_client *c)
     for (col = c->order_head; col; col = next) {
         next = col->order_next;
         column_reset(col);
-        free(col->ts_ns);
-        free(col->v.f64);
-        free(col->device);
-        free(col->field);
-        free(col);
+        tide_free(col->ts_ns);
+        tide_free(col->v.f64);
+        tide_free(col->device);
+        tide_free(col->field);
+        tide_free(col);
     }
     c->order_head = c->order_tail = NULL;
     c->n_open_points = 0;
@@ -458,7 +451,7 @@ void tide__writer_fini(tide_client *c)
  * Send unsent batches while the window has room. With `block` the
  * connection is re-established through the backoff (until deadline_ms),
  * otherwise at most one attempt is made when the backoff allows. Returns 0,
- * TIDE_CLIENT_EAUTH, -ENOMEM, or a connection error (batches stay queued).
+ * TIDE_EAUTH, -ENOMEM, or a connection error (batches stay queued).
  */
 static int pump_send(tide_client *c, int block, int64_t deadline_ms)
 {
@@ -507,7 +500,7 @@ static int drive(tide_client *c)
 {
     int rc = pump_send(c, 0, 0);
 
-    if (rc == TIDE_CLIENT_EAUTH || rc == -ENOMEM)
+    if (rc == TIDE_EAUTH || rc == -ENOMEM)
         return rc;
     return read_ready(c);
 }
@@ -515,7 +508,7 @@ static int drive(tide_client *c)
 /*
  * Wait until at most `target` points are buffered, reconnecting and
  * resending as needed. Everything open is sealed first. Returns 0,
- * TIDE_CLIENT_ETIMEDOUT (block_timeout_ms), TIDE_CLIENT_EAUTH, -ENOMEM,
+ * TIDE_ETIMEDOUT (block_timeout_ms), TIDE_EAUTH, -ENOMEM,
  * or the connect error once reconnect_attempts_max attempts failed.
  */
 static int drain_until(tide_client *c, uint64_t target)
@@ -531,14 +524,13 @@ static int drain_until(tide_client *c, uint64_t target)
         int64_t now = tide__client_now_ms();
 
         if (deadline && now >= deadline)
-            return TIDE_CLIENT_ETIMEDOUT;
+            return TIDE_ETIMEDOUT;
         if (now < c->retry_at_ms) {
             poll(NULL, 0, (int)(c->retry_at_ms - now));
             continue;
         }
         rc = pump_send(c, 1, deadline);
-        if (rc == TIDE_CLIENT_EAUTH || rc == -ENOMEM ||
-            rc == TIDE_CLIENT_ETIMEDOUT)
+        if (rc == TIDE_EAUTH || rc == -ENOMEM || rc == TIDE_ETIMEDOUT)
             return rc;
         if (rc && !c->connected && c->o.reconnect_attempts_max &&
             c->attempt >= c->o.reconnect_attempts_max)
@@ -546,7 +538,7 @@ static int drain_until(tide_client *c, uint64_t target)
         if (!c->connected || !c->n_inflight)
             continue;
         rc = tide__client_read(c, c->o.io_timeout_ms);
-        if (rc == TIDE_CLIENT_ETIMEDOUT)
+        if (rc == TIDE_ETIMEDOUT)
             tide__client_lost(c); /* silent server: reconnect, resend */
         else if (rc == -ENOMEM)
             return rc;
@@ -563,7 +555,7 @@ static int write_point(tide_client *c, const char *device, const char *field,
     int rc;
 
     if (!c)
-        return TIDE_CLIENT_EINVAL;
+        return TIDE_EINVAL;
     if (c->failed)
         return c->failed;
     rc = tide__writer_append(c, device, field, type, ts_ns, value);
@@ -611,7 +603,7 @@ int tide_write_str(tide_client *c, const char *device, const char *field,
                    int64_t ts_ns, const char *value)
 {
     if (!value)
-        return TIDE_CLIENT_EINVAL;
+        return TIDE_EINVAL;
     return write_point(c, device, field, TIDE_VALUE_STR, ts_ns, value);
 }
 
@@ -620,13 +612,13 @@ int tide_flush(tide_client *c)
     int rc;
 
     if (!c)
-        return TIDE_CLIENT_EINVAL;
+        return TIDE_EINVAL;
     if (c->failed)
         return c->failed;
     rc = drain_until(c, 0);
     if (rc)
         return rc;
-    rc = c->flush_rejected ? TIDE_CLIENT_EREJECTED : 0;
+    rc = c->flush_rejected ? TIDE_EREJECTED : 0;
     c->flush_rejected = 0;
     return rc;
 }
@@ -636,7 +628,7 @@ int tide_client_poll(tide_client *c, uint32_t timeout_ms)
     int rc;
 
     if (!c)
-        return TIDE_CLIENT_EINVAL;
+        return TIDE_EINVAL;
     if (c->failed)
         return c->failed;
     if (c->n_open_points &&

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Shared by the engine's source files and unit tests only: the allocator,
- * growable byte buffers, varints and little-endian helpers. Nothing here is
+ * Shared by the engine's source files and unit tests only: varints and
+ * little-endian helpers (the allocator, buffers and asserts are in
+ * tide/common.h). Nothing here is
  * part of the engine's contract (engine/include/tide/engine.h).
  */
 #ifndef TIDE_ENGINE_INTERNAL_H
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "tide/common.h"
 #include "tide/engine.h"
 
 /* Timestamps and values are stored and mapped in host byte order in the
@@ -20,53 +22,6 @@
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "Tide needs a little-endian host"
 #endif
-
-/* ---- Assertions: programmer errors only, never bad input ---------------- */
-
-#define TIDE_ASSERT(cond)                                                      \
-    do {                                                                       \
-        if (!(cond))                                                           \
-            tide__assert_fail(#cond, __FILE__, __LINE__);                      \
-    } while (0)
-
-#ifdef NDEBUG
-#define TIDE_DEBUG_ASSERT(cond) ((void)0)
-#else
-#define TIDE_DEBUG_ASSERT(cond) TIDE_ASSERT(cond)
-#endif
-
-_Noreturn void tide__assert_fail(const char *expr, const char *file, int line);
-
-/* ---- Allocation (alloc.c) ------------------------------------------------
- * Every heap allocation of the engine goes through these. They count live
- * bytes and let tests make the Nth allocation fail. They never abort:
- * callers return -ENOMEM. */
-void *tide_malloc(size_t size);
-void *tide_calloc(size_t n, size_t size);
-void *tide_realloc(void *p, size_t size);
-void tide_free(void *p);
-/* `align` is a power of two >= sizeof(void *); free with tide_free. */
-void *tide_aligned_alloc(size_t align, size_t size);
-char *tide_strdup(const char *s);
-/* Bytes currently allocated through the functions above. */
-size_t tide_alloc_live_bytes(void);
-/* Tests: make the `nth` next allocation (1 = the very next) fail, once.
- * 0 disables. */
-void tide_alloc_fail_nth(unsigned long nth);
-
-/* ---- Growable byte buffer (alloc.c) ------------------------------------ */
-
-struct tide_buf {
-    uint8_t *data;
-    size_t len;
-    size_t cap;
-};
-
-/* Make room for `extra` more bytes. Returns 0 or -ENOMEM (buf unchanged). */
-int tide__buf_reserve(struct tide_buf *b, size_t extra);
-/* Append `n` bytes. Returns 0 or -ENOMEM (buf unchanged). */
-int tide__buf_append(struct tide_buf *b, const void *p, size_t n);
-void tide__buf_fini(struct tide_buf *b);
 
 /* ---- Varints and zigzag (little-endian base-128, at most 10 bytes) ------ */
 

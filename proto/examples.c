@@ -1015,13 +1015,12 @@ static int run_example(const struct example *ex)
     }
     n = tide_frame_encode(&env, frame, sizeof(frame));
     if (n < 0) {
-        fprintf(stderr, "%s: encode: %s\n", ex->name,
-                tide_frame_strerror((int)n));
+        fprintf(stderr, "%s: encode: %s\n", ex->name, tide_strerror((int)n));
         return -1;
     }
     rc = tide_frame_parse(frame, (size_t)n, 0, NULL, &back, &consumed);
     if (rc) {
-        fprintf(stderr, "%s: parse: %s\n", ex->name, tide_frame_strerror(rc));
+        fprintf(stderr, "%s: parse: %s\n", ex->name, tide_strerror(rc));
         return -1;
     }
     if (consumed != (size_t)n || back->body_case != env.body_case ||

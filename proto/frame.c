@@ -8,28 +8,34 @@
  *   4       N     protobuf encoding of tide.v1.Envelope
  */
 #include "frame.h"
+#include "tide/common.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-const char *tide_frame_strerror(int rc)
+/* protobuf-c's allocator over Tide's (tide/common.h), so decoded messages
+ * are counted and fail on demand like every other allocation. A decode that
+ * fails for memory, not bad bytes, is told apart by `pb_oom`. */
+static _Thread_local int pb_oom;
+
+static void *pb_alloc(void *ctx, size_t size)
 {
-    switch (rc) {
-    case 0:
-        return "success";
-    case TIDE_FRAME_NEED_MORE:
-        return "incomplete frame, more bytes needed";
-    case TIDE_FRAME_ETOOLARGE:
-        return "frame length exceeds the maximum frame size";
-    case TIDE_FRAME_EMALFORMED:
-        return "frame payload is not a valid Envelope";
-    case TIDE_FRAME_ENOSPACE:
-        return "output buffer too small for frame";
-    default:
-        return rc < 0 && rc > -4096 ? strerror(-rc) : "unknown error";
-    }
+    void *p = tide_malloc(size);
+
+    (void)ctx;
+    if (!p)
+        pb_oom = 1;
+    return p;
 }
+
+static void pb_free(void *ctx, void *p)
+{
+    (void)ctx;
+    tide_free(p);
+}
+
+ProtobufCAllocator tide_frame_allocator = {pb_alloc, pb_free, NULL};
 
 static uint32_t load_le32(const uint8_t *p)
 {
@@ -58,7 +64,7 @@ int64_t tide_frame_encode(const Tide__V1__Envelope *env, uint8_t *out,
 
     if (payload > TIDE_FRAME_MAX_BYTES_LIMIT ||
         cap < TIDE_FRAME_HEADER_BYTES + payload)
-        return TIDE_FRAME_ENOSPACE;
+        return TIDE_ENOSPACE;
     store_le32(out, (uint32_t)payload);
     protobuf_c_message_pack(&env->base, out + TIDE_FRAME_HEADER_BYTES);
     return (int64_t)(TIDE_FRAME_HEADER_BYTES + payload);
@@ -76,13 +82,16 @@ int tide_frame_parse(const uint8_t *buf, size_t len, uint32_t max_bytes,
         return TIDE_FRAME_NEED_MORE;
     payload = load_le32(buf);
     if (payload > max_bytes)
-        return TIDE_FRAME_ETOOLARGE;
+        return TIDE_ETOOLARGE;
     if (len - TIDE_FRAME_HEADER_BYTES < payload)
         return TIDE_FRAME_NEED_MORE;
+    if (!alloc)
+        alloc = &tide_frame_allocator;
+    pb_oom = 0;
     *env = tide__v1__envelope__unpack(alloc, payload,
                                       buf + TIDE_FRAME_HEADER_BYTES);
     if (!*env)
-        return TIDE_FRAME_EMALFORMED;
+        return pb_oom ? -ENOMEM : TIDE_EMALFORMED;
     *consumed = TIDE_FRAME_HEADER_BYTES + payload;
     return 0;
 }
@@ -90,7 +99,8 @@ int tide_frame_parse(const uint8_t *buf, size_t len, uint32_t max_bytes,
 void tide_frame_free(Tide__V1__Envelope *env, ProtobufCAllocator *alloc)
 {
     if (env)
-        tide__v1__envelope__free_unpacked(env, alloc);
+        tide__v1__envelope__free_unpacked(env, alloc ? alloc
+                                                     : &tide_frame_allocator);
 }
 
 void tide_frame_decoder_init(struct tide_frame_decoder *d, uint32_t max_bytes,
@@ -138,7 +148,7 @@ static int check_header(struct tide_frame_decoder *d)
 {
     if (d->len - d->head >= TIDE_FRAME_HEADER_BYTES &&
         load_le32(d->buf + d->head) > d->max_bytes)
-        d->err = TIDE_FRAME_ETOOLARGE;
+        d->err = TIDE_ETOOLARGE;
     return d->err;
 }
 
@@ -167,7 +177,7 @@ int tide_frame_decoder_feed(struct tide_frame_decoder *d, const void *data,
             memcpy(hdr, d->buf, live);
         memcpy(hdr + live, data, need);
         if (load_le32(hdr) > d->max_bytes) {
-            d->err = TIDE_FRAME_ETOOLARGE;
+            d->err = TIDE_ETOOLARGE;
             return d->err;
         }
     }

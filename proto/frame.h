@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "tide.pb-c.h"
+#include "tide/error.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -23,21 +24,16 @@ extern "C" {
 #define TIDE_FRAME_MAX_BYTES_DEFAULT (16u << 20) /* 16 MiB payload */
 #define TIDE_FRAME_MAX_BYTES_LIMIT (1u << 30)    /* hard upper bound */
 
-/* Codec results. Append-only; they sit in a range far from errno. */
-#define TIDE_FRAME_NEED_MORE 1         /* not an error: feed more bytes */
-#define TIDE_FRAME_ETOOLARGE (-31001)  /* length above the maximum */
-#define TIDE_FRAME_EMALFORMED (-31002) /* payload is not an Envelope */
-#define TIDE_FRAME_ENOSPACE (-31003)   /* output buffer too small */
-
-/* Return a static description of a TIDE_FRAME_* code or of -errno. */
-const char *tide_frame_strerror(int rc);
+/* Not an error: the decoder needs more bytes. Failures are the frame codes
+ * of tide/error.h (TIDE_ETOOLARGE, TIDE_EMALFORMED, TIDE_ENOSPACE). */
+#define TIDE_FRAME_NEED_MORE 1
 
 /* Bytes needed to frame `env`: header plus payload. */
 size_t tide_frame_size(const Tide__V1__Envelope *env);
 
 /*
  * Encode `env` as one frame into `out` (capacity `cap`).
- * Returns the number of bytes written, or TIDE_FRAME_ENOSPACE when `cap` is
+ * Returns the number of bytes written, or TIDE_ENOSPACE when `cap` is
  * smaller than tide_frame_size(env) (nothing is written then).
  */
 int64_t tide_frame_encode(const Tide__V1__Envelope *env, uint8_t *out,
@@ -48,14 +44,19 @@ int64_t tide_frame_encode(const Tide__V1__Envelope *env, uint8_t *out,
  * On success returns 0, sets *env (owned by the caller, free it with
  * tide_frame_free(*env, alloc)) and *consumed (header plus payload).
  * Returns TIDE_FRAME_NEED_MORE when `buf` holds no whole frame yet,
- * TIDE_FRAME_ETOOLARGE as soon as the header announces more than
- * `max_bytes` (before anything is allocated), TIDE_FRAME_EMALFORMED when the
+ * TIDE_ETOOLARGE as soon as the header announces more than
+ * `max_bytes` (before anything is allocated), TIDE_EMALFORMED when the
  * payload does not decode, -ENOMEM when allocation fails. `alloc` may be
- * NULL for the system allocator.
+ * NULL for tide_frame_allocator.
  */
 int tide_frame_parse(const uint8_t *buf, size_t len, uint32_t max_bytes,
                      ProtobufCAllocator *alloc, Tide__V1__Envelope **env,
                      size_t *consumed);
+
+/* protobuf-c's allocator over tide_malloc/tide_free: what a NULL `alloc`
+ * means to this codec. Free messages whose parts were tide_malloc'd with
+ * it. */
+extern ProtobufCAllocator tide_frame_allocator;
 
 /* Free an envelope returned by this codec. Accepts NULL. */
 void tide_frame_free(Tide__V1__Envelope *env, ProtobufCAllocator *alloc);
@@ -90,7 +91,7 @@ void tide_frame_decoder_fini(struct tide_frame_decoder *d);
 
 /*
  * Append `n` bytes of stream input. Returns 0, the decoder's sticky error,
- * TIDE_FRAME_ETOOLARGE when a frame header already announces an oversized
+ * TIDE_ETOOLARGE when a frame header already announces an oversized
  * frame, or -ENOMEM (then nothing was appended and the decoder is failed).
  */
 int tide_frame_decoder_feed(struct tide_frame_decoder *d, const void *data,

@@ -60,7 +60,7 @@ static void reply_rc(struct conn *c, uint64_t rid, int rc)
     if (rc == 0)
         reply_ok(c, rid);
     else
-        conn_send_error(c, rid, tided_wire_code(rc), tide_strerror(rc), 0);
+        conn_send_error(c, rid, tide_wire_error(rc), tide_strerror(rc), 0);
 }
 
 static void fill_account(Tide__V1__Account *a,
@@ -227,9 +227,9 @@ static void key_create(struct conn *c, const Tide__V1__Envelope *e)
 static void key_list(struct conn *c, const Tide__V1__Envelope *e)
 {
     uint64_t account = target_account(c, e->key_list->account_id);
-    struct tide_meta_key *keys = malloc(1024 * sizeof(*keys));
-    Tide__V1__ApiKey *v = calloc(1024, sizeof(*v));
-    Tide__V1__ApiKey **pv = calloc(1024, sizeof(*pv));
+    struct tide_meta_key *keys = tide_malloc(1024 * sizeof(*keys));
+    Tide__V1__ApiKey *v = tide_calloc(1024, sizeof(*v));
+    Tide__V1__ApiKey **pv = tide_calloc(1024, sizeof(*pv));
     Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
     Tide__V1__KeyListOk ok = TIDE__V1__KEY_LIST_OK__INIT;
     size_t n = 0;
@@ -261,9 +261,9 @@ static void key_list(struct conn *c, const Tide__V1__Envelope *e)
         env.key_list_ok = &ok;
         reply(c, e->request_id, &env);
     }
-    free(keys);
-    free(v);
-    free(pv);
+    tide_free(keys);
+    tide_free(v);
+    tide_free(pv);
 }
 
 static void fill_device(Tide__V1__Device *d, const struct tide_meta_device *m)
@@ -364,9 +364,9 @@ static void device_get(struct conn *c, const Tide__V1__Envelope *e)
 static void device_list(struct conn *c, const Tide__V1__Envelope *e)
 {
     uint64_t account = target_account(c, e->device_list->account_id);
-    struct tide_meta_device *m = malloc(1024 * sizeof(*m));
-    Tide__V1__Device *v = calloc(1024, sizeof(*v));
-    Tide__V1__Device **pv = calloc(1024, sizeof(*pv));
+    struct tide_meta_device *m = tide_malloc(1024 * sizeof(*m));
+    Tide__V1__Device *v = tide_calloc(1024, sizeof(*v));
+    Tide__V1__Device **pv = tide_calloc(1024, sizeof(*pv));
     Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
     Tide__V1__DeviceListOk ok = TIDE__V1__DEVICE_LIST_OK__INIT;
     size_t n = 0;
@@ -389,9 +389,9 @@ static void device_list(struct conn *c, const Tide__V1__Envelope *e)
         env.device_list_ok = &ok;
         reply(c, e->request_id, &env);
     }
-    free(m);
-    free(v);
-    free(pv);
+    tide_free(m);
+    tide_free(v);
+    tide_free(pv);
 }
 
 static void device_delete(struct conn *c, const Tide__V1__Envelope *e)
@@ -425,9 +425,9 @@ static void usage_get(struct conn *c, const Tide__V1__Envelope *e)
 {
     const Tide__V1__UsageGet *r = e->usage_get;
     uint64_t account = target_account(c, r->account_id);
-    struct tide_meta_usage *u = malloc(400 * sizeof(*u));
-    Tide__V1__UsageDay *v = calloc(400, sizeof(*v));
-    Tide__V1__UsageDay **pv = calloc(400, sizeof(*pv));
+    struct tide_meta_usage *u = tide_malloc(400 * sizeof(*u));
+    Tide__V1__UsageDay *v = tide_calloc(400, sizeof(*v));
+    Tide__V1__UsageDay **pv = tide_calloc(400, sizeof(*pv));
     Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
     Tide__V1__UsageOk ok = TIDE__V1__USAGE_OK__INIT;
     size_t n = 0;
@@ -455,9 +455,9 @@ static void usage_get(struct conn *c, const Tide__V1__Envelope *e)
         env.usage_ok = &ok;
         reply(c, e->request_id, &env);
     }
-    free(u);
-    free(v);
-    free(pv);
+    tide_free(u);
+    tide_free(v);
+    tide_free(pv);
 }
 
 /* Is `name` among the `set` field names of an update request? */
@@ -650,9 +650,9 @@ static void auth_log_get(struct conn *c, const Tide__V1__Envelope *e)
     const Tide__V1__AuthLogGet *r = e->auth_log_get;
     uint64_t account = target_account(c, r->account_id), before = 0;
     size_t limit = r->limit && r->limit < LIST_MAX ? r->limit : LIST_MAX;
-    struct tide_meta_auth_event *ev = malloc(LIST_MAX * sizeof(*ev));
-    Tide__V1__AuthEvent *v = calloc(LIST_MAX, sizeof(*v));
-    Tide__V1__AuthEvent **pv = calloc(LIST_MAX, sizeof(*pv));
+    struct tide_meta_auth_event *ev = tide_malloc(LIST_MAX * sizeof(*ev));
+    Tide__V1__AuthEvent *v = tide_calloc(LIST_MAX, sizeof(*v));
+    Tide__V1__AuthEvent **pv = tide_calloc(LIST_MAX, sizeof(*pv));
     Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
     Tide__V1__AuthLogOk ok = TIDE__V1__AUTH_LOG_OK__INIT;
     static const char *const kinds[] = {"", "password", "api_key", "session"};
@@ -670,7 +670,7 @@ static void auth_log_get(struct conn *c, const Tide__V1__Envelope *e)
                 continue;
             tide__v1__auth_event__init(&v[n]);
             v[n].ts_ns = ev[i].ts_ns;
-            v[n].ip = strdup(ev[i].ip);
+            v[n].ip = tide_strdup(ev[i].ip);
             v[n].method = (char *)kinds[ev[i].kind <= 3 ? ev[i].kind : 0];
             v[n].outcome = auth_outcome(&ev[i]);
             v[n].key_id = ev[i].key_id;
@@ -690,10 +690,10 @@ static void auth_log_get(struct conn *c, const Tide__V1__Envelope *e)
         reply(c, e->request_id, &env);
     }
     for (size_t i = 0; i < n; i++)
-        free(v[i].ip);
-    free(ev);
-    free(v);
-    free(pv);
+        tide_free(v[i].ip);
+    tide_free(ev);
+    tide_free(v);
+    tide_free(pv);
 }
 
 static Tide__V1__NotificationKind
@@ -720,9 +720,9 @@ static void notification_list(struct conn *c, const Tide__V1__Envelope *e)
     const Tide__V1__NotificationList *r = e->notification_list;
     uint64_t account = target_account(c, r->account_id);
     size_t limit = r->limit && r->limit < LIST_MAX ? r->limit : LIST_MAX;
-    struct tide_meta_notification *x = malloc(LIST_MAX * sizeof(*x));
-    Tide__V1__Notification *v = calloc(LIST_MAX, sizeof(*v));
-    Tide__V1__Notification **pv = calloc(LIST_MAX, sizeof(*pv));
+    struct tide_meta_notification *x = tide_malloc(LIST_MAX * sizeof(*x));
+    Tide__V1__Notification *v = tide_calloc(LIST_MAX, sizeof(*v));
+    Tide__V1__Notification **pv = tide_calloc(LIST_MAX, sizeof(*pv));
     Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
     Tide__V1__NotificationListOk ok = TIDE__V1__NOTIFICATION_LIST_OK__INIT;
     size_t n = 0, got = 0;
@@ -752,9 +752,9 @@ static void notification_list(struct conn *c, const Tide__V1__Envelope *e)
         env.notification_list_ok = &ok;
         reply(c, e->request_id, &env);
     }
-    free(x);
-    free(v);
-    free(pv);
+    tide_free(x);
+    tide_free(v);
+    tide_free(pv);
 }
 
 static void notification_mark_read(struct conn *c, const Tide__V1__Envelope *e)

@@ -38,13 +38,13 @@ const struct tide_meta_principal tided_system_principal = {
 
 int tided_throttle_init(struct server *s)
 {
-    s->throttle = calloc(1, sizeof(*s->throttle));
+    s->throttle = tide_calloc(1, sizeof(*s->throttle));
     return s->throttle ? 0 : -1;
 }
 
 void tided_throttle_fini(struct server *s)
 {
-    free(s->throttle);
+    tide_free(s->throttle);
     s->throttle = NULL;
 }
 
@@ -150,7 +150,7 @@ void handle_auth(struct conn *c, const Tide__V1__Envelope *env)
         conn_send_error(c, env->request_id,
                         rc == TIDE_EAUTH
                             ? TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED
-                            : tided_wire_code(rc),
+                            : tide_wire_error(rc),
                         "authentication failed", 1);
         return;
     }
@@ -204,9 +204,9 @@ static void login_job_free(struct login_job *j)
     if (j->password)
         explicit_bzero(j->password, strlen(j->password));
     explicit_bzero(j->token, sizeof(j->token));
-    free(j->email);
-    free(j->password);
-    free(j);
+    tide_free(j->email);
+    tide_free(j->password);
+    tide_free(j);
 }
 
 static void *login_thread(void *arg)
@@ -241,9 +241,9 @@ void handle_login(struct conn *c, const Tide__V1__Envelope *env)
                         "too many logins in progress; retry shortly", 0);
         return;
     }
-    j = calloc(1, sizeof(*j));
-    if (!j || !(j->email = strdup(l->email)) ||
-        !(j->password = strdup(l->password))) {
+    j = tide_calloc(1, sizeof(*j));
+    if (!j || !(j->email = tide_strdup(l->email)) ||
+        !(j->password = tide_strdup(l->password))) {
         if (j)
             login_job_free(j);
         conn_send_error(c, env->request_id,
@@ -289,7 +289,7 @@ static void login_answer(struct login_job *j)
         conn_send_error(c, j->rid,
                         j->rc == TIDE_EAUTH
                             ? TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED
-                            : tided_wire_code(j->rc),
+                            : tide_wire_error(j->rc),
                         j->rc == TIDE_EAUTH ? "wrong email or password"
                                             : tide_strerror(j->rc),
                         j->rc == TIDE_EAUTH);

@@ -83,10 +83,7 @@ void conn_send_error(struct conn *c, uint64_t rid, Tide__V1__ErrorCode code,
 
     err.code = code;
     err.message = (char *)message;
-    err.retryable = code == TIDE__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED ||
-                    code == TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED ||
-                    code == TIDE__V1__ERROR_CODE__ERROR_CODE_SHUTTING_DOWN ||
-                    code == TIDE__V1__ERROR_CODE__ERROR_CODE_TOO_MANY_REQUESTS;
+    err.retryable = tide_wire_retryable(code);
     env.request_id = rid;
     env.body_case = TIDE__V1__ENVELOPE__BODY_ERROR;
     env.error = &err;
@@ -96,35 +93,6 @@ void conn_send_error(struct conn *c, uint64_t rid, Tide__V1__ErrorCode code,
         bufferevent_disable(c->bev, EV_READ);
         if (conn_out_pending(c) == 0)
             conn_free(c);
-    }
-}
-
-Tide__V1__ErrorCode tided_wire_code(int rc)
-{
-    switch (rc) {
-    case TIDE_EINVAL:
-        return TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT;
-    case TIDE_ENOTFOUND:
-        return TIDE__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND;
-    case TIDE_EEXIST:
-        return TIDE__V1__ERROR_CODE__ERROR_CODE_ALREADY_EXISTS;
-    case TIDE_EPERM:
-        return TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED;
-    case TIDE_EAUTH:
-        return TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED;
-    case TIDE_EPAUSED:
-        return TIDE__V1__ERROR_CODE__ERROR_CODE_PAUSED;
-    case TIDE_ETYPE:
-        return TIDE__V1__ERROR_CODE__ERROR_CODE_TYPE_MISMATCH;
-    case TIDE_EFULL:
-        return TIDE__V1__ERROR_CODE__ERROR_CODE_LIMIT_EXCEEDED;
-    case TIDE_ECLOSED:
-        return TIDE__V1__ERROR_CODE__ERROR_CODE_SHUTTING_DOWN;
-    case TIDE_EIO:
-    case TIDE_ECORRUPT:
-        return TIDE__V1__ERROR_CODE__ERROR_CODE_STORAGE;
-    default:
-        return TIDE__V1__ERROR_CODE__ERROR_CODE_INTERNAL;
     }
 }
 
@@ -410,7 +378,7 @@ static void conn_free(struct conn *c)
         c->next->prev = c->prev;
     bufferevent_free(c->bev);
     atomic_fetch_sub(&s->metrics.connections_open, 1);
-    free(c);
+    tide_free(c);
 }
 
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
@@ -429,7 +397,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
         evutil_closesocket(fd);
         return;
     }
-    c = calloc(1, sizeof(*c));
+    c = tide_calloc(1, sizeof(*c));
     if (!c) {
         evutil_closesocket(fd);
         return;
@@ -446,7 +414,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
     c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (!c->bev) {
         evutil_closesocket(fd);
-        free(c);
+        tide_free(c);
         return;
     }
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);

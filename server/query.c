@@ -121,14 +121,14 @@ struct query_state {
 
 static void result_free(struct result *r)
 {
-    free(r->msg.ts_delta_ns);
-    free(r->msg.f64);
-    free(r->msg.i64);
-    free(r->msg.bool_bits.data);
+    tide_free(r->msg.ts_delta_ns);
+    tide_free(r->msg.f64);
+    tide_free(r->msg.i64);
+    tide_free(r->msg.bool_bits.data);
     for (size_t i = 0; i < r->msg.n_str; i++)
-        free(r->msg.str[i]);
-    free(r->msg.str);
-    free(r->msg.counts);
+        tide_free(r->msg.str[i]);
+    tide_free(r->msg.str);
+    tide_free(r->msg.counts);
 }
 
 static void chunk_reset(struct query_state *q)
@@ -146,7 +146,7 @@ static int q_push(struct query_state *q, const Tide__V1__Envelope *env)
 {
     struct server *s = q->srv;
     size_t len = tide_frame_size(env);
-    struct qframe *f = malloc(sizeof(*f) + len);
+    struct qframe *f = tide_malloc(sizeof(*f) + len);
     int wake;
 
     if (!f)
@@ -187,7 +187,7 @@ static int chunk_send(struct query_state *q)
 
     if (q->n_res == 0)
         return 0;
-    v = malloc(q->n_res * sizeof(*v));
+    v = tide_malloc(q->n_res * sizeof(*v));
     if (!v)
         return -ENOMEM;
     for (size_t i = 0; i < q->n_res; i++)
@@ -198,7 +198,7 @@ static int chunk_send(struct query_state *q)
     env.body_case = TIDE__V1__ENVELOPE__BODY_QUERY_CHUNK;
     env.query_chunk = &chunk;
     rc = q_push(q, &env);
-    free(v);
+    tide_free(v);
     chunk_reset(q);
     return rc;
 }
@@ -215,7 +215,7 @@ static struct result *result_for(struct query_state *q, const char *device,
         return &q->res[q->n_res - 1];
     if (q->n_res == q->cap_res) {
         size_t cap = q->cap_res ? 2 * q->cap_res : 16;
-        struct result *v = realloc(q->res, cap * sizeof(*v));
+        struct result *v = tide_realloc(q->res, cap * sizeof(*v));
 
         if (!v)
             return NULL;
@@ -238,7 +238,7 @@ static struct result *result_for(struct query_state *q, const char *device,
 
 static int grow(void **p, uint64_t cap, size_t elem)
 {
-    void *v = realloc(*p, cap * elem);
+    void *v = tide_realloc(*p, cap * elem);
 
     if (!v)
         return -ENOMEM;
@@ -291,7 +291,7 @@ static int result_add(struct query_state *q, struct result *r, int64_t ts,
         m->bool_bits.len = (n + 8) / 8;
         break;
     default: {
-        char *copy = malloc((size_t)s->len + 1);
+        char *copy = tide_malloc((size_t)s->len + 1);
 
         if (!copy)
             return -ENOMEM;
@@ -368,7 +368,7 @@ static int add_series(struct query_state *q, uint32_t *cap,
 {
     if (q->n_series == *cap) {
         uint32_t n = *cap ? 2 * *cap : 64;
-        struct qseries *v = realloc(q->series, n * sizeof(*v));
+        struct qseries *v = tide_realloc(q->series, n * sizeof(*v));
 
         if (!v)
             return -ENOMEM;
@@ -443,7 +443,7 @@ static int select_series(struct server *s, struct query_state *q,
                          uint64_t account, const Tide__V1__Query *qp)
 {
     const Tide__V1__DeviceSelector *sel = qp->devices;
-    struct tide_meta_device *buf = malloc(256 * sizeof(*buf));
+    struct tide_meta_device *buf = tide_malloc(256 * sizeof(*buf));
     uint64_t after = 0;
     uint32_t cap = 0;
     size_t n;
@@ -483,7 +483,7 @@ static int select_series(struct server *s, struct query_state *q,
         }
     } while (rc == 0 && n == 256);
 out:
-    free(buf);
+    tide_free(buf);
     if (rc == 0 && q->n_series > 1) {
         uint32_t out = 1;
 
@@ -546,7 +546,7 @@ static int hold(struct query_state *q, const struct tide_block *blk, uint32_t i)
     if (q->limit && q->seen_held >= q->limit) {
         at = q->seen_held % q->limit; /* overwrite the oldest */
         if (q->held[at].type == TIDE_TYPE_STR)
-            free((char *)q->held[at].v.str.ptr);
+            tide_free((char *)q->held[at].v.str.ptr);
     } else {
         if (q->n_held == q->cap_held) {
             uint64_t cap = q->cap_held ? 2 * q->cap_held : 1024;
@@ -554,7 +554,7 @@ static int hold(struct query_state *q, const struct tide_block *blk, uint32_t i)
 
             if (q->limit && cap > q->limit)
                 cap = q->limit;
-            v = realloc(q->held, cap * sizeof(*v));
+            v = tide_realloc(q->held, cap * sizeof(*v));
             if (!v)
                 return -ENOMEM;
             q->held = v;
@@ -578,7 +578,7 @@ static int hold(struct query_state *q, const struct tide_block *blk, uint32_t i)
         p->v.b = blk->v.b[i];
         break;
     default: {
-        char *copy = malloc((size_t)blk->v.str[i].len + 1);
+        char *copy = tide_malloc((size_t)blk->v.str[i].len + 1);
 
         if (!copy) {
             p->type = 0;
@@ -597,7 +597,7 @@ static void held_clear(struct query_state *q)
 {
     for (uint64_t i = 0; i < q->n_held; i++)
         if (q->held[i].type == TIDE_TYPE_STR) /* v is a union */
-            free((char *)q->held[i].v.str.ptr);
+            tide_free((char *)q->held[i].v.str.ptr);
     q->n_held = 0;
     q->seen_held = 0;
 }
@@ -776,7 +776,7 @@ static int fleet_merge(struct tide_bucket **fleet, uint32_t *cap_fleet,
     uint32_t i = 0, j = 0, k = 0, cap;
 
     if (*n + nb > *cap_spare) {
-        t = realloc(*spare, (*n + nb) * sizeof(*t));
+        t = tide_realloc(*spare, (*n + nb) * sizeof(*t));
         if (!t)
             return -ENOMEM;
         *spare = t;
@@ -808,7 +808,7 @@ static int produce_agg(struct query_state *q)
 {
     struct server *s = q->srv;
     struct tide_agg_series *res = NULL;
-    uint64_t *ids = malloc((q->n_series ? q->n_series : 1) * sizeof(*ids));
+    uint64_t *ids = tide_malloc((q->n_series ? q->n_series : 1) * sizeof(*ids));
     struct tide_bucket *fleet = NULL, *spare = NULL;
     uint32_t cap_fleet = 0, cap_spare = 0;
     int rc;
@@ -819,7 +819,7 @@ static int produce_agg(struct query_state *q)
         ids[i] = q->series[i].id;
     rc = tide_db_aggregate(s->db, ids, q->n_series, q->from_ns, q->to_ns,
                            q->bucket_ns, &res, &q->st);
-    free(ids);
+    tide_free(ids);
     if (rc)
         return rc;
     if (q->group_by_device) {
@@ -835,7 +835,8 @@ static int produce_agg(struct query_state *q)
         }
     } else {
         /* Fleet-wide: one result per field, buckets merged by start. */
-        char **fields = calloc(q->n_series ? q->n_series : 1, sizeof(*fields));
+        char **fields =
+            tide_calloc(q->n_series ? q->n_series : 1, sizeof(*fields));
         uint32_t n_fields = 0;
 
         rc = fields ? 0 : -ENOMEM;
@@ -867,10 +868,10 @@ static int produce_agg(struct query_state *q)
             if (rc == 0 && n_b)
                 rc = emit_buckets(q, "", fields[f], type, fleet, n_b);
         }
-        free(fields);
+        tide_free(fields);
     }
-    free(fleet);
-    free(spare);
+    tide_free(fleet);
+    tide_free(spare);
     tide_agg_free(res, q->n_series);
     q->finished = 1;
     return rc;
@@ -879,7 +880,7 @@ static int produce_agg(struct query_state *q)
 static int produce_latest(struct query_state *q)
 {
     struct tide_point *pts = NULL;
-    uint64_t *ids = malloc((q->n_series ? q->n_series : 1) * sizeof(*ids));
+    uint64_t *ids = tide_malloc((q->n_series ? q->n_series : 1) * sizeof(*ids));
     int rc;
 
     if (!ids)
@@ -887,7 +888,7 @@ static int produce_latest(struct query_state *q)
     for (uint32_t i = 0; i < q->n_series; i++)
         ids[i] = q->series[i].id;
     rc = tide_db_latest(q->srv->db, ids, q->n_series, &pts);
-    free(ids);
+    tide_free(ids);
     for (uint32_t i = 0; rc == 0 && i < q->n_series; i++) {
         const struct qseries *x = &q->series[i];
         struct result *r;
@@ -920,17 +921,17 @@ static void query_free(struct query_state *q)
         struct qframe *f = q->out_head;
 
         q->out_head = f->next;
-        free(f);
+        tide_free(f);
     }
     held_clear(q);
-    free(q->held);
+    tide_free(q->held);
     chunk_reset(q);
-    free(q->res);
+    tide_free(q->res);
     tide_iter_close(q->it);
-    free(q->series);
+    tide_free(q->series);
     pthread_mutex_destroy(&q->lock);
     pthread_cond_destroy(&q->cv);
-    free(q);
+    tide_free(q);
 }
 
 /* Let go of `q` (invariant 1). */
@@ -949,7 +950,7 @@ static void query_fail(struct query_state *q, int rc)
     err.code = rc == TIDE_EFULL
                    ? TIDE__V1__ERROR_CODE__ERROR_CODE_QUERY_TOO_LARGE
                : rc == -ETIMEDOUT ? TIDE__V1__ERROR_CODE__ERROR_CODE_TIMEOUT
-                                  : tided_wire_code(rc);
+                                  : tide_wire_error(rc);
     err.message = rc == TIDE_EFULL   ? "result above max_query_points"
                   : rc == -ETIMEDOUT ? "query ran past query_timeout_ms"
                                      : (char *)tide_strerror(rc);
@@ -976,7 +977,7 @@ static int ob_add(struct obuf *b, const void *src, size_t n)
 
         while (cap < b->len + n)
             cap *= 2;
-        v = realloc(b->p, cap);
+        v = tide_realloc(b->p, cap);
         if (!v)
             return -ENOMEM;
         b->p = v;
@@ -1178,8 +1179,8 @@ static void export_execute(struct query_state *q)
         query_fail(q, rc);
     }
     EVP_MD_CTX_free(x.sha);
-    free(x.data.p);
-    free(line.p);
+    tide_free(x.data.p);
+    tide_free(line.p);
 }
 
 /* Produce every frame of `q` (query thread). */
@@ -1333,7 +1334,7 @@ static void query_deliver(struct query_state *q)
         atomic_fetch_add(&c->srv->metrics.frames_out, 1);
         atomic_fetch_add(&c->srv->metrics.bytes_out, f->len);
         u.bytes_out += f->len;
-        free(f);
+        tide_free(f);
     }
     pthread_cond_signal(&q->cv);
     produced = q->produced;
@@ -1405,7 +1406,7 @@ void query_free_all(struct conn *c)
 static struct query_state *query_new(struct conn *c, uint64_t rid,
                                      uint64_t account)
 {
-    struct query_state *q = calloc(1, sizeof(*q));
+    struct query_state *q = tide_calloc(1, sizeof(*q));
 
     if (!q) {
         conn_send_error(c, rid, TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
@@ -1428,7 +1429,7 @@ static struct query_state *query_new(struct conn *c, uint64_t rid,
 /* Open the engine iterator over the selected series and [from, to). */
 static int open_iterator(struct query_state *q)
 {
-    uint64_t *ids = malloc((q->n_series ? q->n_series : 1) * sizeof(*ids));
+    uint64_t *ids = tide_malloc((q->n_series ? q->n_series : 1) * sizeof(*ids));
     int rc;
 
     if (!ids)
@@ -1437,7 +1438,7 @@ static int open_iterator(struct query_state *q)
         ids[i] = q->series[i].id;
     rc = tide_db_read_open(q->srv->db, ids, q->n_series, q->from_ns, q->to_ns,
                            &q->it);
-    free(ids);
+    tide_free(ids);
     return rc;
 }
 
@@ -1512,7 +1513,7 @@ void handle_query(struct conn *c, const Tide__V1__Envelope *env)
         conn_send_error(c, env->request_id,
                         rc == TIDE_EINVAL
                             ? TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT
-                            : tided_wire_code(rc),
+                            : tide_wire_error(rc),
                         tide_strerror(rc), 0);
         query_free(q);
         return;
@@ -1564,7 +1565,7 @@ void handle_export(struct conn *c, const Tide__V1__Envelope *env)
             rc = open_iterator(q);
     }
     if (rc) {
-        conn_send_error(c, env->request_id, tided_wire_code(rc),
+        conn_send_error(c, env->request_id, tide_wire_error(rc),
                         tide_strerror(rc), 0);
         query_free(q);
         return;

@@ -19,7 +19,9 @@
 #include <stdint.h>
 
 #include "frame.h"
-#include "meta.h"
+#include "tide/common.h"
+#include "wire_error.h"
+#include "tide/meta.h"
 #include "tide.pb-c.h"
 #include "tide/engine.h"
 
@@ -213,9 +215,6 @@ void conn_send_error(struct conn *c, uint64_t rid, Tide__V1__ErrorCode code,
 
 /* Bytes waiting in the connection's output buffer. */
 size_t conn_out_pending(const struct conn *c);
-
-/* Map an engine / sidecar code to a wire error code. */
-Tide__V1__ErrorCode tided_wire_code(int rc);
 
 /* ---- Request handlers --------------------------------------------------- */
 

@@ -68,7 +68,7 @@ static struct device_entry *device_put(struct server *s,
     uint32_t h;
 
     if (!e) {
-        e = calloc(1, sizeof(*e));
+        e = tide_calloc(1, sizeof(*e));
         if (!e)
             return NULL;
         h = device_hash(d->account_id, d->thing_name);
@@ -93,7 +93,7 @@ void tided_device_forget(struct server *s, uint64_t account_id)
 
             if (e->account_id == account_id) {
                 *pp = e->next;
-                free(e);
+                tide_free(e);
             } else {
                 pp = &e->next;
             }
@@ -104,7 +104,7 @@ void tided_device_forget(struct server *s, uint64_t account_id)
 /* Load every device of the account into the cache. */
 static int device_load_account(struct server *s, uint64_t account_id)
 {
-    struct tide_meta_device *buf = malloc(256 * sizeof(*buf));
+    struct tide_meta_device *buf = tide_malloc(256 * sizeof(*buf));
     uint64_t after = 0;
     size_t n;
     int rc;
@@ -119,7 +119,7 @@ static int device_load_account(struct server *s, uint64_t account_id)
             after = buf[i].id;
         }
     } while (rc == 0 && n == 256);
-    free(buf);
+    tide_free(buf);
     return rc;
 }
 
@@ -234,7 +234,7 @@ static struct account_state *account_get(struct server *s, uint64_t id)
         struct tide_meta_usage u[1];
         size_t n = 0;
 
-        a = calloc(1, sizeof(*a));
+        a = tide_calloc(1, sizeof(*a));
         if (!a)
             return NULL;
         a->account_id = id;
@@ -269,8 +269,8 @@ static struct account_state *account_get(struct server *s, uint64_t id)
 
 int tided_write_init(struct server *s)
 {
-    s->devices = calloc(1, sizeof(*s->devices));
-    s->accounts = calloc(1, sizeof(struct account_table));
+    s->devices = tide_calloc(1, sizeof(*s->devices));
+    s->accounts = tide_calloc(1, sizeof(struct account_table));
     return s->devices && s->accounts ? 0 : -1;
 }
 
@@ -284,7 +284,7 @@ void tided_write_fini(struct server *s)
                 struct device_entry *e = s->devices->slot[i];
 
                 s->devices->slot[i] = e->next;
-                free(e);
+                tide_free(e);
             }
         }
     }
@@ -293,11 +293,11 @@ void tided_write_fini(struct server *s)
             struct account_state *a = t->slot[i];
 
             t->slot[i] = a->next;
-            free(a);
+            tide_free(a);
         }
     }
-    free(s->devices);
-    free(s->accounts);
+    tide_free(s->devices);
+    tide_free(s->accounts);
     s->devices = NULL;
     s->accounts = NULL;
 }
@@ -396,9 +396,9 @@ static void devices_prepare(struct server *s, const struct conn *c,
     if (!n)
         return;
     n = 0;
-    names = malloc(wb->n_groups * sizeof(*names));
-    ids = malloc(wb->n_groups * sizeof(*ids));
-    rcs = malloc(wb->n_groups * sizeof(*rcs));
+    names = tide_malloc(wb->n_groups * sizeof(*names));
+    ids = tide_malloc(wb->n_groups * sizeof(*ids));
+    rcs = tide_malloc(wb->n_groups * sizeof(*rcs));
     for (size_t g = 0; names && ids && rcs && g < wb->n_groups; g++) {
         const char *name = wb->groups[g]->device;
 
@@ -420,9 +420,9 @@ static void devices_prepare(struct server *s, const struct conn *c,
             device_put(s, &d);
         }
     }
-    free(names);
-    free(ids);
-    free(rcs);
+    tide_free(names);
+    tide_free(ids);
+    tide_free(rcs);
 }
 
 /* ---- Building the batch ---------------------------------------------------
@@ -441,22 +441,22 @@ static int reject(struct rejection_list *r, uint32_t group, uint32_t column,
 
     if (r->n == r->cap) {
         size_t cap = r->cap ? 2 * r->cap : 8;
-        Tide__V1__Rejection **v = realloc(r->v, cap * sizeof(*v));
+        Tide__V1__Rejection **v = tide_realloc(r->v, cap * sizeof(*v));
 
         if (!v)
             return -ENOMEM;
         r->v = v;
         r->cap = cap;
     }
-    x = calloc(1, sizeof(*x));
+    x = tide_calloc(1, sizeof(*x));
     if (!x)
         return -ENOMEM;
     tide__v1__rejection__init(x);
     x->group_index = group;
     x->column_index = column;
-    x->device = strdup(device ? device : "");
-    x->field = strdup(field ? field : "");
-    x->message = strdup(msg);
+    x->device = tide_strdup(device ? device : "");
+    x->field = tide_strdup(field ? field : "");
+    x->message = tide_strdup(msg);
     x->code = code;
     x->points = points;
     r->v[r->n++] = x;
@@ -466,12 +466,12 @@ static int reject(struct rejection_list *r, uint32_t group, uint32_t column,
 static void rejections_free(Tide__V1__Rejection **v, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        free(v[i]->device);
-        free(v[i]->field);
-        free(v[i]->message);
-        free(v[i]);
+        tide_free(v[i]->device);
+        tide_free(v[i]->field);
+        tide_free(v[i]->message);
+        tide_free(v[i]);
     }
-    free(v);
+    tide_free(v);
 }
 
 /* Everything one batch borrows until tide_db_append() returns. */
@@ -488,14 +488,14 @@ static void *build_alloc(struct batch_build *b, size_t bytes)
 
     if (b->n_owned == b->cap_owned) {
         size_t cap = b->cap_owned ? 2 * b->cap_owned : 16;
-        void **v = realloc(b->owned, cap * sizeof(*v));
+        void **v = tide_realloc(b->owned, cap * sizeof(*v));
 
         if (!v)
             return NULL;
         b->owned = v;
         b->cap_owned = cap;
     }
-    p = malloc(bytes ? bytes : 1);
+    p = tide_malloc(bytes ? bytes : 1);
     if (p)
         b->owned[b->n_owned++] = p;
     return p;
@@ -504,9 +504,9 @@ static void *build_alloc(struct batch_build *b, size_t bytes)
 static void build_free(struct batch_build *b)
 {
     for (size_t i = 0; i < b->n_owned; i++)
-        free(b->owned[i]);
-    free(b->owned);
-    free(b->cols);
+        tide_free(b->owned[i]);
+    tide_free(b->owned);
+    tide_free(b->cols);
 }
 
 static uint64_t column_count(const Tide__V1__Column *col)
@@ -606,14 +606,14 @@ static void pending_free(struct pending_write *w)
         if (w->reply->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK) {
             rejections_free(w->reply->write_ack->rejections,
                             w->reply->write_ack->n_rejections);
-            free(w->reply->write_ack);
+            tide_free(w->reply->write_ack);
         } else if (w->reply->body_case == TIDE__V1__ENVELOPE__BODY_ERROR) {
-            free(w->reply->error->message);
-            free(w->reply->error);
+            tide_free(w->reply->error->message);
+            tide_free(w->reply->error);
         }
-        free(w->reply);
+        tide_free(w->reply);
     }
-    free(w);
+    tide_free(w);
 }
 
 /* A heap Error (freed by pending_free), or NULL without memory. Retryable
@@ -621,20 +621,18 @@ static void pending_free(struct pending_write *w)
 static Tide__V1__Error *error_new(Tide__V1__ErrorCode code, const char *msg,
                                   uint32_t retry_after_ms)
 {
-    Tide__V1__Error *err = calloc(1, sizeof(*err));
+    Tide__V1__Error *err = tide_calloc(1, sizeof(*err));
 
     if (!err)
         return NULL;
     tide__v1__error__init(err);
-    err->message = strdup(msg);
+    err->message = tide_strdup(msg);
     if (!err->message) {
-        free(err);
+        tide_free(err);
         return NULL;
     }
     err->code = code;
-    err->retryable = code == TIDE__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED ||
-                     code == TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED ||
-                     code == TIDE__V1__ERROR_CODE__ERROR_CODE_SHUTTING_DOWN;
+    err->retryable = tide_wire_retryable(code);
     err->retry_after_ms = retry_after_ms;
     return err;
 }
@@ -648,9 +646,9 @@ static void ack_to_error(struct pending_write *w, Tide__V1__ErrorCode code,
     Tide__V1__Error *err = error_new(code, msg, 0);
 
     rejections_free(ack->rejections, ack->n_rejections);
-    free(ack);
+    tide_free(ack);
     if (!err) {
-        free(w->reply);
+        tide_free(w->reply);
         w->reply = NULL;
         return;
     }
@@ -756,16 +754,16 @@ struct col_ref {
 static void refuse_retry(struct conn *c, uint64_t rid, Tide__V1__ErrorCode code,
                          const char *msg, uint32_t retry_after_ms)
 {
-    struct pending_write *w = calloc(1, sizeof(*w));
-    Tide__V1__Envelope *env = calloc(1, sizeof(*env));
+    struct pending_write *w = tide_calloc(1, sizeof(*w));
+    Tide__V1__Envelope *env = tide_calloc(1, sizeof(*env));
     Tide__V1__Error *err = error_new(code, msg, retry_after_ms);
 
     if (!w || !env || !err) {
-        free(w);
-        free(env);
+        tide_free(w);
+        tide_free(env);
         if (err)
-            free(err->message);
-        free(err);
+            tide_free(err->message);
+        tide_free(err);
         conn_send_error(c, rid, TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
                         "out of memory", 1);
         return;
@@ -871,9 +869,9 @@ void handle_write(struct conn *c, const Tide__V1__Envelope *env)
         acct->tier.ttl_s ? now - acct->tier.ttl_s * 1000000000ll : INT64_MIN;
     devices_prepare(s, c, wb);
 
-    b.cols = calloc(n_cols ? n_cols : 1, sizeof(*b.cols));
-    keys = calloc(n_cols ? n_cols : 1, sizeof(*keys));
-    key_col = calloc(n_cols ? n_cols : 1, sizeof(*key_col));
+    b.cols = tide_calloc(n_cols ? n_cols : 1, sizeof(*b.cols));
+    keys = tide_calloc(n_cols ? n_cols : 1, sizeof(*keys));
+    key_col = tide_calloc(n_cols ? n_cols : 1, sizeof(*key_col));
     if (!b.cols || !keys || !key_col)
         goto oom;
 
@@ -900,7 +898,7 @@ void handle_write(struct conn *c, const Tide__V1__Envelope *env)
                 gcode = TIDE__V1__ERROR_CODE__ERROR_CODE_LIMIT_EXCEEDED;
                 gmsg = "the plan's max_devices is reached";
             } else if (rc) {
-                gcode = tided_wire_code(rc);
+                gcode = tide_wire_error(rc);
                 gmsg = tide_strerror(rc);
             } else if (dev->paused) {
                 gcode = TIDE__V1__ERROR_CODE__ERROR_CODE_PAUSED;
@@ -915,7 +913,7 @@ void handle_write(struct conn *c, const Tide__V1__Envelope *env)
             continue;
         }
         ts = build_alloc(&b, (size_t)n * sizeof(*ts));
-        keep = realloc(keep, n ? n : 1);
+        keep = tide_realloc(keep, n ? n : 1);
         if (!ts || !keep)
             goto oom;
         for (uint32_t i = 0; i < n; i++) {
@@ -987,17 +985,17 @@ void handle_write(struct conn *c, const Tide__V1__Envelope *env)
      * the rest are created in one transaction. */
     {
         uint32_t n_new = 0, out = 0;
-        uint32_t *new_idx = calloc(n_keys ? n_keys : 1, sizeof(*new_idx));
-        uint64_t *new_ids = calloc(n_keys ? n_keys : 1, sizeof(*new_ids));
-        int *new_rcs = calloc(n_keys ? n_keys : 1, sizeof(*new_rcs));
+        uint32_t *new_idx = tide_calloc(n_keys ? n_keys : 1, sizeof(*new_idx));
+        uint64_t *new_ids = tide_calloc(n_keys ? n_keys : 1, sizeof(*new_ids));
+        int *new_rcs = tide_calloc(n_keys ? n_keys : 1, sizeof(*new_rcs));
         struct tide_meta_series_key *new_keys =
-            calloc(n_keys ? n_keys : 1, sizeof(*new_keys));
+            tide_calloc(n_keys ? n_keys : 1, sizeof(*new_keys));
 
         if (!new_idx || !new_ids || !new_rcs || !new_keys) {
-            free(new_idx);
-            free(new_ids);
-            free(new_rcs);
-            free(new_keys);
+            tide_free(new_idx);
+            tide_free(new_ids);
+            tide_free(new_rcs);
+            tide_free(new_keys);
             goto oom;
         }
         for (uint32_t i = 0; i < n_keys; i++) {
@@ -1013,7 +1011,7 @@ void handle_write(struct conn *c, const Tide__V1__Envelope *env)
                             wb->groups[key_col[i].group]->device, keys[i].field,
                             rc == TIDE_ETYPE
                                 ? TIDE__V1__ERROR_CODE__ERROR_CODE_TYPE_MISMATCH
-                                : tided_wire_code(rc),
+                                : tide_wire_error(rc),
                             b.cols[i].n,
                             rc == TIDE_ETYPE
                                 ? "the series has another value type"
@@ -1039,16 +1037,16 @@ void handle_write(struct conn *c, const Tide__V1__Envelope *env)
                        ? TIDE__V1__ERROR_CODE__ERROR_CODE_TYPE_MISMATCH
                    : r == TIDE_EFULL
                        ? TIDE__V1__ERROR_CODE__ERROR_CODE_LIMIT_EXCEEDED
-                       : tided_wire_code(r),
+                       : tide_wire_error(r),
                    b.cols[i].n,
                    r == TIDE_ETYPE   ? "the series has another value type"
                    : r == TIDE_EFULL ? "the plan's max_series is reached"
                                      : tide_strerror(r));
         }
-        free(new_idx);
-        free(new_ids);
-        free(new_rcs);
-        free(new_keys);
+        tide_free(new_idx);
+        tide_free(new_ids);
+        tide_free(new_rcs);
+        tide_free(new_keys);
         /* Drop the columns that did not resolve. */
         for (uint32_t i = 0; i < b.n_cols; i++) {
             if (b.cols[i].series_id == 0)
@@ -1059,11 +1057,11 @@ void handle_write(struct conn *c, const Tide__V1__Envelope *env)
         b.n_cols = out;
     }
 
-    ack = calloc(1, sizeof(*ack));
-    w = calloc(1, sizeof(*w));
+    ack = tide_calloc(1, sizeof(*ack));
+    w = tide_calloc(1, sizeof(*w));
     if (!ack || !w)
         goto oom;
-    w->reply = calloc(1, sizeof(*w->reply));
+    w->reply = tide_calloc(1, sizeof(*w->reply));
     if (!w->reply)
         goto oom;
     tide__v1__write_ack__init(ack);
@@ -1127,22 +1125,22 @@ void handle_write(struct conn *c, const Tide__V1__Envelope *env)
         tide_meta_usage_add(s->meta, c->who.account_id, &u);
     }
     build_free(&b);
-    free(keys);
-    free(key_col);
-    free(keep);
+    tide_free(keys);
+    tide_free(key_col);
+    tide_free(keep);
     conn_flush_writes(c);
     return;
 
 oom:
     rejections_free(rej.v, rej.n);
     build_free(&b);
-    free(keys);
-    free(key_col);
-    free(keep);
-    free(ack);
+    tide_free(keys);
+    tide_free(key_col);
+    tide_free(keep);
+    tide_free(ack);
     if (w)
-        free(w->reply);
-    free(w);
+        tide_free(w->reply);
+    tide_free(w);
     refuse(c, rid, TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
            "out of memory; nothing of the batch was applied");
 }

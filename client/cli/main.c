@@ -231,11 +231,10 @@ static int fail(tide_client *c, const char *what, int rc)
     int code;
     const char *msg;
 
-    if (rc == TIDE_CLIENT_ESERVER && c &&
-        !tide_client_last_error(c, &code, &msg))
+    if (rc == TIDE_ESERVER && c && !tide_client_last_error(c, &code, &msg))
         fprintf(stderr, "tide: %s: server error %d: %s\n", what, code, msg);
     else
-        fprintf(stderr, "tide: %s: %s\n", what, tide_client_strerror(rc));
+        fprintf(stderr, "tide: %s: %s\n", what, tide_strerror(rc));
     return EXIT_SERVER;
 }
 
@@ -260,7 +259,7 @@ static int open_client(const struct opts *o, int auth, tide_client **c)
     rc = tide_client_open(&co, c);
     if (rc) {
         fprintf(stderr, "tide: connect %s:%u: %s\n", o->host, o->port,
-                tide_client_strerror(rc));
+                tide_strerror(rc));
         return EXIT_SERVER;
     }
     return 0;
@@ -371,7 +370,7 @@ static int run_admin(const struct opts *o, const struct cmd *cm, int argc,
     if (rc)
         return rc;
     rc = tide_client_call(c, cm->request, args, n, &r);
-    if (rc == TIDE_CLIENT_EINVAL) {
+    if (rc == TIDE_EINVAL) {
         fprintf(stderr, "tide: invalid field or value for %s\n", cm->request);
         tide_client_close(c);
         return EXIT_USAGE;

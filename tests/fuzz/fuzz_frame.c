@@ -98,7 +98,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (rc == TIDE_FRAME_NEED_MORE)
             rc = 0;
     }
-    if (rc != 0 && rc != TIDE_FRAME_ETOOLARGE && rc != TIDE_FRAME_EMALFORMED)
+    if (rc != 0 && rc != TIDE_ETOOLARGE && rc != TIDE_EMALFORMED)
         abort();
     tide_frame_decoder_fini(&d);
     return 0;

@@ -52,7 +52,7 @@ static tide_client *open_client(const char *key)
     o.backoff_base_ms = 20;
     o.backoff_max_ms = 200;
     rc = tide_client_open(&o, &c);
-    cr_assert_eq(rc, 0, "tide_client_open: %s", tide_client_strerror(rc));
+    cr_assert_eq(rc, 0, "tide_client_open: %s", tide_strerror(rc));
     return c;
 }
 
@@ -75,7 +75,7 @@ static void make_account(const char *email, char *dkey, char *akey)
     args[1] = "password=correct horse battery";
     args[2] = "tier=unlimited";
     rc = tide_client_call(admin, "account_create", args, 3, &r);
-    cr_assert_eq(rc, 0, "account_create: %s", tide_client_strerror(rc));
+    cr_assert_eq(rc, 0, "account_create: %s", tide_strerror(rc));
     v = tide_result_find(r, 0, "account.id");
     cr_assert_not_null(v);
     snprintf(arg[0], sizeof(arg[0]), "account_id=%s", v);
@@ -119,7 +119,7 @@ static size_t count_points(tide_client *c, const char *field, int64_t span,
             *sum += b.f64[i];
         n += b.n;
     }
-    cr_assert_eq(rc, TIDE_CLIENT_DONE, "query: %s", tide_client_strerror(rc));
+    cr_assert_eq(rc, TIDE_CLIENT_DONE, "query: %s", tide_strerror(rc));
     tide_query_close(it);
     return n;
 }
@@ -227,7 +227,7 @@ Test(client, admin_requests_over_the_wire)
     tide_result_free(r);
     args[2] = "timezone=Not/AZone";
     cr_assert_eq(tide_client_call(admin, "account_update", args, 3, NULL),
-                 TIDE_CLIENT_ESERVER);
+                 TIDE_ESERVER);
     args[1] = "name=dev1";
     args[2] = "set=firmware_version";
     args[3] = "device.firmware_version=2.1.0";
@@ -251,7 +251,7 @@ Test(client, admin_requests_over_the_wire)
     cr_assert_eq(tide_client_call(admin, "account_delete", args, 1, &r), 0);
     tide_result_free(r);
     o.api_key = akey;
-    cr_assert_eq(tide_client_open(&o, &bad), TIDE_CLIENT_EAUTH);
+    cr_assert_eq(tide_client_open(&o, &bad), TIDE_EAUTH);
     tide_client_close(admin);
 }
 
@@ -350,8 +350,8 @@ Test(client, password_login_gives_a_session)
     snprintf(token, sizeof(token), "%s",
              tide_result_find(r, 0, "session_token"));
     tide_result_free(r);
-    cr_assert_eq(tide_client_call(anon, "login", bad, 2, NULL),
-                 TIDE_CLIENT_ESERVER, "a wrong password is refused");
+    cr_assert_eq(tide_client_call(anon, "login", bad, 2, NULL), TIDE_ESERVER,
+                 "a wrong password is refused");
     tide_client_close(anon);
     /* The owner's session writes any device of the account. */
     o.session_token = token;

@@ -238,7 +238,7 @@ Tide__V1__Envelope *wire_recv(int fd)
         free(buf);
         return NULL;
     }
-    env = tide__v1__envelope__unpack(NULL, n, buf);
+    env = tide__v1__envelope__unpack(&tide_frame_allocator, n, buf);
     free(buf);
     return env;
 }

@@ -39,7 +39,7 @@ static uint8_t *encode(const Tide__V1__Envelope *env, size_t *len)
 
     cr_assert_not_null(buf);
     n = tide_frame_encode(env, buf, size);
-    cr_assert_eq(n, (int64_t)size, "encode: %s", tide_frame_strerror((int)n));
+    cr_assert_eq(n, (int64_t)size, "encode: %s", tide_strerror((int)n));
     *len = size;
     return buf;
 }
@@ -67,7 +67,7 @@ Test(frame, roundtrip_every_message_type)
         env = filled_envelope(f, 1000 + i);
         a = encode(env, &alen);
         rc = tide_frame_parse(a, alen, 0, SYS, &back, &used);
-        cr_assert_eq(rc, 0, "%s: parse: %s", f->name, tide_frame_strerror(rc));
+        cr_assert_eq(rc, 0, "%s: parse: %s", f->name, tide_strerror(rc));
         cr_assert_eq(used, alen, "%s: consumed %zu of %zu", f->name, used,
                      alen);
         cr_assert_eq(back->request_id, 1000 + i);
@@ -214,7 +214,7 @@ Test(frame, truncated_at_every_offset)
         int rc = tide_frame_parse(frame, k, 0, SYS, &env, &used);
 
         cr_assert_eq(rc, TIDE_FRAME_NEED_MORE, "prefix %zu: %s", k,
-                     tide_frame_strerror(rc));
+                     tide_strerror(rc));
         cr_assert_null(env);
     }
     free(frame);
@@ -241,9 +241,9 @@ Test(frame, truncated_payload_with_consistent_length)
         cut[1] = (uint8_t)(n >> 8);
         cut[2] = cut[3] = 0;
         rc = tide_frame_parse(cut, k, 0, SYS, &env, &used);
-        cr_assert(rc == 0 || rc == TIDE_FRAME_EMALFORMED, "cut %zu: %s", k,
-                  tide_frame_strerror(rc));
-        malformed += rc == TIDE_FRAME_EMALFORMED;
+        cr_assert(rc == 0 || rc == TIDE_EMALFORMED, "cut %zu: %s", k,
+                  tide_strerror(rc));
+        malformed += rc == TIDE_EMALFORMED;
         tide_frame_free(env, SYS);
         free(cut);
     }
@@ -259,12 +259,11 @@ Test(frame, oversized_length_rejected_before_payload)
     Tide__V1__Envelope *env = NULL;
     size_t used;
 
-    cr_assert_eq(tide_frame_parse(hdr, 4, 0, SYS, &env, &used),
-                 TIDE_FRAME_ETOOLARGE);
+    cr_assert_eq(tide_frame_parse(hdr, 4, 0, SYS, &env, &used), TIDE_ETOOLARGE);
     cr_assert_eq(tide_frame_parse(at_limit, 4, 256, SYS, &env, &used),
                  TIDE_FRAME_NEED_MORE);
     cr_assert_eq(tide_frame_parse(above, 4, 256, SYS, &env, &used),
-                 TIDE_FRAME_ETOOLARGE);
+                 TIDE_ETOOLARGE);
     cr_assert_null(env);
 }
 
@@ -277,10 +276,10 @@ Test(frame, decoder_rejects_split_oversized_header)
     tide_frame_decoder_init(&d, 1024, SYS);
     cr_assert_eq(tide_frame_decoder_feed(&d, hdr, 2), 0);
     cr_assert_eq(tide_frame_decoder_next(&d, &env), TIDE_FRAME_NEED_MORE);
-    cr_assert_eq(tide_frame_decoder_feed(&d, hdr + 2, 2), TIDE_FRAME_ETOOLARGE);
+    cr_assert_eq(tide_frame_decoder_feed(&d, hdr + 2, 2), TIDE_ETOOLARGE);
     /* Sticky: the stream has no frame boundary left. */
-    cr_assert_eq(tide_frame_decoder_next(&d, &env), TIDE_FRAME_ETOOLARGE);
-    cr_assert_eq(tide_frame_decoder_feed(&d, "x", 1), TIDE_FRAME_ETOOLARGE);
+    cr_assert_eq(tide_frame_decoder_next(&d, &env), TIDE_ETOOLARGE);
+    cr_assert_eq(tide_frame_decoder_feed(&d, "x", 1), TIDE_ETOOLARGE);
     cr_assert_leq(d.cap, 1024 + TIDE_FRAME_HEADER_BYTES,
                   "decoder reserved %zu bytes", d.cap);
     tide_frame_decoder_fini(&d);
@@ -328,8 +327,8 @@ Test(frame, garbage_is_malformed_and_sticky)
 
     tide_frame_decoder_init(&d, 0, SYS);
     cr_assert_eq(tide_frame_decoder_feed(&d, junk, sizeof(junk)), 0);
-    cr_assert_eq(tide_frame_decoder_next(&d, &env), TIDE_FRAME_EMALFORMED);
-    cr_assert_eq(tide_frame_decoder_next(&d, &env), TIDE_FRAME_EMALFORMED);
+    cr_assert_eq(tide_frame_decoder_next(&d, &env), TIDE_EMALFORMED);
+    cr_assert_eq(tide_frame_decoder_next(&d, &env), TIDE_EMALFORMED);
     tide_frame_decoder_fini(&d);
 }
 
@@ -360,7 +359,7 @@ Test(frame, encode_into_small_buffer)
     uint8_t buf[512];
 
     memset(buf, 0xee, sizeof(buf));
-    cr_assert_eq(tide_frame_encode(env, buf, size - 1), TIDE_FRAME_ENOSPACE);
+    cr_assert_eq(tide_frame_encode(env, buf, size - 1), TIDE_ENOSPACE);
     cr_assert_eq(buf[0], 0xee, "nothing may be written on ENOSPACE");
 }
 
@@ -395,20 +394,17 @@ Test(frame, random_bytes_never_crash)
         rc = tide_frame_decoder_feed(&d, buf, len);
         while (rc == 0 && (rc = tide_frame_decoder_next(&d, &env)) == 0)
             tide_frame_free(env, SYS);
-        cr_assert(rc == TIDE_FRAME_NEED_MORE || rc == TIDE_FRAME_ETOOLARGE ||
-                      rc == TIDE_FRAME_EMALFORMED,
-                  "iteration %u: %s", iter, tide_frame_strerror(rc));
+        cr_assert(rc == TIDE_FRAME_NEED_MORE || rc == TIDE_ETOOLARGE ||
+                      rc == TIDE_EMALFORMED,
+                  "iteration %u: %s", iter, tide_strerror(rc));
         tide_frame_decoder_fini(&d);
     }
 }
 
 Test(frame, strerror_names_every_code)
 {
-    cr_assert_str_neq(tide_frame_strerror(TIDE_FRAME_ETOOLARGE),
-                      "unknown error");
-    cr_assert_str_neq(tide_frame_strerror(TIDE_FRAME_EMALFORMED),
-                      "unknown error");
-    cr_assert_str_neq(tide_frame_strerror(TIDE_FRAME_ENOSPACE),
-                      "unknown error");
-    cr_assert_str_eq(tide_frame_strerror(-31999), "unknown error");
+    cr_assert_str_neq(tide_strerror(TIDE_ETOOLARGE), "unknown error");
+    cr_assert_str_neq(tide_strerror(TIDE_EMALFORMED), "unknown error");
+    cr_assert_str_neq(tide_strerror(TIDE_ENOSPACE), "unknown error");
+    cr_assert_str_eq(tide_strerror(-31999), "unknown error");
 }

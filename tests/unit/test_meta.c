@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "meta.h"
+#include "tide/meta.h"
 #include "meta_int.h"
 #include "testutil.h"
 

@@ -11,8 +11,8 @@
  * aborts on allocation failure.
  *
  * Errors: functions returning int give 0 on success, -errno for system
- * errors, or a TIDE_CLIENT_E* code below. A server Error frame becomes
- * TIDE_CLIENT_ESERVER; tide_client_last_error() gives its wire code and text.
+ * errors, or a code of tide/error.h. A server Error frame becomes
+ * TIDE_ESERVER; tide_client_last_error() gives its wire code and text.
  */
 #ifndef TIDE_CLIENT_TIDE_CLIENT_H
 #define TIDE_CLIENT_TIDE_CLIENT_H
@@ -20,24 +20,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tide/error.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 #define TIDE_API __attribute__((visibility("default")))
 
-/* Result codes. Append-only; a range far from errno and the frame codec's
- * (-31001...). */
-#define TIDE_CLIENT_DONE 1                 /* not an error: iteration ended */
-#define TIDE_CLIENT_ESERVER (-31100)       /* server sent Error; last_error */
-#define TIDE_CLIENT_EFULL (-31101)         /* buffer full, policy ERROR */
-#define TIDE_CLIENT_ETIMEDOUT (-31102)     /* no answer within a timeout */
-#define TIDE_CLIENT_EDISCONNECTED (-31103) /* connection lost mid-request */
-#define TIDE_CLIENT_EPROTO (-31104)        /* unexpected or bad response */
-#define TIDE_CLIENT_EINVAL (-31105)        /* invalid argument */
-#define TIDE_CLIENT_EBUSY (-31106)         /* a query iterator is open */
-#define TIDE_CLIENT_EREJECTED (-31107)     /* flush: points were refused */
-#define TIDE_CLIENT_EAUTH (-31108)         /* credentials refused; closed */
+/* Not an error: a query iterator has no more results. Failures are -errno
+ * or the codes of tide/error.h (the client's are TIDE_ESERVER ...
+ * TIDE_EREJECTED), described by tide_strerror(). */
+#define TIDE_CLIENT_DONE 1
 
 /* Opaque handles. */
 typedef struct tide_client tide_client;
@@ -48,7 +42,7 @@ typedef struct tide_result tide_result;
 enum tide_overflow {
     TIDE_OVERFLOW_BLOCK = 0,       /* wait for acks (default, loses nothing) */
     TIDE_OVERFLOW_DROP_OLDEST = 1, /* discard the oldest batch, count it */
-    TIDE_OVERFLOW_ERROR = 2,       /* return TIDE_CLIENT_EFULL */
+    TIDE_OVERFLOW_ERROR = 2,       /* return TIDE_EFULL */
 };
 
 /* Value types; numbers equal the wire's ValueType. */
@@ -106,8 +100,8 @@ TIDE_API void tide_client_options_init(struct tide_client_options *o);
  * Connect, send Hello and (with a credential) Auth, and return the client in
  * *out (owned by the caller; release with tide_client_close). Retries the
  * connection per the backoff options only for reconnects, not here.
- * Returns 0; TIDE_CLIENT_EAUTH (key/token refused, see last_error);
- * TIDE_CLIENT_ESERVER; TIDE_CLIENT_ETIMEDOUT; TIDE_CLIENT_EINVAL (bad
+ * Returns 0; TIDE_EAUTH (key/token refused, see last_error);
+ * TIDE_ESERVER; TIDE_ETIMEDOUT; TIDE_EINVAL (bad
  * options); -ECONNREFUSED and other -errno; -ENOMEM. On failure nothing is
  * left allocated and *out is untouched.
  */
@@ -120,14 +114,20 @@ TIDE_API int tide_client_open(const struct tide_client_options *opts,
  */
 TIDE_API void tide_client_close(tide_client *c);
 
-/* Static English text for any code this library returns, or -errno. */
-TIDE_API const char *tide_client_strerror(int rc);
+/*
+ * Make libtide take all its memory from `malloc_fn` and return it to
+ * `free_fn` (both, or both NULL for the C library's). Call it before the
+ * first other call of the library: memory is returned to the functions that
+ * gave it. Not thread-safe against concurrent use of the library.
+ */
+TIDE_API void tide_client_set_allocator(void *(*malloc_fn)(size_t),
+                                        void (*free_fn)(void *));
 
 /*
  * The last server Error seen on `c`: *code receives the wire ErrorCode
  * (docs/protocol.md, "Error model") and *msg its text, borrowed from `c`
  * until the next call on it. Either out-pointer may be NULL. Returns 0, or
- * TIDE_CLIENT_EINVAL when no server error has been seen.
+ * TIDE_EINVAL when no server error has been seen.
  */
 TIDE_API int tide_client_last_error(const tide_client *c, int *code,
                                     const char **msg);
@@ -150,10 +150,10 @@ TIDE_API void tide_client_identity(const tide_client *c, uint64_t *account_id,
  * one type in the buffer; writing another type to it seals the buffer
  * first. May seal and send a batch (size or interval reached) and read
  * pending acks; with TIDE_OVERFLOW_BLOCK it may wait (and reconnect).
- * Returns 0; TIDE_CLIENT_EINVAL (empty name or value too long);
- * TIDE_CLIENT_EFULL (policy ERROR, point not stored);
- * TIDE_CLIENT_ETIMEDOUT (BLOCK past block_timeout_ms, point not stored);
- * TIDE_CLIENT_EAUTH (reconnect refused); -ENOMEM. Network failures are not
+ * Returns 0; TIDE_EINVAL (empty name or value too long);
+ * TIDE_EFULL (policy ERROR, point not stored);
+ * TIDE_ETIMEDOUT (BLOCK past block_timeout_ms, point not stored);
+ * TIDE_EAUTH (reconnect refused); -ENOMEM. Network failures are not
  * returned here: the batch stays buffered and is resent.
  */
 TIDE_API int tide_write_f64(tide_client *c, const char *device,
@@ -169,10 +169,10 @@ TIDE_API int tide_write_str(tide_client *c, const char *device,
 /*
  * Seal what is buffered, send it and wait until every batch is
  * acknowledged, reconnecting and resending as needed. Returns 0 when all
- * points since the previous flush were accepted; TIDE_CLIENT_EREJECTED when
+ * points since the previous flush were accepted; TIDE_EREJECTED when
  * some were rejected or refused (counters and last_error tell which);
- * TIDE_CLIENT_ETIMEDOUT (block_timeout_ms passed, data still buffered);
- * TIDE_CLIENT_EAUTH; -ENOMEM.
+ * TIDE_ETIMEDOUT (block_timeout_ms passed, data still buffered);
+ * TIDE_EAUTH; -ENOMEM.
  */
 TIDE_API int tide_flush(tide_client *c);
 
@@ -249,23 +249,23 @@ struct tide_query_stats {
 /*
  * Send a query and return its iterator in *out (owned by the caller, close
  * with tide_query_close). One iterator may be open per client; writes and
- * admin calls may be made while it is open. Returns 0, TIDE_CLIENT_EBUSY,
- * TIDE_CLIENT_EINVAL, -ENOMEM, or a send failure.
+ * admin calls may be made while it is open. Returns 0, TIDE_EBUSY,
+ * TIDE_EINVAL, -ENOMEM, or a send failure.
  */
 TIDE_API int tide_query_open(tide_client *c, const struct tide_query_params *q,
                              tide_query_iter **out);
 
 /*
  * Next block of the result into *block. Returns 0 with a block,
- * TIDE_CLIENT_DONE at QueryEnd (stats available), TIDE_CLIENT_ESERVER
+ * TIDE_CLIENT_DONE at QueryEnd (stats available), TIDE_ESERVER
  * (Error frame, e.g. QUERY_TOO_LARGE; blocks already returned are a prefix
- * to discard), TIDE_CLIENT_ETIMEDOUT, TIDE_CLIENT_EDISCONNECTED, -ENOMEM.
+ * to discard), TIDE_ETIMEDOUT, TIDE_EDISCONNECTED, -ENOMEM.
  * After DONE or an error, further calls return the same code.
  */
 TIDE_API int tide_query_next(tide_query_iter *it,
                              struct tide_series_block *block);
 
-/* Copy the QueryEnd statistics. Returns 0, or TIDE_CLIENT_EINVAL before
+/* Copy the QueryEnd statistics. Returns 0, or TIDE_EINVAL before
  * tide_query_next has returned TIDE_CLIENT_DONE. */
 TIDE_API int tide_query_stats_get(const tide_query_iter *it,
                                   struct tide_query_stats *st);
@@ -296,7 +296,7 @@ struct tide_export_stats {
 /*
  * Start an export of the account's data and return its iterator in *out
  * (close with tide_query_close; it shares the one-iterator-per-client rule
- * of queries). Returns 0, TIDE_CLIENT_EBUSY, TIDE_CLIENT_EINVAL, -ENOMEM,
+ * of queries). Returns 0, TIDE_EBUSY, TIDE_EINVAL, -ENOMEM,
  * or a send failure.
  */
 TIDE_API int tide_export_open(tide_client *c,
@@ -307,13 +307,13 @@ TIDE_API int tide_export_open(tide_client *c,
  * Next chunk of the export: *section names its section ("account",
  * "device", ..., "telemetry"), *data and *len its bytes (whole lines).
  * Borrowed until the next call or tide_query_close. Returns 0 with a chunk,
- * TIDE_CLIENT_DONE after ExportEnd (stats available), TIDE_CLIENT_ESERVER,
- * TIDE_CLIENT_ETIMEDOUT, TIDE_CLIENT_EDISCONNECTED, -ENOMEM.
+ * TIDE_CLIENT_DONE after ExportEnd (stats available), TIDE_ESERVER,
+ * TIDE_ETIMEDOUT, TIDE_EDISCONNECTED, -ENOMEM.
  */
 TIDE_API int tide_export_next(tide_query_iter *it, const char **section,
                               const uint8_t **data, size_t *len);
 
-/* Copy the ExportEnd totals. Returns 0, or TIDE_CLIENT_EINVAL before
+/* Copy the ExportEnd totals. Returns 0, or TIDE_EINVAL before
  * tide_export_next has returned TIDE_CLIENT_DONE. */
 TIDE_API int tide_export_stats_get(const tide_query_iter *it,
                                    struct tide_export_stats *st);
@@ -338,10 +338,10 @@ TIDE_API int tide_export_stats_get(const tide_query_iter *it,
  * true/false/1/0.
  * On success returns 0 and, when `out` is not NULL, *out is the response
  * (owned by the caller, free with tide_result_free).
- * Returns TIDE_CLIENT_EINVAL (unknown request, field or bad value; nothing
- * is sent), TIDE_CLIENT_ESERVER (see last_error), TIDE_CLIENT_EAUTH,
- * TIDE_CLIENT_ETIMEDOUT, TIDE_CLIENT_EDISCONNECTED (not retried: the request
- * may or may not have been applied), TIDE_CLIENT_EPROTO, -ENOMEM.
+ * Returns TIDE_EINVAL (unknown request, field or bad value; nothing
+ * is sent), TIDE_ESERVER (see last_error), TIDE_EAUTH,
+ * TIDE_ETIMEDOUT, TIDE_EDISCONNECTED (not retried: the request
+ * may or may not have been applied), TIDE_EPROTO, -ENOMEM.
  */
 TIDE_API int tide_client_call(tide_client *c, const char *request,
                               const char *const *args, size_t n_args,
@@ -366,7 +366,7 @@ TIDE_API size_t tide_result_cols(const tide_result *r, size_t row);
 
 /*
  * Column `col` of row `row`: *name and *value borrowed from `r` until
- * tide_result_free. Returns 0 or TIDE_CLIENT_EINVAL when out of range.
+ * tide_result_free. Returns 0 or TIDE_EINVAL when out of range.
  */
 TIDE_API int tide_result_get(const tide_result *r, size_t row, size_t col,
                              const char **name, const char **value);

@@ -20,41 +20,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tide/error.h"
+#include "tide/types.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* ---- Return codes -------------------------------------------------------
- * 0 is success; system errors are -errno; the engine's own conditions sit in
- * a reserved range far from errno. Append-only: never renumber or reuse. */
-#define TIDE_ECORRUPT (-30800)   /* a checksum, magic or length is wrong */
-#define TIDE_EVERSION (-30801)   /* file format version not supported */
-#define TIDE_EFULL (-30802)      /* a configured limit or buffer is full */
-#define TIDE_ECLOSED (-30803)    /* the db is closing or closed */
-#define TIDE_EIO (-30804)        /* sticky: an earlier write/fsync failed */
-#define TIDE_EINVAL (-30805)     /* an argument is out of range */
-#define TIDE_ETYPE (-30806)      /* value type differs from the series' */
-#define TIDE_ENOTFOUND (-30807)  /* no such series / file / entry */
-#define TIDE_ELOCKED (-30808)    /* data directory used by another process */
-#define TIDE_EDUPLICATE (-30809) /* batch (producer, sequence) seen before */
-#define TIDE_EEXIST (-30810)     /* unique name (email, thing name) taken */
-#define TIDE_EPERM (-30811)      /* the principal may not do this */
-#define TIDE_EAUTH (-30812)      /* bad, revoked or expired credential */
-#define TIDE_EPAUSED (-30813)    /* ingestion paused for account or device */
-
-/* Return a static, human-readable description of any code above or of a
- * -errno value. Never NULL. */
-const char *tide_strerror(int rc);
-
-/* ---- Values ------------------------------------------------------------ */
-
-/* Value types; the numbers match the wire's ValueType and are on disk. */
-enum tide_type {
-    TIDE_TYPE_F64 = 1,
-    TIDE_TYPE_I64 = 2,
-    TIDE_TYPE_BOOL = 3,
-    TIDE_TYPE_STR = 4,
-};
+/* ---- Return codes and values -------------------------------------------
+ * 0 is success; system errors are -errno; the engine's own conditions are
+ * the storage codes of tide/error.h (TIDE_ECORRUPT ... TIDE_EDUPLICATE),
+ * described by tide_strerror(). Value types (enum tide_type) are in
+ * tide/types.h. */
 
 /* A string value: `len` bytes at `ptr`, not NUL-terminated. */
 struct tide_str {
@@ -78,9 +55,6 @@ enum tide_log_level {
  * thread; must be thread-safe. */
 typedef void (*tide_log_fn)(void *ctx, enum tide_log_level level,
                             const char *msg);
-
-/* Wall clock in ns since the Unix epoch. Tests install their own. */
-typedef int64_t (*tide_clock_fn)(void *ctx);
 
 enum tide_sync_mode {
     TIDE_SYNC_BATCH = 0, /* ack after the fdatasync covering the batch */

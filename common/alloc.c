@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The engine's allocator: thin wrappers over malloc that count live bytes
- * (a size header before each block) and can fail on demand for tests, plus
- * growable byte buffers and the assertion handler.
+ * Tide's allocator: thin wrappers over malloc that count live bytes (a size
+ * header before each block) and can fail on demand for tests, plus growable
+ * byte buffers and the assertion handler. Declared in tide/common.h.
  */
-#include "internal.h"
+#include "tide/common.h"
 
 #include <errno.h>
 #include <stdatomic.h>
@@ -20,6 +20,14 @@ struct hdr {
 
 static atomic_size_t live_bytes;
 static atomic_ulong fail_countdown;
+static void *(*hook_malloc)(size_t) = malloc;
+static void (*hook_free)(void *) = free;
+
+void tide_alloc_set_hooks(void *(*malloc_fn)(size_t), void (*free_fn)(void *))
+{
+    hook_malloc = malloc_fn && free_fn ? malloc_fn : malloc;
+    hook_free = malloc_fn && free_fn ? free_fn : free;
+}
 
 _Noreturn void tide__assert_fail(const char *expr, const char *file, int line)
 {
@@ -58,7 +66,7 @@ void *tide_aligned_alloc(size_t align, size_t size)
         return NULL;
     if (align < sizeof(*h))
         align = sizeof(*h);
-    raw = malloc(size + align + sizeof(*h));
+    raw = hook_malloc(size + align + sizeof(*h));
     if (!raw)
         return NULL;
     user = (uint8_t *)(((uintptr_t)raw + sizeof(*h) + align - 1) &
@@ -95,7 +103,7 @@ void tide_free(void *p)
         return;
     h = (struct hdr *)p - 1;
     atomic_fetch_sub(&live_bytes, h->size);
-    free((uint8_t *)p - h->back);
+    hook_free((uint8_t *)p - h->back);
 }
 
 void *tide_realloc(void *p, size_t size)
@@ -121,6 +129,18 @@ char *tide_strdup(const char *s)
 
     if (d)
         memcpy(d, s, n);
+    return d;
+}
+
+char *tide_strndup(const char *s, size_t n)
+{
+    size_t len = strnlen(s, n);
+    char *d = tide_malloc(len + 1);
+
+    if (d) {
+        memcpy(d, s, len);
+        d[len] = 0;
+    }
     return d;
 }
 

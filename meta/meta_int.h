@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Shared by the sidecar's own files (the .c files in engine/meta/) and its unit
+ * Shared by the sidecar's own files (the .c files in meta/) and its unit
  * tests only: the handle, the statement cache, transactions, validation
  * helpers, the series registry and the pending-counter tables. meta.h is the
  * contract; nothing here is.
@@ -13,8 +13,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "internal.h"
-#include "meta.h"
+#include "tide/common.h"
+#include "tide/meta.h"
 
 #define TIDE__META_SCHEMA_VERSION 2 /* number of migrations in meta.c */
 #define TIDE__META_STMTS_MAX 160

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* tide_strerror: one description for the engine's codes and for -errno. */
-#include "internal.h"
+/* tide_strerror: one description for every code of tide/error.h and for
+ * -errno. */
+#include "tide/error.h"
 
 #include <string.h>
 
@@ -14,7 +15,7 @@ const char *tide_strerror(int rc)
     case TIDE_EVERSION:
         return "unsupported file format version";
     case TIDE_EFULL:
-        return "limit reached";
+        return "limit reached or buffer full";
     case TIDE_ECLOSED:
         return "database is closed";
     case TIDE_EIO:
@@ -37,8 +38,28 @@ const char *tide_strerror(int rc)
         return "authentication failed (bad, revoked or expired credential)";
     case TIDE_EPAUSED:
         return "ingestion is paused";
+    case TIDE_ETOOLARGE:
+        return "frame length exceeds the maximum frame size";
+    case TIDE_EMALFORMED:
+        return "frame payload is not a valid Envelope";
+    case TIDE_ENOSPACE:
+        return "output buffer too small for frame";
+    case TIDE_ESERVER:
+        return "the server returned an error";
+    case TIDE_ETIMEDOUT:
+        return "timed out";
+    case TIDE_EDISCONNECTED:
+        return "connection lost";
+    case TIDE_EPROTO:
+        return "protocol error: unexpected response";
+    case TIDE_EBUSY:
+        return "a query is already open on this client";
+    case TIDE_EREJECTED:
+        return "some points were rejected by the server";
     default:
-        if (rc < 0 && rc > -4096)
+        if (rc > 0)
+            return "not an error";
+        if (rc > -4096)
             return strerror(-rc);
         return "unknown error";
     }

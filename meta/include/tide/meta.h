@@ -35,7 +35,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "tide/engine.h"
+#include "tide/error.h"
+#include "tide/types.h"
 
 #ifdef __cplusplus
 extern "C" {
