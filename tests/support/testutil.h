@@ -23,4 +23,9 @@ void test_log(void *ctx, enum tide_log_level level, const char *msg);
 /* Size of a file, or -1. */
 long long test_file_size(const char *path);
 
+/* The seed of a randomised test: $TIDE_TEST_SEED when set (decimal or
+ * 0x hex), else one drawn from the clock. Prints it to stderr, named by
+ * `test`, so that a failing run can be repeated exactly. */
+unsigned test_seed(const char *test);
+
 #endif /* TIDE_TESTS_SUPPORT_TESTUTIL_H */
