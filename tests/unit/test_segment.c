@@ -22,12 +22,13 @@ static struct tide_io *io;
 static void setup(void)
 {
     snprintf(dir, sizeof(dir), "%s", test_tmpdir());
-    cr_assert_eq(tide__io_open(TIDE_IO_SYNC, 8, &io), 0);
+    io = NULL; /* each test opens it on its backend */
 }
 
 static void teardown(void)
 {
     tide__io_close(io);
+    io = NULL;
     test_rmrf(dir);
 }
 
@@ -111,11 +112,13 @@ static int read_back(const char *path)
     return rc;
 }
 
-Test(segment, roundtrip_and_index)
+TEST_IO(segment, roundtrip_and_index)
 {
     char path[PATH_MAX];
     struct seg *seg;
     uint32_t lo, hi;
+
+    TEST_IO_OPEN(backend, 8, &io);
 
     write_small(path);
     cr_assert_eq(read_back(path), 0);
@@ -139,12 +142,14 @@ Test(segment, roundtrip_and_index)
 
 /* tide__seg_seek() agrees with tide__seg_find() whatever the hint: fresh,
  * carried over ascending or descending ids, or out of range. */
-Test(segment, seek_with_any_hint)
+TEST_IO(segment, seek_with_any_hint)
 {
     static const uint32_t hints[] = {0, 1, 2, 3, 4, 1000, UINT32_MAX};
     char path[PATH_MAX];
     struct seg *seg;
     uint32_t carried = 0;
+
+    TEST_IO_OPEN(backend, 8, &io);
 
     write_small(path);
     cr_assert_eq(tide__seg_open(path, &seg), 0);
@@ -191,10 +196,12 @@ static void copy_file(const char *from, const char *to, long long len)
     close(out);
 }
 
-Test(segment, truncated_at_every_offset_is_corrupt)
+TEST_IO(segment, truncated_at_every_offset_is_corrupt)
 {
     char path[PATH_MAX], cut[PATH_MAX];
     long long size;
+
+    TEST_IO_OPEN(backend, 8, &io);
 
     write_small(path);
     size = test_file_size(path);
@@ -231,12 +238,14 @@ static void padding_range(const char *path, long long *from, long long *to)
  * checksum, and its magic and version must match exactly. So a flip
  * anywhere but the padding must be reported, and a flip in the padding
  * must change nothing. */
-Test(segment, every_byte_flipped_is_detected_or_harmless)
+TEST_IO(segment, every_byte_flipped_is_detected_or_harmless)
 {
     static const uint8_t masks[] = {0x01, 0x10, 0x80};
     char path[PATH_MAX];
     long long size, pad_from, pad_to, detected = 0;
     int fd;
+
+    TEST_IO_OPEN(backend, 8, &io);
 
     write_small(path);
     size = test_file_size(path);
