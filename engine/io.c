@@ -35,6 +35,7 @@ struct tide_io {
 
 static pthread_mutex_t inject_lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_int inject_armed;
+static atomic_ulong inject_fired;
 static struct {
     unsigned long left; /* fire on the request that brings this to 0 */
     int err;
@@ -68,6 +69,7 @@ static int inject_check(uint8_t op, uint32_t len, uint32_t *cap)
         return 0;
     pthread_mutex_lock(&inject_lock);
     if (op < 4 && inject[op].left > 0 && --inject[op].left == 0) {
+        atomic_fetch_add(&inject_fired, 1);
         if (inject[op].err)
             rc = -inject[op].err;
         else if (inject[op].short_len && inject[op].short_len < len)
@@ -75,6 +77,11 @@ static int inject_check(uint8_t op, uint32_t len, uint32_t *cap)
     }
     pthread_mutex_unlock(&inject_lock);
     return rc;
+}
+
+unsigned long tide__io_injected(void)
+{
+    return atomic_load(&inject_fired);
 }
 
 /* ---- Contexts ----------------------------------------------------------- */

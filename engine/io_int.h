@@ -32,6 +32,10 @@ struct io_backend {
     void (*close)(void *impl);
 };
 
+/* Tests: how many faults set with tide__io_inject() have fired so far in
+ * this process, so that a test knows its fault was really injected. */
+unsigned long tide__io_injected(void);
+
 /* io_uring.c: a ring for `depth` entries. Returns 0 or -errno. */
 int tide__io_uring_new(unsigned depth, const struct io_backend **ops,
                        void **impl);
