@@ -176,6 +176,7 @@ static int run_window(struct tide_io *io, struct tide_io_req *reqs,
     }
     while (left > 0) {
         unsigned k = 0;
+        int capped = 0; /* attempt k-1 is an injected short transfer */
         int rc;
 
         for (unsigned j = 0; j < m; j++) {
@@ -203,6 +204,17 @@ static int run_window(struct tide_io *io, struct tide_io_req *reqs,
                     continue;
                 }
             }
+            if (linked && j > 0 && io->pending[j - 1]) {
+                /* Chain behind the predecessor's attempt of this round,
+                 * unless there is none or it is capped: a capped attempt
+                 * completes in full for the backend, which would then
+                 * start this one before the predecessor is whole. Wait
+                 * for the next round instead (invariant 1). */
+                if (k == 0 || io->att_req[k - 1] != j - 1 || capped)
+                    continue;
+                io->att[k - 1].link = 1;
+            }
+            capped = cap < r->len - (uint32_t)io->done[j];
             io->att[k] = (struct io_attempt){
                 .op = r->op,
                 .fd = r->fd,
@@ -210,8 +222,6 @@ static int run_window(struct tide_io *io, struct tide_io_req *reqs,
                 .len = r->op == TIDE_IO_FDATASYNC ? 0 : cap,
                 .off = r->off + io->done[j],
             };
-            if (linked && k > 0 && io->att_req[k - 1] == j - 1)
-                io->att[k - 1].link = 1;
             io->att_req[k++] = j;
         }
         if (k == 0)

@@ -135,6 +135,28 @@ TEST_IO(io, short_read_is_completed)
     cr_assert_eq(tide__io_injected(), 1);
 }
 
+/* A read linked after a write whose first attempt is short starts only
+ * once the whole write is done (io.c invariant 1), so it sees every new
+ * byte, not the old contents of the rest of the block. */
+TEST_IO(io, request_linked_after_a_short_write_waits_for_all_of_it)
+{
+    struct tide_io_req r[2];
+
+    TEST_IO_OPEN(backend, DEPTH, &io);
+    write_blocks(1);
+    memset(data[0], 0xee, BLOCK);
+    r[0] = req(TIDE_IO_WRITE, 0, data[0]);
+    r[0].flags = TIDE_IO_LINK;
+    r[1] = req(TIDE_IO_READ, 0, back[0]);
+    tide__io_inject(TIDE_IO_WRITE, 1, 0, 100);
+    run(r, 2, 0);
+    cr_assert_eq(tide__io_injected(), 1);
+    cr_assert_eq(r[0].res, BLOCK);
+    cr_assert_eq(r[1].res, BLOCK);
+    cr_assert(!memcmp(back[0], data[0], BLOCK),
+              "the read ran before the write was whole");
+}
+
 /* A read may be short only at end of file, and then it succeeds. */
 TEST_IO(io, read_at_end_of_file_is_short)
 {
