@@ -41,20 +41,31 @@ static struct {
     int err;
     uint32_t short_len;
 } inject[4];
+static struct {
+    unsigned long left; /* the wait that brings this to 0 fails */
+    int err;
+    unsigned times; /* failures in a row, from that one on */
+} inject_wait;
+
+/* Called with inject_lock held. */
+static void rearm(void)
+{
+    int armed = inject_wait.left != 0;
+
+    for (int i = 0; i < 4; i++)
+        armed |= inject[i].left != 0;
+    atomic_store(&inject_armed, armed);
+}
 
 void tide__io_inject(enum tide_io_op op, unsigned long nth, int err,
                      uint32_t short_len)
 {
-    int armed = 0;
-
     TIDE_ASSERT(op >= TIDE_IO_READ && op <= TIDE_IO_FDATASYNC);
     pthread_mutex_lock(&inject_lock);
     inject[op].left = nth;
     inject[op].err = err;
     inject[op].short_len = short_len;
-    for (int i = 0; i < 4; i++)
-        armed |= inject[i].left != 0;
-    atomic_store(&inject_armed, armed);
+    rearm();
     pthread_mutex_unlock(&inject_lock);
 }
 
@@ -74,6 +85,34 @@ static int inject_check(uint8_t op, uint32_t len, uint32_t *cap)
             rc = -inject[op].err;
         else if (inject[op].short_len && inject[op].short_len < len)
             *cap = inject[op].short_len;
+    }
+    pthread_mutex_unlock(&inject_lock);
+    return rc;
+}
+
+void tide__io_inject_wait(unsigned long nth, int err, unsigned times)
+{
+    pthread_mutex_lock(&inject_lock);
+    inject_wait.left = nth;
+    inject_wait.err = err;
+    inject_wait.times = times ? times : 1;
+    rearm();
+    pthread_mutex_unlock(&inject_lock);
+}
+
+int tide__io_wait_injected(void)
+{
+    int rc = 0;
+
+    if (!atomic_load_explicit(&inject_armed, memory_order_relaxed))
+        return 0;
+    pthread_mutex_lock(&inject_lock);
+    if (inject_wait.left > 0 && --inject_wait.left == 0) {
+        rc = -inject_wait.err;
+        atomic_fetch_add(&inject_fired, 1);
+        if (--inject_wait.times > 0)
+            inject_wait.left = 1; /* the next wait fails too */
+        rearm();
     }
     pthread_mutex_unlock(&inject_lock);
     return rc;

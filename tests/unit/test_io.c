@@ -2,9 +2,10 @@
 /*
  * Tests of the I/O layer (engine/io.c, io_sync.c, io_uring.c), each on
  * both backends: requests in several rounds, short writes and reads
- * completed by resubmission, end of file, and injected -EAGAIN and -EIO
- * failing one request and cancelling its chain without disturbing the
- * others or the next run.
+ * completed by resubmission (and holding back what is linked to them),
+ * end of file, and injected -EAGAIN and -EIO failing one request and
+ * cancelling its chain without disturbing the others or the next run. The
+ * io_uring backend alone: failed waits for completions in mid-round.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -48,6 +49,7 @@ static void teardown(void)
     tide__io_inject(TIDE_IO_READ, 0, 0, 0);
     tide__io_inject(TIDE_IO_WRITE, 0, 0, 0);
     tide__io_inject(TIDE_IO_FDATASYNC, 0, 0, 0);
+    tide__io_inject_wait(0, 0, 0);
     tide__io_close(io);
     io = NULL;
     close(fd);
@@ -205,4 +207,38 @@ TEST_IO(io, eagain_fails_the_request_and_its_chain)
 TEST_IO(io, eio_fails_the_request_and_its_chain)
 {
     injected_error(backend, EIO);
+}
+
+/*
+ * io_uring.c reaps a round's completions one wait at a time. A wait that
+ * fails once, after the first of four completions was reaped, must not end
+ * the round: the other three writes are still in flight, own their
+ * buffers, and their completions would be taken for the next round's.
+ */
+Test(io, uring_failed_wait_mid_round_reaps_every_completion)
+{
+    TEST_IO_OPEN(TIDE_IO_URING, DEPTH, &io);
+    tide__io_inject_wait(2, EBUSY, 1);
+    write_blocks(DEPTH - 1); /* DEPTH requests with the fdatasync */
+    cr_assert_eq(tide__io_injected(), 1);
+    check_blocks(DEPTH - 1);
+}
+
+/* Waits that keep failing end the round with the error; the next run on
+ * the same context sees only its own completions. */
+Test(io, uring_broken_wait_leaves_no_stale_completion)
+{
+    struct tide_io_req r[DEPTH];
+
+    TEST_IO_OPEN(TIDE_IO_URING, DEPTH, &io);
+    for (unsigned b = 0; b < DEPTH; b++)
+        r[b] = req(TIDE_IO_WRITE, b, data[b]);
+    tide__io_inject_wait(2, EBUSY, 1000);
+    run(r, DEPTH, -EBUSY);
+    cr_assert_eq(tide__io_injected(), IO_URING_WAIT_FAILS_MAX);
+    for (unsigned b = 0; b < DEPTH; b++)
+        cr_assert_eq(r[b].res, -EBUSY);
+    tide__io_inject_wait(0, 0, 0);
+    write_blocks(DEPTH);
+    check_blocks(DEPTH);
 }
