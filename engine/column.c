@@ -588,60 +588,68 @@ int tide__col_encode_ts(const int64_t *ts, uint32_t n, struct tide_buf *out)
     return rc;
 }
 
-static int ts_parse(const uint8_t *p, size_t len, uint32_t n, int64_t *ts)
+/*
+ * Parse `n` integers stored as differences of order 1 (i64: the first value
+ * as a zigzag varint, then the packed deltas) or 2 (timestamps: the first
+ * value and the first delta as zigzag varints, then the packed deltas of
+ * the deltas). A packed block that ints_block() reports as all zeros keeps
+ * the value (order 1) or the delta (order 2) as it is.
+ */
+static int diffs_parse(const uint8_t *p, size_t len, uint32_t n, uint32_t order,
+                       int64_t *out)
 {
     struct rd r = {p, len, 0};
     uint64_t s[PACK_BLOCK];
-    uint64_t z, t = 0, delta = 0, d;
+    uint64_t z, x = 0, delta = 0, d;
     int rc;
 
     if (n >= 1) {
         rc = rd_varint(&r, &z);
         if (rc)
             return rc;
-        t = (uint64_t)tide__unzigzag(z);
-        ts[0] = (int64_t)t;
+        x = (uint64_t)tide__unzigzag(z);
+        out[0] = (int64_t)x;
     }
-    if (n >= 2) {
+    if (order == 2 && n >= 2) {
         rc = rd_varint(&r, &z);
         if (rc)
             return rc;
         delta = (uint64_t)tide__unzigzag(z);
-        t += delta;
-        ts[1] = (int64_t)t;
+        x += delta;
+        out[1] = (int64_t)x;
     }
-    if (n >= 3) {
+    if (n > order) {
         rc = ints_begin(&r, &d);
         if (rc)
             return rc;
-        for (uint32_t i = 2; i < n; i += PACK_BLOCK) {
+        for (uint32_t i = order; i < n; i += PACK_BLOCK) {
             uint32_t mb = n - i < PACK_BLOCK ? n - i : PACK_BLOCK;
 
             rc = ints_block(&r, d, mb, s);
             if (rc < 0)
                 return rc;
-            if (rc == 1) { /* a regular interval: the delta stays */
+            if (rc == 1 && order == 2) { /* a regular interval */
                 for (uint32_t j = 0; j < mb; j++) {
-                    t += delta;
-                    ts[i + j] = (int64_t)t;
+                    x += delta;
+                    out[i + j] = (int64_t)x;
                 }
                 continue;
             }
             for (uint32_t j = 0; j < mb; j++) {
-                delta += s[j];
-                t += delta;
-                ts[i + j] = (int64_t)t;
+                /* Order 1 adds the step to the value, order 2 to the
+                 * delta that is then added to the value. */
+                delta = (order == 2 ? delta : 0) + (rc ? 0 : s[j]);
+                x += delta;
+                out[i + j] = (int64_t)x;
             }
         }
     }
     return r.pos == r.len ? 0 : TIDE_ECORRUPT;
 }
 
-/* Decode a column of one int64 codec with its payload parser. */
-static int
-decode_int64s(const uint8_t *in, size_t len, uint32_t n, uint8_t codec,
-              int (*parse)(const uint8_t *, size_t, uint32_t, int64_t *),
-              int64_t *out)
+/* Decode a column of one int64 codec, stored as differences of `order`. */
+static int decode_int64s(const uint8_t *in, size_t len, uint32_t n,
+                         uint8_t codec, uint32_t order, int64_t *out)
 {
     uint8_t *scratch = NULL;
     const uint8_t *p;
@@ -653,14 +661,14 @@ decode_int64s(const uint8_t *in, size_t len, uint32_t n, uint8_t codec,
         return rc;
     rc = col_payload(&c, &scratch, &p);
     if (!rc)
-        rc = parse(p, c.raw, n, out);
+        rc = diffs_parse(p, c.raw, n, order, out);
     tide_free(scratch);
     return rc;
 }
 
 int tide__col_decode_ts(const uint8_t *in, size_t len, uint32_t n, int64_t *ts)
 {
-    return decode_int64s(in, len, n, TIDE_COL_TS_DOD, ts_parse, ts);
+    return decode_int64s(in, len, n, TIDE_COL_TS_DOD, 2, ts);
 }
 
 /* ---- 64-bit integers ---------------------------------------------------- */
@@ -688,42 +696,9 @@ int tide__col_encode_i64(const int64_t *v, uint32_t n, struct tide_buf *out)
     return rc;
 }
 
-static int i64_parse(const uint8_t *p, size_t len, uint32_t n, int64_t *v)
-{
-    struct rd r = {p, len, 0};
-    uint64_t s[PACK_BLOCK];
-    uint64_t z, x = 0, d;
-    int rc;
-
-    if (n >= 1) {
-        rc = rd_varint(&r, &z);
-        if (rc)
-            return rc;
-        x = (uint64_t)tide__unzigzag(z);
-        v[0] = (int64_t)x;
-    }
-    if (n >= 2) {
-        rc = ints_begin(&r, &d);
-        if (rc)
-            return rc;
-        for (uint32_t i = 1; i < n; i += PACK_BLOCK) {
-            uint32_t mb = n - i < PACK_BLOCK ? n - i : PACK_BLOCK;
-
-            rc = ints_block(&r, d, mb, s);
-            if (rc < 0)
-                return rc;
-            for (uint32_t j = 0; j < mb; j++) {
-                x += rc ? 0 : s[j];
-                v[i + j] = (int64_t)x;
-            }
-        }
-    }
-    return r.pos == r.len ? 0 : TIDE_ECORRUPT;
-}
-
 int tide__col_decode_i64(const uint8_t *in, size_t len, uint32_t n, int64_t *v)
 {
-    return decode_int64s(in, len, n, TIDE_COL_I64_DELTA, i64_parse, v);
+    return decode_int64s(in, len, n, TIDE_COL_I64_DELTA, 1, v);
 }
 
 /* ---- Doubles ------------------------------------------------------------ */

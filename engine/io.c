@@ -35,25 +35,37 @@ struct tide_io {
 
 static pthread_mutex_t inject_lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_int inject_armed;
+static atomic_ulong inject_fired;
 static struct {
     unsigned long left; /* fire on the request that brings this to 0 */
     int err;
     uint32_t short_len;
 } inject[4];
+static struct {
+    unsigned long left; /* the wait that brings this to 0 fails */
+    int err;
+    unsigned times; /* failures in a row, from that one on */
+} inject_wait;
+
+/* Called with inject_lock held. */
+static void rearm(void)
+{
+    int armed = inject_wait.left != 0;
+
+    for (int i = 0; i < 4; i++)
+        armed |= inject[i].left != 0;
+    atomic_store(&inject_armed, armed);
+}
 
 void tide__io_inject(enum tide_io_op op, unsigned long nth, int err,
                      uint32_t short_len)
 {
-    int armed = 0;
-
     TIDE_ASSERT(op >= TIDE_IO_READ && op <= TIDE_IO_FDATASYNC);
     pthread_mutex_lock(&inject_lock);
     inject[op].left = nth;
     inject[op].err = err;
     inject[op].short_len = short_len;
-    for (int i = 0; i < 4; i++)
-        armed |= inject[i].left != 0;
-    atomic_store(&inject_armed, armed);
+    rearm();
     pthread_mutex_unlock(&inject_lock);
 }
 
@@ -68,6 +80,7 @@ static int inject_check(uint8_t op, uint32_t len, uint32_t *cap)
         return 0;
     pthread_mutex_lock(&inject_lock);
     if (op < 4 && inject[op].left > 0 && --inject[op].left == 0) {
+        atomic_fetch_add(&inject_fired, 1);
         if (inject[op].err)
             rc = -inject[op].err;
         else if (inject[op].short_len && inject[op].short_len < len)
@@ -75,6 +88,39 @@ static int inject_check(uint8_t op, uint32_t len, uint32_t *cap)
     }
     pthread_mutex_unlock(&inject_lock);
     return rc;
+}
+
+void tide__io_inject_wait(unsigned long nth, int err, unsigned times)
+{
+    pthread_mutex_lock(&inject_lock);
+    inject_wait.left = nth;
+    inject_wait.err = err;
+    inject_wait.times = times ? times : 1;
+    rearm();
+    pthread_mutex_unlock(&inject_lock);
+}
+
+int tide__io_wait_injected(void)
+{
+    int rc = 0;
+
+    if (!atomic_load_explicit(&inject_armed, memory_order_relaxed))
+        return 0;
+    pthread_mutex_lock(&inject_lock);
+    if (inject_wait.left > 0 && --inject_wait.left == 0) {
+        rc = -inject_wait.err;
+        atomic_fetch_add(&inject_fired, 1);
+        if (--inject_wait.times > 0)
+            inject_wait.left = 1; /* the next wait fails too */
+        rearm();
+    }
+    pthread_mutex_unlock(&inject_lock);
+    return rc;
+}
+
+unsigned long tide__io_injected(void)
+{
+    return atomic_load(&inject_fired);
 }
 
 /* ---- Contexts ----------------------------------------------------------- */
@@ -169,6 +215,7 @@ static int run_window(struct tide_io *io, struct tide_io_req *reqs,
     }
     while (left > 0) {
         unsigned k = 0;
+        int capped = 0; /* attempt k-1 is an injected short transfer */
         int rc;
 
         for (unsigned j = 0; j < m; j++) {
@@ -196,6 +243,17 @@ static int run_window(struct tide_io *io, struct tide_io_req *reqs,
                     continue;
                 }
             }
+            if (linked && j > 0 && io->pending[j - 1]) {
+                /* Chain behind the predecessor's attempt of this round,
+                 * unless there is none or it is capped: a capped attempt
+                 * completes in full for the backend, which would then
+                 * start this one before the predecessor is whole. Wait
+                 * for the next round instead (invariant 1). */
+                if (k == 0 || io->att_req[k - 1] != j - 1 || capped)
+                    continue;
+                io->att[k - 1].link = 1;
+            }
+            capped = cap < r->len - (uint32_t)io->done[j];
             io->att[k] = (struct io_attempt){
                 .op = r->op,
                 .fd = r->fd,
@@ -203,8 +261,6 @@ static int run_window(struct tide_io *io, struct tide_io_req *reqs,
                 .len = r->op == TIDE_IO_FDATASYNC ? 0 : cap,
                 .off = r->off + io->done[j],
             };
-            if (linked && k > 0 && io->att_req[k - 1] == j - 1)
-                io->att[k - 1].link = 1;
             io->att_req[k++] = j;
         }
         if (k == 0)

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 const char *test_tmpdir(void)
@@ -64,4 +65,23 @@ long long test_file_size(const char *path)
     struct stat st;
 
     return stat(path, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+unsigned test_seed(const char *test)
+{
+    const char *env = getenv("TIDE_TEST_SEED");
+    unsigned seed;
+
+    if (env && *env) {
+        seed = (unsigned)strtoul(env, NULL, 0);
+    } else {
+        struct timespec now;
+
+        clock_gettime(CLOCK_REALTIME, &now);
+        seed =
+            (unsigned)now.tv_sec ^ (unsigned)now.tv_nsec ^ (unsigned)getpid();
+    }
+    fprintf(stderr, "[seed] %s: TIDE_TEST_SEED=%u reproduces this run\n", test,
+            seed);
+    return seed;
 }

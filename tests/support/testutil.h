@@ -23,4 +23,46 @@ void test_log(void *ctx, enum tide_log_level level, const char *msg);
 /* Size of a file, or -1. */
 long long test_file_size(const char *path);
 
+/* The seed of a randomised test: $TIDE_TEST_SEED when set (decimal or
+ * 0x hex), else one drawn from the clock. Prints it to stderr, named by
+ * `test`, so that a failing run can be repeated exactly. */
+unsigned test_seed(const char *test);
+
+/*
+ * I/O tests run once per backend, the way libuv's TEST_FS_IMPL runs each
+ * fs test a second time with io_uring. For unit tests only: the macros
+ * expand to code that needs criterion.h, io.h and <string.h>.
+ *
+ * TEST_IO(suite, name) { ... } defines suite::name_sync and
+ * suite::name_uring, each running the body with `backend` set to
+ * TIDE_IO_SYNC or TIDE_IO_URING.
+ *
+ * TEST_IO_OPEN(backend, depth, &io) opens a context on exactly that
+ * backend; where io_uring cannot be set up (old kernel, seccomp sandbox)
+ * the io_uring variant is skipped with the reason, not failed.
+ */
+#define TEST_IO(suite, name)                                                   \
+    static void suite##_##name(enum tide_io_backend backend);                  \
+    Test(suite, name##_sync)                                                   \
+    {                                                                          \
+        suite##_##name(TIDE_IO_SYNC);                                          \
+    }                                                                          \
+    Test(suite, name##_uring)                                                  \
+    {                                                                          \
+        suite##_##name(TIDE_IO_URING);                                         \
+    }                                                                          \
+    static void suite##_##name(enum tide_io_backend backend)
+
+#define TEST_IO_OPEN(backend, depth, iop)                                      \
+    do {                                                                       \
+        enum tide_io_backend be_ = (backend);                                  \
+        int rc_ = tide__io_open(be_, (depth), (iop));                          \
+                                                                               \
+        if (rc_ && be_ == TIDE_IO_URING)                                       \
+            cr_skip_test("io_uring unavailable: %s", tide_strerror(rc_));      \
+        cr_assert_eq(rc_, 0, "tide__io_open: %s", tide_strerror(rc_));         \
+        cr_assert_str_eq(tide__io_backend_name(*(iop)),                        \
+                         be_ == TIDE_IO_URING ? "io_uring" : "sync");          \
+    } while (0)
+
 #endif /* TIDE_TESTS_SUPPORT_TESTUTIL_H */

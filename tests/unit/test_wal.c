@@ -24,12 +24,13 @@ static struct tide_io *io;
 static void setup(void)
 {
     snprintf(dir, sizeof(dir), "%s", test_tmpdir());
-    cr_assert_eq(tide__io_open(TIDE_IO_SYNC, 8, &io), 0);
+    io = NULL; /* each test opens it on its backend */
 }
 
 static void teardown(void)
 {
     tide__io_close(io);
+    io = NULL;
     test_rmrf(dir);
 }
 
@@ -116,10 +117,12 @@ static void overwrite(uint64_t off, const void *p, size_t n)
     close(fd);
 }
 
-Test(wal, roundtrip)
+TEST_IO(wal, roundtrip)
 {
     struct seen s;
     uint64_t end;
+
+    TEST_IO_OPEN(backend, 8, &io);
 
     write_log(4, 3, &end);
     cr_assert_eq(replay(&s, 0), 0);
@@ -128,13 +131,15 @@ Test(wal, roundtrip)
         cr_assert_eq(s.lens[i], 10 + i);
 }
 
-Test(wal, torn_tail_at_every_offset_of_last_record)
+TEST_IO(wal, torn_tail_at_every_offset_of_last_record)
 {
-    uint64_t end, last = write_log(3, 2, &end);
+    uint64_t end, last, payload_end;
+
+    TEST_IO_OPEN(backend, 8, &io);
+    last = write_log(3, 2, &end);
     /* The last record's payload is 15 bytes; the padding after it up to
      * `end` carries nothing, so cutting there loses nothing. */
-    uint64_t payload_end = last + TIDE_WAL_RECORD_HEADER + 15;
-
+    payload_end = last + TIDE_WAL_RECORD_HEADER + 15;
     for (uint64_t cut = last; cut < payload_end; cut++) {
         uint8_t junk[512];
         struct seen s;
@@ -156,11 +161,13 @@ Test(wal, torn_tail_at_every_offset_of_last_record)
     }
 }
 
-Test(wal, corrupt_record_followed_by_valid_ones_is_refused)
+TEST_IO(wal, corrupt_record_followed_by_valid_ones_is_refused)
 {
     uint64_t end;
     uint8_t bad = 0xff;
     struct seen s;
+
+    TEST_IO_OPEN(backend, 8, &io);
 
     write_log(3, 2, &end);
     /* Damage the first record of group 2; groups 2 (second record) and 3
@@ -175,23 +182,27 @@ Test(wal, corrupt_record_followed_by_valid_ones_is_refused)
     cr_assert_eq(s.n, 2);
 }
 
-Test(wal, bad_file_header_is_corrupt)
+TEST_IO(wal, bad_file_header_is_corrupt)
 {
     uint64_t end;
     uint8_t bad = 0xff;
     struct seen s;
+
+    TEST_IO_OPEN(backend, 8, &io);
 
     write_log(1, 1, &end);
     overwrite(17, &bad, 1); /* inside the sequence number */
     cr_assert_eq(replay(&s, 0), TIDE_ECORRUPT);
 }
 
-Test(wal, remove_before_deletes_checkpointed_files)
+TEST_IO(wal, remove_before_deletes_checkpointed_files)
 {
     struct wal w;
     uint64_t removed = 0;
     struct seen s;
     uint64_t last_seq, group;
+
+    TEST_IO_OPEN(backend, 8, &io);
 
     cr_assert_eq(tide__wal_init(&w, dir, 0), 0);
     for (uint64_t seq = 1; seq <= 3; seq++)
