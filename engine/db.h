@@ -1,7 +1,20 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The database object shared by db.c (open, recovery, shards, writer and
- * flusher threads) and read.c (range reads, aggregates, latest).
+ * The database object and what the engine's files share about it. The
+ * files follow the storage hierarchy, db → shard → window → segment →
+ * chunk, with each level's read path beside it:
+ *
+ *   db.c          public entry points: open, append, flush, close, stats
+ *   recover.c     MANIFEST and segments at open; WAL replay into heads
+ *   inbox.c       requests, tickets, the shard inbox
+ *   shard.c       a shard and its writer thread (group commit)
+ *   dedup.c       the producer table (batch deduplication)
+ *   wal_batch.c   the WAL batch record codec; wal.c frames the records
+ *   flush.c       freezing heads, the flusher thread, publication
+ *   window.c      time windows (tier, partition): one segment each
+ *   head.c        a shard's in-memory columns; manifest.c the MANIFEST
+ *   read.c        every read of the engine (range, aggregate, latest)
+ *   segment.c     segment files; column.c the chunk codecs
  *
  * Invariants:
  *   1. A shard's active head is mutated only by its writer thread, and only
@@ -22,48 +35,14 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "dedup.h"
 #include "head.h"
+#include "inbox.h"
 #include "internal.h"
 #include "io.h"
 #include "manifest.h"
 #include "segment.h"
 #include "wal.h"
-
-enum req_kind {
-    REQ_BATCH = 1,
-    REQ_FLUSH = 2,
-};
-
-/* Completion shared by the per-shard parts of one append or flush. */
-struct ticket {
-    atomic_uint pending; /* parts not yet complete */
-    atomic_uint dups;    /* parts that were duplicates */
-    atomic_int err;      /* first error of any part */
-    unsigned parts;
-    tide_append_cb cb;
-    void *ctx;
-};
-
-/* A shard's part of an append (its WAL record), or a flush request. */
-struct req {
-    struct req *next;
-    enum req_kind kind;
-    struct ticket *ticket;
-    uint64_t producer_id;
-    uint64_t sequence;
-    uint32_t points;
-    uint32_t rec_len;
-    int dup;
-    _Alignas(8) uint8_t rec[]; /* WAL batch record payload */
-};
-
-/* Producer id -> highest applied sequence; open addressing. */
-struct producers {
-    uint64_t *ids;
-    uint64_t *seqs;
-    uint32_t cap; /* power of two */
-    uint32_t n;
-};
 
 struct shard {
     struct tide_db *db;
@@ -72,11 +51,7 @@ struct shard {
     int started;
     char *wal_dir;
 
-    _Atomic(struct req *) inbox; /* LIFO stack pushed by appenders */
-    atomic_uint depth;
-    atomic_int sleeping;
-    pthread_mutex_t wake_mu;
-    pthread_cond_t wake_cv;
+    struct inbox in;
 
     struct wal wal;
     struct tide_io *io;
@@ -149,5 +124,57 @@ unsigned tide__db_shard_of(const struct tide_db *db, uint64_t series_id);
 /* Borrow an I/O context for a read; return it with tide__db_io_put. */
 int tide__db_io_get(struct tide_db *db, struct tide_io **out);
 void tide__db_io_put(struct tide_db *db, struct tide_io *io);
+
+/* Enter the sticky error state after `what` failed with `rc`: later writes
+ * return TIDE_EIO until the db is reopened. Logs once. Thread-safe. */
+void tide__db_set_failed(struct tide_db *db, int rc, const char *what);
+
+/* ---- shard.c ------------------------------------------------------------ */
+
+/* Set up shard `idx` of `db`: locks, inbox, WAL directory and I/O context.
+ * Recovery (tide__recover_shard) comes next; no thread runs yet. Returns
+ * 0, -ENOMEM or -errno; tide__shard_fini() releases a partial setup. */
+int tide__shard_init(struct tide_db *db, struct shard *s, unsigned idx);
+
+/* Join the writer (after the db's stopping flag is set), complete what is
+ * still queued with TIDE_ECLOSED and release the shard. */
+void tide__shard_fini(struct shard *s);
+
+/* Start the shard's writer thread. Returns 0 or -errno. */
+int tide__shard_start(struct shard *s);
+
+/* Start WAL file `seq` and open it with a snapshot of the producer table,
+ * so that deduplication survives the deletion of older files. Writer
+ * thread (or recovery) only; the record is committed with the next group.
+ * Returns 0, TIDE_EFULL or -errno. */
+int tide__shard_rotate(struct shard *s, uint64_t seq);
+
+/* ---- flush.c ------------------------------------------------------------ */
+
+/* Writer thread: hand the active head to the flusher (waiting while it is
+ * still busy with the previous one) and attach the flush requests in
+ * `waiters`, which complete once the head is published. Returns 0 or an
+ * error (then the waiters are completed with it and the db may be
+ * failed). */
+int tide__flush_freeze(struct shard *s, struct req *waiters);
+
+/* Add segments to the published list (recovery, or the flusher under the
+ * locks of invariant 2). Returns 0 or -ENOMEM (the list is unchanged). */
+int tide__flush_add_segs(struct tide_db *db, struct seg **segs, uint32_t n);
+
+/* The flusher thread's body; `arg` is the db. */
+void *tide__flush_main(void *arg);
+
+/* ---- recover.c ---------------------------------------------------------- */
+
+/* Load the MANIFEST (or create one for a new directory), open the segments
+ * it lists and delete unlisted segment files. Returns 0, TIDE_ECORRUPT,
+ * TIDE_EVERSION, -ENOMEM or -errno. */
+int tide__recover_manifest(struct tide_db *db);
+
+/* Replay the shard's WAL from its replay point into its head, then start a
+ * new WAL file and delete the files before the replay point. Returns 0,
+ * TIDE_ECORRUPT, TIDE_EVERSION, -ENOMEM or -errno. */
+int tide__recover_shard(struct tide_db *db, struct shard *s);
 
 #endif /* TIDE_ENGINE_DB_H */
