@@ -13,8 +13,12 @@
  *   flush.c       freezing heads, the flusher thread, publication
  *   window.c      time windows (tier, partition): one segment each
  *   head.c        a shard's in-memory columns; manifest.c the MANIFEST
- *   read.c        every read of the engine (range, aggregate, latest)
  *   segment.c     segment files; column.c the chunk codecs
+ *
+ * and the read path (read.h): db_read.c (range iterators, latest) and
+ * db_aggregate.c, shard_read.c (one series from segments and heads),
+ * segment_read.c (which chunks; reading them), chunk_read.c (decoding),
+ * gather.c (a series' points being collected).
  *
  * Invariants:
  *   1. A shard's active head is mutated only by its writer thread, and only

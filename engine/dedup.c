@@ -123,7 +123,7 @@ int tide__dedup_load(struct producers *p, const uint8_t *rec, uint32_t len)
         return TIDE_ECORRUPT;
     for (uint32_t i = 0; i < n; i++) {
         rc = tide__dedup_set(p, tide__get_le64(rec + 8 + 16 * i),
-                      tide__get_le64(rec + 16 + 16 * i));
+                             tide__get_le64(rec + 16 + 16 * i));
         if (rc)
             return rc;
     }

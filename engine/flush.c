@@ -44,8 +44,8 @@ int tide__flush_freeze(struct shard *s, struct req *waiters)
     busy = s->frozen != NULL;
     pthread_mutex_unlock(&db->fl_mu);
     if (busy) { /* stopping or failed while the flusher is busy */
-        tide__inbox_complete(waiters,
-                      atomic_load(&db->failed) ? TIDE_EIO : TIDE_ECLOSED);
+        tide__inbox_complete(waiters, atomic_load(&db->failed) ? TIDE_EIO
+                                                               : TIDE_ECLOSED);
         return 0;
     }
     frozen = tide_malloc(sizeof(*frozen));
@@ -77,7 +77,6 @@ int tide__flush_freeze(struct shard *s, struct req *waiters)
     pthread_rwlock_unlock(&s->rw);
     return 0;
 }
-
 
 static int cmp_series_id(const void *a, const void *b)
 {

@@ -106,8 +106,8 @@ int tide__recover_manifest(struct tide_db *db)
         tide__db_log(db, TIDE_LOG_INFO,
                      "%s was created with %u shards; keeping them", db->dir,
                      db->man.n_shards);
-    /* tide__flush_add_segs() maps series to shards to tell which segments hold only
-     * one shard's series. */
+    /* tide__flush_add_segs() maps series to shards to tell which segments hold
+     * only one shard's series. */
     db->n_shards = db->man.n_shards;
     for (uint32_t i = 0; i < db->man.n_segs; i++) {
         char path[PATH_MAX];

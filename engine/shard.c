@@ -184,8 +184,8 @@ static void *writer_main(void *arg)
                 continue;
             rc = tide__wal_append(&s->wal, TIDE_WAL_BATCH, r->rec, r->rec_len);
             if (rc == 0)
-                rc = tide__wal_batch_apply(&s->head, r->rec, r->rec_len, &scratch,
-                                 &skipped);
+                rc = tide__wal_batch_apply(&s->head, r->rec, r->rec_len,
+                                           &scratch, &skipped);
             if (rc == 0 && r->sequence)
                 rc = tide__dedup_set(&s->prod, r->producer_id, r->sequence);
             if (rc) {

@@ -38,7 +38,8 @@ int tide__window_collect(const struct head *h, int64_t part_ns,
             }
             end = k.part >= INT64_MAX / part_ns ? INT64_MAX
                                                 : (k.part + 1) * part_ns;
-            j = end == INT64_MAX ? s->n : tide__ts_lower_bound(s->ts, s->n, end);
+            j = end == INT64_MAX ? s->n
+                                 : tide__ts_lower_bound(s->ts, s->n, end);
         }
     }
     return 0;
@@ -48,5 +49,6 @@ void tide__window_bounds(struct window w, int64_t part_ns, int64_t *lo,
                          int64_t *hi)
 {
     *lo = w.part <= INT64_MIN / part_ns ? INT64_MIN : w.part * part_ns;
-    *hi = w.part >= INT64_MAX / part_ns - 1 ? INT64_MAX : (w.part + 1) * part_ns;
+    *hi =
+        w.part >= INT64_MAX / part_ns - 1 ? INT64_MAX : (w.part + 1) * part_ns;
 }
