@@ -246,16 +246,14 @@ static void db_free(struct tide_db *db)
     for (unsigned i = 0; db->shards && i < db->n_shards; i++)
         tide__shard_fini(&db->shards[i]);
     tide_free(db->shards);
-    for (uint32_t i = 0; i < db->n_segs; i++)
-        tide__seg_close(db->segs[i]);
-    tide_free(db->segs);
+    tide__seglist_release(db->seg_cur);
     for (unsigned i = 0; i < db->n_io_pool; i++)
         tide__io_close(db->io_pool[i]);
     tide__io_close(db->flush_io);
     tide__manifest_fini(&db->man);
     if (db->lock_fd >= 0)
         close(db->lock_fd);
-    pthread_rwlock_destroy(&db->seg_lock);
+    pthread_mutex_destroy(&db->seg_mu);
     pthread_mutex_destroy(&db->man_mu);
     pthread_mutex_destroy(&db->fl_mu);
     pthread_mutex_destroy(&db->io_mu);
@@ -298,7 +296,7 @@ int tide_db_open(const char *dir, const struct tide_db_options *opts,
     if (!db)
         return -ENOMEM;
     db->lock_fd = -1;
-    pthread_rwlock_init(&db->seg_lock, NULL);
+    pthread_mutex_init(&db->seg_mu, NULL);
     pthread_mutex_init(&db->man_mu, NULL);
     pthread_mutex_init(&db->fl_mu, NULL);
     pthread_mutex_init(&db->io_mu, NULL);
@@ -332,7 +330,9 @@ int tide_db_open(const char *dir, const struct tide_db_options *opts,
         rc = errno == EWOULDBLOCK ? TIDE_ELOCKED : -errno;
         goto fail;
     }
-    rc = tide__recover_manifest(db);
+    rc = tide__seglist_new(&db->seg_cur);
+    if (rc == 0)
+        rc = tide__recover_manifest(db);
     if (rc)
         goto fail;
     db->n_shards = db->man.n_shards;
@@ -435,6 +435,8 @@ void tide_db_close(tide_db *db)
 
 void tide_db_stats(tide_db *db, struct tide_db_stats *st)
 {
+    struct seglist *sl;
+
     memset(st, 0, sizeof(*st));
     st->points_appended = atomic_load(&db->points_appended);
     st->batches_appended = atomic_load(&db->batches_appended);
@@ -446,14 +448,14 @@ void tide_db_stats(tide_db *db, struct tide_db_stats *st)
     st->flushes = atomic_load(&db->flushes);
     st->shards = db->n_shards;
     st->io_backend = db->io_backend;
-    pthread_rwlock_rdlock(&db->seg_lock);
-    st->segments = db->n_segs;
-    for (uint32_t i = 0; i < db->n_segs; i++) {
-        st->segment_bytes += db->segs[i]->file_bytes;
-        st->segment_points += db->segs[i]->points;
-        st->chunks += db->segs[i]->n_chunks;
+    sl = tide__seglist_acquire(db);
+    st->segments = sl->n;
+    for (uint32_t i = 0; i < sl->n; i++) {
+        st->segment_bytes += sl->segs[i]->file_bytes;
+        st->segment_points += sl->segs[i]->points;
+        st->chunks += sl->segs[i]->n_chunks;
     }
-    pthread_rwlock_unlock(&db->seg_lock);
+    tide__seglist_release(sl);
     for (unsigned i = 0; i < db->n_shards; i++) {
         struct shard *s = &db->shards[i];
 

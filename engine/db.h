@@ -23,11 +23,21 @@
  * Invariants:
  *   1. A shard's active head is mutated only by its writer thread, and only
  *      while holding the shard's `rw` lock for writing; readers hold it for
- *      reading while they copy points out.
+ *      reading while they copy points out. No disk I/O runs under `rw`:
+ *      WAL commits and rotations happen with it released.
  *   2. A point is in exactly one of: the active head, the frozen head, or a
- *      published segment, except during publication, which happens under
- *      the db's `seg_lock` and the shard's `rw` lock both held for writing
- *      (lock order: seg_lock, then rw).
+ *      segment of the current segment list `seg_cur`, except during
+ *      publication. A flush publishes by swapping in a new list (seglist.h)
+ *      and clearing `frozen` together, holding man_mu (publishers are
+ *      serialised), the shard's `rw` for writing and, for the pointer swap
+ *      only, seg_mu (lock order: man_mu, rw, seg_mu, fl_mu); it sets the
+ *      shard's pub_gen to the new list's gen. A reader holds a list across
+ *      its chunk I/O with no lock at all, so readers never block the
+ *      writer. When it reads a shard's heads (under `rw`) it checks
+ *      pub_gen <= its list's gen; otherwise points may have left the heads
+ *      for segments its list lacks, and it reads again on the current list
+ *      (TIDE__READ_STALE). A list, and every segment in it, stays valid
+ *      until its last holder releases it.
  *   3. Every record in a shard's WAL files numbered >= replay_from is
  *      either in a head or in a segment listed in the MANIFEST.
  *   4. A batch's callback fires only after the commit group holding its
@@ -45,6 +55,7 @@
 #include "internal.h"
 #include "io.h"
 #include "manifest.h"
+#include "seglist.h"
 #include "segment.h"
 #include "wal.h"
 
@@ -68,6 +79,9 @@ struct shard {
     uint64_t frozen_replay;     /* WAL file to replay from once flushed */
     struct req *frozen_waiters; /* flush requests waiting for `frozen` */
     int flush_wanted;           /* flusher should take `frozen` */
+    /* Generation of the first segment list holding this shard's latest
+     * published flush; under `rw` (invariant 2). */
+    uint64_t pub_gen;
 };
 
 struct tide_db {
@@ -79,14 +93,10 @@ struct tide_db {
     struct shard *shards;
     uint64_t head_bytes_per_shard;
 
-    pthread_rwlock_t seg_lock; /* the segment list (invariant 2) */
-    struct seg **segs;
-    uint32_t n_segs;
-    uint32_t cap_segs;
-    /* Bumped whenever segs[] changes (under seg_lock held for writing), so
-     * a reader that planned chunk reads under an earlier read hold can
-     * tell whether the plan still covers every segment. */
-    uint64_t seg_gen;
+    /* The published segment list (seglist.h; invariant 2). seg_mu guards
+     * only the pointer and is never held across I/O. */
+    pthread_mutex_t seg_mu;
+    struct seglist *seg_cur;
 
     pthread_mutex_t man_mu; /* `man`, owned by the flusher after open */
     struct manifest man;
@@ -161,10 +171,6 @@ int tide__shard_rotate(struct shard *s, uint64_t seq);
  * error (then the waiters are completed with it and the db may be
  * failed). */
 int tide__flush_freeze(struct shard *s, struct req *waiters);
-
-/* Add segments to the published list (recovery, or the flusher under the
- * locks of invariant 2). Returns 0 or -ENOMEM (the list is unchanged). */
-int tide__flush_add_segs(struct tide_db *db, struct seg **segs, uint32_t n);
 
 /* The flusher thread's body; `arg` is the db. */
 void *tide__flush_main(void *arg);

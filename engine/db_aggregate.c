@@ -309,8 +309,9 @@ static void agg_batch_fini(struct agg_batch *b)
 /* Plan series ids[idx]: chunks that overlap nothing else and fit one
  * bucket are answered from their headers. When nothing else is left the
  * result is made now; otherwise the series joins the batch. */
-static int aggregate_plan(struct tide_db *db, struct gather *g, uint64_t id,
-                          uint32_t idx, struct agg_ctx *a, struct cursors *cur,
+static int aggregate_plan(struct tide_db *db, const struct seglist *sl,
+                          struct gather *g, uint64_t id, uint32_t idx,
+                          struct agg_ctx *a, struct cursors *cur,
                           struct tide_agg_series *out, struct agg_batch *batch,
                           struct tide_agg_stats *st)
 {
@@ -321,12 +322,15 @@ static int aggregate_plan(struct tide_db *db, struct gather *g, uint64_t id,
     int ordered, head_overlap, rc;
 
     out->series_id = id;
-    rc = tide__segment_read_collect(db, g, id, a->from, a->to, cur);
+    rc = tide__segment_read_collect(db, sl, g, id, a->from, a->to, cur);
     if (rc)
         return rc;
     refs = (struct chunk_ref *)(void *)g->refs.data;
     n_refs = g->refs.len / sizeof(*refs);
-    head_type = tide__shard_read_span(db, id, &a->head_min, &a->head_max);
+    rc = tide__shard_read_span(db, sl, id, &a->head_min, &a->head_max,
+                               &head_type);
+    if (rc)
+        return rc;
     out->type = head_type ? head_type : g->seg_type;
     head_overlap = a->head_min < a->to && a->head_max >= a->from;
     if (!head_overlap && headers_only(a, refs, n_refs)) {
@@ -394,10 +398,10 @@ static int aggregate_plan(struct tide_db *db, struct gather *g, uint64_t id,
 /* Fetch every chunk of the batch at once, then finish each of its series
  * from its header partials, its decoded chunks and its head points. The
  * batch is empty afterwards. */
-static int aggregate_batch(struct tide_db *db, struct tide_io *io,
-                           struct gather *g, const uint64_t *ids,
-                           struct agg_ctx *a, struct agg_batch *batch,
-                           struct tide_agg_series *res,
+static int aggregate_batch(struct tide_db *db, const struct seglist *sl,
+                           struct tide_io *io, struct gather *g,
+                           const uint64_t *ids, struct agg_ctx *a,
+                           struct agg_batch *batch, struct tide_agg_series *res,
                            struct tide_agg_stats *st)
 {
     const struct agg_pending *pend =
@@ -411,7 +415,7 @@ static int aggregate_batch(struct tide_db *db, struct tide_io *io,
 
     rc =
         tide__segment_read_chunks(db, io, refs, batch->refs.len / sizeof(*refs),
-                                  db->n_segs, &batch->payload, &batch->reqs);
+                                  sl->n, &batch->payload, &batch->reqs);
     payload = batch->payload.data;
     for (size_t k = 0; k < n_pend && rc == 0; k++) {
         const struct agg_pending *p = &pend[k];
@@ -423,7 +427,7 @@ static int aggregate_batch(struct tide_db *db, struct tide_io *io,
                               p->n_parts * sizeof(*hparts));
         if (rc == 0)
             rc =
-                tide__shard_read_series(db, g, ids[p->idx], refs + p->ref0,
+                tide__shard_read_series(db, sl, g, ids[p->idx], refs + p->ref0,
                                         p->n_refs, payload, a->from, a->to, st);
         if (rc == 0)
             rc = raw_partials(g, a, &g->parts);
@@ -453,6 +457,7 @@ int tide_db_aggregate(tide_db *db, const uint64_t *ids, uint32_t n,
     struct agg_batch batch = {0};
     struct cursors cur = {0};
     struct gather g = {0};
+    struct seglist *sl;
     struct tide_io *io;
     int rc;
 
@@ -477,18 +482,33 @@ int tide_db_aggregate(tide_db *db, const uint64_t *ids, uint32_t n,
         tide_free(a.boff);
         return rc;
     }
-    pthread_rwlock_rdlock(&db->seg_lock);
-    rc = tide__segment_read_cursors_fit(&cur, db->n_segs);
-    for (uint32_t i = 0; i < n && rc == 0; i++) {
-        rc =
-            aggregate_plan(db, &g, ids[i], i, &a, &cur, &res[i], &batch, stats);
-        if (rc == 0 &&
-            (i + 1 == n ||
-             batch.refs.len / sizeof(struct chunk_ref) >= AGG_BATCH_REFS ||
-             batch.bytes >= AGG_BATCH_BYTES))
-            rc = aggregate_batch(db, io, &g, ids, &a, &batch, res, stats);
+    sl = tide__seglist_acquire(db);
+    for (;;) {
+        rc = tide__segment_read_cursors_fit(&cur, sl->n);
+        for (uint32_t i = 0; i < n && rc == 0; i++) {
+            rc = aggregate_plan(db, sl, &g, ids[i], i, &a, &cur, &res[i],
+                                &batch, stats);
+            if (rc == 0 &&
+                (i + 1 == n ||
+                 batch.refs.len / sizeof(struct chunk_ref) >= AGG_BATCH_REFS ||
+                 batch.bytes >= AGG_BATCH_BYTES))
+                rc = aggregate_batch(db, sl, io, &g, ids, &a, &batch, res,
+                                     stats);
+        }
+        if (rc != TIDE__READ_STALE)
+            break;
+        /* A flush published segments this list lacks while the heads were
+         * read: start over on the current list. */
+        tide__seglist_release(sl);
+        sl = tide__seglist_acquire(db);
+        memset(res, 0, (size_t)n * sizeof(*res));
+        a.buckets.len = 0;
+        batch.pending.len = batch.refs.len = batch.hparts.len = 0;
+        batch.bytes = 0;
+        if (stats)
+            memset(stats, 0, sizeof(*stats));
     }
-    pthread_rwlock_unlock(&db->seg_lock);
+    tide__seglist_release(sl);
     tide__db_io_put(db, io);
     tide__gather_fini(&g);
     agg_batch_fini(&batch);

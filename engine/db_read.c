@@ -28,12 +28,12 @@ struct ra_span {
     uint8_t seg_type; /* see struct gather */
 };
 
-/* Chunk reads of ids[first .. first + n), made under one seg_lock read
- * hold. They are used under a later hold only if seg_gen is unchanged:
- * then the segment list is the same, the chunk references are valid, and
- * reading the heads at that later time gives what one hold would have. */
+/* Chunk reads of ids[first .. first + n), planned on segment list `sl`,
+ * which the read-ahead holds so that its chunk references stay valid. They
+ * are used while reading the heads finds `sl` fresh (invariant 2): then no
+ * point of the series has left the heads for a segment `sl` lacks. */
 struct readahead {
-    uint64_t gen;
+    struct seglist *sl; /* held, or NULL */
     uint32_t first;
     uint32_t n;
     struct tide_buf spans; /* struct ra_span[] */
@@ -59,24 +59,26 @@ struct tide_iter {
     struct tide_buf strs; /* struct tide_str[] of the current block */
 };
 
-/* Plan and read the chunks of ids[first..] (see struct readahead).
- * Caller holds db->seg_lock for reading. */
+/* Plan and read the chunks of ids[first..] (see struct readahead) on the
+ * current segment list. */
 static int ra_fill(struct tide_iter *it, uint32_t first)
 {
     struct readahead *ra = &it->ra;
     size_t bytes = 0;
-    int rc = tide__segment_read_cursors_fit(&it->cur, it->db->n_segs);
+    int rc;
 
+    tide__seglist_release(ra->sl);
+    ra->sl = tide__seglist_acquire(it->db);
+    rc = tide__segment_read_cursors_fit(&it->cur, ra->sl->n);
     ra->first = first;
     ra->n = 0;
     ra->spans.len = ra->refs.len = 0;
-    ra->gen = it->db->seg_gen;
     for (uint32_t j = first; j < it->n_ids && rc == 0; j++) {
         const struct chunk_ref *refs;
         struct ra_span sp;
 
-        rc = tide__segment_read_collect(it->db, &it->g, it->ids[j], it->from,
-                                        it->to, &it->cur);
+        rc = tide__segment_read_collect(it->db, ra->sl, &it->g, it->ids[j],
+                                        it->from, it->to, &it->cur);
         if (rc)
             break;
         refs = (const struct chunk_ref *)(void *)it->g.refs.data;
@@ -98,34 +100,37 @@ static int ra_fill(struct tide_iter *it, uint32_t first)
     if (rc == 0)
         rc = tide__segment_read_chunks(
             it->db, it->io, (struct chunk_ref *)(void *)ra->refs.data,
-            ra->refs.len / sizeof(struct chunk_ref), it->db->n_segs,
-            &ra->payload, &ra->reqs);
+            ra->refs.len / sizeof(struct chunk_ref), ra->sl->n, &ra->payload,
+            &ra->reqs);
     if (rc)
         ra->n = 0;
     return rc;
 }
 
 /* Gather series ids[idx] from the read-ahead, refilled when it does not
- * hold that series or the segment list changed since. */
+ * hold that series or its segment list turned stale. No lock is held
+ * across the chunk I/O. */
 static int iter_gather(struct tide_iter *it, uint32_t idx)
 {
     struct readahead *ra = &it->ra;
     const struct ra_span *sp;
-    int rc = 0;
+    int rc;
 
-    pthread_rwlock_rdlock(&it->db->seg_lock);
-    if (idx < ra->first || idx - ra->first >= ra->n ||
-        ra->gen != it->db->seg_gen)
-        rc = ra_fill(it, idx);
-    if (rc == 0) {
+    do {
+        rc = 0;
+        if (!ra->sl || idx < ra->first || idx - ra->first >= ra->n)
+            rc = ra_fill(it, idx);
+        if (rc)
+            break;
         sp = (const struct ra_span *)(void *)ra->spans.data + (idx - ra->first);
         it->g.seg_type = sp->seg_type;
         rc = tide__shard_read_series(
-            it->db, &it->g, it->ids[idx],
+            it->db, ra->sl, &it->g, it->ids[idx],
             (const struct chunk_ref *)(void *)ra->refs.data + sp->ref0,
             sp->n_refs, ra->payload.data, it->from, it->to, NULL);
-    }
-    pthread_rwlock_unlock(&it->db->seg_lock);
+        if (rc == TIDE__READ_STALE)
+            ra->n = 0; /* plan again on the list now published */
+    } while (rc == TIDE__READ_STALE);
     return rc;
 }
 
@@ -226,6 +231,7 @@ void tide_iter_close(tide_iter *it)
     if (!it)
         return;
     tide__db_io_put(it->db, it->io);
+    tide__seglist_release(it->ra.sl);
     tide__gather_fini(&it->g);
     tide__segment_read_cursors_fini(&it->cur);
     tide__buf_fini(&it->ra.spans);
@@ -268,8 +274,12 @@ static int set_str(struct tide_point *p, const char *s, uint32_t len)
     return 0;
 }
 
-static int latest_one(struct tide_db *db, struct tide_io *io, struct gather *g,
-                      uint64_t id, struct tide_point *p)
+/* The newest point of `id` from the segments of `sl` and the heads.
+ * Returns 0, TIDE__READ_STALE (p is unchanged), TIDE_ECORRUPT, -ENOMEM or
+ * -errno. */
+static int latest_one(struct tide_db *db, const struct seglist *sl,
+                      struct tide_io *io, struct gather *g, uint64_t id,
+                      struct tide_point *p)
 {
     struct shard *sh = &db->shards[tide__db_shard_of(db, id)];
     const struct chunk_ent *best = NULL;
@@ -280,17 +290,21 @@ static int latest_one(struct tide_db *db, struct tide_io *io, struct gather *g,
     int rc = 0;
 
     p->series_id = id;
-    for (uint32_t i = 0; i < db->n_segs; i++) {
+    for (uint32_t i = 0; i < sl->n; i++) {
         uint32_t lo, hi;
 
-        tide__seg_find(db->segs[i], id, &lo, &hi);
+        tide__seg_find(sl->segs[i], id, &lo, &hi);
         for (uint32_t c = lo; c < hi; c++)
-            if (!best || db->segs[i]->chunks[c].max_ts >= best->max_ts) {
-                best = &db->segs[i]->chunks[c];
+            if (!best || sl->segs[i]->chunks[c].max_ts >= best->max_ts) {
+                best = &sl->segs[i]->chunks[c];
                 best_seg = i;
             }
     }
     pthread_rwlock_rdlock(&sh->rw);
+    if (!tide__shard_read_fresh(sh, sl)) {
+        pthread_rwlock_unlock(&sh->rw);
+        return TIDE__READ_STALE;
+    }
     for (int k = 0; k < 2; k++) {
         hs = tide__head_find(k            ? &sh->head
                              : sh->frozen ? sh->frozen
@@ -321,11 +335,11 @@ static int latest_one(struct tide_db *db, struct tide_io *io, struct gather *g,
         memcpy(&p->v, &best->last, 8);
     else {
         /* Strings are not in the header: decode the chunk. */
-        struct chunk_ref r = {db->segs[best_seg], best, best_seg, 0};
+        struct chunk_ref r = {sl->segs[best_seg], best, best_seg, 0};
 
         tide__gather_reset(g);
         g->type = TIDE_TYPE_STR;
-        rc = tide__segment_read_chunks(db, io, &r, 1, db->n_segs, &g->payload,
+        rc = tide__segment_read_chunks(db, io, &r, 1, sl->n, &g->payload,
                                        &g->reqs);
         if (rc == 0)
             rc = tide__chunk_read_decode(db, g, &r, 1, g->payload.data,
@@ -342,6 +356,7 @@ int tide_db_latest(tide_db *db, const uint64_t *ids, uint32_t n,
                    struct tide_point **out)
 {
     struct tide_point *pts;
+    struct seglist *sl;
     struct gather g = {0};
     struct tide_io *io;
     int rc;
@@ -358,10 +373,15 @@ int tide_db_latest(tide_db *db, const uint64_t *ids, uint32_t n,
         tide_free(pts);
         return rc;
     }
-    pthread_rwlock_rdlock(&db->seg_lock);
-    for (uint32_t i = 0; i < n && rc == 0; i++)
-        rc = latest_one(db, io, &g, ids[i], &pts[i]);
-    pthread_rwlock_unlock(&db->seg_lock);
+    sl = tide__seglist_acquire(db);
+    for (uint32_t i = 0; i < n && rc == 0; i++) {
+        while ((rc = latest_one(db, sl, io, &g, ids[i], &pts[i])) ==
+               TIDE__READ_STALE) {
+            tide__seglist_release(sl);
+            sl = tide__seglist_acquire(db);
+        }
+    }
+    tide__seglist_release(sl);
     tide__db_io_put(db, io);
     tide__gather_fini(&g);
     if (rc) {

@@ -152,34 +152,6 @@ static int write_segment(struct tide_db *db, struct shard *sh,
     return rc;
 }
 
-int tide__flush_add_segs(struct tide_db *db, struct seg **segs, uint32_t n)
-{
-    if (db->n_segs + n > db->cap_segs) {
-        uint32_t cap = db->cap_segs ? db->cap_segs : 16;
-        struct seg **p;
-
-        while (cap < db->n_segs + n)
-            cap *= 2;
-        p = tide_realloc(db->segs, cap * sizeof(*p));
-        if (!p)
-            return -ENOMEM;
-        db->segs = p;
-        db->cap_segs = cap;
-    }
-    for (uint32_t i = 0; i < n; i++) {
-        struct seg *seg = segs[i];
-
-        seg->shard_only = 1;
-        for (uint32_t c = 0; c < seg->n_chunks && seg->shard_only; c++)
-            seg->shard_only =
-                tide__db_shard_of(db, seg->chunks[c].series_id) == seg->shard;
-    }
-    memcpy(db->segs + db->n_segs, segs, n * sizeof(*segs));
-    db->n_segs += n;
-    db->seg_gen++;
-    return 0;
-}
-
 /* Record new segments and the shard's new replay point in the MANIFEST. */
 static int manifest_add(struct tide_db *db, struct shard *sh, struct seg **segs,
                         uint32_t n)
@@ -211,6 +183,7 @@ static void flush_frozen(struct tide_db *db, struct shard *sh)
 {
     struct head *h = sh->frozen;
     struct tide_buf keys = {0}, segs = {0}, order = {0};
+    struct seglist *base, *next = NULL;
     struct req *waiters;
     uint64_t removed = 0;
     uint32_t n_segs = 0;
@@ -256,9 +229,16 @@ static void flush_frozen(struct tide_db *db, struct shard *sh)
         goto out;
     }
     /* Publish: the segments appear as the frozen head disappears. */
-    pthread_rwlock_wrlock(&db->seg_lock);
+    pthread_mutex_lock(&db->man_mu); /* publications are serialised */
+    base = tide__seglist_acquire(db);
+    rc = tide__seglist_edit(db, base, NULL, 0, (struct seg **)segs.data, n_segs,
+                            &next);
+    tide__seglist_release(base);
     pthread_rwlock_wrlock(&sh->rw);
-    rc = tide__flush_add_segs(db, (struct seg **)segs.data, n_segs);
+    if (rc == 0) {
+        sh->pub_gen = next->gen;
+        tide__seglist_publish(db, next);
+    }
     pthread_mutex_lock(&db->fl_mu);
     if (rc == 0)
         sh->frozen = NULL;
@@ -267,7 +247,7 @@ static void flush_frozen(struct tide_db *db, struct shard *sh)
     pthread_cond_broadcast(&db->done_cv);
     pthread_mutex_unlock(&db->fl_mu);
     pthread_rwlock_unlock(&sh->rw);
-    pthread_rwlock_unlock(&db->seg_lock);
+    pthread_mutex_unlock(&db->man_mu);
     if (rc) {
         /* The segments are in the MANIFEST, so a reopen finds them; here
          * the frozen head keeps serving reads. */

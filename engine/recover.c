@@ -83,6 +83,42 @@ static void remove_strays(struct tide_db *db)
     closedir(d);
 }
 
+/* Open every segment the manifest lists and publish them as the first
+ * segment list. */
+static int open_segments(struct tide_db *db)
+{
+    struct seg **segs = tide_calloc((size_t)db->man.n_segs + 1, sizeof(*segs));
+    struct seglist *l = NULL;
+    uint32_t n = 0;
+    int rc = 0;
+
+    if (!segs)
+        return -ENOMEM;
+    for (; n < db->man.n_segs; n++) {
+        char path[PATH_MAX];
+
+        tide__seg_path(path, db->seg_dir, db->man.segs[n].id);
+        rc = tide__seg_open(path, &segs[n]);
+        if (rc) {
+            tide__db_log(db, TIDE_LOG_ERROR, "opening segment %s: %s", path,
+                         tide_strerror(rc));
+            goto fail;
+        }
+    }
+    rc = tide__seglist_edit(db, db->seg_cur, NULL, 0, segs, n, &l);
+    if (rc)
+        goto fail;
+    tide__seglist_publish(db, l);
+    tide_free(segs);
+    return 0;
+
+fail:
+    for (uint32_t i = 0; i < n; i++)
+        tide__seg_close(segs[i]);
+    tide_free(segs);
+    return rc;
+}
+
 int tide__recover_manifest(struct tide_db *db)
 {
     int rc = tide__manifest_load(db->dir, &db->man);
@@ -106,23 +142,12 @@ int tide__recover_manifest(struct tide_db *db)
         tide__db_log(db, TIDE_LOG_INFO,
                      "%s was created with %u shards; keeping them", db->dir,
                      db->man.n_shards);
-    /* tide__flush_add_segs() maps series to shards to tell which segments hold
-     * only one shard's series. */
+    /* tide__seglist_edit() maps series to shards to tell which segments
+     * hold only one shard's series. */
     db->n_shards = db->man.n_shards;
-    for (uint32_t i = 0; i < db->man.n_segs; i++) {
-        char path[PATH_MAX];
-        struct seg *seg;
-
-        tide__seg_path(path, db->seg_dir, db->man.segs[i].id);
-        rc = tide__seg_open(path, &seg);
-        if (rc == 0)
-            rc = tide__flush_add_segs(db, &seg, 1);
-        if (rc) {
-            tide__db_log(db, TIDE_LOG_ERROR, "opening segment %s: %s", path,
-                         tide_strerror(rc));
-            return rc;
-        }
-    }
+    rc = open_segments(db);
+    if (rc)
+        return rc;
     remove_strays(db);
     return 0;
 }

@@ -107,11 +107,10 @@ void tide__segment_read_cursors_fini(struct cursors *c)
  * segment first, and set g->seg_type from the newest segment holding the
  * series. Segments are searched newest first: once the type is known,
  * those out of range need no search at all (a read of the last hour
- * touches one or two of them). Caller holds db->seg_lock for reading and
- * has fitted the cursors to db->n_segs. */
-int tide__segment_read_collect(struct tide_db *db, struct gather *g,
-                               uint64_t id, int64_t from, int64_t to,
-                               struct cursors *cur)
+ * touches one or two of them). */
+int tide__segment_read_collect(struct tide_db *db, const struct seglist *sl,
+                               struct gather *g, uint64_t id, int64_t from,
+                               int64_t to, struct cursors *cur)
 {
     unsigned shard = tide__db_shard_of(db, id);
     size_t n_refs = 0;
@@ -120,8 +119,8 @@ int tide__segment_read_collect(struct tide_db *db, struct gather *g,
 
     g->refs.len = 0;
     g->seg_type = 0;
-    for (uint32_t i = db->n_segs; i-- > 0;) {
-        const struct seg *seg = db->segs[i];
+    for (uint32_t i = sl->n; i-- > 0;) {
+        const struct seg *seg = sl->segs[i];
         int in_range = seg->min_ts < to && seg->max_ts >= from;
         uint32_t *lo = &cur->span[2 * i], *hi = lo + 1;
 
@@ -142,8 +141,8 @@ int tide__segment_read_collect(struct tide_db *db, struct gather *g,
     if (rc)
         return rc;
     r = (struct chunk_ref *)(void *)g->refs.data;
-    for (uint32_t i = 0; i < db->n_segs; i++) {
-        const struct seg *seg = db->segs[i];
+    for (uint32_t i = 0; i < sl->n; i++) {
+        const struct seg *seg = sl->segs[i];
 
         for (uint32_t c = cur->span[2 * i]; c < cur->span[2 * i + 1]; c++)
             if (chunk_in_range(&seg->chunks[c], from, to))

@@ -175,9 +175,15 @@ static void *writer_main(void *arg)
                 tide__dedup_get(&s->prod, r->producer_id) >= r->sequence)
                 r->dup = 1;
             /* A rotation commits the group so far; r joins the list of
-             * completions only once its own record is in the buffer. */
-            if (!rc && !r->dup)
+             * completions only once its own record is in the buffer. Its
+             * write, fallocate and fsyncs run without the shard lock, so
+             * readers of the head never wait for the disk (invariant 1);
+             * the head holds whole batches at that point. */
+            if (!rc && !r->dup && !tide__wal_fits(&s->wal, r->rec_len)) {
+                pthread_rwlock_unlock(&s->rw);
                 rc = wal_make_room(s, r->rec_len, &done);
+                pthread_rwlock_wrlock(&s->rw);
+            }
             r->next = done;
             done = r;
             if (rc || r->dup)

@@ -28,30 +28,30 @@ static int gather_head(struct gather *g, const struct hseries *s, int64_t from,
 }
 
 /* The type of a series: from its newest source, the head, else the
- * newest segment that tide__segment_read_collect() found it in. 0 when it has
- * none. */
-static uint8_t series_type(struct tide_db *db, const struct gather *g,
-                           uint64_t id)
+ * newest segment that tide__segment_read_collect() found it in (*type 0
+ * when it has none). Returns 0 or TIDE__READ_STALE. */
+static int series_type(struct tide_db *db, const struct seglist *sl,
+                       const struct gather *g, uint64_t id, uint8_t *out)
 {
     struct shard *sh = &db->shards[tide__db_shard_of(db, id)];
     const struct hseries *s;
     uint8_t type = 0;
+    int fresh;
 
     pthread_rwlock_rdlock(&sh->rw);
+    fresh = tide__shard_read_fresh(sh, sl);
     s = tide__head_find(&sh->head, id);
     if (!s && sh->frozen)
         s = tide__head_find(sh->frozen, id);
     if (s)
         type = s->type;
     pthread_rwlock_unlock(&sh->rw);
-    return type ? type : g->seg_type;
+    *out = type ? type : g->seg_type;
+    return fresh ? 0 : TIDE__READ_STALE;
 }
 
-/* Gather every point of `id` in [from, to) ordered by time without
- * duplicates: the chunks refs[0..n) (oldest source first, payloads at
- * `payload` + pos), then the frozen and active heads. Caller holds
- * db->seg_lock for reading, since tide__segment_read_collect(). */
-int tide__shard_read_series(struct tide_db *db, struct gather *g, uint64_t id,
+int tide__shard_read_series(struct tide_db *db, const struct seglist *sl,
+                            struct gather *g, uint64_t id,
                             const struct chunk_ref *refs, size_t n_refs,
                             const uint8_t *payload, int64_t from, int64_t to,
                             struct tide_agg_stats *st)
@@ -61,14 +61,16 @@ int tide__shard_read_series(struct tide_db *db, struct gather *g, uint64_t id,
     int rc;
 
     tide__gather_reset(g);
-    g->type = series_type(db, g, id);
-    if (g->type == 0)
-        return 0;
+    rc = series_type(db, sl, g, id, &g->type);
+    if (rc || g->type == 0)
+        return rc;
     rc = tide__chunk_read_decode(db, g, refs, n_refs, payload, from, to, st);
     if (rc)
         return rc;
     pthread_rwlock_rdlock(&sh->rw);
-    if (sh->frozen)
+    if (!tide__shard_read_fresh(sh, sl))
+        rc = TIDE__READ_STALE;
+    if (rc == 0 && sh->frozen)
         rc = gather_head(g, tide__head_find(sh->frozen, id), from, to);
     if (rc == 0)
         rc = gather_head(g, tide__head_find(&sh->head, id), from, to);
@@ -122,18 +124,19 @@ int tide__shard_read_series(struct tide_db *db, struct gather *g, uint64_t id,
     return 0;
 }
 
-/* Head time span of a series (INT64_MAX/MIN when none) and its type
- * there (0 when none). */
-uint8_t tide__shard_read_span(struct tide_db *db, uint64_t id, int64_t *lo,
-                              int64_t *hi)
+int tide__shard_read_span(struct tide_db *db, const struct seglist *sl,
+                          uint64_t id, int64_t *lo, int64_t *hi,
+                          uint8_t *type_out)
 {
     struct shard *sh = &db->shards[tide__db_shard_of(db, id)];
     const struct hseries *hs[2];
     uint8_t type;
+    int fresh;
 
     *lo = INT64_MAX;
     *hi = INT64_MIN;
     pthread_rwlock_rdlock(&sh->rw);
+    fresh = tide__shard_read_fresh(sh, sl);
     hs[0] = tide__head_find(&sh->head, id);
     hs[1] = sh->frozen ? tide__head_find(sh->frozen, id) : NULL;
     type = hs[0] ? hs[0]->type : hs[1] ? hs[1]->type : 0;
@@ -145,5 +148,6 @@ uint8_t tide__shard_read_span(struct tide_db *db, uint64_t id, int64_t *lo,
                 *hi = hs[k]->ts[i];
         }
     pthread_rwlock_unlock(&sh->rw);
-    return type;
+    *type_out = type;
+    return fresh ? 0 : TIDE__READ_STALE;
 }
