@@ -330,6 +330,11 @@ int tide_db_open(const char *dir, const struct tide_db_options *opts,
         rc = errno == EWOULDBLOCK ? TIDE_ELOCKED : -errno;
         goto fail;
     }
+    /* The flusher's I/O context also writes the MANIFEST at open. */
+    rc = tide__io_open(db->o.io_backend, 8, &db->flush_io);
+    if (rc)
+        goto fail;
+    db->io_backend = tide__io_backend_name(db->flush_io);
     rc = tide__seglist_new(&db->seg_cur);
     if (rc == 0)
         rc = tide__recover_manifest(db);
@@ -342,10 +347,6 @@ int tide_db_open(const char *dir, const struct tide_db_options *opts,
         rc = -ENOMEM;
         goto fail;
     }
-    rc = tide__io_open(db->o.io_backend, 8, &db->flush_io);
-    if (rc)
-        goto fail;
-    db->io_backend = tide__io_backend_name(db->flush_io);
     for (unsigned i = 0; i < db->n_shards; i++) {
         rc = tide__shard_init(db, &db->shards[i], i);
         if (rc == 0)

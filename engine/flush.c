@@ -152,14 +152,18 @@ static int write_segment(struct tide_db *db, struct shard *sh,
     return rc;
 }
 
-/* Record new segments and the shard's new replay point in the MANIFEST. */
+/* Record new segments and the shard's new replay point in the MANIFEST.
+ * On failure *installed says whether the new manifest replaced the old
+ * one anyway (tide__manifest_store); if it did not, `m` is as before. */
 static int manifest_add(struct tide_db *db, struct shard *sh, struct seg **segs,
-                        uint32_t n)
+                        uint32_t n, int *installed)
 {
     struct manifest *m = &db->man;
+    uint64_t replay_was = m->replay_from[sh->idx];
     struct man_seg *p;
     int rc;
 
+    *installed = 0;
     pthread_mutex_lock(&db->man_mu);
     p = tide_realloc(m->segs, (m->n_segs + n + 1) * sizeof(*p));
     if (!p) {
@@ -172,9 +176,11 @@ static int manifest_add(struct tide_db *db, struct shard *sh, struct seg **segs,
             (struct man_seg){segs[i]->id, segs[i]->shard, segs[i]->tier};
     m->n_segs += n;
     m->replay_from[sh->idx] = sh->frozen_replay;
-    rc = tide__manifest_store(db->dir, m);
-    if (rc)
-        m->n_segs -= n; /* the old manifest stays in force */
+    rc = tide__manifest_store(db->dir, m, db->flush_io, installed);
+    if (rc && !*installed) { /* the old manifest stays in force */
+        m->n_segs -= n;
+        m->replay_from[sh->idx] = replay_was;
+    }
     pthread_mutex_unlock(&db->man_mu);
     return rc;
 }
@@ -187,7 +193,7 @@ static void flush_frozen(struct tide_db *db, struct shard *sh)
     struct req *waiters;
     uint64_t removed = 0;
     uint32_t n_segs = 0;
-    int rc = 0;
+    int rc = 0, installed = 0, unsynced = 0;
 
     pthread_rwlock_wrlock(&sh->rw);
     for (uint32_t i = 0; i < h->n_slots && rc == 0; i++)
@@ -211,7 +217,16 @@ static void flush_frozen(struct tide_db *db, struct shard *sh)
     }
     n_segs = (uint32_t)(segs.len / sizeof(struct seg *));
     if (rc == 0)
-        rc = manifest_add(db, sh, (struct seg **)segs.data, n_segs);
+        rc = manifest_add(db, sh, (struct seg **)segs.data, n_segs, &installed);
+    if (rc && installed) {
+        /* The new MANIFEST is in place but maybe not durable: memory
+         * follows the disk (publish its segments), nothing either
+         * manifest lists is deleted (the segments, the WAL files before
+         * the new replay point), and writes stop. */
+        tide__db_set_failed(db, rc, "MANIFEST directory sync");
+        unsynced = 1;
+        rc = 0;
+    }
     if (rc) {
         for (uint32_t i = 0; i < n_segs; i++) {
             struct seg *seg = ((struct seg **)segs.data)[i];
@@ -259,6 +274,10 @@ static void flush_frozen(struct tide_db *db, struct shard *sh)
     }
     tide__head_fini(h);
     tide_free(h);
+    if (unsynced) {
+        tide__inbox_complete(waiters, TIDE_EIO);
+        goto out;
+    }
     rc = tide__wal_remove_before(sh->wal_dir, sh->frozen_replay, &removed);
     atomic_fetch_sub(&sh->wal_bytes, removed);
     if (rc)

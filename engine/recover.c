@@ -131,7 +131,7 @@ int tide__recover_manifest(struct tide_db *db)
                            : cpus > TIDE_SHARDS_MAX ? TIDE_SHARDS_MAX
                                                     : (unsigned)cpus;
         db->man.next_seg_id = 1;
-        return tide__manifest_store(db->dir, &db->man);
+        return tide__manifest_store(db->dir, &db->man, db->flush_io, &(int){0});
     }
     if (rc) {
         tide__db_log(db, TIDE_LOG_ERROR, "reading %s/MANIFEST: %s", db->dir,

@@ -909,3 +909,71 @@ Test(db, held_list_keeps_dropped_segment)
     cr_assert_eq(fcntl(fd, F_GETFD), -1, "still open after the last reader");
     cr_assert_eq(errno, EBADF);
 }
+
+/* ---- Faults during a flush's MANIFEST update ---------------------------- */
+
+/* Fail each write, each fdatasync, the MANIFEST rename and its directory
+ * fsync of a flush in turn. Each time the flush reports TIDE_EIO, the db
+ * refuses writes, and after close and reopen it opens and holds every
+ * acknowledged point, exactly. A failed directory fsync after the rename
+ * used to unlink the segments the new MANIFEST lists, so the reopen
+ * failed. */
+Test(db, flush_faults_keep_acknowledged_points, .timeout = 120)
+{
+    static const struct {
+        int io_op; /* a tide_io_op, or 0 */
+        int man_op;
+        const char *name;
+    } ops[] = {
+        {TIDE_IO_WRITE, 0, "write"},
+        {TIDE_IO_FDATASYNC, 0, "fdatasync"},
+        {0, TIDE_MANIFEST_RENAME, "rename"},
+        {0, TIDE_MANIFEST_DIRSYNC, "directory fsync"},
+    };
+    enum { PER = 10, MAX = 4096 };
+    static int64_t want_ts[MAX];
+    static double want[MAX];
+    uint32_t total = 0;
+
+    for (uint32_t i = 0; i < MAX; i++) {
+        want_ts[i] = i;
+        want[i] = (double)i / 2;
+    }
+    for (unsigned k = 0; k < sizeof(ops) / sizeof(ops[0]); k++) {
+        unsigned long nth;
+
+        for (nth = 1; nth < 100; nth++) {
+            int rc;
+
+            cr_assert_leq(total + PER, MAX);
+            CHECK(
+                append1(1, TIDE_TYPE_F64, PER, want_ts + total, want + total));
+            CHECK(
+                append1(2, TIDE_TYPE_F64, PER, want_ts + total, want + total));
+            total += PER;
+            if (ops[k].io_op)
+                tide__io_inject(ops[k].io_op, nth, EIO, 0);
+            else
+                tide__manifest_inject(ops[k].man_op, nth, EIO);
+            rc = tide_db_flush(db);
+            if (ops[k].io_op)
+                tide__io_inject(ops[k].io_op, 0, 0, 0);
+            else
+                tide__manifest_inject(ops[k].man_op, 0, 0);
+            if (rc == 0)
+                break; /* this flush has fewer than nth such steps */
+            cr_assert_eq(rc, TIDE_EIO, "%s %lu: %s", ops[k].name, nth,
+                         tide_strerror(rc));
+            cr_assert_eq(append1(3, TIDE_TYPE_F64, 1, want_ts, want), TIDE_EIO,
+                         "%s %lu: the error state is sticky", ops[k].name, nth);
+            reopen(64);
+            check_f64(1, total, want_ts, want);
+            check_f64(2, total, want_ts, want);
+        }
+        cr_assert_gt(nth, 1, "no %s failed", ops[k].name);
+        cr_assert_lt(nth, 100);
+    }
+    reopen(64);
+    check_f64(1, total, want_ts, want);
+    check_f64(2, total, want_ts, want);
+}
