@@ -64,6 +64,11 @@ struct shard {
     unsigned idx;
     pthread_t thread;
     int started;
+    /* The writer thread once it runs (invariant 1): set by the thread
+     * itself, so that it is valid before the thread touches the head. */
+    pthread_t writer;
+    atomic_int writer_running;
+    int head_locked; /* the writer holds `rw` for writing (invariant 1) */
     char *wal_dir;
 
     struct inbox in;
@@ -144,6 +149,14 @@ void tide__db_io_put(struct tide_db *db, struct tide_io *io);
 void tide__db_set_failed(struct tide_db *db, int rc, const char *what);
 
 /* ---- shard.c ------------------------------------------------------------ */
+
+/* Invariant 1: only the shard's writer thread, or recovery before it
+ * starts, may change the shard's active head and WAL. */
+static inline int tide__shard_owned(const struct shard *s)
+{
+    return !atomic_load(&s->writer_running) ||
+           pthread_equal(pthread_self(), s->writer);
+}
 
 /* Set up shard `idx` of `db`: locks, inbox, WAL directory and I/O context.
  * Recovery (tide__recover_shard) comes next; no thread runs yet. Returns

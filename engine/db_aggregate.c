@@ -509,6 +509,7 @@ int tide_db_aggregate(tide_db *db, const uint64_t *ids, uint32_t n,
             memset(stats, 0, sizeof(*stats));
     }
     tide__seglist_release(sl);
+    TIDE_ASSERT(rc <= 0); /* TIDE__READ_STALE never leaves the engine */
     tide__db_io_put(db, io);
     tide__gather_fini(&g);
     agg_batch_fini(&batch);

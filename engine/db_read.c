@@ -131,6 +131,7 @@ static int iter_gather(struct tide_iter *it, uint32_t idx)
         if (rc == TIDE__READ_STALE)
             ra->n = 0; /* plan again on the list now published */
     } while (rc == TIDE__READ_STALE);
+    TIDE_ASSERT(rc <= 0); /* TIDE__READ_STALE never leaves the engine */
     return rc;
 }
 
@@ -382,6 +383,7 @@ int tide_db_latest(tide_db *db, const uint64_t *ids, uint32_t n,
         }
     }
     tide__seglist_release(sl);
+    TIDE_ASSERT(rc <= 0);
     tide__db_io_put(db, io);
     tide__gather_fini(&g);
     if (rc) {

@@ -24,6 +24,7 @@ int tide__flush_freeze(struct shard *s, struct req *waiters)
     struct head *frozen;
     int rc, busy;
 
+    TIDE_ASSERT(tide__shard_owned(s)); /* invariant 1 */
     pthread_mutex_lock(&db->fl_mu);
     while (s->frozen && s->head.points > 0 && !db->stopping &&
            !atomic_load(&db->failed))
@@ -68,6 +69,7 @@ int tide__flush_freeze(struct shard *s, struct req *waiters)
     *frozen = s->head;
     tide__head_init(&s->head);
     pthread_mutex_lock(&db->fl_mu);
+    TIDE_ASSERT(!s->frozen); /* one frozen head at a time */
     s->frozen = frozen;
     s->frozen_replay = s->wal.seq;
     s->frozen_waiters = waiters;
@@ -171,9 +173,13 @@ static int manifest_add(struct tide_db *db, struct shard *sh, struct seg **segs,
         return -ENOMEM;
     }
     m->segs = p;
-    for (uint32_t i = 0; i < n; i++)
+    for (uint32_t i = 0; i < n; i++) {
+        TIDE_ASSERT(segs[i]->id < m->next_seg_id);
         m->segs[m->n_segs + i] =
             (struct man_seg){segs[i]->id, segs[i]->shard, segs[i]->tier};
+    }
+    /* Invariant 3: the replay point only moves forward. */
+    TIDE_ASSERT(sh->frozen_replay >= replay_was);
     m->n_segs += n;
     m->replay_from[sh->idx] = sh->frozen_replay;
     rc = tide__manifest_store(db->dir, m, db->flush_io, installed);
@@ -250,7 +256,9 @@ static void flush_frozen(struct tide_db *db, struct shard *sh)
                             &next);
     tide__seglist_release(base);
     pthread_rwlock_wrlock(&sh->rw);
+    TIDE_ASSERT(sh->frozen == h); /* invariant 2 */
     if (rc == 0) {
+        TIDE_ASSERT(next->gen > sh->pub_gen);
         sh->pub_gen = next->gen;
         tide__seglist_publish(db, next);
     }

@@ -10,13 +10,17 @@
 static void ticket_part_done(struct ticket *t, int rc, int dup)
 {
     int expected = 0;
+    unsigned prev;
 
     if (rc)
         atomic_compare_exchange_strong(&t->err, &expected, rc);
     if (dup)
         atomic_fetch_add(&t->dups, 1);
-    if (atomic_fetch_sub(&t->pending, 1) != 1)
+    prev = atomic_fetch_sub(&t->pending, 1);
+    TIDE_ASSERT(prev > 0 && prev <= t->parts); /* never underflows */
+    if (prev != 1)
         return;
+    TIDE_ASSERT(atomic_load(&t->dups) <= t->parts);
     rc = atomic_load(&t->err);
     if (rc == 0 && atomic_load(&t->dups) == t->parts)
         rc = TIDE_EDUPLICATE;
@@ -89,6 +93,8 @@ struct req *tide__inbox_take(struct inbox *in, const int *stopping)
         list->next = fifo;
         fifo = list;
         list = next;
+        /* depth may dip below zero for a moment: a push counts itself
+         * after its exchange, so it is a gauge, not an invariant. */
         atomic_fetch_sub(&in->depth, 1);
     }
     return fifo;

@@ -193,6 +193,10 @@ int tide__manifest_store(const char *dir, struct manifest *m,
     int fd = -1, rc;
 
     *installed = 0;
+    TIDE_ASSERT(m->n_shards >= 1 && m->n_shards <= TIDE_SHARDS_MAX);
+    for (uint32_t i = 0; i < m->n_segs; i++) /* ids are never reused */
+        TIDE_DEBUG_ASSERT(m->segs[i].id < m->next_seg_id &&
+                          m->segs[i].shard < m->n_shards);
     if (size > UINT32_MAX)
         return -EFBIG; /* beyond MAN_SEGS_MAX: load would refuse it */
     buf = tide_calloc(1, size);

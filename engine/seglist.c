@@ -74,6 +74,9 @@ int tide__seglist_edit(struct tide_db *db, const struct seglist *base,
     }
     l->n = n;
     l->gen = base->gen + 1;
+    /* Oldest first, as published: segment ids are handed out in order. */
+    for (uint32_t i = 1; i < n; i++)
+        TIDE_DEBUG_ASSERT(l->segs[i - 1]->id < l->segs[i]->id);
     atomic_init(&l->refs, 1);
     tide_free(fresh);
     *out = l;
@@ -97,6 +100,7 @@ struct seglist *tide__seglist_acquire(struct tide_db *db)
 
     pthread_mutex_lock(&db->seg_mu);
     l = db->seg_cur;
+    TIDE_ASSERT(atomic_load(&l->refs) > 0); /* the db's own reference */
     atomic_fetch_add(&l->refs, 1);
     pthread_mutex_unlock(&db->seg_mu);
     return l;
@@ -104,10 +108,18 @@ struct seglist *tide__seglist_acquire(struct tide_db *db)
 
 void tide__seglist_release(struct seglist *l)
 {
-    if (!l || atomic_fetch_sub(&l->refs, 1) != 1)
+    unsigned prev;
+
+    if (!l)
+        return;
+    prev = atomic_fetch_sub(&l->refs, 1);
+    TIDE_ASSERT(prev > 0); /* more releases than holds */
+    if (prev != 1)
         return;
     for (uint32_t i = 0; i < l->n; i++) {
-        if (atomic_fetch_sub(&l->own[i]->refs, 1) != 1)
+        prev = atomic_fetch_sub(&l->own[i]->refs, 1);
+        TIDE_ASSERT(prev > 0);
+        if (prev != 1)
             continue;
         tide__seg_close(l->own[i]->seg);
         tide_free(l->own[i]);
@@ -123,6 +135,7 @@ void tide__seglist_publish(struct tide_db *db, struct seglist *l)
 
     pthread_mutex_lock(&db->seg_mu);
     old = db->seg_cur;
+    TIDE_ASSERT(l->gen > old->gen); /* invariant 2: readers compare gens */
     db->seg_cur = l;
     pthread_mutex_unlock(&db->seg_mu);
     tide__seglist_release(old);

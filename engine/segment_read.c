@@ -30,8 +30,10 @@ int tide__segment_read_chunks(struct tide_db *db, struct tide_io *io,
     size_t bytes = 0, pos = 0, n_reqs = 0;
     int rc;
 
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
+        TIDE_DEBUG_ASSERT(refs[i].seg_idx < n_segs);
         bytes += refs[i].e->stored_bytes;
+    }
     if (bytes > UINT32_MAX)
         return -ENOMEM; /* no payload buffer that large either */
     payload->len = reqbuf->len = 0;

@@ -75,6 +75,7 @@ static int commit_group(struct shard *s, struct req **done)
     struct timespec t0, t1;
     int rc;
 
+    TIDE_ASSERT(tide__shard_owned(s)); /* invariant 1 */
     clock_gettime(CLOCK_MONOTONIC, &t0);
     rc = tide__wal_commit(&s->wal, s->io, sync);
     clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -114,6 +115,8 @@ int tide__shard_rotate(struct shard *s, uint64_t seq)
     struct tide_buf rec = {0};
     int rc;
 
+    TIDE_ASSERT(tide__shard_owned(s)); /* invariant 1 */
+    TIDE_ASSERT(seq > s->wal.seq);     /* WAL file numbers only grow */
     rc = tide__wal_start(&s->wal, s->io, seq, s->db->o.wal_file_bytes);
     if (rc == 0)
         atomic_fetch_add(&s->wal_bytes, s->wal.file_bytes);
@@ -156,12 +159,15 @@ static void *writer_main(void *arg)
     struct tide_buf scratch = {0};
     struct req *list;
 
+    s->writer = pthread_self();
+    atomic_store(&s->writer_running, 1);
     while ((list = tide__inbox_take(&s->in, &db->stopping))) {
         struct req *done = NULL, *flushes = NULL;
         uint32_t skipped = 0;
         int rc = atomic_load(&db->failed);
 
         pthread_rwlock_wrlock(&s->rw);
+        s->head_locked = 1;
         while (list) {
             struct req *r = list;
 
@@ -180,14 +186,17 @@ static void *writer_main(void *arg)
              * readers of the head never wait for the disk (invariant 1);
              * the head holds whole batches at that point. */
             if (!rc && !r->dup && !tide__wal_fits(&s->wal, r->rec_len)) {
+                s->head_locked = 0;
                 pthread_rwlock_unlock(&s->rw);
                 rc = wal_make_room(s, r->rec_len, &done);
                 pthread_rwlock_wrlock(&s->rw);
+                s->head_locked = 1;
             }
             r->next = done;
             done = r;
             if (rc || r->dup)
                 continue;
+            TIDE_ASSERT(s->head_locked); /* invariant 1 */
             rc = tide__wal_append(&s->wal, TIDE_WAL_BATCH, r->rec, r->rec_len);
             if (rc == 0)
                 rc = tide__wal_batch_apply(&s->head, r->rec, r->rec_len,
@@ -199,6 +208,7 @@ static void *writer_main(void *arg)
                 continue;
             }
         }
+        s->head_locked = 0;
         pthread_rwlock_unlock(&s->rw);
         if (skipped)
             tide__db_log(db, TIDE_LOG_WARN,
