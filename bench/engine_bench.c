@@ -3,9 +3,11 @@
  * engine_bench: the storage engine in-process, without the network, on a
  * seeded TSBS-like fleet: D devices x 10 f64 fields at a 10 s interval,
  * each field a bounded random walk in 0..100 with 2 decimals. Measures
- * ingest for sync=none and sync=batch, bytes per point after flush, raw
- * decode speed and the four reference queries (medians). Uses only the
- * public engine.h.
+ * ingest for sync=none and sync=batch, ingest for sync=batch again while
+ * a reader thread loops aggregates and range reads over the data being
+ * written (readers must not slow the writer), bytes per point after flush,
+ * raw decode speed and the four reference queries (medians). Uses only
+ * the public engine.h.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -280,9 +282,71 @@ static double agg_ms(tide_db *db, const uint64_t *ids, uint32_t n, int64_t from,
     return dt;
 }
 
+/* A query load during ingest: aggregates of field 0 of the first devices
+ * over the whole fleet's time span, 1 h buckets, alternating with a raw
+ * read of one series, until `stop`. */
+struct reader {
+    tide_db *db;
+    const struct fleet *f;
+    atomic_int stop;
+    uint64_t queries;
+    int err;
+};
+
+#define READER_SERIES 100u
+
+static void *reader_main(void *arg)
+{
+    struct reader *r = arg;
+    const struct fleet *f = r->f;
+    int64_t from = f->ts[0], to = f->ts[f->steps - 1] + INTERVAL_NS;
+    uint64_t ids[READER_SERIES];
+    uint32_t n = 0;
+
+    for (uint32_t d = 0; d < f->series / FIELDS && n < READER_SERIES; d++)
+        ids[n++] = (uint64_t)d * FIELDS + 1;
+    while (!atomic_load(&r->stop)) {
+        struct tide_agg_series *res;
+        int rc =
+            tide_db_aggregate(r->db, ids, n, from, to, HOUR_NS, &res, NULL);
+
+        if (rc) {
+            r->err = rc;
+            break;
+        }
+        tide_agg_free(res, n);
+        read_points(r->db, &ids[r->queries % n], 1, from, to);
+        r->queries += 2;
+    }
+    return NULL;
+}
+
+/* Ingest the whole fleet with a reader thread querying it meanwhile;
+ * returns points/s and the reader's queries/s in *qps. */
+static double ingest_with_reader(const struct config *c, const struct fleet *f,
+                                 tide_db *db, double *qps)
+{
+    struct reader r = {.db = db, .f = f};
+    pthread_t th;
+    double t0 = now_s(), pts;
+
+    pthread_create(&th, NULL, reader_main, &r);
+    pts = ingest(c, f, db);
+    atomic_store(&r.stop, 1);
+    pthread_join(th, NULL);
+    *qps = (double)r.queries / (now_s() - t0);
+    if (r.err) {
+        fprintf(stderr, "reader failed: %s\n", tide_strerror(r.err));
+        return -1;
+    }
+    return pts;
+}
+
 struct results {
     double ingest_none;
     double ingest_batch;
+    double ingest_readers; /* sync=batch, one reader thread querying */
+    double reader_qps;
     double bytes_per_point;
     double decode_pts;
     double q[4];
@@ -398,15 +462,20 @@ int main(int argc, char **argv)
             ", %u threads, seed %" PRIu64 "\n",
             c.devices, FIELDS, f.steps, (double)f.series * f.steps / 1e6,
             c.threads, c.seed);
-    for (int mode = 0; mode < 2; mode++) {
-        snprintf(path, sizeof(path), "%s/%s", base, mode ? "batch" : "none");
+    for (int mode = 0; mode < 3; mode++) {
+        static const char *const names[] = {"none", "batch", "readers"};
+
+        snprintf(path, sizeof(path), "%s/%s", base, names[mode]);
         rmrf(path);
         rc = open_db(path, mode ? TIDE_SYNC_BATCH : TIDE_SYNC_NONE, &db);
         if (rc) {
             fprintf(stderr, "open %s: %s\n", path, tide_strerror(rc));
             return 1;
         }
-        *(mode ? &r.ingest_batch : &r.ingest_none) = ingest(&c, &f, db);
+        if (mode == 2)
+            r.ingest_readers = ingest_with_reader(&c, &f, db, &r.reader_qps);
+        else
+            *(mode ? &r.ingest_batch : &r.ingest_none) = ingest(&c, &f, db);
         if (mode == 1) {
             rc = tide_db_flush(db);
             tide_db_stats(db, &st);
@@ -424,17 +493,23 @@ int main(int argc, char **argv)
                "\"points\": %" PRIu64 ", \"threads\": %u, \"seed\": %" PRIu64
                ", \"ingest_pts_per_s_sync_none\": %.0f, "
                "\"ingest_pts_per_s_sync_batch\": %.0f, "
+               "\"ingest_pts_per_s_sync_batch_with_reader\": %.0f, "
+               "\"reader_queries_per_s\": %.1f, "
                "\"bytes_per_point\": %.4f, \"decode_pts_per_s\": %.0f, "
                "\"q1_ms\": %.4f, \"q2_ms\": %.4f, \"q3_ms\": %.4f, "
                "\"q4_ms\": %.4f}\n",
                c.devices, FIELDS, c.hours, (uint64_t)f.series * f.steps,
                c.threads, c.seed, r.ingest_none, r.ingest_batch,
-               r.bytes_per_point, r.decode_pts, r.q[0], r.q[1], r.q[2], r.q[3]);
+               r.ingest_readers, r.reader_qps, r.bytes_per_point, r.decode_pts,
+               r.q[0], r.q[1], r.q[2], r.q[3]);
     } else {
         printf("%-34s %14s\n", "measure", "value");
         printf("%-34s %14.2f M/s\n", "ingest, sync=none", r.ingest_none / 1e6);
         printf("%-34s %14.2f M/s\n", "ingest, sync=batch",
                r.ingest_batch / 1e6);
+        printf("%-34s %14.2f M/s\n", "ingest, sync=batch, 1 reader",
+               r.ingest_readers / 1e6);
+        printf("%-34s %14.1f /s\n", "  reader queries meanwhile", r.reader_qps);
         printf("%-34s %14.3f B\n", "bytes per point on disk",
                r.bytes_per_point);
         printf("%-34s %14.2f M/s\n", "raw decode (range read)",

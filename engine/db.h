@@ -1,16 +1,43 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The database object shared by db.c (open, recovery, shards, writer and
- * flusher threads) and read.c (range reads, aggregates, latest).
+ * The database object and what the engine's files share about it. The
+ * files follow the storage hierarchy, db → shard → window → segment →
+ * chunk, with each level's read path beside it:
+ *
+ *   db.c          public entry points: open, append, flush, close, stats
+ *   recover.c     MANIFEST and segments at open; WAL replay into heads
+ *   inbox.c       requests, tickets, the shard inbox
+ *   shard.c       a shard and its writer thread (group commit)
+ *   dedup.c       the producer table (batch deduplication)
+ *   wal_batch.c   the WAL batch record codec; wal.c frames the records
+ *   flush.c       freezing heads, the flusher thread, publication
+ *   window.c      time windows (tier, partition): one segment each
+ *   head.c        a shard's in-memory columns; manifest.c the MANIFEST
+ *   segment.c     segment files; column.c the chunk codecs
+ *
+ * and the read path (read.h): db_read.c (range iterators, latest) and
+ * db_aggregate.c, shard_read.c (one series from segments and heads),
+ * segment_read.c (which chunks; reading them), chunk_read.c (decoding),
+ * gather.c (a series' points being collected).
  *
  * Invariants:
  *   1. A shard's active head is mutated only by its writer thread, and only
  *      while holding the shard's `rw` lock for writing; readers hold it for
- *      reading while they copy points out.
+ *      reading while they copy points out. No disk I/O runs under `rw`:
+ *      WAL commits and rotations happen with it released.
  *   2. A point is in exactly one of: the active head, the frozen head, or a
- *      published segment, except during publication, which happens under
- *      the db's `seg_lock` and the shard's `rw` lock both held for writing
- *      (lock order: seg_lock, then rw).
+ *      segment of the current segment list `seg_cur`, except during
+ *      publication. A flush publishes by swapping in a new list (seglist.h)
+ *      and clearing `frozen` together, holding man_mu (publishers are
+ *      serialised), the shard's `rw` for writing and, for the pointer swap
+ *      only, seg_mu (lock order: man_mu, rw, seg_mu, fl_mu); it sets the
+ *      shard's pub_gen to the new list's gen. A reader holds a list across
+ *      its chunk I/O with no lock at all, so readers never block the
+ *      writer. When it reads a shard's heads (under `rw`) it checks
+ *      pub_gen <= its list's gen; otherwise points may have left the heads
+ *      for segments its list lacks, and it reads again on the current list
+ *      (TIDE__READ_STALE). A list, and every segment in it, stays valid
+ *      until its last holder releases it.
  *   3. Every record in a shard's WAL files numbered >= replay_from is
  *      either in a head or in a segment listed in the MANIFEST.
  *   4. A batch's callback fires only after the commit group holding its
@@ -22,61 +49,29 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "dedup.h"
 #include "head.h"
+#include "inbox.h"
 #include "internal.h"
 #include "io.h"
 #include "manifest.h"
+#include "seglist.h"
 #include "segment.h"
 #include "wal.h"
-
-enum req_kind {
-    REQ_BATCH = 1,
-    REQ_FLUSH = 2,
-};
-
-/* Completion shared by the per-shard parts of one append or flush. */
-struct ticket {
-    atomic_uint pending; /* parts not yet complete */
-    atomic_uint dups;    /* parts that were duplicates */
-    atomic_int err;      /* first error of any part */
-    unsigned parts;
-    tide_append_cb cb;
-    void *ctx;
-};
-
-/* A shard's part of an append (its WAL record), or a flush request. */
-struct req {
-    struct req *next;
-    enum req_kind kind;
-    struct ticket *ticket;
-    uint64_t producer_id;
-    uint64_t sequence;
-    uint32_t points;
-    uint32_t rec_len;
-    int dup;
-    _Alignas(8) uint8_t rec[]; /* WAL batch record payload */
-};
-
-/* Producer id -> highest applied sequence; open addressing. */
-struct producers {
-    uint64_t *ids;
-    uint64_t *seqs;
-    uint32_t cap; /* power of two */
-    uint32_t n;
-};
 
 struct shard {
     struct tide_db *db;
     unsigned idx;
     pthread_t thread;
     int started;
+    /* The writer thread once it runs (invariant 1): set by the thread
+     * itself, so that it is valid before the thread touches the head. */
+    pthread_t writer;
+    atomic_int writer_running;
+    int head_locked; /* the writer holds `rw` for writing (invariant 1) */
     char *wal_dir;
 
-    _Atomic(struct req *) inbox; /* LIFO stack pushed by appenders */
-    atomic_uint depth;
-    atomic_int sleeping;
-    pthread_mutex_t wake_mu;
-    pthread_cond_t wake_cv;
+    struct inbox in;
 
     struct wal wal;
     struct tide_io *io;
@@ -89,6 +84,9 @@ struct shard {
     uint64_t frozen_replay;     /* WAL file to replay from once flushed */
     struct req *frozen_waiters; /* flush requests waiting for `frozen` */
     int flush_wanted;           /* flusher should take `frozen` */
+    /* Generation of the first segment list holding this shard's latest
+     * published flush; under `rw` (invariant 2). */
+    uint64_t pub_gen;
 };
 
 struct tide_db {
@@ -100,14 +98,10 @@ struct tide_db {
     struct shard *shards;
     uint64_t head_bytes_per_shard;
 
-    pthread_rwlock_t seg_lock; /* the segment list (invariant 2) */
-    struct seg **segs;
-    uint32_t n_segs;
-    uint32_t cap_segs;
-    /* Bumped whenever segs[] changes (under seg_lock held for writing), so
-     * a reader that planned chunk reads under an earlier read hold can
-     * tell whether the plan still covers every segment. */
-    uint64_t seg_gen;
+    /* The published segment list (seglist.h; invariant 2). seg_mu guards
+     * only the pointer and is never held across I/O. */
+    pthread_mutex_t seg_mu;
+    struct seglist *seg_cur;
 
     pthread_mutex_t man_mu; /* `man`, owned by the flusher after open */
     struct manifest man;
@@ -149,5 +143,61 @@ unsigned tide__db_shard_of(const struct tide_db *db, uint64_t series_id);
 /* Borrow an I/O context for a read; return it with tide__db_io_put. */
 int tide__db_io_get(struct tide_db *db, struct tide_io **out);
 void tide__db_io_put(struct tide_db *db, struct tide_io *io);
+
+/* Enter the sticky error state after `what` failed with `rc`: later writes
+ * return TIDE_EIO until the db is reopened. Logs once. Thread-safe. */
+void tide__db_set_failed(struct tide_db *db, int rc, const char *what);
+
+/* ---- shard.c ------------------------------------------------------------ */
+
+/* Invariant 1: only the shard's writer thread, or recovery before it
+ * starts, may change the shard's active head and WAL. */
+static inline int tide__shard_owned(const struct shard *s)
+{
+    return !atomic_load(&s->writer_running) ||
+           pthread_equal(pthread_self(), s->writer);
+}
+
+/* Set up shard `idx` of `db`: locks, inbox, WAL directory and I/O context.
+ * Recovery (tide__recover_shard) comes next; no thread runs yet. Returns
+ * 0, -ENOMEM or -errno; tide__shard_fini() releases a partial setup. */
+int tide__shard_init(struct tide_db *db, struct shard *s, unsigned idx);
+
+/* Join the writer (after the db's stopping flag is set), complete what is
+ * still queued with TIDE_ECLOSED and release the shard. */
+void tide__shard_fini(struct shard *s);
+
+/* Start the shard's writer thread. Returns 0 or -errno. */
+int tide__shard_start(struct shard *s);
+
+/* Start WAL file `seq` and open it with a snapshot of the producer table,
+ * so that deduplication survives the deletion of older files. Writer
+ * thread (or recovery) only; the record is committed with the next group.
+ * Returns 0, TIDE_EFULL or -errno. */
+int tide__shard_rotate(struct shard *s, uint64_t seq);
+
+/* ---- flush.c ------------------------------------------------------------ */
+
+/* Writer thread: hand the active head to the flusher (waiting while it is
+ * still busy with the previous one) and attach the flush requests in
+ * `waiters`, which complete once the head is published. Returns 0 or an
+ * error (then the waiters are completed with it and the db may be
+ * failed). */
+int tide__flush_freeze(struct shard *s, struct req *waiters);
+
+/* The flusher thread's body; `arg` is the db. */
+void *tide__flush_main(void *arg);
+
+/* ---- recover.c ---------------------------------------------------------- */
+
+/* Load the MANIFEST (or create one for a new directory), open the segments
+ * it lists and delete unlisted segment files. Returns 0, TIDE_ECORRUPT,
+ * TIDE_EVERSION, -ENOMEM or -errno. */
+int tide__recover_manifest(struct tide_db *db);
+
+/* Replay the shard's WAL from its replay point into its head, then start a
+ * new WAL file and delete the files before the replay point. Returns 0,
+ * TIDE_ECORRUPT, TIDE_EVERSION, -ENOMEM or -errno. */
+int tide__recover_shard(struct tide_db *db, struct shard *s);
 
 #endif /* TIDE_ENGINE_DB_H */

@@ -198,6 +198,7 @@ int tide__head_append(struct head *h, uint64_t id, uint64_t account_id,
     rc = reserve_points(h, s, n);
     if (rc)
         return rc;
+    TIDE_ASSERT(s->n + n <= s->cap); /* invariant 1 */
     if (type == TIDE_TYPE_STR) {
         for (uint32_t i = 0; i < n; i++) {
             const char *p = arena_copy(h, strs[i].ptr, strs[i].len);
@@ -325,6 +326,8 @@ int tide__hseries_normalize(struct hseries *s)
     val = NULL;
     s->n = n_out;
     s->sorted = 1;
+    for (i = 1; i < n_out; i++) /* invariant 2 */
+        TIDE_DEBUG_ASSERT(s->ts[i - 1] < s->ts[i]);
     rc = 0;
 out:
     tide_free(ts);

@@ -4,6 +4,11 @@
  * yet in a segment. One head per shard is active (written by the shard's
  * writer thread); one more may be frozen while the flusher turns it into
  * segments. Readers copy out of both under the shard's read lock.
+ *
+ * Invariants of a head series:
+ *   1. n <= cap, and ts[0..n) and val (or str) [0..n) are allocated.
+ *   2. sorted == 1 only if ts[0..n) is strictly ascending; after
+ *      tide__hseries_normalize() it is, and sorted is 1.
  */
 #ifndef TIDE_ENGINE_HEAD_H
 #define TIDE_ENGINE_HEAD_H

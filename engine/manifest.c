@@ -15,12 +15,19 @@
  *   40+8S+16N   8     XXH3-64 of every byte before
  *
  * Valid if and only if the magic, version, sizes and checksum match.
+ *
+ * Its writes and its file's fdatasync go through the engine's I/O layer
+ * (io.h); the rename and the directory fsync, which the layer has no
+ * request for, through man_rename() and man_fsync_dir() with their own
+ * fault injection.
  */
 #include "manifest.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -123,28 +130,76 @@ out:
     return rc;
 }
 
-static int write_all(int fd, const uint8_t *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
+/* ---- Steps the I/O layer has no request for ---------------------------- */
 
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -errno;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
+static pthread_mutex_t inject_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    unsigned long left; /* fire on the call that brings this to 0 */
+    int err;
+} inject[3];
+
+void tide__manifest_inject(enum tide_manifest_op op, unsigned long nth, int err)
+{
+    TIDE_ASSERT(op == TIDE_MANIFEST_RENAME || op == TIDE_MANIFEST_DIRSYNC);
+    pthread_mutex_lock(&inject_lock);
+    inject[op].left = nth;
+    inject[op].err = err;
+    pthread_mutex_unlock(&inject_lock);
 }
 
-int tide__manifest_store(const char *dir, struct manifest *m)
+/* -err when the injected failure of `op` fires now, else 0. */
+static int inject_check(enum tide_manifest_op op)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&inject_lock);
+    if (inject[op].left > 0 && --inject[op].left == 0)
+        rc = -inject[op].err;
+    pthread_mutex_unlock(&inject_lock);
+    return rc;
+}
+
+static int man_rename(const char *from, const char *to)
+{
+    int rc = inject_check(TIDE_MANIFEST_RENAME);
+
+    if (rc == 0 && rename(from, to) != 0)
+        rc = -errno;
+    return rc;
+}
+
+static int man_fsync_dir(const char *dir)
+{
+    int rc = inject_check(TIDE_MANIFEST_DIRSYNC), fd;
+
+    if (rc)
+        return rc;
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (fsync(fd) != 0)
+        rc = -errno;
+    close(fd);
+    return rc;
+}
+
+int tide__manifest_store(const char *dir, struct manifest *m,
+                         struct tide_io *io, int *installed)
 {
     char path[PATH_MAX], tmp[PATH_MAX];
     size_t size = manifest_bytes(m->n_shards, m->n_segs);
-    uint8_t *buf = tide_calloc(1, size);
-    int fd = -1, dfd = -1, rc;
+    uint8_t *buf;
+    struct tide_io_req req[2];
+    int fd = -1, rc;
 
+    *installed = 0;
+    TIDE_ASSERT(m->n_shards >= 1 && m->n_shards <= TIDE_SHARDS_MAX);
+    for (uint32_t i = 0; i < m->n_segs; i++) /* ids are never reused */
+        TIDE_DEBUG_ASSERT(m->segs[i].id < m->next_seg_id &&
+                          m->segs[i].shard < m->n_shards);
+    if (size > UINT32_MAX)
+        return -EFBIG; /* beyond MAN_SEGS_MAX: load would refuse it */
+    buf = tide_calloc(1, size);
     if (!buf)
         return -ENOMEM;
     memcpy(buf, MAN_MAGIC, 8);
@@ -173,26 +228,28 @@ int tide__manifest_store(const char *dir, struct manifest *m)
         rc = -errno;
         goto out;
     }
-    rc = write_all(fd, buf, size);
-    if (rc == 0 && fsync(fd) != 0)
-        rc = -errno;
-    if (rc == 0 && rename(tmp, path) != 0)
-        rc = -errno;
+    /* fdatasync suffices for a new file: it covers the size too. */
+    req[0] = (struct tide_io_req){.op = TIDE_IO_WRITE,
+                                  .flags = TIDE_IO_LINK,
+                                  .fd = fd,
+                                  .buf = buf,
+                                  .len = (uint32_t)size,
+                                  .off = 0};
+    req[1] = (struct tide_io_req){.op = TIDE_IO_FDATASYNC, .fd = fd};
+    rc = tide__io_run(io, req, 2);
+    if (rc == 0)
+        rc = man_rename(tmp, path);
     if (rc)
         goto out;
-    dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0 || fsync(dfd) != 0) {
-        rc = -errno;
-        goto out;
-    }
+    /* From here on the new manifest is the one in the directory. */
+    *installed = 1;
     m->generation++;
+    rc = man_fsync_dir(dir);
 out:
-    if (rc && fd >= 0)
+    if (rc && fd >= 0 && !*installed)
         unlink(tmp);
     if (fd >= 0)
         close(fd);
-    if (dfd >= 0)
-        close(dfd);
     tide_free(buf);
     return rc;
 }

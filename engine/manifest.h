@@ -8,6 +8,7 @@
 #define TIDE_ENGINE_MANIFEST_H
 
 #include "internal.h"
+#include "io.h"
 
 struct man_seg {
     uint64_t id;
@@ -29,9 +30,38 @@ struct manifest {
  * -errno. */
 int tide__manifest_load(const char *dir, struct manifest *m);
 
-/* Atomically replace `dir`/MANIFEST with `m` (generation is bumped).
- * Returns 0 or -errno; on failure the old manifest stays in force. */
-int tide__manifest_store(const char *dir, struct manifest *m);
+/*
+ * Atomically replace `dir`/MANIFEST with `m`: write MANIFEST.tmp and
+ * fdatasync it through `io` (the I/O layer, so tests can fail either),
+ * rename it over MANIFEST, fsync the directory. Returns 0 once the new
+ * manifest is installed and durable, with m->generation bumped.
+ *
+ * On failure *installed (never NULL) says which manifest is in force:
+ *   0  the rename did not happen: the old manifest is on disk, MANIFEST.tmp
+ *      is removed and `m` is unchanged.
+ *   1  the rename happened but the directory fsync failed: the new manifest
+ *      is what the directory holds now, so m->generation is bumped (memory
+ *      follows disk), but a crash may still bring the old one back. The
+ *      caller must keep everything either manifest needs and stop writing
+ *      (the db's sticky TIDE_EIO state).
+ * Returns 0, -ENOMEM or -errno.
+ */
+int tide__manifest_store(const char *dir, struct manifest *m,
+                         struct tide_io *io, int *installed);
+
+/* The steps of tide__manifest_store() that have no request type in the I/O
+ * layer. The write and the file's fdatasync are TIDE_IO_WRITE and
+ * TIDE_IO_FDATASYNC requests and fail through tide__io_inject(). */
+enum tide_manifest_op {
+    TIDE_MANIFEST_RENAME = 1,
+    TIDE_MANIFEST_DIRSYNC = 2,
+};
+
+/* Tests: make the `nth` next `op` (counted from 1, process-wide) fail with
+ * `-err` without performing it. 0 for `nth` disables. Thread-safe; the
+ * same switch as tide__io_inject() for the two steps it cannot see. */
+void tide__manifest_inject(enum tide_manifest_op op, unsigned long nth,
+                           int err);
 
 void tide__manifest_fini(struct manifest *m);
 

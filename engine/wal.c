@@ -132,7 +132,11 @@ int tide__wal_append(struct wal *w, uint8_t type, const void *payload,
 {
     size_t total = tide__wal_record_bytes(len);
     uint8_t *p;
-    int rc = reserve(w, total);
+    int rc;
+
+    TIDE_ASSERT(tide__wal_fits(w, len)); /* the caller checked */
+    TIDE_ASSERT(type == TIDE_WAL_BATCH || type == TIDE_WAL_PRODUCERS);
+    rc = reserve(w, total);
 
     if (rc)
         return rc;
@@ -158,6 +162,8 @@ int tide__wal_commit(struct wal *w, struct tide_io *io, int sync)
 
     if (w->fd < 0)
         return -EBADF;
+    TIDE_ASSERT(w->buf_off % TIDE_WAL_BLOCK == 0 && len <= w->buf_cap);
+    TIDE_ASSERT(w->buf_off + len <= w->file_bytes);
     /* The padding up to the block boundary must read as "end of log". */
     memset(w->buf + w->buf_len, 0, len - w->buf_len);
     if (len > 0) {
@@ -190,6 +196,8 @@ int tide__wal_start(struct wal *w, struct tide_io *io, uint64_t seq,
     char path[PATH_MAX];
     int fd, rc;
 
+    /* File numbers only grow: replay and deletion go by them. */
+    TIDE_ASSERT(w->fd < 0 || seq > w->seq);
     file_bytes = round_up(file_bytes, TIDE_WAL_BLOCK);
     file_name(path, w->dir, seq);
     w->direct = 1;

@@ -511,9 +511,9 @@ Test(db, flush_writes_chunks_in_id_order)
     for (uint64_t id = 301; id > 7; id -= 7)
         CHECK(append1(id, TIDE_TYPE_F64, 3, ts, v));
     CHECK(tide_db_flush(db));
-    cr_assert_gt(db->n_segs, 0);
-    for (uint32_t k = 0; k < db->n_segs; k++) {
-        const struct seg *seg = db->segs[k];
+    cr_assert_gt(db->seg_cur->n, 0);
+    for (uint32_t k = 0; k < db->seg_cur->n; k++) {
+        const struct seg *seg = db->seg_cur->segs[k];
 
         for (uint32_t c = 1; c < seg->n_chunks; c++)
             cr_assert_gt(seg->chunks[c].offset, seg->chunks[c - 1].offset,
@@ -545,9 +545,9 @@ Test(db, damaged_chunk_fails_batched_reads)
         CHECK(append1(s + 1, TIDE_TYPE_F64, N, ts, v));
     }
     CHECK(tide_db_flush(db));
-    cr_assert_gt(db->n_segs, 0);
+    cr_assert_gt(db->seg_cur->n, 0);
     {
-        const struct seg *seg = db->segs[0];
+        const struct seg *seg = db->seg_cur->segs[0];
         uint32_t c = seg->n_chunks / 2;
         const struct chunk_ent *e;
 
@@ -762,4 +762,218 @@ Test(db, head_budget_forces_flush)
                   (unsigned long long)st.flushes);
     cr_assert_eq(st.segment_points, 20 * N);
     cr_assert_eq(st.head_points, 0);
+}
+
+/* ---- Readers never block the writer ------------------------------------- */
+
+struct query_load {
+    atomic_int stop;
+    atomic_uint_fast64_t acked; /* points of series 1 acknowledged */
+    uint64_t queries;
+    int err; /* 0, or the first wrong result or error, as a line number */
+};
+
+/* Loop reads, aggregates and latest values of series 1, whose points are
+ * ts = 0, 1, 2 ... appended in order: every answer must be a gap-free
+ * prefix at least as long as what was acknowledged before it began. */
+static void *query_main(void *p)
+{
+    struct query_load *q = p;
+    enum { CAP = 1 << 16 };
+    int64_t *ts = malloc(CAP * sizeof(*ts));
+    uint64_t id = 1;
+
+    while (!atomic_load(&q->stop) && !q->err) {
+        uint64_t before = atomic_load(&q->acked), n = 0;
+        struct tide_agg_series *res;
+        struct tide_point *pt;
+        struct tide_block b;
+        tide_iter *it;
+        int rc;
+
+        if (tide_db_read_open(db, &id, 1, 0, INT64_MAX, &it)) {
+            q->err = __LINE__;
+            break;
+        }
+        while ((rc = tide_iter_next(it, &b)) == 1)
+            for (uint32_t i = 0; i < b.n; i++, n++)
+                if (b.ts_ns[i] != (int64_t)n || b.v.f64[i] != (double)n)
+                    q->err = __LINE__;
+        tide_iter_close(it);
+        if (rc || n < before)
+            q->err = __LINE__;
+        if (tide_db_aggregate(db, &id, 1, 0, INT64_MAX, 0, &res, NULL)) {
+            q->err = __LINE__;
+            break;
+        }
+        if (res[0].n_buckets != (before ? 1u : 0u) && res[0].n_buckets != 1)
+            q->err = __LINE__;
+        if (res[0].n_buckets &&
+            (res[0].buckets[0].count < before ||
+             res[0].buckets[0].first_ts != 0 ||
+             res[0].buckets[0].last_ts + 1 != (int64_t)res[0].buckets[0].count))
+            q->err = __LINE__;
+        tide_agg_free(res, 1);
+        if (tide_db_latest(db, &id, 1, &pt)) {
+            q->err = __LINE__;
+            break;
+        }
+        if (before && (!pt[0].found || pt[0].ts_ns + 1 < (int64_t)before))
+            q->err = __LINE__;
+        tide_latest_free(pt, 1);
+        q->queries += 3;
+    }
+    free(ts);
+    return NULL;
+}
+
+/* Three threads query continuously while batches are appended and
+ * flushed: every answer is complete and exact, nothing deadlocks, and
+ * once the readers are gone every segment list they held is freed. */
+Test(db, readers_during_ingest_and_flushes)
+{
+    enum { BATCHES = 300, PER = 100, READERS = 3 };
+    struct query_load q = {0};
+    pthread_t th[READERS];
+    struct tide_db_stats st;
+    size_t base;
+    int64_t ts[PER];
+    double v[PER];
+
+    tide_db_close(db);
+    db = NULL;
+    base = tide_alloc_live_bytes();
+    open_db(64);
+    for (int i = 0; i < READERS; i++)
+        pthread_create(&th[i], NULL, query_main, &q);
+    for (uint32_t k = 0; k < BATCHES; k++) {
+        for (uint32_t i = 0; i < PER; i++) {
+            ts[i] = (int64_t)(k * PER + i);
+            v[i] = (double)ts[i];
+        }
+        CHECK(append1(1, TIDE_TYPE_F64, PER, ts, v));
+        /* Other series keep the second shard and its flushes busy. */
+        CHECK(append1(2 + k % 5, TIDE_TYPE_F64, PER, ts, v));
+        atomic_store(&q.acked, (uint64_t)(k + 1) * PER);
+        if (k % 20 == 19)
+            CHECK(tide_db_flush(db));
+    }
+    atomic_store(&q.stop, 1);
+    for (int i = 0; i < READERS; i++)
+        pthread_join(th[i], NULL);
+    cr_assert_eq(q.err, 0, "wrong answer at test_db.c:%d", q.err);
+    cr_assert_gt(q.queries, 0);
+    tide_db_stats(db, &st);
+    cr_assert_geq(st.flushes, BATCHES / 20);
+    {
+        static int64_t got_ts[BATCHES * PER + 1];
+        static uint64_t got[BATCHES * PER + 1];
+
+        cr_assert_eq(
+            read_all(1, 0, INT64_MAX, got_ts, got, NULL, BATCHES * PER + 1),
+            BATCHES * PER);
+    }
+    /* Only the db's own reference to the current list is left. */
+    cr_assert_eq(atomic_load(&db->seg_cur->refs), 1);
+    tide_db_close(db);
+    db = NULL;
+    cr_assert_eq(tide_alloc_live_bytes(), base, "%zu bytes left",
+                 tide_alloc_live_bytes() - base);
+}
+
+/* A segment dropped from the published list (as a compaction will) stays
+ * open while a reader holds a list that has it, and is closed when the
+ * last such reader lets go. */
+Test(db, held_list_keeps_dropped_segment)
+{
+    int64_t ts[3] = {1, 2, 3};
+    double v[3] = {1, 2, 3};
+    struct seglist *held, *next;
+    struct seg *victim;
+    int fd;
+
+    CHECK(append1(5, TIDE_TYPE_F64, 3, ts, v));
+    CHECK(tide_db_flush(db));
+    held = tide__seglist_acquire(db);
+    cr_assert_geq(held->n, 1);
+    victim = held->segs[0];
+    fd = victim->fd;
+    pthread_mutex_lock(&db->man_mu);
+    CHECK(tide__seglist_edit(db, db->seg_cur, &victim, 1, NULL, 0, &next));
+    tide__seglist_publish(db, next);
+    pthread_mutex_unlock(&db->man_mu);
+    cr_assert_eq(db->seg_cur->n, held->n - 1);
+    cr_assert_eq(db->seg_cur->gen, held->gen + 1);
+    cr_assert_neq(fcntl(fd, F_GETFD), -1, "closed while a reader holds it");
+    tide__seglist_release(held);
+    cr_assert_eq(fcntl(fd, F_GETFD), -1, "still open after the last reader");
+    cr_assert_eq(errno, EBADF);
+}
+
+/* ---- Faults during a flush's MANIFEST update ---------------------------- */
+
+/* Fail each write, each fdatasync, the MANIFEST rename and its directory
+ * fsync of a flush in turn. Each time the flush reports TIDE_EIO, the db
+ * refuses writes, and after close and reopen it opens and holds every
+ * acknowledged point, exactly. A failed directory fsync after the rename
+ * used to unlink the segments the new MANIFEST lists, so the reopen
+ * failed. */
+Test(db, flush_faults_keep_acknowledged_points, .timeout = 120)
+{
+    static const struct {
+        int io_op; /* a tide_io_op, or 0 */
+        int man_op;
+        const char *name;
+    } ops[] = {
+        {TIDE_IO_WRITE, 0, "write"},
+        {TIDE_IO_FDATASYNC, 0, "fdatasync"},
+        {0, TIDE_MANIFEST_RENAME, "rename"},
+        {0, TIDE_MANIFEST_DIRSYNC, "directory fsync"},
+    };
+    enum { PER = 10, MAX = 4096 };
+    static int64_t want_ts[MAX];
+    static double want[MAX];
+    uint32_t total = 0;
+
+    for (uint32_t i = 0; i < MAX; i++) {
+        want_ts[i] = i;
+        want[i] = (double)i / 2;
+    }
+    for (unsigned k = 0; k < sizeof(ops) / sizeof(ops[0]); k++) {
+        unsigned long nth;
+
+        for (nth = 1; nth < 100; nth++) {
+            int rc;
+
+            cr_assert_leq(total + PER, MAX);
+            CHECK(
+                append1(1, TIDE_TYPE_F64, PER, want_ts + total, want + total));
+            CHECK(
+                append1(2, TIDE_TYPE_F64, PER, want_ts + total, want + total));
+            total += PER;
+            if (ops[k].io_op)
+                tide__io_inject(ops[k].io_op, nth, EIO, 0);
+            else
+                tide__manifest_inject(ops[k].man_op, nth, EIO);
+            rc = tide_db_flush(db);
+            if (ops[k].io_op)
+                tide__io_inject(ops[k].io_op, 0, 0, 0);
+            else
+                tide__manifest_inject(ops[k].man_op, 0, 0);
+            if (rc == 0)
+                break; /* this flush has fewer than nth such steps */
+            cr_assert_eq(rc, TIDE_EIO, "%s %lu: %s", ops[k].name, nth,
+                         tide_strerror(rc));
+            cr_assert_eq(append1(3, TIDE_TYPE_F64, 1, want_ts, want), TIDE_EIO,
+                         "%s %lu: the error state is sticky", ops[k].name, nth);
+            reopen(64);
+            check_f64(1, total, want_ts, want);
+            check_f64(2, total, want_ts, want);
+        }
+        cr_assert_gt(nth, 1, "no %s failed", ops[k].name);
+        cr_assert_lt(nth, 100);
+    }
+    reopen(64);
+    check_f64(1, total, want_ts, want);
+    check_f64(2, total, want_ts, want);
 }

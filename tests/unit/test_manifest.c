@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Tests of the MANIFEST (engine/manifest.c): round trip, generation,
- * a missing file, truncation and flipped bytes.
+ * a missing file, truncation and flipped bytes, and a failure injected at
+ * each step of a store.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -13,14 +14,22 @@
 #include "testutil.h"
 
 static char dir[1024];
+static struct tide_io *io;
+static int installed;
 
 static void setup(void)
 {
     snprintf(dir, sizeof(dir), "%s", test_tmpdir());
+    cr_assert_eq(tide__io_open(TIDE_IO_SYNC, 8, &io), 0);
 }
 
 static void teardown(void)
 {
+    tide__io_inject(TIDE_IO_WRITE, 0, 0, 0);
+    tide__io_inject(TIDE_IO_FDATASYNC, 0, 0, 0);
+    tide__manifest_inject(TIDE_MANIFEST_RENAME, 0, 0);
+    tide__manifest_inject(TIDE_MANIFEST_DIRSYNC, 0, 0);
+    tide__io_close(io);
     test_rmrf(dir);
 }
 
@@ -34,7 +43,7 @@ static void store_sample(void)
     m.segs = segs;
     m.replay_from[0] = 3;
     m.replay_from[1] = 4;
-    cr_assert_eq(tide__manifest_store(dir, &m), 0);
+    cr_assert_eq(tide__manifest_store(dir, &m, io, &installed), 0);
     cr_assert_eq(m.generation, 1);
 }
 
@@ -52,7 +61,7 @@ Test(manifest, roundtrip)
     cr_assert_eq(m.n_segs, 2);
     cr_assert_eq(m.segs[1].id, 9);
     cr_assert_eq(m.segs[1].tier, 2);
-    cr_assert_eq(tide__manifest_store(dir, &m), 0);
+    cr_assert_eq(tide__manifest_store(dir, &m, io, &installed), 0);
     tide__manifest_fini(&m);
     cr_assert_eq(tide__manifest_load(dir, &m), 0);
     cr_assert_eq(m.generation, 2);
@@ -89,4 +98,47 @@ Test(manifest, damage_is_detected)
         cr_assert_eq(tide__manifest_load(dir, &m), TIDE_ECORRUPT);
     }
     close(fd);
+}
+
+/* Fail each step of a store in turn. Before the rename the old manifest
+ * stays in force and `m` is unchanged; after it (a failed directory
+ * fsync) the new one is installed and `m` follows it. */
+Test(manifest, store_faults_report_what_is_installed)
+{
+    static const struct {
+        int io_op; /* a tide_io_op, or 0 */
+        int man_op;
+        int installed;
+    } steps[] = {
+        {TIDE_IO_WRITE, 0, 0},
+        {TIDE_IO_FDATASYNC, 0, 0},
+        {0, TIDE_MANIFEST_RENAME, 0},
+        {0, TIDE_MANIFEST_DIRSYNC, 1},
+    };
+
+    store_sample();
+    for (unsigned k = 0; k < sizeof(steps) / sizeof(steps[0]); k++) {
+        char tmp[PATH_MAX];
+        struct manifest m;
+        uint64_t gen;
+        int rc;
+
+        cr_assert_eq(tide__manifest_load(dir, &m), 0);
+        gen = m.generation;
+        m.next_seg_id++;
+        if (steps[k].io_op)
+            tide__io_inject(steps[k].io_op, 1, EIO, 0);
+        else
+            tide__manifest_inject(steps[k].man_op, 1, EIO);
+        rc = tide__manifest_store(dir, &m, io, &installed);
+        cr_assert_eq(rc, -EIO, "step %u: %d", k, rc);
+        cr_assert_eq(installed, steps[k].installed, "step %u", k);
+        cr_assert_eq(m.generation, gen + (unsigned)installed, "step %u", k);
+        tide__manifest_fini(&m);
+        cr_assert_eq(tide__manifest_load(dir, &m), 0);
+        cr_assert_eq(m.generation, gen + (unsigned)installed, "step %u", k);
+        tide__manifest_fini(&m);
+        snprintf(tmp, sizeof(tmp), "%s/MANIFEST.tmp", dir);
+        cr_assert_neq(access(tmp, F_OK), 0, "step %u left MANIFEST.tmp", k);
+    }
 }

@@ -1,0 +1,537 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Bucketed aggregates (tide_db_aggregate). Points are gathered per series
+ * as for a range read (shard_read.c), except that a chunk is answered from
+ * its footer statistics when it lies wholly inside one bucket and no other
+ * source overlaps it.
+ */
+#include "read.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A partial bucket: from one chunk header, or from a run of raw points. */
+struct partial {
+    int64_t bucket; /* index from `from` */
+    struct tide_bucket b;
+};
+
+struct agg_ctx {
+    int64_t from;
+    int64_t to;
+    int64_t bucket_ns;
+    int64_t head_min; /* time span of the series in the heads */
+    int64_t head_max;
+    /* Every result's buckets, back to back: one allocation per query. */
+    struct tide_buf buckets;
+    struct tide_agg_series *res;
+    size_t *boff; /* boff[i]: res[i]'s first bucket in `buckets` */
+};
+
+static int64_t bucket_of(const struct agg_ctx *a, int64_t ts)
+{
+    return a->bucket_ns ? (int64_t)(((uint64_t)ts - (uint64_t)a->from) /
+                                    (uint64_t)a->bucket_ns)
+                        : 0;
+}
+
+static double value_double(uint8_t type, uint64_t v)
+{
+    double d;
+
+    if (type == TIDE_TYPE_F64) {
+        memcpy(&d, &v, sizeof(d));
+        return d;
+    }
+    return type == TIDE_TYPE_I64 ? (double)(int64_t)v : (double)v;
+}
+
+/* May `e`, which no other chunk overlaps, be answered from its header?
+ * Only when it lies inside [from, to) and one bucket, and the heads have
+ * no points in its time span (else duplicates across sources could be
+ * counted twice). */
+static int header_usable(const struct agg_ctx *a, const struct chunk_ent *e)
+{
+    if (e->type == TIDE_TYPE_STR || e->min_ts < a->from || e->max_ts >= a->to ||
+        bucket_of(a, e->min_ts) != bucket_of(a, e->max_ts))
+        return 0;
+    return !(a->head_min <= e->max_ts && a->head_max >= e->min_ts);
+}
+
+/* alone[i] = 1 when no other chunk of refs[] shares a timestamp with
+ * refs[i]. Returns 1 when refs[] is ordered by min_ts, the usual case,
+ * which one pass settles: an earlier chunk overlaps i iff the largest
+ * earlier max_ts reaches min_ts[i], a later one iff min_ts[i+1] does not
+ * pass max_ts[i]. Otherwise every pair is compared. */
+static int mark_alone(const struct chunk_ref *refs, size_t n, uint8_t *alone)
+{
+    int64_t run_max = INT64_MIN;
+
+    for (size_t i = 1; i < n; i++)
+        if (refs[i].e->min_ts < refs[i - 1].e->min_ts)
+            goto unordered;
+    for (size_t i = 0; i < n; i++) {
+        const struct chunk_ent *e = refs[i].e;
+
+        alone[i] = (i == 0 || run_max < e->min_ts) &&
+                   (i + 1 == n || refs[i + 1].e->min_ts > e->max_ts);
+        if (e->max_ts > run_max)
+            run_max = e->max_ts;
+    }
+    return 1;
+
+unordered:
+    for (size_t i = 0; i < n; i++) {
+        const struct chunk_ent *e = refs[i].e;
+
+        alone[i] = 1;
+        for (size_t j = 0; j < n && alone[i]; j++) {
+            const struct chunk_ent *o = refs[j].e;
+
+            if (j != i && o->min_ts <= e->max_ts && o->max_ts >= e->min_ts)
+                alone[i] = 0;
+        }
+    }
+    return 0;
+}
+
+static void merge_bucket(struct tide_bucket *into, const struct tide_bucket *b)
+{
+    if (into->count == 0) {
+        *into = *b;
+        return;
+    }
+    into->count += b->count;
+    into->sum += b->sum;
+    if (b->min < into->min || into->min != into->min)
+        into->min = b->min;
+    if (b->max > into->max || into->max != into->max)
+        into->max = b->max;
+    if (b->first_ts < into->first_ts) {
+        into->first_ts = b->first_ts;
+        into->first = b->first;
+    }
+    if (b->last_ts >= into->last_ts) {
+        into->last_ts = b->last_ts;
+        into->last = b->last;
+    }
+}
+
+static int cmp_partial(const void *x, const void *y)
+{
+    const struct partial *a = x, *b = y;
+
+    if (a->bucket != b->bucket)
+        return a->bucket < b->bucket ? -1 : 1;
+    return a->b.first_ts < b->b.first_ts ? -1 : a->b.first_ts > b->b.first_ts;
+}
+
+/* Partial buckets of the gathered points, appended to `parts`. */
+static int raw_partials(const struct gather *g, const struct agg_ctx *a,
+                        struct tide_buf *parts)
+{
+    int rc = 0;
+
+    for (uint32_t i = 0; i < g->n && rc == 0;) {
+        int64_t bk = bucket_of(a, tide__gather_ts(g)[i]);
+        struct partial q = {.bucket = bk};
+
+        q.b.first_ts = tide__gather_ts(g)[i];
+        q.b.first = value_double(g->type, tide__gather_val(g)[i]);
+        q.b.min = q.b.max = q.b.first;
+        for (; i < g->n && bucket_of(a, tide__gather_ts(g)[i]) == bk; i++) {
+            double d = g->type == TIDE_TYPE_STR
+                           ? 0
+                           : value_double(g->type, tide__gather_val(g)[i]);
+
+            q.b.count++;
+            q.b.sum += d;
+            if (d < q.b.min || q.b.min != q.b.min)
+                q.b.min = d;
+            if (d > q.b.max || q.b.max != q.b.max)
+                q.b.max = d;
+            q.b.last = d;
+            q.b.last_ts = tide__gather_ts(g)[i];
+        }
+        if (g->type == TIDE_TYPE_STR)
+            q.b.sum = q.b.min = q.b.max = q.b.first = q.b.last = 0;
+        rc = tide__buf_append(parts, &q, sizeof(q));
+    }
+    return rc;
+}
+
+/* Merge partials ordered by bucket into the query's bucket arena; the
+ * result's pointer is set once the arena stops growing (see
+ * tide_db_aggregate). */
+static int emit_buckets(struct agg_ctx *a, const struct partial *p,
+                        size_t n_parts, struct tide_agg_series *out)
+{
+    size_t n_buckets = 0, off = a->buckets.len / sizeof(struct tide_bucket);
+    struct tide_bucket *bk;
+    int rc;
+
+    for (size_t i = 0; i < n_parts; i++)
+        n_buckets += i == 0 || p[i].bucket != p[i - 1].bucket;
+    rc = tide__buf_reserve(&a->buckets, n_buckets * sizeof(*bk));
+    if (rc)
+        return rc;
+    bk = (struct tide_bucket *)(void *)(a->buckets.data + a->buckets.len);
+    memset(bk, 0, n_buckets * sizeof(*bk));
+    a->buckets.len += n_buckets * sizeof(*bk);
+    a->boff[out - a->res] = off;
+    for (size_t i = 0; i < n_parts; i++) {
+        struct tide_bucket *b;
+        int64_t start;
+
+        if (i == 0 || p[i].bucket != p[i - 1].bucket) {
+            b = &bk[out->n_buckets++];
+            b->start_ns =
+                a->bucket_ns
+                    ? (int64_t)((uint64_t)a->from +
+                                (uint64_t)p[i].bucket * (uint64_t)a->bucket_ns)
+                    : a->from;
+        } else {
+            b = &bk[out->n_buckets - 1];
+        }
+        start = b->start_ns;
+        merge_bucket(b, &p[i].b);
+        b->start_ns = start;
+    }
+    return 0;
+}
+
+/* The result of a series whose chunks are all answered from headers, in
+ * time order with no overlap: chunk statistics fold straight into the
+ * bucket arena, with no partials to build or sort. */
+static int emit_headers(struct agg_ctx *a, const struct chunk_ref *refs,
+                        size_t n_refs, struct tide_agg_series *out)
+{
+    size_t n_buckets = 0, off = a->buckets.len / sizeof(struct tide_bucket);
+    struct tide_bucket *bk;
+    int64_t prev = 0;
+    int rc;
+
+    for (size_t i = 0; i < n_refs; i++) {
+        int64_t bucket = bucket_of(a, refs[i].e->min_ts);
+
+        n_buckets += i == 0 || bucket != prev;
+        prev = bucket;
+    }
+    rc = tide__buf_reserve(&a->buckets, n_buckets * sizeof(*bk));
+    if (rc)
+        return rc;
+    bk = (struct tide_bucket *)(void *)(a->buckets.data + a->buckets.len);
+    memset(bk, 0, n_buckets * sizeof(*bk));
+    a->buckets.len += n_buckets * sizeof(*bk);
+    a->boff[out - a->res] = off;
+    for (size_t i = 0; i < n_refs; i++) {
+        const struct chunk_ent *e = refs[i].e;
+        int64_t bucket = bucket_of(a, e->min_ts);
+        struct tide_bucket q = {.count = e->count,
+                                .sum = e->sum,
+                                .min = e->min,
+                                .max = e->max,
+                                .first = value_double(e->type, e->first),
+                                .last = value_double(e->type, e->last),
+                                .first_ts = e->min_ts,
+                                .last_ts = e->max_ts};
+        struct tide_bucket *b;
+
+        if (i == 0 || bucket != prev) {
+            b = &bk[out->n_buckets++];
+            b->start_ns =
+                a->bucket_ns
+                    ? (int64_t)((uint64_t)a->from +
+                                (uint64_t)bucket * (uint64_t)a->bucket_ns)
+                    : a->from;
+        } else {
+            b = &bk[out->n_buckets - 1];
+        }
+        prev = bucket;
+        q.start_ns = b->start_ns;
+        merge_bucket(b, &q);
+    }
+    return 0;
+}
+
+/* Can every chunk of refs[] be answered from its header, with the heads
+ * known not to overlap the range? One pass: in min_ts order, a chunk
+ * that starts after the previous one ends overlaps none before it, since
+ * the ends then ascend too. */
+static int headers_only(const struct agg_ctx *a, const struct chunk_ref *refs,
+                        size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct chunk_ent *e = refs[i].e;
+
+        if ((i && e->min_ts <= refs[i - 1].e->max_ts) || !header_usable(a, e))
+            return 0;
+    }
+    return 1;
+}
+
+/* Limits of one batch of an aggregate: series whose chunks are read
+ * point by point are planned first, then all their chunks are fetched in
+ * one tide__io_run() and decoded series by series. */
+#define AGG_BATCH_REFS 512u
+#define AGG_BATCH_BYTES (8u << 20)
+
+/* A planned series still to be read point by point. */
+struct agg_pending {
+    uint32_t idx;  /* into ids[] and the results */
+    uint32_t ref0; /* its chunks: batch refs [ref0, ref0 + n_refs) */
+    uint32_t n_refs;
+    uint32_t part0; /* its header partials: [part0, part0 + n_parts) */
+    uint32_t n_parts;
+    int ordered; /* its header partials are in bucket order */
+};
+
+struct agg_batch {
+    struct tide_buf pending; /* struct agg_pending[] */
+    struct tide_buf refs;    /* struct chunk_ref[] */
+    struct tide_buf hparts;  /* struct partial[] from chunk headers */
+    struct tide_buf payload; /* the chunks of refs, back to back */
+    struct tide_buf reqs;
+    size_t bytes;
+};
+
+static void agg_batch_fini(struct agg_batch *b)
+{
+    tide__buf_fini(&b->pending);
+    tide__buf_fini(&b->refs);
+    tide__buf_fini(&b->hparts);
+    tide__buf_fini(&b->payload);
+    tide__buf_fini(&b->reqs);
+}
+
+/* Plan series ids[idx]: chunks that overlap nothing else and fit one
+ * bucket are answered from their headers. When nothing else is left the
+ * result is made now; otherwise the series joins the batch. */
+static int aggregate_plan(struct tide_db *db, const struct seglist *sl,
+                          struct gather *g, uint64_t id, uint32_t idx,
+                          struct agg_ctx *a, struct cursors *cur,
+                          struct tide_agg_series *out, struct agg_batch *batch,
+                          struct tide_agg_stats *st)
+{
+    struct chunk_ref *refs;
+    size_t n_refs, n_rest = 0, n_parts;
+    struct agg_pending pend;
+    uint8_t head_type;
+    int ordered, head_overlap, rc;
+
+    out->series_id = id;
+    rc = tide__segment_read_collect(db, sl, g, id, a->from, a->to, cur);
+    if (rc)
+        return rc;
+    refs = (struct chunk_ref *)(void *)g->refs.data;
+    n_refs = g->refs.len / sizeof(*refs);
+    rc = tide__shard_read_span(db, sl, id, &a->head_min, &a->head_max,
+                               &head_type);
+    if (rc)
+        return rc;
+    out->type = head_type ? head_type : g->seg_type;
+    head_overlap = a->head_min < a->to && a->head_max >= a->from;
+    if (!head_overlap && headers_only(a, refs, n_refs)) {
+        if (st)
+            st->chunks_from_header += n_refs;
+        return n_refs ? emit_headers(a, refs, n_refs, out) : 0;
+    }
+    g->alone.len = 0;
+    g->parts.len = 0;
+    rc = tide__buf_reserve(&g->alone, n_refs + 1);
+    if (rc == 0)
+        rc = tide__buf_reserve(&g->parts, n_refs * sizeof(struct partial));
+    if (rc)
+        return rc;
+    ordered = mark_alone(refs, n_refs, g->alone.data);
+    for (size_t i = 0; i < n_refs; i++) {
+        const struct chunk_ent *e = refs[i].e;
+        struct partial q;
+
+        if (!g->alone.data[i] || !header_usable(a, e)) {
+            refs[n_rest++] = refs[i]; /* order kept: newest source last */
+            continue;
+        }
+        q.bucket = bucket_of(a, e->min_ts);
+        q.b = (struct tide_bucket){.count = e->count,
+                                   .sum = e->sum,
+                                   .min = e->min,
+                                   .max = e->max,
+                                   .first = value_double(e->type, e->first),
+                                   .last = value_double(e->type, e->last),
+                                   .first_ts = e->min_ts,
+                                   .last_ts = e->max_ts};
+        rc = tide__buf_append(&g->parts, &q, sizeof(q));
+        if (rc)
+            return rc;
+        if (st)
+            st->chunks_from_header++;
+    }
+    n_parts = g->parts.len / sizeof(struct partial);
+    if (n_rest == 0 && !head_overlap) {
+        /* Header partials of chunks ordered by min_ts are ordered by
+         * bucket and first_ts already. */
+        if (n_parts == 0)
+            return 0;
+        if (!ordered)
+            qsort(g->parts.data, n_parts, sizeof(struct partial), cmp_partial);
+        return emit_buckets(a, (const struct partial *)(void *)g->parts.data,
+                            n_parts, out);
+    }
+    pend = (struct agg_pending){
+        .idx = idx,
+        .ref0 = (uint32_t)(batch->refs.len / sizeof(*refs)),
+        .n_refs = (uint32_t)n_rest,
+        .part0 = (uint32_t)(batch->hparts.len / sizeof(struct partial)),
+        .n_parts = (uint32_t)n_parts,
+        .ordered = ordered};
+    for (size_t i = 0; i < n_rest; i++)
+        batch->bytes += refs[i].e->stored_bytes;
+    if ((rc = tide__buf_append(&batch->pending, &pend, sizeof(pend))) ||
+        (rc = tide__buf_append(&batch->refs, refs, n_rest * sizeof(*refs))))
+        return rc;
+    return tide__buf_append(&batch->hparts, g->parts.data, g->parts.len);
+}
+
+/* Fetch every chunk of the batch at once, then finish each of its series
+ * from its header partials, its decoded chunks and its head points. The
+ * batch is empty afterwards. */
+static int aggregate_batch(struct tide_db *db, const struct seglist *sl,
+                           struct tide_io *io, struct gather *g,
+                           const uint64_t *ids, struct agg_ctx *a,
+                           struct agg_batch *batch, struct tide_agg_series *res,
+                           struct tide_agg_stats *st)
+{
+    const struct agg_pending *pend =
+        (const struct agg_pending *)(void *)batch->pending.data;
+    size_t n_pend = batch->pending.len / sizeof(*pend);
+    struct chunk_ref *refs = (struct chunk_ref *)(void *)batch->refs.data;
+    const struct partial *hparts =
+        (const struct partial *)(void *)batch->hparts.data;
+    const uint8_t *payload;
+    int rc;
+
+    rc =
+        tide__segment_read_chunks(db, io, refs, batch->refs.len / sizeof(*refs),
+                                  sl->n, &batch->payload, &batch->reqs);
+    payload = batch->payload.data;
+    for (size_t k = 0; k < n_pend && rc == 0; k++) {
+        const struct agg_pending *p = &pend[k];
+        int ordered = p->ordered;
+        size_t n_parts;
+
+        g->parts.len = 0;
+        rc = tide__buf_append(&g->parts, hparts + p->part0,
+                              p->n_parts * sizeof(*hparts));
+        if (rc == 0)
+            rc =
+                tide__shard_read_series(db, sl, g, ids[p->idx], refs + p->ref0,
+                                        p->n_refs, payload, a->from, a->to, st);
+        if (rc == 0)
+            rc = raw_partials(g, a, &g->parts);
+        if (rc)
+            break;
+        ordered = ordered && g->n == 0;
+        n_parts = g->parts.len / sizeof(struct partial);
+        if (n_parts == 0)
+            continue;
+        if (!ordered)
+            qsort(g->parts.data, n_parts, sizeof(struct partial), cmp_partial);
+        rc = emit_buckets(a, (const struct partial *)(void *)g->parts.data,
+                          n_parts, &res[p->idx]);
+    }
+    batch->pending.len = batch->refs.len = batch->hparts.len = 0;
+    batch->bytes = 0;
+    return rc;
+}
+
+int tide_db_aggregate(tide_db *db, const uint64_t *ids, uint32_t n,
+                      int64_t from_ns, int64_t to_ns, int64_t bucket_ns,
+                      struct tide_agg_series **out,
+                      struct tide_agg_stats *stats)
+{
+    struct agg_ctx a = {.from = from_ns, .to = to_ns, .bucket_ns = bucket_ns};
+    struct tide_agg_series *res;
+    struct agg_batch batch = {0};
+    struct cursors cur = {0};
+    struct gather g = {0};
+    struct seglist *sl;
+    struct tide_io *io;
+    int rc;
+
+    if (atomic_load(&db->closing))
+        return TIDE_ECLOSED;
+    if ((n && !ids) || from_ns > to_ns || bucket_ns < 0)
+        return TIDE_EINVAL;
+    if (stats)
+        memset(stats, 0, sizeof(*stats));
+    /* res[n], past the results, owns the bucket arena. */
+    res = tide_calloc((size_t)n + 1, sizeof(*res));
+    a.boff = tide_malloc(((size_t)n + 1) * sizeof(*a.boff));
+    if (!res || !a.boff) {
+        tide_free(res);
+        tide_free(a.boff);
+        return -ENOMEM;
+    }
+    a.res = res;
+    rc = tide__db_io_get(db, &io);
+    if (rc) {
+        tide_free(res);
+        tide_free(a.boff);
+        return rc;
+    }
+    sl = tide__seglist_acquire(db);
+    for (;;) {
+        rc = tide__segment_read_cursors_fit(&cur, sl->n);
+        for (uint32_t i = 0; i < n && rc == 0; i++) {
+            rc = aggregate_plan(db, sl, &g, ids[i], i, &a, &cur, &res[i],
+                                &batch, stats);
+            if (rc == 0 &&
+                (i + 1 == n ||
+                 batch.refs.len / sizeof(struct chunk_ref) >= AGG_BATCH_REFS ||
+                 batch.bytes >= AGG_BATCH_BYTES))
+                rc = aggregate_batch(db, sl, io, &g, ids, &a, &batch, res,
+                                     stats);
+        }
+        if (rc != TIDE__READ_STALE)
+            break;
+        /* A flush published segments this list lacks while the heads were
+         * read: start over on the current list. */
+        tide__seglist_release(sl);
+        sl = tide__seglist_acquire(db);
+        memset(res, 0, (size_t)n * sizeof(*res));
+        a.buckets.len = 0;
+        batch.pending.len = batch.refs.len = batch.hparts.len = 0;
+        batch.bytes = 0;
+        if (stats)
+            memset(stats, 0, sizeof(*stats));
+    }
+    tide__seglist_release(sl);
+    TIDE_ASSERT(rc <= 0); /* TIDE__READ_STALE never leaves the engine */
+    tide__db_io_put(db, io);
+    tide__gather_fini(&g);
+    agg_batch_fini(&batch);
+    tide__segment_read_cursors_fini(&cur);
+    if (rc) {
+        tide__buf_fini(&a.buckets);
+        tide_free(a.boff);
+        tide_agg_free(res, n);
+        return rc;
+    }
+    res[n].buckets = (struct tide_bucket *)(void *)a.buckets.data;
+    for (uint32_t i = 0; i < n; i++)
+        res[i].buckets = res[i].n_buckets ? res[n].buckets + a.boff[i] : NULL;
+    tide_free(a.boff);
+    *out = res;
+    return 0;
+}
+
+void tide_agg_free(struct tide_agg_series *res, uint32_t n)
+{
+    if (!res)
+        return;
+    tide_free(res[n].buckets); /* the arena holding every result's */
+    tide_free(res);
+}
