@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # Tide's one, non-recursive Makefile.
-#   make                 release build into build/release/ (-O2 -g)
+#   make                 release build into build/release/ (-O2 -g; NDEBUG
+#                        drops TIDE_DEBUG_ASSERT, TIDE_ASSERT stays)
 #   make MODE=debug      -O0 -g3 into build/debug/
 #   make MODE=asan       ASan + UBSan, no recovery, into build/asan/
 #   make test            install deps if missing, build, run every test
@@ -27,7 +28,7 @@ W := -Wall -Wextra -Wshadow -Wstrict-prototypes -Werror
 STD := -std=c11 -D_GNU_SOURCE -fno-strict-aliasing
 
 ifeq ($(MODE),release)
-OPT := -O2 -g
+OPT := -O2 -g -DNDEBUG
 SAN :=
 else ifeq ($(MODE),debug)
 OPT := -O0 -g3

@@ -63,6 +63,7 @@
  *   24      8     magic "TIDEEND\0"
  */
 #include "segment.h"
+#include "ts.h"
 
 #include "column.h"
 
@@ -668,22 +669,6 @@ void tide__seg_find(const struct seg *seg, uint64_t series_id, uint32_t *lo,
     *hi = a;
 }
 
-/* First index with ts[i] >= bound. */
-static uint32_t ts_lower_bound(const int64_t *ts, uint32_t n, int64_t bound)
-{
-    uint32_t a = 0, b = n;
-
-    while (a < b) {
-        uint32_t m = a + (b - a) / 2;
-
-        if (ts[m] < bound)
-            a = m + 1;
-        else
-            b = m;
-    }
-    return a;
-}
-
 int tide__chunk_decode_range(const struct chunk_ent *e, const uint8_t *payload,
                              size_t len, int64_t from, int64_t to, int64_t *ts,
                              uint64_t *vals, uint32_t *lo, uint32_t *hi)
@@ -692,8 +677,8 @@ int tide__chunk_decode_range(const struct chunk_ent *e, const uint8_t *payload,
 
     if (e->type != TIDE_TYPE_F64) {
         rc = tide__chunk_decode(e, payload, len, ts, vals, NULL, NULL);
-        *lo = rc ? 0 : ts_lower_bound(ts, e->count, from);
-        *hi = rc ? 0 : ts_lower_bound(ts, e->count, to);
+        *lo = rc ? 0 : tide__ts_lower_bound(ts, e->count, from);
+        *hi = rc ? 0 : tide__ts_lower_bound(ts, e->count, to);
         return rc;
     }
     if (len != e->stored_bytes || XXH3_64bits(payload, len) != e->hash)
@@ -701,8 +686,8 @@ int tide__chunk_decode_range(const struct chunk_ent *e, const uint8_t *payload,
     rc = tide__col_decode_ts(payload, e->ts_bytes, e->count, ts);
     if (rc)
         return rc;
-    *lo = e->min_ts >= from ? 0 : ts_lower_bound(ts, e->count, from);
-    *hi = e->max_ts < to ? e->count : ts_lower_bound(ts, e->count, to);
+    *lo = e->min_ts >= from ? 0 : tide__ts_lower_bound(ts, e->count, from);
+    *hi = e->max_ts < to ? e->count : tide__ts_lower_bound(ts, e->count, to);
     /* The checksum vouches for the bytes the range decoder does not
      * reach. */
     return tide__col_decode_f64_range(payload + e->ts_bytes, len - e->ts_bytes,
