@@ -97,7 +97,7 @@ unordered:
     return 0;
 }
 
-static void merge_bucket(struct tide_bucket *into, const struct tide_bucket *b)
+void tide_bucket_merge(struct tide_bucket *into, const struct tide_bucket *b)
 {
     if (into->count == 0) {
         *into = *b;
@@ -196,7 +196,7 @@ static int emit_buckets(struct agg_ctx *a, const struct partial *p,
             b = &bk[out->n_buckets - 1];
         }
         start = b->start_ns;
-        merge_bucket(b, &p[i].b);
+        tide_bucket_merge(b, &p[i].b);
         b->start_ns = start;
     }
     return 0;
@@ -251,7 +251,7 @@ static int emit_headers(struct agg_ctx *a, const struct chunk_ref *refs,
         }
         prev = bucket;
         q.start_ns = b->start_ns;
-        merge_bucket(b, &q);
+        tide_bucket_merge(b, &q);
     }
     return 0;
 }

@@ -694,29 +694,6 @@ static void agg_value(Tide__V1__Aggregation agg, const struct tide_bucket *b,
     }
 }
 
-/* Fold bucket `b` into `into` (same start). */
-static void bucket_merge(struct tide_bucket *into, const struct tide_bucket *b)
-{
-    if (into->count == 0) {
-        *into = *b;
-        return;
-    }
-    into->sum += b->sum;
-    if (b->min < into->min)
-        into->min = b->min;
-    if (b->max > into->max)
-        into->max = b->max;
-    if (b->first_ts < into->first_ts) {
-        into->first_ts = b->first_ts;
-        into->first = b->first;
-    }
-    if (b->last_ts >= into->last_ts) {
-        into->last_ts = b->last_ts;
-        into->last = b->last;
-    }
-    into->count += b->count;
-}
-
 static int emit_buckets(struct query_state *q, const char *device,
                         const char *field, uint8_t type,
                         const struct tide_bucket *b, uint32_t n)
@@ -792,7 +769,7 @@ static int fleet_merge(struct tide_bucket **fleet, uint32_t *cap_fleet,
             t[k] = f[i++];
         else
             memset(&t[k], 0, sizeof(t[k]));
-        bucket_merge(&t[k++], &b[j++]);
+        tide_bucket_merge(&t[k++], &b[j++]);
     }
     *spare = *fleet;
     *fleet = t;

@@ -977,3 +977,41 @@ Test(db, flush_faults_keep_acknowledged_points, .timeout = 120)
     check_f64(1, total, want_ts, want);
     check_f64(2, total, want_ts, want);
 }
+
+/* A fleet-wide MIN/MAX merges the devices' buckets; a device whose bucket
+ * holds only NaN must not hide the others' numbers, in either order. (The
+ * server's own copy of the merge kept NaN when it came first.) */
+Test(db, bucket_merge_lets_nan_give_way)
+{
+    const struct tide_bucket nan_only = {.count = 1,
+                                         .sum = NAN,
+                                         .min = NAN,
+                                         .max = NAN,
+                                         .first = NAN,
+                                         .last = NAN,
+                                         .first_ts = 10,
+                                         .last_ts = 10};
+    const struct tide_bucket nums = {.count = 2,
+                                     .sum = 3,
+                                     .min = 1,
+                                     .max = 2,
+                                     .first = 1,
+                                     .last = 2,
+                                     .first_ts = 5,
+                                     .last_ts = 20};
+    struct tide_bucket a = {0}, b = {0};
+
+    tide_bucket_merge(&a, &nan_only);
+    tide_bucket_merge(&a, &nums);
+    tide_bucket_merge(&b, &nums);
+    tide_bucket_merge(&b, &nan_only);
+    cr_assert_eq(a.count, 3);
+    cr_assert_eq(b.count, 3);
+    cr_assert_eq(a.min, 1.0, "NaN first: min %g", a.min);
+    cr_assert_eq(a.max, 2.0, "NaN first: max %g", a.max);
+    cr_assert_eq(b.min, 1.0, "NaN last: min %g", b.min);
+    cr_assert_eq(b.max, 2.0, "NaN last: max %g", b.max);
+    cr_assert_eq(a.first_ts, 5);
+    cr_assert_eq(a.last_ts, 20);
+    cr_assert_eq(b.last, 2.0);
+}

@@ -213,6 +213,12 @@ struct tide_bucket {
     int64_t last_ts;
 };
 
+/* Fold bucket `b` into `into` (same start_ns), as the engine does when it
+ * merges sources: counts and sums add, first/last follow the timestamps,
+ * and a NaN min or max gives way to any number, so the answer does not
+ * depend on the order buckets are merged in. */
+void tide_bucket_merge(struct tide_bucket *into, const struct tide_bucket *b);
+
 struct tide_agg_series {
     uint64_t series_id;
     uint8_t type;
