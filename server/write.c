@@ -115,7 +115,8 @@ static int device_load_account(struct server *s, uint64_t account_id)
         rc = tide_meta_device_list(s->meta, &tided_system_principal, account_id,
                                    after, buf, 256, &n);
         for (size_t i = 0; rc == 0 && i < n; i++) {
-            device_put(s, &buf[i]);
+            if (!device_put(s, &buf[i]))
+                rc = -ENOMEM; /* an incomplete account is not marked */
             after = buf[i].id;
         }
     } while (rc == 0 && n == 256);
