@@ -97,7 +97,9 @@ static Tide__V1__Envelope *next_frame(tide_query_iter *it)
                 continue;
             }
             rc = tide__client_read(it->c, it->c->o.io_timeout_ms);
-            if (rc < 0 && !it->head)
+            /* Without memory for a frame the connection is dropped: the
+             * query fails with -ENOMEM, not a later "disconnected". */
+            if (rc < 0 && (!it->head || rc == -ENOMEM))
                 it->state = rc;
             continue;
         }

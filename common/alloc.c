@@ -40,9 +40,9 @@ size_t tide_alloc_live_bytes(void)
     return atomic_load(&live_bytes);
 }
 
-void tide_alloc_fail_nth(unsigned long nth)
+unsigned long tide_alloc_fail_nth(unsigned long nth)
 {
-    atomic_store(&fail_countdown, nth);
+    return atomic_exchange(&fail_countdown, nth);
 }
 
 /* True when this allocation is the one a test asked to fail. */

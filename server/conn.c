@@ -304,6 +304,7 @@ static void on_read(struct bufferevent *bev, void *arg)
         }
         if (have < sizeof(hdr) + n)
             break;
+        tided_test_alloc_arm(0);
         p = evbuffer_pullup(in, (ev_ssize_t)(sizeof(hdr) + n));
         rc = p ? tide_frame_parse(p, sizeof(hdr) + n, max, NULL, &env, &used)
                : -ENOMEM;
@@ -318,6 +319,7 @@ static void on_read(struct bufferevent *bev, void *arg)
         atomic_fetch_add(&c->srv->metrics.bytes_in, used);
         c->partial = evbuffer_get_length(in) > 0;
         c->frame_bytes = used;
+        tided_test_alloc_arm((unsigned long)(env->request_id >> 32));
         dispatch(c, env);
         tide_frame_free(env, NULL);
         if (c->closing)

@@ -29,6 +29,15 @@ static void usage(FILE *f)
         "--set and the config file are listed in docs/operations.md.\n");
 }
 
+/* TIDED_TEST_ALLOC_FAIL_NTH=request_id: tests only (docs/operations.md). */
+static int test_alloc_fail;
+
+void tided_test_alloc_arm(unsigned long nth)
+{
+    if (test_alloc_fail)
+        tide_alloc_fail_nth(nth);
+}
+
 /* Monotonic milliseconds. */
 static int64_t mono_ms(void)
 {
@@ -241,12 +250,22 @@ int main(int argc, char **argv)
     struct server *s = &srv;
     struct tide_db_options dbo;
     struct tide_meta_options mo;
+    const char *test;
     int port = 0, rc, code = 1;
 
     tided_config_defaults(&s->cfg);
     if (parse_args(&s->cfg, argc, argv))
         return 2;
     tided_log_level = s->cfg.log_level;
+    test = getenv("TIDED_TEST_ALLOC_FAIL_NTH");
+    if (test && *test) {
+        if (strcmp(test, "request_id")) {
+            tide_log(LOG_ERROR, "TIDED_TEST_ALLOC_FAIL_NTH must be request_id");
+            return 2;
+        }
+        test_alloc_fail = 1;
+        tide_log(LOG_WARN, "test mode: request ids make allocations fail");
+    }
     signal(SIGPIPE, SIG_IGN);
     raise_nofile();
     if (mkdir(s->cfg.data_dir, 0700) && errno != EEXIST) {

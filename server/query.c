@@ -1207,7 +1207,8 @@ static void query_execute(struct query_state *q)
         env.request_id = q->rid;
         env.body_case = TIDE__V1__ENVELOPE__BODY_QUERY_END;
         env.query_end = &end;
-        q_push(q, &env);
+        if (q_push(q, &env) == -ENOMEM)
+            query_fail(q, -ENOMEM);
     }
 }
 

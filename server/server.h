@@ -266,6 +266,12 @@ int handle_admin(struct conn *c, const Tide__V1__Envelope *env);
 int tided_http_start(struct server *s);
 void tided_metrics_query_latency(struct server *s, uint64_t us);
 
+/* main.c, tests only: with TIDED_TEST_ALLOC_FAIL_NTH=request_id in the
+ * environment, make the `nth` allocation from now fail (0 disarms);
+ * without it, nothing. conn.c disarms as each frame arrives and arms
+ * request_id >> 32 once the frame is decoded (docs/operations.md). */
+void tided_test_alloc_arm(unsigned long nth);
+
 /* Now in ns, CLOCK_REALTIME. */
 int64_t tided_now_ns(void);
 

@@ -115,7 +115,8 @@ static int device_load_account(struct server *s, uint64_t account_id)
         rc = tide_meta_device_list(s->meta, &tided_system_principal, account_id,
                                    after, buf, 256, &n);
         for (size_t i = 0; rc == 0 && i < n; i++) {
-            device_put(s, &buf[i]);
+            if (!device_put(s, &buf[i]))
+                rc = -ENOMEM; /* an incomplete account is not marked */
             after = buf[i].id;
         }
     } while (rc == 0 && n == 256);
@@ -431,6 +432,7 @@ static void devices_prepare(struct server *s, const struct conn *c,
 struct rejection_list {
     Tide__V1__Rejection **v;
     size_t n, cap;
+    int lost; /* a rejection could not be recorded: refuse the batch */
 };
 
 static int reject(struct rejection_list *r, uint32_t group, uint32_t column,
@@ -444,23 +446,34 @@ static int reject(struct rejection_list *r, uint32_t group, uint32_t column,
         Tide__V1__Rejection **v = tide_realloc(r->v, cap * sizeof(*v));
 
         if (!v)
-            return -ENOMEM;
+            goto fail;
         r->v = v;
         r->cap = cap;
     }
     x = tide_calloc(1, sizeof(*x));
     if (!x)
-        return -ENOMEM;
+        goto fail;
     tide__v1__rejection__init(x);
     x->group_index = group;
     x->column_index = column;
     x->device = tide_strdup(device ? device : "");
     x->field = tide_strdup(field ? field : "");
     x->message = tide_strdup(msg);
+    if (!x->device || !x->field || !x->message) {
+        tide_free(x->device);
+        tide_free(x->field);
+        tide_free(x->message);
+        tide_free(x);
+        goto fail;
+    }
     x->code = code;
     x->points = points;
     r->v[r->n++] = x;
     return 0;
+
+fail:
+    r->lost = 1;
+    return -ENOMEM;
 }
 
 static void rejections_free(Tide__V1__Rejection **v, size_t n)
@@ -883,6 +896,7 @@ void handle_write(struct conn *c, const Tide__V1__Envelope *env)
         Tide__V1__ErrorCode gcode = 0;
         const char *gmsg = NULL;
         int64_t *ts;
+        uint8_t *grown;
 
         gmsg = name_error(pg->device, TIDE_META_NAME_MAX, &gcode);
         if (!gmsg) {
@@ -913,8 +927,10 @@ void handle_write(struct conn *c, const Tide__V1__Envelope *env)
             continue;
         }
         ts = build_alloc(&b, (size_t)n * sizeof(*ts));
-        keep = tide_realloc(keep, n ? n : 1);
-        if (!ts || !keep)
+        grown = tide_realloc(keep, n ? n : 1);
+        if (grown)
+            keep = grown; /* else the old one is still ours to free */
+        if (!ts || !grown)
             goto oom;
         for (uint32_t i = 0; i < n; i++) {
             ts[i] = (int64_t)((uint64_t)(i ? ts[i - 1] : 0) +
@@ -1047,6 +1063,8 @@ void handle_write(struct conn *c, const Tide__V1__Envelope *env)
         tide_free(new_ids);
         tide_free(new_rcs);
         tide_free(new_keys);
+        if (rej.lost)
+            goto oom;
         /* Drop the columns that did not resolve. */
         for (uint32_t i = 0; i < b.n_cols; i++) {
             if (b.cols[i].series_id == 0)

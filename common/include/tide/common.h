@@ -47,8 +47,10 @@ char *tide_strndup(const char *s, size_t n);
 /* Bytes currently allocated through the functions above. */
 size_t tide_alloc_live_bytes(void);
 /* Tests: make the `nth` next allocation (1 = the very next) fail, once.
- * 0 disables. */
-void tide_alloc_fail_nth(unsigned long nth);
+ * 0 disables. Returns the countdown it replaces: 0 when the failure armed
+ * before has happened (or none was armed), else how many allocations were
+ * still to go before it. */
+unsigned long tide_alloc_fail_nth(unsigned long nth);
 
 /* ---- Growable byte buffer (alloc.c) ------------------------------------ */
 
