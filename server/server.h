@@ -156,9 +156,8 @@ struct server {
     int qjob_stop;
     /* Throttling of failed authentications per IP (auth.c). */
     struct auth_throttle *throttle;
-    /* Device name -> id cache and per-account rate buckets (write.c). */
-    struct device_cache *devices;
-    struct account_table *accounts;
+    /* Device name -> id cache and per-account state (devices.c). */
+    struct devices *devices;
 };
 
 enum conn_state { CONN_NEW, CONN_HELLO, CONN_AUTHED };
@@ -177,7 +176,69 @@ struct pending_write {
     uint64_t account_id;
 };
 
-struct query_state; /* query.c */
+struct query_state; /* ---- Device cache and account table (devices.c)
+                     * ------------------------ Loop thread only. Entries stay
+                     * owned by the cache: a pointer handed out is valid until
+                     * the next call into devices.c or tided_device_forget(). */
+
+/* A cached device. Read-only outside devices.c. */
+struct device_entry {
+    struct device_entry *next;
+    uint64_t account_id;
+    uint64_t id;
+    int paused;
+    int64_t checked_ns;
+    char name[TIDE_META_NAME_MAX + 1];
+};
+
+/* A cached account: tier and limits (read-only outside devices.c), and
+ * the write path's rate bucket and daily count (write.c updates them). */
+struct account_state {
+    struct account_state *next;
+    uint64_t account_id;
+    struct tide_meta_tier tier;
+    int paused;
+    int64_t checked_ns;
+    double tokens; /* rate limit bucket; may go negative (debt) */
+    int64_t refill_ns;
+    int64_t day;
+    uint64_t day_points;
+};
+
+/* Allocate / free the cache and the table. devices_init returns 0 or -1. */
+int devices_init(struct server *s);
+void devices_fini(struct server *s);
+
+/* Load every device of the account into the cache unless it is there
+ * already. Returns 0 or a sidecar error (nothing is marked loaded). */
+int devices_load(struct server *s, uint64_t account_id);
+
+/* True when `name` of the account is in the cache (no SQL). */
+int devices_known(struct server *s, uint64_t account_id, const char *name);
+
+/* The entry of device `name` of the account in *out, registering the
+ * device when `create`. Returns 0, TIDE_ENOTFOUND, TIDE_EFULL (the tier's
+ * devices_max), or another sidecar error. */
+int devices_get(struct server *s, uint64_t account_id, const char *name,
+                int create, struct device_entry **out);
+
+/* Register names[0..n) (valid thing names the cache does not know) in one
+ * sidecar transaction and cache those registered. Best effort: a name left
+ * out is registered, or refused, by devices_get() later. */
+void devices_register_many(struct server *s, uint64_t account_id,
+                           const char **names, size_t n);
+
+/* The state of account `id`, its tier re-read when stale. NULL without
+ * memory. */
+struct account_state *devices_account(struct server *s, uint64_t id);
+
+/* devices_get() for callers that want the id only (admin.c, query.c). */
+int tided_device_resolve(struct server *s, uint64_t account_id,
+                         const char *name, int create, uint64_t *id_out);
+/* Forget cached device ids of an account (after a delete). */
+void tided_device_forget(struct server *s, uint64_t account_id);
+
+/* query.c */
 
 struct conn {
     struct conn *prev, *next;
@@ -229,14 +290,9 @@ void tided_throttle_fini(struct server *s);
 
 /* write.c */
 void handle_write(struct conn *c, const Tide__V1__Envelope *env);
+/* Set up / free what the write path keeps (the device cache). */
 int tided_write_init(struct server *s);
 void tided_write_fini(struct server *s);
-/* Resolve a device by thing name for the account; creates it when
- * `create`. Returns 0, TIDE_ENOTFOUND, or another error. */
-int tided_device_resolve(struct server *s, uint64_t account_id,
-                         const char *name, int create, uint64_t *id_out);
-/* Forget cached device ids of an account (after a delete). */
-void tided_device_forget(struct server *s, uint64_t account_id);
 /* Move finished writes of the completion queue to their connections and
  * send every ack that is next in line. */
 void tided_writes_drain(struct server *s);

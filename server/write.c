@@ -16,290 +16,17 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include <xxhash.h>
 
 #include "server.h"
 
-#define DEVICE_SLOTS 65536
-/* Every pause, delete or registration made through this server updates
- * the cache at once; the recheck only bounds how long a change made to
- * meta.db by another tool can go unnoticed. */
-#define DEVICE_RECHECK_NS (60ll * 1000000000)
-#define ACCOUNT_SLOTS 4096
-#define TIER_RECHECK_NS (5ll * 1000000000)
-#define DAY_NS (86400ll * 1000000000)
-
-/* ---- Device name -> id cache -------------------------------------------- */
-
-struct device_entry {
-    struct device_entry *next;
-    uint64_t account_id;
-    uint64_t id;
-    int paused;
-    int64_t checked_ns;
-    char name[TIDE_META_NAME_MAX + 1];
-};
-
-struct device_cache {
-    struct device_entry *slot[DEVICE_SLOTS];
-};
-
-static uint32_t device_hash(uint64_t account_id, const char *name)
-{
-    return (uint32_t)(XXH3_64bits_withSeed(name, strlen(name), account_id) %
-                      DEVICE_SLOTS);
-}
-
-static struct device_entry *device_find(struct server *s, uint64_t account_id,
-                                        const char *name)
-{
-    for (struct device_entry *e =
-             s->devices->slot[device_hash(account_id, name)];
-         e; e = e->next)
-        if (e->account_id == account_id && !strcmp(e->name, name))
-            return e;
-    return NULL;
-}
-
-static struct device_entry *device_put(struct server *s,
-                                       const struct tide_meta_device *d)
-{
-    struct device_entry *e = device_find(s, d->account_id, d->thing_name);
-    uint32_t h;
-
-    if (!e) {
-        e = tide_calloc(1, sizeof(*e));
-        if (!e)
-            return NULL;
-        h = device_hash(d->account_id, d->thing_name);
-        e->next = s->devices->slot[h];
-        s->devices->slot[h] = e;
-        e->account_id = d->account_id;
-        snprintf(e->name, sizeof(e->name), "%s", d->thing_name);
-    }
-    e->id = d->id;
-    e->paused = d->paused;
-    e->checked_ns = tided_now_ns();
-    return e;
-}
-
-void tided_device_forget(struct server *s, uint64_t account_id)
-{
-    for (uint32_t i = 0; i < DEVICE_SLOTS; i++) {
-        struct device_entry **pp = &s->devices->slot[i];
-
-        while (*pp) {
-            struct device_entry *e = *pp;
-
-            if (e->account_id == account_id) {
-                *pp = e->next;
-                tide_free(e);
-            } else {
-                pp = &e->next;
-            }
-        }
-    }
-}
-
-/* Load every device of the account into the cache. */
-static int device_load_account(struct server *s, uint64_t account_id)
-{
-    struct tide_meta_device *buf = tide_malloc(256 * sizeof(*buf));
-    uint64_t after = 0;
-    size_t n;
-    int rc;
-
-    if (!buf)
-        return -ENOMEM;
-    do {
-        rc = tide_meta_device_list(s->meta, &tided_system_principal, account_id,
-                                   after, buf, 256, &n);
-        for (size_t i = 0; rc == 0 && i < n; i++) {
-            device_put(s, &buf[i]);
-            after = buf[i].id;
-        }
-    } while (rc == 0 && n == 256);
-    tide_free(buf);
-    return rc;
-}
-
-/* An entry with the empty name (never a valid thing name) marks an
- * account whose devices are all in the cache. Every registration and
- * deletion goes through this server and updates or forgets the account's
- * entries, so a loaded account's cache is complete. */
-static int device_load_once(struct server *s, uint64_t account_id)
-{
-    struct tide_meta_device mark = {.account_id = account_id};
-    int rc;
-
-    if (device_find(s, account_id, ""))
-        return 0;
-    rc = device_load_account(s, account_id);
-    if (rc == 0 && !device_put(s, &mark))
-        rc = -ENOMEM;
-    return rc;
-}
-
-static int device_entry_get(struct server *s, uint64_t account_id,
-                            const char *name, int create,
-                            struct device_entry **out)
-{
-    struct device_entry *e = device_find(s, account_id, name);
-    struct tide_meta_device d;
-    int rc;
-
-    if (!e) {
-        rc = device_load_once(s, account_id);
-        if (rc)
-            return rc;
-        e = device_find(s, account_id, name);
-    }
-    if (!e && create) {
-        struct tide_meta_device_new nd = {.thing_name = name};
-        uint64_t id;
-
-        rc = tide_meta_device_register(s->meta, &tided_system_principal,
-                                       account_id, &nd, &id);
-        if (rc == TIDE_EEXIST) {
-            /* Registered behind the cache's back: read the account again. */
-            tided_device_forget(s, account_id);
-            rc = device_load_once(s, account_id);
-            e = rc ? NULL : device_find(s, account_id, name);
-        } else if (rc == 0) {
-            memset(&d, 0, sizeof(d));
-            d.id = id;
-            d.account_id = account_id;
-            snprintf(d.thing_name, sizeof(d.thing_name), "%s", name);
-            e = device_put(s, &d);
-            rc = e ? 0 : -ENOMEM;
-        }
-        if (rc)
-            return rc;
-    }
-    if (!e)
-        return TIDE_ENOTFOUND;
-    if (tided_now_ns() - e->checked_ns > DEVICE_RECHECK_NS) {
-        rc = tide_meta_device_get(s->meta, &tided_system_principal, account_id,
-                                  e->id, &d);
-        if (rc == TIDE_ENOTFOUND) {
-            tided_device_forget(s, account_id);
-            return rc;
-        }
-        if (rc == 0)
-            device_put(s, &d);
-    }
-    *out = e;
-    return 0;
-}
-
-int tided_device_resolve(struct server *s, uint64_t account_id,
-                         const char *name, int create, uint64_t *id_out)
-{
-    struct device_entry *e;
-    int rc = device_entry_get(s, account_id, name, create, &e);
-
-    if (rc == 0)
-        *id_out = e->id;
-    return rc;
-}
-
-/* ---- Per-account limits -------------------------------------------------- */
-
-struct account_state {
-    struct account_state *next;
-    uint64_t account_id;
-    struct tide_meta_tier tier;
-    int paused;
-    int64_t checked_ns;
-    double tokens; /* rate limit bucket; may go negative (debt) */
-    int64_t refill_ns;
-    int64_t day;
-    uint64_t day_points;
-};
-
-struct account_table {
-    struct account_state *slot[ACCOUNT_SLOTS];
-};
-
-static struct account_state *account_get(struct server *s, uint64_t id)
-{
-    struct account_table *t = s->accounts;
-    struct account_state **pp = &t->slot[id % ACCOUNT_SLOTS], *a;
-    int64_t now = tided_now_ns();
-    struct tide_meta_account acct;
-
-    for (a = *pp; a && a->account_id != id; a = a->next)
-        ;
-    if (!a) {
-        struct tide_meta_usage u[1];
-        size_t n = 0;
-
-        a = tide_calloc(1, sizeof(*a));
-        if (!a)
-            return NULL;
-        a->account_id = id;
-        a->next = *pp;
-        *pp = a;
-        a->day = now / DAY_NS;
-        /* The quota survives restarts: start from what is recorded. */
-        if (tide_meta_usage_read(s->meta, &tided_system_principal, id, a->day,
-                                 a->day, u, 1, &n) == 0 &&
-            n == 1)
-            a->day_points = u[0].points;
-    }
-    if (now - a->checked_ns > TIER_RECHECK_NS) {
-        if (tide_meta_account_get(s->meta, &tided_system_principal, id,
-                                  &acct) == 0) {
-            a->paused = acct.paused;
-            if (tide_meta_tier_get(s->meta, acct.tier, &a->tier))
-                memset(&a->tier, 0, sizeof(a->tier));
-        }
-        if (!a->checked_ns) {
-            a->tokens = (double)a->tier.rate_points_s;
-            a->refill_ns = now;
-        }
-        a->checked_ns = now;
-    }
-    if (now / DAY_NS != a->day) {
-        a->day = now / DAY_NS;
-        a->day_points = 0;
-    }
-    return a;
-}
-
 int tided_write_init(struct server *s)
 {
-    s->devices = tide_calloc(1, sizeof(*s->devices));
-    s->accounts = tide_calloc(1, sizeof(struct account_table));
-    return s->devices && s->accounts ? 0 : -1;
+    return devices_init(s);
 }
 
 void tided_write_fini(struct server *s)
 {
-    struct account_table *t = s->accounts;
-
-    if (s->devices) {
-        for (uint32_t i = 0; i < DEVICE_SLOTS; i++) {
-            while (s->devices->slot[i]) {
-                struct device_entry *e = s->devices->slot[i];
-
-                s->devices->slot[i] = e->next;
-                tide_free(e);
-            }
-        }
-    }
-    for (uint32_t i = 0; t && i < ACCOUNT_SLOTS; i++) {
-        while (t->slot[i]) {
-            struct account_state *a = t->slot[i];
-
-            t->slot[i] = a->next;
-            tide_free(a);
-        }
-    }
-    tide_free(s->devices);
-    tide_free(s->accounts);
-    s->devices = NULL;
-    s->accounts = NULL;
+    devices_fini(s);
 }
 
 /* ---- Validation helpers -------------------------------------------------- */
@@ -377,52 +104,36 @@ static const char *name_error(const char *s, size_t max,
 /* Register, in one sidecar transaction, the devices this batch names that
  * the account does not have yet (a new fleet's first batch names
  * thousands). Best effort: a device left out is registered, or refused,
- * one at a time by device_entry_get(). */
+ * one at a time by devices_get(). */
 static void devices_prepare(struct server *s, const struct conn *c,
                             const Tide__V1__WriteBatch *wb)
 {
     uint64_t account = c->who.account_id;
     const char **names;
-    uint64_t *ids;
-    int *rcs;
     size_t n = 0;
 
     if (c->who.role == TIDE_META_ROLE_DEVICE || wb->n_groups < 2 ||
-        device_load_once(s, account))
+        devices_load(s, account))
         return;
     /* The usual batch names known devices only: one lookup each, no more. */
     for (size_t g = 0; g < wb->n_groups && !n; g++)
-        n = !device_find(s, account, wb->groups[g]->device);
+        n = !devices_known(s, account, wb->groups[g]->device);
     if (!n)
         return;
     n = 0;
     names = tide_malloc(wb->n_groups * sizeof(*names));
-    ids = tide_malloc(wb->n_groups * sizeof(*ids));
-    rcs = tide_malloc(wb->n_groups * sizeof(*rcs));
-    for (size_t g = 0; names && ids && rcs && g < wb->n_groups; g++) {
+    for (size_t g = 0; names && g < wb->n_groups; g++) {
         const char *name = wb->groups[g]->device;
 
         /* Repeats within the batch come back as TIDE_EEXIST: harmless. */
-        if (!device_find(s, account, name) &&
+        if (!devices_known(s, account, name) &&
             name_valid(name, TIDE_META_NAME_MAX) &&
             utf8_valid((const uint8_t *)name, strlen(name)))
             names[n++] = name;
     }
-    if (n > 1 &&
-        tide_meta_device_register_many(s->meta, &tided_system_principal,
-                                       account, names, n, ids, rcs) == 0) {
-        for (size_t i = 0; i < n; i++) {
-            struct tide_meta_device d = {.id = ids[i], .account_id = account};
-
-            if (rcs[i])
-                continue;
-            snprintf(d.thing_name, sizeof(d.thing_name), "%s", names[i]);
-            device_put(s, &d);
-        }
-    }
+    if (n > 1)
+        devices_register_many(s, account, names, n);
     tide_free(names);
-    tide_free(ids);
-    tide_free(rcs);
 }
 
 /* ---- Building the batch ---------------------------------------------------
@@ -839,7 +550,7 @@ void handle_write(struct conn *c, const Tide__V1__Envelope *env)
                                   : "this credential may not write");
         return;
     }
-    acct = account_get(s, c->who.account_id);
+    acct = devices_account(s, c->who.account_id);
     if (!acct) {
         refuse(c, rid, TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
                "out of memory");
@@ -886,8 +597,8 @@ void handle_write(struct conn *c, const Tide__V1__Envelope *env)
 
         gmsg = name_error(pg->device, TIDE_META_NAME_MAX, &gcode);
         if (!gmsg) {
-            rc = device_entry_get(s, c->who.account_id, pg->device,
-                                  c->who.role != TIDE_META_ROLE_DEVICE, &dev);
+            rc = devices_get(s, c->who.account_id, pg->device,
+                             c->who.role != TIDE_META_ROLE_DEVICE, &dev);
             if (rc == 0 && c->who.role == TIDE_META_ROLE_DEVICE &&
                 dev->id != c->who.device_id)
                 rc = TIDE_EPERM;

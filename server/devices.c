@@ -1,0 +1,301 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The server-wide device cache (thing name -> device id and paused flag,
+ * per account) and account table (tier, paused flag, rate-limit bucket and
+ * today's points), both owned here and used by the loop thread only. The
+ * write path resolves every group's device through this cache, so a
+ * known device costs no SQL; queries and admin requests resolve names
+ * through it too.
+ *
+ * Invariants:
+ *   1. An entry with the empty name (never a valid thing name) marks an
+ *      account whose devices are all in the cache: every registration
+ *      made through this server is put into it, and a registration made
+ *      behind its back shows up as TIDE_EEXIST, which reloads the account.
+ *   2. An entry is re-read from the sidecar when older than
+ *      DEVICE_RECHECK_NS, an account's tier when older than
+ *      TIER_RECHECK_NS: this bounds how long a change made to meta.db by
+ *      another process can go unnoticed.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "server.h"
+
+#define DEVICE_SLOTS 65536
+/* Every pause, delete or registration made through this server updates
+ * the cache at once; the recheck only bounds how long a change made to
+ * meta.db by another tool can go unnoticed. */
+#define DEVICE_RECHECK_NS (60ll * 1000000000)
+#define ACCOUNT_SLOTS 4096
+#define TIER_RECHECK_NS (5ll * 1000000000)
+#define DAY_NS (86400ll * 1000000000)
+
+struct devices {
+    struct device_entry *slot[DEVICE_SLOTS];
+    struct account_state *acct[ACCOUNT_SLOTS];
+};
+
+/* ---- Device name -> id cache -------------------------------------------- */
+
+static uint32_t device_hash(uint64_t account_id, const char *name)
+{
+    return (uint32_t)(XXH3_64bits_withSeed(name, strlen(name), account_id) %
+                      DEVICE_SLOTS);
+}
+
+static struct device_entry *device_find(struct server *s, uint64_t account_id,
+                                        const char *name)
+{
+    for (struct device_entry *e =
+             s->devices->slot[device_hash(account_id, name)];
+         e; e = e->next)
+        if (e->account_id == account_id && !strcmp(e->name, name))
+            return e;
+    return NULL;
+}
+
+static struct device_entry *device_put(struct server *s,
+                                       const struct tide_meta_device *d)
+{
+    struct device_entry *e = device_find(s, d->account_id, d->thing_name);
+    uint32_t h;
+
+    if (!e) {
+        e = tide_calloc(1, sizeof(*e));
+        if (!e)
+            return NULL;
+        h = device_hash(d->account_id, d->thing_name);
+        e->next = s->devices->slot[h];
+        s->devices->slot[h] = e;
+        e->account_id = d->account_id;
+        snprintf(e->name, sizeof(e->name), "%s", d->thing_name);
+    }
+    e->id = d->id;
+    e->paused = d->paused;
+    e->checked_ns = tided_now_ns();
+    return e;
+}
+
+void tided_device_forget(struct server *s, uint64_t account_id)
+{
+    for (uint32_t i = 0; i < DEVICE_SLOTS; i++) {
+        struct device_entry **pp = &s->devices->slot[i];
+
+        while (*pp) {
+            struct device_entry *e = *pp;
+
+            if (e->account_id == account_id) {
+                *pp = e->next;
+                tide_free(e);
+            } else {
+                pp = &e->next;
+            }
+        }
+    }
+}
+
+/* Load every device of the account into the cache. */
+static int device_load_account(struct server *s, uint64_t account_id)
+{
+    struct tide_meta_device *buf = tide_malloc(256 * sizeof(*buf));
+    uint64_t after = 0;
+    size_t n;
+    int rc;
+
+    if (!buf)
+        return -ENOMEM;
+    do {
+        rc = tide_meta_device_list(s->meta, &tided_system_principal, account_id,
+                                   after, buf, 256, &n);
+        for (size_t i = 0; rc == 0 && i < n; i++) {
+            device_put(s, &buf[i]);
+            after = buf[i].id;
+        }
+    } while (rc == 0 && n == 256);
+    tide_free(buf);
+    return rc;
+}
+
+int devices_load(struct server *s, uint64_t account_id)
+{
+    struct tide_meta_device mark = {.account_id = account_id};
+    int rc;
+
+    if (device_find(s, account_id, ""))
+        return 0;
+    rc = device_load_account(s, account_id);
+    if (rc == 0 && !device_put(s, &mark))
+        rc = -ENOMEM;
+    return rc;
+}
+
+int devices_known(struct server *s, uint64_t account_id, const char *name)
+{
+    return device_find(s, account_id, name) != NULL;
+}
+
+int devices_get(struct server *s, uint64_t account_id, const char *name,
+                int create, struct device_entry **out)
+{
+    struct device_entry *e = device_find(s, account_id, name);
+    struct tide_meta_device d;
+    int rc;
+
+    if (!e) {
+        rc = devices_load(s, account_id);
+        if (rc)
+            return rc;
+        e = device_find(s, account_id, name);
+    }
+    if (!e && create) {
+        struct tide_meta_device_new nd = {.thing_name = name};
+        uint64_t id;
+
+        rc = tide_meta_device_register(s->meta, &tided_system_principal,
+                                       account_id, &nd, &id);
+        if (rc == TIDE_EEXIST) {
+            /* Registered behind the cache's back: read the account again. */
+            tided_device_forget(s, account_id);
+            rc = devices_load(s, account_id);
+            e = rc ? NULL : device_find(s, account_id, name);
+        } else if (rc == 0) {
+            memset(&d, 0, sizeof(d));
+            d.id = id;
+            d.account_id = account_id;
+            snprintf(d.thing_name, sizeof(d.thing_name), "%s", name);
+            e = device_put(s, &d);
+            rc = e ? 0 : -ENOMEM;
+        }
+        if (rc)
+            return rc;
+    }
+    if (!e)
+        return TIDE_ENOTFOUND;
+    if (tided_now_ns() - e->checked_ns > DEVICE_RECHECK_NS) {
+        rc = tide_meta_device_get(s->meta, &tided_system_principal, account_id,
+                                  e->id, &d);
+        if (rc == TIDE_ENOTFOUND) {
+            tided_device_forget(s, account_id);
+            return rc;
+        }
+        if (rc == 0)
+            device_put(s, &d);
+    }
+    *out = e;
+    return 0;
+}
+
+void devices_register_many(struct server *s, uint64_t account_id,
+                           const char **names, size_t n)
+{
+    uint64_t *ids = tide_malloc(n * sizeof(*ids));
+    int *rcs = tide_malloc(n * sizeof(*rcs));
+
+    if (ids && rcs &&
+        tide_meta_device_register_many(s->meta, &tided_system_principal,
+                                       account_id, names, n, ids, rcs) == 0) {
+        for (size_t i = 0; i < n; i++) {
+            struct tide_meta_device d = {.id = ids[i],
+                                         .account_id = account_id};
+
+            if (rcs[i])
+                continue;
+            snprintf(d.thing_name, sizeof(d.thing_name), "%s", names[i]);
+            device_put(s, &d);
+        }
+    }
+    tide_free(ids);
+    tide_free(rcs);
+}
+
+int tided_device_resolve(struct server *s, uint64_t account_id,
+                         const char *name, int create, uint64_t *id_out)
+{
+    struct device_entry *e;
+    int rc = devices_get(s, account_id, name, create, &e);
+
+    if (rc == 0)
+        *id_out = e->id;
+    return rc;
+}
+
+/* ---- Per-account limits -------------------------------------------------- */
+
+struct account_state *devices_account(struct server *s, uint64_t id)
+{
+    struct account_state **pp = &s->devices->acct[id % ACCOUNT_SLOTS], *a;
+    int64_t now = tided_now_ns();
+    struct tide_meta_account acct;
+
+    for (a = *pp; a && a->account_id != id; a = a->next)
+        ;
+    if (!a) {
+        struct tide_meta_usage u[1];
+        size_t n = 0;
+
+        a = tide_calloc(1, sizeof(*a));
+        if (!a)
+            return NULL;
+        a->account_id = id;
+        a->next = *pp;
+        *pp = a;
+        a->day = now / DAY_NS;
+        /* The quota survives restarts: start from what is recorded. */
+        if (tide_meta_usage_read(s->meta, &tided_system_principal, id, a->day,
+                                 a->day, u, 1, &n) == 0 &&
+            n == 1)
+            a->day_points = u[0].points;
+    }
+    if (now - a->checked_ns > TIER_RECHECK_NS) {
+        if (tide_meta_account_get(s->meta, &tided_system_principal, id,
+                                  &acct) == 0) {
+            a->paused = acct.paused;
+            if (tide_meta_tier_get(s->meta, acct.tier, &a->tier))
+                memset(&a->tier, 0, sizeof(a->tier));
+        }
+        if (!a->checked_ns) {
+            a->tokens = (double)a->tier.rate_points_s;
+            a->refill_ns = now;
+        }
+        a->checked_ns = now;
+    }
+    if (now / DAY_NS != a->day) {
+        a->day = now / DAY_NS;
+        a->day_points = 0;
+    }
+    return a;
+}
+
+/* ---- Lifetime ------------------------------------------------------------ */
+
+int devices_init(struct server *s)
+{
+    s->devices = tide_calloc(1, sizeof(*s->devices));
+    return s->devices ? 0 : -1;
+}
+
+void devices_fini(struct server *s)
+{
+    struct devices *d = s->devices;
+
+    for (uint32_t i = 0; d && i < DEVICE_SLOTS; i++) {
+        while (d->slot[i]) {
+            struct device_entry *e = d->slot[i];
+
+            d->slot[i] = e->next;
+            tide_free(e);
+        }
+    }
+    for (uint32_t i = 0; d && i < ACCOUNT_SLOTS; i++) {
+        while (d->acct[i]) {
+            struct account_state *a = d->acct[i];
+
+            d->acct[i] = a->next;
+            tide_free(a);
+        }
+    }
+    tide_free(d);
+    s->devices = NULL;
+}
