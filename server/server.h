@@ -293,11 +293,27 @@ void handle_write(struct conn *c, const Tide__V1__Envelope *env);
 /* Set up / free what the write path keeps (the device cache). */
 int tided_write_init(struct server *s);
 void tided_write_fini(struct server *s);
-/* Move finished writes of the completion queue to their connections and
+
+/* ack.c: the write FIFO of each connection and the engine's completions.
+ * Move finished writes of the completion queue to their connections and
  * send every ack that is next in line. */
 void tided_writes_drain(struct server *s);
 /* Send the ready responses at the head of a connection's write FIFO. */
 void conn_flush_writes(struct conn *c);
+/* Refuse a batch whole with Error{code, msg, retry_after_ms}, queued in
+ * the connection's write FIFO so responses keep the order of the batches.
+ * Without memory the connection gets OVERLOADED and is closed. */
+void ack_refuse(struct conn *c, uint64_t rid, Tide__V1__ErrorCode code,
+                const char *msg, uint32_t retry_after_ms);
+/* The engine's completion callback for a pending_write (`ctx`); any
+ * thread. Queues it for tided_writes_drain(). */
+void ack_on_durable(void *ctx, int rc);
+/* Replace the WriteAck of `w` by Error{code, msg}. Without memory the
+ * reply is dropped, and conn_flush_writes() answers INTERNAL instead. */
+void ack_to_error(struct pending_write *w, Tide__V1__ErrorCode code,
+                  const char *msg);
+/* Free rejections v[0..n) and the array. Accepts NULL. */
+void ack_rejections_free(Tide__V1__Rejection **v, size_t n);
 
 /* query.c */
 void handle_query(struct conn *c, const Tide__V1__Envelope *env);
