@@ -29,13 +29,12 @@ void ack_rejections_free(Tide__V1__Rejection **v, size_t n)
     tide_free(v);
 }
 
-
 static void pending_free(struct pending_write *w)
 {
     if (w->reply) {
         if (w->reply->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK) {
             ack_rejections_free(w->reply->write_ack->rejections,
-                            w->reply->write_ack->n_rejections);
+                                w->reply->write_ack->n_rejections);
             tide_free(w->reply->write_ack);
         } else if (w->reply->body_case == TIDE__V1__ENVELOPE__BODY_ERROR) {
             tide_free(w->reply->error->message);
@@ -70,7 +69,7 @@ static Tide__V1__Error *error_new(Tide__V1__ErrorCode code, const char *msg,
 /* Replace the WriteAck of `w` by Error{code, msg}. Without memory the
  * reply is dropped, and conn_flush_writes() answers INTERNAL instead. */
 void ack_to_error(struct pending_write *w, Tide__V1__ErrorCode code,
-                         const char *msg)
+                  const char *msg)
 {
     Tide__V1__WriteAck *ack = w->reply->write_ack;
     Tide__V1__Error *err = error_new(code, msg, 0);
@@ -171,11 +170,10 @@ void tided_writes_drain(struct server *s)
     }
 }
 
-
 /* Refuse a batch whole. The Error joins the connection's write FIFO so
  * that write responses keep the order of the batches. */
 void ack_refuse(struct conn *c, uint64_t rid, Tide__V1__ErrorCode code,
-                         const char *msg, uint32_t retry_after_ms)
+                const char *msg, uint32_t retry_after_ms)
 {
     struct pending_write *w = tide_calloc(1, sizeof(*w));
     Tide__V1__Envelope *env = tide_calloc(1, sizeof(*env));
@@ -208,4 +206,3 @@ void ack_refuse(struct conn *c, uint64_t rid, Tide__V1__ErrorCode code,
     c->inflight++;
     conn_flush_writes(c);
 }
-
