@@ -7,16 +7,33 @@
  * known device costs no SQL; queries and admin requests resolve names
  * through it too.
  *
+ * The sidecar itself says when cached rows change: its invalidation hook
+ * (tide_meta_set_invalidate) calls on_invalidate(), on whichever thread
+ * made the change (the loop for admin requests, the maintenance thread
+ * for purges), which queues (account, device) under `stale_lock`. The loop
+ * applies the queue (stale_apply) when a batch starts (devices_account)
+ * and when a query or admin request resolves a name
+ * (tided_device_resolve), never in the middle of a batch, so that the
+ * entries a batch holds stay valid until it is built:
+ *
+ *   any thread: meta change ─► on_invalidate ─► stale[] + stale_pending
+ *   loop: devices_account / tided_device_resolve ─► stale_apply
+ *
  * Invariants:
  *   1. An entry with the empty name (never a valid thing name) marks an
  *      account whose devices are all in the cache: every registration
  *      made through this server is put into it, and a registration made
  *      behind its back shows up as TIDE_EEXIST, which reloads the account.
- *   2. An entry is re-read from the sidecar when older than
+ *   2. Every change the sidecar reports is applied before the next batch
+ *      or name lookup: the devices of the account are forgotten and its tier is
+ *      read again; an account that no longer exists (deleted, purged) is
+ *      dropped.
+ *   3. An entry is re-read from the sidecar when older than
  *      DEVICE_RECHECK_NS, an account's tier when older than
  *      TIER_RECHECK_NS: this bounds how long a change made to meta.db by
- *      another process can go unnoticed.
+ *      another process, which the hook cannot see, goes unnoticed.
  */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -24,18 +41,30 @@
 #include "server.h"
 
 #define DEVICE_SLOTS 65536
-/* Every pause, delete or registration made through this server updates
- * the cache at once; the recheck only bounds how long a change made to
- * meta.db by another tool can go unnoticed. */
 #define DEVICE_RECHECK_NS (60ll * 1000000000)
 #define ACCOUNT_SLOTS 4096
 #define TIER_RECHECK_NS (5ll * 1000000000)
 #define DAY_NS (86400ll * 1000000000)
+/* Changes queued between two uses of the cache; more drop everything. */
+#define STALE_MAX 256
+
+struct stale {
+    uint64_t account_id;
+    uint64_t device_id;
+};
 
 struct devices {
     struct device_entry *slot[DEVICE_SLOTS];
     struct account_state *acct[ACCOUNT_SLOTS];
+    /* Changes reported by the sidecar, not yet applied. */
+    pthread_mutex_t stale_lock;
+    atomic_int stale_pending; /* stale[] or stale_all has something */
+    int stale_all;            /* (0, 0) or stale[] overflowed */
+    unsigned n_stale;
+    struct stale stale[STALE_MAX];
 };
+
+static void stale_apply(struct server *s);
 
 /* ---- Device name -> id cache -------------------------------------------- */
 
@@ -139,10 +168,11 @@ int devices_known(struct server *s, uint64_t account_id, const char *name)
 int devices_get(struct server *s, uint64_t account_id, const char *name,
                 int create, struct device_entry **out)
 {
-    struct device_entry *e = device_find(s, account_id, name);
+    struct device_entry *e;
     struct tide_meta_device d;
     int rc;
 
+    e = device_find(s, account_id, name);
     if (!e) {
         rc = devices_load(s, account_id);
         if (rc)
@@ -214,8 +244,10 @@ int tided_device_resolve(struct server *s, uint64_t account_id,
                          const char *name, int create, uint64_t *id_out)
 {
     struct device_entry *e;
-    int rc = devices_get(s, account_id, name, create, &e);
+    int rc;
 
+    stale_apply(s);
+    rc = devices_get(s, account_id, name, create, &e);
     if (rc == 0)
         *id_out = e->id;
     return rc;
@@ -225,10 +257,12 @@ int tided_device_resolve(struct server *s, uint64_t account_id,
 
 struct account_state *devices_account(struct server *s, uint64_t id)
 {
-    struct account_state **pp = &s->devices->acct[id % ACCOUNT_SLOTS], *a;
+    struct account_state **pp, *a;
     int64_t now = tided_now_ns();
     struct tide_meta_account acct;
 
+    stale_apply(s);
+    pp = &s->devices->acct[id % ACCOUNT_SLOTS];
     for (a = *pp; a && a->account_id != id; a = a->next)
         ;
     if (!a) {
@@ -248,7 +282,8 @@ struct account_state *devices_account(struct server *s, uint64_t id)
             n == 1)
             a->day_points = u[0].points;
     }
-    if (now - a->checked_ns > TIER_RECHECK_NS) {
+    if (a->stale || now - a->checked_ns > TIER_RECHECK_NS) {
+        a->stale = 0;
         if (tide_meta_account_get(s->meta, &tided_system_principal, id,
                                   &acct) == 0) {
             a->paused = acct.paused;
@@ -268,19 +303,26 @@ struct account_state *devices_account(struct server *s, uint64_t id)
     return a;
 }
 
-/* ---- Lifetime ------------------------------------------------------------ */
+/* ---- Invalidation ---------------------------------------------------------
+ */
 
-int devices_init(struct server *s)
+/* The sidecar's hook: any thread, the sidecar's lock held. Queue only. */
+static void on_invalidate(void *ctx, uint64_t account_id, uint64_t device_id)
 {
-    s->devices = tide_calloc(1, sizeof(*s->devices));
-    return s->devices ? 0 : -1;
+    struct devices *d = ctx;
+
+    pthread_mutex_lock(&d->stale_lock);
+    if (account_id == 0 || d->n_stale == STALE_MAX)
+        d->stale_all = 1;
+    else
+        d->stale[d->n_stale++] = (struct stale){account_id, device_id};
+    atomic_store_explicit(&d->stale_pending, 1, memory_order_release);
+    pthread_mutex_unlock(&d->stale_lock);
 }
 
-void devices_fini(struct server *s)
+static void forget_all(struct devices *d)
 {
-    struct devices *d = s->devices;
-
-    for (uint32_t i = 0; d && i < DEVICE_SLOTS; i++) {
+    for (uint32_t i = 0; i < DEVICE_SLOTS; i++) {
         while (d->slot[i]) {
             struct device_entry *e = d->slot[i];
 
@@ -288,7 +330,91 @@ void devices_fini(struct server *s)
             tide_free(e);
         }
     }
-    for (uint32_t i = 0; d && i < ACCOUNT_SLOTS; i++) {
+}
+
+/* Read account `id` again at its next use, or drop it when it is gone. */
+static void account_stale(struct server *s, uint64_t id)
+{
+    struct account_state **pp = &s->devices->acct[id % ACCOUNT_SLOTS], *a;
+    struct tide_meta_account acct;
+
+    while (*pp && (*pp)->account_id != id)
+        pp = &(*pp)->next;
+    a = *pp;
+    if (!a)
+        return;
+    if (tide_meta_account_get(s->meta, &tided_system_principal, id, &acct) ==
+        TIDE_ENOTFOUND) {
+        *pp = a->next;
+        tide_free(a);
+    } else {
+        a->stale = 1;
+    }
+}
+
+/* Apply the changes the sidecar reported since the last call. Loop
+ * thread. One atomic load when there are none. */
+static void stale_apply(struct server *s)
+{
+    struct devices *d = s->devices;
+    struct stale v[STALE_MAX];
+    unsigned n;
+    int all;
+
+    if (!atomic_load_explicit(&d->stale_pending, memory_order_acquire))
+        return;
+    pthread_mutex_lock(&d->stale_lock);
+    n = d->n_stale;
+    memcpy(v, d->stale, n * sizeof(v[0]));
+    all = d->stale_all;
+    d->n_stale = 0;
+    d->stale_all = 0;
+    atomic_store_explicit(&d->stale_pending, 0, memory_order_relaxed);
+    pthread_mutex_unlock(&d->stale_lock);
+    if (all) {
+        forget_all(d);
+        for (uint32_t i = 0; i < ACCOUNT_SLOTS; i++)
+            for (struct account_state *a = d->acct[i]; a; a = a->next)
+                a->stale = 1;
+        return;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        unsigned k = 0;
+
+        /* Each account once, however many of its devices changed. */
+        while (k < i && v[k].account_id != v[i].account_id)
+            k++;
+        if (k < i)
+            continue;
+        tided_device_forget(s, v[i].account_id);
+        if (v[i].device_id == 0)
+            account_stale(s, v[i].account_id);
+    }
+}
+
+/* ---- Lifetime ------------------------------------------------------------ */
+
+int devices_init(struct server *s)
+{
+    struct devices *d = tide_calloc(1, sizeof(*d));
+
+    if (!d)
+        return -1;
+    pthread_mutex_init(&d->stale_lock, NULL);
+    atomic_init(&d->stale_pending, 0);
+    s->devices = d;
+    tide_meta_set_invalidate(s->meta, on_invalidate, d);
+    return 0;
+}
+
+void devices_fini(struct server *s)
+{
+    struct devices *d = s->devices;
+
+    if (!d)
+        return;
+    forget_all(d);
+    for (uint32_t i = 0; i < ACCOUNT_SLOTS; i++) {
         while (d->acct[i]) {
             struct account_state *a = d->acct[i];
 
@@ -296,6 +422,7 @@ void devices_fini(struct server *s)
             tide_free(a);
         }
     }
+    pthread_mutex_destroy(&d->stale_lock);
     tide_free(d);
     s->devices = NULL;
 }

@@ -198,6 +198,7 @@ struct account_state {
     uint64_t account_id;
     struct tide_meta_tier tier;
     int paused;
+    int stale; /* the sidecar reported a change: read again */
     int64_t checked_ns;
     double tokens; /* rate limit bucket; may go negative (debt) */
     int64_t refill_ns;
@@ -205,7 +206,9 @@ struct account_state {
     uint64_t day_points;
 };
 
-/* Allocate / free the cache and the table. devices_init returns 0 or -1. */
+/* Allocate the cache and the table and install the sidecar's
+ * invalidation hook (s->meta open, on the loop thread); 0 or -1. Free them
+ * (after tide_meta_close, which ends the hook's calls). */
 int devices_init(struct server *s);
 void devices_fini(struct server *s);
 
