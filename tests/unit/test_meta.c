@@ -1379,3 +1379,41 @@ Test(meta, invalidation_hook_hears_each_purge)
     CHECK(tide_meta_prune(m, &admin, &ps));
     cr_assert_eq(l.n, 0);
 }
+
+Test(meta, device_tags_set_in_one_transaction)
+{
+    struct inval_log l = {0};
+    struct tide_meta_principal p, q, dk;
+    struct tide_meta_device d;
+    uint64_t id = new_owner("tags@example.com", &p);
+    uint64_t other = new_owner("tags2@example.com", &q);
+    uint64_t ids[3], foreign = new_device(&q, other, "x");
+    const char *tags[3] = {"site=a,rack=1", "site=b", "bad\x01"};
+    int rcs[3];
+
+    ids[0] = new_device(&p, id, "d0");
+    ids[1] = new_device(&p, id, "d1");
+    ids[2] = new_device(&p, id, "d2");
+    tide_meta_set_invalidate(m, on_invalidate, &l);
+    CHECK(tide_meta_device_tags_set(m, &p, id, ids, tags, 3, rcs));
+    cr_assert_eq(rcs[0], 0);
+    cr_assert_eq(rcs[1], 0);
+    cr_assert_eq(rcs[2], TIDE_EINVAL);
+    cr_assert_eq(l.n, 2, "one report per device changed, got %u", l.n);
+    cr_assert_eq(l.device[0], ids[0]);
+    cr_assert_eq(l.device[1], ids[1]);
+    CHECK(tide_meta_device_get(m, &p, id, ids[0], &d));
+    cr_assert_str_eq(d.tags, "site=a,rack=1");
+    CHECK(tide_meta_device_get(m, &p, id, ids[1], &d));
+    cr_assert_str_eq(d.tags, "site=b");
+    CHECK(tide_meta_device_get(m, &p, id, ids[2], &d));
+    cr_assert_str_eq(d.tags, "");
+    /* Another account's device is not found through this account. */
+    CHECK(tide_meta_device_tags_set(m, &p, id, &foreign, tags, 1, rcs));
+    cr_assert_eq(rcs[0], TIDE_ENOTFOUND);
+    /* A device key may not manage devices. */
+    dk = key_principal(&p, id, TIDE_META_ROLE_DEVICE, ids[0]);
+    CHECK_RC(tide_meta_device_tags_set(m, &dk, id, ids, tags, 1, rcs),
+             TIDE_EPERM);
+    tide_meta_set_invalidate(m, NULL, NULL);
+}

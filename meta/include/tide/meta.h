@@ -448,6 +448,19 @@ int tide_meta_device_update(tide_meta *m, const struct tide_meta_principal *p,
                             uint64_t account_id, uint64_t device_id,
                             const struct tide_meta_device_new *d);
 
+/*
+ * Replace the tags of devices device_ids[0..n) of `account_id` by
+ * tags[i] ("k=v,k=v" text, at most TIDE_META_TAGS_MAX bytes) in one
+ * transaction (DEVICE_MANAGE): how the write path stores the tags a batch
+ * upserts. rcs[i] receives 0 or that device's error: TIDE_EINVAL (bad
+ * text), TIDE_ENOTFOUND (no such device in the account). Returns 0 when
+ * the batch was applied (check rcs), or TIDE_EPERM, TIDE_ENOTFOUND,
+ * TIDE_EIO, -ENOMEM with nothing changed.
+ */
+int tide_meta_device_tags_set(tide_meta *m, const struct tide_meta_principal *p,
+                              uint64_t account_id, const uint64_t *device_ids,
+                              const char *const *tags, size_t n, int *rcs);
+
 /* Read one device (DEVICE_READ). Returns 0, TIDE_EPERM, TIDE_ENOTFOUND,
  * TIDE_EIO. */
 int tide_meta_device_get(tide_meta *m, const struct tide_meta_principal *p,
@@ -699,7 +712,7 @@ typedef void (*tide_meta_invalidate_fn)(void *ctx, uint64_t account_id,
  * changes a row that a cache outside it may hold:
  *   (account, device)  the device was deleted, paused or resumed, or its
  *                      thing name or tags changed: tide_meta_device_delete,
- *                      _pause, _update;
+ *                      _pause, _update, _tags_set;
  *   (account, 0)       the account was paused, resumed, deleted, restored
  *                      or purged, or its tier changed:
  *                      tide_meta_account_pause, _delete, _restore,
