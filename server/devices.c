@@ -28,7 +28,11 @@
  *      or name lookup: the devices of the account are forgotten and its tier is
  *      read again; an account that no longer exists (deleted, purged) is
  *      dropped.
- *   3. An entry is re-read from the sidecar when older than
+ *   3. Tags set through devices_set_tags() are in the cache at once and
+ *      in the sidecar after devices_tags_flush(), which stores them with
+ *      the hook muted (they are no news to the cache); a failed store
+ *      forgets the account's devices.
+ *   4. An entry is re-read from the sidecar when older than
  *      DEVICE_RECHECK_NS, an account's tier when older than
  *      TIER_RECHECK_NS: this bounds how long a change made to meta.db by
  *      another process, which the hook cannot see, goes unnoticed.
@@ -62,6 +66,19 @@ struct devices {
     int stale_all;            /* (0, 0) or stale[] overflowed */
     unsigned n_stale;
     struct stale stale[STALE_MAX];
+    /* The loop thread, and whether a sidecar call it makes to store what
+     * the cache already holds is in progress: its reports are echoes. */
+    pthread_t owner;
+    int muted;
+    /* Tags changed in the cache, not yet stored (devices_tags_flush). */
+    struct tags_pending *pend;
+    size_t n_pend, cap_pend;
+};
+
+struct tags_pending {
+    uint64_t account_id;
+    uint64_t device_id;
+    char *tags; /* owned */
 };
 
 static void stale_apply(struct server *s);
@@ -85,6 +102,40 @@ static struct device_entry *device_find(struct server *s, uint64_t account_id,
     return NULL;
 }
 
+static void entry_free(struct device_entry *e)
+{
+    tide_free(e->tags);
+    tide_free(e);
+}
+
+/* Set the cached tags of `e` to `tags` ("" = none). Returns 0 or -ENOMEM
+ * (unchanged). */
+static int entry_tags(struct device_entry *e, const char *tags)
+{
+    char *t = NULL;
+
+    if (!strcmp(e->tags ? e->tags : "", tags))
+        return 0;
+    if (*tags && !(t = tide_strdup(tags)))
+        return -ENOMEM;
+    tide_free(e->tags);
+    e->tags = t;
+    return 0;
+}
+
+/* Unlink and free entry `e`. */
+static void device_drop(struct server *s, struct device_entry *e)
+{
+    struct device_entry **pp =
+        &s->devices->slot[device_hash(e->account_id, e->name)];
+
+    while (*pp != e)
+        pp = &(*pp)->next;
+    *pp = e->next;
+    entry_free(e);
+}
+
+/* Cache device `d`. NULL without memory; then nothing of `d` is cached. */
 static struct device_entry *device_put(struct server *s,
                                        const struct tide_meta_device *d)
 {
@@ -104,6 +155,10 @@ static struct device_entry *device_put(struct server *s,
     e->id = d->id;
     e->paused = d->paused;
     e->checked_ns = tided_now_ns();
+    if (entry_tags(e, d->tags)) {
+        device_drop(s, e);
+        return NULL;
+    }
     return e;
 }
 
@@ -117,7 +172,7 @@ void tided_device_forget(struct server *s, uint64_t account_id)
 
             if (e->account_id == account_id) {
                 *pp = e->next;
-                tide_free(e);
+                entry_free(e);
             } else {
                 pp = &e->next;
             }
@@ -210,8 +265,8 @@ int devices_get(struct server *s, uint64_t account_id, const char *name,
             tided_device_forget(s, account_id);
             return rc;
         }
-        if (rc == 0)
-            device_put(s, &d);
+        if (rc == 0 && !(e = device_put(s, &d)))
+            return -ENOMEM;
     }
     *out = e;
     return 0;
@@ -251,6 +306,116 @@ int tided_device_resolve(struct server *s, uint64_t account_id,
     if (rc == 0)
         *id_out = e->id;
     return rc;
+}
+
+/* ---- Tags ------------------------------------------------------------------
+ */
+
+int devices_set_tags(struct server *s, struct device_entry *e, const char *tags)
+{
+    struct devices *d = s->devices;
+    struct tags_pending *p = NULL;
+    char *copy = tide_strdup(tags);
+
+    if (!copy)
+        return -ENOMEM;
+    for (size_t i = 0; i < d->n_pend && !p; i++)
+        if (d->pend[i].device_id == e->id)
+            p = &d->pend[i];
+    if (!p && d->n_pend == d->cap_pend) {
+        size_t cap = d->cap_pend ? 2 * d->cap_pend : 16;
+        struct tags_pending *v = tide_realloc(d->pend, cap * sizeof(*v));
+
+        if (!v) {
+            tide_free(copy);
+            return -ENOMEM;
+        }
+        d->pend = v;
+        d->cap_pend = cap;
+    }
+    if (entry_tags(e, tags)) {
+        tide_free(copy);
+        return -ENOMEM;
+    }
+    if (!p) {
+        p = &d->pend[d->n_pend++];
+        *p = (struct tags_pending){e->account_id, e->id, NULL};
+    }
+    tide_free(p->tags);
+    p->tags = copy;
+    return 0;
+}
+
+/* Store the pending tags of the account of d->pend[0] in one sidecar
+ * transaction. On failure the account's devices are forgotten. */
+static void tags_store_account(struct server *s)
+{
+    struct devices *d = s->devices;
+    uint64_t account = d->pend[0].account_id;
+    size_t n = 0;
+    uint64_t *ids = tide_malloc(d->n_pend * sizeof(*ids));
+    const char **tags = tide_malloc(d->n_pend * sizeof(*tags));
+    int *rcs = tide_malloc(d->n_pend * sizeof(*rcs));
+    int rc = ids && tags && rcs ? 0 : -ENOMEM;
+
+    for (size_t i = 0; i < d->n_pend; i++) {
+        if (d->pend[i].account_id != account)
+            continue;
+        if (ids && tags) {
+            ids[n] = d->pend[i].device_id;
+            tags[n] = d->pend[i].tags;
+        }
+        n++;
+    }
+    if (rc == 0) {
+        d->muted = 1;
+        rc = tide_meta_device_tags_set(s->meta, &tided_system_principal,
+                                       account, ids, tags, n, rcs);
+        d->muted = 0;
+    }
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = rcs[i];
+    if (rc) {
+        /* The cache holds tags the sidecar does not: read them again. */
+        tide_log(LOG_WARN, "storing device tags of account %llu failed: %s",
+                 (unsigned long long)account, tide_strerror(rc));
+        tided_device_forget(s, account);
+    }
+    tide_free(ids);
+    tide_free(tags);
+    tide_free(rcs);
+}
+
+void devices_tags_flush(struct server *s)
+{
+    struct devices *d = s->devices;
+
+    while (d->n_pend) {
+        uint64_t account = d->pend[0].account_id;
+        size_t out = 0;
+
+        tags_store_account(s);
+        for (size_t i = 0; i < d->n_pend; i++) {
+            if (d->pend[i].account_id == account)
+                tide_free(d->pend[i].tags);
+            else
+                d->pend[out++] = d->pend[i];
+        }
+        d->n_pend = out;
+    }
+}
+
+void devices_tags_drop(struct server *s)
+{
+    struct devices *d = s->devices;
+
+    for (size_t i = 0; i < d->n_pend; i++) {
+        /* A batch is of one account: forget it once. */
+        if (i == 0 || d->pend[i].account_id != d->pend[i - 1].account_id)
+            tided_device_forget(s, d->pend[i].account_id);
+        tide_free(d->pend[i].tags);
+    }
+    d->n_pend = 0;
 }
 
 /* ---- Per-account limits -------------------------------------------------- */
@@ -311,6 +476,9 @@ static void on_invalidate(void *ctx, uint64_t account_id, uint64_t device_id)
 {
     struct devices *d = ctx;
 
+    /* `muted` is the loop's own: read only on the loop thread. */
+    if (pthread_equal(pthread_self(), d->owner) && d->muted)
+        return;
     pthread_mutex_lock(&d->stale_lock);
     if (account_id == 0 || d->n_stale == STALE_MAX)
         d->stale_all = 1;
@@ -327,7 +495,7 @@ static void forget_all(struct devices *d)
             struct device_entry *e = d->slot[i];
 
             d->slot[i] = e->next;
-            tide_free(e);
+            entry_free(e);
         }
     }
 }
@@ -402,6 +570,7 @@ int devices_init(struct server *s)
         return -1;
     pthread_mutex_init(&d->stale_lock, NULL);
     atomic_init(&d->stale_pending, 0);
+    d->owner = pthread_self();
     s->devices = d;
     tide_meta_set_invalidate(s->meta, on_invalidate, d);
     return 0;
@@ -422,6 +591,9 @@ void devices_fini(struct server *s)
             tide_free(a);
         }
     }
+    for (size_t i = 0; i < d->n_pend; i++)
+        tide_free(d->pend[i].tags);
+    tide_free(d->pend);
     pthread_mutex_destroy(&d->stale_lock);
     tide_free(d);
     s->devices = NULL;

@@ -176,10 +176,27 @@ struct pending_write {
     uint64_t account_id;
 };
 
-struct query_state; /* ---- Device cache and account table (devices.c)
-                     * ------------------------ Loop thread only. Entries stay
-                     * owned by the cache: a pointer handed out is valid until
-                     * the next call into devices.c or tided_device_forget(). */
+struct query_state; /* names.c: checks of names and tags from the wire. */
+
+/* Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF. */
+int names_utf8_valid(const uint8_t *p, size_t n);
+/* 1..max bytes, no control characters. */
+int names_valid(const char *s, size_t max);
+/* Why `s` cannot be a device or field name of at most `max` bytes, with
+ * the wire code in *code; NULL when it can. */
+const char *names_error(const char *s, size_t max, Tide__V1__ErrorCode *code);
+/* Upsert tags t[0..n) into the device tags `cur` ("k=v,k=v"): a key
+ * already there takes the new value in place, a new key is appended; of a
+ * key given twice the last value wins. The result goes to
+ * out[TIDE_META_TAGS_MAX + 1]. Returns NULL, or why the tags are refused
+ * (wire code in *code). */
+const char *names_tags_upsert(const char *cur, Tide__V1__Tag *const *t,
+                              size_t n, char *out, Tide__V1__ErrorCode *code);
+
+/* ---- Device cache and account table (devices.c)
+ * ------------------------ Loop thread only. Entries stay
+ * owned by the cache: a pointer handed out is valid until
+ * the next call into devices.c or tided_device_forget(). */
 
 /* A cached device. Read-only outside devices.c. */
 struct device_entry {
@@ -188,6 +205,7 @@ struct device_entry {
     uint64_t id;
     int paused;
     int64_t checked_ns;
+    char *tags; /* "k=v,k=v"; NULL when none */
     char name[TIDE_META_NAME_MAX + 1];
 };
 
@@ -230,6 +248,20 @@ int devices_get(struct server *s, uint64_t account_id, const char *name,
  * out is registered, or refused, by devices_get() later. */
 void devices_register_many(struct server *s, uint64_t account_id,
                            const char **names, size_t n);
+
+/* Set the tags of cached device `e` to `tags` ("k=v,k=v", at most
+ * TIDE_META_TAGS_MAX bytes) and queue them for devices_tags_flush().
+ * Returns 0 or -ENOMEM (nothing changed). */
+int devices_set_tags(struct server *s, struct device_entry *e,
+                     const char *tags);
+
+/* Store every queued tag change, one sidecar transaction per account. A
+ * failure is logged and the account's devices are read again. */
+void devices_tags_flush(struct server *s);
+
+/* Drop every queued tag change unstored; the accounts' devices are read
+ * again, so the cache forgets those tags too. */
+void devices_tags_drop(struct server *s);
 
 /* The state of account `id`, its tier re-read when stale. NULL without
  * memory. */

@@ -36,78 +36,6 @@ void tided_write_fini(struct server *s)
     devices_fini(s);
 }
 
-/* ---- Validation helpers -------------------------------------------------- */
-
-/* Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF. */
-static int utf8_valid(const uint8_t *p, size_t n)
-{
-    size_t i = 0;
-
-    while (i < n) {
-        uint8_t b = p[i];
-        uint32_t cp;
-        size_t len;
-
-        if (b < 0x80) {
-            i++;
-            continue;
-        }
-        if ((b & 0xe0) == 0xc0) {
-            len = 2;
-            cp = b & 0x1f;
-        } else if ((b & 0xf0) == 0xe0) {
-            len = 3;
-            cp = b & 0x0f;
-        } else if ((b & 0xf8) == 0xf0) {
-            len = 4;
-            cp = b & 0x07;
-        } else {
-            return 0;
-        }
-        if (i + len > n)
-            return 0;
-        for (size_t k = 1; k < len; k++) {
-            if ((p[i + k] & 0xc0) != 0x80)
-                return 0;
-            cp = cp << 6 | (p[i + k] & 0x3f);
-        }
-        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
-            (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
-            (cp >= 0xd800 && cp <= 0xdfff))
-            return 0;
-        i += len;
-    }
-    return 1;
-}
-
-static int name_valid(const char *s, size_t max)
-{
-    size_t n = strlen(s);
-
-    if (n == 0 || n > max)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if ((uint8_t)s[i] < 0x20 || s[i] == 0x7f)
-            return 0;
-    return 1;
-}
-
-/* Why `s` cannot be a device or field name of at most `max` bytes, with
- * the wire code in *code; NULL when it can. */
-static const char *name_error(const char *s, size_t max,
-                              Tide__V1__ErrorCode *code)
-{
-    if (!name_valid(s, max)) {
-        *code = TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT;
-        return "name empty, too long or with control characters";
-    }
-    if (!utf8_valid((const uint8_t *)s, strlen(s))) {
-        *code = TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_UTF8;
-        return "name is not valid UTF-8";
-    }
-    return NULL;
-}
-
 /* Register, in one sidecar transaction, the devices this batch names that
  * the account does not have yet (a new fleet's first batch names
  * thousands). Best effort: a device left out is registered, or refused,
@@ -134,8 +62,8 @@ static void devices_prepare(struct server *s, const struct conn *c,
 
         /* Repeats within the batch come back as TIDE_EEXIST: harmless. */
         if (!devices_known(s, account, name) &&
-            name_valid(name, TIDE_META_NAME_MAX) &&
-            utf8_valid((const uint8_t *)name, strlen(name)))
+            names_valid(name, TIDE_META_NAME_MAX) &&
+            names_utf8_valid((const uint8_t *)name, strlen(name)))
             names[n++] = name;
     }
     if (n > 1)
@@ -436,7 +364,7 @@ static const char *write_device(struct write_req *r,
                                 Tide__V1__ErrorCode *code)
 {
     const struct conn *c = r->c;
-    const char *msg = name_error(pg->device, TIDE_META_NAME_MAX, code);
+    const char *msg = names_error(pg->device, TIDE_META_NAME_MAX, code);
     int rc;
 
     if (msg)
@@ -474,7 +402,7 @@ static const char *column_error(const Tide__V1__Column *col, uint32_t n,
     int ok_count = col->type == TIDE__V1__VALUE_TYPE__VALUE_TYPE_BOOL
                        ? col->bool_bits.len == (n + 7) / 8
                        : count == n;
-    const char *msg = name_error(col->field, TIDE_META_FIELD_MAX, code);
+    const char *msg = names_error(col->field, TIDE_META_FIELD_MAX, code);
 
     if (msg)
         return msg;
@@ -492,12 +420,29 @@ static const char *column_error(const Tide__V1__Column *col, uint32_t n,
             *code = TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT;
             return "string value too long";
         }
-        if (!utf8_valid((const uint8_t *)col->str[i], len)) {
+        if (!names_utf8_valid((const uint8_t *)col->str[i], len)) {
             *code = TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_UTF8;
             return "string value is not valid UTF-8";
         }
     }
     return NULL;
+}
+
+/* Step 4b, tags: upsert the tags of group `pg` onto its device `dev` in
+ * the cache; devices_tags_flush() stores those that changed. Returns 0
+ * with *msg NULL, 0 with *msg saying why the group is refused (wire code
+ * in *code), or -ENOMEM. */
+static int write_tags(struct write_req *r, const Tide__V1__PointGroup *pg,
+                      struct device_entry *dev, const char **msg,
+                      Tide__V1__ErrorCode *code)
+{
+    char text[TIDE_META_TAGS_MAX + 1];
+    const char *cur = dev->tags ? dev->tags : "";
+
+    *msg = names_tags_upsert(cur, pg->tags, pg->n_tags, text, code);
+    if (*msg || !strcmp(text, cur))
+        return 0;
+    return devices_set_tags(r->s, dev, text);
 }
 
 /* Step 5a, series: the columns of group `g` of device `dev` become engine
@@ -558,8 +503,10 @@ static int write_group(struct write_req *r, uint32_t g,
     return 0;
 }
 
-/* Steps 4 and 5a for every group: a group whose device is refused has
- * each of its columns rejected. Returns 0 or -ENOMEM. */
+/* Steps 4, 4b and 5a for every group: a group whose device or tags are
+ * refused has each of its columns rejected. The tags that changed are
+ * stored in one transaction at the end, or dropped when the batch is
+ * refused. Returns 0 or -ENOMEM. */
 static int write_groups(struct write_req *r)
 {
     const Tide__V1__WriteBatch *wb = r->wb;
@@ -577,18 +524,25 @@ static int write_groups(struct write_req *r)
         Tide__V1__ErrorCode gcode = 0;
         const char *gmsg = write_device(r, pg, &dev, &gcode);
 
+        if (!gmsg && pg->n_tags && write_tags(r, pg, dev, &gmsg, &gcode))
+            goto oom;
         if (gmsg) {
             for (uint32_t k = 0; k < pg->n_columns; k++)
                 if (reject(&r->rej, g, k, pg->device, pg->columns[k]->field,
                            gcode, (uint32_t)pg->n_ts_delta_ns, gmsg))
-                    return -ENOMEM;
+                    goto oom;
             continue;
         }
         if (write_group(r, g, dev))
-            return -ENOMEM;
+            goto oom;
         tide_meta_device_seen(r->s->meta, dev->id);
     }
+    devices_tags_flush(r->s);
     return 0;
+
+oom:
+    devices_tags_drop(r->s);
+    return -ENOMEM;
 }
 
 /* Reject column i of the batch (its series did not resolve) with `rc`. */

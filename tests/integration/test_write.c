@@ -148,8 +148,8 @@ static int owner_session(const char *email)
     e.body_case = TIDE__V1__ENVELOPE__BODY_AUTH;
     e.auth = &a;
     r = call(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_AUTH_OK,
-              "auth: %s", why(r));
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_AUTH_OK, "auth: %s",
+              why(r));
     tide_frame_free(r, NULL);
     return fd;
 }
@@ -230,12 +230,130 @@ Test(write, tier_change_is_seen_by_the_next_write)
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR,
               "the write after TierSet ran on the old tier");
     cr_assert_eq(r->error->code,
-                 TIDE__V1__ERROR_CODE__ERROR_CODE_QUOTA_EXCEEDED, "%s",
-                 why(r));
+                 TIDE__V1__ERROR_CODE__ERROR_CODE_QUOTA_EXCEEDED, "%s", why(r));
     tide_frame_free(r, NULL);
     /* Raising the quota of the account's tier is seen at once too. */
     tier_upsert(ofd, "tiny", 1000);
     write5_ok(wfd, "dev1", NULL);
+    close(wfd);
+    close(ofd);
+}
+
+/* Points of field temp over [T0, T0 + 10) of the devices whose tags match
+ * every "k=v" of `match` (NULL-terminated). */
+static size_t query_tagged(int fd, const char *const *match)
+{
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__Query q = TIDE__V1__QUERY__INIT;
+    Tide__V1__DeviceSelector sel = TIDE__V1__DEVICE_SELECTOR__INIT;
+    Tide__V1__TagMatch tm[4], *tp[4];
+    char kv[4][64];
+    size_t n = 0;
+
+    for (size_t i = 0; match[i]; i++) {
+        cr_assert_lt(i, 4);
+        snprintf(kv[i], sizeof(kv[i]), "%s", match[i]);
+        tide__v1__tag_match__init(&tm[i]);
+        tm[i].key = kv[i];
+        tm[i].value = strchr(kv[i], '=') + 1;
+        tm[i].value[-1] = 0;
+        tm[i].op = TIDE__V1__TAG_OP__TAG_OP_EQ;
+        tp[i] = &tm[i];
+        sel.n_tags = i + 1;
+    }
+    sel.tags = tp;
+    q.devices = &sel;
+    q.from_ns = T0;
+    q.to_ns = T0 + 10;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_QUERY;
+    e.query = &q;
+    e.request_id = next_rid++;
+    cr_assert_eq(wire_send(fd, &e), 0);
+    for (;;) {
+        r = wire_recv(fd);
+        cr_assert_not_null(r, "query: no response");
+        if (r->body_case == TIDE__V1__ENVELOPE__BODY_QUERY_END) {
+            tide_frame_free(r, NULL);
+            return n;
+        }
+        cr_assert_eq(r->body_case, TIDE__V1__ENVELOPE__BODY_QUERY_CHUNK,
+                     "query: %s", why(r));
+        for (size_t s = 0; s < r->query_chunk->n_series; s++)
+            n += r->query_chunk->series[s]->n_ts_delta_ns;
+        tide_frame_free(r, NULL);
+    }
+}
+
+/* The JSONL export of `account` (no telemetry), malloc'd. */
+static char *export_rows(int fd, uint64_t account)
+{
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__ExportStart xs = TIDE__V1__EXPORT_START__INIT;
+    char *all = calloc(1, 1);
+    size_t len = 0;
+
+    xs.account_id = account;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_EXPORT_START;
+    e.export_start = &xs;
+    e.request_id = next_rid++;
+    cr_assert_eq(wire_send(fd, &e), 0);
+    while ((r = wire_recv(fd)) &&
+           r->body_case == TIDE__V1__ENVELOPE__BODY_EXPORT_CHUNK) {
+        all = realloc(all, len + r->export_chunk->data.len + 1);
+        memcpy(all + len, r->export_chunk->data.data,
+               r->export_chunk->data.len);
+        len += r->export_chunk->data.len;
+        all[len] = 0;
+        tide_frame_free(r, NULL);
+    }
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_EXPORT_END,
+              "export: %s", why(r));
+    tide_frame_free(r, NULL);
+    return all;
+}
+
+/* PointGroup.tags was documented as upserted but never read. */
+Test(write, point_group_tags_are_upserted_onto_the_device)
+{
+    int ofd = wire_session(srv.port, srv.admin_key), wfd;
+    uint64_t account = make_account(ofd, "tags@example.com");
+    const char *const first[] = {"site=a", "rack=1", NULL};
+    const char *const moved[] = {"site=c", NULL};
+    const char *const bad[] = {"k=v,w", NULL};
+    const char *const site_a[] = {"site=a", NULL};
+    const char *const site_b[] = {"site=b", NULL};
+    const char *const site_c[] = {"site=c", NULL};
+    const char *const c_rack1[] = {"site=c", "rack=1", NULL};
+    Tide__V1__Envelope *r;
+    char *rows;
+
+    wfd = owner_session("tags@example.com");
+    write5_ok(wfd, "dev1", first);
+    write5_ok(wfd, "dev2", site_b);
+    write5_ok(wfd, "dev3", NULL);
+    cr_assert_eq(query_tagged(wfd, site_a), 5);
+    cr_assert_eq(query_tagged(wfd, site_b), 5);
+    /* A second write with changed tags updates them: site moves, rack
+     * stays (an upsert, not a replacement). */
+    write5_ok(wfd, "dev1", moved);
+    cr_assert_eq(query_tagged(wfd, site_a), 0);
+    cr_assert_eq(query_tagged(wfd, site_c), 5);
+    cr_assert_eq(query_tagged(wfd, c_rack1), 5);
+    rows = export_rows(ofd, account);
+    cr_assert_not_null(strstr(rows, "\"site=c,rack=1\""), "%s", rows);
+    cr_assert_not_null(strstr(rows, "\"site=b\""), "%s", rows);
+    free(rows);
+    /* Tags that cannot be stored refuse the group, not the batch. */
+    r = write5(wfd, "dev2", bad);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK, "%s",
+              why(r));
+    cr_assert_eq(r->write_ack->accepted_points, 0);
+    cr_assert_eq(r->write_ack->rejected_points, 5);
+    cr_assert_eq(r->write_ack->n_rejections, 1);
+    cr_assert_eq(r->write_ack->rejections[0]->code,
+                 TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT);
+    tide_frame_free(r, NULL);
+    cr_assert_eq(query_tagged(wfd, site_b), 5);
     close(wfd);
     close(ofd);
 }
