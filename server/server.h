@@ -176,7 +176,46 @@ struct pending_write {
     uint64_t account_id;
 };
 
-struct query_state; /* names.c: checks of names and tags from the wire. */
+struct query_state; /* query.c */
+
+struct conn {
+    struct conn *prev, *next;
+    struct server *srv;
+    struct bufferevent *bev;
+    uint64_t id;
+    char ip[64];
+    enum conn_state state;
+    struct tide_meta_principal who;
+    uint16_t tier;
+    int closing;        /* close once the output is flushed */
+    int partial;        /* a frame has started arriving */
+    size_t frame_bytes; /* the frame being handled, header included */
+    int read_paused;    /* reading stopped: output above the high watermark */
+    uint32_t inflight;  /* requests not yet fully answered */
+    struct pending_write *writes_head, *writes_tail;
+    struct query_state *queries; /* running queries, oldest first */
+    uint64_t connected_device;   /* device id recorded online, or 0 */
+};
+
+/* conn.c: bind the protocol listener (port 0 picks one; *port_out gets
+ * the real port). Returns 0 or -1 (logged). */
+int tided_listen(struct server *s, int *port_out);
+/* Close every connection at once (shutdown). */
+void tided_close_all(struct server *s);
+
+/* Send an envelope to the connection. Returns 0 or -1 (connection is being
+ * closed). The envelope stays owned by the caller. */
+int conn_send(struct conn *c, const Tide__V1__Envelope *env);
+
+/* Send Error{code, message} for request `rid`; `close_after` closes the
+ * connection once it is flushed. */
+void conn_send_error(struct conn *c, uint64_t rid, Tide__V1__ErrorCode code,
+                     const char *message, int close_after);
+
+/* Bytes waiting in the connection's output buffer. */
+size_t conn_out_pending(const struct conn *c);
+
+/* ---- Names and tags from the wire (names.c) --------------------------- */
 
 /* Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF. */
 int names_utf8_valid(const uint8_t *p, size_t n);
@@ -193,10 +232,12 @@ const char *names_error(const char *s, size_t max, Tide__V1__ErrorCode *code);
 const char *names_tags_upsert(const char *cur, Tide__V1__Tag *const *t,
                               size_t n, char *out, Tide__V1__ErrorCode *code);
 
-/* ---- Device cache and account table (devices.c)
- * ------------------------ Loop thread only. Entries stay
- * owned by the cache: a pointer handed out is valid until
- * the next call into devices.c or tided_device_forget(). */
+/* ---- Device cache and account table (devices.c) ------------------------ */
+
+/* Loop thread only. Entries stay owned by the cache: a device_entry is
+ * valid until the next call into devices.c or tided_device_forget(), an
+ * account_state until the next devices_account() or
+ * tided_device_resolve(). */
 
 /* A cached device. Read-only outside devices.c. */
 struct device_entry {
@@ -272,45 +313,6 @@ int tided_device_resolve(struct server *s, uint64_t account_id,
                          const char *name, int create, uint64_t *id_out);
 /* Forget cached device ids of an account (after a delete). */
 void tided_device_forget(struct server *s, uint64_t account_id);
-
-/* query.c */
-
-struct conn {
-    struct conn *prev, *next;
-    struct server *srv;
-    struct bufferevent *bev;
-    uint64_t id;
-    char ip[64];
-    enum conn_state state;
-    struct tide_meta_principal who;
-    uint16_t tier;
-    int closing;        /* close once the output is flushed */
-    int partial;        /* a frame has started arriving */
-    size_t frame_bytes; /* the frame being handled, header included */
-    int read_paused;    /* reading stopped: output above the high watermark */
-    uint32_t inflight;  /* requests not yet fully answered */
-    struct pending_write *writes_head, *writes_tail;
-    struct query_state *queries; /* running queries, oldest first */
-    uint64_t connected_device;   /* device id recorded online, or 0 */
-};
-
-/* conn.c: bind the protocol listener (port 0 picks one; *port_out gets
- * the real port). Returns 0 or -1 (logged). */
-int tided_listen(struct server *s, int *port_out);
-/* Close every connection at once (shutdown). */
-void tided_close_all(struct server *s);
-
-/* Send an envelope to the connection. Returns 0 or -1 (connection is being
- * closed). The envelope stays owned by the caller. */
-int conn_send(struct conn *c, const Tide__V1__Envelope *env);
-
-/* Send Error{code, message} for request `rid`; `close_after` closes the
- * connection once it is flushed. */
-void conn_send_error(struct conn *c, uint64_t rid, Tide__V1__ErrorCode code,
-                     const char *message, int close_after);
-
-/* Bytes waiting in the connection's output buffer. */
-size_t conn_out_pending(const struct conn *c);
 
 /* ---- Request handlers --------------------------------------------------- */
 
