@@ -314,8 +314,10 @@ static int latest_one(struct tide_db *db, const struct seglist *sl,
         if (!head_latest(hs, &ts, &at) || (p->found && ts < p->ts_ns) ||
             (best && ts < best->max_ts))
             continue;
-        if (p->found && p->type == TIDE_TYPE_STR)
+        if (p->found && p->type == TIDE_TYPE_STR) {
             tide_free((void *)p->v.str.ptr);
+            p->v.str.ptr = NULL; /* set_str may fail below */
+        }
         p->found = 1;
         p->type = hs->type;
         p->ts_ns = ts;

@@ -52,6 +52,7 @@ int tide_meta_tier_set(tide_meta *m, const struct tide_meta_principal *p,
     if (src != SQLITE_DONE)
         rc = tide__meta_sqlerr(src);
 out:
+    tide__meta_changed(m, rc, 0, 0);
     tide__meta_unlock(m);
     return rc;
 }
@@ -448,6 +449,7 @@ int tide_meta_account_set_tier(tide_meta *m,
     if (src != SQLITE_DONE)
         rc = tide__meta_sqlerr(src);
 out:
+    tide__meta_changed(m, rc, id, 0);
     tide__meta_unlock(m);
     return rc;
 }
@@ -475,6 +477,7 @@ int tide_meta_account_pause(tide_meta *m, const struct tide_meta_principal *p,
     if (src != SQLITE_DONE)
         rc = tide__meta_sqlerr(src);
 out:
+    tide__meta_changed(m, rc, id, 0);
     tide__meta_unlock(m);
     return rc;
 }
@@ -555,6 +558,7 @@ int tide_meta_account_delete(tide_meta *m, const struct tide_meta_principal *p,
 fail_tx:
     tide__meta_rollback(m);
 out:
+    tide__meta_changed(m, rc, id, 0);
     tide__meta_unlock(m);
     return rc;
 }
@@ -631,6 +635,7 @@ int tide_meta_account_restore(tide_meta *m, const struct tide_meta_principal *p,
 fail_tx:
     tide__meta_rollback(m);
 out:
+    tide__meta_changed(m, rc, id, 0);
     tide__meta_unlock(m);
     return rc;
 }

@@ -183,6 +183,7 @@ int tide_meta_device_update(tide_meta *m, const struct tide_meta_principal *p,
     if (src != SQLITE_DONE)
         rc = tide__meta_sqlerr(src);
 out:
+    tide__meta_changed(m, rc, account_id, device_id);
     tide__meta_unlock(m);
     return rc;
 }
@@ -311,6 +312,7 @@ int tide_meta_device_pause(tide_meta *m, const struct tide_meta_principal *p,
     if (src != SQLITE_DONE)
         rc = tide__meta_sqlerr(src);
 out:
+    tide__meta_changed(m, rc, account_id, device_id);
     tide__meta_unlock(m);
     return rc;
 }
@@ -372,6 +374,7 @@ int tide_meta_device_delete(tide_meta *m, const struct tide_meta_principal *p,
     if (!rc)
         tide__meta_registry_kill(m, account_id, device_id);
 out:
+    tide__meta_changed(m, rc, account_id, device_id);
     tide__meta_unlock(m);
     return rc;
 }

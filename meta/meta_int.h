@@ -155,6 +155,9 @@ struct tide_meta {
     pthread_t flusher;
     int flusher_running;
     int stopping;
+
+    tide_meta_invalidate_fn invalidate; /* cache.c; under `lock` */
+    void *invalidate_ctx;
 };
 
 /* ---- meta.c: connection helpers (call with m->lock held) ---------------- */
@@ -247,5 +250,13 @@ void tide__meta_keyuse_note(tide_meta *m, uint64_t key_id, int64_t now_ns,
 int tide__meta_authlog_write(tide_meta *m, const struct authlog_ent *e);
 int tide__meta_flusher_start(tide_meta *m);
 void tide__meta_flusher_stop(tide_meta *m);
+
+/* ---- cache.c ----------------------------------------------------------- */
+
+/* When `rc` is 0, tell the invalidation hook that rows of the device (or
+ * of the account, device_id 0; of everything, both 0) changed. m->lock
+ * held. */
+void tide__meta_changed(tide_meta *m, int rc, uint64_t account_id,
+                        uint64_t device_id);
 
 #endif /* TIDE_META_META_INT_H */

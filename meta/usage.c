@@ -686,6 +686,7 @@ static int purge_accounts(tide_meta *m, int64_t now, uint64_t *n)
             if (rc)
                 return rc;
         }
+        tide__meta_changed(m, 0, acct, 0);
         rc = tide__meta_stmt(m, SQL_PURGED, &st);
         if (rc)
             return rc;

@@ -156,9 +156,8 @@ struct server {
     int qjob_stop;
     /* Throttling of failed authentications per IP (auth.c). */
     struct auth_throttle *throttle;
-    /* Device name -> id cache and per-account rate buckets (write.c). */
-    struct device_cache *devices;
-    struct account_table *accounts;
+    /* Device name -> id cache and per-account state (devices.c). */
+    struct devices *devices;
 };
 
 enum conn_state { CONN_NEW, CONN_HELLO, CONN_AUTHED };
@@ -216,6 +215,105 @@ void conn_send_error(struct conn *c, uint64_t rid, Tide__V1__ErrorCode code,
 /* Bytes waiting in the connection's output buffer. */
 size_t conn_out_pending(const struct conn *c);
 
+/* ---- Names and tags from the wire (names.c) --------------------------- */
+
+/* Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF. */
+int names_utf8_valid(const uint8_t *p, size_t n);
+/* 1..max bytes, no control characters. */
+int names_valid(const char *s, size_t max);
+/* Why `s` cannot be a device or field name of at most `max` bytes, with
+ * the wire code in *code; NULL when it can. */
+const char *names_error(const char *s, size_t max, Tide__V1__ErrorCode *code);
+/* Upsert tags t[0..n) into the device tags `cur` ("k=v,k=v"): a key
+ * already there takes the new value in place, a new key is appended; of a
+ * key given twice the last value wins. The result goes to
+ * out[TIDE_META_TAGS_MAX + 1]. Returns NULL, or why the tags are refused
+ * (wire code in *code). */
+const char *names_tags_upsert(const char *cur, Tide__V1__Tag *const *t,
+                              size_t n, char *out, Tide__V1__ErrorCode *code);
+
+/* ---- Device cache and account table (devices.c) ------------------------ */
+
+/* Loop thread only. Entries stay owned by the cache: a device_entry is
+ * valid until the next call into devices.c or tided_device_forget(), an
+ * account_state until the next devices_account() or
+ * tided_device_resolve(). */
+
+/* A cached device. Read-only outside devices.c. */
+struct device_entry {
+    struct device_entry *next;
+    uint64_t account_id;
+    uint64_t id;
+    int paused;
+    int64_t checked_ns;
+    char *tags; /* "k=v,k=v"; NULL when none */
+    char name[TIDE_META_NAME_MAX + 1];
+};
+
+/* A cached account: tier and limits (read-only outside devices.c), and
+ * the write path's rate bucket and daily count (write.c updates them). */
+struct account_state {
+    struct account_state *next;
+    uint64_t account_id;
+    struct tide_meta_tier tier;
+    int paused;
+    int stale; /* the sidecar reported a change: read again */
+    int64_t checked_ns;
+    double tokens; /* rate limit bucket; may go negative (debt) */
+    int64_t refill_ns;
+    int64_t day;
+    uint64_t day_points;
+};
+
+/* Allocate the cache and the table and install the sidecar's
+ * invalidation hook (s->meta open, on the loop thread); 0 or -1. Free them
+ * (after tide_meta_close, which ends the hook's calls). */
+int devices_init(struct server *s);
+void devices_fini(struct server *s);
+
+/* Load every device of the account into the cache unless it is there
+ * already. Returns 0 or a sidecar error (nothing is marked loaded). */
+int devices_load(struct server *s, uint64_t account_id);
+
+/* True when `name` of the account is in the cache (no SQL). */
+int devices_known(struct server *s, uint64_t account_id, const char *name);
+
+/* The entry of device `name` of the account in *out, registering the
+ * device when `create`. Returns 0, TIDE_ENOTFOUND, TIDE_EFULL (the tier's
+ * devices_max), or another sidecar error. */
+int devices_get(struct server *s, uint64_t account_id, const char *name,
+                int create, struct device_entry **out);
+
+/* Register names[0..n) (valid thing names the cache does not know) in one
+ * sidecar transaction and cache those registered. Best effort: a name left
+ * out is registered, or refused, by devices_get() later. */
+void devices_register_many(struct server *s, uint64_t account_id,
+                           const char **names, size_t n);
+
+/* Set the tags of cached device `e` to `tags` ("k=v,k=v", at most
+ * TIDE_META_TAGS_MAX bytes) and queue them for devices_tags_flush().
+ * Returns 0 or -ENOMEM (nothing changed). */
+int devices_set_tags(struct server *s, struct device_entry *e,
+                     const char *tags);
+
+/* Store every queued tag change, one sidecar transaction per account. A
+ * failure is logged and the account's devices are read again. */
+void devices_tags_flush(struct server *s);
+
+/* Drop every queued tag change unstored; the accounts' devices are read
+ * again, so the cache forgets those tags too. */
+void devices_tags_drop(struct server *s);
+
+/* The state of account `id`, its tier re-read when stale. NULL without
+ * memory. */
+struct account_state *devices_account(struct server *s, uint64_t id);
+
+/* devices_get() for callers that want the id only (admin.c, query.c). */
+int tided_device_resolve(struct server *s, uint64_t account_id,
+                         const char *name, int create, uint64_t *id_out);
+/* Forget cached device ids of an account (after a delete). */
+void tided_device_forget(struct server *s, uint64_t account_id);
+
 /* ---- Request handlers --------------------------------------------------- */
 
 /* auth.c: Auth, Login, Logout; failures logged and throttled. */
@@ -229,19 +327,30 @@ void tided_throttle_fini(struct server *s);
 
 /* write.c */
 void handle_write(struct conn *c, const Tide__V1__Envelope *env);
+/* Set up / free what the write path keeps (the device cache). */
 int tided_write_init(struct server *s);
 void tided_write_fini(struct server *s);
-/* Resolve a device by thing name for the account; creates it when
- * `create`. Returns 0, TIDE_ENOTFOUND, or another error. */
-int tided_device_resolve(struct server *s, uint64_t account_id,
-                         const char *name, int create, uint64_t *id_out);
-/* Forget cached device ids of an account (after a delete). */
-void tided_device_forget(struct server *s, uint64_t account_id);
-/* Move finished writes of the completion queue to their connections and
+
+/* ack.c: the write FIFO of each connection and the engine's completions.
+ * Move finished writes of the completion queue to their connections and
  * send every ack that is next in line. */
 void tided_writes_drain(struct server *s);
 /* Send the ready responses at the head of a connection's write FIFO. */
 void conn_flush_writes(struct conn *c);
+/* Refuse a batch whole with Error{code, msg, retry_after_ms}, queued in
+ * the connection's write FIFO so responses keep the order of the batches.
+ * Without memory the connection gets OVERLOADED and is closed. */
+void ack_refuse(struct conn *c, uint64_t rid, Tide__V1__ErrorCode code,
+                const char *msg, uint32_t retry_after_ms);
+/* The engine's completion callback for a pending_write (`ctx`); any
+ * thread. Queues it for tided_writes_drain(). */
+void ack_on_durable(void *ctx, int rc);
+/* Replace the WriteAck of `w` by Error{code, msg}. Without memory the
+ * reply is dropped, and conn_flush_writes() answers INTERNAL instead. */
+void ack_to_error(struct pending_write *w, Tide__V1__ErrorCode code,
+                  const char *msg);
+/* Free rejections v[0..n) and the array. Accepts NULL. */
+void ack_rejections_free(Tide__V1__Rejection **v, size_t n);
 
 /* query.c */
 void handle_query(struct conn *c, const Tide__V1__Envelope *env);

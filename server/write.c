@@ -6,7 +6,14 @@
  * type, retention horizon), resolved to series ids through the sidecar's
  * in-memory registry, and handed to the engine. Its WriteAck is sent only
  * when the engine reports the batch durable, and acks leave each
- * connection in the order the batches arrived.
+ * connection in the order the batches arrived (ack.c).
+ *
+ * handle_write() runs these steps in order, each a function below:
+ *   write_limits ─► write_principal ─► write_account ─► write_groups
+ *   (devices, then each group's columns) ─► write_series ─► write_ack
+ *   ─► write_append ─► write_usage
+ * The first three refuse the batch whole; an allocation failure before
+ * write_ack refuses it whole too; after write_ack nothing can fail.
  *
  * Invariants:
  *   1. Nothing of a batch refused whole reaches the engine.
@@ -16,414 +23,52 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include <xxhash.h>
 
 #include "server.h"
 
-#define DEVICE_SLOTS 65536
-/* Every pause, delete or registration made through this server updates
- * the cache at once; the recheck only bounds how long a change made to
- * meta.db by another tool can go unnoticed. */
-#define DEVICE_RECHECK_NS (60ll * 1000000000)
-#define ACCOUNT_SLOTS 4096
-#define TIER_RECHECK_NS (5ll * 1000000000)
-#define DAY_NS (86400ll * 1000000000)
-
-/* ---- Device name -> id cache -------------------------------------------- */
-
-struct device_entry {
-    struct device_entry *next;
-    uint64_t account_id;
-    uint64_t id;
-    int paused;
-    int64_t checked_ns;
-    char name[TIDE_META_NAME_MAX + 1];
-};
-
-struct device_cache {
-    struct device_entry *slot[DEVICE_SLOTS];
-};
-
-static uint32_t device_hash(uint64_t account_id, const char *name)
-{
-    return (uint32_t)(XXH3_64bits_withSeed(name, strlen(name), account_id) %
-                      DEVICE_SLOTS);
-}
-
-static struct device_entry *device_find(struct server *s, uint64_t account_id,
-                                        const char *name)
-{
-    for (struct device_entry *e =
-             s->devices->slot[device_hash(account_id, name)];
-         e; e = e->next)
-        if (e->account_id == account_id && !strcmp(e->name, name))
-            return e;
-    return NULL;
-}
-
-static struct device_entry *device_put(struct server *s,
-                                       const struct tide_meta_device *d)
-{
-    struct device_entry *e = device_find(s, d->account_id, d->thing_name);
-    uint32_t h;
-
-    if (!e) {
-        e = tide_calloc(1, sizeof(*e));
-        if (!e)
-            return NULL;
-        h = device_hash(d->account_id, d->thing_name);
-        e->next = s->devices->slot[h];
-        s->devices->slot[h] = e;
-        e->account_id = d->account_id;
-        snprintf(e->name, sizeof(e->name), "%s", d->thing_name);
-    }
-    e->id = d->id;
-    e->paused = d->paused;
-    e->checked_ns = tided_now_ns();
-    return e;
-}
-
-void tided_device_forget(struct server *s, uint64_t account_id)
-{
-    for (uint32_t i = 0; i < DEVICE_SLOTS; i++) {
-        struct device_entry **pp = &s->devices->slot[i];
-
-        while (*pp) {
-            struct device_entry *e = *pp;
-
-            if (e->account_id == account_id) {
-                *pp = e->next;
-                tide_free(e);
-            } else {
-                pp = &e->next;
-            }
-        }
-    }
-}
-
-/* Load every device of the account into the cache. */
-static int device_load_account(struct server *s, uint64_t account_id)
-{
-    struct tide_meta_device *buf = tide_malloc(256 * sizeof(*buf));
-    uint64_t after = 0;
-    size_t n;
-    int rc;
-
-    if (!buf)
-        return -ENOMEM;
-    do {
-        rc = tide_meta_device_list(s->meta, &tided_system_principal, account_id,
-                                   after, buf, 256, &n);
-        for (size_t i = 0; rc == 0 && i < n; i++) {
-            if (!device_put(s, &buf[i]))
-                rc = -ENOMEM; /* an incomplete account is not marked */
-            after = buf[i].id;
-        }
-    } while (rc == 0 && n == 256);
-    tide_free(buf);
-    return rc;
-}
-
-/* An entry with the empty name (never a valid thing name) marks an
- * account whose devices are all in the cache. Every registration and
- * deletion goes through this server and updates or forgets the account's
- * entries, so a loaded account's cache is complete. */
-static int device_load_once(struct server *s, uint64_t account_id)
-{
-    struct tide_meta_device mark = {.account_id = account_id};
-    int rc;
-
-    if (device_find(s, account_id, ""))
-        return 0;
-    rc = device_load_account(s, account_id);
-    if (rc == 0 && !device_put(s, &mark))
-        rc = -ENOMEM;
-    return rc;
-}
-
-static int device_entry_get(struct server *s, uint64_t account_id,
-                            const char *name, int create,
-                            struct device_entry **out)
-{
-    struct device_entry *e = device_find(s, account_id, name);
-    struct tide_meta_device d;
-    int rc;
-
-    if (!e) {
-        rc = device_load_once(s, account_id);
-        if (rc)
-            return rc;
-        e = device_find(s, account_id, name);
-    }
-    if (!e && create) {
-        struct tide_meta_device_new nd = {.thing_name = name};
-        uint64_t id;
-
-        rc = tide_meta_device_register(s->meta, &tided_system_principal,
-                                       account_id, &nd, &id);
-        if (rc == TIDE_EEXIST) {
-            /* Registered behind the cache's back: read the account again. */
-            tided_device_forget(s, account_id);
-            rc = device_load_once(s, account_id);
-            e = rc ? NULL : device_find(s, account_id, name);
-        } else if (rc == 0) {
-            memset(&d, 0, sizeof(d));
-            d.id = id;
-            d.account_id = account_id;
-            snprintf(d.thing_name, sizeof(d.thing_name), "%s", name);
-            e = device_put(s, &d);
-            rc = e ? 0 : -ENOMEM;
-        }
-        if (rc)
-            return rc;
-    }
-    if (!e)
-        return TIDE_ENOTFOUND;
-    if (tided_now_ns() - e->checked_ns > DEVICE_RECHECK_NS) {
-        rc = tide_meta_device_get(s->meta, &tided_system_principal, account_id,
-                                  e->id, &d);
-        if (rc == TIDE_ENOTFOUND) {
-            tided_device_forget(s, account_id);
-            return rc;
-        }
-        if (rc == 0)
-            device_put(s, &d);
-    }
-    *out = e;
-    return 0;
-}
-
-int tided_device_resolve(struct server *s, uint64_t account_id,
-                         const char *name, int create, uint64_t *id_out)
-{
-    struct device_entry *e;
-    int rc = device_entry_get(s, account_id, name, create, &e);
-
-    if (rc == 0)
-        *id_out = e->id;
-    return rc;
-}
-
-/* ---- Per-account limits -------------------------------------------------- */
-
-struct account_state {
-    struct account_state *next;
-    uint64_t account_id;
-    struct tide_meta_tier tier;
-    int paused;
-    int64_t checked_ns;
-    double tokens; /* rate limit bucket; may go negative (debt) */
-    int64_t refill_ns;
-    int64_t day;
-    uint64_t day_points;
-};
-
-struct account_table {
-    struct account_state *slot[ACCOUNT_SLOTS];
-};
-
-static struct account_state *account_get(struct server *s, uint64_t id)
-{
-    struct account_table *t = s->accounts;
-    struct account_state **pp = &t->slot[id % ACCOUNT_SLOTS], *a;
-    int64_t now = tided_now_ns();
-    struct tide_meta_account acct;
-
-    for (a = *pp; a && a->account_id != id; a = a->next)
-        ;
-    if (!a) {
-        struct tide_meta_usage u[1];
-        size_t n = 0;
-
-        a = tide_calloc(1, sizeof(*a));
-        if (!a)
-            return NULL;
-        a->account_id = id;
-        a->next = *pp;
-        *pp = a;
-        a->day = now / DAY_NS;
-        /* The quota survives restarts: start from what is recorded. */
-        if (tide_meta_usage_read(s->meta, &tided_system_principal, id, a->day,
-                                 a->day, u, 1, &n) == 0 &&
-            n == 1)
-            a->day_points = u[0].points;
-    }
-    if (now - a->checked_ns > TIER_RECHECK_NS) {
-        if (tide_meta_account_get(s->meta, &tided_system_principal, id,
-                                  &acct) == 0) {
-            a->paused = acct.paused;
-            if (tide_meta_tier_get(s->meta, acct.tier, &a->tier))
-                memset(&a->tier, 0, sizeof(a->tier));
-        }
-        if (!a->checked_ns) {
-            a->tokens = (double)a->tier.rate_points_s;
-            a->refill_ns = now;
-        }
-        a->checked_ns = now;
-    }
-    if (now / DAY_NS != a->day) {
-        a->day = now / DAY_NS;
-        a->day_points = 0;
-    }
-    return a;
-}
-
 int tided_write_init(struct server *s)
 {
-    s->devices = tide_calloc(1, sizeof(*s->devices));
-    s->accounts = tide_calloc(1, sizeof(struct account_table));
-    return s->devices && s->accounts ? 0 : -1;
+    return devices_init(s);
 }
 
 void tided_write_fini(struct server *s)
 {
-    struct account_table *t = s->accounts;
-
-    if (s->devices) {
-        for (uint32_t i = 0; i < DEVICE_SLOTS; i++) {
-            while (s->devices->slot[i]) {
-                struct device_entry *e = s->devices->slot[i];
-
-                s->devices->slot[i] = e->next;
-                tide_free(e);
-            }
-        }
-    }
-    for (uint32_t i = 0; t && i < ACCOUNT_SLOTS; i++) {
-        while (t->slot[i]) {
-            struct account_state *a = t->slot[i];
-
-            t->slot[i] = a->next;
-            tide_free(a);
-        }
-    }
-    tide_free(s->devices);
-    tide_free(s->accounts);
-    s->devices = NULL;
-    s->accounts = NULL;
-}
-
-/* ---- Validation helpers -------------------------------------------------- */
-
-/* Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF. */
-static int utf8_valid(const uint8_t *p, size_t n)
-{
-    size_t i = 0;
-
-    while (i < n) {
-        uint8_t b = p[i];
-        uint32_t cp;
-        size_t len;
-
-        if (b < 0x80) {
-            i++;
-            continue;
-        }
-        if ((b & 0xe0) == 0xc0) {
-            len = 2;
-            cp = b & 0x1f;
-        } else if ((b & 0xf0) == 0xe0) {
-            len = 3;
-            cp = b & 0x0f;
-        } else if ((b & 0xf8) == 0xf0) {
-            len = 4;
-            cp = b & 0x07;
-        } else {
-            return 0;
-        }
-        if (i + len > n)
-            return 0;
-        for (size_t k = 1; k < len; k++) {
-            if ((p[i + k] & 0xc0) != 0x80)
-                return 0;
-            cp = cp << 6 | (p[i + k] & 0x3f);
-        }
-        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
-            (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
-            (cp >= 0xd800 && cp <= 0xdfff))
-            return 0;
-        i += len;
-    }
-    return 1;
-}
-
-static int name_valid(const char *s, size_t max)
-{
-    size_t n = strlen(s);
-
-    if (n == 0 || n > max)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if ((uint8_t)s[i] < 0x20 || s[i] == 0x7f)
-            return 0;
-    return 1;
-}
-
-/* Why `s` cannot be a device or field name of at most `max` bytes, with
- * the wire code in *code; NULL when it can. */
-static const char *name_error(const char *s, size_t max,
-                              Tide__V1__ErrorCode *code)
-{
-    if (!name_valid(s, max)) {
-        *code = TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT;
-        return "name empty, too long or with control characters";
-    }
-    if (!utf8_valid((const uint8_t *)s, strlen(s))) {
-        *code = TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_UTF8;
-        return "name is not valid UTF-8";
-    }
-    return NULL;
+    devices_fini(s);
 }
 
 /* Register, in one sidecar transaction, the devices this batch names that
  * the account does not have yet (a new fleet's first batch names
  * thousands). Best effort: a device left out is registered, or refused,
- * one at a time by device_entry_get(). */
+ * one at a time by devices_get(). */
 static void devices_prepare(struct server *s, const struct conn *c,
                             const Tide__V1__WriteBatch *wb)
 {
     uint64_t account = c->who.account_id;
     const char **names;
-    uint64_t *ids;
-    int *rcs;
     size_t n = 0;
 
     if (c->who.role == TIDE_META_ROLE_DEVICE || wb->n_groups < 2 ||
-        device_load_once(s, account))
+        devices_load(s, account))
         return;
     /* The usual batch names known devices only: one lookup each, no more. */
     for (size_t g = 0; g < wb->n_groups && !n; g++)
-        n = !device_find(s, account, wb->groups[g]->device);
+        n = !devices_known(s, account, wb->groups[g]->device);
     if (!n)
         return;
     n = 0;
     names = tide_malloc(wb->n_groups * sizeof(*names));
-    ids = tide_malloc(wb->n_groups * sizeof(*ids));
-    rcs = tide_malloc(wb->n_groups * sizeof(*rcs));
-    for (size_t g = 0; names && ids && rcs && g < wb->n_groups; g++) {
+    for (size_t g = 0; names && g < wb->n_groups; g++) {
         const char *name = wb->groups[g]->device;
 
         /* Repeats within the batch come back as TIDE_EEXIST: harmless. */
-        if (!device_find(s, account, name) &&
-            name_valid(name, TIDE_META_NAME_MAX) &&
-            utf8_valid((const uint8_t *)name, strlen(name)))
+        if (!devices_known(s, account, name) &&
+            names_valid(name, TIDE_META_NAME_MAX) &&
+            names_utf8_valid((const uint8_t *)name, strlen(name)))
             names[n++] = name;
     }
-    if (n > 1 &&
-        tide_meta_device_register_many(s->meta, &tided_system_principal,
-                                       account, names, n, ids, rcs) == 0) {
-        for (size_t i = 0; i < n; i++) {
-            struct tide_meta_device d = {.id = ids[i], .account_id = account};
-
-            if (rcs[i])
-                continue;
-            snprintf(d.thing_name, sizeof(d.thing_name), "%s", names[i]);
-            device_put(s, &d);
-        }
-    }
+    if (n > 1)
+        devices_register_many(s, account, names, n);
     tide_free(names);
-    tide_free(ids);
-    tide_free(rcs);
 }
 
 /* ---- Building the batch ---------------------------------------------------
@@ -474,17 +119,6 @@ static int reject(struct rejection_list *r, uint32_t group, uint32_t column,
 fail:
     r->lost = 1;
     return -ENOMEM;
-}
-
-static void rejections_free(Tide__V1__Rejection **v, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        tide_free(v[i]->device);
-        tide_free(v[i]->field);
-        tide_free(v[i]->message);
-        tide_free(v[i]);
-    }
-    tide_free(v);
 }
 
 /* Everything one batch borrows until tide_db_append() returns. */
@@ -610,150 +244,6 @@ static int column_values(struct batch_build *b, struct tide_column *tc,
     }
 }
 
-/* ---- Completions -----------------------------------------------------------
- */
-
-static void pending_free(struct pending_write *w)
-{
-    if (w->reply) {
-        if (w->reply->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK) {
-            rejections_free(w->reply->write_ack->rejections,
-                            w->reply->write_ack->n_rejections);
-            tide_free(w->reply->write_ack);
-        } else if (w->reply->body_case == TIDE__V1__ENVELOPE__BODY_ERROR) {
-            tide_free(w->reply->error->message);
-            tide_free(w->reply->error);
-        }
-        tide_free(w->reply);
-    }
-    tide_free(w);
-}
-
-/* A heap Error (freed by pending_free), or NULL without memory. Retryable
- * codes are marked as conn_send_error() marks them. */
-static Tide__V1__Error *error_new(Tide__V1__ErrorCode code, const char *msg,
-                                  uint32_t retry_after_ms)
-{
-    Tide__V1__Error *err = tide_calloc(1, sizeof(*err));
-
-    if (!err)
-        return NULL;
-    tide__v1__error__init(err);
-    err->message = tide_strdup(msg);
-    if (!err->message) {
-        tide_free(err);
-        return NULL;
-    }
-    err->code = code;
-    err->retryable = tide_wire_retryable(code);
-    err->retry_after_ms = retry_after_ms;
-    return err;
-}
-
-/* Replace the WriteAck of `w` by Error{code, msg}. Without memory the
- * reply is dropped, and conn_flush_writes() answers INTERNAL instead. */
-static void ack_to_error(struct pending_write *w, Tide__V1__ErrorCode code,
-                         const char *msg)
-{
-    Tide__V1__WriteAck *ack = w->reply->write_ack;
-    Tide__V1__Error *err = error_new(code, msg, 0);
-
-    rejections_free(ack->rejections, ack->n_rejections);
-    tide_free(ack);
-    if (!err) {
-        tide_free(w->reply);
-        w->reply = NULL;
-        return;
-    }
-    w->reply->body_case = TIDE__V1__ENVELOPE__BODY_ERROR;
-    w->reply->error = err;
-}
-
-/* Engine thread: queue the completion for the loop. */
-static void on_durable(void *ctx, int rc)
-{
-    struct pending_write *w = ctx;
-    struct server *s = w->srv;
-
-    w->engine_rc = rc;
-    pthread_mutex_lock(&s->done_lock);
-    w->done_next = NULL;
-    if (s->done_tail)
-        s->done_tail->done_next = w;
-    else
-        s->done_head = w;
-    s->done_tail = w;
-    pthread_mutex_unlock(&s->done_lock);
-    event_active(s->wake, EV_READ, 0);
-}
-
-/* Turn the engine's verdict into the response of `w`. */
-static void settle(struct server *s, struct pending_write *w)
-{
-    Tide__V1__WriteAck *ack = w->reply->write_ack;
-
-    w->done = 1;
-    if (w->engine_rc == TIDE_EDUPLICATE) {
-        atomic_fetch_add(&s->metrics.write_duplicates, 1);
-        rejections_free(ack->rejections, ack->n_rejections);
-        ack->rejections = NULL;
-        ack->n_rejections = 0;
-        ack->accepted_points = ack->rejected_points = 0;
-        ack->duplicate = 1;
-    } else if (w->engine_rc) {
-        tide_log(LOG_ERROR, "write failed in the engine: %s",
-                 tide_strerror(w->engine_rc));
-        ack_to_error(w, TIDE__V1__ERROR_CODE__ERROR_CODE_STORAGE,
-                     tide_strerror(w->engine_rc));
-    } else {
-        atomic_fetch_add(&s->metrics.points_accepted, w->accepted);
-    }
-}
-
-void conn_flush_writes(struct conn *c)
-{
-    while (c->writes_head && c->writes_head->done) {
-        struct pending_write *w = c->writes_head;
-
-        c->writes_head = w->next;
-        if (!c->writes_head)
-            c->writes_tail = NULL;
-        if (w->reply) {
-            if (w->reply->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK)
-                atomic_fetch_add(&c->srv->metrics.write_acks, 1);
-            conn_send(c, w->reply);
-        } else {
-            conn_send_error(c, w->request_id,
-                            TIDE__V1__ERROR_CODE__ERROR_CODE_INTERNAL,
-                            "out of memory building the response", 0);
-        }
-        c->inflight--;
-        pending_free(w);
-    }
-}
-
-void tided_writes_drain(struct server *s)
-{
-    struct pending_write *w;
-
-    pthread_mutex_lock(&s->done_lock);
-    w = s->done_head;
-    s->done_head = s->done_tail = NULL;
-    pthread_mutex_unlock(&s->done_lock);
-    while (w) {
-        struct pending_write *next = w->done_next;
-
-        s->inflight_writes--;
-        if (w->reply)
-            settle(s, w);
-        if (!w->conn)
-            pending_free(w);
-        else
-            conn_flush_writes(w->conn);
-        w = next;
-    }
-}
-
 /* ---- The request ------------------------------------------------------------
  */
 
@@ -762,403 +252,517 @@ struct col_ref {
     uint32_t column;
 };
 
-/* Refuse a batch whole. The Error joins the connection's write FIFO so
- * that write responses keep the order of the batches. */
-static void refuse_retry(struct conn *c, uint64_t rid, Tide__V1__ErrorCode code,
-                         const char *msg, uint32_t retry_after_ms)
-{
-    struct pending_write *w = tide_calloc(1, sizeof(*w));
-    Tide__V1__Envelope *env = tide_calloc(1, sizeof(*env));
-    Tide__V1__Error *err = error_new(code, msg, retry_after_ms);
-
-    if (!w || !env || !err) {
-        tide_free(w);
-        tide_free(env);
-        if (err)
-            tide_free(err->message);
-        tide_free(err);
-        conn_send_error(c, rid, TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
-                        "out of memory", 1);
-        return;
-    }
-    tide__v1__envelope__init(env);
-    env->request_id = rid;
-    env->body_case = TIDE__V1__ENVELOPE__BODY_ERROR;
-    env->error = err;
-    w->srv = c->srv;
-    w->conn = c;
-    w->request_id = rid;
-    w->reply = env;
-    w->done = 1;
-    if (c->writes_tail)
-        c->writes_tail->next = w;
-    else
-        c->writes_head = w;
-    c->writes_tail = w;
-    c->inflight++;
-    conn_flush_writes(c);
-}
-
 static void refuse(struct conn *c, uint64_t rid, Tide__V1__ErrorCode code,
                    const char *msg)
 {
-    refuse_retry(c, rid, code, msg, 0);
+    ack_refuse(c, rid, code, msg, 0);
 }
 
-void handle_write(struct conn *c, const Tide__V1__Envelope *env)
-{
-    const Tide__V1__WriteBatch *wb = env->write_batch;
-    struct server *s = c->srv;
-    uint64_t rid = env->request_id, total = 0, accepted = 0;
-    struct rejection_list rej = {0};
-    struct batch_build b = {0};
-    struct tide_meta_series_key *keys = NULL;
-    struct col_ref *key_col = NULL;
-    uint32_t n_keys = 0, n_cols = 0;
+/* One WriteBatch while handle_write() takes it through its steps. */
+struct write_req {
+    struct conn *c;
+    struct server *s;
+    const Tide__V1__WriteBatch *wb;
+    uint64_t rid;
+    uint64_t total;    /* points in the batch */
+    uint64_t accepted; /* points handed to the engine */
+    uint32_t n_cols;   /* columns in the batch */
+    int64_t now_ns;
+    int64_t horizon_ns; /* points before it are TOO_OLD */
     struct account_state *acct;
-    struct pending_write *w = NULL;
-    Tide__V1__WriteAck *ack = NULL;
-    int64_t horizon, now = tided_now_ns();
-    uint8_t *keep = NULL;
-    int rc;
+    struct rejection_list rej;
+    struct batch_build b;
+    /* Series key of b.cols[i] and the column it came from. */
+    struct tide_meta_series_key *keys;
+    struct col_ref *key_col;
+    uint32_t n_keys;
+    uint8_t *keep; /* per point of the current group: inside retention */
+    struct pending_write *w;
+};
 
-    /* Whole-batch checks: size, role, account state, limits. */
-    if (wb->n_groups > s->cfg.max_batch_groups) {
-        refuse(c, rid, TIDE__V1__ERROR_CODE__ERROR_CODE_BATCH_TOO_LARGE,
+/* Step 1, limits: refuse a batch over max_batch_groups or
+ * max_batch_points; count its points and columns. Returns 0, or -1 when
+ * the batch was refused. */
+static int write_limits(struct write_req *r)
+{
+    const Tide__V1__WriteBatch *wb = r->wb;
+
+    if (wb->n_groups > r->s->cfg.max_batch_groups) {
+        refuse(r->c, r->rid, TIDE__V1__ERROR_CODE__ERROR_CODE_BATCH_TOO_LARGE,
                "more groups than max_batch_groups");
-        return;
+        return -1;
     }
     for (size_t g = 0; g < wb->n_groups; g++) {
-        total +=
+        r->total +=
             (uint64_t)wb->groups[g]->n_ts_delta_ns * wb->groups[g]->n_columns;
-        n_cols += (uint32_t)wb->groups[g]->n_columns;
-        if (total > s->cfg.max_batch_points || n_cols > 16u << 20) {
-            refuse(c, rid, TIDE__V1__ERROR_CODE__ERROR_CODE_BATCH_TOO_LARGE,
+        r->n_cols += (uint32_t)wb->groups[g]->n_columns;
+        if (r->total > r->s->cfg.max_batch_points || r->n_cols > 16u << 20) {
+            refuse(r->c, r->rid,
+                   TIDE__V1__ERROR_CODE__ERROR_CODE_BATCH_TOO_LARGE,
                    "more points than max_batch_points");
-            return;
+            return -1;
         }
     }
-    /* A device key is authorised for its own device; per-group checks
-     * below refuse any other device. */
-    rc = tide_meta_authorize(
-        s->meta, &c->who, TIDE_META_ACT_TELEMETRY_WRITE, c->who.account_id,
+    return 0;
+}
+
+/* Step 2, principal: the credential may write telemetry of its account,
+ * which is not paused. A device key is authorised for its own device;
+ * write_device() refuses any other. Returns 0 or -1 (refused). */
+static int write_principal(struct write_req *r)
+{
+    const struct conn *c = r->c;
+    int rc = tide_meta_authorize(
+        r->s->meta, &c->who, TIDE_META_ACT_TELEMETRY_WRITE, c->who.account_id,
         c->who.role == TIDE_META_ROLE_DEVICE ? c->who.device_id : 0);
+
     if (rc || !c->who.account_id) {
-        refuse(c, rid,
+        refuse(r->c, r->rid,
                rc == TIDE_EPAUSED
                    ? TIDE__V1__ERROR_CODE__ERROR_CODE_PAUSED
                    : TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED,
                rc == TIDE_EPAUSED ? "ingestion is paused for this account"
                                   : "this credential may not write");
-        return;
+        return -1;
     }
-    acct = account_get(s, c->who.account_id);
+    return 0;
+}
+
+/* Step 3, account state: the plan's rate limit and daily quota, and the
+ * retention horizon. Returns 0 or -1 (refused). */
+static int write_account(struct write_req *r)
+{
+    struct account_state *acct = devices_account(r->s, r->c->who.account_id);
+
     if (!acct) {
-        refuse(c, rid, TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
+        refuse(r->c, r->rid, TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
                "out of memory");
-        return;
+        return -1;
     }
     if (acct->tier.rate_points_s) {
         double rate = (double)acct->tier.rate_points_s;
 
-        acct->tokens += rate * (double)(now - acct->refill_ns) / 1e9;
+        acct->tokens += rate * (double)(r->now_ns - acct->refill_ns) / 1e9;
         if (acct->tokens > rate)
             acct->tokens = rate;
-        acct->refill_ns = now;
+        acct->refill_ns = r->now_ns;
         if (acct->tokens <= 0) {
-            refuse_retry(c, rid, TIDE__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED,
-                         "points/s rate limit of the plan reached",
-                         (uint32_t)(-acct->tokens / rate * 1000) + 1);
-            return;
+            ack_refuse(r->c, r->rid,
+                       TIDE__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED,
+                       "points/s rate limit of the plan reached",
+                       (uint32_t)(-acct->tokens / rate * 1000) + 1);
+            return -1;
         }
     }
     if (acct->tier.daily_points_max &&
-        acct->day_points + total > acct->tier.daily_points_max) {
-        refuse(c, rid, TIDE__V1__ERROR_CODE__ERROR_CODE_QUOTA_EXCEEDED,
+        acct->day_points + r->total > acct->tier.daily_points_max) {
+        refuse(r->c, r->rid, TIDE__V1__ERROR_CODE__ERROR_CODE_QUOTA_EXCEEDED,
                "daily points quota of the plan spent");
-        return;
+        return -1;
     }
-    horizon =
-        acct->tier.ttl_s ? now - acct->tier.ttl_s * 1000000000ll : INT64_MIN;
-    devices_prepare(s, c, wb);
+    r->acct = acct;
+    r->horizon_ns = acct->tier.ttl_s
+                        ? r->now_ns - acct->tier.ttl_s * 1000000000ll
+                        : INT64_MIN;
+    return 0;
+}
 
-    b.cols = tide_calloc(n_cols ? n_cols : 1, sizeof(*b.cols));
-    keys = tide_calloc(n_cols ? n_cols : 1, sizeof(*keys));
-    key_col = tide_calloc(n_cols ? n_cols : 1, sizeof(*key_col));
-    if (!b.cols || !keys || !key_col)
-        goto oom;
+/* Step 4, devices: the device of group `pg` in *dev, created when the
+ * credential may. Returns NULL, or why the group is refused whole (with
+ * the wire code in *code). */
+static const char *write_device(struct write_req *r,
+                                const Tide__V1__PointGroup *pg,
+                                struct device_entry **dev,
+                                Tide__V1__ErrorCode *code)
+{
+    const struct conn *c = r->c;
+    const char *msg = names_error(pg->device, TIDE_META_NAME_MAX, code);
+    int rc;
 
-    /* Per group, per column checks; collect series keys. */
-    for (size_t g = 0; g < wb->n_groups; g++) {
+    if (msg)
+        return msg;
+    rc = devices_get(r->s, c->who.account_id, pg->device,
+                     c->who.role != TIDE_META_ROLE_DEVICE, dev);
+    if (rc == 0 && c->who.role == TIDE_META_ROLE_DEVICE &&
+        (*dev)->id != c->who.device_id)
+        rc = TIDE_EPERM;
+    if (rc == TIDE_ENOTFOUND || rc == TIDE_EPERM) {
+        *code = TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED;
+        return "a device key writes only its own device";
+    }
+    if (rc == TIDE_EFULL) {
+        *code = TIDE__V1__ERROR_CODE__ERROR_CODE_LIMIT_EXCEEDED;
+        return "the plan's max_devices is reached";
+    }
+    if (rc) {
+        *code = tide_wire_error(rc);
+        return tide_strerror(rc);
+    }
+    if ((*dev)->paused) {
+        *code = TIDE__V1__ERROR_CODE__ERROR_CODE_PAUSED;
+        return "ingestion is paused for this device";
+    }
+    return NULL;
+}
+
+/* Why column `col` of a group of `n` points is refused whole (wire code in
+ * *code), or NULL. */
+static const char *column_error(const Tide__V1__Column *col, uint32_t n,
+                                Tide__V1__ErrorCode *code)
+{
+    uint64_t count = column_count(col);
+    int ok_count = col->type == TIDE__V1__VALUE_TYPE__VALUE_TYPE_BOOL
+                       ? col->bool_bits.len == (n + 7) / 8
+                       : count == n;
+    const char *msg = names_error(col->field, TIDE_META_FIELD_MAX, code);
+
+    if (msg)
+        return msg;
+    if (count == UINT64_MAX || !ok_count) {
+        *code = TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT;
+        return count == UINT64_MAX ? "column type missing or unknown"
+                                   : "value count differs from the timestamps";
+    }
+    if (col->type != TIDE__V1__VALUE_TYPE__VALUE_TYPE_STRING)
+        return NULL;
+    for (size_t i = 0; i < col->n_str; i++) {
+        size_t len = strlen(col->str[i]);
+
+        if (len > TIDE_STR_BYTES_MAX) {
+            *code = TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT;
+            return "string value too long";
+        }
+        if (!names_utf8_valid((const uint8_t *)col->str[i], len)) {
+            *code = TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_UTF8;
+            return "string value is not valid UTF-8";
+        }
+    }
+    return NULL;
+}
+
+/* Step 4b, tags: upsert the tags of group `pg` onto its device `dev` in
+ * the cache; devices_tags_flush() stores those that changed. Returns 0
+ * with *msg NULL, 0 with *msg saying why the group is refused (wire code
+ * in *code), or -ENOMEM. */
+static int write_tags(struct write_req *r, const Tide__V1__PointGroup *pg,
+                      struct device_entry *dev, const char **msg,
+                      Tide__V1__ErrorCode *code)
+{
+    char text[TIDE_META_TAGS_MAX + 1];
+    const char *cur = dev->tags ? dev->tags : "";
+
+    *msg = names_tags_upsert(cur, pg->tags, pg->n_tags, text, code);
+    if (*msg || !strcmp(text, cur))
+        return 0;
+    return devices_set_tags(r->s, dev, text);
+}
+
+/* Step 5a, series: the columns of group `g` of device `dev` become engine
+ * columns (points inside retention only) with their series keys. Returns
+ * 0 or -ENOMEM. */
+static int write_group(struct write_req *r, uint32_t g,
+                       const struct device_entry *dev)
+{
+    const Tide__V1__PointGroup *pg = r->wb->groups[g];
+    uint32_t n = (uint32_t)pg->n_ts_delta_ns, kept = 0;
+    struct batch_build *b = &r->b;
+    uint8_t *keep;
+    int64_t *ts;
+
+    ts = build_alloc(b, (size_t)n * sizeof(*ts));
+    keep = tide_realloc(r->keep, n ? n : 1);
+    if (keep)
+        r->keep = keep;
+    if (!ts || !keep)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < n; i++) {
+        ts[i] = (int64_t)((uint64_t)(i ? ts[i - 1] : 0) +
+                          (uint64_t)pg->ts_delta_ns[i]);
+        keep[i] = ts[i] >= r->horizon_ns;
+        kept += keep[i];
+    }
+    for (uint32_t k = 0; k < pg->n_columns; k++) {
+        const Tide__V1__Column *col = pg->columns[k];
+        Tide__V1__ErrorCode code = 0;
+        const char *msg = column_error(col, n, &code);
+        struct tide_column *tc = &b->cols[b->n_cols];
+
+        if (msg) {
+            if (reject(&r->rej, g, k, pg->device, col->field, code, n, msg))
+                return -ENOMEM;
+            continue;
+        }
+        if (kept < n &&
+            reject(&r->rej, g, k, pg->device, col->field,
+                   TIDE__V1__ERROR_CODE__ERROR_CODE_TOO_OLD, n - kept,
+                   "points behind the plan's retention horizon"))
+            return -ENOMEM;
+        if (kept == 0)
+            continue;
+        if (column_values(b, tc, col, ts, n, keep, kept))
+            return -ENOMEM;
+        tc->account_id = r->c->who.account_id;
+        tc->tier = r->acct->tier.id;
+        r->keys[r->n_keys] = (struct tide_meta_series_key){
+            .account_id = r->c->who.account_id,
+            .device_id = dev->id,
+            .field = col->field,
+            .field_len = (uint32_t)strlen(col->field),
+            .type = tc->type};
+        r->key_col[r->n_keys++] = (struct col_ref){g, k};
+        b->n_cols++;
+    }
+    return 0;
+}
+
+/* Steps 4, 4b and 5a for every group: a group whose device or tags are
+ * refused has each of its columns rejected. The tags that changed are
+ * stored in one transaction at the end, or dropped when the batch is
+ * refused. Returns 0 or -ENOMEM. */
+static int write_groups(struct write_req *r)
+{
+    const Tide__V1__WriteBatch *wb = r->wb;
+    uint32_t n = r->n_cols ? r->n_cols : 1;
+
+    devices_prepare(r->s, r->c, wb);
+    r->b.cols = tide_calloc(n, sizeof(*r->b.cols));
+    r->keys = tide_calloc(n, sizeof(*r->keys));
+    r->key_col = tide_calloc(n, sizeof(*r->key_col));
+    if (!r->b.cols || !r->keys || !r->key_col)
+        return -ENOMEM;
+    for (uint32_t g = 0; g < wb->n_groups; g++) {
         const Tide__V1__PointGroup *pg = wb->groups[g];
-        uint32_t n = (uint32_t)pg->n_ts_delta_ns, kept = 0;
         struct device_entry *dev = NULL;
         Tide__V1__ErrorCode gcode = 0;
-        const char *gmsg = NULL;
-        int64_t *ts;
-        uint8_t *grown;
+        const char *gmsg = write_device(r, pg, &dev, &gcode);
 
-        gmsg = name_error(pg->device, TIDE_META_NAME_MAX, &gcode);
-        if (!gmsg) {
-            rc = device_entry_get(s, c->who.account_id, pg->device,
-                                  c->who.role != TIDE_META_ROLE_DEVICE, &dev);
-            if (rc == 0 && c->who.role == TIDE_META_ROLE_DEVICE &&
-                dev->id != c->who.device_id)
-                rc = TIDE_EPERM;
-            if (rc == TIDE_ENOTFOUND || rc == TIDE_EPERM) {
-                gcode = TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED;
-                gmsg = "a device key writes only its own device";
-            } else if (rc == TIDE_EFULL) {
-                gcode = TIDE__V1__ERROR_CODE__ERROR_CODE_LIMIT_EXCEEDED;
-                gmsg = "the plan's max_devices is reached";
-            } else if (rc) {
-                gcode = tide_wire_error(rc);
-                gmsg = tide_strerror(rc);
-            } else if (dev->paused) {
-                gcode = TIDE__V1__ERROR_CODE__ERROR_CODE_PAUSED;
-                gmsg = "ingestion is paused for this device";
-            }
-        }
-        if (gcode) {
-            for (size_t k = 0; k < pg->n_columns; k++)
-                if (reject(&rej, (uint32_t)g, (uint32_t)k, pg->device,
-                           pg->columns[k]->field, gcode, n, gmsg))
+        if (!gmsg && pg->n_tags && write_tags(r, pg, dev, &gmsg, &gcode))
+            goto oom;
+        if (gmsg) {
+            for (uint32_t k = 0; k < pg->n_columns; k++)
+                if (reject(&r->rej, g, k, pg->device, pg->columns[k]->field,
+                           gcode, (uint32_t)pg->n_ts_delta_ns, gmsg))
                     goto oom;
             continue;
         }
-        ts = build_alloc(&b, (size_t)n * sizeof(*ts));
-        grown = tide_realloc(keep, n ? n : 1);
-        if (grown)
-            keep = grown; /* else the old one is still ours to free */
-        if (!ts || !grown)
+        if (write_group(r, g, dev))
             goto oom;
-        for (uint32_t i = 0; i < n; i++) {
-            ts[i] = (int64_t)((uint64_t)(i ? ts[i - 1] : 0) +
-                              (uint64_t)pg->ts_delta_ns[i]);
-            keep[i] = ts[i] >= horizon;
-            kept += keep[i];
-        }
-        for (size_t k = 0; k < pg->n_columns; k++) {
-            const Tide__V1__Column *col = pg->columns[k];
-            uint64_t count = column_count(col);
-            int ok_count = col->type == TIDE__V1__VALUE_TYPE__VALUE_TYPE_BOOL
-                               ? col->bool_bits.len == (n + 7) / 8
-                               : count == n;
-            Tide__V1__ErrorCode code = 0;
-            const char *msg =
-                name_error(col->field, TIDE_META_FIELD_MAX, &code);
-
-            if (!msg && (count == UINT64_MAX || !ok_count)) {
-                code = TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT;
-                msg = count == UINT64_MAX
-                          ? "column type missing or unknown"
-                          : "value count differs from the timestamps";
-            } else if (!msg &&
-                       col->type == TIDE__V1__VALUE_TYPE__VALUE_TYPE_STRING) {
-                for (size_t i = 0; i < col->n_str && !code; i++) {
-                    size_t len = strlen(col->str[i]);
-
-                    if (len > TIDE_STR_BYTES_MAX) {
-                        code =
-                            TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT;
-                        msg = "string value too long";
-                    } else if (!utf8_valid((const uint8_t *)col->str[i], len)) {
-                        code = TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_UTF8;
-                        msg = "string value is not valid UTF-8";
-                    }
-                }
-            }
-            if (code) {
-                if (reject(&rej, (uint32_t)g, (uint32_t)k, pg->device,
-                           col->field, code, n, msg))
-                    goto oom;
-                continue;
-            }
-            if (kept < n &&
-                reject(&rej, (uint32_t)g, (uint32_t)k, pg->device, col->field,
-                       TIDE__V1__ERROR_CODE__ERROR_CODE_TOO_OLD, n - kept,
-                       "points behind the plan's retention horizon"))
-                goto oom;
-            if (kept == 0)
-                continue;
-            if (column_values(&b, &b.cols[b.n_cols], col, ts, n, keep, kept))
-                goto oom;
-            b.cols[b.n_cols].account_id = c->who.account_id;
-            b.cols[b.n_cols].tier = acct->tier.id;
-            keys[n_keys] = (struct tide_meta_series_key){
-                .account_id = c->who.account_id,
-                .device_id = dev->id,
-                .field = col->field,
-                .field_len = (uint32_t)strlen(col->field),
-                .type = b.cols[b.n_cols].type};
-            key_col[n_keys++] = (struct col_ref){(uint32_t)g, (uint32_t)k};
-            b.n_cols++;
-        }
-        tide_meta_device_seen(s->meta, dev->id);
+        tide_meta_device_seen(r->s->meta, dev->id);
     }
+    devices_tags_flush(r->s);
+    return 0;
 
-    /* Resolve series ids: the registry answers known ones without SQL;
-     * the rest are created in one transaction. */
-    {
-        uint32_t n_new = 0, out = 0;
-        uint32_t *new_idx = tide_calloc(n_keys ? n_keys : 1, sizeof(*new_idx));
-        uint64_t *new_ids = tide_calloc(n_keys ? n_keys : 1, sizeof(*new_ids));
-        int *new_rcs = tide_calloc(n_keys ? n_keys : 1, sizeof(*new_rcs));
-        struct tide_meta_series_key *new_keys =
-            tide_calloc(n_keys ? n_keys : 1, sizeof(*new_keys));
+oom:
+    devices_tags_drop(r->s);
+    return -ENOMEM;
+}
 
-        if (!new_idx || !new_ids || !new_rcs || !new_keys) {
-            tide_free(new_idx);
-            tide_free(new_ids);
-            tide_free(new_rcs);
-            tide_free(new_keys);
-            goto oom;
+/* Reject column i of the batch (its series did not resolve) with `rc`. */
+static int reject_series(struct write_req *r, uint32_t i, int rc)
+{
+    const struct col_ref *ref = &r->key_col[i];
+
+    return reject(
+        &r->rej, ref->group, ref->column, r->wb->groups[ref->group]->device,
+        r->keys[i].field,
+        rc == TIDE_ETYPE   ? TIDE__V1__ERROR_CODE__ERROR_CODE_TYPE_MISMATCH
+        : rc == TIDE_EFULL ? TIDE__V1__ERROR_CODE__ERROR_CODE_LIMIT_EXCEEDED
+                           : tide_wire_error(rc),
+        r->b.cols[i].n,
+        rc == TIDE_ETYPE   ? "the series has another value type"
+        : rc == TIDE_EFULL ? "the plan's max_series is reached"
+                           : tide_strerror(rc));
+}
+
+/* Step 5b, series ids: the registry answers known ones without SQL; the
+ * rest are created in one transaction. Columns that do not resolve are
+ * rejected and dropped; r->accepted counts the points left. Returns 0 or
+ * -ENOMEM. */
+static int write_series(struct write_req *r)
+{
+    struct batch_build *b = &r->b;
+    uint32_t n_keys = r->n_keys, n_new = 0, out = 0, cap = n_keys ? n_keys : 1;
+    uint32_t *new_idx = tide_calloc(cap, sizeof(*new_idx));
+    uint64_t *new_ids = tide_calloc(cap, sizeof(*new_ids));
+    int *new_rcs = tide_calloc(cap, sizeof(*new_rcs));
+    struct tide_meta_series_key *new_keys = tide_calloc(cap, sizeof(*new_keys));
+    int rc = new_idx && new_ids && new_rcs && new_keys ? 0 : -ENOMEM;
+
+    for (uint32_t i = 0; rc == 0 && i < n_keys; i++) {
+        int lrc = tide_meta_series_lookup(r->s->meta, &r->keys[i],
+                                          &b->cols[i].series_id);
+
+        if (lrc == TIDE_ENOTFOUND) {
+            new_idx[n_new] = i;
+            new_keys[n_new++] = r->keys[i];
+            b->cols[i].series_id = 0;
+        } else if (lrc) {
+            b->cols[i].series_id = 0;
+            /* Out of memory for the rejection: the rest stay unresolved. */
+            if (reject(&r->rej, r->key_col[i].group, r->key_col[i].column,
+                       r->wb->groups[r->key_col[i].group]->device,
+                       r->keys[i].field,
+                       lrc == TIDE_ETYPE
+                           ? TIDE__V1__ERROR_CODE__ERROR_CODE_TYPE_MISMATCH
+                           : tide_wire_error(lrc),
+                       b->cols[i].n,
+                       lrc == TIDE_ETYPE ? "the series has another value type"
+                                         : "series lookup failed"))
+                break;
         }
-        for (uint32_t i = 0; i < n_keys; i++) {
-            rc = tide_meta_series_lookup(s->meta, &keys[i],
-                                         &b.cols[i].series_id);
-            if (rc == TIDE_ENOTFOUND) {
-                new_idx[n_new] = i;
-                new_keys[n_new++] = keys[i];
-                b.cols[i].series_id = 0;
-            } else if (rc) {
-                b.cols[i].series_id = 0;
-                rc = reject(&rej, key_col[i].group, key_col[i].column,
-                            wb->groups[key_col[i].group]->device, keys[i].field,
-                            rc == TIDE_ETYPE
-                                ? TIDE__V1__ERROR_CODE__ERROR_CODE_TYPE_MISMATCH
-                                : tide_wire_error(rc),
-                            b.cols[i].n,
-                            rc == TIDE_ETYPE
-                                ? "the series has another value type"
-                                : "series lookup failed");
-                if (rc)
-                    break;
-            }
-        }
-        rc = n_new ? tide_meta_series_ensure(s->meta, &c->who, new_keys, n_new,
-                                             new_ids, new_rcs)
-                   : 0;
+    }
+    if (rc == 0) {
+        int erc =
+            n_new ? tide_meta_series_ensure(r->s->meta, &r->c->who, new_keys,
+                                            n_new, new_ids, new_rcs)
+                  : 0;
+
         for (uint32_t j = 0; j < n_new; j++) {
-            uint32_t i = new_idx[j];
-            int r = rc ? rc : new_rcs[j];
+            int e = erc ? erc : new_rcs[j];
 
-            if (r == 0) {
-                b.cols[i].series_id = new_ids[j];
-                continue;
-            }
-            reject(&rej, key_col[i].group, key_col[i].column,
-                   wb->groups[key_col[i].group]->device, keys[i].field,
-                   r == TIDE_ETYPE
-                       ? TIDE__V1__ERROR_CODE__ERROR_CODE_TYPE_MISMATCH
-                   : r == TIDE_EFULL
-                       ? TIDE__V1__ERROR_CODE__ERROR_CODE_LIMIT_EXCEEDED
-                       : tide_wire_error(r),
-                   b.cols[i].n,
-                   r == TIDE_ETYPE   ? "the series has another value type"
-                   : r == TIDE_EFULL ? "the plan's max_series is reached"
-                                     : tide_strerror(r));
+            if (e == 0)
+                b->cols[new_idx[j]].series_id = new_ids[j];
+            else
+                reject_series(r, new_idx[j], e);
         }
-        tide_free(new_idx);
-        tide_free(new_ids);
-        tide_free(new_rcs);
-        tide_free(new_keys);
-        if (rej.lost)
-            goto oom;
         /* Drop the columns that did not resolve. */
-        for (uint32_t i = 0; i < b.n_cols; i++) {
-            if (b.cols[i].series_id == 0)
+        for (uint32_t i = 0; i < b->n_cols; i++) {
+            if (b->cols[i].series_id == 0)
                 continue;
-            accepted += b.cols[i].n;
-            b.cols[out++] = b.cols[i];
+            r->accepted += b->cols[i].n;
+            b->cols[out++] = b->cols[i];
         }
-        b.n_cols = out;
+        b->n_cols = out;
     }
+    tide_free(new_idx);
+    tide_free(new_ids);
+    tide_free(new_rcs);
+    tide_free(new_keys);
+    return rc;
+}
 
+/* Step 6, ack: the WriteAck with the counts and rejections, queued last
+ * in the connection's write FIFO (r->w). Returns 0 or -ENOMEM (nothing
+ * queued). */
+static int write_ack(struct write_req *r)
+{
+    Tide__V1__WriteAck *ack;
+    struct pending_write *w;
+    struct conn *c = r->c;
+
+    if (r->rej.lost)
+        return -ENOMEM; /* an unexplained drop would be a wrong answer */
     ack = tide_calloc(1, sizeof(*ack));
     w = tide_calloc(1, sizeof(*w));
-    if (!ack || !w)
-        goto oom;
-    w->reply = tide_calloc(1, sizeof(*w->reply));
-    if (!w->reply)
-        goto oom;
+    if (w)
+        w->reply = tide_calloc(1, sizeof(*w->reply));
+    if (!ack || !w || !w->reply) {
+        tide_free(ack);
+        if (w)
+            tide_free(w->reply);
+        tide_free(w);
+        return -ENOMEM;
+    }
     tide__v1__write_ack__init(ack);
     tide__v1__envelope__init(w->reply);
-    ack->sequence = wb->sequence;
-    ack->accepted_points = accepted;
-    ack->rejected_points = total - accepted;
-    ack->rejections = rej.v;
-    ack->n_rejections = rej.n;
-    rej.v = NULL;
-    rej.n = 0;
-    w->reply->request_id = rid;
+    ack->sequence = r->wb->sequence;
+    ack->accepted_points = r->accepted;
+    ack->rejected_points = r->total - r->accepted;
+    ack->rejections = r->rej.v;
+    ack->n_rejections = r->rej.n;
+    r->rej.v = NULL;
+    r->rej.n = 0;
+    w->reply->request_id = r->rid;
     w->reply->body_case = TIDE__V1__ENVELOPE__BODY_WRITE_ACK;
     w->reply->write_ack = ack;
-    ack = NULL;
-    w->srv = s;
+    w->srv = r->s;
     w->conn = c;
-    w->request_id = rid;
-    w->accepted = accepted;
+    w->request_id = r->rid;
+    w->accepted = r->accepted;
     w->account_id = c->who.account_id;
-    atomic_fetch_add(&s->metrics.points_rejected, total - accepted);
+    atomic_fetch_add(&r->s->metrics.points_rejected, r->total - r->accepted);
     if (c->writes_tail)
         c->writes_tail->next = w;
     else
         c->writes_head = w;
     c->writes_tail = w;
     c->inflight++;
+    r->w = w;
+    return 0;
+}
 
-    if (b.n_cols == 0) {
+/* Step 7, engine append: hand the resolved columns to the engine; the ack
+ * waits for ack_on_durable(). A batch the engine refuses at once becomes an
+ * Error and r->accepted 0. */
+static void write_append(struct write_req *r)
+{
+    struct pending_write *w = r->w;
+    struct tide_batch batch = {.producer_id = r->wb->producer_id,
+                               .sequence = r->wb->sequence,
+                               .n_columns = r->b.n_cols,
+                               .columns = r->b.cols};
+    int rc;
+
+    if (r->b.n_cols == 0) {
         w->done = 1;
-    } else {
-        struct tide_batch batch = {.producer_id = wb->producer_id,
-                                   .sequence = wb->sequence,
-                                   .n_columns = b.n_cols,
-                                   .columns = b.cols};
-
-        rc = tide_db_append(s->db, &batch, on_durable, w);
-        if (rc) {
-            /* Nothing was queued: the batch is refused whole. */
-            tide_log(LOG_ERROR, "engine refused a batch: %s",
-                     tide_strerror(rc));
-            ack_to_error(w,
-                         rc == TIDE_ECLOSED
-                             ? TIDE__V1__ERROR_CODE__ERROR_CODE_SHUTTING_DOWN
-                         : rc == TIDE_EINVAL
-                             ? TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT
-                             : TIDE__V1__ERROR_CODE__ERROR_CODE_STORAGE,
-                         tide_strerror(rc));
-            w->done = 1;
-            accepted = 0;
-        } else {
-            s->inflight_writes++;
-        }
+        return;
     }
-    acct->tokens -= (double)accepted;
-    acct->day_points += accepted;
-    {
-        struct tide_meta_usage u = {
-            .messages = 1, .points = accepted, .bytes_in = c->frame_bytes};
-
-        tide_meta_usage_add(s->meta, c->who.account_id, &u);
+    rc = tide_db_append(r->s->db, &batch, ack_on_durable, w);
+    if (rc == 0) {
+        r->s->inflight_writes++;
+        return;
     }
-    build_free(&b);
-    tide_free(keys);
-    tide_free(key_col);
-    tide_free(keep);
+    /* Nothing was queued: the batch is refused whole. */
+    tide_log(LOG_ERROR, "engine refused a batch: %s", tide_strerror(rc));
+    ack_to_error(
+        w,
+        rc == TIDE_ECLOSED  ? TIDE__V1__ERROR_CODE__ERROR_CODE_SHUTTING_DOWN
+        : rc == TIDE_EINVAL ? TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT
+                            : TIDE__V1__ERROR_CODE__ERROR_CODE_STORAGE,
+        tide_strerror(rc));
+    w->done = 1;
+    r->accepted = 0;
+}
+
+/* Step 8, usage: charge the accepted points to the rate bucket, the
+ * daily quota and the account's usage counters. */
+static void write_usage(struct write_req *r)
+{
+    struct tide_meta_usage u = {
+        .messages = 1, .points = r->accepted, .bytes_in = r->c->frame_bytes};
+
+    r->acct->tokens -= (double)r->accepted;
+    r->acct->day_points += r->accepted;
+    tide_meta_usage_add(r->s->meta, r->c->who.account_id, &u);
+}
+
+static void write_req_fini(struct write_req *r)
+{
+    ack_rejections_free(r->rej.v, r->rej.n);
+    build_free(&r->b);
+    tide_free(r->keys);
+    tide_free(r->key_col);
+    tide_free(r->keep);
+}
+
+void handle_write(struct conn *c, const Tide__V1__Envelope *env)
+{
+    struct write_req r = {.c = c,
+                          .s = c->srv,
+                          .wb = env->write_batch,
+                          .rid = env->request_id,
+                          .now_ns = tided_now_ns()};
+
+    if (write_limits(&r) || write_principal(&r) || write_account(&r))
+        return;
+    if (write_groups(&r) || write_series(&r) || write_ack(&r)) {
+        write_req_fini(&r);
+        refuse(c, r.rid, TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
+               "out of memory; nothing of the batch was applied");
+        return;
+    }
+    write_append(&r);
+    write_usage(&r);
+    write_req_fini(&r);
     conn_flush_writes(c);
-    return;
-
-oom:
-    rejections_free(rej.v, rej.n);
-    build_free(&b);
-    tide_free(keys);
-    tide_free(key_col);
-    tide_free(keep);
-    tide_free(ack);
-    if (w)
-        tide_free(w->reply);
-    tide_free(w);
-    refuse(c, rid, TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
-           "out of memory; nothing of the batch was applied");
 }

@@ -1277,3 +1277,143 @@ Test(meta, concurrent_threads)
         cr_assert_eq(keys[0].requests, 20);
     }
 }
+
+/* ---- Cache invalidation ------------------------------------------------- */
+
+/* What the invalidation hook was told, in order. */
+struct inval_log {
+    unsigned n;
+    uint64_t account[32];
+    uint64_t device[32];
+};
+
+static void on_invalidate(void *ctx, uint64_t account_id, uint64_t device_id)
+{
+    struct inval_log *l = ctx;
+
+    cr_assert_lt(l->n, 32);
+    l->account[l->n] = account_id;
+    l->device[l->n] = device_id;
+    l->n++;
+}
+
+/* The hook was called exactly once since the last check, with (a, d). */
+static void expect_inval(struct inval_log *l, uint64_t a, uint64_t d)
+{
+    cr_assert_eq(l->n, 1, "%u calls, want 1", l->n);
+    cr_assert_eq(l->account[0], a, "account %llu, want %llu",
+                 (unsigned long long)l->account[0], (unsigned long long)a);
+    cr_assert_eq(l->device[0], d, "device %llu, want %llu",
+                 (unsigned long long)l->device[0], (unsigned long long)d);
+    l->n = 0;
+}
+
+Test(meta, invalidation_hook_names_what_changed)
+{
+    struct inval_log l = {0};
+    struct tide_meta_principal p;
+    struct tide_meta_tier t;
+    struct tide_meta_device_new up = {.tags = "site=b"};
+    uint64_t id = new_owner("hook@example.com", &p), dev, other;
+
+    dev = new_device(&p, id, "d");
+    tide_meta_set_invalidate(m, on_invalidate, &l);
+    /* A registration makes no cached row wrong: not reported. */
+    other = new_device(&p, id, "e");
+    cr_assert_eq(l.n, 0);
+    CHECK(tide_meta_device_pause(m, &p, id, dev, 1));
+    expect_inval(&l, id, dev);
+    CHECK(tide_meta_device_pause(m, &p, id, dev, 0));
+    expect_inval(&l, id, dev);
+    CHECK(tide_meta_device_update(m, &p, id, dev, &up));
+    expect_inval(&l, id, dev);
+    CHECK(tide_meta_device_delete(m, &p, id, other));
+    expect_inval(&l, id, other);
+    CHECK(tide_meta_account_pause(m, &p, id, 1));
+    expect_inval(&l, id, 0);
+    CHECK(tide_meta_account_pause(m, &p, id, 0));
+    expect_inval(&l, id, 0);
+    CHECK(tide_meta_account_set_tier(m, &admin, id, 2, NULL, NULL, NULL));
+    expect_inval(&l, id, 0);
+    CHECK(tide_meta_tier_get(m, 2, &t));
+    t.rate_points_s = 7;
+    CHECK(tide_meta_tier_set(m, &admin, &t));
+    expect_inval(&l, 0, 0);
+    /* A refused change is not reported. */
+    CHECK_RC(tide_meta_device_pause(m, &p, id, other, 1), TIDE_ENOTFOUND);
+    cr_assert_eq(l.n, 0);
+    CHECK(tide_meta_account_delete(m, &p, id));
+    expect_inval(&l, id, 0);
+    CHECK(tide_meta_account_restore(m, &admin, id));
+    expect_inval(&l, id, 0);
+    tide_meta_set_invalidate(m, NULL, NULL);
+    CHECK(tide_meta_account_pause(m, &admin, id, 1));
+    cr_assert_eq(l.n, 0);
+}
+
+Test(meta, invalidation_hook_hears_each_purge)
+{
+    struct inval_log l = {0};
+    struct tide_meta_principal p, q;
+    struct tide_meta_prune_stats ps;
+    uint64_t a = new_owner("purge-a@example.com", &p);
+    uint64_t b = new_owner("purge-b@example.com", &q);
+
+    new_device(&p, a, "d");
+    CHECK(tide_meta_account_delete(m, &p, a));
+    CHECK(tide_meta_account_delete(m, &q, b));
+    tide_meta_set_invalidate(m, on_invalidate, &l);
+    /* Inside the grace period nothing is purged, nothing reported. */
+    CHECK(tide_meta_prune(m, &admin, &ps));
+    cr_assert_eq(ps.accounts, 0);
+    cr_assert_eq(l.n, 0);
+    atomic_fetch_add(&fake_now, 31 * DAY_NS);
+    CHECK(tide_meta_prune(m, &admin, &ps));
+    cr_assert_eq(ps.accounts, 2);
+    cr_assert_eq(l.n, 2, "%u calls, want one per purged account", l.n);
+    cr_assert(l.account[0] == a || l.account[1] == a);
+    cr_assert(l.account[0] == b || l.account[1] == b);
+    cr_assert_eq(l.device[0], 0);
+    cr_assert_eq(l.device[1], 0);
+    l.n = 0;
+    CHECK(tide_meta_prune(m, &admin, &ps));
+    cr_assert_eq(l.n, 0);
+}
+
+Test(meta, device_tags_set_in_one_transaction)
+{
+    struct inval_log l = {0};
+    struct tide_meta_principal p, q, dk;
+    struct tide_meta_device d;
+    uint64_t id = new_owner("tags@example.com", &p);
+    uint64_t other = new_owner("tags2@example.com", &q);
+    uint64_t ids[3], foreign = new_device(&q, other, "x");
+    const char *tags[3] = {"site=a,rack=1", "site=b", "bad\x01"};
+    int rcs[3];
+
+    ids[0] = new_device(&p, id, "d0");
+    ids[1] = new_device(&p, id, "d1");
+    ids[2] = new_device(&p, id, "d2");
+    tide_meta_set_invalidate(m, on_invalidate, &l);
+    CHECK(tide_meta_device_tags_set(m, &p, id, ids, tags, 3, rcs));
+    cr_assert_eq(rcs[0], 0);
+    cr_assert_eq(rcs[1], 0);
+    cr_assert_eq(rcs[2], TIDE_EINVAL);
+    cr_assert_eq(l.n, 2, "one report per device changed, got %u", l.n);
+    cr_assert_eq(l.device[0], ids[0]);
+    cr_assert_eq(l.device[1], ids[1]);
+    CHECK(tide_meta_device_get(m, &p, id, ids[0], &d));
+    cr_assert_str_eq(d.tags, "site=a,rack=1");
+    CHECK(tide_meta_device_get(m, &p, id, ids[1], &d));
+    cr_assert_str_eq(d.tags, "site=b");
+    CHECK(tide_meta_device_get(m, &p, id, ids[2], &d));
+    cr_assert_str_eq(d.tags, "");
+    /* Another account's device is not found through this account. */
+    CHECK(tide_meta_device_tags_set(m, &p, id, &foreign, tags, 1, rcs));
+    cr_assert_eq(rcs[0], TIDE_ENOTFOUND);
+    /* A device key may not manage devices. */
+    dk = key_principal(&p, id, TIDE_META_ROLE_DEVICE, ids[0]);
+    CHECK_RC(tide_meta_device_tags_set(m, &dk, id, ids, tags, 1, rcs),
+             TIDE_EPERM);
+    tide_meta_set_invalidate(m, NULL, NULL);
+}

@@ -448,6 +448,19 @@ int tide_meta_device_update(tide_meta *m, const struct tide_meta_principal *p,
                             uint64_t account_id, uint64_t device_id,
                             const struct tide_meta_device_new *d);
 
+/*
+ * Replace the tags of devices device_ids[0..n) of `account_id` by
+ * tags[i] ("k=v,k=v" text, at most TIDE_META_TAGS_MAX bytes) in one
+ * transaction (DEVICE_MANAGE): how the write path stores the tags a batch
+ * upserts. rcs[i] receives 0 or that device's error: TIDE_EINVAL (bad
+ * text), TIDE_ENOTFOUND (no such device in the account). Returns 0 when
+ * the batch was applied (check rcs), or TIDE_EPERM, TIDE_ENOTFOUND,
+ * TIDE_EIO, -ENOMEM with nothing changed.
+ */
+int tide_meta_device_tags_set(tide_meta *m, const struct tide_meta_principal *p,
+                              uint64_t account_id, const uint64_t *device_ids,
+                              const char *const *tags, size_t n, int *rcs);
+
 /* Read one device (DEVICE_READ). Returns 0, TIDE_EPERM, TIDE_ENOTFOUND,
  * TIDE_EIO. */
 int tide_meta_device_get(tide_meta *m, const struct tide_meta_principal *p,
@@ -687,6 +700,35 @@ int tide_meta_export_next(tide_meta_export *it,
 
 /* End the export and free it. Accepts NULL. */
 void tide_meta_export_close(tide_meta_export *it);
+
+/* ---- Cache invalidation ------------------------------------------------ */
+
+/* Told that rows a cache may hold changed; see tide_meta_set_invalidate. */
+typedef void (*tide_meta_invalidate_fn)(void *ctx, uint64_t account_id,
+                                        uint64_t device_id);
+
+/*
+ * Install `fn` (NULL removes it), called with `ctx` each time the sidecar
+ * changes a row that a cache outside it may hold:
+ *   (account, device)  the device was deleted, paused or resumed, or its
+ *                      thing name or tags changed: tide_meta_device_delete,
+ *                      _pause, _update, _tags_set;
+ *   (account, 0)       the account was paused, resumed, deleted, restored
+ *                      or purged, or its tier changed:
+ *                      tide_meta_account_pause, _delete, _restore,
+ *                      _set_tier, and tide_meta_prune for each account it
+ *                      purges;
+ *   (0, 0)             anything may have changed: tide_meta_tier_set (the
+ *                      limits of every account on the tier).
+ * Registrations are not reported: a new row makes no cached row wrong.
+ * `fn` runs on the thread that made the change (for purges, the one
+ * calling tide_meta_prune) with the sidecar's lock held: it must be quick
+ * and must not call the sidecar. It may be called for a change that is
+ * then rolled back: it means "read it again", not "this happened".
+ * Changes made to meta.db by another process are not seen.
+ */
+void tide_meta_set_invalidate(tide_meta *m, tide_meta_invalidate_fn fn,
+                              void *ctx);
 
 #ifdef __cplusplus
 }
