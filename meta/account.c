@@ -25,35 +25,19 @@ static const char SQL_TIER_SET[] =
 int tide_meta_tier_set(tide_meta *m, const struct tide_meta_principal *p,
                        const struct tide_meta_tier *t)
 {
-    sqlite3_stmt *st;
-    int rc, src;
+    int rc;
 
     if (!t || t->id == 0 || t->ttl_s <= 0 || t->rate_points_s > INT64_MAX ||
         t->daily_points_max > INT64_MAX || t->series_max > INT64_MAX ||
         memchr(t->name, '\0', sizeof(t->name)) == NULL ||
         tide__meta_text_ok(t->name, TIDE_META_TIER_NAME_MAX, 0))
         return TIDE_EINVAL;
-    tide__meta_lock(m);
-    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_TIER_MANAGE, 0, 0);
-    if (rc)
-        goto out;
-    rc = tide__meta_stmt(m, SQL_TIER_SET, &st);
-    if (rc)
-        goto out;
-    sqlite3_bind_int(st, 1, t->id);
-    tide__meta_bind_text(st, 2, t->name);
-    sqlite3_bind_int64(st, 3, t->ttl_s);
-    sqlite3_bind_int64(st, 4, (sqlite3_int64)t->rate_points_s);
-    sqlite3_bind_int64(st, 5, (sqlite3_int64)t->daily_points_max);
-    sqlite3_bind_int64(st, 6, t->devices_max);
-    sqlite3_bind_int64(st, 7, (sqlite3_int64)t->series_max);
-    src = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (src != SQLITE_DONE)
-        rc = tide__meta_sqlerr(src);
-out:
+    rc = tide__meta_authz_run(
+        m, p, TIDE_META_ACT_TIER_MANAGE, 0, 0, SQL_TIER_SET, 0,
+        META_ARGS(META_INT(t->id), META_TEXT(t->name), META_INT(t->ttl_s),
+                  META_INT(t->rate_points_s), META_INT(t->daily_points_max),
+                  META_INT(t->devices_max), META_INT(t->series_max)));
     tide__meta_changed(m, rc, 0, 0);
-    tide__meta_unlock(m);
     return rc;
 }
 
@@ -61,33 +45,29 @@ static const char SQL_TIER_GET[] =
     "SELECT id, name, ttl_s, rate_points_s, daily_points_max, devices_max,"
     " series_max FROM tiers WHERE id=?1";
 
+static void tier_row(sqlite3_stmt *st, void *arg)
+{
+    struct tide_meta_tier *out = arg;
+
+    memset(out, 0, sizeof(*out));
+    out->id = (uint16_t)sqlite3_column_int(st, 0);
+    tide__meta_col_text(st, 1, out->name, sizeof(out->name));
+    out->ttl_s = sqlite3_column_int64(st, 2);
+    out->rate_points_s = (uint64_t)sqlite3_column_int64(st, 3);
+    out->daily_points_max = (uint64_t)sqlite3_column_int64(st, 4);
+    out->devices_max = (uint32_t)sqlite3_column_int64(st, 5);
+    out->series_max = (uint64_t)sqlite3_column_int64(st, 6);
+}
+
 int tide_meta_tier_get(tide_meta *m, uint16_t id, struct tide_meta_tier *out)
 {
-    sqlite3_stmt *st;
-    int rc, src;
+    int rc;
 
     if (!out)
         return TIDE_EINVAL;
     tide__meta_lock(m);
-    rc = tide__meta_stmt(m, SQL_TIER_GET, &st);
-    if (rc)
-        goto out;
-    sqlite3_bind_int(st, 1, id);
-    src = sqlite3_step(st);
-    if (src == SQLITE_ROW) {
-        memset(out, 0, sizeof(*out));
-        out->id = (uint16_t)sqlite3_column_int(st, 0);
-        tide__meta_col_text(st, 1, out->name, sizeof(out->name));
-        out->ttl_s = sqlite3_column_int64(st, 2);
-        out->rate_points_s = (uint64_t)sqlite3_column_int64(st, 3);
-        out->daily_points_max = (uint64_t)sqlite3_column_int64(st, 4);
-        out->devices_max = (uint32_t)sqlite3_column_int64(st, 5);
-        out->series_max = (uint64_t)sqlite3_column_int64(st, 6);
-    } else {
-        rc = src == SQLITE_DONE ? TIDE_ENOTFOUND : tide__meta_sqlerr(src);
-    }
-    sqlite3_reset(st);
-out:
+    rc =
+        tide__meta_get(m, SQL_TIER_GET, tier_row, out, META_ARGS(META_INT(id)));
     tide__meta_unlock(m);
     return rc;
 }
@@ -102,18 +82,8 @@ static const char SQL_ACCOUNT_INSERT[] =
 
 static int tier_exists(tide_meta *m, unsigned tier)
 {
-    sqlite3_stmt *st;
-    int rc, src;
-
-    rc = tide__meta_stmt(m, SQL_TIER_EXISTS, &st);
-    if (rc)
-        return rc;
-    sqlite3_bind_int(st, 1, (int)tier);
-    src = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (src == SQLITE_ROW)
-        return 0;
-    return src == SQLITE_DONE ? TIDE_ENOTFOUND : tide__meta_sqlerr(src);
+    return tide__meta_ints(m, SQL_TIER_EXISTS, NULL, 0,
+                           META_ARGS(META_INT(tier)));
 }
 
 int tide_meta_account_create(tide_meta *m, const struct tide_meta_principal *p,
@@ -125,10 +95,9 @@ int tide_meta_account_create(tide_meta *m, const struct tide_meta_principal *p,
     uint8_t vhash[TIDE__META_HASH_LEN];
     const char *tz;
     char *pw = NULL;
-    sqlite3_stmt *st;
     unsigned tier;
-    int rc, src;
     int64_t now;
+    int rc;
 
     if (!a)
         return TIDE_EINVAL;
@@ -157,27 +126,16 @@ int tide_meta_account_create(tide_meta *m, const struct tide_meta_principal *p,
     tide__meta_lock(m);
     now = tide__meta_now(m);
     rc = tier_exists(m, tier);
+    if (!rc)
+        rc = tide__meta_run(
+            m, SQL_ACCOUNT_INSERT,
+            META_ARGS(META_TEXT(email), META_TEXT(pw), META_TEXT(a->first_name),
+                      META_TEXT(a->surname), META_TEXT(a->organization),
+                      META_TEXT(tz), META_BLOB(vhash, sizeof(vhash)),
+                      META_INT(now + m->o.verify_ttl_ns), META_INT(tier),
+                      META_INT(now)));
     if (rc)
         goto fail_locked;
-    rc = tide__meta_stmt(m, SQL_ACCOUNT_INSERT, &st);
-    if (rc)
-        goto fail_locked;
-    tide__meta_bind_text(st, 1, email);
-    tide__meta_bind_text(st, 2, pw);
-    tide__meta_bind_text(st, 3, a->first_name);
-    tide__meta_bind_text(st, 4, a->surname);
-    tide__meta_bind_text(st, 5, a->organization);
-    tide__meta_bind_text(st, 6, tz);
-    sqlite3_bind_blob(st, 7, vhash, sizeof(vhash), SQLITE_STATIC);
-    sqlite3_bind_int64(st, 8, now + m->o.verify_ttl_ns);
-    sqlite3_bind_int(st, 9, (int)tier);
-    sqlite3_bind_int64(st, 10, now);
-    src = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (src != SQLITE_DONE) {
-        rc = tide__meta_sqlerr(src);
-        goto fail_locked;
-    }
     if (id_out)
         *id_out = (uint64_t)sqlite3_last_insert_rowid(m->db);
     tide__meta_unlock(m);
@@ -202,50 +160,44 @@ static const char SQL_ACCOUNT_GET[] =
     " created_ns, updated_ns FROM accounts WHERE id=?1"
     " AND deleted_ns IS NULL";
 
+static void account_row(sqlite3_stmt *st, void *arg)
+{
+    struct tide_meta_account *out = arg;
+
+    memset(out, 0, sizeof(*out));
+    out->id = (uint64_t)sqlite3_column_int64(st, 0);
+    tide__meta_col_text(st, 1, out->email, sizeof(out->email));
+    tide__meta_col_text(st, 2, out->first_name, sizeof(out->first_name));
+    tide__meta_col_text(st, 3, out->surname, sizeof(out->surname));
+    tide__meta_col_text(st, 4, out->organization, sizeof(out->organization));
+    tide__meta_col_text(st, 5, out->timezone, sizeof(out->timezone));
+    out->email_verified = sqlite3_column_int(st, 6);
+    out->tier = (uint16_t)sqlite3_column_int(st, 7);
+    tide__meta_col_text(st, 8, out->plan_status, sizeof(out->plan_status));
+    tide__meta_col_text(st, 9, out->billing_customer_id,
+                        sizeof(out->billing_customer_id));
+    tide__meta_col_text(st, 10, out->billing_period,
+                        sizeof(out->billing_period));
+    out->notify_device = sqlite3_column_int(st, 11);
+    out->notify_usage = sqlite3_column_int(st, 12);
+    out->notify_product = sqlite3_column_int(st, 13);
+    out->paused = sqlite3_column_int(st, 14);
+    out->created_ns = sqlite3_column_int64(st, 15);
+    out->updated_ns = sqlite3_column_int64(st, 16);
+}
+
 int tide_meta_account_get(tide_meta *m, const struct tide_meta_principal *p,
                           uint64_t id, struct tide_meta_account *out)
 {
-    sqlite3_stmt *st;
-    int rc, src;
+    int rc;
 
     if (!out)
         return TIDE_EINVAL;
     tide__meta_lock(m);
     rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_ACCOUNT_READ, id, 0);
-    if (rc)
-        goto out;
-    rc = tide__meta_stmt(m, SQL_ACCOUNT_GET, &st);
-    if (rc)
-        goto out;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
-    src = sqlite3_step(st);
-    if (src == SQLITE_ROW) {
-        memset(out, 0, sizeof(*out));
-        out->id = (uint64_t)sqlite3_column_int64(st, 0);
-        tide__meta_col_text(st, 1, out->email, sizeof(out->email));
-        tide__meta_col_text(st, 2, out->first_name, sizeof(out->first_name));
-        tide__meta_col_text(st, 3, out->surname, sizeof(out->surname));
-        tide__meta_col_text(st, 4, out->organization,
-                            sizeof(out->organization));
-        tide__meta_col_text(st, 5, out->timezone, sizeof(out->timezone));
-        out->email_verified = sqlite3_column_int(st, 6);
-        out->tier = (uint16_t)sqlite3_column_int(st, 7);
-        tide__meta_col_text(st, 8, out->plan_status, sizeof(out->plan_status));
-        tide__meta_col_text(st, 9, out->billing_customer_id,
-                            sizeof(out->billing_customer_id));
-        tide__meta_col_text(st, 10, out->billing_period,
-                            sizeof(out->billing_period));
-        out->notify_device = sqlite3_column_int(st, 11);
-        out->notify_usage = sqlite3_column_int(st, 12);
-        out->notify_product = sqlite3_column_int(st, 13);
-        out->paused = sqlite3_column_int(st, 14);
-        out->created_ns = sqlite3_column_int64(st, 15);
-        out->updated_ns = sqlite3_column_int64(st, 16);
-    } else {
-        rc = src == SQLITE_DONE ? TIDE_ENOTFOUND : tide__meta_sqlerr(src);
-    }
-    sqlite3_reset(st);
-out:
+    if (!rc)
+        rc = tide__meta_get(m, SQL_ACCOUNT_GET, account_row, out,
+                            META_ARGS(META_INT(id)));
     tide__meta_unlock(m);
     return rc;
 }
@@ -258,8 +210,6 @@ static const char SQL_VERIFY[] =
 int tide_meta_account_verify_email(tide_meta *m, const char *token)
 {
     uint8_t hash[TIDE__META_HASH_LEN];
-    sqlite3_stmt *st;
-    int rc, src;
 
     if (!token || strncmp(token, PREFIX_VERIFY, strlen(PREFIX_VERIFY)) ||
         strnlen(token, TIDE_META_SECRET_MAX + 1) > TIDE_META_SECRET_MAX)
@@ -267,20 +217,10 @@ int tide_meta_account_verify_email(tide_meta *m, const char *token)
     /* The hash is the lookup key: equality in the index is on a SHA-256 of
      * a 192-bit secret, which leaks nothing through timing. */
     tide__meta_sha256(token, hash);
-    tide__meta_lock(m);
-    rc = tide__meta_stmt(m, SQL_VERIFY, &st);
-    if (!rc) {
-        sqlite3_bind_blob(st, 1, hash, sizeof(hash), SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, tide__meta_now(m));
-        src = sqlite3_step(st);
-        sqlite3_reset(st);
-        if (src != SQLITE_DONE)
-            rc = tide__meta_sqlerr(src);
-        else if (sqlite3_changes(m->db) != 1)
-            rc = TIDE_EAUTH;
-    }
-    tide__meta_unlock(m);
-    return rc;
+    /* verify_hash is unique: the update changes one row or none. */
+    return tide__meta_authz_run(
+        m, NULL, 0, 0, 0, SQL_VERIFY, TIDE_EAUTH,
+        META_ARGS(META_BLOB(hash, sizeof(hash)), META_NOW));
 }
 
 static const char SQL_UPD_EMAIL[] =
@@ -298,18 +238,8 @@ static const char SQL_UPD_TZ[] =
 static int update_col(tide_meta *m, const char *sql, uint64_t id, const char *v,
                       int64_t now)
 {
-    sqlite3_stmt *st;
-    int rc, src;
-
-    rc = tide__meta_stmt(m, sql, &st);
-    if (rc)
-        return rc;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
-    tide__meta_bind_text(st, 2, v);
-    sqlite3_bind_int64(st, 3, now);
-    src = sqlite3_step(st);
-    sqlite3_reset(st);
-    return src == SQLITE_DONE ? 0 : tide__meta_sqlerr(src);
+    return tide__meta_run(m, sql,
+                          META_ARGS(META_INT(id), META_TEXT(v), META_INT(now)));
 }
 
 int tide_meta_account_update(tide_meta *m, const struct tide_meta_principal *p,
@@ -328,14 +258,10 @@ int tide_meta_account_update(tide_meta *m, const struct tide_meta_principal *p,
          tide__meta_text_ok(pr->organization, TIDE_META_ORG_MAX, 1)) ||
         (pr->timezone && tide__meta_tz_ok(m->o.zoneinfo_dir, pr->timezone)))
         return TIDE_EINVAL;
-    tide__meta_lock(m);
-    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_ACCOUNT_UPDATE, id, 0);
+    rc = tide__meta_authz_begin(m, p, TIDE_META_ACT_ACCOUNT_UPDATE, id, 0);
     if (rc)
         goto out;
     now = tide__meta_now(m);
-    rc = tide__meta_begin(m);
-    if (rc)
-        goto out;
     if (pr->email)
         rc = update_col(m, SQL_UPD_EMAIL, id, email, now);
     if (!rc && pr->first_name)
@@ -346,10 +272,7 @@ int tide_meta_account_update(tide_meta *m, const struct tide_meta_principal *p,
         rc = update_col(m, SQL_UPD_ORG, id, pr->organization, now);
     if (!rc && pr->timezone)
         rc = update_col(m, SQL_UPD_TZ, id, pr->timezone, now);
-    if (rc)
-        tide__meta_rollback(m);
-    else
-        rc = tide__meta_commit(m);
+    rc = tide__meta_end(m, rc);
 out:
     tide__meta_unlock(m);
     return rc;
@@ -364,9 +287,8 @@ int tide_meta_account_set_password(tide_meta *m,
                                    const struct tide_meta_principal *p,
                                    uint64_t id, const char *password)
 {
-    sqlite3_stmt *st;
     char *pw = NULL;
-    int rc, src;
+    int rc;
 
     rc = tide_meta_authorize(m, p, TIDE_META_ACT_ACCOUNT_UPDATE, id, 0);
     if (rc)
@@ -374,28 +296,15 @@ int tide_meta_account_set_password(tide_meta *m,
     rc = tide__meta_pw_hash(m, password, &pw);
     if (rc)
         return rc;
-    tide__meta_lock(m);
     /* Authorised again: the principal may have lost its right during the
      * hash. */
-    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_ACCOUNT_UPDATE, id, 0);
-    if (!rc)
-        rc = tide__meta_begin(m);
+    rc = tide__meta_authz_begin(m, p, TIDE_META_ACT_ACCOUNT_UPDATE, id, 0);
     if (rc)
         goto out;
     rc = update_col(m, SQL_SET_PW, id, pw, tide__meta_now(m));
     if (!rc)
-        rc = tide__meta_stmt(m, SQL_END_SESSIONS, &st);
-    if (!rc) {
-        sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
-        src = sqlite3_step(st);
-        sqlite3_reset(st);
-        if (src != SQLITE_DONE)
-            rc = tide__meta_sqlerr(src);
-    }
-    if (rc)
-        tide__meta_rollback(m);
-    else
-        rc = tide__meta_commit(m);
+        rc = tide__meta_run(m, SQL_END_SESSIONS, META_ARGS(META_INT(id)));
+    rc = tide__meta_end(m, rc);
 out:
     tide__meta_unlock(m);
     tide_free(pw);
@@ -408,21 +317,12 @@ static const char SQL_SET_TIER[] =
     " billing_period=coalesce(?5, billing_period), updated_ns=?6"
     " WHERE id=?1";
 
-static void bind_opt(sqlite3_stmt *st, int i, const char *s)
-{
-    if (s)
-        sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(st, i);
-}
-
 int tide_meta_account_set_tier(tide_meta *m,
                                const struct tide_meta_principal *p, uint64_t id,
                                uint16_t tier, const char *plan_status,
                                const char *customer_id, const char *period)
 {
-    sqlite3_stmt *st;
-    int rc, src;
+    int rc;
 
     if ((plan_status &&
          tide__meta_text_ok(plan_status, TIDE_META_STATUS_MAX, 0)) ||
@@ -435,20 +335,10 @@ int tide_meta_account_set_tier(tide_meta *m,
     if (!rc)
         rc = tier_exists(m, tier);
     if (!rc)
-        rc = tide__meta_stmt(m, SQL_SET_TIER, &st);
-    if (rc)
-        goto out;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
-    sqlite3_bind_int(st, 2, tier);
-    bind_opt(st, 3, plan_status);
-    bind_opt(st, 4, customer_id);
-    bind_opt(st, 5, period);
-    sqlite3_bind_int64(st, 6, tide__meta_now(m));
-    src = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (src != SQLITE_DONE)
-        rc = tide__meta_sqlerr(src);
-out:
+        rc = tide__meta_run(
+            m, SQL_SET_TIER,
+            META_ARGS(META_INT(id), META_INT(tier), META_OPT(plan_status),
+                      META_OPT(customer_id), META_OPT(period), META_NOW));
     tide__meta_changed(m, rc, id, 0);
     tide__meta_unlock(m);
     return rc;
@@ -460,25 +350,11 @@ static const char SQL_PAUSE[] =
 int tide_meta_account_pause(tide_meta *m, const struct tide_meta_principal *p,
                             uint64_t id, int paused)
 {
-    sqlite3_stmt *st;
-    int rc, src;
+    int rc = tide__meta_authz_run(
+        m, p, TIDE_META_ACT_ACCOUNT_PAUSE, id, 0, SQL_PAUSE, 0,
+        META_ARGS(META_INT(id), META_INT(!!paused), META_NOW));
 
-    tide__meta_lock(m);
-    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_ACCOUNT_PAUSE, id, 0);
-    if (!rc)
-        rc = tide__meta_stmt(m, SQL_PAUSE, &st);
-    if (rc)
-        goto out;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
-    sqlite3_bind_int(st, 2, !!paused);
-    sqlite3_bind_int64(st, 3, tide__meta_now(m));
-    src = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (src != SQLITE_DONE)
-        rc = tide__meta_sqlerr(src);
-out:
     tide__meta_changed(m, rc, id, 0);
-    tide__meta_unlock(m);
     return rc;
 }
 
@@ -495,68 +371,32 @@ static const char SQL_DELETE_SERIES[] =
 int tide__meta_tombstone(tide_meta *m, const char *kind, uint64_t object_id,
                          uint64_t account_id, int64_t now, int64_t grace_ns)
 {
-    sqlite3_stmt *st;
-    int rc, src;
-
-    rc = tide__meta_stmt(m, SQL_TOMBSTONE, &st);
-    if (rc)
-        return rc;
-    sqlite3_bind_text(st, 1, kind, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)object_id);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64)account_id);
-    sqlite3_bind_int64(st, 4, now);
-    sqlite3_bind_int64(st, 5, now + grace_ns);
-    src = sqlite3_step(st);
-    sqlite3_reset(st);
-    return src == SQLITE_DONE ? 0 : tide__meta_sqlerr(src);
+    return tide__meta_run(m, SQL_TOMBSTONE,
+                          META_ARGS(META_TEXT(kind), META_INT(object_id),
+                                    META_INT(account_id), META_INT(now),
+                                    META_INT(now + grace_ns)));
 }
 
 int tide_meta_account_delete(tide_meta *m, const struct tide_meta_principal *p,
                              uint64_t id)
 {
-    sqlite3_stmt *st;
     int64_t now;
-    int rc, src;
+    int rc;
 
-    tide__meta_lock(m);
-    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_ACCOUNT_DELETE, id, 0);
-    if (!rc)
-        rc = tide__meta_begin(m);
+    rc = tide__meta_authz_begin(m, p, TIDE_META_ACT_ACCOUNT_DELETE, id, 0);
     if (rc)
         goto out;
     now = tide__meta_now(m);
-    rc = tide__meta_stmt(m, SQL_DELETE, &st);
-    if (rc)
-        goto fail_tx;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
-    sqlite3_bind_int64(st, 2, now);
-    src = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (src != SQLITE_DONE) {
-        rc = tide__meta_sqlerr(src);
-        goto fail_tx;
-    }
-    rc = tide__meta_stmt(m, SQL_DELETE_SERIES, &st);
-    if (rc)
-        goto fail_tx;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
-    sqlite3_bind_int64(st, 2, now);
-    src = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (src != SQLITE_DONE) {
-        rc = tide__meta_sqlerr(src);
-        goto fail_tx;
-    }
-    rc = tide__meta_tombstone(m, "account", id, id, now, m->o.delete_grace_ns);
-    if (rc)
-        goto fail_tx;
-    rc = tide__meta_commit(m);
+    rc = tide__meta_run(m, SQL_DELETE, META_ARGS(META_INT(id), META_INT(now)));
+    if (!rc)
+        rc = tide__meta_run(m, SQL_DELETE_SERIES,
+                            META_ARGS(META_INT(id), META_INT(now)));
+    if (!rc)
+        rc = tide__meta_tombstone(m, "account", id, id, now,
+                                  m->o.delete_grace_ns);
+    rc = tide__meta_end(m, rc);
     if (!rc)
         tide__meta_registry_kill(m, id, 0);
-    goto out;
-
-fail_tx:
-    tide__meta_rollback(m);
 out:
     tide__meta_changed(m, rc, id, 0);
     tide__meta_unlock(m);
@@ -575,65 +415,33 @@ static const char SQL_RESTORE_TOMBSTONE[] =
     "DELETE FROM tombstones WHERE kind='account' AND object_id=?1"
     " AND purged_ns IS NULL";
 
-/* Run `sql` with two integer parameters; expects no rows. */
-static int exec2(tide_meta *m, const char *sql, int64_t a, int64_t b)
-{
-    sqlite3_stmt *st;
-    int rc = tide__meta_stmt(m, sql, &st), src;
-
-    if (rc)
-        return rc;
-    sqlite3_bind_int64(st, 1, a);
-    sqlite3_bind_int64(st, 2, b);
-    src = sqlite3_step(st);
-    sqlite3_reset(st);
-    return src == SQLITE_DONE ? 0 : tide__meta_sqlerr(src);
-}
-
 int tide_meta_account_restore(tide_meta *m, const struct tide_meta_principal *p,
                               uint64_t id)
 {
-    sqlite3_stmt *st;
     int64_t now, deleted_ns = 0;
-    int rc, src;
+    int rc;
 
-    tide__meta_lock(m);
-    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_OPERATOR, 0, 0);
-    if (!rc)
-        rc = tide__meta_begin(m);
+    rc = tide__meta_authz_begin(m, p, TIDE_META_ACT_OPERATOR, 0, 0);
     if (rc)
         goto out;
     now = tide__meta_now(m);
-    rc = tide__meta_stmt(m, SQL_RESTORE_STATE, &st);
-    if (rc)
-        goto fail_tx;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
-    sqlite3_bind_int64(st, 2, now);
-    src = sqlite3_step(st);
-    if (src == SQLITE_ROW)
-        deleted_ns = sqlite3_column_int64(st, 0);
-    sqlite3_reset(st);
-    if (src != SQLITE_ROW) {
-        /* Not deleted, unknown, or past its grace period (purged). */
-        rc = src == SQLITE_DONE ? TIDE_ENOTFOUND : tide__meta_sqlerr(src);
-        goto fail_tx;
-    }
+    /* TIDE_ENOTFOUND: not deleted, unknown, or past its grace period
+     * (purged). */
+    rc = tide__meta_ints(m, SQL_RESTORE_STATE, &deleted_ns, 1,
+                         META_ARGS(META_INT(id), META_INT(now)));
     /* Series deleted with the account carry its deletion time; those of
      * devices deleted earlier keep theirs and stay deleted. */
-    rc = exec2(m, SQL_RESTORE, (int64_t)id, now);
     if (!rc)
-        rc = exec2(m, SQL_RESTORE_SERIES, (int64_t)id, deleted_ns);
+        rc = tide__meta_run(m, SQL_RESTORE,
+                            META_ARGS(META_INT(id), META_INT(now)));
     if (!rc)
-        rc = exec2(m, SQL_RESTORE_TOMBSTONE, (int64_t)id, 0);
-    if (rc)
-        goto fail_tx;
-    rc = tide__meta_commit(m);
+        rc = tide__meta_run(m, SQL_RESTORE_SERIES,
+                            META_ARGS(META_INT(id), META_INT(deleted_ns)));
+    if (!rc)
+        rc = tide__meta_run(m, SQL_RESTORE_TOMBSTONE, META_ARGS(META_INT(id)));
+    rc = tide__meta_end(m, rc);
     if (!rc)
         rc = tide__meta_registry_revive(m, id);
-    goto out;
-
-fail_tx:
-    tide__meta_rollback(m);
 out:
     tide__meta_changed(m, rc, id, 0);
     tide__meta_unlock(m);

@@ -51,25 +51,15 @@ static const char SQL_ACCOUNT_STATE[] =
 static const char SQL_DEVICE_STATE[] =
     "SELECT account_id, paused FROM devices WHERE id=?1";
 
-/* Step a one-row query on `id`; *found is 0 when there is no row. */
-static int row_by_id(tide_meta *m, const char *sql, uint64_t id,
-                     sqlite3_stmt **out, int *found)
+/* The first `n_cols` columns of a one-row query on `id` into c[]; *found
+ * is 0 when there is no row. */
+static int row_by_id(tide_meta *m, const char *sql, uint64_t id, int64_t *c,
+                     size_t n_cols, int *found)
 {
-    sqlite3_stmt *st;
-    int rc, src;
+    int rc = tide__meta_ints(m, sql, c, n_cols, META_ARGS(META_INT(id)));
 
-    rc = tide__meta_stmt(m, sql, &st);
-    if (rc)
-        return rc;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
-    src = sqlite3_step(st);
-    if (src != SQLITE_ROW && src != SQLITE_DONE) {
-        sqlite3_reset(st);
-        return tide__meta_sqlerr(src);
-    }
-    *found = src == SQLITE_ROW;
-    *out = st;
-    return 0;
+    *found = rc != TIDE_ENOTFOUND;
+    return rc == TIDE_ENOTFOUND ? 0 : rc;
 }
 
 int tide__meta_authorize_locked(tide_meta *m,
@@ -77,43 +67,36 @@ int tide__meta_authorize_locked(tide_meta *m,
                                 enum tide_meta_action action,
                                 uint64_t account_id, uint64_t device_id)
 {
-    sqlite3_stmt *st;
-    int rc, found, gone, paused = 0;
+    int rc, found, paused = 0;
     uint32_t allowed;
+    int64_t c[2];
 
     if (!p || (unsigned)p->role > TIDE_META_ROLE_DEVICE || action < 1 ||
         action > TIDE_META_ACT_OPERATOR)
         return TIDE_EPERM;
     /* 1. The credential behind the principal is still good. */
     if (p->key_id) {
-        rc = row_by_id(m, SQL_KEY_STATE, p->key_id, &st, &found);
+        rc = row_by_id(m, SQL_KEY_STATE, p->key_id, c, 1, &found);
         if (rc)
             return rc;
-        gone = !found || sqlite3_column_int(st, 0);
-        sqlite3_reset(st);
-        if (gone)
+        if (!found || c[0])
             return TIDE_EAUTH;
     }
     if (p->session_id) {
-        rc = row_by_id(m, SQL_SESSION_STATE, p->session_id, &st, &found);
+        rc = row_by_id(m, SQL_SESSION_STATE, p->session_id, c, 2, &found);
         if (rc)
             return rc;
-        gone = !found || sqlite3_column_int(st, 0) ||
-               sqlite3_column_int64(st, 1) <= tide__meta_now(m);
-        sqlite3_reset(st);
-        if (gone)
+        if (!found || c[0] || c[1] <= tide__meta_now(m))
             return TIDE_EAUTH;
     }
     if (p->role != TIDE_META_ROLE_ANON && p->role != TIDE_META_ROLE_ADMIN &&
         !p->key_id && !p->session_id)
         return TIDE_EAUTH;
     if (p->role != TIDE_META_ROLE_ADMIN && p->account_id) {
-        rc = row_by_id(m, SQL_ACCOUNT_STATE, p->account_id, &st, &found);
+        rc = row_by_id(m, SQL_ACCOUNT_STATE, p->account_id, c, 2, &found);
         if (rc)
             return rc;
-        gone = !found || sqlite3_column_int(st, 0);
-        sqlite3_reset(st);
-        if (gone)
+        if (!found || c[0])
             return TIDE_EAUTH;
     }
     /* 2. The role allows the action, on this account, on this device. */
@@ -130,26 +113,22 @@ int tide__meta_authorize_locked(tide_meta *m,
     }
     /* 3. The objects exist, belong together, and are not paused. */
     if (account_id) {
-        rc = row_by_id(m, SQL_ACCOUNT_STATE, account_id, &st, &found);
+        rc = row_by_id(m, SQL_ACCOUNT_STATE, account_id, c, 2, &found);
         if (rc)
             return rc;
-        gone = !found || sqlite3_column_int(st, 0);
-        paused = found && sqlite3_column_int(st, 1);
-        sqlite3_reset(st);
-        if (gone)
+        if (!found || c[0])
             return TIDE_ENOTFOUND;
+        paused = c[1] != 0;
     } else if (device_id) {
         return TIDE_EINVAL;
     }
     if (device_id) {
-        rc = row_by_id(m, SQL_DEVICE_STATE, device_id, &st, &found);
+        rc = row_by_id(m, SQL_DEVICE_STATE, device_id, c, 2, &found);
         if (rc)
             return rc;
-        gone = !found || (uint64_t)sqlite3_column_int64(st, 0) != account_id;
-        paused |= found && sqlite3_column_int(st, 1);
-        sqlite3_reset(st);
-        if (gone)
+        if (!found || (uint64_t)c[0] != account_id)
             return TIDE_ENOTFOUND;
+        paused |= c[1] != 0;
     }
     if (action == TIDE_META_ACT_TELEMETRY_WRITE && paused)
         return TIDE_EPAUSED;
@@ -329,47 +308,30 @@ int tide__meta_bootstrap_admin(tide_meta *m)
 {
     char secret[TIDE_META_SECRET_MAX + 1], prefix[TIDE_META_KEY_PREFIX_MAX + 1];
     uint8_t hash[TIDE__META_HASH_LEN];
-    sqlite3_stmt *st;
-    int rc, src, found;
+    int rc;
 
     rc = tide__meta_begin(m);
     if (rc)
         return rc;
-    rc = tide__meta_stmt(m, SQL_ADMIN_EXISTS, &st);
-    if (rc)
-        goto fail;
-    src = sqlite3_step(st);
-    found = src == SQLITE_ROW;
-    sqlite3_reset(st);
-    if (src != SQLITE_ROW && src != SQLITE_DONE) {
-        rc = tide__meta_sqlerr(src);
-        goto fail;
-    }
-    if (found) {
+    rc = tide__meta_ints(m, SQL_ADMIN_EXISTS, NULL, 0, NULL, 0);
+    if (!rc) {
         tide__meta_rollback(m);
         return 0;
     }
+    if (rc != TIDE_ENOTFOUND)
+        goto fail;
     rc = tide__meta_secret_new(PREFIX_ADMIN, secret, hash);
     if (rc)
         goto fail;
     snprintf(prefix, sizeof(prefix), "%.*s", (int)strlen(PREFIX_ADMIN) + 8,
              secret);
-    rc = tide__meta_stmt(m, SQL_KEY_INSERT, &st);
+    rc = tide__meta_run(m, SQL_KEY_INSERT,
+                        META_ARGS(META_NULL, META_NULL,
+                                  META_INT(TIDE_META_ROLE_ADMIN),
+                                  META_TEXT("bootstrap"), META_TEXT(prefix),
+                                  META_BLOB(hash, sizeof(hash)), META_NOW));
     if (rc)
         goto fail;
-    sqlite3_bind_null(st, 1);
-    sqlite3_bind_null(st, 2);
-    sqlite3_bind_int(st, 3, TIDE_META_ROLE_ADMIN);
-    sqlite3_bind_text(st, 4, "bootstrap", -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 5, prefix, -1, SQLITE_STATIC);
-    sqlite3_bind_blob(st, 6, hash, sizeof(hash), SQLITE_STATIC);
-    sqlite3_bind_int64(st, 7, tide__meta_now(m));
-    src = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (src != SQLITE_DONE) {
-        rc = tide__meta_sqlerr(src);
-        goto fail;
-    }
     /* The file is written before the commit: if it cannot be, there is no
      * admin key nobody knows. */
     rc = write_admin_file(m->dir, secret);
@@ -417,40 +379,27 @@ static void log_fill(struct authlog_ent *e, int64_t now, uint64_t account_id,
 static int login_alerts(tide_meta *m, uint64_t account_id, int ok,
                         const char *ip, int64_t now)
 {
-    sqlite3_stmt *st;
     char text[160];
-    int rc, src, seen;
+    int64_t fails;
+    int rc;
 
     if (ok) {
-        rc = tide__meta_stmt(m, SQL_SEEN_IP, &st);
-        if (rc)
-            return rc;
-        sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
-        tide__meta_bind_text(st, 2, ip);
-        src = sqlite3_step(st);
-        seen = src == SQLITE_ROW;
-        sqlite3_reset(st);
-        if (src != SQLITE_ROW && src != SQLITE_DONE)
-            return tide__meta_sqlerr(src);
-        if (seen)
-            return 0;
+        rc = tide__meta_ints(m, SQL_SEEN_IP, NULL, 0,
+                             META_ARGS(META_INT(account_id), META_TEXT(ip)));
+        if (rc != TIDE_ENOTFOUND)
+            return rc; /* 0: an IP seen before */
         snprintf(text, sizeof(text), "login from a new IP address: %s",
                  ip ? ip : "unknown");
         return tide__meta_notify_add(m, account_id, TIDE_META_NOTIFY_SECURITY,
                                      text);
     }
-    rc = tide__meta_stmt(m, SQL_RECENT_FAILS, &st);
+    rc = tide__meta_ints(
+        m, SQL_RECENT_FAILS, &fails, 1,
+        META_ARGS(META_INT(account_id), META_INT(now - 3600 * 1000000000ll)));
     if (rc)
-        return rc;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
-    sqlite3_bind_int64(st, 2, now - 3600 * 1000000000ll);
-    src = sqlite3_step(st);
-    seen = src == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
-    sqlite3_reset(st);
-    if (src != SQLITE_ROW)
-        return tide__meta_sqlerr(src);
+        return rc == TIDE_ENOTFOUND ? TIDE_EIO : rc; /* count(*) has a row */
     /* Once at the 5th failure within an hour, not at every one after. */
-    if (seen != 4)
+    if (fails != 4)
         return 0;
     return tide__meta_notify_add(m, account_id, TIDE_META_NOTIFY_SECURITY,
                                  "5 failed logins within an hour");
@@ -466,7 +415,7 @@ int tide_meta_login(tide_meta *m, const char *email, const char *password,
     uint64_t account_id = 0;
     sqlite3_stmt *st;
     struct authlog_ent e;
-    int rc, src, deleted = 0, ok, n;
+    int rc, deleted = 0, ok, n;
     int64_t now;
 
     if (!email || !password || !token || !p || tide__meta_ip_ok(ip))
@@ -475,20 +424,16 @@ int tide_meta_login(tide_meta *m, const char *email, const char *password,
     if (tide__meta_email_norm(email, norm))
         norm[0] = '\0';
     tide__meta_lock(m);
-    rc = tide__meta_stmt(m, SQL_LOGIN_LOOKUP, &st);
+    rc = tide__meta_row(m, SQL_LOGIN_LOOKUP, &st, META_ARGS(META_TEXT(norm)));
     if (!rc) {
-        tide__meta_bind_text(st, 1, norm);
-        src = sqlite3_step(st);
-        if (src == SQLITE_ROW) {
-            account_id = (uint64_t)sqlite3_column_int64(st, 0);
-            stored = tide_strdup((const char *)sqlite3_column_text(st, 1));
-            deleted = sqlite3_column_int(st, 2);
-            if (!stored)
-                rc = -ENOMEM;
-        } else if (src != SQLITE_DONE) {
-            rc = tide__meta_sqlerr(src);
-        }
+        account_id = (uint64_t)sqlite3_column_int64(st, 0);
+        stored = tide_strdup((const char *)sqlite3_column_text(st, 1));
+        deleted = sqlite3_column_int(st, 2);
         sqlite3_reset(st);
+        if (!stored)
+            rc = -ENOMEM;
+    } else if (rc == TIDE_ENOTFOUND) {
+        rc = 0;
     }
     if (!rc && !stored && !m->dummy_hash) {
         /* Unknown email: the same bcrypt work as a known one, so timing
@@ -536,20 +481,13 @@ int tide_meta_login(tide_meta *m, const char *email, const char *password,
         rc = tide__meta_secret_new(PREFIX_SESS, token, hash);
         if (rc)
             goto fail_tx;
-        rc = tide__meta_stmt(m, SQL_SESSION_INSERT, &st);
+        rc = tide__meta_run(
+            m, SQL_SESSION_INSERT,
+            META_ARGS(META_INT(account_id), META_BLOB(hash, sizeof(hash)),
+                      META_INT(now), META_INT(now + m->o.session_ttl_ns),
+                      META_TEXT(ip)));
         if (rc)
             goto fail_tx;
-        sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
-        sqlite3_bind_blob(st, 2, hash, sizeof(hash), SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, now);
-        sqlite3_bind_int64(st, 4, now + m->o.session_ttl_ns);
-        tide__meta_bind_text(st, 5, ip);
-        src = sqlite3_step(st);
-        sqlite3_reset(st);
-        if (src != SQLITE_DONE) {
-            rc = tide__meta_sqlerr(src);
-            goto fail_tx;
-        }
         memset(p, 0, sizeof(*p));
         p->role = TIDE_META_ROLE_OWNER;
         p->account_id = account_id;
@@ -584,7 +522,7 @@ int tide_meta_session_auth(tide_meta *m, const char *token, const char *ip,
     sqlite3_stmt *st;
     const char *reason = "unknown";
     uint64_t sid = 0, account_id = 0;
-    int rc, src, ok = 0;
+    int rc, ok = 0;
     int64_t now;
 
     if (!token || !p || tide__meta_ip_ok(ip))
@@ -596,14 +534,13 @@ int tide_meta_session_auth(tide_meta *m, const char *token, const char *ip,
         goto log;
     }
     tide__meta_sha256(token, hash);
-    rc = tide__meta_stmt(m, SQL_SESSION_LOOKUP, &st);
-    if (rc) {
+    rc = tide__meta_row(m, SQL_SESSION_LOOKUP, &st,
+                        META_ARGS(META_BLOB(hash, sizeof(hash))));
+    if (rc && rc != TIDE_ENOTFOUND) {
         tide__meta_unlock(m);
         return rc;
     }
-    sqlite3_bind_blob(st, 1, hash, sizeof(hash), SQLITE_STATIC);
-    src = sqlite3_step(st);
-    if (src == SQLITE_ROW && sqlite3_column_bytes(st, 2) == sizeof(hash) &&
+    if (!rc && sqlite3_column_bytes(st, 2) == sizeof(hash) &&
         CRYPTO_memcmp(sqlite3_column_blob(st, 2), hash, sizeof(hash)) == 0) {
         sid = (uint64_t)sqlite3_column_int64(st, 0);
         account_id = (uint64_t)sqlite3_column_int64(st, 1);
@@ -616,11 +553,8 @@ int tide_meta_session_auth(tide_meta *m, const char *token, const char *ip,
         else
             ok = 1, reason = "ok";
     }
-    sqlite3_reset(st);
-    if (src != SQLITE_ROW && src != SQLITE_DONE) {
-        tide__meta_unlock(m);
-        return tide__meta_sqlerr(src);
-    }
+    if (!rc)
+        sqlite3_reset(st);
 log:
     tide__meta_unlock(m);
     log_fill(&e, now, account_id, 0, TIDE_META_AUTH_SESSION, ok, reason, ip);
@@ -638,22 +572,10 @@ static const char SQL_SESSION_END[] = "UPDATE sessions SET ended=1 WHERE id=?1";
 
 int tide_meta_logout(tide_meta *m, const struct tide_meta_principal *p)
 {
-    sqlite3_stmt *st;
-    int rc, src;
-
     if (!p || !p->session_id)
         return TIDE_EINVAL;
-    tide__meta_lock(m);
-    rc = tide__meta_stmt(m, SQL_SESSION_END, &st);
-    if (!rc) {
-        sqlite3_bind_int64(st, 1, (sqlite3_int64)p->session_id);
-        src = sqlite3_step(st);
-        sqlite3_reset(st);
-        if (src != SQLITE_DONE)
-            rc = tide__meta_sqlerr(src);
-    }
-    tide__meta_unlock(m);
-    return rc;
+    return tide__meta_authz_run(m, NULL, 0, 0, 0, SQL_SESSION_END, 0,
+                                META_ARGS(META_INT(p->session_id)));
 }
 
 /* ---- API keys ----------------------------------------------------------- */
@@ -671,7 +593,7 @@ int tide_meta_key_auth(tide_meta *m, const char *secret, const char *ip,
     struct authlog_ent e;
     sqlite3_stmt *st;
     const char *reason = "unknown";
-    int rc, src, ok = 0;
+    int rc, ok = 0;
     int64_t now;
 
     if (!secret || !p || tide__meta_ip_ok(ip))
@@ -687,14 +609,9 @@ int tide_meta_key_auth(tide_meta *m, const char *secret, const char *ip,
      * nothing useful; the stored hash is still compared in constant time. */
     tide__meta_sha256(secret, hash);
     tide__meta_lock(m);
-    rc = tide__meta_stmt(m, SQL_KEY_LOOKUP, &st);
-    if (rc) {
-        tide__meta_unlock(m);
-        return rc;
-    }
-    sqlite3_bind_blob(st, 1, hash, sizeof(hash), SQLITE_STATIC);
-    src = sqlite3_step(st);
-    if (src == SQLITE_ROW && sqlite3_column_bytes(st, 5) == sizeof(hash) &&
+    rc = tide__meta_row(m, SQL_KEY_LOOKUP, &st,
+                        META_ARGS(META_BLOB(hash, sizeof(hash))));
+    if (!rc && sqlite3_column_bytes(st, 5) == sizeof(hash) &&
         CRYPTO_memcmp(sqlite3_column_blob(st, 5), hash, sizeof(hash)) == 0) {
         q.key_id = (uint64_t)sqlite3_column_int64(st, 0);
         q.account_id = (uint64_t)sqlite3_column_int64(st, 1);
@@ -707,10 +624,11 @@ int tide_meta_key_auth(tide_meta *m, const char *secret, const char *ip,
         else
             ok = 1, reason = "ok";
     }
-    sqlite3_reset(st);
+    if (!rc)
+        sqlite3_reset(st);
     tide__meta_unlock(m);
-    if (src != SQLITE_ROW && src != SQLITE_DONE)
-        return tide__meta_sqlerr(src);
+    if (rc && rc != TIDE_ENOTFOUND)
+        return rc;
 log:
     log_fill(&e, now, q.account_id, q.key_id, TIDE_META_AUTH_KEY, ok, reason,
              ip);
@@ -730,8 +648,7 @@ int tide_meta_key_create(tide_meta *m, const struct tide_meta_principal *p,
     char prefix[TIDE_META_KEY_PREFIX_MAX + 1], text[200];
     uint8_t hash[TIDE__META_HASH_LEN];
     const char *pfx;
-    sqlite3_stmt *st;
-    int rc, src;
+    int rc;
 
     if (!secret || tide__meta_text_ok(name ? name : "", TIDE_META_NAME_MAX, 1))
         return TIDE_EINVAL;
@@ -765,39 +682,21 @@ int tide_meta_key_create(tide_meta *m, const struct tide_meta_principal *p,
     rc = tide__meta_begin(m);
     if (rc)
         goto out;
-    rc = tide__meta_stmt(m, SQL_KEY_INSERT, &st);
-    if (rc)
-        goto fail_tx;
-    if (account_id)
-        sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
-    if (device_id)
-        sqlite3_bind_int64(st, 2, (sqlite3_int64)device_id);
-    sqlite3_bind_int(st, 3, role);
-    tide__meta_bind_text(st, 4, name);
-    sqlite3_bind_text(st, 5, prefix, -1, SQLITE_STATIC);
-    sqlite3_bind_blob(st, 6, hash, sizeof(hash), SQLITE_STATIC);
-    sqlite3_bind_int64(st, 7, tide__meta_now(m));
-    src = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (src != SQLITE_DONE) {
-        rc = tide__meta_sqlerr(src);
-        goto fail_tx;
-    }
-    if (id_out)
+    rc = tide__meta_run(m, SQL_KEY_INSERT,
+                        META_ARGS(account_id ? META_INT(account_id) : META_NULL,
+                                  device_id ? META_INT(device_id) : META_NULL,
+                                  META_INT(role), META_TEXT(name),
+                                  META_TEXT(prefix),
+                                  META_BLOB(hash, sizeof(hash)), META_NOW));
+    if (!rc && id_out)
         *id_out = (uint64_t)sqlite3_last_insert_rowid(m->db);
-    if (account_id) {
+    if (!rc && account_id) {
         snprintf(text, sizeof(text), "new API key %s (%s)", prefix,
                  role == TIDE_META_ROLE_DEVICE ? "device" : "analyst");
         rc = tide__meta_notify_add(m, account_id, TIDE_META_NOTIFY_SECURITY,
                                    text);
-        if (rc)
-            goto fail_tx;
     }
-    rc = tide__meta_commit(m);
-    goto out;
-
-fail_tx:
-    tide__meta_rollback(m);
+    rc = tide__meta_end(m, rc);
 out:
     tide__meta_unlock(m);
     if (rc)
@@ -810,53 +709,32 @@ static const char SQL_KEY_LIST[] =
     " last_used_ns, last_ip, requests, revoked FROM api_keys"
     " WHERE account_id=?1 AND id>?2 ORDER BY id LIMIT ?3";
 
+static void key_row(sqlite3_stmt *st, void *arg)
+{
+    struct tide_meta_key *k = arg;
+
+    memset(k, 0, sizeof(*k));
+    k->id = (uint64_t)sqlite3_column_int64(st, 0);
+    k->account_id = (uint64_t)sqlite3_column_int64(st, 1);
+    k->device_id = (uint64_t)sqlite3_column_int64(st, 2);
+    k->role = (enum tide_meta_role)sqlite3_column_int(st, 3);
+    tide__meta_col_text(st, 4, k->name, sizeof(k->name));
+    tide__meta_col_text(st, 5, k->prefix, sizeof(k->prefix));
+    k->created_ns = sqlite3_column_int64(st, 6);
+    k->last_used_ns = sqlite3_column_int64(st, 7);
+    tide__meta_col_text(st, 8, k->last_ip, sizeof(k->last_ip));
+    k->requests = (uint64_t)sqlite3_column_int64(st, 9);
+    k->revoked = sqlite3_column_int(st, 10);
+}
+
 int tide_meta_key_list(tide_meta *m, const struct tide_meta_principal *p,
                        uint64_t account_id, uint64_t after_id,
                        struct tide_meta_key *out, size_t cap, size_t *n_out)
 {
-    sqlite3_stmt *st;
-    size_t n = 0;
-    int rc, src = SQLITE_DONE;
-
-    if (!n_out || (cap && !out))
-        return TIDE_EINVAL;
-    *n_out = 0;
-    rc = tide_meta_authorize(m, p, TIDE_META_ACT_KEY_MANAGE, account_id, 0);
-    if (rc)
-        return rc;
-    rc = tide_meta_flush(m);
-    if (rc)
-        return rc;
-    tide__meta_lock(m);
-    rc = tide__meta_stmt(m, SQL_KEY_LIST, &st);
-    if (rc)
-        goto out;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)after_id);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64)cap);
-    while (n < cap && (src = sqlite3_step(st)) == SQLITE_ROW) {
-        struct tide_meta_key *k = &out[n++];
-
-        memset(k, 0, sizeof(*k));
-        k->id = (uint64_t)sqlite3_column_int64(st, 0);
-        k->account_id = (uint64_t)sqlite3_column_int64(st, 1);
-        k->device_id = (uint64_t)sqlite3_column_int64(st, 2);
-        k->role = (enum tide_meta_role)sqlite3_column_int(st, 3);
-        tide__meta_col_text(st, 4, k->name, sizeof(k->name));
-        tide__meta_col_text(st, 5, k->prefix, sizeof(k->prefix));
-        k->created_ns = sqlite3_column_int64(st, 6);
-        k->last_used_ns = sqlite3_column_int64(st, 7);
-        tide__meta_col_text(st, 8, k->last_ip, sizeof(k->last_ip));
-        k->requests = (uint64_t)sqlite3_column_int64(st, 9);
-        k->revoked = sqlite3_column_int(st, 10);
-    }
-    sqlite3_reset(st);
-    if (src != SQLITE_ROW && src != SQLITE_DONE)
-        rc = tide__meta_sqlerr(src);
-    *n_out = n;
-out:
-    tide__meta_unlock(m);
-    return rc;
+    return tide__meta_read(
+        m, p, TIDE_META_ACT_KEY_MANAGE, account_id, SQL_KEY_LIST, key_row, out,
+        sizeof(*out), cap, n_out,
+        META_ARGS(META_INT(account_id), META_INT(after_id), META_INT(cap)));
 }
 
 static const char SQL_KEY_REVOKE[] =
@@ -866,27 +744,8 @@ static const char SQL_KEY_REVOKE[] =
 int tide_meta_key_revoke(tide_meta *m, const struct tide_meta_principal *p,
                          uint64_t account_id, uint64_t key_id)
 {
-    sqlite3_stmt *st;
-    int rc, src;
-
-    tide__meta_lock(m);
-    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_KEY_MANAGE, account_id,
-                                     0);
-    if (rc)
-        goto out;
-    rc = tide__meta_stmt(m, SQL_KEY_REVOKE, &st);
-    if (rc)
-        goto out;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)key_id);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)account_id);
-    sqlite3_bind_int64(st, 3, tide__meta_now(m));
-    src = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (src != SQLITE_DONE)
-        rc = tide__meta_sqlerr(src);
-    else if (sqlite3_changes(m->db) == 0)
-        rc = TIDE_ENOTFOUND;
-out:
-    tide__meta_unlock(m);
-    return rc;
+    return tide__meta_authz_run(
+        m, p, TIDE_META_ACT_KEY_MANAGE, account_id, 0, SQL_KEY_REVOKE,
+        TIDE_ENOTFOUND,
+        META_ARGS(META_INT(key_id), META_INT(account_id), META_NOW));
 }

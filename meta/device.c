@@ -49,38 +49,24 @@ static int register_locked(tide_meta *m, uint64_t account_id,
                            const struct tide_meta_device_new *d,
                            const struct dev_fields *f, uint64_t *id_out)
 {
-    sqlite3_stmt *st;
-    int rc, src;
+    int64_t lim[2]; /* devices_max, devices */
+    int rc;
 
-    rc = tide__meta_stmt(m, SQL_DEV_LIMIT, &st);
-    if (rc)
-        return rc;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
-    src = sqlite3_step(st);
-    if (src == SQLITE_ROW && sqlite3_column_int64(st, 0) > 0 &&
-        sqlite3_column_int64(st, 1) >= sqlite3_column_int64(st, 0))
+    rc = tide__meta_ints(m, SQL_DEV_LIMIT, lim, 2,
+                         META_ARGS(META_INT(account_id)));
+    if (rc == TIDE_ENOTFOUND)
+        rc = TIDE_EIO; /* the caller authorised the account: it exists */
+    if (!rc && lim[0] > 0 && lim[1] >= lim[0])
         rc = TIDE_EFULL;
-    else if (src != SQLITE_ROW)
-        rc = tide__meta_sqlerr(src);
-    sqlite3_reset(st);
     if (!rc)
-        rc = tide__meta_stmt(m, SQL_DEV_INSERT, &st);
-    if (rc)
-        return rc;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
-    tide__meta_bind_text(st, 2, d->thing_name);
-    tide__meta_bind_text(st, 3, f->mac);
-    tide__meta_bind_text(st, 4, d->friendly_name);
-    tide__meta_bind_text(st, 5, d->firmware);
-    tide__meta_bind_text(st, 6, d->tags);
-    sqlite3_bind_int64(st, 7, tide__meta_now(m));
-    src = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (src != SQLITE_DONE)
-        return tide__meta_sqlerr(src);
-    if (id_out)
+        rc = tide__meta_run(
+            m, SQL_DEV_INSERT,
+            META_ARGS(META_INT(account_id), META_TEXT(d->thing_name),
+                      META_TEXT(f->mac), META_TEXT(d->friendly_name),
+                      META_TEXT(d->firmware), META_TEXT(d->tags), META_NOW));
+    if (!rc && id_out)
         *id_out = (uint64_t)sqlite3_last_insert_rowid(m->db);
-    return 0;
+    return rc;
 }
 
 int tide_meta_device_register(tide_meta *m, const struct tide_meta_principal *p,
@@ -110,11 +96,10 @@ int tide_meta_device_register_many(tide_meta *m,
 {
     int rc;
 
-    tide__meta_lock(m);
-    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_DEVICE_MANAGE,
-                                     account_id, 0);
-    if (!rc)
-        rc = tide__meta_begin(m);
+    rc = tide__meta_authz_begin(m, p, TIDE_META_ACT_DEVICE_MANAGE, account_id,
+                                0);
+    if (rc)
+        goto out;
     for (size_t i = 0; !rc && i < n; i++) {
         struct tide_meta_device_new d = {.thing_name = names[i]};
         struct dev_fields f;
@@ -124,14 +109,10 @@ int tide_meta_device_register_many(tide_meta *m,
                      ? TIDE_EINVAL
                      : register_locked(m, account_id, &d, &f, &ids[i]);
         if (rcs[i] && rcs[i] != TIDE_EINVAL && rcs[i] != TIDE_EEXIST &&
-            rcs[i] != TIDE_EFULL) {
+            rcs[i] != TIDE_EFULL)
             rc = rcs[i];
-            tide__meta_rollback(m);
-            goto out;
-        }
     }
-    if (!rc)
-        rc = tide__meta_commit(m);
+    rc = tide__meta_end(m, rc);
 out:
     tide__meta_unlock(m);
     return rc;
@@ -143,21 +124,12 @@ static const char SQL_DEV_UPDATE[] =
     " firmware=coalesce(?6, firmware), tags=coalesce(?7, tags),"
     " updated_ns=?8 WHERE id=?1 AND account_id=?2";
 
-static void bind_opt(sqlite3_stmt *st, int i, const char *s)
-{
-    if (s)
-        sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(st, i);
-}
-
 int tide_meta_device_update(tide_meta *m, const struct tide_meta_principal *p,
                             uint64_t account_id, uint64_t device_id,
                             const struct tide_meta_device_new *d)
 {
     struct dev_fields f;
-    sqlite3_stmt *st;
-    int rc, src;
+    int rc;
 
     if (check_fields(d, 0, &f))
         return TIDE_EINVAL;
@@ -167,22 +139,12 @@ int tide_meta_device_update(tide_meta *m, const struct tide_meta_principal *p,
     if (!rc && !device_id)
         rc = TIDE_EINVAL;
     if (!rc)
-        rc = tide__meta_stmt(m, SQL_DEV_UPDATE, &st);
-    if (rc)
-        goto out;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)account_id);
-    bind_opt(st, 3, d->thing_name);
-    bind_opt(st, 4, d->mac ? f.mac : NULL);
-    bind_opt(st, 5, d->friendly_name);
-    bind_opt(st, 6, d->firmware);
-    bind_opt(st, 7, d->tags);
-    sqlite3_bind_int64(st, 8, tide__meta_now(m));
-    src = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (src != SQLITE_DONE)
-        rc = tide__meta_sqlerr(src);
-out:
+        rc = tide__meta_run(
+            m, SQL_DEV_UPDATE,
+            META_ARGS(META_INT(device_id), META_INT(account_id),
+                      META_OPT(d->thing_name), META_OPT(d->mac ? f.mac : NULL),
+                      META_OPT(d->friendly_name), META_OPT(d->firmware),
+                      META_OPT(d->tags), META_NOW));
     tide__meta_changed(m, rc, account_id, device_id);
     tide__meta_unlock(m);
     return rc;
@@ -198,8 +160,10 @@ static const char SQL_DEV_LIST[] =
     "SELECT " DEV_COLS " FROM devices WHERE account_id=?1 AND id>?2"
     " ORDER BY id LIMIT ?3";
 
-static void dev_row(sqlite3_stmt *st, struct tide_meta_device *d)
+static void dev_row(sqlite3_stmt *st, void *arg)
 {
+    struct tide_meta_device *d = arg;
+
     memset(d, 0, sizeof(*d));
     d->id = (uint64_t)sqlite3_column_int64(st, 0);
     d->account_id = (uint64_t)sqlite3_column_int64(st, 1);
@@ -221,30 +185,18 @@ int tide_meta_device_get(tide_meta *m, const struct tide_meta_principal *p,
                          uint64_t account_id, uint64_t device_id,
                          struct tide_meta_device *out)
 {
-    sqlite3_stmt *st;
-    int rc, src;
+    int rc;
 
     if (!out || !device_id)
         return TIDE_EINVAL;
-    rc = tide_meta_authorize(m, p, TIDE_META_ACT_DEVICE_READ, account_id,
-                             device_id);
-    if (!rc)
-        rc = tide_meta_flush(m); /* pending last-seen times */
+    /* Flushed: pending last-seen times. */
+    rc = tide__meta_authorize_flush(m, p, TIDE_META_ACT_DEVICE_READ, account_id,
+                                    device_id);
     if (rc)
         return rc;
     tide__meta_lock(m);
-    rc = tide__meta_stmt(m, SQL_DEV_GET, &st);
-    if (rc)
-        goto out;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)account_id);
-    src = sqlite3_step(st);
-    if (src == SQLITE_ROW)
-        dev_row(st, out);
-    else
-        rc = src == SQLITE_DONE ? TIDE_ENOTFOUND : tide__meta_sqlerr(src);
-    sqlite3_reset(st);
-out:
+    rc = tide__meta_get(m, SQL_DEV_GET, dev_row, out,
+                        META_ARGS(META_INT(device_id), META_INT(account_id)));
     tide__meta_unlock(m);
     return rc;
 }
@@ -254,34 +206,10 @@ int tide_meta_device_list(tide_meta *m, const struct tide_meta_principal *p,
                           struct tide_meta_device *out, size_t cap,
                           size_t *n_out)
 {
-    sqlite3_stmt *st;
-    size_t n = 0;
-    int rc, src = SQLITE_DONE;
-
-    if (!n_out || (cap && !out))
-        return TIDE_EINVAL;
-    *n_out = 0;
-    rc = tide_meta_authorize(m, p, TIDE_META_ACT_DEVICE_READ, account_id, 0);
-    if (!rc)
-        rc = tide_meta_flush(m);
-    if (rc)
-        return rc;
-    tide__meta_lock(m);
-    rc = tide__meta_stmt(m, SQL_DEV_LIST, &st);
-    if (rc)
-        goto out;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)after_id);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64)cap);
-    while (n < cap && (src = sqlite3_step(st)) == SQLITE_ROW)
-        dev_row(st, &out[n++]);
-    if (src != SQLITE_ROW && src != SQLITE_DONE)
-        rc = tide__meta_sqlerr(src);
-    sqlite3_reset(st);
-    *n_out = n;
-out:
-    tide__meta_unlock(m);
-    return rc;
+    return tide__meta_read(
+        m, p, TIDE_META_ACT_DEVICE_READ, account_id, SQL_DEV_LIST, dev_row, out,
+        sizeof(*out), cap, n_out,
+        META_ARGS(META_INT(account_id), META_INT(after_id), META_INT(cap)));
 }
 
 static const char SQL_DEV_PAUSE[] =
@@ -291,29 +219,16 @@ static const char SQL_DEV_PAUSE[] =
 int tide_meta_device_pause(tide_meta *m, const struct tide_meta_principal *p,
                            uint64_t account_id, uint64_t device_id, int paused)
 {
-    sqlite3_stmt *st;
-    int rc, src;
+    int rc;
 
     if (!device_id)
         return TIDE_EINVAL;
-    tide__meta_lock(m);
-    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_DEVICE_MANAGE,
-                                     account_id, device_id);
-    if (!rc)
-        rc = tide__meta_stmt(m, SQL_DEV_PAUSE, &st);
-    if (rc)
-        goto out;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)account_id);
-    sqlite3_bind_int(st, 3, !!paused);
-    sqlite3_bind_int64(st, 4, tide__meta_now(m));
-    src = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (src != SQLITE_DONE)
-        rc = tide__meta_sqlerr(src);
-out:
+    rc = tide__meta_authz_run(m, p, TIDE_META_ACT_DEVICE_MANAGE, account_id,
+                              device_id, SQL_DEV_PAUSE, 0,
+                              META_ARGS(META_INT(device_id),
+                                        META_INT(account_id),
+                                        META_INT(!!paused), META_NOW));
     tide__meta_changed(m, rc, account_id, device_id);
-    tide__meta_unlock(m);
     return rc;
 }
 
@@ -325,24 +240,6 @@ static const char SQL_DEV_SERIES[] =
     "UPDATE series SET deleted_ns=?3 WHERE device_id=?1 AND account_id=?2"
     " AND deleted_ns IS NULL";
 
-static int run3(tide_meta *m, const char *sql, uint64_t a, uint64_t b,
-                int64_t c)
-{
-    sqlite3_stmt *st;
-    int rc, src;
-
-    rc = tide__meta_stmt(m, sql, &st);
-    if (rc)
-        return rc;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)a);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)b);
-    if (sqlite3_bind_parameter_count(st) >= 3)
-        sqlite3_bind_int64(st, 3, c);
-    src = sqlite3_step(st);
-    sqlite3_reset(st);
-    return src == SQLITE_DONE ? 0 : tide__meta_sqlerr(src);
-}
-
 int tide_meta_device_delete(tide_meta *m, const struct tide_meta_principal *p,
                             uint64_t account_id, uint64_t device_id)
 {
@@ -351,26 +248,24 @@ int tide_meta_device_delete(tide_meta *m, const struct tide_meta_principal *p,
 
     if (!device_id)
         return TIDE_EINVAL;
-    tide__meta_lock(m);
-    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_DEVICE_MANAGE,
-                                     account_id, device_id);
-    if (!rc)
-        rc = tide__meta_begin(m);
+    rc = tide__meta_authz_begin(m, p, TIDE_META_ACT_DEVICE_MANAGE, account_id,
+                                device_id);
     if (rc)
         goto out;
     now = tide__meta_now(m);
-    rc = run3(m, SQL_DEV_KEYS, device_id, account_id, 0);
+    rc = tide__meta_run(m, SQL_DEV_KEYS,
+                        META_ARGS(META_INT(device_id), META_INT(account_id)));
     if (!rc)
-        rc = run3(m, SQL_DEV_SERIES, device_id, account_id, now);
+        rc = tide__meta_run(m, SQL_DEV_SERIES,
+                            META_ARGS(META_INT(device_id), META_INT(account_id),
+                                      META_INT(now)));
     if (!rc)
-        rc = run3(m, SQL_DEV_DELETE, device_id, account_id, 0);
+        rc = tide__meta_run(
+            m, SQL_DEV_DELETE,
+            META_ARGS(META_INT(device_id), META_INT(account_id)));
     if (!rc)
         rc = tide__meta_tombstone(m, "device", device_id, account_id, now, 0);
-    if (rc) {
-        tide__meta_rollback(m);
-        goto out;
-    }
-    rc = tide__meta_commit(m);
+    rc = tide__meta_end(m, rc);
     if (!rc)
         tide__meta_registry_kill(m, account_id, device_id);
 out:
@@ -387,64 +282,41 @@ static const char SQL_DEV_DISCONNECT[] =
     " WHERE id=?1 AND account_id=?2";
 static const char SQL_DEV_NAME[] = "SELECT thing_name FROM devices WHERE id=?1";
 
+static void name_row(sqlite3_stmt *st, void *name)
+{
+    tide__meta_col_text(st, 0, name, TIDE_META_NAME_MAX + 1);
+}
+
 int tide_meta_device_connect(tide_meta *m, const struct tide_meta_principal *p,
                              uint64_t account_id, uint64_t device_id,
                              int connected, const char *ip)
 {
     char name[TIDE_META_NAME_MAX + 1], text[256];
-    sqlite3_stmt *st;
-    int64_t now;
-    int rc, src;
+    /* SQL_DEV_DISCONNECT takes the first three. */
+    const struct tide__meta_arg args[] = {
+        META_INT(device_id), META_INT(account_id), META_NOW, META_TEXT(ip)};
+    int rc;
 
     if (!device_id || tide__meta_ip_ok(ip))
         return TIDE_EINVAL;
-    tide__meta_lock(m);
-    rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_DEVICE_CONNECT,
-                                     account_id, device_id);
-    if (!rc)
-        rc = tide__meta_begin(m);
+    rc = tide__meta_authz_begin(m, p, TIDE_META_ACT_DEVICE_CONNECT, account_id,
+                                device_id);
     if (rc)
         goto out;
-    now = tide__meta_now(m);
-    rc = tide__meta_stmt(m, connected ? SQL_DEV_CONNECT : SQL_DEV_DISCONNECT,
-                         &st);
-    if (rc)
-        goto fail_tx;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)account_id);
-    sqlite3_bind_int64(st, 3, now);
-    if (connected)
-        tide__meta_bind_text(st, 4, ip);
-    src = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (src != SQLITE_DONE) {
-        rc = tide__meta_sqlerr(src);
-        goto fail_tx;
-    }
-    if (!connected) {
-        rc = tide__meta_stmt(m, SQL_DEV_NAME, &st);
-        if (rc)
-            goto fail_tx;
-        sqlite3_bind_int64(st, 1, (sqlite3_int64)device_id);
-        src = sqlite3_step(st);
-        if (src == SQLITE_ROW)
-            tide__meta_col_text(st, 0, name, sizeof(name));
-        sqlite3_reset(st);
-        if (src != SQLITE_ROW) {
-            rc = tide__meta_sqlerr(src);
-            goto fail_tx;
+    rc = tide__meta_run(m, connected ? SQL_DEV_CONNECT : SQL_DEV_DISCONNECT,
+                        args, connected ? 4 : 3);
+    if (!rc && !connected) {
+        rc = tide__meta_get(m, SQL_DEV_NAME, name_row, name,
+                            META_ARGS(META_INT(device_id)));
+        if (rc == TIDE_ENOTFOUND)
+            rc = TIDE_EIO; /* authorised under this lock: it exists */
+        if (!rc) {
+            snprintf(text, sizeof(text), "device %s went offline", name);
+            rc = tide__meta_notify_add(m, account_id, TIDE_META_NOTIFY_DEVICE,
+                                       text);
         }
-        snprintf(text, sizeof(text), "device %s went offline", name);
-        rc =
-            tide__meta_notify_add(m, account_id, TIDE_META_NOTIFY_DEVICE, text);
-        if (rc)
-            goto fail_tx;
     }
-    rc = tide__meta_commit(m);
-    goto out;
-
-fail_tx:
-    tide__meta_rollback(m);
+    rc = tide__meta_end(m, rc);
 out:
     tide__meta_unlock(m);
     return rc;

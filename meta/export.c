@@ -161,9 +161,7 @@ int tide_meta_export_open(tide_meta *m, const struct tide_meta_principal *p,
 
     if (!out || !account_id)
         return TIDE_EINVAL;
-    rc = tide_meta_authorize(m, p, TIDE_META_ACT_EXPORT, account_id, 0);
-    if (!rc)
-        rc = tide_meta_flush(m);
+    rc = tide__meta_authorize_flush(m, p, TIDE_META_ACT_EXPORT, account_id, 0);
     if (rc)
         return rc;
     it = tide_calloc(1, sizeof(*it));

@@ -259,6 +259,26 @@ int tide__meta_begin(tide_meta *m)
     return tide__meta_exec(m, "BEGIN IMMEDIATE");
 }
 
+/* Take m->lock and authorise (action 0: nothing to authorise). */
+static int lock_authorize(tide_meta *m, const struct tide_meta_principal *p,
+                          enum tide_meta_action action, uint64_t account_id,
+                          uint64_t device_id)
+{
+    tide__meta_lock(m);
+    if (!action)
+        return 0;
+    return tide__meta_authorize_locked(m, p, action, account_id, device_id);
+}
+
+int tide__meta_authz_begin(tide_meta *m, const struct tide_meta_principal *p,
+                           enum tide_meta_action action, uint64_t account_id,
+                           uint64_t device_id)
+{
+    int rc = lock_authorize(m, p, action, account_id, device_id);
+
+    return rc ? rc : tide__meta_begin(m);
+}
+
 int tide__meta_commit(tide_meta *m)
 {
     int rc = tide__meta_exec(m, "COMMIT");
@@ -291,6 +311,192 @@ void tide__meta_col_text(sqlite3_stmt *st, int i, char *dst, size_t cap)
     if (n)
         memcpy(dst, s, n);
     dst[n] = '\0';
+}
+
+int tide__meta_end(tide_meta *m, int rc)
+{
+    if (rc) {
+        tide__meta_rollback(m);
+        return rc;
+    }
+    return tide__meta_commit(m);
+}
+
+/* The cached statement for `sql` with args[0..n) bound to ?1..?n. */
+static int stmt_bound(tide_meta *m, const char *sql,
+                      const struct tide__meta_arg *args, size_t n,
+                      sqlite3_stmt **out)
+{
+    sqlite3_stmt *st;
+    int rc, src = SQLITE_OK;
+
+    rc = tide__meta_stmt(m, sql, &st);
+    if (rc)
+        return rc;
+    TIDE_ASSERT(n == (size_t)sqlite3_bind_parameter_count(st));
+    for (int i = 1; !rc && src == SQLITE_OK && (size_t)i <= n; i++) {
+        const struct tide__meta_arg *a = &args[i - 1];
+
+        switch (a->type) {
+        case TIDE__META_ARG_NULL:
+            src = sqlite3_bind_null(st, i);
+            break;
+        case TIDE__META_ARG_INT:
+            src = sqlite3_bind_int64(st, i, a->v.i);
+            break;
+        case TIDE__META_ARG_NOW:
+            src = sqlite3_bind_int64(st, i, tide__meta_now(m));
+            break;
+        case TIDE__META_ARG_TEXT:
+            rc = tide__meta_bind_text(st, i, a->v.s);
+            break;
+        case TIDE__META_ARG_OPT:
+            src = a->v.s ? sqlite3_bind_text(st, i, a->v.s, -1, SQLITE_STATIC)
+                         : sqlite3_bind_null(st, i);
+            break;
+        case TIDE__META_ARG_BLOB:
+            src = sqlite3_bind_blob(st, i, a->v.p, a->len, SQLITE_STATIC);
+            break;
+        }
+    }
+    if (!rc && src != SQLITE_OK)
+        rc = tide__meta_sqlerr(src);
+    *out = st;
+    return rc;
+}
+
+int tide__meta_row(tide_meta *m, const char *sql, sqlite3_stmt **out,
+                   const struct tide__meta_arg *args, size_t n)
+{
+    sqlite3_stmt *st;
+    int rc, src;
+
+    rc = stmt_bound(m, sql, args, n, &st);
+    if (rc)
+        return rc;
+    src = sqlite3_step(st);
+    if (src == SQLITE_ROW) {
+        *out = st;
+        return 0;
+    }
+    sqlite3_reset(st);
+    return src == SQLITE_DONE ? TIDE_ENOTFOUND : tide__meta_sqlerr(src);
+}
+
+int tide__meta_run(tide_meta *m, const char *sql,
+                   const struct tide__meta_arg *args, size_t n)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = tide__meta_row(m, sql, &st, args, n);
+
+    if (rc == TIDE_ENOTFOUND)
+        return 0; /* SQLITE_DONE */
+    if (!rc) {
+        /* A row where none was expected: SQLITE_ROW maps to TIDE_EIO. */
+        sqlite3_reset(st);
+        rc = tide__meta_sqlerr(SQLITE_ROW);
+    }
+    return rc;
+}
+
+int tide__meta_get(tide_meta *m, const char *sql, tide__meta_row_fn *fn,
+                   void *out, const struct tide__meta_arg *args, size_t n)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    rc = tide__meta_row(m, sql, &st, args, n);
+    if (rc)
+        return rc;
+    fn(st, out);
+    sqlite3_reset(st);
+    return 0;
+}
+
+struct ints {
+    int64_t *cols;
+    size_t n;
+};
+
+static void ints_row(sqlite3_stmt *st, void *arg)
+{
+    struct ints *c = arg;
+
+    TIDE_ASSERT(c->n <= (size_t)sqlite3_column_count(st));
+    for (size_t i = 0; i < c->n; i++)
+        c->cols[i] = sqlite3_column_int64(st, (int)i);
+}
+
+int tide__meta_ints(tide_meta *m, const char *sql, int64_t *cols, size_t n_cols,
+                    const struct tide__meta_arg *args, size_t n)
+{
+    struct ints c = {cols, n_cols};
+
+    return tide__meta_get(m, sql, ints_row, &c, args, n);
+}
+
+int tide__meta_list(tide_meta *m, const char *sql, tide__meta_row_fn *fn,
+                    void *out, size_t size, size_t cap, size_t *n_out,
+                    const struct tide__meta_arg *args, size_t n)
+{
+    sqlite3_stmt *st;
+    size_t got = 0;
+    int rc, src = SQLITE_DONE;
+
+    *n_out = 0;
+    rc = stmt_bound(m, sql, args, n, &st);
+    if (rc)
+        return rc;
+    while (got < cap && (src = sqlite3_step(st)) == SQLITE_ROW)
+        fn(st, (char *)out + got++ * size);
+    sqlite3_reset(st);
+    *n_out = got;
+    return src == SQLITE_ROW || src == SQLITE_DONE ? 0 : tide__meta_sqlerr(src);
+}
+
+int tide__meta_authorize_flush(tide_meta *m,
+                               const struct tide_meta_principal *p,
+                               enum tide_meta_action action,
+                               uint64_t account_id, uint64_t device_id)
+{
+    int rc = tide_meta_authorize(m, p, action, account_id, device_id);
+
+    return rc ? rc : tide_meta_flush(m);
+}
+
+int tide__meta_read(tide_meta *m, const struct tide_meta_principal *p,
+                    enum tide_meta_action action, uint64_t account_id,
+                    const char *sql, tide__meta_row_fn *fn, void *out,
+                    size_t size, size_t cap, size_t *n_out,
+                    const struct tide__meta_arg *args, size_t n)
+{
+    int rc;
+
+    if (!n_out || (cap && !out))
+        return TIDE_EINVAL;
+    *n_out = 0;
+    rc = tide__meta_authorize_flush(m, p, action, account_id, 0);
+    if (rc)
+        return rc;
+    tide__meta_lock(m);
+    rc = tide__meta_list(m, sql, fn, out, size, cap, n_out, args, n);
+    tide__meta_unlock(m);
+    return rc;
+}
+
+int tide__meta_authz_run(tide_meta *m, const struct tide_meta_principal *p,
+                         enum tide_meta_action action, uint64_t account_id,
+                         uint64_t device_id, const char *sql, int unchanged_rc,
+                         const struct tide__meta_arg *args, size_t n)
+{
+    int rc = lock_authorize(m, p, action, account_id, device_id);
+
+    if (!rc)
+        rc = tide__meta_run(m, sql, args, n);
+    if (!rc && unchanged_rc && sqlite3_changes(m->db) == 0)
+        rc = unchanged_rc;
+    tide__meta_unlock(m);
+    return rc;
 }
 
 /* Run one statement list outside the cache (migrations, pragmas). */

@@ -156,7 +156,7 @@ struct tide_meta {
     int flusher_running;
     int stopping;
 
-    tide_meta_invalidate_fn invalidate; /* cache.c; under `lock` */
+    tide_meta_invalidate_fn invalidate; /* cache.c; set before sharing */
     void *invalidate_ctx;
 };
 
@@ -177,12 +177,120 @@ void tide__meta_rollback(tide_meta *m);
 int tide__meta_bind_text(sqlite3_stmt *st, int i, const char *s);
 /* Copy column `i` as text into dst[0..cap). */
 void tide__meta_col_text(sqlite3_stmt *st, int i, char *dst, size_t cap);
+/* End the transaction of tide__meta_begin(): commit when `rc` is 0, else
+ * roll back. Returns `rc`, or the commit's error (rolled back then). */
+int tide__meta_end(tide_meta *m, int rc);
 /* Apply migrations 1..target to an open connection (tests use target <
  * TIDE__META_SCHEMA_VERSION to build an older file). Returns the version
  * reached through *version. */
 int tide__meta_migrate(sqlite3 *db, int target, int *version);
 void tide__meta_lock(tide_meta *m);
 void tide__meta_unlock(tide_meta *m);
+
+/* ---- meta.c: running statements (m->lock held unless said) ---------------
+ * A statement's parameters are a typed list bound in order to ?1, ?2, ...;
+ * the list has exactly as many entries as the statement has parameters.
+ * The constructors are short because every call site spells out a list:
+ *
+ *     rc = tide__meta_run(m, SQL_PAUSE,
+ *                         META_ARGS(META_INT(id), META_INT(!!paused),
+ *                                   META_NOW));
+ *
+ * Every statement comes from the cache (tide__meta_stmt()), so `sql` is a
+ * static string, and is reset before the helper returns unless it hands
+ * the statement out. Errors are tide__meta_sqlerr()'s: TIDE_EEXIST,
+ * -ENOMEM, TIDE_ECORRUPT or TIDE_EIO. */
+enum tide__meta_arg_type {
+    TIDE__META_ARG_NULL, /* SQL NULL */
+    TIDE__META_ARG_INT,  /* v.i */
+    TIDE__META_ARG_NOW,  /* tide__meta_now() when bound */
+    TIDE__META_ARG_TEXT, /* v.s; NULL binds "" */
+    TIDE__META_ARG_OPT,  /* v.s; NULL binds SQL NULL */
+    TIDE__META_ARG_BLOB, /* len bytes at v.p */
+};
+
+struct tide__meta_arg {
+    enum tide__meta_arg_type type;
+    int len;
+    union {
+        int64_t i;
+        const char *s;
+        const void *p;
+    } v;
+};
+
+#define META_ARG_(t, ...)                                                      \
+    ((struct tide__meta_arg){.type = TIDE__META_ARG_##t, __VA_ARGS__})
+#define META_NULL META_ARG_(NULL, .len = 0)
+#define META_INT(x) META_ARG_(INT, .v.i = (int64_t)(x))
+#define META_NOW META_ARG_(NOW, .len = 0)
+#define META_TEXT(x) META_ARG_(TEXT, .v.s = (x))
+#define META_OPT(x) META_ARG_(OPT, .v.s = (x))
+#define META_BLOB(x, n) META_ARG_(BLOB, .len = (int)(n), .v.p = (x))
+/* The list as the two arguments (args, n) of the helpers below. The second
+ * expansion is under sizeof, so the arguments are evaluated once. */
+#define META_ARGS(...)                                                         \
+    (const struct tide__meta_arg[]){__VA_ARGS__},                              \
+        sizeof((struct tide__meta_arg[]){__VA_ARGS__}) /                       \
+            sizeof(struct tide__meta_arg)
+
+/* Run `sql`, which returns no rows. Returns 0 or an error. */
+int tide__meta_run(tide_meta *m, const char *sql,
+                   const struct tide__meta_arg *args, size_t n);
+/* Step `sql` to its first row. Returns 0 with *out on the row (read its
+ * columns, then sqlite3_reset(*out)), TIDE_ENOTFOUND when there is no row
+ * (the statement is reset), or an error. */
+int tide__meta_row(tide_meta *m, const char *sql, sqlite3_stmt **out,
+                   const struct tide__meta_arg *args, size_t n);
+/* Reads the current result row into `out`. */
+typedef void tide__meta_row_fn(sqlite3_stmt *st, void *out);
+/* Read the first row of `sql` with `fn` into `out`. Returns 0,
+ * TIDE_ENOTFOUND (no row, `out` untouched) or an error. */
+int tide__meta_get(tide_meta *m, const char *sql, tide__meta_row_fn *fn,
+                   void *out, const struct tide__meta_arg *args, size_t n);
+/* The first `n_cols` columns of the first row of `sql` as integers into
+ * cols[]. Returns 0, TIDE_ENOTFOUND (no row, cols[] untouched) or an error.
+ */
+int tide__meta_ints(tide_meta *m, const char *sql, int64_t *cols, size_t n_cols,
+                    const struct tide__meta_arg *args, size_t n);
+/* Fill out[0..cap), elements of `size` bytes, with `fn` from the rows of
+ * `sql`. *n_out is the number of elements filled, also on error. Returns 0
+ * or an error. */
+int tide__meta_list(tide_meta *m, const char *sql, tide__meta_row_fn *fn,
+                    void *out, size_t size, size_t cap, size_t *n_out,
+                    const struct tide__meta_arg *args, size_t n);
+/* Authorise `p` for `action` on (account_id, device_id) with
+ * tide_meta_authorize(), then write the pending counters (tide_meta_flush())
+ * so that a read sees them. Call without m->lock. Returns 0 or their
+ * errors. */
+int tide__meta_authorize_flush(tide_meta *m,
+                               const struct tide_meta_principal *p,
+                               enum tide_meta_action action,
+                               uint64_t account_id, uint64_t device_id);
+/* A public paged read of `account_id`'s rows, taking m->lock itself: check
+ * the output arguments (TIDE_EINVAL), tide__meta_authorize_flush(), then
+ * tide__meta_list(). Returns 0, TIDE_EINVAL or their errors. */
+int tide__meta_read(tide_meta *m, const struct tide_meta_principal *p,
+                    enum tide_meta_action action, uint64_t account_id,
+                    const char *sql, tide__meta_row_fn *fn, void *out,
+                    size_t size, size_t cap, size_t *n_out,
+                    const struct tide__meta_arg *args, size_t n);
+/* Take m->lock, authorise `p` for `action` on (account_id, device_id) with
+ * tide__meta_authorize_locked() (action 0: no authorisation, `p` unused),
+ * run `sql`, release the lock. When the statement changes no row and
+ * `unchanged_rc` is not 0, returns `unchanged_rc`. Otherwise returns 0,
+ * authorisation's errors or tide__meta_run()'s. */
+int tide__meta_authz_run(tide_meta *m, const struct tide_meta_principal *p,
+                         enum tide_meta_action action, uint64_t account_id,
+                         uint64_t device_id, const char *sql, int unchanged_rc,
+                         const struct tide__meta_arg *args, size_t n);
+/* Take m->lock, authorise with tide__meta_authorize_locked() (action 0:
+ * no authorisation), then tide__meta_begin(). m->lock is held on return,
+ * also on failure (then without a transaction). Returns 0 or their
+ * errors. */
+int tide__meta_authz_begin(tide_meta *m, const struct tide_meta_principal *p,
+                           enum tide_meta_action action, uint64_t account_id,
+                           uint64_t device_id);
 
 /* ---- validate.c -------------------------------------------------------- */
 
@@ -254,8 +362,9 @@ void tide__meta_flusher_stop(tide_meta *m);
 /* ---- cache.c ----------------------------------------------------------- */
 
 /* When `rc` is 0, tell the invalidation hook that rows of the device (or
- * of the account, device_id 0; of everything, both 0) changed. m->lock
- * held. */
+ * of the account, device_id 0; of everything, both 0) changed. Called
+ * with or without m->lock; the hook is set once, before the sidecar is
+ * shared between threads. */
 void tide__meta_changed(tide_meta *m, int rc, uint64_t account_id,
                         uint64_t device_id);
 

@@ -196,17 +196,13 @@ int tide__meta_registry_load(tide_meta *m)
     struct registry *r = &m->reg;
     sqlite3_stmt *st;
     size_t n_slots = TABLE_MIN;
-    int64_t count = 0;
+    int64_t next_id, count = 0;
     int rc, src;
 
-    rc = tide__meta_stmt(m, SQL_NEXT_ID, &st);
+    rc = tide__meta_ints(m, SQL_NEXT_ID, &next_id, 1, NULL, 0);
     if (rc)
-        return rc;
-    src = sqlite3_step(st);
-    r->next_id = src == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
-    sqlite3_reset(st);
-    if (src != SQLITE_ROW)
-        return src == SQLITE_DONE ? TIDE_ECORRUPT : tide__meta_sqlerr(src);
+        return rc == TIDE_ENOTFOUND ? TIDE_ECORRUPT : rc;
+    r->next_id = (uint64_t)next_id;
     rc = tide__meta_stmt(m, SQL_LOAD_COUNT, &st);
     if (rc)
         return rc;
@@ -358,25 +354,14 @@ static const char SQL_SERIES_LIMIT[] =
  * unlimited). */
 static int series_room(tide_meta *m, uint64_t account_id, uint64_t *left)
 {
-    sqlite3_stmt *st;
-    int rc, src;
+    int64_t c[2]; /* series_max, live series */
+    int rc;
 
-    rc = tide__meta_stmt(m, SQL_SERIES_LIMIT, &st);
+    rc = tide__meta_ints(m, SQL_SERIES_LIMIT, c, 2,
+                         META_ARGS(META_INT(account_id)));
     if (rc)
         return rc;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
-    src = sqlite3_step(st);
-    if (src == SQLITE_ROW) {
-        int64_t max = sqlite3_column_int64(st, 0);
-        int64_t have = sqlite3_column_int64(st, 1);
-
-        *left = max <= 0      ? UINT64_MAX
-                : have >= max ? 0
-                              : (uint64_t)(max - have);
-    }
-    sqlite3_reset(st);
-    if (src != SQLITE_ROW)
-        return src == SQLITE_DONE ? TIDE_ENOTFOUND : tide__meta_sqlerr(src);
+    *left = c[0] <= 0 ? UINT64_MAX : c[1] >= c[0] ? 0 : (uint64_t)(c[0] - c[1]);
     return 0;
 }
 
@@ -389,9 +374,8 @@ int tide_meta_series_ensure(tide_meta *m, const struct tide_meta_principal *p,
     uint64_t last_acct = 0, last_dev = 0, room_acct = 0, room = 0;
     uint64_t first_id = 0;
     size_t n_made = 0;
-    sqlite3_stmt *ins;
     int64_t now;
-    int rc = 0, src, in_tx = 0;
+    int rc = 0, in_tx = 0;
 
     if (!keys || !ids || n == 0)
         return n == 0 ? 0 : TIDE_EINVAL;
@@ -452,21 +436,13 @@ int tide_meta_series_ensure(tide_meta *m, const struct tide_meta_principal *p,
                 goto fail;
             in_tx = 1;
         }
-        rc = tide__meta_stmt(m, SQL_INSERT, &ins);
+        rc = tide__meta_run(
+            m, SQL_INSERT,
+            META_ARGS(META_INT(r->next_id), META_INT(k->account_id),
+                      META_INT(k->device_id), META_BLOB(k->field, k->field_len),
+                      META_INT(k->type), META_INT(now)));
         if (rc)
             goto fail;
-        sqlite3_bind_int64(ins, 1, (sqlite3_int64)r->next_id);
-        sqlite3_bind_int64(ins, 2, (sqlite3_int64)k->account_id);
-        sqlite3_bind_int64(ins, 3, (sqlite3_int64)k->device_id);
-        sqlite3_bind_blob(ins, 4, k->field, (int)k->field_len, SQLITE_STATIC);
-        sqlite3_bind_int(ins, 5, k->type);
-        sqlite3_bind_int64(ins, 6, now);
-        src = sqlite3_step(ins);
-        sqlite3_reset(ins);
-        if (src != SQLITE_DONE) {
-            rc = tide__meta_sqlerr(src);
-            goto fail;
-        }
         rc = reg_insert(r, h, k->account_id, k->device_id, k->field,
                         k->field_len, k->type, r->next_id, REG_PENDING, &e);
         if (rc)
@@ -480,16 +456,9 @@ int tide_meta_series_ensure(tide_meta *m, const struct tide_meta_principal *p,
             rcs[i] = krc;
     }
     if (in_tx) {
-        rc = tide__meta_stmt(m, SQL_SET_NEXT, &ins);
+        rc = tide__meta_run(m, SQL_SET_NEXT, META_ARGS(META_INT(r->next_id)));
         if (rc)
             goto fail;
-        sqlite3_bind_int64(ins, 1, (sqlite3_int64)r->next_id);
-        src = sqlite3_step(ins);
-        sqlite3_reset(ins);
-        if (src != SQLITE_DONE) {
-            rc = tide__meta_sqlerr(src);
-            goto fail;
-        }
         in_tx = 0;
         rc = tide__meta_commit(m);
         if (rc)

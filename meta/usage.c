@@ -85,6 +85,12 @@ static void *ptab_get(struct ptab *t, uint64_t a, uint64_t b)
     return v;
 }
 
+/* The i-th value, in insertion order. */
+static const void *ptab_at(const struct ptab *t, uint32_t i)
+{
+    return t->vals + (size_t)i * t->vsize;
+}
+
 int tide__meta_pending_init(struct pending *p)
 {
     memset(p, 0, sizeof(*p));
@@ -247,54 +253,30 @@ static const char SQL_REQUEST[] =
     "INSERT INTO request_log(ts_ns, account_id, key_id, ip, op, bytes_in,"
     " bytes_out, status) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
-static int step_done(sqlite3_stmt *st)
-{
-    int src = sqlite3_step(st);
-
-    sqlite3_reset(st);
-    return src == SQLITE_DONE ? 0 : tide__meta_sqlerr(src);
-}
-
 int tide__meta_authlog_write(tide_meta *m, const struct authlog_ent *e)
 {
-    sqlite3_stmt *st;
-    int rc;
-
-    rc = tide__meta_stmt(m, SQL_AUTHLOG, &st);
-    if (rc)
-        return rc;
-    sqlite3_bind_int64(st, 1, e->ts_ns);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)e->account_id);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64)e->key_id);
-    sqlite3_bind_int(st, 4, e->kind);
-    sqlite3_bind_int(st, 5, e->ok);
-    sqlite3_bind_text(st, 6, e->reason, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 7, e->ip, -1, SQLITE_STATIC);
-    return step_done(st);
+    return tide__meta_run(m, SQL_AUTHLOG,
+                          META_ARGS(META_INT(e->ts_ns), META_INT(e->account_id),
+                                    META_INT(e->key_id), META_INT(e->kind),
+                                    META_INT(e->ok), META_TEXT(e->reason),
+                                    META_TEXT(e->ip)));
 }
 
 /* A usage warning when today's points crossed 80 % of the daily quota in
  * this flush. */
 static int usage_warn(tide_meta *m, const struct usage_ent *e)
 {
-    sqlite3_stmt *st;
-    uint64_t now_pts = 0, max = 0;
+    int64_t q[2] = {0, 0}; /* today's points, daily_points_max */
+    uint64_t now_pts, max;
     char text[128];
-    int rc, src;
+    int rc;
 
-    rc = tide__meta_stmt(m, SQL_USAGE_QUOTA, &st);
-    if (rc)
+    rc = tide__meta_ints(m, SQL_USAGE_QUOTA, q, 2,
+                         META_ARGS(META_INT(e->account_id), META_INT(e->day)));
+    if (rc && rc != TIDE_ENOTFOUND)
         return rc;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)e->account_id);
-    sqlite3_bind_int64(st, 2, e->day);
-    src = sqlite3_step(st);
-    if (src == SQLITE_ROW) {
-        now_pts = (uint64_t)sqlite3_column_int64(st, 0);
-        max = (uint64_t)sqlite3_column_int64(st, 1);
-    }
-    sqlite3_reset(st);
-    if (src != SQLITE_ROW && src != SQLITE_DONE)
-        return tide__meta_sqlerr(src);
+    now_pts = (uint64_t)q[0];
+    max = (uint64_t)q[1];
     if (max == 0 || now_pts * 5 < max * 4 ||
         (now_pts - e->u.points) * 5 >= max * 4)
         return 0;
@@ -307,54 +289,37 @@ static int usage_warn(tide_meta *m, const struct usage_ent *e)
 
 static int write_pending(tide_meta *m, const struct pending *p)
 {
-    sqlite3_stmt *st;
     int rc;
 
     for (uint32_t i = 0; i < p->usage.n; i++) {
-        const struct usage_ent *e =
-            (const void *)(p->usage.vals + (size_t)i * p->usage.vsize);
+        const struct usage_ent *e = ptab_at(&p->usage, i);
 
-        rc = tide__meta_stmt(m, SQL_USAGE_UPSERT, &st);
-        if (rc)
-            return rc;
-        sqlite3_bind_int64(st, 1, (sqlite3_int64)e->account_id);
-        sqlite3_bind_int64(st, 2, e->day);
-        sqlite3_bind_int64(st, 3, (sqlite3_int64)e->u.messages);
-        sqlite3_bind_int64(st, 4, (sqlite3_int64)e->u.points);
-        sqlite3_bind_int64(st, 5, (sqlite3_int64)e->u.bytes_in);
-        sqlite3_bind_int64(st, 6, (sqlite3_int64)e->u.bytes_out);
-        sqlite3_bind_int64(st, 7, (sqlite3_int64)e->u.queries);
-        rc = step_done(st);
+        rc = tide__meta_run(
+            m, SQL_USAGE_UPSERT,
+            META_ARGS(META_INT(e->account_id), META_INT(e->day),
+                      META_INT(e->u.messages), META_INT(e->u.points),
+                      META_INT(e->u.bytes_in), META_INT(e->u.bytes_out),
+                      META_INT(e->u.queries)));
         if (!rc)
             rc = usage_warn(m, e);
         if (rc)
             return rc;
     }
     for (uint32_t i = 0; i < p->keyuse.n; i++) {
-        const struct keyuse_ent *e =
-            (const void *)(p->keyuse.vals + (size_t)i * p->keyuse.vsize);
+        const struct keyuse_ent *e = ptab_at(&p->keyuse, i);
 
-        rc = tide__meta_stmt(m, SQL_KEYUSE, &st);
-        if (rc)
-            return rc;
-        sqlite3_bind_int64(st, 1, (sqlite3_int64)e->key_id);
-        sqlite3_bind_int64(st, 2, e->last_ns);
-        sqlite3_bind_text(st, 3, e->ip, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 4, (sqlite3_int64)e->requests);
-        rc = step_done(st);
+        rc = tide__meta_run(m, SQL_KEYUSE,
+                            META_ARGS(META_INT(e->key_id), META_INT(e->last_ns),
+                                      META_TEXT(e->ip), META_INT(e->requests)));
         if (rc)
             return rc;
     }
     for (uint32_t i = 0; i < p->seen.n; i++) {
-        const struct seen_ent *e =
-            (const void *)(p->seen.vals + (size_t)i * p->seen.vsize);
+        const struct seen_ent *e = ptab_at(&p->seen, i);
 
-        rc = tide__meta_stmt(m, SQL_SEEN, &st);
-        if (rc)
-            return rc;
-        sqlite3_bind_int64(st, 1, (sqlite3_int64)e->device_id);
-        sqlite3_bind_int64(st, 2, e->last_ns);
-        rc = step_done(st);
+        rc = tide__meta_run(
+            m, SQL_SEEN,
+            META_ARGS(META_INT(e->device_id), META_INT(e->last_ns)));
         if (rc)
             return rc;
     }
@@ -368,18 +333,12 @@ static int write_pending(tide_meta *m, const struct pending *p)
         const struct request_ent *e =
             (const struct request_ent *)p->requests.data + i;
 
-        rc = tide__meta_stmt(m, SQL_REQUEST, &st);
-        if (rc)
-            return rc;
-        sqlite3_bind_int64(st, 1, e->ts_ns);
-        sqlite3_bind_int64(st, 2, (sqlite3_int64)e->account_id);
-        sqlite3_bind_int64(st, 3, (sqlite3_int64)e->key_id);
-        sqlite3_bind_text(st, 4, e->ip, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 5, e->op, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 6, (sqlite3_int64)e->bytes_in);
-        sqlite3_bind_int64(st, 7, (sqlite3_int64)e->bytes_out);
-        sqlite3_bind_int(st, 8, e->status);
-        rc = step_done(st);
+        rc = tide__meta_run(
+            m, SQL_REQUEST,
+            META_ARGS(META_INT(e->ts_ns), META_INT(e->account_id),
+                      META_INT(e->key_id), META_TEXT(e->ip), META_TEXT(e->op),
+                      META_INT(e->bytes_in), META_INT(e->bytes_out),
+                      META_INT(e->status)));
         if (rc)
             return rc;
     }
@@ -393,17 +352,14 @@ static void merge_back(tide_meta *m, const struct pending *p)
 
     pthread_mutex_lock(&m->plock);
     for (uint32_t i = 0; i < p->usage.n; i++) {
-        const struct usage_ent *e =
-            (const void *)(p->usage.vals + (size_t)i * p->usage.vsize);
+        const struct usage_ent *e = ptab_at(&p->usage, i);
 
         usage_merge(&m->pend, e->account_id, e->day, &e->u, &rc);
     }
     for (uint32_t i = 0; i < p->keyuse.n; i++)
-        keyuse_merge(&m->pend, (const void *)(p->keyuse.vals +
-                                              (size_t)i * p->keyuse.vsize));
+        keyuse_merge(&m->pend, ptab_at(&p->keyuse, i));
     for (uint32_t i = 0; i < p->seen.n; i++) {
-        const struct seen_ent *e =
-            (const void *)(p->seen.vals + (size_t)i * p->seen.vsize);
+        const struct seen_ent *e = ptab_at(&p->seen, i);
 
         seen_merge(&m->pend, e->device_id, e->last_ns);
     }
@@ -436,13 +392,8 @@ int tide_meta_flush(tide_meta *m)
     }
     tide__meta_lock(m);
     rc = tide__meta_begin(m);
-    if (!rc) {
-        rc = write_pending(m, &snap);
-        if (rc)
-            tide__meta_rollback(m);
-        else
-            rc = tide__meta_commit(m);
-    }
+    if (!rc)
+        rc = tide__meta_end(m, write_pending(m, &snap));
     tide__meta_unlock(m);
     if (rc)
         merge_back(m, &snap);
@@ -516,97 +467,61 @@ static const char SQL_USAGE_READ[] =
     " FROM usage_daily WHERE account_id=?1 AND day BETWEEN ?2 AND ?3"
     " ORDER BY day LIMIT ?4";
 
+static void usage_row(sqlite3_stmt *st, void *arg)
+{
+    struct tide_meta_usage *u = arg;
+
+    u->day = sqlite3_column_int64(st, 0);
+    u->messages = (uint64_t)sqlite3_column_int64(st, 1);
+    u->points = (uint64_t)sqlite3_column_int64(st, 2);
+    u->bytes_in = (uint64_t)sqlite3_column_int64(st, 3);
+    u->bytes_out = (uint64_t)sqlite3_column_int64(st, 4);
+    u->queries = (uint64_t)sqlite3_column_int64(st, 5);
+}
+
 int tide_meta_usage_read(tide_meta *m, const struct tide_meta_principal *p,
                          uint64_t account_id, int64_t day_from, int64_t day_to,
                          struct tide_meta_usage *out, size_t cap, size_t *n_out)
 {
-    sqlite3_stmt *st;
-    size_t n = 0;
-    int rc, src = SQLITE_DONE;
-
-    if (!n_out || (cap && !out) || day_from > day_to)
+    if (day_from > day_to)
         return TIDE_EINVAL;
-    *n_out = 0;
-    rc = tide_meta_authorize(m, p, TIDE_META_ACT_USAGE_READ, account_id, 0);
-    if (!rc)
-        rc = tide_meta_flush(m);
-    if (rc)
-        return rc;
-    tide__meta_lock(m);
-    rc = tide__meta_stmt(m, SQL_USAGE_READ, &st);
-    if (rc)
-        goto out;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
-    sqlite3_bind_int64(st, 2, day_from);
-    sqlite3_bind_int64(st, 3, day_to);
-    sqlite3_bind_int64(st, 4, (sqlite3_int64)cap);
-    while (n < cap && (src = sqlite3_step(st)) == SQLITE_ROW) {
-        struct tide_meta_usage *u = &out[n++];
-
-        u->day = sqlite3_column_int64(st, 0);
-        u->messages = (uint64_t)sqlite3_column_int64(st, 1);
-        u->points = (uint64_t)sqlite3_column_int64(st, 2);
-        u->bytes_in = (uint64_t)sqlite3_column_int64(st, 3);
-        u->bytes_out = (uint64_t)sqlite3_column_int64(st, 4);
-        u->queries = (uint64_t)sqlite3_column_int64(st, 5);
-    }
-    if (src != SQLITE_ROW && src != SQLITE_DONE)
-        rc = tide__meta_sqlerr(src);
-    sqlite3_reset(st);
-    *n_out = n;
-out:
-    tide__meta_unlock(m);
-    return rc;
+    return tide__meta_read(m, p, TIDE_META_ACT_USAGE_READ, account_id,
+                           SQL_USAGE_READ, usage_row, out, sizeof(*out), cap,
+                           n_out,
+                           META_ARGS(META_INT(account_id), META_INT(day_from),
+                                     META_INT(day_to), META_INT(cap)));
 }
 
 static const char SQL_AUTHLOG_READ[] =
     "SELECT id, ts_ns, account_id, key_id, kind, ok, reason, ip FROM auth_log"
     " WHERE account_id=?1 AND id<?2 ORDER BY id DESC LIMIT ?3";
 
+static void auth_event_row(sqlite3_stmt *st, void *arg)
+{
+    struct tide_meta_auth_event *e = arg;
+
+    memset(e, 0, sizeof(*e));
+    e->id = (uint64_t)sqlite3_column_int64(st, 0);
+    e->ts_ns = sqlite3_column_int64(st, 1);
+    e->account_id = (uint64_t)sqlite3_column_int64(st, 2);
+    e->key_id = (uint64_t)sqlite3_column_int64(st, 3);
+    e->kind = (enum tide_meta_auth_kind)sqlite3_column_int(st, 4);
+    e->ok = sqlite3_column_int(st, 5);
+    tide__meta_col_text(st, 6, e->reason, sizeof(e->reason));
+    tide__meta_col_text(st, 7, e->ip, sizeof(e->ip));
+}
+
 int tide_meta_authlog_read(tide_meta *m, const struct tide_meta_principal *p,
                            uint64_t account_id, uint64_t before_id,
                            struct tide_meta_auth_event *out, size_t cap,
                            size_t *n_out)
 {
-    sqlite3_stmt *st;
-    size_t n = 0;
-    int rc, src = SQLITE_DONE;
-
-    if (!n_out || (cap && !out))
-        return TIDE_EINVAL;
-    *n_out = 0;
-    rc = tide_meta_authorize(m, p, TIDE_META_ACT_AUTHLOG_READ, account_id, 0);
-    if (!rc)
-        rc = tide_meta_flush(m);
-    if (rc)
-        return rc;
-    tide__meta_lock(m);
-    rc = tide__meta_stmt(m, SQL_AUTHLOG_READ, &st);
-    if (rc)
-        goto out;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
-    sqlite3_bind_int64(st, 2, before_id ? (sqlite3_int64)before_id : INT64_MAX);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64)cap);
-    while (n < cap && (src = sqlite3_step(st)) == SQLITE_ROW) {
-        struct tide_meta_auth_event *e = &out[n++];
-
-        memset(e, 0, sizeof(*e));
-        e->id = (uint64_t)sqlite3_column_int64(st, 0);
-        e->ts_ns = sqlite3_column_int64(st, 1);
-        e->account_id = (uint64_t)sqlite3_column_int64(st, 2);
-        e->key_id = (uint64_t)sqlite3_column_int64(st, 3);
-        e->kind = (enum tide_meta_auth_kind)sqlite3_column_int(st, 4);
-        e->ok = sqlite3_column_int(st, 5);
-        tide__meta_col_text(st, 6, e->reason, sizeof(e->reason));
-        tide__meta_col_text(st, 7, e->ip, sizeof(e->ip));
-    }
-    if (src != SQLITE_ROW && src != SQLITE_DONE)
-        rc = tide__meta_sqlerr(src);
-    sqlite3_reset(st);
-    *n_out = n;
-out:
-    tide__meta_unlock(m);
-    return rc;
+    return tide__meta_read(
+        m, p, TIDE_META_ACT_AUTHLOG_READ, account_id, SQL_AUTHLOG_READ,
+        auth_event_row, out, sizeof(*out), cap, n_out,
+        META_ARGS(META_INT(account_id),
+                  META_INT(before_id ? (int64_t)before_id : INT64_MAX),
+                  META_INT(cap)));
 }
 
 /* ---- Retention ---------------------------------------------------------- */
@@ -647,14 +562,8 @@ static const char *const purge_sql[] = {
 
 static int run_ts(tide_meta *m, const char *sql, int64_t v, uint64_t *changes)
 {
-    sqlite3_stmt *st;
-    int rc;
+    int rc = tide__meta_run(m, sql, META_ARGS(META_INT(v)));
 
-    rc = tide__meta_stmt(m, sql, &st);
-    if (rc)
-        return rc;
-    sqlite3_bind_int64(st, 1, v);
-    rc = step_done(st);
     if (!rc && changes)
         *changes += (uint64_t)sqlite3_changes(m->db);
     return rc;
@@ -662,40 +571,27 @@ static int run_ts(tide_meta *m, const char *sql, int64_t v, uint64_t *changes)
 
 static int purge_accounts(tide_meta *m, int64_t now, uint64_t *n)
 {
-    sqlite3_stmt *st;
-    int rc, src;
+    int rc;
 
     /* Bounded: at most one pass per tombstone row. */
     for (;;) {
-        uint64_t tomb, acct;
+        int64_t due[2]; /* tombstone id, account id */
 
-        rc = tide__meta_stmt(m, SQL_PURGE_DUE, &st);
+        rc =
+            tide__meta_ints(m, SQL_PURGE_DUE, due, 2, META_ARGS(META_INT(now)));
         if (rc)
-            return rc;
-        sqlite3_bind_int64(st, 1, now);
-        src = sqlite3_step(st);
-        tomb = (uint64_t)sqlite3_column_int64(st, 0);
-        acct = (uint64_t)sqlite3_column_int64(st, 1);
-        sqlite3_reset(st);
-        if (src == SQLITE_DONE)
-            return 0;
-        if (src != SQLITE_ROW)
-            return tide__meta_sqlerr(src);
+            return rc == TIDE_ENOTFOUND ? 0 : rc;
         for (size_t i = 0; i < sizeof(purge_sql) / sizeof(purge_sql[0]); i++) {
-            rc = run_ts(m, purge_sql[i], (int64_t)acct, NULL);
+            rc = run_ts(m, purge_sql[i], due[1], NULL);
             if (rc)
                 return rc;
         }
-        tide__meta_changed(m, 0, acct, 0);
-        rc = tide__meta_stmt(m, SQL_PURGED, &st);
-        if (rc)
-            return rc;
-        sqlite3_bind_int64(st, 1, (sqlite3_int64)tomb);
-        sqlite3_bind_int64(st, 2, now);
-        rc = step_done(st);
+        rc = tide__meta_run(m, SQL_PURGED,
+                            META_ARGS(META_INT(due[0]), META_INT(now)));
         if (rc)
             return rc;
         (*n)++;
+        tide__meta_changed(m, 0, (uint64_t)due[1], 0);
     }
 }
 
@@ -707,9 +603,7 @@ int tide_meta_prune(tide_meta *m, const struct tide_meta_principal *p,
     int rc;
 
     memset(&st, 0, sizeof(st));
-    rc = tide_meta_authorize(m, p, TIDE_META_ACT_OPERATOR, 0, 0);
-    if (!rc)
-        rc = tide_meta_flush(m);
+    rc = tide__meta_authorize_flush(m, p, TIDE_META_ACT_OPERATOR, 0, 0);
     if (rc)
         return rc;
     tide__meta_lock(m);
@@ -728,11 +622,7 @@ int tide_meta_prune(tide_meta *m, const struct tide_meta_principal *p,
         rc = run_ts(m, SQL_PRUNE_SESS, now, &st.sessions);
     if (!rc)
         rc = purge_accounts(m, now, &st.accounts);
-    if (rc) {
-        tide__meta_rollback(m);
-        goto out;
-    }
-    rc = tide__meta_commit(m);
+    rc = tide__meta_end(m, rc);
     if (!rc && stp)
         *stp = st;
 out:
