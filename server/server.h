@@ -261,6 +261,10 @@ void tided_query_threads_stop(struct server *s);
 /* admin.c: every sidecar operation, one-to-one. Returns 1 when the body
  * was an admin request it handled. */
 int handle_admin(struct conn *c, const Tide__V1__Envelope *env);
+/* True when device `d` matches `sel` (NULL = every device): one of its
+ * names, if any, and every tag match. */
+int tided_device_selected(const Tide__V1__DeviceSelector *sel,
+                          const struct tide_meta_device *d);
 
 /* metrics.c */
 int tided_http_start(struct server *s);
