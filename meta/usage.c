@@ -660,6 +660,26 @@ static int run_ts(tide_meta *m, const char *sql, int64_t v, uint64_t *changes)
     return rc;
 }
 
+/* Remove every row of account `acct` and mark its tombstone `tomb` purged
+ * at `now`. Inside the caller's transaction. */
+static int purge_one(tide_meta *m, uint64_t tomb, uint64_t acct, int64_t now)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    for (size_t i = 0; i < sizeof(purge_sql) / sizeof(purge_sql[0]); i++) {
+        rc = run_ts(m, purge_sql[i], (int64_t)acct, NULL);
+        if (rc)
+            return rc;
+    }
+    rc = tide__meta_stmt(m, SQL_PURGED, &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)tomb);
+    sqlite3_bind_int64(st, 2, now);
+    return step_done(st);
+}
+
 static int purge_accounts(tide_meta *m, int64_t now, uint64_t *n)
 {
     sqlite3_stmt *st;
@@ -681,21 +701,57 @@ static int purge_accounts(tide_meta *m, int64_t now, uint64_t *n)
             return 0;
         if (src != SQLITE_ROW)
             return tide__meta_sqlerr(src);
-        for (size_t i = 0; i < sizeof(purge_sql) / sizeof(purge_sql[0]); i++) {
-            rc = run_ts(m, purge_sql[i], (int64_t)acct, NULL);
-            if (rc)
-                return rc;
-        }
-        rc = tide__meta_stmt(m, SQL_PURGED, &st);
-        if (rc)
-            return rc;
-        sqlite3_bind_int64(st, 1, (sqlite3_int64)tomb);
-        sqlite3_bind_int64(st, 2, now);
-        rc = step_done(st);
+        rc = purge_one(m, tomb, acct, now);
         if (rc)
             return rc;
         (*n)++;
     }
+}
+
+static const char SQL_PURGE_PENDING[] =
+    "SELECT id FROM tombstones WHERE kind='account' AND object_id=?1"
+    " AND purged_ns IS NULL";
+
+int tide_meta_account_purge(tide_meta *m, const struct tide_meta_principal *p,
+                            uint64_t id)
+{
+    sqlite3_stmt *st;
+    uint64_t tomb;
+    int64_t now;
+    int rc, src;
+
+    rc = tide_meta_authorize(m, p, TIDE_META_ACT_OPERATOR, 0, 0);
+    if (!rc)
+        rc = tide_meta_flush(m); /* no pending counter outlives the rows */
+    if (rc)
+        return rc;
+    tide__meta_lock(m);
+    now = tide__meta_now(m);
+    rc = tide__meta_begin(m);
+    if (rc)
+        goto out;
+    rc = tide__meta_stmt(m, SQL_PURGE_PENDING, &st);
+    if (rc)
+        goto fail_tx;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    src = sqlite3_step(st);
+    tomb = (uint64_t)sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    if (src != SQLITE_ROW) {
+        rc = src == SQLITE_DONE ? TIDE_ENOTFOUND : tide__meta_sqlerr(src);
+        goto fail_tx;
+    }
+    rc = purge_one(m, tomb, id, now);
+    if (rc)
+        goto fail_tx;
+    rc = tide__meta_commit(m);
+    goto out;
+
+fail_tx:
+    tide__meta_rollback(m);
+out:
+    tide__meta_unlock(m);
+    return rc;
 }
 
 int tide_meta_prune(tide_meta *m, const struct tide_meta_principal *p,

@@ -647,12 +647,16 @@ static void password_change(struct conn *c, const Tide__V1__Envelope *e)
                                             r->new_password));
 }
 
+/* Delete an account: purged after the configured grace period, or at
+ * once with `immediate` (the operator, or the owner confirming with the
+ * password, as for any deletion). */
 static void account_delete(struct conn *c, const Tide__V1__Envelope *e)
 {
     const Tide__V1__AccountDelete *r = e->account_delete;
     uint64_t account = target_account(c, r->account_id);
     Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
     Tide__V1__AccountDeleteOk ok = TIDE__V1__ACCOUNT_DELETE_OK__INIT;
+    int64_t now = tided_now_ns();
     int rc = confirm_password(c, account, r->password);
 
     if (rc) {
@@ -662,13 +666,19 @@ static void account_delete(struct conn *c, const Tide__V1__Envelope *e)
         return;
     }
     rc = tide_meta_account_delete(c->srv->meta, &c->who, account);
+    /* The caller may delete the account, so it may have it purged: the
+     * purge itself is the operator's step, taken on the caller's word. */
+    if (rc == 0 && r->immediate)
+        rc = tide_meta_account_purge(c->srv->meta, &tided_system_principal,
+                                     account);
     if (rc) {
         reply_rc(c, e->request_id, rc);
         return;
     }
     tided_device_forget(c->srv, account);
-    /* The sidecar's default grace period; prune purges after it. */
-    ok.purge_after_ns = tided_now_ns() + 30ll * 86400 * 1000000000;
+    ok.purge_after_ns =
+        r->immediate ? now
+                     : now + (int64_t)c->srv->cfg.delete_grace_s * 1000000000;
     env.body_case = TIDE__V1__ENVELOPE__BODY_ACCOUNT_DELETE_OK;
     env.account_delete_ok = &ok;
     reply(c, e->request_id, &env);

@@ -33,6 +33,7 @@ void tided_config_defaults(struct tided_config *c)
     c->query_threads = 2;
     c->flush_interval_ms = 60000;
     c->prune_interval_s = 3600;
+    c->delete_grace_s = 30 * 86400;
     c->out_high_bytes = 4u << 20;
     c->bcrypt_cost = 12;
     c->allow_signup = 1;
@@ -102,6 +103,7 @@ static const struct u32_key u32_keys[] = {
     U32(query_threads, 1, TIDED_QUERY_THREADS_MAX),
     U32(flush_interval_ms, 0, 86400000),
     U32(prune_interval_s, 0, 86400 * 30),
+    U32(delete_grace_s, 0, 86400 * 3650),
     U32(out_high_bytes, 65536, 1u << 30),
 };
 

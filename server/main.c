@@ -273,6 +273,7 @@ int main(int argc, char **argv)
     }
     tide_meta_options_init(&mo);
     mo.bcrypt_cost = s->cfg.bcrypt_cost;
+    mo.delete_grace_ns = (int64_t)s->cfg.delete_grace_s * 1000000000;
     rc = tide_meta_open(s->cfg.data_dir, &mo, &s->meta);
     if (rc) {
         tide_log(LOG_ERROR, "cannot open the accounts sidecar in %s: %s",

@@ -72,6 +72,9 @@ struct tided_config {
                                    default 60 s, 0 = by memory only */
     uint32_t prune_interval_s;  /* log retention and purges; default 3600,
                                    0 = never (run it yourself) */
+    uint32_t delete_grace_s;    /* a deleted account is kept this long,
+                                   restorable; default 30 days, 0 = until
+                                   the next prune */
     uint32_t out_high_bytes;    /* output high watermark; default 4 MiB */
     unsigned bcrypt_cost;       /* default 12 */
     int allow_signup;           /* anonymous AccountCreate; default 1 */

@@ -354,3 +354,159 @@ Test(admin, clients_follow_device_and_key_pages)
     cr_assert_eq(cli(srv.admin_key, args_s, out, sizeof(out)), 0, "%s", out);
     cr_assert_eq(count_substr(out, ",analyst,"), 5, "%s", out);
 }
+
+/* ---- Account deletion ---------------------------------------------------- */
+
+static void setup_grace(void)
+{
+    static const char *const settings[] = {"delete_grace_s=3600", NULL};
+
+    snprintf(dir, sizeof(dir), "%s", test_tmpdir());
+    cr_assert_eq(tided_start(&srv, dir, settings), 0, "tided did not start");
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* AccountDelete on `fd`; returns the response (caller frees). */
+static Tide__V1__Envelope *account_delete(int fd, uint64_t account,
+                                          const char *password, int immediate)
+{
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__AccountDelete ad = TIDE__V1__ACCOUNT_DELETE__INIT;
+
+    ad.account_id = account;
+    ad.password = (char *)password;
+    ad.immediate = immediate;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_ACCOUNT_DELETE;
+    e.account_delete = &ad;
+    return call(fd, &e);
+}
+
+/* Assert an AccountDeleteOk whose purge time is `after_s` from now. */
+static void expect_purge_after(Tide__V1__Envelope *r, int64_t after_s)
+{
+    int64_t want = now_ns() + after_s * 1000000000, got;
+
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_ACCOUNT_DELETE_OK,
+              "account delete: %s", why(r));
+    got = r->account_delete_ok->purge_after_ns;
+    cr_assert(got > want - 60 * 1000000000ll && got <= want,
+              "purge_after_ns %lld, expected about %lld", (long long)got,
+              (long long)want);
+    tide_frame_free(r, NULL);
+}
+
+/* AccountRestore as the operator; returns the response's body case, or
+ * the error code negated. */
+static int restore(int fd, uint64_t account)
+{
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__AccountRestore ar = TIDE__V1__ACCOUNT_RESTORE__INIT;
+    int got;
+
+    ar.account_id = account;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_ACCOUNT_RESTORE;
+    e.account_restore = &ar;
+    r = call(fd, &e);
+    cr_assert_not_null(r, "restore: no response");
+    got = r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR ? -(int)r->error->code
+                                                         : (int)r->body_case;
+    tide_frame_free(r, NULL);
+    return got;
+}
+
+/* Hello, Login with the password and Auth with the session: the owner's
+ * connection. */
+static int owner_session(const char *email)
+{
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__Hello h = TIDE__V1__HELLO__INIT;
+    Tide__V1__Login l = TIDE__V1__LOGIN__INIT;
+    Tide__V1__Auth a = TIDE__V1__AUTH__INIT;
+    char token[256];
+    int fd = wire_connect(srv.port);
+
+    cr_assert_geq(fd, 0);
+    h.protocol_version = 1;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_HELLO;
+    e.hello = &h;
+    r = call(fd, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_HELLO_OK);
+    tide_frame_free(r, NULL);
+    l.email = (char *)email;
+    l.password = "correct horse battery";
+    e.body_case = TIDE__V1__ENVELOPE__BODY_LOGIN;
+    e.login = &l;
+    r = call(fd, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_LOGIN_OK,
+              "login: %s", why(r));
+    snprintf(token, sizeof(token), "%s", r->login_ok->session_token);
+    tide_frame_free(r, NULL);
+    a.credential_case = TIDE__V1__AUTH__CREDENTIAL_SESSION_TOKEN;
+    a.session_token = token;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_AUTH;
+    e.auth = &a;
+    r = call(fd, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_AUTH_OK, "auth: %s",
+              why(r));
+    tide_frame_free(r, NULL);
+    return fd;
+}
+
+Test(admin_grace, delete_uses_the_configured_grace, .init = setup_grace,
+     .fini = teardown, .timeout = 60)
+{
+    int fd = wire_session(srv.port, srv.admin_key);
+    uint64_t account;
+
+    cr_assert_geq(fd, 0);
+    account = make_account(fd, "grace@example.com");
+    expect_purge_after(account_delete(fd, account, "", 0), 3600);
+    /* Within the grace period: restorable. */
+    cr_assert_eq(restore(fd, account), TIDE__V1__ENVELOPE__BODY_OK);
+    close(fd);
+}
+
+Test(admin_grace, immediate_delete_purges_now, .init = setup_grace,
+     .fini = teardown, .timeout = 60)
+{
+    int fd = wire_session(srv.port, srv.admin_key), ofd;
+    uint64_t a, b;
+
+    cr_assert_geq(fd, 0);
+    /* The operator. */
+    a = make_account(fd, "now-op@example.com");
+    expect_purge_after(account_delete(fd, a, "", 1), 0);
+    cr_assert_eq(restore(fd, a), -TIDE__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND,
+                 "a purged account cannot be restored");
+    /* Its email is free again. */
+    cr_assert_neq(make_account(fd, "now-op@example.com"), a);
+
+    /* The owner, with the password; a wrong one deletes nothing. */
+    b = make_account(fd, "now-owner@example.com");
+    ofd = owner_session("now-owner@example.com");
+    {
+        Tide__V1__Envelope *r = account_delete(ofd, 0, "wrong", 1);
+
+        cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR &&
+                      r->error->code ==
+                          TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED,
+                  "wrong password: %s", why(r));
+        tide_frame_free(r, NULL);
+    }
+    close(ofd);
+    cr_assert_eq(restore(fd, b), -TIDE__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND,
+                 "nothing was deleted");
+    ofd = owner_session("now-owner@example.com");
+    expect_purge_after(account_delete(ofd, 0, "correct horse battery", 1), 0);
+    close(ofd);
+    cr_assert_eq(restore(fd, b), -TIDE__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND,
+                 "a purged account cannot be restored");
+    close(fd);
+}
