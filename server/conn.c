@@ -18,6 +18,11 @@
  *   3. A connection with no request in flight is closed after
  *      idle_timeout_ms of silence; one that started a frame must finish it
  *      within read_timeout_ms.
+ *   4. ids holds the id of every request in flight but id 0, and nothing
+ *      else: at most `inflight` ids, so at most max_inflight. An id joins
+ *      in dispatch() when its handler leaves the request in flight and
+ *      leaves when the request's last frame is sent (conn_send) or added
+ *      by a query thread's delivery (on_output_added).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -30,6 +35,130 @@
 #include "server.h"
 
 static void conn_free(struct conn *c);
+
+/* ---- Request ids in flight ---------------------------------------------- */
+
+static uint32_t ids_home(const struct conn_ids *t, uint64_t id)
+{
+    return (uint32_t)((id * 0x9e3779b97f4a7c15ull) >> 32) & (t->cap - 1);
+}
+
+/* The slot holding `id`, or -1. */
+static int64_t ids_find(const struct conn_ids *t, uint64_t id)
+{
+    if (t->count == 0)
+        return -1;
+    for (uint32_t i = ids_home(t, id), n = 0; n < t->cap;
+         i = (i + 1) & (t->cap - 1), n++) {
+        if (t->slot[i] == id)
+            return i;
+        if (t->slot[i] == 0)
+            return -1;
+    }
+    return -1;
+}
+
+static void ids_put(struct conn_ids *t, uint64_t id)
+{
+    uint32_t i = ids_home(t, id);
+
+    while (t->slot[i])
+        i = (i + 1) & (t->cap - 1);
+    t->slot[i] = id;
+    t->count++;
+}
+
+/* Add `id` (not 0, not present). The table stays at most half full, so
+ * a probe always ends at a free slot. Returns 0 or -ENOMEM (the id is
+ * then not tracked, and a duplicate of it goes unnoticed). */
+static int ids_add(struct conn *c, uint64_t id)
+{
+    struct conn_ids *t = &c->ids;
+
+    TIDE_ASSERT(id != 0 && ids_find(t, id) < 0);
+    if ((t->count + 1) * 2 > t->cap) {
+        struct conn_ids g = {NULL, t->cap ? 2 * t->cap : 16, 0};
+
+        g.slot = tide_calloc(g.cap, sizeof(*g.slot));
+        if (!g.slot)
+            return -ENOMEM;
+        for (uint32_t i = 0; i < t->cap; i++)
+            if (t->slot[i])
+                ids_put(&g, t->slot[i]);
+        tide_free(t->slot);
+        *t = g;
+    }
+    ids_put(t, id);
+    return 0;
+}
+
+/* Remove `id` if present, shifting back the entries of its probe run so
+ * that no lookup stops early (no tombstones). */
+static void ids_del(struct conn_ids *t, uint64_t id)
+{
+    int64_t at = ids_find(t, id);
+    uint32_t hole, i;
+
+    if (at < 0)
+        return;
+    hole = (uint32_t)at;
+    t->slot[hole] = 0;
+    t->count--;
+    for (i = (hole + 1) & (t->cap - 1); t->slot[i];
+         i = (i + 1) & (t->cap - 1)) {
+        uint32_t home = ids_home(t, t->slot[i]);
+
+        /* Move the entry into the hole unless its home lies cyclically
+         * in (hole, i]: then it is already as close as it may be. */
+        if (((i - home) & (t->cap - 1)) >= ((i - hole) & (t->cap - 1))) {
+            t->slot[hole] = t->slot[i];
+            t->slot[i] = 0;
+            hole = i;
+        }
+    }
+}
+
+/* A frame for request `rid` with `body` goes out: unless it is one chunk
+ * of a stream, it is the request's last, and the id is free again. */
+static void note_answer(struct conn *c, uint64_t rid,
+                        Tide__V1__Envelope__BodyCase body)
+{
+    if (c->keep_id || body == TIDE__V1__ENVELOPE__BODY_QUERY_CHUNK ||
+        body == TIDE__V1__ENVELOPE__BODY_EXPORT_CHUNK)
+        return;
+    ids_del(&c->ids, rid);
+}
+
+/* The frames query threads encode are added to the output as they are
+ * (query.c), not through conn_send; the last frame of a query or an export
+ * (QueryEnd, ExportEnd or Error) is small, chunks are mostly large. So
+ * each small frame added outside conn_send is decoded, with the one frame
+ * codec, to free the id its last frame answers. */
+#define ANSWER_SCAN_MAX 4096
+
+static void on_output_added(struct evbuffer *buf,
+                            const struct evbuffer_cb_info *info, void *arg)
+{
+    struct conn *c = arg;
+    uint8_t frame[ANSWER_SCAN_MAX];
+    struct evbuffer_ptr pos;
+    Tide__V1__Envelope *env = NULL;
+    ev_ssize_t n;
+    size_t used = 0;
+
+    if (c->in_send || c->ids.count == 0 || info->n_added == 0 ||
+        info->n_added > sizeof(frame))
+        return;
+    if (evbuffer_ptr_set(buf, &pos, evbuffer_get_length(buf) - info->n_added,
+                         EVBUFFER_PTR_SET))
+        return;
+    n = evbuffer_copyout_from(buf, &pos, frame, info->n_added);
+    if (n > 0 && tide_frame_parse(frame, (size_t)n, TIDE_FRAME_MAX_BYTES_LIMIT,
+                                  NULL, &env, &used) == 0) {
+        note_answer(c, env->request_id, env->body_case);
+        tide_frame_free(env, NULL);
+    }
+}
 
 size_t conn_out_pending(const struct conn *c)
 {
@@ -55,7 +184,10 @@ int conn_send(struct conn *c, const Tide__V1__Envelope *env)
     size_t size = tide_frame_size(env);
     struct evbuffer_iovec vec;
     int64_t n;
+    int rc;
 
+    /* Answered even if the frame cannot go out: the request is over. */
+    note_answer(c, env->request_id, env->body_case);
     if (c->closing)
         return -1;
     if (evbuffer_reserve_space(out, (ev_ssize_t)size, &vec, 1) < 1)
@@ -64,7 +196,10 @@ int conn_send(struct conn *c, const Tide__V1__Envelope *env)
     if (n < 0)
         return -1;
     vec.iov_len = (size_t)n;
-    if (evbuffer_commit_space(out, &vec, 1))
+    c->in_send = 1;
+    rc = evbuffer_commit_space(out, &vec, 1);
+    c->in_send = 0;
+    if (rc)
         return -1;
     atomic_fetch_add(&c->srv->metrics.frames_out, 1);
     atomic_fetch_add(&c->srv->metrics.bytes_out, (uint64_t)n);
@@ -179,7 +314,7 @@ static int is_response(Tide__V1__Envelope__BodyCase b)
     }
 }
 
-static void dispatch(struct conn *c, const Tide__V1__Envelope *env)
+static void route(struct conn *c, const Tide__V1__Envelope *env)
 {
     Tide__V1__Envelope__BodyCase b = env->body_case;
 
@@ -258,6 +393,42 @@ static void dispatch(struct conn *c, const Tide__V1__Envelope *env)
                             "request not supported by this server", 0);
         break;
     }
+}
+
+/* Route one request and remember its id while it stays in flight: ids are
+ * unique among a connection's requests in flight (docs/protocol.md), and a
+ * duplicate is refused without touching the earlier request. */
+static void dispatch(struct conn *c, const Tide__V1__Envelope *env)
+{
+    uint64_t rid = env->request_id;
+    uint32_t before = c->inflight;
+    int pending;
+
+    /* An id whose last frame could not be built has no request left. */
+    if (c->inflight == 0 && c->ids.count) {
+        memset(c->ids.slot, 0, c->ids.cap * sizeof(*c->ids.slot));
+        c->ids.count = 0;
+    }
+    if (rid && ids_find(&c->ids, rid) >= 0) {
+        c->keep_id = 1;
+        conn_send_error(c, rid,
+                        TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT,
+                        "request id already in flight on this connection", 0);
+        c->keep_id = 0;
+        return;
+    }
+    route(c, env);
+    if (c->closing || rid == 0)
+        return;
+    /* A write joins the FIFO at its tail and stays there until answered
+     * (answering it may also flush earlier ones, so the count alone does
+     * not tell); other requests left in flight raised the count. */
+    if (env->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_BATCH)
+        pending = c->writes_tail && c->writes_tail->request_id == rid;
+    else
+        pending = c->inflight > before;
+    if (pending && ids_find(&c->ids, rid) < 0)
+        ids_add(c, rid);
 }
 
 /* Log a short sample of offending bytes, non-printables as '.'. */
@@ -378,6 +549,7 @@ static void conn_free(struct conn *c)
         c->next->prev = c->prev;
     bufferevent_free(c->bev);
     atomic_fetch_sub(&s->metrics.connections_open, 1);
+    tide_free(c->ids.slot);
     tide_free(c);
 }
 
@@ -418,6 +590,11 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
         return;
     }
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    if (!evbuffer_add_cb(bufferevent_get_output(c->bev), on_output_added, c)) {
+        bufferevent_free(c->bev);
+        tide_free(c);
+        return;
+    }
     /* Wake the write callback when the output drains below half the high
      * watermark, to resume reading and paused queries. */
     bufferevent_setwatermark(c->bev, EV_WRITE, s->cfg.out_high_bytes / 2, 0);

@@ -182,6 +182,15 @@ struct pending_write {
 
 struct query_state; /* query.c */
 
+/* The request ids in flight on a connection (conn.c): a hash set, open
+ * addressing with linear probing; 0 marks a free slot (id 0 is reserved,
+ * docs/protocol.md). Grows by doubling to at most twice max_inflight. */
+struct conn_ids {
+    uint64_t *slot;
+    uint32_t cap; /* a power of two; 0 until the first id */
+    uint32_t count;
+};
+
 struct conn {
     struct conn *prev, *next;
     struct server *srv;
@@ -199,6 +208,9 @@ struct conn {
     struct pending_write *writes_head, *writes_tail;
     struct query_state *queries; /* running queries, oldest first */
     uint64_t connected_device;   /* device id recorded online, or 0 */
+    struct conn_ids ids;         /* ids of the requests in flight */
+    int keep_id;                 /* an answer that ends no request */
+    int in_send;                 /* conn_send is adding a frame */
 };
 
 /* conn.c: bind the protocol listener (port 0 picks one; *port_out gets
