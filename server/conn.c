@@ -2,7 +2,10 @@
 /*
  * Connections: accept, framing (docs/protocol.md, "Framing"), the
  * handshake state machine, dispatch of requests to their handlers, flow
- * control and timeouts.
+ * control and timeouts. Framing is proto's one decoder (frame.h), fed
+ * straight from the bufferevent's input chains: each byte is copied once,
+ * into the decoder's buffer, which grows by doubling and is kept across
+ * frames up to 256 KiB.
  *
  *   CONN_NEW --Hello--> CONN_HELLO --Auth ok--> CONN_AUTHED
  *      (handle_hello)      (handle_auth)      --Logout--> CONN_HELLO
@@ -432,68 +435,94 @@ static void dispatch(struct conn *c, const Tide__V1__Envelope *env)
 }
 
 /* Log a short sample of offending bytes, non-printables as '.'. */
-static void log_sample(struct conn *c, const char *what, struct evbuffer *in)
+static void log_sample(struct conn *c, const char *what)
 {
-    unsigned char raw[16];
-    char txt[sizeof(raw) + 1];
-    ev_ssize_t n = evbuffer_copyout(in, raw, sizeof(raw));
+    char txt[sizeof(c->sample) + 1];
 
-    for (ev_ssize_t i = 0; i < n; i++)
-        txt[i] = raw[i] >= 0x20 && raw[i] < 0x7f ? (char)raw[i] : '.';
-    txt[n < 0 ? 0 : n] = 0;
-    tide_log(LOG_WARN, "protocol error from %s: %s; first bytes '%s'", c->ip,
-             what, txt);
+    for (size_t i = 0; i < c->sample_len; i++)
+        txt[i] = c->sample[i] >= 0x20 && c->sample[i] < 0x7f
+                     ? (char)c->sample[i]
+                     : '.';
+    txt[c->sample_len] = 0;
+    tide_log(LOG_WARN, "protocol error from %s: %s; bytes '%s'", c->ip, what,
+             txt);
     atomic_fetch_add(&c->srv->metrics.protocol_errors, 1);
 }
+
+/* Move the first contiguous extent of the input into the decoder, without
+ * an intermediate copy. Returns 0, TIDE_FRAME_NEED_MORE when the input is
+ * empty, or the decoder's error (TIDE_ETOOLARGE as soon as a header
+ * announces an oversized frame, -ENOMEM). */
+static int feed(struct conn *c, struct evbuffer *in)
+{
+    struct evbuffer_iovec v;
+    int rc;
+
+    if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
+        return TIDE_FRAME_NEED_MORE;
+    c->sample_len =
+        v.iov_len < sizeof(c->sample) ? v.iov_len : sizeof(c->sample);
+    memcpy(c->sample, v.iov_base, c->sample_len);
+    rc = tide_frame_decoder_feed(&c->dec, v.iov_base, v.iov_len);
+    evbuffer_drain(in, v.iov_len);
+    return rc;
+}
+
+/* A decoder that held a large frame gives its buffer back once empty, so
+ * that an idle connection keeps no more than this. */
+#define DECODER_KEEP_BYTES (256u << 10)
 
 static void on_read(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
-    uint32_t max = c->srv->cfg.max_frame_bytes;
 
+    /* Bytes are fed only when the decoder needs them, so that while reading
+     * is paused they wait in the kernel's socket buffer (invariant 2). */
     while (!c->closing && !c->read_paused) {
-        size_t have = evbuffer_get_length(in), used = 0;
-        uint8_t hdr[TIDE_FRAME_HEADER_BYTES];
+        size_t before = tide_frame_decoder_pending(&c->dec), used;
         Tide__V1__Envelope *env = NULL;
-        uint32_t n;
-        uint8_t *p;
-        int rc;
+        int rc = tide_frame_decoder_next(&c->dec, &env);
 
-        c->partial = have > 0;
-        if (have < sizeof(hdr))
-            break;
-        evbuffer_copyout(in, hdr, sizeof(hdr));
-        n = (uint32_t)hdr[0] | (uint32_t)hdr[1] << 8 | (uint32_t)hdr[2] << 16 |
-            (uint32_t)hdr[3] << 24;
-        if (n > max) {
-            log_sample(c, "frame too large", in);
-            conn_send_error(c, 0,
-                            TIDE__V1__ERROR_CODE__ERROR_CODE_FRAME_TOO_LARGE,
-                            "frame length above max_frame_bytes", 1);
-            return;
+        if (rc == TIDE_FRAME_NEED_MORE) {
+            rc = feed(c, in);
+            if (rc == TIDE_FRAME_NEED_MORE)
+                break;
+            if (rc == 0)
+                continue;
         }
-        if (have < sizeof(hdr) + n)
-            break;
-        p = evbuffer_pullup(in, (ev_ssize_t)(sizeof(hdr) + n));
-        rc = p ? tide_frame_parse(p, sizeof(hdr) + n, max, NULL, &env, &used)
-               : -ENOMEM;
         if (rc) {
-            log_sample(c, "undecodable frame", in);
-            conn_send_error(c, 0, TIDE__V1__ERROR_CODE__ERROR_CODE_BAD_FRAME,
-                            "frame payload is not a valid Envelope", 1);
+            /* Invariant 1: no frame boundary is left to resume at. */
+            const char *msg = rc == TIDE_ETOOLARGE
+                                  ? "frame length above max_frame_bytes"
+                              : rc == TIDE_EMALFORMED
+                                  ? "frame payload is not a valid Envelope"
+                                  : "out of memory reading the frame";
+
+            log_sample(c, msg);
+            conn_send_error(c, 0, tide_wire_error(rc), msg, 1);
             return;
         }
-        evbuffer_drain(in, used);
+        used = before - tide_frame_decoder_pending(&c->dec);
         atomic_fetch_add(&c->srv->metrics.frames_in, 1);
         atomic_fetch_add(&c->srv->metrics.bytes_in, used);
-        c->partial = evbuffer_get_length(in) > 0;
         c->frame_bytes = used;
+        c->dec_large |= used > DECODER_KEEP_BYTES;
+        if (c->dec_large && tide_frame_decoder_pending(&c->dec) == 0) {
+            tide_frame_decoder_fini(&c->dec);
+            tide_frame_decoder_init(&c->dec, c->srv->cfg.max_frame_bytes,
+                                    &tide_frame_allocator);
+            c->dec_large = 0;
+        }
+        c->partial = tide_frame_decoder_pending(&c->dec) > 0 ||
+                     evbuffer_get_length(in) > 0;
         dispatch(c, env);
         tide_frame_free(env, NULL);
         if (c->closing)
             return; /* conn may be freed */
     }
+    c->partial =
+        tide_frame_decoder_pending(&c->dec) > 0 || evbuffer_get_length(in) > 0;
     set_timeouts(c);
 }
 
@@ -550,6 +579,7 @@ static void conn_free(struct conn *c)
     bufferevent_free(c->bev);
     atomic_fetch_sub(&s->metrics.connections_open, 1);
     tide_free(c->ids.slot);
+    tide_frame_decoder_fini(&c->dec);
     tide_free(c);
 }
 
@@ -577,6 +607,8 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->srv = s;
     c->id = ++s->next_conn_id;
+    tide_frame_decoder_init(&c->dec, s->cfg.max_frame_bytes,
+                            &tide_frame_allocator);
     if (addr->sa_family == AF_INET)
         inet_ntop(AF_INET, &((struct sockaddr_in *)(void *)addr)->sin_addr,
                   c->ip, sizeof(c->ip));

@@ -211,6 +211,12 @@ struct conn {
     struct conn_ids ids;         /* ids of the requests in flight */
     int keep_id;                 /* an answer that ends no request */
     int in_send;                 /* conn_send is adding a frame */
+    /* Input framing: bytes move from the bufferevent's input into the
+     * shared frame decoder (proto/frame.h) as it asks for them. */
+    struct tide_frame_decoder dec;
+    int dec_large;      /* dec grew for a frame above 256 KiB */
+    uint8_t sample[16]; /* the first bytes of the last input fed */
+    size_t sample_len;
 };
 
 /* conn.c: bind the protocol listener (port 0 picks one; *port_out gets

@@ -95,8 +95,8 @@ static uint64_t make_device_key(char *key, size_t cap)
     e.body_case = TIDE__V1__ENVELOPE__BODY_KEY_CREATE;
     e.key_create = &kc;
     r = call(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_KEY_CREATE_OK,
-              "%s", why(r));
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_KEY_CREATE_OK, "%s",
+              why(r));
     snprintf(key, cap, "%s", r->key_create_ok->secret);
     tide_frame_free(r, NULL);
     close(fd);
@@ -236,5 +236,99 @@ Test(conn, duplicate_request_ids_in_flight_are_refused)
               "the id of an acknowledged batch is free: %s", why(r));
     cr_assert_eq(r->write_ack->accepted_points, 1);
     tide_frame_free(r, NULL);
+    close(fd);
+}
+
+/* Frames cut at arbitrary points, a large one among small ones, go through
+ * the one frame decoder: every request is answered in order; then a
+ * header split in two that announces an oversized frame is refused. */
+Test(conn, frames_cut_anywhere_are_decoded_in_order)
+{
+    enum { POINTS = 200000, PINGS = 50 };
+    static uint8_t buf[8 << 20];
+    static int64_t ts[POINTS];
+    static double v[POINTS];
+    char key[160];
+    Tide__V1__Envelope p = TIDE__V1__ENVELOPE__INIT, w = p, *r;
+    Tide__V1__Ping pb = TIDE__V1__PING__INIT;
+    Tide__V1__WriteBatch wb = TIDE__V1__WRITE_BATCH__INIT;
+    Tide__V1__PointGroup g = TIDE__V1__POINT_GROUP__INIT, *gp = &g;
+    Tide__V1__Column col = TIDE__V1__COLUMN__INIT, *cp = &col;
+    static const uint8_t too_large[4] = {0xff, 0xff, 0xff, 0x7f};
+    struct timespec now;
+    size_t len = 0, off = 0, write_bytes;
+    unsigned seed = 42;
+    int fd;
+
+    make_device_key(key, sizeof(key));
+    fd = wire_session(srv.port, key);
+    cr_assert_geq(fd, 0);
+    clock_gettime(CLOCK_REALTIME, &now);
+    for (int i = 0; i < POINTS; i++) {
+        ts[i] = i ? 1000 : ((int64_t)now.tv_sec - 600) * 1000000000;
+        v[i] = i * 0.5;
+    }
+    col.field = "temp";
+    col.type = TIDE__V1__VALUE_TYPE__VALUE_TYPE_F64;
+    col.f64 = v;
+    col.n_f64 = POINTS;
+    g.device = "dev1";
+    g.ts_delta_ns = ts;
+    g.n_ts_delta_ns = POINTS;
+    g.columns = &cp;
+    g.n_columns = 1;
+    wb.groups = &gp;
+    wb.n_groups = 1;
+    w.body_case = TIDE__V1__ENVELOPE__BODY_WRITE_BATCH;
+    w.write_batch = &wb;
+    p.body_case = TIDE__V1__ENVELOPE__BODY_PING;
+    p.ping = &pb;
+    for (int i = 0; i < PINGS; i++) {
+        p.request_id = 1000 + (uint64_t)i;
+        pb.nonce = (uint64_t)i;
+        frame_append(buf, &len, sizeof(buf), &p);
+        if (i == PINGS / 2) {
+            w.request_id = 999;
+            write_bytes = len;
+            frame_append(buf, &len, sizeof(buf), &w);
+            write_bytes = len - write_bytes;
+        }
+    }
+    cr_assert_gt(write_bytes, 1u << 20, "the batch is %zu bytes", write_bytes);
+    while (off < len) {
+        size_t n = 1 + (size_t)rand_r(&seed) % (rand_r(&seed) % 2 ? 7 : 65536);
+
+        if (n > len - off)
+            n = len - off;
+        cr_assert_eq(wire_send_raw(fd, buf + off, n), 0);
+        off += n;
+    }
+    /* Pongs in order; the WriteAck may come after later pongs. */
+    for (int i = 0, acked = 0; i < PINGS || !acked;) {
+        r = wire_recv(fd);
+        cr_assert_not_null(r, "answer missing after %d pongs", i);
+        if (r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK) {
+            cr_assert_eq(r->request_id, 999);
+            cr_assert_eq(r->write_ack->accepted_points, POINTS, "%s", why(r));
+            acked = 1;
+        } else {
+            cr_assert_eq(r->body_case, TIDE__V1__ENVELOPE__BODY_PONG, "%s",
+                         why(r));
+            cr_assert_eq(r->request_id, 1000 + (uint64_t)i);
+            cr_assert_eq(r->pong->nonce, (uint64_t)i);
+            i++;
+        }
+        tide_frame_free(r, NULL);
+    }
+    cr_assert_eq(wire_send_raw(fd, too_large, 2), 0);
+    cr_assert_eq(wire_send_raw(fd, too_large + 2, 2), 0);
+    r = wire_recv(fd);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR &&
+                  r->request_id == 0 &&
+                  r->error->code ==
+                      TIDE__V1__ERROR_CODE__ERROR_CODE_FRAME_TOO_LARGE,
+              "oversized header: %s", why(r));
+    tide_frame_free(r, NULL);
+    cr_assert(wire_closed(fd));
     close(fd);
 }
