@@ -46,19 +46,21 @@ static uint32_t ids_home(const struct conn_ids *t, uint64_t id)
     return (uint32_t)((id * 0x9e3779b97f4a7c15ull) >> 32) & (t->cap - 1);
 }
 
-/* The slot holding `id`, or -1. */
-static int64_t ids_find(const struct conn_ids *t, uint64_t id)
+/* Is `id` in the table? When it is, *at gets its slot. */
+static int ids_find(const struct conn_ids *t, uint64_t id, uint32_t *at)
 {
     if (t->count == 0)
-        return -1;
+        return 0;
     for (uint32_t i = ids_home(t, id), n = 0; n < t->cap;
          i = (i + 1) & (t->cap - 1), n++) {
-        if (t->slot[i] == id)
-            return i;
+        if (t->slot[i] == id) {
+            *at = i;
+            return 1;
+        }
         if (t->slot[i] == 0)
-            return -1;
+            return 0;
     }
-    return -1;
+    return 0;
 }
 
 static void ids_put(struct conn_ids *t, uint64_t id)
@@ -78,7 +80,9 @@ static int ids_add(struct conn *c, uint64_t id)
 {
     struct conn_ids *t = &c->ids;
 
-    TIDE_ASSERT(id != 0 && ids_find(t, id) < 0);
+    uint32_t at;
+
+    TIDE_ASSERT(id != 0 && !ids_find(t, id, &at));
     if ((t->count + 1) * 2 > t->cap) {
         struct conn_ids g = {NULL, t->cap ? 2 * t->cap : 16, 0};
 
@@ -99,12 +103,10 @@ static int ids_add(struct conn *c, uint64_t id)
  * that no lookup stops early (no tombstones). */
 static void ids_del(struct conn_ids *t, uint64_t id)
 {
-    int64_t at = ids_find(t, id);
     uint32_t hole, i;
 
-    if (at < 0)
+    if (!ids_find(t, id, &hole))
         return;
-    hole = (uint32_t)at;
     t->slot[hole] = 0;
     t->count--;
     for (i = (hole + 1) & (t->cap - 1); t->slot[i];
@@ -192,18 +194,18 @@ int conn_send(struct conn *c, const Tide__V1__Envelope *env)
     /* Answered even if the frame cannot go out: the request is over. */
     note_answer(c, env->request_id, env->body_case);
     if (c->closing)
-        return -1;
+        return TIDE_ECLOSED;
     if (evbuffer_reserve_space(out, (ev_ssize_t)size, &vec, 1) < 1)
-        return -1;
+        return -ENOMEM;
     n = tide_frame_encode(env, vec.iov_base, vec.iov_len);
     if (n < 0)
-        return -1;
+        return (int)n; /* TIDE_ENOSPACE: the reservation is dropped */
     vec.iov_len = (size_t)n;
     c->in_send = 1;
     rc = evbuffer_commit_space(out, &vec, 1);
     c->in_send = 0;
     if (rc)
-        return -1;
+        return -ENOMEM;
     atomic_fetch_add(&c->srv->metrics.frames_out, 1);
     atomic_fetch_add(&c->srv->metrics.bytes_out, (uint64_t)n);
     if (!c->read_paused && conn_out_pending(c) > c->srv->cfg.out_high_bytes) {
@@ -404,7 +406,7 @@ static void route(struct conn *c, const Tide__V1__Envelope *env)
 static void dispatch(struct conn *c, const Tide__V1__Envelope *env)
 {
     uint64_t rid = env->request_id;
-    uint32_t before = c->inflight;
+    uint32_t before = c->inflight, at;
     int pending;
 
     /* An id whose last frame could not be built has no request left. */
@@ -412,7 +414,7 @@ static void dispatch(struct conn *c, const Tide__V1__Envelope *env)
         memset(c->ids.slot, 0, c->ids.cap * sizeof(*c->ids.slot));
         c->ids.count = 0;
     }
-    if (rid && ids_find(&c->ids, rid) >= 0) {
+    if (rid && ids_find(&c->ids, rid, &at)) {
         c->keep_id = 1;
         conn_send_error(c, rid,
                         TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT,
@@ -430,7 +432,7 @@ static void dispatch(struct conn *c, const Tide__V1__Envelope *env)
         pending = c->writes_tail && c->writes_tail->request_id == rid;
     else
         pending = c->inflight > before;
-    if (pending && ids_find(&c->ids, rid) < 0)
+    if (pending && !ids_find(&c->ids, rid, &at))
         ids_add(c, rid);
 }
 
@@ -650,7 +652,8 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
     tide_log(LOG_WARN, "accept failed: %s", evutil_socket_error_to_string(err));
 }
 
-/* 127.0.0.1 or ::1 style literal plus port into `ss`. Returns 0 or -1. */
+/* 127.0.0.1 or ::1 style literal plus port into `ss`. Returns 0 or
+ * TIDE_EINVAL (not an IP literal). */
 static int make_addr(const char *host, int port, struct sockaddr_storage *ss,
                      socklen_t *len)
 {
@@ -670,27 +673,29 @@ static int make_addr(const char *host, int port, struct sockaddr_storage *ss,
         *len = sizeof(*in6);
         return 0;
     }
-    return -1;
+    return TIDE_EINVAL;
 }
 
 int tided_listen(struct server *s, int *port_out)
 {
     struct sockaddr_storage ss;
     socklen_t len;
+    int rc = make_addr(s->cfg.listen_host, s->cfg.listen_port, &ss, &len);
 
-    if (make_addr(s->cfg.listen_host, s->cfg.listen_port, &ss, &len)) {
+    if (rc) {
         tide_log(LOG_ERROR, "bad listen address %s (an IP literal is needed)",
                  s->cfg.listen_host);
-        return -1;
+        return rc;
     }
     s->listener = evconnlistener_new_bind(
         s->base, on_accept, s,
         LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 4096,
         (struct sockaddr *)&ss, (int)len);
     if (!s->listener) {
+        rc = errno ? -errno : -EADDRNOTAVAIL;
         tide_log(LOG_ERROR, "cannot listen on %s:%d: %s", s->cfg.listen_host,
-                 s->cfg.listen_port, strerror(errno));
-        return -1;
+                 s->cfg.listen_port, strerror(-rc));
+        return rc;
     }
     evconnlistener_set_error_cb(s->listener, on_accept_error);
     len = sizeof(ss);

@@ -4,6 +4,7 @@
  * the server accepts work, and GET /metrics gives the counters in the
  * Prometheus text format (docs/operations.md lists every metric).
  */
+#include <errno.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -152,7 +153,7 @@ int tided_http_start(struct server *s)
 
     s->http = evhttp_new(s->base);
     if (!s->http)
-        return -1;
+        return -ENOMEM;
     evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
     evhttp_set_cb(s->http, "/metrics", on_metrics, s);
     evhttp_set_cb(s->http, "/health", on_health, s);
@@ -161,9 +162,11 @@ int tided_http_start(struct server *s)
     sock = evhttp_bind_socket_with_handle(s->http, s->cfg.http_host,
                                           (ev_uint16_t)s->cfg.http_port);
     if (!sock) {
-        tide_log(LOG_ERROR, "cannot listen for HTTP on %s:%d", s->cfg.http_host,
-                 s->cfg.http_port);
-        return -1;
+        int rc = errno ? -errno : -EADDRNOTAVAIL;
+
+        tide_log(LOG_ERROR, "cannot listen for HTTP on %s:%d: %s",
+                 s->cfg.http_host, s->cfg.http_port, strerror(-rc));
+        return rc;
     }
     {
         struct sockaddr_storage ss;

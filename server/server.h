@@ -84,11 +84,13 @@ struct tided_config {
 void tided_config_defaults(struct tided_config *c);
 
 /* Parse an INI-style file ("key = value", '#' comments, no sections).
- * Returns 0 or -1 with a message on stderr naming file and line. */
+ * Returns 0, -errno when the file cannot be opened, or TIDE_EINVAL for a
+ * line that is not "key = value" or fails tided_config_set; a message on
+ * stderr names file and line. Keys before the bad line are set. */
 int tided_config_load(struct tided_config *c, const char *path);
 
-/* Set one documented key. Returns 0, or -1 for an unknown key or bad
- * value (message on stderr). */
+/* Set one documented key. Returns 0, or TIDE_EINVAL for an unknown key
+ * or bad value (message on stderr; `c` is unchanged then). */
 int tided_config_set(struct tided_config *c, const char *key,
                      const char *value);
 
@@ -220,13 +222,17 @@ struct conn {
 };
 
 /* conn.c: bind the protocol listener (port 0 picks one; *port_out gets
- * the real port). Returns 0 or -1 (logged). */
+ * the real port). Returns 0, TIDE_EINVAL (listen host is not an IP
+ * literal) or -errno (socket, bind, listen); failures are logged. */
 int tided_listen(struct server *s, int *port_out);
 /* Close every connection at once (shutdown). */
 void tided_close_all(struct server *s);
 
-/* Send an envelope to the connection. Returns 0 or -1 (connection is being
- * closed). The envelope stays owned by the caller. */
+/* Send an envelope to the connection. Returns 0, TIDE_ECLOSED (the
+ * connection is being closed), TIDE_ENOSPACE (the envelope encodes above
+ * the frame limit) or -ENOMEM; nothing is sent then. Either way the frame
+ * counts as sent for the request ids in flight. The envelope stays owned
+ * by the caller. */
 int conn_send(struct conn *c, const Tide__V1__Envelope *env);
 
 /* Send Error{code, message} for request `rid`; `close_after` closes the
@@ -287,7 +293,9 @@ int handle_admin(struct conn *c, const Tide__V1__Envelope *env);
 int tided_device_selected(const Tide__V1__DeviceSelector *sel,
                           const struct tide_meta_device *d);
 
-/* metrics.c */
+/* metrics.c: serve /metrics and /health on cfg.http_host:http_port
+ * (port 0 picks one and writes it back to cfg.http_port). Returns 0,
+ * -ENOMEM, or -errno when the socket cannot be bound (logged). */
 int tided_http_start(struct server *s);
 void tided_metrics_query_latency(struct server *s, uint64_t us);
 

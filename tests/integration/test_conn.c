@@ -332,3 +332,48 @@ Test(conn, frames_cut_anywhere_are_decoded_in_order)
     cr_assert(wire_closed(fd));
     close(fd);
 }
+
+/* The contents of `path` (malloc'd), or NULL. */
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char *buf = NULL;
+    size_t n;
+
+    if (!f)
+        return NULL;
+    buf = calloc(1, 1 << 16);
+    n = buf ? fread(buf, 1, (1 << 16) - 1, f) : 0;
+    if (buf)
+        buf[n] = 0;
+    fclose(f);
+    return buf;
+}
+
+/* Startup failures name their cause: a port in use (-errno of bind), a bad
+ * value and an unknown key (TIDE_EINVAL from the config). */
+Test(conn, startup_failures_name_their_cause)
+{
+    struct tided_proc other;
+    char dir2[1024], set[64], log[1100], *text;
+    static const char *const bad_value[] = {"max_inflight=0", NULL};
+    static const char *const bad_key[] = {"no_such_key=1", NULL};
+    const char *in_use[] = {set, NULL};
+
+    snprintf(dir2, sizeof(dir2), "%s", test_tmpdir());
+    snprintf(log, sizeof(log), "%s/tided.log", dir2);
+    snprintf(set, sizeof(set), "listen=127.0.0.1:%d", srv.port);
+    cr_assert_neq(tided_start(&other, dir2, in_use), 0);
+    text = slurp(log);
+    cr_assert(text && strstr(text, "Address already in use"), "log: %s",
+              text ? text : "(none)");
+    free(text);
+    cr_assert_neq(tided_start(&other, dir2, bad_value), 0);
+    cr_assert_neq(tided_start(&other, dir2, bad_key), 0);
+    text = slurp(log);
+    cr_assert(text && strstr(text, "bad value '0' for 'max_inflight'") &&
+                  strstr(text, "unknown configuration key 'no_such_key'"),
+              "log: %s", text ? text : "(none)");
+    free(text);
+    test_rmrf(dir2);
+}
