@@ -10,22 +10,28 @@
  *   CONN_NEW --Hello--> CONN_HELLO --Auth ok--> CONN_AUTHED
  *      (handle_hello)      (handle_auth)      --Logout--> CONN_HELLO
  *
- * Invariants:
+ * Invariants (each TIDE_ASSERTed where it could break, named there):
  *   1. A frame's length is checked before any byte of its payload is
- *      buffered for parsing; an oversized or undecodable frame is answered
- *      with an Error under request id 0 and the connection closes.
+ *      buffered for parsing, so what waits for more input is less than one
+ *      frame of at most max_frame_bytes; an oversized or undecodable frame
+ *      is answered with an Error under request id 0 and the connection
+ *      closes (on_read).
  *   2. While the output buffer is above cfg.out_high_bytes the connection
  *      is not read: a client that does not read its answers cannot make
- *      the server buffer without bound. A write that makes no progress for
- *      read_timeout_ms closes it.
+ *      the server buffer without bound. Every addition to the output,
+ *      conn_send's or a query's, is checked (on_output_added); reading
+ *      resumes below half the watermark (on_write). A write that makes no
+ *      progress for read_timeout_ms closes the connection.
  *   3. A connection with no request in flight is closed after
- *      idle_timeout_ms of silence; one that started a frame must finish it
- *      within read_timeout_ms.
- *   4. ids holds the id of every request in flight but id 0, and nothing
- *      else: at most `inflight` ids, so at most max_inflight. An id joins
- *      in dispatch() when its handler leaves the request in flight and
- *      leaves when the request's last frame is sent (conn_send) or added
- *      by a query thread's delivery (on_output_added).
+ *      idle_timeout_ms of silence; one that started a frame (`partial`:
+ *      bytes in the input or the decoder) must finish it within
+ *      read_timeout_ms (set_timeouts).
+ *   4. ids holds the ids of requests in flight, never id 0: an id joins in
+ *      dispatch() when its handler leaves the request in flight and leaves
+ *      when the request's last frame is sent (conn_send) or added by a
+ *      query thread's delivery (on_output_added). At most max_inflight
+ *      ids; when nothing is in flight the set is emptied, which drops the
+ *      id of a request whose last frame could not be built.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -74,8 +80,9 @@ static void ids_put(struct conn_ids *t, uint64_t id)
 }
 
 /* Add `id` (not 0, not present). The table stays at most half full, so
- * a probe always ends at a free slot. Returns 0 or -ENOMEM (the id is
- * then not tracked, and a duplicate of it goes unnoticed). */
+ * a probe always ends at a free slot. Returns 0, or -ENOMEM or TIDE_EFULL
+ * (max_inflight ids): the id is then not tracked, and a duplicate of it
+ * goes unnoticed. */
 static int ids_add(struct conn *c, uint64_t id)
 {
     struct conn_ids *t = &c->ids;
@@ -83,6 +90,8 @@ static int ids_add(struct conn *c, uint64_t id)
     uint32_t at;
 
     TIDE_ASSERT(id != 0 && !ids_find(t, id, &at));
+    if (t->count >= c->srv->cfg.max_inflight)
+        return TIDE_EFULL; /* stale ids (invariant 4) never grow it more */
     if ((t->count + 1) * 2 > t->cap) {
         struct conn_ids g = {NULL, t->cap ? 2 * t->cap : 16, 0};
 
@@ -96,6 +105,7 @@ static int ids_add(struct conn *c, uint64_t id)
         *t = g;
     }
     ids_put(t, id);
+    TIDE_ASSERT(t->count <= c->srv->cfg.max_inflight && t->count * 2 <= t->cap);
     return 0;
 }
 
@@ -134,8 +144,10 @@ static void note_answer(struct conn *c, uint64_t rid,
     ids_del(&c->ids, rid);
 }
 
-/* The frames query threads encode are added to the output as they are
- * (query.c), not through conn_send; the last frame of a query or an export
+/* Called after every change to the output buffer. It pauses reading when
+ * the output passes the high watermark. And the frames query threads
+ * encode are added to the output as they are (query.c), not through
+ * conn_send; the last frame of a query or an export
  * (QueryEnd, ExportEnd or Error) is small, chunks are mostly large. So
  * each small frame added outside conn_send is decoded, with the one frame
  * codec, to free the id its last frame answers. */
@@ -151,6 +163,12 @@ static void on_output_added(struct evbuffer *buf,
     ev_ssize_t n;
     size_t used = 0;
 
+    /* Invariant 2, for every frame added, whoever adds it. */
+    if (!c->read_paused && !c->closing &&
+        evbuffer_get_length(buf) > c->srv->cfg.out_high_bytes) {
+        c->read_paused = 1;
+        bufferevent_disable(c->bev, EV_READ);
+    }
     if (c->in_send || c->ids.count == 0 || info->n_added == 0 ||
         info->n_added > sizeof(frame))
         return;
@@ -180,6 +198,11 @@ static void set_timeouts(struct conn *c)
     struct timeval wt = {cfg->read_timeout_ms / 1000,
                          (cfg->read_timeout_ms % 1000) * 1000};
 
+    /* Invariant 3: the timer follows the bytes of a started frame. */
+    TIDE_ASSERT(c->partial ==
+                (tide_frame_decoder_pending(&c->dec) > 0 ||
+                 evbuffer_get_length(bufferevent_get_input(c->bev)) > 0));
+
     bufferevent_set_timeouts(c->bev, ms ? &rt : NULL, &wt);
 }
 
@@ -208,10 +231,9 @@ int conn_send(struct conn *c, const Tide__V1__Envelope *env)
         return -ENOMEM;
     atomic_fetch_add(&c->srv->metrics.frames_out, 1);
     atomic_fetch_add(&c->srv->metrics.bytes_out, (uint64_t)n);
-    if (!c->read_paused && conn_out_pending(c) > c->srv->cfg.out_high_bytes) {
-        c->read_paused = 1;
-        bufferevent_disable(c->bev, EV_READ);
-    }
+    /* on_output_added paused reading if this crossed the watermark. */
+    TIDE_ASSERT(c->read_paused ||
+                conn_out_pending(c) <= c->srv->cfg.out_high_bytes);
     return 0;
 }
 
@@ -434,6 +456,8 @@ static void dispatch(struct conn *c, const Tide__V1__Envelope *env)
         pending = c->inflight > before;
     if (pending && !ids_find(&c->ids, rid, &at))
         ids_add(c, rid);
+    /* Invariant 4: an id is tracked only while its request is in flight. */
+    TIDE_ASSERT(!pending || c->inflight > 0);
 }
 
 /* Log a short sample of offending bytes, non-printables as '.'. */
@@ -484,9 +508,16 @@ static void on_read(struct bufferevent *bev, void *arg)
     while (!c->closing && !c->read_paused) {
         size_t before = tide_frame_decoder_pending(&c->dec), used;
         Tide__V1__Envelope *env = NULL;
-        int rc = tide_frame_decoder_next(&c->dec, &env);
+        int rc;
 
+        /* Invariant 2: reading only below the high watermark. */
+        TIDE_ASSERT(conn_out_pending(c) <= c->srv->cfg.out_high_bytes);
+        rc = tide_frame_decoder_next(&c->dec, &env);
         if (rc == TIDE_FRAME_NEED_MORE) {
+            /* Invariant 1: what waits for more is less than one frame of
+             * at most max_frame_bytes, its length already checked. */
+            TIDE_ASSERT(before <
+                        TIDE_FRAME_HEADER_BYTES + c->srv->cfg.max_frame_bytes);
             rc = feed(c, in);
             if (rc == TIDE_FRAME_NEED_MORE)
                 break;
@@ -503,6 +534,7 @@ static void on_read(struct bufferevent *bev, void *arg)
 
             log_sample(c, msg);
             conn_send_error(c, 0, tide_wire_error(rc), msg, 1);
+            TIDE_ASSERT(c->closing); /* invariant 1: nothing more is read */
             return;
         }
         used = before - tide_frame_decoder_pending(&c->dec);
