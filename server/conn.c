@@ -167,6 +167,7 @@ static void on_output_added(struct evbuffer *buf,
     if (!c->read_paused && !c->closing &&
         evbuffer_get_length(buf) > c->srv->cfg.out_high_bytes) {
         c->read_paused = 1;
+        atomic_fetch_add(&c->srv->metrics.connections_read_paused, 1);
         bufferevent_disable(c->bev, EV_READ);
     }
     if (c->in_send || c->ids.count == 0 || info->n_added == 0 ||
@@ -573,6 +574,7 @@ static void on_write(struct bufferevent *bev, void *arg)
     if (c->read_paused &&
         conn_out_pending(c) < c->srv->cfg.out_high_bytes / 2) {
         c->read_paused = 0;
+        atomic_fetch_sub(&c->srv->metrics.connections_read_paused, 1);
         bufferevent_enable(c->bev, EV_READ);
         on_read(c->bev, c);
         if (c->closing)
@@ -612,6 +614,8 @@ static void conn_free(struct conn *c)
         c->next->prev = c->prev;
     bufferevent_free(c->bev);
     atomic_fetch_sub(&s->metrics.connections_open, 1);
+    if (c->read_paused)
+        atomic_fetch_sub(&s->metrics.connections_read_paused, 1);
     tide_free(c->ids.slot);
     tide_frame_decoder_fini(&c->dec);
     tide_free(c);

@@ -47,6 +47,10 @@ static void on_metrics(struct evhttp_request *req, void *arg)
             atomic_load(&m->connections_total));
     counter(b, "tide_connections_open", "Connections open now.", "gauge",
             (uint64_t)atomic_load(&m->connections_open));
+    counter(b, "tide_connections_read_paused",
+            "Connections not read: their unread answers are above "
+            "out_high_bytes.",
+            "gauge", (uint64_t)atomic_load(&m->connections_read_paused));
     counter(b, "tide_frames_in_total", "Frames received.", "counter",
             atomic_load(&m->frames_in));
     counter(b, "tide_frames_out_total", "Frames sent.", "counter",

@@ -101,6 +101,7 @@ int tided_config_set(struct tided_config *c, const char *key,
 struct tided_metrics {
     atomic_uint_fast64_t connections_total;
     atomic_int_fast64_t connections_open;
+    atomic_int_fast64_t connections_read_paused; /* output above the mark */
     atomic_uint_fast64_t frames_in;
     atomic_uint_fast64_t frames_out;
     atomic_uint_fast64_t bytes_in;
