@@ -516,16 +516,42 @@ void tide_result_free(tide_result *r)
     tide_free(r);
 }
 
-/* Flatten response `env` (not an Error) into a result. */
-static int to_result(const Tide__V1__Envelope *env, tide_result **out)
+/* The uint64 field `name` of `m`, or NULL when it has none. */
+static uint64_t *u64_field(const ProtobufCMessage *m, const char *name)
+{
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field_by_name(m->descriptor, name);
+
+    if (!f || f->type != PROTOBUF_C_TYPE_UINT64 ||
+        f->label == PROTOBUF_C_LABEL_REPEATED)
+        return NULL;
+    return (uint64_t *)(void *)((char *)m + f->offset);
+}
+
+/* A list response: one repeated message field, plus, when the list is
+ * paged, its next_page_token (docs/protocol.md, "Paging"). */
+static int is_list(const ProtobufCMessageDescriptor *d)
+{
+    return d->fields[0].label == PROTOBUF_C_LABEL_REPEATED &&
+           d->fields[0].type == PROTOBUF_C_TYPE_MESSAGE &&
+           (d->n_fields == 1 ||
+            (d->n_fields == 2 &&
+             !strcmp(d->fields[1].name, "next_page_token")));
+}
+
+/* Flatten response `env` (not an Error) into rows appended to *rp, which
+ * is created when NULL. A list response adds one row per element, any
+ * other response one row. On failure *rp keeps the rows it had. */
+static int result_add(const Tide__V1__Envelope *env, tide_result **rp)
 {
     const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(
         &tide__v1__envelope__descriptor, (unsigned)env->body_case);
     const ProtobufCMessage *m;
     const ProtobufCMessageDescriptor *d;
-    tide_result *r = NULL;
+    tide_result *r = *rp;
+    struct row *rows;
     size_t n_rows = 1;
-    int per_elem, rc = -ENOMEM;
+    int per_elem, rc = 0;
 
     if (!f || f->type != PROTOBUF_C_TYPE_MESSAGE)
         return TIDE_EPROTO;
@@ -533,68 +559,108 @@ static int to_result(const Tide__V1__Envelope *env, tide_result **out)
     if (!m)
         return TIDE_EPROTO;
     d = m->descriptor;
-    per_elem = d->n_fields == 1 &&
-               d->fields[0].label == PROTOBUF_C_LABEL_REPEATED &&
-               d->fields[0].type == PROTOBUF_C_TYPE_MESSAGE;
+    per_elem = d->n_fields > 0 && is_list(d);
     if (per_elem)
         n_rows =
             *(const size_t *)((const char *)m + d->fields[0].quantifier_offset);
-    r = tide_calloc(1, sizeof(*r));
-    if (!r)
-        goto fail;
-    r->kind = tide_strdup(f->name);
-    r->rows = tide_calloc(n_rows ? n_rows : 1, sizeof(*r->rows));
-    if (!r->kind || !r->rows)
-        goto fail;
-    r->n_rows = n_rows;
-    for (size_t i = 0; i < n_rows; i++) {
+    if (!r) {
+        r = tide_calloc(1, sizeof(*r));
+        if (!r || !(r->kind = tide_strdup(f->name))) {
+            tide_free(r);
+            return -ENOMEM;
+        }
+        *rp = r;
+    }
+    rows = tide_realloc(r->rows, (r->n_rows + n_rows + 1) * sizeof(*rows));
+    if (!rows)
+        return -ENOMEM;
+    r->rows = rows;
+    memset(rows + r->n_rows, 0, (n_rows + 1) * sizeof(*rows));
+    for (size_t i = 0; i < n_rows && rc == 0; i++) {
         const ProtobufCMessage *row_msg = m;
 
         if (per_elem)
             row_msg =
                 (*(ProtobufCMessage *const *const *)((const char *)m +
                                                      d->fields[0].offset))[i];
-        rc = flatten(&r->rows[i], "", row_msg, 0);
-        if (rc)
-            goto fail;
+        /* Counted first so that tide_result_free sees a partial row. */
+        r->n_rows++;
+        rc = flatten(&r->rows[r->n_rows - 1], "", row_msg, 0);
     }
-    *out = r;
-    return 0;
-
-fail:
-    tide_result_free(r);
     return rc;
+}
+
+/* The response body of `env`, or NULL. */
+static const ProtobufCMessage *body_of(const Tide__V1__Envelope *env)
+{
+    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(
+        &tide__v1__envelope__descriptor, (unsigned)env->body_case);
+
+    if (!f || f->type != PROTOBUF_C_TYPE_MESSAGE)
+        return NULL;
+    return *(ProtobufCMessage *const *)((const char *)env + f->offset);
 }
 
 int tide_client_call(tide_client *c, const char *request,
                      const char *const *args, size_t n_args, tide_result **out)
 {
     Tide__V1__Envelope *env = NULL, *resp = NULL;
-    int rc;
+    tide_result *r = NULL;
+    uint64_t *page;
+    int follow, rc;
 
     if (!c || !request)
         return TIDE_EINVAL;
     rc = build(request, args, n_args, &env);
     if (rc)
         return rc;
-    rc = tide__client_ensure(c, 0);
-    if (rc)
-        goto out;
-    env->request_id = c->next_request_id++;
-    rc = tide__client_send_env(c, env);
-    if (rc)
-        goto out;
-    rc = tide__client_wait(c, env->request_id, &resp);
-    if (rc)
-        goto out;
-    if (resp->body_case == TIDE__V1__ENVELOPE__BODY_ERROR && resp->error) {
-        tide__client_set_error(c, resp->error);
-        rc = TIDE_ESERVER;
-        goto out;
+    /* A paged list whose caller picked no page is followed to its end:
+     * every page's rows in one result. Tokens are row ids and increase,
+     * so a token that does not is a protocol error, never a loop. */
+    page = u64_field(body_of(env), "page_token");
+    follow = page && *page == 0;
+    for (;;) {
+        const ProtobufCMessage *body;
+        uint64_t *next;
+
+        rc = tide__client_ensure(c, 0);
+        if (rc)
+            goto out;
+        env->request_id = c->next_request_id++;
+        rc = tide__client_send_env(c, env);
+        if (rc)
+            goto out;
+        rc = tide__client_wait(c, env->request_id, &resp);
+        if (rc)
+            goto out;
+        if (resp->body_case == TIDE__V1__ENVELOPE__BODY_ERROR && resp->error) {
+            tide__client_set_error(c, resp->error);
+            rc = TIDE_ESERVER;
+            goto out;
+        }
+        if (out) {
+            rc = result_add(resp, &r);
+            if (rc)
+                goto out;
+        }
+        body = body_of(resp);
+        next = body ? u64_field(body, "next_page_token") : NULL;
+        if (!follow || !next || *next == 0)
+            break;
+        if (*next <= *page) {
+            rc = TIDE_EPROTO;
+            goto out;
+        }
+        *page = *next;
+        tide_frame_free(resp, NULL);
+        resp = NULL;
     }
-    if (out)
-        rc = to_result(resp, out);
+    if (out) {
+        *out = r;
+        r = NULL;
+    }
 out:
+    tide_result_free(r);
     tide_frame_free(resp, NULL);
     protobuf_c_message_free_unpacked(&env->base, &tide_frame_allocator);
     return rc;

@@ -569,6 +569,23 @@ static int run_ts(tide_meta *m, const char *sql, int64_t v, uint64_t *changes)
     return rc;
 }
 
+/* Remove every row of account `acct` and mark its tombstone `tomb` purged
+ * at `now`. Inside the caller's transaction. */
+static int purge_one(tide_meta *m, uint64_t tomb, uint64_t acct, int64_t now)
+{
+    int rc;
+
+    for (size_t i = 0; i < sizeof(purge_sql) / sizeof(purge_sql[0]); i++) {
+        rc = run_ts(m, purge_sql[i], (int64_t)acct, NULL);
+        if (rc)
+            return rc;
+    }
+    rc =
+        tide__meta_run(m, SQL_PURGED, META_ARGS(META_INT(tomb), META_INT(now)));
+    tide__meta_changed(m, rc, acct, 0);
+    return rc;
+}
+
 static int purge_accounts(tide_meta *m, int64_t now, uint64_t *n)
 {
     int rc;
@@ -581,18 +598,39 @@ static int purge_accounts(tide_meta *m, int64_t now, uint64_t *n)
             tide__meta_ints(m, SQL_PURGE_DUE, due, 2, META_ARGS(META_INT(now)));
         if (rc)
             return rc == TIDE_ENOTFOUND ? 0 : rc;
-        for (size_t i = 0; i < sizeof(purge_sql) / sizeof(purge_sql[0]); i++) {
-            rc = run_ts(m, purge_sql[i], due[1], NULL);
-            if (rc)
-                return rc;
-        }
-        rc = tide__meta_run(m, SQL_PURGED,
-                            META_ARGS(META_INT(due[0]), META_INT(now)));
+        rc = purge_one(m, (uint64_t)due[0], (uint64_t)due[1], now);
         if (rc)
             return rc;
         (*n)++;
-        tide__meta_changed(m, 0, (uint64_t)due[1], 0);
     }
+}
+
+static const char SQL_PURGE_PENDING[] =
+    "SELECT id FROM tombstones WHERE kind='account' AND object_id=?1"
+    " AND purged_ns IS NULL";
+
+int tide_meta_account_purge(tide_meta *m, const struct tide_meta_principal *p,
+                            uint64_t id)
+{
+    int64_t tomb;
+    int rc;
+
+    /* Flushed first: no pending counter outlives the rows. */
+    rc = tide__meta_authorize_flush(m, p, TIDE_META_ACT_OPERATOR, 0, 0);
+    if (rc)
+        return rc;
+    tide__meta_lock(m);
+    rc = tide__meta_begin(m);
+    if (rc)
+        goto out;
+    rc = tide__meta_ints(m, SQL_PURGE_PENDING, &tomb, 1,
+                         META_ARGS(META_INT(id)));
+    if (!rc)
+        rc = purge_one(m, (uint64_t)tomb, id, tide__meta_now(m));
+    rc = tide__meta_end(m, rc);
+out:
+    tide__meta_unlock(m);
+    return rc;
 }
 
 int tide_meta_prune(tide_meta *m, const struct tide_meta_principal *p,

@@ -224,20 +224,36 @@ static void key_create(struct conn *c, const Tide__V1__Envelope *e)
     reply(c, e->request_id, &env);
 }
 
+/* List paging (KeyList, DeviceList): a page holds at most LIST_PAGE_MAX
+ * rows, and its continuation token is the id of the last row it looked at,
+ * so a page resumes with the rows of greater id. A filtered list (a device
+ * selector) looks at no more than LIST_SCAN_MAX rows per request: a page
+ * may then come back short, even empty, with a token to go on. */
+#define LIST_PAGE_MAX 1024
+#define LIST_SCAN_MAX (4 * LIST_PAGE_MAX)
+
+/* The page size a request asks for, within 1..LIST_PAGE_MAX. */
+static size_t page_limit(uint32_t limit)
+{
+    return limit && limit < LIST_PAGE_MAX ? limit : LIST_PAGE_MAX;
+}
+
 static void key_list(struct conn *c, const Tide__V1__Envelope *e)
 {
-    uint64_t account = target_account(c, e->key_list->account_id);
-    struct tide_meta_key *keys = tide_malloc(1024 * sizeof(*keys));
-    Tide__V1__ApiKey *v = tide_calloc(1024, sizeof(*v));
-    Tide__V1__ApiKey **pv = tide_calloc(1024, sizeof(*pv));
+    const Tide__V1__KeyList *r = e->key_list;
+    uint64_t account = target_account(c, r->account_id);
+    size_t limit = page_limit(r->limit);
+    struct tide_meta_key *keys = tide_malloc(limit * sizeof(*keys));
+    Tide__V1__ApiKey *v = tide_calloc(limit, sizeof(*v));
+    Tide__V1__ApiKey **pv = tide_calloc(limit, sizeof(*pv));
     Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
     Tide__V1__KeyListOk ok = TIDE__V1__KEY_LIST_OK__INIT;
     size_t n = 0;
     int rc = keys && v && pv ? 0 : -ENOMEM;
 
     if (rc == 0)
-        rc = tide_meta_key_list(c->srv->meta, &c->who, account, 0, keys, 1024,
-                                &n);
+        rc = tide_meta_key_list(c->srv->meta, &c->who, account, r->page_token,
+                                keys, limit, &n);
     if (rc) {
         reply_rc(c, e->request_id, rc);
     } else {
@@ -257,6 +273,8 @@ static void key_list(struct conn *c, const Tide__V1__Envelope *e)
         }
         ok.keys = pv;
         ok.n_keys = n;
+        /* A full page may have more behind it; a short one is the end. */
+        ok.next_page_token = n == limit ? keys[n - 1].id : 0;
         env.body_case = TIDE__V1__ENVELOPE__BODY_KEY_LIST_OK;
         env.key_list_ok = &ok;
         reply(c, e->request_id, &env);
@@ -361,30 +379,90 @@ static void device_get(struct conn *c, const Tide__V1__Envelope *e)
         device_get_by_id(c, e->request_id, account, id);
 }
 
+/* Does tag text "k=v,k=v" satisfy the match? */
+static int tag_matches(const char *tags, const Tide__V1__TagMatch *m)
+{
+    size_t klen = strlen(m->key), want = strlen(m->value);
+    const char *val = NULL;
+    size_t vlen = 0;
+
+    for (const char *p = tags; p && *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+
+        if (len > klen && !strncmp(p, m->key, klen) && p[klen] == '=') {
+            val = p + klen + 1;
+            vlen = len - klen - 1;
+            break;
+        }
+        p = end ? end + 1 : NULL;
+    }
+    switch (m->op) {
+    case TIDE__V1__TAG_OP__TAG_OP_EQ:
+        return val && vlen == want && !strncmp(val, m->value, vlen);
+    case TIDE__V1__TAG_OP__TAG_OP_NEQ:
+        return !(val && vlen == want && !strncmp(val, m->value, vlen));
+    default: /* TAG_OP_PREFIX */
+        return val && vlen >= want && !strncmp(val, m->value, want);
+    }
+}
+
+int tided_device_selected(const Tide__V1__DeviceSelector *sel,
+                          const struct tide_meta_device *d)
+{
+    int named;
+
+    if (!sel)
+        return 1;
+    named = sel->n_names == 0;
+    for (size_t i = 0; i < sel->n_names && !named; i++)
+        named = !strcmp(sel->names[i], d->thing_name);
+    for (size_t i = 0; i < sel->n_tags && named; i++)
+        named = tag_matches(d->tags, sel->tags[i]);
+    return named;
+}
+
 static void device_list(struct conn *c, const Tide__V1__Envelope *e)
 {
-    uint64_t account = target_account(c, e->device_list->account_id);
-    struct tide_meta_device *m = tide_malloc(1024 * sizeof(*m));
-    Tide__V1__Device *v = tide_calloc(1024, sizeof(*v));
-    Tide__V1__Device **pv = tide_calloc(1024, sizeof(*pv));
+    const Tide__V1__DeviceList *r = e->device_list;
+    uint64_t account = target_account(c, r->account_id);
+    uint64_t after = r->page_token;
+    size_t limit = page_limit(r->limit), scanned = 0, n = 0;
+    struct tide_meta_device *m = tide_malloc(LIST_PAGE_MAX * sizeof(*m));
+    struct tide_meta_device *sel = tide_malloc(limit * sizeof(*sel));
+    Tide__V1__Device *v = tide_calloc(limit, sizeof(*v));
+    Tide__V1__Device **pv = tide_calloc(limit, sizeof(*pv));
     Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
     Tide__V1__DeviceListOk ok = TIDE__V1__DEVICE_LIST_OK__INIT;
-    size_t n = 0;
-    int rc = m && v && pv ? 0 : -ENOMEM;
+    int more = 1, rc = m && v && pv && sel ? 0 : -ENOMEM;
 
-    if (rc == 0)
-        rc = tide_meta_device_list(c->srv->meta, &c->who, account, 0, m, 1024,
-                                   &n);
+    /* Rows in id order until the page is full, the table ends or the scan
+     * budget is spent; `after` is the last row looked at. Without a
+     * selector every row is taken, so no more are read than fit. */
+    while (rc == 0 && more && n < limit && scanned < LIST_SCAN_MAX) {
+        size_t want = r->selector ? LIST_PAGE_MAX : limit - n, got = 0, i;
+
+        rc = tide_meta_device_list(c->srv->meta, &c->who, account, after, m,
+                                   want, &got);
+        for (i = 0; rc == 0 && i < got && n < limit; i++) {
+            after = m[i].id;
+            scanned++;
+            if (tided_device_selected(r->selector, &m[i]))
+                sel[n++] = m[i];
+        }
+        more = got == want || i < got;
+    }
     if (rc) {
         reply_rc(c, e->request_id, rc);
     } else {
         for (size_t i = 0; i < n; i++) {
             tide__v1__device__init(&v[i]);
-            fill_device(&v[i], &m[i]);
+            fill_device(&v[i], &sel[i]);
             pv[i] = &v[i];
         }
         ok.devices = pv;
         ok.n_devices = n;
+        ok.next_page_token = more ? after : 0;
         env.body_case = TIDE__V1__ENVELOPE__BODY_DEVICE_LIST_OK;
         env.device_list_ok = &ok;
         reply(c, e->request_id, &env);
@@ -392,6 +470,7 @@ static void device_list(struct conn *c, const Tide__V1__Envelope *e)
     tide_free(m);
     tide_free(v);
     tide_free(pv);
+    tide_free(sel);
 }
 
 static void device_delete(struct conn *c, const Tide__V1__Envelope *e)
@@ -568,12 +647,16 @@ static void password_change(struct conn *c, const Tide__V1__Envelope *e)
                                             r->new_password));
 }
 
+/* Delete an account: purged after the configured grace period, or at
+ * once with `immediate` (the operator, or the owner confirming with the
+ * password, as for any deletion). */
 static void account_delete(struct conn *c, const Tide__V1__Envelope *e)
 {
     const Tide__V1__AccountDelete *r = e->account_delete;
     uint64_t account = target_account(c, r->account_id);
     Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
     Tide__V1__AccountDeleteOk ok = TIDE__V1__ACCOUNT_DELETE_OK__INIT;
+    int64_t now = tided_now_ns();
     int rc = confirm_password(c, account, r->password);
 
     if (rc) {
@@ -583,13 +666,19 @@ static void account_delete(struct conn *c, const Tide__V1__Envelope *e)
         return;
     }
     rc = tide_meta_account_delete(c->srv->meta, &c->who, account);
+    /* The caller may delete the account, so it may have it purged: the
+     * purge itself is the operator's step, taken on the caller's word. */
+    if (rc == 0 && r->immediate)
+        rc = tide_meta_account_purge(c->srv->meta, &tided_system_principal,
+                                     account);
     if (rc) {
         reply_rc(c, e->request_id, rc);
         return;
     }
     tided_device_forget(c->srv, account);
-    /* The sidecar's default grace period; prune purges after it. */
-    ok.purge_after_ns = tided_now_ns() + 30ll * 86400 * 1000000000;
+    ok.purge_after_ns =
+        r->immediate ? now
+                     : now + (int64_t)c->srv->cfg.delete_grace_s * 1000000000;
     env.body_case = TIDE__V1__ENVELOPE__BODY_ACCOUNT_DELETE_OK;
     env.account_delete_ok = &ok;
     reply(c, e->request_id, &env);

@@ -39,7 +39,7 @@ const struct tide_meta_principal tided_system_principal = {
 int tided_throttle_init(struct server *s)
 {
     s->throttle = tide_calloc(1, sizeof(*s->throttle));
-    return s->throttle ? 0 : -1;
+    return s->throttle ? 0 : -ENOMEM;
 }
 
 void tided_throttle_fini(struct server *s)

@@ -33,6 +33,7 @@ void tided_config_defaults(struct tided_config *c)
     c->query_threads = 2;
     c->flush_interval_ms = 60000;
     c->prune_interval_s = 3600;
+    c->delete_grace_s = 30 * 86400;
     c->out_high_bytes = 4u << 20;
     c->bcrypt_cost = 12;
     c->allow_signup = 1;
@@ -47,7 +48,7 @@ static int parse_u64(const char *v, uint64_t min, uint64_t max, uint64_t *out)
     errno = 0;
     x = strtoull(v, &end, 10);
     if (errno || end == v || *end || x < min || x > max || v[0] == '-')
-        return -1;
+        return TIDE_EINVAL;
     *out = x;
     return 0;
 }
@@ -60,7 +61,7 @@ static int parse_addr(const char *v, char *host, size_t host_cap, int *port)
 
     if (!colon || colon == v || (size_t)(colon - v) >= host_cap ||
         parse_u64(colon + 1, 0, 65535, &p))
-        return -1;
+        return TIDE_EINVAL;
     memcpy(host, v, (size_t)(colon - v));
     host[colon - v] = 0;
     *port = (int)p;
@@ -74,7 +75,7 @@ static int parse_bool(const char *v, int *out)
     else if (!strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "no"))
         *out = 0;
     else
-        return -1;
+        return TIDE_EINVAL;
     return 0;
 }
 
@@ -102,6 +103,7 @@ static const struct u32_key u32_keys[] = {
     U32(query_threads, 1, TIDED_QUERY_THREADS_MAX),
     U32(flush_interval_ms, 0, 86400000),
     U32(prune_interval_s, 0, 86400 * 30),
+    U32(delete_grace_s, 0, 86400 * 3650),
     U32(out_high_bytes, 65536, 1u << 30),
 };
 
@@ -159,13 +161,13 @@ int tided_config_set(struct tided_config *c, const char *key, const char *value)
         c->log_level = b;
     } else {
         fprintf(stderr, "tided: unknown configuration key '%s'\n", key);
-        return -1;
+        return TIDE_EINVAL;
     }
     return 0;
 
 bad:
     fprintf(stderr, "tided: bad value '%s' for '%s'\n", value, key);
-    return -1;
+    return TIDE_EINVAL;
 }
 
 static char *trim(char *s)
@@ -188,9 +190,10 @@ int tided_config_load(struct tided_config *c, const char *path)
     int rc = 0;
 
     if (!f) {
+        rc = -errno;
         fprintf(stderr, "tided: cannot open config %s: %s\n", path,
-                strerror(errno));
-        return -1;
+                strerror(-rc));
+        return rc;
     }
     while (fgets(line, sizeof(line), f)) {
         char *p = trim(line), *eq;
@@ -202,13 +205,13 @@ int tided_config_load(struct tided_config *c, const char *path)
         if (!eq) {
             fprintf(stderr, "tided: %s:%u: expected 'key = value'\n", path,
                     lineno);
-            rc = -1;
+            rc = TIDE_EINVAL;
             break;
         }
         *eq = 0;
-        if (tided_config_set(c, trim(p), trim(eq + 1))) {
+        rc = tided_config_set(c, trim(p), trim(eq + 1));
+        if (rc) {
             fprintf(stderr, "tided: in %s line %u\n", path, lineno);
-            rc = -1;
             break;
         }
     }

@@ -2,22 +2,36 @@
 /*
  * Connections: accept, framing (docs/protocol.md, "Framing"), the
  * handshake state machine, dispatch of requests to their handlers, flow
- * control and timeouts.
+ * control and timeouts. Framing is proto's one decoder (frame.h), fed
+ * straight from the bufferevent's input chains: each byte is copied once,
+ * into the decoder's buffer, which grows by doubling and is kept across
+ * frames up to 256 KiB.
  *
  *   CONN_NEW --Hello--> CONN_HELLO --Auth ok--> CONN_AUTHED
  *      (handle_hello)      (handle_auth)      --Logout--> CONN_HELLO
  *
- * Invariants:
+ * Invariants (each TIDE_ASSERTed where it could break, named there):
  *   1. A frame's length is checked before any byte of its payload is
- *      buffered for parsing; an oversized or undecodable frame is answered
- *      with an Error under request id 0 and the connection closes.
+ *      buffered for parsing, so what waits for more input is less than one
+ *      frame of at most max_frame_bytes; an oversized or undecodable frame
+ *      is answered with an Error under request id 0 and the connection
+ *      closes (on_read).
  *   2. While the output buffer is above cfg.out_high_bytes the connection
  *      is not read: a client that does not read its answers cannot make
- *      the server buffer without bound. A write that makes no progress for
- *      read_timeout_ms closes it.
+ *      the server buffer without bound. Every addition to the output,
+ *      conn_send's or a query's, is checked (on_output_added); reading
+ *      resumes below half the watermark (on_write). A write that makes no
+ *      progress for read_timeout_ms closes the connection.
  *   3. A connection with no request in flight is closed after
- *      idle_timeout_ms of silence; one that started a frame must finish it
- *      within read_timeout_ms.
+ *      idle_timeout_ms of silence; one that started a frame (`partial`:
+ *      bytes in the input or the decoder) must finish it within
+ *      read_timeout_ms (set_timeouts).
+ *   4. ids holds the ids of requests in flight, never id 0: an id joins in
+ *      dispatch() when its handler leaves the request in flight and leaves
+ *      when the request's last frame is sent (conn_send) or added by a
+ *      query thread's delivery (on_output_added). At most max_inflight
+ *      ids; when nothing is in flight the set is emptied, which drops the
+ *      id of a request whose last frame could not be built.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -30,6 +44,145 @@
 #include "server.h"
 
 static void conn_free(struct conn *c);
+
+/* ---- Request ids in flight ---------------------------------------------- */
+
+static uint32_t ids_home(const struct conn_ids *t, uint64_t id)
+{
+    return (uint32_t)((id * 0x9e3779b97f4a7c15ull) >> 32) & (t->cap - 1);
+}
+
+/* Is `id` in the table? When it is, *at gets its slot. */
+static int ids_find(const struct conn_ids *t, uint64_t id, uint32_t *at)
+{
+    if (t->count == 0)
+        return 0;
+    for (uint32_t i = ids_home(t, id), n = 0; n < t->cap;
+         i = (i + 1) & (t->cap - 1), n++) {
+        if (t->slot[i] == id) {
+            *at = i;
+            return 1;
+        }
+        if (t->slot[i] == 0)
+            return 0;
+    }
+    return 0;
+}
+
+static void ids_put(struct conn_ids *t, uint64_t id)
+{
+    uint32_t i = ids_home(t, id);
+
+    while (t->slot[i])
+        i = (i + 1) & (t->cap - 1);
+    t->slot[i] = id;
+    t->count++;
+}
+
+/* Add `id` (not 0, not present). The table stays at most half full, so
+ * a probe always ends at a free slot. Returns 0, or -ENOMEM or TIDE_EFULL
+ * (max_inflight ids): the id is then not tracked, and a duplicate of it
+ * goes unnoticed. */
+static int ids_add(struct conn *c, uint64_t id)
+{
+    struct conn_ids *t = &c->ids;
+
+    uint32_t at;
+
+    TIDE_ASSERT(id != 0 && !ids_find(t, id, &at));
+    if (t->count >= c->srv->cfg.max_inflight)
+        return TIDE_EFULL; /* stale ids (invariant 4) never grow it more */
+    if ((t->count + 1) * 2 > t->cap) {
+        struct conn_ids g = {NULL, t->cap ? 2 * t->cap : 16, 0};
+
+        g.slot = tide_calloc(g.cap, sizeof(*g.slot));
+        if (!g.slot)
+            return -ENOMEM;
+        for (uint32_t i = 0; i < t->cap; i++)
+            if (t->slot[i])
+                ids_put(&g, t->slot[i]);
+        tide_free(t->slot);
+        *t = g;
+    }
+    ids_put(t, id);
+    TIDE_ASSERT(t->count <= c->srv->cfg.max_inflight && t->count * 2 <= t->cap);
+    return 0;
+}
+
+/* Remove `id` if present, shifting back the entries of its probe run so
+ * that no lookup stops early (no tombstones). */
+static void ids_del(struct conn_ids *t, uint64_t id)
+{
+    uint32_t hole, i;
+
+    if (!ids_find(t, id, &hole))
+        return;
+    t->slot[hole] = 0;
+    t->count--;
+    for (i = (hole + 1) & (t->cap - 1); t->slot[i];
+         i = (i + 1) & (t->cap - 1)) {
+        uint32_t home = ids_home(t, t->slot[i]);
+
+        /* Move the entry into the hole unless its home lies cyclically
+         * in (hole, i]: then it is already as close as it may be. */
+        if (((i - home) & (t->cap - 1)) >= ((i - hole) & (t->cap - 1))) {
+            t->slot[hole] = t->slot[i];
+            t->slot[i] = 0;
+            hole = i;
+        }
+    }
+}
+
+/* A frame for request `rid` with `body` goes out: unless it is one chunk
+ * of a stream, it is the request's last, and the id is free again. */
+static void note_answer(struct conn *c, uint64_t rid,
+                        Tide__V1__Envelope__BodyCase body)
+{
+    if (c->keep_id || body == TIDE__V1__ENVELOPE__BODY_QUERY_CHUNK ||
+        body == TIDE__V1__ENVELOPE__BODY_EXPORT_CHUNK)
+        return;
+    ids_del(&c->ids, rid);
+}
+
+/* Called after every change to the output buffer. It pauses reading when
+ * the output passes the high watermark. And the frames query threads
+ * encode are added to the output as they are (query.c), not through
+ * conn_send; the last frame of a query or an export
+ * (QueryEnd, ExportEnd or Error) is small, chunks are mostly large. So
+ * each small frame added outside conn_send is decoded, with the one frame
+ * codec, to free the id its last frame answers. */
+#define ANSWER_SCAN_MAX 4096
+
+static void on_output_added(struct evbuffer *buf,
+                            const struct evbuffer_cb_info *info, void *arg)
+{
+    struct conn *c = arg;
+    uint8_t frame[ANSWER_SCAN_MAX];
+    struct evbuffer_ptr pos;
+    Tide__V1__Envelope *env = NULL;
+    ev_ssize_t n;
+    size_t used = 0;
+
+    /* Invariant 2, for every frame added, whoever adds it. */
+    if (!c->read_paused && !c->closing &&
+        evbuffer_get_length(buf) > c->srv->cfg.out_high_bytes) {
+        c->read_paused = 1;
+        atomic_fetch_add(&c->srv->metrics.connections_read_paused, 1);
+        bufferevent_disable(c->bev, EV_READ);
+    }
+    if (c->in_send || c->ids.count == 0 || info->n_added == 0 ||
+        info->n_added > sizeof(frame))
+        return;
+    if (evbuffer_ptr_set(buf, &pos, evbuffer_get_length(buf) - info->n_added,
+                         EVBUFFER_PTR_SET))
+        return;
+    n = evbuffer_copyout_from(buf, &pos, frame, info->n_added);
+    if (n > 0 && tide_frame_parse(frame, (size_t)n, TIDE_FRAME_MAX_BYTES_LIMIT,
+                                  NULL, &env, &used) == 0) {
+        note_answer(c, env->request_id, env->body_case);
+        tide_frame_free(env, NULL);
+    }
+}
 
 size_t conn_out_pending(const struct conn *c)
 {
@@ -46,6 +199,11 @@ static void set_timeouts(struct conn *c)
     struct timeval wt = {cfg->read_timeout_ms / 1000,
                          (cfg->read_timeout_ms % 1000) * 1000};
 
+    /* Invariant 3: the timer follows the bytes of a started frame. */
+    TIDE_ASSERT(c->partial ==
+                (tide_frame_decoder_pending(&c->dec) > 0 ||
+                 evbuffer_get_length(bufferevent_get_input(c->bev)) > 0));
+
     bufferevent_set_timeouts(c->bev, ms ? &rt : NULL, &wt);
 }
 
@@ -55,23 +213,28 @@ int conn_send(struct conn *c, const Tide__V1__Envelope *env)
     size_t size = tide_frame_size(env);
     struct evbuffer_iovec vec;
     int64_t n;
+    int rc;
 
+    /* Answered even if the frame cannot go out: the request is over. */
+    note_answer(c, env->request_id, env->body_case);
     if (c->closing)
-        return -1;
+        return TIDE_ECLOSED;
     if (evbuffer_reserve_space(out, (ev_ssize_t)size, &vec, 1) < 1)
-        return -1;
+        return -ENOMEM;
     n = tide_frame_encode(env, vec.iov_base, vec.iov_len);
     if (n < 0)
-        return -1;
+        return (int)n; /* TIDE_ENOSPACE: the reservation is dropped */
     vec.iov_len = (size_t)n;
-    if (evbuffer_commit_space(out, &vec, 1))
-        return -1;
+    c->in_send = 1;
+    rc = evbuffer_commit_space(out, &vec, 1);
+    c->in_send = 0;
+    if (rc)
+        return -ENOMEM;
     atomic_fetch_add(&c->srv->metrics.frames_out, 1);
     atomic_fetch_add(&c->srv->metrics.bytes_out, (uint64_t)n);
-    if (!c->read_paused && conn_out_pending(c) > c->srv->cfg.out_high_bytes) {
-        c->read_paused = 1;
-        bufferevent_disable(c->bev, EV_READ);
-    }
+    /* on_output_added paused reading if this crossed the watermark. */
+    TIDE_ASSERT(c->read_paused ||
+                conn_out_pending(c) <= c->srv->cfg.out_high_bytes);
     return 0;
 }
 
@@ -179,7 +342,7 @@ static int is_response(Tide__V1__Envelope__BodyCase b)
     }
 }
 
-static void dispatch(struct conn *c, const Tide__V1__Envelope *env)
+static void route(struct conn *c, const Tide__V1__Envelope *env)
 {
     Tide__V1__Envelope__BodyCase b = env->body_case;
 
@@ -260,71 +423,143 @@ static void dispatch(struct conn *c, const Tide__V1__Envelope *env)
     }
 }
 
-/* Log a short sample of offending bytes, non-printables as '.'. */
-static void log_sample(struct conn *c, const char *what, struct evbuffer *in)
+/* Route one request and remember its id while it stays in flight: ids are
+ * unique among a connection's requests in flight (docs/protocol.md), and a
+ * duplicate is refused without touching the earlier request. */
+static void dispatch(struct conn *c, const Tide__V1__Envelope *env)
 {
-    unsigned char raw[16];
-    char txt[sizeof(raw) + 1];
-    ev_ssize_t n = evbuffer_copyout(in, raw, sizeof(raw));
+    uint64_t rid = env->request_id;
+    uint32_t before = c->inflight, at;
+    int pending;
 
-    for (ev_ssize_t i = 0; i < n; i++)
-        txt[i] = raw[i] >= 0x20 && raw[i] < 0x7f ? (char)raw[i] : '.';
-    txt[n < 0 ? 0 : n] = 0;
-    tide_log(LOG_WARN, "protocol error from %s: %s; first bytes '%s'", c->ip,
-             what, txt);
+    /* An id whose last frame could not be built has no request left. */
+    if (c->inflight == 0 && c->ids.count) {
+        memset(c->ids.slot, 0, c->ids.cap * sizeof(*c->ids.slot));
+        c->ids.count = 0;
+    }
+    if (rid && ids_find(&c->ids, rid, &at)) {
+        c->keep_id = 1;
+        conn_send_error(c, rid,
+                        TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT,
+                        "request id already in flight on this connection", 0);
+        c->keep_id = 0;
+        return;
+    }
+    route(c, env);
+    if (c->closing || rid == 0)
+        return;
+    /* A write joins the FIFO at its tail and stays there until answered
+     * (answering it may also flush earlier ones, so the count alone does
+     * not tell); other requests left in flight raised the count. */
+    if (env->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_BATCH)
+        pending = c->writes_tail && c->writes_tail->request_id == rid;
+    else
+        pending = c->inflight > before;
+    if (pending && !ids_find(&c->ids, rid, &at))
+        ids_add(c, rid);
+    /* Invariant 4: an id is tracked only while its request is in flight. */
+    TIDE_ASSERT(!pending || c->inflight > 0);
+}
+
+/* Log a short sample of offending bytes, non-printables as '.'. */
+static void log_sample(struct conn *c, const char *what)
+{
+    char txt[sizeof(c->sample) + 1];
+
+    for (size_t i = 0; i < c->sample_len; i++)
+        txt[i] = c->sample[i] >= 0x20 && c->sample[i] < 0x7f
+                     ? (char)c->sample[i]
+                     : '.';
+    txt[c->sample_len] = 0;
+    tide_log(LOG_WARN, "protocol error from %s: %s; bytes '%s'", c->ip, what,
+             txt);
     atomic_fetch_add(&c->srv->metrics.protocol_errors, 1);
 }
+
+/* Move the first contiguous extent of the input into the decoder, without
+ * an intermediate copy. Returns 0, TIDE_FRAME_NEED_MORE when the input is
+ * empty, or the decoder's error (TIDE_ETOOLARGE as soon as a header
+ * announces an oversized frame, -ENOMEM). */
+static int feed(struct conn *c, struct evbuffer *in)
+{
+    struct evbuffer_iovec v;
+    int rc;
+
+    if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
+        return TIDE_FRAME_NEED_MORE;
+    c->sample_len =
+        v.iov_len < sizeof(c->sample) ? v.iov_len : sizeof(c->sample);
+    memcpy(c->sample, v.iov_base, c->sample_len);
+    rc = tide_frame_decoder_feed(&c->dec, v.iov_base, v.iov_len);
+    evbuffer_drain(in, v.iov_len);
+    return rc;
+}
+
+/* A decoder that held a large frame gives its buffer back once empty, so
+ * that an idle connection keeps no more than this. */
+#define DECODER_KEEP_BYTES (256u << 10)
 
 static void on_read(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
-    uint32_t max = c->srv->cfg.max_frame_bytes;
 
+    /* Bytes are fed only when the decoder needs them, so that while reading
+     * is paused they wait in the kernel's socket buffer (invariant 2). */
     while (!c->closing && !c->read_paused) {
-        size_t have = evbuffer_get_length(in), used = 0;
-        uint8_t hdr[TIDE_FRAME_HEADER_BYTES];
+        size_t before = tide_frame_decoder_pending(&c->dec), used;
         Tide__V1__Envelope *env = NULL;
-        uint32_t n;
-        uint8_t *p;
         int rc;
 
-        c->partial = have > 0;
-        if (have < sizeof(hdr))
-            break;
-        evbuffer_copyout(in, hdr, sizeof(hdr));
-        n = (uint32_t)hdr[0] | (uint32_t)hdr[1] << 8 | (uint32_t)hdr[2] << 16 |
-            (uint32_t)hdr[3] << 24;
-        if (n > max) {
-            log_sample(c, "frame too large", in);
-            conn_send_error(c, 0,
-                            TIDE__V1__ERROR_CODE__ERROR_CODE_FRAME_TOO_LARGE,
-                            "frame length above max_frame_bytes", 1);
-            return;
+        /* Invariant 2: reading only below the high watermark. */
+        TIDE_ASSERT(conn_out_pending(c) <= c->srv->cfg.out_high_bytes);
+        tided_test_alloc_arm(0); /* a test's failure belongs to one request */
+        rc = tide_frame_decoder_next(&c->dec, &env);
+        if (rc == TIDE_FRAME_NEED_MORE) {
+            /* Invariant 1: what waits for more is less than one frame of
+             * at most max_frame_bytes, its length already checked. */
+            TIDE_ASSERT(before <
+                        TIDE_FRAME_HEADER_BYTES + c->srv->cfg.max_frame_bytes);
+            rc = feed(c, in);
+            if (rc == TIDE_FRAME_NEED_MORE)
+                break;
+            if (rc == 0)
+                continue;
         }
-        if (have < sizeof(hdr) + n)
-            break;
-        tided_test_alloc_arm(0);
-        p = evbuffer_pullup(in, (ev_ssize_t)(sizeof(hdr) + n));
-        rc = p ? tide_frame_parse(p, sizeof(hdr) + n, max, NULL, &env, &used)
-               : -ENOMEM;
         if (rc) {
-            log_sample(c, "undecodable frame", in);
-            conn_send_error(c, 0, TIDE__V1__ERROR_CODE__ERROR_CODE_BAD_FRAME,
-                            "frame payload is not a valid Envelope", 1);
+            /* Invariant 1: no frame boundary is left to resume at. */
+            const char *msg = rc == TIDE_ETOOLARGE
+                                  ? "frame length above max_frame_bytes"
+                              : rc == TIDE_EMALFORMED
+                                  ? "frame payload is not a valid Envelope"
+                                  : "out of memory reading the frame";
+
+            log_sample(c, msg);
+            conn_send_error(c, 0, tide_wire_error(rc), msg, 1);
+            TIDE_ASSERT(c->closing); /* invariant 1: nothing more is read */
             return;
         }
-        evbuffer_drain(in, used);
+        used = before - tide_frame_decoder_pending(&c->dec);
         atomic_fetch_add(&c->srv->metrics.frames_in, 1);
         atomic_fetch_add(&c->srv->metrics.bytes_in, used);
-        c->partial = evbuffer_get_length(in) > 0;
         c->frame_bytes = used;
+        c->dec_large |= used > DECODER_KEEP_BYTES;
+        if (c->dec_large && tide_frame_decoder_pending(&c->dec) == 0) {
+            tide_frame_decoder_fini(&c->dec);
+            tide_frame_decoder_init(&c->dec, c->srv->cfg.max_frame_bytes,
+                                    &tide_frame_allocator);
+            c->dec_large = 0;
+        }
+        c->partial = tide_frame_decoder_pending(&c->dec) > 0 ||
+                     evbuffer_get_length(in) > 0;
         tided_test_alloc_arm((unsigned long)(env->request_id >> 32));
         dispatch(c, env);
         tide_frame_free(env, NULL);
         if (c->closing)
             return; /* conn may be freed */
     }
+    c->partial =
+        tide_frame_decoder_pending(&c->dec) > 0 || evbuffer_get_length(in) > 0;
     set_timeouts(c);
 }
 
@@ -341,6 +576,7 @@ static void on_write(struct bufferevent *bev, void *arg)
     if (c->read_paused &&
         conn_out_pending(c) < c->srv->cfg.out_high_bytes / 2) {
         c->read_paused = 0;
+        atomic_fetch_sub(&c->srv->metrics.connections_read_paused, 1);
         bufferevent_enable(c->bev, EV_READ);
         on_read(c->bev, c);
         if (c->closing)
@@ -380,6 +616,10 @@ static void conn_free(struct conn *c)
         c->next->prev = c->prev;
     bufferevent_free(c->bev);
     atomic_fetch_sub(&s->metrics.connections_open, 1);
+    if (c->read_paused)
+        atomic_fetch_sub(&s->metrics.connections_read_paused, 1);
+    tide_free(c->ids.slot);
+    tide_frame_decoder_fini(&c->dec);
     tide_free(c);
 }
 
@@ -407,6 +647,8 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->srv = s;
     c->id = ++s->next_conn_id;
+    tide_frame_decoder_init(&c->dec, s->cfg.max_frame_bytes,
+                            &tide_frame_allocator);
     if (addr->sa_family == AF_INET)
         inet_ntop(AF_INET, &((struct sockaddr_in *)(void *)addr)->sin_addr,
                   c->ip, sizeof(c->ip));
@@ -420,6 +662,11 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
         return;
     }
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    if (!evbuffer_add_cb(bufferevent_get_output(c->bev), on_output_added, c)) {
+        bufferevent_free(c->bev);
+        tide_free(c);
+        return;
+    }
     /* Wake the write callback when the output drains below half the high
      * watermark, to resume reading and paused queries. */
     bufferevent_setwatermark(c->bev, EV_WRITE, s->cfg.out_high_bytes / 2, 0);
@@ -443,7 +690,8 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
     tide_log(LOG_WARN, "accept failed: %s", evutil_socket_error_to_string(err));
 }
 
-/* 127.0.0.1 or ::1 style literal plus port into `ss`. Returns 0 or -1. */
+/* 127.0.0.1 or ::1 style literal plus port into `ss`. Returns 0 or
+ * TIDE_EINVAL (not an IP literal). */
 static int make_addr(const char *host, int port, struct sockaddr_storage *ss,
                      socklen_t *len)
 {
@@ -463,27 +711,29 @@ static int make_addr(const char *host, int port, struct sockaddr_storage *ss,
         *len = sizeof(*in6);
         return 0;
     }
-    return -1;
+    return TIDE_EINVAL;
 }
 
 int tided_listen(struct server *s, int *port_out)
 {
     struct sockaddr_storage ss;
     socklen_t len;
+    int rc = make_addr(s->cfg.listen_host, s->cfg.listen_port, &ss, &len);
 
-    if (make_addr(s->cfg.listen_host, s->cfg.listen_port, &ss, &len)) {
+    if (rc) {
         tide_log(LOG_ERROR, "bad listen address %s (an IP literal is needed)",
                  s->cfg.listen_host);
-        return -1;
+        return rc;
     }
     s->listener = evconnlistener_new_bind(
         s->base, on_accept, s,
         LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 4096,
         (struct sockaddr *)&ss, (int)len);
     if (!s->listener) {
+        rc = errno ? -errno : -EADDRNOTAVAIL;
         tide_log(LOG_ERROR, "cannot listen on %s:%d: %s", s->cfg.listen_host,
-                 s->cfg.listen_port, strerror(errno));
-        return -1;
+                 s->cfg.listen_port, strerror(-rc));
+        return rc;
     }
     evconnlistener_set_error_cb(s->listener, on_accept_error);
     len = sizeof(ss);

@@ -114,14 +114,22 @@ static void *maint_main(void *arg)
     return NULL;
 }
 
+/* Start the maintenance thread when it has work. Returns 0 or -errno of
+ * pthread_create. */
 static int maint_start(struct server *s)
 {
+    int rc;
+
     pthread_mutex_init(&s->flush_lock, NULL);
     pthread_cond_init(&s->flush_cv, NULL);
     if (s->cfg.flush_interval_ms == 0 && s->cfg.prune_interval_s == 0)
         return 0;
-    if (pthread_create(&s->flusher, NULL, maint_main, s))
-        return -1;
+    rc = pthread_create(&s->flusher, NULL, maint_main, s);
+    if (rc) {
+        tide_log(LOG_ERROR, "cannot start the maintenance thread: %s",
+                 strerror(rc));
+        return -rc;
+    }
     s->flusher_running = 1;
     return 0;
 }
@@ -179,13 +187,19 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         event_base_loopexit(s->base, NULL);
 }
 
+/* The config file, then the flags. Returns 0, or the first failure of
+ * tided_config_load or tided_config_set, or TIDE_EINVAL for a malformed
+ * command line (message on stderr). */
 static int parse_args(struct tided_config *c, int argc, char **argv)
 {
     /* The config file first, so that flags override it. */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--config")) {
-            if (i + 1 >= argc || tided_config_load(c, argv[i + 1]))
-                return -1;
+            int rc =
+                i + 1 < argc ? tided_config_load(c, argv[i + 1]) : TIDE_EINVAL;
+
+            if (rc)
+                return rc;
         }
     }
     for (int i = 1; i < argc; i++) {
@@ -200,7 +214,7 @@ static int parse_args(struct tided_config *c, int argc, char **argv)
             exit(0);
         } else if (!v) {
             fprintf(stderr, "tided: %s needs a value\n", a);
-            return -1;
+            return TIDE_EINVAL;
         } else if (!strcmp(a, "--config")) {
             ;
         } else if (!strcmp(a, "--data-dir")) {
@@ -215,7 +229,7 @@ static int parse_args(struct tided_config *c, int argc, char **argv)
 
             if (!eq || (size_t)(eq - v) >= sizeof(key)) {
                 fprintf(stderr, "tided: --set needs KEY=VALUE\n");
-                return -1;
+                return TIDE_EINVAL;
             }
             memcpy(key, v, (size_t)(eq - v));
             key[eq - v] = 0;
@@ -223,10 +237,10 @@ static int parse_args(struct tided_config *c, int argc, char **argv)
         } else {
             fprintf(stderr, "tided: unknown option %s\n", a);
             usage(stderr);
-            return -1;
+            return TIDE_EINVAL;
         }
         if (rc)
-            return -1;
+            return rc;
         i++;
     }
     return 0;
@@ -292,6 +306,7 @@ int main(int argc, char **argv)
     }
     tide_meta_options_init(&mo);
     mo.bcrypt_cost = s->cfg.bcrypt_cost;
+    mo.delete_grace_ns = (int64_t)s->cfg.delete_grace_s * 1000000000;
     rc = tide_meta_open(s->cfg.data_dir, &mo, &s->meta);
     if (rc) {
         tide_log(LOG_ERROR, "cannot open the accounts sidecar in %s: %s",

@@ -4,6 +4,7 @@
  * the server accepts work, and GET /metrics gives the counters in the
  * Prometheus text format (docs/operations.md lists every metric).
  */
+#include <errno.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -46,6 +47,10 @@ static void on_metrics(struct evhttp_request *req, void *arg)
             atomic_load(&m->connections_total));
     counter(b, "tide_connections_open", "Connections open now.", "gauge",
             (uint64_t)atomic_load(&m->connections_open));
+    counter(b, "tide_connections_read_paused",
+            "Connections not read: their unread answers are above "
+            "out_high_bytes.",
+            "gauge", (uint64_t)atomic_load(&m->connections_read_paused));
     counter(b, "tide_frames_in_total", "Frames received.", "counter",
             atomic_load(&m->frames_in));
     counter(b, "tide_frames_out_total", "Frames sent.", "counter",
@@ -152,7 +157,7 @@ int tided_http_start(struct server *s)
 
     s->http = evhttp_new(s->base);
     if (!s->http)
-        return -1;
+        return -ENOMEM;
     evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
     evhttp_set_cb(s->http, "/metrics", on_metrics, s);
     evhttp_set_cb(s->http, "/health", on_health, s);
@@ -161,9 +166,11 @@ int tided_http_start(struct server *s)
     sock = evhttp_bind_socket_with_handle(s->http, s->cfg.http_host,
                                           (ev_uint16_t)s->cfg.http_port);
     if (!sock) {
-        tide_log(LOG_ERROR, "cannot listen for HTTP on %s:%d", s->cfg.http_host,
-                 s->cfg.http_port);
-        return -1;
+        int rc = errno ? -errno : -EADDRNOTAVAIL;
+
+        tide_log(LOG_ERROR, "cannot listen for HTTP on %s:%d: %s",
+                 s->cfg.http_host, s->cfg.http_port, strerror(-rc));
+        return rc;
     }
     {
         struct sockaddr_storage ss;

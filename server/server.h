@@ -72,6 +72,9 @@ struct tided_config {
                                    default 60 s, 0 = by memory only */
     uint32_t prune_interval_s;  /* log retention and purges; default 3600,
                                    0 = never (run it yourself) */
+    uint32_t delete_grace_s;    /* a deleted account is kept this long,
+                                   restorable; default 30 days, 0 = until
+                                   the next prune */
     uint32_t out_high_bytes;    /* output high watermark; default 4 MiB */
     unsigned bcrypt_cost;       /* default 12 */
     int allow_signup;           /* anonymous AccountCreate; default 1 */
@@ -81,11 +84,13 @@ struct tided_config {
 void tided_config_defaults(struct tided_config *c);
 
 /* Parse an INI-style file ("key = value", '#' comments, no sections).
- * Returns 0 or -1 with a message on stderr naming file and line. */
+ * Returns 0, -errno when the file cannot be opened, or TIDE_EINVAL for a
+ * line that is not "key = value" or fails tided_config_set; a message on
+ * stderr names file and line. Keys before the bad line are set. */
 int tided_config_load(struct tided_config *c, const char *path);
 
-/* Set one documented key. Returns 0, or -1 for an unknown key or bad
- * value (message on stderr). */
+/* Set one documented key. Returns 0, or TIDE_EINVAL for an unknown key
+ * or bad value (message on stderr; `c` is unchanged then). */
 int tided_config_set(struct tided_config *c, const char *key,
                      const char *value);
 
@@ -96,6 +101,7 @@ int tided_config_set(struct tided_config *c, const char *key,
 struct tided_metrics {
     atomic_uint_fast64_t connections_total;
     atomic_int_fast64_t connections_open;
+    atomic_int_fast64_t connections_read_paused; /* output above the mark */
     atomic_uint_fast64_t frames_in;
     atomic_uint_fast64_t frames_out;
     atomic_uint_fast64_t bytes_in;
@@ -178,6 +184,15 @@ struct pending_write {
 
 struct query_state; /* query.c */
 
+/* The request ids in flight on a connection (conn.c): a hash set, open
+ * addressing with linear probing; 0 marks a free slot (id 0 is reserved,
+ * docs/protocol.md). Grows by doubling to at most twice max_inflight. */
+struct conn_ids {
+    uint64_t *slot;
+    uint32_t cap; /* a power of two; 0 until the first id */
+    uint32_t count;
+};
+
 struct conn {
     struct conn *prev, *next;
     struct server *srv;
@@ -195,16 +210,29 @@ struct conn {
     struct pending_write *writes_head, *writes_tail;
     struct query_state *queries; /* running queries, oldest first */
     uint64_t connected_device;   /* device id recorded online, or 0 */
+    struct conn_ids ids;         /* ids of the requests in flight */
+    int keep_id;                 /* an answer that ends no request */
+    int in_send;                 /* conn_send is adding a frame */
+    /* Input framing: bytes move from the bufferevent's input into the
+     * shared frame decoder (proto/frame.h) as it asks for them. */
+    struct tide_frame_decoder dec;
+    int dec_large;      /* dec grew for a frame above 256 KiB */
+    uint8_t sample[16]; /* the first bytes of the last input fed */
+    size_t sample_len;
 };
 
 /* conn.c: bind the protocol listener (port 0 picks one; *port_out gets
- * the real port). Returns 0 or -1 (logged). */
+ * the real port). Returns 0, TIDE_EINVAL (listen host is not an IP
+ * literal) or -errno (socket, bind, listen); failures are logged. */
 int tided_listen(struct server *s, int *port_out);
 /* Close every connection at once (shutdown). */
 void tided_close_all(struct server *s);
 
-/* Send an envelope to the connection. Returns 0 or -1 (connection is being
- * closed). The envelope stays owned by the caller. */
+/* Send an envelope to the connection. Returns 0, TIDE_ECLOSED (the
+ * connection is being closed), TIDE_ENOSPACE (the envelope encodes above
+ * the frame limit) or -ENOMEM; nothing is sent then. Either way the frame
+ * counts as sent for the request ids in flight. The envelope stays owned
+ * by the caller. */
 int conn_send(struct conn *c, const Tide__V1__Envelope *env);
 
 /* Send Error{code, message} for request `rid`; `close_after` closes the
@@ -370,8 +398,14 @@ void tided_query_threads_stop(struct server *s);
 /* admin.c: every sidecar operation, one-to-one. Returns 1 when the body
  * was an admin request it handled. */
 int handle_admin(struct conn *c, const Tide__V1__Envelope *env);
+/* True when device `d` matches `sel` (NULL = every device): one of its
+ * names, if any, and every tag match. */
+int tided_device_selected(const Tide__V1__DeviceSelector *sel,
+                          const struct tide_meta_device *d);
 
-/* metrics.c */
+/* metrics.c: serve /metrics and /health on cfg.http_host:http_port
+ * (port 0 picks one and writes it back to cfg.http_port). Returns 0,
+ * -ENOMEM, or -errno when the socket cannot be bound (logged). */
 int tided_http_start(struct server *s);
 void tided_metrics_query_latency(struct server *s, uint64_t us);
 

@@ -104,7 +104,7 @@ static const struct cmd cmds[] = {
      2,
      1,
      "NAME analyst|device [DEVICE]"},
-    {"key", "list", "key_list", {0}, 0, 1, "[account_id=N]"},
+    {"key", "list", "key_list", {0}, 0, 1, "[limit=N] [account_id=N]"},
     {"key", "revoke", "key_revoke", {"key_id"}, 1, 1, "KEY_ID"},
     {"device",
      "add",
@@ -113,7 +113,13 @@ static const struct cmd cmds[] = {
      1,
      1,
      "NAME [mac=..] [friendly_name=..] [firmware_version=..] [tags=k:v]"},
-    {"device", "list", "device_list", {0}, 0, 1, ""},
+    {"device",
+     "list",
+     "device_list",
+     {0},
+     0,
+     1,
+     "[NAME].. [tag=KEY:VALUE].. [limit=N] [account_id=N]"},
     {"device", "show", "device_get", {"name"}, 1, 1, "NAME"},
     {"device",
      "update",
@@ -336,7 +342,12 @@ static int run_admin(const struct opts *o, const struct cmd *cm, int argc,
                    cm->usage);
             return 0;
         }
-        if (!eq && npos < 3 && cm->pos[npos]) {
+        if (!strcmp(cm->request, "device_list") &&
+            (!eq || !strncmp(a, "tag=", 4))) {
+            /* The selector: names are ORed, tags ANDed with them. */
+            snprintf(store[n], ARG_BYTES, "selector.%s=%s",
+                     eq ? "tags" : "names", eq ? eq + 1 : a);
+        } else if (!eq && npos < 3 && cm->pos[npos]) {
             const char *v = a;
 
             if (!strcmp(cm->pos[npos], "role"))

@@ -7,6 +7,7 @@
  * kill -9 during ingest, /metrics and a clean SIGTERM.
  */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <math.h>
 #include <poll.h>
 #include <stdio.h>
@@ -733,7 +734,9 @@ Test(server, many_idle_connections_and_a_reader_that_never_reads)
     }
     cr_assert_geq(n, IDLE < rl.rlim_cur - 64 ? IDLE : (int)rl.rlim_cur - 64,
                   "could open only %d connections", n);
-    /* A client that floods pings and never reads its answers. */
+    /* A client that floods pings and never reads its answers: once its
+     * unread pongs pass out_high_bytes the server stops reading it, so the
+     * kernel buffers fill and its sends block, and /metrics says so. */
     slow = wire_connect(srv.port);
     e.body_case = TIDE__V1__ENVELOPE__BODY_PING;
     e.ping = &p;
@@ -742,14 +745,44 @@ Test(server, many_idle_connections_and_a_reader_that_never_reads)
 
         setsockopt(slow, SOL_SOCKET, SO_RCVBUF, &one, sizeof(one));
     }
-    for (int i = 0; i < 200000; i++) {
-        struct pollfd pfd = {slow, POLLOUT, 0};
+    {
+        enum { PINGS = 1024 };
+        static uint8_t pings[PINGS * 32];
+        size_t len = 0, off = 0;
+        long long sent = 0;
+        int stalled = 0, status;
+        char *body;
 
-        if (poll(&pfd, 1, 0) <= 0)
-            break; /* the server stopped reading us */
-        e.request_id = (uint64_t)i + 1;
-        if (wire_send(slow, &e))
-            break;
+        for (int i = 0; i < PINGS; i++) {
+            e.request_id = (uint64_t)i + 1;
+            len +=
+                (size_t)tide_frame_encode(&e, pings + len, sizeof(pings) - len);
+        }
+        /* 256 MiB of pings is far more than any socket buffers hold. */
+        while (sent < 256ll << 20) {
+            struct pollfd pfd = {slow, POLLOUT, 0};
+            ssize_t w;
+
+            if (poll(&pfd, 1, 1000) <= 0) {
+                stalled = 1; /* no room for a second: nobody reads us */
+                break;
+            }
+            w = send(slow, pings + off, len - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+            cr_assert(w > 0 || errno == EAGAIN, "send: %s", strerror(errno));
+            if (w > 0) {
+                sent += w;
+                off = (off + (size_t)w) % len;
+            }
+        }
+        cr_assert(stalled,
+                  "the server read %lld bytes from a client that "
+                  "never reads its answers",
+                  sent);
+        body = http_get(srv.http_port, "/metrics", &status);
+        cr_assert_eq(status, 200);
+        cr_assert_not_null(strstr(body, "\ntide_connections_read_paused 1\n"),
+                           "the server does not report the paused reader");
+        free(body);
     }
     /* Everyone else is still served. */
     fd = wire_session(srv.port, srv.admin_key);

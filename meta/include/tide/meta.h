@@ -671,6 +671,17 @@ struct tide_meta_prune_stats {
 int tide_meta_prune(tide_meta *m, const struct tide_meta_principal *p,
                     struct tide_meta_prune_stats *st);
 
+/*
+ * Purge deleted account `id` now instead of after its grace period
+ * (OPERATOR: the caller has checked that the owner asked for it): every
+ * row of it goes, as tide_meta_prune() would remove them, in one
+ * transaction, and it can no longer be restored; its email is free again.
+ * Returns 0, TIDE_EPERM, TIDE_ENOTFOUND (not deleted, unknown, or purged
+ * already), TIDE_EIO. On failure nothing is removed.
+ */
+int tide_meta_account_purge(tide_meta *m, const struct tide_meta_principal *p,
+                            uint64_t id);
+
 /* ---- Export ------------------------------------------------------------ */
 
 /* One exported row: `table` names the kind ("account", "device", "key",
