@@ -284,7 +284,54 @@ static void key_list(struct conn *c, const Tide__V1__Envelope *e)
     tide_free(pv);
 }
 
-static void fill_device(Tide__V1__Device *d, const struct tide_meta_device *m)
+/* Split `text` ("k=v,k=v", cut in place) into d->tags. Returns 0 or
+ * -ENOMEM (d has no tags then); device_tags_free() releases them. */
+static int fill_tags(Tide__V1__Device *d, char *text)
+{
+    size_t n = 1, k = 0;
+    Tide__V1__Tag *t, **pt;
+    char *save = NULL;
+
+    if (!*text)
+        return 0;
+    for (const char *q = text; *q; q++)
+        n += *q == ',';
+    t = tide_calloc(n, sizeof(*t));
+    pt = tide_calloc(n, sizeof(*pt));
+    if (!t || !pt) {
+        tide_free(t);
+        tide_free(pt);
+        return -ENOMEM;
+    }
+    for (char *tok = strtok_r(text, ",", &save); tok && k < n;
+         tok = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(tok, '=');
+
+        tide__v1__tag__init(&t[k]);
+        t[k].key = tok;
+        t[k].value = "";
+        if (eq) {
+            *eq = 0;
+            t[k].value = eq + 1;
+        }
+        pt[k] = &t[k];
+        k++;
+    }
+    d->tags = pt;
+    d->n_tags = k;
+    return 0;
+}
+
+static void device_tags_free(Tide__V1__Device *d)
+{
+    if (d->tags)
+        tide_free(d->tags[0]); /* the Tag array, see fill_tags */
+    tide_free(d->tags);
+}
+
+/* Fill `d` from `m`, borrowing its strings; m->tags is cut into d->tags.
+ * Returns 0 or -ENOMEM. */
+static int fill_device(Tide__V1__Device *d, struct tide_meta_device *m)
 {
     d->name = (char *)m->thing_name;
     d->mac = (char *)m->mac;
@@ -299,6 +346,7 @@ static void fill_device(Tide__V1__Device *d, const struct tide_meta_device *m)
     d->created_ns = m->created_ns;
     d->paused = m->paused;
     d->account_id = m->account_id;
+    return fill_tags(d, m->tags);
 }
 
 /* Device tags travel as Tag messages and are stored as "k=v,k=v". */
@@ -334,10 +382,14 @@ static void device_get_by_id(struct conn *c, uint64_t rid, uint64_t account,
         reply_rc(c, rid, rc);
         return;
     }
-    fill_device(&out, &m);
+    if (fill_device(&out, &m)) {
+        reply_rc(c, rid, -ENOMEM);
+        return;
+    }
     env.body_case = TIDE__V1__ENVELOPE__BODY_DEVICE;
     env.device = &out;
     reply(c, rid, &env);
+    device_tags_free(&out);
 }
 
 static void device_register(struct conn *c, const Tide__V1__Envelope *e)
@@ -455,9 +507,9 @@ static void device_list(struct conn *c, const Tide__V1__Envelope *e)
     if (rc) {
         reply_rc(c, e->request_id, rc);
     } else {
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = 0; rc == 0 && i < n; i++) {
             tide__v1__device__init(&v[i]);
-            fill_device(&v[i], &sel[i]);
+            rc = fill_device(&v[i], &sel[i]);
             pv[i] = &v[i];
         }
         ok.devices = pv;
@@ -465,8 +517,13 @@ static void device_list(struct conn *c, const Tide__V1__Envelope *e)
         ok.next_page_token = more ? after : 0;
         env.body_case = TIDE__V1__ENVELOPE__BODY_DEVICE_LIST_OK;
         env.device_list_ok = &ok;
-        reply(c, e->request_id, &env);
+        if (rc)
+            reply_rc(c, e->request_id, rc);
+        else
+            reply(c, e->request_id, &env);
     }
+    for (size_t i = 0; v && i < n; i++)
+        device_tags_free(&v[i]);
     tide_free(m);
     tide_free(v);
     tide_free(pv);

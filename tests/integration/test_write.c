@@ -312,6 +312,28 @@ static char *export_rows(int fd, uint64_t account)
     return all;
 }
 
+/* DeviceGet's tags of `device`, as "k=v,k=v". */
+static void device_tags(int fd, const char *device, char *out, size_t cap)
+{
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__DeviceGet g = TIDE__V1__DEVICE_GET__INIT;
+    size_t off = 0;
+
+    g.name = (char *)device;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_DEVICE_GET;
+    e.device_get = &g;
+    e.request_id = next_rid++;
+    r = wire_call(fd, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_DEVICE,
+              "device get: %s", why(r));
+    out[0] = 0;
+    for (size_t i = 0; i < r->device->n_tags; i++)
+        off += (size_t)snprintf(out + off, cap - off, "%s%s=%s", i ? "," : "",
+                                r->device->tags[i]->key,
+                                r->device->tags[i]->value);
+    tide_frame_free(r, NULL);
+}
+
 /* PointGroup.tags was documented as upserted but never read. */
 Test(write, point_group_tags_are_upserted_onto_the_device)
 {
@@ -325,7 +347,7 @@ Test(write, point_group_tags_are_upserted_onto_the_device)
     const char *const site_c[] = {"site=c", NULL};
     const char *const c_rack1[] = {"site=c", "rack=1", NULL};
     Tide__V1__Envelope *r;
-    char *rows;
+    char *rows, text[256];
 
     wfd = owner_session("tags@example.com");
     write5_ok(wfd, "dev1", first);
@@ -339,6 +361,10 @@ Test(write, point_group_tags_are_upserted_onto_the_device)
     cr_assert_eq(query_tagged(wfd, site_a), 0);
     cr_assert_eq(query_tagged(wfd, site_c), 5);
     cr_assert_eq(query_tagged(wfd, c_rack1), 5);
+    device_tags(wfd, "dev1", text, sizeof(text));
+    cr_assert_str_eq(text, "site=c,rack=1");
+    device_tags(wfd, "dev3", text, sizeof(text));
+    cr_assert_str_eq(text, "");
     rows = export_rows(ofd, account);
     cr_assert_not_null(strstr(rows, "\"site=c,rack=1\""), "%s", rows);
     cr_assert_not_null(strstr(rows, "\"site=b\""), "%s", rows);

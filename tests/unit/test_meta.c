@@ -1416,35 +1416,35 @@ Test(meta, device_tags_set_in_one_transaction)
     CHECK_RC(tide_meta_device_tags_set(m, &dk, id, ids, tags, 1, rcs),
              TIDE_EPERM);
     tide_meta_set_invalidate(m, NULL, NULL);
+}
 
-    Test(meta, purge_a_deleted_account_now)
-    {
-        struct tide_meta_principal p, q;
-        struct tide_meta_prune_stats ps;
-        struct tide_meta_account_new a = {.email = "now@example.com",
-                                          .password = "correct horse"};
-        uint64_t id = new_owner("now@example.com", &p), dev, again;
-        size_t n;
-        struct tide_meta_device d[1];
+Test(meta, purge_a_deleted_account_now)
+{
+    struct tide_meta_principal p, q;
+    struct tide_meta_prune_stats ps;
+    struct tide_meta_account_new a = {.email = "now@example.com",
+                                      .password = "correct horse"};
+    uint64_t id = new_owner("now@example.com", &p), dev, again;
+    size_t n;
+    struct tide_meta_device d[1];
 
-        dev = new_device(&p, id, "d");
-        cr_assert_neq(dev, 0);
-        /* Only a deleted account is purged, and only by the operator. */
-        CHECK_RC(tide_meta_account_purge(m, &admin, id), TIDE_ENOTFOUND);
-        CHECK(tide_meta_account_delete(m, &p, id));
-        CHECK_RC(tide_meta_account_purge(m, &p, id), TIDE_EAUTH);
-        CHECK(tide_meta_account_purge(m, &admin, id));
-        /* Gone for good, before any grace period: no restore, no rows, the
-         * email free, nothing left for prune. */
-        CHECK_RC(tide_meta_account_purge(m, &admin, id), TIDE_ENOTFOUND);
-        CHECK_RC(tide_meta_account_restore(m, &admin, id), TIDE_ENOTFOUND);
-        CHECK_RC(tide_meta_device_list(m, &admin, id, 0, d, 1, &n),
-                 TIDE_ENOTFOUND);
-        CHECK(tide_meta_account_create(m, &anon, &a, &again, NULL));
-        cr_assert_neq(again, id);
-        CHECK(tide_meta_login(m, "now@example.com", "correct horse", NULL,
-                              (char[TIDE_META_SECRET_MAX + 1]){0}, &q));
-        atomic_fetch_add(&fake_now, 31 * DAY_NS);
-        CHECK(tide_meta_prune(m, &admin, &ps));
-        cr_assert_eq(ps.accounts, 0);
-    }
+    dev = new_device(&p, id, "d");
+    cr_assert_neq(dev, 0);
+    /* Only a deleted account is purged, and only by the operator. */
+    CHECK_RC(tide_meta_account_purge(m, &admin, id), TIDE_ENOTFOUND);
+    CHECK(tide_meta_account_delete(m, &p, id));
+    CHECK_RC(tide_meta_account_purge(m, &p, id), TIDE_EAUTH);
+    CHECK(tide_meta_account_purge(m, &admin, id));
+    /* Gone for good, before any grace period: no restore, no rows, the
+     * email free, nothing left for prune. */
+    CHECK_RC(tide_meta_account_purge(m, &admin, id), TIDE_ENOTFOUND);
+    CHECK_RC(tide_meta_account_restore(m, &admin, id), TIDE_ENOTFOUND);
+    CHECK_RC(tide_meta_device_list(m, &admin, id, 0, d, 1, &n), TIDE_ENOTFOUND);
+    CHECK(tide_meta_account_create(m, &anon, &a, &again, NULL));
+    cr_assert_neq(again, id);
+    CHECK(tide_meta_login(m, "now@example.com", "correct horse", NULL,
+                          (char[TIDE_META_SECRET_MAX + 1]){0}, &q));
+    atomic_fetch_add(&fake_now, 31 * DAY_NS);
+    CHECK(tide_meta_prune(m, &admin, &ps));
+    cr_assert_eq(ps.accounts, 0);
+}
