@@ -709,7 +709,9 @@ static void server_query_sweep(int *fd, const char *key, Tide__V1__Query *q,
     }
     cr_assert_eq(run, CLEAN_RUN, "%s: no clean run within %d allocations", what,
                  NTH_MAX);
-    cr_assert_geq(failures, 5, "%s: only %d allocations failed", what,
+    /* The hook reached the request: some allocations failed (how many
+     * depends on the build and the path a query takes). */
+    cr_assert_geq(failures, 2, "%s: only %d allocations failed", what,
                   failures);
     cr_log_info("%s: %d failures, %d reconnects, N up to %d", what, failures,
                 reconnects, n);
