@@ -28,8 +28,8 @@
  *      read_timeout_ms (set_timeouts).
  *   4. ids holds the ids of requests in flight, never id 0: an id joins in
  *      dispatch() when its handler leaves the request in flight and leaves
- *      when the request's last frame is sent (conn_send) or added by a
- *      query thread's delivery (on_output_added). At most max_inflight
+ *      when the request's last frame is sent (conn_send) or, for a query
+ *      or an export, delivered (conn_request_done). At most max_inflight
  *      ids; when nothing is in flight the set is emptied, which drops the
  *      id of a request whose last frame could not be built.
  */
@@ -144,43 +144,26 @@ static void note_answer(struct conn *c, uint64_t rid,
     ids_del(&c->ids, rid);
 }
 
-/* Called after every change to the output buffer. It pauses reading when
- * the output passes the high watermark. And the frames query threads
- * encode are added to the output as they are (query.c), not through
- * conn_send; the last frame of a query or an export
- * (QueryEnd, ExportEnd or Error) is small, chunks are mostly large. So
- * each small frame added outside conn_send is decoded, with the one frame
- * codec, to free the id its last frame answers. */
-#define ANSWER_SCAN_MAX 4096
+void conn_request_done(struct conn *c, uint64_t rid)
+{
+    if (!c->keep_id)
+        ids_del(&c->ids, rid);
+}
 
+/* Called after every change to the output buffer, conn_send's or a query
+ * thread's frames moved by query_deliver(): pauses reading when the output
+ * passes the high watermark (invariant 2). */
 static void on_output_added(struct evbuffer *buf,
                             const struct evbuffer_cb_info *info, void *arg)
 {
     struct conn *c = arg;
-    uint8_t frame[ANSWER_SCAN_MAX];
-    struct evbuffer_ptr pos;
-    Tide__V1__Envelope *env = NULL;
-    ev_ssize_t n;
-    size_t used = 0;
 
-    /* Invariant 2, for every frame added, whoever adds it. */
+    (void)info;
     if (!c->read_paused && !c->closing &&
         evbuffer_get_length(buf) > c->srv->cfg.out_high_bytes) {
         c->read_paused = 1;
         atomic_fetch_add(&c->srv->metrics.connections_read_paused, 1);
         bufferevent_disable(c->bev, EV_READ);
-    }
-    if (c->in_send || c->ids.count == 0 || info->n_added == 0 ||
-        info->n_added > sizeof(frame))
-        return;
-    if (evbuffer_ptr_set(buf, &pos, evbuffer_get_length(buf) - info->n_added,
-                         EVBUFFER_PTR_SET))
-        return;
-    n = evbuffer_copyout_from(buf, &pos, frame, info->n_added);
-    if (n > 0 && tide_frame_parse(frame, (size_t)n, TIDE_FRAME_MAX_BYTES_LIMIT,
-                                  NULL, &env, &used) == 0) {
-        note_answer(c, env->request_id, env->body_case);
-        tide_frame_free(env, NULL);
     }
 }
 
@@ -225,9 +208,7 @@ int conn_send(struct conn *c, const Tide__V1__Envelope *env)
     if (n < 0)
         return (int)n; /* TIDE_ENOSPACE: the reservation is dropped */
     vec.iov_len = (size_t)n;
-    c->in_send = 1;
     rc = evbuffer_commit_space(out, &vec, 1);
-    c->in_send = 0;
     if (rc)
         return -ENOMEM;
     atomic_fetch_add(&c->srv->metrics.frames_out, 1);

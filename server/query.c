@@ -1035,6 +1035,7 @@ static void query_deliver(struct query_state *q)
     if (u.bytes_out)
         tide_meta_usage_add(c->srv->meta, q->account_id, &u);
     if (produced && empty) {
+        conn_request_done(c, q->rid); /* its last frame is out */
         tided_metrics_query_latency(
             c->srv, (uint64_t)(tided_now_ns() - q->started_ns) / 1000);
         query_unlink(q);

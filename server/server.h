@@ -212,7 +212,6 @@ struct conn {
     uint64_t connected_device;   /* device id recorded online, or 0 */
     struct conn_ids ids;         /* ids of the requests in flight */
     int keep_id;                 /* an answer that ends no request */
-    int in_send;                 /* conn_send is adding a frame */
     /* Input framing: bytes move from the bufferevent's input into the
      * shared frame decoder (proto/frame.h) as it asks for them. */
     struct tide_frame_decoder dec;
@@ -239,6 +238,10 @@ int conn_send(struct conn *c, const Tide__V1__Envelope *env);
  * connection once it is flushed. */
 void conn_send_error(struct conn *c, uint64_t rid, Tide__V1__ErrorCode code,
                      const char *message, int close_after);
+
+/* The last frame of request `rid` (a query or an export, whose frames do
+ * not pass through conn_send) has been delivered: its id is free again. */
+void conn_request_done(struct conn *c, uint64_t rid);
 
 /* Bytes waiting in the connection's output buffer. */
 size_t conn_out_pending(const struct conn *c);
