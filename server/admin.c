@@ -431,49 +431,6 @@ static void device_get(struct conn *c, const Tide__V1__Envelope *e)
         device_get_by_id(c, e->request_id, account, id);
 }
 
-/* Does tag text "k=v,k=v" satisfy the match? */
-static int tag_matches(const char *tags, const Tide__V1__TagMatch *m)
-{
-    size_t klen = strlen(m->key), want = strlen(m->value);
-    const char *val = NULL;
-    size_t vlen = 0;
-
-    for (const char *p = tags; p && *p;) {
-        const char *end = strchr(p, ',');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-
-        if (len > klen && !strncmp(p, m->key, klen) && p[klen] == '=') {
-            val = p + klen + 1;
-            vlen = len - klen - 1;
-            break;
-        }
-        p = end ? end + 1 : NULL;
-    }
-    switch (m->op) {
-    case TIDE__V1__TAG_OP__TAG_OP_EQ:
-        return val && vlen == want && !strncmp(val, m->value, vlen);
-    case TIDE__V1__TAG_OP__TAG_OP_NEQ:
-        return !(val && vlen == want && !strncmp(val, m->value, vlen));
-    default: /* TAG_OP_PREFIX */
-        return val && vlen >= want && !strncmp(val, m->value, want);
-    }
-}
-
-int tided_device_selected(const Tide__V1__DeviceSelector *sel,
-                          const struct tide_meta_device *d)
-{
-    int named;
-
-    if (!sel)
-        return 1;
-    named = sel->n_names == 0;
-    for (size_t i = 0; i < sel->n_names && !named; i++)
-        named = !strcmp(sel->names[i], d->thing_name);
-    for (size_t i = 0; i < sel->n_tags && named; i++)
-        named = tag_matches(d->tags, sel->tags[i]);
-    return named;
-}
-
 static void device_list(struct conn *c, const Tide__V1__Envelope *e)
 {
     const Tide__V1__DeviceList *r = e->device_list;

@@ -260,46 +260,6 @@ static int qseries_cmp(const void *a, const void *b)
     return c ? c : strcmp(x->field, y->field);
 }
 
-/* Does the device's "k=v,k=v" tag text satisfy every match? */
-static int tags_match(const char *tags, Tide__V1__TagMatch **m, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        size_t klen = strlen(m[i]->key);
-        const char *p = tags, *val = NULL;
-        size_t vlen = 0;
-
-        while (p && *p) {
-            const char *end = strchr(p, ',');
-            size_t len = end ? (size_t)(end - p) : strlen(p);
-
-            if (len > klen && !strncmp(p, m[i]->key, klen) && p[klen] == '=') {
-                val = p + klen + 1;
-                vlen = len - klen - 1;
-                break;
-            }
-            p = end ? end + 1 : NULL;
-        }
-        switch (m[i]->op) {
-        case TIDE__V1__TAG_OP__TAG_OP_EQ:
-            if (!val || vlen != strlen(m[i]->value) ||
-                strncmp(val, m[i]->value, vlen))
-                return 0;
-            break;
-        case TIDE__V1__TAG_OP__TAG_OP_NEQ:
-            if (val && vlen == strlen(m[i]->value) &&
-                !strncmp(val, m[i]->value, vlen))
-                return 0;
-            break;
-        default:
-            if (!val || vlen < strlen(m[i]->value) ||
-                strncmp(val, m[i]->value, strlen(m[i]->value)))
-                return 0;
-            break;
-        }
-    }
-    return 1;
-}
-
 static int add_series(struct query_state *q, uint32_t *cap,
                       const struct tide_meta_device *d, const char *field,
                       uint8_t type, uint64_t id)
@@ -409,15 +369,9 @@ int query_select(struct server *s, struct query_state *q, uint64_t account,
         rc = tide_meta_device_list(s->meta, &tided_system_principal, account,
                                    after, buf, 256, &n);
         for (size_t i = 0; rc == 0 && i < n; i++) {
-            int named = !sel || sel->n_names == 0;
-
             after = buf[i].id;
-            for (size_t k = 0; sel && k < sel->n_names && !named; k++)
-                named = !strcmp(sel->names[k], buf[i].thing_name);
-            if (!named ||
-                (sel && !tags_match(buf[i].tags, sel->tags, sel->n_tags)))
-                continue;
-            rc = select_device(s, q, &cap, account, &buf[i], qp);
+            if (tided_device_selected(sel, &buf[i]))
+                rc = select_device(s, q, &cap, account, &buf[i], qp);
         }
     } while (rc == 0 && n == 256);
 out:

@@ -339,6 +339,11 @@ void devices_tags_drop(struct server *s);
  * memory. */
 struct account_state *devices_account(struct server *s, uint64_t id);
 
+/* True when device `d` matches `sel` (NULL = every device): one of its
+ * names, if any, and every tag match. */
+int tided_device_selected(const Tide__V1__DeviceSelector *sel,
+                          const struct tide_meta_device *d);
+
 /* devices_get() for callers that want the id only (admin.c, query.c). */
 int tided_device_resolve(struct server *s, uint64_t account_id,
                          const char *name, int create, uint64_t *id_out);
@@ -401,10 +406,6 @@ void tided_query_threads_stop(struct server *s);
 /* admin.c: every sidecar operation, one-to-one. Returns 1 when the body
  * was an admin request it handled. */
 int handle_admin(struct conn *c, const Tide__V1__Envelope *env);
-/* True when device `d` matches `sel` (NULL = every device): one of its
- * names, if any, and every tag match. */
-int tided_device_selected(const Tide__V1__DeviceSelector *sel,
-                          const struct tide_meta_device *d);
 
 /* metrics.c: serve /metrics and /health on cfg.http_host:http_port
  * (port 0 picks one and writes it back to cfg.http_port). Returns 0,
