@@ -17,6 +17,16 @@ struct qseries {
     uint64_t id;
 };
 
+/* An encoded frame waiting for its connection. */
+struct qframe {
+    struct qframe *next;
+    size_t len;
+    uint8_t data[];
+};
+
+/* Encoded bytes a query may have waiting before its thread pauses. */
+#define QUERY_QUEUED_MAX (1u << 20)
+
 struct query_state {
     struct query_state *next;       /* in the connection's list (loop) */
     struct query_state *job_next;   /* in the job queue */
@@ -92,6 +102,11 @@ void query_start(struct query_state *q);
 int query_push(struct query_state *q, const Tide__V1__Envelope *env);
 /* Query thread: end `q` with an Error for `rc`. */
 void query_fail(struct query_state *q, int rc);
+/* Produce every frame of `q`: its results, then QueryEnd or Error (query
+ * thread; query_produce.c). */
+void query_execute(struct query_state *q);
+/* Free what producing left in `q` (query_free). */
+void query_results_fini(struct query_state *q);
 
 /* export.c: produce every frame of export `q` (query thread). */
 void export_execute(struct query_state *q);
