@@ -1,17 +1,18 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The admin path: account, key, device and usage requests mapped one-to-one
- * onto the sidecar (engine/meta/meta.h), which checks the role of every
+ * The admin path: account, key, usage, log and tier requests mapped
+ * one-to-one onto the sidecar (meta/include/tide/meta.h; devices are in
+ * admin_device.c), which checks the role of every
  * call in tide_meta_authorize(). A request naming `account_id` is the
  * operator's; everyone else acts on their own account.
  */
 #include <stdlib.h>
 #include <string.h>
 
-#include "server.h"
+#include "admin_int.h"
 
 /* The account a request acts on. */
-static uint64_t target_account(const struct conn *c, uint64_t requested)
+uint64_t admin_target_account(const struct conn *c, uint64_t requested)
 {
     return c->who.role == TIDE_META_ROLE_ADMIN ? requested : c->who.account_id;
 }
@@ -39,26 +40,26 @@ static uint16_t tier_id_by_name(tide_meta *m, const char *name,
     return 0;
 }
 
-static void reply(struct conn *c, uint64_t rid, Tide__V1__Envelope *env)
+void admin_reply(struct conn *c, uint64_t rid, Tide__V1__Envelope *env)
 {
     env->request_id = rid;
     conn_send(c, env);
 }
 
-static void reply_ok(struct conn *c, uint64_t rid)
+void admin_reply_ok(struct conn *c, uint64_t rid)
 {
     Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
     Tide__V1__Ok ok = TIDE__V1__OK__INIT;
 
     env.body_case = TIDE__V1__ENVELOPE__BODY_OK;
     env.ok = &ok;
-    reply(c, rid, &env);
+    admin_reply(c, rid, &env);
 }
 
-static void reply_rc(struct conn *c, uint64_t rid, int rc)
+void admin_reply_rc(struct conn *c, uint64_t rid, int rc)
 {
     if (rc == 0)
-        reply_ok(c, rid);
+        admin_reply_ok(c, rid);
     else
         conn_send_error(c, rid, tide_wire_error(rc), tide_strerror(rc), 0);
 }
@@ -107,7 +108,7 @@ static void send_account(struct conn *c, uint64_t rid, uint64_t id,
     int rc = tide_meta_account_get(c->srv->meta, p, id, &m);
 
     if (rc) {
-        reply_rc(c, rid, rc);
+        admin_reply_rc(c, rid, rc);
         return;
     }
     if (tide_meta_tier_get(c->srv->meta, m.tier, &t))
@@ -122,7 +123,7 @@ static void send_account(struct conn *c, uint64_t rid, uint64_t id,
         env.body_case = TIDE__V1__ENVELOPE__BODY_ACCOUNT;
         env.account = &a;
     }
-    reply(c, rid, &env);
+    admin_reply(c, rid, &env);
 }
 
 static void account_create(struct conn *c, const Tide__V1__Envelope *e)
@@ -165,7 +166,7 @@ static void account_create(struct conn *c, const Tide__V1__Envelope *e)
     }
     rc = tide_meta_account_create(c->srv->meta, p, &a, &id, token);
     if (rc) {
-        reply_rc(c, e->request_id, rc);
+        admin_reply_rc(c, e->request_id, rc);
         return;
     }
     /* The token goes to the operator's mailer; a self sign-up gets it by
@@ -182,7 +183,7 @@ static Tide__V1__Role wire_role(enum tide_meta_role r)
 static void key_create(struct conn *c, const Tide__V1__Envelope *e)
 {
     const Tide__V1__KeyCreate *r = e->key_create;
-    uint64_t account = target_account(c, r->account_id), device = 0, id;
+    uint64_t account = admin_target_account(c, r->account_id), device = 0, id;
     char secret[TIDE_META_SECRET_MAX + 1];
     Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
     Tide__V1__KeyCreateOk ok = TIDE__V1__KEY_CREATE_OK__INIT;
@@ -196,7 +197,7 @@ static void key_create(struct conn *c, const Tide__V1__Envelope *e)
         role = TIDE_META_ROLE_DEVICE;
         rc = tided_device_resolve(c->srv, account, r->device, 0, &device);
         if (rc) {
-            reply_rc(c, e->request_id, rc);
+            admin_reply_rc(c, e->request_id, rc);
             return;
         }
     } else {
@@ -208,7 +209,7 @@ static void key_create(struct conn *c, const Tide__V1__Envelope *e)
     rc = tide_meta_key_create(c->srv->meta, &c->who, account, role, device,
                               r->name, secret, &id);
     if (rc) {
-        reply_rc(c, e->request_id, rc);
+        admin_reply_rc(c, e->request_id, rc);
         return;
     }
     k.id = id;
@@ -221,19 +222,11 @@ static void key_create(struct conn *c, const Tide__V1__Envelope *e)
     ok.secret = secret;
     env.body_case = TIDE__V1__ENVELOPE__BODY_KEY_CREATE_OK;
     env.key_create_ok = &ok;
-    reply(c, e->request_id, &env);
+    admin_reply(c, e->request_id, &env);
 }
 
-/* List paging (KeyList, DeviceList): a page holds at most LIST_PAGE_MAX
- * rows, and its continuation token is the id of the last row it looked at,
- * so a page resumes with the rows of greater id. A filtered list (a device
- * selector) looks at no more than LIST_SCAN_MAX rows per request: a page
- * may then come back short, even empty, with a token to go on. */
-#define LIST_PAGE_MAX 1024
-#define LIST_SCAN_MAX (4 * LIST_PAGE_MAX)
-
 /* The page size a request asks for, within 1..LIST_PAGE_MAX. */
-static size_t page_limit(uint32_t limit)
+size_t admin_page_limit(uint32_t limit)
 {
     return limit && limit < LIST_PAGE_MAX ? limit : LIST_PAGE_MAX;
 }
@@ -241,8 +234,8 @@ static size_t page_limit(uint32_t limit)
 static void key_list(struct conn *c, const Tide__V1__Envelope *e)
 {
     const Tide__V1__KeyList *r = e->key_list;
-    uint64_t account = target_account(c, r->account_id);
-    size_t limit = page_limit(r->limit);
+    uint64_t account = admin_target_account(c, r->account_id);
+    size_t limit = admin_page_limit(r->limit);
     struct tide_meta_key *keys = tide_malloc(limit * sizeof(*keys));
     Tide__V1__ApiKey *v = tide_calloc(limit, sizeof(*v));
     Tide__V1__ApiKey **pv = tide_calloc(limit, sizeof(*pv));
@@ -255,7 +248,7 @@ static void key_list(struct conn *c, const Tide__V1__Envelope *e)
         rc = tide_meta_key_list(c->srv->meta, &c->who, account, r->page_token,
                                 keys, limit, &n);
     if (rc) {
-        reply_rc(c, e->request_id, rc);
+        admin_reply_rc(c, e->request_id, rc);
     } else {
         for (size_t i = 0; i < n; i++) {
             tide__v1__api_key__init(&v[i]);
@@ -277,247 +270,17 @@ static void key_list(struct conn *c, const Tide__V1__Envelope *e)
         ok.next_page_token = n == limit ? keys[n - 1].id : 0;
         env.body_case = TIDE__V1__ENVELOPE__BODY_KEY_LIST_OK;
         env.key_list_ok = &ok;
-        reply(c, e->request_id, &env);
+        admin_reply(c, e->request_id, &env);
     }
     tide_free(keys);
     tide_free(v);
     tide_free(pv);
 }
 
-/* Split `text` ("k=v,k=v", cut in place) into d->tags. Returns 0 or
- * -ENOMEM (d has no tags then); device_tags_free() releases them. */
-static int fill_tags(Tide__V1__Device *d, char *text)
-{
-    size_t n = 1, k = 0;
-    Tide__V1__Tag *t, **pt;
-    char *save = NULL;
-
-    if (!*text)
-        return 0;
-    for (const char *q = text; *q; q++)
-        n += *q == ',';
-    t = tide_calloc(n, sizeof(*t));
-    pt = tide_calloc(n, sizeof(*pt));
-    if (!t || !pt) {
-        tide_free(t);
-        tide_free(pt);
-        return -ENOMEM;
-    }
-    for (char *tok = strtok_r(text, ",", &save); tok && k < n;
-         tok = strtok_r(NULL, ",", &save)) {
-        char *eq = strchr(tok, '=');
-
-        tide__v1__tag__init(&t[k]);
-        t[k].key = tok;
-        t[k].value = "";
-        if (eq) {
-            *eq = 0;
-            t[k].value = eq + 1;
-        }
-        pt[k] = &t[k];
-        k++;
-    }
-    d->tags = pt;
-    d->n_tags = k;
-    return 0;
-}
-
-static void device_tags_free(Tide__V1__Device *d)
-{
-    if (d->tags)
-        tide_free(d->tags[0]); /* the Tag array, see fill_tags */
-    tide_free(d->tags);
-}
-
-/* Fill `d` from `m`, borrowing its strings; m->tags is cut into d->tags.
- * Returns 0 or -ENOMEM. */
-static int fill_device(Tide__V1__Device *d, struct tide_meta_device *m)
-{
-    d->name = (char *)m->thing_name;
-    d->mac = (char *)m->mac;
-    d->friendly_name = (char *)m->friendly_name;
-    d->firmware_version = (char *)m->firmware;
-    d->status = m->online
-                    ? TIDE__V1__CONNECTION_STATUS__CONNECTION_STATUS_ONLINE
-                    : TIDE__V1__CONNECTION_STATUS__CONNECTION_STATUS_OFFLINE;
-    d->last_connect_ns = m->last_connect_ns;
-    d->last_connect_ip = (char *)m->last_ip;
-    d->last_seen_ns = m->last_seen_ns;
-    d->created_ns = m->created_ns;
-    d->paused = m->paused;
-    d->account_id = m->account_id;
-    return fill_tags(d, m->tags);
-}
-
-/* Device tags travel as Tag messages and are stored as "k=v,k=v". */
-static int tags_text(Tide__V1__Tag **tags, size_t n, char *out, size_t cap)
-{
-    size_t off = 0;
-
-    out[0] = 0;
-    for (size_t i = 0; i < n; i++) {
-        int w;
-
-        if (strpbrk(tags[i]->key, ",=") || strchr(tags[i]->value, ','))
-            return TIDE_EINVAL;
-        w = snprintf(out + off, cap - off, "%s%s=%s", i ? "," : "",
-                     tags[i]->key, tags[i]->value);
-        if (w < 0 || (size_t)w >= cap - off)
-            return TIDE_EINVAL;
-        off += (size_t)w;
-    }
-    return 0;
-}
-
-/* Reply with device `id` of `account` as a Device message. */
-static void device_get_by_id(struct conn *c, uint64_t rid, uint64_t account,
-                             uint64_t id)
-{
-    struct tide_meta_device m;
-    Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
-    Tide__V1__Device out = TIDE__V1__DEVICE__INIT;
-    int rc = tide_meta_device_get(c->srv->meta, &c->who, account, id, &m);
-
-    if (rc) {
-        reply_rc(c, rid, rc);
-        return;
-    }
-    if (fill_device(&out, &m)) {
-        reply_rc(c, rid, -ENOMEM);
-        return;
-    }
-    env.body_case = TIDE__V1__ENVELOPE__BODY_DEVICE;
-    env.device = &out;
-    reply(c, rid, &env);
-    device_tags_free(&out);
-}
-
-static void device_register(struct conn *c, const Tide__V1__Envelope *e)
-{
-    const Tide__V1__DeviceRegister *r = e->device_register;
-    uint64_t account = target_account(c, r->account_id), id;
-    char tags[TIDE_META_TAGS_MAX + 1];
-    struct tide_meta_device_new d;
-    int rc;
-
-    if (!r->device) {
-        reply_rc(c, e->request_id, TIDE_EINVAL);
-        return;
-    }
-    rc = tags_text(r->device->tags, r->device->n_tags, tags, sizeof(tags));
-    d = (struct tide_meta_device_new){.thing_name = r->device->name,
-                                      .mac = r->device->mac,
-                                      .friendly_name = r->device->friendly_name,
-                                      .firmware = r->device->firmware_version,
-                                      .tags = tags};
-    if (rc == 0)
-        rc = tide_meta_device_register(c->srv->meta, &c->who, account, &d, &id);
-    if (rc == 0)
-        tided_device_forget(c->srv, account); /* reloaded on next use */
-    if (rc)
-        reply_rc(c, e->request_id, rc);
-    else
-        device_get_by_id(c, e->request_id, account, id);
-}
-
-static void device_get(struct conn *c, const Tide__V1__Envelope *e)
-{
-    uint64_t account = target_account(c, e->device_get->account_id), id;
-    int rc = tided_device_resolve(c->srv, account, e->device_get->name, 0, &id);
-
-    if (rc)
-        reply_rc(c, e->request_id, rc);
-    else
-        device_get_by_id(c, e->request_id, account, id);
-}
-
-static void device_list(struct conn *c, const Tide__V1__Envelope *e)
-{
-    const Tide__V1__DeviceList *r = e->device_list;
-    uint64_t account = target_account(c, r->account_id);
-    uint64_t after = r->page_token;
-    size_t limit = page_limit(r->limit), scanned = 0, n = 0;
-    struct tide_meta_device *m = tide_malloc(LIST_PAGE_MAX * sizeof(*m));
-    struct tide_meta_device *sel = tide_malloc(limit * sizeof(*sel));
-    Tide__V1__Device *v = tide_calloc(limit, sizeof(*v));
-    Tide__V1__Device **pv = tide_calloc(limit, sizeof(*pv));
-    Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
-    Tide__V1__DeviceListOk ok = TIDE__V1__DEVICE_LIST_OK__INIT;
-    int more = 1, rc = m && v && pv && sel ? 0 : -ENOMEM;
-
-    /* Rows in id order until the page is full, the table ends or the scan
-     * budget is spent; `after` is the last row looked at. Without a
-     * selector every row is taken, so no more are read than fit. */
-    while (rc == 0 && more && n < limit && scanned < LIST_SCAN_MAX) {
-        size_t want = r->selector ? LIST_PAGE_MAX : limit - n, got = 0, i;
-
-        rc = tide_meta_device_list(c->srv->meta, &c->who, account, after, m,
-                                   want, &got);
-        for (i = 0; rc == 0 && i < got && n < limit; i++) {
-            after = m[i].id;
-            scanned++;
-            if (tided_device_selected(r->selector, &m[i]))
-                sel[n++] = m[i];
-        }
-        more = got == want || i < got;
-    }
-    if (rc) {
-        reply_rc(c, e->request_id, rc);
-    } else {
-        for (size_t i = 0; rc == 0 && i < n; i++) {
-            tide__v1__device__init(&v[i]);
-            rc = fill_device(&v[i], &sel[i]);
-            pv[i] = &v[i];
-        }
-        ok.devices = pv;
-        ok.n_devices = n;
-        ok.next_page_token = more ? after : 0;
-        env.body_case = TIDE__V1__ENVELOPE__BODY_DEVICE_LIST_OK;
-        env.device_list_ok = &ok;
-        if (rc)
-            reply_rc(c, e->request_id, rc);
-        else
-            reply(c, e->request_id, &env);
-    }
-    for (size_t i = 0; v && i < n; i++)
-        device_tags_free(&v[i]);
-    tide_free(m);
-    tide_free(v);
-    tide_free(pv);
-    tide_free(sel);
-}
-
-static void device_delete(struct conn *c, const Tide__V1__Envelope *e)
-{
-    uint64_t account = target_account(c, e->device_delete->account_id), id;
-    int rc =
-        tided_device_resolve(c->srv, account, e->device_delete->name, 0, &id);
-
-    if (rc == 0)
-        rc = tide_meta_device_delete(c->srv->meta, &c->who, account, id);
-    if (rc == 0)
-        tided_device_forget(c->srv, account);
-    reply_rc(c, e->request_id, rc);
-}
-
-static void device_pause(struct conn *c, const Tide__V1__Envelope *e)
-{
-    const Tide__V1__DevicePause *r = e->device_pause;
-    uint64_t account = target_account(c, r->account_id), id;
-    int rc = tided_device_resolve(c->srv, account, r->name, 0, &id);
-
-    if (rc == 0)
-        rc = tide_meta_device_pause(c->srv->meta, &c->who, account, id,
-                                    r->paused);
-    if (rc == 0)
-        tided_device_forget(c->srv, account);
-    reply_rc(c, e->request_id, rc);
-}
-
 static void usage_get(struct conn *c, const Tide__V1__Envelope *e)
 {
     const Tide__V1__UsageGet *r = e->usage_get;
-    uint64_t account = target_account(c, r->account_id);
+    uint64_t account = admin_target_account(c, r->account_id);
     struct tide_meta_usage *u = tide_malloc(400 * sizeof(*u));
     Tide__V1__UsageDay *v = tide_calloc(400, sizeof(*v));
     Tide__V1__UsageDay **pv = tide_calloc(400, sizeof(*pv));
@@ -530,7 +293,7 @@ static void usage_get(struct conn *c, const Tide__V1__Envelope *e)
         rc = tide_meta_usage_read(c->srv->meta, &c->who, account, r->from_day,
                                   r->to_day, u, 400, &n);
     if (rc) {
-        reply_rc(c, e->request_id, rc);
+        admin_reply_rc(c, e->request_id, rc);
     } else {
         for (size_t i = 0; i < n; i++) {
             tide__v1__usage_day__init(&v[i]);
@@ -546,7 +309,7 @@ static void usage_get(struct conn *c, const Tide__V1__Envelope *e)
         ok.n_days = n;
         env.body_case = TIDE__V1__ENVELOPE__BODY_USAGE_OK;
         env.usage_ok = &ok;
-        reply(c, e->request_id, &env);
+        admin_reply(c, e->request_id, &env);
     }
     tide_free(u);
     tide_free(v);
@@ -554,7 +317,7 @@ static void usage_get(struct conn *c, const Tide__V1__Envelope *e)
 }
 
 /* Is `name` among the `set` field names of an update request? */
-static int in_set(char **set, size_t n, const char *name)
+int admin_in_set(char **set, size_t n, const char *name)
 {
     for (size_t i = 0; i < n; i++)
         if (!strcmp(set[i], name))
@@ -590,7 +353,7 @@ static void account_update(struct conn *c, const Tide__V1__Envelope *e)
     static const char *const known[] = {
         "email",    "first_name",          "surname",        "organization",
         "timezone", "billing_customer_id", "billing_period", "plan_status"};
-    uint64_t account = target_account(c, r->account_id);
+    uint64_t account = admin_target_account(c, r->account_id);
     struct tide_meta_profile pr = {0};
     struct tide_meta_account cur;
     int billing = 0, rc = 0;
@@ -613,13 +376,14 @@ static void account_update(struct conn *c, const Tide__V1__Envelope *e)
                         "set names an unknown field or a bad value", 0);
         return;
     }
-    pr.email = in_set(r->set, r->n_set, "email") ? r->email : NULL;
+    pr.email = admin_in_set(r->set, r->n_set, "email") ? r->email : NULL;
     pr.first_name =
-        in_set(r->set, r->n_set, "first_name") ? r->first_name : NULL;
-    pr.surname = in_set(r->set, r->n_set, "surname") ? r->surname : NULL;
+        admin_in_set(r->set, r->n_set, "first_name") ? r->first_name : NULL;
+    pr.surname = admin_in_set(r->set, r->n_set, "surname") ? r->surname : NULL;
     pr.organization =
-        in_set(r->set, r->n_set, "organization") ? r->organization : NULL;
-    pr.timezone = in_set(r->set, r->n_set, "timezone") ? r->timezone : NULL;
+        admin_in_set(r->set, r->n_set, "organization") ? r->organization : NULL;
+    pr.timezone =
+        admin_in_set(r->set, r->n_set, "timezone") ? r->timezone : NULL;
     if (pr.email || pr.first_name || pr.surname || pr.organization ||
         pr.timezone)
         rc = tide_meta_account_update(c->srv->meta, &c->who, account, &pr);
@@ -628,17 +392,18 @@ static void account_update(struct conn *c, const Tide__V1__Envelope *e)
         if (rc == 0)
             rc = tide_meta_account_set_tier(
                 c->srv->meta, &c->who, account, cur.tier,
-                in_set(r->set, r->n_set, "plan_status")
+                admin_in_set(r->set, r->n_set, "plan_status")
                     ? plan_names[r->plan_status ? r->plan_status : 1]
                     : NULL,
-                in_set(r->set, r->n_set, "billing_customer_id")
+                admin_in_set(r->set, r->n_set, "billing_customer_id")
                     ? r->billing_customer_id
                     : NULL,
-                in_set(r->set, r->n_set, "billing_period") ? r->billing_period
-                                                           : NULL);
+                admin_in_set(r->set, r->n_set, "billing_period")
+                    ? r->billing_period
+                    : NULL);
     }
     if (rc) {
-        reply_rc(c, e->request_id, rc);
+        admin_reply_rc(c, e->request_id, rc);
         return;
     }
     send_account(c, e->request_id, account, 0, NULL);
@@ -656,9 +421,9 @@ static void password_change(struct conn *c, const Tide__V1__Envelope *e)
                         "the current password is wrong", 1);
         return;
     }
-    reply_rc(c, e->request_id,
-             tide_meta_account_set_password(c->srv->meta, &c->who, account,
-                                            r->new_password));
+    admin_reply_rc(c, e->request_id,
+                   tide_meta_account_set_password(c->srv->meta, &c->who,
+                                                  account, r->new_password));
 }
 
 /* Delete an account: purged after the configured grace period, or at
@@ -667,7 +432,7 @@ static void password_change(struct conn *c, const Tide__V1__Envelope *e)
 static void account_delete(struct conn *c, const Tide__V1__Envelope *e)
 {
     const Tide__V1__AccountDelete *r = e->account_delete;
-    uint64_t account = target_account(c, r->account_id);
+    uint64_t account = admin_target_account(c, r->account_id);
     Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
     Tide__V1__AccountDeleteOk ok = TIDE__V1__ACCOUNT_DELETE_OK__INIT;
     int64_t now = tided_now_ns();
@@ -686,7 +451,7 @@ static void account_delete(struct conn *c, const Tide__V1__Envelope *e)
         rc = tide_meta_account_purge(c->srv->meta, &tided_system_principal,
                                      account);
     if (rc) {
-        reply_rc(c, e->request_id, rc);
+        admin_reply_rc(c, e->request_id, rc);
         return;
     }
     tided_device_forget(c->srv, account);
@@ -695,42 +460,7 @@ static void account_delete(struct conn *c, const Tide__V1__Envelope *e)
                      : now + (int64_t)c->srv->cfg.delete_grace_s * 1000000000;
     env.body_case = TIDE__V1__ENVELOPE__BODY_ACCOUNT_DELETE_OK;
     env.account_delete_ok = &ok;
-    reply(c, e->request_id, &env);
-}
-
-static void device_update(struct conn *c, const Tide__V1__Envelope *e)
-{
-    const Tide__V1__DeviceUpdate *r = e->device_update;
-    uint64_t account = target_account(c, r->account_id), id;
-    char tags[TIDE_META_TAGS_MAX + 1];
-    struct tide_meta_device_new d = {0};
-    int rc = r->device ? 0 : TIDE_EINVAL;
-
-    for (size_t i = 0; i < r->n_set && rc == 0; i++)
-        if (strcmp(r->set[i], "mac") && strcmp(r->set[i], "friendly_name") &&
-            strcmp(r->set[i], "firmware_version") && strcmp(r->set[i], "tags"))
-            rc = TIDE_EINVAL;
-    if (rc == 0 && in_set(r->set, r->n_set, "tags")) {
-        rc = tags_text(r->device->tags, r->device->n_tags, tags, sizeof(tags));
-        d.tags = tags;
-    }
-    if (rc == 0) {
-        d.mac = in_set(r->set, r->n_set, "mac") ? r->device->mac : NULL;
-        d.friendly_name = in_set(r->set, r->n_set, "friendly_name")
-                              ? r->device->friendly_name
-                              : NULL;
-        d.firmware = in_set(r->set, r->n_set, "firmware_version")
-                         ? r->device->firmware_version
-                         : NULL;
-        rc = tided_device_resolve(c->srv, account, r->name, 0, &id);
-    }
-    if (rc == 0)
-        rc = tide_meta_device_update(c->srv->meta, &c->who, account, id, &d);
-    if (rc) {
-        reply_rc(c, e->request_id, rc);
-        return;
-    }
-    device_get_by_id(c, e->request_id, account, id);
+    admin_reply(c, e->request_id, &env);
 }
 
 static Tide__V1__AuthOutcome auth_outcome(const struct tide_meta_auth_event *a)
@@ -751,7 +481,7 @@ static Tide__V1__AuthOutcome auth_outcome(const struct tide_meta_auth_event *a)
 static void auth_log_get(struct conn *c, const Tide__V1__Envelope *e)
 {
     const Tide__V1__AuthLogGet *r = e->auth_log_get;
-    uint64_t account = target_account(c, r->account_id), before = 0;
+    uint64_t account = admin_target_account(c, r->account_id), before = 0;
     size_t limit = r->limit && r->limit < LIST_MAX ? r->limit : LIST_MAX;
     struct tide_meta_auth_event *ev = tide_malloc(LIST_MAX * sizeof(*ev));
     Tide__V1__AuthEvent *v = tide_calloc(LIST_MAX, sizeof(*v));
@@ -784,13 +514,13 @@ static void auth_log_get(struct conn *c, const Tide__V1__Envelope *e)
             break;
     }
     if (rc) {
-        reply_rc(c, e->request_id, rc);
+        admin_reply_rc(c, e->request_id, rc);
     } else {
         ok.events = pv;
         ok.n_events = n;
         env.body_case = TIDE__V1__ENVELOPE__BODY_AUTH_LOG_OK;
         env.auth_log_ok = &ok;
-        reply(c, e->request_id, &env);
+        admin_reply(c, e->request_id, &env);
     }
     for (size_t i = 0; i < n; i++)
         tide_free(v[i].ip);
@@ -821,7 +551,7 @@ notify_kind(const struct tide_meta_notification *x)
 static void notification_list(struct conn *c, const Tide__V1__Envelope *e)
 {
     const Tide__V1__NotificationList *r = e->notification_list;
-    uint64_t account = target_account(c, r->account_id);
+    uint64_t account = admin_target_account(c, r->account_id);
     size_t limit = r->limit && r->limit < LIST_MAX ? r->limit : LIST_MAX;
     struct tide_meta_notification *x = tide_malloc(LIST_MAX * sizeof(*x));
     Tide__V1__Notification *v = tide_calloc(LIST_MAX, sizeof(*v));
@@ -847,13 +577,13 @@ static void notification_list(struct conn *c, const Tide__V1__Envelope *e)
         n++;
     }
     if (rc) {
-        reply_rc(c, e->request_id, rc);
+        admin_reply_rc(c, e->request_id, rc);
     } else {
         ok.notifications = pv;
         ok.n_notifications = n;
         env.body_case = TIDE__V1__ENVELOPE__BODY_NOTIFICATION_LIST_OK;
         env.notification_list_ok = &ok;
-        reply(c, e->request_id, &env);
+        admin_reply(c, e->request_id, &env);
     }
     tide_free(x);
     tide_free(v);
@@ -868,7 +598,7 @@ static void notification_mark_read(struct conn *c, const Tide__V1__Envelope *e)
     for (size_t i = 0; i < r->n_ids && rc == 0; i++)
         rc = tide_meta_notify_mark_read(c->srv->meta, &c->who,
                                         c->who.account_id, r->ids[i]);
-    reply_rc(c, e->request_id, rc);
+    admin_reply_rc(c, e->request_id, rc);
 }
 
 static void notification_prefs(struct conn *c, const Tide__V1__Envelope *e)
@@ -876,13 +606,13 @@ static void notification_prefs(struct conn *c, const Tide__V1__Envelope *e)
     const Tide__V1__NotificationPrefs *p = e->notification_prefs_set->prefs;
 
     if (!p) {
-        reply_rc(c, e->request_id, TIDE_EINVAL);
+        admin_reply_rc(c, e->request_id, TIDE_EINVAL);
         return;
     }
-    reply_rc(c, e->request_id,
-             tide_meta_notify_prefs(c->srv->meta, &c->who, c->who.account_id,
-                                    p->device_alerts, p->usage_warnings,
-                                    p->product_news));
+    admin_reply_rc(c, e->request_id,
+                   tide_meta_notify_prefs(c->srv->meta, &c->who,
+                                          c->who.account_id, p->device_alerts,
+                                          p->usage_warnings, p->product_news));
 }
 
 /* Create or change a tier by name (TierUpsert, operator only). */
@@ -894,7 +624,7 @@ static void tier_upsert(struct conn *c, const Tide__V1__Envelope *e)
 
     if (!t || !t->name[0] || strlen(t->name) > TIDE_META_TIER_NAME_MAX ||
         t->telemetry_ttl_s <= 0) {
-        reply_rc(c, e->request_id, TIDE_EINVAL);
+        admin_reply_rc(c, e->request_id, TIDE_EINVAL);
         return;
     }
     id = tier_id_by_name(c->srv->meta, t->name, &free_id);
@@ -906,9 +636,9 @@ static void tier_upsert(struct conn *c, const Tide__V1__Envelope *e)
     row.daily_points_max = t->daily_points;
     row.devices_max = t->max_devices;
     row.series_max = t->max_series;
-    reply_rc(c, e->request_id,
-             row.id ? tide_meta_tier_set(c->srv->meta, &c->who, &row)
-                    : TIDE_EFULL);
+    admin_reply_rc(c, e->request_id,
+                   row.id ? tide_meta_tier_set(c->srv->meta, &c->who, &row)
+                          : TIDE_EFULL);
 }
 
 /* Move an account to the tier named in TierSet (operator only). */
@@ -916,12 +646,12 @@ static void tier_set(struct conn *c, const Tide__V1__Envelope *e)
 {
     uint16_t id = tier_id_by_name(c->srv->meta, e->tier_set->tier, NULL);
 
-    reply_rc(c, e->request_id,
-             id ? tide_meta_account_set_tier(
-                      c->srv->meta, &c->who,
-                      target_account(c, e->tier_set->account_id), id, NULL,
-                      NULL, NULL)
-                : TIDE_ENOTFOUND);
+    admin_reply_rc(c, e->request_id,
+                   id ? tide_meta_account_set_tier(
+                            c->srv->meta, &c->who,
+                            admin_target_account(c, e->tier_set->account_id),
+                            id, NULL, NULL, NULL)
+                      : TIDE_ENOTFOUND);
 }
 
 static void tier_list(struct conn *c, const Tide__V1__Envelope *e)
@@ -950,7 +680,7 @@ static void tier_list(struct conn *c, const Tide__V1__Envelope *e)
     ok.n_tiers = n;
     env.body_case = TIDE__V1__ENVELOPE__BODY_TIER_LIST_OK;
     env.tier_list_ok = &ok;
-    reply(c, e->request_id, &env);
+    admin_reply(c, e->request_id, &env);
 }
 
 static void server_status(struct conn *c, const Tide__V1__Envelope *e)
@@ -987,7 +717,7 @@ static void server_status(struct conn *c, const Tide__V1__Envelope *e)
     ok.n_stats = 8;
     env.body_case = TIDE__V1__ENVELOPE__BODY_SERVER_STATUS_OK;
     env.server_status_ok = &ok;
-    reply(c, e->request_id, &env);
+    admin_reply(c, e->request_id, &env);
 }
 
 int handle_admin(struct conn *c, const Tide__V1__Envelope *e)
@@ -1000,19 +730,21 @@ int handle_admin(struct conn *c, const Tide__V1__Envelope *e)
         account_create(c, e);
         return 1;
     case TIDE__V1__ENVELOPE__BODY_VERIFY_EMAIL:
-        reply_rc(c, rid,
-                 tide_meta_account_verify_email(m, e->verify_email->token));
+        admin_reply_rc(
+            c, rid, tide_meta_account_verify_email(m, e->verify_email->token));
         return 1;
     case TIDE__V1__ENVELOPE__BODY_ACCOUNT_GET:
-        send_account(c, rid, target_account(c, e->account_get->account_id), 0,
+        send_account(c, rid,
+                     admin_target_account(c, e->account_get->account_id), 0,
                      NULL);
         return 1;
     case TIDE__V1__ENVELOPE__BODY_ACCOUNT_PAUSE:
-        reply_rc(c, rid,
-                 tide_meta_account_pause(
-                     m, &c->who,
-                     target_account(c, e->account_pause->account_id),
-                     e->account_pause->paused));
+        admin_reply_rc(
+            c, rid,
+            tide_meta_account_pause(
+                m, &c->who,
+                admin_target_account(c, e->account_pause->account_id),
+                e->account_pause->paused));
         return 1;
     case TIDE__V1__ENVELOPE__BODY_ACCOUNT_UPDATE:
         account_update(c, e);
@@ -1025,7 +757,7 @@ int handle_admin(struct conn *c, const Tide__V1__Envelope *e)
         return 1;
     case TIDE__V1__ENVELOPE__BODY_ACCOUNT_RESTORE:
         if (c->who.role != TIDE_META_ROLE_ADMIN) {
-            reply_rc(c, rid, TIDE_EPERM);
+            admin_reply_rc(c, rid, TIDE_EPERM);
             return 1;
         }
         {
@@ -1034,11 +766,11 @@ int handle_admin(struct conn *c, const Tide__V1__Envelope *e)
 
             if (rc == 0)
                 tided_device_forget(c->srv, e->account_restore->account_id);
-            reply_rc(c, rid, rc);
+            admin_reply_rc(c, rid, rc);
         }
         return 1;
     case TIDE__V1__ENVELOPE__BODY_DEVICE_UPDATE:
-        device_update(c, e);
+        admin_device_update(c, e);
         return 1;
     case TIDE__V1__ENVELOPE__BODY_AUTH_LOG_GET:
         auth_log_get(c, e);
@@ -1059,25 +791,26 @@ int handle_admin(struct conn *c, const Tide__V1__Envelope *e)
         key_list(c, e);
         return 1;
     case TIDE__V1__ENVELOPE__BODY_KEY_REVOKE:
-        reply_rc(c, rid,
-                 tide_meta_key_revoke(
-                     m, &c->who, target_account(c, e->key_revoke->account_id),
-                     e->key_revoke->key_id));
+        admin_reply_rc(c, rid,
+                       tide_meta_key_revoke(
+                           m, &c->who,
+                           admin_target_account(c, e->key_revoke->account_id),
+                           e->key_revoke->key_id));
         return 1;
     case TIDE__V1__ENVELOPE__BODY_DEVICE_REGISTER:
-        device_register(c, e);
+        admin_device_register(c, e);
         return 1;
     case TIDE__V1__ENVELOPE__BODY_DEVICE_GET:
-        device_get(c, e);
+        admin_device_get(c, e);
         return 1;
     case TIDE__V1__ENVELOPE__BODY_DEVICE_LIST:
-        device_list(c, e);
+        admin_device_list(c, e);
         return 1;
     case TIDE__V1__ENVELOPE__BODY_DEVICE_DELETE:
-        device_delete(c, e);
+        admin_device_delete(c, e);
         return 1;
     case TIDE__V1__ENVELOPE__BODY_DEVICE_PAUSE:
-        device_pause(c, e);
+        admin_device_pause(c, e);
         return 1;
     case TIDE__V1__ENVELOPE__BODY_USAGE_GET:
         usage_get(c, e);
