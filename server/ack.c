@@ -68,6 +68,16 @@ static Tide__V1__Error *error_new(Tide__V1__ErrorCode code, const char *msg,
 
 /* Replace the WriteAck of `w` by Error{code, msg}. Without memory the
  * reply is dropped, and conn_flush_writes() answers INTERNAL instead. */
+void ack_enqueue(struct conn *c, struct pending_write *w)
+{
+    if (c->writes_tail)
+        c->writes_tail->next = w;
+    else
+        c->writes_head = w;
+    c->writes_tail = w;
+    c->inflight++;
+}
+
 void ack_to_error(struct pending_write *w, Tide__V1__ErrorCode code,
                   const char *msg)
 {
@@ -198,11 +208,6 @@ void ack_refuse(struct conn *c, uint64_t rid, Tide__V1__ErrorCode code,
     w->request_id = rid;
     w->reply = env;
     w->done = 1;
-    if (c->writes_tail)
-        c->writes_tail->next = w;
-    else
-        c->writes_head = w;
-    c->writes_tail = w;
-    c->inflight++;
+    ack_enqueue(c, w);
     conn_flush_writes(c);
 }

@@ -395,16 +395,23 @@ struct query_state *query_new(struct conn *c, uint64_t rid, uint64_t account)
     return q;
 }
 
+uint64_t *query_series_ids(const struct query_state *q)
+{
+    uint64_t *ids = tide_malloc((q->n_series ? q->n_series : 1) * sizeof(*ids));
+
+    for (uint32_t i = 0; ids && i < q->n_series; i++)
+        ids[i] = q->series[i].id;
+    return ids;
+}
+
 /* Open the engine iterator over the selected series and [from, to). */
 int query_open_iterator(struct query_state *q)
 {
-    uint64_t *ids = tide_malloc((q->n_series ? q->n_series : 1) * sizeof(*ids));
+    uint64_t *ids = query_series_ids(q);
     int rc;
 
     if (!ids)
         return -ENOMEM;
-    for (uint32_t i = 0; i < q->n_series; i++)
-        ids[i] = q->series[i].id;
     rc = tide_db_read_open(q->srv->db, ids, q->n_series, q->from_ns, q->to_ns,
                            &q->it);
     tide_free(ids);

@@ -95,6 +95,9 @@ int query_select(struct server *s, struct query_state *q, uint64_t account,
                  const Tide__V1__Query *qp);
 /* Open the engine iterator over the selected series and [from, to). */
 int query_open_iterator(struct query_state *q);
+/* The engine ids of q's series, in order (tide_malloc'd; NULL without
+ * memory). */
+uint64_t *query_series_ids(const struct query_state *q);
 /* Hand `q` to the query threads; the connection keeps it in flight. */
 void query_start(struct query_state *q);
 /* Query thread: encode `env` and queue it for the connection, waiting

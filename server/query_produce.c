@@ -578,13 +578,11 @@ static int produce_agg(struct query_state *q)
 static int produce_latest(struct query_state *q)
 {
     struct tide_point *pts = NULL;
-    uint64_t *ids = tide_malloc((q->n_series ? q->n_series : 1) * sizeof(*ids));
+    uint64_t *ids = query_series_ids(q);
     int rc;
 
     if (!ids)
         return -ENOMEM;
-    for (uint32_t i = 0; i < q->n_series; i++)
-        ids[i] = q->series[i].id;
     rc = tide_db_latest(q->srv->db, ids, q->n_series, &pts);
     tide_free(ids);
     for (uint32_t i = 0; rc == 0 && i < q->n_series; i++) {

@@ -381,6 +381,9 @@ void ack_refuse(struct conn *c, uint64_t rid, Tide__V1__ErrorCode code,
 /* The engine's completion callback for a pending_write (`ctx`); any
  * thread. Queues it for tided_writes_drain(). */
 void ack_on_durable(void *ctx, int rc);
+/* Append `w` to c's write FIFO: its reply leaves after every earlier one
+ * (invariant 1). */
+void ack_enqueue(struct conn *c, struct pending_write *w);
 /* Replace the WriteAck of `w` by Error{code, msg}. Without memory the
  * reply is dropped, and conn_flush_writes() answers INTERNAL instead. */
 void ack_to_error(struct pending_write *w, Tide__V1__ErrorCode code,

@@ -681,12 +681,7 @@ static int write_ack(struct write_req *r)
     w->accepted = r->accepted;
     w->account_id = c->who.account_id;
     atomic_fetch_add(&r->s->metrics.points_rejected, r->total - r->accepted);
-    if (c->writes_tail)
-        c->writes_tail->next = w;
-    else
-        c->writes_head = w;
-    c->writes_tail = w;
-    c->inflight++;
+    ack_enqueue(c, w);
     r->w = w;
     return 0;
 }
