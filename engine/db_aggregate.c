@@ -37,17 +37,6 @@ static int64_t bucket_of(const struct agg_ctx *a, int64_t ts)
                         : 0;
 }
 
-static double value_double(uint8_t type, uint64_t v)
-{
-    double d;
-
-    if (type == TIDE_TYPE_F64) {
-        memcpy(&d, &v, sizeof(d));
-        return d;
-    }
-    return type == TIDE_TYPE_I64 ? (double)(int64_t)v : (double)v;
-}
-
 /* May `e`, which no other chunk overlaps, be answered from its header?
  * Only when it lies inside [from, to) and one bucket, and the heads have
  * no points in its time span (else duplicates across sources could be
@@ -139,12 +128,13 @@ static int raw_partials(const struct gather *g, const struct agg_ctx *a,
         struct partial q = {.bucket = bk};
 
         q.b.first_ts = tide__gather_ts(g)[i];
-        q.b.first = value_double(g->type, tide__gather_val(g)[i]);
+        q.b.first = tide__value_double(g->type, tide__gather_val(g)[i]);
         q.b.min = q.b.max = q.b.first;
         for (; i < g->n && bucket_of(a, tide__gather_ts(g)[i]) == bk; i++) {
-            double d = g->type == TIDE_TYPE_STR
-                           ? 0
-                           : value_double(g->type, tide__gather_val(g)[i]);
+            double d =
+                g->type == TIDE_TYPE_STR
+                    ? 0
+                    : tide__value_double(g->type, tide__gather_val(g)[i]);
 
             q.b.count++;
             q.b.sum += d;
@@ -233,8 +223,8 @@ static int emit_headers(struct agg_ctx *a, const struct chunk_ref *refs,
                                 .sum = e->sum,
                                 .min = e->min,
                                 .max = e->max,
-                                .first = value_double(e->type, e->first),
-                                .last = value_double(e->type, e->last),
+                                .first = tide__value_double(e->type, e->first),
+                                .last = tide__value_double(e->type, e->last),
                                 .first_ts = e->min_ts,
                                 .last_ts = e->max_ts};
         struct tide_bucket *b;
@@ -355,14 +345,15 @@ static int aggregate_plan(struct tide_db *db, const struct seglist *sl,
             continue;
         }
         q.bucket = bucket_of(a, e->min_ts);
-        q.b = (struct tide_bucket){.count = e->count,
-                                   .sum = e->sum,
-                                   .min = e->min,
-                                   .max = e->max,
-                                   .first = value_double(e->type, e->first),
-                                   .last = value_double(e->type, e->last),
-                                   .first_ts = e->min_ts,
-                                   .last_ts = e->max_ts};
+        q.b =
+            (struct tide_bucket){.count = e->count,
+                                 .sum = e->sum,
+                                 .min = e->min,
+                                 .max = e->max,
+                                 .first = tide__value_double(e->type, e->first),
+                                 .last = tide__value_double(e->type, e->last),
+                                 .first_ts = e->min_ts,
+                                 .last_ts = e->max_ts};
         rc = tide__buf_append(&g->parts, &q, sizeof(q));
         if (rc)
             return rc;

@@ -213,17 +213,6 @@ fail:
     return rc;
 }
 
-static double as_double(uint8_t type, uint64_t v)
-{
-    double d;
-
-    if (type == TIDE_TYPE_F64) {
-        memcpy(&d, &v, sizeof(d));
-        return d;
-    }
-    return type == TIDE_TYPE_I64 ? (double)(int64_t)v : (double)v;
-}
-
 /* Statistics of a chunk's values into `e`. NaN values are skipped for
  * min/max (they compare false) but poison the sum, as in SQL. */
 static void chunk_stats(struct chunk_ent *e, const uint64_t *vals)
@@ -234,9 +223,9 @@ static void chunk_stats(struct chunk_ent *e, const uint64_t *vals)
         return;
     e->first = vals[0];
     e->last = vals[e->count - 1];
-    e->min = e->max = as_double(e->type, vals[0]);
+    e->min = e->max = tide__value_double(e->type, vals[0]);
     for (uint32_t i = 0; i < e->count; i++) {
-        double d = as_double(e->type, vals[i]);
+        double d = tide__value_double(e->type, vals[i]);
 
         if (d < e->min || e->min != e->min)
             e->min = d;
