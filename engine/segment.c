@@ -642,20 +642,7 @@ void tide__seg_close(struct seg *seg)
 void tide__seg_find(const struct seg *seg, uint64_t series_id, uint32_t *lo,
                     uint32_t *hi)
 {
-    uint32_t a = 0, b = seg->n_chunks;
-
-    while (a < b) {
-        uint32_t m = a + (b - a) / 2;
-
-        if (seg->chunks[m].series_id < series_id)
-            a = m + 1;
-        else
-            b = m;
-    }
-    *lo = a;
-    while (a < seg->n_chunks && seg->chunks[a].series_id == series_id)
-        a++;
-    *hi = a;
+    tide__seg_search(seg, series_id, 0, seg->n_chunks, lo, hi);
 }
 
 int tide__chunk_decode_range(const struct chunk_ent *e, const uint8_t *payload,
