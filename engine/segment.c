@@ -645,6 +645,16 @@ void tide__seg_find(const struct seg *seg, uint64_t series_id, uint32_t *lo,
     tide__seg_search(seg, series_id, 0, seg->n_chunks, lo, hi);
 }
 
+/* Verify a chunk's checksum over its whole payload, then decode its
+ * timestamps into ts[0..count). */
+static int chunk_decode_ts(const struct chunk_ent *e, const uint8_t *payload,
+                           size_t len, int64_t *ts)
+{
+    if (len != e->stored_bytes || XXH3_64bits(payload, len) != e->hash)
+        return TIDE_ECORRUPT;
+    return tide__col_decode_ts(payload, e->ts_bytes, e->count, ts);
+}
+
 int tide__chunk_decode_range(const struct chunk_ent *e, const uint8_t *payload,
                              size_t len, int64_t from, int64_t to, int64_t *ts,
                              uint64_t *vals, uint32_t *lo, uint32_t *hi)
@@ -657,9 +667,7 @@ int tide__chunk_decode_range(const struct chunk_ent *e, const uint8_t *payload,
         *hi = rc ? 0 : tide__ts_lower_bound(ts, e->count, to);
         return rc;
     }
-    if (len != e->stored_bytes || XXH3_64bits(payload, len) != e->hash)
-        return TIDE_ECORRUPT;
-    rc = tide__col_decode_ts(payload, e->ts_bytes, e->count, ts);
+    rc = chunk_decode_ts(e, payload, len, ts);
     if (rc)
         return rc;
     *lo = e->min_ts >= from ? 0 : tide__ts_lower_bound(ts, e->count, from);
@@ -679,9 +687,7 @@ int tide__chunk_decode(const struct chunk_ent *e, const uint8_t *payload,
     size_t vlen = len - e->ts_bytes;
     int rc;
 
-    if (len != e->stored_bytes || XXH3_64bits(payload, len) != e->hash)
-        return TIDE_ECORRUPT;
-    rc = tide__col_decode_ts(payload, e->ts_bytes, e->count, ts);
+    rc = chunk_decode_ts(e, payload, len, ts);
     if (rc)
         return rc;
     switch (e->type) {
