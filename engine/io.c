@@ -13,8 +13,10 @@
  *      so that no loop can spin.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "io_int.h"
@@ -306,4 +308,17 @@ int tide__io_run(struct tide_io *io, struct tide_io_req *reqs, unsigned n)
             return -EIO;
     }
     return 0;
+}
+
+int tide__io_fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = 0;
+
+    if (fd < 0)
+        return -errno;
+    if (fsync(fd) != 0)
+        rc = -errno;
+    close(fd);
+    return rc;
 }

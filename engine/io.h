@@ -72,6 +72,11 @@ const char *tide__io_backend_name(const struct tide_io *io);
  */
 int tide__io_run(struct tide_io *io, struct tide_io_req *reqs, unsigned n);
 
+/* fsync the directory `dir`, so that the files created or renamed in it
+ * stay after a crash. A plain synchronous call: no request of the layer
+ * does it. Returns 0 or -errno. */
+int tide__io_fsync_dir(const char *dir);
+
 /*
  * Tests: make the `nth` next request of type `op` (counted from 1 across
  * all contexts of this process) fail with `-err` (e.g. ENOSPC, EIO), or,

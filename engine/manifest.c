@@ -170,17 +170,9 @@ static int man_rename(const char *from, const char *to)
 
 static int man_fsync_dir(const char *dir)
 {
-    int rc = inject_check(TIDE_MANIFEST_DIRSYNC), fd;
+    int rc = inject_check(TIDE_MANIFEST_DIRSYNC);
 
-    if (rc)
-        return rc;
-    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    if (fsync(fd) != 0)
-        rc = -errno;
-    close(fd);
-    return rc;
+    return rc ? rc : tide__io_fsync_dir(dir);
 }
 
 int tide__manifest_store(const char *dir, struct manifest *m,

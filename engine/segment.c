@@ -452,7 +452,7 @@ void tide__segw_abort(struct seg_writer *w)
 int tide__segw_finish(struct seg_writer *w, char **path_out)
 {
     struct tide_io_req req = {.op = TIDE_IO_FDATASYNC, .fd = w->fd};
-    int rc, dfd;
+    int rc;
 
     rc = write_footer(w);
     if (rc == 0)
@@ -464,11 +464,7 @@ int tide__segw_finish(struct seg_writer *w, char **path_out)
         return rc;
     }
     /* The rename is durable only once the directory is synced. */
-    dfd = open(w->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0 || fsync(dfd) != 0)
-        rc = -errno;
-    if (dfd >= 0)
-        close(dfd);
+    rc = tide__io_fsync_dir(w->dir);
     if (rc == 0) {
         *path_out = tide_strdup(w->path);
         if (!*path_out)
