@@ -18,23 +18,7 @@
 #include "testutil.h"
 #include "wal.h"
 
-static char dir[1024];
-static struct tide_io *io;
-
-static void setup(void)
-{
-    snprintf(dir, sizeof(dir), "%s", test_tmpdir());
-    io = NULL; /* each test opens it on its backend */
-}
-
-static void teardown(void)
-{
-    tide__io_close(io);
-    io = NULL;
-    test_rmrf(dir);
-}
-
-TestSuite(wal, .init = setup, .fini = teardown, .timeout = 60);
+TEST_IO_SUITE(wal, 60);
 
 struct seen {
     unsigned n;
