@@ -150,15 +150,18 @@ $(GEN)/tide.pb-c.c $(GEN)/tide.pb-c.h &: proto/tide.proto
 	@echo "  PROTOC  $<"
 	$(Q)protoc-c --proto_path=proto --c_out=$(GEN) $<
 
-$(BUILD)/gen/%.o: $(GEN)/%.c $(FLAGS_STAMP)
+# Every object's recipe; the PIC objects add their flags to CFLAGS_ALL.
+define compile
 	@mkdir -p $(@D)
 	@echo "  CC      $@"
 	$(Q)$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+endef
+
+$(BUILD)/gen/%.o: $(GEN)/%.c $(FLAGS_STAMP)
+	$(compile)
 
 $(BUILD)/%.o: %.c $(FLAGS_STAMP) | $(GEN)/tide.pb-c.h
-	@mkdir -p $(@D)
-	@echo "  CC      $@"
-	$(Q)$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+	$(compile)
 
 # Per-room include paths (see INCLUDES above).
 $(BUILD)/common/%.o $(BUILD)/pic/common/%.o: INCLUDES = $(COMMON_INC)
@@ -216,15 +219,13 @@ CLIENT_CFLAGS := -fvisibility=hidden
 
 $(CLIENT_OBJS) $(CLI_OBJS): CFLAGS_ALL += $(CLIENT_CFLAGS)
 
+$(BUILD)/pic/%.o: CFLAGS_ALL += $(CLIENT_CFLAGS) -fPIC
+
 $(BUILD)/pic/gen/%.o: $(GEN)/%.c $(FLAGS_STAMP)
-	@mkdir -p $(@D)
-	@echo "  CC      $@"
-	$(Q)$(CC) $(CFLAGS_ALL) $(CLIENT_CFLAGS) -fPIC -MMD -MP -c $< -o $@
+	$(compile)
 
 $(BUILD)/pic/%.o: %.c $(FLAGS_STAMP) | $(GEN)/tide.pb-c.h
-	@mkdir -p $(@D)
-	@echo "  CC      $@"
-	$(Q)$(CC) $(CFLAGS_ALL) $(CLIENT_CFLAGS) -fPIC -MMD -MP -c $< -o $@
+	$(compile)
 
 $(LIBTIDE_A): $(CLIENT_OBJS) $(PROTO_OBJS) $(COMMON_OBJS)
 	@echo "  AR      $@"
