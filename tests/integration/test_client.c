@@ -14,7 +14,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "testutil.h"
 #include "tide/client.h"
 #include "tided.h"
 
@@ -28,14 +27,13 @@ static void setup(void)
 
     clock_gettime(CLOCK_REALTIME, &now);
     T0 = ((int64_t)now.tv_sec - 3600) * 1000000000;
-    snprintf(dir, sizeof(dir), "%s", test_tmpdir());
-    cr_assert_eq(tided_start(&srv, dir, NULL), 0, "tided did not start");
+    cr_assert_eq(tided_start_fresh(&srv, dir, sizeof(dir), NULL), 0,
+                 "tided did not start");
 }
 
 static void teardown(void)
 {
-    tided_kill(&srv);
-    test_rmrf(dir);
+    tided_kill_fresh(&srv, dir);
 }
 
 TestSuite(client, .init = setup, .fini = teardown, .timeout = 120);
