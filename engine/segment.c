@@ -72,7 +72,6 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #define XXH_INLINE_ALL
@@ -476,25 +475,6 @@ int tide__segw_finish(struct seg_writer *w, char **path_out)
 
 /* ---- Reading ------------------------------------------------------------ */
 
-static int pread_full(int fd, void *buf, size_t len, uint64_t off)
-{
-    size_t got = 0;
-
-    while (got < len) {
-        ssize_t r =
-            pread(fd, (uint8_t *)buf + got, len - got, (off_t)(off + got));
-
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return -errno;
-        if (r == 0)
-            return TIDE_ECORRUPT; /* file shorter than its index says */
-        got += (size_t)r;
-    }
-    return 0;
-}
-
 static void get_entry(const uint8_t *p, struct chunk_ent *e)
 {
     e->series_id = tide__get_le64(p);
@@ -530,25 +510,20 @@ int tide__seg_open(const char *path, struct seg **out)
     uint8_t hdr[TIDE_SEG_HEADER_BYTES], tr[TIDE_SEG_TRAILER_BYTES];
     uint8_t *f = NULL;
     struct seg *seg = NULL;
-    struct stat st;
-    uint64_t footer_off;
+    uint64_t size, footer_off;
     uint32_t footer_len, n_acc, n_chunks;
     int fd, rc;
 
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    if (fstat(fd, &st) != 0) {
-        rc = -errno;
-        goto fail;
-    }
+    rc = tide__io_open_read(path, &fd, &size);
+    if (rc)
+        return rc;
     rc = TIDE_ECORRUPT;
-    if ((uint64_t)st.st_size < TIDE_SEG_HEADER_BYTES + TIDE_SEG_TRAILER_BYTES)
+    if (size < TIDE_SEG_HEADER_BYTES + TIDE_SEG_TRAILER_BYTES)
         goto fail;
-    rc = pread_full(fd, hdr, sizeof(hdr), 0);
+    rc = tide__io_pread_full(fd, hdr, sizeof(hdr), 0);
     if (rc == 0)
-        rc = pread_full(fd, tr, sizeof(tr),
-                        (uint64_t)st.st_size - TIDE_SEG_TRAILER_BYTES);
+        rc = tide__io_pread_full(fd, tr, sizeof(tr),
+                                 size - TIDE_SEG_TRAILER_BYTES);
     if (rc)
         goto fail;
     rc = TIDE_ECORRUPT;
@@ -564,8 +539,8 @@ int tide__seg_open(const char *path, struct seg **out)
     footer_off = tide__get_le64(tr);
     footer_len = tide__get_le32(tr + 8);
     if (footer_len < SEG_FOOTER_FIXED || footer_off < TIDE_SEG_HEADER_BYTES ||
-        footer_off > (uint64_t)st.st_size - TIDE_SEG_TRAILER_BYTES ||
-        footer_len > (uint64_t)st.st_size - TIDE_SEG_TRAILER_BYTES - footer_off)
+        footer_off > size - TIDE_SEG_TRAILER_BYTES ||
+        footer_len > size - TIDE_SEG_TRAILER_BYTES - footer_off)
         goto fail;
     f = tide_malloc(footer_len);
     seg = tide_calloc(1, sizeof(*seg));
@@ -574,7 +549,7 @@ int tide__seg_open(const char *path, struct seg **out)
         goto fail;
     }
     seg->fd = -1;
-    rc = pread_full(fd, f, footer_len, footer_off);
+    rc = tide__io_pread_full(fd, f, footer_len, footer_off);
     if (rc)
         goto fail;
     rc = TIDE_ECORRUPT;
@@ -592,7 +567,7 @@ int tide__seg_open(const char *path, struct seg **out)
     seg->tier = (uint16_t)(f[24] | f[25] << 8);
     seg->shard = (uint16_t)(hdr[20] | hdr[21] << 8);
     seg->id = tide__get_le64(hdr + 24);
-    seg->file_bytes = (uint64_t)st.st_size;
+    seg->file_bytes = size;
     seg->n_accounts = n_acc;
     seg->n_chunks = n_chunks;
     seg->accounts = tide_malloc((size_t)n_acc * 8 + 1);
