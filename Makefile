@@ -150,15 +150,30 @@ $(GEN)/tide.pb-c.c $(GEN)/tide.pb-c.h &: proto/tide.proto
 	@echo "  PROTOC  $<"
 	$(Q)protoc-c --proto_path=proto --c_out=$(GEN) $<
 
-$(BUILD)/gen/%.o: $(GEN)/%.c $(FLAGS_STAMP)
+# Every object's recipe; the PIC objects add their flags to CFLAGS_ALL.
+define compile
 	@mkdir -p $(@D)
 	@echo "  CC      $@"
 	$(Q)$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+endef
+
+define archive
+	@echo "  AR      $@"
+	$(Q)rm -f $@ && ar rcs $@ $^
+endef
+
+# Every program's recipe; the test programs add Criterion to PKG_LIBS.
+define link
+	@mkdir -p $(@D)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
+endef
+
+$(BUILD)/gen/%.o: $(GEN)/%.c $(FLAGS_STAMP)
+	$(compile)
 
 $(BUILD)/%.o: %.c $(FLAGS_STAMP) | $(GEN)/tide.pb-c.h
-	@mkdir -p $(@D)
-	@echo "  CC      $@"
-	$(Q)$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+	$(compile)
 
 # Per-room include paths (see INCLUDES above).
 $(BUILD)/common/%.o $(BUILD)/pic/common/%.o: INCLUDES = $(COMMON_INC)
@@ -175,40 +190,31 @@ $(BUILD)/bench/engine_bench.o: INCLUDES = $(ENGINE_INC)
 $(BUILD)/bench/meta_bench.o: INCLUDES = $(META_INC)
 
 $(LIBCOMMON): $(COMMON_OBJS)
-	@echo "  AR      $@"
-	$(Q)rm -f $@ && ar rcs $@ $^
+	$(archive)
 
 $(LIBPROTO): $(PROTO_OBJS)
-	@echo "  AR      $@"
-	$(Q)rm -f $@ && ar rcs $@ $^
+	$(archive)
 
 $(LIBENGINE): $(ENGINE_OBJS)
-	@echo "  AR      $@"
-	$(Q)rm -f $@ && ar rcs $@ $^
+	$(archive)
 
 $(LIBMETA): $(META_OBJS)
-	@echo "  AR      $@"
-	$(Q)rm -f $@ && ar rcs $@ $^
+	$(archive)
 
 $(EXAMPLES_BIN): $(call obj,proto/examples.c) $(LIBPROTO) $(LIBCOMMON)
-	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
+	$(link)
 
 $(ENGINE_BENCH_BIN): $(call obj,bench/engine_bench.c) $(LIBENGINE) $(LIBCOMMON)
-	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
+	$(link)
 
 $(META_BENCH_BIN): $(call obj,bench/meta_bench.c) $(LIBMETA) $(LIBCOMMON)
-	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
+	$(link)
 
 $(DEMO_BIN): $(call obj,bench/demo.c) $(LIBTIDE_A)
-	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
+	$(link)
 
 $(TIDED_BIN): $(SERVER_OBJS) $(LIBMETA) $(LIBENGINE) $(LIBPROTO) $(LIBCOMMON)
-	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
+	$(link)
 
 # --- client ---
 # libtide exports exactly tide/client.h: hidden by default, version script.
@@ -216,19 +222,16 @@ CLIENT_CFLAGS := -fvisibility=hidden
 
 $(CLIENT_OBJS) $(CLI_OBJS): CFLAGS_ALL += $(CLIENT_CFLAGS)
 
+$(BUILD)/pic/%.o: CFLAGS_ALL += $(CLIENT_CFLAGS) -fPIC
+
 $(BUILD)/pic/gen/%.o: $(GEN)/%.c $(FLAGS_STAMP)
-	@mkdir -p $(@D)
-	@echo "  CC      $@"
-	$(Q)$(CC) $(CFLAGS_ALL) $(CLIENT_CFLAGS) -fPIC -MMD -MP -c $< -o $@
+	$(compile)
 
 $(BUILD)/pic/%.o: %.c $(FLAGS_STAMP) | $(GEN)/tide.pb-c.h
-	@mkdir -p $(@D)
-	@echo "  CC      $@"
-	$(Q)$(CC) $(CFLAGS_ALL) $(CLIENT_CFLAGS) -fPIC -MMD -MP -c $< -o $@
+	$(compile)
 
 $(LIBTIDE_A): $(CLIENT_OBJS) $(PROTO_OBJS) $(COMMON_OBJS)
-	@echo "  AR      $@"
-	$(Q)rm -f $@ && ar rcs $@ $^
+	$(archive)
 
 $(LIBTIDE_SO): $(CLIENT_PIC_OBJS) client/libtide.map
 	@echo "  LD      $@"
@@ -237,8 +240,7 @@ $(LIBTIDE_SO): $(CLIENT_PIC_OBJS) client/libtide.map
 	    $(shell pkg-config --libs libprotobuf-c 2>/dev/null) -o $@
 
 $(TIDE_BIN): $(CLI_OBJS) $(LIBTIDE_A)
-	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
+	$(link)
 # --- end client ---
 
 # --- bench: tide-bench, the benchmark harness (docs/bench.md) ---
@@ -251,8 +253,7 @@ ALL_OBJS += $(BENCH_OBJS) $(call obj,bench/tide_bench.c)
 all: $(TIDE_BENCH_BIN)
 
 $(TIDE_BENCH_BIN): $(call obj,bench/tide_bench.c) $(BENCH_OBJS) $(LIBTIDE_A)
-	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) -o $@
+	$(link)
 
 # The unit tests link the modules they test; the integration test runs the
 # tide-bench binary next to TIDED_BIN.
@@ -268,16 +269,14 @@ bench: deps
 	$(Q)bench/suite.sh $(BUILD)
 # --- end bench ---
 
+$(INT_BIN) $(UNIT_BIN): PKG_LIBS += $(TEST_LIBS)
+
 $(INT_BIN): $(INT_OBJS) $(SUPPORT_OBJS) $(LIBTIDE_A) $(LIBPROTO) $(LIBCOMMON)
-	@mkdir -p $(@D)
-	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) $(TEST_LIBS) -o $@
+	$(link)
 
 $(UNIT_BIN): $(UNIT_OBJS) $(SUPPORT_OBJS) $(LIBMETA) $(LIBENGINE) $(LIBPROTO) \
              $(LIBTIDE_A) $(LIBCOMMON) $(call obj,client/cli/parse.c)
-	@mkdir -p $(@D)
-	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS_ALL) $^ $(PKG_LIBS) $(TEST_LIBS) -o $@
+	$(link)
 
 -include $(ALL_OBJS:.o=.d)
 

@@ -10,7 +10,9 @@
  * the public engine.h.
  */
 #include <errno.h>
+#include <ftw.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -20,8 +22,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <dirent.h>
-#include <limits.h>
 
 #include "tide/engine.h"
 
@@ -165,28 +165,23 @@ static void *ingest_main(void *arg)
     return NULL;
 }
 
-static int rmrf(const char *path)
+static int rm_entry(const char *path, const struct stat *st, int flag,
+                    struct FTW *ftw)
 {
-    struct stat st;
-    DIR *d;
-    struct dirent *e;
+    (void)st;
+    (void)ftw;
+    if (flag == FTW_DP || flag == FTW_DNR)
+        rmdir(path);
+    else
+        unlink(path);
+    return 0; /* remove what can be removed, as rm -rf does */
+}
 
-    if (lstat(path, &st) != 0)
-        return 0;
-    if (!S_ISDIR(st.st_mode))
-        return unlink(path);
-    d = opendir(path);
-    while (d && (e = readdir(d))) {
-        char child[PATH_MAX];
-
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        snprintf(child, sizeof(child), "%s/%s", path, e->d_name);
-        rmrf(child);
-    }
-    if (d)
-        closedir(d);
-    return rmdir(path);
+/* Remove `path` and everything below it, children first; nftw(3) walks
+ * the tree without recursion here and does not follow links. */
+static void rmrf(const char *path)
+{
+    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 static void log_cb(void *ctx, enum tide_log_level level, const char *msg)

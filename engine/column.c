@@ -469,6 +469,10 @@ struct col {
     size_t raw; /* payload bytes */
     const uint8_t *body;
     size_t body_len;
+    /* Set by col_load(): the raw bytes, which are the body itself or, for
+     * an lz4 body, `scratch`: a tide_malloc'd copy decompressed, or NULL. */
+    const uint8_t *payload;
+    uint8_t *scratch;
 };
 
 /* Largest raw_bytes a column of `codec` with n values can have. */
@@ -535,23 +539,26 @@ static int col_inflate(const struct col *c, uint8_t *dst)
     return got >= 0 && (size_t)got == c->raw ? 0 : TIDE_ECORRUPT;
 }
 
-/* The payload of `c`: the body itself, or a tide_malloc'd copy decompressed
- * into *scratch, which the caller frees. */
-static int col_payload(const struct col *c, uint8_t **scratch,
-                       const uint8_t **payload)
+/* Open a column of codec `a` or `b` holding n values, as col_open(), and
+ * set c->payload to its raw bytes. Whatever the result, the caller frees
+ * c->scratch. */
+static int col_load(const uint8_t *in, size_t len, uint32_t n, uint8_t a,
+                    uint8_t b, struct col *c)
 {
     int rc;
 
-    if (!c->lz4) {
-        *payload = c->body;
+    c->scratch = NULL;
+    rc = col_open(in, len, n, a, b, c);
+    if (rc)
+        return rc;
+    c->payload = c->body;
+    if (!c->lz4)
         return 0;
-    }
-    *scratch = tide_malloc(c->raw);
-    if (!*scratch)
+    c->scratch = tide_malloc(c->raw);
+    if (!c->scratch)
         return -ENOMEM;
-    rc = col_inflate(c, *scratch);
-    *payload = *scratch;
-    return rc;
+    c->payload = c->scratch;
+    return col_inflate(c, c->scratch);
 }
 
 /* ---- Timestamps --------------------------------------------------------- */
@@ -651,18 +658,13 @@ static int diffs_parse(const uint8_t *p, size_t len, uint32_t n, uint32_t order,
 static int decode_int64s(const uint8_t *in, size_t len, uint32_t n,
                          uint8_t codec, uint32_t order, int64_t *out)
 {
-    uint8_t *scratch = NULL;
-    const uint8_t *p;
     struct col c;
     int rc;
 
-    rc = col_open(in, len, n, codec, codec, &c);
-    if (rc)
-        return rc;
-    rc = col_payload(&c, &scratch, &p);
+    rc = col_load(in, len, n, codec, codec, &c);
     if (!rc)
-        rc = diffs_parse(p, c.raw, n, order, out);
-    tide_free(scratch);
+        rc = diffs_parse(c.payload, c.raw, n, order, out);
+    tide_free(c.scratch);
     return rc;
 }
 
@@ -978,20 +980,15 @@ int tide__col_decode_f64(const uint8_t *in, size_t len, uint32_t n, double *v)
 int tide__col_decode_f64_range(const uint8_t *in, size_t len, uint32_t n,
                                uint32_t lo, uint32_t hi, double *v)
 {
-    uint8_t *scratch = NULL;
-    const uint8_t *p;
     struct col c;
     int rc;
 
-    rc = col_open(in, len, n, TIDE_COL_F64_DECIMAL, TIDE_COL_F64_XOR, &c);
-    if (rc)
-        return rc;
-    rc = col_payload(&c, &scratch, &p);
+    rc = col_load(in, len, n, TIDE_COL_F64_DECIMAL, TIDE_COL_F64_XOR, &c);
     if (!rc && c.codec == TIDE_COL_F64_DECIMAL)
-        rc = dec_parse(p, c.raw, n, lo, hi, v);
+        rc = dec_parse(c.payload, c.raw, n, lo, hi, v);
     else if (!rc)
-        rc = xor_parse(p, c.raw, n, v);
-    tide_free(scratch);
+        rc = xor_parse(c.payload, c.raw, n, v);
+    tide_free(c.scratch);
     return rc;
 }
 
@@ -1026,18 +1023,13 @@ static int bool_parse(const uint8_t *p, size_t len, uint32_t n, uint8_t *v)
 
 int tide__col_decode_bool(const uint8_t *in, size_t len, uint32_t n, uint8_t *v)
 {
-    uint8_t *scratch = NULL;
-    const uint8_t *p;
     struct col c;
     int rc;
 
-    rc = col_open(in, len, n, TIDE_COL_BOOL_BITMAP, TIDE_COL_BOOL_BITMAP, &c);
-    if (rc)
-        return rc;
-    rc = col_payload(&c, &scratch, &p);
+    rc = col_load(in, len, n, TIDE_COL_BOOL_BITMAP, TIDE_COL_BOOL_BITMAP, &c);
     if (!rc)
-        rc = bool_parse(p, c.raw, n, v);
-    tide_free(scratch);
+        rc = bool_parse(c.payload, c.raw, n, v);
+    tide_free(c.scratch);
     return rc;
 }
 

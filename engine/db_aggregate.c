@@ -37,17 +37,6 @@ static int64_t bucket_of(const struct agg_ctx *a, int64_t ts)
                         : 0;
 }
 
-static double value_double(uint8_t type, uint64_t v)
-{
-    double d;
-
-    if (type == TIDE_TYPE_F64) {
-        memcpy(&d, &v, sizeof(d));
-        return d;
-    }
-    return type == TIDE_TYPE_I64 ? (double)(int64_t)v : (double)v;
-}
-
 /* May `e`, which no other chunk overlaps, be answered from its header?
  * Only when it lies inside [from, to) and one bucket, and the heads have
  * no points in its time span (else duplicates across sources could be
@@ -139,12 +128,13 @@ static int raw_partials(const struct gather *g, const struct agg_ctx *a,
         struct partial q = {.bucket = bk};
 
         q.b.first_ts = tide__gather_ts(g)[i];
-        q.b.first = value_double(g->type, tide__gather_val(g)[i]);
+        q.b.first = tide__value_double(g->type, tide__gather_val(g)[i]);
         q.b.min = q.b.max = q.b.first;
         for (; i < g->n && bucket_of(a, tide__gather_ts(g)[i]) == bk; i++) {
-            double d = g->type == TIDE_TYPE_STR
-                           ? 0
-                           : value_double(g->type, tide__gather_val(g)[i]);
+            double d =
+                g->type == TIDE_TYPE_STR
+                    ? 0
+                    : tide__value_double(g->type, tide__gather_val(g)[i]);
 
             q.b.count++;
             q.b.sum += d;
@@ -162,43 +152,78 @@ static int raw_partials(const struct gather *g, const struct agg_ctx *a,
     return rc;
 }
 
+/* The bucket of a chunk's header statistics, its start left 0. */
+static struct tide_bucket header_bucket(const struct chunk_ent *e)
+{
+    return (struct tide_bucket){.count = e->count,
+                                .sum = e->sum,
+                                .min = e->min,
+                                .max = e->max,
+                                .first = tide__value_double(e->type, e->first),
+                                .last = tide__value_double(e->type, e->last),
+                                .first_ts = e->min_ts,
+                                .last_ts = e->max_ts};
+}
+
+/* Room for n_buckets zeroed buckets at the end of the query's bucket arena,
+ * recorded as out's first: *bk. */
+static int reserve_buckets(struct agg_ctx *a, size_t n_buckets,
+                           struct tide_agg_series *out, struct tide_bucket **bk)
+{
+    size_t off = a->buckets.len / sizeof(struct tide_bucket);
+    int rc = tide__buf_reserve(&a->buckets, n_buckets * sizeof(**bk));
+
+    if (rc)
+        return rc;
+    *bk = (struct tide_bucket *)(void *)(a->buckets.data + a->buckets.len);
+    memset(*bk, 0, n_buckets * sizeof(**bk));
+    a->buckets.len += n_buckets * sizeof(**bk);
+    a->boff[out - a->res] = off;
+    return 0;
+}
+
+/* Merge `q`, of bucket number `bucket`, into out's last bucket in bk[], or
+ * into a new one starting where `bucket` does when `fresh`. The bucket
+ * keeps its start. */
+static void fold_bucket(const struct agg_ctx *a, struct tide_bucket *bk,
+                        struct tide_agg_series *out, int64_t bucket, int fresh,
+                        const struct tide_bucket *q)
+{
+    struct tide_bucket *b;
+    int64_t start;
+
+    if (fresh) {
+        b = &bk[out->n_buckets++];
+        b->start_ns = a->bucket_ns
+                          ? (int64_t)((uint64_t)a->from +
+                                      (uint64_t)bucket * (uint64_t)a->bucket_ns)
+                          : a->from;
+    } else {
+        b = &bk[out->n_buckets - 1];
+    }
+    start = b->start_ns;
+    tide_bucket_merge(b, q);
+    b->start_ns = start;
+}
+
 /* Merge partials ordered by bucket into the query's bucket arena; the
  * result's pointer is set once the arena stops growing (see
  * tide_db_aggregate). */
 static int emit_buckets(struct agg_ctx *a, const struct partial *p,
                         size_t n_parts, struct tide_agg_series *out)
 {
-    size_t n_buckets = 0, off = a->buckets.len / sizeof(struct tide_bucket);
+    size_t n_buckets = 0;
     struct tide_bucket *bk;
     int rc;
 
     for (size_t i = 0; i < n_parts; i++)
         n_buckets += i == 0 || p[i].bucket != p[i - 1].bucket;
-    rc = tide__buf_reserve(&a->buckets, n_buckets * sizeof(*bk));
+    rc = reserve_buckets(a, n_buckets, out, &bk);
     if (rc)
         return rc;
-    bk = (struct tide_bucket *)(void *)(a->buckets.data + a->buckets.len);
-    memset(bk, 0, n_buckets * sizeof(*bk));
-    a->buckets.len += n_buckets * sizeof(*bk);
-    a->boff[out - a->res] = off;
-    for (size_t i = 0; i < n_parts; i++) {
-        struct tide_bucket *b;
-        int64_t start;
-
-        if (i == 0 || p[i].bucket != p[i - 1].bucket) {
-            b = &bk[out->n_buckets++];
-            b->start_ns =
-                a->bucket_ns
-                    ? (int64_t)((uint64_t)a->from +
-                                (uint64_t)p[i].bucket * (uint64_t)a->bucket_ns)
-                    : a->from;
-        } else {
-            b = &bk[out->n_buckets - 1];
-        }
-        start = b->start_ns;
-        tide_bucket_merge(b, &p[i].b);
-        b->start_ns = start;
-    }
+    for (size_t i = 0; i < n_parts; i++)
+        fold_bucket(a, bk, out, p[i].bucket,
+                    i == 0 || p[i].bucket != p[i - 1].bucket, &p[i].b);
     return 0;
 }
 
@@ -208,7 +233,7 @@ static int emit_buckets(struct agg_ctx *a, const struct partial *p,
 static int emit_headers(struct agg_ctx *a, const struct chunk_ref *refs,
                         size_t n_refs, struct tide_agg_series *out)
 {
-    size_t n_buckets = 0, off = a->buckets.len / sizeof(struct tide_bucket);
+    size_t n_buckets = 0;
     struct tide_bucket *bk;
     int64_t prev = 0;
     int rc;
@@ -219,39 +244,16 @@ static int emit_headers(struct agg_ctx *a, const struct chunk_ref *refs,
         n_buckets += i == 0 || bucket != prev;
         prev = bucket;
     }
-    rc = tide__buf_reserve(&a->buckets, n_buckets * sizeof(*bk));
+    rc = reserve_buckets(a, n_buckets, out, &bk);
     if (rc)
         return rc;
-    bk = (struct tide_bucket *)(void *)(a->buckets.data + a->buckets.len);
-    memset(bk, 0, n_buckets * sizeof(*bk));
-    a->buckets.len += n_buckets * sizeof(*bk);
-    a->boff[out - a->res] = off;
     for (size_t i = 0; i < n_refs; i++) {
         const struct chunk_ent *e = refs[i].e;
         int64_t bucket = bucket_of(a, e->min_ts);
-        struct tide_bucket q = {.count = e->count,
-                                .sum = e->sum,
-                                .min = e->min,
-                                .max = e->max,
-                                .first = value_double(e->type, e->first),
-                                .last = value_double(e->type, e->last),
-                                .first_ts = e->min_ts,
-                                .last_ts = e->max_ts};
-        struct tide_bucket *b;
+        struct tide_bucket q = header_bucket(e);
 
-        if (i == 0 || bucket != prev) {
-            b = &bk[out->n_buckets++];
-            b->start_ns =
-                a->bucket_ns
-                    ? (int64_t)((uint64_t)a->from +
-                                (uint64_t)bucket * (uint64_t)a->bucket_ns)
-                    : a->from;
-        } else {
-            b = &bk[out->n_buckets - 1];
-        }
+        fold_bucket(a, bk, out, bucket, i == 0 || bucket != prev, &q);
         prev = bucket;
-        q.start_ns = b->start_ns;
-        tide_bucket_merge(b, &q);
     }
     return 0;
 }
@@ -355,14 +357,7 @@ static int aggregate_plan(struct tide_db *db, const struct seglist *sl,
             continue;
         }
         q.bucket = bucket_of(a, e->min_ts);
-        q.b = (struct tide_bucket){.count = e->count,
-                                   .sum = e->sum,
-                                   .min = e->min,
-                                   .max = e->max,
-                                   .first = value_double(e->type, e->first),
-                                   .last = value_double(e->type, e->last),
-                                   .first_ts = e->min_ts,
-                                   .last_ts = e->max_ts};
+        q.b = header_bucket(e);
         rc = tide__buf_append(&g->parts, &q, sizeof(q));
         if (rc)
             return rc;

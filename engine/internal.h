@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Shared by the engine's source files and unit tests only: varints and
- * little-endian helpers (the allocator, buffers and asserts are in
- * tide/common.h). Nothing here is
- * part of the engine's contract (engine/include/tide/engine.h).
+ * Shared by the engine's source files and unit tests only: varints,
+ * little-endian helpers and 8-byte values as doubles (the allocator,
+ * buffers and asserts are in tide/common.h). Nothing here is part of the
+ * engine's contract (engine/include/tide/engine.h).
  */
 #ifndef TIDE_ENGINE_INTERNAL_H
 #define TIDE_ENGINE_INTERNAL_H
@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "tide/common.h"
 #include "tide/engine.h"
@@ -96,6 +97,21 @@ static inline uint64_t tide__get_le64(const uint8_t *p)
     for (int i = 0; i < 8; i++)
         v |= (uint64_t)p[i] << (8 * i);
     return v;
+}
+
+/* ---- 8-byte values ----------------------------------------------------- */
+
+/* A point's 8-byte value of `type` (f64 bits, i64, or bool 0/1) as the
+ * double that statistics and aggregates count. */
+static inline double tide__value_double(uint8_t type, uint64_t v)
+{
+    double d;
+
+    if (type == TIDE_TYPE_F64) {
+        memcpy(&d, &v, sizeof(d));
+        return d;
+    }
+    return type == TIDE_TYPE_I64 ? (double)(int64_t)v : (double)v;
 }
 
 #endif /* TIDE_ENGINE_INTERNAL_H */

@@ -13,8 +13,11 @@
  *      so that no loop can spin.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "io_int.h"
@@ -306,4 +309,54 @@ int tide__io_run(struct tide_io *io, struct tide_io_req *reqs, unsigned n)
             return -EIO;
     }
     return 0;
+}
+
+int tide__io_open_read(const char *path, int *fd, uint64_t *size)
+{
+    struct stat st;
+    int rc;
+
+    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fd < 0)
+        return -errno;
+    if (fstat(*fd, &st) != 0) {
+        rc = -errno;
+        close(*fd);
+        *fd = -1;
+        return rc;
+    }
+    *size = (uint64_t)st.st_size;
+    return 0;
+}
+
+int tide__io_pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+    size_t got = 0;
+
+    while (got < len) {
+        ssize_t r =
+            pread(fd, (uint8_t *)buf + got, len - got, (off_t)(off + got));
+
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -errno;
+        if (r == 0)
+            return TIDE_ECORRUPT;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+int tide__io_fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = 0;
+
+    if (fd < 0)
+        return -errno;
+    if (fsync(fd) != 0)
+        rc = -errno;
+    close(fd);
+    return rc;
 }

@@ -72,6 +72,21 @@ const char *tide__io_backend_name(const struct tide_io *io);
  */
 int tide__io_run(struct tide_io *io, struct tide_io_req *reqs, unsigned n);
 
+/* Open `path` read-only and find its size: plain synchronous calls, for
+ * the files read once at open (segment index, manifest). Returns 0 with
+ * *fd open, or -errno with nothing left open. */
+int tide__io_open_read(const char *path, int *fd, uint64_t *size);
+
+/* pread(2) exactly `len` bytes at `off`, going on after EINTR and short
+ * reads. Returns 0, -errno, or TIDE_ECORRUPT when the file ends first
+ * (shorter than its own header or index says). */
+int tide__io_pread_full(int fd, void *buf, size_t len, uint64_t off);
+
+/* fsync the directory `dir`, so that the files created or renamed in it
+ * stay after a crash. A plain synchronous call: no request of the layer
+ * does it. Returns 0 or -errno. */
+int tide__io_fsync_dir(const char *dir);
+
 /*
  * Tests: make the `nth` next request of type `op` (counted from 1 across
  * all contexts of this process) fail with `-err` (e.g. ENOSPC, EIO), or,

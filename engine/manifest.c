@@ -29,7 +29,6 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #define XXH_INLINE_ALL
@@ -56,20 +55,16 @@ int tide__manifest_load(const char *dir, struct manifest *m)
 {
     char path[PATH_MAX];
     uint8_t *buf = NULL;
-    struct stat st;
-    size_t size, got = 0;
+    uint64_t file_bytes;
+    size_t size;
     int fd, rc;
 
     memset(m, 0, sizeof(*m));
     snprintf(path, sizeof(path), "%s/MANIFEST", dir);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    if (fstat(fd, &st) != 0) {
-        rc = -errno;
-        goto out;
-    }
-    size = (size_t)st.st_size;
+    rc = tide__io_open_read(path, &fd, &file_bytes);
+    if (rc)
+        return rc;
+    size = (size_t)file_bytes;
     rc = TIDE_ECORRUPT;
     if (size < manifest_bytes(1, 0) || size > manifest_bytes(64, MAN_SEGS_MAX))
         goto out;
@@ -78,17 +73,10 @@ int tide__manifest_load(const char *dir, struct manifest *m)
         rc = -ENOMEM;
         goto out;
     }
-    while (got < size) {
-        ssize_t r = read(fd, buf + got, size - got);
-
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            rc = r < 0 ? -errno : TIDE_ECORRUPT;
-            goto out;
-        }
-        got += (size_t)r;
-    }
+    rc = tide__io_pread_full(fd, buf, size, 0);
+    if (rc)
+        goto out;
+    rc = TIDE_ECORRUPT;
     if (memcmp(buf, MAN_MAGIC, 8))
         goto out;
     if (tide__get_le32(buf + 8) != MAN_VERSION) {
@@ -170,17 +158,9 @@ static int man_rename(const char *from, const char *to)
 
 static int man_fsync_dir(const char *dir)
 {
-    int rc = inject_check(TIDE_MANIFEST_DIRSYNC), fd;
+    int rc = inject_check(TIDE_MANIFEST_DIRSYNC);
 
-    if (rc)
-        return rc;
-    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    if (fsync(fd) != 0)
-        rc = -errno;
-    close(fd);
-    return rc;
+    return rc ? rc : tide__io_fsync_dir(dir);
 }
 
 int tide__manifest_store(const char *dir, struct manifest *m,

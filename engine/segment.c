@@ -72,7 +72,6 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #define XXH_INLINE_ALL
@@ -213,17 +212,6 @@ fail:
     return rc;
 }
 
-static double as_double(uint8_t type, uint64_t v)
-{
-    double d;
-
-    if (type == TIDE_TYPE_F64) {
-        memcpy(&d, &v, sizeof(d));
-        return d;
-    }
-    return type == TIDE_TYPE_I64 ? (double)(int64_t)v : (double)v;
-}
-
 /* Statistics of a chunk's values into `e`. NaN values are skipped for
  * min/max (they compare false) but poison the sum, as in SQL. */
 static void chunk_stats(struct chunk_ent *e, const uint64_t *vals)
@@ -234,9 +222,9 @@ static void chunk_stats(struct chunk_ent *e, const uint64_t *vals)
         return;
     e->first = vals[0];
     e->last = vals[e->count - 1];
-    e->min = e->max = as_double(e->type, vals[0]);
+    e->min = e->max = tide__value_double(e->type, vals[0]);
     for (uint32_t i = 0; i < e->count; i++) {
-        double d = as_double(e->type, vals[i]);
+        double d = tide__value_double(e->type, vals[i]);
 
         if (d < e->min || e->min != e->min)
             e->min = d;
@@ -463,7 +451,7 @@ void tide__segw_abort(struct seg_writer *w)
 int tide__segw_finish(struct seg_writer *w, char **path_out)
 {
     struct tide_io_req req = {.op = TIDE_IO_FDATASYNC, .fd = w->fd};
-    int rc, dfd;
+    int rc;
 
     rc = write_footer(w);
     if (rc == 0)
@@ -475,11 +463,7 @@ int tide__segw_finish(struct seg_writer *w, char **path_out)
         return rc;
     }
     /* The rename is durable only once the directory is synced. */
-    dfd = open(w->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0 || fsync(dfd) != 0)
-        rc = -errno;
-    if (dfd >= 0)
-        close(dfd);
+    rc = tide__io_fsync_dir(w->dir);
     if (rc == 0) {
         *path_out = tide_strdup(w->path);
         if (!*path_out)
@@ -490,25 +474,6 @@ int tide__segw_finish(struct seg_writer *w, char **path_out)
 }
 
 /* ---- Reading ------------------------------------------------------------ */
-
-static int pread_full(int fd, void *buf, size_t len, uint64_t off)
-{
-    size_t got = 0;
-
-    while (got < len) {
-        ssize_t r =
-            pread(fd, (uint8_t *)buf + got, len - got, (off_t)(off + got));
-
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return -errno;
-        if (r == 0)
-            return TIDE_ECORRUPT; /* file shorter than its index says */
-        got += (size_t)r;
-    }
-    return 0;
-}
 
 static void get_entry(const uint8_t *p, struct chunk_ent *e)
 {
@@ -545,25 +510,20 @@ int tide__seg_open(const char *path, struct seg **out)
     uint8_t hdr[TIDE_SEG_HEADER_BYTES], tr[TIDE_SEG_TRAILER_BYTES];
     uint8_t *f = NULL;
     struct seg *seg = NULL;
-    struct stat st;
-    uint64_t footer_off;
+    uint64_t size, footer_off;
     uint32_t footer_len, n_acc, n_chunks;
     int fd, rc;
 
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    if (fstat(fd, &st) != 0) {
-        rc = -errno;
-        goto fail;
-    }
+    rc = tide__io_open_read(path, &fd, &size);
+    if (rc)
+        return rc;
     rc = TIDE_ECORRUPT;
-    if ((uint64_t)st.st_size < TIDE_SEG_HEADER_BYTES + TIDE_SEG_TRAILER_BYTES)
+    if (size < TIDE_SEG_HEADER_BYTES + TIDE_SEG_TRAILER_BYTES)
         goto fail;
-    rc = pread_full(fd, hdr, sizeof(hdr), 0);
+    rc = tide__io_pread_full(fd, hdr, sizeof(hdr), 0);
     if (rc == 0)
-        rc = pread_full(fd, tr, sizeof(tr),
-                        (uint64_t)st.st_size - TIDE_SEG_TRAILER_BYTES);
+        rc = tide__io_pread_full(fd, tr, sizeof(tr),
+                                 size - TIDE_SEG_TRAILER_BYTES);
     if (rc)
         goto fail;
     rc = TIDE_ECORRUPT;
@@ -579,8 +539,8 @@ int tide__seg_open(const char *path, struct seg **out)
     footer_off = tide__get_le64(tr);
     footer_len = tide__get_le32(tr + 8);
     if (footer_len < SEG_FOOTER_FIXED || footer_off < TIDE_SEG_HEADER_BYTES ||
-        footer_off > (uint64_t)st.st_size - TIDE_SEG_TRAILER_BYTES ||
-        footer_len > (uint64_t)st.st_size - TIDE_SEG_TRAILER_BYTES - footer_off)
+        footer_off > size - TIDE_SEG_TRAILER_BYTES ||
+        footer_len > size - TIDE_SEG_TRAILER_BYTES - footer_off)
         goto fail;
     f = tide_malloc(footer_len);
     seg = tide_calloc(1, sizeof(*seg));
@@ -589,7 +549,7 @@ int tide__seg_open(const char *path, struct seg **out)
         goto fail;
     }
     seg->fd = -1;
-    rc = pread_full(fd, f, footer_len, footer_off);
+    rc = tide__io_pread_full(fd, f, footer_len, footer_off);
     if (rc)
         goto fail;
     rc = TIDE_ECORRUPT;
@@ -607,7 +567,7 @@ int tide__seg_open(const char *path, struct seg **out)
     seg->tier = (uint16_t)(f[24] | f[25] << 8);
     seg->shard = (uint16_t)(hdr[20] | hdr[21] << 8);
     seg->id = tide__get_le64(hdr + 24);
-    seg->file_bytes = (uint64_t)st.st_size;
+    seg->file_bytes = size;
     seg->n_accounts = n_acc;
     seg->n_chunks = n_chunks;
     seg->accounts = tide_malloc((size_t)n_acc * 8 + 1);
@@ -653,20 +613,17 @@ void tide__seg_close(struct seg *seg)
 void tide__seg_find(const struct seg *seg, uint64_t series_id, uint32_t *lo,
                     uint32_t *hi)
 {
-    uint32_t a = 0, b = seg->n_chunks;
+    tide__seg_search(seg, series_id, 0, seg->n_chunks, lo, hi);
+}
 
-    while (a < b) {
-        uint32_t m = a + (b - a) / 2;
-
-        if (seg->chunks[m].series_id < series_id)
-            a = m + 1;
-        else
-            b = m;
-    }
-    *lo = a;
-    while (a < seg->n_chunks && seg->chunks[a].series_id == series_id)
-        a++;
-    *hi = a;
+/* Verify a chunk's checksum over its whole payload, then decode its
+ * timestamps into ts[0..count). */
+static int chunk_decode_ts(const struct chunk_ent *e, const uint8_t *payload,
+                           size_t len, int64_t *ts)
+{
+    if (len != e->stored_bytes || XXH3_64bits(payload, len) != e->hash)
+        return TIDE_ECORRUPT;
+    return tide__col_decode_ts(payload, e->ts_bytes, e->count, ts);
 }
 
 int tide__chunk_decode_range(const struct chunk_ent *e, const uint8_t *payload,
@@ -681,9 +638,7 @@ int tide__chunk_decode_range(const struct chunk_ent *e, const uint8_t *payload,
         *hi = rc ? 0 : tide__ts_lower_bound(ts, e->count, to);
         return rc;
     }
-    if (len != e->stored_bytes || XXH3_64bits(payload, len) != e->hash)
-        return TIDE_ECORRUPT;
-    rc = tide__col_decode_ts(payload, e->ts_bytes, e->count, ts);
+    rc = chunk_decode_ts(e, payload, len, ts);
     if (rc)
         return rc;
     *lo = e->min_ts >= from ? 0 : tide__ts_lower_bound(ts, e->count, from);
@@ -703,9 +658,7 @@ int tide__chunk_decode(const struct chunk_ent *e, const uint8_t *payload,
     size_t vlen = len - e->ts_bytes;
     int rc;
 
-    if (len != e->stored_bytes || XXH3_64bits(payload, len) != e->hash)
-        return TIDE_ECORRUPT;
-    rc = tide__col_decode_ts(payload, e->ts_bytes, e->count, ts);
+    rc = chunk_decode_ts(e, payload, len, ts);
     if (rc)
         return rc;
     switch (e->type) {

@@ -69,6 +69,27 @@ void tide__seg_close(struct seg *seg);
 void tide__seg_find(const struct seg *seg, uint64_t series_id, uint32_t *lo,
                     uint32_t *hi);
 
+/* The binary search behind tide__seg_find() and tide__seg_seek(): chunks
+ * of `series_id` as above, given that the first index holding an id not
+ * below it lies in [a, b]. */
+static inline void tide__seg_search(const struct seg *seg, uint64_t series_id,
+                                    uint32_t a, uint32_t b, uint32_t *lo,
+                                    uint32_t *hi)
+{
+    while (a < b) {
+        uint32_t m = a + (b - a) / 2;
+
+        if (seg->chunks[m].series_id < series_id)
+            a = m + 1;
+        else
+            b = m;
+    }
+    *lo = a;
+    while (a < seg->n_chunks && seg->chunks[a].series_id == series_id)
+        a++;
+    *hi = a;
+}
+
 /* The same as tide__seg_find() for a caller that visits ids in ascending
  * order: the search gallops forward from *hint (0 at first, then the
  * value left by the previous call), so each id costs O(1) probes when the
@@ -92,19 +113,8 @@ static inline void tide__seg_seek(const struct seg *seg, uint64_t series_id,
         b = step > seg->n_chunks - b ? seg->n_chunks : b + step;
         step *= 2;
     }
-    while (a < b) {
-        uint32_t m = a + (b - a) / 2;
-
-        if (seg->chunks[m].series_id < series_id)
-            a = m + 1;
-        else
-            b = m;
-    }
-    *lo = a;
-    while (a < seg->n_chunks && seg->chunks[a].series_id == series_id)
-        a++;
-    *hi = a;
-    *hint = a;
+    tide__seg_search(seg, series_id, a, b, lo, hi);
+    *hint = *hi;
 }
 
 /*

@@ -55,19 +55,6 @@ static void file_name(char *out, const char *dir, uint64_t seq)
     snprintf(out, PATH_MAX, "%s/%016" PRIx64 ".wal", dir, seq);
 }
 
-static int fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int rc = 0;
-
-    if (fd < 0)
-        return -errno;
-    if (fsync(fd) != 0)
-        rc = -errno;
-    close(fd);
-    return rc;
-}
-
 int tide__wal_init(struct wal *w, const char *dir, unsigned shard)
 {
     memset(w, 0, sizeof(*w));
@@ -238,7 +225,7 @@ int tide__wal_start(struct wal *w, struct tide_io *io, uint64_t seq,
     rc = tide__wal_commit(w, io, 1);
     if (rc)
         return rc;
-    return fsync_dir(w->dir);
+    return tide__io_fsync_dir(w->dir);
 }
 
 /* ---- Recovery ----------------------------------------------------------- */
@@ -521,7 +508,7 @@ int tide__wal_remove_before(const char *dir, uint64_t seq, uint64_t *removed)
             rc = -errno;
     }
     tide_free(seqs);
-    return rc ? rc : fsync_dir(dir);
+    return rc ? rc : tide__io_fsync_dir(dir);
 }
 
 uint64_t tide__wal_dir_bytes(const char *dir)

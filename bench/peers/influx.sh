@@ -7,6 +7,8 @@
 #   influx.sh stop PID DATADIR   prints the bytes the data directory held
 set -euo pipefail
 cmd=${1:-}
+# shellcheck source=bench/peers/common.sh
+. "$(dirname "$0")/common.sh"
 
 # One HTTP request over bash's /dev/tcp (no curl needed); prints the status.
 http() { # port method path
@@ -17,11 +19,15 @@ http() { # port method path
     exec 3<&-
 }
 
+# Up once it answers /ping and has created the database "bench".
+ready() { # port
+    [ "$(http "$1" GET /ping 2>/dev/null)" = 204 ] &&
+        [ "$(http "$1" POST '/query?q=CREATE%20DATABASE%20bench')" = 200 ]
+}
+
 case "$cmd" in
 install)
-    command -v influxd >/dev/null && exit 0
-    if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi
-    $SUDO apt-get install -y --no-install-recommends influxdb >&2
+    peer_install influxd influxdb
     ;;
 start)
     port=${2:?port}
@@ -47,28 +53,11 @@ bind-address = "127.0.0.1:$((port + 1))"
   store-enabled = false
 CONF
     influxd -config "$dir/influxdb.conf" >"$dir.log" 2>&1 </dev/null &
-    pid=$!
-    for _ in $(seq 1 200); do
-        if [ "$(http "$port" GET /ping 2>/dev/null)" = 204 ]; then
-            if [ "$(http "$port" POST '/query?q=CREATE%20DATABASE%20bench')" = 200 ]; then
-                echo "$pid $dir"
-                exit 0
-            fi
-        fi
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    echo "influx.sh: InfluxDB did not start; log $dir.log" >&2
-    kill "$pid" 2>/dev/null || true
-    exit 1
+    peer_wait InfluxDB $! "$dir" ready "$port"
     ;;
 stop)
     pid=${2:?pid} dir=${3:?dir}
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 200); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-    done
+    peer_stop "$pid"
     du -sb "$dir/data" "$dir/wal" 2>/dev/null | awk '{ s += $1 } END { print s + 0 }'
     rm -rf "$dir" "$dir.log"
     ;;

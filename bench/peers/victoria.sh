@@ -6,11 +6,17 @@
 #   victoria.sh stop PID DATADIR
 set -euo pipefail
 cmd=${1:-}
+# shellcheck source=bench/peers/common.sh
+. "$(dirname "$0")/common.sh"
+
+# Up once its port accepts a connection.
+ready() { # port
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
 case "$cmd" in
 install)
-    command -v victoria-metrics >/dev/null && exit 0
-    if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi
-    $SUDO apt-get install -y --no-install-recommends victoria-metrics >&2
+    peer_install victoria-metrics victoria-metrics
     ;;
 start)
     port=${2:?port}
@@ -21,26 +27,11 @@ start)
         -storageDataPath="$dir" -retentionPeriod=100y \
         -search.latencyOffset=0s -loggerLevel=ERROR \
         >"$dir.log" 2>&1 </dev/null &
-    pid=$!
-    for _ in $(seq 1 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$pid $dir"
-            exit 0
-        fi
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    echo "victoria.sh: VictoriaMetrics did not start; log $dir.log" >&2
-    kill "$pid" 2>/dev/null || true
-    exit 1
+    peer_wait VictoriaMetrics $! "$dir" ready "$port"
     ;;
 stop)
     pid=${2:?pid} dir=${3:?dir}
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 200); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-    done
+    peer_stop "$pid"
     du -sb "$dir" | cut -f1
     rm -rf "$dir" "$dir.log"
     ;;

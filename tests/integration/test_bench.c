@@ -7,7 +7,6 @@
 #include <string.h>
 #include <sys/wait.h>
 
-#include "testutil.h"
 #include "tided.h"
 
 static struct tided_proc srv;
@@ -15,14 +14,13 @@ static char dir[1024];
 
 static void setup(void)
 {
-    snprintf(dir, sizeof(dir), "%s", test_tmpdir());
-    cr_assert_eq(tided_start(&srv, dir, NULL), 0, "tided did not start");
+    cr_assert_eq(tided_start_fresh(&srv, dir, sizeof(dir), NULL), 0,
+                 "tided did not start");
 }
 
 static void teardown(void)
 {
-    tided_kill(&srv);
-    test_rmrf(dir);
+    tided_kill_fresh(&srv, dir);
 }
 
 TestSuite(bench, .init = setup, .fini = teardown, .timeout = 120);

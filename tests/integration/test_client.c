@@ -14,7 +14,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "testutil.h"
 #include "tide/client.h"
 #include "tided.h"
 
@@ -28,14 +27,13 @@ static void setup(void)
 
     clock_gettime(CLOCK_REALTIME, &now);
     T0 = ((int64_t)now.tv_sec - 3600) * 1000000000;
-    snprintf(dir, sizeof(dir), "%s", test_tmpdir());
-    cr_assert_eq(tided_start(&srv, dir, NULL), 0, "tided did not start");
+    cr_assert_eq(tided_start_fresh(&srv, dir, sizeof(dir), NULL), 0,
+                 "tided did not start");
 }
 
 static void teardown(void)
 {
-    tided_kill(&srv);
-    test_rmrf(dir);
+    tided_kill_fresh(&srv, dir);
 }
 
 TestSuite(client, .init = setup, .fini = teardown, .timeout = 120);
@@ -54,6 +52,29 @@ static tide_client *open_client(const char *key)
     rc = tide_client_open(&o, &c);
     cr_assert_eq(rc, 0, "tide_client_open: %s", tide_strerror(rc));
     return c;
+}
+
+/* A client with no key, from default options with the server's port left
+ * in *o for the caller to open more. */
+static tide_client *open_anonymous(struct tide_client_options *o)
+{
+    tide_client *c = NULL;
+
+    tide_client_options_init(o);
+    o->port = (uint16_t)srv.port;
+    cr_assert_eq(tide_client_open(o, &c), 0);
+    return c;
+}
+
+/* The "login" call with `creds` (email and password arguments) on `c`;
+ * the session token it returns into token[256]. */
+static void login(tide_client *c, const char *const creds[2], char *token)
+{
+    tide_result *r = NULL;
+
+    cr_assert_eq(tide_client_call(c, "login", creds, 2, &r), 0);
+    snprintf(token, 256, "%s", tide_result_find(r, 0, "session_token"));
+    tide_result_free(r);
 }
 
 /* As the operator: an account on a tier without rate limits, device
@@ -335,7 +356,6 @@ Test(client, password_login_gives_a_session)
     char dkey[128], akey[128], token[256];
     struct tide_client_options o;
     tide_client *anon, *owner;
-    tide_result *r = NULL;
     const char *good[2] = {"email=login@client.example",
                            "password=correct horse battery"};
     const char *bad[2] = {"email=login@client.example",
@@ -343,13 +363,8 @@ Test(client, password_login_gives_a_session)
     double sum;
 
     make_account("login@client.example", dkey, akey);
-    tide_client_options_init(&o);
-    o.port = (uint16_t)srv.port;
-    cr_assert_eq(tide_client_open(&o, &anon), 0);
-    cr_assert_eq(tide_client_call(anon, "login", good, 2, &r), 0);
-    snprintf(token, sizeof(token), "%s",
-             tide_result_find(r, 0, "session_token"));
-    tide_result_free(r);
+    anon = open_anonymous(&o);
+    login(anon, good, token);
     cr_assert_eq(tide_client_call(anon, "login", bad, 2, NULL), TIDE_ESERVER,
                  "a wrong password is refused");
     tide_client_close(anon);
@@ -398,18 +413,12 @@ Test(client, fleet_wide_aggregates_merge_devices)
     {
         struct tide_client_options o;
         tide_client *anon;
-        tide_result *res = NULL;
-        const char *login[2] = {"email=fleet@client.example",
+        const char *creds[2] = {"email=fleet@client.example",
                                 "password=correct horse battery"};
         char token[256];
 
-        tide_client_options_init(&o);
-        o.port = (uint16_t)srv.port;
-        cr_assert_eq(tide_client_open(&o, &anon), 0);
-        cr_assert_eq(tide_client_call(anon, "login", login, 2, &res), 0);
-        snprintf(token, sizeof(token), "%s",
-                 tide_result_find(res, 0, "session_token"));
-        tide_result_free(res);
+        anon = open_anonymous(&o);
+        login(anon, creds, token);
         tide_client_close(anon);
         o.session_token = token;
         cr_assert_eq(tide_client_open(&o, &owner), 0);

@@ -31,7 +31,7 @@ unsigned test_seed(const char *test);
 /*
  * I/O tests run once per backend, the way libuv's TEST_FS_IMPL runs each
  * fs test a second time with io_uring. For unit tests only: the macros
- * expand to code that needs criterion.h, io.h and <string.h>.
+ * expand to code that needs criterion.h, io.h, <stdio.h> and <string.h>.
  *
  * TEST_IO(suite, name) { ... } defines suite::name_sync and
  * suite::name_uring, each running the body with `backend` set to
@@ -40,6 +40,11 @@ unsigned test_seed(const char *test);
  * TEST_IO_OPEN(backend, depth, &io) opens a context on exactly that
  * backend; where io_uring cannot be set up (old kernel, seccomp sandbox)
  * the io_uring variant is skipped with the reason, not failed.
+ *
+ * TEST_IO_SUITE(suite, timeout_s) declares the suite of such tests with
+ * its fixture: `dir`, a fresh directory for each test, and `io`, NULL
+ * until the test opens it with TEST_IO_OPEN; after each test the context
+ * is closed and the directory removed.
  */
 #define TEST_IO(suite, name)                                                   \
     static void suite##_##name(enum tide_io_backend backend);                  \
@@ -64,5 +69,22 @@ unsigned test_seed(const char *test);
         cr_assert_str_eq(tide__io_backend_name(*(iop)),                        \
                          be_ == TIDE_IO_URING ? "io_uring" : "sync");          \
     } while (0)
+
+#define TEST_IO_SUITE(suite, timeout_s)                                        \
+    static char dir[1024];                                                     \
+    static struct tide_io *io;                                                 \
+    static void suite##_setup(void)                                            \
+    {                                                                          \
+        snprintf(dir, sizeof(dir), "%s", test_tmpdir());                       \
+        io = NULL;                                                             \
+    }                                                                          \
+    static void suite##_teardown(void)                                         \
+    {                                                                          \
+        tide__io_close(io);                                                    \
+        io = NULL;                                                             \
+        test_rmrf(dir);                                                        \
+    }                                                                          \
+    TestSuite(suite, .init = suite##_setup, .fini = suite##_teardown,          \
+              .timeout = (timeout_s))
 
 #endif /* TIDE_TESTS_SUPPORT_TESTUTIL_H */

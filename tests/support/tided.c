@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "frame.h"
+#include "testutil.h"
 
 static const char *tided_path(void)
 {
@@ -124,6 +125,19 @@ int tided_start(struct tided_proc *p, const char *dir,
         fclose(f);
     }
     return 0;
+}
+
+int tided_start_fresh(struct tided_proc *p, char *dir, size_t dir_len,
+                      const char *const *settings)
+{
+    snprintf(dir, dir_len, "%s", test_tmpdir());
+    return tided_start(p, dir, settings);
+}
+
+void tided_kill_fresh(struct tided_proc *p, const char *dir)
+{
+    tided_kill(p);
+    test_rmrf(dir);
 }
 
 int tided_stop(struct tided_proc *p)

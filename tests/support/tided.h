@@ -7,6 +7,7 @@
 #ifndef TIDE_TESTS_SUPPORT_TIDED_H
 #define TIDE_TESTS_SUPPORT_TIDED_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -25,6 +26,16 @@ struct tided_proc {
  * line. Returns 0 or -1 (the test should fail). */
 int tided_start(struct tided_proc *p, const char *dir,
                 const char *const *settings);
+
+/* The fixture of an integration suite: a fresh directory from
+ * test_tmpdir(), copied into dir[dir_len], and tided started on it as
+ * tided_start() does. Returns as tided_start(). */
+int tided_start_fresh(struct tided_proc *p, char *dir, size_t dir_len,
+                      const char *const *settings);
+
+/* The end of that fixture: tided_kill(), then remove `dir` and everything
+ * below it. */
+void tided_kill_fresh(struct tided_proc *p, const char *dir);
 
 /* SIGTERM and wait; returns the exit status (0 on a clean shutdown), or -1
  * after 20 s (the process is then killed). */

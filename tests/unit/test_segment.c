@@ -16,23 +16,7 @@
 #include "segment.h"
 #include "testutil.h"
 
-static char dir[1024];
-static struct tide_io *io;
-
-static void setup(void)
-{
-    snprintf(dir, sizeof(dir), "%s", test_tmpdir());
-    io = NULL; /* each test opens it on its backend */
-}
-
-static void teardown(void)
-{
-    tide__io_close(io);
-    io = NULL;
-    test_rmrf(dir);
-}
-
-TestSuite(segment, .init = setup, .fini = teardown, .timeout = 120);
+TEST_IO_SUITE(segment, 120);
 
 #define N 40
 

@@ -18,23 +18,7 @@
 #include "testutil.h"
 #include "wal.h"
 
-static char dir[1024];
-static struct tide_io *io;
-
-static void setup(void)
-{
-    snprintf(dir, sizeof(dir), "%s", test_tmpdir());
-    io = NULL; /* each test opens it on its backend */
-}
-
-static void teardown(void)
-{
-    tide__io_close(io);
-    io = NULL;
-    test_rmrf(dir);
-}
-
-TestSuite(wal, .init = setup, .fini = teardown, .timeout = 60);
+TEST_IO_SUITE(wal, 60);
 
 struct seen {
     unsigned n;
@@ -117,6 +101,17 @@ static void overwrite(uint64_t off, const void *p, size_t n)
     close(fd);
 }
 
+/* The log of write_log(groups, per_group), with the byte at `off` set to
+ * 0xff. */
+static void write_damaged_log(unsigned groups, unsigned per_group, uint64_t off)
+{
+    uint8_t bad = 0xff;
+    uint64_t end;
+
+    write_log(groups, per_group, &end);
+    overwrite(off, &bad, 1);
+}
+
 TEST_IO(wal, roundtrip)
 {
     struct seen s;
@@ -163,18 +158,15 @@ TEST_IO(wal, torn_tail_at_every_offset_of_last_record)
 
 TEST_IO(wal, corrupt_record_followed_by_valid_ones_is_refused)
 {
-    uint64_t end;
-    uint8_t bad = 0xff;
     struct seen s;
 
     TEST_IO_OPEN(backend, 8, &io);
 
-    write_log(3, 2, &end);
     /* Damage the first record of group 2; groups 2 (second record) and 3
      * stay valid behind it. */
-    overwrite(TIDE_WAL_FILE_HEADER + tide__wal_record_bytes(10) +
-                  tide__wal_record_bytes(11) + TIDE_WAL_RECORD_HEADER,
-              &bad, 1);
+    write_damaged_log(3, 2,
+                      TIDE_WAL_FILE_HEADER + tide__wal_record_bytes(10) +
+                          tide__wal_record_bytes(11) + TIDE_WAL_RECORD_HEADER);
     cr_assert_eq(replay(&s, 0), TIDE_ECORRUPT);
     cr_assert_eq(replay(&s, 1), 0, "repair truncates at the bad record");
     cr_assert_eq(s.n, 2);
@@ -184,14 +176,11 @@ TEST_IO(wal, corrupt_record_followed_by_valid_ones_is_refused)
 
 TEST_IO(wal, bad_file_header_is_corrupt)
 {
-    uint64_t end;
-    uint8_t bad = 0xff;
     struct seen s;
 
     TEST_IO_OPEN(backend, 8, &io);
 
-    write_log(1, 1, &end);
-    overwrite(17, &bad, 1); /* inside the sequence number */
+    write_damaged_log(1, 1, 17); /* inside the sequence number */
     cr_assert_eq(replay(&s, 0), TIDE_ECORRUPT);
 }
 
