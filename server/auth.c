@@ -2,7 +2,7 @@
 /*
  * Authentication requests (Auth, Login, Logout) and the throttling of
  * repeated failures per IP address. The credentials themselves are checked
- * by the sidecar (engine/meta), which also writes the auth log.
+ * by the sidecar (meta/), which also writes the auth log.
  *
  * Throttling: each IP has a failure count that decays by one every
  * THROTTLE_DECAY_S seconds. From THROTTLE_FREE failures on, attempts from

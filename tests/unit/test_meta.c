@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Tests of the accounts sidecar (engine/meta/): schema and migrations,
+ * Tests of the accounts sidecar (meta/): schema and migrations,
  * credentials, every role boundary, accounts, devices, keys, the series
  * registry, counters, logs and their retention, export, bad input and
  * concurrent use. bcrypt runs at cost 4 except where the cost is the test.
