@@ -3,7 +3,7 @@
  * Column codecs of segment chunks: each column of a chunk (timestamps, then
  * values) is transformed, packed and LZ4-compressed on its own. The byte
  * layouts are in docs/file-format.md, "Column encodings", and repeated at
- * the top of column.c.
+ * the top of column.c (frame, integers), column_f64.c and column_str.c.
  *
  * Contract shared by every function below:
  *   1. An encoded column starts with a one-byte codec id (TIDE_COL_*), then

@@ -13,7 +13,7 @@
  *   flush.c       freezing heads, the flusher thread, publication
  *   window.c      time windows (tier, partition): one segment each
  *   head.c        a shard's in-memory columns; manifest.c the MANIFEST
- *   segment.c     segment files; column.c the chunk codecs
+ *   segment.c     segment files; column*.c the chunk codecs
  *
  * and the read path (read.h): db_read.c (range iterators, latest) and
  * db_aggregate.c, shard_read.c (one series from segments and heads),

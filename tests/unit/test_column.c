@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Description: tests of the column codecs (engine/column.c): exact round
+ * Description: tests of the column codecs (engine/column*.c): exact round
  * trips of every type at block boundaries and extreme values, the choice of
  * decimal scaling, golden bytes of each codec (docs/file-format.md, "Column
  * encodings"), the measured bytes per value, truncation at every offset,
