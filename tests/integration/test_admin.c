@@ -15,74 +15,11 @@
 #include "frame.h"
 #include "testutil.h"
 #include "tide/client.h"
-#include "tided.h"
+#include "wire.h"
 
-static struct tided_proc srv;
-static char dir[1024];
-
-static void setup(void)
-{
-    snprintf(dir, sizeof(dir), "%s", test_tmpdir());
-    cr_assert_eq(tided_start(&srv, dir, NULL), 0, "tided did not start");
-}
-
-static void teardown(void)
-{
-    tided_kill(&srv);
-    test_rmrf(dir);
-}
-
-TestSuite(admin, .init = setup, .fini = teardown, .timeout = 120);
+TestSuite(admin, .init = fixture_init, .fini = fixture_fini, .timeout = 120);
 
 /* ---- Helpers ------------------------------------------------------------- */
-
-static uint64_t next_rid = 100;
-
-static Tide__V1__Envelope *call(int fd, Tide__V1__Envelope *e)
-{
-    e->request_id = next_rid++;
-    return wire_call(fd, e);
-}
-
-/* The message of an Error response, for assertion output. */
-static const char *why(const Tide__V1__Envelope *r)
-{
-    return !r                                               ? "no response"
-           : r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR ? r->error->message
-                                                            : "";
-}
-
-/* As the operator on `fd`: an account on a tier without limits. Returns
- * its id. */
-static uint64_t make_account(int fd, const char *email)
-{
-    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
-    Tide__V1__TierUpsert tu = TIDE__V1__TIER_UPSERT__INIT;
-    Tide__V1__Tier t = TIDE__V1__TIER__INIT;
-    Tide__V1__AccountCreate ac = TIDE__V1__ACCOUNT_CREATE__INIT;
-    uint64_t id;
-
-    t.name = "unlimited";
-    t.telemetry_ttl_s = 30 * 86400;
-    tu.tier = &t;
-    e.body_case = TIDE__V1__ENVELOPE__BODY_TIER_UPSERT;
-    e.tier_upsert = &tu;
-    r = call(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_OK,
-              "tier upsert: %s", why(r));
-    tide_frame_free(r, NULL);
-    ac.email = (char *)email;
-    ac.password = "correct horse battery";
-    ac.tier = "unlimited";
-    e.body_case = TIDE__V1__ENVELOPE__BODY_ACCOUNT_CREATE;
-    e.account_create = &ac;
-    r = call(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_ACCOUNT_CREATE_OK,
-              "account create: %s", why(r));
-    id = r->account_create_ok->account->id;
-    tide_frame_free(r, NULL);
-    return id;
-}
 
 /* Register devices "d0000".."d<n-1>" of `account`, pipelined; every
  * `tag_every`-th one (0 = none) gets tag fleet=north. */
@@ -116,7 +53,7 @@ static void register_devices(int fd, uint64_t account, int n, int tag_every)
         Tide__V1__Envelope *r = wire_recv(fd);
 
         cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_DEVICE,
-                  "register %d: %s", i, why(r));
+                  "register %d: %s", i, wire_why(r));
         cr_assert_eq(r->request_id, first + (uint64_t)i);
         tide_frame_free(r, NULL);
     }
@@ -136,9 +73,9 @@ static Tide__V1__Envelope *device_page(int fd, uint64_t account,
     dl.limit = limit;
     e.body_case = TIDE__V1__ENVELOPE__BODY_DEVICE_LIST;
     e.device_list = &dl;
-    r = call(fd, &e);
+    r = wire_next(fd, &e);
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_DEVICE_LIST_OK,
-              "device list: %s", why(r));
+              "device list: %s", wire_why(r));
     return r;
 }
 
@@ -229,7 +166,7 @@ Test(admin, device_list_pages_past_1024_and_honours_the_selector)
     uint64_t account;
 
     cr_assert_geq(fd, 0);
-    account = make_account(fd, "lists@example.com");
+    account = wire_make_account(fd, "lists@example.com");
     register_devices(fd, account, DEVICES, 10);
 
     /* No selector: every device once, over two pages of at most 1024. */
@@ -289,7 +226,7 @@ Test(admin, clients_follow_device_and_key_pages)
     int rc;
 
     cr_assert_geq(fd, 0);
-    account = make_account(fd, "pages@example.com");
+    account = wire_make_account(fd, "pages@example.com");
     register_devices(fd, account, DEVICES, 0);
     /* Five analyst keys. */
     for (int i = 0; i < 5; i++) {
@@ -301,9 +238,9 @@ Test(admin, clients_follow_device_and_key_pages)
         kc.account_id = account;
         e.body_case = TIDE__V1__ENVELOPE__BODY_KEY_CREATE;
         e.key_create = &kc;
-        r = call(fd, &e);
+        r = wire_next(fd, &e);
         cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_KEY_CREATE_OK,
-                  "key create: %s", why(r));
+                  "key create: %s", wire_why(r));
         tide_frame_free(r, NULL);
     }
     close(fd);
@@ -361,8 +298,7 @@ static void setup_grace(void)
 {
     static const char *const settings[] = {"delete_grace_s=3600", NULL};
 
-    snprintf(dir, sizeof(dir), "%s", test_tmpdir());
-    cr_assert_eq(tided_start(&srv, dir, settings), 0, "tided did not start");
+    fixture_start(settings);
 }
 
 static int64_t now_ns(void)
@@ -385,7 +321,7 @@ static Tide__V1__Envelope *account_delete(int fd, uint64_t account,
     ad.immediate = immediate;
     e.body_case = TIDE__V1__ENVELOPE__BODY_ACCOUNT_DELETE;
     e.account_delete = &ad;
-    return call(fd, &e);
+    return wire_next(fd, &e);
 }
 
 /* Assert an AccountDeleteOk whose purge time is `after_s` from now. */
@@ -394,7 +330,7 @@ static void expect_purge_after(Tide__V1__Envelope *r, int64_t after_s)
     int64_t want = now_ns() + after_s * 1000000000, got;
 
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_ACCOUNT_DELETE_OK,
-              "account delete: %s", why(r));
+              "account delete: %s", wire_why(r));
     got = r->account_delete_ok->purge_after_ns;
     cr_assert(got > want - 60 * 1000000000ll && got <= want,
               "purge_after_ns %lld, expected about %lld", (long long)got,
@@ -413,7 +349,7 @@ static int restore(int fd, uint64_t account)
     ar.account_id = account;
     e.body_case = TIDE__V1__ENVELOPE__BODY_ACCOUNT_RESTORE;
     e.account_restore = &ar;
-    r = call(fd, &e);
+    r = wire_next(fd, &e);
     cr_assert_not_null(r, "restore: no response");
     got = r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR ? -(int)r->error->code
                                                          : (int)r->body_case;
@@ -421,52 +357,14 @@ static int restore(int fd, uint64_t account)
     return got;
 }
 
-/* Hello, Login with the password and Auth with the session: the owner's
- * connection. */
-static int owner_session(const char *email)
-{
-    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
-    Tide__V1__Hello h = TIDE__V1__HELLO__INIT;
-    Tide__V1__Login l = TIDE__V1__LOGIN__INIT;
-    Tide__V1__Auth a = TIDE__V1__AUTH__INIT;
-    char token[256];
-    int fd = wire_connect(srv.port);
-
-    cr_assert_geq(fd, 0);
-    h.protocol_version = 1;
-    e.body_case = TIDE__V1__ENVELOPE__BODY_HELLO;
-    e.hello = &h;
-    r = call(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_HELLO_OK);
-    tide_frame_free(r, NULL);
-    l.email = (char *)email;
-    l.password = "correct horse battery";
-    e.body_case = TIDE__V1__ENVELOPE__BODY_LOGIN;
-    e.login = &l;
-    r = call(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_LOGIN_OK,
-              "login: %s", why(r));
-    snprintf(token, sizeof(token), "%s", r->login_ok->session_token);
-    tide_frame_free(r, NULL);
-    a.credential_case = TIDE__V1__AUTH__CREDENTIAL_SESSION_TOKEN;
-    a.session_token = token;
-    e.body_case = TIDE__V1__ENVELOPE__BODY_AUTH;
-    e.auth = &a;
-    r = call(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_AUTH_OK, "auth: %s",
-              why(r));
-    tide_frame_free(r, NULL);
-    return fd;
-}
-
 Test(admin_grace, delete_uses_the_configured_grace, .init = setup_grace,
-     .fini = teardown, .timeout = 60)
+     .fini = fixture_fini, .timeout = 60)
 {
     int fd = wire_session(srv.port, srv.admin_key);
     uint64_t account;
 
     cr_assert_geq(fd, 0);
-    account = make_account(fd, "grace@example.com");
+    account = wire_make_account(fd, "grace@example.com");
     expect_purge_after(account_delete(fd, account, "", 0), 3600);
     /* Within the grace period: restorable. */
     cr_assert_eq(restore(fd, account), TIDE__V1__ENVELOPE__BODY_OK);
@@ -474,36 +372,36 @@ Test(admin_grace, delete_uses_the_configured_grace, .init = setup_grace,
 }
 
 Test(admin_grace, immediate_delete_purges_now, .init = setup_grace,
-     .fini = teardown, .timeout = 60)
+     .fini = fixture_fini, .timeout = 60)
 {
     int fd = wire_session(srv.port, srv.admin_key), ofd;
     uint64_t a, b;
 
     cr_assert_geq(fd, 0);
     /* The operator. */
-    a = make_account(fd, "now-op@example.com");
+    a = wire_make_account(fd, "now-op@example.com");
     expect_purge_after(account_delete(fd, a, "", 1), 0);
     cr_assert_eq(restore(fd, a), -TIDE__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND,
                  "a purged account cannot be restored");
     /* Its email is free again. */
-    cr_assert_neq(make_account(fd, "now-op@example.com"), a);
+    cr_assert_neq(wire_make_account(fd, "now-op@example.com"), a);
 
     /* The owner, with the password; a wrong one deletes nothing. */
-    b = make_account(fd, "now-owner@example.com");
-    ofd = owner_session("now-owner@example.com");
+    b = wire_make_account(fd, "now-owner@example.com");
+    ofd = wire_owner_session(srv.port, "now-owner@example.com");
     {
         Tide__V1__Envelope *r = account_delete(ofd, 0, "wrong", 1);
 
         cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR &&
                       r->error->code ==
                           TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED,
-                  "wrong password: %s", why(r));
+                  "wrong password: %s", wire_why(r));
         tide_frame_free(r, NULL);
     }
     close(ofd);
     cr_assert_eq(restore(fd, b), -TIDE__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND,
                  "nothing was deleted");
-    ofd = owner_session("now-owner@example.com");
+    ofd = wire_owner_session(srv.port, "now-owner@example.com");
     expect_purge_after(account_delete(ofd, 0, "correct horse battery", 1), 0);
     close(ofd);
     cr_assert_eq(restore(fd, b), -TIDE__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND,

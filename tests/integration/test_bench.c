@@ -7,23 +7,9 @@
 #include <string.h>
 #include <sys/wait.h>
 
-#include "tided.h"
+#include "wire.h"
 
-static struct tided_proc srv;
-static char dir[1024];
-
-static void setup(void)
-{
-    cr_assert_eq(tided_start_fresh(&srv, dir, sizeof(dir), NULL), 0,
-                 "tided did not start");
-}
-
-static void teardown(void)
-{
-    tided_kill_fresh(&srv, dir);
-}
-
-TestSuite(bench, .init = setup, .fini = teardown, .timeout = 120);
+TestSuite(bench, .init = fixture_init, .fini = fixture_fini, .timeout = 120);
 
 /* tide-bench sits next to tided in the build directory. */
 static int run_bench(const char *mode, const char *extra, const char *log)

@@ -15,28 +15,9 @@
 #include <unistd.h>
 
 #include "tide/client.h"
-#include "tided.h"
+#include "wire.h"
 
-static struct tided_proc srv;
-static char dir[1024];
-static int64_t T0;
-
-static void setup(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_REALTIME, &now);
-    T0 = ((int64_t)now.tv_sec - 3600) * 1000000000;
-    cr_assert_eq(tided_start_fresh(&srv, dir, sizeof(dir), NULL), 0,
-                 "tided did not start");
-}
-
-static void teardown(void)
-{
-    tided_kill_fresh(&srv, dir);
-}
-
-TestSuite(client, .init = setup, .fini = teardown, .timeout = 120);
+TestSuite(client, .init = fixture_init, .fini = fixture_fini, .timeout = 120);
 
 static tide_client *open_client(const char *key)
 {

@@ -12,93 +12,22 @@
 
 #include "frame.h"
 #include "testutil.h"
-#include "tided.h"
+#include "wire.h"
 
-static struct tided_proc srv;
-static char dir[1024];
-
-static void setup(void)
-{
-    snprintf(dir, sizeof(dir), "%s", test_tmpdir());
-    cr_assert_eq(tided_start(&srv, dir, NULL), 0, "tided did not start");
-}
-
-static void teardown(void)
-{
-    tided_kill(&srv);
-    test_rmrf(dir);
-}
-
-TestSuite(conn, .init = setup, .fini = teardown, .timeout = 60);
-
-static uint64_t next_rid = 100;
-
-static const char *why(const Tide__V1__Envelope *r)
-{
-    return !r                                               ? "no response"
-           : r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR ? r->error->message
-                                                            : "";
-}
-
-static Tide__V1__Envelope *call(int fd, Tide__V1__Envelope *e)
-{
-    e->request_id = next_rid++;
-    return wire_call(fd, e);
-}
+TestSuite(conn, .init = fixture_init, .fini = fixture_fini, .timeout = 60);
 
 /* As the operator: an account with device "dev1" and its key in `key`.
  * Returns the account id. */
 static uint64_t make_device_key(char *key, size_t cap)
 {
     int fd = wire_session(srv.port, srv.admin_key);
-    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
-    Tide__V1__TierUpsert tu = TIDE__V1__TIER_UPSERT__INIT;
-    Tide__V1__Tier t = TIDE__V1__TIER__INIT;
-    Tide__V1__AccountCreate ac = TIDE__V1__ACCOUNT_CREATE__INIT;
-    Tide__V1__DeviceRegister dr = TIDE__V1__DEVICE_REGISTER__INIT;
-    Tide__V1__Device d = TIDE__V1__DEVICE__INIT;
-    Tide__V1__KeyCreate kc = TIDE__V1__KEY_CREATE__INIT;
     uint64_t account;
 
     cr_assert_geq(fd, 0);
-    t.name = "unlimited";
-    t.telemetry_ttl_s = 30 * 86400;
-    tu.tier = &t;
-    e.body_case = TIDE__V1__ENVELOPE__BODY_TIER_UPSERT;
-    e.tier_upsert = &tu;
-    r = call(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_OK, "%s", why(r));
-    tide_frame_free(r, NULL);
-    ac.email = "conn@example.com";
-    ac.password = "correct horse battery";
-    ac.tier = "unlimited";
-    e.body_case = TIDE__V1__ENVELOPE__BODY_ACCOUNT_CREATE;
-    e.account_create = &ac;
-    r = call(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_ACCOUNT_CREATE_OK,
-              "%s", why(r));
-    account = r->account_create_ok->account->id;
-    tide_frame_free(r, NULL);
-    d.name = "dev1";
-    dr.device = &d;
-    dr.account_id = account;
-    e.body_case = TIDE__V1__ENVELOPE__BODY_DEVICE_REGISTER;
-    e.device_register = &dr;
-    r = call(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_DEVICE, "%s",
-              why(r));
-    tide_frame_free(r, NULL);
-    kc.name = "device key";
-    kc.role = TIDE__V1__ROLE__ROLE_DEVICE;
-    kc.device = "dev1";
-    kc.account_id = account;
-    e.body_case = TIDE__V1__ENVELOPE__BODY_KEY_CREATE;
-    e.key_create = &kc;
-    r = call(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_KEY_CREATE_OK, "%s",
-              why(r));
-    snprintf(key, cap, "%s", r->key_create_ok->secret);
-    tide_frame_free(r, NULL);
+    account = wire_make_account(fd, "conn@example.com");
+    wire_device_register(fd, account, "dev1");
+    wire_key_create(fd, account, "device key", TIDE__V1__ROLE__ROLE_DEVICE,
+                    "dev1", key, cap);
     close(fd);
     return account;
 }
@@ -134,7 +63,7 @@ static void recv_expect(int fd, int n, const uint64_t *rid,
             hit = 1;
         }
         cr_assert(hit, "unexpected frame: id %llu body %d (%s)",
-                  (unsigned long long)r->request_id, r->body_case, why(r));
+                  (unsigned long long)r->request_id, r->body_case, wire_why(r));
         tide_frame_free(r, NULL);
     }
 }
@@ -188,7 +117,7 @@ Test(conn, duplicate_request_ids_in_flight_are_refused)
     r = wire_call(fd, &p);
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_PONG &&
                   r->request_id == 7,
-              "the id of a finished query is free: %s", why(r));
+              "the id of a finished query is free: %s", wire_why(r));
     tide_frame_free(r, NULL);
     close(fd);
 
@@ -233,7 +162,7 @@ Test(conn, duplicate_request_ids_in_flight_are_refused)
     r = wire_call(fd, &w);
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK &&
                   r->request_id == 9,
-              "the id of an acknowledged batch is free: %s", why(r));
+              "the id of an acknowledged batch is free: %s", wire_why(r));
     cr_assert_eq(r->write_ack->accepted_points, 1);
     tide_frame_free(r, NULL);
     close(fd);
@@ -309,11 +238,12 @@ Test(conn, frames_cut_anywhere_are_decoded_in_order)
         cr_assert_not_null(r, "answer missing after %d pongs", i);
         if (r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK) {
             cr_assert_eq(r->request_id, 999);
-            cr_assert_eq(r->write_ack->accepted_points, POINTS, "%s", why(r));
+            cr_assert_eq(r->write_ack->accepted_points, POINTS, "%s",
+                         wire_why(r));
             acked = 1;
         } else {
             cr_assert_eq(r->body_case, TIDE__V1__ENVELOPE__BODY_PONG, "%s",
-                         why(r));
+                         wire_why(r));
             cr_assert_eq(r->request_id, 1000 + (uint64_t)i);
             cr_assert_eq(r->pong->nonce, (uint64_t)i);
             i++;
@@ -327,7 +257,7 @@ Test(conn, frames_cut_anywhere_are_decoded_in_order)
                   r->request_id == 0 &&
                   r->error->code ==
                       TIDE__V1__ERROR_CODE__ERROR_CODE_FRAME_TOO_LARGE,
-              "oversized header: %s", why(r));
+              "oversized header: %s", wire_why(r));
     tide_frame_free(r, NULL);
     cr_assert(wire_closed(fd));
     close(fd);

@@ -31,7 +31,7 @@
 #include "testutil.h"
 #include "tide/client.h"
 #include "tide/common.h"
-#include "tided.h"
+#include "wire.h"
 
 /* Bounds every sweep: no operation here makes this many allocations. */
 #define NTH_MAX 5000
@@ -41,32 +41,17 @@
 #define CLEAN_RUN 40
 #define POINTS 3
 
-static struct tided_proc srv;
-static char dir[1024];
-static int64_t T0;
-
 /* No background work may take an armed failure (docs/operations.md). */
 static const char *const settings[] = {"flush_interval_ms=0",
                                        "prune_interval_s=0", NULL};
 
 static void setup(void)
 {
-    struct timespec now;
-
-    clock_gettime(CLOCK_REALTIME, &now);
-    T0 = ((int64_t)now.tv_sec - 3600) * 1000000000;
-    snprintf(dir, sizeof(dir), "%s", test_tmpdir());
     setenv("TIDED_TEST_ALLOC_FAIL_NTH", "request_id", 1);
-    cr_assert_eq(tided_start(&srv, dir, settings), 0, "tided did not start");
+    fixture_start(settings);
 }
 
-static void teardown(void)
-{
-    tided_kill(&srv);
-    test_rmrf(dir);
-}
-
-TestSuite(oom, .init = setup, .fini = teardown, .timeout = 120);
+TestSuite(oom, .init = setup, .fini = fixture_fini, .timeout = 120);
 
 /* SIGTERM: a clean exit, and under ASan no leak (LSan fails the exit).
  * Otherwise the server's log goes to stderr: teardown removes it. */
@@ -380,13 +365,6 @@ static uint64_t nth_rid(int n, uint64_t k)
     return (uint64_t)n << 32 | k;
 }
 
-static const char *why(const Tide__V1__Envelope *r)
-{
-    return !r                                               ? "no response"
-           : r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR ? r->error->message
-                                                            : "";
-}
-
 /* An Error the server may answer a request with when memory runs out. */
 static void expect_oom_error(const Tide__V1__Envelope *r, const char *what,
                              int n)
@@ -471,7 +449,7 @@ static int token_session(const char *token)
     e.auth = &a;
     r = wire_call(fd, &e);
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_AUTH_OK,
-              "session auth: %s", why(r));
+              "session auth: %s", wire_why(r));
     tide_frame_free(r, NULL);
     return fd;
 }
@@ -682,7 +660,7 @@ static long server_query(int fd, Tide__V1__Query *q, uint64_t rid, int n)
             return -1;
         }
         cr_assert_eq(r->body_case, TIDE__V1__ENVELOPE__BODY_QUERY_CHUNK,
-                     "query N=%d: body %d (%s)", n, r->body_case, why(r));
+                     "query N=%d: body %d (%s)", n, r->body_case, wire_why(r));
         for (size_t s = 0; s < r->query_chunk->n_series; s++)
             got += (long)r->query_chunk->series[s]->n_ts_delta_ns;
         tide_frame_free(r, NULL);

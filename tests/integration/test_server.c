@@ -24,12 +24,7 @@
 
 #include "frame.h"
 #include "testutil.h"
-#include "tided.h"
-
-static struct tided_proc srv;
-static char dir[1024];
-/* Timestamps are offsets from T0, an hour ago: inside every retention. */
-static int64_t T0;
+#include "wire.h"
 
 static void start(const char *const *settings)
 {
@@ -37,38 +32,21 @@ static void start(const char *const *settings)
     cr_assert_neq(srv.admin_key[0], 0, "no admin.key written");
 }
 
-static void set_t0(void)
+/* The fixture with `settings`: a fresh server that wrote its admin key. */
+static void start_fresh(const char *const *settings)
 {
-    struct timespec now;
-
-    clock_gettime(CLOCK_REALTIME, &now);
-    T0 = ((int64_t)now.tv_sec - 3600) * 1000000000;
+    fixture_start(settings);
+    cr_assert_neq(srv.admin_key[0], 0, "no admin.key written");
 }
 
 static void setup(void)
 {
-    set_t0();
-    snprintf(dir, sizeof(dir), "%s", test_tmpdir());
-    start(NULL);
+    start_fresh(NULL);
 }
 
-static void teardown(void)
-{
-    tided_kill(&srv);
-    test_rmrf(dir);
-}
-
-TestSuite(server, .init = setup, .fini = teardown, .timeout = 120);
+TestSuite(server, .init = setup, .fini = fixture_fini, .timeout = 120);
 
 /* ---- Helpers ------------------------------------------------------------- */
-
-static uint64_t next_rid = 100;
-
-static Tide__V1__Envelope *call(int fd, Tide__V1__Envelope *e)
-{
-    e->request_id = next_rid++;
-    return wire_call(fd, e);
-}
 
 static void expect_error(Tide__V1__Envelope *r, Tide__V1__ErrorCode code)
 {
@@ -80,91 +58,23 @@ static void expect_error(Tide__V1__Envelope *r, Tide__V1__ErrorCode code)
     tide_frame_free(r, NULL);
 }
 
-/* The message of an Error response, for assertion output. */
-static const char *why(const Tide__V1__Envelope *r)
-{
-    return !r                                               ? "no response"
-           : r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR ? r->error->message
-                                                            : "";
-}
-
-/* As the operator: create or change tier `name` with a points/s limit
- * (0 = none). */
-static void make_tier(int fd, const char *name, uint64_t points_per_s)
-{
-    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
-    Tide__V1__TierUpsert tu = TIDE__V1__TIER_UPSERT__INIT;
-    Tide__V1__Tier t = TIDE__V1__TIER__INIT;
-
-    t.name = (char *)name;
-    t.telemetry_ttl_s = 30 * 86400;
-    t.points_per_s = points_per_s;
-    tu.tier = &t;
-    e.body_case = TIDE__V1__ENVELOPE__BODY_TIER_UPSERT;
-    e.tier_upsert = &tu;
-    r = call(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_OK,
-              "tier upsert: %s", why(r));
-    tide_frame_free(r, NULL);
-}
-
 /* As the operator: an account on tier `tier` with a device "dev1", a device
  * key for it and an analyst key. Returns the account id. */
 static uint64_t make_account_on(const char *email, const char *tier,
                                 char *device_key, char *analyst_key)
 {
     int fd = wire_session(srv.port, srv.admin_key);
-    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
-    Tide__V1__AccountCreate ac = TIDE__V1__ACCOUNT_CREATE__INIT;
-    Tide__V1__DeviceRegister dr = TIDE__V1__DEVICE_REGISTER__INIT;
-    Tide__V1__Device d = TIDE__V1__DEVICE__INIT;
-    Tide__V1__KeyCreate kc = TIDE__V1__KEY_CREATE__INIT;
     uint64_t account;
 
     cr_assert_geq(fd, 0, "admin session");
     if (!strcmp(tier, "unlimited"))
-        make_tier(fd, tier, 0);
-    ac.email = (char *)email;
-    ac.password = "correct horse battery";
-    ac.tier = (char *)tier;
-    e.body_case = TIDE__V1__ENVELOPE__BODY_ACCOUNT_CREATE;
-    e.account_create = &ac;
-    r = call(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_ACCOUNT_CREATE_OK,
-              "account create: %s",
-              r && r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR
-                  ? r->error->message
-                  : "?");
-    account = r->account_create_ok->account->id;
-    tide_frame_free(r, NULL);
-
-    d.name = "dev1";
-    dr.device = &d;
-    dr.account_id = account;
-    e.body_case = TIDE__V1__ENVELOPE__BODY_DEVICE_REGISTER;
-    e.device_register = &dr;
-    r = call(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_DEVICE);
-    tide_frame_free(r, NULL);
-
-    kc.name = "device key";
-    kc.role = TIDE__V1__ROLE__ROLE_DEVICE;
-    kc.device = "dev1";
-    kc.account_id = account;
-    e.body_case = TIDE__V1__ENVELOPE__BODY_KEY_CREATE;
-    e.key_create = &kc;
-    r = call(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_KEY_CREATE_OK);
-    snprintf(device_key, 128, "%s", r->key_create_ok->secret);
-    tide_frame_free(r, NULL);
-
-    kc.name = "analyst key";
-    kc.role = TIDE__V1__ROLE__ROLE_ANALYST;
-    kc.device = "";
-    r = call(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_KEY_CREATE_OK);
-    snprintf(analyst_key, 128, "%s", r->key_create_ok->secret);
-    tide_frame_free(r, NULL);
+        wire_tier_upsert(fd, tier, 0, 0);
+    account = wire_account_create(fd, email, tier);
+    wire_device_register(fd, account, "dev1");
+    wire_key_create(fd, account, "device key", TIDE__V1__ROLE__ROLE_DEVICE,
+                    "dev1", device_key, 128);
+    wire_key_create(fd, account, "analyst key", TIDE__V1__ROLE__ROLE_ANALYST,
+                    NULL, analyst_key, 128);
     close(fd);
     return account;
 }
@@ -279,19 +189,19 @@ Test(server, handshake_ping_and_order)
     cr_assert_geq(fd, 0);
     e.body_case = TIDE__V1__ENVELOPE__BODY_KEY_LIST;
     e.key_list = &kl;
-    expect_error(call(fd, &e),
+    expect_error(wire_next(fd, &e),
                  TIDE__V1__ERROR_CODE__ERROR_CODE_NOT_AUTHENTICATED);
     h.protocol_version = 2;
     e.body_case = TIDE__V1__ENVELOPE__BODY_HELLO;
     e.hello = &h;
-    expect_error(call(fd, &e),
+    expect_error(wire_next(fd, &e),
                  TIDE__V1__ERROR_CODE__ERROR_CODE_UNSUPPORTED_VERSION);
     cr_assert(wire_closed(fd));
     close(fd);
 
     fd = wire_connect(srv.port);
     h.protocol_version = 1;
-    r = call(fd, &e);
+    r = wire_next(fd, &e);
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_HELLO_OK);
     cr_assert_eq(r->hello_ok->protocol_version, 1);
     cr_assert_gt(r->hello_ok->limits->max_frame_bytes, 0);
@@ -300,17 +210,17 @@ Test(server, handshake_ping_and_order)
     p.nonce = 77;
     e.body_case = TIDE__V1__ENVELOPE__BODY_PING;
     e.ping = &p;
-    r = call(fd, &e);
+    r = wire_next(fd, &e);
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_PONG);
     cr_assert_eq(r->pong->nonce, 77);
     cr_assert_eq(r->request_id, next_rid - 1);
     tide_frame_free(r, NULL);
     /* Before Auth, telemetry is refused but the connection stays. */
     e.body_case = TIDE__V1__ENVELOPE__BODY_KEY_LIST;
-    expect_error(call(fd, &e),
+    expect_error(wire_next(fd, &e),
                  TIDE__V1__ERROR_CODE__ERROR_CODE_NOT_AUTHENTICATED);
     e.body_case = TIDE__V1__ENVELOPE__BODY_PING;
-    r = call(fd, &e);
+    r = wire_next(fd, &e);
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_PONG);
     tide_frame_free(r, NULL);
     close(fd);
@@ -326,13 +236,14 @@ Test(server, bad_key_is_refused_and_closes)
     h.protocol_version = 1;
     e.body_case = TIDE__V1__ENVELOPE__BODY_HELLO;
     e.hello = &h;
-    r = call(fd, &e);
+    r = wire_next(fd, &e);
     tide_frame_free(r, NULL);
     a.credential_case = TIDE__V1__AUTH__CREDENTIAL_API_KEY;
     a.api_key = "tide_live_000000000000000000000000000000000000000000000000";
     e.body_case = TIDE__V1__ENVELOPE__BODY_AUTH;
     e.auth = &a;
-    expect_error(call(fd, &e), TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED);
+    expect_error(wire_next(fd, &e),
+                 TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED);
     cr_assert(wire_closed(fd));
     close(fd);
     /* Repeated failures from one address are throttled. */
@@ -341,11 +252,11 @@ Test(server, bad_key_is_refused_and_closes)
     fd = wire_connect(srv.port);
     e.body_case = TIDE__V1__ENVELOPE__BODY_HELLO;
     e.hello = &h;
-    r = call(fd, &e);
+    r = wire_next(fd, &e);
     tide_frame_free(r, NULL);
     e.body_case = TIDE__V1__ENVELOPE__BODY_AUTH;
     e.auth = &a;
-    r = call(fd, &e);
+    r = wire_next(fd, &e);
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR);
     cr_assert_eq(r->error->code, TIDE__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED);
     cr_assert_gt(r->error->retry_after_ms, 0);
@@ -403,7 +314,7 @@ Test(server, write_and_read_every_type)
     wb.n_groups = 1;
     e.body_case = TIDE__V1__ENVELOPE__BODY_WRITE_BATCH;
     e.write_batch = &wb;
-    r = call(dfd, &e);
+    r = wire_next(dfd, &e);
     cr_assert(
         r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK, "write: %s",
         r && r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR ? r->error->message
@@ -431,7 +342,7 @@ Test(server, write_and_read_every_type)
     cf.i64 = i64;
     cf.n_i64 = 3;
     g.n_columns = 1;
-    r = call(dfd, &e);
+    r = wire_next(dfd, &e);
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK);
     cr_assert_eq(r->write_ack->accepted_points, 0);
     cr_assert_eq(r->write_ack->rejected_points, 3);
@@ -458,7 +369,7 @@ Test(server, roles_and_accounts_are_separated)
     dfd = wire_session(srv.port, dkey);
     afd = wire_session(srv.port, akey);
     bfd = wire_session(srv.port, akey_b);
-    r = call(dfd, f64_batch(1, 1, 5000, 4, vals, deltas));
+    r = wire_next(dfd, f64_batch(1, 1, 5000, 4, vals, deltas));
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK);
     tide_frame_free(r, NULL);
     /* A device key may not query. */
@@ -466,17 +377,17 @@ Test(server, roles_and_accounts_are_separated)
     q.to_ns = T0 + 10000;
     e.body_case = TIDE__V1__ENVELOPE__BODY_QUERY;
     e.query = &q;
-    expect_error(call(dfd, &e),
+    expect_error(wire_next(dfd, &e),
                  TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED);
     /* An analyst key may not write. */
-    expect_error(call(afd, f64_batch(2, 1, 6000, 4, vals, deltas)),
+    expect_error(wire_next(afd, f64_batch(2, 1, 6000, 4, vals, deltas)),
                  TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED);
     /* A device key writes only its own device. */
     {
         Tide__V1__Envelope *w = f64_batch(1, 2, 6000, 4, vals, deltas);
 
         w->write_batch->groups[0]->device = "other";
-        r = call(dfd, w);
+        r = wire_next(dfd, w);
         cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK);
         cr_assert_eq(r->write_ack->accepted_points, 0);
         cr_assert_eq(r->write_ack->rejections[0]->code,
@@ -502,12 +413,12 @@ Test(server, duplicate_batch_is_applied_once)
     make_account("dup@example.com", dkey, akey);
     dfd = wire_session(srv.port, dkey);
     afd = wire_session(srv.port, akey);
-    r = call(dfd, f64_batch(42, 7, 100, 10, vals, deltas));
+    r = wire_next(dfd, f64_batch(42, 7, 100, 10, vals, deltas));
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK);
     cr_assert_eq(r->write_ack->accepted_points, 10);
     cr_assert(!r->write_ack->duplicate);
     tide_frame_free(r, NULL);
-    r = call(dfd, f64_batch(42, 7, 100, 10, vals, deltas));
+    r = wire_next(dfd, f64_batch(42, 7, 100, 10, vals, deltas));
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK);
     cr_assert(r->write_ack->duplicate);
     cr_assert_eq(r->write_ack->accepted_points, 0);
@@ -537,7 +448,7 @@ Test(server, pipelined_writes_are_acked_in_order)
         Tide__V1__Envelope *r = wire_recv(dfd);
 
         cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK,
-                  "batch %d: %s", k, why(r));
+                  "batch %d: %s", k, wire_why(r));
         cr_assert_eq(r->request_id, 1000 + (uint64_t)k, "ack order");
         cr_assert_eq(r->write_ack->sequence, (uint64_t)k + 1);
         tide_frame_free(r, NULL);
@@ -556,7 +467,8 @@ Test(server, points_behind_the_retention_horizon_are_refused)
     make_account("old@example.com", dkey, akey); /* tier TTL: 30 days */
     dfd = wire_session(srv.port, dkey);
     /* 40 days back: older than the plan keeps telemetry. */
-    r = call(dfd, f64_batch(7, 1, -40ll * 86400 * 1000000000, 4, vals, deltas));
+    r = wire_next(dfd,
+                  f64_batch(7, 1, -40ll * 86400 * 1000000000, 4, vals, deltas));
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK);
     cr_assert_eq(r->write_ack->accepted_points, 0);
     cr_assert_eq(r->write_ack->rejected_points, 4);
@@ -574,17 +486,17 @@ Test(server, rate_limit_refuses_with_retry_after)
     Tide__V1__Envelope *r;
     int fd = wire_session(srv.port, srv.admin_key), dfd;
 
-    make_tier(fd, "slow", 100);
+    wire_tier_upsert(fd, "slow", 100, 0);
     close(fd);
     make_account_on("slow@example.com", "slow", dkey, akey);
     dfd = wire_session(srv.port, dkey);
     /* The bucket holds one second of the rate; a batch may overdraw it
      * once, then the account waits until the debt is paid. */
-    r = call(dfd, f64_batch(3, 1, 0, 500, vals, deltas));
+    r = wire_next(dfd, f64_batch(3, 1, 0, 500, vals, deltas));
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK, "%s",
-              why(r));
+              wire_why(r));
     tide_frame_free(r, NULL);
-    r = call(dfd, f64_batch(3, 2, 1000, 500, vals, deltas));
+    r = wire_next(dfd, f64_batch(3, 2, 1000, 500, vals, deltas));
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR);
     cr_assert_eq(r->error->code, TIDE__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED);
     cr_assert(r->error->retryable);
@@ -619,10 +531,10 @@ Test(server, bad_frames_get_errors_and_others_are_served)
     fd = wire_connect(srv.port);
     e.body_case = TIDE__V1__ENVELOPE__BODY_PONG;
     e.pong = &pong;
-    expect_error(call(fd, &e),
+    expect_error(wire_next(fd, &e),
                  TIDE__V1__ERROR_CODE__ERROR_CODE_UNKNOWN_MESSAGE);
     e.body_case = TIDE__V1__ENVELOPE__BODY__NOT_SET;
-    expect_error(call(fd, &e),
+    expect_error(wire_next(fd, &e),
                  TIDE__V1__ERROR_CODE__ERROR_CODE_UNKNOWN_MESSAGE);
     close(fd);
 
@@ -634,7 +546,7 @@ Test(server, bad_frames_get_errors_and_others_are_served)
 
         e.body_case = TIDE__V1__ENVELOPE__BODY_SERVER_STATUS;
         e.server_status = &st;
-        r = call(fd, &e);
+        r = wire_next(fd, &e);
         ok = r && r->body_case == TIDE__V1__ENVELOPE__BODY_SERVER_STATUS_OK;
         tide_frame_free(r, NULL);
         cr_assert(ok);
@@ -677,7 +589,7 @@ Test(server, bad_columns_are_rejected_per_column)
     wb.n_groups = 1;
     e.body_case = TIDE__V1__ENVELOPE__BODY_WRITE_BATCH;
     e.write_batch = &wb;
-    r = call(dfd, &e);
+    r = wire_next(dfd, &e);
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK);
     cr_assert_eq(r->write_ack->accepted_points, 0);
     cr_assert_eq(r->write_ack->rejected_points, 6);
@@ -696,13 +608,11 @@ static void setup_short_timeouts(void)
 {
     static const char *const settings[] = {"read_timeout_ms=300", NULL};
 
-    set_t0();
-    snprintf(dir, sizeof(dir), "%s", test_tmpdir());
-    start(settings);
+    start_fresh(settings);
 }
 
 Test(server_timeouts, stalled_half_frame_is_closed,
-     .init = setup_short_timeouts, .fini = teardown, .timeout = 60)
+     .init = setup_short_timeouts, .fini = fixture_fini, .timeout = 60)
 {
     static const uint8_t half[6] = {100, 0, 0, 0, 0x08, 0x01};
     int fd;
@@ -787,7 +697,7 @@ Test(server, many_idle_connections_and_a_reader_that_never_reads)
     /* Everyone else is still served. */
     fd = wire_session(srv.port, srv.admin_key);
     cr_assert_geq(fd, 0);
-    r = call(fd, &e);
+    r = wire_next(fd, &e);
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_PONG);
     tide_frame_free(r, NULL);
     close(fd);
@@ -827,7 +737,7 @@ Test(server, kill9_during_ingest_keeps_acknowledged_points)
         if (!r)
             break;
         cr_assert_eq(r->body_case, TIDE__V1__ENVELOPE__BODY_WRITE_ACK, "%s",
-                     why(r));
+                     wire_why(r));
         cr_assert_eq(r->request_id, (uint64_t)acked + 1);
         acked++;
         tide_frame_free(r, NULL);
@@ -859,13 +769,11 @@ static void setup_small_queries(void)
 {
     static const char *const settings[] = {"max_query_points=100", NULL};
 
-    set_t0();
-    snprintf(dir, sizeof(dir), "%s", test_tmpdir());
-    start(settings);
+    start_fresh(settings);
 }
 
 Test(server_limits, query_limits_and_bad_arguments, .init = setup_small_queries,
-     .fini = teardown, .timeout = 60)
+     .fini = fixture_fini, .timeout = 60)
 {
     char dkey[128], akey[128];
     static double vals[500];
@@ -878,7 +786,7 @@ Test(server_limits, query_limits_and_bad_arguments, .init = setup_small_queries,
     make_account("limits@example.com", dkey, akey);
     dfd = wire_session(srv.port, dkey);
     afd = wire_session(srv.port, akey);
-    r = call(dfd, f64_batch(8, 1, 0, 500, vals, deltas));
+    r = wire_next(dfd, f64_batch(8, 1, 0, 500, vals, deltas));
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK);
     tide_frame_free(r, NULL);
     q.fields = fields;
@@ -921,7 +829,7 @@ Test(server_limits, query_limits_and_bad_arguments, .init = setup_small_queries,
             tide_frame_free(r, NULL);
         }
         cr_assert_eq(r->body_case, TIDE__V1__ENVELOPE__BODY_QUERY_END, "%s",
-                     why(r));
+                     wire_why(r));
         cr_assert_eq(n, 10);
         cr_assert(r->query_end->truncated);
         cr_assert_eq(newest, T0 + 499, "descending: the newest first");
@@ -931,12 +839,12 @@ Test(server_limits, query_limits_and_bad_arguments, .init = setup_small_queries,
     q.order = TIDE__V1__ORDER__ORDER_ASC;
     q.from_ns = T0 + 10;
     q.to_ns = T0;
-    expect_error(call(afd, &e),
+    expect_error(wire_next(afd, &e),
                  TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT);
     q.from_ns = T0;
     q.latest = 1;
     q.aggregation = TIDE__V1__AGGREGATION__AGGREGATION_MAX;
-    expect_error(call(afd, &e),
+    expect_error(wire_next(afd, &e),
                  TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT);
     close(dfd);
     close(afd);
@@ -946,9 +854,7 @@ static void setup_fast_flush(void)
 {
     static const char *const settings[] = {"flush_interval_ms=200", NULL};
 
-    set_t0();
-    snprintf(dir, sizeof(dir), "%s", test_tmpdir());
-    start(settings);
+    start_fresh(settings);
 }
 
 /* The value of stat `name` in ServerStatusOk, or -1. */
@@ -960,7 +866,7 @@ static double server_stat(int fd, const char *name)
 
     e.body_case = TIDE__V1__ENVELOPE__BODY_SERVER_STATUS;
     e.server_status = &st;
-    r = call(fd, &e);
+    r = wire_next(fd, &e);
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_SERVER_STATUS_OK);
     for (size_t i = 0; i < r->server_status_ok->n_stats; i++)
         if (!strcmp(r->server_status_ok->stats[i]->name, name))
@@ -970,7 +876,7 @@ static double server_stat(int fd, const char *name)
 }
 
 Test(server_flush, head_is_flushed_periodically, .init = setup_fast_flush,
-     .fini = teardown, .timeout = 60)
+     .fini = fixture_fini, .timeout = 60)
 {
     char dkey[128], akey[128];
     static double vals[300];
@@ -982,7 +888,7 @@ Test(server_flush, head_is_flushed_periodically, .init = setup_fast_flush,
     dfd = wire_session(srv.port, dkey);
     afd = wire_session(srv.port, akey);
     ofd = wire_session(srv.port, srv.admin_key);
-    r = call(dfd, f64_batch(4, 1, 0, 300, vals, deltas));
+    r = wire_next(dfd, f64_batch(4, 1, 0, 300, vals, deltas));
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK);
     tide_frame_free(r, NULL);
     for (int i = 0; i < 100 && server_stat(ofd, "segments") < 1; i++)
@@ -1040,7 +946,7 @@ static char *export_all(int fd, uint64_t account, int csv, char *sections,
         tide_frame_free(r, NULL);
     }
     cr_assert_eq(r->body_case, TIDE__V1__ENVELOPE__BODY_EXPORT_END, "%s",
-                 why(r));
+                 wire_why(r));
     cr_assert_eq(r->export_end->bytes, len);
     EVP_DigestFinal_ex(sha, digest, &dlen);
     cr_assert_eq(r->export_end->sha256.len, 32);
@@ -1062,7 +968,7 @@ Test(server, export_every_row_and_the_telemetry)
     int afd = wire_session(srv.port, akey);
     Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT;
     Tide__V1__ExportStart xs = TIDE__V1__EXPORT_START__INIT;
-    Tide__V1__Envelope *r = call(dfd, f64_batch(6, 1, 0, 5, vals, deltas));
+    Tide__V1__Envelope *r = wire_next(dfd, f64_batch(6, 1, 0, 5, vals, deltas));
     char *json, *csv, line[128];
 
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK);
@@ -1090,7 +996,7 @@ Test(server, export_every_row_and_the_telemetry)
     xs.include_telemetry = 1;
     e.body_case = TIDE__V1__ENVELOPE__BODY_EXPORT_START;
     e.export_start = &xs;
-    expect_error(call(afd, &e),
+    expect_error(wire_next(afd, &e),
                  TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED);
     close(dfd);
     close(ofd);

@@ -14,72 +14,11 @@
 
 #include "frame.h"
 #include "testutil.h"
-#include "tided.h"
+#include "wire.h"
 
-static struct tided_proc srv;
-static char dir[1024];
-/* Timestamps are offsets from T0, an hour ago: inside every retention. */
-static int64_t T0;
-static uint64_t next_rid = 100;
-
-static void setup(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_REALTIME, &now);
-    T0 = ((int64_t)now.tv_sec - 3600) * 1000000000;
-    snprintf(dir, sizeof(dir), "%s", test_tmpdir());
-    cr_assert_eq(tided_start(&srv, dir, NULL), 0, "tided did not start");
-}
-
-static void teardown(void)
-{
-    tided_kill(&srv);
-    test_rmrf(dir);
-}
-
-TestSuite(write, .init = setup, .fini = teardown, .timeout = 120);
+TestSuite(write, .init = fixture_init, .fini = fixture_fini, .timeout = 120);
 
 /* ---- Helpers ------------------------------------------------------------- */
-
-static Tide__V1__Envelope *call(int fd, Tide__V1__Envelope *e)
-{
-    e->request_id = next_rid++;
-    return wire_call(fd, e);
-}
-
-static const char *why(const Tide__V1__Envelope *r)
-{
-    return !r                                               ? "no response"
-           : r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR ? r->error->message
-                                                            : "";
-}
-
-/* Send `e` and expect Ok. */
-static void call_ok(int fd, Tide__V1__Envelope *e, const char *what)
-{
-    Tide__V1__Envelope *r = call(fd, e);
-
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_OK, "%s: %s", what,
-              why(r));
-    tide_frame_free(r, NULL);
-}
-
-/* As the operator: create or change tier `name`. */
-static void tier_upsert(int fd, const char *name, uint64_t daily_points)
-{
-    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT;
-    Tide__V1__TierUpsert tu = TIDE__V1__TIER_UPSERT__INIT;
-    Tide__V1__Tier t = TIDE__V1__TIER__INIT;
-
-    t.name = (char *)name;
-    t.telemetry_ttl_s = 30 * 86400;
-    t.daily_points = daily_points;
-    tu.tier = &t;
-    e.body_case = TIDE__V1__ENVELOPE__BODY_TIER_UPSERT;
-    e.tier_upsert = &tu;
-    call_ok(fd, &e, "tier upsert");
-}
 
 /* As the operator: put `account` on tier `name`. */
 static void tier_set(int fd, uint64_t account, const char *name)
@@ -91,67 +30,7 @@ static void tier_set(int fd, uint64_t account, const char *name)
     ts.tier = (char *)name;
     e.body_case = TIDE__V1__ENVELOPE__BODY_TIER_SET;
     e.tier_set = &ts;
-    call_ok(fd, &e, "tier set");
-}
-
-/* As the operator (`fd`): an account on a tier without limits, for its
- * owner to log in to. Returns the account id. */
-static uint64_t make_account(int fd, const char *email)
-{
-    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
-    Tide__V1__AccountCreate ac = TIDE__V1__ACCOUNT_CREATE__INIT;
-    uint64_t account;
-
-    tier_upsert(fd, "unlimited", 0);
-    ac.email = (char *)email;
-    ac.password = "correct horse battery";
-    ac.tier = "unlimited";
-    e.body_case = TIDE__V1__ENVELOPE__BODY_ACCOUNT_CREATE;
-    e.account_create = &ac;
-    r = call(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_ACCOUNT_CREATE_OK,
-              "account create: %s", why(r));
-    account = r->account_create_ok->account->id;
-    tide_frame_free(r, NULL);
-    return account;
-}
-
-/* A session of the account's owner (Hello, Login, Auth): the owner may
- * write every device of the account. */
-static int owner_session(const char *email)
-{
-    int fd = wire_connect(srv.port);
-    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
-    Tide__V1__Hello h = TIDE__V1__HELLO__INIT;
-    Tide__V1__Login l = TIDE__V1__LOGIN__INIT;
-    Tide__V1__Auth a = TIDE__V1__AUTH__INIT;
-    char token[128];
-
-    cr_assert_geq(fd, 0);
-    h.protocol_version = 1;
-    e.body_case = TIDE__V1__ENVELOPE__BODY_HELLO;
-    e.hello = &h;
-    r = call(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_HELLO_OK);
-    tide_frame_free(r, NULL);
-    l.email = (char *)email;
-    l.password = "correct horse battery";
-    e.body_case = TIDE__V1__ENVELOPE__BODY_LOGIN;
-    e.login = &l;
-    r = call(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_LOGIN_OK,
-              "login: %s", why(r));
-    snprintf(token, sizeof(token), "%s", r->login_ok->session_token);
-    tide_frame_free(r, NULL);
-    a.credential_case = TIDE__V1__AUTH__CREDENTIAL_SESSION_TOKEN;
-    a.session_token = token;
-    e.body_case = TIDE__V1__ENVELOPE__BODY_AUTH;
-    e.auth = &a;
-    r = call(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_AUTH_OK, "auth: %s",
-              why(r));
-    tide_frame_free(r, NULL);
-    return fd;
+    wire_call_ok(fd, &e, "tier set");
 }
 
 /* A one-group batch of 5 f64 points of `device`/temp at T0 + 0..4, with
@@ -196,7 +75,7 @@ static Tide__V1__Envelope *write5(int fd, const char *device,
     wb.n_groups = 1;
     e.body_case = TIDE__V1__ENVELOPE__BODY_WRITE_BATCH;
     e.write_batch = &wb;
-    return call(fd, &e);
+    return wire_next(fd, &e);
 }
 
 /* write5() and expect all 5 points accepted. */
@@ -205,7 +84,7 @@ static void write5_ok(int fd, const char *device, const char *const *tags)
     Tide__V1__Envelope *r = write5(fd, device, tags);
 
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK,
-              "write: %s", why(r));
+              "write: %s", wire_why(r));
     cr_assert_eq(r->write_ack->accepted_points, 5, "accepted %llu",
                  (unsigned long long)r->write_ack->accepted_points);
     tide_frame_free(r, NULL);
@@ -218,22 +97,23 @@ static void write5_ok(int fd, const char *device, const char *const *tags)
 Test(write, tier_change_is_seen_by_the_next_write)
 {
     int ofd = wire_session(srv.port, srv.admin_key), wfd;
-    uint64_t account = make_account(ofd, "tier@example.com");
+    uint64_t account = wire_make_account(ofd, "tier@example.com");
     Tide__V1__Envelope *r;
 
-    wfd = owner_session("tier@example.com");
+    wfd = wire_owner_session(srv.port, "tier@example.com");
     write5_ok(wfd, "dev1", NULL);
     /* A plan whose daily quota the next 5 points exceed. */
-    tier_upsert(ofd, "tiny", 7);
+    wire_tier_upsert(ofd, "tiny", 0, 7);
     tier_set(ofd, account, "tiny");
     r = write5(wfd, "dev1", NULL);
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR,
               "the write after TierSet ran on the old tier");
     cr_assert_eq(r->error->code,
-                 TIDE__V1__ERROR_CODE__ERROR_CODE_QUOTA_EXCEEDED, "%s", why(r));
+                 TIDE__V1__ERROR_CODE__ERROR_CODE_QUOTA_EXCEEDED, "%s",
+                 wire_why(r));
     tide_frame_free(r, NULL);
     /* Raising the quota of the account's tier is seen at once too. */
-    tier_upsert(ofd, "tiny", 1000);
+    wire_tier_upsert(ofd, "tiny", 0, 1000);
     write5_ok(wfd, "dev1", NULL);
     close(wfd);
     close(ofd);
@@ -277,7 +157,7 @@ static size_t query_tagged(int fd, const char *const *match)
             return n;
         }
         cr_assert_eq(r->body_case, TIDE__V1__ENVELOPE__BODY_QUERY_CHUNK,
-                     "query: %s", why(r));
+                     "query: %s", wire_why(r));
         for (size_t s = 0; s < r->query_chunk->n_series; s++)
             n += r->query_chunk->series[s]->n_ts_delta_ns;
         tide_frame_free(r, NULL);
@@ -307,7 +187,7 @@ static char *export_rows(int fd, uint64_t account)
         tide_frame_free(r, NULL);
     }
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_EXPORT_END,
-              "export: %s", why(r));
+              "export: %s", wire_why(r));
     tide_frame_free(r, NULL);
     return all;
 }
@@ -325,7 +205,7 @@ static void device_tags(int fd, const char *device, char *out, size_t cap)
     e.request_id = next_rid++;
     r = wire_call(fd, &e);
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_DEVICE,
-              "device get: %s", why(r));
+              "device get: %s", wire_why(r));
     out[0] = 0;
     for (size_t i = 0; i < r->device->n_tags; i++)
         off += (size_t)snprintf(out + off, cap - off, "%s%s=%s", i ? "," : "",
@@ -338,7 +218,7 @@ static void device_tags(int fd, const char *device, char *out, size_t cap)
 Test(write, point_group_tags_are_upserted_onto_the_device)
 {
     int ofd = wire_session(srv.port, srv.admin_key), wfd;
-    uint64_t account = make_account(ofd, "tags@example.com");
+    uint64_t account = wire_make_account(ofd, "tags@example.com");
     const char *const first[] = {"site=a", "rack=1", NULL};
     const char *const moved[] = {"site=c", NULL};
     const char *const bad[] = {"k=v,w", NULL};
@@ -349,7 +229,7 @@ Test(write, point_group_tags_are_upserted_onto_the_device)
     Tide__V1__Envelope *r;
     char *rows, text[256];
 
-    wfd = owner_session("tags@example.com");
+    wfd = wire_owner_session(srv.port, "tags@example.com");
     write5_ok(wfd, "dev1", first);
     write5_ok(wfd, "dev2", site_b);
     write5_ok(wfd, "dev3", NULL);
@@ -372,7 +252,7 @@ Test(write, point_group_tags_are_upserted_onto_the_device)
     /* Tags that cannot be stored refuse the group, not the batch. */
     r = write5(wfd, "dev2", bad);
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK, "%s",
-              why(r));
+              wire_why(r));
     cr_assert_eq(r->write_ack->accepted_points, 0);
     cr_assert_eq(r->write_ack->rejected_points, 5);
     cr_assert_eq(r->write_ack->n_rejections, 1);

@@ -1,0 +1,172 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Integration-test support over raw frames (wire.h). */
+#include "wire.h"
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "frame.h"
+
+struct tided_proc srv;
+char dir[1024];
+int64_t T0;
+uint64_t next_rid = 100;
+
+void fixture_start(const char *const *settings)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_REALTIME, &now);
+    T0 = ((int64_t)now.tv_sec - 3600) * 1000000000;
+    cr_assert_eq(tided_start_fresh(&srv, dir, sizeof(dir), settings), 0,
+                 "tided did not start");
+}
+
+void fixture_init(void)
+{
+    fixture_start(NULL);
+}
+
+void fixture_fini(void)
+{
+    tided_kill_fresh(&srv, dir);
+}
+
+Tide__V1__Envelope *wire_next(int fd, Tide__V1__Envelope *e)
+{
+    e->request_id = next_rid++;
+    return wire_call(fd, e);
+}
+
+const char *wire_why(const Tide__V1__Envelope *r)
+{
+    return !r                                               ? "no response"
+           : r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR ? r->error->message
+                                                            : "";
+}
+
+void wire_call_ok(int fd, Tide__V1__Envelope *e, const char *what)
+{
+    Tide__V1__Envelope *r = wire_next(fd, e);
+
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_OK, "%s: %s", what,
+              wire_why(r));
+    tide_frame_free(r, NULL);
+}
+
+void wire_tier_upsert(int fd, const char *name, uint64_t points_per_s,
+                      uint64_t daily_points)
+{
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__TierUpsert tu = TIDE__V1__TIER_UPSERT__INIT;
+    Tide__V1__Tier t = TIDE__V1__TIER__INIT;
+
+    t.name = (char *)name;
+    t.telemetry_ttl_s = 30 * 86400;
+    t.points_per_s = points_per_s;
+    t.daily_points = daily_points;
+    tu.tier = &t;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_TIER_UPSERT;
+    e.tier_upsert = &tu;
+    wire_call_ok(fd, &e, "tier upsert");
+}
+
+uint64_t wire_account_create(int fd, const char *email, const char *tier)
+{
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__AccountCreate ac = TIDE__V1__ACCOUNT_CREATE__INIT;
+    uint64_t id;
+
+    ac.email = (char *)email;
+    ac.password = "correct horse battery";
+    ac.tier = (char *)tier;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_ACCOUNT_CREATE;
+    e.account_create = &ac;
+    r = wire_next(fd, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_ACCOUNT_CREATE_OK,
+              "account create: %s", wire_why(r));
+    id = r->account_create_ok->account->id;
+    tide_frame_free(r, NULL);
+    return id;
+}
+
+uint64_t wire_make_account(int fd, const char *email)
+{
+    wire_tier_upsert(fd, "unlimited", 0, 0);
+    return wire_account_create(fd, email, "unlimited");
+}
+
+void wire_device_register(int fd, uint64_t account, const char *name)
+{
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__DeviceRegister dr = TIDE__V1__DEVICE_REGISTER__INIT;
+    Tide__V1__Device d = TIDE__V1__DEVICE__INIT;
+
+    d.name = (char *)name;
+    dr.device = &d;
+    dr.account_id = account;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_DEVICE_REGISTER;
+    e.device_register = &dr;
+    r = wire_next(fd, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_DEVICE,
+              "device register: %s", wire_why(r));
+    tide_frame_free(r, NULL);
+}
+
+void wire_key_create(int fd, uint64_t account, const char *name,
+                     Tide__V1__Role role, const char *device, char *key,
+                     size_t cap)
+{
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__KeyCreate kc = TIDE__V1__KEY_CREATE__INIT;
+
+    kc.name = (char *)name;
+    kc.role = role;
+    kc.device = (char *)(device ? device : "");
+    kc.account_id = account;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_KEY_CREATE;
+    e.key_create = &kc;
+    r = wire_next(fd, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_KEY_CREATE_OK,
+              "key create: %s", wire_why(r));
+    snprintf(key, cap, "%s", r->key_create_ok->secret);
+    tide_frame_free(r, NULL);
+}
+
+int wire_owner_session(int port, const char *email)
+{
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__Hello h = TIDE__V1__HELLO__INIT;
+    Tide__V1__Login l = TIDE__V1__LOGIN__INIT;
+    Tide__V1__Auth a = TIDE__V1__AUTH__INIT;
+    char token[256];
+    int fd = wire_connect(port);
+
+    cr_assert_geq(fd, 0);
+    h.protocol_version = 1;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_HELLO;
+    e.hello = &h;
+    r = wire_next(fd, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_HELLO_OK);
+    tide_frame_free(r, NULL);
+    l.email = (char *)email;
+    l.password = "correct horse battery";
+    e.body_case = TIDE__V1__ENVELOPE__BODY_LOGIN;
+    e.login = &l;
+    r = wire_next(fd, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_LOGIN_OK,
+              "login: %s", wire_why(r));
+    snprintf(token, sizeof(token), "%s", r->login_ok->session_token);
+    tide_frame_free(r, NULL);
+    a.credential_case = TIDE__V1__AUTH__CREDENTIAL_SESSION_TOKEN;
+    a.session_token = token;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_AUTH;
+    e.auth = &a;
+    r = wire_next(fd, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_AUTH_OK, "auth: %s",
+              wire_why(r));
+    tide_frame_free(r, NULL);
+    return fd;
+}

@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Integration-test support over raw frames, shared by the suites: the
+ * fixture's server, numbered requests, and the operator's and owner's
+ * setup steps. Each helper asserts (Criterion) that its step succeeded.
+ */
+#ifndef TIDE_TESTS_SUPPORT_WIRE_H
+#define TIDE_TESTS_SUPPORT_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tided.h"
+
+/* The server of the running test, its data directory and T0, an hour
+ * before the fixture started: timestamps offset from it are inside every
+ * retention. */
+extern struct tided_proc srv;
+extern char dir[1024];
+extern int64_t T0;
+
+/* The request id the next wire_next() call takes (100 at the start). */
+extern uint64_t next_rid;
+
+/* Set T0, then tided_start_fresh(&srv, dir, ...) with `settings`,
+ * asserting that tided started. */
+void fixture_start(const char *const *settings);
+
+/* The suites' .init (fixture_start(NULL)) and .fini
+ * (tided_kill_fresh(&srv, dir)). */
+void fixture_init(void);
+void fixture_fini(void);
+
+/* Number `e` with next_rid++ and wire_call() it. */
+Tide__V1__Envelope *wire_next(int fd, Tide__V1__Envelope *e);
+
+/* The message of an Error response, for assertion output. */
+const char *wire_why(const Tide__V1__Envelope *r);
+
+/* wire_next() `e` and expect Ok; `what` names the request on failure. */
+void wire_call_ok(int fd, Tide__V1__Envelope *e, const char *what);
+
+/* As the operator on `fd`: create or change tier `name` (30-day telemetry
+ * TTL) with a points/s and a daily points limit (0 = none). */
+void wire_tier_upsert(int fd, const char *name, uint64_t points_per_s,
+                      uint64_t daily_points);
+
+/* As the operator on `fd`: an account of `email` (password "correct horse
+ * battery") on tier `tier`. Returns its id. */
+uint64_t wire_account_create(int fd, const char *email, const char *tier);
+
+/* The same on tier "unlimited", created first without limits. */
+uint64_t wire_make_account(int fd, const char *email);
+
+/* As the operator on `fd`: register device `name` of `account`. */
+void wire_device_register(int fd, uint64_t account, const char *name);
+
+/* As the operator on `fd`: a key `name` with `role` of `account` (for
+ * `device`, or NULL); its secret into key[cap]. */
+void wire_key_create(int fd, uint64_t account, const char *name,
+                     Tide__V1__Role role, const char *device, char *key,
+                     size_t cap);
+
+/* Hello, Login with the password and Auth with the session token: a
+ * connection of the account owner `email`. */
+int wire_owner_session(int port, const char *email);
+
+#endif /* TIDE_TESTS_SUPPORT_WIRE_H */
