@@ -142,7 +142,8 @@ int tide__col_encode_f64(const double *v, uint32_t n, struct tide_buf *out)
     int e, rc;
 
     /* The decimal payload's bound also covers the XOR payload's 8n. */
-    scratch = tide_malloc(8 * (size_t)n + 1 + TIDE_VARINT_MAX + tide__col_ints_bound(n));
+    scratch = tide_malloc(8 * (size_t)n + 1 + TIDE_VARINT_MAX +
+                          tide__col_ints_bound(n));
     if (!scratch)
         return -ENOMEM;
     p = scratch + 8 * (size_t)n;
@@ -270,7 +271,8 @@ static int dec_parse(const uint8_t *p, size_t len, uint32_t n, uint32_t lo,
         if (rc)
             return rc;
         for (uint32_t i = 1; i < n; i += TIDE_COL_PACK_BLOCK) {
-            uint32_t mb = n - i < TIDE_COL_PACK_BLOCK ? n - i : TIDE_COL_PACK_BLOCK;
+            uint32_t mb =
+                n - i < TIDE_COL_PACK_BLOCK ? n - i : TIDE_COL_PACK_BLOCK;
 
             if (i >= hi)
                 return 0;

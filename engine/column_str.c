@@ -65,7 +65,8 @@ int tide__col_decode_bool(const uint8_t *in, size_t len, uint32_t n, uint8_t *v)
     struct col c;
     int rc;
 
-    rc = tide__col_load(in, len, n, TIDE_COL_BOOL_BITMAP, TIDE_COL_BOOL_BITMAP, &c);
+    rc = tide__col_load(in, len, n, TIDE_COL_BOOL_BITMAP, TIDE_COL_BOOL_BITMAP,
+                        &c);
     if (!rc)
         rc = bool_parse(c.payload, c.raw, n, v);
     tide_free(c.scratch);
