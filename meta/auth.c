@@ -43,6 +43,9 @@ static const uint32_t role_allows[] = {
 };
 #undef A
 
+const struct tide_meta_principal tide_meta_system_principal = {
+    .role = TIDE_META_ROLE_ADMIN};
+
 static const char SQL_KEY_STATE[] = "SELECT revoked FROM api_keys WHERE id=?1";
 static const char SQL_SESSION_STATE[] =
     "SELECT ended, expires_ns FROM sessions WHERE id=?1";
