@@ -33,9 +33,6 @@ struct auth_throttle {
     struct throttle_slot slot[THROTTLE_SLOTS];
 };
 
-const struct tide_meta_principal tided_system_principal = {
-    .role = TIDE_META_ROLE_ADMIN};
-
 int tided_throttle_init(struct server *s)
 {
     s->throttle = tide_calloc(1, sizeof(*s->throttle));

@@ -668,7 +668,7 @@ Test(meta, devices_and_connections)
 
 Test(meta, register_many_devices_in_one_transaction)
 {
-    struct tide_meta_principal p, an = {.role = TIDE_META_ROLE_ANALYST};
+    struct tide_meta_principal p, an;
     struct tide_meta_tier t;
     uint64_t id = new_owner("many@example.com", &p), ids[6];
     const char *names[6] = {"a", "b", "a", "", "c", "d"};
@@ -687,8 +687,8 @@ Test(meta, register_many_devices_in_one_transaction)
     cr_assert_eq(rcs[5], TIDE_EFULL, "the tier allows three devices");
     CHECK(tide_meta_device_get(m, &p, id, ids[4], &dv));
     cr_assert_str_eq(dv.thing_name, "c");
-    an.account_id = id;
-    an.key_id = 1;
+    /* A real analyst key: a principal must match its credential. */
+    an = key_principal(&p, id, TIDE_META_ROLE_ANALYST, 0);
     CHECK_RC(tide_meta_device_register_many(m, &an, id, names, 1, ids, rcs),
              TIDE_EPERM);
 }
