@@ -98,8 +98,7 @@ int tide__meta_authorize_locked(tide_meta *m,
         if (rc)
             return rc;
         if (!found || c[0] || c[1] <= tide__meta_now(m) ||
-            p->role != TIDE_META_ROLE_OWNER ||
-            (uint64_t)c[2] != p->account_id)
+            p->role != TIDE_META_ROLE_OWNER || (uint64_t)c[2] != p->account_id)
             return TIDE_EAUTH;
     }
     /* Every role but anonymous needs one (docs/accounts.md, "Roles"). */
@@ -746,8 +745,7 @@ int tide_meta_key_list(tide_meta *m, const struct tide_meta_principal *p,
                        struct tide_meta_key *out, size_t cap, size_t *n_out)
 {
     return tide__meta_read(
-        m, p,
-        account_id ? TIDE_META_ACT_KEY_MANAGE : TIDE_META_ACT_OPERATOR,
+        m, p, account_id ? TIDE_META_ACT_KEY_MANAGE : TIDE_META_ACT_OPERATOR,
         account_id, SQL_KEY_LIST, key_row, out, sizeof(*out), cap, n_out,
         META_ARGS(account_id ? META_INT(account_id) : META_NULL,
                   META_INT(after_id), META_INT(cap)));

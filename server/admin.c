@@ -166,8 +166,8 @@ static void create_work(struct login_job *j)
                                           a->timezone[0] ? a->timezone : NULL,
                                       .tier = a->tier};
 
-    j->rc = tide_meta_account_create(j->srv->meta, &j->who, &n, &a->id,
-                                     a->token);
+    j->rc =
+        tide_meta_account_create(j->srv->meta, &j->who, &n, &a->id, a->token);
 }
 
 static void create_answer(struct conn *c, struct login_job *j)
@@ -471,9 +471,9 @@ static void confirm_refused(struct conn *c, struct login_job *j,
 static void confirm_start(struct conn *c, const Tide__V1__Envelope *e,
                           struct confirm_args *a)
 {
-    if (!a->password || (e->body_case ==
-                             TIDE__V1__ENVELOPE__BODY_PASSWORD_CHANGE &&
-                         !a->new_password)) {
+    if (!a->password ||
+        (e->body_case == TIDE__V1__ENVELOPE__BODY_PASSWORD_CHANGE &&
+         !a->new_password)) {
         confirm_free(&a->job);
         admin_reply_rc(c, e->request_id, -ENOMEM);
         return;
@@ -607,8 +607,7 @@ static void delete_work(struct login_job *j)
     /* The caller may delete the account, so it may have it purged: the
      * purge itself is the operator's step, taken on the caller's word. */
     if (j->rc == 0 && a->immediate)
-        j->rc = tide_meta_account_purge(m, &tided_system_principal,
-                                        a->account);
+        j->rc = tide_meta_account_purge(m, &tided_system_principal, a->account);
 }
 
 static void delete_answer(struct conn *c, struct login_job *j)
@@ -900,7 +899,8 @@ static void server_status(struct conn *c, const Tide__V1__Envelope *e)
                             "connections_open", "series"};
     double vals[8];
     /* Server-wide counters: the operator's only. */
-    int rc = tide_meta_authorize(s->meta, &c->who, TIDE_META_ACT_OPERATOR, 0, 0);
+    int rc =
+        tide_meta_authorize(s->meta, &c->who, TIDE_META_ACT_OPERATOR, 0, 0);
 
     if (rc) {
         admin_reply_rc(c, e->request_id, rc);

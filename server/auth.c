@@ -140,8 +140,8 @@ static int refuse_throttled(struct conn *c, uint64_t rid)
         return 0;
     tide_log(LOG_WARN, "auth attempt from %s throttled (retry in %u ms)", c->ip,
              ms);
-    send_limited(c, rid, ms, "too many failed authentications from this address",
-                 1);
+    send_limited(c, rid, ms,
+                 "too many failed authentications from this address", 1);
     return 1;
 }
 
@@ -369,7 +369,8 @@ void tided_logins_drain(struct server *s)
     }
 }
 
-/* ---- Login ---------------------------------------------------------------- */
+/* ---- Login ----------------------------------------------------------------
+ */
 
 struct login_args {
     struct login_job job; /* first: the job is the whole */

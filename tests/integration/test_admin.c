@@ -432,8 +432,8 @@ static int connect_from(const char *ip)
     inet_pton(AF_INET, ip, &src.sin_addr);
     inet_pton(AF_INET, "127.0.0.1", &dst.sin_addr);
     dst.sin_port = htons((uint16_t)srv.port);
-    cr_assert_eq(bind(fd, (struct sockaddr *)&src, sizeof(src)), 0,
-                 "bind %s", ip);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&src, sizeof(src)), 0, "bind %s",
+                 ip);
     cr_assert_eq(connect(fd, (struct sockaddr *)&dst, sizeof(dst)), 0);
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -457,8 +457,9 @@ static void hello(int fd)
 static int code_of(const Tide__V1__Envelope *r)
 {
     return !r ? -1
-           : r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR ? (int)r->error->code
-                                                            : 0;
+           : r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR
+               ? (int)r->error->code
+               : 0;
 }
 
 /* Auth with a session token or an API key on `fd`; the response code as
@@ -838,9 +839,8 @@ Test(admin_hardening, signup_answers_the_same_for_an_existing_email)
         q.body_case = TIDE__V1__ENVELOPE__BODY_NOTIFICATION_LIST;
         q.notification_list = &nl;
         r = wire_next(fd, &q);
-        cr_assert(r &&
-                  r->body_case ==
-                      TIDE__V1__ENVELOPE__BODY_NOTIFICATION_LIST_OK);
+        cr_assert(r && r->body_case ==
+                           TIDE__V1__ENVELOPE__BODY_NOTIFICATION_LIST_OK);
         for (size_t i = 0; i < r->notification_list_ok->n_notifications; i++)
             found |= strstr(r->notification_list_ok->notifications[i]->message,
                             "sign-up") != NULL;
@@ -882,8 +882,8 @@ Test(admin_hardening, server_status_and_tier_list_are_authorized)
     wire_device_register(op, account, "dev1");
     wire_key_create(op, account, "dev", TIDE__V1__ROLE__ROLE_DEVICE, "dev1",
                     dkey, sizeof(dkey));
-    wire_key_create(op, account, "an", TIDE__V1__ROLE__ROLE_ANALYST, NULL,
-                    akey, sizeof(akey));
+    wire_key_create(op, account, "an", TIDE__V1__ROLE__ROLE_ANALYST, NULL, akey,
+                    sizeof(akey));
     status_and_tiers(op, &st, &tl);
     cr_assert(st == 0 && tl == 0, "operator: %d %d", st, tl);
     fd = wire_owner_session(srv.port, "status@example.com");
@@ -1051,8 +1051,11 @@ Test(admin_hardening, password_guessing_counts_per_address)
      * throttled, for a login of another account too. */
     fd = connect_from("127.0.2.1");
     hello(fd);
-    cr_assert_eq(auth_with(fd, "tide_live_" "00000000000000000000000000000000"
-                                "0000000000000000", 1),
+    cr_assert_eq(auth_with(fd,
+                           "tide_live_"
+                           "00000000000000000000000000000000"
+                           "0000000000000000",
+                           1),
                  TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED);
     close(fd);
     fd = connect_from("127.0.2.1");
@@ -1095,7 +1098,8 @@ static int auth_key_with_nul(int fd, const char *key, const char *tail)
     n = tide_frame_encode(&e, buf, sizeof(buf));
     cr_assert_gt(n, 0);
     for (int64_t i = 0; i < n; i++)
-        if (buf[i] == 0x01 && i > 4 && buf[i - 1] == (uint8_t)key[strlen(key) - 1])
+        if (buf[i] == 0x01 && i > 4 &&
+            buf[i - 1] == (uint8_t)key[strlen(key) - 1])
             buf[i] = 0;
     cr_assert_eq(wire_send_raw(fd, buf, (size_t)n), 0);
     r = wire_recv(fd);

@@ -1548,8 +1548,7 @@ Test(meta, signup_of_a_taken_email_tells_its_owner)
     size_t n;
     int found = 0;
 
-    CHECK_RC(tide_meta_account_create(m, &anon, &a, &other, NULL),
-             TIDE_EEXIST);
+    CHECK_RC(tide_meta_account_create(m, &anon, &a, &other, NULL), TIDE_EEXIST);
     cr_assert_eq(other, 0);
     CHECK(tide_meta_notify_list(m, &p, id, 0, nt, 8, &n));
     for (size_t i = 0; i < n; i++)
