@@ -89,6 +89,7 @@ struct shard {
     /* Highest batch id of the parts this shard has put in its WAL: the
      * mark record that opens each rotated file (wal.h, TIDE_WAL_MARK). */
     uint64_t parts_hw;
+    int wal_full; /* the last rotation failed: resuming needs a new file */
     atomic_uint_fast64_t wal_bytes;
 
     pthread_rwlock_t rw; /* the heads, against readers (invariant 1) */

@@ -240,10 +240,14 @@ static int shard_resume(struct shard *s)
     pthread_mutex_lock(&db->dec_mu);
     rc = abort_record(&ab, db->aborts, db->n_aborts);
     pthread_mutex_unlock(&db->dec_mu);
-    if (rc == 0 && !tide__wal_fits(&s->wal, (uint32_t)ab.len)) {
+    /* After a failed rotation the probe is a new file: the next record
+     * would need one. */
+    if (rc == 0 && (s->wal_full || !tide__wal_fits(&s->wal, (uint32_t)ab.len))) {
         rc = tide__wal_commit(&s->wal, s->io, 1);
         if (rc == 0)
             rc = wal_new_file(s, s->wal.seq + 1, min_file_bytes(ab.len));
+        if (rc == 0)
+            s->wal_full = 0;
     }
     if (rc == 0 && ab.len > 8)
         rc = tide__wal_append(&s->wal, TIDE_WAL_ABORT, ab.data,
@@ -283,10 +287,12 @@ static void write_batches(struct shard *s, struct rlist *list,
              * than a file gets a file its size. */
             rc = commit_group(s);
             rl_move(rc ? bad : ok, &wr);
-            if (rc == 0)
+            if (rc == 0) {
                 rc = wal_new_file(
                     s, s->wal.seq + 1,
                     min_file_bytes(tide__wal_record_bytes(r->rec_len)));
+                s->wal_full = rc != 0;
+            }
             if (rc) {
                 rl_push(bad, r);
                 continue;

@@ -20,6 +20,7 @@
 #include "internal.h"
 #include "io.h"
 #include "testutil.h"
+#include "wal.h"
 #include "tide/engine.h"
 
 #define CHECK(call)                                                            \
@@ -40,6 +41,7 @@ static void open_db(unsigned chunk)
     o.chunk_points_max = chunk;
     o.log = test_log;
     o.wal_file_bytes = 1u << 20;
+    o.nospace_retry_ms = 20;
     CHECK(tide_db_open(dir, &o, &db));
 }
 
@@ -61,6 +63,7 @@ static void teardown(void)
     tide_db_close(db);
     db = NULL;
     tide__io_inject(TIDE_IO_WRITE, 0, 0, 0);
+    tide__wal_inject_space(0);
     test_rmrf(dir);
 }
 
@@ -1165,4 +1168,162 @@ Test(db, failed_commit_leaves_no_point_visible)
     cr_assert_eq(count_points(31), 1, "the failed point is not visible");
     reopen(64);
     cr_assert_eq(count_points(31), 1);
+}
+
+/* The same with ENOSPC: the batch is answered -ENOSPC, nothing of it is
+ * visible, writes resume on their own, and the part that did reach one
+ * shard's WAL is never applied, also after a reopen. */
+Test(db, batch_across_shards_enospc_then_resume)
+{
+    struct two_cols t;
+    uint64_t a, b;
+    int rc;
+
+    ids_on_two_shards(&a, &b);
+    two_cols_init(&t, a, b, 1);
+    tide__io_inject(TIDE_IO_WRITE, 1, ENOSPC, 0);
+    rc = tide_db_append_wait(db, &t.b);
+    tide__io_inject(TIDE_IO_WRITE, 0, 0, 0);
+    cr_assert_eq(rc, -ENOSPC, "%s", tide_strerror(rc));
+    cr_assert_eq(count_points(a) + count_points(b), 0);
+    for (int i = 0; i < 1000; i++) {
+        rc = append_seq(0, 0, 40, 1, 1.0);
+        if (rc != -ENOSPC)
+            break;
+        usleep(10000);
+    }
+    cr_assert_eq(rc, 0, "writes resume: %s", tide_strerror(rc));
+    cr_assert_eq(count_points(a) + count_points(b), 0);
+    reopen(64);
+    cr_assert_eq(count_points(a) + count_points(b), 0, "none applied");
+    CHECK(tide_db_append_wait(db, &t.b));
+    reopen(64);
+    cr_assert_eq(count_points(a), 1);
+    cr_assert_eq(count_points(b), 1);
+}
+
+/* A batch over shards whose part on one shard went to a segment (that
+ * shard flushed on its own, its WAL file is gone) while the other part is
+ * still only in the WAL is whole at recovery. */
+Test(db, batch_across_shards_survives_one_shard_flushing)
+{
+    struct tide_db_stats st;
+    struct two_cols t;
+    uint64_t a, b;
+    enum { N = 8192 };
+    static int64_t ts[N];
+    static double v[N];
+
+    tide_db_close(db);
+    {
+        struct tide_db_options o;
+
+        tide_db_options_init(&o);
+        o.shards = 2;
+        o.log = test_log;
+        o.wal_file_bytes = 1u << 20;
+        o.head_bytes_max = 1u << 20; /* 512 KiB a shard */
+        CHECK(tide_db_open(dir, &o, &db));
+    }
+    ids_on_two_shards(&a, &b);
+    two_cols_init(&t, a, b, 1);
+    CHECK(tide_db_append_wait(db, &t.b));
+    /* Fill a's shard until it flushes by itself; b's shard keeps its
+     * head and its WAL. */
+    for (uint32_t k = 0; k < 64; k++) {
+        tide_db_stats(db, &st);
+        if (st.flushes)
+            break;
+        for (uint32_t i = 0; i < N; i++) {
+            ts[i] = 1000 + (int64_t)k * N + i;
+            v[i] = (double)i;
+        }
+        CHECK(append1(a, TIDE_TYPE_F64, N, ts, v));
+    }
+    tide_db_stats(db, &st);
+    cr_assert_gt(st.flushes, 0, "a's shard flushed");
+    /* Close without the final flush: drop the db as a crash would. */
+    tide__io_inject(TIDE_IO_WRITE, 1, EIO, 0);
+    cr_assert_neq(append_seq(0, 0, b, 2, 2.0), 0);
+    tide__io_inject(TIDE_IO_WRITE, 0, 0, 0);
+    reopen(64);
+    cr_assert_eq(count_points(b), 1, "b's part is applied");
+    {
+        int64_t got_ts[4];
+        uint64_t got[4];
+
+        cr_assert_eq(read_all(a, 0, 6, got_ts, got, NULL, 4), 1,
+                     "a's part is in a segment");
+    }
+}
+
+/* Restart on a nearly full disk: WAL files are smaller when a full-size
+ * one does not fit; with no room at all, the open fails with -ENOSPC and
+ * says so. */
+Test(db, open_with_little_space)
+{
+    struct tide_db_options o;
+    int rc;
+
+    CHECK(append_seq(0, 0, 50, 1, 1.0));
+    tide_db_close(db);
+    db = NULL;
+    tide_db_options_init(&o);
+    o.shards = 2;
+    o.log = test_log;
+    o.wal_file_bytes = 64u << 20;
+    tide__wal_inject_space(2u << 20); /* room for 2 MiB, not 64 */
+    rc = tide_db_open(dir, &o, &db);
+    cr_assert_eq(rc, 0, "%s", tide_strerror(rc));
+    CHECK(append_seq(0, 0, 50, 2, 2.0));
+    cr_assert_eq(count_points(50), 2);
+    tide_db_close(db);
+    db = NULL;
+    tide__wal_inject_space(4096); /* not even a header and a block */
+    rc = tide_db_open(dir, &o, &db);
+    tide__wal_inject_space(0);
+    cr_assert_eq(rc, -ENOSPC, "%s", tide_strerror(rc));
+    db = NULL;
+    open_db(64);
+    cr_assert_eq(count_points(50), 2);
+}
+
+/* ENOSPC at a WAL rotation: refused writes name the cause in the stats,
+ * and resume once the disk has room again. */
+Test(db, enospc_at_rotation_is_named_and_resumes)
+{
+    enum { N = 8192 };
+    static int64_t ts[N];
+    static double v[N];
+    struct tide_db_stats st;
+    int rc = 0;
+
+    for (uint32_t i = 0; i < N; i++) {
+        ts[i] = i;
+        v[i] = i;
+    }
+    tide__wal_inject_space(1); /* no new WAL file fits */
+    /* 1 MiB files: a few of these batches need a rotation. */
+    for (int k = 0; k < 64 && rc == 0; k++)
+        rc = append1(60, TIDE_TYPE_F64, N, ts, v);
+    cr_assert_eq(rc, -ENOSPC, "%s", tide_strerror(rc));
+    tide_db_stats(db, &st);
+    cr_assert_eq(st.storage_error, -ENOSPC);
+    cr_assert_eq(st.nospace_events, 1);
+    cr_assert(strstr(st.storage_error_msg, ".wal") &&
+                  strstr(st.storage_error_msg, "bytes free"),
+              "%s", st.storage_error_msg);
+    cr_assert_eq(append_seq(0, 0, 61, 1, 1.0), -ENOSPC, "still refused");
+    tide__wal_inject_space(0);
+    for (int i = 0; i < 1000; i++) {
+        rc = append_seq(0, 0, 61, 1, 1.0);
+        if (rc != -ENOSPC)
+            break;
+        usleep(10000);
+    }
+    cr_assert_eq(rc, 0, "writes resume: %s", tide_strerror(rc));
+    tide_db_stats(db, &st);
+    cr_assert_eq(st.storage_error, 0);
+    cr_assert_eq(count_points(61), 1);
+    CHECK(append1(60, TIDE_TYPE_F64, N, ts, v));
 }
