@@ -165,8 +165,8 @@ static int dedup_accept(struct tide_db *db, struct ticket *t, tide_append_cb cb,
         w = tide_calloc(1, sizeof(*w));
         if (!w)
             return -ENOMEM;
-        *w = (struct dup_wait){db->dup_waiters, t->producer_id, t->sequence,
-                               cb, ctx, 0};
+        *w = (struct dup_wait){
+            db->dup_waiters, t->producer_id, t->sequence, cb, ctx, 0};
         db->dup_waiters = w;
         return 1;
     }
@@ -264,7 +264,8 @@ int tide_db_append(tide_db *db, const struct tide_batch *batch,
         if (c->n == 0)
             continue;
         sh = tide__db_shard_of(db, c->series_id);
-        pos[sh] = tide__wal_batch_put_column(reqs[sh]->rec + prefix, pos[sh], c);
+        pos[sh] =
+            tide__wal_batch_put_column(reqs[sh]->rec + prefix, pos[sh], c);
     }
     t->parts = parts;
     t->cb = cb;
@@ -369,8 +370,9 @@ int tide__db_set_failed(struct tide_db *db, int rc, const char *what,
             return atomic_load(&db->failed);
     }
     avail = free_bytes(db->dir);
-    snprintf(msg, sizeof(msg), "%s failed on %s: %s (errno %d); %llu bytes free",
-             what, path ? path : db->dir, tide_strerror(rc),
+    snprintf(msg, sizeof(msg),
+             "%s failed on %s: %s (errno %d); %llu bytes free", what,
+             path ? path : db->dir, tide_strerror(rc),
              rc < 0 && rc > -4096 ? -rc : 0, (unsigned long long)avail);
     pthread_mutex_lock(&db->err_mu);
     memcpy(db->err_msg, msg, sizeof(msg));

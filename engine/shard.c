@@ -4,8 +4,8 @@
  * records to the WAL buffer, commit the group (one write and one
  * fdatasync), wait for the other parts of batches over several shards,
  * then apply the durable batches to the active head and fire the
- * callbacks (invariants 5 and 6 in db.h). A head over its budget, or a flush request, hands
- * the head to the flusher (flush.c). Invariants in db.h.
+ * callbacks (invariants 5 and 6 in db.h). A head over its budget, or a flush
+ * request, hands the head to the flusher (flush.c). Invariants in db.h.
  */
 #include "db.h"
 
@@ -242,7 +242,8 @@ static int shard_resume(struct shard *s)
     pthread_mutex_unlock(&db->dec_mu);
     /* After a failed rotation the probe is a new file: the next record
      * would need one. */
-    if (rc == 0 && (s->wal_full || !tide__wal_fits(&s->wal, (uint32_t)ab.len))) {
+    if (rc == 0 &&
+        (s->wal_full || !tide__wal_fits(&s->wal, (uint32_t)ab.len))) {
         rc = tide__wal_commit(&s->wal, s->io, 1);
         if (rc == 0)
             rc = wal_new_file(s, s->wal.seq + 1, min_file_bytes(ab.len));
@@ -266,8 +267,8 @@ static int is_part(const struct req *r)
 
 /* Write the batches of `list` to the WAL and commit: those durable go to
  * `ok` in WAL order, the others to `bad`. */
-static void write_batches(struct shard *s, struct rlist *list,
-                          struct rlist *ok, struct rlist *bad)
+static void write_batches(struct shard *s, struct rlist *list, struct rlist *ok,
+                          struct rlist *bad)
 {
     struct tide_db *db = s->db;
     struct rlist wr;
@@ -389,10 +390,10 @@ static void apply_batches(struct shard *s, struct rlist *ok,
         if (is_part(r) && r->ticket->aborted)
             continue;
         TIDE_ASSERT(s->head_locked); /* invariant 1 */
-        rc = failed ? TIDE_EIO
-                    : tide__wal_batch_apply(&s->head, r->rec + off,
-                                            r->rec_len - off, scratch,
-                                            &skipped);
+        rc = failed
+                 ? TIDE_EIO
+                 : tide__wal_batch_apply(&s->head, r->rec + off,
+                                         r->rec_len - off, scratch, &skipped);
         if (rc) {
             /* Durable but not in the head: only a reopen can serve it. */
             if (!failed)

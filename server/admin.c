@@ -693,11 +693,10 @@ static void server_status(struct conn *c, const Tide__V1__Envelope *e)
     Tide__V1__ServerStatusOk ok = TIDE__V1__SERVER_STATUS_OK__INIT;
     Tide__V1__Stat v[N];
     Tide__V1__Stat *pv[N];
-    const char *names[N] = {"points_appended",  "head_points",
-                            "segments",         "segment_bytes",
-                            "wal_bytes",        "wal_syncs",
-                            "connections_open", "series",
-                            "nospace_events",   "disk_free_bytes"};
+    const char *names[N] = {"points_appended",  "head_points", "segments",
+                            "segment_bytes",    "wal_bytes",   "wal_syncs",
+                            "connections_open", "series",      "nospace_events",
+                            "disk_free_bytes"};
     double vals[N];
 
     tide_db_stats(s->db, &st);

@@ -144,8 +144,9 @@ struct tide_batch {
  * applied; writes resume on their own once space returns), or TIDE_EIO
  * when a write or sync failed (nothing of the batch is applied; the db
  * stays failed until reopened). A batch is applied whole or not at all,
- * over all its shards, also across a crash. Runs on an engine thread: it must not block
- * and must not call tide_db_close().
+ * over all its shards, also across a crash. Runs on an engine thread (or
+ * inside tide_db_append, for duplicates and empty batches): it must not
+ * block, must not call tide_db_close() and must not append.
  */
 typedef void (*tide_append_cb)(void *ctx, int rc);
 
@@ -306,8 +307,8 @@ struct tide_db_stats {
     /* Storage health: 0, -ENOSPC (writes refused until space returns,
      * then they resume on their own) or TIDE_EIO (until reopened). */
     int storage_error;
-    uint64_t nospace_events;  /* times writes stopped for lack of space */
-    uint64_t disk_free_bytes; /* free on the data directory's file system */
+    uint64_t nospace_events;     /* times writes stopped for lack of space */
+    uint64_t disk_free_bytes;    /* free on the data directory's file system */
     char storage_error_msg[256]; /* the last failure's cause, or "" */
 };
 
