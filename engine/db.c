@@ -144,8 +144,9 @@ static void batch_done(struct ticket *t, int rc)
 }
 
 /* Decide whether (producer, sequence) of `t` is a duplicate (invariant 6).
- * prod_mu is held. Returns 0 (accepted, counted in flight), 1 (answered
- * or parked as a duplicate: nothing to queue) or -ENOMEM. */
+ * prod_mu is held. Returns 0 (accepted, counted in flight), 1 (parked
+ * behind the same sequence in flight), 2 (a duplicate: answer it) or
+ * -ENOMEM. */
 static int dedup_accept(struct tide_db *db, struct ticket *t, tide_append_cb cb,
                         void *ctx)
 {
@@ -156,8 +157,7 @@ static int dedup_accept(struct tide_db *db, struct ticket *t, tide_append_cb cb,
         return -ENOMEM;
     if (t->sequence <= e->applied) {
         atomic_fetch_add(&db->batches_duplicate, 1);
-        cb(ctx, TIDE_EDUPLICATE);
-        return 1;
+        return 2;
     }
     if (t->sequence <= e->accepted) {
         /* The same or a later sequence is in flight: its outcome decides
@@ -281,6 +281,8 @@ int tide_db_append(tide_db *db, const struct tide_batch *batch,
             for (unsigned sh = 0; sh < db->n_shards; sh++)
                 tide_free(reqs[sh]);
             tide_free(t);
+            if (rc == 2)
+                cb(ctx, TIDE_EDUPLICATE);
             return rc < 0 ? rc : 0;
         }
     }
