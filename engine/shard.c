@@ -4,8 +4,8 @@
  * records to the WAL buffer, commit the group (one write and one
  * fdatasync), wait for the other parts of batches over several shards,
  * then apply the durable batches to the active head and fire the
- * callbacks (invariants 5 and 6 in db.h). A head over its budget, or a flush
- * request, hands the head to the flusher (flush.c). Invariants in db.h.
+ * callbacks (invariants 5 and 6 in db.h). A head over its budget, or a
+ * flush request, hands the head to the flusher (flush.c).
  */
 #include "db.h"
 
@@ -211,8 +211,10 @@ int tide__shard_rotate(struct shard *s, uint64_t seq, const uint64_t *aborts,
         rc = wal_new_file(s, seq,
                           min_file_bytes(prod.len + ab.len + 3 * 32 + 8));
     tide__put_le64(mark, s->parts_hw);
-    if (rc == 0 && !tide__wal_fits(&s->wal, (uint32_t)(prod.len + ab.len + 64)))
-        rc = TIDE_EFULL;
+    if (rc == 0 &&
+        !tide__wal_fits(&s->wal, (uint32_t)(prod.len + ab.len + 8 +
+                                            2 * TIDE_WAL_RECORD_HEADER + 16)))
+        rc = TIDE_EFULL; /* the three records, with their padding */
     if (rc == 0)
         rc = tide__wal_append(&s->wal, TIDE_WAL_PRODUCERS, prod.data,
                               (uint32_t)prod.len);
