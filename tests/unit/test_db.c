@@ -1327,3 +1327,92 @@ Test(db, enospc_at_rotation_is_named_and_resumes)
     cr_assert_eq(count_points(61), 1);
     CHECK(append1(60, TIDE_TYPE_F64, N, ts, v));
 }
+
+struct answer {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int n;
+    int rc[2];
+};
+
+static void answer_cb(void *ctx, int rc)
+{
+    struct answer *a = ctx;
+
+    pthread_mutex_lock(&a->mu);
+    a->rc[a->n++] = rc;
+    pthread_cond_signal(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+}
+
+/* Send the same (producer, sequence) twice back to back: the second is a
+ * retry of a batch most likely still in flight, answered by its outcome.
+ * `fail` makes the first one's WAL write fail. Returns the answers in
+ * call order in rc[0], rc[1] (a refusal by tide_db_append counts). */
+static void twice(int fail, int rc[2])
+{
+    static struct answer a[2];
+    int64_t ts = 7;
+    double v = 7.5;
+    struct tide_column c = {.series_id = 70,
+                            .account_id = 7,
+                            .type = TIDE_TYPE_F64,
+                            .n = 1,
+                            .ts_ns = &ts,
+                            .v.f64 = &v};
+    struct tide_batch b = {
+        .producer_id = 0x79, .sequence = 3, .n_columns = 1, .columns = &c};
+
+    for (int i = 0; i < 2; i++) {
+        pthread_mutex_init(&a[i].mu, NULL);
+        pthread_cond_init(&a[i].cv, NULL);
+        a[i].n = 0;
+    }
+    if (fail)
+        tide__io_inject(TIDE_IO_WRITE, 1, EIO, 0);
+    for (int i = 0; i < 2; i++) {
+        int r = tide_db_append(db, &b, answer_cb, &a[i]);
+
+        if (r)
+            answer_cb(&a[i], r);
+    }
+    for (int i = 0; i < 2; i++) {
+        pthread_mutex_lock(&a[i].mu);
+        while (!a[i].n)
+            pthread_cond_wait(&a[i].cv, &a[i].mu);
+        pthread_mutex_unlock(&a[i].mu);
+        rc[i] = a[i].rc[0];
+    }
+    tide__io_inject(TIDE_IO_WRITE, 0, 0, 0);
+}
+
+/* A retry of a batch in flight is a duplicate once that batch is applied,
+ * and not one when it fails: it is never answered "duplicate" for points
+ * that are not durable. */
+Test(db, retry_of_a_batch_in_flight_gets_its_outcome)
+{
+    int rc[2];
+
+    twice(0, rc);
+    cr_assert_eq(rc[0], 0, "%s", tide_strerror(rc[0]));
+    cr_assert_eq(rc[1], TIDE_EDUPLICATE, "%s", tide_strerror(rc[1]));
+    cr_assert_eq(count_points(70), 1);
+    reopen(64);
+    cr_assert_eq(append_seq(0x79, 3, 70, 8, 1.0), TIDE_EDUPLICATE);
+    twice(1, rc); /* seq 3 again: a duplicate, nothing is written */
+    cr_assert_eq(rc[0], TIDE_EDUPLICATE);
+    cr_assert_eq(rc[1], TIDE_EDUPLICATE);
+}
+
+Test(db, retry_of_a_failing_batch_in_flight_is_not_a_duplicate)
+{
+    int rc[2];
+
+    twice(1, rc);
+    cr_assert_eq(rc[0], TIDE_EIO, "%s", tide_strerror(rc[0]));
+    cr_assert_eq(rc[1], TIDE_EIO, "not a duplicate: %s", tide_strerror(rc[1]));
+    cr_assert_eq(count_points(70), 0);
+    reopen(64);
+    cr_assert_eq(count_points(70), 0);
+    CHECK(append_seq(0x79, 3, 70, 7, 7.5));
+}
