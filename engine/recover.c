@@ -383,13 +383,12 @@ int tide__recover_shard(struct tide_db *db, struct shard *s)
 
         tide__db_log(db, TIDE_LOG_ERROR,
                      "shard %u: no room for a new WAL file in %s (%llu bytes "
-                     "free; at least %llu needed): free some space and "
-                     "open again",
+                     "free; it needs about 260 KiB, more with many "
+                     "producers): free some space and open again",
                      idx, path,
                      statvfs(path, &v) == 0
                          ? (unsigned long long)v.f_bavail * v.f_frsize
-                         : 0ull,
-                     (unsigned long long)(1u << 20));
+                         : 0ull);
         return rc;
     }
     if (rc == 0)
