@@ -58,6 +58,12 @@ struct tided_config {
     unsigned shards;            /* 0 = one per core */
     int sync_none;              /* sync=none: benchmarks only */
     uint32_t max_frame_bytes;   /* default 16 MiB */
+    /* Memory a client can make the server hold (docs/operations.md,
+     * "Limits"): frames before Auth, a decode relative to its frame, and
+     * bytes of partial frames across all connections. */
+    uint32_t max_unauth_frame_bytes;     /* default 8 KiB */
+    uint32_t max_decode_ratio;           /* default 16 */
+    uint64_t partial_frame_budget_bytes; /* default 256 MiB */
     uint32_t max_batch_points;  /* default 1 M */
     uint32_t max_batch_groups;  /* default 100 k */
     uint64_t max_query_points;  /* default 50 M */
@@ -143,7 +149,8 @@ struct server {
     int64_t started_ns;
     int stopping; /* no new connections or requests */
     uint64_t next_conn_id;
-    struct conn *conns; /* doubly linked, all open connections */
+    struct conn *conns;   /* doubly linked, all open connections */
+    uint64_t partial_bytes; /* in the connections' decoders (conn.c) */
     /* Work finished on other threads (engine writers, login and query
      * threads), pushed under done_lock and drained by the loop. */
     pthread_mutex_t done_lock;
@@ -215,7 +222,10 @@ struct conn {
     /* Input framing: bytes move from the bufferevent's input into the
      * shared frame decoder (proto/frame.h) as it asks for them. */
     struct tide_frame_decoder dec;
-    int dec_large;      /* dec grew for a frame above 256 KiB */
+    int dec_large;          /* dec grew for a frame above 256 KiB */
+    size_t partial_charged; /* of srv->partial_bytes, this connection's */
+    uint64_t frame_start_ms; /* CLOCK_MONOTONIC when the frame being
+                                received began; 0 = none */
     uint8_t sample[16]; /* the first bytes of the last input fed */
     size_t sample_len;
 };
@@ -381,6 +391,10 @@ void ack_refuse(struct conn *c, uint64_t rid, Tide__V1__ErrorCode code,
 /* The engine's completion callback for a pending_write (`ctx`); any
  * thread. Queues it for tided_writes_drain(). */
 void ack_on_durable(void *ctx, int rc);
+/* The connection closes: the answered writes still in its FIFO (behind
+ * an unfinished one) are freed; the others are left to their engine
+ * completion (invariant 2). The FIFO is empty afterwards. */
+void ack_conn_closed(struct conn *c);
 /* Append `w` to c's write FIFO: its reply leaves after every earlier one
  * (invariant 1). */
 void ack_enqueue(struct conn *c, struct pending_write *w);

@@ -405,6 +405,8 @@ Test(conn, unauthenticated_partial_frames_are_refused_at_the_header)
         close(fd[i]);
     }
     now = wire_proc_kb(srv.pid, "VmHWM");
+    cr_log_info("150 partial frames: baseline %ld MiB, peak %ld MiB",
+                base >> 10, now >> 10);
     cr_assert_lt(now, RSS_BOUND_KB, "peak %ld MiB", now >> 10);
     now = rss_falls_to(base + RSS_SLACK_KB);
     cr_assert_leq(now, base + RSS_SLACK_KB, "RSS %ld MiB, baseline %ld MiB",
@@ -485,6 +487,8 @@ Test(conn, empty_groups_frame_is_refused_before_and_after_auth)
     (void)wire_send_raw(fd, frame, len);
     cr_assert(wire_wait_readable(fd), "no answer");
     now = wire_proc_kb(srv.pid, "VmHWM");
+    cr_log_info("empty groups before Auth: baseline %ld MiB, peak %ld MiB",
+                base >> 10, now >> 10);
     cr_assert_lt(now, RSS_BOUND_KB, "peak %ld MiB before Auth", now >> 10);
     expect_frame_error(fd, TIDE__V1__ERROR_CODE__ERROR_CODE_FRAME_TOO_LARGE,
                        "before authentication");
@@ -496,12 +500,14 @@ Test(conn, empty_groups_frame_is_refused_before_and_after_auth)
     (void)wire_send_raw(fd, frame, len);
     cr_assert(wire_wait_readable(fd), "no answer");
     now = wire_proc_kb(srv.pid, "VmHWM");
+    cr_log_info("empty groups after Auth: peak %ld MiB", now >> 10);
     cr_assert_lt(now, DECODE_BOUND_KB, "peak %ld MiB after Auth", now >> 10);
     expect_frame_error(fd, TIDE__V1__ERROR_CODE__ERROR_CODE_FRAME_TOO_LARGE,
                        "decode memory");
     close(fd);
     free(frame);
     now = rss_falls_to(base + RSS_SLACK_KB);
+    cr_log_info("empty groups: RSS %ld MiB after the close", now >> 10);
     cr_assert_leq(now, base + RSS_SLACK_KB, "RSS %ld MiB, baseline %ld MiB",
                   now >> 10, base >> 10);
 }
