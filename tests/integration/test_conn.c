@@ -320,10 +320,20 @@ Test(conn, startup_failures_name_their_cause)
  * peak included (VmHWM); its baseline after start is about 20 MiB. */
 #define RSS_BOUND_KB (200L << 10)
 /* After Auth a frame is up to max_frame_bytes (16 MiB) and its decode may
- * take max_decode_ratio (16) times that: the bound is then higher. */
+ * take max_decode_ratio (16) times that: the bound is then higher, and
+ * higher again under ASan, whose redzones double small allocations. */
+#ifdef __SANITIZE_ADDRESS__
+#define DECODE_BOUND_KB (1000L << 10)
+#else
 #define DECODE_BOUND_KB (400L << 10)
-/* After the attackers are gone it falls back to its baseline plus this. */
+#endif
+/* After the attackers are gone it falls back to its baseline plus this;
+ * under ASan plus its quarantine of freed memory too (256 MiB). */
+#ifdef __SANITIZE_ADDRESS__
+#define RSS_SLACK_KB ((256L + 32) << 10)
+#else
 #define RSS_SLACK_KB (32L << 10)
+#endif
 
 static long rss_kb(void)
 {
