@@ -110,10 +110,10 @@ int tide_frame_parse(const uint8_t *buf, size_t len, uint32_t max_bytes,
                                     consumed, &over);
 }
 
-int tide_frame_parse_bounded(const uint8_t *buf, size_t len,
-                             uint32_t max_bytes, ProtobufCAllocator *alloc,
-                             size_t mem_max, Tide__V1__Envelope **env,
-                             size_t *consumed, int *mem_over)
+int tide_frame_parse_bounded(const uint8_t *buf, size_t len, uint32_t max_bytes,
+                             ProtobufCAllocator *alloc, size_t mem_max,
+                             Tide__V1__Envelope **env, size_t *consumed,
+                             int *mem_over)
 {
     struct budget b = {NULL, mem_max, 0};
     ProtobufCAllocator bounded = {budget_alloc, budget_free, &b};
@@ -167,8 +167,7 @@ static int scan_varint(const uint8_t *p, size_t n, size_t *at, uint64_t *v)
     return -1;
 }
 
-int tide_frame_scan(const uint8_t *payload, size_t n,
-                    struct tide_frame_head *h)
+int tide_frame_scan(const uint8_t *payload, size_t n, struct tide_frame_head *h)
 {
     size_t at = 0;
 
@@ -356,8 +355,8 @@ int tide_frame_decoder_peek(struct tide_frame_decoder *d,
     payload = load_le32(d->buf + d->head);
     if (live - TIDE_FRAME_HEADER_BYTES < payload)
         return TIDE_FRAME_NEED_MORE;
-    d->err = tide_frame_scan(d->buf + d->head + TIDE_FRAME_HEADER_BYTES,
-                             payload, h);
+    d->err =
+        tide_frame_scan(d->buf + d->head + TIDE_FRAME_HEADER_BYTES, payload, h);
     return d->err;
 }
 
@@ -390,9 +389,9 @@ int tide_frame_decoder_next(struct tide_frame_decoder *d,
     if (d->decode_ratio && live >= TIDE_FRAME_HEADER_BYTES)
         mem_max = (size_t)d->decode_ratio * load_le32(d->buf + d->head) +
                   TIDE_FRAME_DECODE_SLACK;
-    rc = tide_frame_parse_bounded(d->buf + d->head, live, d->max_bytes,
-                                  d->alloc, mem_max, env, &consumed,
-                                  &d->mem_over);
+    rc =
+        tide_frame_parse_bounded(d->buf + d->head, live, d->max_bytes, d->alloc,
+                                 mem_max, env, &consumed, &d->mem_over);
     if (rc == TIDE_FRAME_NEED_MORE)
         return rc;
     if (rc) {

@@ -61,10 +61,10 @@ int tide_frame_parse(const uint8_t *buf, size_t len, uint32_t max_bytes,
  * 0 otherwise), everything it had allocated freed.
  */
 #define TIDE_FRAME_ALLOC_OVERHEAD 16u
-int tide_frame_parse_bounded(const uint8_t *buf, size_t len,
-                             uint32_t max_bytes, ProtobufCAllocator *alloc,
-                             size_t mem_max, Tide__V1__Envelope **env,
-                             size_t *consumed, int *mem_over);
+int tide_frame_parse_bounded(const uint8_t *buf, size_t len, uint32_t max_bytes,
+                             ProtobufCAllocator *alloc, size_t mem_max,
+                             Tide__V1__Envelope **env, size_t *consumed,
+                             int *mem_over);
 
 /* What a frame is, read from its payload without decoding it: the last
  * request_id and the field number of the last body field present (a

@@ -511,11 +511,9 @@ static int refuse_undecoded(struct conn *c, const struct tide_frame_head *h)
         }
         break;
     }
-    conn_send_error(c, h->request_id,
-                    TIDE__V1__ERROR_CODE__ERROR_CODE_NOT_AUTHENTICATED,
-                    c->state == CONN_NEW ? "send Hello first"
-                                         : "authenticate first",
-                    0);
+    conn_send_error(
+        c, h->request_id, TIDE__V1__ERROR_CODE__ERROR_CODE_NOT_AUTHENTICATED,
+        c->state == CONN_NEW ? "send Hello first" : "authenticate first", 0);
     return 1;
 }
 

@@ -58,12 +58,6 @@ struct tided_config {
     unsigned shards;            /* 0 = one per core */
     int sync_none;              /* sync=none: benchmarks only */
     uint32_t max_frame_bytes;   /* default 16 MiB */
-    /* Memory a client can make the server hold (docs/operations.md,
-     * "Limits"): frames before Auth, a decode relative to its frame, and
-     * bytes of partial frames across all connections. */
-    uint32_t max_unauth_frame_bytes;     /* default 8 KiB */
-    uint32_t max_decode_ratio;           /* default 16 */
-    uint64_t partial_frame_budget_bytes; /* default 256 MiB */
     uint32_t max_batch_points;  /* default 1 M */
     uint32_t max_batch_groups;  /* default 100 k */
     uint64_t max_query_points;  /* default 50 M */
@@ -85,6 +79,13 @@ struct tided_config {
     unsigned bcrypt_cost;       /* default 12 */
     int allow_signup;           /* anonymous AccountCreate; default 1 */
     int log_level;
+    /* Memory a client can make the server hold (docs/operations.md,
+     * "Limits"): the frame limit before Auth (default 8 KiB), a decode's
+     * memory relative to its payload (default 16x), and the bytes of
+     * partial frames of all connections (default 256 MiB). */
+    uint32_t max_unauth_frame_bytes;
+    uint32_t max_decode_ratio;
+    uint64_t partial_frame_budget_bytes;
 };
 
 void tided_config_defaults(struct tided_config *c);
@@ -149,8 +150,7 @@ struct server {
     int64_t started_ns;
     int stopping; /* no new connections or requests */
     uint64_t next_conn_id;
-    struct conn *conns;   /* doubly linked, all open connections */
-    uint64_t partial_bytes; /* in the connections' decoders (conn.c) */
+    struct conn *conns; /* doubly linked, all open connections */
     /* Work finished on other threads (engine writers, login and query
      * threads), pushed under done_lock and drained by the loop. */
     pthread_mutex_t done_lock;
@@ -171,6 +171,9 @@ struct server {
     struct auth_throttle *throttle;
     /* Device name -> id cache and per-account state (devices.c). */
     struct devices *devices;
+    /* Bytes in the decoders of all connections, loop thread only: within
+     * cfg.partial_frame_budget_bytes (conn.c, invariant 5). */
+    uint64_t partial_bytes;
 };
 
 enum conn_state { CONN_NEW, CONN_HELLO, CONN_AUTHED };
@@ -222,12 +225,13 @@ struct conn {
     /* Input framing: bytes move from the bufferevent's input into the
      * shared frame decoder (proto/frame.h) as it asks for them. */
     struct tide_frame_decoder dec;
-    int dec_large;          /* dec grew for a frame above 256 KiB */
-    size_t partial_charged; /* of srv->partial_bytes, this connection's */
-    uint64_t frame_start_ms; /* CLOCK_MONOTONIC when the frame being
-                                received began; 0 = none */
+    int dec_large;      /* dec grew for a frame above 256 KiB */
     uint8_t sample[16]; /* the first bytes of the last input fed */
     size_t sample_len;
+    /* This connection's share of srv->partial_bytes. */
+    size_t partial_charged;
+    /* CLOCK_MONOTONIC ms when the frame being received began; 0 = none. */
+    uint64_t frame_start_ms;
 };
 
 /* conn.c: bind the protocol listener (port 0 picks one; *port_out gets

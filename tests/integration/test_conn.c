@@ -594,8 +594,7 @@ Test(conn, partial_frames_share_a_server_wide_budget, .init = budget_init)
     rc = poll(pfd, 2, 10000);
     cr_assert_gt(rc, 0, "neither connection was refused");
     refused = pfd[0].revents ? 0 : 1;
-    expect_frame_error(fd[refused],
-                       TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
+    expect_frame_error(fd[refused], TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
                        "partial_frame_budget_bytes");
     close(fd[refused]);
     cr_assert_eq(wire_send_raw(fd[!refused], frame + len - 100, 100), 0);
@@ -635,8 +634,7 @@ static double now_s(void)
  * 500 ms read_timeout_ms): the frame as a whole must complete within the
  * timeout, so the connection is closed, with Error TIMEOUT, within 3 s of
  * its first byte. Before the fix the timer restarted with each byte. */
-Test(conn, a_started_frame_must_finish_within_read_timeout,
-     .init = slow_init)
+Test(conn, a_started_frame_must_finish_within_read_timeout, .init = slow_init)
 {
     Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
     Tide__V1__Auth a = TIDE__V1__AUTH__INIT;

@@ -486,14 +486,14 @@ Test(frame, decode_memory_is_bounded)
     int over = 0;
 
     payload = len - TIDE_FRAME_HEADER_BYTES;
-    cr_assert_eq(tide_frame_parse_bounded(buf, len, 0, NULL, 16 * payload,
-                                          &env, &consumed, &over),
+    cr_assert_eq(tide_frame_parse_bounded(buf, len, 0, NULL, 16 * payload, &env,
+                                          &consumed, &over),
                  TIDE_ETOOLARGE);
     cr_assert(over);
     cr_assert_eq(tide_alloc_live_bytes(), live, "the failed decode leaked");
-    cr_assert_eq(tide_frame_parse_bounded(buf, len, 0, NULL, 0, &env,
-                                          &consumed, &over),
-                 0);
+    cr_assert_eq(
+        tide_frame_parse_bounded(buf, len, 0, NULL, 0, &env, &consumed, &over),
+        0);
     cr_assert(!over);
     cr_assert_eq(env->write_batch->n_groups, GROUPS);
     tide_frame_free(env, NULL);
