@@ -522,6 +522,38 @@ Test(conn, empty_groups_frame_is_refused_before_and_after_auth)
                   now >> 10, base >> 10);
 }
 
+/* The operator may not write (no account of its own): its WriteBatch is
+ * refused from the frame's kind, undecoded, and the connection stays
+ * open. Before the fix the 8 M groups were decoded (1.1 GB) first. */
+Test(conn, a_write_the_credential_may_not_send_is_not_decoded)
+{
+    size_t len;
+    uint8_t *frame = empty_groups_frame(16 * MIB, &len);
+    Tide__V1__Envelope p = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__Ping pb = TIDE__V1__PING__INIT;
+    int fd = wire_session(srv.port, srv.admin_key);
+    long now;
+
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(wire_send_raw(fd, frame, len), 0);
+    free(frame);
+    r = wire_recv(fd);
+    now = wire_proc_kb(srv.pid, "VmHWM");
+    cr_assert_lt(now, RSS_BOUND_KB, "peak %ld MiB", now >> 10);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR &&
+                  r->error->code ==
+                      TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED,
+              "expected PERMISSION_DENIED: %s", wire_why(r));
+    tide_frame_free(r, NULL);
+    p.body_case = TIDE__V1__ENVELOPE__BODY_PING;
+    p.ping = &pb;
+    r = wire_next(fd, &p);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_PONG,
+              "the connection stays open: %s", wire_why(r));
+    tide_frame_free(r, NULL);
+    close(fd);
+}
+
 /* A WriteBatch frame of dev1 with `points` points into buf (malloc'd). */
 static uint8_t *batch_frame(uint64_t rid, int points, size_t *len)
 {
