@@ -722,6 +722,9 @@ static void on_write(struct bufferevent *bev, void *arg)
     if (c->read_paused &&
         conn_out_pending(c) < c->srv->cfg.out_high_bytes / 2) {
         c->read_paused = 0;
+        /* The pause was the server's: a frame cut by it gets a new
+         * deadline (invariant 3). */
+        c->frame_start_ms = 0;
         atomic_fetch_sub(&c->srv->metrics.connections_read_paused, 1);
         bufferevent_enable(c->bev, EV_READ);
         on_read(c->bev, c);
