@@ -123,20 +123,25 @@ static int cmp_partial(const void *x, const void *y)
 }
 
 /* Partial buckets of the gathered points, appended to `parts`. Each is a
- * distinct bucket of the series' result: TIDE_EFULL as soon as they would
- * take the results past max_buckets. */
+ * distinct bucket of the series' result: they are counted first, and
+ * TIDE_EFULL when they would take the results past max_buckets, before
+ * any is built. */
 static int raw_partials(const struct gather *g, const struct agg_ctx *a,
                         struct tide_buf *parts)
 {
     uint64_t n_runs = 0;
     int rc = 0;
 
+    for (uint32_t i = 0; i < g->n; i++)
+        n_runs += i == 0 || bucket_of(a, tide__gather_ts(g)[i]) !=
+                                bucket_of(a, tide__gather_ts(g)[i - 1]);
+    if (n_runs > a->max_buckets - a->n_buckets)
+        return TIDE_EFULL;
+    rc = tide__buf_reserve(parts, n_runs * sizeof(struct partial));
     for (uint32_t i = 0; i < g->n && rc == 0;) {
         int64_t bk = bucket_of(a, tide__gather_ts(g)[i]);
         struct partial q = {.bucket = bk};
 
-        if (a->n_buckets + ++n_runs > a->max_buckets)
-            return TIDE_EFULL;
         q.b.first_ts = tide__gather_ts(g)[i];
         q.b.first = tide__value_double(g->type, tide__gather_val(g)[i]);
         q.b.min = q.b.max = q.b.first;

@@ -229,8 +229,8 @@ static int export_step(struct query_state *q, struct export_state *xs)
             xs->it = NULL;
             xs->rows_done = 1;
             rc = q->export_telemetry && q->export_csv
-                     ? export_row(q, x, "telemetry",
-                                  "device,field,ts_ns,value", 24)
+                     ? export_row(q, x, "telemetry", "device,field,ts_ns,value",
+                                  24)
                      : 0;
         }
     }
@@ -247,8 +247,7 @@ static int export_step(struct query_state *q, struct export_state *xs)
             if (q->cur == q->n_series)
                 return TIDE_ECORRUPT; /* the iterator follows the id order */
         }
-        for (; rc == 0 && xs->blk_at < xs->blk.n && !x->flushed;
-             xs->blk_at++) {
+        for (; rc == 0 && xs->blk_at < xs->blk.n && !x->flushed; xs->blk_at++) {
             rc = telemetry_line(&xs->line, &q->series[q->cur], &xs->blk,
                                 xs->blk_at, q->export_csv);
             if (rc == 0)

@@ -507,9 +507,9 @@ int query_open_iterator(struct query_state *q)
 
     if (!ids)
         return -ENOMEM;
-    rc = tide_db_read_open_flags(q->srv->db, ids, q->n_series, q->from_ns,
-                                 q->to_ns, q->desc ? TIDE_READ_DESC : 0,
-                                 &q->it);
+    rc =
+        tide_db_read_open_flags(q->srv->db, ids, q->n_series, q->from_ns,
+                                q->to_ns, q->desc ? TIDE_READ_DESC : 0, &q->it);
     tide_free(ids);
     return rc;
 }

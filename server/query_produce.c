@@ -288,11 +288,11 @@ static int produce_raw(struct query_state *q)
             uint32_t i = q->desc ? blk.n - 1 - k : k;
             uint8_t t = blk.type;
 
-            rc = raw_emit(q, blk.ts_ns[i],
-                          t == TIDE_TYPE_F64 ? blk.v.f64[i] : 0,
-                          t == TIDE_TYPE_I64 ? blk.v.i64[i] : 0,
-                          t == TIDE_TYPE_BOOL ? blk.v.b[i] : 0,
-                          t == TIDE_TYPE_STR ? &blk.v.str[i] : NULL);
+            rc =
+                raw_emit(q, blk.ts_ns[i], t == TIDE_TYPE_F64 ? blk.v.f64[i] : 0,
+                         t == TIDE_TYPE_I64 ? blk.v.i64[i] : 0,
+                         t == TIDE_TYPE_BOOL ? blk.v.b[i] : 0,
+                         t == TIDE_TYPE_STR ? &blk.v.str[i] : NULL);
             if (rc)
                 return rc;
         }
@@ -432,15 +432,14 @@ static int agg_compute(struct query_state *q)
 
     if (!ids)
         return -ENOMEM;
-    rc = tide_db_aggregate_max(q->srv->db, ids, q->n_series, q->from_ns,
-                               q->to_ns, q->bucket_ns,
-                               q->srv->cfg.max_query_points, &q->agg_res,
-                               &q->st);
+    rc = tide_db_aggregate_max(
+        q->srv->db, ids, q->n_series, q->from_ns, q->to_ns, q->bucket_ns,
+        q->srv->cfg.max_query_points, &q->agg_res, &q->st);
     tide_free(ids);
     if (rc || q->group_by_device)
         return rc;
-    q->agg_fields = tide_calloc(q->n_series ? q->n_series : 1,
-                                sizeof(*q->agg_fields));
+    q->agg_fields =
+        tide_calloc(q->n_series ? q->n_series : 1, sizeof(*q->agg_fields));
     if (!q->agg_fields)
         return -ENOMEM;
     for (uint32_t i = 0; i < q->n_series; i++) {
@@ -492,10 +491,10 @@ static int produce_agg(struct query_state *q)
             const struct qseries *x = &q->series[q->agg_i];
             const struct tide_agg_series *r = &q->agg_res[q->agg_i];
 
-            rc = agg_skips(q, x->type) ? 1
-                                       : emit_buckets(q, x->device, x->field,
-                                                      x->type, r->buckets,
-                                                      r->n_buckets);
+            rc = agg_skips(q, x->type)
+                     ? 1
+                     : emit_buckets(q, x->device, x->field, x->type, r->buckets,
+                                    r->n_buckets);
         } else {
             if (!q->fleet_ready && (rc = fleet_field(q)))
                 return rc;

@@ -36,8 +36,8 @@ static int64_t now_ns(void)
     return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
-/* The resident set size of tided, in KiB, from /proc. */
-static long rss_kib(void)
+/* A line of tided's /proc status ("VmRSS:", "VmHWM:"), in KiB. */
+static long status_kib(const char *key)
 {
     char path[64], line[256];
     long kib = -1;
@@ -47,10 +47,25 @@ static long rss_kib(void)
     f = fopen(path, "r");
     cr_assert_not_null(f, "%s", path);
     while (fgets(line, sizeof(line), f))
-        if (!strncmp(line, "VmRSS:", 6))
-            kib = strtol(line + 6, NULL, 10);
+        if (!strncmp(line, key, strlen(key)))
+            kib = strtol(line + strlen(key), NULL, 10);
     fclose(f);
     return kib;
+}
+
+/* Reset tided's peak resident set size (VmHWM) to its current one; then
+ * returns that RSS in KiB. */
+static long peak_reset(void)
+{
+    char path[64];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/clear_refs", (int)srv.pid);
+    f = fopen(path, "w");
+    cr_assert_not_null(f, "%s", path);
+    fputs("5", f);
+    fclose(f);
+    return status_kib("VmRSS:");
 }
 
 static void recv_timeout(int fd, int ms)
@@ -134,8 +149,7 @@ static void make_data(void)
     fd = wire_session(srv.port, big_device_key);
     cr_assert_geq(fd, 0);
     for (int64_t at = 0, seq = 1; at < BIG_POINTS; at += 100000, seq++)
-        write_points(fd, "dev1", "big", at, 100000, BIG_STEP_NS,
-                     (uint64_t)seq);
+        write_points(fd, "dev1", "big", at, 100000, BIG_STEP_NS, (uint64_t)seq);
     close(fd);
 }
 
@@ -232,8 +246,8 @@ static void victim_queries(int n)
         send_query(fd, 1 + (uint64_t)i, "dev2", "small", 0,
                    TIDE__V1__AGGREGATION__AGGREGATION_NONE, 0);
         got = read_query(fd, 1 + (uint64_t)i, NULL);
-        cr_assert_eq(got, 6, "victim query %d: %ld (no answer within 3 s?)",
-                     i, got);
+        cr_assert_eq(got, 6, "victim query %d: %ld (no answer within 3 s?)", i,
+                     got);
         lat[i] = now_ns() - t;
     }
     qsort(lat, (size_t)n, sizeof(*lat), cmp_i64);
@@ -265,16 +279,15 @@ static int hog(uint64_t rid, int small)
 
 static void setup_slow(void)
 {
-    static const char *const settings[] = {
-        "out_high_bytes=65536", "max_chunk_bytes=16384",
-        "query_timeout_ms=4000", NULL};
+    static const char *const settings[] = {"out_high_bytes=65536",
+                                           "max_chunk_bytes=16384",
+                                           "query_timeout_ms=4000", NULL};
 
     fixture_start(settings);
     make_data();
 }
 
-TestSuite(query_slow, .init = setup_slow, .fini = fixture_fini,
-          .timeout = 60);
+TestSuite(query_slow, .init = setup_slow, .fini = fixture_fini, .timeout = 60);
 
 /* Two connections that never read hold both query threads' worth of
  * queries; another tenant's query is still answered at once. */
@@ -362,14 +375,14 @@ Test(query_slow, descending_query_memory_is_bounded)
     long got;
 
     cr_assert_geq(fd, 0);
-    before = rss_kib();
-    send_query(fd, 9, "dev1", "big", 1,
-               TIDE__V1__AGGREGATION__AGGREGATION_NONE, 0);
+    before = peak_reset();
+    send_query(fd, 9, "dev1", "big", 1, TIDE__V1__AGGREGATION__AGGREGATION_NONE,
+               0);
     usleep(700 * 1000);
-    during = rss_kib();
     recv_timeout(fd, 5000);
     got = read_query(fd, 9, &first);
-    cr_log_info("descending query: RSS %ld KiB before, %ld KiB while parked "
+    during = status_kib("VmHWM:");
+    cr_log_info("descending query: RSS %ld KiB before, peak %ld KiB "
                 "(+%ld KiB)",
                 before, during, during - before);
     cr_assert_eq(got, BIG_POINTS, "got %ld", got);
@@ -378,5 +391,58 @@ Test(query_slow, descending_query_memory_is_bounded)
     /* 600 k points are 9.6 MB gathered; holding them all as well took
      * +40 MB more before the fix. */
     cr_assert_lt(during - before, 24 * 1024, "+%ld KiB", during - before);
+    close(fd);
+}
+
+static void setup_mem(void)
+{
+    static const char *const settings[] = {"max_query_points=100000", NULL};
+
+    fixture_start(settings);
+    make_data();
+}
+
+TestSuite(query_mem, .init = setup_mem, .fini = fixture_fini, .timeout = 60);
+
+/* MAX with 1 ns buckets over the large series would be 600 k buckets:
+ * QUERY_TOO_LARGE once 100 k are reached, before the rest (and their
+ * partial buckets) are built. */
+Test(query_mem, one_ns_buckets_answer_too_large_early)
+{
+    int fd = wire_session(srv.port, big_analyst_key);
+    long before, peak, got;
+    int64_t t;
+
+    cr_assert_geq(fd, 0);
+    before = peak_reset();
+    t = now_ns();
+    send_query(fd, 11, "dev1", "big", 0, TIDE__V1__AGGREGATION__AGGREGATION_MAX,
+               1);
+    got = read_query(fd, 11, NULL);
+    t = now_ns() - t;
+    peak = status_kib("VmHWM:");
+    cr_log_info("1 ns MAX buckets: answered in %.1f ms, RSS %ld KiB before, "
+                "peak %ld KiB (+%ld KiB)",
+                (double)t / 1e6, before, peak, peak - before);
+    cr_assert_eq(got,
+                 -(1000 + TIDE__V1__ERROR_CODE__ERROR_CODE_QUERY_TOO_LARGE),
+                 "got %ld", got);
+    /* Building every bucket took +75 MB before the fix. */
+    cr_assert_lt(peak - before, 24 * 1024, "+%ld KiB", peak - before);
+    cr_assert_lt(t, 3000 * 1000000LL);
+    close(fd);
+}
+
+/* Under the limit the same aggregate is answered, a chunk at a time. */
+Test(query_mem, buckets_under_the_limit_are_answered)
+{
+    int fd = wire_session(srv.port, big_analyst_key);
+    long got;
+
+    cr_assert_geq(fd, 0);
+    send_query(fd, 12, "dev1", "big", 0, TIDE__V1__AGGREGATION__AGGREGATION_MAX,
+               (int64_t)BIG_STEP_NS * 10);
+    got = read_query(fd, 12, NULL);
+    cr_assert_eq(got, BIG_POINTS / 10, "got %ld", got);
     close(fd);
 }
