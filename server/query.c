@@ -44,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ratelimit.h"
 #include "query_int.h"
 
 /* ---- Selection --------------------------------------------------------------
@@ -196,6 +197,8 @@ void query_free(struct query_state *q)
         q->out_head = f->next;
         tide_free(f);
     }
+    if (q->limited) /* refused before query_start (loop) */
+        ratelimit_query_end(q->account_id);
     query_results_fini(q);
     export_state_free(q);
     if (q->deadline_ev) /* before query_start only (loop) */
@@ -326,6 +329,9 @@ static void query_unlink(struct query_state *q)
         event_free(q->deadline_ev);
         q->deadline_ev = NULL;
     }
+    if (q->limited)
+        ratelimit_query_end(q->account_id);
+    q->limited = 0;
 
     while (*pp && *pp != q)
         pp = &(*pp)->next;
@@ -540,13 +546,61 @@ void query_start(struct query_state *q)
     job_push(s, q);
 }
 
+/* Refuse request `rid` with RATE_LIMITED and a retry-after (loop). */
+static void refuse_rate(struct conn *c, uint64_t rid, const char *why,
+                        uint32_t retry_ms)
+{
+    Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__Error err = TIDE__V1__ERROR__INIT;
+
+    err.code = TIDE__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED;
+    err.message = (char *)why;
+    err.retryable = 1;
+    err.retry_after_ms = retry_ms;
+    env.request_id = rid;
+    env.body_case = TIDE__V1__ENVELOPE__BODY_ERROR;
+    env.error = &err;
+    conn_send(c, &env);
+}
+
+/* The tier's query limits of `account` (the operator has none). Returns 1
+ * when the query may start (*limited: ratelimit_query_end() is owed), 0 when
+ * it was refused. */
+static int query_admit(struct conn *c, uint64_t rid, uint64_t account,
+                       int *limited)
+{
+    struct account_state *acct;
+    const char *why = "";
+    uint32_t retry_ms = 0;
+    int rc;
+
+    *limited = 0;
+    if (c->who.role == TIDE_META_ROLE_ADMIN)
+        return 1;
+    acct = devices_account(c->srv, account);
+    rc = acct ? ratelimit_query_begin(&acct->tier, account, tided_now_ns(),
+                                      &retry_ms, &why)
+              : -ENOMEM;
+    if (rc < 0) {
+        conn_send_error(c, rid, TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
+                        "out of memory", 0);
+        return 0;
+    }
+    if (rc) {
+        refuse_rate(c, rid, why, retry_ms);
+        return 0;
+    }
+    *limited = 1;
+    return 1;
+}
+
 void handle_query(struct conn *c, const Tide__V1__Envelope *env)
 {
     const Tide__V1__Query *qp = env->query;
     struct server *s = c->srv;
     uint64_t account = c->who.account_id;
     struct query_state *q;
-    int rc;
+    int limited, rc;
 
     if (c->who.role == TIDE_META_ROLE_ADMIN)
         account = qp->account_id;
@@ -571,9 +625,15 @@ void handle_query(struct conn *c, const Tide__V1__Envelope *env)
                         0);
         return;
     }
-    q = query_new(c, env->request_id, account);
-    if (!q)
+    if (!query_admit(c, env->request_id, account, &limited))
         return;
+    q = query_new(c, env->request_id, account);
+    if (!q) {
+        if (limited)
+            ratelimit_query_end(account);
+        return;
+    }
+    q->limited = limited; /* ended by query_unlink() or query_free() */
     q->from_ns = qp->from_ns;
     q->to_ns = qp->to_ns;
     q->bucket_ns = qp->bucket_ns;

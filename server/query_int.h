@@ -101,6 +101,7 @@ struct query_state {
     struct tide_agg_stats st;
     int64_t started_ns;
     int64_t deadline_ns;
+    int limited; /* counted by ratelimit_query_begin() (loop) */
 };
 
 /* A query_state for request `rid` of `c` on `account` (references: the

@@ -26,6 +26,7 @@
 #define BIG_STEP_NS 1000
 
 static char big_device_key[128], big_analyst_key[128];
+static uint64_t account_a;
 static char small_analyst_key[128];
 
 static int64_t now_ns(void)
@@ -124,7 +125,7 @@ static void make_data(void)
     uint64_t a, b;
 
     cr_assert_geq(fd, 0, "admin session");
-    a = wire_make_account(fd, "a@example.com");
+    a = account_a = wire_make_account(fd, "a@example.com");
     b = wire_account_create(fd, "b@example.com", "unlimited");
     wire_device_register(fd, a, "dev1");
     wire_device_register(fd, b, "dev2");
@@ -156,9 +157,10 @@ static void make_data(void)
 /* Send the query of `device`/`field` over every point with request id
  * `rid` and the given order, aggregation and bucket; the response is left
  * to the caller. */
-static void send_query(int fd, uint64_t rid, const char *device,
-                       const char *field, int desc, Tide__V1__Aggregation agg,
-                       int64_t bucket_ns)
+static void send_query_to(int fd, uint64_t rid, const char *device,
+                          const char *field, int desc,
+                          Tide__V1__Aggregation agg, int64_t bucket_ns,
+                          int64_t to_ns)
 {
     Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT;
     Tide__V1__Query q = TIDE__V1__QUERY__INIT;
@@ -172,7 +174,7 @@ static void send_query(int fd, uint64_t rid, const char *device,
     q.fields = fields;
     q.n_fields = 1;
     q.from_ns = T0;
-    q.to_ns = T0 + (int64_t)BIG_POINTS * BIG_STEP_NS + 1;
+    q.to_ns = to_ns;
     q.order = desc ? TIDE__V1__ORDER__ORDER_DESC : TIDE__V1__ORDER__ORDER_ASC;
     q.aggregation = agg;
     q.bucket_ns = bucket_ns;
@@ -181,6 +183,17 @@ static void send_query(int fd, uint64_t rid, const char *device,
     e.query = &q;
     cr_assert_eq(wire_send(fd, &e), 0);
 }
+
+static void send_query(int fd, uint64_t rid, const char *device,
+                       const char *field, int desc, Tide__V1__Aggregation agg,
+                       int64_t bucket_ns)
+{
+    send_query_to(fd, rid, device, field, desc, agg, bucket_ns,
+                  T0 + (int64_t)BIG_POINTS * BIG_STEP_NS + 1);
+}
+
+/* The retry_after_ms of the last Error read_query() returned. */
+static uint32_t last_retry_ms;
 
 /* Read the frames of query `rid` up to its last one: the points received
  * (ts of the first into *first when not NULL), -1 when no answer came, or
@@ -212,6 +225,7 @@ static long read_query(int fd, uint64_t rid, int64_t *first)
             break;
         case TIDE__V1__ENVELOPE__BODY_ERROR:
             rc = -(1000 + (long)r->error->code);
+            last_retry_ms = r->error->retry_after_ms;
             break;
         default:
             cr_assert_fail("query: body %d", r->body_case);
@@ -444,5 +458,213 @@ Test(query_mem, buckets_under_the_limit_are_answered)
                (int64_t)BIG_STEP_NS * 10);
     got = read_query(fd, 12, NULL);
     cr_assert_eq(got, BIG_POINTS / 10, "got %ld", got);
+    close(fd);
+}
+
+/* ---- Tier limits per key and on queries (issue 10, item 16) ------------- */
+
+/* As the operator: tier `name` (no account write limits) with the given
+ * per-key and query limits, and account "a" moved onto it. */
+static void limit_account_a(const char *name, uint64_t key_points_per_s,
+                            uint32_t queries_per_s, uint32_t max_queries)
+{
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__TierUpsert tu = TIDE__V1__TIER_UPSERT__INIT;
+    Tide__V1__TierSet ts = TIDE__V1__TIER_SET__INIT;
+    Tide__V1__Tier t = TIDE__V1__TIER__INIT;
+    int fd = wire_session(srv.port, srv.admin_key);
+
+    cr_assert_geq(fd, 0);
+    t.name = (char *)name;
+    t.telemetry_ttl_s = 30 * 86400;
+    t.key_points_per_s = key_points_per_s;
+    t.queries_per_s = queries_per_s;
+    t.max_concurrent_queries = max_queries;
+    tu.tier = &t;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_TIER_UPSERT;
+    e.tier_upsert = &tu;
+    wire_call_ok(fd, &e, "tier upsert");
+    ts.account_id = account_a;
+    ts.tier = (char *)name;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_TIER_SET;
+    e.tier_set = &ts;
+    wire_call_ok(fd, &e, "tier set");
+    {
+        Tide__V1__Envelope l = TIDE__V1__ENVELOPE__INIT, *r;
+        Tide__V1__TierList tl = TIDE__V1__TIER_LIST__INIT;
+        int seen = 0;
+
+        l.body_case = TIDE__V1__ENVELOPE__BODY_TIER_LIST;
+        l.tier_list = &tl;
+        r = wire_next(fd, &l);
+        cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_TIER_LIST_OK);
+        for (size_t i = 0; i < r->tier_list_ok->n_tiers; i++) {
+            const Tide__V1__Tier *x = r->tier_list_ok->tiers[i];
+
+            if (strcmp(x->name, name))
+                continue;
+            seen = 1;
+            cr_assert_eq(x->key_points_per_s, key_points_per_s);
+            cr_assert_eq(x->queries_per_s, queries_per_s);
+            cr_assert_eq(x->max_concurrent_queries, max_queries);
+        }
+        cr_assert(seen, "TierList lists %s", name);
+        tide_frame_free(r, NULL);
+    }
+    close(fd);
+}
+
+/* A RATE_LIMITED Error with a retry-after in (0, max_ms]: its
+ * retry_after_ms, or 0 when `r` is something else. */
+static uint32_t rate_limited(Tide__V1__Envelope *r, uint32_t max_ms)
+{
+    uint32_t ms = 0;
+
+    cr_assert_not_null(r, "no response");
+    if (r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR) {
+        cr_assert_eq(r->error->code,
+                     TIDE__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED, "%s",
+                     r->error->message);
+        cr_assert(r->error->retryable);
+        ms = r->error->retry_after_ms;
+        cr_assert(ms > 0 && ms <= max_ms, "retry_after_ms %u", ms);
+    }
+    return ms;
+}
+
+/* The 6 first points of the large series (a's own small query). */
+static long small_query(int fd, uint64_t rid)
+{
+    send_query_to(fd, rid, "dev1", "big", 0,
+                  TIDE__V1__AGGREGATION__AGGREGATION_NONE, 0,
+                  T0 + 6 * BIG_STEP_NS);
+    return read_query(fd, rid, NULL);
+}
+
+Test(query_slow, queries_per_second_limit_answers_rate_limited)
+{
+    int fd;
+    int ok = 0, limited = 0;
+    uint32_t retry_ms = 0;
+
+    limit_account_a("q5", 0, 5, 0);
+    fd = wire_session(srv.port, big_analyst_key);
+    cr_assert_geq(fd, 0);
+    for (uint64_t i = 0; i < 20; i++) {
+        long got;
+
+        got = small_query(fd, 100 + i);
+        if (got == -(1000 + TIDE__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED)) {
+            retry_ms = last_retry_ms;
+            cr_assert(retry_ms > 0 && retry_ms <= 1000, "retry_after_ms %u",
+                      retry_ms);
+            limited++;
+            continue;
+        }
+        cr_assert_eq(got, 6);
+        ok++;
+    }
+    cr_log_info("5 queries/s: %d of 20 answered, %d RATE_LIMITED", ok, limited);
+    cr_assert_geq(ok, 5, "the first second's queries are answered");
+    cr_assert_geq(limited, 5, "a burst of 20 is limited");
+    usleep(retry_ms * 1000);
+    cr_assert_eq(small_query(fd, 200), 6, "answered after retry_after_ms");
+    close(fd);
+}
+
+Test(query_slow, concurrent_queries_limit_answers_rate_limited)
+{
+    int h, fd;
+    long got;
+
+    limit_account_a("q1", 0, 0, 1);
+    h = hog(1, 1); /* parked, never read: it keeps running */
+    usleep(300 * 1000);
+    fd = wire_session(srv.port, big_analyst_key);
+    cr_assert_geq(fd, 0);
+    send_query_to(fd, 2, "dev1", "big", 0,
+                  TIDE__V1__AGGREGATION__AGGREGATION_NONE, 0,
+                  T0 + 6 * BIG_STEP_NS);
+    cr_assert_gt(rate_limited(wire_recv(fd), 1000), 0,
+                 "a second query at once is refused");
+    close(h); /* its query ends with its connection */
+    for (int i = 0;; i++) {
+        got = small_query(fd, 10 + (uint64_t)i);
+        if (got != -(1000 + TIDE__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED) ||
+            i == 50)
+            break;
+        usleep(100 * 1000);
+    }
+    cr_assert_eq(got, 6, "answered once the first query ended");
+    close(fd);
+}
+
+Test(query_slow, key_write_limit_is_per_key)
+{
+    char second_key[128];
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__WriteBatch wb = TIDE__V1__WRITE_BATCH__INIT;
+    Tide__V1__PointGroup g = TIDE__V1__POINT_GROUP__INIT, *gp = &g;
+    Tide__V1__Column c = TIDE__V1__COLUMN__INIT, *cp = &c;
+    int64_t deltas[1500];
+    double vals[1500];
+    int fd;
+
+    limit_account_a("k1000", 1000, 0, 0);
+    fd = wire_session(srv.port, srv.admin_key);
+    cr_assert_geq(fd, 0);
+    wire_key_create(fd, account_a, "second", TIDE__V1__ROLE__ROLE_DEVICE,
+                    "dev1", second_key, sizeof(second_key));
+    close(fd);
+    for (int i = 0; i < 1500; i++) {
+        deltas[i] = i ? 1 : T0 + 7 * 1000000000LL;
+        vals[i] = i;
+    }
+    c.field = "k";
+    c.type = TIDE__V1__VALUE_TYPE__VALUE_TYPE_F64;
+    c.f64 = vals;
+    c.n_f64 = 1500;
+    g.device = "dev1";
+    g.ts_delta_ns = deltas;
+    g.n_ts_delta_ns = 1500;
+    g.columns = &cp;
+    g.n_columns = 1;
+    wb.producer_id = 9;
+    wb.groups = &gp;
+    wb.n_groups = 1;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_WRITE_BATCH;
+    e.write_batch = &wb;
+    fd = wire_session(srv.port, big_device_key);
+    cr_assert_geq(fd, 0);
+    wb.sequence = 1;
+    {
+        Tide__V1__Envelope *r = wire_next(fd, &e);
+
+        cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK,
+                  "the first batch overdraws the bucket: %s", wire_why(r));
+        tide_frame_free(r, NULL);
+    }
+    wb.sequence = 2;
+    deltas[0] += 10000;
+    {
+        Tide__V1__Envelope *r = wire_next(fd, &e);
+        uint32_t ms = rate_limited(r, 1000);
+
+        cr_assert_geq(ms, 400, "its debt of ~500 points takes ~500 ms");
+        tide_frame_free(r, NULL);
+    }
+    close(fd);
+    /* Another key of the same account has its own bucket. */
+    fd = wire_session(srv.port, second_key);
+    cr_assert_geq(fd, 0);
+    wb.producer_id = 10;
+    wb.sequence = 1;
+    {
+        Tide__V1__Envelope *r = wire_next(fd, &e);
+
+        cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK,
+                  "the other key: %s", wire_why(r));
+        tide_frame_free(r, NULL);
+    }
     close(fd);
 }
