@@ -37,6 +37,14 @@ static int64_t now_ns(void)
     return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
+/* Under AddressSanitizer tided's RSS holds shadow memory and freed
+ * blocks in quarantine: the memory bounds are then only logged. */
+#if defined(__SANITIZE_ADDRESS__)
+#define RSS_BOUNDS 0
+#else
+#define RSS_BOUNDS 1
+#endif
+
 /* A line of tided's /proc status ("VmRSS:", "VmHWM:"), in KiB. */
 static long status_kib(const char *key)
 {
@@ -404,7 +412,8 @@ Test(query_slow, descending_query_memory_is_bounded)
                  "newest first");
     /* 600 k points are 9.6 MB gathered; holding them all as well took
      * +40 MB more before the fix. */
-    cr_assert_lt(during - before, 24 * 1024, "+%ld KiB", during - before);
+    cr_assert(!RSS_BOUNDS || during - before < 24 * 1024, "+%ld KiB",
+              during - before);
     close(fd);
 }
 
@@ -442,7 +451,8 @@ Test(query_mem, one_ns_buckets_answer_too_large_early)
                  -(1000 + TIDE__V1__ERROR_CODE__ERROR_CODE_QUERY_TOO_LARGE),
                  "got %ld", got);
     /* Building every bucket took +75 MB before the fix. */
-    cr_assert_lt(peak - before, 24 * 1024, "+%ld KiB", peak - before);
+    cr_assert(!RSS_BOUNDS || peak - before < 24 * 1024, "+%ld KiB",
+              peak - before);
     cr_assert_lt(t, 3000 * 1000000LL);
     close(fd);
 }
@@ -585,8 +595,13 @@ Test(query_slow, concurrent_queries_limit_answers_rate_limited)
     send_query_to(fd, 2, "dev1", "big", 0,
                   TIDE__V1__AGGREGATION__AGGREGATION_NONE, 0,
                   T0 + 6 * BIG_STEP_NS);
-    cr_assert_gt(rate_limited(wire_recv(fd), 1000), 0,
-                 "a second query at once is refused");
+    {
+        Tide__V1__Envelope *r = wire_recv(fd);
+
+        cr_assert_gt(rate_limited(r, 1000), 0,
+                     "a second query at once is refused");
+        tide_frame_free(r, NULL);
+    }
     close(h); /* its query ends with its connection */
     for (int i = 0;; i++) {
         got = small_query(fd, 10 + (uint64_t)i);
@@ -667,4 +682,20 @@ Test(query_slow, key_write_limit_is_per_key)
         tide_frame_free(r, NULL);
     }
     close(fd);
+}
+
+/* A clean stop with queries parked, waiting on the job queue and timed
+ * out: every one is freed (ASan's leak check runs at tided's exit), and
+ * tided exits 0. */
+Test(query_slow, stop_with_parked_queries_exits_cleanly)
+{
+    int h1 = hog(1, 1), h2 = hog(2, 1), h3 = hog(3, 1);
+    int fd = hog(4, 0);
+
+    usleep(500 * 1000);
+    close(fd); /* abandoned on close */
+    cr_assert_eq(tided_stop(&srv), 0, "tided exit status");
+    close(h1);
+    close(h2);
+    close(h3);
 }
