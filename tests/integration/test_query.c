@@ -323,6 +323,50 @@ Test(query_slow, never_reading_clients_hold_no_thread)
     close(h2);
 }
 
+/* An export (of account "a" with its telemetry, by the operator) whose
+ * client never reads parks like a query: with a query hog beside it, both
+ * query threads are free for another tenant. Its whole export, read at
+ * the end, is intact. */
+Test(query_slow, never_reading_export_holds_no_thread)
+{
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__ExportStart x = TIDE__V1__EXPORT_START__INIT;
+    int fd = wire_session(srv.port, srv.admin_key);
+    int h = hog(1, 1);
+    uint64_t rows = 0, telemetry = 0;
+
+    cr_assert_geq(fd, 0);
+    x.account_id = account_a;
+    x.include_telemetry = 1;
+    x.format = TIDE__V1__EXPORT_FORMAT__EXPORT_FORMAT_CSV;
+    e.request_id = 5;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_EXPORT_START;
+    e.export_start = &x;
+    cr_assert_eq(wire_send(fd, &e), 0);
+    usleep(500 * 1000);
+    victim_queries(40);
+    close(h);
+    for (;;) {
+        Tide__V1__Envelope *r = wire_recv(fd);
+
+        cr_assert_not_null(r, "export: no end");
+        if (r->body_case == TIDE__V1__ENVELOPE__BODY_EXPORT_END) {
+            rows = r->export_end->rows;
+            tide_frame_free(r, NULL);
+            break;
+        }
+        cr_assert_eq(r->body_case, TIDE__V1__ENVELOPE__BODY_EXPORT_CHUNK,
+                     "export: %s", wire_why(r));
+        if (!strcmp(r->export_chunk->section, "telemetry"))
+            for (size_t i = 0; i < r->export_chunk->data.len; i++)
+                telemetry += r->export_chunk->data.data[i] == '\n';
+        tide_frame_free(r, NULL);
+    }
+    cr_assert_eq(telemetry, BIG_POINTS + 1, "every point and the CSV header");
+    cr_assert_gt(rows, telemetry);
+    close(fd);
+}
+
 struct slow_reader {
     int fd;
     volatile int stop;
