@@ -319,6 +319,28 @@ static int query_unpark(struct query_state *q)
     return was;
 }
 
+/* Hand the oldest waiting queries of `c` to the job queue while fewer
+ * than query_threads of them are started (loop). A connection that does
+ * not read thus holds at most that many parked queries, each with the
+ * series it is reading and up to QUERY_QUEUED_MAX of frames; the others
+ * wait as their selection only. */
+static void conn_start_queries(struct conn *c)
+{
+    unsigned started = 0;
+    struct query_state *q;
+
+    for (q = c->queries; q; q = q->next)
+        started += (unsigned)q->started;
+    for (q = c->queries; q && started < c->srv->cfg.query_threads;
+         q = q->next) {
+        if (q->started || atomic_load(&q->cancelled))
+            continue;
+        q->started = 1;
+        started++;
+        job_push(c->srv, q);
+    }
+}
+
 /* Remove `q` from its connection's list (loop). */
 static void query_unlink(struct query_state *q)
 {
@@ -339,6 +361,8 @@ static void query_unlink(struct query_state *q)
         *pp = q->next;
     c->inflight--;
     q->conn = NULL;
+    if (q->started)
+        conn_start_queries(c);
 }
 
 /* Move the queued frames of `q` to its connection while the connection
@@ -425,8 +449,8 @@ void query_resume(struct conn *c)
 static void query_abandon(struct query_state *q)
 {
     atomic_store(&q->cancelled, 1);
-    if (query_unpark(q))
-        query_unref(q); /* the parked thread's */
+    if (query_unpark(q) || !q->started)
+        query_unref(q); /* the parked thread's, or the never-run one's */
     query_unlink(q);
     query_unref(q);
 }
@@ -462,6 +486,9 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 
 void query_free_all(struct conn *c)
 {
+    /* Cancelled first, so that none is started as another ends. */
+    for (struct query_state *q = c->queries; q; q = q->next)
+        atomic_store(&q->cancelled, 1);
     while (c->queries)
         query_abandon(c->queries);
 }
@@ -491,8 +518,6 @@ struct query_state *query_new(struct conn *c, uint64_t rid, uint64_t account)
     pthread_mutex_init(&q->lock, NULL);
     atomic_init(&q->refs, 2);
     q->started_ns = tided_now_ns();
-    q->deadline_ns =
-        q->started_ns + (int64_t)c->srv->cfg.query_timeout_ms * 1000000;
     return q;
 }
 
@@ -520,7 +545,9 @@ int query_open_iterator(struct query_state *q)
     return rc;
 }
 
-/* Hand `q` to the query threads; the connection keeps it in flight. */
+/* Hand `q` to the query threads, now or once its connection's earlier
+ * queries let it (conn_start_queries); the connection keeps it in
+ * flight. */
 void query_start(struct query_state *q)
 {
     struct conn *c = q->conn;
@@ -543,7 +570,7 @@ void query_start(struct query_state *q)
 
         evtimer_add(q->deadline_ev, &tv);
     }
-    job_push(s, q);
+    conn_start_queries(c);
 }
 
 /* Refuse request `rid` with RATE_LIMITED and a retry-after (loop). */

@@ -54,8 +54,9 @@ struct query_state {
     int parked;
     atomic_int cancelled; /* stop producing */
     atomic_int refs;      /* loop + thread */
-    /* Loop: ends the query with TIMEOUT at deadline_ns, parked or not
-     * (queries only; an export ends with its connection). */
+    /* Loop: ends the query with TIMEOUT query_timeout_ms after it
+     * started, parked or not (queries only; an export ends with its
+     * connection). */
     struct event *deadline_ev;
     /* Parameters. */
     int64_t from_ns, to_ns, bucket_ns;
@@ -100,8 +101,10 @@ struct query_state {
     int truncated;
     struct tide_agg_stats st;
     int64_t started_ns;
-    int64_t deadline_ns;
     int limited; /* counted by ratelimit_query_begin() (loop) */
+    /* Loop: handed to the job queue; until then it waits for one of its
+     * connection's started queries to end (query_start). */
+    int started;
 };
 
 /* A query_state for request `rid` of `c` on `account` (references: the

@@ -501,6 +501,34 @@ Test(query_mem, one_ns_buckets_answer_too_large_early)
     close(fd);
 }
 
+/* One connection pipelines 16 queries of the large series and reads
+ * nothing: only query_threads of them run (and park), so the server holds
+ * two series' worth, not sixteen, and the other tenant is still served. */
+Test(query_slow, pipelined_unread_queries_are_bounded)
+{
+    int fd = wire_session(srv.port, big_analyst_key);
+    int small = 4096;
+    long before, peak;
+
+    cr_assert_geq(fd, 0);
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    before = peak_reset();
+    for (uint64_t i = 0; i < 16; i++)
+        send_query(fd, 20 + i, "dev1", "big", 0,
+                   TIDE__V1__AGGREGATION__AGGREGATION_NONE, 0);
+    usleep(800 * 1000);
+    peak = status_kib("VmHWM:");
+    cr_log_info("16 unread queries: RSS %ld KiB before, peak %ld KiB "
+                "(+%ld KiB)",
+                before, peak, peak - before);
+    victim_queries(20);
+    /* Each running query holds its series (9.6 MB) and up to 1 MiB of
+     * frames: 16 of them would be +170 MB. */
+    cr_assert(!RSS_BOUNDS || peak - before < 64 * 1024, "+%ld KiB",
+              peak - before);
+    close(fd);
+}
+
 /* Under the limit the same aggregate is answered, a chunk at a time. */
 Test(query_mem, buckets_under_the_limit_are_answered)
 {
