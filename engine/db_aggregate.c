@@ -24,6 +24,11 @@ struct agg_ctx {
     int64_t bucket_ns;
     int64_t head_min; /* time span of the series in the heads */
     int64_t head_max;
+    /* Buckets the results may hold in all (tide_db_aggregate_max): checked
+     * before they are built, so that a query too large for it fails
+     * without taking the memory. */
+    uint64_t max_buckets;
+    uint64_t n_buckets; /* reserved so far, every result */
     /* Every result's buckets, back to back: one allocation per query. */
     struct tide_buf buckets;
     struct tide_agg_series *res;
@@ -117,12 +122,22 @@ static int cmp_partial(const void *x, const void *y)
     return a->b.first_ts < b->b.first_ts ? -1 : a->b.first_ts > b->b.first_ts;
 }
 
-/* Partial buckets of the gathered points, appended to `parts`. */
+/* Partial buckets of the gathered points, appended to `parts`. Each is a
+ * distinct bucket of the series' result: they are counted first, and
+ * TIDE_EFULL when they would take the results past max_buckets, before
+ * any is built. */
 static int raw_partials(const struct gather *g, const struct agg_ctx *a,
                         struct tide_buf *parts)
 {
+    uint64_t n_runs = 0;
     int rc = 0;
 
+    for (uint32_t i = 0; i < g->n; i++)
+        n_runs += i == 0 || bucket_of(a, tide__gather_ts(g)[i]) !=
+                                bucket_of(a, tide__gather_ts(g)[i - 1]);
+    if (n_runs > a->max_buckets - a->n_buckets)
+        return TIDE_EFULL;
+    rc = tide__buf_reserve(parts, n_runs * sizeof(struct partial));
     for (uint32_t i = 0; i < g->n && rc == 0;) {
         int64_t bk = bucket_of(a, tide__gather_ts(g)[i]);
         struct partial q = {.bucket = bk};
@@ -171,8 +186,12 @@ static int reserve_buckets(struct agg_ctx *a, size_t n_buckets,
                            struct tide_agg_series *out, struct tide_bucket **bk)
 {
     size_t off = a->buckets.len / sizeof(struct tide_bucket);
-    int rc = tide__buf_reserve(&a->buckets, n_buckets * sizeof(**bk));
+    int rc;
 
+    if (n_buckets > a->max_buckets - a->n_buckets)
+        return TIDE_EFULL;
+    a->n_buckets += n_buckets;
+    rc = tide__buf_reserve(&a->buckets, n_buckets * sizeof(**bk));
     if (rc)
         return rc;
     *bk = (struct tide_bucket *)(void *)(a->buckets.data + a->buckets.len);
@@ -447,7 +466,19 @@ int tide_db_aggregate(tide_db *db, const uint64_t *ids, uint32_t n,
                       struct tide_agg_series **out,
                       struct tide_agg_stats *stats)
 {
-    struct agg_ctx a = {.from = from_ns, .to = to_ns, .bucket_ns = bucket_ns};
+    return tide_db_aggregate_max(db, ids, n, from_ns, to_ns, bucket_ns,
+                                 UINT64_MAX, out, stats);
+}
+
+int tide_db_aggregate_max(tide_db *db, const uint64_t *ids, uint32_t n,
+                          int64_t from_ns, int64_t to_ns, int64_t bucket_ns,
+                          uint64_t max_buckets, struct tide_agg_series **out,
+                          struct tide_agg_stats *stats)
+{
+    struct agg_ctx a = {.from = from_ns,
+                        .to = to_ns,
+                        .bucket_ns = bucket_ns,
+                        .max_buckets = max_buckets};
     struct tide_agg_series *res;
     struct agg_batch batch = {0};
     struct cursors cur = {0};
@@ -498,6 +529,7 @@ int tide_db_aggregate(tide_db *db, const uint64_t *ids, uint32_t n,
         sl = tide__seglist_acquire(db);
         memset(res, 0, (size_t)n * sizeof(*res));
         a.buckets.len = 0;
+        a.n_buckets = 0;
         batch.pending.len = batch.refs.len = batch.hparts.len = 0;
         batch.bytes = 0;
         if (stats)

@@ -50,9 +50,10 @@ struct tide_iter {
     uint32_t next_id; /* next series to gather */
     int64_t from;
     int64_t to;
+    int desc; /* TIDE_READ_DESC */
     int err;
     uint64_t cur_id;
-    uint32_t off; /* next point of the current series to return */
+    uint32_t off; /* points of the current series returned */
     struct gather g;
     struct cursors cur;
     struct readahead ra;
@@ -138,12 +139,19 @@ static int iter_gather(struct tide_iter *it, uint32_t idx)
 int tide_db_read_open(tide_db *db, const uint64_t *ids, uint32_t n,
                       int64_t from_ns, int64_t to_ns, tide_iter **out)
 {
+    return tide_db_read_open_flags(db, ids, n, from_ns, to_ns, 0, out);
+}
+
+int tide_db_read_open_flags(tide_db *db, const uint64_t *ids, uint32_t n,
+                            int64_t from_ns, int64_t to_ns, unsigned flags,
+                            tide_iter **out)
+{
     struct tide_iter *it;
     int rc;
 
     if (atomic_load(&db->closing))
         return TIDE_ECLOSED;
-    if ((n && !ids) || from_ns > to_ns)
+    if ((n && !ids) || from_ns > to_ns || (flags & ~TIDE_READ_DESC))
         return TIDE_EINVAL;
     it = tide_calloc(1, sizeof(*it));
     if (!it)
@@ -165,13 +173,14 @@ int tide_db_read_open(tide_db *db, const uint64_t *ids, uint32_t n,
     it->n_ids = n;
     it->from = from_ns;
     it->to = to_ns;
+    it->desc = (flags & TIDE_READ_DESC) != 0;
     *out = it;
     return 0;
 }
 
 int tide_iter_next(tide_iter *it, struct tide_block *blk)
 {
-    uint32_t n;
+    uint32_t n, at;
 
     if (it->err)
         return it->err;
@@ -190,10 +199,13 @@ int tide_iter_next(tide_iter *it, struct tide_block *blk)
     }
     n = it->g.n - it->off < BLOCK_POINTS_MAX ? it->g.n - it->off
                                              : BLOCK_POINTS_MAX;
+    /* The block's first point: descending, blocks are taken from the end
+     * of the gathered series. */
+    at = it->desc ? it->g.n - it->off - n : it->off;
     blk->series_id = it->cur_id;
     blk->type = it->g.type;
     blk->n = n;
-    blk->ts_ns = tide__gather_ts(&it->g) + it->off;
+    blk->ts_ns = tide__gather_ts(&it->g) + at;
     if (it->g.type == TIDE_TYPE_STR) {
         struct tide_str *s;
 
@@ -204,8 +216,8 @@ int tide_iter_next(tide_iter *it, struct tide_block *blk)
         s = (struct tide_str *)(void *)it->strs.data;
         for (uint32_t i = 0; i < n; i++) {
             s[i].ptr = (const char *)it->g.strbytes.data +
-                       tide__gather_val(&it->g)[it->off + i];
-            s[i].len = tide__gather_len(&it->g)[it->off + i];
+                       tide__gather_val(&it->g)[at + i];
+            s[i].len = tide__gather_len(&it->g)[at + i];
         }
         blk->v.str = s;
     } else if (it->g.type == TIDE_TYPE_BOOL) {
@@ -218,10 +230,10 @@ int tide_iter_next(tide_iter *it, struct tide_block *blk)
             return it->err;
         b = it->strs.data;
         for (uint32_t i = 0; i < n; i++)
-            b[i] = (uint8_t)tide__gather_val(&it->g)[it->off + i];
+            b[i] = (uint8_t)tide__gather_val(&it->g)[at + i];
         blk->v.b = b;
     } else {
-        blk->v.i64 = (const int64_t *)(tide__gather_val(&it->g) + it->off);
+        blk->v.i64 = (const int64_t *)(tide__gather_val(&it->g) + at);
     }
     it->off += n;
     return 1;

@@ -166,6 +166,14 @@ static const char *const migrations[TIDE__META_SCHEMA_VERSION] = {
     " deleted_ns INTEGER NOT NULL,"
     " purge_after_ns INTEGER NOT NULL,"
     " purged_ns INTEGER);",
+
+    /* 3: per-key write and per-account query limits of the tiers. */
+    "ALTER TABLE tiers ADD COLUMN key_rate_points_s INTEGER NOT NULL"
+    " DEFAULT 0;"
+    "ALTER TABLE tiers ADD COLUMN query_rate_s INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE tiers ADD COLUMN queries_max INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE tiers SET query_rate_s=20, queries_max=4 WHERE id=1;"
+    "UPDATE tiers SET query_rate_s=200, queries_max=16 WHERE id=2;",
 };
 
 void tide_meta_options_init(struct tide_meta_options *o)

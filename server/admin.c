@@ -826,6 +826,9 @@ static void tier_upsert(struct conn *c, const Tide__V1__Envelope *e)
     row.daily_points_max = t->daily_points;
     row.devices_max = t->max_devices;
     row.series_max = t->max_series;
+    row.key_rate_points_s = t->key_points_per_s;
+    row.query_rate_s = t->queries_per_s;
+    row.queries_max = t->max_concurrent_queries;
     admin_reply_rc(c, e->request_id,
                    row.id ? tide_meta_tier_set(c->srv->meta, &c->who, &row)
                           : TIDE_EFULL);
@@ -877,6 +880,9 @@ static void tier_list(struct conn *c, const Tide__V1__Envelope *e)
         v[n].daily_points = rows[n].daily_points_max;
         v[n].max_devices = rows[n].devices_max;
         v[n].max_series = rows[n].series_max;
+        v[n].key_points_per_s = rows[n].key_rate_points_s;
+        v[n].queries_per_s = rows[n].query_rate_s;
+        v[n].max_concurrent_queries = rows[n].queries_max;
         pv[n] = &v[n];
         n++;
     }

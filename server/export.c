@@ -50,6 +50,7 @@ struct export_out {
     EVP_MD_CTX *sha;
     uint64_t rows;
     uint64_t bytes;
+    int flushed; /* a chunk went out: the step may end */
 };
 
 static int export_flush(struct query_state *q, struct export_out *x)
@@ -70,6 +71,7 @@ static int export_flush(struct query_state *q, struct export_out *x)
     env.export_chunk = &chunk;
     rc = query_push(q, &env);
     x->data.len = 0;
+    x->flushed = 1;
     return rc;
 }
 
@@ -171,58 +173,117 @@ static int telemetry_line(struct obuf *b, const struct qseries *sr,
     return rc == 0 && !csv ? ob_add(b, "}", 1) : rc;
 }
 
-/* Every row of the account, then its telemetry (query thread). The
- * sections are the sidecar's tables in its order (docs/protocol.md). */
-void export_execute(struct query_state *q)
-{
-    struct export_out x = {0};
-    struct obuf line = {0};
-    tide_meta_export *it = NULL;
-    struct tide_meta_export_row row;
-    struct tide_block blk;
-    int rc;
+/* An export between steps: what it sent and where it stands. */
+struct export_state {
+    struct export_out x;
+    struct obuf line;
+    tide_meta_export *it; /* the sidecar's rows; NULL once they are out */
+    int rows_done;
+    struct tide_block blk; /* the telemetry block being returned */
+    uint32_t blk_at;       /* its next point; blk.n when none is left */
+};
 
-    x.sha = EVP_MD_CTX_new();
-    rc = x.sha && EVP_DigestInit_ex(x.sha, EVP_sha256(), NULL) == 1 ? 0
-                                                                    : -ENOMEM;
-    if (rc == 0)
-        rc = tide_meta_export_open(q->srv->meta, &tided_system_principal,
-                                   q->account_id, &it);
-    while (rc == 0 && (rc = tide_meta_export_next(it, &row)) == 0)
-        rc = export_row(q, &x, row.table, row.json, row.json_len);
-    if (rc == 1)
-        rc = 0;
-    tide_meta_export_close(it);
-    if (rc == 0 && q->export_telemetry && q->export_csv)
-        rc = export_row(q, &x, "telemetry", "device,field,ts_ns,value", 24);
-    while (rc == 0 && q->it && (rc = tide_iter_next(q->it, &blk)) == 1) {
-        rc = 0;
-        while (q->cur < q->n_series && q->series[q->cur].id != blk.series_id)
-            q->cur++;
-        if (q->cur == q->n_series) {
-            rc = TIDE_ECORRUPT; /* the iterator follows the id order */
-            break;
+void export_state_free(struct query_state *q)
+{
+    struct export_state *xs = q->xs;
+
+    if (!xs)
+        return;
+    tide_meta_export_close(xs->it);
+    EVP_MD_CTX_free(xs->x.sha);
+    tide_free(xs->x.data.p);
+    tide_free(xs->line.p);
+    tide_free(xs);
+    q->xs = NULL;
+}
+
+static int export_begin(struct query_state *q)
+{
+    struct export_state *xs = tide_calloc(1, sizeof(*xs));
+
+    if (!xs)
+        return -ENOMEM;
+    q->xs = xs;
+    xs->x.sha = EVP_MD_CTX_new();
+    if (!xs->x.sha || EVP_DigestInit_ex(xs->x.sha, EVP_sha256(), NULL) != 1)
+        return -ENOMEM;
+    return tide_meta_export_open(q->srv->meta, &tided_system_principal,
+                                 q->account_id, &xs->it);
+}
+
+/* One step: rows (the sidecar's, then telemetry points) until a chunk went
+ * out. Returns 0 (call again), 1 (every row is out) or an error. */
+static int export_step(struct query_state *q, struct export_state *xs)
+{
+    struct export_out *x = &xs->x;
+    struct tide_meta_export_row row;
+    int rc = 0;
+
+    x->flushed = 0;
+    while (rc == 0 && !xs->rows_done && !x->flushed) {
+        rc = tide_meta_export_next(xs->it, &row);
+        if (rc == 0)
+            rc = export_row(q, x, row.table, row.json, row.json_len);
+        if (rc == 1) {
+            tide_meta_export_close(xs->it);
+            xs->it = NULL;
+            xs->rows_done = 1;
+            rc = q->export_telemetry && q->export_csv
+                     ? export_row(q, x, "telemetry", "device,field,ts_ns,value",
+                                  24)
+                     : 0;
         }
-        for (uint32_t i = 0; rc == 0 && i < blk.n; i++) {
-            rc = telemetry_line(&line, &q->series[q->cur], &blk, i,
-                                q->export_csv);
-            if (rc == 0)
-                rc = export_row(q, &x, "telemetry", line.p, line.len);
-        }
-        if (rc == 0 && atomic_load(&q->cancelled))
-            rc = -ECANCELED;
     }
-    if (rc == 0)
-        rc = export_flush(q, &x);
+    while (rc == 0 && q->it && !x->flushed) {
+        if (xs->blk_at == xs->blk.n) {
+            rc = tide_iter_next(q->it, &xs->blk);
+            if (rc <= 0)
+                return rc ? rc : 1;
+            rc = 0;
+            xs->blk_at = 0;
+            while (q->cur < q->n_series &&
+                   q->series[q->cur].id != xs->blk.series_id)
+                q->cur++;
+            if (q->cur == q->n_series)
+                return TIDE_ECORRUPT; /* the iterator follows the id order */
+        }
+        for (; rc == 0 && xs->blk_at < xs->blk.n && !x->flushed; xs->blk_at++) {
+            rc = telemetry_line(&xs->line, &q->series[q->cur], &xs->blk,
+                                xs->blk_at, q->export_csv);
+            if (rc == 0)
+                rc = export_row(q, x, "telemetry", xs->line.p, xs->line.len);
+        }
+    }
+    return rc ? rc : xs->rows_done && !q->it;
+}
+
+/* Every row of the account, then its telemetry (query thread), a step at
+ * a time so that a slow client parks the export (query.c). The sections
+ * are the sidecar's tables in its order (docs/protocol.md). */
+int export_execute(struct query_state *q)
+{
+    struct export_state *xs;
+    int rc = q->xs ? 0 : export_begin(q);
+
+    xs = q->xs;
+    while (rc == 0) {
+        if (atomic_load(&q->cancelled))
+            return QUERY_DONE;
+        if (query_park(q))
+            return QUERY_PARKED;
+        rc = export_step(q, xs);
+    }
+    if (rc == 1)
+        rc = export_flush(q, &xs->x);
     if (rc == 0) {
         Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
         Tide__V1__ExportEnd end = TIDE__V1__EXPORT_END__INIT;
         uint8_t digest[32];
         unsigned dlen = 0;
 
-        EVP_DigestFinal_ex(x.sha, digest, &dlen);
-        end.rows = x.rows;
-        end.bytes = x.bytes;
+        EVP_DigestFinal_ex(xs->x.sha, digest, &dlen);
+        end.rows = xs->x.rows;
+        end.bytes = xs->x.bytes;
         end.sha256.data = digest;
         end.sha256.len = dlen;
         env.request_id = q->rid;
@@ -232,9 +293,7 @@ void export_execute(struct query_state *q)
     } else if (rc != -ECANCELED) {
         query_fail(q, rc);
     }
-    EVP_MD_CTX_free(x.sha);
-    tide_free(x.data.p);
-    tide_free(line.p);
+    return QUERY_DONE;
 }
 
 void handle_export(struct conn *c, const Tide__V1__Envelope *env)

@@ -16,17 +16,25 @@
  *   loop: handle_query ──► job queue ──► query thread: produce, encode
  *   loop: deliver frames ◄── ready list ◄── frames queued on the query
  *
- * Flow control: a query thread stops producing while more than
- * QUERY_QUEUED_MAX encoded bytes wait for its connection; the loop moves
- * frames to the connection only while its output is below the high
- * watermark. A slow client thus holds back the engine reads too.
+ * Flow control: the loop moves frames to the connection only while its
+ * output is below the high watermark. A query with more than
+ * QUERY_QUEUED_MAX encoded bytes waiting parks between two steps: its
+ * thread lets go of it and runs other queries, and the loop puts it back
+ * on the job queue once its delivery drained to QUERY_RESUME_BYTES. A
+ * client that reads slowly, or not at all, thus holds back its own engine
+ * reads but never a query thread; a query's deadline timer on the loop
+ * ends it with TIMEOUT after query_timeout_ms in total, parked or not.
  *
  * Invariants:
  *   1. A query_state is freed by whichever of the loop, its query thread
- *      and the ready list lets go of it last (refs); the thread never
- *      touches the connection.
+ *      (or its parked state, which holds the thread's reference) and the
+ *      ready list lets go of it last (refs); the thread never touches the
+ *      connection.
  *   2. Frames of one query reach the connection in the order produced, and
- *      its last frame is QueryEnd or Error.
+ *      its last frame is QueryEnd, ExportEnd or Error: exactly one of
+ *      them.
+ *   3. A parked query is on no job queue and no thread runs it; only the
+ *      loop unparks it (resume, abandon, deadline), under q->lock.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -36,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ratelimit.h"
 #include "query_int.h"
 
 /* ---- Selection --------------------------------------------------------------
@@ -188,11 +197,15 @@ void query_free(struct query_state *q)
         q->out_head = f->next;
         tide_free(f);
     }
+    if (q->limited) /* refused before query_start (loop) */
+        ratelimit_query_end(q->account_id);
     query_results_fini(q);
+    export_state_free(q);
+    if (q->deadline_ev) /* before query_start only (loop) */
+        event_free(q->deadline_ev);
     tide_iter_close(q->it);
     tide_free(q->series);
     pthread_mutex_destroy(&q->lock);
-    pthread_cond_destroy(&q->cv);
     tide_free(q);
 }
 
@@ -222,7 +235,8 @@ static void *query_thread(void *arg)
         pthread_mutex_unlock(&s->qjob_lock);
         if (!q)
             return NULL; /* stopping and the queue is empty */
-        query_execute(q);
+        if (query_execute(q) == QUERY_PARKED)
+            continue; /* its reference stays with the parked query */
         pthread_mutex_lock(&q->lock);
         q->produced = 1;
         pthread_mutex_unlock(&q->lock);
@@ -265,11 +279,81 @@ void tided_query_threads_stop(struct server *s)
     s->n_qthreads = 0;
 }
 
+/* Append `q` to the job queue (loop). */
+static void job_push(struct server *s, struct query_state *q)
+{
+    pthread_mutex_lock(&s->qjob_lock);
+    q->job_next = NULL;
+    if (s->qjob_tail)
+        s->qjob_tail->job_next = q;
+    else
+        s->qjob_head = q;
+    s->qjob_tail = q;
+    pthread_cond_signal(&s->qjob_cv);
+    pthread_mutex_unlock(&s->qjob_lock);
+}
+
+int query_park(struct query_state *q)
+{
+    int parked;
+
+    pthread_mutex_lock(&q->lock);
+    /* The loop drains under the same lock, so it either took the frames
+     * first (no park) or finds the query parked (invariant 3). */
+    q->parked = q->out_bytes > QUERY_QUEUED_MAX && !atomic_load(&q->cancelled);
+    parked = q->parked;
+    pthread_mutex_unlock(&q->lock);
+    return parked;
+}
+
+/* Take a parked query's thread reference back (loop). Returns 1 when `q`
+ * was parked: the caller then holds that reference. */
+static int query_unpark(struct query_state *q)
+{
+    int was;
+
+    pthread_mutex_lock(&q->lock);
+    was = q->parked;
+    q->parked = 0;
+    pthread_mutex_unlock(&q->lock);
+    return was;
+}
+
+/* Hand the oldest waiting queries of `c` to the job queue while fewer
+ * than query_threads of them are started (loop). A connection that does
+ * not read thus holds at most that many parked queries, each with the
+ * series it is reading and up to QUERY_QUEUED_MAX of frames; the others
+ * wait as their selection only. */
+static void conn_start_queries(struct conn *c)
+{
+    unsigned started = 0;
+    struct query_state *q;
+
+    for (q = c->queries; q; q = q->next)
+        started += (unsigned)q->started;
+    for (q = c->queries; q && started < c->srv->cfg.query_threads;
+         q = q->next) {
+        if (q->started || atomic_load(&q->cancelled))
+            continue;
+        q->started = 1;
+        started++;
+        job_push(c->srv, q);
+    }
+}
+
 /* Remove `q` from its connection's list (loop). */
 static void query_unlink(struct query_state *q)
 {
     struct conn *c = q->conn;
     struct query_state **pp = &c->queries;
+
+    if (q->deadline_ev) {
+        event_free(q->deadline_ev);
+        q->deadline_ev = NULL;
+    }
+    if (q->limited)
+        ratelimit_query_end(q->account_id);
+    q->limited = 0;
 
     while (*pp && *pp != q)
         pp = &(*pp)->next;
@@ -277,6 +361,8 @@ static void query_unlink(struct query_state *q)
         *pp = q->next;
     c->inflight--;
     q->conn = NULL;
+    if (q->started)
+        conn_start_queries(c);
 }
 
 /* Move the queued frames of `q` to its connection while the connection
@@ -286,7 +372,7 @@ static void query_deliver(struct query_state *q)
     struct conn *c = q->conn;
     struct evbuffer *out;
     struct tide_meta_usage u = {0};
-    int produced, empty;
+    int produced, empty, resume = 0;
 
     if (!c)
         return;
@@ -305,10 +391,15 @@ static void query_deliver(struct query_state *q)
         u.bytes_out += f->len;
         tide_free(f);
     }
-    pthread_cond_signal(&q->cv);
+    if (q->parked && q->out_bytes <= QUERY_RESUME_BYTES) {
+        q->parked = 0;
+        resume = 1;
+    }
     produced = q->produced;
     empty = !q->out_head;
     pthread_mutex_unlock(&q->lock);
+    if (resume)
+        job_push(c->srv, q); /* with the thread's reference */
     if (u.bytes_out)
         tide_meta_usage_add(c->srv->meta, q->account_id, &u);
     if (produced && empty) {
@@ -358,15 +449,46 @@ void query_resume(struct conn *c)
 static void query_abandon(struct query_state *q)
 {
     atomic_store(&q->cancelled, 1);
-    pthread_mutex_lock(&q->lock);
-    pthread_cond_signal(&q->cv);
-    pthread_mutex_unlock(&q->lock);
+    if (query_unpark(q) || !q->started)
+        query_unref(q); /* the parked thread's, or the never-run one's */
     query_unlink(q);
     query_unref(q);
 }
 
+/* The deadline of query `arg` passed (loop): whatever it still has queued
+ * is dropped and it ends with TIMEOUT now, on a thread, parked, or waiting
+ * for its client to read (invariant 2: its last frame has not gone out,
+ * else delivery would have unlinked it and freed this timer). */
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct query_state *q = arg;
+    struct conn *c = q->conn;
+
+    (void)fd;
+    (void)what;
+    atomic_store(&q->cancelled, 1);
+    pthread_mutex_lock(&q->lock);
+    while (q->out_head) {
+        struct qframe *f = q->out_head;
+
+        q->out_head = f->next;
+        tide_free(f);
+    }
+    q->out_tail = NULL;
+    q->out_bytes = 0;
+    pthread_mutex_unlock(&q->lock);
+    conn_send_error(c, q->rid, TIDE__V1__ERROR_CODE__ERROR_CODE_TIMEOUT,
+                    "query ran past query_timeout_ms", 0);
+    tided_metrics_query_latency(
+        c->srv, (uint64_t)(tided_now_ns() - q->started_ns) / 1000);
+    query_abandon(q);
+}
+
 void query_free_all(struct conn *c)
 {
+    /* Cancelled first, so that none is started as another ends. */
+    for (struct query_state *q = c->queries; q; q = q->next)
+        atomic_store(&q->cancelled, 1);
     while (c->queries)
         query_abandon(c->queries);
 }
@@ -386,12 +508,16 @@ struct query_state *query_new(struct conn *c, uint64_t rid, uint64_t account)
     q->conn = c;
     q->rid = rid;
     q->account_id = account;
+    q->deadline_ev = evtimer_new(c->srv->base, on_deadline, q);
+    if (!q->deadline_ev) {
+        tide_free(q);
+        conn_send_error(c, rid, TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
+                        "out of memory", 0);
+        return NULL;
+    }
     pthread_mutex_init(&q->lock, NULL);
-    pthread_cond_init(&q->cv, NULL);
     atomic_init(&q->refs, 2);
     q->started_ns = tided_now_ns();
-    q->deadline_ns =
-        q->started_ns + (int64_t)c->srv->cfg.query_timeout_ms * 1000000;
     return q;
 }
 
@@ -412,13 +538,16 @@ int query_open_iterator(struct query_state *q)
 
     if (!ids)
         return -ENOMEM;
-    rc = tide_db_read_open(q->srv->db, ids, q->n_series, q->from_ns, q->to_ns,
-                           &q->it);
+    rc =
+        tide_db_read_open_flags(q->srv->db, ids, q->n_series, q->from_ns,
+                                q->to_ns, q->desc ? TIDE_READ_DESC : 0, &q->it);
     tide_free(ids);
     return rc;
 }
 
-/* Hand `q` to the query threads; the connection keeps it in flight. */
+/* Hand `q` to the query threads, now or once its connection's earlier
+ * queries let it (conn_start_queries); the connection keeps it in
+ * flight. */
 void query_start(struct query_state *q)
 {
     struct conn *c = q->conn;
@@ -429,14 +558,67 @@ void query_start(struct query_state *q)
     for (tail = &c->queries; *tail; tail = &(*tail)->next)
         ;
     *tail = q;
-    pthread_mutex_lock(&s->qjob_lock);
-    if (s->qjob_tail)
-        s->qjob_tail->job_next = q;
-    else
-        s->qjob_head = q;
-    s->qjob_tail = q;
-    pthread_cond_signal(&s->qjob_cv);
-    pthread_mutex_unlock(&s->qjob_lock);
+    if (q->export) {
+        /* An export may run longer than a query; it ends with its
+         * connection, whose write timeout closes a client that stops
+         * reading. */
+        event_free(q->deadline_ev);
+        q->deadline_ev = NULL;
+    } else {
+        uint32_t ms = s->cfg.query_timeout_ms;
+        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+
+        evtimer_add(q->deadline_ev, &tv);
+    }
+    conn_start_queries(c);
+}
+
+/* Refuse request `rid` with RATE_LIMITED and a retry-after (loop). */
+static void refuse_rate(struct conn *c, uint64_t rid, const char *why,
+                        uint32_t retry_ms)
+{
+    Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__Error err = TIDE__V1__ERROR__INIT;
+
+    err.code = TIDE__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED;
+    err.message = (char *)why;
+    err.retryable = 1;
+    err.retry_after_ms = retry_ms;
+    env.request_id = rid;
+    env.body_case = TIDE__V1__ENVELOPE__BODY_ERROR;
+    env.error = &err;
+    conn_send(c, &env);
+}
+
+/* The tier's query limits of `account` (the operator has none). Returns 1
+ * when the query may start (*limited: ratelimit_query_end() is owed), 0 when
+ * it was refused. */
+static int query_admit(struct conn *c, uint64_t rid, uint64_t account,
+                       int *limited)
+{
+    struct account_state *acct;
+    const char *why = "";
+    uint32_t retry_ms = 0;
+    int rc;
+
+    *limited = 0;
+    if (c->who.role == TIDE_META_ROLE_ADMIN)
+        return 1;
+    acct = devices_account(c->srv, account);
+    rc = acct ? ratelimit_query_begin(&acct->tier, account, tided_now_ns(),
+                                      &retry_ms, &why)
+              : -ENOMEM;
+    if (rc < 0) {
+        conn_send_error(c, rid, TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
+                        "out of memory", 0);
+        return 0;
+    }
+    if (rc) {
+        refuse_rate(c, rid, why, retry_ms);
+        return 0;
+    }
+    *limited = 1;
+    return 1;
 }
 
 void handle_query(struct conn *c, const Tide__V1__Envelope *env)
@@ -445,7 +627,7 @@ void handle_query(struct conn *c, const Tide__V1__Envelope *env)
     struct server *s = c->srv;
     uint64_t account = c->who.account_id;
     struct query_state *q;
-    int rc;
+    int limited, rc;
 
     if (c->who.role == TIDE_META_ROLE_ADMIN)
         account = qp->account_id;
@@ -470,9 +652,15 @@ void handle_query(struct conn *c, const Tide__V1__Envelope *env)
                         0);
         return;
     }
-    q = query_new(c, env->request_id, account);
-    if (!q)
+    if (!query_admit(c, env->request_id, account, &limited))
         return;
+    q = query_new(c, env->request_id, account);
+    if (!q) {
+        if (limited)
+            ratelimit_query_end(account);
+        return;
+    }
+    q->limited = limited; /* ended by query_unlink() or query_free() */
     q->from_ns = qp->from_ns;
     q->to_ns = qp->to_ns;
     q->bucket_ns = qp->bucket_ns;

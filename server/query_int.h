@@ -24,8 +24,16 @@ struct qframe {
     uint8_t data[];
 };
 
-/* Encoded bytes a query may have waiting before its thread pauses. */
+/* Encoded bytes a query may have waiting before it parks (lets go of its
+ * thread), and the level its delivery must fall to for it to resume. */
 #define QUERY_QUEUED_MAX (1u << 20)
+#define QUERY_RESUME_BYTES (QUERY_QUEUED_MAX / 2)
+
+/* query_execute() and export_execute(): the query parked, or it ended. */
+#define QUERY_PARKED 1
+#define QUERY_DONE 0
+
+struct export_state; /* export.c */
 
 struct query_state {
     struct query_state *next;       /* in the connection's list (loop) */
@@ -37,13 +45,19 @@ struct query_state {
     uint64_t account_id;
     /* Shared between the loop and the query thread, under `lock`. */
     pthread_mutex_t lock;
-    pthread_cond_t cv; /* the loop took frames, or the query ended */
     struct qframe *out_head, *out_tail;
     size_t out_bytes;
-    int produced;         /* the thread queued its last frame */
-    int ready_queued;     /* in the server's ready list */
+    int produced;     /* its last frame is queued (or it was cancelled) */
+    int ready_queued; /* in the server's ready list */
+    /* No thread runs it until its delivery drains to QUERY_RESUME_BYTES;
+     * the thread's reference stays with the parked query. */
+    int parked;
     atomic_int cancelled; /* stop producing */
     atomic_int refs;      /* loop + thread */
+    /* Loop: ends the query with TIMEOUT query_timeout_ms after it
+     * started, parked or not (queries only; an export ends with its
+     * connection). */
+    struct event *deadline_ev;
     /* Parameters. */
     int64_t from_ns, to_ns, bucket_ns;
     Tide__V1__Aggregation agg;
@@ -56,16 +70,23 @@ struct query_state {
     tide_iter *it;
     uint32_t cur;
     uint64_t cur_points;
-    /* Raw, descending: the current series' points, returned reversed once
-     * the series is complete (the engine returns ascending blocks). */
-    struct tide_point *held; /* a ring of `limit` points when limited */
-    uint64_t n_held, cap_held;
-    uint64_t seen_held; /* points of the series seen, held or dropped */
-    int finished;       /* every result produced; only QueryEnd left */
+    int finished; /* every result produced; only QueryEnd left */
+    /* Aggregates: the engine's results, returned a chunk at a time from
+     * series (or fleet field) agg_i, bucket agg_k. */
+    struct tide_agg_series *agg_res;
+    uint32_t agg_i;
+    uint64_t agg_k;
+    char **agg_fields; /* fleet-wide: the distinct fields */
+    uint32_t n_agg_fields;
+    struct tide_bucket *fleet, *spare; /* fleet-wide: field agg_i merged */
+    uint32_t cap_fleet, cap_spare, n_fleet;
+    uint8_t fleet_type;
+    int fleet_ready;
     /* An export (ExportStart) instead of a query. */
     int export;
     int export_csv;
     int export_telemetry;
+    struct export_state *xs; /* between steps of an export */
     /* Chunk under construction. */
     struct result *res;
     size_t n_res, cap_res;
@@ -80,7 +101,10 @@ struct query_state {
     int truncated;
     struct tide_agg_stats st;
     int64_t started_ns;
-    int64_t deadline_ns;
+    int limited; /* counted by ratelimit_query_begin() (loop) */
+    /* Loop: handed to the job queue; until then it waits for one of its
+     * connection's started queries to end (query_start). */
+    int started;
 };
 
 /* A query_state for request `rid` of `c` on `account` (references: the
@@ -100,18 +124,26 @@ int query_open_iterator(struct query_state *q);
 uint64_t *query_series_ids(const struct query_state *q);
 /* Hand `q` to the query threads; the connection keeps it in flight. */
 void query_start(struct query_state *q);
-/* Query thread: encode `env` and queue it for the connection, waiting
- * while too much is queued. Returns 0, -ENOMEM or -ECANCELED. */
+/* Query thread: encode `env` and queue it for the connection; an Error,
+ * QueryEnd or ExportEnd is the query's last frame. Never waits (see
+ * query_park). Returns 0, -ENOMEM or -ECANCELED. */
 int query_push(struct query_state *q, const Tide__V1__Envelope *env);
+/* Query thread, between steps: park `q` when more than QUERY_QUEUED_MAX
+ * bytes wait for its connection. Returns 1 when parked: the caller
+ * returns QUERY_PARKED at once and touches `q` no more. */
+int query_park(struct query_state *q);
 /* Query thread: end `q` with an Error for `rc`. */
 void query_fail(struct query_state *q, int rc);
-/* Produce every frame of `q`: its results, then QueryEnd or Error (query
- * thread; query_produce.c). */
-void query_execute(struct query_state *q);
+/* Produce the frames of `q`, its results then QueryEnd or Error, until
+ * it ends (QUERY_DONE) or parks (QUERY_PARKED; called again on resume).
+ * Query thread; query_produce.c. */
+int query_execute(struct query_state *q);
 /* Free what producing left in `q` (query_free). */
 void query_results_fini(struct query_state *q);
 
-/* export.c: produce every frame of export `q` (query thread). */
-void export_execute(struct query_state *q);
+/* export.c: produce the frames of export `q`, as query_execute(). */
+int export_execute(struct query_state *q);
+/* export.c: free q->xs (query_free). */
+void export_state_free(struct query_state *q);
 
 #endif /* TIDE_SERVER_QUERY_INT_H */

@@ -47,8 +47,6 @@ static void chunk_reset(struct query_state *q)
     q->emit_res = NULL;
 }
 
-/* Encode `env` and queue it for the connection (query thread). Waits while
- * too much is queued. Returns 0, -ECANCELED or -ENOMEM. */
 int query_push(struct query_state *q, const Tide__V1__Envelope *env)
 {
     struct server *s = q->srv;
@@ -61,8 +59,12 @@ int query_push(struct query_state *q, const Tide__V1__Envelope *env)
     f->next = NULL;
     f->len = (size_t)tide_frame_encode(env, f->data, len);
     pthread_mutex_lock(&q->lock);
-    while (q->out_bytes > QUERY_QUEUED_MAX && !atomic_load(&q->cancelled))
-        pthread_cond_wait(&q->cv, &q->lock);
+    /* Set with the frame, so that the loop, which delivers under this
+     * lock, ends the query with the frame that ends it (invariant 2). */
+    if (env->body_case == TIDE__V1__ENVELOPE__BODY_ERROR ||
+        env->body_case == TIDE__V1__ENVELOPE__BODY_QUERY_END ||
+        env->body_case == TIDE__V1__ENVELOPE__BODY_EXPORT_END)
+        q->produced = 1;
     if (q->out_tail)
         q->out_tail->next = f;
     else
@@ -257,94 +259,10 @@ static int raw_emit(struct query_state *q, int64_t ts, double f, int64_t i,
     return result_add(q, r, ts, s->type, f, i, b, str, 0, 0);
 }
 
-/* Hold one point of a descending series; strings are copied. With a
- * limit only the newest `limit` points are kept, in a ring. */
-static int hold(struct query_state *q, const struct tide_block *blk, uint32_t i)
-{
-    struct tide_point *p;
-    uint64_t at;
-
-    if (q->limit && q->seen_held >= q->limit) {
-        at = q->seen_held % q->limit; /* overwrite the oldest */
-        if (q->held[at].type == TIDE_TYPE_STR)
-            tide_free((char *)q->held[at].v.str.ptr);
-    } else {
-        if (q->n_held == q->cap_held) {
-            uint64_t cap = q->cap_held ? 2 * q->cap_held : 1024;
-            struct tide_point *v;
-
-            if (q->limit && cap > q->limit)
-                cap = q->limit;
-            v = tide_realloc(q->held, cap * sizeof(*v));
-            if (!v)
-                return -ENOMEM;
-            q->held = v;
-            q->cap_held = cap;
-        }
-        at = q->n_held++;
-    }
-    q->seen_held++;
-    p = &q->held[at];
-    memset(p, 0, sizeof(*p));
-    p->type = blk->type;
-    p->ts_ns = blk->ts_ns[i];
-    switch (blk->type) {
-    case TIDE_TYPE_F64:
-        p->v.f64 = blk->v.f64[i];
-        break;
-    case TIDE_TYPE_I64:
-        p->v.i64 = blk->v.i64[i];
-        break;
-    case TIDE_TYPE_BOOL:
-        p->v.b = blk->v.b[i];
-        break;
-    default: {
-        char *copy = tide_malloc((size_t)blk->v.str[i].len + 1);
-
-        if (!copy) {
-            p->type = 0;
-            return -ENOMEM;
-        }
-        memcpy(copy, blk->v.str[i].ptr, blk->v.str[i].len);
-        p->v.str.ptr = copy;
-        p->v.str.len = blk->v.str[i].len;
-        break;
-    }
-    }
-    return 0;
-}
-
-static void held_clear(struct query_state *q)
-{
-    for (uint64_t i = 0; i < q->n_held; i++)
-        if (q->held[i].type == TIDE_TYPE_STR) /* v is a union */
-            tide_free((char *)q->held[i].v.str.ptr);
-    q->n_held = 0;
-    q->seen_held = 0;
-}
-
-/* Return the held points of the current series, newest first. */
-static int release_held(struct query_state *q)
-{
-    int rc = 0;
-
-    if (q->limit && q->seen_held > q->limit)
-        q->truncated = 1;
-    for (uint64_t k = 0; k < q->n_held && rc == 0; k++) {
-        /* The newest point is the last one written into the ring. */
-        uint64_t at = (q->seen_held - 1 - k) % q->n_held;
-        const struct tide_point *p = &q->held[at];
-
-        rc = raw_emit(q, p->ts_ns, p->v.f64, p->v.i64, p->v.b, &p->v.str);
-        if (rc == 0 && budget_full(q))
-            rc = chunk_send(q);
-    }
-    held_clear(q);
-    return rc;
-}
-
-/* Raw: the next blocks of the iterator, until the chunk is full. Returns 0
- * (call again unless finished), or an error. */
+/* Raw: the next blocks of the iterator, until the chunk is full. A
+ * descending query's iterator returns each series' blocks newest first;
+ * the points of a block are returned from its end. Returns 0 (call again
+ * unless finished), or an error. */
 static int produce_raw(struct query_state *q)
 {
     struct tide_block blk;
@@ -356,11 +274,9 @@ static int produce_raw(struct query_state *q)
             return rc;
         if (rc == 0) {
             q->finished = 1;
-            return q->desc ? release_held(q) : 0;
+            return 0;
         }
         if (q->cur < q->n_series && q->series[q->cur].id != blk.series_id) {
-            if (q->desc && (rc = release_held(q)))
-                return rc;
             while (q->cur < q->n_series &&
                    q->series[q->cur].id != blk.series_id)
                 q->cur++;
@@ -368,19 +284,19 @@ static int produce_raw(struct query_state *q)
         }
         if (q->cur == q->n_series)
             return TIDE_ECORRUPT; /* the iterator follows the id order */
-        for (uint32_t i = 0; i < blk.n; i++) {
+        for (uint32_t k = 0; k < blk.n; k++) {
+            uint32_t i = q->desc ? blk.n - 1 - k : k;
             uint8_t t = blk.type;
 
-            rc = q->desc ? hold(q, &blk, i)
-                         : raw_emit(q, blk.ts_ns[i],
-                                    t == TIDE_TYPE_F64 ? blk.v.f64[i] : 0,
-                                    t == TIDE_TYPE_I64 ? blk.v.i64[i] : 0,
-                                    t == TIDE_TYPE_BOOL ? blk.v.b[i] : 0,
-                                    t == TIDE_TYPE_STR ? &blk.v.str[i] : NULL);
+            rc =
+                raw_emit(q, blk.ts_ns[i], t == TIDE_TYPE_F64 ? blk.v.f64[i] : 0,
+                         t == TIDE_TYPE_I64 ? blk.v.i64[i] : 0,
+                         t == TIDE_TYPE_BOOL ? blk.v.b[i] : 0,
+                         t == TIDE_TYPE_STR ? &blk.v.str[i] : NULL);
             if (rc)
                 return rc;
         }
-        if (too_large(q) || q->n_held > q->srv->cfg.max_query_points)
+        if (too_large(q))
             return TIDE_EFULL;
     }
     return 0;
@@ -415,6 +331,9 @@ static void agg_value(Tide__V1__Aggregation agg, const struct tide_bucket *b,
     }
 }
 
+/* Return buckets b[q->agg_k..n) of one result until the chunk is full.
+ * Returns 1 when the result is complete, 0 when the chunk is full (the
+ * next step resumes at agg_k), or an error. */
 static int emit_buckets(struct query_state *q, const char *device,
                         const char *field, uint8_t type,
                         const struct tide_bucket *b, uint32_t n)
@@ -424,20 +343,21 @@ static int emit_buckets(struct query_state *q, const char *device,
         agg == TIDE__V1__AGGREGATION__AGGREGATION_COUNT ? TIDE_TYPE_I64
         : agg == TIDE__V1__AGGREGATION__AGGREGATION_AVG ? TIDE_TYPE_F64
                                                         : type;
-    uint64_t emitted = 0;
 
-    if (n)
-        q->series_out++;
-    for (uint32_t k = 0; k < n; k++) {
-        uint32_t i = q->desc ? n - 1 - k : k;
+    for (; q->agg_k < n; q->agg_k++) {
+        uint32_t i = q->desc ? n - 1 - (uint32_t)q->agg_k : (uint32_t)q->agg_k;
         struct result *r;
         double v;
         int rc;
 
-        if (q->limit && emitted >= q->limit) {
+        if (budget_full(q))
+            return 0;
+        if (q->limit && q->agg_k >= q->limit) {
             q->truncated = 1;
             break;
         }
+        if (q->agg_k == 0)
+            q->series_out++;
         agg_value(agg, &b[i], &v);
         r = result_for(q, device, field, out_type);
         if (!r)
@@ -446,19 +366,10 @@ static int emit_buckets(struct query_state *q, const char *device,
                         NULL, 1, b[i].count);
         if (rc)
             return rc;
-        emitted++;
-        if (budget_full(q) && (rc = chunk_send(q)))
-            return rc;
+        if (too_large(q))
+            return TIDE_EFULL;
     }
-    return too_large(q) ? TIDE_EFULL : 0;
-}
-
-static int numeric_agg(Tide__V1__Aggregation a)
-{
-    return a == TIDE__V1__AGGREGATION__AGGREGATION_SUM ||
-           a == TIDE__V1__AGGREGATION__AGGREGATION_AVG ||
-           a == TIDE__V1__AGGREGATION__AGGREGATION_MIN ||
-           a == TIDE__V1__AGGREGATION__AGGREGATION_MAX;
+    return 1;
 }
 
 /* Merge the ascending buckets b[0..nb) into the ascending fleet result
@@ -501,78 +412,104 @@ static int fleet_merge(struct tide_bucket **fleet, uint32_t *cap_fleet,
     return 0;
 }
 
-/* Aggregates of every selected series, at once. */
-static int produce_agg(struct query_state *q)
+/* Series an aggregate leaves out: strings and bools but for COUNT, and
+ * fleet-wide strings always. */
+static int agg_skips(const struct query_state *q, uint8_t type)
 {
-    struct server *s = q->srv;
-    struct tide_agg_series *res = NULL;
-    uint64_t *ids = tide_malloc((q->n_series ? q->n_series : 1) * sizeof(*ids));
-    struct tide_bucket *fleet = NULL, *spare = NULL;
-    uint32_t cap_fleet = 0, cap_spare = 0;
+    if (type != TIDE_TYPE_STR && type != TIDE_TYPE_BOOL)
+        return 0;
+    return q->agg != TIDE__V1__AGGREGATION__AGGREGATION_COUNT ||
+           (type == TIDE_TYPE_STR && !q->group_by_device);
+}
+
+/* The engine's aggregates of every selected series, at most
+ * max_query_points buckets (else TIDE_EFULL before they are built), and
+ * fleet-wide the distinct fields. */
+static int agg_compute(struct query_state *q)
+{
+    uint64_t *ids = query_series_ids(q);
     int rc;
 
     if (!ids)
         return -ENOMEM;
-    for (uint32_t i = 0; i < q->n_series; i++)
-        ids[i] = q->series[i].id;
-    rc = tide_db_aggregate(s->db, ids, q->n_series, q->from_ns, q->to_ns,
-                           q->bucket_ns, &res, &q->st);
+    rc = tide_db_aggregate_max(
+        q->srv->db, ids, q->n_series, q->from_ns, q->to_ns, q->bucket_ns,
+        q->srv->cfg.max_query_points, &q->agg_res, &q->st);
     tide_free(ids);
-    if (rc)
+    if (rc || q->group_by_device)
         return rc;
-    if (q->group_by_device) {
-        for (uint32_t i = 0; i < q->n_series && rc == 0; i++) {
-            const struct qseries *x = &q->series[i];
+    q->agg_fields =
+        tide_calloc(q->n_series ? q->n_series : 1, sizeof(*q->agg_fields));
+    if (!q->agg_fields)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < q->n_series; i++) {
+        int seen = 0;
 
-            if ((x->type == TIDE_TYPE_STR || x->type == TIDE_TYPE_BOOL) &&
-                (numeric_agg(q->agg) ||
-                 q->agg != TIDE__V1__AGGREGATION__AGGREGATION_COUNT))
-                continue;
-            rc = emit_buckets(q, x->device, x->field, x->type, res[i].buckets,
-                              res[i].n_buckets);
-        }
-    } else {
-        /* Fleet-wide: one result per field, buckets merged by start. */
-        char **fields =
-            tide_calloc(q->n_series ? q->n_series : 1, sizeof(*fields));
-        uint32_t n_fields = 0;
-
-        rc = fields ? 0 : -ENOMEM;
-        for (uint32_t i = 0; i < q->n_series && rc == 0; i++) {
-            int seen = 0;
-
-            for (uint32_t f = 0; f < n_fields && !seen; f++)
-                seen = !strcmp(fields[f], q->series[i].field);
-            if (!seen)
-                fields[n_fields++] = q->series[i].field;
-        }
-        for (uint32_t f = 0; f < n_fields && rc == 0; f++) {
-            uint32_t n_b = 0;
-            uint8_t type = 0;
-
-            for (uint32_t i = 0; i < q->n_series && rc == 0; i++) {
-                if (strcmp(q->series[i].field, fields[f]))
-                    continue;
-                if (q->series[i].type == TIDE_TYPE_STR ||
-                    (q->series[i].type == TIDE_TYPE_BOOL &&
-                     q->agg != TIDE__V1__AGGREGATION__AGGREGATION_COUNT))
-                    continue;
-                if (type && type != q->series[i].type)
-                    continue; /* one type per fleet result */
-                type = q->series[i].type;
-                rc = fleet_merge(&fleet, &cap_fleet, &n_b, &spare, &cap_spare,
-                                 res[i].buckets, res[i].n_buckets);
-            }
-            if (rc == 0 && n_b)
-                rc = emit_buckets(q, "", fields[f], type, fleet, n_b);
-        }
-        tide_free(fields);
+        for (uint32_t f = 0; f < q->n_agg_fields && !seen; f++)
+            seen = !strcmp(q->agg_fields[f], q->series[i].field);
+        if (!seen)
+            q->agg_fields[q->n_agg_fields++] = q->series[i].field;
     }
-    tide_free(fleet);
-    tide_free(spare);
-    tide_agg_free(res, q->n_series);
-    q->finished = 1;
+    return 0;
+}
+
+/* Fleet-wide: merge the buckets of every series of field agg_i into
+ * q->fleet, one type per fleet result. */
+static int fleet_field(struct query_state *q)
+{
+    const char *field = q->agg_fields[q->agg_i];
+    int rc = 0;
+
+    q->n_fleet = 0;
+    q->fleet_type = 0;
+    for (uint32_t i = 0; i < q->n_series && rc == 0; i++) {
+        if (strcmp(q->series[i].field, field) ||
+            agg_skips(q, q->series[i].type))
+            continue;
+        if (q->fleet_type && q->fleet_type != q->series[i].type)
+            continue; /* one type per fleet result */
+        q->fleet_type = q->series[i].type;
+        rc = fleet_merge(&q->fleet, &q->cap_fleet, &q->n_fleet, &q->spare,
+                         &q->cap_spare, q->agg_res[i].buckets,
+                         q->agg_res[i].n_buckets);
+    }
+    q->fleet_ready = 1;
     return rc;
+}
+
+/* Aggregates: computed by the first step, then returned a chunk at a time
+ * (so that a slow client parks the query between chunks). */
+static int produce_agg(struct query_state *q)
+{
+    int rc;
+
+    if (!q->agg_res && (rc = agg_compute(q)))
+        return rc;
+    while (q->group_by_device ? q->agg_i < q->n_series
+                              : q->agg_i < q->n_agg_fields) {
+        if (q->group_by_device) {
+            const struct qseries *x = &q->series[q->agg_i];
+            const struct tide_agg_series *r = &q->agg_res[q->agg_i];
+
+            rc = agg_skips(q, x->type)
+                     ? 1
+                     : emit_buckets(q, x->device, x->field, x->type, r->buckets,
+                                    r->n_buckets);
+        } else {
+            if (!q->fleet_ready && (rc = fleet_field(q)))
+                return rc;
+            rc = q->n_fleet ? emit_buckets(q, "", q->agg_fields[q->agg_i],
+                                           q->fleet_type, q->fleet, q->n_fleet)
+                            : 1;
+        }
+        if (rc <= 0)
+            return rc; /* an error, or the chunk is full */
+        q->agg_i++;
+        q->agg_k = 0;
+        q->fleet_ready = 0;
+    }
+    q->finished = 1;
+    return 0;
 }
 
 static int produce_latest(struct query_state *q)
@@ -611,10 +548,12 @@ static int produce_latest(struct query_state *q)
 
 void query_results_fini(struct query_state *q)
 {
-    held_clear(q);
-    tide_free(q->held);
     chunk_reset(q);
     tide_free(q->res);
+    tide_agg_free(q->agg_res, q->n_series);
+    tide_free(q->agg_fields);
+    tide_free(q->fleet);
+    tide_free(q->spare);
 }
 
 /* Queue the Error that ends the query (query thread). */
@@ -637,22 +576,18 @@ void query_fail(struct query_state *q, int rc)
     query_push(q, &env);
 }
 
-/* Produce every frame of `q` (query thread). */
-void query_execute(struct query_state *q)
+int query_execute(struct query_state *q)
 {
     int rc = 0;
 
-    if (q->export) {
-        export_execute(q);
-        return;
-    }
+    if (q->export)
+        return export_execute(q);
+    /* The deadline is the loop's timer (query.c): it cancels the query. */
     while (!q->finished) {
         if (atomic_load(&q->cancelled))
-            return;
-        if (tided_now_ns() > q->deadline_ns) {
-            query_fail(q, -ETIMEDOUT);
-            return;
-        }
+            return QUERY_DONE;
+        if (query_park(q))
+            return QUERY_PARKED;
         if (q->it)
             rc = produce_raw(q);
         else if (q->latest)
@@ -662,10 +597,10 @@ void query_execute(struct query_state *q)
         if (rc == 0 && (budget_full(q) || q->finished))
             rc = chunk_send(q);
         if (rc == -ECANCELED)
-            return;
+            return QUERY_DONE;
         if (rc) {
             query_fail(q, rc);
-            return;
+            return QUERY_DONE;
         }
     }
     {
@@ -685,4 +620,5 @@ void query_execute(struct query_state *q)
         if (query_push(q, &env) == -ENOMEM)
             query_fail(q, -ENOMEM);
     }
+    return QUERY_DONE;
 }

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ratelimit.h"
 #include "server.h"
 
 int tided_write_init(struct server *s)
@@ -281,11 +282,15 @@ struct write_req {
 };
 
 /* Step 1, limits: refuse a batch over max_batch_groups or
- * max_batch_points; count its points and columns. Returns 0, or -1 when
- * the batch was refused. */
+ * max_batch_points, or over the write rate of its API key (the tier's
+ * key_rate_points_s; the account's rate is step 3's); count its points
+ * and columns. Returns 0, or -1 when the batch was refused. */
 static int write_limits(struct write_req *r)
 {
     const Tide__V1__WriteBatch *wb = r->wb;
+    const struct tide_meta_principal *who = &r->c->who;
+    struct account_state *acct;
+    uint32_t retry_ms = 0;
 
     if (wb->n_groups > r->s->cfg.max_batch_groups) {
         refuse(r->c, r->rid, TIDE__V1__ERROR_CODE__ERROR_CODE_BATCH_TOO_LARGE,
@@ -302,6 +307,15 @@ static int write_limits(struct write_req *r)
                    "more points than max_batch_points");
             return -1;
         }
+    }
+    if (!who->key_id || !who->account_id)
+        return 0; /* sessions and the operator have no key limit */
+    acct = devices_account(r->s, who->account_id);
+    if (acct && ratelimit_key_write(&acct->tier, who->key_id, r->total,
+                                    r->now_ns, &retry_ms)) {
+        ack_refuse(r->c, r->rid, TIDE__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED,
+                   "points/s rate limit of the key reached", retry_ms);
+        return -1;
     }
     return 0;
 }

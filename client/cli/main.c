@@ -96,7 +96,8 @@ static const struct cmd cmds[] = {
      2,
      1,
      "NAME TTL_S [tier.points_per_s=N] [tier.daily_points=N] "
-     "[tier.max_devices=N] [tier.max_series=N] (operator)"},
+     "[tier.max_devices=N] [tier.max_series=N] [tier.key_points_per_s=N] "
+     "[tier.queries_per_s=N] [tier.max_concurrent_queries=N] (operator)"},
     {"key",
      "create",
      "key_create",

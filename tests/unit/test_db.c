@@ -1416,3 +1416,99 @@ Test(db, retry_of_a_failing_batch_in_flight_is_not_a_duplicate)
     cr_assert_eq(count_points(70), 0);
     CHECK(append_seq(0x79, 3, 70, 7, 7.5));
 }
+
+/* ---- Read side: descending reads and bounded aggregates (issue 10) ------ */
+
+/* TIDE_READ_DESC returns a series' blocks newest first, each ascending,
+ * over segments and heads; the series keep the order of ids. Blocks are
+ * 65536 points at most, so 150000 points take three. */
+Test(db, descending_read_returns_blocks_newest_first)
+{
+    enum { N = 150000 };
+    int64_t *ts = malloc(N * sizeof(*ts));
+    double *v = malloc(N * sizeof(*v));
+    uint64_t ids[2] = {301, 302};
+    int64_t prev = INT64_MAX;
+    struct tide_block b;
+    uint32_t got[2] = {0, 0};
+    tide_iter *it;
+    int rc;
+
+    cr_assert(ts && v);
+    for (uint32_t i = 0; i < N; i++) {
+        ts[i] = 1000 + (int64_t)i;
+        v[i] = (double)i;
+    }
+    CHECK(append1(301, TIDE_TYPE_F64, N / 2, ts, v)); /* flushed below */
+    CHECK(append1(302, TIDE_TYPE_F64, 10, ts, v));
+    CHECK(tide_db_flush(db));
+    CHECK(append1(301, TIDE_TYPE_F64, N / 2, ts + N / 2, v + N / 2));
+    cr_assert_eq(tide_db_read_open_flags(db, ids, 2, 0, INT64_MAX, 2, &it),
+                 TIDE_EINVAL, "an unknown flag");
+    CHECK(
+        tide_db_read_open_flags(db, ids, 2, 0, INT64_MAX, TIDE_READ_DESC, &it));
+    while ((rc = tide_iter_next(it, &b)) == 1) {
+        uint32_t k = b.series_id == 302;
+
+        cr_assert(k || got[1] == 0, "series in the order of ids");
+        if (k && got[1] == 0)
+            prev = INT64_MAX;
+        cr_assert_lt(b.ts_ns[b.n - 1], prev, "blocks newest first");
+        for (uint32_t i = 0; i < b.n; i++) {
+            cr_assert(i == 0 || b.ts_ns[i] > b.ts_ns[i - 1], "block ascends");
+            cr_assert_eq(b.v.f64[i], (double)(b.ts_ns[i] - 1000));
+        }
+        prev = b.ts_ns[0];
+        got[k] += b.n;
+    }
+    cr_assert_eq(rc, 0);
+    cr_assert_eq(got[0], N);
+    cr_assert_eq(got[1], 10);
+    tide_iter_close(it);
+    free(ts);
+    free(v);
+}
+
+/* tide_db_aggregate_max answers TIDE_EFULL once the results would pass
+ * max_buckets, from raw points and from chunk headers alike, and the
+ * same answer as tide_db_aggregate under it. */
+Test(db, aggregate_max_stops_at_the_bucket_budget)
+{
+    enum { N = 5000 };
+    int64_t ts[N];
+    double v[N];
+    uint64_t ids[2] = {401, 402};
+    struct tide_agg_series *res, *ref;
+
+    for (uint32_t i = 0; i < N; i++) {
+        ts[i] = 1000 + (int64_t)i * 10;
+        v[i] = (double)i;
+    }
+    CHECK(append1(401, TIDE_TYPE_F64, N, ts, v));
+    CHECK(append1(402, TIDE_TYPE_F64, N, ts, v));
+    /* In the heads: raw partials, 1 ns buckets. */
+    cr_assert_eq(
+        tide_db_aggregate_max(db, ids, 2, 0, INT64_MAX, 1, N + 1, &res, NULL),
+        TIDE_EFULL);
+    CHECK(
+        tide_db_aggregate_max(db, ids, 2, 0, INT64_MAX, 1, 2 * N, &res, NULL));
+    cr_assert_eq(res[0].n_buckets + res[1].n_buckets, 2 * N);
+    tide_agg_free(res, 2);
+    CHECK(tide_db_flush(db));
+    /* In segments, chunks of 64 points answered from headers: 100 ns
+     * buckets hold 10 points, a chunk spans several. */
+    cr_assert_eq(
+        tide_db_aggregate_max(db, ids, 2, 0, INT64_MAX, 640, 100, &res, NULL),
+        TIDE_EFULL);
+    CHECK(
+        tide_db_aggregate_max(db, ids, 2, 0, INT64_MAX, 640, 1000, &res, NULL));
+    CHECK(tide_db_aggregate(db, ids, 2, 0, INT64_MAX, 640, &ref, NULL));
+    for (int k = 0; k < 2; k++) {
+        cr_assert_eq(res[k].n_buckets, ref[k].n_buckets);
+        cr_assert_eq(memcmp(res[k].buckets, ref[k].buckets,
+                            res[k].n_buckets * sizeof(*res[k].buckets)),
+                     0);
+    }
+    tide_agg_free(res, 2);
+    tide_agg_free(ref, 2);
+}

@@ -209,6 +209,22 @@ int tide_iter_next(tide_iter *it, struct tide_block *blk);
 /* Close an iterator. Accepts NULL. */
 void tide_iter_close(tide_iter *it);
 
+/* ---- Reading newest first ----------------------------------------------- */
+
+/* tide_db_read_open_flags(): return each series' blocks newest first. The
+ * points within a block still ascend; the series keep the order of ids. */
+#define TIDE_READ_DESC 1u
+
+/*
+ * tide_db_read_open() with `flags` (TIDE_READ_DESC or 0), so that a
+ * descending read streams like an ascending one instead of its caller
+ * holding a whole series to reverse it. Errors as tide_db_read_open();
+ * an unknown flag is TIDE_EINVAL.
+ */
+int tide_db_read_open_flags(tide_db *db, const uint64_t *ids, uint32_t n,
+                            int64_t from_ns, int64_t to_ns, unsigned flags,
+                            tide_iter **out);
+
 /* One time bucket of one series. Bool values count as 0/1, i64 as double.
  * String series have only count, first_ts and last_ts. */
 struct tide_bucket {
@@ -255,6 +271,20 @@ int tide_db_aggregate(tide_db *db, const uint64_t *ids, uint32_t n,
                       struct tide_agg_stats *stats);
 
 void tide_agg_free(struct tide_agg_series *res, uint32_t n);
+
+/* ---- Bounded aggregates ------------------------------------------------- */
+
+/*
+ * tide_db_aggregate() whose results may hold at most `max_buckets` buckets
+ * in all: TIDE_EFULL as soon as they would hold more, before those buckets
+ * (or the partial buckets of a series' raw points) are built, so that a
+ * query too large for its limit costs neither the memory nor the time of
+ * building its answer. Other errors as tide_db_aggregate().
+ */
+int tide_db_aggregate_max(tide_db *db, const uint64_t *ids, uint32_t n,
+                          int64_t from_ns, int64_t to_ns, int64_t bucket_ns,
+                          uint64_t max_buckets, struct tide_agg_series **out,
+                          struct tide_agg_stats *stats);
 
 /* The newest point of a series. */
 struct tide_point {

@@ -196,6 +196,9 @@ struct tide_meta_tier {
     uint64_t daily_points_max; /* daily points quota */
     uint32_t devices_max;
     uint64_t series_max;
+    uint64_t key_rate_points_s; /* points/s rate limit of each API key */
+    uint32_t query_rate_s;      /* queries/s rate limit of the account */
+    uint32_t queries_max;       /* queries of the account running at once */
 };
 
 /* Insert or replace tier `t->id` (1..65535, unique name). Admin only
