@@ -300,8 +300,11 @@ void handle_export(struct conn *c, const Tide__V1__Envelope *env)
 {
     const Tide__V1__ExportStart *r = env->export_start;
     struct server *s = c->srv;
-    uint64_t account =
-        c->who.role == TIDE_META_ROLE_ADMIN ? r->account_id : c->who.account_id;
+    /* Naming another account is refused (0), never replaced. */
+    uint64_t account = c->who.role == TIDE_META_ROLE_ADMIN ? r->account_id
+                       : !r->account_id || r->account_id == c->who.account_id
+                           ? c->who.account_id
+                           : 0;
     Tide__V1__Query all = TIDE__V1__QUERY__INIT; /* every series */
     struct query_state *q;
     int rc =

@@ -631,13 +631,16 @@ void handle_query(struct conn *c, const Tide__V1__Envelope *env)
 
     if (c->who.role == TIDE_META_ROLE_ADMIN)
         account = qp->account_id;
+    else if (qp->account_id && qp->account_id != account)
+        account = 0; /* another account: refused below, never replaced */
     rc = tide_meta_authorize(s->meta, &c->who, TIDE_META_ACT_TELEMETRY_READ,
                              account, 0);
     if (rc || !account) {
         conn_send_error(c, env->request_id,
                         TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED,
-                        account ? "this credential may not query"
-                                : "the operator names the account",
+                        account || c->who.role != TIDE_META_ROLE_ADMIN
+                            ? "this credential may not query the account"
+                            : "the operator names the account",
                         0);
         return;
     }

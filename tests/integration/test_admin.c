@@ -963,6 +963,27 @@ Test(admin_hardening, a_foreign_account_id_is_denied)
         cr_assert_eq(code_of(r), denied, "analyst: %s", wire_why(r));
         tide_frame_free(r, NULL);
     }
+    /* ... and in a query and an export (they used to read b's own). */
+    {
+        Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+        Tide__V1__Query q = TIDE__V1__QUERY__INIT;
+        Tide__V1__ExportStart x = TIDE__V1__EXPORT_START__INIT;
+
+        q.account_id = a;
+        q.to_ns = INT64_MAX;
+        e.body_case = TIDE__V1__ENVELOPE__BODY_QUERY;
+        e.query = &q;
+        r = wire_next(fd, &e);
+        cr_assert_eq(code_of(r), denied, "query of another: %s", wire_why(r));
+        tide_frame_free(r, NULL);
+        x.account_id = a;
+        x.to_ns = INT64_MAX;
+        e.body_case = TIDE__V1__ENVELOPE__BODY_EXPORT_START;
+        e.export_start = &x;
+        r = wire_next(fd, &e);
+        cr_assert_eq(code_of(r), denied, "export of another: %s", wire_why(r));
+        tide_frame_free(r, NULL);
+    }
     close(fd);
     /* Both accounts are still there. */
     cr_assert_eq(restore(op, a), -TIDE__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND);
