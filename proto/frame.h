@@ -53,6 +53,15 @@ int tide_frame_parse(const uint8_t *buf, size_t len, uint32_t max_bytes,
                      ProtobufCAllocator *alloc, Tide__V1__Envelope **env,
                      size_t *consumed);
 
+/*
+ * The name of the first string field (tide.proto `string`) in the encoded
+ * Envelope payload[0..len) whose bytes hold a NUL, or NULL when none does.
+ * protobuf-c hands a string to C as NUL-terminated text, so one with a NUL
+ * inside would silently be cut short there (a device "dev-a1\0hidden"
+ * read as "dev-a1"); only the wire still shows it. The name is static.
+ */
+const char *tide_frame_nul_field(const uint8_t *payload, size_t len);
+
 /* protobuf-c's allocator over tide_malloc/tide_free: what a NULL `alloc`
  * means to this codec. Free messages whose parts were tide_malloc'd with
  * it. */
@@ -80,6 +89,9 @@ struct tide_frame_decoder {
     uint32_t max_bytes;
     int err;
     ProtobufCAllocator *alloc;
+    /* Of the envelope the last tide_frame_decoder_next() returned:
+     * tide_frame_nul_field() of its payload. */
+    const char *nul_field;
 };
 
 /* Initialise `d` for frames up to `max_bytes` (0 = the default). */
