@@ -216,9 +216,10 @@ int devices_load(struct server *s, uint64_t account_id)
     return rc;
 }
 
-int devices_known(struct server *s, uint64_t account_id, const char *name)
+struct device_entry *devices_peek(struct server *s, uint64_t account_id,
+                                  const char *name)
 {
-    return device_find(s, account_id, name) != NULL;
+    return device_find(s, account_id, name);
 }
 
 int devices_get(struct server *s, uint64_t account_id, const char *name,
@@ -273,27 +274,13 @@ int devices_get(struct server *s, uint64_t account_id, const char *name,
     return 0;
 }
 
-void devices_register_many(struct server *s, uint64_t account_id,
-                           const char **names, size_t n)
+int devices_registered(struct server *s, uint64_t account_id,
+                       const char *name, uint64_t id)
 {
-    uint64_t *ids = tide_malloc(n * sizeof(*ids));
-    int *rcs = tide_malloc(n * sizeof(*rcs));
+    struct tide_meta_device d = {.id = id, .account_id = account_id};
 
-    if (ids && rcs &&
-        tide_meta_device_register_many(s->meta, &tided_system_principal,
-                                       account_id, names, n, ids, rcs) == 0) {
-        for (size_t i = 0; i < n; i++) {
-            struct tide_meta_device d = {.id = ids[i],
-                                         .account_id = account_id};
-
-            if (rcs[i])
-                continue;
-            snprintf(d.thing_name, sizeof(d.thing_name), "%s", names[i]);
-            device_put(s, &d);
-        }
-    }
-    tide_free(ids);
-    tide_free(rcs);
+    snprintf(d.thing_name, sizeof(d.thing_name), "%s", name);
+    return device_put(s, &d) ? 0 : -ENOMEM;
 }
 
 int tided_device_resolve(struct server *s, uint64_t account_id,

@@ -154,6 +154,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     tided_writes_drain(arg);
+    tided_write_jobs_drain(arg);
     tided_logins_drain(arg);
     tided_queries_drain(arg);
 }
@@ -167,8 +168,10 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     tided_writes_drain(s);
+    tided_write_jobs_drain(s);
     tided_logins_drain(s);
-    if (s->inflight_writes == 0 && s->logins_running == 0)
+    if (s->inflight_writes == 0 && s->writes_parked == 0 &&
+        s->logins_running == 0)
         event_base_loopexit(s->base, NULL);
 }
 
@@ -391,6 +394,7 @@ out:
      * longer be sent, but the data is durable. */
     tide_db_close(s->db);
     tided_writes_drain(s);
+    tided_write_stop(s); /* the registration thread uses the sidecar */
     tide_meta_close(s->meta);
     tided_write_fini(s);
     tided_throttle_fini(s);
