@@ -381,9 +381,9 @@ static int write_account(struct write_req *r)
 /* ---- Parked batches ------------------------------------------------------
  */
 
-/* At most this many batches wait for the worker, server-wide; one more is
- * refused OVERLOADED (retryable). Each holds its decoded frame. */
-#define WRITE_PARKED_MAX 16
+/* Parked batches hold their decoded frames: at most this many frame bytes
+ * of them, server-wide; one more is refused OVERLOADED (retryable). */
+#define WRITE_PARKED_BYTES_MAX (256u << 20)
 /* Series keys per tide_meta_series_ensure() call of the worker: each call
  * holds the sidecar's lock, which the loop takes too, for one chunk. */
 #define SERIES_CHUNK 1024
@@ -407,6 +407,7 @@ struct write_job {
                           2: it did */
     int *dev_rc;       /* worker: why that registration failed */
     int *col_rc;       /* worker: why the column's series was not made */
+    int series_rc;     /* worker: why no series at all could be made */
 };
 
 /* The registration thread and its two FIFOs. */
@@ -418,6 +419,7 @@ struct write_worker {
     int stop;
     struct write_job *head, *tail;           /* for the worker */
     struct write_job *done_head, *done_tail; /* for the loop */
+    size_t parked_bytes; /* frame bytes of the parked jobs; loop only */
 };
 
 static int job_device_rc(const struct write_job *j, uint32_t g)
@@ -427,7 +429,9 @@ static int job_device_rc(const struct write_job *j, uint32_t g)
 
 static int job_series_rc(const struct write_job *j, uint32_t g, uint32_t k)
 {
-    return j && j->col_rc ? j->col_rc[j->col_off[g] + k] : 0;
+    if (!j || !j->col_rc)
+        return 0;
+    return j->series_rc ? j->series_rc : j->col_rc[j->col_off[g] + k];
 }
 
 /* Step 4, devices: the device of group `pg` in *dev, created when the
@@ -657,12 +661,15 @@ static int write_series(struct write_req *r)
         int lrc = tide_meta_series_lookup(r->s->meta, &r->keys[i],
                                           &b->cols[i].series_id);
 
-        if (lrc == TIDE_ENOTFOUND &&
-            (lrc = job_series_rc(r->job, r->key_col[i].group,
-                                 r->key_col[i].column)) != 0) {
+        int jrc = lrc == TIDE_ENOTFOUND
+                      ? job_series_rc(r->job, r->key_col[i].group,
+                                      r->key_col[i].column)
+                      : 0;
+
+        if (jrc) {
             /* The worker tried this one: no second try on the loop. */
             b->cols[i].series_id = 0;
-            if (reject_series(r, i, lrc))
+            if (reject_series(r, i, jrc))
                 break;
         } else if (lrc == TIDE_ENOTFOUND) {
             new_idx[n_new] = i;
@@ -942,8 +949,10 @@ static void job_series(struct server *s, struct write_job *j)
     int *rcs = tide_malloc(SERIES_CHUNK * sizeof(*rcs));
     size_t n = 0;
 
-    if (!keys || !at || !ids || !rcs)
-        goto out; /* write_series() creates them on the loop then */
+    if (!keys || !at || !ids || !rcs) {
+        j->series_rc = -ENOMEM; /* each new series is rejected for it */
+        goto out;
+    }
     for (uint32_t g = 0; g <= wb->n_groups; g++) {
         const Tide__V1__PointGroup *pg =
             g < wb->n_groups ? wb->groups[g] : NULL;
@@ -1072,7 +1081,8 @@ static void write_park(struct write_req *r, Tide__V1__Envelope *env, int fresh)
     struct write_job *j = NULL;
     struct pending_write *w = NULL;
 
-    if (s->writes_parked >= WRITE_PARKED_MAX) {
+    if (ww->parked_bytes + r->frame_bytes > WRITE_PARKED_BYTES_MAX &&
+        ww->parked_bytes > 0) {
         refuse_req(r, TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
                    "too many batches wait for device registration; retry "
                    "shortly",
@@ -1113,6 +1123,7 @@ static void write_park(struct write_req *r, Tide__V1__Envelope *env, int fresh)
     ack_enqueue(r->c, w);
     r->c->writes_parked++;
     s->writes_parked++;
+    ww->parked_bytes += r->frame_bytes;
     pthread_mutex_lock(&ww->lock);
     if (ww->tail)
         ww->tail->next = j;
@@ -1162,10 +1173,13 @@ static void write_resume(struct server *s, struct write_job *j)
                    "waited",
                    0);
     } else if (write_principal(&r) == 0 && write_account(&r) == 0) {
+        /* A device left uncached is refused for it, not looked up
+         * again: the loop does no registration work. */
         for (uint32_t g = 0; j->dev_new && g < j->wb->n_groups; g++)
-            if (j->dev_new[g] == 2)
+            if (j->dev_new[g] == 2 &&
                 devices_registered(s, c->who.account_id,
-                                   j->wb->groups[g]->device, j->dev_id[g]);
+                                   j->wb->groups[g]->device, j->dev_id[g]))
+                j->dev_rc[g] = -ENOMEM;
         write_run(&r);
     }
     job_free(j);
@@ -1186,6 +1200,7 @@ void tided_write_jobs_drain(struct server *s)
         struct write_job *next = j->next;
 
         s->writes_parked--;
+        ww->parked_bytes -= j->frame_bytes;
         write_resume(s, j);
         j = next;
     }
@@ -1241,6 +1256,7 @@ void tided_write_stop(struct server *s)
                 lists[l]->w->job = NULL; /* left to its FIFO */
             else
                 tide_free(lists[l]->w);
+            ww->parked_bytes -= lists[l]->frame_bytes;
             job_free(lists[l]);
             s->writes_parked--;
             lists[l] = next;
