@@ -65,7 +65,7 @@ static int device_room(tide_meta *m, uint64_t account_id, int64_t *left)
     if (rc == TIDE_ENOTFOUND)
         rc = TIDE_EIO; /* the caller authorised the account: it exists */
     if (!rc)
-        *left = lim[0] <= 0      ? INT64_MAX
+        *left = lim[0] <= 0        ? INT64_MAX
                 : lim[1] >= lim[0] ? 0
                                    : lim[0] - lim[1];
     return rc;
@@ -153,9 +153,9 @@ static int register_chunk(tide_meta *m, const struct tide_meta_principal *p,
         struct dev_fields f;
 
         ids[i] = 0;
-        rcs[i] = check_fields(&d, 1, &f) ? TIDE_EINVAL
-                                         : register_locked(m, account_id, &d,
-                                                           &f, &left, &ids[i]);
+        rcs[i] = check_fields(&d, 1, &f)
+                     ? TIDE_EINVAL
+                     : register_locked(m, account_id, &d, &f, &left, &ids[i]);
         if (rcs[i] && rcs[i] != TIDE_EINVAL && rcs[i] != TIDE_EEXIST &&
             rcs[i] != TIDE_EFULL)
             rc = rcs[i];

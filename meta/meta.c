@@ -628,8 +628,8 @@ static int private_files(const char *db_path)
         struct stat st;
 
         snprintf(path, sizeof(path), "%s%s", db_path, suffix[i]);
-        if (stat(path, &st) == 0 && S_ISREG(st.st_mode) &&
-            (st.st_mode & 077) && chmod(path, st.st_mode & 0700) != 0)
+        if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 077) &&
+            chmod(path, st.st_mode & 0700) != 0)
             return -errno;
     }
     return 0;

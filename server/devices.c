@@ -274,8 +274,8 @@ int devices_get(struct server *s, uint64_t account_id, const char *name,
     return 0;
 }
 
-int devices_registered(struct server *s, uint64_t account_id,
-                       const char *name, uint64_t id)
+int devices_registered(struct server *s, uint64_t account_id, const char *name,
+                       uint64_t id)
 {
     struct tide_meta_device d = {.id = id, .account_id = account_id};
 

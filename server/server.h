@@ -324,10 +324,10 @@ int devices_get(struct server *s, uint64_t account_id, const char *name,
                 int create, struct device_entry **out);
 
 /* Cache device `name` (id `id`) of the account, just registered in the
- * sidecar off the loop (write.c). Returns 0 or -ENOMEM (not cached:
- * devices_get() reads it from the sidecar then). */
-int devices_registered(struct server *s, uint64_t account_id,
-                       const char *name, uint64_t id);
+ * sidecar off the loop (write.c): new, so neither paused nor tagged.
+ * Returns 0 or -ENOMEM (nothing cached). */
+int devices_registered(struct server *s, uint64_t account_id, const char *name,
+                       uint64_t id);
 
 /* Set the tags of cached device `e` to `tags` ("k=v,k=v", at most
  * TIDE_META_TAGS_MAX bytes) and queue them for devices_tags_flush().

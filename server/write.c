@@ -926,11 +926,10 @@ static void job_free(struct write_job *j)
  * each failure in j->col_rc, and empty the chunk. */
 static void series_chunk(struct server *s, struct write_job *j,
                          const struct tide_meta_series_key *keys,
-                         const uint32_t *at, uint64_t *ids, int *rcs,
-                         size_t *n)
+                         const uint32_t *at, uint64_t *ids, int *rcs, size_t *n)
 {
-    int rc = *n ? tide_meta_series_ensure(s->meta, &j->who, keys, *n, ids, rcs)
-                : 0;
+    int rc =
+        *n ? tide_meta_series_ensure(s->meta, &j->who, keys, *n, ids, rcs) : 0;
 
     for (size_t i = 0; i < *n; i++)
         j->col_rc[at[i]] = rc ? rc : rcs[i];
@@ -966,11 +965,10 @@ static void job_series(struct server *s, struct write_job *j)
         for (uint32_t k = 0; k < pg->n_columns; k++) {
             const Tide__V1__Column *col = pg->columns[k];
             Tide__V1__ErrorCode code;
-            struct tide_meta_series_key key = {
-                .account_id = j->who.account_id,
-                .device_id = j->dev_id[g],
-                .field = col->field,
-                .type = wire_type(col)};
+            struct tide_meta_series_key key = {.account_id = j->who.account_id,
+                                               .device_id = j->dev_id[g],
+                                               .field = col->field,
+                                               .type = wire_type(col)};
 
             if (column_error(col, (uint32_t)pg->n_ts_delta_ns, &code))
                 continue;

@@ -1131,8 +1131,8 @@ Test(server_dir, open_data_dir_is_refused_unless_allowed)
         Tide__V1__Envelope *r =
             wire_next(fd, f64_batch(1, 1, 0, 10, vals, deltas));
 
-        cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK,
-                  "%s", wire_why(r));
+        cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK, "%s",
+                  wire_why(r));
         tide_frame_free(r, NULL);
     }
     close(fd);

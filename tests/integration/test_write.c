@@ -277,7 +277,7 @@ static Tide__V1__Envelope *bulk_batch(const char *prefix, size_t n,
     static Tide__V1__WriteBatch wb;
     static Tide__V1__PointGroup *g, **gp;
     static Tide__V1__Column c, *cp;
-    static char (*names)[32];
+    static char(*names)[32];
     static int64_t delta;
     static double val = 1.5;
 
@@ -571,20 +571,19 @@ Test(write, nul_bytes_are_refused_never_truncated)
 
     wire_make_account(ofd, "nul@example.com");
     wfd = wire_owner_session(srv.port, "nul@example.com");
-    expect_invalid(send_with_nul(wfd, one_point("dev-a1@hidden", "t", NULL,
-                                                NULL),
+    expect_invalid(send_with_nul(wfd,
+                                 one_point("dev-a1@hidden", "t", NULL, NULL),
                                  "dev-a1@hidden"),
                    "a device name");
     cr_assert_eq(device_get_code(wfd, "dev-a1"),
                  TIDE__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND,
                  "device dev-a1 was registered from dev-a1\\0hidden");
-    expect_invalid(send_with_nul(wfd, one_point("dev-a2", "te@mp", NULL, NULL),
-                                 "te@mp"),
-                   "a field name");
-    expect_invalid(send_with_nul(wfd,
-                                 one_point("dev-a2", "t", NULL, "si@te=x"),
-                                 "si@te"),
-                   "a tag key");
+    expect_invalid(
+        send_with_nul(wfd, one_point("dev-a2", "te@mp", NULL, NULL), "te@mp"),
+        "a field name");
+    expect_invalid(
+        send_with_nul(wfd, one_point("dev-a2", "t", NULL, "si@te=x"), "si@te"),
+        "a tag key");
     expect_invalid(send_with_nul(wfd, one_point("dev-a2", "s", "abc@def", NULL),
                                  "abc@def"),
                    "a string value");
@@ -594,11 +593,11 @@ Test(write, nul_bytes_are_refused_never_truncated)
     /* The connection is still served, and a clean string reads back as
      * written. */
     {
-        Tide__V1__Envelope *r = wire_next(wfd, one_point("dev-a2", "s",
-                                                         "abcdef", NULL));
+        Tide__V1__Envelope *r =
+            wire_next(wfd, one_point("dev-a2", "s", "abcdef", NULL));
 
-        cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK,
-                  "%s", wire_why(r));
+        cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK, "%s",
+                  wire_why(r));
         cr_assert_eq(r->write_ack->accepted_points, 1);
         tide_frame_free(r, NULL);
     }
