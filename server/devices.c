@@ -274,13 +274,36 @@ int devices_get(struct server *s, uint64_t account_id, const char *name,
     return 0;
 }
 
-int devices_registered(struct server *s, uint64_t account_id, const char *name,
-                       uint64_t id)
+struct device_entry *devices_entry_new(uint64_t account_id, const char *name,
+                                       uint64_t id)
 {
-    struct tide_meta_device d = {.id = id, .account_id = account_id};
+    struct device_entry *e = tide_calloc(1, sizeof(*e));
 
-    snprintf(d.thing_name, sizeof(d.thing_name), "%s", name);
-    return device_put(s, &d) ? 0 : -ENOMEM;
+    if (!e)
+        return NULL;
+    e->account_id = account_id;
+    e->id = id;
+    snprintf(e->name, sizeof(e->name), "%s", name);
+    return e;
+}
+
+void devices_entry_link(struct server *s, struct device_entry *e)
+{
+    uint32_t h = device_hash(e->account_id, e->name);
+
+    if (device_find(s, e->account_id, e->name)) {
+        entry_free(e); /* cached meanwhile: that entry stays */
+        return;
+    }
+    e->checked_ns = tided_now_ns();
+    e->next = s->devices->slot[h];
+    s->devices->slot[h] = e;
+}
+
+void devices_entry_free(struct device_entry *e)
+{
+    if (e)
+        entry_free(e);
 }
 
 int tided_device_resolve(struct server *s, uint64_t account_id,

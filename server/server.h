@@ -323,11 +323,16 @@ struct device_entry *devices_peek(struct server *s, uint64_t account_id,
 int devices_get(struct server *s, uint64_t account_id, const char *name,
                 int create, struct device_entry **out);
 
-/* Cache device `name` (id `id`) of the account, just registered in the
- * sidecar off the loop (write.c): new, so neither paused nor tagged.
- * Returns 0 or -ENOMEM (nothing cached). */
-int devices_registered(struct server *s, uint64_t account_id, const char *name,
-                       uint64_t id);
+/* A cache entry for device `name` (id `id`) of the account, just
+ * registered in the sidecar, so neither paused nor tagged: made on any
+ * thread (the registration thread, write.c), NULL without memory.
+ * devices_entry_link() hands it to the cache (loop thread), which keeps
+ * an entry it already has for that name instead; devices_entry_free()
+ * frees one never linked. */
+struct device_entry *devices_entry_new(uint64_t account_id, const char *name,
+                                       uint64_t id);
+void devices_entry_link(struct server *s, struct device_entry *e);
+void devices_entry_free(struct device_entry *e);
 
 /* Set the tags of cached device `e` to `tags` ("k=v,k=v", at most
  * TIDE_META_TAGS_MAX bytes) and queue them for devices_tags_flush().

@@ -398,6 +398,7 @@ struct write_job {
     uint64_t rid;
     uint64_t total;
     uint32_t n_cols;
+    uint32_t n_groups;
     size_t frame_bytes;
     struct tide_meta_principal who; /* the connection's, at arrival */
     int64_t horizon_ns;
@@ -406,8 +407,10 @@ struct write_job {
     uint8_t *dev_new;  /* 1: the worker registers the group's device;
                           2: it did */
     int *dev_rc;       /* worker: why that registration failed */
-    int *col_rc;       /* worker: why the column's series was not made */
-    int series_rc;     /* worker: why no series at all could be made */
+    struct device_entry **dev_ent; /* worker: cache entries of those it
+                                      registered, for the loop to link */
+    int *col_rc;   /* worker: why the column's series was not made */
+    int series_rc; /* worker: why no series at all could be made */
 };
 
 /* The registration thread and its two FIFOs. */
@@ -919,6 +922,9 @@ static void job_free(struct write_job *j)
     tide_free(j->dev_new);
     tide_free(j->dev_rc);
     tide_free(j->col_rc);
+    for (uint32_t g = 0; j->dev_ent && g < j->n_groups; g++)
+        devices_entry_free(j->dev_ent[g]);
+    tide_free(j->dev_ent);
     tide_free(j);
 }
 
@@ -1024,6 +1030,12 @@ static void job_register(struct server *s, struct write_job *j)
         if (!e) {
             j->dev_id[group[i]] = ids[i];
             j->dev_new[group[i]] = 2; /* registered here */
+            /* Built here, linked by the loop: 100,000 entries cost it a
+             * pointer each. Without memory the group is refused. */
+            j->dev_ent[group[i]] =
+                devices_entry_new(j->who.account_id, names[i], ids[i]);
+            if (!j->dev_ent[group[i]])
+                j->dev_rc[group[i]] = -ENOMEM;
         }
     }
     tide_free(names);
@@ -1097,8 +1109,10 @@ static void write_park(struct write_req *r, Tide__V1__Envelope *env, int fresh)
         j->dev_new = tide_calloc(ng ? ng : 1, sizeof(*j->dev_new));
         j->dev_rc = tide_calloc(ng ? ng : 1, sizeof(*j->dev_rc));
         j->col_rc = tide_calloc(r->n_cols ? r->n_cols : 1, sizeof(*j->col_rc));
+        j->dev_ent = tide_calloc(ng ? ng : 1, sizeof(*j->dev_ent));
+        j->n_groups = ng;
         if (!j->col_off || !j->dev_id || !j->dev_new || !j->dev_rc ||
-            !j->col_rc)
+            !j->col_rc || !j->dev_ent)
             goto oom;
         batch_scan(r, j);
     }
@@ -1171,13 +1185,11 @@ static void write_resume(struct server *s, struct write_job *j)
                    "waited",
                    0);
     } else if (write_principal(&r) == 0 && write_account(&r) == 0) {
-        /* A device left uncached is refused for it, not looked up
-         * again: the loop does no registration work. */
-        for (uint32_t g = 0; j->dev_new && g < j->wb->n_groups; g++)
-            if (j->dev_new[g] == 2 &&
-                devices_registered(s, c->who.account_id,
-                                   j->wb->groups[g]->device, j->dev_id[g]))
-                j->dev_rc[g] = -ENOMEM;
+        for (uint32_t g = 0; j->dev_ent && g < j->n_groups; g++) {
+            if (j->dev_ent[g])
+                devices_entry_link(s, j->dev_ent[g]);
+            j->dev_ent[g] = NULL; /* the cache's now */
+        }
         write_run(&r);
     }
     job_free(j);

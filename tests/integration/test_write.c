@@ -348,7 +348,7 @@ Test(write, bulk_new_devices_do_not_stall_other_connections)
 {
     int ofd = wire_session(srv.port, srv.admin_key), wfd, bfd;
     Tide__V1__Envelope *r;
-    int64_t worst = 0, t0;
+    int64_t worst = 0, t0, acked_us;
     uint64_t rid_bulk = 5000, rid_small = 5001;
     int pings = 0;
     struct pollfd pfd;
@@ -374,6 +374,7 @@ Test(write, bulk_new_devices_do_not_stall_other_connections)
         usleep(10000);
     }
     r = wire_recv(wfd);
+    acked_us = mono_us() - t0;
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK,
               "bulk write: %s", wire_why(r));
     cr_assert_eq(r->request_id, rid_bulk, "acks out of order");
@@ -388,12 +389,17 @@ Test(write, bulk_new_devices_do_not_stall_other_connections)
     tide_frame_free(r, NULL);
     cr_log_info("%d devices acked in %lld ms; %d bystander pings, worst %lld "
                 "ms",
-                BULK_DEVICES, (long long)(mono_us() - t0) / 1000, pings,
+                BULK_DEVICES, (long long)acked_us / 1000, pings,
                 (long long)worst / 1000);
-    /* Loose: the loop is not held for the registration (it used to be for
-     * seconds); parsing the 4 MB frame itself still takes a moment. */
-    cr_assert_lt(worst, 1000000, "a bystander's Ping took %lld ms",
+    /* Loose, for loaded and sanitizer builds: the loop was held for a
+     * small part of the registration (it used to be held for all of it,
+     * seconds to minutes); parsing and building the 100,000 groups of
+     * the 4 MB frame on the loop remain. */
+    cr_assert_lt(worst, 5000000, "a bystander's Ping took %lld ms",
                  (long long)worst / 1000);
+    cr_assert_lt(worst * 4, acked_us,
+                 "a bystander's Ping took %lld ms of the %lld ms to the ack",
+                 (long long)worst / 1000, (long long)acked_us / 1000);
     /* The devices are there: a second batch naming them all is plain. */
     cr_assert_eq(wire_send(wfd, bulk_batch("bulk-", BULK_DEVICES, 5002)), 0);
     r = wire_recv(wfd);
