@@ -86,6 +86,26 @@ static int tier_exists(tide_meta *m, unsigned tier)
                            META_ARGS(META_INT(tier)));
 }
 
+static const char SQL_ACCOUNT_BY_EMAIL[] =
+    "SELECT id FROM accounts WHERE email=?1 AND deleted_ns IS NULL";
+
+/* A self sign-up named an email that has an account: tell its owner, by
+ * the notification the operator's mailer sends, in place of a
+ * verification mail. The caller answers as for a new account, so the
+ * reply does not reveal which emails exist (docs/accounts.md). Best
+ * effort: a failure here changes nothing for the caller. m->lock held. */
+static void signup_taken(tide_meta *m, const char *email)
+{
+    int64_t id;
+
+    if (tide__meta_ints(m, SQL_ACCOUNT_BY_EMAIL, &id, 1,
+                        META_ARGS(META_TEXT(email))) == 0)
+        tide__meta_notify_add(m, (uint64_t)id, TIDE_META_NOTIFY_SECURITY,
+                              "sign-up attempted with this account's email "
+                              "address; if it was you, log in or reset the "
+                              "password");
+}
+
 int tide_meta_account_create(tide_meta *m, const struct tide_meta_principal *p,
                              const struct tide_meta_account_new *a,
                              uint64_t *id_out, char *verify_token)
@@ -134,6 +154,8 @@ int tide_meta_account_create(tide_meta *m, const struct tide_meta_principal *p,
                       META_TEXT(tz), META_BLOB(vhash, sizeof(vhash)),
                       META_INT(now + m->o.verify_ttl_ns), META_INT(tier),
                       META_INT(now)));
+    if (rc == TIDE_EEXIST && p->role == TIDE_META_ROLE_ANON)
+        signup_taken(m, email);
     if (rc)
         goto fail_locked;
     if (id_out)

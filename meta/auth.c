@@ -43,9 +43,13 @@ static const uint32_t role_allows[] = {
 };
 #undef A
 
-static const char SQL_KEY_STATE[] = "SELECT revoked FROM api_keys WHERE id=?1";
+const struct tide_meta_principal tide_meta_system_principal = {
+    .role = TIDE_META_ROLE_ADMIN};
+
+static const char SQL_KEY_STATE[] =
+    "SELECT revoked, role, coalesce(account_id, 0) FROM api_keys WHERE id=?1";
 static const char SQL_SESSION_STATE[] =
-    "SELECT ended, expires_ns FROM sessions WHERE id=?1";
+    "SELECT ended, expires_ns, account_id FROM sessions WHERE id=?1";
 static const char SQL_ACCOUNT_STATE[] =
     "SELECT deleted_ns IS NOT NULL, paused FROM accounts WHERE id=?1";
 static const char SQL_DEVICE_STATE[] =
@@ -69,28 +73,36 @@ int tide__meta_authorize_locked(tide_meta *m,
 {
     int rc, found, paused = 0;
     uint32_t allowed;
-    int64_t c[2];
+    int64_t c[3];
 
     if (!p || (unsigned)p->role > TIDE_META_ROLE_DEVICE || action < 1 ||
         action > TIDE_META_ACT_OPERATOR)
         return TIDE_EPERM;
-    /* 1. The credential behind the principal is still good. */
+    /* 0. The server's own principal is known by its address: a struct
+     * that merely says ADMIN is not the operator. */
+    if (p == &tide_meta_system_principal)
+        return 0;
+    /* 1. The credential behind the principal is still good, and is the
+     * principal's: the key's role and account, the session's account (a
+     * session is always an owner's). */
     if (p->key_id) {
-        rc = row_by_id(m, SQL_KEY_STATE, p->key_id, c, 1, &found);
+        rc = row_by_id(m, SQL_KEY_STATE, p->key_id, c, 3, &found);
         if (rc)
             return rc;
-        if (!found || c[0])
+        if (!found || c[0] || c[1] != (int64_t)p->role ||
+            (uint64_t)c[2] != p->account_id)
             return TIDE_EAUTH;
     }
     if (p->session_id) {
-        rc = row_by_id(m, SQL_SESSION_STATE, p->session_id, c, 2, &found);
+        rc = row_by_id(m, SQL_SESSION_STATE, p->session_id, c, 3, &found);
         if (rc)
             return rc;
-        if (!found || c[0] || c[1] <= tide__meta_now(m))
+        if (!found || c[0] || c[1] <= tide__meta_now(m) ||
+            p->role != TIDE_META_ROLE_OWNER || (uint64_t)c[2] != p->account_id)
             return TIDE_EAUTH;
     }
-    if (p->role != TIDE_META_ROLE_ANON && p->role != TIDE_META_ROLE_ADMIN &&
-        !p->key_id && !p->session_id)
+    /* Every role but anonymous needs one (docs/accounts.md, "Roles"). */
+    if (p->role != TIDE_META_ROLE_ANON && !p->key_id && !p->session_id)
         return TIDE_EAUTH;
     if (p->role != TIDE_META_ROLE_ADMIN && p->account_id) {
         rc = row_by_id(m, SQL_ACCOUNT_STATE, p->account_id, c, 2, &found);
@@ -704,10 +716,11 @@ out:
     return rc;
 }
 
+/* Account 0 names the operator keys, whose account_id is NULL. */
 static const char SQL_KEY_LIST[] =
     "SELECT id, account_id, device_id, role, name, prefix, created_ns,"
     " last_used_ns, last_ip, requests, revoked FROM api_keys"
-    " WHERE account_id=?1 AND id>?2 ORDER BY id LIMIT ?3";
+    " WHERE account_id IS ?1 AND id>?2 ORDER BY id LIMIT ?3";
 
 static void key_row(sqlite3_stmt *st, void *arg)
 {
@@ -732,20 +745,25 @@ int tide_meta_key_list(tide_meta *m, const struct tide_meta_principal *p,
                        struct tide_meta_key *out, size_t cap, size_t *n_out)
 {
     return tide__meta_read(
-        m, p, TIDE_META_ACT_KEY_MANAGE, account_id, SQL_KEY_LIST, key_row, out,
-        sizeof(*out), cap, n_out,
-        META_ARGS(META_INT(account_id), META_INT(after_id), META_INT(cap)));
+        m, p, account_id ? TIDE_META_ACT_KEY_MANAGE : TIDE_META_ACT_OPERATOR,
+        account_id, SQL_KEY_LIST, key_row, out, sizeof(*out), cap, n_out,
+        META_ARGS(account_id ? META_INT(account_id) : META_NULL,
+                  META_INT(after_id), META_INT(cap)));
 }
 
 static const char SQL_KEY_REVOKE[] =
     "UPDATE api_keys SET revoked=1, revoked_ns=?3"
-    " WHERE id=?1 AND account_id=?2 AND revoked=0";
+    " WHERE id=?1 AND account_id IS ?2 AND revoked=0";
 
+/* Account 0: an operator key, the bootstrap one included (operator only).
+ * Revoking every operator key locks the operator out until the next
+ * start, which writes a new admin.key (tide__meta_bootstrap_admin). */
 int tide_meta_key_revoke(tide_meta *m, const struct tide_meta_principal *p,
                          uint64_t account_id, uint64_t key_id)
 {
     return tide__meta_authz_run(
-        m, p, TIDE_META_ACT_KEY_MANAGE, account_id, 0, SQL_KEY_REVOKE,
-        TIDE_ENOTFOUND,
-        META_ARGS(META_INT(key_id), META_INT(account_id), META_NOW));
+        m, p, account_id ? TIDE_META_ACT_KEY_MANAGE : TIDE_META_ACT_OPERATOR,
+        account_id, 0, SQL_KEY_REVOKE, TIDE_ENOTFOUND,
+        META_ARGS(META_INT(key_id),
+                  account_id ? META_INT(account_id) : META_NULL, META_NOW));
 }

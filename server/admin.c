@@ -4,7 +4,10 @@
  * one-to-one onto the sidecar (meta/include/tide/meta.h; devices are in
  * admin_device.c), which checks the role of every
  * call in tide_meta_authorize(). A request naming `account_id` is the
- * operator's; everyone else acts on their own account.
+ * operator's; everyone else acts on their own account, and naming another
+ * one is PERMISSION_DENIED (handle_admin). Requests that hash or check a
+ * password (AccountCreate, PasswordChange, AccountDelete) run as password
+ * jobs off the loop (admin_int.h).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -126,53 +129,117 @@ static void send_account(struct conn *c, uint64_t rid, uint64_t id,
     admin_reply(c, rid, &env);
 }
 
+/* A sign-up or the operator's AccountCreate, on a password job. */
+struct create_args {
+    struct login_job job;
+    char *email, *password, *first_name, *surname, *organization, *timezone;
+    uint16_t tier;
+    uint64_t id;
+    char token[TIDE_META_SECRET_MAX + 1];
+};
+
+static void create_free(struct login_job *j)
+{
+    struct create_args *a = (struct create_args *)j;
+
+    if (a->password)
+        explicit_bzero(a->password, strlen(a->password));
+    explicit_bzero(a->token, sizeof(a->token));
+    tide_free(a->email);
+    tide_free(a->password);
+    tide_free(a->first_name);
+    tide_free(a->surname);
+    tide_free(a->organization);
+    tide_free(a->timezone);
+    tide_free(a);
+}
+
+static void create_work(struct login_job *j)
+{
+    struct create_args *a = (struct create_args *)j;
+    struct tide_meta_account_new n = {.email = a->email,
+                                      .password = a->password,
+                                      .first_name = a->first_name,
+                                      .surname = a->surname,
+                                      .organization = a->organization,
+                                      .timezone =
+                                          a->timezone[0] ? a->timezone : NULL,
+                                      .tier = a->tier};
+
+    j->rc =
+        tide_meta_account_create(j->srv->meta, &j->who, &n, &a->id, a->token);
+}
+
+static void create_answer(struct conn *c, struct login_job *j)
+{
+    struct create_args *a = (struct create_args *)j;
+
+    if (j->who.role != TIDE_META_ROLE_ADMIN) {
+        /* A sign-up is answered Ok whether the email was new or had an
+         * account already (whose owner the sidecar notified): the answer
+         * tells no one which emails exist. The token goes out by mail,
+         * never in the reply. */
+        admin_reply_rc(c, j->rid, j->rc == TIDE_EEXIST ? 0 : j->rc);
+        return;
+    }
+    /* The operator's mailer delivers the token. */
+    if (j->rc)
+        admin_reply_rc(c, j->rid, j->rc);
+    else
+        send_account(c, j->rid, a->id, 1, a->token);
+}
+
 static void account_create(struct conn *c, const Tide__V1__Envelope *e)
 {
     const Tide__V1__AccountCreate *r = e->account_create;
-    struct tide_meta_account_new a = {.email = r->email,
-                                      .password = r->password,
-                                      .first_name = r->first_name,
-                                      .surname = r->surname,
-                                      .organization = r->organization,
-                                      .timezone =
-                                          r->timezone[0] ? r->timezone : NULL};
-    struct tide_meta_principal anon = {.role = TIDE_META_ROLE_ANON};
-    const struct tide_meta_principal *p =
-        c->state == CONN_AUTHED ? &c->who : &anon;
-    char token[TIDE_META_SECRET_MAX + 1] = "";
-    uint64_t id;
-    int rc;
+    int admin = c->state == CONN_AUTHED && c->who.role == TIDE_META_ROLE_ADMIN;
+    struct create_args *a;
+    uint16_t tier = 0;
 
-    if (p->role != TIDE_META_ROLE_ADMIN && !c->srv->cfg.allow_signup) {
+    if (!admin && !c->srv->cfg.allow_signup) {
         conn_send_error(c, e->request_id,
                         TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED,
                         "sign-up is disabled on this server", 0);
         return;
     }
+    if (!tided_frame_exact(c, e)) {
+        admin_reply_rc(c, e->request_id, TIDE_EINVAL); /* a NUL in a field */
+        return;
+    }
     if (r->tier[0]) {
-        if (p->role != TIDE_META_ROLE_ADMIN) {
+        if (!admin) {
             conn_send_error(c, e->request_id,
                             TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED,
                             "only the operator picks the tier", 0);
             return;
         }
-        a.tier = tier_id_by_name(c->srv->meta, r->tier, NULL);
-        if (!a.tier) {
+        tier = tier_id_by_name(c->srv->meta, r->tier, NULL);
+        if (!tier) {
             conn_send_error(c, e->request_id,
                             TIDE__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND,
                             "no such tier", 0);
             return;
         }
     }
-    rc = tide_meta_account_create(c->srv->meta, p, &a, &id, token);
-    if (rc) {
-        admin_reply_rc(c, e->request_id, rc);
+    if (!admin && tided_signup_throttled(c, e->request_id))
+        return;
+    a = tide_calloc(1, sizeof(*a));
+    if (!a || !(a->email = tide_strdup(r->email)) ||
+        !(a->password = tide_strdup(r->password)) ||
+        !(a->first_name = tide_strdup(r->first_name)) ||
+        !(a->surname = tide_strdup(r->surname)) ||
+        !(a->organization = tide_strdup(r->organization)) ||
+        !(a->timezone = tide_strdup(r->timezone))) {
+        if (a)
+            create_free(&a->job);
+        admin_reply_rc(c, e->request_id, -ENOMEM);
         return;
     }
-    /* The token goes to the operator's mailer; a self sign-up gets it by
-     * mail, never in the reply. */
-    send_account(c, e->request_id, id, 1,
-                 p->role == TIDE_META_ROLE_ADMIN ? token : "");
+    a->tier = tier;
+    a->job.work = create_work;
+    a->job.answer = create_answer;
+    a->job.done = create_free;
+    tided_password_job(c, e->request_id, &a->job);
 }
 
 static Tide__V1__Role wire_role(enum tide_meta_role r)
@@ -191,7 +258,12 @@ static void key_create(struct conn *c, const Tide__V1__Envelope *e)
     enum tide_meta_role role;
     int rc;
 
-    if (r->role == TIDE__V1__ROLE__ROLE_ANALYST) {
+    if (r->role == TIDE__V1__ROLE__ROLE_OPERATOR) {
+        /* Another operator key (the sidecar allows it the operator
+         * only): how the bootstrap key is rotated (docs/accounts.md). */
+        role = TIDE_META_ROLE_ADMIN;
+        account = 0;
+    } else if (r->role == TIDE__V1__ROLE__ROLE_ANALYST) {
         role = TIDE_META_ROLE_ANALYST;
     } else if (r->role == TIDE__V1__ROLE__ROLE_DEVICE) {
         role = TIDE_META_ROLE_DEVICE;
@@ -203,7 +275,9 @@ static void key_create(struct conn *c, const Tide__V1__Envelope *e)
     } else {
         conn_send_error(c, e->request_id,
                         TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT,
-                        "role must be ROLE_ANALYST or ROLE_DEVICE", 0);
+                        "role must be ROLE_ANALYST, ROLE_DEVICE or "
+                        "ROLE_OPERATOR",
+                        0);
         return;
     }
     rc = tide_meta_key_create(c->srv->meta, &c->who, account, role, device,
@@ -326,23 +400,132 @@ int admin_in_set(char **set, size_t n, const char *name)
 }
 
 /* Owners confirm sensitive requests with their password: a login whose
- * session is ended at once. Returns 0 or TIDE_EAUTH. */
-static int confirm_password(struct conn *c, uint64_t account,
+ * session is ended at once. On a password job's thread. Returns 0,
+ * TIDE_EAUTH (a wrong password), or the error of reading the account
+ * (the caller may not act on it). */
+static int confirm_password(struct login_job *j, uint64_t account,
                             const char *password)
 {
+    tide_meta *m = j->srv->meta;
     struct tide_meta_account a;
     struct tide_meta_principal p;
     char token[TIDE_META_SECRET_MAX + 1];
     int rc;
 
-    if (c->who.role == TIDE_META_ROLE_ADMIN)
+    if (j->who.role == TIDE_META_ROLE_ADMIN)
         return 0;
-    rc = tide_meta_account_get(c->srv->meta, &c->who, account, &a);
+    rc = tide_meta_account_get(m, &j->who, account, &a);
+    if (rc)
+        return rc;
+    rc = tide_meta_login(m, a.email, password, j->ip, token, &p);
+    explicit_bzero(token, sizeof(token));
     if (rc == 0)
-        rc = tide_meta_login(c->srv->meta, a.email, password, c->ip, token, &p);
-    if (rc == 0)
-        tide_meta_logout(c->srv->meta, &p);
-    return rc ? TIDE_EAUTH : 0;
+        tide_meta_logout(m, &p);
+    return rc;
+}
+
+/* PasswordChange and AccountDelete, on a password job. */
+struct confirm_args {
+    struct login_job job;
+    uint64_t account;
+    char *password;     /* the one that confirms */
+    char *new_password; /* PasswordChange */
+    int immediate;      /* AccountDelete */
+    int wrong;          /* the confirmation failed */
+};
+
+static void confirm_free(struct login_job *j)
+{
+    struct confirm_args *a = (struct confirm_args *)j;
+
+    if (a->password)
+        explicit_bzero(a->password, strlen(a->password));
+    if (a->new_password)
+        explicit_bzero(a->new_password, strlen(a->new_password));
+    tide_free(a->password);
+    tide_free(a->new_password);
+    tide_free(a);
+}
+
+/* The confirmation failed: count it for the IP and the account, end the
+ * guessed-on session at the account's limit, and close the connection. */
+static void confirm_refused(struct conn *c, struct login_job *j,
+                            const char *msg)
+{
+    struct confirm_args *a = (struct confirm_args *)j;
+
+    if (tided_confirm_failed(c, a->account) && j->who.session_id) {
+        tide_log(LOG_WARN,
+                 "ending session %llu of account %llu: repeated wrong "
+                 "passwords from %s",
+                 (unsigned long long)j->who.session_id,
+                 (unsigned long long)a->account, c->ip);
+        tide_meta_logout(c->srv->meta, &j->who);
+    }
+    conn_send_error(c, j->rid, TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED,
+                    msg, 1);
+}
+
+/* Start a confirmed request: refused when throttled or when a field held
+ * a NUL; else the job `a` (whose strings the caller set) runs. */
+static void confirm_start(struct conn *c, const Tide__V1__Envelope *e,
+                          struct confirm_args *a)
+{
+    if (!a->password ||
+        (e->body_case == TIDE__V1__ENVELOPE__BODY_PASSWORD_CHANGE &&
+         !a->new_password)) {
+        confirm_free(&a->job);
+        admin_reply_rc(c, e->request_id, -ENOMEM);
+        return;
+    }
+    if (!tided_frame_exact(c, e)) {
+        confirm_free(&a->job);
+        admin_reply_rc(c, e->request_id, TIDE_EINVAL); /* a NUL in a field */
+        return;
+    }
+    if (c->who.role != TIDE_META_ROLE_ADMIN &&
+        tided_confirm_throttled(c, e->request_id, a->account)) {
+        confirm_free(&a->job);
+        return;
+    }
+    a->job.done = confirm_free;
+    tided_password_job(c, e->request_id, &a->job);
+}
+
+static void password_work(struct login_job *j)
+{
+    struct confirm_args *a = (struct confirm_args *)j;
+
+    j->rc = confirm_password(j, a->account, a->password);
+    a->wrong = j->rc == TIDE_EAUTH;
+    if (j->rc == 0)
+        j->rc = tide_meta_account_set_password(j->srv->meta, &j->who,
+                                               a->account, a->new_password);
+}
+
+static void password_answer(struct conn *c, struct login_job *j)
+{
+    if (((struct confirm_args *)j)->wrong)
+        confirm_refused(c, j, "the current password is wrong");
+    else
+        admin_reply_rc(c, j->rid, j->rc);
+}
+
+static void password_change(struct conn *c, const Tide__V1__Envelope *e)
+{
+    const Tide__V1__PasswordChange *r = e->password_change;
+    struct confirm_args *a = tide_calloc(1, sizeof(*a));
+
+    if (!a) {
+        admin_reply_rc(c, e->request_id, -ENOMEM);
+        return;
+    }
+    a->account = c->who.account_id;
+    a->password = tide_strdup(r->old_password);
+    a->new_password = tide_strdup(r->new_password);
+    a->job.work = password_work;
+    a->job.answer = password_answer;
+    confirm_start(c, e, a);
 }
 
 static void account_update(struct conn *c, const Tide__V1__Envelope *e)
@@ -409,58 +592,64 @@ static void account_update(struct conn *c, const Tide__V1__Envelope *e)
     send_account(c, e->request_id, account, 0, NULL);
 }
 
-static void password_change(struct conn *c, const Tide__V1__Envelope *e)
-{
-    const Tide__V1__PasswordChange *r = e->password_change;
-    uint64_t account = c->who.account_id;
-    int rc = confirm_password(c, account, r->old_password);
-
-    if (rc) {
-        conn_send_error(c, e->request_id,
-                        TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED,
-                        "the current password is wrong", 1);
-        return;
-    }
-    admin_reply_rc(c, e->request_id,
-                   tide_meta_account_set_password(c->srv->meta, &c->who,
-                                                  account, r->new_password));
-}
-
 /* Delete an account: purged after the configured grace period, or at
  * once with `immediate` (the operator, or the owner confirming with the
  * password, as for any deletion). */
-static void account_delete(struct conn *c, const Tide__V1__Envelope *e)
+static void delete_work(struct login_job *j)
 {
-    const Tide__V1__AccountDelete *r = e->account_delete;
-    uint64_t account = admin_target_account(c, r->account_id);
+    struct confirm_args *a = (struct confirm_args *)j;
+    tide_meta *m = j->srv->meta;
+
+    j->rc = confirm_password(j, a->account, a->password);
+    a->wrong = j->rc == TIDE_EAUTH;
+    if (j->rc == 0)
+        j->rc = tide_meta_account_delete(m, &j->who, a->account);
+    /* The caller may delete the account, so it may have it purged: the
+     * purge itself is the operator's step, taken on the caller's word. */
+    if (j->rc == 0 && a->immediate)
+        j->rc = tide_meta_account_purge(m, &tided_system_principal, a->account);
+}
+
+static void delete_answer(struct conn *c, struct login_job *j)
+{
+    struct confirm_args *a = (struct confirm_args *)j;
     Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
     Tide__V1__AccountDeleteOk ok = TIDE__V1__ACCOUNT_DELETE_OK__INIT;
     int64_t now = tided_now_ns();
-    int rc = confirm_password(c, account, r->password);
 
-    if (rc) {
-        conn_send_error(c, e->request_id,
-                        TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED,
-                        "confirm the deletion with the account's password", 1);
+    if (a->wrong) {
+        confirm_refused(c, j,
+                        "confirm the deletion with the account's password");
         return;
     }
-    rc = tide_meta_account_delete(c->srv->meta, &c->who, account);
-    /* The caller may delete the account, so it may have it purged: the
-     * purge itself is the operator's step, taken on the caller's word. */
-    if (rc == 0 && r->immediate)
-        rc = tide_meta_account_purge(c->srv->meta, &tided_system_principal,
-                                     account);
-    if (rc) {
-        admin_reply_rc(c, e->request_id, rc);
+    if (j->rc) {
+        admin_reply_rc(c, j->rid, j->rc);
         return;
     }
-    tided_device_forget(c->srv, account);
+    tided_device_forget(c->srv, a->account);
     ok.purge_after_ns =
-        r->immediate ? now
+        a->immediate ? now
                      : now + (int64_t)c->srv->cfg.delete_grace_s * 1000000000;
     env.body_case = TIDE__V1__ENVELOPE__BODY_ACCOUNT_DELETE_OK;
     env.account_delete_ok = &ok;
-    admin_reply(c, e->request_id, &env);
+    admin_reply(c, j->rid, &env);
+}
+
+static void account_delete(struct conn *c, const Tide__V1__Envelope *e)
+{
+    const Tide__V1__AccountDelete *r = e->account_delete;
+    struct confirm_args *a = tide_calloc(1, sizeof(*a));
+
+    if (!a) {
+        admin_reply_rc(c, e->request_id, -ENOMEM);
+        return;
+    }
+    a->account = admin_target_account(c, r->account_id);
+    a->password = tide_strdup(r->password);
+    a->immediate = r->immediate;
+    a->job.work = delete_work;
+    a->job.answer = delete_answer;
+    confirm_start(c, e, a);
 }
 
 static Tide__V1__AuthOutcome auth_outcome(const struct tide_meta_auth_event *a)
@@ -662,7 +851,21 @@ static void tier_list(struct conn *c, const Tide__V1__Envelope *e)
     Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
     Tide__V1__TierListOk ok = TIDE__V1__TIER_LIST_OK__INIT;
     size_t n = 0;
+    /* The operator and account owners (protocol.md); an owner's session
+     * is checked as for reading the account. */
+    int rc = c->who.role == TIDE_META_ROLE_ADMIN
+                 ? tide_meta_authorize(c->srv->meta, &c->who,
+                                       TIDE_META_ACT_OPERATOR, 0, 0)
+             : c->who.role == TIDE_META_ROLE_OWNER
+                 ? tide_meta_authorize(c->srv->meta, &c->who,
+                                       TIDE_META_ACT_ACCOUNT_READ,
+                                       c->who.account_id, 0)
+                 : TIDE_EPERM;
 
+    if (rc) {
+        admin_reply_rc(c, e->request_id, rc);
+        return;
+    }
     for (uint16_t i = 1; i < TIER_ID_MAX; i++) {
         if (tide_meta_tier_get(c->srv->meta, i, &rows[n]))
             continue;
@@ -695,7 +898,14 @@ static void server_status(struct conn *c, const Tide__V1__Envelope *e)
                             "segment_bytes",    "wal_bytes",   "wal_syncs",
                             "connections_open", "series"};
     double vals[8];
+    /* Server-wide counters: the operator's only. */
+    int rc =
+        tide_meta_authorize(s->meta, &c->who, TIDE_META_ACT_OPERATOR, 0, 0);
 
+    if (rc) {
+        admin_reply_rc(c, e->request_id, rc);
+        return;
+    }
     tide_db_stats(s->db, &st);
     vals[0] = (double)st.points_appended;
     vals[1] = (double)st.head_points;
@@ -720,11 +930,65 @@ static void server_status(struct conn *c, const Tide__V1__Envelope *e)
     admin_reply(c, e->request_id, &env);
 }
 
+/* The account_id a request names, 0 when none. */
+static uint64_t named_account(const Tide__V1__Envelope *e)
+{
+    switch (e->body_case) {
+    case TIDE__V1__ENVELOPE__BODY_ACCOUNT_GET:
+        return e->account_get->account_id;
+    case TIDE__V1__ENVELOPE__BODY_ACCOUNT_UPDATE:
+        return e->account_update->account_id;
+    case TIDE__V1__ENVELOPE__BODY_ACCOUNT_PAUSE:
+        return e->account_pause->account_id;
+    case TIDE__V1__ENVELOPE__BODY_ACCOUNT_DELETE:
+        return e->account_delete->account_id;
+    case TIDE__V1__ENVELOPE__BODY_ACCOUNT_RESTORE:
+        return e->account_restore->account_id;
+    case TIDE__V1__ENVELOPE__BODY_TIER_SET:
+        return e->tier_set->account_id;
+    case TIDE__V1__ENVELOPE__BODY_KEY_CREATE:
+        return e->key_create->account_id;
+    case TIDE__V1__ENVELOPE__BODY_KEY_LIST:
+        return e->key_list->account_id;
+    case TIDE__V1__ENVELOPE__BODY_KEY_REVOKE:
+        return e->key_revoke->account_id;
+    case TIDE__V1__ENVELOPE__BODY_DEVICE_REGISTER:
+        return e->device_register->account_id;
+    case TIDE__V1__ENVELOPE__BODY_DEVICE_UPDATE:
+        return e->device_update->account_id;
+    case TIDE__V1__ENVELOPE__BODY_DEVICE_GET:
+        return e->device_get->account_id;
+    case TIDE__V1__ENVELOPE__BODY_DEVICE_LIST:
+        return e->device_list->account_id;
+    case TIDE__V1__ENVELOPE__BODY_DEVICE_DELETE:
+        return e->device_delete->account_id;
+    case TIDE__V1__ENVELOPE__BODY_DEVICE_PAUSE:
+        return e->device_pause->account_id;
+    case TIDE__V1__ENVELOPE__BODY_USAGE_GET:
+        return e->usage_get->account_id;
+    case TIDE__V1__ENVELOPE__BODY_AUTH_LOG_GET:
+        return e->auth_log_get->account_id;
+    case TIDE__V1__ENVELOPE__BODY_NOTIFICATION_LIST:
+        return e->notification_list->account_id;
+    default:
+        return 0;
+    }
+}
+
 int handle_admin(struct conn *c, const Tide__V1__Envelope *e)
 {
     tide_meta *m = c->srv->meta;
-    uint64_t rid = e->request_id;
+    uint64_t rid = e->request_id, named = named_account(e);
 
+    /* Only the operator names other accounts: anyone else naming one is
+     * refused, never quietly served their own instead. */
+    if (named && c->who.role != TIDE_META_ROLE_ADMIN &&
+        named != c->who.account_id) {
+        conn_send_error(c, rid,
+                        TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED,
+                        "account_id names another account", 0);
+        return 1;
+    }
     switch (e->body_case) {
     case TIDE__V1__ENVELOPE__BODY_ACCOUNT_CREATE:
         account_create(c, e);

@@ -20,7 +20,7 @@
 size_t admin_page_limit(uint32_t limit);
 
 /* The account a request acts on: `requested` for the operator, else the
- * caller's own. */
+ * caller's own (handle_admin has refused any other account already). */
 uint64_t admin_target_account(const struct conn *c, uint64_t requested);
 
 /* Send `env` as the answer to request `rid`. */
@@ -32,6 +32,44 @@ void admin_reply_rc(struct conn *c, uint64_t rid, int rc);
 
 /* Is `name` among the `set` field names of an update request? */
 int admin_in_set(char **set, size_t n, const char *name);
+
+/* ---- Password jobs and throttling (auth.c) ------------------------------
+ * Every bcrypt hash or check runs in a job on a thread of its own, never
+ * on the loop. A request type embeds the job first in its own struct and
+ * sets the three hooks: */
+struct login_job {
+    struct login_job *next; /* in the server's queue of finished jobs */
+    struct server *srv;
+    uint64_t conn_id;
+    uint64_t rid;
+    struct tide_meta_principal who; /* the caller when the job started */
+    char ip[64];
+    int rc;
+    void (*work)(struct login_job *j); /* on the job's thread */
+    /* On the loop, when the connection `c` is still open. */
+    void (*answer)(struct conn *c, struct login_job *j);
+    void (*done)(struct login_job *j); /* on the loop: free the job */
+};
+
+/* Start `j` for request `rid` of `c` (srv, conn_id, rid, who and ip are
+ * filled here). The job counts as a request in flight on `c` until it is
+ * answered. Returns 0, or -1 when it cannot start: `rid` is then answered
+ * OVERLOADED and the job freed. */
+int tided_password_job(struct conn *c, uint64_t rid, struct login_job *j);
+
+/* A password confirmation (PasswordChange, AccountDelete) of `account`
+ * from `c`: refused with RATE_LIMITED (and the connection closed) while
+ * the IP or the account is throttled; returns 1 when it answered. */
+int tided_confirm_throttled(struct conn *c, uint64_t rid, uint64_t account);
+/* Count a wrong confirmation for the IP and the account; returns 1 when
+ * the account reached the limit: the caller ends the session. */
+int tided_confirm_failed(struct conn *c, uint64_t account);
+/* An anonymous sign-up from `c`: refused with RATE_LIMITED (connection
+ * kept) over the per-IP rate; returns 1 when it answered. */
+int tided_signup_throttled(struct conn *c, uint64_t rid);
+/* False when the frame of `env` holds bytes its decoded fields lost: a
+ * string with a NUL byte, which protobuf-c ends there. */
+int tided_frame_exact(const struct conn *c, const Tide__V1__Envelope *env);
 
 /* The device requests (admin_device.c). */
 void admin_device_register(struct conn *c, const Tide__V1__Envelope *e);

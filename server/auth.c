@@ -1,22 +1,28 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Authentication requests (Auth, Login, Logout) and the throttling of
- * repeated failures per IP address. The credentials themselves are checked
- * by the sidecar (meta/), which also writes the auth log.
+ * Authentication requests (Auth, Login, Logout), the password jobs that
+ * keep bcrypt off the loop, and the throttling of repeated failures. The
+ * credentials themselves are checked by the sidecar (meta/), which also
+ * writes the auth log.
  *
  * Throttling: each IP has a failure count that decays by one every
  * THROTTLE_DECAY_S seconds. From THROTTLE_FREE failures on, attempts from
  * that IP are refused without checking them, with RATE_LIMITED and a
  * retry-after that doubles with each further failure up to
  * THROTTLE_DELAY_MAX_MS. A guessing client thus gets a handful of tries
- * and then one try every few seconds at best.
+ * and then one try every few seconds at best. Wrong passwords given to
+ * confirm PasswordChange or AccountDelete count for the IP and for the
+ * account (admin.c); sign-ups count per IP on their own scale.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <xxhash.h>
 
-#include "server.h"
+#include "admin_int.h"
 
 #define THROTTLE_SLOTS 4096
 #define THROTTLE_FREE 5
@@ -24,7 +30,7 @@
 #define THROTTLE_DELAY_MAX_MS 30000
 
 struct throttle_slot {
-    char ip[64];
+    char ip[64]; /* the key: an IP, "acct:<id>" or "signup:<ip>" */
     uint32_t fails;
     int64_t last_ns; /* time of the last failure */
 };
@@ -32,9 +38,6 @@ struct throttle_slot {
 struct auth_throttle {
     struct throttle_slot slot[THROTTLE_SLOTS];
 };
-
-const struct tide_meta_principal tided_system_principal = {
-    .role = TIDE_META_ROLE_ADMIN};
 
 int tided_throttle_init(struct server *s)
 {
@@ -48,8 +51,8 @@ void tided_throttle_fini(struct server *s)
     s->throttle = NULL;
 }
 
-/* The slot of `ip`; a colliding IP takes the slot over, which can only
- * forget failures, never invent them for an innocent address. */
+/* The slot of key `ip`; a colliding key takes the slot over, which can
+ * only forget failures, never invent them for an innocent address. */
 static struct throttle_slot *slot_of(struct server *s, const char *ip)
 {
     struct throttle_slot *t =
@@ -71,10 +74,10 @@ static uint32_t current_fails(struct throttle_slot *t, int64_t now)
     return t->fails;
 }
 
-/* 0 when `c` may try to authenticate, else the retry-after in ms. */
-static uint32_t throttled(struct conn *c)
+/* 0 when key `k` may try again, else the retry-after in ms. */
+static uint32_t throttled_key(struct server *s, const char *k)
 {
-    struct throttle_slot *t = slot_of(c->srv, c->ip);
+    struct throttle_slot *t = slot_of(s, k);
     uint32_t f = current_fails(t, tided_now_ns()), ms;
 
     if (f < THROTTLE_FREE)
@@ -83,39 +86,132 @@ static uint32_t throttled(struct conn *c)
     return ms > THROTTLE_DELAY_MAX_MS ? THROTTLE_DELAY_MAX_MS : ms;
 }
 
-static void note_failure(struct conn *c)
+/* Count a failure for key `k`; returns the count it reached. */
+static uint32_t note_key(struct server *s, const char *k)
 {
-    struct throttle_slot *t = slot_of(c->srv, c->ip);
+    struct throttle_slot *t = slot_of(s, k);
     int64_t now = tided_now_ns();
 
     current_fails(t, now);
     t->fails++;
     t->last_ns = now;
+    return t->fails;
+}
+
+static void account_key(uint64_t account, char *k, size_t cap)
+{
+    snprintf(k, cap, "acct:%llu", (unsigned long long)account);
+}
+
+static void note_failure(struct conn *c)
+{
+    note_key(c->srv, c->ip);
     atomic_fetch_add(&c->srv->metrics.auth_failures, 1);
 }
 
-/* Refuse a throttled attempt; returns 1 when it did. */
-static int refuse_throttled(struct conn *c, uint64_t rid)
+/* Answer `rid` with RATE_LIMITED after `ms`, `why`; `close_after` ends the
+ * connection once the answer is out. */
+static void send_limited(struct conn *c, uint64_t rid, uint32_t ms,
+                         const char *why, int close_after)
 {
     Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
     Tide__V1__Error err = TIDE__V1__ERROR__INIT;
-    uint32_t ms = throttled(c);
 
-    if (!ms)
-        return 0;
-    tide_log(LOG_WARN, "auth attempt from %s throttled (retry in %u ms)", c->ip,
-             ms);
     err.code = TIDE__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED;
-    err.message = "too many failed authentications from this address";
+    err.message = (char *)why;
     err.retryable = 1;
     err.retry_after_ms = ms;
     env.request_id = rid;
     env.body_case = TIDE__V1__ENVELOPE__BODY_ERROR;
     env.error = &err;
     conn_send(c, &env);
-    c->closing = 1;
-    bufferevent_disable(c->bev, EV_READ);
+    if (close_after) {
+        c->closing = 1;
+        bufferevent_disable(c->bev, EV_READ);
+    }
+}
+
+/* Refuse a throttled attempt; returns 1 when it did. */
+static int refuse_throttled(struct conn *c, uint64_t rid)
+{
+    uint32_t ms = throttled_key(c->srv, c->ip);
+
+    if (!ms)
+        return 0;
+    tide_log(LOG_WARN, "auth attempt from %s throttled (retry in %u ms)", c->ip,
+             ms);
+    send_limited(c, rid, ms,
+                 "too many failed authentications from this address", 1);
     return 1;
+}
+
+int tided_confirm_throttled(struct conn *c, uint64_t rid, uint64_t account)
+{
+    char k[32];
+    uint32_t ms;
+
+    if (refuse_throttled(c, rid))
+        return 1;
+    account_key(account, k, sizeof(k));
+    ms = throttled_key(c->srv, k);
+    if (!ms)
+        return 0;
+    tide_log(LOG_WARN,
+             "password confirmation for account %llu from %s throttled",
+             (unsigned long long)account, c->ip);
+    send_limited(c, rid, ms, "too many wrong passwords for this account", 1);
+    return 1;
+}
+
+int tided_confirm_failed(struct conn *c, uint64_t account)
+{
+    char k[32];
+
+    note_failure(c);
+    account_key(account, k, sizeof(k));
+    return note_key(c->srv, k) >= THROTTLE_FREE;
+}
+
+/* Sign-ups per IP: SIGNUP_FREE at once, then one per SIGNUP_DECAY_S. Each
+ * admitted attempt counts, refused ones do not (a client retrying early
+ * does not push its own turn back). */
+#define SIGNUP_FREE 5
+#define SIGNUP_DECAY_S 60
+
+int tided_signup_throttled(struct conn *c, uint64_t rid)
+{
+    char k[80];
+    struct throttle_slot *t;
+    int64_t now = tided_now_ns(), decay_ns = SIGNUP_DECAY_S * 1000000000ll;
+    int64_t wait_ns;
+
+    snprintf(k, sizeof(k), "signup:%s", c->ip);
+    t = slot_of(c->srv, k);
+    if (t->fails && now - t->last_ns >= decay_ns) {
+        int64_t d = (now - t->last_ns) / decay_ns;
+
+        t->fails = d >= t->fails ? 0 : t->fails - (uint32_t)d;
+        t->last_ns += d * decay_ns;
+    }
+    if (t->fails < SIGNUP_FREE) {
+        if (t->fails++ == 0)
+            t->last_ns = now;
+        return 0;
+    }
+    wait_ns = decay_ns - (now - t->last_ns);
+    tide_log(LOG_INFO, "sign-up from %s throttled", c->ip);
+    send_limited(c, rid, (uint32_t)(wait_ns / 1000000) + 1,
+                 "too many sign-ups from this address", 0);
+    return 1;
+}
+
+int tided_frame_exact(const struct conn *c, const Tide__V1__Envelope *env)
+{
+    /* protobuf-c ends a decoded string at its first NUL, so a credential
+     * "key\0junk" would be read as "key". The frame as received is then
+     * longer than the message re-encoded (which keeps unknown fields):
+     * such a frame is refused, never truncated. */
+    return tide_frame_size(env) == c->frame_bytes;
 }
 
 void handle_auth(struct conn *c, const Tide__V1__Envelope *env)
@@ -138,6 +234,12 @@ void handle_auth(struct conn *c, const Tide__V1__Envelope *env)
     }
     if (refuse_throttled(c, env->request_id))
         return;
+    if (!tided_frame_exact(c, env)) {
+        conn_send_error(c, env->request_id,
+                        TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT,
+                        "a credential holds a NUL byte", 1);
+        return;
+    }
     if (a->credential_case == TIDE__V1__AUTH__CREDENTIAL_API_KEY)
         rc = tide_meta_key_auth(s->meta, a->api_key, c->ip, &p);
     else if (a->credential_case == TIDE__V1__AUTH__CREDENTIAL_SESSION_TOKEN)
@@ -181,41 +283,24 @@ void handle_auth(struct conn *c, const Tide__V1__Envelope *env)
     conn_send(c, &out);
 }
 
-/* A password login runs bcrypt (~0.25 s at cost 12) on a thread of its
- * own so that the loop keeps serving; the result comes back through the
- * server's wake event. */
-struct login_job {
-    struct login_job *next;
-    struct server *srv;
-    uint64_t conn_id;
-    uint64_t rid;
-    char *email;
-    char *password;
-    char ip[64];
-    int rc;
-    char token[TIDE_META_SECRET_MAX + 1];
-    struct tide_meta_principal p;
-};
+/* ---- Password jobs ------------------------------------------------------
+ * bcrypt takes ~0.25 s at cost 12: every hash and check runs on a thread
+ * of its own (admin_int.h), never on the loop, at a lower CPU priority so
+ * that the loop keeps its core. At most PASSWORD_JOBS_MAX run at once
+ * server-wide; each counts as a request in flight on its connection
+ * (max_inflight). The result comes back through the server's wake event.
+ */
+#define PASSWORD_JOBS_MAX 8
+#define PASSWORD_JOB_NICE 10
 
-#define LOGINS_RUNNING_MAX 8
-
-static void login_job_free(struct login_job *j)
-{
-    if (j->password)
-        explicit_bzero(j->password, strlen(j->password));
-    explicit_bzero(j->token, sizeof(j->token));
-    tide_free(j->email);
-    tide_free(j->password);
-    tide_free(j);
-}
-
-static void *login_thread(void *arg)
+static void *password_thread(void *arg)
 {
     struct login_job *j = arg;
     struct server *s = j->srv;
 
-    j->rc =
-        tide_meta_login(s->meta, j->email, j->password, j->ip, j->token, &j->p);
+    /* Linux: a thread's nice value is its own (setpriority on its tid). */
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), PASSWORD_JOB_NICE);
+    j->work(j);
     pthread_mutex_lock(&s->done_lock);
     j->next = s->logins_done;
     s->logins_done = j;
@@ -224,84 +309,39 @@ static void *login_thread(void *arg)
     return NULL;
 }
 
-void handle_login(struct conn *c, const Tide__V1__Envelope *env)
+int tided_password_job(struct conn *c, uint64_t rid, struct login_job *j)
 {
-    const Tide__V1__Login *l = env->login;
     struct server *s = c->srv;
-    struct login_job *j;
     pthread_attr_t attr;
     pthread_t th;
     int rc;
 
-    if (refuse_throttled(c, env->request_id))
-        return;
-    if (s->logins_running >= LOGINS_RUNNING_MAX) {
-        conn_send_error(c, env->request_id,
-                        TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
-                        "too many logins in progress; retry shortly", 0);
-        return;
-    }
-    j = tide_calloc(1, sizeof(*j));
-    if (!j || !(j->email = tide_strdup(l->email)) ||
-        !(j->password = tide_strdup(l->password))) {
-        if (j)
-            login_job_free(j);
-        conn_send_error(c, env->request_id,
-                        TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
-                        "out of memory", 0);
-        return;
+    if (s->logins_running >= PASSWORD_JOBS_MAX) {
+        j->done(j);
+        conn_send_error(c, rid, TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
+                        "too many password checks in progress; retry shortly",
+                        0);
+        return -1;
     }
     j->srv = s;
     j->conn_id = c->id;
-    j->rid = env->request_id;
+    j->rid = rid;
+    if (c->state == CONN_AUTHED)
+        j->who = c->who; /* else anonymous: zero */
     snprintf(j->ip, sizeof(j->ip), "%s", c->ip);
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    rc = pthread_create(&th, &attr, login_thread, j);
+    rc = pthread_create(&th, &attr, password_thread, j);
     pthread_attr_destroy(&attr);
     if (rc) {
-        login_job_free(j);
-        conn_send_error(c, env->request_id,
-                        TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
-                        "cannot start the login; retry shortly", 0);
-        return;
+        j->done(j);
+        conn_send_error(c, rid, TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
+                        "cannot start the password check; retry shortly", 0);
+        return -1;
     }
     s->logins_running++;
     c->inflight++;
-}
-
-/* Answer a finished login on its connection, if that is still open. */
-static void login_answer(struct login_job *j)
-{
-    struct server *s = j->srv;
-    Tide__V1__Envelope out = TIDE__V1__ENVELOPE__INIT;
-    Tide__V1__LoginOk ok = TIDE__V1__LOGIN_OK__INIT;
-    struct conn *c = s->conns;
-
-    while (c && c->id != j->conn_id)
-        c = c->next;
-    if (!c)
-        return;
-    c->inflight--;
-    if (j->rc) {
-        if (j->rc == TIDE_EAUTH)
-            note_failure(c);
-        conn_send_error(c, j->rid,
-                        j->rc == TIDE_EAUTH
-                            ? TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED
-                            : tide_wire_error(j->rc),
-                        j->rc == TIDE_EAUTH ? "wrong email or password"
-                                            : tide_strerror(j->rc),
-                        j->rc == TIDE_EAUTH);
-        return;
-    }
-    ok.session_token = j->token;
-    ok.account_id = j->p.account_id;
-    ok.expires_ns = tided_now_ns() + 24ll * 3600 * 1000000000;
-    out.request_id = j->rid;
-    out.body_case = TIDE__V1__ENVELOPE__BODY_LOGIN_OK;
-    out.login_ok = &ok;
-    conn_send(c, &out);
+    return 0;
 }
 
 void tided_logins_drain(struct server *s)
@@ -314,12 +354,106 @@ void tided_logins_drain(struct server *s)
     pthread_mutex_unlock(&s->done_lock);
     while (j) {
         struct login_job *next = j->next;
+        struct conn *c = s->conns;
 
         s->logins_running--;
-        login_answer(j);
-        login_job_free(j);
+        /* Answered on its connection, if that is still open. */
+        while (c && c->id != j->conn_id)
+            c = c->next;
+        if (c) {
+            c->inflight--;
+            j->answer(c, j);
+        }
+        j->done(j);
         j = next;
     }
+}
+
+/* ---- Login ----------------------------------------------------------------
+ */
+
+struct login_args {
+    struct login_job job; /* first: the job is the whole */
+    char *email;
+    char *password;
+    char token[TIDE_META_SECRET_MAX + 1];
+    struct tide_meta_principal p;
+};
+
+static void login_free(struct login_job *j)
+{
+    struct login_args *l = (struct login_args *)j;
+
+    if (l->password)
+        explicit_bzero(l->password, strlen(l->password));
+    explicit_bzero(l->token, sizeof(l->token));
+    tide_free(l->email);
+    tide_free(l->password);
+    tide_free(l);
+}
+
+static void login_work(struct login_job *j)
+{
+    struct login_args *l = (struct login_args *)j;
+
+    j->rc = tide_meta_login(j->srv->meta, l->email, l->password, j->ip,
+                            l->token, &l->p);
+}
+
+static void login_answer(struct conn *c, struct login_job *j)
+{
+    struct login_args *l = (struct login_args *)j;
+    Tide__V1__Envelope out = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__LoginOk ok = TIDE__V1__LOGIN_OK__INIT;
+
+    if (j->rc) {
+        if (j->rc == TIDE_EAUTH)
+            note_failure(c);
+        conn_send_error(c, j->rid,
+                        j->rc == TIDE_EAUTH
+                            ? TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED
+                            : tide_wire_error(j->rc),
+                        j->rc == TIDE_EAUTH ? "wrong email or password"
+                                            : tide_strerror(j->rc),
+                        j->rc == TIDE_EAUTH);
+        return;
+    }
+    ok.session_token = l->token;
+    ok.account_id = l->p.account_id;
+    ok.expires_ns = tided_now_ns() + 24ll * 3600 * 1000000000;
+    out.request_id = j->rid;
+    out.body_case = TIDE__V1__ENVELOPE__BODY_LOGIN_OK;
+    out.login_ok = &ok;
+    conn_send(c, &out);
+}
+
+void handle_login(struct conn *c, const Tide__V1__Envelope *env)
+{
+    const Tide__V1__Login *l = env->login;
+    struct login_args *a;
+
+    if (refuse_throttled(c, env->request_id))
+        return;
+    if (!tided_frame_exact(c, env)) {
+        conn_send_error(c, env->request_id,
+                        TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT,
+                        "email or password holds a NUL byte", 0);
+        return;
+    }
+    a = tide_calloc(1, sizeof(*a));
+    if (!a || !(a->email = tide_strdup(l->email)) ||
+        !(a->password = tide_strdup(l->password))) {
+        if (a)
+            login_free(&a->job);
+        conn_send_error(c, env->request_id,
+                        TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
+                        "out of memory", 0);
+        return;
+    }
+    a->job.work = login_work;
+    a->job.answer = login_answer;
+    a->job.done = login_free;
+    tided_password_job(c, env->request_id, &a->job);
 }
 
 void handle_logout(struct conn *c, const Tide__V1__Envelope *env)

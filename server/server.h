@@ -445,8 +445,9 @@ void tided_test_alloc_arm(unsigned long nth);
 /* Now in ns, CLOCK_REALTIME. */
 int64_t tided_now_ns(void);
 
-/* Per-connection principal for server-internal sidecar calls (device
- * auto-registration after an authorised write). */
-extern const struct tide_meta_principal tided_system_principal;
+/* The principal of server-internal sidecar calls (device
+ * auto-registration after an authorised write): the sidecar's system
+ * principal, which it knows by its address (meta.h). */
+#define tided_system_principal tide_meta_system_principal
 
 #endif /* TIDE_SERVER_SERVER_H */

@@ -103,7 +103,7 @@ static const struct cmd cmds[] = {
      {"name", "role", "device"},
      2,
      1,
-     "NAME analyst|device [DEVICE]"},
+     "NAME analyst|device|operator [DEVICE]"},
     {"key", "list", "key_list", {0}, 0, 1, "[limit=N] [account_id=N]"},
     {"key", "revoke", "key_revoke", {"key_id"}, 1, 1, "KEY_ID"},
     {"device",
@@ -351,7 +351,9 @@ static int run_admin(const struct opts *o, const struct cmd *cm, int argc,
             const char *v = a;
 
             if (!strcmp(cm->pos[npos], "role"))
-                v = !strcmp(a, "device") ? "ROLE_DEVICE" : "ROLE_ANALYST";
+                v = !strcmp(a, "device")     ? "ROLE_DEVICE"
+                    : !strcmp(a, "operator") ? "ROLE_OPERATOR"
+                                             : "ROLE_ANALYST";
             snprintf(store[n], ARG_BYTES, "%s=%s", cm->pos[npos++], v);
         } else if (eq && !strcmp(cm->request, "account_update")) {
             snprintf(store[n++], ARG_BYTES, "set=%.*s", (int)(eq - a), a);
@@ -397,6 +399,12 @@ static int run_admin(const struct opts *o, const struct cmd *cm, int argc,
         if (tok && save_token(tok))
             fprintf(stderr, "tide: could not save the session token\n");
     }
+    /* A sign-up is answered Ok alike for a new and a taken email: the
+     * mail to the address says which it was. */
+    if (!strcmp(cm->request, "account_create") &&
+        (tide_result_rows(r) == 0 || tide_result_cols(r, 0) == 0))
+        printf("sign-up received: confirm it with the token mailed to the "
+               "address (tide account verify TOKEN)\n");
     print_result(o, r);
     tide_result_free(r);
     tide_client_close(c);

@@ -4,10 +4,15 @@
  * libtide and the tide CLI: device and key lists beyond one page, the
  * device selector, and account deletion with its grace period.
  */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -407,4 +412,763 @@ Test(admin_grace, immediate_delete_purges_now, .init = setup_grace,
     cr_assert_eq(restore(fd, b), -TIDE__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND,
                  "a purged account cannot be restored");
     close(fd);
+}
+
+/* ---- Hardening (issue #10): bcrypt off the loop, authorization ---------- */
+
+TestSuite(admin_hardening, .init = fixture_init, .fini = fixture_fini,
+          .timeout = 60);
+
+/* A connection from source address `ip` (any 127.x.y.z reaches the
+ * server's 127.0.0.1), so that tests can play distinct clients; 10 s
+ * receive timeout, as wire_connect(). */
+static int connect_from(const char *ip)
+{
+    struct sockaddr_in src = {.sin_family = AF_INET}, dst = src;
+    struct timeval tv = {10, 0};
+    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+
+    cr_assert_geq(fd, 0);
+    inet_pton(AF_INET, ip, &src.sin_addr);
+    inet_pton(AF_INET, "127.0.0.1", &dst.sin_addr);
+    dst.sin_port = htons((uint16_t)srv.port);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&src, sizeof(src)), 0, "bind %s",
+                 ip);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&dst, sizeof(dst)), 0);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    return fd;
+}
+
+static void hello(int fd)
+{
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__Hello h = TIDE__V1__HELLO__INIT;
+
+    h.protocol_version = 1;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_HELLO;
+    e.hello = &h;
+    r = wire_next(fd, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_HELLO_OK);
+    tide_frame_free(r, NULL);
+}
+
+/* The error code of `r`, 0 when it is not an Error, -1 without one. */
+static int code_of(const Tide__V1__Envelope *r)
+{
+    return !r ? -1
+           : r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR
+               ? (int)r->error->code
+               : 0;
+}
+
+/* Auth with a session token or an API key on `fd`; the response code as
+ * code_of(). */
+static int auth_with(int fd, const char *token, int is_key)
+{
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__Auth a = TIDE__V1__AUTH__INIT;
+    int code;
+
+    if (is_key) {
+        a.credential_case = TIDE__V1__AUTH__CREDENTIAL_API_KEY;
+        a.api_key = (char *)token;
+    } else {
+        a.credential_case = TIDE__V1__AUTH__CREDENTIAL_SESSION_TOKEN;
+        a.session_token = (char *)token;
+    }
+    e.body_case = TIDE__V1__ENVELOPE__BODY_AUTH;
+    e.auth = &a;
+    r = wire_next(fd, &e);
+    code = code_of(r);
+    cr_assert(code == 0 ? r->body_case == TIDE__V1__ENVELOPE__BODY_AUTH_OK : 1);
+    tide_frame_free(r, NULL);
+    return code;
+}
+
+/* Log `email` in on a new connection; its session token into token[256]. */
+static void login_token(const char *email, char *token)
+{
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__Login l = TIDE__V1__LOGIN__INIT;
+    int fd = wire_connect(srv.port);
+
+    cr_assert_geq(fd, 0);
+    hello(fd);
+    l.email = (char *)email;
+    l.password = "correct horse battery";
+    e.body_case = TIDE__V1__ENVELOPE__BODY_LOGIN;
+    e.login = &l;
+    r = wire_next(fd, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_LOGIN_OK,
+              "login: %s", wire_why(r));
+    snprintf(token, 256, "%s", r->login_ok->session_token);
+    tide_frame_free(r, NULL);
+    close(fd);
+}
+
+/* An anonymous AccountCreate of `email` with request id `rid`. */
+static void signup_env(Tide__V1__Envelope *e, Tide__V1__AccountCreate *ac,
+                       const char *email, uint64_t rid)
+{
+    tide__v1__envelope__init(e);
+    tide__v1__account_create__init(ac);
+    ac->email = (char *)email;
+    ac->password = "correct horse battery";
+    e->body_case = TIDE__V1__ENVELOPE__BODY_ACCOUNT_CREATE;
+    e->account_create = ac;
+    e->request_id = rid;
+}
+
+/* Send envs[0..n) as one write, so that the server finds them all in its
+ * input at once. */
+static void send_pipelined(int fd, Tide__V1__Envelope *envs, int n)
+{
+    size_t total = 0, at = 0;
+    uint8_t *buf;
+
+    for (int i = 0; i < n; i++)
+        total += tide_frame_size(&envs[i]);
+    buf = malloc(total);
+    cr_assert_not_null(buf);
+    for (int i = 0; i < n; i++)
+        at += (size_t)tide_frame_encode(&envs[i], buf + at, total - at);
+    cr_assert_eq(at, total);
+    cr_assert_eq(wire_send_raw(fd, buf, total), 0);
+    free(buf);
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+    return (x > y) - (x < y);
+}
+
+/* The p-th percentile (0..100) of v[0..n), sorting v. */
+static int64_t percentile(int64_t *v, size_t n, int p)
+{
+    size_t i;
+
+    qsort(v, n, sizeof(*v), cmp_i64);
+    i = (n * (size_t)p + 99) / 100;
+    return v[i ? i - 1 : 0];
+}
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* bcrypt cost 10 (~80 ms a hash here): on the loop, each sign-up would
+ * stall every connection that long. */
+static void setup_bcrypt(void)
+{
+    static const char *const settings[] = {"bcrypt_cost=10", NULL};
+
+    fixture_start(settings);
+}
+
+/* A one-point write of dev1/temp at `ts`, request id `rid`, unanswered. */
+static void send_point(int fd, uint64_t rid, int64_t ts)
+{
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__WriteBatch wb = TIDE__V1__WRITE_BATCH__INIT;
+    Tide__V1__PointGroup g = TIDE__V1__POINT_GROUP__INIT, *gp = &g;
+    Tide__V1__Column c = TIDE__V1__COLUMN__INIT, *cp = &c;
+    double v = (double)ts;
+
+    c.field = "temp";
+    c.type = TIDE__V1__VALUE_TYPE__VALUE_TYPE_F64;
+    c.f64 = &v;
+    c.n_f64 = 1;
+    g.device = "dev1";
+    g.ts_delta_ns = &ts;
+    g.n_ts_delta_ns = 1;
+    g.columns = &cp;
+    g.n_columns = 1;
+    wb.groups = &gp;
+    wb.n_groups = 1;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_WRITE_BATCH;
+    e.write_batch = &wb;
+    e.request_id = rid;
+    cr_assert_eq(wire_send(fd, &e), 0);
+}
+
+enum { SIGNUPS = 50, PINGS = 150 };
+
+Test(admin_hardening, pipelined_signups_do_not_stall_a_bystander,
+     .init = setup_bcrypt, .fini = fixture_fini, .timeout = 120)
+{
+    static Tide__V1__Envelope envs[SIGNUPS];
+    static Tide__V1__AccountCreate acs[SIGNUPS];
+    static char emails[SIGNUPS][64];
+    int64_t ping_us[PINGS], ack_us[PINGS / 10];
+    int op = wire_session(srv.port, srv.admin_key), dev, anon, n_ack = 0;
+    int created = 0, limited = 0;
+    char key[128];
+    uint64_t account;
+
+    cr_assert_geq(op, 0);
+    account = wire_make_account(op, "bystander@example.com");
+    wire_device_register(op, account, "dev1");
+    wire_key_create(op, account, "dev", TIDE__V1__ROLE__ROLE_DEVICE, "dev1",
+                    key, sizeof(key));
+    dev = wire_session(srv.port, key);
+    cr_assert_geq(dev, 0);
+    anon = wire_connect(srv.port);
+    cr_assert_geq(anon, 0);
+    hello(anon);
+    for (int i = 0; i < SIGNUPS; i++) {
+        snprintf(emails[i], sizeof(emails[i]), "signup%02d@example.com", i);
+        signup_env(&envs[i], &acs[i], emails[i], 1000 + (uint64_t)i);
+    }
+    send_pipelined(anon, envs, SIGNUPS);
+
+    /* The bystander: a Ping every 10 ms on a fixed schedule, whatever the
+     * answers do, and a one-point write with every tenth; each latency is
+     * from its send to its answer, so a stall shows in every request sent
+     * during it. */
+    {
+        int64_t ping_at[PINGS], ack_at[PINGS / 10], t0 = mono_us();
+        int sent = 0, pongs = 0, acks = 0;
+
+        while (pongs < PINGS || acks < n_ack) {
+            int64_t now = mono_us(), next = t0 + (int64_t)sent * 10000;
+            struct pollfd pfd = {.fd = dev, .events = POLLIN};
+            Tide__V1__Envelope *r;
+
+            cr_assert_lt(now - t0, 60000000, "bystander answers missing");
+            if (sent < PINGS && now >= next) {
+                Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT;
+                Tide__V1__Ping p = TIDE__V1__PING__INIT;
+
+                p.nonce = (uint64_t)sent;
+                e.body_case = TIDE__V1__ENVELOPE__BODY_PING;
+                e.ping = &p;
+                e.request_id = 10000 + (uint64_t)sent;
+                ping_at[sent] = now;
+                cr_assert_eq(wire_send(dev, &e), 0);
+                if (sent % 10 == 0) {
+                    send_point(dev, 20000 + (uint64_t)n_ack, T0 + sent);
+                    ack_at[n_ack++] = now;
+                }
+                sent++;
+                continue;
+            }
+            if (poll(&pfd, 1,
+                     sent < PINGS ? (int)((next - now) / 1000) + 1 : 1000) < 1)
+                continue;
+            r = wire_recv(dev);
+            now = mono_us();
+            cr_assert_not_null(r, "bystander connection lost");
+            if (r->body_case == TIDE__V1__ENVELOPE__BODY_PONG) {
+                ping_us[pongs++] = now - ping_at[r->pong->nonce];
+            } else {
+                cr_assert(r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK,
+                          "write: %s", wire_why(r));
+                ack_us[acks++] = now - ack_at[r->request_id - 20000];
+            }
+            tide_frame_free(r, NULL);
+        }
+    }
+    /* Every sign-up is answered: created (Ok, the same for any email) or
+     * refused for its address's rate. */
+    for (int i = 0; i < SIGNUPS; i++) {
+        Tide__V1__Envelope *r = wire_recv(anon);
+        int code = code_of(r);
+
+        cr_assert(r, "sign-up %d unanswered", i);
+        if (code == 0)
+            created++;
+        else if (code == TIDE__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED ||
+                 code == TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED)
+            limited++;
+        else
+            cr_assert_fail("sign-up %d: %s", i, wire_why(r));
+        tide_frame_free(r, NULL);
+    }
+    {
+        int64_t p50 = percentile(ping_us, PINGS, 50);
+        int64_t p99 = percentile(ping_us, PINGS, 99);
+        int64_t max = ping_us[PINGS - 1];
+        int64_t a50 = percentile(ack_us, (size_t)n_ack, 50);
+        int64_t a99 = percentile(ack_us, (size_t)n_ack, 99);
+
+        cr_log_info("bystander Ping p50 %lld us p99 %lld us max %lld us; "
+                    "WriteAck p50 %lld us p99 %lld us; sign-ups %d created, "
+                    "%d refused",
+                    (long long)p50, (long long)p99, (long long)max,
+                    (long long)a50, (long long)a99, created, limited);
+        fprintf(stderr,
+                "signup-stall: ping p50=%lldus p99=%lldus max=%lldus "
+                "ack p50=%lldus p99=%lldus created=%d refused=%d\n",
+                (long long)p50, (long long)p99, (long long)max, (long long)a50,
+                (long long)a99, created, limited);
+        cr_assert_lt(p99, 20000, "bystander Ping p99 %lld us (max %lld us)",
+                     (long long)p99, (long long)max);
+    }
+    cr_assert_gt(limited, 0, "50 sign-ups from one address, none throttled");
+    close(anon);
+    close(dev);
+    close(op);
+}
+
+static void setup_inflight(void)
+{
+    static const char *const settings[] = {"bcrypt_cost=10", "max_inflight=2",
+                                           NULL};
+
+    fixture_start(settings);
+}
+
+Test(admin_hardening, admin_requests_count_toward_max_inflight,
+     .init = setup_inflight, .fini = fixture_fini, .timeout = 60)
+{
+    Tide__V1__Envelope envs[4];
+    Tide__V1__AccountCreate acs[4];
+    char emails[4][64];
+    int op = wire_session(srv.port, srv.admin_key), busy = 0, ok = 0;
+
+    cr_assert_geq(op, 0);
+    for (int i = 0; i < 4; i++) {
+        snprintf(emails[i], sizeof(emails[i]), "inflight%d@example.com", i);
+        signup_env(&envs[i], &acs[i], emails[i], 500 + (uint64_t)i);
+    }
+    send_pipelined(op, envs, 4);
+    for (int i = 0; i < 4; i++) {
+        Tide__V1__Envelope *r = wire_recv(op);
+        int code = code_of(r);
+
+        cr_assert(r, "request %d unanswered", i);
+        if (code == TIDE__V1__ERROR_CODE__ERROR_CODE_TOO_MANY_REQUESTS)
+            busy++;
+        else if (code == 0)
+            ok++;
+        else
+            cr_assert_fail("request %d: %s", i, wire_why(r));
+        tide_frame_free(r, NULL);
+    }
+    cr_assert_eq(ok, 2, "%d of 4 accepted with max_inflight=2", ok);
+    cr_assert_eq(busy, 2);
+    close(op);
+}
+
+Test(admin_hardening, signups_are_throttled_per_address)
+{
+    int fd = connect_from("127.0.0.7"), other, limited = 0, created = 0;
+
+    hello(fd);
+    for (int i = 0; i < 12; i++) {
+        Tide__V1__Envelope e, *r;
+        Tide__V1__AccountCreate ac;
+        char email[64];
+
+        snprintf(email, sizeof(email), "rate%02d@example.com", i);
+        signup_env(&e, &ac, email, 0);
+        r = wire_next(fd, &e);
+        if (code_of(r) == TIDE__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED) {
+            cr_assert_gt(r->error->retry_after_ms, 0);
+            limited++;
+        } else {
+            cr_assert_eq(code_of(r), 0, "sign-up %d: %s", i, wire_why(r));
+            created++;
+        }
+        tide_frame_free(r, NULL);
+    }
+    cr_assert_gt(limited, 0, "12 sign-ups in a row from one address");
+    cr_assert_geq(created, 3, "the first sign-ups go through");
+    /* Another address is not affected. */
+    other = connect_from("127.0.0.8");
+    hello(other);
+    {
+        Tide__V1__Envelope e, *r;
+        Tide__V1__AccountCreate ac;
+
+        signup_env(&e, &ac, "rate-other@example.com", 0);
+        r = wire_next(other, &e);
+        cr_assert_eq(code_of(r), 0, "other address: %s", wire_why(r));
+        tide_frame_free(r, NULL);
+    }
+    close(other);
+    close(fd);
+}
+
+Test(admin_hardening, signup_answers_the_same_for_an_existing_email)
+{
+    int op = wire_session(srv.port, srv.admin_key), fd;
+    Tide__V1__Envelope *fresh, *dup, e;
+    Tide__V1__AccountCreate ac;
+    size_t nf, nd;
+
+    cr_assert_geq(op, 0);
+    wire_make_account(op, "bob@example.com");
+    fd = wire_connect(srv.port);
+    hello(fd);
+    signup_env(&e, &ac, "new-person@example.com", 0);
+    fresh = wire_next(fd, &e);
+    signup_env(&e, &ac, "Bob@Example.com", 0);
+    dup = wire_next(fd, &e);
+    cr_assert(fresh && dup);
+    cr_assert_eq(code_of(fresh), 0, "new email: %s", wire_why(fresh));
+    cr_assert_eq(code_of(dup), 0, "existing email: %s", wire_why(dup));
+    cr_assert_eq(fresh->body_case, dup->body_case);
+    /* Same shape, same size: nothing that tells the two apart. */
+    fresh->request_id = dup->request_id = 0;
+    nf = tide_frame_size(fresh);
+    nd = tide_frame_size(dup);
+    cr_assert_eq(nf, nd, "answers of %zu and %zu bytes", nf, nd);
+    cr_assert(fresh->body_case != TIDE__V1__ENVELOPE__BODY_ACCOUNT_CREATE_OK ||
+                  !fresh->account_create_ok->account ||
+                  fresh->account_create_ok->account->id == 0,
+              "an anonymous sign-up discloses no account id");
+    tide_frame_free(fresh, NULL);
+    tide_frame_free(dup, NULL);
+    /* The owner of the existing address hears of the attempt. */
+    {
+        Tide__V1__Envelope q = TIDE__V1__ENVELOPE__INIT, *r;
+        Tide__V1__NotificationList nl = TIDE__V1__NOTIFICATION_LIST__INIT;
+        int found = 0;
+
+        nl.account_id = 0;
+        close(fd);
+        fd = wire_owner_session(srv.port, "bob@example.com");
+        q.body_case = TIDE__V1__ENVELOPE__BODY_NOTIFICATION_LIST;
+        q.notification_list = &nl;
+        r = wire_next(fd, &q);
+        cr_assert(r && r->body_case ==
+                           TIDE__V1__ENVELOPE__BODY_NOTIFICATION_LIST_OK);
+        for (size_t i = 0; i < r->notification_list_ok->n_notifications; i++)
+            found |= strstr(r->notification_list_ok->notifications[i]->message,
+                            "sign-up") != NULL;
+        cr_assert(found, "no notice of the sign-up attempt");
+        tide_frame_free(r, NULL);
+    }
+    close(fd);
+    close(op);
+}
+
+/* ServerStatus and TierList as `fd`'s principal: the two response codes. */
+static void status_and_tiers(int fd, int *status, int *tiers)
+{
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__ServerStatus ss = TIDE__V1__SERVER_STATUS__INIT;
+    Tide__V1__TierList tl = TIDE__V1__TIER_LIST__INIT;
+
+    e.body_case = TIDE__V1__ENVELOPE__BODY_SERVER_STATUS;
+    e.server_status = &ss;
+    r = wire_next(fd, &e);
+    *status = code_of(r);
+    tide_frame_free(r, NULL);
+    e.body_case = TIDE__V1__ENVELOPE__BODY_TIER_LIST;
+    e.tier_list = &tl;
+    r = wire_next(fd, &e);
+    *tiers = code_of(r);
+    tide_frame_free(r, NULL);
+}
+
+Test(admin_hardening, server_status_and_tier_list_are_authorized)
+{
+    const int denied = TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED;
+    int op = wire_session(srv.port, srv.admin_key), fd, st, tl;
+    char dkey[128], akey[128];
+    uint64_t account;
+
+    cr_assert_geq(op, 0);
+    account = wire_make_account(op, "status@example.com");
+    wire_device_register(op, account, "dev1");
+    wire_key_create(op, account, "dev", TIDE__V1__ROLE__ROLE_DEVICE, "dev1",
+                    dkey, sizeof(dkey));
+    wire_key_create(op, account, "an", TIDE__V1__ROLE__ROLE_ANALYST, NULL, akey,
+                    sizeof(akey));
+    status_and_tiers(op, &st, &tl);
+    cr_assert(st == 0 && tl == 0, "operator: %d %d", st, tl);
+    fd = wire_owner_session(srv.port, "status@example.com");
+    status_and_tiers(fd, &st, &tl);
+    cr_assert(st == denied && tl == 0, "owner: %d %d", st, tl);
+    close(fd);
+    fd = wire_session(srv.port, akey);
+    status_and_tiers(fd, &st, &tl);
+    cr_assert(st == denied && tl == denied, "analyst: %d %d", st, tl);
+    close(fd);
+    fd = wire_session(srv.port, dkey);
+    status_and_tiers(fd, &st, &tl);
+    cr_assert(st == denied && tl == denied, "device: %d %d", st, tl);
+    close(fd);
+    close(op);
+}
+
+Test(admin_hardening, a_foreign_account_id_is_denied)
+{
+    const int denied = TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED;
+    int op = wire_session(srv.port, srv.admin_key), fd;
+    uint64_t a, b;
+    char akey[128];
+
+    cr_assert_geq(op, 0);
+    a = wire_make_account(op, "alice@example.com");
+    b = wire_make_account(op, "mallory@example.com");
+    wire_key_create(op, b, "an", TIDE__V1__ROLE__ROLE_ANALYST, NULL, akey,
+                    sizeof(akey));
+    fd = wire_owner_session(srv.port, "alice@example.com");
+    /* AccountDelete{b} with alice's right password: refused, nobody
+     * deleted (it used to delete alice's own account). */
+    {
+        Tide__V1__Envelope *r =
+            account_delete(fd, b, "correct horse battery", 0);
+
+        cr_assert_eq(code_of(r), denied, "delete of another account: %s",
+                     wire_why(r));
+        tide_frame_free(r, NULL);
+    }
+    {
+        Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+        Tide__V1__AccountGet ag = TIDE__V1__ACCOUNT_GET__INIT;
+        Tide__V1__KeyList kl = TIDE__V1__KEY_LIST__INIT;
+
+        ag.account_id = b;
+        e.body_case = TIDE__V1__ENVELOPE__BODY_ACCOUNT_GET;
+        e.account_get = &ag;
+        r = wire_next(fd, &e);
+        cr_assert_eq(code_of(r), denied, "get of another: %s", wire_why(r));
+        tide_frame_free(r, NULL);
+        /* Naming one's own account is fine. */
+        ag.account_id = a;
+        r = wire_next(fd, &e);
+        cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_ACCOUNT &&
+                      r->account->id == a,
+                  "get of own: %s", wire_why(r));
+        tide_frame_free(r, NULL);
+        kl.account_id = b;
+        e.body_case = TIDE__V1__ENVELOPE__BODY_KEY_LIST;
+        e.key_list = &kl;
+        r = wire_next(fd, &e);
+        cr_assert_eq(code_of(r), denied, "keys of another: %s", wire_why(r));
+        tide_frame_free(r, NULL);
+    }
+    close(fd);
+    /* An analyst of b naming a in a device list. */
+    fd = wire_session(srv.port, akey);
+    {
+        Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+        Tide__V1__DeviceList dl = TIDE__V1__DEVICE_LIST__INIT;
+
+        dl.account_id = a;
+        e.body_case = TIDE__V1__ENVELOPE__BODY_DEVICE_LIST;
+        e.device_list = &dl;
+        r = wire_next(fd, &e);
+        cr_assert_eq(code_of(r), denied, "analyst: %s", wire_why(r));
+        tide_frame_free(r, NULL);
+    }
+    close(fd);
+    /* Both accounts are still there. */
+    cr_assert_eq(restore(op, a), -TIDE__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND);
+    cr_assert_eq(restore(op, b), -TIDE__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND);
+    close(op);
+}
+
+/* PasswordChange{old} on `fd`; the response code. */
+static int password_change(int fd, const char *old)
+{
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__PasswordChange pc = TIDE__V1__PASSWORD_CHANGE__INIT;
+    int code;
+
+    pc.old_password = (char *)old;
+    pc.new_password = "a brand new password";
+    e.body_case = TIDE__V1__ENVELOPE__BODY_PASSWORD_CHANGE;
+    e.password_change = &pc;
+    r = wire_next(fd, &e);
+    code = code_of(r);
+    tide_frame_free(r, NULL);
+    return code;
+}
+
+Test(admin_hardening, password_guessing_per_account_ends_the_session)
+{
+    int op = wire_session(srv.port, srv.admin_key), fd, refused_at = -1;
+    char token[256], ip[32];
+
+    cr_assert_geq(op, 0);
+    wire_make_account(op, "guess@example.com");
+    login_token("guess@example.com", token);
+    /* A guesser holding the session, from a new address each time so that
+     * only the account's count can stop it. */
+    for (int i = 0; i < 10 && refused_at < 0; i++) {
+        int code;
+
+        snprintf(ip, sizeof(ip), "127.0.1.%d", 10 + i);
+        fd = connect_from(ip);
+        hello(fd);
+        code = auth_with(fd, token, 0);
+        /* Alternately through PasswordChange and AccountDelete. */
+        if (code == 0 && i % 2) {
+            Tide__V1__Envelope *r = account_delete(fd, 0, "guess-1234", 1);
+
+            code = code_of(r);
+            tide_frame_free(r, NULL);
+        } else if (code == 0) {
+            code = password_change(fd, "guess-1234");
+        }
+        if (code != TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED || i >= 5)
+            refused_at = i;
+        close(fd);
+    }
+    cr_assert(refused_at >= 0 && refused_at <= 5,
+              "10 wrong passwords on one session, never stopped");
+    /* The session is over: even the right password cannot use it. */
+    fd = connect_from("127.0.1.99");
+    hello(fd);
+    cr_assert_neq(auth_with(fd, token, 0), 0, "the guessed-on session lives");
+    close(fd);
+    close(op);
+}
+
+Test(admin_hardening, password_guessing_counts_per_address)
+{
+    int op = wire_session(srv.port, srv.admin_key), fd, code;
+    char token[256];
+
+    cr_assert_geq(op, 0);
+    wire_make_account(op, "victim1@example.com");
+    wire_make_account(op, "victim2@example.com");
+    login_token("victim1@example.com", token);
+    /* Four wrong confirmations from one address, each on a new connection
+     * of the same session. */
+    for (int i = 0; i < 4; i++) {
+        fd = connect_from("127.0.2.1");
+        hello(fd);
+        cr_assert_eq(auth_with(fd, token, 0), 0, "attempt %d", i);
+        code = password_change(fd, "not the password");
+        cr_assert_eq(code, TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED,
+                     "attempt %d: %d", i, code);
+        close(fd);
+    }
+    /* One more failure of any kind from there makes five: the address is
+     * throttled, for a login of another account too. */
+    fd = connect_from("127.0.2.1");
+    hello(fd);
+    cr_assert_eq(auth_with(fd,
+                           "tide_live_"
+                           "00000000000000000000000000000000"
+                           "0000000000000000",
+                           1),
+                 TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED);
+    close(fd);
+    fd = connect_from("127.0.2.1");
+    hello(fd);
+    {
+        Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+        Tide__V1__Login l = TIDE__V1__LOGIN__INIT;
+
+        l.email = "victim2@example.com";
+        l.password = "correct horse battery";
+        e.body_case = TIDE__V1__ENVELOPE__BODY_LOGIN;
+        e.login = &l;
+        r = wire_next(fd, &e);
+        cr_assert_eq(code_of(r), TIDE__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED,
+                     "login after five failures: %s", wire_why(r));
+        tide_frame_free(r, NULL);
+    }
+    close(fd);
+    close(op);
+}
+
+/* Auth with `key` followed by a NUL and `tail` (a raw frame: protobuf-c
+ * would stop the string at the NUL); the response code. */
+static int auth_key_with_nul(int fd, const char *key, const char *tail)
+{
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__Auth a = TIDE__V1__AUTH__INIT;
+    char with[256];
+    uint8_t buf[512];
+    int64_t n;
+    int code;
+
+    /* Encode "<key>\x01<tail>" and turn the marker into the NUL. */
+    snprintf(with, sizeof(with), "%s\x01%s", key, tail);
+    a.credential_case = TIDE__V1__AUTH__CREDENTIAL_API_KEY;
+    a.api_key = with;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_AUTH;
+    e.auth = &a;
+    e.request_id = next_rid++;
+    n = tide_frame_encode(&e, buf, sizeof(buf));
+    cr_assert_gt(n, 0);
+    for (int64_t i = 0; i < n; i++)
+        if (buf[i] == 0x01 && i > 4 &&
+            buf[i - 1] == (uint8_t)key[strlen(key) - 1])
+            buf[i] = 0;
+    cr_assert_eq(wire_send_raw(fd, buf, (size_t)n), 0);
+    r = wire_recv(fd);
+    code = code_of(r);
+    tide_frame_free(r, NULL);
+    return code;
+}
+
+Test(admin_hardening, an_api_key_with_nul_does_not_authenticate)
+{
+    int fd = wire_connect(srv.port), code;
+
+    hello(fd);
+    code = auth_key_with_nul(fd, srv.admin_key, "junk");
+    cr_assert(code == TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT ||
+                  code == TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED,
+              "key followed by NUL: code %d", code);
+    close(fd);
+    fd = wire_connect(srv.port);
+    hello(fd);
+    code = auth_key_with_nul(fd, srv.admin_key, "");
+    cr_assert(code == TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT ||
+                  code == TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED,
+              "key followed by one NUL: code %d", code);
+    close(fd);
+    /* The key itself still works. */
+    fd = wire_session(srv.port, srv.admin_key);
+    cr_assert_geq(fd, 0);
+    close(fd);
+}
+
+Test(admin_hardening, the_bootstrap_key_can_be_rotated)
+{
+    int op = wire_session(srv.port, srv.admin_key), fd;
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__KeyCreate kc = TIDE__V1__KEY_CREATE__INIT;
+    Tide__V1__KeyRevoke kr = TIDE__V1__KEY_REVOKE__INIT;
+    char fresh[128];
+    uint64_t old_id;
+
+    cr_assert_geq(op, 0);
+    /* A second operator key, then the bootstrap one revoked. */
+    kc.name = "ops-2026";
+    kc.role = TIDE__V1__ROLE__ROLE_OPERATOR;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_KEY_CREATE;
+    e.key_create = &kc;
+    r = wire_next(op, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_KEY_CREATE_OK,
+              "operator key create: %s", wire_why(r));
+    snprintf(fresh, sizeof(fresh), "%s", r->key_create_ok->secret);
+    tide_frame_free(r, NULL);
+    close(op);
+    op = wire_session(srv.port, fresh);
+    cr_assert_geq(op, 0, "the new operator key authenticates");
+    old_id = 1; /* the bootstrap key is the first key row */
+    kr.key_id = old_id;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_KEY_REVOKE;
+    e.key_revoke = &kr;
+    r = wire_next(op, &e);
+    cr_assert_eq(code_of(r), 0, "revoke the bootstrap key: %s", wire_why(r));
+    cr_assert(r->body_case == TIDE__V1__ENVELOPE__BODY_OK);
+    tide_frame_free(r, NULL);
+    fd = wire_connect(srv.port);
+    hello(fd);
+    cr_assert_eq(auth_with(fd, srv.admin_key, 1),
+                 TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED,
+                 "the revoked bootstrap key still authenticates");
+    close(fd);
+    /* The new key keeps working. */
+    status_and_tiers(op, &(int){0}, &(int){0});
+    close(op);
 }

@@ -668,7 +668,7 @@ Test(meta, devices_and_connections)
 
 Test(meta, register_many_devices_in_one_transaction)
 {
-    struct tide_meta_principal p, an = {.role = TIDE_META_ROLE_ANALYST};
+    struct tide_meta_principal p, an;
     struct tide_meta_tier t;
     uint64_t id = new_owner("many@example.com", &p), ids[6];
     const char *names[6] = {"a", "b", "a", "", "c", "d"};
@@ -687,8 +687,8 @@ Test(meta, register_many_devices_in_one_transaction)
     cr_assert_eq(rcs[5], TIDE_EFULL, "the tier allows three devices");
     CHECK(tide_meta_device_get(m, &p, id, ids[4], &dv));
     cr_assert_str_eq(dv.thing_name, "c");
-    an.account_id = id;
-    an.key_id = 1;
+    /* A real analyst key: a principal must match its credential. */
+    an = key_principal(&p, id, TIDE_META_ROLE_ANALYST, 0);
     CHECK_RC(tide_meta_device_register_many(m, &an, id, names, 1, ids, rcs),
              TIDE_EPERM);
 }
@@ -1498,4 +1498,112 @@ Test(meta, purge_a_deleted_account_now)
     atomic_fetch_add(&fake_now, 31 * DAY_NS);
     CHECK(tide_meta_prune(m, &admin, &ps));
     cr_assert_eq(ps.accounts, 0);
+}
+
+/* ---- Hardening (issue #10): principals and the bootstrap key ------------ */
+
+Test(meta, admin_principal_without_credential_refused)
+{
+    const struct tide_meta_principal bare = {.role = TIDE_META_ROLE_ADMIN};
+    struct tide_meta_account acc;
+    struct tide_meta_principal p;
+    uint64_t id = new_owner("bare@example.com", &p);
+
+    /* A struct that merely says ADMIN is no operator. */
+    CHECK_RC(tide_meta_authorize(m, &bare, TIDE_META_ACT_OPERATOR, 0, 0),
+             TIDE_EAUTH);
+    CHECK_RC(tide_meta_account_get(m, &bare, id, &acc), TIDE_EAUTH);
+    /* The operator by key, and the in-process system principal, are. */
+    CHECK(tide_meta_authorize(m, &admin, TIDE_META_ACT_OPERATOR, 0, 0));
+    CHECK(tide_meta_account_get(m, &tide_meta_system_principal, id, &acc));
+}
+
+Test(meta, principal_must_match_its_credential)
+{
+    struct tide_meta_principal p, an, forged;
+    uint64_t id = new_owner("match@example.com", &p);
+    struct tide_meta_account acc;
+
+    an = key_principal(&p, id, TIDE_META_ROLE_ANALYST, 0);
+    /* An analyst key's id under the operator's role. */
+    forged = an;
+    forged.role = TIDE_META_ROLE_ADMIN;
+    forged.account_id = 0;
+    CHECK_RC(tide_meta_authorize(m, &forged, TIDE_META_ACT_OPERATOR, 0, 0),
+             TIDE_EAUTH);
+    /* The owner's session under the operator's role. */
+    forged = p;
+    forged.role = TIDE_META_ROLE_ADMIN;
+    CHECK_RC(tide_meta_account_get(m, &forged, id, &acc), TIDE_EAUTH);
+    /* The operator's key id under an owner of some account. */
+    forged = admin;
+    forged.role = TIDE_META_ROLE_OWNER;
+    forged.account_id = id;
+    CHECK_RC(tide_meta_account_get(m, &forged, id, &acc), TIDE_EAUTH);
+    CHECK(tide_meta_account_get(m, &p, id, &acc));
+}
+
+Test(meta, bootstrap_admin_key_revoked_and_rotated)
+{
+    char key[TIDE_META_SECRET_MAX + 2], secret[TIDE_META_SECRET_MAX + 1];
+    struct tide_meta_principal op2, q;
+    struct tide_meta_key keys[4];
+    struct tide_meta_options o;
+    uint64_t id2;
+    size_t n;
+
+    read_admin_key(key);
+    /* A second operator key, listed with the bootstrap one. */
+    CHECK(tide_meta_key_create(m, &admin, 0, TIDE_META_ROLE_ADMIN, 0, "ops",
+                               secret, &id2));
+    CHECK(tide_meta_key_auth(m, secret, "127.0.0.1", &op2));
+    CHECK(tide_meta_key_list(m, &op2, 0, 0, keys, 4, &n));
+    cr_assert_eq(n, 2, "%zu operator keys listed", n);
+    cr_assert_eq(keys[0].id, admin.key_id);
+    /* Revoke the bootstrap key: it fails from then on, also a principal
+     * that had it. */
+    CHECK(tide_meta_key_revoke(m, &op2, 0, admin.key_id));
+    CHECK_RC(tide_meta_key_auth(m, key, "127.0.0.1", &q), TIDE_EAUTH);
+    CHECK_RC(tide_meta_authorize(m, &admin, TIDE_META_ACT_OPERATOR, 0, 0),
+             TIDE_EAUTH);
+    /* An owner cannot revoke an operator key. */
+    {
+        struct tide_meta_principal p;
+
+        new_owner("revoker@example.com", &p);
+        CHECK_RC(tide_meta_key_revoke(m, &p, 0, id2), TIDE_EPERM);
+    }
+    /* With every operator key revoked, the next open writes a new
+     * admin.key. */
+    CHECK(tide_meta_key_revoke(m, &op2, 0, id2));
+    tide_meta_close(m);
+    opts_fill(&o);
+    CHECK(tide_meta_open(dir, &o, &m));
+    {
+        char fresh[TIDE_META_SECRET_MAX + 2];
+
+        read_admin_key(fresh);
+        cr_assert_str_neq(fresh, key, "admin.key was not replaced");
+        CHECK(tide_meta_key_auth(m, fresh, "127.0.0.1", &admin));
+        cr_assert_eq(admin.role, TIDE_META_ROLE_ADMIN);
+    }
+}
+
+Test(meta, signup_of_a_taken_email_tells_its_owner)
+{
+    struct tide_meta_account_new a = {.email = "Taken@Example.com",
+                                      .password = "another password"};
+    struct tide_meta_notification nt[8];
+    struct tide_meta_principal p;
+    uint64_t id = new_owner("taken@example.com", &p), other = 0;
+    size_t n;
+    int found = 0;
+
+    CHECK_RC(tide_meta_account_create(m, &anon, &a, &other, NULL), TIDE_EEXIST);
+    cr_assert_eq(other, 0);
+    CHECK(tide_meta_notify_list(m, &p, id, 0, nt, 8, &n));
+    for (size_t i = 0; i < n; i++)
+        found |= nt[i].kind == TIDE_META_NOTIFY_SECURITY &&
+                 strstr(nt[i].text, "sign-up") != NULL;
+    cr_assert(found, "no notice of the sign-up attempt");
 }

@@ -138,6 +138,12 @@ struct tide_meta_principal {
     uint64_t session_id; /* set when authenticated by a session token */
 };
 
+/* The server's own principal, for calls it makes on its own behalf
+ * (device auto-registration, connection records, prune): the operator's
+ * rights without a credential. tide_meta_authorize() knows it by its
+ * address; any other ADMIN principal needs a live operator key. */
+extern const struct tide_meta_principal tide_meta_system_principal;
+
 /* What a principal asks to do. Values are stored in logs: frozen. */
 enum tide_meta_action {
     TIDE_META_ACT_ACCOUNT_CREATE = 1,   /* sign up */
