@@ -41,6 +41,11 @@ void tided_test_alloc_arm(unsigned long nth)
         tide_alloc_fail_nth(nth);
 }
 
+unsigned long tided_test_alloc_take(void)
+{
+    return test_alloc_fail ? tide_alloc_fail_nth(0) : 0;
+}
+
 /* Monotonic milliseconds. */
 static int64_t mono_ms(void)
 {

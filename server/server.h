@@ -441,6 +441,10 @@ void tided_metrics_query_latency(struct server *s, uint64_t us);
  * without it, nothing. conn.c disarms as each frame arrives and arms
  * request_id >> 32 once the frame is decoded (docs/operations.md). */
 void tided_test_alloc_arm(unsigned long nth);
+/* Disarm and return how many allocations were left before the failing
+ * one (0: none armed, or it happened): a request that moves to another
+ * thread takes its countdown along (write.c's parked batches). */
+unsigned long tided_test_alloc_take(void);
 
 /* Now in ns, CLOCK_REALTIME. */
 int64_t tided_now_ns(void);

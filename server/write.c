@@ -400,6 +400,7 @@ struct write_job {
     uint32_t n_cols;
     uint32_t n_groups;
     size_t frame_bytes;
+    unsigned long alloc_nth;        /* tests: the request's failure countdown */
     struct tide_meta_principal who; /* the connection's, at arrival */
     int64_t horizon_ns;
     uint32_t *col_off; /* n_groups + 1 */
@@ -1063,8 +1064,10 @@ static void *worker_main(void *arg)
         if (!ww->head)
             ww->tail = NULL;
         pthread_mutex_unlock(&ww->lock);
+        tided_test_alloc_arm(j->alloc_nth);
         if (j->dev_new)
             job_register(s, j);
+        j->alloc_nth = tided_test_alloc_take();
         pthread_mutex_lock(&ww->lock);
         j->next = NULL;
         if (ww->done_tail)
@@ -1136,6 +1139,9 @@ static void write_park(struct write_req *r, Tide__V1__Envelope *env, int fresh)
     r->c->writes_parked++;
     s->writes_parked++;
     ww->parked_bytes += r->frame_bytes;
+    /* Tests: allocation failures injected for this request follow it to
+     * the worker and back (TIDED_TEST_ALLOC_FAIL_NTH). */
+    j->alloc_nth = tided_test_alloc_take();
     pthread_mutex_lock(&ww->lock);
     if (ww->tail)
         ww->tail->next = j;
@@ -1178,6 +1184,7 @@ static void write_resume(struct server *s, struct write_job *j)
     }
     c->writes_parked--;
     w->job = NULL;
+    tided_test_alloc_arm(j->alloc_nth);
     /* A Logout or another Auth meanwhile: not the batch's credential. */
     if (memcmp(&c->who, &j->who, sizeof(c->who))) {
         refuse_req(&r, TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED,
