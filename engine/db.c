@@ -6,11 +6,13 @@
  *
  * Life of an append:
  *
- *   tide_db_append ──► per-shard req (WAL batch record, wal_batch.c)
+ *   tide_db_append ──► dedup against the db's producer table (dedup.c)
+ *        ──► per-shard req (WAL batch record, wal_batch.c)
  *        ──► shard inbox (inbox.c)
- *        writer (shard.c): take all queued reqs ─► dedup (dedup.c)
- *                ─► WAL buffer (wal.c) + head (head.c)
- *                ─► write + fdatasync (one per group) ─► callbacks
+ *        writer (shard.c): take all queued reqs ─► WAL buffer (wal.c)
+ *                ─► write + fdatasync (one per group)
+ *                ─► batch over shards: wait until every part is durable
+ *                ─► head (head.c) ─► callbacks
  *        head over budget / flush asked ─► rotate WAL, freeze head
  *        flusher (flush.c): frozen head ─► segments ─► MANIFEST ─► publish
  *                 ─► delete WAL files before the rotation
@@ -24,6 +26,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "wal_batch.h"
@@ -83,6 +86,105 @@ void tide__db_io_put(struct tide_db *db, struct tide_io *io)
 
 /* ---- Appending ------------------------------------------------------- */
 
+/* A retry of a batch still in flight: answered once that one is. */
+struct dup_wait {
+    struct dup_wait *next;
+    uint64_t producer_id;
+    uint64_t sequence;
+    tide_append_cb cb;
+    void *ctx;
+    int rc;
+};
+
+/* Ticket hook (before the callback): the producer's batch is answered.
+ * Engine thread. */
+static void batch_done(struct ticket *t, int rc)
+{
+    struct tide_db *db = t->owner;
+    struct dup_wait *ready = NULL, **pp;
+    struct producer *e;
+
+    pthread_mutex_lock(&db->prod_mu);
+    e = tide__dedup_find(&db->prod, t->producer_id);
+    if (e) {
+        e->inflight--;
+        /* A failed batch is not accepted any more, unless a later one
+         * of the producer was accepted since. */
+        if (rc && e->accepted == t->sequence)
+            e->accepted =
+                t->prev_accepted > e->applied ? t->prev_accepted : e->applied;
+    }
+    for (pp = &db->dup_waiters; *pp;) {
+        struct dup_wait *w = *pp;
+
+        if (w->producer_id == t->producer_id &&
+            (!e || e->inflight == 0 || w->sequence <= e->applied)) {
+            *pp = w->next;
+            w->next = ready;
+            ready = w;
+            continue;
+        }
+        pp = &w->next;
+    }
+    for (struct dup_wait *w = ready; w; w = w->next) {
+        int dup = e && w->sequence <= e->applied;
+
+        if (dup)
+            atomic_fetch_add(&db->batches_duplicate, 1);
+        w->rc = dup ? TIDE_EDUPLICATE : rc ? rc : TIDE_EIO;
+    }
+    pthread_mutex_unlock(&db->prod_mu);
+    while (ready) {
+        struct dup_wait *w = ready;
+
+        ready = w->next;
+        w->cb(w->ctx, w->rc);
+        tide_free(w);
+    }
+}
+
+/* Decide whether (producer, sequence) of `t` is a duplicate (invariant 6).
+ * prod_mu is held. Returns 0 (accepted, counted in flight), 1 (parked
+ * behind the same sequence in flight), 2 (a duplicate: answer it) or
+ * -ENOMEM. */
+static int dedup_accept(struct tide_db *db, struct ticket *t, tide_append_cb cb,
+                        void *ctx)
+{
+    struct producer *e = tide__dedup_entry(&db->prod, t->producer_id);
+    struct dup_wait *w;
+
+    if (!e)
+        return -ENOMEM;
+    if (t->sequence <= e->applied) {
+        atomic_fetch_add(&db->batches_duplicate, 1);
+        return 2;
+    }
+    if (t->sequence <= e->accepted) {
+        /* The same or a later sequence is in flight: its outcome decides
+         * (a duplicate once applied, its error if it fails). */
+        w = tide_calloc(1, sizeof(*w));
+        if (!w)
+            return -ENOMEM;
+        *w = (struct dup_wait){
+            db->dup_waiters, t->producer_id, t->sequence, cb, ctx, 0};
+        db->dup_waiters = w;
+        return 1;
+    }
+    t->prev_accepted = e->accepted;
+    e->accepted = t->sequence;
+    e->inflight++;
+    t->on_done = batch_done;
+    t->owner = db;
+    return 0;
+}
+
+int tide__db_fail_code(struct tide_db *db)
+{
+    int rc = atomic_load(&db->failed);
+
+    return rc ? rc : TIDE_EIO;
+}
+
 int tide_db_append(tide_db *db, const struct tide_batch *batch,
                    tide_append_cb cb, void *ctx)
 {
@@ -91,14 +193,15 @@ int tide_db_append(tide_db *db, const struct tide_batch *batch,
     struct req *reqs[TIDE_SHARDS_MAX] = {0};
     uint8_t *pos[TIDE_SHARDS_MAX];
     struct ticket *t;
-    uint64_t total = 0;
+    uint64_t total = 0, mask = 0;
     unsigned parts = 0;
+    uint32_t prefix;
     int rc;
 
     if (atomic_load(&db->closing))
         return TIDE_ECLOSED;
     if (atomic_load(&db->failed))
-        return TIDE_EIO;
+        return tide__db_fail_code(db);
     if (!cb || (batch->n_columns && !batch->columns))
         return TIDE_EINVAL;
     for (uint32_t i = 0; i < batch->n_columns; i++) {
@@ -113,18 +216,30 @@ int tide_db_append(tide_db *db, const struct tide_batch *batch,
         if (c->n == 0)
             continue;
         sh = tide__db_shard_of(db, c->series_id);
+        if (!bytes[sh])
+            parts++;
+        mask |= 1ull << sh;
         bytes[sh] += tide__wal_batch_column_bytes(c);
         points[sh] += c->n;
+    }
+    if (parts == 0) {
+        /* Nothing to store: durable by definition. */
+        cb(ctx, 0);
+        return 0;
     }
     t = tide_calloc(1, sizeof(*t));
     if (!t)
         return -ENOMEM;
+    /* A batch over several shards is a part record per shard, each with
+     * the batch id and the set of shards (docs/file-format.md). */
+    prefix = parts > 1 ? TIDE_WAL_PART_HEADER : 0;
     for (unsigned sh = 0; sh < db->n_shards; sh++) {
         struct req *r;
+        size_t len = prefix + TIDE_WAL_BATCH_HEADER + bytes[sh];
 
         if (!bytes[sh])
             continue;
-        r = tide_malloc(sizeof(*r) + TIDE_WAL_BATCH_HEADER + bytes[sh]);
+        r = tide_malloc(sizeof(*r) + len);
         if (!r) {
             rc = -ENOMEM;
             goto fail;
@@ -132,14 +247,15 @@ int tide_db_append(tide_db *db, const struct tide_batch *batch,
         memset(r, 0, sizeof(*r));
         r->kind = REQ_BATCH;
         r->ticket = t;
-        r->producer_id = batch->producer_id;
-        r->sequence = batch->sequence;
         r->points = points[sh];
-        r->rec_len = (uint32_t)(TIDE_WAL_BATCH_HEADER + bytes[sh]);
-        tide__wal_batch_start(r->rec, batch->producer_id, batch->sequence);
-        pos[sh] = r->rec + TIDE_WAL_BATCH_HEADER;
+        r->rec_type = parts > 1 ? TIDE_WAL_PART : TIDE_WAL_BATCH;
+        r->rec_len = (uint32_t)len;
+        memset(r->rec, 0, prefix);
+        tide__put_le64(r->rec + 8, mask);
+        tide__wal_batch_start(r->rec + prefix, batch->producer_id,
+                              batch->sequence);
+        pos[sh] = r->rec + prefix + TIDE_WAL_BATCH_HEADER;
         reqs[sh] = r;
-        parts++;
     }
     for (uint32_t i = 0; i < batch->n_columns; i++) {
         const struct tide_column *c = &batch->columns[i];
@@ -148,21 +264,39 @@ int tide_db_append(tide_db *db, const struct tide_batch *batch,
         if (c->n == 0)
             continue;
         sh = tide__db_shard_of(db, c->series_id);
-        pos[sh] = tide__wal_batch_put_column(reqs[sh]->rec, pos[sh], c);
-    }
-    if (parts == 0) {
-        /* Nothing to store: durable by definition. */
-        tide_free(t);
-        cb(ctx, 0);
-        return 0;
+        pos[sh] =
+            tide__wal_batch_put_column(reqs[sh]->rec + prefix, pos[sh], c);
     }
     t->parts = parts;
     t->cb = cb;
     t->ctx = ctx;
+    t->producer_id = batch->producer_id;
+    t->sequence = batch->sequence;
     atomic_store(&t->pending, parts);
+    pthread_mutex_lock(&db->prod_mu);
+    if (batch->producer_id && batch->sequence) {
+        rc = dedup_accept(db, t, cb, ctx);
+        if (rc) {
+            pthread_mutex_unlock(&db->prod_mu);
+            for (unsigned sh = 0; sh < db->n_shards; sh++)
+                tide_free(reqs[sh]);
+            tide_free(t);
+            if (rc == 2)
+                cb(ctx, TIDE_EDUPLICATE);
+            return rc < 0 ? rc : 0;
+        }
+    }
+    if (parts > 1) {
+        t->batch_id = db->next_batch_id++;
+        for (unsigned sh = 0; sh < db->n_shards; sh++)
+            if (reqs[sh])
+                tide__put_le64(reqs[sh]->rec, t->batch_id);
+    }
+    /* Under prod_mu: parts reach every inbox in batch id order. */
     for (unsigned sh = 0; sh < db->n_shards; sh++)
         if (reqs[sh])
             tide__inbox_push(&db->shards[sh].in, reqs[sh]);
+    pthread_mutex_unlock(&db->prod_mu);
     return 0;
 fail:
     for (unsigned sh = 0; sh < db->n_shards; sh++)
@@ -213,15 +347,117 @@ int tide_db_append_wait(tide_db *db, const struct tide_batch *batch)
     return rc ? rc : waiter_wait(&w);
 }
 
-void tide__db_set_failed(struct tide_db *db, int rc, const char *what)
+/* Free bytes on the file system of `path` (for unprivileged users), or 0. */
+static uint64_t free_bytes(const char *path)
 {
-    int expected = 0;
+    struct statvfs v;
 
-    if (atomic_compare_exchange_strong(&db->failed, &expected, TIDE_EIO))
+    if (statvfs(path, &v) != 0)
+        return 0;
+    return (uint64_t)v.f_bavail * v.f_frsize;
+}
+
+int tide__db_set_failed(struct tide_db *db, int rc, const char *what,
+                        const char *path)
+{
+    int state = rc == -ENOSPC || rc == -EDQUOT ? -ENOSPC : TIDE_EIO;
+    int expected = 0;
+    uint64_t avail;
+    char msg[sizeof(db->err_msg)];
+
+    if (!atomic_compare_exchange_strong(&db->failed, &expected, state)) {
+        /* Already failed: only a hard error makes it worse. */
+        if (state != TIDE_EIO || expected != -ENOSPC ||
+            !atomic_compare_exchange_strong(&db->failed, &expected, state))
+            return atomic_load(&db->failed);
+    }
+    avail = free_bytes(db->dir);
+    snprintf(msg, sizeof(msg),
+             "%s failed on %s: %s (errno %d); %llu bytes free", what,
+             path ? path : db->dir, tide_strerror(rc),
+             rc < 0 && rc > -4096 ? -rc : 0, (unsigned long long)avail);
+    pthread_mutex_lock(&db->err_mu);
+    memcpy(db->err_msg, msg, sizeof(msg));
+    pthread_mutex_unlock(&db->err_mu);
+    if (state == -ENOSPC) {
+        atomic_fetch_add(&db->nospace_events, 1);
         tide__db_log(db, TIDE_LOG_ERROR,
-                     "%s failed: %s; the database refuses writes until it "
-                     "is reopened",
-                     what, tide_strerror(rc));
+                     "%s; writes are refused until space returns (retried "
+                     "every %u ms)",
+                     msg, db->o.nospace_retry_ms);
+        /* The flusher retries: wake it to start its timer. */
+        pthread_mutex_lock(&db->fl_mu);
+        pthread_cond_signal(&db->fl_cv);
+        pthread_mutex_unlock(&db->fl_mu);
+    } else {
+        tide__db_log(db, TIDE_LOG_ERROR,
+                     "%s; the database refuses writes until it is reopened",
+                     msg);
+    }
+    return state;
+}
+
+/* A resume attempt completed (every shard wrote the abort list, or one
+ * failed). Engine thread. */
+static void resume_done(void *ctx, int rc)
+{
+    struct tide_db *db = ctx;
+    uint64_t gen = db->abort_gen_resume;
+    int expected = -ENOSPC;
+
+    pthread_mutex_lock(&db->dec_mu);
+    /* Aborts added meanwhile may be missing from some shard: retry. */
+    if (rc == 0 && db->abort_gen != gen)
+        rc = -EAGAIN;
+    if (rc == 0)
+        db->n_aborts = 0;
+    pthread_mutex_unlock(&db->dec_mu);
+    pthread_mutex_lock(&db->fl_mu);
+    if (rc == 0 && atomic_compare_exchange_strong(&db->failed, &expected, 0)) {
+        tide__db_log(db, TIDE_LOG_INFO,
+                     "space is back (%llu bytes free): writes resumed",
+                     (unsigned long long)free_bytes(db->dir));
+        /* Frozen heads whose flush failed for lack of space. */
+        for (unsigned i = 0; i < db->n_shards; i++)
+            if (db->shards[i].frozen)
+                db->shards[i].flush_wanted = 1;
+    }
+    db->resuming = 0;
+    pthread_cond_signal(&db->fl_cv);
+    pthread_mutex_unlock(&db->fl_mu);
+}
+
+void tide__db_resume(struct tide_db *db)
+{
+    struct ticket *t = tide_calloc(1, sizeof(*t));
+    struct req *reqs[TIDE_SHARDS_MAX];
+
+    if (t)
+        for (unsigned i = 0; i < db->n_shards; i++) {
+            reqs[i] = tide_calloc(1, sizeof(struct req));
+            if (!reqs[i]) {
+                while (i-- > 0)
+                    tide_free(reqs[i]);
+                tide_free(t);
+                t = NULL;
+                break;
+            }
+            reqs[i]->kind = REQ_RESUME;
+            reqs[i]->ticket = t;
+        }
+    if (!t) {
+        resume_done(db, -ENOMEM);
+        return;
+    }
+    pthread_mutex_lock(&db->dec_mu);
+    db->abort_gen_resume = db->abort_gen;
+    pthread_mutex_unlock(&db->dec_mu);
+    t->parts = db->n_shards;
+    t->cb = resume_done;
+    t->ctx = db;
+    atomic_store(&t->pending, db->n_shards);
+    for (unsigned i = 0; i < db->n_shards; i++)
+        tide__inbox_push(&db->shards[i].in, reqs[i]);
 }
 
 static int make_dir(const char *path)
@@ -253,6 +489,16 @@ static void db_free(struct tide_db *db)
     tide__manifest_fini(&db->man);
     if (db->lock_fd >= 0)
         close(db->lock_fd);
+    /* Every ticket completed (the inboxes' fini), so no retry waits. */
+    TIDE_ASSERT(!db->dup_waiters);
+    tide__dedup_fini(&db->prod);
+    tide_free(db->aborts);
+    tide_free(db->rec_drop);
+    tide_free(db->rec_abort);
+    pthread_mutex_destroy(&db->prod_mu);
+    pthread_mutex_destroy(&db->dec_mu);
+    pthread_cond_destroy(&db->dec_cv);
+    pthread_mutex_destroy(&db->err_mu);
     pthread_mutex_destroy(&db->seg_mu);
     pthread_mutex_destroy(&db->man_mu);
     pthread_mutex_destroy(&db->fl_mu);
@@ -272,6 +518,12 @@ static void stop_threads(struct tide_db *db)
     pthread_cond_broadcast(&db->fl_cv);
     pthread_cond_broadcast(&db->done_cv);
     pthread_mutex_unlock(&db->fl_mu);
+    /* A writer waiting for a part that will never come (an append that
+     * raced the close) gives up. */
+    pthread_mutex_lock(&db->dec_mu);
+    db->dec_stop = 1;
+    pthread_cond_broadcast(&db->dec_cv);
+    pthread_mutex_unlock(&db->dec_mu);
     for (unsigned i = 0; db->shards && i < db->n_shards; i++) {
         struct shard *s = &db->shards[i];
 
@@ -300,8 +552,13 @@ int tide_db_open(const char *dir, const struct tide_db_options *opts,
     pthread_mutex_init(&db->man_mu, NULL);
     pthread_mutex_init(&db->fl_mu, NULL);
     pthread_mutex_init(&db->io_mu, NULL);
+    pthread_mutex_init(&db->prod_mu, NULL);
+    pthread_mutex_init(&db->dec_mu, NULL);
+    pthread_mutex_init(&db->err_mu, NULL);
     pthread_cond_init(&db->fl_cv, NULL);
+    pthread_cond_init(&db->dec_cv, NULL);
     pthread_cond_init(&db->done_cv, NULL);
+    db->next_batch_id = 1;
     if (opts)
         db->o = *opts;
     else
@@ -309,6 +566,8 @@ int tide_db_open(const char *dir, const struct tide_db_options *opts,
     rc = validate_options(&db->o);
     if (rc)
         goto fail;
+    if (db->o.nospace_retry_ms == 0)
+        db->o.nospace_retry_ms = 1000;
     snprintf(path, sizeof(path), "%s/seg", dir);
     db->dir = tide_strdup(dir);
     db->seg_dir = tide_strdup(path);
@@ -349,11 +608,14 @@ int tide_db_open(const char *dir, const struct tide_db_options *opts,
     }
     for (unsigned i = 0; i < db->n_shards; i++) {
         rc = tide__shard_init(db, &db->shards[i], i);
-        if (rc == 0)
-            rc = tide__recover_shard(db, &db->shards[i]);
         if (rc)
             goto fail;
     }
+    rc = tide__recover_scan(db);
+    for (unsigned i = 0; i < db->n_shards && rc == 0; i++)
+        rc = tide__recover_shard(db, &db->shards[i]);
+    if (rc)
+        goto fail;
     for (unsigned i = 0; i < db->n_shards; i++) {
         rc = tide__shard_start(&db->shards[i]);
         if (rc)
@@ -412,7 +674,7 @@ int tide_db_flush(tide_db *db)
     if (atomic_load(&db->closing))
         return TIDE_ECLOSED;
     if (atomic_load(&db->failed))
-        return TIDE_EIO;
+        return tide__db_fail_code(db);
     return flush_all(db);
 }
 
@@ -471,4 +733,10 @@ void tide_db_stats(tide_db *db, struct tide_db_stats *st)
         st->wal_bytes += atomic_load(&s->wal_bytes);
         st->queue_depth[i] = tide__inbox_depth(&s->in);
     }
+    st->storage_error = atomic_load(&db->failed);
+    st->nospace_events = atomic_load(&db->nospace_events);
+    st->disk_free_bytes = free_bytes(db->dir);
+    pthread_mutex_lock(&db->err_mu);
+    memcpy(st->storage_error_msg, db->err_msg, sizeof(st->storage_error_msg));
+    pthread_mutex_unlock(&db->err_mu);
 }

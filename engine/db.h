@@ -42,6 +42,17 @@
  *      either in a head or in a segment listed in the MANIFEST.
  *   4. A batch's callback fires only after the commit group holding its
  *      records returned from fdatasync (sync=batch) or write (sync=none).
+ *   5. A point is applied to a head only once its WAL record is durable,
+ *      and, for a batch over several shards, once every part's record is
+ *      durable (the batch's commit point; shard.c). A part that is durable
+ *      while another part failed is never applied, and is voided on disk
+ *      by an abort record in every shard before writes resume (or at the
+ *      next open, by recovery's completeness rule; recover.c).
+ *   6. Deduplication is decided once, by tide_db_append under prod_mu, in
+ *      call order, against the database-wide producer table; the parts of
+ *      batches over shards are queued under the same lock, so they reach
+ *      every shard in batch id order, which is what makes the writers'
+ *      waits for each other's parts free of cycles.
  */
 #ifndef TIDE_ENGINE_DB_H
 #define TIDE_ENGINE_DB_H
@@ -75,7 +86,10 @@ struct shard {
 
     struct wal wal;
     struct tide_io *io;
-    struct producers prod;
+    /* Highest batch id of the parts this shard has put in its WAL: the
+     * mark record that opens each rotated file (wal.h, TIDE_WAL_MARK). */
+    uint64_t parts_hw;
+    int wal_full; /* the last rotation failed: resuming needs a new file */
     atomic_uint_fast64_t wal_bytes;
 
     pthread_rwlock_t rw; /* the heads, against readers (invariant 1) */
@@ -120,8 +134,41 @@ struct tide_db {
     struct tide_io *io_pool[8];
     unsigned n_io_pool;
 
-    atomic_int failed; /* sticky: TIDE_EIO after a failed write or sync */
+    /* Deduplication and the order of batches over shards (invariant 6):
+     * the producer table, the answers to retries of batches still in
+     * flight, and the next batch id. */
+    pthread_mutex_t prod_mu;
+    struct producers prod;
+    struct dup_wait *dup_waiters;
+    uint64_t next_batch_id;
+
+    /* Commit points of batches over shards (tickets' durable/aborted;
+     * shard.c), the ids of those that failed, to be voided in every
+     * shard's WAL before writes resume, and the writers' stop flag. */
+    pthread_mutex_t dec_mu;
+    pthread_cond_t dec_cv;
+    uint64_t *aborts;
+    uint32_t n_aborts, cap_aborts;
+    uint64_t abort_gen;        /* bumped by every addition */
+    uint64_t abort_gen_resume; /* abort_gen when a resume was queued */
+    int dec_stop;
+
+    /* Recovery only: sorted ids of parts not to apply, and the ids of
+     * incomplete batches recovery writes abort records for. */
+    uint64_t *rec_drop;
+    uint32_t n_rec_drop;
+    uint64_t *rec_abort;
+    uint32_t n_rec_abort;
+
+    /* Storage health. 0; -ENOSPC: writes are refused until space returns,
+     * then resume on their own (the flusher retries, db.c); TIDE_EIO:
+     * sticky until reopened. */
+    atomic_int failed;
     atomic_int closing;
+    int resuming; /* a resume attempt is queued; under fl_mu */
+    pthread_mutex_t err_mu;
+    char err_msg[256]; /* the last failure; under err_mu */
+    atomic_uint_fast64_t nospace_events;
 
     atomic_uint_fast64_t points_appended;
     atomic_uint_fast64_t batches_appended;
@@ -144,9 +191,21 @@ unsigned tide__db_shard_of(const struct tide_db *db, uint64_t series_id);
 int tide__db_io_get(struct tide_db *db, struct tide_io **out);
 void tide__db_io_put(struct tide_db *db, struct tide_io *io);
 
-/* Enter the sticky error state after `what` failed with `rc`: later writes
- * return TIDE_EIO until the db is reopened. Logs once. Thread-safe. */
-void tide__db_set_failed(struct tide_db *db, int rc, const char *what);
+/* Enter the error state after `what` on `path` (may be NULL) failed with
+ * `rc`: later writes return -ENOSPC when rc is -ENOSPC or -EDQUOT, until
+ * space returns and they resume on their own, else TIDE_EIO until the db
+ * is reopened. Logs the cause (errno, file, free space) once per episode.
+ * Returns the state entered. Thread-safe. */
+int tide__db_set_failed(struct tide_db *db, int rc, const char *what,
+                        const char *path);
+
+/* The code a write refused in the current error state is answered with
+ * (TIDE_EIO when there is none). */
+int tide__db_fail_code(struct tide_db *db);
+
+/* Flusher: queue an attempt to leave the no-space state (every shard
+ * writes the abort list and syncs; tide__shard_resume). */
+void tide__db_resume(struct tide_db *db);
 
 /* ---- shard.c ------------------------------------------------------------ */
 
@@ -171,10 +230,13 @@ void tide__shard_fini(struct shard *s);
 int tide__shard_start(struct shard *s);
 
 /* Start WAL file `seq` and open it with a snapshot of the producer table,
- * so that deduplication survives the deletion of older files. Writer
- * thread (or recovery) only; the record is committed with the next group.
- * Returns 0, TIDE_EFULL or -errno. */
-int tide__shard_rotate(struct shard *s, uint64_t seq);
+ * so that deduplication survives the deletion of older files, the mark
+ * record (parts_hw) and, when n_aborts, an abort record. The file is
+ * wal_file_bytes, or just big enough when the disk lacks room for that.
+ * Writer thread (or recovery) only; the records are committed with the
+ * next group. Returns 0, TIDE_EFULL or -errno. */
+int tide__shard_rotate(struct shard *s, uint64_t seq, const uint64_t *aborts,
+                       uint32_t n_aborts);
 
 /* ---- flush.c ------------------------------------------------------------ */
 
@@ -194,6 +256,12 @@ void *tide__flush_main(void *arg);
  * it lists and delete unlisted segment files. Returns 0, TIDE_ECORRUPT,
  * TIDE_EVERSION, -ENOMEM or -errno. */
 int tide__recover_manifest(struct tide_db *db);
+
+/* Read every shard's WAL once to decide which parts of batches over
+ * shards are complete (rec_drop, rec_abort) and the next batch id; before
+ * any tide__recover_shard. Returns 0, TIDE_ECORRUPT, TIDE_EVERSION,
+ * -ENOMEM or -errno. */
+int tide__recover_scan(struct tide_db *db);
 
 /* Replay the shard's WAL from its replay point into its head, then start a
  * new WAL file and delete the files before the replay point. Returns 0,

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ts.h"
@@ -54,13 +55,13 @@ int tide__flush_freeze(struct shard *s, struct req *waiters)
         tide__inbox_complete(waiters, -ENOMEM);
         return -ENOMEM;
     }
-    rc = tide__shard_rotate(s, s->wal.seq + 1);
+    rc = tide__shard_rotate(s, s->wal.seq + 1, NULL, 0);
     if (rc == 0)
         rc = tide__wal_commit(&s->wal, s->io, 1);
     if (rc) {
         tide_free(frozen);
-        tide__db_set_failed(db, rc, "WAL rotation");
-        tide__inbox_complete(waiters, TIDE_EIO);
+        tide__db_set_failed(db, rc, "WAL rotation", s->wal_dir);
+        tide__inbox_complete(waiters, tide__db_fail_code(db));
         return rc;
     }
     /* Swap under the read lock's writer side so readers see the points
@@ -229,7 +230,8 @@ static void flush_frozen(struct tide_db *db, struct shard *sh)
          * follows the disk (publish its segments), nothing either
          * manifest lists is deleted (the segments, the WAL files before
          * the new replay point), and writes stop. */
-        tide__db_set_failed(db, rc, "MANIFEST directory sync");
+        tide__db_set_failed(db, rc, "MANIFEST directory sync", db->dir);
+        atomic_store(&db->failed, TIDE_EIO); /* only a reopen settles it */
         unsynced = 1;
         rc = 0;
     }
@@ -240,13 +242,14 @@ static void flush_frozen(struct tide_db *db, struct shard *sh)
             unlink(seg->path);
             tide__seg_close(seg);
         }
-        tide__db_set_failed(db, rc, "flush");
+        /* The frozen head stays; after ENOSPC, resuming retries it. */
+        tide__db_set_failed(db, rc, "flush", db->seg_dir);
         pthread_mutex_lock(&db->fl_mu);
         waiters = sh->frozen_waiters;
         sh->frozen_waiters = NULL;
         pthread_cond_broadcast(&db->done_cv);
         pthread_mutex_unlock(&db->fl_mu);
-        tide__inbox_complete(waiters, TIDE_EIO);
+        tide__inbox_complete(waiters, tide__db_fail_code(db));
         goto out;
     }
     /* Publish: the segments appear as the frozen head disappears. */
@@ -276,7 +279,8 @@ static void flush_frozen(struct tide_db *db, struct shard *sh)
          * the frozen head keeps serving reads. */
         for (uint32_t i = 0; i < n_segs; i++)
             tide__seg_close(((struct seg **)segs.data)[i]);
-        tide__db_set_failed(db, rc, "publishing segments");
+        tide__db_set_failed(db, rc, "publishing segments", NULL);
+        atomic_store(&db->failed, TIDE_EIO); /* only a reopen settles it */
         tide__inbox_complete(waiters, TIDE_EIO);
         goto out;
     }
@@ -299,6 +303,21 @@ out:
     tide__buf_fini(&segs);
 }
 
+/* Wait on fl_cv for at most `ms` (fl_mu held). */
+static void wait_ms(struct tide_db *db, uint32_t ms)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&db->fl_cv, &db->fl_mu, &ts);
+}
+
 void *tide__flush_main(void *arg)
 {
     struct tide_db *db = arg;
@@ -319,6 +338,19 @@ void *tide__flush_main(void *arg)
         }
         if (db->stopping)
             break;
+        if (atomic_load(&db->failed) == -ENOSPC && !db->resuming) {
+            /* Out of space: try again now and then; the writers test
+             * the disk with the abort list (tide__db_resume). */
+            wait_ms(db, db->o.nospace_retry_ms);
+            if (db->stopping || db->resuming ||
+                atomic_load(&db->failed) != -ENOSPC)
+                continue;
+            db->resuming = 1;
+            pthread_mutex_unlock(&db->fl_mu);
+            tide__db_resume(db);
+            pthread_mutex_lock(&db->fl_mu);
+            continue;
+        }
         pthread_cond_wait(&db->fl_cv, &db->fl_mu);
     }
     pthread_mutex_unlock(&db->fl_mu);

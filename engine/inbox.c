@@ -6,31 +6,28 @@
  */
 #include "inbox.h"
 
-/* One part of a ticket finished with `rc` (0, duplicate, or an error). */
-static void ticket_part_done(struct ticket *t, int rc, int dup)
+/* One part of a ticket finished with `rc` (0 or an error). */
+static void ticket_part_done(struct ticket *t, int rc)
 {
     int expected = 0;
     unsigned prev;
 
     if (rc)
         atomic_compare_exchange_strong(&t->err, &expected, rc);
-    if (dup)
-        atomic_fetch_add(&t->dups, 1);
     prev = atomic_fetch_sub(&t->pending, 1);
     TIDE_ASSERT(prev > 0 && prev <= t->parts); /* never underflows */
     if (prev != 1)
         return;
-    TIDE_ASSERT(atomic_load(&t->dups) <= t->parts);
     rc = atomic_load(&t->err);
-    if (rc == 0 && atomic_load(&t->dups) == t->parts)
-        rc = TIDE_EDUPLICATE;
+    if (t->on_done)
+        t->on_done(t, rc);
     t->cb(t->ctx, rc);
     tide_free(t);
 }
 
 void tide__inbox_done(struct req *r, int rc)
 {
-    ticket_part_done(r->ticket, rc, r->dup);
+    ticket_part_done(r->ticket, rc);
     tide_free(r);
 }
 

@@ -15,29 +15,40 @@
 enum req_kind {
     REQ_BATCH = 1,
     REQ_FLUSH = 2,
+    REQ_RESUME = 3, /* write the abort list and leave the no-space state */
 };
 
 /* Completion shared by the per-shard parts of one append or flush. */
 struct ticket {
     atomic_uint pending; /* parts not yet complete */
-    atomic_uint dups;    /* parts that were duplicates */
     atomic_int err;      /* first error of any part */
     unsigned parts;
     tide_append_cb cb;
     void *ctx;
+    /* A batch over several shards (shard.c): its id, the parts whose WAL
+     * record is durable, and whether a part failed (then no part is
+     * applied). Guarded by the db's dec_mu. */
+    uint64_t batch_id; /* 0: one shard, or not a batch */
+    unsigned durable;
+    int aborted;
+    /* Deduplication (db.c): called once, before `cb`, with the result. */
+    void (*on_done)(struct ticket *t, int rc);
+    void *owner;
+    uint64_t producer_id;
+    uint64_t sequence;
+    uint64_t prev_accepted; /* the producer's accepted before this batch */
 };
 
-/* A shard's part of an append (its WAL record), or a flush request. */
+/* A shard's part of an append (its WAL record), or another request. */
 struct req {
     struct req *next;
     enum req_kind kind;
     struct ticket *ticket;
-    uint64_t producer_id;
-    uint64_t sequence;
     uint32_t points;
+    uint8_t rec_type; /* TIDE_WAL_BATCH or TIDE_WAL_PART */
+    int rc;           /* the writer's verdict, before completion */
     uint32_t rec_len;
-    int dup;
-    _Alignas(8) uint8_t rec[]; /* WAL batch record payload */
+    _Alignas(8) uint8_t rec[]; /* WAL record payload */
 };
 
 struct inbox {

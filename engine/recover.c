@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "dedup.h"
@@ -30,20 +31,224 @@ static void wal_log(void *ctx, enum tide_log_level level, const char *fmt, ...)
     tide__db_log(db, level, "%s", msg);
 }
 
+/* ---- Batches over shards ---------------------------------------------
+ *
+ * A batch over several shards is applied at recovery when it was whole
+ * before the crash: every shard in its mask either still has its part in
+ * the WAL, or had written it in a file that is gone (flushed: its batch
+ * id is at most the mark that opens the shard's first WAL file), and no
+ * shard holds an abort record for it. A part written while another never
+ * was is thereby not applied; its id is written in an abort record in
+ * every shard's new WAL file, so the decision holds after later flushes
+ * move the marks past it. */
+
+struct part_seen {
+    uint64_t id;
+    uint64_t mask;
+    unsigned shard;
+};
+
+struct scan {
+    struct tide_db *db;
+    unsigned shard;
+    int marked; /* a mark was seen in this shard's files */
+    uint64_t hw[TIDE_SHARDS_MAX];
+    struct tide_buf parts;  /* struct part_seen */
+    struct tide_buf aborts; /* uint64_t */
+    uint64_t max_id;
+};
+
+static int scan_record(void *ctx, uint8_t type, const uint8_t *payload,
+                       uint32_t len)
+{
+    struct scan *sc = ctx;
+    uint64_t id;
+
+    switch (type) {
+    case TIDE_WAL_MARK:
+        if (len != 8)
+            return TIDE_ECORRUPT;
+        id = tide__get_le64(payload);
+        /* The first file's mark: what earlier, deleted files held. */
+        if (!sc->marked)
+            sc->hw[sc->shard] = id;
+        sc->marked = 1;
+        break;
+    case TIDE_WAL_PART: {
+        struct part_seen p;
+
+        if (len < TIDE_WAL_PART_HEADER + TIDE_WAL_BATCH_HEADER)
+            return TIDE_ECORRUPT;
+        id = tide__get_le64(payload);
+        p = (struct part_seen){id, tide__get_le64(payload + 8), sc->shard};
+        if (!(p.mask & (1ull << sc->shard)))
+            return TIDE_ECORRUPT;
+        if (tide__buf_append(&sc->parts, &p, sizeof(p)))
+            return -ENOMEM;
+        sc->marked = 1;
+        break;
+    }
+    case TIDE_WAL_ABORT: {
+        uint32_t n;
+
+        if (len < 8)
+            return TIDE_ECORRUPT;
+        n = tide__get_le32(payload);
+        if ((uint64_t)n * 8 != len - 8)
+            return TIDE_ECORRUPT;
+        for (uint32_t i = 0; i < n; i++) {
+            id = tide__get_le64(payload + 8 + 8 * (size_t)i);
+            if (tide__buf_append(&sc->aborts, &id, sizeof(id)))
+                return -ENOMEM;
+            if (id > sc->max_id)
+                sc->max_id = id;
+        }
+        return 0;
+    }
+    case TIDE_WAL_PRODUCERS:
+        return 0;
+    default:
+        /* A file that opens with a batch (format version 1) has no
+         * mark; a later file's mark says nothing about flushed files. */
+        sc->marked = 1;
+        return 0;
+    }
+    if (id > sc->max_id)
+        sc->max_id = id;
+    return 0;
+}
+
+static int cmp_part(const void *a, const void *b)
+{
+    const struct part_seen *x = a, *y = b;
+
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+static int has_id(const uint64_t *ids, uint32_t n, uint64_t id)
+{
+    return n && bsearch(&id, ids, n, sizeof(id), cmp_u64) != NULL;
+}
+
+/* Add `id` to a growing array in `out`. */
+static int push_id(struct tide_buf *out, uint64_t id)
+{
+    return tide__buf_append(out, &id, sizeof(id));
+}
+
+int tide__recover_scan(struct tide_db *db)
+{
+    struct scan sc = {.db = db};
+    struct tide_buf drop = {0}, abort = {0};
+    struct part_seen *p;
+    uint64_t *ab;
+    size_t n, n_ab;
+    int rc = 0;
+
+    for (unsigned i = 0; i < db->n_shards && rc == 0; i++) {
+        uint64_t last = 0, group = 0;
+
+        sc.shard = i;
+        sc.marked = 0;
+        rc = tide__wal_replay(db->shards[i].wal_dir, i, db->man.replay_from[i],
+                              db->o.repair, scan_record, &sc, wal_log, db,
+                              &last, &group);
+        if (sc.hw[i] > sc.max_id)
+            sc.max_id = sc.hw[i];
+    }
+    if (rc) {
+        tide__db_log(db, TIDE_LOG_ERROR, "reading WAL of shard %u: %s",
+                     sc.shard, tide_strerror(rc));
+        goto out;
+    }
+    p = (struct part_seen *)sc.parts.data;
+    n = sc.parts.len / sizeof(*p);
+    ab = (uint64_t *)sc.aborts.data;
+    n_ab = sc.aborts.len / sizeof(*ab);
+    if (n)
+        qsort(p, n, sizeof(*p), cmp_part);
+    if (n_ab)
+        qsort(ab, n_ab, sizeof(*ab), cmp_u64);
+    for (size_t i = 0; i < n && rc == 0;) {
+        uint64_t id = p[i].id, mask = p[i].mask, seen = 0, need;
+        size_t j = i;
+
+        for (; j < n && p[j].id == id; j++)
+            seen |= 1ull << p[j].shard;
+        need = mask & ~seen;
+        for (unsigned sh = 0; sh < TIDE_SHARDS_MAX && need; sh++)
+            if ((need & (1ull << sh)) && sh < db->n_shards && id <= sc.hw[sh])
+                need &= ~(1ull << sh); /* written in a flushed file */
+        if (has_id(ab, (uint32_t)n_ab, id)) {
+            rc = push_id(&drop, id);
+        } else if (need) {
+            tide__db_log(db, TIDE_LOG_WARN,
+                         "batch %llu over shards is incomplete in the WAL "
+                         "(it was never acknowledged): not applied",
+                         (unsigned long long)id);
+            rc = push_id(&drop, id);
+            if (rc == 0)
+                rc = push_id(&abort, id);
+        }
+        i = j;
+    }
+    if (rc)
+        goto out;
+    db->rec_drop = (uint64_t *)drop.data;
+    db->n_rec_drop = (uint32_t)(drop.len / sizeof(uint64_t));
+    db->rec_abort = (uint64_t *)abort.data;
+    db->n_rec_abort = (uint32_t)(abort.len / sizeof(uint64_t));
+    drop = (struct tide_buf){0};
+    abort = (struct tide_buf){0};
+    db->next_batch_id = sc.max_id + 1;
+    for (unsigned i = 0; i < db->n_shards; i++)
+        db->shards[i].parts_hw = sc.hw[i];
+out:
+    tide__buf_fini(&sc.parts);
+    tide__buf_fini(&sc.aborts);
+    tide__buf_fini(&drop);
+    tide__buf_fini(&abort);
+    return rc;
+}
+
 static int replay_record(void *ctx, uint8_t type, const uint8_t *payload,
                          uint32_t len)
 {
     struct shard *s = ctx;
-    uint32_t skipped = 0;
+    struct tide_db *db = s->db;
+    uint32_t skipped = 0, off = 0;
     struct tide_buf scratch = {0};
     int rc;
 
-    if (type == TIDE_WAL_PRODUCERS)
-        return tide__dedup_load(&s->prod, payload, len);
+    switch (type) {
+    case TIDE_WAL_PRODUCERS:
+        return tide__dedup_load(&db->prod, payload, len);
+    case TIDE_WAL_BATCH:
+        break;
+    case TIDE_WAL_PART:
+        /* Checked by tide__recover_scan. */
+        if (tide__get_le64(payload) > s->parts_hw)
+            s->parts_hw = tide__get_le64(payload);
+        if (has_id(db->rec_drop, db->n_rec_drop, tide__get_le64(payload)))
+            return 0;
+        off = TIDE_WAL_PART_HEADER;
+        break;
+    default: /* marks and aborts: read by tide__recover_scan */
+        return 0;
+    }
+    payload += off;
+    len -= off;
     rc = tide__wal_batch_apply(&s->head, payload, len, &scratch, &skipped);
     tide__buf_fini(&scratch);
-    if (rc == 0 && tide__wal_batch_sequence(payload))
-        rc = tide__dedup_set(&s->prod, tide__wal_batch_producer(payload),
+    if (rc == 0 && len >= TIDE_WAL_BATCH_HEADER)
+        rc = tide__dedup_set(&db->prod, tide__wal_batch_producer(payload),
                              tide__wal_batch_sequence(payload));
     return rc;
 }
@@ -169,9 +374,23 @@ int tide__recover_shard(struct tide_db *db, struct shard *s)
     s->wal.group = group;
     if (last_seq < db->man.replay_from[idx])
         last_seq = db->man.replay_from[idx];
-    rc = tide__shard_rotate(s, last_seq + 1);
+    /* The new file voids the incomplete batches over shards for good. */
+    rc = tide__shard_rotate(s, last_seq + 1, db->rec_abort, db->n_rec_abort);
     if (rc == 0)
         rc = tide__wal_commit(&s->wal, s->io, 1);
+    if (rc == -ENOSPC || rc == -EDQUOT) {
+        struct statvfs v;
+
+        tide__db_log(db, TIDE_LOG_ERROR,
+                     "shard %u: no room for a new WAL file in %s (%llu bytes "
+                     "free; it needs about 260 KiB, more with many "
+                     "producers): free some space and open again",
+                     idx, path,
+                     statvfs(path, &v) == 0
+                         ? (unsigned long long)v.f_bavail * v.f_frsize
+                         : 0ull);
+        return rc;
+    }
     if (rc == 0)
         rc = tide__wal_remove_before(path, db->man.replay_from[idx],
                                      &(uint64_t){0});

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * A shard and its writer thread: take every queued request, drop
- * duplicates, append the records to the WAL buffer and apply them to the
- * active head, then commit the group (one write and one fdatasync) and
- * fire the callbacks. A head over its budget, or a flush request, hands
- * the head to the flusher (flush.c). Invariants in db.h.
+ * A shard and its writer thread: take every queued request, append the
+ * records to the WAL buffer, commit the group (one write and one
+ * fdatasync), wait for the other parts of batches over several shards,
+ * then apply the durable batches to the active head and fire the
+ * callbacks (invariants 5 and 6 in db.h). A head over its budget, or a
+ * flush request, hands the head to the flusher (flush.c).
  */
 #include "db.h"
 
@@ -62,13 +63,48 @@ void tide__shard_fini(struct shard *s)
     tide__inbox_complete(s->frozen_waiters, TIDE_ECLOSED);
     tide__wal_fini(&s->wal);
     tide__io_close(s->io);
-    tide__dedup_fini(&s->prod);
     tide_free(s->wal_dir);
     pthread_rwlock_destroy(&s->rw);
 }
 
-/* Commit the pending WAL group and complete the requests waiting on it. */
-static int commit_group(struct shard *s, struct req **done)
+/* FIFO lists of requests. */
+struct rlist {
+    struct req *head;
+    struct req **tail;
+};
+
+static void rl_init(struct rlist *l)
+{
+    l->head = NULL;
+    l->tail = &l->head;
+}
+
+static void rl_push(struct rlist *l, struct req *r)
+{
+    r->next = NULL;
+    *l->tail = r;
+    l->tail = &r->next;
+}
+
+/* Append all of `from` to `to`; `from` becomes empty. */
+static void rl_move(struct rlist *to, struct rlist *from)
+{
+    if (from->head) {
+        *to->tail = from->head;
+        to->tail = from->tail;
+    }
+    rl_init(from);
+}
+
+static void wal_file_path(const struct shard *s, char *out)
+{
+    snprintf(out, PATH_MAX, "%s/%016llx.wal", s->wal_dir,
+             (unsigned long long)s->wal.seq);
+}
+
+/* Commit the pending WAL group (one write and, with sync=batch, one
+ * fdatasync); a failure puts the db in its error state. */
+static int commit_group(struct shard *s)
 {
     struct tide_db *db = s->db;
     int sync = db->o.sync == TIDE_SYNC_BATCH;
@@ -79,12 +115,12 @@ static int commit_group(struct shard *s, struct req **done)
     clock_gettime(CLOCK_MONOTONIC, &t0);
     rc = tide__wal_commit(&s->wal, s->io, sync);
     clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (rc) {
+        char path[PATH_MAX];
 
-    uint64_t points = 0, batches = 0, dups = 0;
-
-    if (rc)
-        tide__db_set_failed(db, rc, "WAL commit");
-    else if (sync) {
+        wal_file_path(s, path);
+        tide__db_set_failed(db, rc, "WAL write", path);
+    } else if (sync) {
         uint64_t ns = (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000ll +
                                  (t1.tv_nsec - t0.tv_nsec));
         unsigned b = 0;
@@ -95,61 +131,311 @@ static int commit_group(struct shard *s, struct req **done)
         atomic_fetch_add(&db->wal_sync_lat[b], 1);
         atomic_fetch_add(&db->wal_sync_ns_total, ns);
     }
-    /* Counted before any completion fires, so a caller that has its
-     * acknowledgement also sees its points in tide_db_stats(). */
-    for (const struct req *r = *done; r && rc == 0; r = r->next) {
-        dups += r->dup;
-        points += r->dup ? 0 : r->points;
-        batches += !r->dup;
-    }
-    atomic_fetch_add(&db->points_appended, points);
-    atomic_fetch_add(&db->batches_appended, batches);
-    atomic_fetch_add(&db->batches_duplicate, dups);
-    tide__inbox_complete(*done, rc ? TIDE_EIO : 0);
-    *done = NULL;
     return rc;
 }
 
-int tide__shard_rotate(struct shard *s, uint64_t seq)
+/* Start WAL file `seq`: wal_file_bytes, or `min_bytes` when the disk
+ * lacks room for that, so that a nearly full disk still takes writes (and
+ * a restart needs little room). Logs a failure with the free space. */
+static int wal_new_file(struct shard *s, uint64_t seq, uint64_t min_bytes)
 {
-    struct tide_buf rec = {0};
+    struct tide_db *db = s->db;
+    uint64_t want = db->o.wal_file_bytes;
+    char path[PATH_MAX];
+    int rc;
+
+    if (want < min_bytes)
+        want = min_bytes;
+    rc = tide__wal_start(&s->wal, s->io, seq, want);
+    if ((rc == -ENOSPC || rc == -EDQUOT) && min_bytes < want) {
+        tide__db_log(db, TIDE_LOG_WARN,
+                     "shard %u: no room for a %llu-byte WAL file; trying "
+                     "%llu bytes",
+                     s->idx, (unsigned long long)want,
+                     (unsigned long long)min_bytes);
+        rc = tide__wal_start(&s->wal, s->io, seq, min_bytes);
+    }
+    if (rc) {
+        snprintf(path, sizeof(path), "%s/%016llx.wal", s->wal_dir,
+                 (unsigned long long)seq);
+        tide__db_set_failed(db, rc, "creating WAL file", path);
+        return rc;
+    }
+    atomic_fetch_add(&s->wal_bytes, s->wal.file_bytes);
+    return 0;
+}
+
+/* Smallest file for records of `len` payload bytes after a file header. */
+static uint64_t min_file_bytes(uint64_t len)
+{
+    return TIDE_WAL_BLOCK + ((len + (256u << 10) + TIDE_WAL_BLOCK - 1) &
+                             ~(uint64_t)(TIDE_WAL_BLOCK - 1));
+}
+
+/* Payload of an abort record for `ids`: count (4), zero (4), ids (8 each). */
+static int abort_record(struct tide_buf *out, const uint64_t *ids, uint32_t n)
+{
+    uint8_t e[8];
+    int rc;
+
+    out->len = 0;
+    rc = tide__buf_reserve(out, 8 + (size_t)n * 8);
+    if (rc)
+        return rc;
+    memset(e, 0, 8);
+    tide__put_le32(e, n);
+    tide__buf_append(out, e, 8);
+    for (uint32_t i = 0; i < n; i++) {
+        tide__put_le64(e, ids[i]);
+        tide__buf_append(out, e, 8);
+    }
+    return 0;
+}
+
+int tide__shard_rotate(struct shard *s, uint64_t seq, const uint64_t *aborts,
+                       uint32_t n_aborts)
+{
+    struct tide_db *db = s->db;
+    struct tide_buf prod = {0}, ab = {0};
+    uint8_t mark[8];
     int rc;
 
     TIDE_ASSERT(tide__shard_owned(s)); /* invariant 1 */
     TIDE_ASSERT(seq > s->wal.seq);     /* WAL file numbers only grow */
-    rc = tide__wal_start(&s->wal, s->io, seq, s->db->o.wal_file_bytes);
+    pthread_mutex_lock(&db->prod_mu);
+    rc = tide__dedup_record(&db->prod, &prod);
+    pthread_mutex_unlock(&db->prod_mu);
+    if (rc == 0 && n_aborts)
+        rc = abort_record(&ab, aborts, n_aborts);
     if (rc == 0)
-        atomic_fetch_add(&s->wal_bytes, s->wal.file_bytes);
+        rc = wal_new_file(s, seq,
+                          min_file_bytes(prod.len + ab.len + 3 * 32 + 8));
+    tide__put_le64(mark, s->parts_hw);
+    if (rc == 0 &&
+        !tide__wal_fits(&s->wal, (uint32_t)(prod.len + ab.len + 8 +
+                                            2 * TIDE_WAL_RECORD_HEADER + 16)))
+        rc = TIDE_EFULL; /* the three records, with their padding */
     if (rc == 0)
-        rc = tide__dedup_record(&s->prod, &rec);
-    if (rc == 0 && !tide__wal_fits(&s->wal, (uint32_t)rec.len))
-        rc = TIDE_EFULL;
+        rc = tide__wal_append(&s->wal, TIDE_WAL_PRODUCERS, prod.data,
+                              (uint32_t)prod.len);
     if (rc == 0)
-        rc = tide__wal_append(&s->wal, TIDE_WAL_PRODUCERS, rec.data,
-                              (uint32_t)rec.len);
-    tide__buf_fini(&rec);
+        rc = tide__wal_append(&s->wal, TIDE_WAL_MARK, mark, sizeof(mark));
+    if (rc == 0 && n_aborts)
+        rc = tide__wal_append(&s->wal, TIDE_WAL_ABORT, ab.data,
+                              (uint32_t)ab.len);
+    tide__buf_fini(&prod);
+    tide__buf_fini(&ab);
     return rc;
 }
 
-/* Make room for a record of `len` bytes: commit and rotate when the
- * current file is full. A record larger than a file gets a file its size. */
-static int wal_make_room(struct shard *s, uint32_t len, struct req **done)
+/* REQ_RESUME: void the failed batches over shards in this shard's WAL
+ * (an abort record) and sync, which also proves the disk takes writes
+ * again; a full file gets a successor. */
+static int shard_resume(struct shard *s)
 {
-    uint64_t need = tide__wal_record_bytes(len) + (1u << 20);
+    struct tide_db *db = s->db;
+    struct tide_buf ab = {0};
     int rc;
 
-    if (tide__wal_fits(&s->wal, len))
-        return 0;
-    rc = commit_group(s, done);
-    if (rc)
-        return rc;
-    if (need < s->db->o.wal_file_bytes)
-        need = s->db->o.wal_file_bytes;
-    rc = tide__wal_start(&s->wal, s->io, s->wal.seq + 1, need);
-    if (rc)
-        return rc;
-    atomic_fetch_add(&s->wal_bytes, s->wal.file_bytes);
-    return 0;
+    if (atomic_load(&db->failed) != -ENOSPC)
+        return tide__db_fail_code(db);
+    pthread_mutex_lock(&db->dec_mu);
+    rc = abort_record(&ab, db->aborts, db->n_aborts);
+    pthread_mutex_unlock(&db->dec_mu);
+    /* After a failed rotation the probe is a new file: the next record
+     * would need one. */
+    if (rc == 0 &&
+        (s->wal_full || !tide__wal_fits(&s->wal, (uint32_t)ab.len))) {
+        rc = tide__wal_commit(&s->wal, s->io, 1);
+        if (rc == 0)
+            rc = wal_new_file(s, s->wal.seq + 1, min_file_bytes(ab.len));
+        if (rc == 0)
+            s->wal_full = 0;
+    }
+    if (rc == 0 && ab.len > 8)
+        rc = tide__wal_append(&s->wal, TIDE_WAL_ABORT, ab.data,
+                              (uint32_t)ab.len);
+    if (rc == 0)
+        rc = tide__wal_commit(&s->wal, s->io, 1);
+    tide__buf_fini(&ab);
+    return rc;
+}
+
+/* Is `r` a part of a batch over several shards? */
+static int is_part(const struct req *r)
+{
+    return r->ticket->batch_id != 0;
+}
+
+/* Write the batches of `list` to the WAL and commit: those durable go to
+ * `ok` in WAL order, the others to `bad`. */
+static void write_batches(struct shard *s, struct rlist *list, struct rlist *ok,
+                          struct rlist *bad)
+{
+    struct tide_db *db = s->db;
+    struct rlist wr;
+    int rc = atomic_load(&db->failed);
+
+    rl_init(&wr);
+    while (list->head) {
+        struct req *r = list->head;
+
+        list->head = r->next;
+        if (rc) {
+            rl_push(bad, r);
+            continue;
+        }
+        if (!tide__wal_fits(&s->wal, r->rec_len)) {
+            /* Commit the group so far, then rotate. A record larger
+             * than a file gets a file its size. */
+            rc = commit_group(s);
+            rl_move(rc ? bad : ok, &wr);
+            if (rc == 0) {
+                rc = wal_new_file(
+                    s, s->wal.seq + 1,
+                    min_file_bytes(tide__wal_record_bytes(r->rec_len)));
+                s->wal_full = rc != 0;
+            }
+            if (rc) {
+                rl_push(bad, r);
+                continue;
+            }
+        }
+        rc = tide__wal_append(&s->wal, r->rec_type, r->rec, r->rec_len);
+        if (rc) {
+            tide__db_set_failed(db, rc, "WAL append", NULL);
+            rl_push(bad, r);
+            continue;
+        }
+        if (is_part(r))
+            s->parts_hw = r->ticket->batch_id;
+        rl_push(&wr, r);
+    }
+    if (wr.head)
+        rl_move(commit_group(s) ? bad : ok, &wr);
+}
+
+/* Announce which parts are durable and which failed, then wait until
+ * every batch over shards among `ok` has its commit point: all parts
+ * durable, or one failed (invariant 5). Waits only after announcing, and
+ * parts arrive in batch id order (invariant 6), so writers never wait in a
+ * cycle. */
+static void decide_parts(struct shard *s, struct rlist *ok, struct rlist *bad)
+{
+    struct tide_db *db = s->db;
+    int any = 0;
+
+    for (struct req *r = ok->head; r && !any; r = r->next)
+        any = is_part(r);
+    for (struct req *r = bad->head; r && !any; r = r->next)
+        any = is_part(r);
+    if (!any)
+        return;
+    pthread_mutex_lock(&db->dec_mu);
+    for (struct req *r = bad->head; r; r = r->next) {
+        struct ticket *t = r->ticket;
+
+        if (!is_part(r) || t->aborted)
+            continue;
+        t->aborted = 1;
+        /* Other parts may be durable: void them before writes resume. */
+        if (db->n_aborts == db->cap_aborts) {
+            uint32_t cap = db->cap_aborts ? db->cap_aborts * 2 : 16;
+            uint64_t *p = tide_realloc(db->aborts, cap * sizeof(*p));
+
+            if (!p) {
+                /* Cannot keep the list: make the failure sticky, so
+                 * that recovery at the next open voids the parts. */
+                tide__db_set_failed(db, -ENOMEM, "recording a failed batch",
+                                    NULL);
+                atomic_store(&db->failed, TIDE_EIO);
+                continue;
+            }
+            db->aborts = p;
+            db->cap_aborts = cap;
+        }
+        db->aborts[db->n_aborts++] = t->batch_id;
+        db->abort_gen++;
+    }
+    for (struct req *r = ok->head; r; r = r->next)
+        if (is_part(r))
+            r->ticket->durable++;
+    pthread_cond_broadcast(&db->dec_cv);
+    for (struct req *r = ok->head; r; r = r->next) {
+        struct ticket *t = r->ticket;
+
+        while (is_part(r) && !t->aborted && t->durable < t->parts &&
+               !db->dec_stop)
+            pthread_cond_wait(&db->dec_cv, &db->dec_mu);
+        if (is_part(r) && t->durable < t->parts)
+            t->aborted = 1; /* closing: its missing part never comes */
+    }
+    pthread_mutex_unlock(&db->dec_mu);
+}
+
+/* Apply the durable batches of `ok` to the head, in WAL order, record
+ * their sequences in the producer table and complete them. */
+static void apply_batches(struct shard *s, struct rlist *ok,
+                          struct tide_buf *scratch)
+{
+    struct tide_db *db = s->db;
+    uint64_t points = 0, batches = 0;
+    uint32_t skipped = 0;
+    int failed = 0;
+
+    pthread_rwlock_wrlock(&s->rw);
+    s->head_locked = 1;
+    for (struct req *r = ok->head; r; r = r->next) {
+        uint32_t off = r->rec_type == TIDE_WAL_PART ? TIDE_WAL_PART_HEADER : 0;
+        int rc;
+
+        if (is_part(r) && r->ticket->aborted)
+            continue;
+        TIDE_ASSERT(s->head_locked); /* invariant 1 */
+        rc = failed
+                 ? TIDE_EIO
+                 : tide__wal_batch_apply(&s->head, r->rec + off,
+                                         r->rec_len - off, scratch, &skipped);
+        if (rc) {
+            /* Durable but not in the head: only a reopen can serve it. */
+            if (!failed)
+                tide__db_set_failed(db, rc, "applying a batch", NULL);
+            atomic_store(&db->failed, TIDE_EIO);
+            failed = 1;
+            r->rc = TIDE_EIO;
+            continue;
+        }
+        points += r->points;
+        batches++;
+        if (r->ticket->on_done) {
+            pthread_mutex_lock(&db->prod_mu);
+            if (tide__dedup_set(&db->prod, r->ticket->producer_id,
+                                r->ticket->sequence))
+                tide__db_log(db, TIDE_LOG_WARN,
+                             "producer table full of memory: a retry of "
+                             "this batch would be applied again");
+            pthread_mutex_unlock(&db->prod_mu);
+        }
+    }
+    s->head_locked = 0;
+    pthread_rwlock_unlock(&s->rw);
+    if (skipped)
+        tide__db_log(db, TIDE_LOG_WARN,
+                     "shard %u: %u column(s) skipped: value type differs "
+                     "from the series' type",
+                     s->idx, skipped);
+    /* Counted before any completion fires, so a caller that has its
+     * acknowledgement also sees its points in tide_db_stats(). */
+    atomic_fetch_add(&db->points_appended, points);
+    atomic_fetch_add(&db->batches_appended, batches);
+    while (ok->head) {
+        struct req *r = ok->head;
+        int aborted = is_part(r) && r->ticket->aborted;
+
+        ok->head = r->next;
+        tide__inbox_done(r, aborted ? tide__db_fail_code(db) : r->rc);
+    }
+    rl_init(ok);
 }
 
 static void *writer_main(void *arg)
@@ -162,69 +448,36 @@ static void *writer_main(void *arg)
     s->writer = pthread_self();
     atomic_store(&s->writer_running, 1);
     while ((list = tide__inbox_take(&s->in, &db->stopping))) {
-        struct req *done = NULL, *flushes = NULL;
-        uint32_t skipped = 0;
-        int rc = atomic_load(&db->failed);
+        struct rlist batches, ok, bad, flushes, resumes;
 
-        pthread_rwlock_wrlock(&s->rw);
-        s->head_locked = 1;
+        rl_init(&batches);
+        rl_init(&ok);
+        rl_init(&bad);
+        rl_init(&flushes);
+        rl_init(&resumes);
         while (list) {
             struct req *r = list;
 
             list = r->next;
-            if (r->kind == REQ_FLUSH) {
-                r->next = flushes;
-                flushes = r;
-                continue;
-            }
-            if (!rc && r->sequence &&
-                tide__dedup_get(&s->prod, r->producer_id) >= r->sequence)
-                r->dup = 1;
-            /* A rotation commits the group so far; r joins the list of
-             * completions only once its own record is in the buffer. Its
-             * write, fallocate and fsyncs run without the shard lock, so
-             * readers of the head never wait for the disk (invariant 1);
-             * the head holds whole batches at that point. */
-            if (!rc && !r->dup && !tide__wal_fits(&s->wal, r->rec_len)) {
-                s->head_locked = 0;
-                pthread_rwlock_unlock(&s->rw);
-                rc = wal_make_room(s, r->rec_len, &done);
-                pthread_rwlock_wrlock(&s->rw);
-                s->head_locked = 1;
-            }
-            r->next = done;
-            done = r;
-            if (rc || r->dup)
-                continue;
-            TIDE_ASSERT(s->head_locked); /* invariant 1 */
-            rc = tide__wal_append(&s->wal, TIDE_WAL_BATCH, r->rec, r->rec_len);
-            if (rc == 0)
-                rc = tide__wal_batch_apply(&s->head, r->rec, r->rec_len,
-                                           &scratch, &skipped);
-            if (rc == 0 && r->sequence)
-                rc = tide__dedup_set(&s->prod, r->producer_id, r->sequence);
-            if (rc) {
-                tide__db_set_failed(db, rc, "append");
-                continue;
-            }
+            rl_push(r->kind == REQ_FLUSH    ? &flushes
+                    : r->kind == REQ_RESUME ? &resumes
+                                            : &batches,
+                    r);
         }
-        s->head_locked = 0;
-        pthread_rwlock_unlock(&s->rw);
-        if (skipped)
-            tide__db_log(db, TIDE_LOG_WARN,
-                         "shard %u: %u column(s) skipped: value type differs "
-                         "from the series' type",
-                         s->idx, skipped);
-        if (rc)
-            tide__inbox_complete(done, TIDE_EIO);
-        else
-            commit_group(s, &done);
+        /* Invariant 5: WAL first, with no lock (invariant 1), then the
+         * head. */
+        write_batches(s, &batches, &ok, &bad);
+        decide_parts(s, &ok, &bad);
+        apply_batches(s, &ok, &scratch);
+        tide__inbox_complete(bad.head, tide__db_fail_code(db));
+        if (resumes.head)
+            tide__inbox_complete(resumes.head, shard_resume(s));
         if (atomic_load(&db->failed)) {
-            tide__inbox_complete(flushes, TIDE_EIO);
+            tide__inbox_complete(flushes.head, tide__db_fail_code(db));
             continue;
         }
-        if (flushes || s->head.bytes >= db->head_bytes_per_shard)
-            tide__flush_freeze(s, flushes);
+        if (flushes.head || s->head.bytes >= db->head_bytes_per_shard)
+            tide__flush_freeze(s, flushes.head);
     }
     tide__buf_fini(&scratch);
     return NULL;

@@ -10,7 +10,7 @@
  * File header (32 bytes, little-endian):
  *   OFFSET  SIZE  DESCRIPTION
  *   0       8     magic "TIDEWAL\0"
- *   8       4     format version (1)
+ *   8       4     format version (2; 1 is still read)
  *   12      4     shard number
  *   16      8     file sequence number
  *   24      8     XXH3-64 of bytes 0..24
@@ -18,7 +18,8 @@
  * Record (at 8-byte aligned offsets from 32):
  *   OFFSET  SIZE  DESCRIPTION
  *   0       4     payload length L
- *   4       1     type (1 batch, 2 producer table)
+ *   4       1     type (1 batch, 2 producer table, 3 mark, 4 part,
+ *                 5 abort)
  *   5       3     zero
  *   8       8     commit group number
  *   16      8     XXH3-64 of the payload, seeded with XXH3-64 of bytes 0..16
@@ -35,6 +36,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -43,7 +45,20 @@
 #include <xxhash.h>
 
 #define WAL_MAGIC "TIDEWAL"
-#define WAL_VERSION 1u
+#define WAL_VERSION 2u
+#define WAL_VERSION_MIN 1u /* version 1 files hold types 1 and 2 only */
+
+static _Atomic uint64_t inject_space;
+
+void tide__wal_inject_space(uint64_t bytes)
+{
+    atomic_store(&inject_space, bytes);
+}
+
+static int known_type(uint8_t type)
+{
+    return type >= TIDE_WAL_BATCH && type <= TIDE_WAL_ABORT;
+}
 
 static size_t round_up(size_t n, size_t to)
 {
@@ -122,7 +137,7 @@ int tide__wal_append(struct wal *w, uint8_t type, const void *payload,
     int rc;
 
     TIDE_ASSERT(tide__wal_fits(w, len)); /* the caller checked */
-    TIDE_ASSERT(type == TIDE_WAL_BATCH || type == TIDE_WAL_PRODUCERS);
+    TIDE_ASSERT(known_type(type));
     rc = reserve(w, total);
 
     if (rc)
@@ -149,6 +164,9 @@ int tide__wal_commit(struct wal *w, struct tide_io *io, int sync)
 
     if (w->fd < 0)
         return -EBADF;
+    /* Clear what a failed group may have left in the file. */
+    if (w->dirty_end > w->buf_off + len)
+        len = round_up(w->dirty_end - w->buf_off, TIDE_WAL_BLOCK);
     TIDE_ASSERT(w->buf_off % TIDE_WAL_BLOCK == 0 && len <= w->buf_cap);
     TIDE_ASSERT(w->buf_off + len <= w->file_bytes);
     /* The padding up to the block boundary must read as "end of log". */
@@ -164,9 +182,16 @@ int tide__wal_commit(struct wal *w, struct tide_io *io, int sync)
     if (sync)
         req[n++] = (struct tide_io_req){.op = TIDE_IO_FDATASYNC, .fd = w->fd};
     rc = tide__io_run(io, req, n);
-    if (rc)
+    if (rc) {
+        /* The group is not acknowledged: drop it, and remember how far
+         * it may have reached the file. */
+        if (w->buf_off + len > w->dirty_end)
+            w->dirty_end = w->buf_off + len;
+        w->buf_len = w->committed_len;
         return rc;
+    }
     w->group++;
+    w->dirty_end = 0;
     /* Keep the partial last block: the next group rewrites it. */
     keep = w->buf_len % TIDE_WAL_BLOCK;
     if (w->buf_len - keep > 0) {
@@ -174,58 +199,95 @@ int tide__wal_commit(struct wal *w, struct tide_io *io, int sync)
         w->buf_off += w->buf_len - keep;
         w->buf_len = keep;
     }
+    w->committed_len = w->buf_len;
     return 0;
+}
+
+/* Preallocate so that group commits do not extend the file: an fdatasync
+ * then has no size change to journal. */
+static int preallocate(int fd, uint64_t bytes)
+{
+    uint64_t room = atomic_load(&inject_space);
+    int rc;
+
+    if (room && bytes > room)
+        return ENOSPC;
+    rc = posix_fallocate(fd, 0, (off_t)bytes);
+    if (rc == EOPNOTSUPP || rc == EINVAL)
+        rc = ftruncate(fd, (off_t)bytes) ? errno : 0;
+    return rc;
 }
 
 int tide__wal_start(struct wal *w, struct tide_io *io, uint64_t seq,
                     uint64_t file_bytes)
 {
     char path[PATH_MAX];
-    int fd, rc;
+    uint8_t *hdr;
+    int fd, rc, direct = 1;
 
     /* File numbers only grow: replay and deletion go by them. */
     TIDE_ASSERT(w->fd < 0 || seq > w->seq);
+    /* The current file holds no trace of a failed group. */
+    TIDE_ASSERT(w->dirty_end == 0);
     file_bytes = round_up(file_bytes, TIDE_WAL_BLOCK);
     file_name(path, w->dir, seq);
-    w->direct = 1;
+    hdr = tide_aligned_alloc(TIDE_WAL_BLOCK, TIDE_WAL_BLOCK);
+    if (!hdr)
+        return -ENOMEM;
     fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_DIRECT, 0600);
     if (fd < 0 && errno == EINVAL) {
         /* tmpfs and some others refuse O_DIRECT; buffered writes plus
          * fdatasync are just as durable, only cost more CPU. */
-        w->direct = 0;
+        direct = 0;
         fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     }
-    if (fd < 0)
+    if (fd < 0) {
+        tide_free(hdr);
         return -errno;
-    /* Preallocate so that group commits do not extend the file: an
-     * fdatasync then has no size change to journal. */
-    rc = posix_fallocate(fd, 0, (off_t)file_bytes);
-    if (rc == EOPNOTSUPP || rc == EINVAL)
-        rc = ftruncate(fd, (off_t)file_bytes) ? errno : 0;
+    }
+    /* The new file is made whole (preallocated, header written, durable
+     * with its directory entry) before it replaces the current one, so
+     * that a failure, ENOSPC above all, leaves the WAL as it was. */
+    memset(hdr, 0, TIDE_WAL_BLOCK);
+    memcpy(hdr, WAL_MAGIC, 8);
+    tide__put_le32(hdr + 8, WAL_VERSION);
+    tide__put_le32(hdr + 12, w->shard);
+    tide__put_le64(hdr + 16, seq);
+    tide__put_le64(hdr + 24, XXH3_64bits(hdr, 24));
+    rc = -preallocate(fd, file_bytes);
+    if (rc == 0) {
+        struct tide_io_req req = {.op = TIDE_IO_WRITE,
+                                  .fd = fd,
+                                  .buf = hdr,
+                                  .len = TIDE_WAL_BLOCK,
+                                  .off = 0};
+
+        rc = tide__io_run(io, &req, 1);
+    }
+    if (rc == 0 && fsync(fd) != 0)
+        rc = -errno;
+    if (rc == 0)
+        rc = tide__io_fsync_dir(w->dir);
     if (rc) {
         close(fd);
         unlink(path);
-        return -rc;
+        tide_free(hdr);
+        return rc;
     }
     if (w->fd >= 0)
         close(w->fd);
     w->fd = fd;
+    w->direct = direct;
     w->seq = seq;
     w->file_bytes = file_bytes;
     w->buf_off = 0;
-    memset(w->buf, 0, TIDE_WAL_FILE_HEADER);
-    memcpy(w->buf, WAL_MAGIC, 8);
-    tide__put_le32(w->buf + 8, WAL_VERSION);
-    tide__put_le32(w->buf + 12, w->shard);
-    tide__put_le64(w->buf + 16, seq);
-    tide__put_le64(w->buf + 24, XXH3_64bits(w->buf, 24));
+    memcpy(w->buf, hdr, TIDE_WAL_FILE_HEADER);
     w->buf_len = TIDE_WAL_FILE_HEADER;
-    if (fsync(fd) != 0)
-        return -errno;
-    rc = tide__wal_commit(w, io, 1);
-    if (rc)
-        return rc;
-    return tide__io_fsync_dir(w->dir);
+    w->committed_len = w->buf_len;
+    w->dirty_end = 0;
+    w->group++;
+    tide_free(hdr);
+    return 0;
 }
 
 /* ---- Recovery ----------------------------------------------------------- */
@@ -327,8 +389,7 @@ static int record_valid(const uint8_t *buf, size_t size, size_t off,
     if (size - off < TIDE_WAL_RECORD_HEADER)
         return 0;
     l = tide__get_le32(p);
-    if ((p[4] != TIDE_WAL_BATCH && p[4] != TIDE_WAL_PRODUCERS) || p[5] ||
-        p[6] || p[7])
+    if (!known_type(p[4]) || p[5] || p[6] || p[7])
         return 0;
     if (l > size - off - TIDE_WAL_RECORD_HEADER)
         return 0;
@@ -385,7 +446,10 @@ static int truncate_file(const char *path, uint64_t off)
 static int header_valid(const uint8_t *buf, size_t size, unsigned shard,
                         uint64_t seq)
 {
+    uint32_t version = size >= 12 ? tide__get_le32(buf + 8) : 0;
+
     return size >= TIDE_WAL_FILE_HEADER && !memcmp(buf, WAL_MAGIC, 8) &&
+           version >= WAL_VERSION_MIN && version <= WAL_VERSION &&
            tide__get_le32(buf + 12) == shard &&
            tide__get_le64(buf + 16) == seq &&
            tide__get_le64(buf + 24) == XXH3_64bits(buf, 24);
@@ -429,8 +493,9 @@ int tide__wal_replay(const char *dir, unsigned shard, uint64_t from_seq,
                     rc = -errno;
                 break;
             }
-            if (tide__get_le32(buf + 8) != WAL_VERSION && size >= 12 &&
-                !memcmp(buf, WAL_MAGIC, 8))
+            if (size >= 12 && !memcmp(buf, WAL_MAGIC, 8) &&
+                (tide__get_le32(buf + 8) < WAL_VERSION_MIN ||
+                 tide__get_le32(buf + 8) > WAL_VERSION))
                 rc = TIDE_EVERSION;
             else
                 rc = TIDE_ECORRUPT;

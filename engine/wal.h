@@ -16,8 +16,13 @@
 #define TIDE_WAL_RECORD_HEADER 24u
 
 /* Record types. Frozen: they are on disk. */
-#define TIDE_WAL_BATCH 1     /* a shard's part of an append */
+#define TIDE_WAL_BATCH 1     /* an append that touches only this shard */
 #define TIDE_WAL_PRODUCERS 2 /* snapshot of the producer table */
+/* Format version 2 adds (docs/file-format.md, "Batches over shards"): */
+#define TIDE_WAL_MARK 3  /* highest batch id of parts in earlier files */
+#define TIDE_WAL_PART 4  /* this shard's part of an append over shards */
+#define TIDE_WAL_ABORT 5 /* ids of batches over shards never applied */
+#define TIDE_WAL_PART_HEADER 16u /* batch id (8), shard mask (8) */
 
 struct wal {
     char *dir; /* the shard's WAL directory */
@@ -31,6 +36,12 @@ struct wal {
     size_t buf_cap;
     size_t buf_len;
     uint64_t buf_off; /* file offset of buf[0], block-aligned */
+    /* buf_len after the last successful commit: a failed commit drops
+     * the records after it, and the next commit rewrites the file up to
+     * dirty_end with zeros past its own records, so that nothing of the
+     * failed group can be read back (0: nothing to clear). */
+    size_t committed_len;
+    uint64_t dirty_end;
 };
 
 /* Set up `w` for the directory `dir` (created if missing). No file is
@@ -40,7 +51,9 @@ void tide__wal_fini(struct wal *w);
 
 /* Create and preallocate file `seq` (at least `file_bytes`), write its
  * header, make it and the directory durable, and make it current. The
- * previous file, if any, must be committed. Returns 0 or -errno. */
+ * previous file, if any, must be committed. On failure nothing changes
+ * (the new file is removed). Returns 0 or -errno (-ENOSPC when the disk
+ * lacks room for the preallocation). */
 int tide__wal_start(struct wal *w, struct tide_io *io, uint64_t seq,
                     uint64_t file_bytes);
 
@@ -56,7 +69,9 @@ int tide__wal_append(struct wal *w, uint8_t type, const void *payload,
                      uint32_t len);
 
 /* Write the pending group and, when `sync`, fdatasync it. Returns 0 or
- * -errno; on failure the caller must treat the WAL as failed. */
+ * -errno; on failure the group's records are dropped from the buffer (they
+ * are not acknowledged) and the next successful commit overwrites what of
+ * them may have reached the file. */
 int tide__wal_commit(struct wal *w, struct tide_io *io, int sync);
 
 /* Record callback of tide__wal_replay(); a non-zero return stops it. */
@@ -84,6 +99,10 @@ int tide__wal_replay(const char *dir, unsigned shard, uint64_t from_seq,
  * they held to *removed. Returns 0 or -errno. Safe to call from another
  * thread than the shard's writer: it touches no struct wal. */
 int tide__wal_remove_before(const char *dir, uint64_t seq, uint64_t *removed);
+
+/* Tests: make every WAL preallocation larger than `bytes` fail with
+ * ENOSPC, as on a disk with that much room left; 0 disables. */
+void tide__wal_inject_space(uint64_t bytes);
 
 /* Total size of the WAL files in `dir` (0 when unreadable). */
 uint64_t tide__wal_dir_bytes(const char *dir);

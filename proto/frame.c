@@ -70,11 +70,56 @@ int64_t tide_frame_encode(const Tide__V1__Envelope *env, uint8_t *out,
     return (int64_t)(TIDE_FRAME_HEADER_BYTES + payload);
 }
 
+/* The allocator of a bounded decode: counts what the decode asks for and
+ * refuses the allocation that would pass the bound, which fails the
+ * unpack (protobuf-c then frees what it had). Frees go straight through,
+ * so a message decoded with it is freed with the inner allocator. */
+struct budget {
+    ProtobufCAllocator *inner;
+    size_t left;
+    int over;
+};
+
+static void *budget_alloc(void *ctx, size_t size)
+{
+    struct budget *b = ctx;
+    size_t cost = size + TIDE_FRAME_ALLOC_OVERHEAD;
+
+    if (cost < size || cost > b->left) {
+        b->over = 1;
+        return NULL;
+    }
+    b->left -= cost;
+    return b->inner->alloc(b->inner->allocator_data, size);
+}
+
+static void budget_free(void *ctx, void *p)
+{
+    struct budget *b = ctx;
+
+    b->inner->free(b->inner->allocator_data, p);
+}
+
 int tide_frame_parse(const uint8_t *buf, size_t len, uint32_t max_bytes,
                      ProtobufCAllocator *alloc, Tide__V1__Envelope **env,
                      size_t *consumed)
 {
+    int over;
+
+    return tide_frame_parse_bounded(buf, len, max_bytes, alloc, 0, env,
+                                    consumed, &over);
+}
+
+int tide_frame_parse_bounded(const uint8_t *buf, size_t len, uint32_t max_bytes,
+                             ProtobufCAllocator *alloc, size_t mem_max,
+                             Tide__V1__Envelope **env, size_t *consumed,
+                             int *mem_over)
+{
+    struct budget b = {NULL, mem_max, 0};
+    ProtobufCAllocator bounded = {budget_alloc, budget_free, &b};
     uint32_t payload;
+
+    *mem_over = 0;
 
     if (max_bytes == 0 || max_bytes > TIDE_FRAME_MAX_BYTES_LIMIT)
         max_bytes = TIDE_FRAME_MAX_BYTES_DEFAULT;
@@ -87,12 +132,85 @@ int tide_frame_parse(const uint8_t *buf, size_t len, uint32_t max_bytes,
         return TIDE_FRAME_NEED_MORE;
     if (!alloc)
         alloc = &tide_frame_allocator;
+    b.inner = alloc;
     pb_oom = 0;
-    *env = tide__v1__envelope__unpack(alloc, payload,
+    *env = tide__v1__envelope__unpack(mem_max ? &bounded : alloc, payload,
                                       buf + TIDE_FRAME_HEADER_BYTES);
+    if (!*env && b.over) {
+        *mem_over = 1;
+        return TIDE_ETOOLARGE;
+    }
     if (!*env)
         return pb_oom ? -ENOMEM : TIDE_EMALFORMED;
     *consumed = TIDE_FRAME_HEADER_BYTES + payload;
+    return 0;
+}
+
+/* A base-128 varint at p[*at..n): 0 and *v, or -1 when truncated or
+ * longer than 10 bytes. */
+static int scan_varint(const uint8_t *p, size_t n, size_t *at, uint64_t *v)
+{
+    uint64_t x = 0;
+
+    for (unsigned shift = 0; shift < 70; shift += 7) {
+        uint8_t b;
+
+        if (*at >= n)
+            return -1;
+        b = p[(*at)++];
+        x |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *v = x;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+int tide_frame_scan(const uint8_t *payload, size_t n, struct tide_frame_head *h)
+{
+    size_t at = 0;
+
+    h->request_id = 0;
+    h->body = 0;
+    h->bytes = TIDE_FRAME_HEADER_BYTES + n;
+    while (at < n) {
+        uint64_t key, v;
+        uint32_t field;
+
+        if (scan_varint(payload, n, &at, &key) || (key >> 3) == 0 ||
+            (key >> 3) > UINT32_MAX)
+            return TIDE_EMALFORMED;
+        field = (uint32_t)(key >> 3);
+        switch (key & 7) {
+        case 0: /* varint */
+            if (scan_varint(payload, n, &at, &v))
+                return TIDE_EMALFORMED;
+            if (field == 1)
+                h->request_id = v;
+            break;
+        case 1: /* 64-bit */
+            if (n - at < 8)
+                return TIDE_EMALFORMED;
+            at += 8;
+            break;
+        case 2: /* length-delimited: a body is a message */
+            if (scan_varint(payload, n, &at, &v) || v > n - at)
+                return TIDE_EMALFORMED;
+            at += (size_t)v;
+            if (field != 1 && protobuf_c_message_descriptor_get_field(
+                                  &tide__v1__envelope__descriptor, field))
+                h->body = field;
+            break;
+        case 5: /* 32-bit */
+            if (n - at < 4)
+                return TIDE_EMALFORMED;
+            at += 4;
+            break;
+        default: /* groups (3, 4) and 6, 7: protobuf-c refuses them too */
+            return TIDE_EMALFORMED;
+        }
+    }
     return 0;
 }
 
@@ -182,6 +300,20 @@ void tide_frame_decoder_init(struct tide_frame_decoder *d, uint32_t max_bytes,
         max_bytes = TIDE_FRAME_MAX_BYTES_DEFAULT;
     d->max_bytes = max_bytes;
     d->alloc = alloc;
+}
+
+void tide_frame_decoder_set_max(struct tide_frame_decoder *d,
+                                uint32_t max_bytes)
+{
+    if (max_bytes == 0 || max_bytes > TIDE_FRAME_MAX_BYTES_LIMIT)
+        max_bytes = TIDE_FRAME_MAX_BYTES_DEFAULT;
+    d->max_bytes = max_bytes;
+}
+
+void tide_frame_decoder_set_decode_ratio(struct tide_frame_decoder *d,
+                                         uint32_t ratio)
+{
+    d->decode_ratio = ratio;
 }
 
 /* The decoder's buffer comes from the caller's allocator when one is given,
@@ -279,18 +411,58 @@ int tide_frame_decoder_feed(struct tide_frame_decoder *d, const void *data,
     return 0;
 }
 
+int tide_frame_decoder_peek(struct tide_frame_decoder *d,
+                            struct tide_frame_head *h)
+{
+    size_t live = d->len - d->head;
+    uint32_t payload;
+
+    if (d->err)
+        return d->err;
+    if (check_header(d))
+        return d->err;
+    if (live < TIDE_FRAME_HEADER_BYTES)
+        return TIDE_FRAME_NEED_MORE;
+    payload = load_le32(d->buf + d->head);
+    if (live - TIDE_FRAME_HEADER_BYTES < payload)
+        return TIDE_FRAME_NEED_MORE;
+    d->err =
+        tide_frame_scan(d->buf + d->head + TIDE_FRAME_HEADER_BYTES, payload, h);
+    return d->err;
+}
+
+void tide_frame_decoder_skip(struct tide_frame_decoder *d)
+{
+    size_t live = d->len - d->head;
+    uint32_t payload;
+
+    if (d->err || live < TIDE_FRAME_HEADER_BYTES)
+        return;
+    payload = load_le32(d->buf + d->head);
+    if (live - TIDE_FRAME_HEADER_BYTES < payload)
+        return;
+    d->head += TIDE_FRAME_HEADER_BYTES + payload;
+    if (d->head == d->len)
+        d->head = d->len = 0;
+}
+
 int tide_frame_decoder_next(struct tide_frame_decoder *d,
                             Tide__V1__Envelope **env)
 {
-    size_t consumed = 0;
+    size_t consumed = 0, live = d->len - d->head, mem_max = 0;
     int rc;
 
     if (d->err)
         return d->err;
     if (check_header(d))
         return d->err;
-    rc = tide_frame_parse(d->buf + d->head, d->len - d->head, d->max_bytes,
-                          d->alloc, env, &consumed);
+    /* Invariant 4: the bound follows the payload the header announces. */
+    if (d->decode_ratio && live >= TIDE_FRAME_HEADER_BYTES)
+        mem_max = (size_t)d->decode_ratio * load_le32(d->buf + d->head) +
+                  TIDE_FRAME_DECODE_SLACK;
+    rc =
+        tide_frame_parse_bounded(d->buf + d->head, live, d->max_bytes, d->alloc,
+                                 mem_max, env, &consumed, &d->mem_over);
     if (rc == TIDE_FRAME_NEED_MORE)
         return rc;
     if (rc) {

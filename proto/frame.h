@@ -62,6 +62,35 @@ int tide_frame_parse(const uint8_t *buf, size_t len, uint32_t max_bytes,
  */
 const char *tide_frame_nul_field(const uint8_t *payload, size_t len);
 
+/*
+ * tide_frame_parse() with a bound on the memory the decode may take:
+ * `mem_max` bytes requested from `alloc`, each allocation counted with
+ * TIDE_FRAME_ALLOC_OVERHEAD more (0 = no bound). A payload that would
+ * decode to more fails with TIDE_ETOOLARGE and *mem_over set to 1 (left
+ * 0 otherwise), everything it had allocated freed.
+ */
+#define TIDE_FRAME_ALLOC_OVERHEAD 16u
+int tide_frame_parse_bounded(const uint8_t *buf, size_t len, uint32_t max_bytes,
+                             ProtobufCAllocator *alloc, size_t mem_max,
+                             Tide__V1__Envelope **env, size_t *consumed,
+                             int *mem_over);
+
+/* What a frame is, read from its payload without decoding it: the last
+ * request_id and the field number of the last body field present (a
+ * Tide__V1__Envelope__BodyCase; 0 when none or unknown to this build),
+ * as protobuf's "last one wins" would give them. */
+struct tide_frame_head {
+    uint64_t request_id;
+    uint32_t body;
+    size_t bytes; /* the whole frame, header included */
+};
+
+/* Scan the top-level fields of payload[0..n). Returns 0, or
+ * TIDE_EMALFORMED when a field is truncated or its key or varint is bad
+ * (a payload that cannot decode either). Allocates nothing. */
+int tide_frame_scan(const uint8_t *payload, size_t n,
+                    struct tide_frame_head *h);
+
 /* protobuf-c's allocator over tide_malloc/tide_free: what a NULL `alloc`
  * means to this codec. Free messages whose parts were tide_malloc'd with
  * it. */
@@ -80,6 +109,8 @@ void tide_frame_free(Tide__V1__Envelope *env, ProtobufCAllocator *alloc);
  *      the decoder reserve memory for a frame it has not sent.
  *   3. err != 0 is sticky: after a framing error the stream has no frame
  *      boundary left to resynchronise on, so every later call returns it.
+ *   4. a decode takes at most decode_ratio times the payload plus
+ *      TIDE_FRAME_DECODE_SLACK bytes (when decode_ratio is not 0).
  */
 struct tide_frame_decoder {
     uint8_t *buf;
@@ -87,16 +118,31 @@ struct tide_frame_decoder {
     size_t len;
     size_t cap;
     uint32_t max_bytes;
+    uint32_t decode_ratio; /* 0 = the decode is not bounded */
     int err;
+    int mem_over; /* err is TIDE_ETOOLARGE from the decode memory bound */
     ProtobufCAllocator *alloc;
     /* Of the envelope the last tide_frame_decoder_next() returned:
      * tide_frame_nul_field() of its payload. */
     const char *nul_field;
 };
 
+/* What a bounded decode may take beyond decode_ratio × payload. */
+#define TIDE_FRAME_DECODE_SLACK (1u << 20)
+
 /* Initialise `d` for frames up to `max_bytes` (0 = the default). */
 void tide_frame_decoder_init(struct tide_frame_decoder *d, uint32_t max_bytes,
                              ProtobufCAllocator *alloc);
+
+/* Change the largest frame accepted from now on (0 = the default): a
+ * header already buffered is checked against it at the next call. */
+void tide_frame_decoder_set_max(struct tide_frame_decoder *d,
+                                uint32_t max_bytes);
+
+/* Bound every later decode to `ratio` times its payload plus
+ * TIDE_FRAME_DECODE_SLACK bytes (0 = unbounded, the default). */
+void tide_frame_decoder_set_decode_ratio(struct tide_frame_decoder *d,
+                                         uint32_t ratio);
 
 /* Release the decoder's buffer. `d` may be re-initialised afterwards. */
 void tide_frame_decoder_fini(struct tide_frame_decoder *d);
@@ -112,10 +158,24 @@ int tide_frame_decoder_feed(struct tide_frame_decoder *d, const void *data,
 /*
  * Take the next complete envelope. Returns 0 and sets *env (free with
  * tide_frame_free(*env, alloc)), TIDE_FRAME_NEED_MORE, or an error that
- * stays sticky (see invariant 3).
+ * stays sticky (see invariant 3); TIDE_ETOOLARGE with mem_over set when
+ * the decode passed its memory bound (invariant 4).
  */
 int tide_frame_decoder_next(struct tide_frame_decoder *d,
                             Tide__V1__Envelope **env);
+
+/*
+ * Look at the next complete frame without decoding it (tide_frame_scan).
+ * Returns 0 and fills *h, TIDE_FRAME_NEED_MORE, or a sticky error
+ * (TIDE_ETOOLARGE, TIDE_EMALFORMED). The frame stays buffered: take it
+ * with tide_frame_decoder_next() or drop it with
+ * tide_frame_decoder_skip().
+ */
+int tide_frame_decoder_peek(struct tide_frame_decoder *d,
+                            struct tide_frame_head *h);
+
+/* Drop the complete frame that tide_frame_decoder_peek() described. */
+void tide_frame_decoder_skip(struct tide_frame_decoder *d);
 
 /* Bytes buffered but not yet returned as envelopes. */
 size_t tide_frame_decoder_pending(const struct tide_frame_decoder *d);

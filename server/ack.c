@@ -211,3 +211,17 @@ void ack_refuse(struct conn *c, uint64_t rid, Tide__V1__ErrorCode code,
     ack_enqueue(c, w);
     conn_flush_writes(c);
 }
+
+void ack_conn_closed(struct conn *c)
+{
+    struct pending_write *w = c->writes_head, *next;
+
+    for (; w; w = next) {
+        next = w->next;
+        if (w->done)
+            pending_free(w); /* answered: the engine has let go of it */
+        else
+            w->conn = NULL; /* freed when its completion is drained */
+    }
+    c->writes_head = c->writes_tail = NULL;
+}

@@ -9,6 +9,7 @@
  * password (AccountCreate, PasswordChange, AccountDelete) run as password
  * jobs off the loop (admin_int.h).
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -888,16 +889,18 @@ static void tier_list(struct conn *c, const Tide__V1__Envelope *e)
 
 static void server_status(struct conn *c, const Tide__V1__Envelope *e)
 {
+    enum { N = 10 };
     struct server *s = c->srv;
     struct tide_db_stats st;
     Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
     Tide__V1__ServerStatusOk ok = TIDE__V1__SERVER_STATUS_OK__INIT;
-    Tide__V1__Stat v[8];
-    Tide__V1__Stat *pv[8];
-    const char *names[8] = {"points_appended",  "head_points", "segments",
+    Tide__V1__Stat v[N];
+    Tide__V1__Stat *pv[N];
+    const char *names[N] = {"points_appended",  "head_points", "segments",
                             "segment_bytes",    "wal_bytes",   "wal_syncs",
-                            "connections_open", "series"};
-    double vals[8];
+                            "connections_open", "series",      "nospace_events",
+                            "disk_free_bytes"};
+    double vals[N];
     /* Server-wide counters: the operator's only. */
     int rc =
         tide_meta_authorize(s->meta, &c->who, TIDE_META_ACT_OPERATOR, 0, 0);
@@ -915,7 +918,9 @@ static void server_status(struct conn *c, const Tide__V1__Envelope *e)
     vals[5] = (double)st.wal_syncs;
     vals[6] = (double)atomic_load(&s->metrics.connections_open);
     vals[7] = (double)tide_meta_series_count(s->meta);
-    for (int i = 0; i < 8; i++) {
+    vals[8] = (double)st.nospace_events;
+    vals[9] = (double)st.disk_free_bytes;
+    for (int i = 0; i < N; i++) {
         tide__v1__stat__init(&v[i]);
         v[i].name = (char *)names[i];
         v[i].value = vals[i];
@@ -924,7 +929,12 @@ static void server_status(struct conn *c, const Tide__V1__Envelope *e)
     ok.server_version = TIDED_VERSION;
     ok.uptime_s = (tided_now_ns() - s->started_ns) / 1000000000;
     ok.stats = pv;
-    ok.n_stats = 8;
+    ok.n_stats = N;
+    /* Storage health (docs/operations.md, "Disk full"). */
+    ok.storage_state = st.storage_error == 0         ? "ok"
+                       : st.storage_error == -ENOSPC ? "no_space"
+                                                     : "failed";
+    ok.storage_error = st.storage_error ? st.storage_error_msg : "";
     env.body_case = TIDE__V1__ENVELOPE__BODY_SERVER_STATUS_OK;
     env.server_status_ok = &ok;
     admin_reply(c, e->request_id, &env);

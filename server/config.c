@@ -21,6 +21,9 @@ void tided_config_defaults(struct tided_config *c)
     snprintf(c->http_host, sizeof(c->http_host), "127.0.0.1");
     c->http_port = 8434;
     c->max_frame_bytes = 16u << 20;
+    c->max_unauth_frame_bytes = 8192;
+    c->max_decode_ratio = 16;
+    c->partial_frame_budget_bytes = 256u << 20;
     c->max_batch_points = 1u << 20;
     c->max_batch_groups = 100000;
     c->max_query_points = 50000000;
@@ -92,6 +95,8 @@ struct u32_key {
 
 static const struct u32_key u32_keys[] = {
     U32(max_frame_bytes, 1024, 1u << 30),
+    U32(max_unauth_frame_bytes, 1024, 1u << 30),
+    U32(max_decode_ratio, 1, 1024),
     U32(max_batch_points, 1, TIDE_BATCH_POINTS_MAX),
     U32(max_batch_groups, 1, 10000000),
     U32(query_timeout_ms, 1, 3600000),
@@ -140,6 +145,9 @@ int tided_config_set(struct tided_config *c, const char *key, const char *value)
         if (strcmp(value, "batch") && strcmp(value, "none"))
             goto bad;
         c->sync_none = !strcmp(value, "none");
+    } else if (!strcmp(key, "partial_frame_budget_bytes")) {
+        if (parse_u64(value, 65536, UINT64_MAX, &c->partial_frame_budget_bytes))
+            goto bad;
     } else if (!strcmp(key, "max_query_points")) {
         if (parse_u64(value, 1, UINT64_MAX, &c->max_query_points))
             goto bad;

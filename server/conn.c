@@ -13,9 +13,9 @@
  * Invariants (each TIDE_ASSERTed where it could break, named there):
  *   1. A frame's length is checked before any byte of its payload is
  *      buffered for parsing, so what waits for more input is less than one
- *      frame of at most max_frame_bytes; an oversized or undecodable frame
- *      is answered with an Error under request id 0 and the connection
- *      closes (on_read).
+ *      frame of at most max_frame_bytes (max_unauth_frame_bytes until
+ *      Auth); an oversized or undecodable frame is answered with an Error
+ *      under request id 0 and the connection closes (on_read).
  *   2. While the output buffer is above cfg.out_high_bytes the connection
  *      is not read: a client that does not read its answers cannot make
  *      the server buffer without bound. Every addition to the output,
@@ -25,13 +25,24 @@
  *   3. A connection with no request in flight is closed after
  *      idle_timeout_ms of silence; one that started a frame (`partial`:
  *      bytes in the input or the decoder) must finish it within
- *      read_timeout_ms (set_timeouts).
+ *      read_timeout_ms of its first byte, however slowly the bytes come
+ *      (set_timeouts).
  *   4. ids holds the ids of requests in flight, never id 0: an id joins in
  *      dispatch() when its handler leaves the request in flight and leaves
  *      when the request's last frame is sent (conn_send) or, for a query
  *      or an export, delivered (conn_request_done). At most max_inflight
  *      ids; when nothing is in flight the set is emptied, which drops the
  *      id of a request whose last frame could not be built.
+ *   5. What a client makes the server hold is bounded before it is spent:
+ *      a frame's kind is checked against the connection's state (and, for
+ *      writes, its role) before its body is decoded (refuse_undecoded); a
+ *      decode takes at most max_decode_ratio times its payload (frame.h);
+ *      the bytes of partial frames across all connections stay within
+ *      partial_frame_budget_bytes (srv->partial_bytes, feed).
+ *   6. A connection is freed only from a libevent callback's top level
+ *      (on_write, on_event) or at shutdown, never inside a handler:
+ *      conn_close() defers it, so that nothing touches a freed conn after
+ *      dispatch().
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -40,6 +51,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "server.h"
 
@@ -172,22 +184,79 @@ size_t conn_out_pending(const struct conn *c)
     return evbuffer_get_length(bufferevent_get_output(c->bev));
 }
 
+static uint64_t mono_ms(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000 + 1;
+}
+
 static void set_timeouts(struct conn *c)
 {
     const struct tided_config *cfg = &c->srv->cfg;
-    uint32_t ms = c->partial    ? cfg->read_timeout_ms
-                  : c->inflight ? 0
-                                : cfg->idle_timeout_ms;
-    struct timeval rt = {ms / 1000, (ms % 1000) * 1000};
-    struct timeval wt = {cfg->read_timeout_ms / 1000,
-                         (cfg->read_timeout_ms % 1000) * 1000};
+    uint32_t ms = c->inflight ? 0 : cfg->idle_timeout_ms;
+    struct timeval rt, wt = {cfg->read_timeout_ms / 1000,
+                             (cfg->read_timeout_ms % 1000) * 1000};
 
     /* Invariant 3: the timer follows the bytes of a started frame. */
     TIDE_ASSERT(c->partial ==
                 (tide_frame_decoder_pending(&c->dec) > 0 ||
                  evbuffer_get_length(bufferevent_get_input(c->bev)) > 0));
+    if (c->partial) {
+        /* libevent restarts its timer with every read: what is left of
+         * the frame's deadline is set again each time, so that a byte
+         * now and then does not keep the frame alive. */
+        uint64_t now = mono_ms(), spent;
 
+        if (!c->frame_start_ms)
+            c->frame_start_ms = now;
+        spent = now - c->frame_start_ms;
+        ms = spent < cfg->read_timeout_ms
+                 ? cfg->read_timeout_ms - (uint32_t)spent
+                 : 1;
+    } else {
+        c->frame_start_ms = 0;
+    }
+    rt.tv_sec = ms / 1000;
+    rt.tv_usec = (ms % 1000) * 1000;
     bufferevent_set_timeouts(c->bev, ms ? &rt : NULL, &wt);
+}
+
+/* Keep srv->partial_bytes equal to the sum of what the connections'
+ * decoders hold (invariant 5); a closing connection holds nothing. */
+static void partial_charge(struct conn *c)
+{
+    size_t now = c->closing ? 0 : tide_frame_decoder_pending(&c->dec);
+
+    c->srv->partial_bytes = c->srv->partial_bytes - c->partial_charged + now;
+    c->partial_charged = now;
+}
+
+static void decoder_init(struct conn *c)
+{
+    tide_frame_decoder_init(&c->dec, c->srv->cfg.max_frame_bytes,
+                            &tide_frame_allocator);
+    tide_frame_decoder_set_decode_ratio(&c->dec, c->srv->cfg.max_decode_ratio);
+}
+
+/* Stop reading and free the connection once its output is flushed. Never
+ * frees it here (invariant 6): with nothing left to send, the write
+ * callback is scheduled to run from the loop. */
+static void conn_close(struct conn *c)
+{
+    c->closing = 1;
+    bufferevent_disable(c->bev, EV_READ);
+    /* Nothing more is read: the decoder's bytes are released now, not
+     * when the output has drained. on_read returns without touching the
+     * decoder once closing is set. */
+    tide_frame_decoder_fini(&c->dec);
+    decoder_init(c);
+    partial_charge(c);
+    if (conn_out_pending(c) == 0)
+        bufferevent_trigger(c->bev, EV_WRITE,
+                            BEV_TRIG_IGNORE_WATERMARKS |
+                                BEV_TRIG_DEFER_CALLBACKS);
 }
 
 int conn_send(struct conn *c, const Tide__V1__Envelope *env)
@@ -232,12 +301,8 @@ void conn_send_error(struct conn *c, uint64_t rid, Tide__V1__ErrorCode code,
     env.body_case = TIDE__V1__ENVELOPE__BODY_ERROR;
     env.error = &err;
     conn_send(c, &env);
-    if (close_after) {
-        c->closing = 1;
-        bufferevent_disable(c->bev, EV_READ);
-        if (conn_out_pending(c) == 0)
-            conn_free(c);
-    }
+    if (close_after)
+        conn_close(c);
 }
 
 /* ---- Session requests --------------------------------------------------- */
@@ -335,7 +400,7 @@ static void route(struct conn *c, const Tide__V1__Envelope *env)
     }
     /* A NUL inside a string would be cut off by protobuf-c: refuse the
      * request rather than act on a truncated name, key or value
-     * (docs/protocol.md, "Strings"). A batch's answer keeps its place
+     * (docs/protocol.md, "Framing"). A batch's answer keeps its place
      * among the connection's write responses. */
     if (c->dec.nul_field) {
         char msg[128];
@@ -425,6 +490,54 @@ static void route(struct conn *c, const Tide__V1__Envelope *env)
     }
 }
 
+/* Invariant 5: before its body is decoded, a frame the connection may not
+ * send in its state is answered under its request id, as route() would
+ * answer it, and dropped: until Auth only the handshake's few small
+ * requests are decoded at all. Writes from a credential that may not
+ * write (analyst keys, the operator) are refused undecoded too, through
+ * the write FIFO as handle_write() refuses them. Returns 1 when it
+ * answered. */
+static int refuse_undecoded(struct conn *c, const struct tide_frame_head *h)
+{
+    Tide__V1__Envelope__BodyCase b = (Tide__V1__Envelope__BodyCase)h->body;
+
+    if (c->srv->stopping)
+        return 0; /* route() answers SHUTTING_DOWN */
+    if (c->state == CONN_AUTHED) {
+        if (b != TIDE__V1__ENVELOPE__BODY_WRITE_BATCH ||
+            (c->who.account_id && c->who.role != TIDE_META_ROLE_ANALYST))
+            return 0;
+        ack_refuse(c, h->request_id,
+                   TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED,
+                   "this credential may not write", 0);
+        return 1;
+    }
+    switch (b) {
+    case TIDE__V1__ENVELOPE__BODY_HELLO:
+    case TIDE__V1__ENVELOPE__BODY_PING:
+        return 0;
+    case TIDE__V1__ENVELOPE__BODY_AUTH:
+    case TIDE__V1__ENVELOPE__BODY_LOGIN:
+    case TIDE__V1__ENVELOPE__BODY_ACCOUNT_CREATE:
+    case TIDE__V1__ENVELOPE__BODY_VERIFY_EMAIL:
+        if (c->state != CONN_NEW)
+            return 0;
+        break;
+    default:
+        if (b == TIDE__V1__ENVELOPE__BODY__NOT_SET || is_response(b)) {
+            conn_send_error(c, h->request_id,
+                            TIDE__V1__ERROR_CODE__ERROR_CODE_UNKNOWN_MESSAGE,
+                            "not a request message", 0);
+            return 1;
+        }
+        break;
+    }
+    conn_send_error(
+        c, h->request_id, TIDE__V1__ERROR_CODE__ERROR_CODE_NOT_AUTHENTICATED,
+        c->state == CONN_NEW ? "send Hello first" : "authenticate first", 0);
+    return 1;
+}
+
 /* Route one request and remember its id while it stays in flight: ids are
  * unique among a connection's requests in flight (docs/protocol.md), and a
  * duplicate is refused without touching the earlier request. */
@@ -480,7 +593,9 @@ static void log_sample(struct conn *c, const char *what)
 
 /* Move the first contiguous extent of the input into the decoder, without
  * an intermediate copy. Returns 0, TIDE_FRAME_NEED_MORE when the input is
- * empty, or the decoder's error (TIDE_ETOOLARGE as soon as a header
+ * empty, TIDE_EFULL when the bytes would take the partial frames of all
+ * connections above partial_frame_budget_bytes (invariant 5; nothing is
+ * fed), or the decoder's error (TIDE_ETOOLARGE as soon as a header
  * announces an oversized frame, -ENOMEM). */
 static int feed(struct conn *c, struct evbuffer *in)
 {
@@ -492,9 +607,57 @@ static int feed(struct conn *c, struct evbuffer *in)
     c->sample_len =
         v.iov_len < sizeof(c->sample) ? v.iov_len : sizeof(c->sample);
     memcpy(c->sample, v.iov_base, c->sample_len);
+    if (c->srv->partial_bytes + v.iov_len >
+        c->srv->cfg.partial_frame_budget_bytes)
+        return TIDE_EFULL;
     rc = tide_frame_decoder_feed(&c->dec, v.iov_base, v.iov_len);
     evbuffer_drain(in, v.iov_len);
+    partial_charge(c);
     return rc;
+}
+
+/* The frame limit of the connection's state (invariant 1). */
+static uint32_t frame_limit(const struct conn *c)
+{
+    const struct tided_config *cfg = &c->srv->cfg;
+
+    return c->state == CONN_AUTHED ||
+                   cfg->max_unauth_frame_bytes > cfg->max_frame_bytes
+               ? cfg->max_frame_bytes
+               : cfg->max_unauth_frame_bytes;
+}
+
+/* Answer a framing failure of on_read() under request id 0 and close:
+ * no frame boundary is left to resume at (invariant 1). */
+static void frame_error(struct conn *c, int rc)
+{
+    char msg[160];
+    Tide__V1__ErrorCode code = tide_wire_error(rc);
+
+    if (rc == TIDE_ETOOLARGE && c->dec.mem_over)
+        snprintf(msg, sizeof(msg),
+                 "frame payload decodes to more than max_decode_ratio (%u) "
+                 "times its size: over the decode memory bound",
+                 c->srv->cfg.max_decode_ratio);
+    else if (rc == TIDE_ETOOLARGE && c->state != CONN_AUTHED)
+        snprintf(msg, sizeof(msg),
+                 "frame length above max_unauth_frame_bytes (%u), the limit "
+                 "before authentication",
+                 frame_limit(c));
+    else if (rc == TIDE_ETOOLARGE)
+        snprintf(msg, sizeof(msg), "frame length above max_frame_bytes (%u)",
+                 frame_limit(c));
+    else if (rc == TIDE_EFULL) {
+        snprintf(msg, sizeof(msg),
+                 "server busy: partial frames of all connections at "
+                 "partial_frame_budget_bytes; retry later");
+        code = TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED;
+    } else
+        snprintf(msg, sizeof(msg), "%s",
+                 rc == TIDE_EMALFORMED ? "frame payload is not a valid Envelope"
+                                       : "out of memory reading the frame");
+    log_sample(c, msg);
+    conn_send_error(c, 0, code, msg, 1);
 }
 
 /* A decoder that held a large frame gives its buffer back once empty, so
@@ -509,14 +672,16 @@ static void on_read(struct bufferevent *bev, void *arg)
     /* Bytes are fed only when the decoder needs them, so that while reading
      * is paused they wait in the kernel's socket buffer (invariant 2). */
     while (!c->closing && !c->read_paused) {
-        size_t before = tide_frame_decoder_pending(&c->dec), used;
+        size_t before = tide_frame_decoder_pending(&c->dec);
         Tide__V1__Envelope *env = NULL;
+        struct tide_frame_head h;
         int rc;
 
         /* Invariant 2: reading only below the high watermark. */
         TIDE_ASSERT(conn_out_pending(c) <= c->srv->cfg.out_high_bytes);
         tided_test_alloc_arm(0); /* a test's failure belongs to one request */
-        rc = tide_frame_decoder_next(&c->dec, &env);
+        tide_frame_decoder_set_max(&c->dec, frame_limit(c));
+        rc = tide_frame_decoder_peek(&c->dec, &h);
         if (rc == TIDE_FRAME_NEED_MORE) {
             /* Invariant 1: what waits for more is less than one frame of
              * at most max_frame_bytes, its length already checked. */
@@ -528,37 +693,37 @@ static void on_read(struct bufferevent *bev, void *arg)
             if (rc == 0)
                 continue;
         }
+        if (rc == 0 && !refuse_undecoded(c, &h)) {
+            rc = tide_frame_decoder_next(&c->dec, &env);
+        } else if (rc == 0) {
+            tide_frame_decoder_skip(&c->dec);
+            env = NULL;
+        }
         if (rc) {
-            /* Invariant 1: no frame boundary is left to resume at. */
-            const char *msg = rc == TIDE_ETOOLARGE
-                                  ? "frame length above max_frame_bytes"
-                              : rc == TIDE_EMALFORMED
-                                  ? "frame payload is not a valid Envelope"
-                                  : "out of memory reading the frame";
-
-            log_sample(c, msg);
-            conn_send_error(c, 0, tide_wire_error(rc), msg, 1);
+            frame_error(c, rc);
             TIDE_ASSERT(c->closing); /* invariant 1: nothing more is read */
             return;
         }
-        used = before - tide_frame_decoder_pending(&c->dec);
         atomic_fetch_add(&c->srv->metrics.frames_in, 1);
-        atomic_fetch_add(&c->srv->metrics.bytes_in, used);
-        c->frame_bytes = used;
-        c->dec_large |= used > DECODER_KEEP_BYTES;
+        atomic_fetch_add(&c->srv->metrics.bytes_in, h.bytes);
+        c->frame_bytes = h.bytes;
+        c->frame_start_ms = 0; /* the next frame's clock starts anew */
+        c->dec_large |= h.bytes > DECODER_KEEP_BYTES;
         if (c->dec_large && tide_frame_decoder_pending(&c->dec) == 0) {
             tide_frame_decoder_fini(&c->dec);
-            tide_frame_decoder_init(&c->dec, c->srv->cfg.max_frame_bytes,
-                                    &tide_frame_allocator);
+            decoder_init(c);
             c->dec_large = 0;
         }
+        partial_charge(c);
         c->partial = tide_frame_decoder_pending(&c->dec) > 0 ||
                      evbuffer_get_length(in) > 0;
-        tided_test_alloc_arm((unsigned long)(env->request_id >> 32));
-        dispatch(c, env);
-        tide_frame_free(env, NULL);
+        if (env) {
+            tided_test_alloc_arm((unsigned long)(env->request_id >> 32));
+            dispatch(c, env);
+            tide_frame_free(env, NULL);
+        }
         if (c->closing)
-            return; /* conn may be freed */
+            return; /* freed later, from the loop (invariant 6) */
     }
     c->partial =
         tide_frame_decoder_pending(&c->dec) > 0 || evbuffer_get_length(in) > 0;
@@ -578,6 +743,9 @@ static void on_write(struct bufferevent *bev, void *arg)
     if (c->read_paused &&
         conn_out_pending(c) < c->srv->cfg.out_high_bytes / 2) {
         c->read_paused = 0;
+        /* The pause was the server's: a frame cut by it gets a new
+         * deadline (invariant 3). */
+        c->frame_start_ms = 0;
         atomic_fetch_sub(&c->srv->metrics.connections_read_paused, 1);
         bufferevent_enable(c->bev, EV_READ);
         on_read(c->bev, c);
@@ -594,8 +762,17 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 
     (void)bev;
     if (what & BEV_EVENT_TIMEOUT)
-        tide_log(LOG_INFO, "closing %s: %s timeout", c->ip,
-                 what & BEV_EVENT_READING ? "read" : "write");
+        tide_log(LOG_INFO, "closing %s: %s timeout%s", c->ip,
+                 what & BEV_EVENT_READING ? "read" : "write",
+                 what & BEV_EVENT_READING && c->partial ? " in a frame" : "");
+    /* A frame not completed in time is told why (invariant 3); the
+     * error is flushed, or the write timeout ends it. */
+    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) &&
+        c->partial && !c->closing) {
+        conn_send_error(c, 0, TIDE__V1__ERROR_CODE__ERROR_CODE_TIMEOUT,
+                        "frame not completed within read_timeout_ms", 1);
+        return;
+    }
     conn_free(c);
 }
 
@@ -603,8 +780,7 @@ static void conn_free(struct conn *c)
 {
     struct server *s = c->srv;
 
-    for (struct pending_write *w = c->writes_head; w; w = w->next)
-        w->conn = NULL; /* freed when its completion arrives */
+    ack_conn_closed(c);
     query_free_all(c);
     if (c->connected_device)
         tide_meta_device_connect(s->meta, &tided_system_principal,
@@ -622,6 +798,8 @@ static void conn_free(struct conn *c)
         atomic_fetch_sub(&s->metrics.connections_read_paused, 1);
     tide_free(c->ids.slot);
     tide_frame_decoder_fini(&c->dec);
+    c->closing = 1;
+    partial_charge(c);
     tide_free(c);
 }
 
@@ -649,8 +827,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->srv = s;
     c->id = ++s->next_conn_id;
-    tide_frame_decoder_init(&c->dec, s->cfg.max_frame_bytes,
-                            &tide_frame_allocator);
+    decoder_init(c);
     if (addr->sa_family == AF_INET)
         inet_ntop(AF_INET, &((struct sockaddr_in *)(void *)addr)->sin_addr,
                   c->ip, sizeof(c->ip));

@@ -124,6 +124,19 @@ static void on_metrics(struct evhttp_request *req, void *arg)
                         (unsigned long long)cum);
     counter(b, "tide_engine_flushes_total", "Head flushes into segments.",
             "counter", st.flushes);
+    counter(b, "tide_engine_storage_state",
+            "0 ok; 1 out of space: writes refused, they resume on their own "
+            "once space returns; 2 failed: writes refused until restart.",
+            "gauge",
+            st.storage_error == 0         ? 0
+            : st.storage_error == -ENOSPC ? 1
+                                          : 2);
+    counter(b, "tide_engine_nospace_total",
+            "Times writes stopped because the disk was full.", "counter",
+            st.nospace_events);
+    counter(b, "tide_engine_disk_free_bytes",
+            "Free bytes on the data directory's file system.", "gauge",
+            st.disk_free_bytes);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/plain; version=0.0.4");
     evhttp_send_reply(req, HTTP_OK, "OK", b);

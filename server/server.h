@@ -79,6 +79,13 @@ struct tided_config {
     unsigned bcrypt_cost;       /* default 12 */
     int allow_signup;           /* anonymous AccountCreate; default 1 */
     int log_level;
+    /* Memory a client can make the server hold (docs/operations.md,
+     * "Limits"): the frame limit before Auth (default 8 KiB), a decode's
+     * memory relative to its payload (default 16x), and the bytes of
+     * partial frames of all connections (default 256 MiB). */
+    uint32_t max_unauth_frame_bytes;
+    uint32_t max_decode_ratio;
+    uint64_t partial_frame_budget_bytes;
 };
 
 void tided_config_defaults(struct tided_config *c);
@@ -168,6 +175,9 @@ struct server {
      * and how many batches are parked for it (write.c). */
     struct write_worker *write_worker;
     unsigned writes_parked;
+    /* Bytes in the decoders of all connections, loop thread only: within
+     * cfg.partial_frame_budget_bytes (conn.c, invariant 5). */
+    uint64_t partial_bytes;
 };
 
 enum conn_state { CONN_NEW, CONN_HELLO, CONN_AUTHED };
@@ -224,6 +234,10 @@ struct conn {
     int dec_large;      /* dec grew for a frame above 256 KiB */
     uint8_t sample[16]; /* the first bytes of the last input fed */
     size_t sample_len;
+    /* This connection's share of srv->partial_bytes. */
+    size_t partial_charged;
+    /* CLOCK_MONOTONIC ms when the frame being received began; 0 = none. */
+    uint64_t frame_start_ms;
 };
 
 /* conn.c: bind the protocol listener (port 0 picks one; *port_out gets
@@ -401,6 +415,10 @@ void ack_refuse(struct conn *c, uint64_t rid, Tide__V1__ErrorCode code,
 /* The engine's completion callback for a pending_write (`ctx`); any
  * thread. Queues it for tided_writes_drain(). */
 void ack_on_durable(void *ctx, int rc);
+/* The connection closes: the answered writes still in its FIFO (behind
+ * an unfinished one) are freed; the others are left to their engine
+ * completion (invariant 2). The FIFO is empty afterwards. */
+void ack_conn_closed(struct conn *c);
 /* Append `w` to c's write FIFO: its reply leaves after every earlier one
  * (invariant 1). */
 void ack_enqueue(struct conn *c, struct pending_write *w);

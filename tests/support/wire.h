@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "tided.h"
 
@@ -64,5 +65,9 @@ void wire_key_create(int fd, uint64_t account, const char *name,
 /* Hello, Login with the password and Auth with the session token: a
  * connection of the account owner `email`. */
 int wire_owner_session(int port, const char *email);
+
+/* A "kB" field of /proc/<pid>/status, such as "VmRSS" (resident now) or
+ * "VmHWM" (the peak), in KiB; -1 when it cannot be read. */
+long wire_proc_kb(pid_t pid, const char *field);
 
 #endif /* TIDE_TESTS_SUPPORT_WIRE_H */

@@ -4,8 +4,9 @@
  * batches with sync=batch and reports each acknowledged batch through a
  * pipe; the parent kills it with SIGKILL at a random moment, reopens the
  * directory and checks that every acknowledged point is there exactly
- * once with its value. TIDE_CRASH_ROUNDS sets the number of rounds
- * (default 50); TIDE_TEST_SEED, printed by every run, repeats one.
+ * once with its value, and that every later batch (they span both
+ * shards) is there whole or not at all. TIDE_CRASH_ROUNDS sets the number of
+ * rounds (default 50); TIDE_TEST_SEED, printed by every run, repeats one.
  */
 #include <criterion/criterion.h>
 #include <signal.h>
@@ -130,8 +131,33 @@ static void verify(uint32_t acked, uint32_t *next)
                      "series %u: %u points of %u acknowledged", s + 1, seen[s],
                      acked * POINTS);
     tide_iter_close(it);
-    /* Batches after the last acknowledged one may be durable too; the
-     * next child continues after whatever the store holds. */
+    /* Batches after the last acknowledged one may be durable too, but
+     * each whole or not at all: a batch spans both shards. */
+    {
+        uint32_t per[64][SERIES] = {{0}};
+        uint32_t top = 0;
+
+        cr_assert_eq(tide_db_read_open(db, ids, SERIES, (int64_t)acked * POINTS,
+                                       (int64_t)(acked + 64) * POINTS, &it),
+                     0);
+        while ((rc = tide_iter_next(it, &b)) == 1)
+            for (uint32_t i = 0; i < b.n; i++) {
+                uint32_t k = (uint32_t)(b.ts_ns[i] / POINTS) - acked;
+
+                per[k][b.series_id - 1]++;
+                if (k + 1 > top)
+                    top = k + 1;
+            }
+        cr_assert_eq(rc, 0, "read: %s", tide_strerror(rc));
+        tide_iter_close(it);
+        for (uint32_t k = 0; k < top; k++)
+            for (uint32_t s = 0; s < SERIES; s++)
+                cr_assert_eq(per[k][s], per[k][0] ? POINTS : 0,
+                             "batch %u after the last ack: series %u has "
+                             "%u points, series 1 %u: partly applied",
+                             acked + k, s + 1, per[k][s], per[k][0]);
+    }
+    /* The next child continues after the last acknowledged batch. */
     *next = acked;
     tide_db_close(db);
 }

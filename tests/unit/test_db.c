@@ -20,6 +20,7 @@
 #include "internal.h"
 #include "io.h"
 #include "testutil.h"
+#include "wal.h"
 #include "tide/engine.h"
 
 #define CHECK(call)                                                            \
@@ -40,6 +41,7 @@ static void open_db(unsigned chunk)
     o.chunk_points_max = chunk;
     o.log = test_log;
     o.wal_file_bytes = 1u << 20;
+    o.nospace_retry_ms = 20;
     CHECK(tide_db_open(dir, &o, &db));
 }
 
@@ -61,6 +63,7 @@ static void teardown(void)
     tide_db_close(db);
     db = NULL;
     tide__io_inject(TIDE_IO_WRITE, 0, 0, 0);
+    tide__wal_inject_space(0);
     test_rmrf(dir);
 }
 
@@ -661,27 +664,34 @@ Test(db, bad_input_is_rejected)
     cr_assert_eq(tide_db_open(dir, NULL, &other), TIDE_ELOCKED);
 }
 
-Test(db, enospc_fails_writes_and_keeps_acknowledged_data)
+static int append_seq(uint64_t producer, uint64_t seq, uint64_t id, int64_t ts,
+                      double v);
+
+/* ENOSPC is not sticky: the failed batch is answered -ENOSPC and not
+ * applied, and writes resume on their own once the disk takes them again,
+ * without a reopen. */
+Test(db, enospc_fails_writes_then_they_resume)
 {
-    int64_t ts[] = {1, 2, 3};
-    double v[] = {1, 2, 3};
+    int64_t ts[] = {1, 2, 3, 200};
+    double v[] = {1, 2, 3, 4};
     int rc;
 
     CHECK(append1(21, TIDE_TYPE_F64, 3, ts, v));
     tide__io_inject(TIDE_IO_WRITE, 1, ENOSPC, 0);
-    ts[0] = ts[1] = ts[2] = 100;
-    rc = append1(21, TIDE_TYPE_F64, 1, ts, v);
-    cr_assert_eq(rc, TIDE_EIO, "append under ENOSPC: %s", tide_strerror(rc));
-    cr_assert_eq(append1(21, TIDE_TYPE_F64, 1, ts, v), TIDE_EIO,
-                 "the error state is sticky");
-    /* Space returns; reopening recovers what was acknowledged. */
+    rc = append_seq(0, 0, 21, 100, 9.0);
+    cr_assert_eq(rc, -ENOSPC, "append under ENOSPC: %s", tide_strerror(rc));
+    /* The injection fired once: space is back. Bounded wait: the engine
+     * retries every nospace_retry_ms. */
+    for (int i = 0; i < 1000; i++) {
+        rc = append_seq(0, 0, 21, 200, 4.0);
+        if (rc != -ENOSPC)
+            break;
+        usleep(10000);
+    }
+    cr_assert_eq(rc, 0, "writes resume: %s", tide_strerror(rc));
+    check_f64(21, 4, ts, v);
     reopen(64);
-    ts[0] = 1;
-    ts[1] = 2;
-    ts[2] = 3;
-    check_f64(21, 3, ts, v);
-    ts[0] = 200;
-    CHECK(append1(21, TIDE_TYPE_F64, 1, ts, v));
+    check_f64(21, 4, ts, v);
 }
 
 struct writer_arg {
@@ -1014,4 +1024,395 @@ Test(db, bucket_merge_lets_nan_give_way)
     cr_assert_eq(a.first_ts, 5);
     cr_assert_eq(a.last_ts, 20);
     cr_assert_eq(b.last, 2.0);
+}
+
+/* ---- Issue 10: dedup, all-or-nothing batches, durability before
+ * visibility, ENOSPC ---------------------------------------------------- */
+
+/* Two series ids that live on different shards. */
+static void ids_on_two_shards(uint64_t *a, uint64_t *b)
+{
+    *a = 1;
+    for (*b = 2; tide__db_shard_of(db, *b) == tide__db_shard_of(db, *a); (*b)++)
+        ;
+}
+
+/* Append one f64 point to `id` as batch (`producer`, `seq`). */
+static int append_seq(uint64_t producer, uint64_t seq, uint64_t id, int64_t ts,
+                      double v)
+{
+    struct tide_column c = {.series_id = id,
+                            .account_id = 7,
+                            .type = TIDE_TYPE_F64,
+                            .n = 1,
+                            .ts_ns = &ts,
+                            .v.f64 = &v};
+    struct tide_batch b = {.producer_id = producer,
+                           .sequence = seq,
+                           .n_columns = 1,
+                           .columns = &c};
+
+    return tide_db_append_wait(db, &b);
+}
+
+/* The one point of `id`, which must exist, as a double. */
+static double only_value(uint64_t id)
+{
+    int64_t ts[4];
+    uint64_t v[4];
+    double d;
+
+    cr_assert_eq(read_all(id, INT64_MIN, INT64_MAX, ts, v, NULL, 4), 1,
+                 "series %llu", (unsigned long long)id);
+    memcpy(&d, &v[0], 8);
+    return d;
+}
+
+/* The last applied (producer, sequence) is one fact for the whole
+ * database: a lower sequence is a duplicate whatever shard its series
+ * live on, and stays one after a reopen and after a flush. */
+Test(db, dedup_is_one_fact_across_shards)
+{
+    uint64_t a, b;
+
+    ids_on_two_shards(&a, &b);
+    CHECK(append_seq(0x77, 40, b, 10, 0.0));
+    CHECK(append_seq(0x77, 100, a, 10, 1.0));
+    cr_assert_eq(append_seq(0x77, 50, b, 10, 50.0), TIDE_EDUPLICATE,
+                 "seq 50 after seq 100 (other shard) is a duplicate");
+    cr_assert_eq(only_value(b), 0.0, "the acknowledged value is kept");
+    reopen(64);
+    cr_assert_eq(append_seq(0x77, 50, b, 10, 50.0), TIDE_EDUPLICATE);
+    CHECK(tide_db_flush(db));
+    reopen(64);
+    cr_assert_eq(append_seq(0x77, 99, b, 10, 50.0), TIDE_EDUPLICATE);
+    cr_assert_eq(only_value(b), 0.0);
+    CHECK(append_seq(0x77, 101, b, 10, 101.0));
+    cr_assert_eq(only_value(b), 101.0);
+}
+
+/* Build a batch of one point on each of `a` and `b`. */
+struct two_cols {
+    int64_t ts[2];
+    double v[2];
+    struct tide_column c[2];
+    struct tide_batch b;
+};
+
+static void two_cols_init(struct two_cols *t, uint64_t a, uint64_t b,
+                          uint64_t seq)
+{
+    memset(t, 0, sizeof(*t));
+    for (int i = 0; i < 2; i++) {
+        t->ts[i] = 5;
+        t->v[i] = 5.5;
+        t->c[i] = (struct tide_column){.series_id = i ? b : a,
+                                       .account_id = 7,
+                                       .type = TIDE_TYPE_F64,
+                                       .n = 1,
+                                       .ts_ns = &t->ts[i],
+                                       .v.f64 = &t->v[i]};
+    }
+    t->b = (struct tide_batch){
+        .producer_id = 0x78, .sequence = seq, .n_columns = 2, .columns = t->c};
+}
+
+static uint32_t count_points(uint64_t id)
+{
+    int64_t ts[16];
+    uint64_t v[16];
+
+    return read_all(id, INT64_MIN, INT64_MAX, ts, v, NULL, 16);
+}
+
+/* A batch over two shards whose WAL write fails on one of them: one
+ * answer (an error), no point visible, none applied after a reopen, and
+ * the same batch is applied when sent again. */
+Test(db, batch_across_shards_is_all_or_nothing)
+{
+    struct two_cols t;
+    uint64_t a, b;
+    int rc;
+
+    ids_on_two_shards(&a, &b);
+    two_cols_init(&t, a, b, 1);
+    tide__io_inject(TIDE_IO_WRITE, 1, EIO, 0);
+    rc = tide_db_append_wait(db, &t.b);
+    tide__io_inject(TIDE_IO_WRITE, 0, 0, 0);
+    cr_assert_eq(rc, TIDE_EIO, "%s", tide_strerror(rc));
+    cr_assert_eq(count_points(a), 0, "no point of a failed batch is visible");
+    cr_assert_eq(count_points(b), 0, "no point of a failed batch is visible");
+    reopen(64);
+    cr_assert_eq(count_points(a), 0, "none applied after reopen");
+    cr_assert_eq(count_points(b), 0, "none applied after reopen");
+    CHECK(tide_db_append_wait(db, &t.b));
+    cr_assert_eq(count_points(a), 1);
+    cr_assert_eq(count_points(b), 1);
+    reopen(64);
+    cr_assert_eq(count_points(a), 1);
+    cr_assert_eq(count_points(b), 1);
+    cr_assert_eq(tide_db_append_wait(db, &t.b), TIDE_EDUPLICATE);
+}
+
+/* A point is visible only once durable: a failed WAL commit leaves
+ * nothing of its batch in the head. */
+Test(db, failed_commit_leaves_no_point_visible)
+{
+    int rc;
+
+    CHECK(append_seq(0, 0, 31, 1, 1.0));
+    tide__io_inject(TIDE_IO_WRITE, 1, EIO, 0);
+    rc = append_seq(0, 0, 31, 2, 2.0);
+    tide__io_inject(TIDE_IO_WRITE, 0, 0, 0);
+    cr_assert_eq(rc, TIDE_EIO, "%s", tide_strerror(rc));
+    cr_assert_eq(count_points(31), 1, "the failed point is not visible");
+    reopen(64);
+    cr_assert_eq(count_points(31), 1);
+}
+
+/* The same with ENOSPC: the batch is answered -ENOSPC, nothing of it is
+ * visible, writes resume on their own, and the part that did reach one
+ * shard's WAL is never applied, also after a reopen. */
+Test(db, batch_across_shards_enospc_then_resume)
+{
+    struct two_cols t;
+    uint64_t a, b;
+    int rc;
+
+    ids_on_two_shards(&a, &b);
+    two_cols_init(&t, a, b, 1);
+    tide__io_inject(TIDE_IO_WRITE, 1, ENOSPC, 0);
+    rc = tide_db_append_wait(db, &t.b);
+    tide__io_inject(TIDE_IO_WRITE, 0, 0, 0);
+    cr_assert_eq(rc, -ENOSPC, "%s", tide_strerror(rc));
+    cr_assert_eq(count_points(a) + count_points(b), 0);
+    for (int i = 0; i < 1000; i++) {
+        rc = append_seq(0, 0, 40, 1, 1.0);
+        if (rc != -ENOSPC)
+            break;
+        usleep(10000);
+    }
+    cr_assert_eq(rc, 0, "writes resume: %s", tide_strerror(rc));
+    cr_assert_eq(count_points(a) + count_points(b), 0);
+    reopen(64);
+    cr_assert_eq(count_points(a) + count_points(b), 0, "none applied");
+    CHECK(tide_db_append_wait(db, &t.b));
+    reopen(64);
+    cr_assert_eq(count_points(a), 1);
+    cr_assert_eq(count_points(b), 1);
+}
+
+/* A batch over shards whose part on one shard went to a segment (that
+ * shard flushed on its own, its WAL file is gone) while the other part is
+ * still only in the WAL is whole at recovery. */
+Test(db, batch_across_shards_survives_one_shard_flushing)
+{
+    struct tide_db_stats st;
+    struct two_cols t;
+    uint64_t a, b;
+    enum { N = 8192 };
+    static int64_t ts[N];
+    static double v[N];
+
+    tide_db_close(db);
+    {
+        struct tide_db_options o;
+
+        tide_db_options_init(&o);
+        o.shards = 2;
+        o.log = test_log;
+        o.wal_file_bytes = 1u << 20;
+        o.head_bytes_max = 1u << 20; /* 512 KiB a shard */
+        CHECK(tide_db_open(dir, &o, &db));
+    }
+    ids_on_two_shards(&a, &b);
+    two_cols_init(&t, a, b, 1);
+    CHECK(tide_db_append_wait(db, &t.b));
+    /* Fill a's shard until it flushes by itself; b's shard keeps its
+     * head and its WAL. */
+    for (uint32_t k = 0; k < 64; k++) {
+        tide_db_stats(db, &st);
+        if (st.flushes)
+            break;
+        for (uint32_t i = 0; i < N; i++) {
+            ts[i] = 1000 + (int64_t)k * N + i;
+            v[i] = (double)i;
+        }
+        CHECK(append1(a, TIDE_TYPE_F64, N, ts, v));
+    }
+    tide_db_stats(db, &st);
+    cr_assert_gt(st.flushes, 0, "a's shard flushed");
+    /* Close without the final flush: drop the db as a crash would. */
+    tide__io_inject(TIDE_IO_WRITE, 1, EIO, 0);
+    cr_assert_neq(append_seq(0, 0, b, 2, 2.0), 0);
+    tide__io_inject(TIDE_IO_WRITE, 0, 0, 0);
+    reopen(64);
+    cr_assert_eq(count_points(b), 1, "b's part is applied");
+    {
+        int64_t got_ts[4];
+        uint64_t got[4];
+
+        cr_assert_eq(read_all(a, 0, 6, got_ts, got, NULL, 4), 1,
+                     "a's part is in a segment");
+    }
+}
+
+/* Restart on a nearly full disk: WAL files are smaller when a full-size
+ * one does not fit; with no room at all, the open fails with -ENOSPC and
+ * says so. */
+Test(db, open_with_little_space)
+{
+    struct tide_db_options o;
+    int rc;
+
+    CHECK(append_seq(0, 0, 50, 1, 1.0));
+    tide_db_close(db);
+    db = NULL;
+    tide_db_options_init(&o);
+    o.shards = 2;
+    o.log = test_log;
+    o.wal_file_bytes = 64u << 20;
+    tide__wal_inject_space(2u << 20); /* room for 2 MiB, not 64 */
+    rc = tide_db_open(dir, &o, &db);
+    cr_assert_eq(rc, 0, "%s", tide_strerror(rc));
+    CHECK(append_seq(0, 0, 50, 2, 2.0));
+    cr_assert_eq(count_points(50), 2);
+    tide_db_close(db);
+    db = NULL;
+    tide__wal_inject_space(4096); /* not even a header and a block */
+    rc = tide_db_open(dir, &o, &db);
+    tide__wal_inject_space(0);
+    cr_assert_eq(rc, -ENOSPC, "%s", tide_strerror(rc));
+    db = NULL;
+    open_db(64);
+    cr_assert_eq(count_points(50), 2);
+}
+
+/* ENOSPC at a WAL rotation: refused writes name the cause in the stats,
+ * and resume once the disk has room again. */
+Test(db, enospc_at_rotation_is_named_and_resumes)
+{
+    enum { N = 8192 };
+    static int64_t ts[N];
+    static double v[N];
+    struct tide_db_stats st;
+    int rc = 0;
+
+    for (uint32_t i = 0; i < N; i++) {
+        ts[i] = i;
+        v[i] = i;
+    }
+    tide__wal_inject_space(1); /* no new WAL file fits */
+    /* 1 MiB files: a few of these batches need a rotation. */
+    for (int k = 0; k < 64 && rc == 0; k++)
+        rc = append1(60, TIDE_TYPE_F64, N, ts, v);
+    cr_assert_eq(rc, -ENOSPC, "%s", tide_strerror(rc));
+    tide_db_stats(db, &st);
+    cr_assert_eq(st.storage_error, -ENOSPC);
+    cr_assert_eq(st.nospace_events, 1);
+    cr_assert(strstr(st.storage_error_msg, ".wal") &&
+                  strstr(st.storage_error_msg, "bytes free"),
+              "%s", st.storage_error_msg);
+    cr_assert_eq(append_seq(0, 0, 61, 1, 1.0), -ENOSPC, "still refused");
+    tide__wal_inject_space(0);
+    for (int i = 0; i < 1000; i++) {
+        rc = append_seq(0, 0, 61, 1, 1.0);
+        if (rc != -ENOSPC)
+            break;
+        usleep(10000);
+    }
+    cr_assert_eq(rc, 0, "writes resume: %s", tide_strerror(rc));
+    tide_db_stats(db, &st);
+    cr_assert_eq(st.storage_error, 0);
+    cr_assert_eq(count_points(61), 1);
+    CHECK(append1(60, TIDE_TYPE_F64, N, ts, v));
+}
+
+struct answer {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int n;
+    int rc[2];
+};
+
+static void answer_cb(void *ctx, int rc)
+{
+    struct answer *a = ctx;
+
+    pthread_mutex_lock(&a->mu);
+    a->rc[a->n++] = rc;
+    pthread_cond_signal(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+}
+
+/* Send the same (producer, sequence) twice back to back: the second is a
+ * retry of a batch most likely still in flight, answered by its outcome.
+ * `fail` makes the first one's WAL write fail. Returns the answers in
+ * call order in rc[0], rc[1] (a refusal by tide_db_append counts). */
+static void twice(int fail, int rc[2])
+{
+    static struct answer a[2];
+    int64_t ts = 7;
+    double v = 7.5;
+    struct tide_column c = {.series_id = 70,
+                            .account_id = 7,
+                            .type = TIDE_TYPE_F64,
+                            .n = 1,
+                            .ts_ns = &ts,
+                            .v.f64 = &v};
+    struct tide_batch b = {
+        .producer_id = 0x79, .sequence = 3, .n_columns = 1, .columns = &c};
+
+    for (int i = 0; i < 2; i++) {
+        pthread_mutex_init(&a[i].mu, NULL);
+        pthread_cond_init(&a[i].cv, NULL);
+        a[i].n = 0;
+    }
+    if (fail)
+        tide__io_inject(TIDE_IO_WRITE, 1, EIO, 0);
+    for (int i = 0; i < 2; i++) {
+        int r = tide_db_append(db, &b, answer_cb, &a[i]);
+
+        if (r)
+            answer_cb(&a[i], r);
+    }
+    for (int i = 0; i < 2; i++) {
+        pthread_mutex_lock(&a[i].mu);
+        while (!a[i].n)
+            pthread_cond_wait(&a[i].cv, &a[i].mu);
+        pthread_mutex_unlock(&a[i].mu);
+        rc[i] = a[i].rc[0];
+    }
+    tide__io_inject(TIDE_IO_WRITE, 0, 0, 0);
+}
+
+/* A retry of a batch in flight is a duplicate once that batch is applied,
+ * and not one when it fails: it is never answered "duplicate" for points
+ * that are not durable. */
+Test(db, retry_of_a_batch_in_flight_gets_its_outcome)
+{
+    int rc[2];
+
+    twice(0, rc);
+    cr_assert_eq(rc[0], 0, "%s", tide_strerror(rc[0]));
+    cr_assert_eq(rc[1], TIDE_EDUPLICATE, "%s", tide_strerror(rc[1]));
+    cr_assert_eq(count_points(70), 1);
+    reopen(64);
+    cr_assert_eq(append_seq(0x79, 3, 70, 8, 1.0), TIDE_EDUPLICATE);
+    twice(1, rc); /* seq 3 again: a duplicate, nothing is written */
+    cr_assert_eq(rc[0], TIDE_EDUPLICATE);
+    cr_assert_eq(rc[1], TIDE_EDUPLICATE);
+}
+
+Test(db, retry_of_a_failing_batch_in_flight_is_not_a_duplicate)
+{
+    int rc[2];
+
+    twice(1, rc);
+    cr_assert_eq(rc[0], TIDE_EIO, "%s", tide_strerror(rc[0]));
+    cr_assert_eq(rc[1], TIDE_EIO, "not a duplicate: %s", tide_strerror(rc[1]));
+    cr_assert_eq(count_points(70), 0);
+    reopen(64);
+    cr_assert_eq(count_points(70), 0);
+    CHECK(append_seq(0x79, 3, 70, 7, 7.5));
 }

@@ -12,6 +12,7 @@
 
 #include "frame.h"
 #include "pbfill.h"
+#include "tide/common.h"
 
 #define FIXTURE_WRITE_BATCH "tests/fixtures/write_batch_v1.hex"
 
@@ -407,4 +408,181 @@ Test(frame, strerror_names_every_code)
     cr_assert_str_neq(tide_strerror(TIDE_EMALFORMED), "unknown error");
     cr_assert_str_neq(tide_strerror(TIDE_ENOSPACE), "unknown error");
     cr_assert_str_eq(tide_strerror(-31999), "unknown error");
+}
+
+/* Every body is named by the scan, without decoding, as the decoder
+ * names it; a truncated payload that still decodes scans the same. */
+Test(frame, scan_names_every_body_as_the_decoder_does)
+{
+    const ProtobufCMessageDescriptor *d = &tide__v1__envelope__descriptor;
+
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        Tide__V1__Envelope *env;
+        struct tide_frame_head h;
+        uint8_t *buf;
+        size_t len;
+
+        if (f->id == 1)
+            continue; /* request_id */
+        env = filled_envelope(f, 77 + f->id);
+        buf = encode(env, &len);
+        cr_assert_eq(tide_frame_scan(buf + TIDE_FRAME_HEADER_BYTES,
+                                     len - TIDE_FRAME_HEADER_BYTES, &h),
+                     0, "%s", f->name);
+        cr_assert_eq(h.body, f->id, "%s: body %u", f->name, h.body);
+        cr_assert_eq(h.request_id, 77 + f->id, "%s", f->name);
+        cr_assert_eq(h.bytes, len);
+        for (size_t n = 0; n < len - TIDE_FRAME_HEADER_BYTES; n++) {
+            Tide__V1__Envelope *back = tide__v1__envelope__unpack(
+                SYS, n, buf + TIDE_FRAME_HEADER_BYTES);
+            int rc = tide_frame_scan(buf + TIDE_FRAME_HEADER_BYTES, n, &h);
+
+            if (!back)
+                continue;
+            cr_assert_eq(rc, 0, "%s cut at %zu decodes but does not scan",
+                         f->name, n);
+            cr_assert_eq(h.body, (uint32_t)back->body_case, "%s cut at %zu",
+                         f->name, n);
+            cr_assert_eq(h.request_id, back->request_id);
+            free_env(back);
+        }
+        free(buf);
+        free_env(env);
+    }
+}
+
+/* A WriteBatch of `groups` empty PointGroups as one frame (malloc'd). */
+static uint8_t *empty_groups(size_t groups, size_t *len)
+{
+    Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__WriteBatch wb = TIDE__V1__WRITE_BATCH__INIT;
+    Tide__V1__PointGroup g = TIDE__V1__POINT_GROUP__INIT;
+    Tide__V1__PointGroup **v = malloc(groups * sizeof(*v));
+    uint8_t *buf;
+
+    cr_assert_not_null(v);
+    for (size_t i = 0; i < groups; i++)
+        v[i] = &g;
+    wb.groups = v;
+    wb.n_groups = groups;
+    env.body_case = TIDE__V1__ENVELOPE__BODY_WRITE_BATCH;
+    env.write_batch = &wb;
+    buf = encode(&env, len);
+    free(v);
+    return buf;
+}
+
+/* 2 wire bytes per empty group decode to ~100 bytes: refused by a bound
+ * of 16x the payload, everything it took freed; a real batch of as many
+ * one-point groups decodes within it. */
+Test(frame, decode_memory_is_bounded)
+{
+    enum { GROUPS = 100000 };
+    size_t len, consumed, live = tide_alloc_live_bytes(), payload;
+    uint8_t *buf = empty_groups(GROUPS, &len);
+    Tide__V1__Envelope *env = NULL;
+    struct tide_frame_decoder dec;
+    int over = 0;
+
+    payload = len - TIDE_FRAME_HEADER_BYTES;
+    cr_assert_eq(tide_frame_parse_bounded(buf, len, 0, NULL, 16 * payload, &env,
+                                          &consumed, &over),
+                 TIDE_ETOOLARGE);
+    cr_assert(over);
+    cr_assert_eq(tide_alloc_live_bytes(), live, "the failed decode leaked");
+    cr_assert_eq(
+        tide_frame_parse_bounded(buf, len, 0, NULL, 0, &env, &consumed, &over),
+        0);
+    cr_assert(!over);
+    cr_assert_eq(env->write_batch->n_groups, GROUPS);
+    tide_frame_free(env, NULL);
+
+    /* The decoder: the bound follows the payload, the error is sticky. */
+    tide_frame_decoder_init(&dec, 0, &tide_frame_allocator);
+    tide_frame_decoder_set_decode_ratio(&dec, 16);
+    cr_assert_eq(tide_frame_decoder_feed(&dec, buf, len), 0);
+    cr_assert_eq(tide_frame_decoder_next(&dec, &env), TIDE_ETOOLARGE);
+    cr_assert(dec.mem_over);
+    cr_assert_eq(tide_frame_decoder_next(&dec, &env), TIDE_ETOOLARGE);
+    tide_frame_decoder_fini(&dec);
+    free(buf);
+    cr_assert_eq(tide_alloc_live_bytes(), live);
+
+    {
+        static int64_t ts[1] = {1700000000000000000};
+        static double v[1] = {1.5};
+        static Tide__V1__PointGroup g[GROUPS], *gp[GROUPS];
+        static char names[GROUPS][16];
+        Tide__V1__Column col = TIDE__V1__COLUMN__INIT, *cp = &col;
+        Tide__V1__WriteBatch wb = TIDE__V1__WRITE_BATCH__INIT;
+        Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT;
+
+        col.field = "t";
+        col.type = TIDE__V1__VALUE_TYPE__VALUE_TYPE_F64;
+        col.f64 = v;
+        col.n_f64 = 1;
+        for (int i = 0; i < GROUPS; i++) {
+            tide__v1__point_group__init(&g[i]);
+            snprintf(names[i], sizeof(names[i]), "dev-%06d", i);
+            g[i].device = names[i];
+            g[i].ts_delta_ns = ts;
+            g[i].n_ts_delta_ns = 1;
+            g[i].columns = &cp;
+            g[i].n_columns = 1;
+            gp[i] = &g[i];
+        }
+        wb.groups = gp;
+        wb.n_groups = GROUPS;
+        e.body_case = TIDE__V1__ENVELOPE__BODY_WRITE_BATCH;
+        e.write_batch = &wb;
+        buf = encode(&e, &len);
+        tide_frame_decoder_init(&dec, 0, &tide_frame_allocator);
+        tide_frame_decoder_set_decode_ratio(&dec, 16);
+        cr_assert_eq(tide_frame_decoder_feed(&dec, buf, len), 0);
+        cr_assert_eq(tide_frame_decoder_next(&dec, &env), 0);
+        cr_assert_eq(env->write_batch->n_groups, GROUPS);
+        tide_frame_free(env, NULL);
+        tide_frame_decoder_fini(&dec);
+        free(buf);
+    }
+}
+
+/* Peek names a complete frame without decoding it; skip drops it, next
+ * takes the one after; a lowered limit applies to a header already
+ * buffered. */
+Test(frame, peek_skip_and_a_lowered_limit)
+{
+    Tide__V1__Envelope p = TIDE__V1__ENVELOPE__INIT, *env = NULL;
+    Tide__V1__Ping pb = TIDE__V1__PING__INIT;
+    struct tide_frame_decoder dec;
+    struct tide_frame_head h;
+    uint8_t buf[256], big[4] = {0x10, 0x27, 0, 0}; /* 10000 */
+    size_t len = 0;
+
+    p.body_case = TIDE__V1__ENVELOPE__BODY_PING;
+    p.ping = &pb;
+    for (int i = 0; i < 2; i++) {
+        p.request_id = 5 + (uint64_t)i;
+        len += (size_t)tide_frame_encode(&p, buf + len, sizeof(buf) - len);
+    }
+    tide_frame_decoder_init(&dec, 0, &tide_frame_allocator);
+    cr_assert_eq(tide_frame_decoder_peek(&dec, &h), TIDE_FRAME_NEED_MORE);
+    cr_assert_eq(tide_frame_decoder_feed(&dec, buf, len - 1), 0);
+    cr_assert_eq(tide_frame_decoder_peek(&dec, &h), 0);
+    cr_assert_eq(h.request_id, 5);
+    cr_assert_eq(h.body, TIDE__V1__ENVELOPE__BODY_PING);
+    cr_assert_eq(h.bytes, len / 2);
+    tide_frame_decoder_skip(&dec);
+    cr_assert_eq(tide_frame_decoder_peek(&dec, &h), TIDE_FRAME_NEED_MORE);
+    cr_assert_eq(tide_frame_decoder_feed(&dec, buf + len - 1, 1), 0);
+    cr_assert_eq(tide_frame_decoder_next(&dec, &env), 0);
+    cr_assert_eq(env->request_id, 6);
+    tide_frame_free(env, NULL);
+    cr_assert_eq(tide_frame_decoder_pending(&dec), 0);
+    cr_assert_eq(tide_frame_decoder_feed(&dec, big, sizeof(big)), 0);
+    tide_frame_decoder_set_max(&dec, 8192);
+    cr_assert_eq(tide_frame_decoder_peek(&dec, &h), TIDE_ETOOLARGE);
+    cr_assert(!dec.mem_over);
+    tide_frame_decoder_fini(&dec);
 }

@@ -75,6 +75,9 @@ struct tide_db_options {
     void *clock_ctx;
     tide_log_fn log; /* NULL = silent */
     void *log_ctx;
+    /* While writes are refused for lack of space, how often the engine
+     * tries to resume them; 0 = 1000 ms. */
+    uint32_t nospace_retry_ms;
 };
 
 /* Fill `o` with the defaults above. */
@@ -134,11 +137,16 @@ struct tide_batch {
 
 /*
  * Completion of an append: `rc` is 0 once every point of the batch is
- * durable (per the sync mode), TIDE_EDUPLICATE when the whole batch had
- * been applied before (nothing redone; it is durable), or TIDE_EIO when a
- * write or sync failed (nothing of the batch may be assumed durable; the db
- * stays failed until reopened). Runs on an engine thread: it must not block
- * and must not call tide_db_close().
+ * durable (per the sync mode), TIDE_EDUPLICATE when the batch's (producer,
+ * sequence) is not above the producer's last applied one, in any shard
+ * (nothing redone; a retry of a batch still in flight is answered once
+ * that one is), -ENOSPC when the disk is full (nothing of the batch is
+ * applied; writes resume on their own once space returns), or TIDE_EIO
+ * when a write or sync failed (nothing of the batch is applied; the db
+ * stays failed until reopened). A batch is applied whole or not at all,
+ * over all its shards, also across a crash. Runs on an engine thread (or
+ * inside tide_db_append, for duplicates and empty batches): it must not
+ * block, must not call tide_db_close() and must not append.
  */
 typedef void (*tide_append_cb)(void *ctx, int rc);
 
@@ -147,7 +155,9 @@ typedef void (*tide_append_cb)(void *ctx, int rc);
  * then fires exactly once (the batch's ticket). Returns an error at once,
  * with `cb` never called, for TIDE_EINVAL (type, counts, string length,
  * series id 0), TIDE_EFULL (batch above TIDE_BATCH_POINTS_MAX),
- * TIDE_ECLOSED, TIDE_EIO (db failed) or -ENOMEM.
+ * TIDE_ECLOSED, TIDE_EIO (db failed), -ENOSPC (out of space, see above)
+ * or -ENOMEM. `cb` may run before this returns (duplicates, empty
+ * batches).
  */
 int tide_db_append(tide_db *db, const struct tide_batch *batch,
                    tide_append_cb cb, void *ctx);
@@ -294,6 +304,12 @@ struct tide_db_stats {
     uint32_t shards;
     uint32_t queue_depth[TIDE_SHARDS_MAX]; /* appends waiting, per shard */
     const char *io_backend;                /* "io_uring" or "sync" */
+    /* Storage health: 0, -ENOSPC (writes refused until space returns,
+     * then they resume on their own) or TIDE_EIO (until reopened). */
+    int storage_error;
+    uint64_t nospace_events;     /* times writes stopped for lack of space */
+    uint64_t disk_free_bytes;    /* free on the data directory's file system */
+    char storage_error_msg[256]; /* the last failure's cause, or "" */
 };
 
 /* Snapshot of the counters; cheap, lock-free where possible. */
