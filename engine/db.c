@@ -462,7 +462,7 @@ void tide__db_resume(struct tide_db *db)
 
 static int make_dir(const char *path)
 {
-    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+    if (mkdir(path, 0700) != 0 && errno != EEXIST)
         return -errno;
     return 0;
 }
@@ -580,7 +580,7 @@ int tide_db_open(const char *dir, const struct tide_db_options *opts,
         (rc = make_dir(path)))
         goto fail;
     snprintf(path, sizeof(path), "%s/LOCK", dir);
-    db->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    db->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (db->lock_fd < 0) {
         rc = -errno;
         goto fail;

@@ -203,7 +203,7 @@ int tide__manifest_store(const char *dir, struct manifest *m,
     tide__put_le64(buf + size - 8, XXH3_64bits(buf, size - 8));
     snprintf(path, sizeof(path), "%s/MANIFEST", dir);
     snprintf(tmp, sizeof(tmp), "%s/MANIFEST.tmp", dir);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) {
         rc = -errno;
         goto out;

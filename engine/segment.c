@@ -186,10 +186,10 @@ int tide__segw_open(const char *dir, uint64_t id, uint16_t shard, uint16_t tier,
     tide__seg_path(w->path, dir, id);
     snprintf(w->tmp_path, sizeof(w->tmp_path), "%s.tmp", w->path);
     w->fd = open(w->tmp_path,
-                 O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_DIRECT, 0644);
+                 O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_DIRECT, 0600);
     if (w->fd < 0 && errno == EINVAL)
         w->fd =
-            open(w->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+            open(w->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (w->fd < 0) {
         rc = -errno;
         goto fail;

@@ -75,7 +75,7 @@ int tide__wal_init(struct wal *w, const char *dir, unsigned shard)
     memset(w, 0, sizeof(*w));
     w->fd = -1;
     w->shard = shard;
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
         return -errno;
     w->dir = tide_strdup(dir);
     w->buf_cap = 1u << 20;
@@ -234,12 +234,12 @@ int tide__wal_start(struct wal *w, struct tide_io *io, uint64_t seq,
     hdr = tide_aligned_alloc(TIDE_WAL_BLOCK, TIDE_WAL_BLOCK);
     if (!hdr)
         return -ENOMEM;
-    fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_DIRECT, 0644);
+    fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_DIRECT, 0600);
     if (fd < 0 && errno == EINVAL) {
         /* tmpfs and some others refuse O_DIRECT; buffered writes plus
          * fdatasync are just as durable, only cost more CPU. */
         direct = 0;
-        fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     }
     if (fd < 0) {
         tide_free(hdr);

@@ -34,6 +34,9 @@ static int check_fields(const struct tide_meta_device_new *d, int reg,
     return 0;
 }
 
+/* The tier's device limit is checked once per transaction (one count),
+ * then counted down as devices are inserted: a count(*) before every
+ * insert made registering n devices O(n^2). */
 static const char SQL_DEV_LIMIT[] =
     "SELECT t.devices_max, (SELECT count(*) FROM devices d"
     " WHERE d.account_id=a.id) FROM accounts a JOIN tiers t ON t.id=a.tier"
@@ -42,12 +45,17 @@ static const char SQL_DEV_INSERT[] =
     "INSERT INTO devices(account_id, thing_name, mac, friendly_name,"
     " firmware, tags, created_ns, updated_ns)"
     " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)";
+static const char SQL_DEV_ID[] =
+    "SELECT id FROM devices WHERE account_id=?1 AND thing_name=?2";
 
-/* Check the tier's device limit and insert `d` (m->lock held). Returns 0
- * (*id_out set), TIDE_EFULL, TIDE_EEXIST (name taken), TIDE_EIO. */
-static int register_locked(tide_meta *m, uint64_t account_id,
-                           const struct tide_meta_device_new *d,
-                           const struct dev_fields *f, uint64_t *id_out)
+/* Names per transaction of tide_meta_device_register_many(): m->lock is
+ * released between two, so other callers wait for one chunk at most
+ * (about 10 ms), never for a whole fleet. */
+#define REGISTER_CHUNK 1024
+
+/* Room for *left more devices in the account's tier (INT64_MAX: no
+ * limit); m->lock held. Returns 0 or TIDE_EIO. */
+static int device_room(tide_meta *m, uint64_t account_id, int64_t *left)
 {
     int64_t lim[2]; /* devices_max, devices */
     int rc;
@@ -56,16 +64,51 @@ static int register_locked(tide_meta *m, uint64_t account_id,
                          META_ARGS(META_INT(account_id)));
     if (rc == TIDE_ENOTFOUND)
         rc = TIDE_EIO; /* the caller authorised the account: it exists */
-    if (!rc && lim[0] > 0 && lim[1] >= lim[0])
-        rc = TIDE_EFULL;
     if (!rc)
+        *left = lim[0] <= 0        ? INT64_MAX
+                : lim[1] >= lim[0] ? 0
+                                   : lim[0] - lim[1];
+    return rc;
+}
+
+/* Insert `d` if *left allows and count it off (m->lock held). Returns 0
+ * (*id_out set), TIDE_EEXIST (name taken; *id_out is its device), TIDE_EFULL,
+ * TIDE_EIO. */
+static int register_locked(tide_meta *m, uint64_t account_id,
+                           const struct tide_meta_device_new *d,
+                           const struct dev_fields *f, int64_t *left,
+                           uint64_t *id_out)
+{
+    int64_t id;
+    int rc;
+
+    if (*left > 0) {
         rc = tide__meta_run(
             m, SQL_DEV_INSERT,
             META_ARGS(META_INT(account_id), META_TEXT(d->thing_name),
                       META_TEXT(f->mac), META_TEXT(d->friendly_name),
                       META_TEXT(d->firmware), META_TEXT(d->tags), META_NOW));
-    if (!rc && id_out)
-        *id_out = (uint64_t)sqlite3_last_insert_rowid(m->db);
+        if (!rc) {
+            if (*left != INT64_MAX)
+                (*left)--;
+            if (id_out)
+                *id_out = (uint64_t)sqlite3_last_insert_rowid(m->db);
+            return 0;
+        }
+        if (rc != TIDE_EEXIST)
+            return rc;
+    }
+    /* Full, or the name is taken: a taken name says so, with its id. */
+    rc = tide__meta_ints(
+        m, SQL_DEV_ID, &id, 1,
+        META_ARGS(META_INT(account_id), META_TEXT(d->thing_name)));
+    if (rc == TIDE_ENOTFOUND)
+        return TIDE_EFULL;
+    if (!rc) {
+        rc = TIDE_EEXIST;
+        if (id_out)
+            *id_out = (uint64_t)id;
+    }
     return rc;
 }
 
@@ -75,6 +118,7 @@ int tide_meta_device_register(tide_meta *m, const struct tide_meta_principal *p,
                               uint64_t *id_out)
 {
     struct dev_fields f;
+    int64_t left = 0;
     int rc;
 
     if (check_fields(d, 1, &f))
@@ -83,7 +127,41 @@ int tide_meta_device_register(tide_meta *m, const struct tide_meta_principal *p,
     rc = tide__meta_authorize_locked(m, p, TIDE_META_ACT_DEVICE_MANAGE,
                                      account_id, 0);
     if (!rc)
-        rc = register_locked(m, account_id, d, &f, id_out);
+        rc = device_room(m, account_id, &left);
+    if (!rc)
+        rc = register_locked(m, account_id, d, &f, &left, id_out);
+    tide__meta_unlock(m);
+    return rc;
+}
+
+/* At most REGISTER_CHUNK names of tide_meta_device_register_many(), in
+ * one transaction. */
+static int register_chunk(tide_meta *m, const struct tide_meta_principal *p,
+                          uint64_t account_id, const char *const *names,
+                          size_t n, uint64_t *ids, int *rcs)
+{
+    int64_t left = 0;
+    int rc;
+
+    rc = tide__meta_authz_begin(m, p, TIDE_META_ACT_DEVICE_MANAGE, account_id,
+                                0);
+    if (rc)
+        goto out;
+    rc = device_room(m, account_id, &left);
+    for (size_t i = 0; !rc && i < n; i++) {
+        struct tide_meta_device_new d = {.thing_name = names[i]};
+        struct dev_fields f;
+
+        ids[i] = 0;
+        rcs[i] = check_fields(&d, 1, &f)
+                     ? TIDE_EINVAL
+                     : register_locked(m, account_id, &d, &f, &left, &ids[i]);
+        if (rcs[i] && rcs[i] != TIDE_EINVAL && rcs[i] != TIDE_EEXIST &&
+            rcs[i] != TIDE_EFULL)
+            rc = rcs[i];
+    }
+    rc = tide__meta_end(m, rc);
+out:
     tide__meta_unlock(m);
     return rc;
 }
@@ -94,27 +172,12 @@ int tide_meta_device_register_many(tide_meta *m,
                                    const char *const *names, size_t n,
                                    uint64_t *ids, int *rcs)
 {
-    int rc;
+    int rc = 0;
 
-    rc = tide__meta_authz_begin(m, p, TIDE_META_ACT_DEVICE_MANAGE, account_id,
-                                0);
-    if (rc)
-        goto out;
-    for (size_t i = 0; !rc && i < n; i++) {
-        struct tide_meta_device_new d = {.thing_name = names[i]};
-        struct dev_fields f;
-
-        ids[i] = 0;
-        rcs[i] = check_fields(&d, 1, &f)
-                     ? TIDE_EINVAL
-                     : register_locked(m, account_id, &d, &f, &ids[i]);
-        if (rcs[i] && rcs[i] != TIDE_EINVAL && rcs[i] != TIDE_EEXIST &&
-            rcs[i] != TIDE_EFULL)
-            rc = rcs[i];
-    }
-    rc = tide__meta_end(m, rc);
-out:
-    tide__meta_unlock(m);
+    for (size_t at = 0; !rc && at < n; at += REGISTER_CHUNK)
+        rc = register_chunk(m, p, account_id, names + at,
+                            n - at < REGISTER_CHUNK ? n - at : REGISTER_CHUNK,
+                            ids + at, rcs + at);
     return rc;
 }
 

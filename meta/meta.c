@@ -7,10 +7,12 @@
 #include "meta_int.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 /*
  * Migrations. Each runs in its own transaction together with the update of
@@ -615,6 +617,32 @@ static void free_handle(tide_meta *m)
     tide_free(m);
 }
 
+/* meta.db and its -wal and -shm hold emails, password hashes and IPs:
+ * owner only, whatever the umask. SQLite creates -wal and -shm with the
+ * mode of the database file, so creating that one 0600 before SQLite
+ * opens it is enough; files left more open by an older version are
+ * narrowed. Returns 0 or -errno. */
+static int private_files(const char *db_path)
+{
+    static const char *const suffix[] = {"", "-wal", "-shm"};
+    char path[PATH_MAX];
+    int fd;
+
+    fd = open(db_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    close(fd);
+    for (size_t i = 0; i < sizeof(suffix) / sizeof(suffix[0]); i++) {
+        struct stat st;
+
+        snprintf(path, sizeof(path), "%s%s", db_path, suffix[i]);
+        if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 077) &&
+            chmod(path, st.st_mode & 0700) != 0)
+            return -errno;
+    }
+    return 0;
+}
+
 int tide_meta_open(const char *dir, const struct tide_meta_options *opts,
                    tide_meta **out)
 {
@@ -656,6 +684,9 @@ int tide_meta_open(const char *dir, const struct tide_meta_options *opts,
     if (rc)
         goto fail;
 
+    rc = private_files(path);
+    if (rc)
+        goto fail;
     /* One connection, serialised by m->lock: SQLite's own mutexes are not
      * needed. */
     src = sqlite3_open_v2(

@@ -221,6 +221,77 @@ void tide_frame_free(Tide__V1__Envelope *env, ProtobufCAllocator *alloc)
                                                      : &tide_frame_allocator);
 }
 
+/* Read a varint at p[*i..n). Returns 0, or -1 when it does not fit. */
+static int load_varint(const uint8_t *p, size_t n, size_t *i, uint64_t *v)
+{
+    *v = 0;
+    for (unsigned shift = 0; *i < n && shift < 64; shift += 7) {
+        uint8_t b = p[(*i)++];
+
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            return 0;
+    }
+    return -1;
+}
+
+/* The first string field of message `d` encoded in p[0..n) whose bytes
+ * hold a NUL, or NULL; walks sub-messages up to `depth` levels down. */
+static const char *nul_field(const ProtobufCMessageDescriptor *d,
+                             const uint8_t *p, size_t n, int depth)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        const ProtobufCFieldDescriptor *f;
+        uint64_t key, len;
+
+        if (load_varint(p, n, &i, &key))
+            return NULL;
+        switch (key & 7) {
+        case 0: /* varint */
+            if (load_varint(p, n, &i, &len))
+                return NULL;
+            break;
+        case 1: /* 64-bit */
+            if (n - i < 8)
+                return NULL;
+            i += 8;
+            break;
+        case 5: /* 32-bit */
+            if (n - i < 4)
+                return NULL;
+            i += 4;
+            break;
+        case 2: /* length-delimited */
+            if (load_varint(p, n, &i, &len) || len > n - i)
+                return NULL;
+            f = protobuf_c_message_descriptor_get_field(d,
+                                                        (unsigned)(key >> 3));
+            if (f && f->type == PROTOBUF_C_TYPE_STRING &&
+                memchr(p + i, 0, (size_t)len))
+                return f->name;
+            if (f && f->type == PROTOBUF_C_TYPE_MESSAGE && depth > 0) {
+                const char *name =
+                    nul_field(f->descriptor, p + i, (size_t)len, depth - 1);
+
+                if (name)
+                    return name;
+            }
+            i += (size_t)len;
+            break;
+        default: /* groups: never in tide.proto */
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
+const char *tide_frame_nul_field(const uint8_t *payload, size_t len)
+{
+    return nul_field(&tide__v1__envelope__descriptor, payload, len, 32);
+}
+
 void tide_frame_decoder_init(struct tide_frame_decoder *d, uint32_t max_bytes,
                              ProtobufCAllocator *alloc)
 {
@@ -398,6 +469,9 @@ int tide_frame_decoder_next(struct tide_frame_decoder *d,
         d->err = rc;
         return rc;
     }
+    d->nul_field =
+        tide_frame_nul_field(d->buf + d->head + TIDE_FRAME_HEADER_BYTES,
+                             consumed - TIDE_FRAME_HEADER_BYTES);
     d->head += consumed;
     if (d->head == d->len)
         d->head = d->len = 0;

@@ -54,6 +54,15 @@ int tide_frame_parse(const uint8_t *buf, size_t len, uint32_t max_bytes,
                      size_t *consumed);
 
 /*
+ * The name of the first string field (tide.proto `string`) in the encoded
+ * Envelope payload[0..len) whose bytes hold a NUL, or NULL when none does.
+ * protobuf-c hands a string to C as NUL-terminated text, so one with a NUL
+ * inside would silently be cut short there (a device "dev-a1\0hidden"
+ * read as "dev-a1"); only the wire still shows it. The name is static.
+ */
+const char *tide_frame_nul_field(const uint8_t *payload, size_t len);
+
+/*
  * tide_frame_parse() with a bound on the memory the decode may take:
  * `mem_max` bytes requested from `alloc`, each allocation counted with
  * TIDE_FRAME_ALLOC_OVERHEAD more (0 = no bound). A payload that would
@@ -113,6 +122,9 @@ struct tide_frame_decoder {
     int err;
     int mem_over; /* err is TIDE_ETOOLARGE from the decode memory bound */
     ProtobufCAllocator *alloc;
+    /* Of the envelope the last tide_frame_decoder_next() returned:
+     * tide_frame_nul_field() of its payload. */
+    const char *nul_field;
 };
 
 /* What a bounded decode may take beyond decode_ratio × payload. */

@@ -398,6 +398,27 @@ static void route(struct conn *c, const Tide__V1__Envelope *env)
                         "server is shutting down; reconnect later", 1);
         return;
     }
+    /* A NUL inside a string would be cut off by protobuf-c: refuse the
+     * request rather than act on a truncated name, key or value
+     * (docs/protocol.md, "Framing"). A batch's answer keeps its place
+     * among the connection's write responses. */
+    if (c->dec.nul_field) {
+        char msg[128];
+
+        snprintf(msg, sizeof(msg),
+                 "string field '%s' holds a NUL byte, which no name, key or "
+                 "value may",
+                 c->dec.nul_field);
+        if (b == TIDE__V1__ENVELOPE__BODY_WRITE_BATCH)
+            ack_refuse(c, env->request_id,
+                       TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT, msg,
+                       0);
+        else
+            conn_send_error(c, env->request_id,
+                            TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT,
+                            msg, 0);
+        return;
+    }
     if (b == TIDE__V1__ENVELOPE__BODY__NOT_SET || is_response(b)) {
         conn_send_error(c, env->request_id,
                         TIDE__V1__ERROR_CODE__ERROR_CODE_UNKNOWN_MESSAGE,

@@ -216,9 +216,10 @@ int devices_load(struct server *s, uint64_t account_id)
     return rc;
 }
 
-int devices_known(struct server *s, uint64_t account_id, const char *name)
+struct device_entry *devices_peek(struct server *s, uint64_t account_id,
+                                  const char *name)
 {
-    return device_find(s, account_id, name) != NULL;
+    return device_find(s, account_id, name);
 }
 
 int devices_get(struct server *s, uint64_t account_id, const char *name,
@@ -273,27 +274,36 @@ int devices_get(struct server *s, uint64_t account_id, const char *name,
     return 0;
 }
 
-void devices_register_many(struct server *s, uint64_t account_id,
-                           const char **names, size_t n)
+struct device_entry *devices_entry_new(uint64_t account_id, const char *name,
+                                       uint64_t id)
 {
-    uint64_t *ids = tide_malloc(n * sizeof(*ids));
-    int *rcs = tide_malloc(n * sizeof(*rcs));
+    struct device_entry *e = tide_calloc(1, sizeof(*e));
 
-    if (ids && rcs &&
-        tide_meta_device_register_many(s->meta, &tided_system_principal,
-                                       account_id, names, n, ids, rcs) == 0) {
-        for (size_t i = 0; i < n; i++) {
-            struct tide_meta_device d = {.id = ids[i],
-                                         .account_id = account_id};
+    if (!e)
+        return NULL;
+    e->account_id = account_id;
+    e->id = id;
+    snprintf(e->name, sizeof(e->name), "%s", name);
+    return e;
+}
 
-            if (rcs[i])
-                continue;
-            snprintf(d.thing_name, sizeof(d.thing_name), "%s", names[i]);
-            device_put(s, &d);
-        }
+void devices_entry_link(struct server *s, struct device_entry *e)
+{
+    uint32_t h = device_hash(e->account_id, e->name);
+
+    if (device_find(s, e->account_id, e->name)) {
+        entry_free(e); /* cached meanwhile: that entry stays */
+        return;
     }
-    tide_free(ids);
-    tide_free(rcs);
+    e->checked_ns = tided_now_ns();
+    e->next = s->devices->slot[h];
+    s->devices->slot[h] = e;
+}
+
+void devices_entry_free(struct device_entry *e)
+{
+    if (e)
+        entry_free(e);
 }
 
 int tided_device_resolve(struct server *s, uint64_t account_id,

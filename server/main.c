@@ -23,11 +23,14 @@ static void usage(FILE *f)
         f,
         "usage: tided [--config FILE] [--data-dir DIR] [--listen HOST:PORT]\n"
         "             [--http-listen HOST:PORT] [--set KEY=VALUE]...\n"
-        "             [--version] [--help]\n"
+        "             [--allow-open-data-dir] [--version] [--help]\n"
         "Defaults: --data-dir ./tide-data --listen 127.0.0.1:8433\n"
         "--http-listen 127.0.0.1:8434. Port 0 picks a free port. Keys for\n"
         "--set and the config file are listed in docs/operations.md.\n");
 }
+
+/* --allow-open-data-dir: serve a data directory others may read. */
+static int allow_open_data_dir;
 
 /* TIDED_TEST_ALLOC_FAIL_NTH=request_id: tests only (docs/operations.md). */
 static int test_alloc_fail;
@@ -36,6 +39,11 @@ void tided_test_alloc_arm(unsigned long nth)
 {
     if (test_alloc_fail)
         tide_alloc_fail_nth(nth);
+}
+
+unsigned long tided_test_alloc_take(void)
+{
+    return test_alloc_fail ? tide_alloc_fail_nth(0) : 0;
 }
 
 /* Monotonic milliseconds. */
@@ -151,6 +159,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     tided_writes_drain(arg);
+    tided_write_jobs_drain(arg);
     tided_logins_drain(arg);
     tided_queries_drain(arg);
 }
@@ -164,8 +173,10 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     tided_writes_drain(s);
+    tided_write_jobs_drain(s);
     tided_logins_drain(s);
-    if (s->inflight_writes == 0 && s->logins_running == 0)
+    if (s->inflight_writes == 0 && s->writes_parked == 0 &&
+        s->logins_running == 0)
         event_base_loopexit(s->base, NULL);
 }
 
@@ -212,6 +223,9 @@ static int parse_args(struct tided_config *c, int argc, char **argv)
         } else if (!strcmp(a, "--version")) {
             printf("tided %s\n", TIDED_VERSION);
             exit(0);
+        } else if (!strcmp(a, "--allow-open-data-dir")) {
+            allow_open_data_dir = 1;
+            continue; /* takes no value */
         } else if (!v) {
             fprintf(stderr, "tided: %s needs a value\n", a);
             return TIDE_EINVAL;
@@ -258,6 +272,44 @@ static void raise_nofile(void)
     }
 }
 
+/* Create the data directory 0700, or check that an existing one is
+ * neither readable nor writable by group or others: it holds every
+ * tenant's telemetry, emails and password hashes (docs/operations.md,
+ * "Data directory"). Returns 0, or -1 with the reason logged. */
+static int data_dir_check(const char *dir)
+{
+    struct stat st;
+
+    if (mkdir(dir, 0700) && errno != EEXIST) {
+        tide_log(LOG_ERROR, "cannot create data directory %s: %s", dir,
+                 strerror(errno));
+        return -1;
+    }
+    if (stat(dir, &st) != 0) {
+        tide_log(LOG_ERROR, "cannot stat data directory %s: %s", dir,
+                 strerror(errno));
+        return -1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        tide_log(LOG_ERROR, "data directory %s is not a directory", dir);
+        return -1;
+    }
+    if ((st.st_mode & 077) && !allow_open_data_dir) {
+        tide_log(LOG_ERROR,
+                 "data directory %s has mode %03o: group or others may "
+                 "read or write it; run chmod 700 %s, or start with "
+                 "--allow-open-data-dir",
+                 dir, (unsigned)(st.st_mode & 0777), dir);
+        return -1;
+    }
+    if (st.st_mode & 077)
+        tide_log(LOG_WARN,
+                 "data directory %s has mode %03o (--allow-open-data-dir); "
+                 "the files tided creates in it are private all the same",
+                 dir, (unsigned)(st.st_mode & 0777));
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static struct server srv;
@@ -282,11 +334,8 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     raise_nofile();
-    if (mkdir(s->cfg.data_dir, 0700) && errno != EEXIST) {
-        tide_log(LOG_ERROR, "cannot create data directory %s: %s",
-                 s->cfg.data_dir, strerror(errno));
+    if (data_dir_check(s->cfg.data_dir))
         return 1;
-    }
     if (evthread_use_pthreads()) {
         tide_log(LOG_ERROR, "libevent has no pthreads support");
         return 1;
@@ -350,6 +399,7 @@ out:
      * longer be sent, but the data is durable. */
     tide_db_close(s->db);
     tided_writes_drain(s);
+    tided_write_stop(s); /* the registration thread uses the sidecar */
     tide_meta_close(s->meta);
     tided_write_fini(s);
     tided_throttle_fini(s);

@@ -171,6 +171,10 @@ struct server {
     struct auth_throttle *throttle;
     /* Device name -> id cache and per-account state (devices.c). */
     struct devices *devices;
+    /* The registration worker of batches naming new devices or series,
+     * and how many batches are parked for it (write.c). */
+    struct write_worker *write_worker;
+    unsigned writes_parked;
     /* Bytes in the decoders of all connections, loop thread only: within
      * cfg.partial_frame_budget_bytes (conn.c, invariant 5). */
     uint64_t partial_bytes;
@@ -190,6 +194,7 @@ struct pending_write {
     Tide__V1__Envelope *reply; /* WriteAck or Error */
     uint64_t accepted;
     uint64_t account_id;
+    struct write_job *job; /* parked for registration (write.c), or NULL */
 };
 
 struct query_state; /* query.c */
@@ -218,6 +223,7 @@ struct conn {
     int read_paused;    /* reading stopped: output above the high watermark */
     uint32_t inflight;  /* requests not yet fully answered */
     struct pending_write *writes_head, *writes_tail;
+    uint32_t writes_parked;      /* of them waiting for registration */
     struct query_state *queries; /* running queries, oldest first */
     uint64_t connected_device;   /* device id recorded online, or 0 */
     struct conn_ids ids;         /* ids of the requests in flight */
@@ -320,8 +326,10 @@ void devices_fini(struct server *s);
  * already. Returns 0 or a sidecar error (nothing is marked loaded). */
 int devices_load(struct server *s, uint64_t account_id);
 
-/* True when `name` of the account is in the cache (no SQL). */
-int devices_known(struct server *s, uint64_t account_id, const char *name);
+/* The cached entry of device `name` of the account, or NULL (no SQL, no
+ * recheck). */
+struct device_entry *devices_peek(struct server *s, uint64_t account_id,
+                                  const char *name);
 
 /* The entry of device `name` of the account in *out, registering the
  * device when `create`. Returns 0, TIDE_ENOTFOUND, TIDE_EFULL (the tier's
@@ -329,11 +337,16 @@ int devices_known(struct server *s, uint64_t account_id, const char *name);
 int devices_get(struct server *s, uint64_t account_id, const char *name,
                 int create, struct device_entry **out);
 
-/* Register names[0..n) (valid thing names the cache does not know) in one
- * sidecar transaction and cache those registered. Best effort: a name left
- * out is registered, or refused, by devices_get() later. */
-void devices_register_many(struct server *s, uint64_t account_id,
-                           const char **names, size_t n);
+/* A cache entry for device `name` (id `id`) of the account, just
+ * registered in the sidecar, so neither paused nor tagged: made on any
+ * thread (the registration thread, write.c), NULL without memory.
+ * devices_entry_link() hands it to the cache (loop thread), which keeps
+ * an entry it already has for that name instead; devices_entry_free()
+ * frees one never linked. */
+struct device_entry *devices_entry_new(uint64_t account_id, const char *name,
+                                       uint64_t id);
+void devices_entry_link(struct server *s, struct device_entry *e);
+void devices_entry_free(struct device_entry *e);
 
 /* Set the tags of cached device `e` to `tags` ("k=v,k=v", at most
  * TIDE_META_TAGS_MAX bytes) and queue them for devices_tags_flush().
@@ -377,9 +390,16 @@ void tided_throttle_fini(struct server *s);
 
 /* write.c */
 void handle_write(struct conn *c, const Tide__V1__Envelope *env);
-/* Set up / free what the write path keeps (the device cache). */
+/* Set up / free what the write path keeps (the device cache and the
+ * registration worker). tided_write_stop() ends the worker, dropping the
+ * batches still parked (their connections are closed): call it after
+ * tided_close_all() and before tide_meta_close(). */
 int tided_write_init(struct server *s);
+void tided_write_stop(struct server *s);
 void tided_write_fini(struct server *s);
+/* Build and append the parked batches whose registration finished (loop
+ * thread). */
+void tided_write_jobs_drain(struct server *s);
 
 /* ack.c: the write FIFO of each connection and the engine's completions.
  * Move finished writes of the completion queue to their connections and
@@ -439,6 +459,10 @@ void tided_metrics_query_latency(struct server *s, uint64_t us);
  * without it, nothing. conn.c disarms as each frame arrives and arms
  * request_id >> 32 once the frame is decoded (docs/operations.md). */
 void tided_test_alloc_arm(unsigned long nth);
+/* Disarm and return how many allocations were left before the failing
+ * one (0: none armed, or it happened): a request that moves to another
+ * thread takes its countdown along (write.c's parked batches). */
+unsigned long tided_test_alloc_take(void);
 
 /* Now in ns, CLOCK_REALTIME. */
 int64_t tided_now_ns(void);

@@ -15,62 +15,36 @@
  * The first three refuse the batch whole; an allocation failure before
  * write_ack refuses it whole too; after write_ack nothing can fail.
  *
+ * A batch naming devices the account does not have yet, or series the
+ * registry does not know, is parked after step 3 (write_park): its
+ * WriteBatch is taken from the envelope, a placeholder takes its place in
+ * the connection's write FIFO, and the registration worker creates the
+ * devices and series in the sidecar, off the loop (a new fleet's first
+ * batch names 100,000). When it is done the loop runs every step again,
+ * each name now resolving from the cache and the registry:
+ *
+ *   loop: handle_write ─► write_park ─► worker queue
+ *   worker: job_register (devices, then series) ─► done queue ─► wake
+ *   loop: tided_write_jobs_drain ─► write_resume ─► steps 1..8
+ *
  * Invariants:
  *   1. Nothing of a batch refused whole reaches the engine.
  *   2. A WriteAck with accepted_points > 0 is sent only after the engine's
  *      completion callback reported 0 (durable) for that batch.
  *   3. accepted_points + rejected_points equals the batch's point count.
+ *   4. Batches of a connection reach the engine in arrival order: while
+ *      one is parked, the later ones park behind it, and the worker and
+ *      its done queue are FIFO. Their answers keep that order (ack.c).
+ *   5. The worker touches no connection and no cache; it reads the
+ *      WriteBatch, calls the sidecar and fills in its job, nothing else.
+ *   6. A parked batch whose connection closed is dropped unapplied when
+ *      it comes back (its client never got an answer).
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "ratelimit.h"
 #include "server.h"
-
-int tided_write_init(struct server *s)
-{
-    return devices_init(s);
-}
-
-void tided_write_fini(struct server *s)
-{
-    devices_fini(s);
-}
-
-/* Register, in one sidecar transaction, the devices this batch names that
- * the account does not have yet (a new fleet's first batch names
- * thousands). Best effort: a device left out is registered, or refused,
- * one at a time by devices_get(). */
-static void devices_prepare(struct server *s, const struct conn *c,
-                            const Tide__V1__WriteBatch *wb)
-{
-    uint64_t account = c->who.account_id;
-    const char **names;
-    size_t n = 0;
-
-    if (c->who.role == TIDE_META_ROLE_DEVICE || wb->n_groups < 2 ||
-        devices_load(s, account))
-        return;
-    /* The usual batch names known devices only: one lookup each, no more. */
-    for (size_t g = 0; g < wb->n_groups && !n; g++)
-        n = !devices_known(s, account, wb->groups[g]->device);
-    if (!n)
-        return;
-    n = 0;
-    names = tide_malloc(wb->n_groups * sizeof(*names));
-    for (size_t g = 0; names && g < wb->n_groups; g++) {
-        const char *name = wb->groups[g]->device;
-
-        /* Repeats within the batch come back as TIDE_EEXIST: harmless. */
-        if (!devices_known(s, account, name) &&
-            names_valid(name, TIDE_META_NAME_MAX) &&
-            names_utf8_valid((const uint8_t *)name, strlen(name)))
-            names[n++] = name;
-    }
-    if (n > 1)
-        devices_register_many(s, account, names, n);
-    tide_free(names);
-}
 
 /* ---- Building the batch ---------------------------------------------------
  */
@@ -259,6 +233,8 @@ static void refuse(struct conn *c, uint64_t rid, Tide__V1__ErrorCode code,
     ack_refuse(c, rid, code, msg, 0);
 }
 
+struct write_job;
+
 /* One WriteBatch while handle_write() takes it through its steps. */
 struct write_req {
     struct conn *c;
@@ -278,8 +254,43 @@ struct write_req {
     struct col_ref *key_col;
     uint32_t n_keys;
     uint8_t *keep; /* per point of the current group: inside retention */
-    struct pending_write *w;
+    struct pending_write *w; /* its place in the write FIFO, once it has one */
+    struct write_job *job;   /* a parked batch: what the worker did */
+    size_t frame_bytes;      /* of the batch's frame */
 };
+
+/* Refuse the batch whole: a parked one in its placeholder (r->w), any
+ * other as a new entry of the connection's write FIFO. */
+static void refuse_req(struct write_req *r, Tide__V1__ErrorCode code,
+                       const char *msg, uint32_t retry_after_ms)
+{
+    struct pending_write *w = r->w;
+    Tide__V1__WriteAck *ack;
+
+    if (!w) {
+        ack_refuse(r->c, r->rid, code, msg, retry_after_ms);
+        return;
+    }
+    /* ack_to_error() turns a WriteAck reply into the Error. */
+    w->reply = tide_calloc(1, sizeof(*w->reply));
+    ack = tide_calloc(1, sizeof(*ack));
+    if (w->reply && ack) {
+        tide__v1__envelope__init(w->reply);
+        tide__v1__write_ack__init(ack);
+        w->reply->request_id = w->request_id;
+        w->reply->body_case = TIDE__V1__ENVELOPE__BODY_WRITE_ACK;
+        w->reply->write_ack = ack;
+        ack_to_error(w, code, msg);
+        if (w->reply)
+            w->reply->error->retry_after_ms = retry_after_ms;
+    } else {
+        tide_free(w->reply);
+        tide_free(ack);
+        w->reply = NULL; /* conn_flush_writes() answers INTERNAL */
+    }
+    w->done = 1;
+    conn_flush_writes(r->c);
+}
 
 /* Step 1, limits: refuse a batch over max_batch_groups or
  * max_batch_points, or over the write rate of its API key (the tier's
@@ -331,12 +342,13 @@ static int write_principal(struct write_req *r)
         c->who.role == TIDE_META_ROLE_DEVICE ? c->who.device_id : 0);
 
     if (rc || !c->who.account_id) {
-        refuse(r->c, r->rid,
-               rc == TIDE_EPAUSED
-                   ? TIDE__V1__ERROR_CODE__ERROR_CODE_PAUSED
-                   : TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED,
-               rc == TIDE_EPAUSED ? "ingestion is paused for this account"
-                                  : "this credential may not write");
+        refuse_req(r,
+                   rc == TIDE_EPAUSED
+                       ? TIDE__V1__ERROR_CODE__ERROR_CODE_PAUSED
+                       : TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED,
+                   rc == TIDE_EPAUSED ? "ingestion is paused for this account"
+                                      : "this credential may not write",
+                   0);
         return -1;
     }
     return 0;
@@ -349,8 +361,8 @@ static int write_account(struct write_req *r)
     struct account_state *acct = devices_account(r->s, r->c->who.account_id);
 
     if (!acct) {
-        refuse(r->c, r->rid, TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
-               "out of memory");
+        refuse_req(r, TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
+                   "out of memory", 0);
         return -1;
     }
     if (acct->tier.rate_points_s) {
@@ -361,8 +373,7 @@ static int write_account(struct write_req *r)
             acct->tokens = rate;
         acct->refill_ns = r->now_ns;
         if (acct->tokens <= 0) {
-            ack_refuse(r->c, r->rid,
-                       TIDE__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED,
+            refuse_req(r, TIDE__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED,
                        "points/s rate limit of the plan reached",
                        (uint32_t)(-acct->tokens / rate * 1000) + 1);
             return -1;
@@ -370,8 +381,8 @@ static int write_account(struct write_req *r)
     }
     if (acct->tier.daily_points_max &&
         acct->day_points + r->total > acct->tier.daily_points_max) {
-        refuse(r->c, r->rid, TIDE__V1__ERROR_CODE__ERROR_CODE_QUOTA_EXCEEDED,
-               "daily points quota of the plan spent");
+        refuse_req(r, TIDE__V1__ERROR_CODE__ERROR_CODE_QUOTA_EXCEEDED,
+                   "daily points quota of the plan spent", 0);
         return -1;
     }
     r->acct = acct;
@@ -381,10 +392,70 @@ static int write_account(struct write_req *r)
     return 0;
 }
 
+/* ---- Parked batches ------------------------------------------------------
+ */
+
+/* Parked batches hold their decoded frames: at most this many frame bytes
+ * of them, server-wide; one more is refused OVERLOADED (retryable). */
+#define WRITE_PARKED_BYTES_MAX (256u << 20)
+/* Series keys per tide_meta_series_ensure() call of the worker: each call
+ * holds the sidecar's lock, which the loop takes too, for one chunk. */
+#define SERIES_CHUNK 1024
+
+/* A parked batch (invariants 4 to 6). The arrays are per group g, or per
+ * column g.k at col_off[g] + k; all NULL when the batch only waits behind
+ * another one. */
+struct write_job {
+    struct write_job *next;
+    struct pending_write *w;  /* placeholder; w->conn NULL once closed */
+    Tide__V1__WriteBatch *wb; /* owned, taken from the envelope */
+    uint64_t rid;
+    uint64_t total;
+    uint32_t n_cols;
+    uint32_t n_groups;
+    size_t frame_bytes;
+    unsigned long alloc_nth;        /* tests: the request's failure countdown */
+    struct tide_meta_principal who; /* the connection's, at arrival */
+    int64_t horizon_ns;
+    uint32_t *col_off; /* n_groups + 1 */
+    uint64_t *dev_id;  /* the group's device: cached, or registered */
+    uint8_t *dev_new;  /* 1: the worker registers the group's device;
+                          2: it did */
+    int *dev_rc;       /* worker: why that registration failed */
+    struct device_entry **dev_ent; /* worker: cache entries of those it
+                                      registered, for the loop to link */
+    int *col_rc;   /* worker: why the column's series was not made */
+    int series_rc; /* worker: why no series at all could be made */
+};
+
+/* The registration thread and its two FIFOs. */
+struct write_worker {
+    pthread_t thread;
+    int running;
+    pthread_mutex_t lock;
+    pthread_cond_t cv;
+    int stop;
+    struct write_job *head, *tail;           /* for the worker */
+    struct write_job *done_head, *done_tail; /* for the loop */
+    size_t parked_bytes; /* frame bytes of the parked jobs; loop only */
+};
+
+static int job_device_rc(const struct write_job *j, uint32_t g)
+{
+    return j && j->dev_rc ? j->dev_rc[g] : 0;
+}
+
+static int job_series_rc(const struct write_job *j, uint32_t g, uint32_t k)
+{
+    if (!j || !j->col_rc)
+        return 0;
+    return j->series_rc ? j->series_rc : j->col_rc[j->col_off[g] + k];
+}
+
 /* Step 4, devices: the device of group `pg` in *dev, created when the
  * credential may. Returns NULL, or why the group is refused whole (with
  * the wire code in *code). */
-static const char *write_device(struct write_req *r,
+static const char *write_device(struct write_req *r, uint32_t g,
                                 const Tide__V1__PointGroup *pg,
                                 struct device_entry **dev,
                                 Tide__V1__ErrorCode *code)
@@ -395,8 +466,11 @@ static const char *write_device(struct write_req *r,
 
     if (msg)
         return msg;
-    rc = devices_get(r->s, c->who.account_id, pg->device,
-                     c->who.role != TIDE_META_ROLE_DEVICE, dev);
+    /* A device the worker failed to register is not tried again here. */
+    rc = job_device_rc(r->job, g);
+    if (rc == 0)
+        rc = devices_get(r->s, c->who.account_id, pg->device,
+                         c->who.role != TIDE_META_ROLE_DEVICE, dev);
     if (rc == 0 && c->who.role == TIDE_META_ROLE_DEVICE &&
         (*dev)->id != c->who.device_id)
         rc = TIDE_EPERM;
@@ -538,7 +612,6 @@ static int write_groups(struct write_req *r)
     const Tide__V1__WriteBatch *wb = r->wb;
     uint32_t n = r->n_cols ? r->n_cols : 1;
 
-    devices_prepare(r->s, r->c, wb);
     r->b.cols = tide_calloc(n, sizeof(*r->b.cols));
     r->keys = tide_calloc(n, sizeof(*r->keys));
     r->key_col = tide_calloc(n, sizeof(*r->key_col));
@@ -548,7 +621,7 @@ static int write_groups(struct write_req *r)
         const Tide__V1__PointGroup *pg = wb->groups[g];
         struct device_entry *dev = NULL;
         Tide__V1__ErrorCode gcode = 0;
-        const char *gmsg = write_device(r, pg, &dev, &gcode);
+        const char *gmsg = write_device(r, g, pg, &dev, &gcode);
 
         if (!gmsg && pg->n_tags && write_tags(r, pg, dev, &gmsg, &gcode))
             goto oom;
@@ -606,7 +679,17 @@ static int write_series(struct write_req *r)
         int lrc = tide_meta_series_lookup(r->s->meta, &r->keys[i],
                                           &b->cols[i].series_id);
 
-        if (lrc == TIDE_ENOTFOUND) {
+        int jrc = lrc == TIDE_ENOTFOUND
+                      ? job_series_rc(r->job, r->key_col[i].group,
+                                      r->key_col[i].column)
+                      : 0;
+
+        if (jrc) {
+            /* The worker tried this one: no second try on the loop. */
+            b->cols[i].series_id = 0;
+            if (reject_series(r, i, jrc))
+                break;
+        } else if (lrc == TIDE_ENOTFOUND) {
             new_idx[n_new] = i;
             new_keys[n_new++] = r->keys[i];
             b->cols[i].series_id = 0;
@@ -667,14 +750,18 @@ static int write_ack(struct write_req *r)
     if (r->rej.lost)
         return -ENOMEM; /* an unexplained drop would be a wrong answer */
     ack = tide_calloc(1, sizeof(*ack));
-    w = tide_calloc(1, sizeof(*w));
+    /* A parked batch already has its place in the FIFO. */
+    w = r->w ? r->w : tide_calloc(1, sizeof(*w));
     if (w)
         w->reply = tide_calloc(1, sizeof(*w->reply));
     if (!ack || !w || !w->reply) {
         tide_free(ack);
         if (w)
             tide_free(w->reply);
-        tide_free(w);
+        if (w && w != r->w)
+            tide_free(w);
+        else if (w)
+            w->reply = NULL;
         return -ENOMEM;
     }
     tide__v1__write_ack__init(ack);
@@ -695,7 +782,8 @@ static int write_ack(struct write_req *r)
     w->accepted = r->accepted;
     w->account_id = c->who.account_id;
     atomic_fetch_add(&r->s->metrics.points_rejected, r->total - r->accepted);
-    ack_enqueue(c, w);
+    if (w != r->w)
+        ack_enqueue(c, w);
     r->w = w;
     return 0;
 }
@@ -738,7 +826,7 @@ static void write_append(struct write_req *r)
 static void write_usage(struct write_req *r)
 {
     struct tide_meta_usage u = {
-        .messages = 1, .points = r->accepted, .bytes_in = r->c->frame_bytes};
+        .messages = 1, .points = r->accepted, .bytes_in = r->frame_bytes};
 
     r->acct->tokens -= (double)r->accepted;
     r->acct->day_points += r->accepted;
@@ -754,24 +842,507 @@ static void write_req_fini(struct write_req *r)
     tide_free(r->keep);
 }
 
+static uint8_t wire_type(const Tide__V1__Column *col)
+{
+    switch (col->type) {
+    case TIDE__V1__VALUE_TYPE__VALUE_TYPE_F64:
+        return TIDE_TYPE_F64;
+    case TIDE__V1__VALUE_TYPE__VALUE_TYPE_I64:
+        return TIDE_TYPE_I64;
+    case TIDE__V1__VALUE_TYPE__VALUE_TYPE_BOOL:
+        return TIDE_TYPE_BOOL;
+    default:
+        return TIDE_TYPE_STR;
+    }
+}
+
+/* Whether a point of group `pg` is inside retention (not TOO_OLD). */
+static int group_kept(const Tide__V1__PointGroup *pg, int64_t horizon_ns)
+{
+    int64_t ts = 0;
+
+    for (size_t i = 0; i < pg->n_ts_delta_ns; i++) {
+        ts = (int64_t)((uint64_t)ts + (uint64_t)pg->ts_delta_ns[i]);
+        if (ts >= horizon_ns)
+            return 1;
+    }
+    return 0;
+}
+
+/* Look for names the cache or the registry lacks, on the loop without
+ * SQL. Without `j`: whether the batch names a device to register or a
+ * series to create (a cheap check of each column's name and type only).
+ * With `j`: record each group's cached device id, or that it is new, for
+ * the worker. Returns whether something is new. */
+static int batch_scan(struct write_req *r, struct write_job *j)
+{
+    const Tide__V1__WriteBatch *wb = r->wb;
+    uint64_t account = r->c->who.account_id, id;
+    int create = r->c->who.role != TIDE_META_ROLE_DEVICE, fresh = 0;
+    uint32_t off = 0;
+
+    for (uint32_t g = 0; g < wb->n_groups; g++) {
+        const Tide__V1__PointGroup *pg = wb->groups[g];
+        Tide__V1__ErrorCode code;
+        struct device_entry *e;
+
+        if (j)
+            j->col_off[g] = off;
+        off += (uint32_t)pg->n_columns;
+        if (names_error(pg->device, TIDE_META_NAME_MAX, &code))
+            continue; /* refused by write_device() */
+        e = devices_peek(r->s, account, pg->device);
+        if (!e && !create)
+            continue; /* a device key's other device: refused */
+        if (j) {
+            /* A paused device's group is refused: no series for it. */
+            j->dev_id[g] = e && !e->paused ? e->id : 0;
+            j->dev_new[g] = !e;
+        }
+        fresh |= !e;
+        if (fresh && !j)
+            return 1;
+        if (!e || j || !group_kept(pg, r->horizon_ns))
+            continue;
+        for (size_t k = 0; k < pg->n_columns && !fresh; k++) {
+            const Tide__V1__Column *col = pg->columns[k];
+            struct tide_meta_series_key key = {.account_id = account,
+                                               .device_id = e->id,
+                                               .field = col->field,
+                                               .type = wire_type(col)};
+
+            if (names_error(col->field, TIDE_META_FIELD_MAX, &code) ||
+                column_count(col) == UINT64_MAX)
+                continue;
+            key.field_len = (uint32_t)strlen(col->field);
+            fresh = tide_meta_series_lookup(r->s->meta, &key, &id) ==
+                    TIDE_ENOTFOUND;
+        }
+        if (fresh && !j)
+            return 1;
+    }
+    if (j)
+        j->col_off[wb->n_groups] = off;
+    return fresh;
+}
+
+static void job_free(struct write_job *j)
+{
+    if (!j)
+        return;
+    if (j->wb)
+        tide__v1__write_batch__free_unpacked(j->wb, &tide_frame_allocator);
+    tide_free(j->col_off);
+    tide_free(j->dev_id);
+    tide_free(j->dev_new);
+    tide_free(j->dev_rc);
+    tide_free(j->col_rc);
+    for (uint32_t g = 0; j->dev_ent && g < j->n_groups; g++)
+        devices_entry_free(j->dev_ent[g]);
+    tide_free(j->dev_ent);
+    tide_free(j);
+}
+
+/* Worker: create the series keys[0..*n) of columns at[] of `j`, record
+ * each failure in j->col_rc, and empty the chunk. */
+static void series_chunk(struct server *s, struct write_job *j,
+                         const struct tide_meta_series_key *keys,
+                         const uint32_t *at, uint64_t *ids, int *rcs, size_t *n)
+{
+    int rc =
+        *n ? tide_meta_series_ensure(s->meta, &j->who, keys, *n, ids, rcs) : 0;
+
+    for (size_t i = 0; i < *n; i++)
+        j->col_rc[at[i]] = rc ? rc : rcs[i];
+    *n = 0;
+}
+
+/* Worker: create the series of j's columns that the registry lacks, in
+ * chunks of SERIES_CHUNK keys; record each failure in j->col_rc. */
+static void job_series(struct server *s, struct write_job *j)
+{
+    const Tide__V1__WriteBatch *wb = j->wb;
+    struct tide_meta_series_key *keys =
+        tide_malloc(SERIES_CHUNK * sizeof(*keys));
+    uint32_t *at = tide_malloc(SERIES_CHUNK * sizeof(*at));
+    uint64_t *ids = tide_malloc(SERIES_CHUNK * sizeof(*ids)), id;
+    int *rcs = tide_malloc(SERIES_CHUNK * sizeof(*rcs));
+    size_t n = 0;
+
+    if (!keys || !at || !ids || !rcs) {
+        j->series_rc = -ENOMEM; /* each new series is rejected for it */
+        goto out;
+    }
+    for (uint32_t g = 0; g <= wb->n_groups; g++) {
+        const Tide__V1__PointGroup *pg =
+            g < wb->n_groups ? wb->groups[g] : NULL;
+
+        if (!pg) {
+            series_chunk(s, j, keys, at, ids, rcs, &n);
+            break;
+        }
+        if (!j->dev_id[g] || j->dev_rc[g] || !group_kept(pg, j->horizon_ns))
+            continue;
+        for (uint32_t k = 0; k < pg->n_columns; k++) {
+            const Tide__V1__Column *col = pg->columns[k];
+            Tide__V1__ErrorCode code;
+            struct tide_meta_series_key key = {.account_id = j->who.account_id,
+                                               .device_id = j->dev_id[g],
+                                               .field = col->field,
+                                               .type = wire_type(col)};
+
+            if (column_error(col, (uint32_t)pg->n_ts_delta_ns, &code))
+                continue;
+            key.field_len = (uint32_t)strlen(col->field);
+            if (tide_meta_series_lookup(s->meta, &key, &id) != TIDE_ENOTFOUND)
+                continue;
+            if (n == SERIES_CHUNK)
+                series_chunk(s, j, keys, at, ids, rcs, &n);
+            keys[n] = key;
+            at[n++] = j->col_off[g] + k;
+        }
+    }
+out:
+    tide_free(keys);
+    tide_free(at);
+    tide_free(ids);
+    tide_free(rcs);
+}
+
+/* Worker: register j's new devices in one sidecar call (linear, chunked
+ * transactions: tide_meta_device_register_many), then create its new
+ * series. Invariant 5: j and its WriteBatch only. */
+static void job_register(struct server *s, struct write_job *j)
+{
+    const Tide__V1__WriteBatch *wb = j->wb;
+    size_t ng = wb->n_groups, n = 0;
+    const char **names = tide_malloc(ng * sizeof(*names));
+    uint32_t *group = tide_malloc(ng * sizeof(*group));
+    uint64_t *ids = tide_malloc(ng * sizeof(*ids));
+    int *rcs = tide_malloc(ng * sizeof(*rcs));
+    int rc = names && group && ids && rcs ? 0 : -ENOMEM;
+
+    for (uint32_t g = 0; g < ng; g++) {
+        if (!j->dev_new[g])
+            continue;
+        if (rc) {
+            j->dev_rc[g] = rc;
+            continue;
+        }
+        names[n] = wb->groups[g]->device;
+        group[n++] = g;
+    }
+    if (!rc && n)
+        rc = tide_meta_device_register_many(s->meta, &tided_system_principal,
+                                            j->who.account_id, names, n, ids,
+                                            rcs);
+    for (size_t i = 0; i < n; i++) {
+        int e = rc ? rc : rcs[i];
+
+        /* A name registered meanwhile, or earlier in the batch, is left to
+         * devices_get(): only the sidecar knows whether it is paused. */
+        j->dev_rc[group[i]] = e == TIDE_EEXIST ? 0 : e;
+        if (!e) {
+            j->dev_id[group[i]] = ids[i];
+            j->dev_new[group[i]] = 2; /* registered here */
+            /* Built here, linked by the loop: 100,000 entries cost it a
+             * pointer each. Without memory the group is refused. */
+            j->dev_ent[group[i]] =
+                devices_entry_new(j->who.account_id, names[i], ids[i]);
+            if (!j->dev_ent[group[i]])
+                j->dev_rc[group[i]] = -ENOMEM;
+        }
+    }
+    tide_free(names);
+    tide_free(group);
+    tide_free(ids);
+    tide_free(rcs);
+    job_series(s, j);
+}
+
+static void *worker_main(void *arg)
+{
+    struct server *s = arg;
+    struct write_worker *ww = s->write_worker;
+
+    pthread_mutex_lock(&ww->lock);
+    for (;;) {
+        struct write_job *j;
+
+        while (!ww->head && !ww->stop)
+            pthread_cond_wait(&ww->cv, &ww->lock);
+        if (ww->stop)
+            break;
+        j = ww->head;
+        ww->head = j->next;
+        if (!ww->head)
+            ww->tail = NULL;
+        pthread_mutex_unlock(&ww->lock);
+        tided_test_alloc_arm(j->alloc_nth);
+        if (j->dev_new)
+            job_register(s, j);
+        j->alloc_nth = tided_test_alloc_take();
+        pthread_mutex_lock(&ww->lock);
+        j->next = NULL;
+        if (ww->done_tail)
+            ww->done_tail->next = j;
+        else
+            ww->done_head = j;
+        ww->done_tail = j;
+        pthread_mutex_unlock(&ww->lock);
+        event_active(s->wake, EV_READ, 0);
+        pthread_mutex_lock(&ww->lock);
+    }
+    pthread_mutex_unlock(&ww->lock);
+    return NULL;
+}
+
+/* Park the batch of `r` (steps 1 to 3 passed) for the worker: `fresh`
+ * when it names something new, else it only waits behind another. Its
+ * WriteBatch leaves `env`. Without room or memory it is refused whole. */
+static void write_park(struct write_req *r, Tide__V1__Envelope *env, int fresh)
+{
+    struct server *s = r->s;
+    struct write_worker *ww = s->write_worker;
+    uint32_t ng = (uint32_t)r->wb->n_groups;
+    struct write_job *j = NULL;
+    struct pending_write *w = NULL;
+
+    if (ww->parked_bytes + r->frame_bytes > WRITE_PARKED_BYTES_MAX &&
+        ww->parked_bytes > 0) {
+        refuse_req(r, TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
+                   "too many batches wait for device registration; retry "
+                   "shortly",
+                   100);
+        return;
+    }
+    j = tide_calloc(1, sizeof(*j));
+    w = tide_calloc(1, sizeof(*w));
+    if (!j || !w)
+        goto oom;
+    if (fresh) {
+        j->col_off = tide_calloc(ng + 1, sizeof(*j->col_off));
+        j->dev_id = tide_calloc(ng ? ng : 1, sizeof(*j->dev_id));
+        j->dev_new = tide_calloc(ng ? ng : 1, sizeof(*j->dev_new));
+        j->dev_rc = tide_calloc(ng ? ng : 1, sizeof(*j->dev_rc));
+        j->col_rc = tide_calloc(r->n_cols ? r->n_cols : 1, sizeof(*j->col_rc));
+        j->dev_ent = tide_calloc(ng ? ng : 1, sizeof(*j->dev_ent));
+        j->n_groups = ng;
+        if (!j->col_off || !j->dev_id || !j->dev_new || !j->dev_rc ||
+            !j->col_rc || !j->dev_ent)
+            goto oom;
+        batch_scan(r, j);
+    }
+    j->w = w;
+    j->rid = r->rid;
+    j->total = r->total;
+    j->n_cols = r->n_cols;
+    j->frame_bytes = r->frame_bytes;
+    j->who = r->c->who;
+    j->horizon_ns = r->horizon_ns;
+    /* Taken: the envelope is freed without it, the job frees it. Both
+     * come from tide_frame_allocator, the connections' decoder's. */
+    j->wb = env->write_batch;
+    env->write_batch = NULL;
+    w->srv = s;
+    w->conn = r->c;
+    w->request_id = r->rid;
+    w->account_id = r->c->who.account_id;
+    w->job = j;
+    ack_enqueue(r->c, w);
+    r->c->writes_parked++;
+    s->writes_parked++;
+    ww->parked_bytes += r->frame_bytes;
+    /* Tests: allocation failures injected for this request follow it to
+     * the worker and back (TIDED_TEST_ALLOC_FAIL_NTH). */
+    j->alloc_nth = tided_test_alloc_take();
+    pthread_mutex_lock(&ww->lock);
+    if (ww->tail)
+        ww->tail->next = j;
+    else
+        ww->head = j;
+    ww->tail = j;
+    pthread_cond_signal(&ww->cv);
+    pthread_mutex_unlock(&ww->lock);
+    return;
+
+oom:
+    job_free(j);
+    tide_free(w);
+    refuse_req(r, TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
+               "out of memory; nothing of the batch was applied", 0);
+}
+
+static void write_run(struct write_req *r);
+
+/* Loop: the worker is done with `j`; build and append its batch. */
+static void write_resume(struct server *s, struct write_job *j)
+{
+    struct pending_write *w = j->w;
+    struct conn *c = w->conn;
+    struct write_req r = {.c = c,
+                          .s = s,
+                          .wb = j->wb,
+                          .rid = j->rid,
+                          .total = j->total,
+                          .n_cols = j->n_cols,
+                          .now_ns = tided_now_ns(),
+                          .w = w,
+                          .job = j,
+                          .frame_bytes = j->frame_bytes};
+
+    if (!c) {
+        tide_free(w); /* invariant 6; no FIFO holds it any more */
+        job_free(j);
+        return;
+    }
+    c->writes_parked--;
+    w->job = NULL;
+    tided_test_alloc_arm(j->alloc_nth);
+    /* A Logout or another Auth meanwhile: not the batch's credential. */
+    if (memcmp(&c->who, &j->who, sizeof(c->who))) {
+        refuse_req(&r, TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED,
+                   "the connection's credential changed while the batch "
+                   "waited",
+                   0);
+    } else if (write_principal(&r) == 0 && write_account(&r) == 0) {
+        for (uint32_t g = 0; j->dev_ent && g < j->n_groups; g++) {
+            if (j->dev_ent[g])
+                devices_entry_link(s, j->dev_ent[g]);
+            j->dev_ent[g] = NULL; /* the cache's now */
+        }
+        write_run(&r);
+    }
+    job_free(j);
+}
+
+void tided_write_jobs_drain(struct server *s)
+{
+    struct write_worker *ww = s->write_worker;
+    struct write_job *j;
+
+    if (!ww)
+        return;
+    pthread_mutex_lock(&ww->lock);
+    j = ww->done_head;
+    ww->done_head = ww->done_tail = NULL;
+    pthread_mutex_unlock(&ww->lock);
+    while (j) {
+        struct write_job *next = j->next;
+
+        s->writes_parked--;
+        ww->parked_bytes -= j->frame_bytes;
+        write_resume(s, j);
+        j = next;
+    }
+}
+
+int tided_write_init(struct server *s)
+{
+    struct write_worker *ww;
+    int rc;
+
+    if (devices_init(s))
+        return -1;
+    ww = tide_calloc(1, sizeof(*ww));
+    if (!ww)
+        return -1;
+    pthread_mutex_init(&ww->lock, NULL);
+    pthread_cond_init(&ww->cv, NULL);
+    s->write_worker = ww;
+    rc = pthread_create(&ww->thread, NULL, worker_main, s);
+    if (rc) {
+        tide_log(LOG_ERROR, "cannot start the registration thread: %s",
+                 strerror(rc));
+        return -1;
+    }
+    ww->running = 1;
+    return 0;
+}
+
+void tided_write_stop(struct server *s)
+{
+    struct write_worker *ww = s->write_worker;
+    struct write_job *lists[2];
+
+    if (!ww)
+        return;
+    if (ww->running) {
+        pthread_mutex_lock(&ww->lock);
+        ww->stop = 1;
+        pthread_cond_signal(&ww->cv);
+        pthread_mutex_unlock(&ww->lock);
+        pthread_join(ww->thread, NULL);
+        ww->running = 0;
+    }
+    /* Invariant 6: their connections are closed; nothing is applied. */
+    lists[0] = ww->head;
+    lists[1] = ww->done_head;
+    ww->head = ww->tail = ww->done_head = ww->done_tail = NULL;
+    for (int l = 0; l < 2; l++) {
+        while (lists[l]) {
+            struct write_job *next = lists[l]->next;
+
+            if (lists[l]->w->conn)
+                lists[l]->w->job = NULL; /* left to its FIFO */
+            else
+                tide_free(lists[l]->w);
+            ww->parked_bytes -= lists[l]->frame_bytes;
+            job_free(lists[l]);
+            s->writes_parked--;
+            lists[l] = next;
+        }
+    }
+}
+
+void tided_write_fini(struct server *s)
+{
+    struct write_worker *ww = s->write_worker;
+
+    tided_write_stop(s);
+    if (ww) {
+        pthread_mutex_destroy(&ww->lock);
+        pthread_cond_destroy(&ww->cv);
+        tide_free(ww);
+        s->write_worker = NULL;
+    }
+    devices_fini(s);
+}
+
+/* Steps 4 to 8 of a batch that passed steps 1 to 3. */
+static void write_run(struct write_req *r)
+{
+    if (write_groups(r) || write_series(r) || write_ack(r)) {
+        write_req_fini(r);
+        refuse_req(r, TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
+                   "out of memory; nothing of the batch was applied", 0);
+        return;
+    }
+    write_append(r);
+    write_usage(r);
+    write_req_fini(r);
+    conn_flush_writes(r->c);
+}
+
 void handle_write(struct conn *c, const Tide__V1__Envelope *env)
 {
     struct write_req r = {.c = c,
                           .s = c->srv,
                           .wb = env->write_batch,
                           .rid = env->request_id,
-                          .now_ns = tided_now_ns()};
+                          .now_ns = tided_now_ns(),
+                          .frame_bytes = c->frame_bytes};
+    int fresh;
 
     if (write_limits(&r) || write_principal(&r) || write_account(&r))
         return;
-    if (write_groups(&r) || write_series(&r) || write_ack(&r)) {
-        write_req_fini(&r);
-        refuse(c, r.rid, TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
-               "out of memory; nothing of the batch was applied");
+    /* Invariant 4: behind a parked batch, or with names to register. */
+    fresh = batch_scan(&r, NULL);
+    if (fresh || c->writes_parked) {
+        /* The envelope is const to dispatch(), not to its owner: the
+         * WriteBatch is taken from it (write_park). */
+        write_park(&r, (Tide__V1__Envelope *)env, fresh);
         return;
     }
-    write_append(&r);
-    write_usage(&r);
-    write_req_fini(&r);
-    conn_flush_writes(c);
+    write_run(&r);
 }

@@ -13,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <ftw.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -1042,4 +1044,104 @@ Test(server, metrics_health_and_clean_shutdown)
     free(body);
     close(fd);
     cr_assert_eq(tided_stop(&srv), 0, "SIGTERM exits 0");
+}
+
+/* ---- Data directory permissions ------------------------------------------ */
+
+static void dir_fini(void)
+{
+    tided_kill(&srv); /* a failed assertion left it running */
+}
+
+TestSuite(server_dir, .fini = dir_fini, .timeout = 60);
+
+static const char *mode_top; /* the data directory, skipped by mode_check */
+static int mode_files, mode_dirs;
+
+static int mode_check(const char *path, const struct stat *st, int type,
+                      struct FTW *ftw)
+{
+    mode_t m = st->st_mode & 07777;
+
+    (void)ftw;
+    if (!strcmp(path, mode_top))
+        return 0;
+    /* The test harness writes the server's stderr to tided.log. */
+    if (strstr(path, "/tided.log"))
+        return 0;
+    if (type == FTW_D) {
+        cr_expect_eq(m, 0700, "directory %s has mode %o", path, m);
+        mode_dirs++;
+    } else if (type == FTW_F) {
+        cr_expect_eq(m, 0600, "file %s has mode %o", path, m);
+        mode_files++;
+    }
+    return 0;
+}
+
+static void expect_private(const char *d, const char *when)
+{
+    mode_top = d;
+    mode_files = mode_dirs = 0;
+    cr_assert_eq(nftw(d, mode_check, 16, FTW_PHYS), 0);
+    cr_log_info("%s: %d files, %d directories checked", when, mode_files,
+                mode_dirs);
+    cr_assert_geq(mode_files, 3, "%s: only %d files", when, mode_files);
+}
+
+/* A data directory of mode 0755 left meta.db, its -wal/-shm (emails,
+ * bcrypt hashes, IPs) and the WAL files readable by everyone. tided now
+ * refuses such a directory unless --allow-open-data-dir is given, and
+ * creates every file 0600 and every directory 0700 whatever the umask. */
+Test(server_dir, open_data_dir_is_refused_unless_allowed)
+{
+    const char *const allow[] = {"--allow-open-data-dir", NULL};
+    struct tided_proc p;
+    char d[1024], path[1100], log[4096] = "";
+    char dk[128], ak[128];
+    mode_t old;
+    FILE *f;
+    size_t n;
+    int fd;
+
+    snprintf(d, sizeof(d), "%s", test_tmpdir());
+    cr_assert_eq(chmod(d, 0755), 0);
+    old = umask(022);
+    cr_assert_neq(tided_start(&p, d, NULL), 0,
+                  "tided started on a data directory of mode 0755");
+    snprintf(path, sizeof(path), "%s/tided.log", d);
+    f = fopen(path, "r");
+    cr_assert_not_null(f);
+    n = fread(log, 1, sizeof(log) - 1, f);
+    log[n] = 0;
+    fclose(f);
+    cr_assert_not_null(strstr(log, "--allow-open-data-dir"),
+                       "the refusal does not name the flag: '%s'", log);
+    snprintf(path, sizeof(path), "%s/meta.db", d);
+    cr_assert_neq(access(path, F_OK), 0, "meta.db created before refusing");
+    /* With the flag: served, and what it creates is private. */
+    cr_assert_eq(tided_start(&p, d, allow), 0, "tided refused the flag");
+    srv = p;
+    snprintf(dir, sizeof(dir), "%s", d);
+    make_account("modes@example.com", dk, ak);
+    fd = wire_session(srv.port, dk);
+    {
+        double vals[10];
+        int64_t deltas[10];
+        Tide__V1__Envelope *r =
+            wire_next(fd, f64_batch(1, 1, 0, 10, vals, deltas));
+
+        cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK, "%s",
+                  wire_why(r));
+        tide_frame_free(r, NULL);
+    }
+    close(fd);
+    expect_private(d, "running");
+    snprintf(path, sizeof(path), "%s/meta.db-wal", d);
+    cr_assert_eq(access(path, F_OK), 0, "no meta.db-wal to check");
+    cr_assert_eq(tided_stop(&srv), 0);
+    /* The clean stop wrote segments and the manifest. */
+    expect_private(d, "stopped");
+    umask(old);
+    test_rmrf(d);
 }

@@ -56,7 +56,9 @@ int tided_start(struct tided_proc *p, const char *dir,
     argv[argc++] = "--set";
     argv[argc++] = "log_level=warn";
     for (int i = 0; settings && settings[i] && argc < 60; i++) {
-        argv[argc++] = "--set";
+        /* "--flag" goes as it is, "k=v" after --set. */
+        if (strncmp(settings[i], "--", 2))
+            argv[argc++] = "--set";
         argv[argc++] = settings[i];
     }
     argv[argc] = NULL;

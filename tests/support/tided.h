@@ -22,7 +22,8 @@ struct tided_proc {
 };
 
 /* Start tided on `dir` (created by the caller) with extra "--set k=v"
- * arguments (NULL-terminated, may be NULL). Waits up to 20 s for the ready
+ * arguments (NULL-terminated, may be NULL; an entry "--flag" is passed as
+ * it is). Waits up to 20 s for the ready
  * line. Returns 0 or -1 (the test should fail). */
 int tided_start(struct tided_proc *p, const char *dir,
                 const char *const *settings);

@@ -438,12 +438,15 @@ int tide_meta_device_register(tide_meta *m, const struct tide_meta_principal *p,
 
 /*
  * Register the devices named names[0..n) of `account_id` with no other
- * metadata, in one transaction (DEVICE_MANAGE): how the write path creates
- * the devices of a new fleet. ids[i] receives the new id of names[i] and
- * rcs[i] 0 or that name's error: TIDE_EINVAL, TIDE_EEXIST (already
- * registered), TIDE_EFULL (tier's devices_max). Returns 0 when the batch was
- * applied (check rcs), or TIDE_EPERM, TIDE_ENOTFOUND, TIDE_EIO, -ENOMEM with
- * nothing registered.
+ * metadata (DEVICE_MANAGE): how the write path creates the devices of a
+ * new fleet. Linear in n: one transaction, and one check of the tier's
+ * devices_max, per 1024 names; the lock is released between them, so
+ * other callers wait for one such chunk at most. ids[i] receives the id of
+ * names[i] and rcs[i] 0 or that name's error: TIDE_EINVAL, TIDE_EEXIST
+ * (already registered; ids[i] is that device), TIDE_EFULL (tier's
+ * devices_max). Returns 0 when every chunk was applied (check rcs), or
+ * TIDE_EPERM, TIDE_ENOTFOUND, TIDE_EIO, -ENOMEM: then the chunks before
+ * the failing one are registered (their rcs say so) and nothing after.
  */
 int tide_meta_device_register_many(tide_meta *m,
                                    const struct tide_meta_principal *p,
