@@ -86,6 +86,7 @@ GEN_SRCS := $(GEN)/tide.pb-c.c
 SERVER_SRCS := $(sort $(wildcard server/*.c))
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
 INT_SRCS := $(sort $(wildcard tests/integration/test_*.c))
+ADV_SRCS := $(sort $(wildcard tests/adversarial/*.c))
 SUPPORT_SRCS := $(sort $(wildcard tests/support/*.c))
 # --- client: libtide and the tide CLI ---
 CLIENT_SRCS := $(sort $(wildcard client/*.c))
@@ -101,6 +102,7 @@ META_OBJS := $(call obj,$(META_SRCS))
 SERVER_OBJS := $(call obj,$(SERVER_SRCS))
 UNIT_OBJS := $(call obj,$(UNIT_SRCS))
 INT_OBJS := $(call obj,$(INT_SRCS))
+ADV_OBJS := $(call obj,$(ADV_SRCS))
 SUPPORT_OBJS := $(call obj,$(SUPPORT_SRCS))
 # --- client ---
 CLIENT_OBJS := $(call obj,$(CLIENT_SRCS))
@@ -116,6 +118,7 @@ LIBENGINE := $(BUILD)/libtideengine.a
 LIBMETA := $(BUILD)/libtidemeta.a
 UNIT_BIN := $(BUILD)/tests/unit-tests
 INT_BIN := $(BUILD)/tests/integration-tests
+ADV_BIN := $(BUILD)/tests/adversarial-tests
 EXAMPLES_BIN := $(BUILD)/tide-proto-examples
 ENGINE_BENCH_BIN := $(BUILD)/engine_bench
 META_BENCH_BIN := $(BUILD)/meta_bench
@@ -129,19 +132,20 @@ TIDE_BIN := $(BUILD)/tide
 # --- end client ---
 
 ALL_OBJS := $(COMMON_OBJS) $(PROTO_OBJS) $(ENGINE_OBJS) $(META_OBJS) $(SERVER_OBJS) \
-            $(UNIT_OBJS) $(INT_OBJS) \
+            $(UNIT_OBJS) $(INT_OBJS) $(ADV_OBJS) \
             $(SUPPORT_OBJS) \
             $(call obj,proto/examples.c bench/engine_bench.c \
             bench/meta_bench.c bench/demo.c) \
             $(CLIENT_OBJS) $(CLI_OBJS) $(CLIENT_PIC_OBJS)
 
-.PHONY: all deps test test-unit test-docs test-integration run demo fuzz \
+.PHONY: all deps test test-unit test-docs test-integration test-adversarial \
+        run demo fuzz \
         format format-check clean
 .DEFAULT_GOAL := all
 
 all: $(LIBCOMMON) $(LIBPROTO) $(LIBENGINE) $(LIBMETA) $(EXAMPLES_BIN) $(UNIT_BIN) \
      $(ENGINE_BENCH_BIN) $(META_BENCH_BIN) $(TIDED_BIN) $(LIBTIDE_A) \
-     $(LIBTIDE_SO) $(TIDE_BIN) $(INT_BIN) $(DEMO_BIN)
+     $(LIBTIDE_SO) $(TIDE_BIN) $(INT_BIN) $(ADV_BIN) $(DEMO_BIN)
 
 # --- rules ------------------------------------------------------------------
 
@@ -269,9 +273,18 @@ bench: deps
 	$(Q)bench/suite.sh $(BUILD)
 # --- end bench ---
 
-$(INT_BIN) $(UNIT_BIN): PKG_LIBS += $(TEST_LIBS)
+$(INT_BIN) $(UNIT_BIN) $(ADV_BIN): PKG_LIBS += $(TEST_LIBS)
 
 $(INT_BIN): $(INT_OBJS) $(SUPPORT_OBJS) $(LIBTIDE_A) $(LIBPROTO) $(LIBCOMMON)
+	$(link)
+
+# The adversarial suite's time bounds are scaled by the build's slowdown
+# (tests/adversarial/adv.h): the sanitizer build is about 3x slower.
+ifeq ($(MODE),asan)
+$(ADV_OBJS): CFLAGS_ALL += -DADV_SCALE=3
+endif
+
+$(ADV_BIN): $(ADV_OBJS) $(SUPPORT_OBJS) $(LIBTIDE_A) $(LIBPROTO) $(LIBCOMMON)
 	$(link)
 
 $(UNIT_BIN): $(UNIT_OBJS) $(SUPPORT_OBJS) $(LIBMETA) $(LIBENGINE) $(LIBPROTO) \
@@ -288,6 +301,7 @@ deps:
 # Dependencies first, then a fresh make that sees the installed packages.
 test: deps
 	@$(MAKE) --no-print-directory test-unit test-integration
+	@$(MAKE) --no-print-directory test-adversarial
 
 # The hex examples in docs/protocol.md are exactly what proto/examples.c
 # prints (it also round-trips each frame through the codec).
@@ -309,6 +323,14 @@ test-integration: $(INT_BIN) $(TIDED_BIN) $(TIDE_BIN)
 	$(Q)TIDED_BIN=$(TIDED_BIN) TIDE_BIN=$(TIDE_BIN) \
 	    LSAN_OPTIONS=suppressions=$(CURDIR)/tests/support/lsan.supp \
 	    $(INT_BIN) --short-filename
+
+# Attacks against the real tided (docs/testing.md), one at a time (-j1):
+# each measures a bystander's latency, so tests must not share the CPUs.
+test-adversarial: $(ADV_BIN) $(TIDED_BIN)
+	@echo "  TEST    adversarial ($(MODE))"
+	$(Q)TIDED_BIN=$(TIDED_BIN) \
+	    LSAN_OPTIONS=suppressions=$(CURDIR)/tests/support/lsan.supp \
+	    $(ADV_BIN) --short-filename -j1
 
 # The main job: tided in the foreground on 127.0.0.1:8433 (HTTP :8434) with
 # ./tide-data. Ctrl-C stops it cleanly.
