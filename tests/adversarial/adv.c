@@ -104,6 +104,7 @@ static struct {
     int running;
     int fd;
     atomic_int stop;
+    atomic_int restart; /* adv_attack_start(): drop the pings so far */
     atomic_size_t n_ping;
     double ping_ms[BY_MAX];
     size_t n_write;
@@ -232,6 +233,9 @@ static void *by_main(void *arg)
     for (unsigned i = 1; !atomic_load(&by.stop); i++) {
         double next = adv_now_ms() + 10;
 
+        if (atomic_exchange(&by.restart, 0))
+            atomic_store(&by.n_ping, 0);
+
         if (by_ping(rid++))
             break;
         if (i % BY_PINGS_PER_WRITE == 0 && by_write(rid++))
@@ -272,6 +276,15 @@ void adv_begin(struct adv_state *st, const char *const *settings)
     adv_wait_pings(20);
     st->rss0 = adv_rss_kib();
     cr_assert_gt(st->rss0, 0, "VmRSS of tided");
+}
+
+void adv_attack_start(void)
+{
+    double end = adv_now_ms() + 5000 * adv_scale();
+
+    atomic_store(&by.restart, 1);
+    while (atomic_load(&by.restart) && !by.fail && adv_now_ms() < end)
+        usleep(1000);
 }
 
 void adv_wait_pings(size_t n)

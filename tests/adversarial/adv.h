@@ -70,6 +70,11 @@ void adv_begin(struct adv_state *st, const char *const *settings);
  * stderr under `name`. */
 void adv_finish(const char *name, double ping_p99_ms, double write_max_ms);
 
+/* The attack begins: the bystander's Ping samples so far (the test's
+ * setup) are dropped, so that its p99 is the attack's. Writes and their
+ * data check are kept. */
+void adv_attack_start(void);
+
 /* The suites' .fini: stop the bystander if it still runs, kill tided and
  * remove its directory. */
 void adv_fini(void);

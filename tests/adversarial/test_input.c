@@ -165,6 +165,7 @@ Test(adv_input, nul_in_device_name)
 
     adv_begin(&st, NULL);
     fd = adv_tenant(&st, "nul@example.com", &account);
+    adv_attack_start();
     r = write_patched(fd, "dev-a1Xhidden", "temp", NULL, "dev-a1X", "dev-a1\0",
                       7);
     cr_expect(refused(r, 0), "device dev-a1\\0hidden was not refused "
@@ -186,6 +187,7 @@ Test(adv_input, nul_in_field_name)
 
     adv_begin(&st, NULL);
     fd = adv_tenant(&st, "nul@example.com", &account);
+    adv_attack_start();
     r = write_patched(fd, "dev-b", "tempXhidden", NULL, "tempX", "temp\0", 5);
     cr_expect(refused(r, 0), "field temp\\0hidden was not refused with "
                              "INVALID_ARGUMENT");
@@ -209,6 +211,7 @@ Test(adv_input, nul_in_string_value)
 
     adv_begin(&st, NULL);
     fd = adv_tenant(&st, "nul@example.com", &account);
+    adv_attack_start();
     r = write_patched(fd, "dev-c", "note", "abcXdef", "abcX", "abc\0", 4);
     cr_assert_not_null(r, "no answer to a string with a NUL");
     no = refused(r, 1);
@@ -254,6 +257,7 @@ Test(adv_input, nul_after_api_key)
     wire_key_create(st.admin_fd, account, "k", TIDE__V1__ROLE__ROLE_DEVICE,
                     "k1", key, sizeof(key));
     klen = strlen(key);
+    adv_attack_start();
     fd = wire_session(srv.port, key);
     cr_assert_geq(fd, 0, "the key itself authenticates");
     close(fd);

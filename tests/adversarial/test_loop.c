@@ -39,6 +39,7 @@ Test(adv_loop, pipelined_signups)
     ac.email = email;
     e.body_case = TIDE__V1__ENVELOPE__BODY_ACCOUNT_CREATE;
     e.account_create = &ac;
+    adv_attack_start();
     t0 = adv_now_ms();
     for (int i = 0; i < 50; i++) {
         snprintf(email, sizeof(email), "signup%d@example.com", i);
@@ -114,6 +115,7 @@ Test(adv_loop, hundred_thousand_new_devices)
     e.body_case = TIDE__V1__ENVELOPE__BODY_WRITE_BATCH;
     e.write_batch = &wb;
     e.request_id = next_rid++;
+    adv_attack_start();
     t0 = adv_now_ms();
     cr_assert_eq(wire_send(fd, &e), 0);
     p = (struct pollfd){fd, POLLIN, 0};
@@ -160,6 +162,7 @@ Test(adv_loop, slowloris)
     fds[0] = wire_connect(srv.port);
     fds[1] = adv_tenant(&st, "slow@example.com", &account);
     cr_assert_geq(fds[0], 0);
+    adv_attack_start();
     t0 = adv_now_ms();
     limit = 1000 + 2000 * adv_scale();
     for (int i = 0; i < 2; i++)

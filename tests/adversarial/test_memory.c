@@ -121,6 +121,7 @@ Test(adv_memory, unauthenticated_partial_frames)
         fds[i] = wire_connect(srv.port);
         cr_assert_geq(fds[i], 0);
     }
+    adv_attack_start();
     adv_peak_reset();
     closed = partial_frames(fds, 150, bound, &peak);
     peak = adv_peak_kib() > peak ? adv_peak_kib() : peak;
@@ -152,6 +153,7 @@ Test(adv_memory, unauthenticated_frame_limit)
     adv_begin(&st, NULL);
     fd_new = wire_connect(srv.port);
     fd_hello = adv_hello(srv.port);
+    adv_attack_start();
     header(h, 64 * 1024);
     cr_assert_eq(wire_send_raw(fd_new, h, 4), 0);
     cr_assert_eq(wire_send_raw(fd_hello, h, 4), 0);
@@ -161,9 +163,9 @@ Test(adv_memory, unauthenticated_frame_limit)
     t0 = adv_now_ms();
     cr_expect(adv_closed_within(fd_new, (int)(3000 * adv_scale()), &err),
               "a 64 KiB frame before Hello was not refused");
-    cr_expect(adv_closed_within(
-                  fd_hello, (int)(3000 * adv_scale() - (adv_now_ms() - t0)),
-                  &err),
+    cr_expect(adv_closed_within(fd_hello,
+                                (int)(3000 * adv_scale() - (adv_now_ms() - t0)),
+                                &err),
               "a 64 KiB frame after Hello, before Auth, was not refused");
     close(fd_new);
     close(fd_hello);
@@ -246,6 +248,7 @@ Test(adv_memory, unauthenticated_empty_groups_frame)
 
     adv_begin(&st, NULL);
     fd = adv_hello(srv.port);
+    adv_attack_start();
     adv_peak_reset();
     cr_expect(empty_groups_frame(fd, (int)(20000 * adv_scale())),
               "no Error and no close for a WriteBatch before Auth");
@@ -275,6 +278,7 @@ Test(adv_memory, authenticated_empty_groups_frame)
 
     adv_begin(&st, NULL);
     fd = adv_tenant(&st, "groups@example.com", &account);
+    adv_attack_start();
     adv_peak_reset();
     cr_expect(empty_groups_frame(fd, (int)(20000 * adv_scale())),
               "8 M empty groups were not refused with an Error");
@@ -314,6 +318,7 @@ Test(adv_memory, authenticated_partial_frames_budget)
         cr_assert_geq(fds[i], 0, "session %d", i);
     }
     bound = st.rss0 + KIB_OF_MIB(1024);
+    adv_attack_start();
     adv_peak_reset();
     closed = partial_frames(fds, 150, bound, &peak);
     peak = adv_peak_kib() > peak ? adv_peak_kib() : peak;

@@ -213,6 +213,7 @@ static void slow_readers(const char *name, int slow)
     vfd = adv_tenant(&st, "victim@example.com", &account);
     adv_write_series(vfd, "six", "v", 0, 6);
     query_init(&e, &q, &sel, &big, 0, BIG_POINTS);
+    adv_attack_start();
     for (int i = 0; i < 2; i++) {
         heavy[i] = slow_session("heavy@example.com");
         e.request_id = next_rid++;
@@ -266,6 +267,7 @@ Test(adv_query, query_memory)
     fd = adv_tenant(&st, "heavy@example.com", &account);
     adv_write_series(fd, "big", "v", 0, BIG_POINTS);
     base = adv_rss_kib();
+    adv_attack_start();
 
     query_init(&e, &q, &sel, &big, BIG_POINTS - 1000000, BIG_POINTS);
     q.order = TIDE__V1__ORDER__ORDER_DESC;
