@@ -417,7 +417,7 @@ fuzz: deps
 	        -artifact_prefix=build/fuzz/$$h- build/fuzz/corpus/$$h \
 	        > build/fuzz/$$h.log 2>&1 || \
 	        { tail -60 build/fuzz/$$h.log; exit 1; }; \
-	    grep -h '^stat::number_of_executed_runs\|^#.*DONE' \
+	    grep -h '^#.*DONE' \
 	        build/fuzz/$$h.log | tr '\n' ' '; echo; \
 	done
 
