@@ -7,7 +7,7 @@
 #   make MODE=asan       ASan + UBSan, no recovery, into build/asan/
 #   make test            install deps if missing, build, run every test
 #   make run             install deps if missing, build, run the main job
-#   make fuzz            libFuzzer target for the frame decoder (clang)
+#   make fuzz            libFuzzer harnesses, FUZZ_SECONDS (60) each (clang)
 #   make format | format-check | clean
 # V=1 shows the commands.
 
@@ -86,6 +86,7 @@ GEN_SRCS := $(GEN)/tide.pb-c.c
 SERVER_SRCS := $(sort $(wildcard server/*.c))
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
 INT_SRCS := $(sort $(wildcard tests/integration/test_*.c))
+ADV_SRCS := $(sort $(wildcard tests/adversarial/*.c))
 SUPPORT_SRCS := $(sort $(wildcard tests/support/*.c))
 # --- client: libtide and the tide CLI ---
 CLIENT_SRCS := $(sort $(wildcard client/*.c))
@@ -101,6 +102,7 @@ META_OBJS := $(call obj,$(META_SRCS))
 SERVER_OBJS := $(call obj,$(SERVER_SRCS))
 UNIT_OBJS := $(call obj,$(UNIT_SRCS))
 INT_OBJS := $(call obj,$(INT_SRCS))
+ADV_OBJS := $(call obj,$(ADV_SRCS))
 SUPPORT_OBJS := $(call obj,$(SUPPORT_SRCS))
 # --- client ---
 CLIENT_OBJS := $(call obj,$(CLIENT_SRCS))
@@ -116,10 +118,10 @@ LIBENGINE := $(BUILD)/libtideengine.a
 LIBMETA := $(BUILD)/libtidemeta.a
 UNIT_BIN := $(BUILD)/tests/unit-tests
 INT_BIN := $(BUILD)/tests/integration-tests
+ADV_BIN := $(BUILD)/tests/adversarial-tests
 EXAMPLES_BIN := $(BUILD)/tide-proto-examples
 ENGINE_BENCH_BIN := $(BUILD)/engine_bench
 META_BENCH_BIN := $(BUILD)/meta_bench
-FUZZ_BIN := build/fuzz/fuzz_frame
 TIDED_BIN := $(BUILD)/tided
 DEMO_BIN := $(BUILD)/tide-demo
 # --- client ---
@@ -129,19 +131,20 @@ TIDE_BIN := $(BUILD)/tide
 # --- end client ---
 
 ALL_OBJS := $(COMMON_OBJS) $(PROTO_OBJS) $(ENGINE_OBJS) $(META_OBJS) $(SERVER_OBJS) \
-            $(UNIT_OBJS) $(INT_OBJS) \
+            $(UNIT_OBJS) $(INT_OBJS) $(ADV_OBJS) \
             $(SUPPORT_OBJS) \
             $(call obj,proto/examples.c bench/engine_bench.c \
             bench/meta_bench.c bench/demo.c) \
             $(CLIENT_OBJS) $(CLI_OBJS) $(CLIENT_PIC_OBJS)
 
-.PHONY: all deps test test-unit test-docs test-integration run demo fuzz \
+.PHONY: all deps test test-unit test-docs test-integration test-adversarial \
+        run demo fuzz \
         format format-check clean
 .DEFAULT_GOAL := all
 
 all: $(LIBCOMMON) $(LIBPROTO) $(LIBENGINE) $(LIBMETA) $(EXAMPLES_BIN) $(UNIT_BIN) \
      $(ENGINE_BENCH_BIN) $(META_BENCH_BIN) $(TIDED_BIN) $(LIBTIDE_A) \
-     $(LIBTIDE_SO) $(TIDE_BIN) $(INT_BIN) $(DEMO_BIN)
+     $(LIBTIDE_SO) $(TIDE_BIN) $(INT_BIN) $(ADV_BIN) $(DEMO_BIN)
 
 # --- rules ------------------------------------------------------------------
 
@@ -269,9 +272,18 @@ bench: deps
 	$(Q)bench/suite.sh $(BUILD)
 # --- end bench ---
 
-$(INT_BIN) $(UNIT_BIN): PKG_LIBS += $(TEST_LIBS)
+$(INT_BIN) $(UNIT_BIN) $(ADV_BIN): PKG_LIBS += $(TEST_LIBS)
 
 $(INT_BIN): $(INT_OBJS) $(SUPPORT_OBJS) $(LIBTIDE_A) $(LIBPROTO) $(LIBCOMMON)
+	$(link)
+
+# The adversarial suite's time bounds are scaled by the build's slowdown
+# (tests/adversarial/adv.h): the sanitizer build is about 3x slower.
+ifeq ($(MODE),asan)
+$(ADV_OBJS): CFLAGS_ALL += -DADV_SCALE=3
+endif
+
+$(ADV_BIN): $(ADV_OBJS) $(SUPPORT_OBJS) $(LIBTIDE_A) $(LIBPROTO) $(LIBCOMMON)
 	$(link)
 
 $(UNIT_BIN): $(UNIT_OBJS) $(SUPPORT_OBJS) $(LIBMETA) $(LIBENGINE) $(LIBPROTO) \
@@ -288,6 +300,7 @@ deps:
 # Dependencies first, then a fresh make that sees the installed packages.
 test: deps
 	@$(MAKE) --no-print-directory test-unit test-integration
+	@$(MAKE) --no-print-directory test-adversarial
 
 # The hex examples in docs/protocol.md are exactly what proto/examples.c
 # prints (it also round-trips each frame through the codec).
@@ -310,6 +323,19 @@ test-integration: $(INT_BIN) $(TIDED_BIN) $(TIDE_BIN)
 	    LSAN_OPTIONS=suppressions=$(CURDIR)/tests/support/lsan.supp \
 	    $(INT_BIN) --short-filename
 
+# Attacks against the real tided (docs/testing.md), one at a time (-j1):
+# each measures a bystander's latency, so tests must not share the CPUs.
+# Under ASan a small quarantine, so that freed memory leaves tided's RSS as
+# it would in a release build (the suite checks that RSS falls back).
+ifeq ($(MODE),asan)
+ADV_ENV := ASAN_OPTIONS=quarantine_size_mb=16
+endif
+test-adversarial: $(ADV_BIN) $(TIDED_BIN)
+	@echo "  TEST    adversarial ($(MODE))"
+	$(Q)$(ADV_ENV) TIDED_BIN=$(TIDED_BIN) \
+	    LSAN_OPTIONS=suppressions=$(CURDIR)/tests/support/lsan.supp \
+	    $(ADV_BIN) --short-filename -j1
+
 # The main job: tided in the foreground on 127.0.0.1:8433 (HTTP :8434) with
 # ./tide-data. Ctrl-C stops it cleanly.
 run: deps
@@ -321,29 +347,91 @@ demo: deps
 	@$(MAKE) --no-print-directory $(TIDED_BIN) $(DEMO_BIN) $(TIDE_BIN)
 	$(Q)scripts/demo.sh $(BUILD)
 
-# libFuzzer needs clang; the target has its own objects under build/fuzz/.
-FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -g -O1 $(W) $(PROTO_INC) \
-              -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
-$(FUZZ_BIN): tests/fuzz/fuzz_frame.c $(PROTO_SRCS) $(GEN_SRCS) proto/frame.h
+# libFuzzer needs clang; the harnesses (tests/fuzz/, docs/testing.md) have
+# their own objects under build/fuzz/obj/, built with the fuzzer's
+# coverage and ASan + UBSan. `make fuzz FUZZ_SECONDS=N` runs each harness
+# N seconds on a working corpus under build/fuzz/corpus/<harness>/, seeded
+# from tests/fuzz/corpus/<harness>/; a crash is saved as
+# build/fuzz/<harness>-crash-* and fails the target.
+FUZZ_HARNESSES := frame write_columns segment wal
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -fno-strict-aliasing -g -O1 $(W) \
+               -Iserver -Iengine -Imeta $(PROTO_INC) $(ENGINE_INC) \
+               $(META_INC) $(PKG_CFLAGS) $(FUZZ_SAN)
+fuzz_obj = $(patsubst %.c,build/fuzz/obj/%.o,$(patsubst $(GEN)/%,gen/%,$(1)))
+FUZZ_PROTO_OBJS := $(call fuzz_obj,$(PROTO_SRCS) $(GEN_SRCS) $(COMMON_SRCS))
+FUZZ_ENGINE_OBJS := $(call fuzz_obj,$(ENGINE_SRCS) $(COMMON_SRCS))
+# Everything of tided but main() and write.c (which the harness includes).
+FUZZ_SERVER_OBJS := $(call fuzz_obj,$(filter-out server/main.c server/write.c,\
+                    $(SERVER_SRCS)) $(ENGINE_SRCS) $(META_SRCS) $(PROTO_SRCS) \
+                    $(GEN_SRCS) $(COMMON_SRCS))
+
+build/fuzz/obj/gen/%.o: $(GEN)/%.c
 	@mkdir -p $(@D)
 	@echo "  CLANG   $@"
-	$(Q)clang $(FUZZ_FLAGS) tests/fuzz/fuzz_frame.c $(PROTO_SRCS) $(COMMON_SRCS) \
-	    $(GEN_SRCS) $(shell pkg-config --libs libprotobuf-c 2>/dev/null) \
-	    -o $@
+	$(Q)clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+
+build/fuzz/obj/%.o: %.c | $(GEN)/tide.pb-c.h
+	@mkdir -p $(@D)
+	@echo "  CLANG   $@"
+	$(Q)clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+
+define fuzz_link
+	@mkdir -p $(@D)
+	@echo "  CLANG   $@"
+	$(Q)clang $(FUZZ_CFLAGS) -fsanitize=fuzzer $^ $(PKG_LIBS) -o $@
+endef
+
+build/fuzz/fuzz_frame: build/fuzz/obj/tests/fuzz/fuzz_frame.o $(FUZZ_PROTO_OBJS)
+	$(fuzz_link)
+
+build/fuzz/fuzz_segment: build/fuzz/obj/tests/fuzz/fuzz_segment.o \
+                         $(FUZZ_ENGINE_OBJS)
+	$(fuzz_link)
+
+build/fuzz/fuzz_wal: build/fuzz/obj/tests/fuzz/fuzz_wal.o $(FUZZ_ENGINE_OBJS)
+	$(fuzz_link)
+
+build/fuzz/fuzz_write_columns: build/fuzz/obj/tests/fuzz/fuzz_write_columns.o \
+                               $(FUZZ_SERVER_OBJS)
+	$(fuzz_link)
+
+-include $(wildcard build/fuzz/obj/*/*.d build/fuzz/obj/*/*/*.d)
+
+FUZZ_BINS := $(addprefix build/fuzz/fuzz_,$(FUZZ_HARNESSES))
 
 fuzz: deps
-	@$(MAKE) --no-print-directory $(FUZZ_BIN)
-	@mkdir -p build/fuzz/corpus
-	@# Earlier findings stay in the corpus (tests/fuzz/corpus/).
-	@cp tests/fuzz/corpus/* build/fuzz/corpus/
-	@# Seed: the golden WriteBatch frame, behind the byte that picks the
-	@# feed size.
+	@$(MAKE) --no-print-directory $(FUZZ_BINS)
+	@# The frame decoder's extra seed: the golden WriteBatch frame, behind
+	@# the byte that picks the feed size.
+	@mkdir -p build/fuzz/corpus/frame
 	@{ printf '\\x10'; grep -v '^#' tests/fixtures/write_batch_v1.hex | \
 	    tr -d ' \n' | sed 's/../\\x&/g'; } | xargs -0 printf \
-	    > build/fuzz/corpus/seed-write-batch
-	@echo "  FUZZ    frame decoder for $(FUZZ_SECONDS) s"
-	$(Q)$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
-	    -print_final_stats=1 build/fuzz/corpus
+	    > build/fuzz/corpus/frame/seed-write-batch
+	$(Q)for h in $(FUZZ_HARNESSES); do \
+	    mkdir -p build/fuzz/corpus/$$h && \
+	    cp tests/fuzz/corpus/$$h/* build/fuzz/corpus/$$h/ && \
+	    echo "  FUZZ    $$h for $(FUZZ_SECONDS) s" && \
+	    build/fuzz/fuzz_$$h -max_total_time=$(FUZZ_SECONDS) \
+	        -max_len=65536 -print_final_stats=1 \
+	        -artifact_prefix=build/fuzz/$$h- build/fuzz/corpus/$$h \
+	        > build/fuzz/$$h.log 2>&1 || \
+	        { tail -60 build/fuzz/$$h.log; exit 1; }; \
+	    grep -h '^#.*DONE' \
+	        build/fuzz/$$h.log | tr '\n' ' '; echo; \
+	done
+
+# The seed corpora of the harnesses, from the real writers
+# (tests/fuzz/make_seeds.c); the output is committed.
+SEEDS_BIN := $(BUILD)/tests/make_seeds
+$(SEEDS_BIN): $(call obj,tests/fuzz/make_seeds.c) $(LIBENGINE) $(LIBPROTO) \
+              $(LIBCOMMON)
+	$(link)
+
+.PHONY: fuzz-seeds
+fuzz-seeds: $(SEEDS_BIN)
+	$(Q)mkdir -p $(addprefix tests/fuzz/corpus/,write_columns wal segment)
+	$(Q)$(SEEDS_BIN) tests/fuzz/corpus
 
 FORMAT_SRCS = $(sort $(shell git ls-files '*.c' '*.h' 2>/dev/null))
 
