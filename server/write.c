@@ -42,6 +42,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "ratelimit.h"
 #include "server.h"
@@ -788,16 +789,31 @@ static int write_ack(struct write_req *r)
     return 0;
 }
 
+/* The engine's producer of a batch: the client's producer id within its
+ * account, so that one tenant's sequences never make another's batches
+ * duplicates (the engine's table is one for the whole database). 0 stays
+ * 0 (no deduplication). */
+static uint64_t engine_producer(uint64_t account, uint64_t producer)
+{
+    uint64_t key[2] = {account, producer}, h;
+
+    if (!producer)
+        return 0;
+    h = XXH3_64bits(key, sizeof(key));
+    return h ? h : 1;
+}
+
 /* Step 7, engine append: hand the resolved columns to the engine; the ack
  * waits for ack_on_durable(). A batch the engine refuses at once becomes an
  * Error and r->accepted 0. */
 static void write_append(struct write_req *r)
 {
     struct pending_write *w = r->w;
-    struct tide_batch batch = {.producer_id = r->wb->producer_id,
-                               .sequence = r->wb->sequence,
-                               .n_columns = r->b.n_cols,
-                               .columns = r->b.cols};
+    struct tide_batch batch = {
+        .producer_id = engine_producer(r->acct->account_id, r->wb->producer_id),
+        .sequence = r->wb->sequence,
+        .n_columns = r->b.n_cols,
+        .columns = r->b.cols};
     int rc;
 
     if (r->b.n_cols == 0) {

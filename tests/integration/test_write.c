@@ -35,9 +35,11 @@ static void tier_set(int fd, uint64_t account, const char *name)
 }
 
 /* A one-group batch of 5 f64 points of `device`/temp at T0 + 0..4, with
- * tags "k=v" pairs (NULL-terminated, may be NULL). The response. */
-static Tide__V1__Envelope *write5(int fd, const char *device,
-                                  const char *const *tags)
+ * tags "k=v" pairs (NULL-terminated, may be NULL), from `producer` with
+ * `sequence` (0: no deduplication). The response. */
+static Tide__V1__Envelope *write5_seq(int fd, const char *device,
+                                      const char *const *tags,
+                                      uint64_t producer, uint64_t sequence)
 {
     Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT;
     Tide__V1__WriteBatch wb = TIDE__V1__WRITE_BATCH__INIT;
@@ -72,11 +74,19 @@ static Tide__V1__Envelope *write5(int fd, const char *device,
     g.n_ts_delta_ns = 5;
     g.columns = &cp;
     g.n_columns = 1;
+    wb.producer_id = producer;
+    wb.sequence = sequence;
     wb.groups = &gp;
     wb.n_groups = 1;
     e.body_case = TIDE__V1__ENVELOPE__BODY_WRITE_BATCH;
     e.write_batch = &wb;
     return wire_next(fd, &e);
+}
+
+static Tide__V1__Envelope *write5(int fd, const char *device,
+                                  const char *const *tags)
+{
+    return write5_seq(fd, device, tags, 0, 0);
 }
 
 /* write5() and expect all 5 points accepted. */
@@ -117,6 +127,41 @@ Test(write, tier_change_is_seen_by_the_next_write)
     wire_tier_upsert(ofd, "tiny", 0, 1000);
     write5_ok(wfd, "dev1", NULL);
     close(wfd);
+    close(ofd);
+}
+
+/* Deduplication is one fact for the whole database, so a producer id is
+ * one only within its account: account b's first batch from producer 7
+ * used to be answered "duplicate" after account a had sent sequence 100
+ * from a producer of the same id. */
+Test(write, producer_ids_of_two_accounts_do_not_collide)
+{
+    int ofd = wire_session(srv.port, srv.admin_key), afd, bfd;
+    Tide__V1__Envelope *r;
+
+    wire_make_account(ofd, "pa@example.com");
+    wire_make_account(ofd, "pb@example.com");
+    afd = wire_owner_session(srv.port, "pa@example.com");
+    bfd = wire_owner_session(srv.port, "pb@example.com");
+    r = write5_seq(afd, "dev1", NULL, 7, 100);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK &&
+                  r->write_ack->accepted_points == 5,
+              "a: %s", wire_why(r));
+    tide_frame_free(r, NULL);
+    r = write5_seq(bfd, "dev1", NULL, 7, 1);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK &&
+                  r->write_ack->accepted_points == 5 &&
+                  !r->write_ack->duplicate,
+              "b's first batch: %s", wire_why(r));
+    tide_frame_free(r, NULL);
+    /* Within an account a repeat is still a duplicate. */
+    r = write5_seq(afd, "dev1", NULL, 7, 100);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK &&
+                  r->write_ack->duplicate,
+              "a's repeat: %s", wire_why(r));
+    tide_frame_free(r, NULL);
+    close(afd);
+    close(bfd);
     close(ofd);
 }
 
