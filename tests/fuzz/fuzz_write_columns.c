@@ -26,6 +26,11 @@ void tided_test_alloc_arm(unsigned long nth)
     (void)nth;
 }
 
+unsigned long tided_test_alloc_take(void)
+{
+    return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Read every value of `tc` (ASan checks each span) and check what
