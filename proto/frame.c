@@ -167,51 +167,100 @@ static int scan_varint(const uint8_t *p, size_t n, size_t *at, uint64_t *v)
     return -1;
 }
 
+/* One field of an encoded message, as next_field() reads it. */
+struct wire_field {
+    uint32_t number;
+    uint8_t type;        /* wire type: 0 varint, 1 64-bit, 2 bytes, 5 32-bit */
+    uint64_t varint;     /* type 0 */
+    const uint8_t *data; /* type 2: data[0..len) */
+    size_t len;
+};
+
+/* The field at p[*at..n), *at moved past it. Returns 0, 1 at the end of
+ * the message, or -1 when it is truncated, its key or varint is bad, or
+ * its wire type is a group (3, 4) or undefined (6, 7): protobuf-c refuses
+ * those too. The one walker of encoded messages in this file. */
+static int next_field(const uint8_t *p, size_t n, size_t *at,
+                      struct wire_field *f)
+{
+    uint64_t key, v;
+
+    if (*at >= n)
+        return 1;
+    if (scan_varint(p, n, at, &key) || (key >> 3) == 0 ||
+        (key >> 3) > UINT32_MAX)
+        return -1;
+    f->number = (uint32_t)(key >> 3);
+    f->type = (uint8_t)(key & 7);
+    switch (f->type) {
+    case 0:
+        return scan_varint(p, n, at, &f->varint);
+    case 1:
+    case 5: {
+        size_t w = f->type == 1 ? 8 : 4;
+
+        if (n - *at < w)
+            return -1;
+        *at += w;
+        return 0;
+    }
+    case 2:
+        if (scan_varint(p, n, at, &v) || v > n - *at)
+            return -1;
+        f->data = p + *at;
+        f->len = (size_t)v;
+        *at += (size_t)v;
+        return 0;
+    default:
+        return -1;
+    }
+}
+
 int tide_frame_scan(const uint8_t *payload, size_t n, struct tide_frame_head *h)
 {
+    struct wire_field f;
     size_t at = 0;
+    int rc;
 
     h->request_id = 0;
     h->body = 0;
     h->bytes = TIDE_FRAME_HEADER_BYTES + n;
-    while (at < n) {
-        uint64_t key, v;
-        uint32_t field;
-
-        if (scan_varint(payload, n, &at, &key) || (key >> 3) == 0 ||
-            (key >> 3) > UINT32_MAX)
-            return TIDE_EMALFORMED;
-        field = (uint32_t)(key >> 3);
-        switch (key & 7) {
-        case 0: /* varint */
-            if (scan_varint(payload, n, &at, &v))
-                return TIDE_EMALFORMED;
-            if (field == 1)
-                h->request_id = v;
-            break;
-        case 1: /* 64-bit */
-            if (n - at < 8)
-                return TIDE_EMALFORMED;
-            at += 8;
-            break;
-        case 2: /* length-delimited: a body is a message */
-            if (scan_varint(payload, n, &at, &v) || v > n - at)
-                return TIDE_EMALFORMED;
-            at += (size_t)v;
-            if (field != 1 && protobuf_c_message_descriptor_get_field(
-                                  &tide__v1__envelope__descriptor, field))
-                h->body = field;
-            break;
-        case 5: /* 32-bit */
-            if (n - at < 4)
-                return TIDE_EMALFORMED;
-            at += 4;
-            break;
-        default: /* groups (3, 4) and 6, 7: protobuf-c refuses them too */
-            return TIDE_EMALFORMED;
-        }
+    while ((rc = next_field(payload, n, &at, &f)) == 0) {
+        if (f.type == 0 && f.number == 1)
+            h->request_id = f.varint;
+        /* A body is a message: a length-delimited field the Envelope has. */
+        if (f.type == 2 && f.number != 1 &&
+            protobuf_c_message_descriptor_get_field(
+                &tide__v1__envelope__descriptor, f.number))
+            h->body = f.number;
     }
-    return 0;
+    return rc < 0 ? TIDE_EMALFORMED : 0;
+}
+
+int tide_frame_batch_groups(const uint8_t *payload, size_t n, uint64_t *groups)
+{
+    const uint32_t groups_field =
+        protobuf_c_message_descriptor_get_field_by_name(
+            &tide__v1__write_batch__descriptor, "groups")
+            ->id;
+    struct wire_field f, g;
+    size_t at = 0;
+    int rc;
+
+    *groups = 0;
+    /* Every WriteBatch body counts: protobuf merges repeated ones. */
+    while ((rc = next_field(payload, n, &at, &f)) == 0) {
+        size_t in = 0;
+        int rc2;
+
+        if (f.type != 2 || f.number != TIDE__V1__ENVELOPE__BODY_WRITE_BATCH)
+            continue;
+        while ((rc2 = next_field(f.data, f.len, &in, &g)) == 0)
+            *groups += g.type == 2 && g.number == groups_field;
+        if (rc2 < 0)
+            return TIDE_EMALFORMED;
+    }
+    return rc < 0 ? TIDE_EMALFORMED : 0;
 }
 
 void tide_frame_free(Tide__V1__Envelope *env, ProtobufCAllocator *alloc)
@@ -221,67 +270,29 @@ void tide_frame_free(Tide__V1__Envelope *env, ProtobufCAllocator *alloc)
                                                      : &tide_frame_allocator);
 }
 
-/* Read a varint at p[*i..n). Returns 0, or -1 when it does not fit. */
-static int load_varint(const uint8_t *p, size_t n, size_t *i, uint64_t *v)
-{
-    *v = 0;
-    for (unsigned shift = 0; *i < n && shift < 64; shift += 7) {
-        uint8_t b = p[(*i)++];
-
-        *v |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80))
-            return 0;
-    }
-    return -1;
-}
-
 /* The first string field of message `d` encoded in p[0..n) whose bytes
- * hold a NUL, or NULL; walks sub-messages up to `depth` levels down. */
+ * hold a NUL, or NULL; walks sub-messages up to `depth` levels down. A
+ * malformed message is left to the decoder. */
 static const char *nul_field(const ProtobufCMessageDescriptor *d,
                              const uint8_t *p, size_t n, int depth)
 {
+    struct wire_field w;
     size_t i = 0;
 
-    while (i < n) {
+    while (next_field(p, n, &i, &w) == 0) {
         const ProtobufCFieldDescriptor *f;
-        uint64_t key, len;
 
-        if (load_varint(p, n, &i, &key))
-            return NULL;
-        switch (key & 7) {
-        case 0: /* varint */
-            if (load_varint(p, n, &i, &len))
-                return NULL;
-            break;
-        case 1: /* 64-bit */
-            if (n - i < 8)
-                return NULL;
-            i += 8;
-            break;
-        case 5: /* 32-bit */
-            if (n - i < 4)
-                return NULL;
-            i += 4;
-            break;
-        case 2: /* length-delimited */
-            if (load_varint(p, n, &i, &len) || len > n - i)
-                return NULL;
-            f = protobuf_c_message_descriptor_get_field(d,
-                                                        (unsigned)(key >> 3));
-            if (f && f->type == PROTOBUF_C_TYPE_STRING &&
-                memchr(p + i, 0, (size_t)len))
-                return f->name;
-            if (f && f->type == PROTOBUF_C_TYPE_MESSAGE && depth > 0) {
-                const char *name =
-                    nul_field(f->descriptor, p + i, (size_t)len, depth - 1);
+        if (w.type != 2)
+            continue;
+        f = protobuf_c_message_descriptor_get_field(d, w.number);
+        if (f && f->type == PROTOBUF_C_TYPE_STRING && memchr(w.data, 0, w.len))
+            return f->name;
+        if (f && f->type == PROTOBUF_C_TYPE_MESSAGE && depth > 0) {
+            const char *name =
+                nul_field(f->descriptor, w.data, w.len, depth - 1);
 
-                if (name)
-                    return name;
-            }
-            i += (size_t)len;
-            break;
-        default: /* groups: never in tide.proto */
-            return NULL;
+            if (name)
+                return name;
         }
     }
     return NULL;

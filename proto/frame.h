@@ -91,6 +91,12 @@ struct tide_frame_head {
 int tide_frame_scan(const uint8_t *payload, size_t n,
                     struct tide_frame_head *h);
 
+/* The PointGroups of the WriteBatch in Envelope payload[0..n) (0 when
+ * the body is something else), counted without decoding, so that a batch
+ * over max_batch_groups is refused before it takes memory. Returns 0, or
+ * TIDE_EMALFORMED as tide_frame_scan(). Allocates nothing. */
+int tide_frame_batch_groups(const uint8_t *payload, size_t n, uint64_t *groups);
+
 /* protobuf-c's allocator over tide_malloc/tide_free: what a NULL `alloc`
  * means to this codec. Free messages whose parts were tide_malloc'd with
  * it. */

@@ -586,3 +586,47 @@ Test(frame, peek_skip_and_a_lowered_limit)
     cr_assert(!dec.mem_over);
     tide_frame_decoder_fini(&dec);
 }
+
+/* The groups of a WriteBatch are counted without decoding, for every body
+ * (0 when it is not a WriteBatch), and a cut payload that would not decode
+ * does not count either. */
+Test(frame, batch_groups_are_counted_without_decoding)
+{
+    const ProtobufCMessageDescriptor *d = &tide__v1__envelope__descriptor;
+    size_t len;
+    uint8_t *buf = empty_groups(1000, &len);
+    uint64_t n = 7;
+
+    cr_assert_eq(tide_frame_batch_groups(buf + TIDE_FRAME_HEADER_BYTES,
+                                         len - TIDE_FRAME_HEADER_BYTES, &n),
+                 0);
+    cr_assert_eq(n, 1000);
+    cr_assert_eq(tide_frame_batch_groups(buf + TIDE_FRAME_HEADER_BYTES,
+                                         len - TIDE_FRAME_HEADER_BYTES - 1, &n),
+                 TIDE_EMALFORMED);
+    free(buf);
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        Tide__V1__Envelope *env, *back;
+        uint64_t want;
+
+        if (f->id == 1)
+            continue; /* request_id */
+        env = filled_envelope(f, 5);
+        buf = encode(env, &len);
+        back = tide__v1__envelope__unpack(SYS, len - TIDE_FRAME_HEADER_BYTES,
+                                          buf + TIDE_FRAME_HEADER_BYTES);
+        cr_assert_not_null(back, "%s", f->name);
+        want = back->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_BATCH
+                   ? back->write_batch->n_groups
+                   : 0;
+        cr_assert_eq(tide_frame_batch_groups(buf + TIDE_FRAME_HEADER_BYTES,
+                                             len - TIDE_FRAME_HEADER_BYTES, &n),
+                     0, "%s", f->name);
+        cr_assert_eq(n, want, "%s: %llu groups", f->name,
+                     (unsigned long long)n);
+        free_env(back);
+        free(buf);
+        free_env(env);
+    }
+}
