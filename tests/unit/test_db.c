@@ -1520,6 +1520,9 @@ Test(db, aggregate_max_stops_at_the_bucket_budget)
  * counter was reset: the hook sees each request before it is counted. */
 static atomic_size_t peak_live;
 
+/* check_read(): flush the database after the read's first block. */
+static int flush_mid_read;
+
 static void *peak_malloc(size_t size)
 {
     size_t now = tide_alloc_live_bytes() + size;
@@ -1613,6 +1616,10 @@ static size_t check_read(const struct want *ws, uint32_t n, int64_t from,
             hi[k] -= b.n;
         else
             lo[k] += b.n;
+        if (flush_mid_read) {
+            CHECK(tide_db_flush(db));
+            flush_mid_read = 0;
+        }
     }
     tide_alloc_set_hooks(NULL, NULL);
     cr_assert_eq(rc, 0, "iter: %s", tide_strerror(rc));
@@ -1780,6 +1787,24 @@ Test(db, large_series_range_starts_and_ends_mid_chunk, .timeout = 120)
         check_read(&w, 1, w.ts[123457], w.ts[1876543] + 5, desc);
         check_read(&w, 1, w.ts[500001], w.ts[500100], desc);
         check_read(&w, 1, w.ts[1999990], INT64_MAX, desc);
+    }
+    want_fini(&w);
+}
+
+/* A flush between two slices moves the heads' points into a segment the
+ * iterator's list lacks: the next slice is read again on the new list,
+ * and no point is lost or returned twice. */
+Test(db, large_series_read_survives_a_flush_between_slices, .timeout = 120)
+{
+    struct want w;
+
+    reopen(8192);
+    big_series(&w, 531);
+    for (int desc = 0; desc < 2; desc++) {
+        write_some(&w, w.n / 2, w.n, 17, f64_val, 4 + desc, 0);
+        flush_mid_read = 1;
+        check_read(&w, 1, 0, INT64_MAX, desc);
+        cr_assert_eq(flush_mid_read, 0);
     }
     want_fini(&w);
 }
