@@ -9,19 +9,9 @@
 #include "read.h"
 
 #include <errno.h>
-#include <stdlib.h>
 #include <string.h>
 
 #define BLOCK_POINTS_MAX 65536u
-
-/* A series whose chunks in the range hold more points than this is read
- * a time slice at a time, each slice cut so that the chunks starting in
- * it hold about this many points (see slice_plan): an iterator gathers
- * (16 B a point, with as much again while out-of-order sources are
- * merged) a few MiB whatever the series' length, instead of the whole
- * series. A slice also holds the head points in its time span and the
- * parts of chunks that reach into it from before. */
-#define SLICE_POINTS (1u << 18)
 
 /* ---- Range iterator ------------------------------------------------------ */
 
@@ -76,63 +66,14 @@ struct tide_iter {
     uint32_t slices_done;
 };
 
-/* A chunk's start and point count, for cutting a series into slices. */
-struct slice_ent {
-    int64_t min_ts;
-    uint64_t count;
-};
-
-static int cmp_slice_ent(const void *x, const void *y)
-{
-    const struct slice_ent *a = x, *b = y;
-
-    return a->min_ts < b->min_ts ? -1 : a->min_ts > b->min_ts;
-}
-
-/* Cut [it->from, it->to) for the chunks refs[0..n) (collected on any list:
- * the cuts are time boundaries, valid on every later list too) at chunk
- * starts, a slice ending where the chunks starting in it reach
- * SLICE_POINTS. A repeated timestamp is inside one slice, so last write
- * wins within each. Sets it->cuts and it->n_slices; 0 or -ENOMEM. */
-static int slice_plan(struct tide_iter *it, const struct chunk_ref *refs,
-                      size_t n)
-{
-    struct slice_ent *e = tide_malloc(n * sizeof(*e) + 1);
-    int64_t cut = it->from;
-    uint64_t acc = 0;
-    int rc;
-
-    if (!e)
-        return -ENOMEM;
-    for (size_t i = 0; i < n; i++)
-        e[i] = (struct slice_ent){refs[i].e->min_ts, refs[i].e->count};
-    qsort(e, n, sizeof(*e), cmp_slice_ent);
-    it->cuts.len = 0;
-    rc = tide__buf_append(&it->cuts, &cut, sizeof(cut));
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        if (acc >= SLICE_POINTS && e[i].min_ts > cut && e[i].min_ts < it->to) {
-            cut = e[i].min_ts;
-            acc = 0;
-            rc = tide__buf_append(&it->cuts, &cut, sizeof(cut));
-        }
-        acc += e[i].count;
-    }
-    if (rc == 0)
-        rc = tide__buf_append(&it->cuts, &it->to, sizeof(it->to));
-    tide_free(e);
-    it->n_slices = rc ? 0 : (uint32_t)(it->cuts.len / sizeof(cut) - 1);
-    it->slices_done = 0;
-    return rc;
-}
-
 /* Read the next slice of the current series (see struct tide_iter) into
  * it->g, on the read-ahead's list, taking the current list and reading
  * the slice again when that one turned stale. */
 static int slice_read(struct tide_iter *it)
 {
     struct readahead *ra = &it->ra;
-    uint32_t k = it->desc ? it->n_slices - 1 - it->slices_done
-                          : it->slices_done;
+    uint32_t k =
+        it->desc ? it->n_slices - 1 - it->slices_done : it->slices_done;
     const int64_t *cuts = (const int64_t *)(void *)it->cuts.data;
     int64_t lo = cuts[k], hi = cuts[k + 1];
     int rc;
@@ -198,12 +139,17 @@ static int ra_fill(struct tide_iter *it, uint32_t first)
         points = 0;
         for (uint32_t k = 0; k < sp.n_refs; k++)
             points += refs[k].e->count;
-        if (points > SLICE_POINTS) {
+        if (points > TIDE__SLICE_POINTS) {
             /* A large series is read alone, in slices: it ends the
              * read-ahead before it, or is its only series. */
             if (ra->n)
                 break;
-            rc = slice_plan(it, refs, sp.n_refs);
+            /* Read in slices (TIDE__SLICE_POINTS), from none yet. */
+            rc = tide__segment_read_slices(refs, sp.n_refs, it->from, it->to,
+                                           &it->cuts);
+            it->n_slices =
+                rc ? 0 : (uint32_t)(it->cuts.len / sizeof(int64_t) - 1);
+            it->slices_done = 0;
             sp.n_refs = 0;
             sp.sliced = 1;
             if (rc == 0)

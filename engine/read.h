@@ -65,6 +65,23 @@ int tide__segment_read_chunks(struct tide_db *db, struct tide_io *io,
                               struct tide_buf *payload,
                               struct tide_buf *reqbuf);
 
+/* A series whose chunks in a read's range hold more points than this is
+ * read a time slice at a time, [cuts[k], cuts[k + 1]) from
+ * tide__segment_read_slices(), so that a read gathers (16 B a point, as
+ * much again while out-of-order sources are merged) a few MiB whatever
+ * the series' length. A slice holds the points of the chunks starting in
+ * it (about this many, plus one chunk), the parts of chunks reaching into
+ * it from before, and the head points in its span. */
+#define TIDE__SLICE_POINTS (1u << 18)
+
+/* Cut [from, to) into slices at the starts of the chunks refs[0..n),
+ * setting `cuts` to int64_t[n_slices + 1] (cuts[0] = from, the last = to;
+ * at least one slice). The cuts are time boundaries, valid on any segment
+ * list, and a repeated timestamp falls into one slice, so that each slice
+ * merges its sources (last write wins) on its own. Returns 0 or -ENOMEM. */
+int tide__segment_read_slices(const struct chunk_ref *refs, size_t n,
+                              int64_t from, int64_t to, struct tide_buf *cuts);
+
 /* ---- shard_read.c -------------------------------------------------------- */
 
 /* Returned inside the read path, never by a public function: the heads

@@ -1514,7 +1514,8 @@ Test(db, aggregate_max_stops_at_the_bucket_budget)
     tide_agg_free(ref, 2);
 }
 
-/* ---- Large series are read in time slices --------------------------------- */
+/* ---- Large series are read in time slices ---------------------------------
+ */
 
 /* The most bytes live through tide_malloc at any allocation since the
  * counter was reset: the hook sees each request before it is counted. */
@@ -1601,8 +1602,8 @@ static size_t check_read(const struct want *ws, uint32_t n, int64_t from,
 
                 cr_assert_eq(b.v.str[i].len, strlen(s));
                 cr_assert_eq(memcmp(b.v.str[i].ptr, s, b.v.str[i].len), 0,
-                             "series %llu point %u",
-                             (unsigned long long)w->id, at + i);
+                             "series %llu point %u", (unsigned long long)w->id,
+                             at + i);
                 continue;
             }
             if (w->type == TIDE_TYPE_BOOL)
@@ -1659,10 +1660,10 @@ static void write_some(struct want *w, uint32_t a, uint32_t b, uint32_t every,
             sv[n] = (struct tide_str){w->str[i], (uint32_t)strlen(w->str[i])};
         }
         if (++n == BATCH || i + 1 == b) {
-            CHECK(append1(w->id, w->type, n,
-                          ts, w->type == TIDE_TYPE_STR    ? (void *)sv
-                              : w->type == TIDE_TYPE_BOOL ? (void *)bv
-                                                          : (void *)v));
+            CHECK(append1(w->id, w->type, n, ts,
+                          w->type == TIDE_TYPE_STR    ? (void *)sv
+                          : w->type == TIDE_TYPE_BOOL ? (void *)bv
+                                                      : (void *)v));
             n = 0;
         }
     }
@@ -1806,5 +1807,96 @@ Test(db, large_series_read_survives_a_flush_between_slices, .timeout = 120)
         check_read(&w, 1, 0, INT64_MAX, desc);
         cr_assert_eq(flush_mid_read, 0);
     }
+    want_fini(&w);
+}
+
+/* Aggregates of `w` over [from, to) in buckets of `bucket_ns`, by brute
+ * force over the expectation, into `out` (at most `cap`). */
+static uint32_t want_buckets(const struct want *w, int64_t from, int64_t to,
+                             int64_t bucket_ns, struct tide_bucket *out,
+                             uint32_t cap)
+{
+    uint32_t a, b, n = 0;
+
+    want_range(w, from, to, &a, &b);
+    for (uint32_t i = a; i < b; i++) {
+        int64_t start = from + (w->ts[i] - from) / bucket_ns * bucket_ns;
+        struct tide_bucket *k = n ? &out[n - 1] : NULL;
+        double d;
+
+        memcpy(&d, &w->val[i], 8);
+        if (!k || k->start_ns != start) {
+            cr_assert_lt(n, cap);
+            k = &out[n++];
+            *k = (struct tide_bucket){.start_ns = start,
+                                      .min = d,
+                                      .max = d,
+                                      .first = d,
+                                      .first_ts = w->ts[i]};
+        }
+        k->count++;
+        k->sum += d;
+        k->min = d < k->min ? d : k->min;
+        k->max = d > k->max ? d : k->max;
+        k->last = d;
+        k->last_ts = w->ts[i];
+    }
+    return n;
+}
+
+/* An aggregate over a 2 M-point series in buckets smaller than its chunks
+ * (so that every point is decoded) gives the exact brute-force buckets,
+ * stops at max_buckets exactly, and reads the series in slices: it holds
+ * a bounded amount of memory besides its results. */
+Test(db, large_series_aggregate_reads_slices_with_bounded_memory,
+     .timeout = 120)
+{
+    const int64_t bucket_ns = 7770; /* 777 points, not a chunk multiple */
+    struct tide_agg_series *res;
+    struct tide_bucket *ref;
+    uint32_t n_ref;
+    uint64_t id = 541;
+    struct want w;
+    size_t base, peak;
+
+    reopen(8192);
+    big_series(&w, id);
+    ref = malloc(4000 * sizeof(*ref));
+    cr_assert(ref);
+    n_ref = want_buckets(&w, 0, INT64_MAX, bucket_ns, ref, 4000);
+    base = tide_alloc_live_bytes();
+    atomic_store(&peak_live, base);
+    tide_alloc_set_hooks(peak_malloc, free);
+    CHECK(tide_db_aggregate_max(db, &id, 1, 0, INT64_MAX, bucket_ns, n_ref,
+                                &res, NULL));
+    tide_alloc_set_hooks(NULL, NULL);
+    peak = atomic_load(&peak_live) - base;
+    cr_log_info("aggregate peak: %zu bytes", peak);
+    cr_assert_eq(res[0].n_buckets, n_ref);
+    for (uint32_t i = 0; i < n_ref; i++) {
+        const struct tide_bucket *g = &res[0].buckets[i], *r = &ref[i];
+
+        cr_assert(g->start_ns == r->start_ns && g->count == r->count &&
+                      g->sum == r->sum && g->min == r->min &&
+                      g->max == r->max && g->first == r->first &&
+                      g->last == r->last && g->first_ts == r->first_ts &&
+                      g->last_ts == r->last_ts,
+                  "bucket %u differs", i);
+    }
+    tide_agg_free(res, 1);
+    cr_assert_lt(peak, 24u << 20, "aggregate of 2 M points held %zu bytes",
+                 peak);
+    cr_assert_eq(tide_db_aggregate_max(db, &id, 1, 0, INT64_MAX, bucket_ns,
+                                       n_ref - 1, &res, NULL),
+                 TIDE_EFULL);
+    /* A range starting and ending inside chunks. */
+    n_ref =
+        want_buckets(&w, w.ts[123457], w.ts[1876543] + 5, bucket_ns, ref, 4000);
+    CHECK(tide_db_aggregate(db, &id, 1, w.ts[123457], w.ts[1876543] + 5,
+                            bucket_ns, &res, NULL));
+    cr_assert_eq(res[0].n_buckets, n_ref);
+    cr_assert_eq(memcmp(res[0].buckets, ref, n_ref * sizeof(*ref)), 0);
+    tide_agg_free(res, 1);
+    free(ref);
     want_fini(&w);
 }
