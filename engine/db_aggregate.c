@@ -342,54 +342,83 @@ static void agg_batch_fini(struct agg_batch *b)
     tide__buf_fini(&b->reqs);
 }
 
-/* Finish a series whose chunks left to decode, refs[0..n_refs), hold
- * more than TIDE__SLICE_POINTS points: they are read and decoded a time
- * slice at a time (tide__segment_read_slices), each slice with its head
- * points, so that the series' raw points are never gathered whole. Its
- * header partials are in g->parts already. A chunk reaching over a cut
- * is decoded in both slices, each keeping its own points. Returns 0,
- * TIDE__READ_STALE (the query starts over), TIDE_EFULL, TIDE_ECORRUPT,
- * -ENOMEM or -errno. */
+/* Read slice [lo, hi) of a series: its chunks among refs[0..n_refs)
+ * (their order kept, newest source last) with `scratch` and `payload`,
+ * and its head points, gathered into `g`. */
+static int slice_gather(struct tide_db *db, const struct seglist *sl,
+                        struct tide_io *io, struct gather *g, uint64_t id,
+                        const struct chunk_ref *refs, size_t n_refs, int64_t lo,
+                        int64_t hi, struct tide_buf *scratch,
+                        struct tide_buf *payload, struct tide_agg_stats *st)
+{
+    struct chunk_ref *r;
+    size_t n = 0;
+    int rc;
+
+    scratch->len = 0;
+    rc = tide__buf_reserve(scratch, n_refs * sizeof(*refs));
+    if (rc)
+        return rc;
+    r = (struct chunk_ref *)(void *)scratch->data;
+    for (size_t i = 0; i < n_refs; i++)
+        if (refs[i].e->min_ts < hi && refs[i].e->max_ts >= lo)
+            r[n++] = refs[i];
+    rc = tide__segment_read_chunks(db, io, r, n, sl->n, payload, &g->reqs);
+    if (rc == 0)
+        rc = tide__shard_read_series(db, sl, g, id, r, n, payload->data, lo, hi,
+                                     st);
+    return rc;
+}
+
+/* Finish a series whose chunks left to decode, refs[0..n_refs), and head
+ * points hold more than TIDE__SLICE_POINTS: they are read a time slice
+ * at a time (tide__shard_read_slices), so that its raw points are never
+ * gathered whole. A chunk reaching over a cut is decoded in both slices,
+ * each keeping its own points. Its header partials are in g->parts
+ * already. When its raw buckets might pass max_buckets, a first pass
+ * only counts them, so that a query too large fails before its partial
+ * buckets are built. Returns 0, TIDE__READ_STALE (the query starts
+ * over), TIDE_EFULL, TIDE_ECORRUPT, -ENOMEM or -errno. */
 static int aggregate_sliced(struct tide_db *db, const struct seglist *sl,
                             struct tide_io *io, struct gather *g, uint64_t id,
                             struct agg_ctx *a, const struct chunk_ref *refs,
-                            size_t n_refs, int ordered,
+                            size_t n_refs, uint64_t points, int ordered,
                             struct tide_agg_series *out,
                             struct tide_agg_stats *st)
 {
-    struct tide_buf cuts = {0}, sub = {0}, payload = {0}, reqs = {0};
-    uint64_t n_raw = 0;
+    struct tide_buf cuts = {0}, scratch = {0}, payload = {0};
+    uint64_t n_raw = 0, room = a->max_buckets - a->n_buckets;
+    uint64_t span = (uint64_t)bucket_of(a, a->to - (a->to > a->from)) + 1;
     size_t n_slices = 0, n_parts;
-    int rc;
+    int rc, count_first = (points < span ? points : span) > room;
 
-    rc = tide__segment_read_slices(refs, n_refs, a->from, a->to, &cuts);
+    rc = tide__shard_read_slices(db, id, refs, n_refs, a->from, a->to, &cuts);
     if (rc == 0)
         n_slices = cuts.len / sizeof(int64_t) - 1;
-    for (size_t k = 0; k < n_slices && rc == 0; k++) {
-        const int64_t *c = (const int64_t *)(void *)cuts.data;
-        int64_t lo = c[k], hi = c[k + 1];
-        struct chunk_ref *r;
-        size_t n = 0;
+    for (int pass = !count_first; pass < 2 && rc == 0; pass++) {
+        int64_t last = 0;
 
-        sub.len = 0;
-        rc = tide__buf_reserve(&sub, n_refs * sizeof(*refs));
-        if (rc)
-            break;
-        r = (struct chunk_ref *)(void *)sub.data;
-        for (size_t i = 0; i < n_refs; i++) /* order kept: newest last */
-            if (refs[i].e->min_ts < hi && refs[i].e->max_ts >= lo)
-                r[n++] = refs[i];
-        rc = tide__segment_read_chunks(db, io, r, n, sl->n, &payload, &reqs);
-        if (rc == 0)
-            rc = tide__shard_read_series(db, sl, g, id, r, n, payload.data, lo,
-                                         hi, st);
-        if (rc == 0)
-            rc = raw_partials(g, a, &g->parts, &n_raw);
+        n_raw = 0;
+        for (size_t k = 0; k < n_slices && rc == 0; k++) {
+            const int64_t *c = (const int64_t *)(void *)cuts.data;
+
+            rc = slice_gather(db, sl, io, g, id, refs, n_refs, c[k], c[k + 1],
+                              &scratch, &payload, pass ? st : NULL);
+            if (rc == 0 && pass)
+                rc = raw_partials(g, a, &g->parts, &n_raw);
+            for (uint32_t i = 0; rc == 0 && !pass && i < g->n; i++) {
+                int64_t bk = bucket_of(a, tide__gather_ts(g)[i]);
+
+                n_raw += !n_raw || bk != last;
+                last = bk;
+                if (n_raw > room)
+                    rc = TIDE_EFULL;
+            }
+        }
     }
     tide__buf_fini(&cuts);
-    tide__buf_fini(&sub);
+    tide__buf_fini(&scratch);
     tide__buf_fini(&payload);
-    tide__buf_fini(&reqs);
     n_parts = g->parts.len / sizeof(struct partial);
     if (rc || n_parts == 0)
         return rc;
@@ -468,9 +497,11 @@ static int aggregate_plan(struct tide_db *db, const struct seglist *sl,
         return emit_buckets(a, (const struct partial *)(void *)g->parts.data,
                             n_parts, out);
     }
+    if (head_overlap)
+        rest_points += tide__shard_read_head_points(db, id);
     if (rest_points > TIDE__SLICE_POINTS)
-        return aggregate_sliced(db, sl, io, g, id, a, refs, n_rest, ordered,
-                                out, st);
+        return aggregate_sliced(db, sl, io, g, id, a, refs, n_rest, rest_points,
+                                ordered, out, st);
     pend = (struct agg_pending){
         .idx = idx,
         .ref0 = (uint32_t)(batch->refs.len / sizeof(*refs)),

@@ -139,14 +139,16 @@ static int ra_fill(struct tide_iter *it, uint32_t first)
         points = 0;
         for (uint32_t k = 0; k < sp.n_refs; k++)
             points += refs[k].e->count;
+        if (points <= TIDE__SLICE_POINTS)
+            points += tide__shard_read_head_points(it->db, it->ids[j]);
         if (points > TIDE__SLICE_POINTS) {
             /* A large series is read alone, in slices: it ends the
              * read-ahead before it, or is its only series. */
             if (ra->n)
                 break;
             /* Read in slices (TIDE__SLICE_POINTS), from none yet. */
-            rc = tide__segment_read_slices(refs, sp.n_refs, it->from, it->to,
-                                           &it->cuts);
+            rc = tide__shard_read_slices(it->db, it->ids[j], refs, sp.n_refs,
+                                         it->from, it->to, &it->cuts);
             it->n_slices =
                 rc ? 0 : (uint32_t)(it->cuts.len / sizeof(int64_t) - 1);
             it->slices_done = 0;

@@ -7,7 +7,6 @@
 #include "read.h"
 
 #include <errno.h>
-#include <stdlib.h>
 #include <string.h>
 
 /* Does the chunk intersect [from, to)? */
@@ -153,49 +152,4 @@ int tide__segment_read_collect(struct tide_db *db, const struct seglist *sl,
     }
     g->refs.len = (size_t)((uint8_t *)r - g->refs.data);
     return 0;
-}
-
-/* A chunk's start and point count, for cutting a series into slices. */
-struct slice_ent {
-    int64_t min_ts;
-    uint64_t count;
-};
-
-static int cmp_slice_ent(const void *x, const void *y)
-{
-    const struct slice_ent *a = x, *b = y;
-
-    return a->min_ts < b->min_ts ? -1 : a->min_ts > b->min_ts;
-}
-
-/* Chunk starts in time order; a slice ends at the first chunk start once
- * the chunks starting in it hold TIDE__SLICE_POINTS. */
-int tide__segment_read_slices(const struct chunk_ref *refs, size_t n,
-                              int64_t from, int64_t to, struct tide_buf *cuts)
-{
-    struct slice_ent *e = tide_malloc(n * sizeof(*e) + 1);
-    int64_t cut = from;
-    uint64_t acc = 0;
-    int rc;
-
-    if (!e)
-        return -ENOMEM;
-    for (size_t i = 0; i < n; i++)
-        e[i] = (struct slice_ent){refs[i].e->min_ts, refs[i].e->count};
-    qsort(e, n, sizeof(*e), cmp_slice_ent);
-    cuts->len = 0;
-    rc = tide__buf_append(cuts, &cut, sizeof(cut));
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        if (acc >= TIDE__SLICE_POINTS && e[i].min_ts > cut &&
-            e[i].min_ts < to) {
-            cut = e[i].min_ts;
-            acc = 0;
-            rc = tide__buf_append(cuts, &cut, sizeof(cut));
-        }
-        acc += e[i].count;
-    }
-    if (rc == 0)
-        rc = tide__buf_append(cuts, &to, sizeof(to));
-    tide_free(e);
-    return rc;
 }

@@ -1900,3 +1900,49 @@ Test(db, large_series_aggregate_reads_slices_with_bounded_memory,
     free(ref);
     want_fini(&w);
 }
+
+/* A large series still all in the head, rewritten there in part, is read
+ * in slices too (the head's points are binned by time to cut them), and
+ * an aggregate too large for max_buckets over it, or over the same points
+ * in segments, fails before it takes the memory of its points or of its
+ * partial buckets. */
+Test(db, large_head_series_read_in_slices_and_refused_early, .timeout = 120)
+{
+    const uint32_t n = 1200000;
+    struct tide_agg_series *res;
+    uint64_t id = 551;
+    struct want w;
+    size_t base, peak[3];
+
+    reopen(8192);
+    want_init(&w, id, TIDE_TYPE_F64, n);
+    write_some(&w, 0, n, 1, f64_val, 0, 0);
+    write_some(&w, n / 5, n, 9, f64_val, 1, 0);
+    for (int desc = 0; desc < 2; desc++) {
+        peak[desc] = check_read(&w, 1, 0, INT64_MAX, desc);
+        cr_log_info("head read peak %s: %zu bytes", desc ? "desc" : "asc",
+                    peak[desc]);
+        cr_assert_lt(peak[desc], 24u << 20,
+                     "reading 1.2 M head points held %zu bytes", peak[desc]);
+    }
+    check_read(&w, 1, w.ts[300001], w.ts[900001], 1);
+    for (int flushed = 0; flushed < 2; flushed++) {
+        if (flushed)
+            CHECK(tide_db_flush(db));
+        base = tide_alloc_live_bytes();
+        atomic_store(&peak_live, base);
+        tide_alloc_set_hooks(peak_malloc, free);
+        cr_assert_eq(tide_db_aggregate_max(db, &id, 1, 0, INT64_MAX, 1, 1000000,
+                                           &res, NULL),
+                     TIDE_EFULL);
+        tide_alloc_set_hooks(NULL, NULL);
+        peak[2] = atomic_load(&peak_live) - base;
+        cr_log_info("refused aggregate peak (%s): %zu bytes",
+                    flushed ? "segments" : "head", peak[2]);
+        cr_assert_lt(peak[2], 24u << 20,
+                     "a refused aggregate over 1.2 M points (%s) held %zu "
+                     "bytes",
+                     flushed ? "in segments" : "in the head", peak[2]);
+    }
+    want_fini(&w);
+}
