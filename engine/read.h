@@ -113,8 +113,8 @@ uint64_t tide__shard_read_head_points(struct tide_db *db, uint64_t id);
 /* Cut [from, to) into slices for the chunks refs[0..n) of `id` and its
  * head points, setting `cuts` to int64_t[n_slices + 1] (cuts[0] = from,
  * the last = to; at least one slice). Slices end at chunk starts and at
- * the bins of a histogram of the head's timestamps, once the points
- * starting in them reach TIDE__SLICE_POINTS. The cuts are time
+ * the bins of a histogram of the head's timestamps, before the points
+ * starting in them would pass TIDE__SLICE_POINTS. The cuts are time
  * boundaries, valid on any segment list (a plan: nothing is read under
  * it), and a repeated timestamp falls into one slice, so that each slice
  * merges its sources (last write wins) on its own. Returns 0 or -ENOMEM. */

@@ -9,6 +9,8 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "ts.h"
+
 /* Append the points of `s` (a head series) within [from, to). */
 static int gather_head(struct gather *g, const struct hseries *s, int64_t from,
                        int64_t to)
@@ -17,6 +19,14 @@ static int gather_head(struct gather *g, const struct hseries *s, int64_t from,
 
     if (!s || s->type != g->type)
         return 0;
+    if (s->sorted) {
+        /* Strictly ascending: the range is one run, found by search (a
+         * series read in slices visits its head once a slice). */
+        uint32_t a = tide__ts_lower_bound(s->ts, s->n, from);
+        uint32_t b = tide__ts_lower_bound(s->ts, s->n, to);
+
+        return b > a ? tide__gather_append(g, s->ts, s->val, s->str, a, b) : 0;
+    }
     for (uint32_t i = 0; i < s->n && rc == 0; i++) {
         uint32_t j = i;
 
@@ -261,7 +271,8 @@ int tide__shard_read_slices(struct tide_db *db, uint64_t id,
     if (rc == 0)
         rc = tide__buf_append(cuts, &cut, sizeof(cut));
     for (size_t i = 0; i < n_ents && rc == 0; i++) {
-        if (acc >= TIDE__SLICE_POINTS && e[i].ts > cut && e[i].ts < to) {
+        if (acc && acc + e[i].count > TIDE__SLICE_POINTS && e[i].ts > cut &&
+            e[i].ts < to) {
             cut = e[i].ts;
             acc = 0;
             rc = tide__buf_append(cuts, &cut, sizeof(cut));
