@@ -125,26 +125,41 @@ static int cmp_partial(const void *x, const void *y)
 /* Partial buckets of the gathered points, appended to `parts`. Each is a
  * distinct bucket of the series' result: they are counted first, and
  * TIDE_EFULL when they would take the results past max_buckets, before
- * any is built. */
+ * any is built. *n_raw counts the series' raw partials so far, the last
+ * of them at the end of `parts`: a series read in slices continues it
+ * when its bucket goes on in the next slice, so that every bucket is
+ * summed point by point in time order, as when read whole. */
 static int raw_partials(const struct gather *g, const struct agg_ctx *a,
-                        struct tide_buf *parts)
+                        struct tide_buf *parts, uint64_t *n_raw)
 {
-    uint64_t n_runs = 0;
+    const struct partial *prev =
+        *n_raw ? (const struct partial *)(void *)(parts->data + parts->len) - 1
+               : NULL;
+    int cont =
+        prev && g->n && bucket_of(a, tide__gather_ts(g)[0]) == prev->bucket;
+    uint64_t n_runs = !cont && g->n;
     int rc = 0;
 
-    for (uint32_t i = 0; i < g->n; i++)
-        n_runs += i == 0 || bucket_of(a, tide__gather_ts(g)[i]) !=
-                                bucket_of(a, tide__gather_ts(g)[i - 1]);
-    if (n_runs > a->max_buckets - a->n_buckets)
+    for (uint32_t i = 1; i < g->n; i++)
+        n_runs += bucket_of(a, tide__gather_ts(g)[i]) !=
+                  bucket_of(a, tide__gather_ts(g)[i - 1]);
+    if (*n_raw + n_runs > a->max_buckets - a->n_buckets)
         return TIDE_EFULL;
+    *n_raw += n_runs;
     rc = tide__buf_reserve(parts, n_runs * sizeof(struct partial));
     for (uint32_t i = 0; i < g->n && rc == 0;) {
         int64_t bk = bucket_of(a, tide__gather_ts(g)[i]);
         struct partial q = {.bucket = bk};
 
-        q.b.first_ts = tide__gather_ts(g)[i];
-        q.b.first = tide__value_double(g->type, tide__gather_val(g)[i]);
-        q.b.min = q.b.max = q.b.first;
+        if (i == 0 && cont) {
+            /* Continued below, then appended again. */
+            parts->len -= sizeof(q);
+            memcpy(&q, parts->data + parts->len, sizeof(q));
+        } else {
+            q.b.first_ts = tide__gather_ts(g)[i];
+            q.b.first = tide__value_double(g->type, tide__gather_val(g)[i]);
+            q.b.min = q.b.max = q.b.first;
+        }
         for (; i < g->n && bucket_of(a, tide__gather_ts(g)[i]) == bk; i++) {
             double d =
                 g->type == TIDE_TYPE_STR
@@ -327,17 +342,104 @@ static void agg_batch_fini(struct agg_batch *b)
     tide__buf_fini(&b->reqs);
 }
 
+/* Read slice [lo, hi) of a series: its chunks among refs[0..n_refs)
+ * (their order kept, newest source last) with `scratch` and `payload`,
+ * and its head points, gathered into `g`. */
+static int slice_gather(struct tide_db *db, const struct seglist *sl,
+                        struct tide_io *io, struct gather *g, uint64_t id,
+                        const struct chunk_ref *refs, size_t n_refs, int64_t lo,
+                        int64_t hi, struct tide_buf *scratch,
+                        struct tide_buf *payload, struct tide_agg_stats *st)
+{
+    struct chunk_ref *r;
+    size_t n = 0;
+    int rc;
+
+    scratch->len = 0;
+    rc = tide__buf_reserve(scratch, n_refs * sizeof(*refs));
+    if (rc)
+        return rc;
+    r = (struct chunk_ref *)(void *)scratch->data;
+    for (size_t i = 0; i < n_refs; i++)
+        if (refs[i].e->min_ts < hi && refs[i].e->max_ts >= lo)
+            r[n++] = refs[i];
+    rc = tide__segment_read_chunks(db, io, r, n, sl->n, payload, &g->reqs);
+    if (rc == 0)
+        rc = tide__shard_read_series(db, sl, g, id, r, n, payload->data, lo, hi,
+                                     st);
+    return rc;
+}
+
+/* Finish a series whose chunks left to decode, refs[0..n_refs), and head
+ * points hold more than TIDE__SLICE_POINTS: they are read a time slice
+ * at a time (tide__shard_read_slices), so that its raw points are never
+ * gathered whole. A chunk reaching over a cut is decoded in both slices,
+ * each keeping its own points. Its header partials are in g->parts
+ * already. When its raw buckets might pass max_buckets, a first pass
+ * only counts them, so that a query too large fails before its partial
+ * buckets are built. Returns 0, TIDE__READ_STALE (the query starts
+ * over), TIDE_EFULL, TIDE_ECORRUPT, -ENOMEM or -errno. */
+static int aggregate_sliced(struct tide_db *db, const struct seglist *sl,
+                            struct tide_io *io, struct gather *g, uint64_t id,
+                            struct agg_ctx *a, const struct chunk_ref *refs,
+                            size_t n_refs, uint64_t points, int ordered,
+                            struct tide_agg_series *out,
+                            struct tide_agg_stats *st)
+{
+    struct tide_buf cuts = {0}, scratch = {0}, payload = {0};
+    uint64_t n_raw = 0, room = a->max_buckets - a->n_buckets;
+    uint64_t span = (uint64_t)bucket_of(a, a->to - (a->to > a->from)) + 1;
+    size_t n_slices = 0, n_parts;
+    int rc, count_first = (points < span ? points : span) > room;
+
+    rc = tide__shard_read_slices(db, id, refs, n_refs, a->from, a->to, &cuts);
+    if (rc == 0)
+        n_slices = cuts.len / sizeof(int64_t) - 1;
+    for (int pass = !count_first; pass < 2 && rc == 0; pass++) {
+        int64_t last = 0;
+
+        n_raw = 0;
+        for (size_t k = 0; k < n_slices && rc == 0; k++) {
+            const int64_t *c = (const int64_t *)(void *)cuts.data;
+
+            rc = slice_gather(db, sl, io, g, id, refs, n_refs, c[k], c[k + 1],
+                              &scratch, &payload, pass ? st : NULL);
+            if (rc == 0 && pass)
+                rc = raw_partials(g, a, &g->parts, &n_raw);
+            for (uint32_t i = 0; rc == 0 && !pass && i < g->n; i++) {
+                int64_t bk = bucket_of(a, tide__gather_ts(g)[i]);
+
+                n_raw += !n_raw || bk != last;
+                last = bk;
+                if (n_raw > room)
+                    rc = TIDE_EFULL;
+            }
+        }
+    }
+    tide__buf_fini(&cuts);
+    tide__buf_fini(&scratch);
+    tide__buf_fini(&payload);
+    n_parts = g->parts.len / sizeof(struct partial);
+    if (rc || n_parts == 0)
+        return rc;
+    if (!ordered || n_raw)
+        qsort(g->parts.data, n_parts, sizeof(struct partial), cmp_partial);
+    return emit_buckets(a, (const struct partial *)(void *)g->parts.data,
+                        n_parts, out);
+}
+
 /* Plan series ids[idx]: chunks that overlap nothing else and fit one
  * bucket are answered from their headers. When nothing else is left the
  * result is made now; otherwise the series joins the batch. */
 static int aggregate_plan(struct tide_db *db, const struct seglist *sl,
-                          struct gather *g, uint64_t id, uint32_t idx,
-                          struct agg_ctx *a, struct cursors *cur,
+                          struct tide_io *io, struct gather *g, uint64_t id,
+                          uint32_t idx, struct agg_ctx *a, struct cursors *cur,
                           struct tide_agg_series *out, struct agg_batch *batch,
                           struct tide_agg_stats *st)
 {
     struct chunk_ref *refs;
     size_t n_refs, n_rest = 0, n_parts;
+    uint64_t rest_points = 0;
     struct agg_pending pend;
     uint8_t head_type;
     int ordered, head_overlap, rc;
@@ -373,6 +475,7 @@ static int aggregate_plan(struct tide_db *db, const struct seglist *sl,
 
         if (!g->alone.data[i] || !header_usable(a, e)) {
             refs[n_rest++] = refs[i]; /* order kept: newest source last */
+            rest_points += e->count;
             continue;
         }
         q.bucket = bucket_of(a, e->min_ts);
@@ -394,6 +497,11 @@ static int aggregate_plan(struct tide_db *db, const struct seglist *sl,
         return emit_buckets(a, (const struct partial *)(void *)g->parts.data,
                             n_parts, out);
     }
+    if (head_overlap)
+        rest_points += tide__shard_read_head_points(db, id);
+    if (rest_points > TIDE__SLICE_POINTS)
+        return aggregate_sliced(db, sl, io, g, id, a, refs, n_rest, rest_points,
+                                ordered, out, st);
     pend = (struct agg_pending){
         .idx = idx,
         .ref0 = (uint32_t)(batch->refs.len / sizeof(*refs)),
@@ -434,6 +542,7 @@ static int aggregate_batch(struct tide_db *db, const struct seglist *sl,
     for (size_t k = 0; k < n_pend && rc == 0; k++) {
         const struct agg_pending *p = &pend[k];
         int ordered = p->ordered;
+        uint64_t n_raw = 0;
         size_t n_parts;
 
         g->parts.len = 0;
@@ -444,7 +553,7 @@ static int aggregate_batch(struct tide_db *db, const struct seglist *sl,
                 tide__shard_read_series(db, sl, g, ids[p->idx], refs + p->ref0,
                                         p->n_refs, payload, a->from, a->to, st);
         if (rc == 0)
-            rc = raw_partials(g, a, &g->parts);
+            rc = raw_partials(g, a, &g->parts, &n_raw);
         if (rc)
             break;
         ordered = ordered && g->n == 0;
@@ -512,7 +621,7 @@ int tide_db_aggregate_max(tide_db *db, const uint64_t *ids, uint32_t n,
     for (;;) {
         rc = tide__segment_read_cursors_fit(&cur, sl->n);
         for (uint32_t i = 0; i < n && rc == 0; i++) {
-            rc = aggregate_plan(db, sl, &g, ids[i], i, &a, &cur, &res[i],
+            rc = aggregate_plan(db, sl, io, &g, ids[i], i, &a, &cur, &res[i],
                                 &batch, stats);
             if (rc == 0 &&
                 (i + 1 == n ||

@@ -26,6 +26,7 @@ struct ra_span {
     uint32_t ref0; /* refs [ref0, ref0 + n_refs) */
     uint32_t n_refs;
     uint8_t seg_type; /* see struct gather */
+    uint8_t sliced;   /* too large: read in slices, no refs planned */
 };
 
 /* Chunk reads of ids[first .. first + n), planned on segment list `sl`,
@@ -58,7 +59,54 @@ struct tide_iter {
     struct cursors cur;
     struct readahead ra;
     struct tide_buf strs; /* struct tide_str[] of the current block */
+    /* A series read in slices: slice k is [cuts[k], cuts[k + 1]), read
+     * in order (descending: from the last) on the read-ahead's list. */
+    struct tide_buf cuts; /* int64_t[n_slices + 1] */
+    uint32_t n_slices;    /* of the current series; 0: read whole */
+    uint32_t slices_done;
 };
+
+/* Read the next slice of the current series (see struct tide_iter) into
+ * it->g, on the read-ahead's list, taking the current list and reading
+ * the slice again when that one turned stale. */
+static int slice_read(struct tide_iter *it)
+{
+    struct readahead *ra = &it->ra;
+    uint32_t k =
+        it->desc ? it->n_slices - 1 - it->slices_done : it->slices_done;
+    const int64_t *cuts = (const int64_t *)(void *)it->cuts.data;
+    int64_t lo = cuts[k], hi = cuts[k + 1];
+    int rc;
+
+    it->slices_done++;
+    do {
+        struct chunk_ref *refs;
+        size_t n;
+
+        rc = tide__segment_read_cursors_fit(&it->cur, ra->sl->n);
+        if (rc == 0)
+            rc = tide__segment_read_collect(it->db, ra->sl, &it->g, it->cur_id,
+                                            lo, hi, &it->cur);
+        if (rc)
+            break;
+        refs = (struct chunk_ref *)(void *)it->g.refs.data;
+        n = it->g.refs.len / sizeof(*refs);
+        rc = tide__segment_read_chunks(it->db, it->io, refs, n, ra->sl->n,
+                                       &it->g.payload, &it->g.reqs);
+        if (rc == 0)
+            rc = tide__shard_read_series(it->db, ra->sl, &it->g, it->cur_id,
+                                         refs, n, it->g.payload.data, lo, hi,
+                                         NULL);
+        if (rc == TIDE__READ_STALE) {
+            /* The read-ahead's chunks were planned on the old list. */
+            ra->n = 0;
+            tide__seglist_release(ra->sl);
+            ra->sl = tide__seglist_acquire(it->db);
+        }
+    } while (rc == TIDE__READ_STALE);
+    TIDE_ASSERT(rc <= 0);
+    return rc;
+}
 
 /* Plan and read the chunks of ids[first..] (see struct readahead) on the
  * current segment list. */
@@ -66,6 +114,7 @@ static int ra_fill(struct tide_iter *it, uint32_t first)
 {
     struct readahead *ra = &it->ra;
     size_t bytes = 0;
+    uint64_t points;
     int rc;
 
     tide__seglist_release(ra->sl);
@@ -87,6 +136,29 @@ static int ra_fill(struct tide_iter *it, uint32_t first)
                               .n_refs =
                                   (uint32_t)(it->g.refs.len / sizeof(*refs)),
                               .seg_type = it->g.seg_type};
+        points = 0;
+        for (uint32_t k = 0; k < sp.n_refs; k++)
+            points += refs[k].e->count;
+        if (points <= TIDE__SLICE_POINTS)
+            points += tide__shard_read_head_points(it->db, it->ids[j]);
+        if (points > TIDE__SLICE_POINTS) {
+            /* A large series is read alone, in slices: it ends the
+             * read-ahead before it, or is its only series. */
+            if (ra->n)
+                break;
+            /* Read in slices (TIDE__SLICE_POINTS), from none yet. */
+            rc = tide__shard_read_slices(it->db, it->ids[j], refs, sp.n_refs,
+                                         it->from, it->to, &it->cuts);
+            it->n_slices =
+                rc ? 0 : (uint32_t)(it->cuts.len / sizeof(int64_t) - 1);
+            it->slices_done = 0;
+            sp.n_refs = 0;
+            sp.sliced = 1;
+            if (rc == 0)
+                rc = tide__buf_append(&ra->spans, &sp, sizeof(sp));
+            ra->n = rc ? 0 : 1;
+            return rc;
+        }
         for (uint32_t k = 0; k < sp.n_refs; k++)
             bytes += refs[k].e->stored_bytes;
         if ((rc = tide__buf_append(&ra->spans, &sp, sizeof(sp))) ||
@@ -124,6 +196,11 @@ static int iter_gather(struct tide_iter *it, uint32_t idx)
         if (rc)
             break;
         sp = (const struct ra_span *)(void *)ra->spans.data + (idx - ra->first);
+        if (sp->sliced) {
+            /* Its slices are read by tide_iter_next(), from none yet. */
+            tide__gather_reset(&it->g);
+            break;
+        }
         it->g.seg_type = sp->seg_type;
         rc = tide__shard_read_series(
             it->db, ra->sl, &it->g, it->ids[idx],
@@ -187,11 +264,16 @@ int tide_iter_next(tide_iter *it, struct tide_block *blk)
     while (it->off >= it->g.n) {
         int rc;
 
-        if (it->next_id >= it->n_ids)
-            return 0;
-        it->cur_id = it->ids[it->next_id];
         it->off = 0;
-        rc = iter_gather(it, it->next_id++);
+        if (it->slices_done < it->n_slices) {
+            rc = slice_read(it);
+        } else {
+            if (it->next_id >= it->n_ids)
+                return 0;
+            it->cur_id = it->ids[it->next_id];
+            it->n_slices = it->slices_done = 0;
+            rc = iter_gather(it, it->next_id++);
+        }
         if (rc) {
             it->err = rc;
             return rc;
@@ -252,6 +334,7 @@ void tide_iter_close(tide_iter *it)
     tide__buf_fini(&it->ra.payload);
     tide__buf_fini(&it->ra.reqs);
     tide__buf_fini(&it->strs);
+    tide__buf_fini(&it->cuts);
     tide_free(it->ids);
     tide_free(it);
 }

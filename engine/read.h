@@ -97,4 +97,29 @@ int tide__shard_read_series(struct tide_db *db, const struct seglist *sl,
 int tide__shard_read_span(struct tide_db *db, const struct seglist *sl,
                           uint64_t id, int64_t *lo, int64_t *hi, uint8_t *type);
 
+/* A series whose sources in a read's range hold more points than this
+ * (its chunks, and its head points) is read a time slice at a time,
+ * [cuts[k], cuts[k + 1]) from tide__shard_read_slices(), so that a read
+ * gathers (16 B a point, as much again while out-of-order sources are
+ * merged) a few MiB whatever the series' length. A slice holds about
+ * this many points, plus one chunk, the parts of chunks reaching into it
+ * from before (one a segment at most) and of an uneven head. */
+#define TIDE__SLICE_POINTS (1u << 18)
+
+/* Points of `id` in its shard's heads, whatever their time: cheap, for
+ * deciding whether a read is sliced. */
+uint64_t tide__shard_read_head_points(struct tide_db *db, uint64_t id);
+
+/* Cut [from, to) into slices for the chunks refs[0..n) of `id` and its
+ * head points, setting `cuts` to int64_t[n_slices + 1] (cuts[0] = from,
+ * the last = to; at least one slice). Slices end at chunk starts and at
+ * the bins of a histogram of the head's timestamps, before the points
+ * starting in them would pass TIDE__SLICE_POINTS. The cuts are time
+ * boundaries, valid on any segment list (a plan: nothing is read under
+ * it), and a repeated timestamp falls into one slice, so that each slice
+ * merges its sources (last write wins) on its own. Returns 0 or -ENOMEM. */
+int tide__shard_read_slices(struct tide_db *db, uint64_t id,
+                            const struct chunk_ref *refs, size_t n,
+                            int64_t from, int64_t to, struct tide_buf *cuts);
+
 #endif /* TIDE_ENGINE_READ_H */

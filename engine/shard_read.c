@@ -6,6 +6,11 @@
  */
 #include "read.h"
 
+#include <errno.h>
+#include <stdlib.h>
+
+#include "ts.h"
+
 /* Append the points of `s` (a head series) within [from, to). */
 static int gather_head(struct gather *g, const struct hseries *s, int64_t from,
                        int64_t to)
@@ -14,6 +19,14 @@ static int gather_head(struct gather *g, const struct hseries *s, int64_t from,
 
     if (!s || s->type != g->type)
         return 0;
+    if (s->sorted) {
+        /* Strictly ascending: the range is one run, found by search (a
+         * series read in slices visits its head once a slice). */
+        uint32_t a = tide__ts_lower_bound(s->ts, s->n, from);
+        uint32_t b = tide__ts_lower_bound(s->ts, s->n, to);
+
+        return b > a ? tide__gather_append(g, s->ts, s->val, s->str, a, b) : 0;
+    }
     for (uint32_t i = 0; i < s->n && rc == 0; i++) {
         uint32_t j = i;
 
@@ -150,4 +163,124 @@ int tide__shard_read_span(struct tide_db *db, const struct seglist *sl,
     pthread_rwlock_unlock(&sh->rw);
     *type_out = type;
     return fresh ? 0 : TIDE__READ_STALE;
+}
+
+uint64_t tide__shard_read_head_points(struct tide_db *db, uint64_t id)
+{
+    struct shard *sh = &db->shards[tide__db_shard_of(db, id)];
+    const struct hseries *s;
+    uint64_t n = 0;
+
+    pthread_rwlock_rdlock(&sh->rw);
+    if ((s = tide__head_find(&sh->head, id)))
+        n += s->n;
+    if (sh->frozen && (s = tide__head_find(sh->frozen, id)))
+        n += s->n;
+    pthread_rwlock_unlock(&sh->rw);
+    return n;
+}
+
+/* A time and the points starting there, for cutting a series into
+ * slices: a chunk's start and count, or a bin of the head's points. */
+struct slice_ent {
+    int64_t ts;
+    uint64_t count;
+};
+
+static int cmp_slice_ent(const void *x, const void *y)
+{
+    const struct slice_ent *a = x, *b = y;
+
+    return a->ts < b->ts ? -1 : a->ts > b->ts;
+}
+
+/* Bins of the head points of `id` in [from, to): the heads are in arrival
+ * order, so their times are counted in even bins over their span, 16 a
+ * slice's worth of points (at most 65536), appended to `ents`. */
+static int head_bins(struct tide_db *db, uint64_t id, int64_t from, int64_t to,
+                     struct tide_buf *ents)
+{
+    struct shard *sh = &db->shards[tide__db_shard_of(db, id)];
+    const struct hseries *hs[2];
+    int64_t lo = INT64_MAX, hi = INT64_MIN;
+    uint64_t n = 0, n_bins, width, *bins = NULL;
+    int rc = 0;
+
+    pthread_rwlock_rdlock(&sh->rw);
+    hs[0] = tide__head_find(&sh->head, id);
+    hs[1] = sh->frozen ? tide__head_find(sh->frozen, id) : NULL;
+    for (int k = 0; k < 2; k++)
+        for (uint32_t i = 0; hs[k] && i < hs[k]->n; i++) {
+            int64_t t = hs[k]->ts[i];
+
+            if (t < from || t >= to)
+                continue;
+            n++;
+            lo = t < lo ? t : lo;
+            hi = t > hi ? t : hi;
+        }
+    n_bins = 16 * n / TIDE__SLICE_POINTS + 1;
+    if (n_bins > 65536)
+        n_bins = 65536;
+    width = ((uint64_t)hi - (uint64_t)lo) / n_bins + 1;
+    if (n)
+        bins = tide_calloc(n_bins, sizeof(*bins));
+    if (n && !bins)
+        rc = -ENOMEM;
+    for (int k = 0; k < 2 && bins; k++)
+        for (uint32_t i = 0; hs[k] && i < hs[k]->n; i++) {
+            int64_t t = hs[k]->ts[i];
+
+            if (t >= from && t < to)
+                bins[((uint64_t)t - (uint64_t)lo) / width]++;
+        }
+    pthread_rwlock_unlock(&sh->rw);
+    for (uint64_t k = 0; bins && k < n_bins && rc == 0; k++) {
+        struct slice_ent e = {(int64_t)((uint64_t)lo + k * width), bins[k]};
+
+        if (e.count)
+            rc = tide__buf_append(ents, &e, sizeof(e));
+    }
+    tide_free(bins);
+    return rc;
+}
+
+int tide__shard_read_slices(struct tide_db *db, uint64_t id,
+                            const struct chunk_ref *refs, size_t n,
+                            int64_t from, int64_t to, struct tide_buf *cuts)
+{
+    struct tide_buf ents = {0};
+    const struct slice_ent *e;
+    size_t n_ents;
+    int64_t cut = from;
+    uint64_t acc = 0;
+    int rc = tide__buf_reserve(&ents, n * sizeof(*e));
+
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        struct slice_ent x = {refs[i].e->min_ts, refs[i].e->count};
+
+        rc = tide__buf_append(&ents, &x, sizeof(x));
+    }
+    if (rc == 0)
+        rc = head_bins(db, id, from, to, &ents);
+    e = (const struct slice_ent *)(void *)ents.data;
+    n_ents = ents.len / sizeof(*e);
+    if (rc == 0)
+        qsort(ents.data, n_ents, sizeof(*e), cmp_slice_ent);
+    cuts->len = 0;
+    if (rc == 0)
+        rc = tide__buf_append(cuts, &cut, sizeof(cut));
+    for (size_t i = 0; i < n_ents && rc == 0; i++) {
+        if (acc && acc + e[i].count > TIDE__SLICE_POINTS && e[i].ts > cut &&
+            e[i].ts < to) {
+            cut = e[i].ts;
+            acc = 0;
+            rc = tide__buf_append(cuts, &cut, sizeof(cut));
+        }
+        acc += e[i].count;
+    }
+    if (rc == 0)
+        rc = tide__buf_append(cuts, &to, sizeof(to));
+    tide__buf_fini(&ents);
+    return rc;
 }

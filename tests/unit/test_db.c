@@ -12,6 +12,7 @@
 #include <float.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
@@ -1511,4 +1512,437 @@ Test(db, aggregate_max_stops_at_the_bucket_budget)
     }
     tide_agg_free(res, 2);
     tide_agg_free(ref, 2);
+}
+
+/* ---- Large series are read in time slices ---------------------------------
+ */
+
+/* The most bytes live through tide_malloc at any allocation since the
+ * counter was reset: the hook sees each request before it is counted. */
+static atomic_size_t peak_live;
+
+/* check_read(): flush the database after the read's first block. */
+static int flush_mid_read;
+
+static void *peak_malloc(size_t size)
+{
+    size_t now = tide_alloc_live_bytes() + size;
+    size_t p = atomic_load(&peak_live);
+
+    while (now > p && !atomic_compare_exchange_weak(&peak_live, &p, now))
+        ;
+    return malloc(size);
+}
+
+/* The points a read of one series must return, ascending in time, as
+ * 8-byte slots (bool: 0/1; strings: index into `str`). */
+struct want {
+    uint64_t id;
+    uint8_t type;
+    uint32_t n;
+    int64_t *ts;
+    uint64_t *val;
+    char (*str)[24];
+};
+
+/* Points of `w` in [from, to): [*a, *b). */
+static void want_range(const struct want *w, int64_t from, int64_t to,
+                       uint32_t *a, uint32_t *b)
+{
+    *a = *b = 0;
+    while (*a < w->n && w->ts[*a] < from)
+        (*a)++;
+    for (*b = *a; *b < w->n && w->ts[*b] < to; (*b)++)
+        ;
+}
+
+/* Read ws[0..n) over [from, to), ascending or newest first, and compare
+ * every point with the expectation. Returns the most bytes the engine held
+ * through tide_malloc during the read, above what it held before. */
+static size_t check_read(const struct want *ws, uint32_t n, int64_t from,
+                         int64_t to, int desc)
+{
+    uint64_t ids[4];
+    uint32_t lo[4], hi[4], k = 0;
+    struct tide_block b;
+    size_t base;
+    tide_iter *it;
+    int rc;
+
+    cr_assert_leq(n, 4);
+    for (uint32_t s = 0; s < n; s++) {
+        ids[s] = ws[s].id;
+        want_range(&ws[s], from, to, &lo[s], &hi[s]);
+    }
+    base = tide_alloc_live_bytes();
+    atomic_store(&peak_live, base);
+    tide_alloc_set_hooks(peak_malloc, free);
+    CHECK(tide_db_read_open_flags(db, ids, n, from, to,
+                                  desc ? TIDE_READ_DESC : 0, &it));
+    while ((rc = tide_iter_next(it, &b)) == 1) {
+        const struct want *w;
+        uint32_t at;
+
+        while (k < n && b.series_id != ws[k].id)
+            k++;
+        cr_assert_lt(k, n, "series %llu out of order",
+                     (unsigned long long)b.series_id);
+        w = &ws[k];
+        cr_assert_eq(b.type, w->type);
+        cr_assert_leq(b.n, hi[k] - lo[k], "series %llu: too many points",
+                      (unsigned long long)w->id);
+        at = desc ? hi[k] - b.n : lo[k];
+        for (uint32_t i = 0; i < b.n; i++) {
+            uint64_t v = 0;
+
+            cr_assert_eq(b.ts_ns[i], w->ts[at + i], "series %llu point %u",
+                         (unsigned long long)w->id, at + i);
+            if (w->type == TIDE_TYPE_STR) {
+                const char *s = w->str[w->val[at + i]];
+
+                cr_assert_eq(b.v.str[i].len, strlen(s));
+                cr_assert_eq(memcmp(b.v.str[i].ptr, s, b.v.str[i].len), 0,
+                             "series %llu point %u", (unsigned long long)w->id,
+                             at + i);
+                continue;
+            }
+            if (w->type == TIDE_TYPE_BOOL)
+                v = b.v.b[i];
+            else
+                memcpy(&v, &b.v.i64[i], 8);
+            cr_assert_eq(v, w->val[at + i], "series %llu point %u",
+                         (unsigned long long)w->id, at + i);
+        }
+        if (desc)
+            hi[k] -= b.n;
+        else
+            lo[k] += b.n;
+        if (flush_mid_read) {
+            CHECK(tide_db_flush(db));
+            flush_mid_read = 0;
+        }
+    }
+    tide_alloc_set_hooks(NULL, NULL);
+    cr_assert_eq(rc, 0, "iter: %s", tide_strerror(rc));
+    tide_iter_close(it);
+    for (uint32_t s = 0; s < n; s++)
+        cr_assert_eq(lo[s], hi[s], "series %llu: %u points missing",
+                     (unsigned long long)ws[s].id, hi[s] - lo[s]);
+    return atomic_load(&peak_live) - base;
+}
+
+/* Append points [a, b) of `w` whose index passes keep(i, arg) with the
+ * expected value set to val(i), in batches of at most 100,000, then flush
+ * when `flush`. The expectation is updated: the last write wins. */
+static void write_some(struct want *w, uint32_t a, uint32_t b, uint32_t every,
+                       uint64_t (*val)(uint32_t i, uint32_t round),
+                       uint32_t round, int flush)
+{
+    enum { BATCH = 100000 };
+    int64_t *ts = malloc(BATCH * sizeof(*ts));
+    uint64_t *v = malloc(BATCH * sizeof(*v));
+    uint8_t *bv = malloc(BATCH);
+    struct tide_str *sv = malloc(BATCH * sizeof(*sv));
+    uint32_t n = 0;
+
+    cr_assert(ts && v && bv && sv);
+    for (uint32_t i = a; i < b; i++) {
+        if (i % every)
+            continue;
+        ts[n] = w->ts[i];
+        w->val[i] = val(i, round);
+        v[n] = w->val[i];
+        bv[n] = (uint8_t)w->val[i];
+        if (w->type == TIDE_TYPE_STR) {
+            w->val[i] = i;
+            snprintf(w->str[i], sizeof(w->str[i]), "s%u.%u%.*s", i, round,
+                     (int)(i % 7), "xxxxxxx");
+            sv[n] = (struct tide_str){w->str[i], (uint32_t)strlen(w->str[i])};
+        }
+        if (++n == BATCH || i + 1 == b) {
+            CHECK(append1(w->id, w->type, n, ts,
+                          w->type == TIDE_TYPE_STR    ? (void *)sv
+                          : w->type == TIDE_TYPE_BOOL ? (void *)bv
+                                                      : (void *)v));
+            n = 0;
+        }
+    }
+    if (n)
+        CHECK(append1(w->id, w->type, n, ts,
+                      w->type == TIDE_TYPE_STR    ? (void *)sv
+                      : w->type == TIDE_TYPE_BOOL ? (void *)bv
+                                                  : (void *)v));
+    if (flush)
+        CHECK(tide_db_flush(db));
+    free(ts);
+    free(v);
+    free(bv);
+    free(sv);
+}
+
+static void want_init(struct want *w, uint64_t id, uint8_t type, uint32_t n)
+{
+    *w = (struct want){.id = id, .type = type, .n = n};
+    w->ts = malloc(n * sizeof(*w->ts));
+    w->val = calloc(n, sizeof(*w->val));
+    if (type == TIDE_TYPE_STR)
+        w->str = calloc(n, sizeof(*w->str));
+    cr_assert(w->ts && w->val && (type != TIDE_TYPE_STR || w->str));
+    for (uint32_t i = 0; i < n; i++)
+        w->ts[i] = 1000 + (int64_t)i * 10;
+}
+
+static void want_fini(struct want *w)
+{
+    free(w->ts);
+    free(w->val);
+    free(w->str);
+}
+
+static uint64_t f64_val(uint32_t i, uint32_t round)
+{
+    double d = (double)i + (double)round * 0.25;
+    uint64_t v;
+
+    memcpy(&v, &d, 8);
+    return v;
+}
+
+static uint64_t bool_val(uint32_t i, uint32_t round)
+{
+    return (i % 3 == 0) ^ (round & 1);
+}
+
+/* A series of 2 M points in four segments, rewritten in part by a later
+ * segment and by the head (same timestamps, new values), plus new points
+ * only in the head. */
+static void big_series(struct want *w, uint64_t id)
+{
+    const uint32_t n = 2000000, old = n - 1000;
+
+    want_init(w, id, TIDE_TYPE_F64, n);
+    for (uint32_t q = 0; q < 4; q++)
+        write_some(w, q * (old / 4), (q + 1) * (old / 4), 1, f64_val, 0, 1);
+    write_some(w, old / 4, 3 * (old / 4), 7, f64_val, 1, 1);
+    write_some(w, old / 3, n, 11, f64_val, 2, 0); /* and the head */
+    write_some(w, old, n, 1, f64_val, 3, 0);
+}
+
+/* Reading a 2 M-point series, ascending or newest first, returns every
+ * point with the last write winning, while the engine holds a bounded
+ * amount of memory: the series is read a time slice at a time, never
+ * gathered whole (40 MB of points here; 800 MB for 50 M). */
+Test(db, large_series_read_in_slices_with_bounded_memory, .timeout = 120)
+{
+    struct want w;
+    size_t peak[2];
+
+    reopen(8192);
+    big_series(&w, 501);
+    for (int desc = 0; desc < 2; desc++) {
+        peak[desc] = check_read(&w, 1, 0, INT64_MAX, desc);
+        cr_log_info("peak %s: %zu bytes", desc ? "desc" : "asc", peak[desc]);
+    }
+    for (int desc = 0; desc < 2; desc++)
+        cr_assert_lt(peak[desc], 24u << 20,
+                     "%s read of 2 M points held %zu bytes",
+                     desc ? "a descending" : "an ascending", peak[desc]);
+    want_fini(&w);
+}
+
+/* Strings and bools cut into slices keep every value, with the series
+ * returned in the order of ids, ascending and newest first. */
+Test(db, large_strings_and_bools_read_in_slices, .timeout = 120)
+{
+    const uint32_t n = 700000;
+    struct want w[3];
+
+    reopen(8192);
+    want_init(&w[0], 511, TIDE_TYPE_STR, n);
+    want_init(&w[1], 512, TIDE_TYPE_BOOL, n);
+    want_init(&w[2], 513, TIDE_TYPE_F64, 100); /* a small one after */
+    for (int k = 0; k < 2; k++) {
+        uint64_t (*val)(uint32_t, uint32_t) = k ? bool_val : f64_val;
+
+        write_some(&w[k], 0, n / 2, 1, val, 0, 1);
+        write_some(&w[k], n / 2, n, 1, val, 0, 1);
+        write_some(&w[k], n / 4, n, 5, val, 1, 1);
+        write_some(&w[k], n / 3, n, 13, val, 2, 0);
+    }
+    write_some(&w[2], 0, 100, 1, f64_val, 0, 0);
+    for (int desc = 0; desc < 2; desc++)
+        check_read(w, 3, 0, INT64_MAX, desc);
+    for (int k = 0; k < 3; k++)
+        want_fini(&w[k]);
+}
+
+/* A range that starts and ends inside chunks, and a range inside one
+ * slice, return exactly their points. */
+Test(db, large_series_range_starts_and_ends_mid_chunk, .timeout = 120)
+{
+    struct want w;
+
+    reopen(8192);
+    big_series(&w, 521);
+    for (int desc = 0; desc < 2; desc++) {
+        check_read(&w, 1, w.ts[123457], w.ts[1876543] + 5, desc);
+        check_read(&w, 1, w.ts[500001], w.ts[500100], desc);
+        check_read(&w, 1, w.ts[1999990], INT64_MAX, desc);
+    }
+    want_fini(&w);
+}
+
+/* A flush between two slices moves the heads' points into a segment the
+ * iterator's list lacks: the next slice is read again on the new list,
+ * and no point is lost or returned twice. */
+Test(db, large_series_read_survives_a_flush_between_slices, .timeout = 120)
+{
+    struct want w;
+
+    reopen(8192);
+    big_series(&w, 531);
+    for (int desc = 0; desc < 2; desc++) {
+        write_some(&w, w.n / 2, w.n, 17, f64_val, 4 + desc, 0);
+        flush_mid_read = 1;
+        check_read(&w, 1, 0, INT64_MAX, desc);
+        cr_assert_eq(flush_mid_read, 0);
+    }
+    want_fini(&w);
+}
+
+/* Aggregates of `w` over [from, to) in buckets of `bucket_ns`, by brute
+ * force over the expectation, into `out` (at most `cap`). */
+static uint32_t want_buckets(const struct want *w, int64_t from, int64_t to,
+                             int64_t bucket_ns, struct tide_bucket *out,
+                             uint32_t cap)
+{
+    uint32_t a, b, n = 0;
+
+    want_range(w, from, to, &a, &b);
+    for (uint32_t i = a; i < b; i++) {
+        int64_t start = from + (w->ts[i] - from) / bucket_ns * bucket_ns;
+        struct tide_bucket *k = n ? &out[n - 1] : NULL;
+        double d;
+
+        memcpy(&d, &w->val[i], 8);
+        if (!k || k->start_ns != start) {
+            cr_assert_lt(n, cap);
+            k = &out[n++];
+            *k = (struct tide_bucket){.start_ns = start,
+                                      .min = d,
+                                      .max = d,
+                                      .first = d,
+                                      .first_ts = w->ts[i]};
+        }
+        k->count++;
+        k->sum += d;
+        k->min = d < k->min ? d : k->min;
+        k->max = d > k->max ? d : k->max;
+        k->last = d;
+        k->last_ts = w->ts[i];
+    }
+    return n;
+}
+
+/* An aggregate over a 2 M-point series in buckets smaller than its chunks
+ * (so that every point is decoded) gives the exact brute-force buckets,
+ * stops at max_buckets exactly, and reads the series in slices: it holds
+ * a bounded amount of memory besides its results. */
+Test(db, large_series_aggregate_reads_slices_with_bounded_memory,
+     .timeout = 120)
+{
+    const int64_t bucket_ns = 7770; /* 777 points, not a chunk multiple */
+    struct tide_agg_series *res;
+    struct tide_bucket *ref;
+    uint32_t n_ref;
+    uint64_t id = 541;
+    struct want w;
+    size_t base, peak;
+
+    reopen(8192);
+    big_series(&w, id);
+    ref = malloc(4000 * sizeof(*ref));
+    cr_assert(ref);
+    n_ref = want_buckets(&w, 0, INT64_MAX, bucket_ns, ref, 4000);
+    base = tide_alloc_live_bytes();
+    atomic_store(&peak_live, base);
+    tide_alloc_set_hooks(peak_malloc, free);
+    CHECK(tide_db_aggregate_max(db, &id, 1, 0, INT64_MAX, bucket_ns, n_ref,
+                                &res, NULL));
+    tide_alloc_set_hooks(NULL, NULL);
+    peak = atomic_load(&peak_live) - base;
+    cr_log_info("aggregate peak: %zu bytes", peak);
+    cr_assert_eq(res[0].n_buckets, n_ref);
+    for (uint32_t i = 0; i < n_ref; i++) {
+        const struct tide_bucket *g = &res[0].buckets[i], *r = &ref[i];
+
+        cr_assert(g->start_ns == r->start_ns && g->count == r->count &&
+                      g->sum == r->sum && g->min == r->min &&
+                      g->max == r->max && g->first == r->first &&
+                      g->last == r->last && g->first_ts == r->first_ts &&
+                      g->last_ts == r->last_ts,
+                  "bucket %u differs", i);
+    }
+    tide_agg_free(res, 1);
+    cr_assert_lt(peak, 24u << 20, "aggregate of 2 M points held %zu bytes",
+                 peak);
+    cr_assert_eq(tide_db_aggregate_max(db, &id, 1, 0, INT64_MAX, bucket_ns,
+                                       n_ref - 1, &res, NULL),
+                 TIDE_EFULL);
+    /* A range starting and ending inside chunks. */
+    n_ref =
+        want_buckets(&w, w.ts[123457], w.ts[1876543] + 5, bucket_ns, ref, 4000);
+    CHECK(tide_db_aggregate(db, &id, 1, w.ts[123457], w.ts[1876543] + 5,
+                            bucket_ns, &res, NULL));
+    cr_assert_eq(res[0].n_buckets, n_ref);
+    cr_assert_eq(memcmp(res[0].buckets, ref, n_ref * sizeof(*ref)), 0);
+    tide_agg_free(res, 1);
+    free(ref);
+    want_fini(&w);
+}
+
+/* A large series still all in the head, rewritten there in part, is read
+ * in slices too (the head's points are binned by time to cut them), and
+ * an aggregate too large for max_buckets over it, or over the same points
+ * in segments, fails before it takes the memory of its points or of its
+ * partial buckets. */
+Test(db, large_head_series_read_in_slices_and_refused_early, .timeout = 120)
+{
+    const uint32_t n = 1200000;
+    struct tide_agg_series *res;
+    uint64_t id = 551;
+    struct want w;
+    size_t base, peak[3];
+
+    reopen(8192);
+    want_init(&w, id, TIDE_TYPE_F64, n);
+    write_some(&w, 0, n, 1, f64_val, 0, 0);
+    write_some(&w, n / 5, n, 9, f64_val, 1, 0);
+    for (int desc = 0; desc < 2; desc++) {
+        peak[desc] = check_read(&w, 1, 0, INT64_MAX, desc);
+        cr_log_info("head read peak %s: %zu bytes", desc ? "desc" : "asc",
+                    peak[desc]);
+        cr_assert_lt(peak[desc], 24u << 20,
+                     "reading 1.2 M head points held %zu bytes", peak[desc]);
+    }
+    check_read(&w, 1, w.ts[300001], w.ts[900001], 1);
+    for (int flushed = 0; flushed < 2; flushed++) {
+        if (flushed)
+            CHECK(tide_db_flush(db));
+        base = tide_alloc_live_bytes();
+        atomic_store(&peak_live, base);
+        tide_alloc_set_hooks(peak_malloc, free);
+        cr_assert_eq(tide_db_aggregate_max(db, &id, 1, 0, INT64_MAX, 1, 1000000,
+                                           &res, NULL),
+                     TIDE_EFULL);
+        tide_alloc_set_hooks(NULL, NULL);
+        peak[2] = atomic_load(&peak_live) - base;
+        cr_log_info("refused aggregate peak (%s): %zu bytes",
+                    flushed ? "segments" : "head", peak[2]);
+        cr_assert_lt(peak[2], 24u << 20,
+                     "a refused aggregate over 1.2 M points (%s) held %zu "
+                     "bytes",
+                     flushed ? "in segments" : "in the head", peak[2]);
+    }
+    want_fini(&w);
 }
