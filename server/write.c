@@ -9,14 +9,15 @@
  * connection in the order the batches arrived (ack.c).
  *
  * handle_write() runs these steps in order, each a function below:
- *   write_limits ─► write_principal ─► write_account ─► write_groups
+ *   write_limits ─► write_principal ─► write_account ─► write_key_rate
+ *   ─► write_groups
  *   (devices, then each group's columns) ─► write_series ─► write_ack
  *   ─► write_append ─► write_usage
- * The first three refuse the batch whole; an allocation failure before
+ * The first four refuse the batch whole; an allocation failure before
  * write_ack refuses it whole too; after write_ack nothing can fail.
  *
  * A batch naming devices the account does not have yet, or series the
- * registry does not know, is parked after step 3 (write_park): its
+ * registry does not know, is parked after step 3b (write_park): its
  * WriteBatch is taken from the envelope, a placeholder takes its place in
  * the connection's write FIFO, and the registration worker creates the
  * devices and series in the sidecar, off the loop (a new fleet's first
@@ -294,15 +295,11 @@ static void refuse_req(struct write_req *r, Tide__V1__ErrorCode code,
 }
 
 /* Step 1, limits: refuse a batch over max_batch_groups or
- * max_batch_points, or over the write rate of its API key (the tier's
- * key_rate_points_s; the account's rate is step 3's); count its points
- * and columns. Returns 0, or -1 when the batch was refused. */
+ * max_batch_points; count its points and columns. Returns 0, or -1 when
+ * the batch was refused. */
 static int write_limits(struct write_req *r)
 {
     const Tide__V1__WriteBatch *wb = r->wb;
-    const struct tide_meta_principal *who = &r->c->who;
-    struct account_state *acct;
-    uint32_t retry_ms = 0;
 
     if (wb->n_groups > r->s->cfg.max_batch_groups) {
         refuse(r->c, r->rid, TIDE__V1__ERROR_CODE__ERROR_CODE_BATCH_TOO_LARGE,
@@ -319,15 +316,6 @@ static int write_limits(struct write_req *r)
                    "more points than max_batch_points");
             return -1;
         }
-    }
-    if (!who->key_id || !who->account_id)
-        return 0; /* sessions and the operator have no key limit */
-    acct = devices_account(r->s, who->account_id);
-    if (acct && ratelimit_key_write(&acct->tier, who->key_id, r->total,
-                                    r->now_ns, &retry_ms)) {
-        ack_refuse(r->c, r->rid, TIDE__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED,
-                   "points/s rate limit of the key reached", retry_ms);
-        return -1;
     }
     return 0;
 }
@@ -390,6 +378,27 @@ static int write_account(struct write_req *r)
     r->horizon_ns = acct->tier.ttl_s
                         ? r->now_ns - acct->tier.ttl_s * 1000000000ll
                         : INT64_MIN;
+    return 0;
+}
+
+/* Step 3b, the write rate of the batch's API key (the tier's
+ * key_rate_points_s): charged only here, after the principal and account
+ * checks, so a batch they refuse spends none of the key's allowance. Not
+ * run again when a parked batch resumes: it was charged before it parked.
+ * Returns 0 or -1 (refused). */
+static int write_key_rate(struct write_req *r)
+{
+    const struct tide_meta_principal *who = &r->c->who;
+    uint32_t retry_ms = 0;
+
+    if (!who->key_id)
+        return 0; /* sessions and the operator have no key limit */
+    if (ratelimit_key_write(&r->acct->tier, who->key_id, r->total, r->now_ns,
+                            &retry_ms)) {
+        refuse_req(r, TIDE__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED,
+                   "points/s rate limit of the key reached", retry_ms);
+        return -1;
+    }
     return 0;
 }
 
@@ -1113,7 +1122,7 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-/* Park the batch of `r` (steps 1 to 3 passed) for the worker: `fresh`
+/* Park the batch of `r` (steps 1 to 3b passed) for the worker: `fresh`
  * when it names something new, else it only waits behind another. Its
  * WriteBatch leaves `env`. Without room or memory it is refused whole. */
 static void write_park(struct write_req *r, Tide__V1__Envelope *env, int fresh)
@@ -1350,7 +1359,8 @@ void handle_write(struct conn *c, const Tide__V1__Envelope *env)
                           .frame_bytes = c->frame_bytes};
     int fresh;
 
-    if (write_limits(&r) || write_principal(&r) || write_account(&r))
+    if (write_limits(&r) || write_principal(&r) || write_account(&r) ||
+        write_key_rate(&r))
         return;
     /* Invariant 4: behind a parked batch, or with names to register. */
     fresh = batch_scan(&r, NULL);
