@@ -691,8 +691,11 @@ Test(write, bulk_tags_do_not_stall_other_connections)
     wfd = wire_owner_session(srv.port, "tags@example.com");
     bfd = wire_session(srv.port, srv.admin_key);
     cr_assert_geq(bfd, 0);
-    /* The devices first, without tags. */
+    /* The devices first, without tags (seconds under ASan: wire_recv()
+     * waits 10 s at most). */
     cr_assert_eq(wire_send(wfd, bulk_batch("tag-", BULK_DEVICES, 6000)), 0);
+    pfd = (struct pollfd){.fd = wfd, .events = POLLIN};
+    cr_assert_eq(poll(&pfd, 1, 60000), 1, "no ack of the devices in 60 s");
     r = wire_recv(wfd);
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK, "%s",
               wire_why(r));
