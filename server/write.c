@@ -17,16 +17,19 @@
  * write_ack refuses it whole too; after write_ack nothing can fail.
  *
  * A batch naming devices the account does not have yet, or series the
- * registry does not know, is parked after step 3b (write_park): its
- * WriteBatch is taken from the envelope, a placeholder takes its place in
- * the connection's write FIFO, and the registration worker creates the
- * devices and series in the sidecar, off the loop (a new fleet's first
- * batch names 100,000). When it is done the loop runs every step again,
- * each name now resolving from the cache and the registry:
+ * registry does not know, or tags that change its devices' tags, is parked
+ * after step 3b (write_park): its WriteBatch is taken from the envelope, a
+ * placeholder takes its place in the connection's write FIFO, and the
+ * registration worker creates the devices and series and stores the tags
+ * in the sidecar, off the loop (a new fleet's first batch names 100,000).
+ * When it is done the loop runs steps 2 to 8 again, each name now
+ * resolving from the cache and the registry, the stored tags entering the
+ * cache (write_tags):
  *
  *   loop: handle_write ─► write_park ─► worker queue
- *   worker: job_register (devices, then series) ─► done queue ─► wake
- *   loop: tided_write_jobs_drain ─► write_resume ─► steps 1..8
+ *   worker: job_register (devices, then series) ─► job_tags ─► done queue
+ *           ─► wake
+ *   loop: tided_write_jobs_drain ─► write_resume ─► steps 2..8
  *
  * Invariants:
  *   1. Nothing of a batch refused whole reaches the engine.
