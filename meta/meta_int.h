@@ -23,6 +23,7 @@
 #define TIDE__META_AUTHLOG_KEEP_NS (365 * TIDE__META_DAY_NS)
 #define TIDE__META_REQLOG_KEEP_NS (90 * TIDE__META_DAY_NS)
 #define TIDE__META_PENDING_MAX 65536 /* buffered log rows before drop */
+#define TIDE__META_FLUSH_CHUNK 1024  /* rows per flush transaction */
 
 /* ---- Series registry (registry.c) ----------------------------------------
  * Invariants:

@@ -31,7 +31,10 @@
  *   3. Tags set through devices_set_tags() are in the cache at once and
  *      in the sidecar after devices_tags_flush(), which stores them with
  *      the hook muted (they are no news to the cache); a failed store
- *      forgets the account's devices.
+ *      forgets the account's devices. Tags the registration worker
+ *      stored (write.c, its echoes muted) enter the cache through
+ *      devices_tags_cached() when the batch resumes; a batch that cannot
+ *      put them there forgets the account's devices.
  *   4. An entry is re-read from the sidecar when older than
  *      DEVICE_RECHECK_NS, an account's tier when older than
  *      TIER_RECHECK_NS: this bounds how long a change made to meta.db by
@@ -325,15 +328,15 @@ int tided_device_resolve(struct server *s, uint64_t account_id,
 int devices_set_tags(struct server *s, struct device_entry *e, const char *tags)
 {
     struct devices *d = s->devices;
-    struct tags_pending *p = NULL;
+    struct tags_pending *p;
     char *copy = tide_strdup(tags);
 
     if (!copy)
         return -ENOMEM;
-    for (size_t i = 0; i < d->n_pend && !p; i++)
-        if (d->pend[i].device_id == e->id)
-            p = &d->pend[i];
-    if (!p && d->n_pend == d->cap_pend) {
+    /* A device named twice in a batch is queued twice, not looked for
+     * (a search per group was quadratic: 100,000 groups took seconds):
+     * stored in queue order, its last tags win. */
+    if (d->n_pend == d->cap_pend) {
         size_t cap = d->cap_pend ? 2 * d->cap_pend : 16;
         struct tags_pending *v = tide_realloc(d->pend, cap * sizeof(*v));
 
@@ -348,13 +351,23 @@ int devices_set_tags(struct server *s, struct device_entry *e, const char *tags)
         tide_free(copy);
         return -ENOMEM;
     }
-    if (!p) {
-        p = &d->pend[d->n_pend++];
-        *p = (struct tags_pending){e->account_id, e->id, NULL};
-    }
-    tide_free(p->tags);
-    p->tags = copy;
+    p = &d->pend[d->n_pend++];
+    *p = (struct tags_pending){e->account_id, e->id, copy};
     return 0;
+}
+
+int devices_tags_cached(struct device_entry *e, const char *tags)
+{
+    return entry_tags(e, tags);
+}
+
+/* Set by a thread whose sidecar calls store what the loop will put into
+ * the cache itself (devices_mute_echoes). */
+static _Thread_local int echoes_muted;
+
+void devices_mute_echoes(int on)
+{
+    echoes_muted = on;
 }
 
 /* Store the pending tags of the account of d->pend[0] in one sidecar
@@ -488,7 +501,7 @@ static void on_invalidate(void *ctx, uint64_t account_id, uint64_t device_id)
     struct devices *d = ctx;
 
     /* `muted` is the loop's own: read only on the loop thread. */
-    if (pthread_equal(pthread_self(), d->owner) && d->muted)
+    if (echoes_muted || (pthread_equal(pthread_self(), d->owner) && d->muted))
         return;
     pthread_mutex_lock(&d->stale_lock);
     if (account_id == 0 || d->n_stale == STALE_MAX)

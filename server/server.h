@@ -354,6 +354,14 @@ void devices_entry_free(struct device_entry *e);
 int devices_set_tags(struct server *s, struct device_entry *e,
                      const char *tags);
 
+/* Set the cached tags of `e` to `tags`, which the registration worker
+ * stored already: nothing is queued. Returns 0 or -ENOMEM. */
+int devices_tags_cached(struct device_entry *e, const char *tags);
+
+/* On (1) or off: the sidecar's change reports made by the calling thread
+ * are not queued for the cache, which is updated by its owner instead. */
+void devices_mute_echoes(int on);
+
 /* Store every queued tag change, one sidecar transaction per account. A
  * failure is logged and the account's devices are read again. */
 void devices_tags_flush(struct server *s);

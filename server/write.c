@@ -9,23 +9,27 @@
  * connection in the order the batches arrived (ack.c).
  *
  * handle_write() runs these steps in order, each a function below:
- *   write_limits ─► write_principal ─► write_account ─► write_groups
+ *   write_limits ─► write_principal ─► write_account ─► write_key_rate
+ *   ─► write_groups
  *   (devices, then each group's columns) ─► write_series ─► write_ack
  *   ─► write_append ─► write_usage
- * The first three refuse the batch whole; an allocation failure before
+ * The first four refuse the batch whole; an allocation failure before
  * write_ack refuses it whole too; after write_ack nothing can fail.
  *
  * A batch naming devices the account does not have yet, or series the
- * registry does not know, is parked after step 3 (write_park): its
- * WriteBatch is taken from the envelope, a placeholder takes its place in
- * the connection's write FIFO, and the registration worker creates the
- * devices and series in the sidecar, off the loop (a new fleet's first
- * batch names 100,000). When it is done the loop runs every step again,
- * each name now resolving from the cache and the registry:
+ * registry does not know, or tags that change its devices' tags, is parked
+ * after step 3b (write_park): its WriteBatch is taken from the envelope, a
+ * placeholder takes its place in the connection's write FIFO, and the
+ * registration worker creates the devices and series and stores the tags
+ * in the sidecar, off the loop (a new fleet's first batch names 100,000).
+ * When it is done the loop runs steps 2 to 8 again, each name now
+ * resolving from the cache and the registry, the stored tags entering the
+ * cache (write_tags):
  *
  *   loop: handle_write ─► write_park ─► worker queue
- *   worker: job_register (devices, then series) ─► done queue ─► wake
- *   loop: tided_write_jobs_drain ─► write_resume ─► steps 1..8
+ *   worker: job_register (devices, then series) ─► job_tags ─► done queue
+ *           ─► wake
+ *   loop: tided_write_jobs_drain ─► write_resume ─► steps 2..8
  *
  * Invariants:
  *   1. Nothing of a batch refused whole reaches the engine.
@@ -294,15 +298,11 @@ static void refuse_req(struct write_req *r, Tide__V1__ErrorCode code,
 }
 
 /* Step 1, limits: refuse a batch over max_batch_groups or
- * max_batch_points, or over the write rate of its API key (the tier's
- * key_rate_points_s; the account's rate is step 3's); count its points
- * and columns. Returns 0, or -1 when the batch was refused. */
+ * max_batch_points; count its points and columns. Returns 0, or -1 when
+ * the batch was refused. */
 static int write_limits(struct write_req *r)
 {
     const Tide__V1__WriteBatch *wb = r->wb;
-    const struct tide_meta_principal *who = &r->c->who;
-    struct account_state *acct;
-    uint32_t retry_ms = 0;
 
     if (wb->n_groups > r->s->cfg.max_batch_groups) {
         refuse(r->c, r->rid, TIDE__V1__ERROR_CODE__ERROR_CODE_BATCH_TOO_LARGE,
@@ -319,15 +319,6 @@ static int write_limits(struct write_req *r)
                    "more points than max_batch_points");
             return -1;
         }
-    }
-    if (!who->key_id || !who->account_id)
-        return 0; /* sessions and the operator have no key limit */
-    acct = devices_account(r->s, who->account_id);
-    if (acct && ratelimit_key_write(&acct->tier, who->key_id, r->total,
-                                    r->now_ns, &retry_ms)) {
-        ack_refuse(r->c, r->rid, TIDE__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED,
-                   "points/s rate limit of the key reached", retry_ms);
-        return -1;
     }
     return 0;
 }
@@ -393,6 +384,27 @@ static int write_account(struct write_req *r)
     return 0;
 }
 
+/* Step 3b, the write rate of the batch's API key (the tier's
+ * key_rate_points_s): charged only here, after the principal and account
+ * checks, so a batch they refuse spends none of the key's allowance. Not
+ * run again when a parked batch resumes: it was charged before it parked.
+ * Returns 0 or -1 (refused). */
+static int write_key_rate(struct write_req *r)
+{
+    const struct tide_meta_principal *who = &r->c->who;
+    uint32_t retry_ms = 0;
+
+    if (!who->key_id)
+        return 0; /* sessions and the operator have no key limit */
+    if (ratelimit_key_write(&r->acct->tier, who->key_id, r->total, r->now_ns,
+                            &retry_ms)) {
+        refuse_req(r, TIDE__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED,
+                   "points/s rate limit of the key reached", retry_ms);
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- Parked batches ------------------------------------------------------
  */
 
@@ -425,8 +437,13 @@ struct write_job {
     int *dev_rc;       /* worker: why that registration failed */
     struct device_entry **dev_ent; /* worker: cache entries of those it
                                       registered, for the loop to link */
-    int *col_rc;   /* worker: why the column's series was not made */
-    int series_rc; /* worker: why no series at all could be made */
+    int *col_rc;            /* worker: why the column's series was not made */
+    int series_rc;          /* worker: why no series at all could be made */
+    char **tags;            /* the device tags the group sets, for the worker to
+                               store; NULL: none, or left to the loop */
+    uint8_t *tags_ok;       /* worker: 1 = tags[g] stored */
+    uint32_t n_tags_stored; /* worker: groups with tags_ok set */
+    uint32_t n_tags_applied; /* loop: of those, put into the cache */
 };
 
 /* The registration thread and its two FIFOs. */
@@ -529,19 +546,32 @@ static const char *column_error(const Tide__V1__Column *col, uint32_t n,
     return NULL;
 }
 
-/* Step 4b, tags: upsert the tags of group `pg` onto its device `dev` in
- * the cache; devices_tags_flush() stores those that changed. Returns 0
+/* Step 4b, tags: upsert the tags of group `g` onto its device `dev` in
+ * the cache; devices_tags_flush() stores those that changed, unless the
+ * worker stored them already (a parked batch's, job_tags). Returns 0
  * with *msg NULL, 0 with *msg saying why the group is refused (wire code
  * in *code), or -ENOMEM. */
-static int write_tags(struct write_req *r, const Tide__V1__PointGroup *pg,
-                      struct device_entry *dev, const char **msg,
-                      Tide__V1__ErrorCode *code)
+static int write_tags(struct write_req *r, uint32_t g,
+                      const Tide__V1__PointGroup *pg, struct device_entry *dev,
+                      const char **msg, Tide__V1__ErrorCode *code)
 {
+    struct write_job *j = r->job;
     char text[TIDE_META_TAGS_MAX + 1];
     const char *cur = dev->tags ? dev->tags : "";
 
     *msg = names_tags_upsert(cur, pg->tags, pg->n_tags, text, code);
-    if (*msg || !strcmp(text, cur))
+    if (*msg)
+        return 0;
+    if (j && j->tags_ok && j->tags_ok[g]) {
+        j->tags_ok[g] = 0;
+        j->n_tags_applied++;
+        if (!strcmp(text, j->tags[g]))
+            return strcmp(text, cur) ? devices_tags_cached(dev, text) : 0;
+        /* The cache changed while the batch waited: the loop stores what
+         * it has now, over what the worker stored. */
+        return devices_set_tags(r->s, dev, text);
+    }
+    if (!strcmp(text, cur))
         return 0;
     return devices_set_tags(r->s, dev, text);
 }
@@ -624,7 +654,7 @@ static int write_groups(struct write_req *r)
         Tide__V1__ErrorCode gcode = 0;
         const char *gmsg = write_device(r, g, pg, &dev, &gcode);
 
-        if (!gmsg && pg->n_tags && write_tags(r, pg, dev, &gmsg, &gcode))
+        if (!gmsg && pg->n_tags && write_tags(r, g, pg, dev, &gmsg, &gcode))
             goto oom;
         if (gmsg) {
             for (uint32_t k = 0; k < pg->n_columns; k++)
@@ -890,12 +920,25 @@ static int group_kept(const Tide__V1__PointGroup *pg, int64_t horizon_ns)
  * series to create (a cheap check of each column's name and type only).
  * With `j`: record each group's cached device id, or that it is new, for
  * the worker. Returns whether something is new. */
+/* Whether the tags of group `pg` change the device tags `cur`; the new
+ * text goes to out[TIDE_META_TAGS_MAX + 1]. Tags that are refused change
+ * nothing (write_tags() refuses the group). */
+static int tags_change(const char *cur, const Tide__V1__PointGroup *pg,
+                       char *out)
+{
+    Tide__V1__ErrorCode code;
+
+    return !names_tags_upsert(cur, pg->tags, pg->n_tags, out, &code) &&
+           strcmp(out, cur);
+}
+
 static int batch_scan(struct write_req *r, struct write_job *j)
 {
     const Tide__V1__WriteBatch *wb = r->wb;
     uint64_t account = r->c->who.account_id, id;
     int create = r->c->who.role != TIDE_META_ROLE_DEVICE, fresh = 0;
     uint32_t off = 0;
+    char text[TIDE_META_TAGS_MAX + 1];
 
     for (uint32_t g = 0; g < wb->n_groups; g++) {
         const Tide__V1__PointGroup *pg = wb->groups[g];
@@ -916,6 +959,14 @@ static int batch_scan(struct write_req *r, struct write_job *j)
             j->dev_new[g] = !e;
         }
         fresh |= !e;
+        /* Tags that change the device's are stored by the worker too: a
+         * 100,000-group batch's are one sidecar transaction per chunk. */
+        if (pg->n_tags && !(e && e->paused) &&
+            tags_change(e && e->tags ? e->tags : "", pg, text)) {
+            fresh = 1;
+            if (j) /* without memory the loop stores them */
+                j->tags[g] = tide_strdup(text);
+        }
         if (fresh && !j)
             return 1;
         if (!e || j || !group_kept(pg, r->horizon_ns))
@@ -956,6 +1007,10 @@ static void job_free(struct write_job *j)
     for (uint32_t g = 0; j->dev_ent && g < j->n_groups; g++)
         devices_entry_free(j->dev_ent[g]);
     tide_free(j->dev_ent);
+    for (uint32_t g = 0; j->tags && g < j->n_groups; g++)
+        tide_free(j->tags[g]);
+    tide_free(j->tags);
+    tide_free(j->tags_ok);
     tide_free(j);
 }
 
@@ -1076,6 +1131,53 @@ static void job_register(struct server *s, struct write_job *j)
     job_series(s, j);
 }
 
+/* Worker: store the tags that j's groups set on their devices, chunks
+ * of SERIES_CHUNK devices a transaction, with the sidecar's change
+ * reports muted: write_tags() puts them into the cache when the batch
+ * resumes (devices.c, invariant 3). A chunk that fails is left to the
+ * loop, which stores it as for any batch. Invariant 5: j only. */
+static void job_tags(struct server *s, struct write_job *j)
+{
+    uint64_t *ids = tide_malloc(SERIES_CHUNK * sizeof(*ids));
+    const char **tags = tide_malloc(SERIES_CHUNK * sizeof(*tags));
+    uint32_t *at = tide_malloc(SERIES_CHUNK * sizeof(*at));
+    int *rcs = tide_malloc(SERIES_CHUNK * sizeof(*rcs));
+    size_t n = 0;
+
+    if (!ids || !tags || !at || !rcs)
+        goto out;
+    devices_mute_echoes(1);
+    for (uint32_t g = 0; g <= j->n_groups; g++) {
+        int rc;
+
+        if (g < j->n_groups) {
+            if (!j->tags[g] || !j->dev_id[g] || j->dev_rc[g])
+                continue;
+            ids[n] = j->dev_id[g];
+            tags[n] = j->tags[g];
+            at[n++] = g;
+            if (n < SERIES_CHUNK)
+                continue;
+        }
+        rc = n ? tide_meta_device_tags_set(s->meta, &tided_system_principal,
+                                           j->who.account_id, ids, tags, n, rcs)
+               : 0;
+        for (size_t i = 0; !rc && i < n; i++) {
+            if (rcs[i])
+                continue;
+            j->tags_ok[at[i]] = 1;
+            j->n_tags_stored++;
+        }
+        n = 0;
+    }
+    devices_mute_echoes(0);
+out:
+    tide_free(ids);
+    tide_free(tags);
+    tide_free(at);
+    tide_free(rcs);
+}
+
 static void *worker_main(void *arg)
 {
     struct server *s = arg;
@@ -1095,8 +1197,10 @@ static void *worker_main(void *arg)
             ww->tail = NULL;
         pthread_mutex_unlock(&ww->lock);
         tided_test_alloc_arm(j->alloc_nth);
-        if (j->dev_new)
+        if (j->dev_new) {
             job_register(s, j);
+            job_tags(s, j);
+        }
         j->alloc_nth = tided_test_alloc_take();
         pthread_mutex_lock(&ww->lock);
         j->next = NULL;
@@ -1113,7 +1217,7 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-/* Park the batch of `r` (steps 1 to 3 passed) for the worker: `fresh`
+/* Park the batch of `r` (steps 1 to 3b passed) for the worker: `fresh`
  * when it names something new, else it only waits behind another. Its
  * WriteBatch leaves `env`. Without room or memory it is refused whole. */
 static void write_park(struct write_req *r, Tide__V1__Envelope *env, int fresh)
@@ -1143,9 +1247,11 @@ static void write_park(struct write_req *r, Tide__V1__Envelope *env, int fresh)
         j->dev_rc = tide_calloc(ng ? ng : 1, sizeof(*j->dev_rc));
         j->col_rc = tide_calloc(r->n_cols ? r->n_cols : 1, sizeof(*j->col_rc));
         j->dev_ent = tide_calloc(ng ? ng : 1, sizeof(*j->dev_ent));
+        j->tags = tide_calloc(ng ? ng : 1, sizeof(*j->tags));
+        j->tags_ok = tide_calloc(ng ? ng : 1, sizeof(*j->tags_ok));
         j->n_groups = ng;
         if (!j->col_off || !j->dev_id || !j->dev_new || !j->dev_rc ||
-            !j->col_rc || !j->dev_ent)
+            !j->col_rc || !j->dev_ent || !j->tags || !j->tags_ok)
             goto oom;
         batch_scan(r, j);
     }
@@ -1208,6 +1314,9 @@ static void write_resume(struct server *s, struct write_job *j)
                           .frame_bytes = j->frame_bytes};
 
     if (!c) {
+        /* Tags the worker stored never reach the cache: read again. */
+        if (j->n_tags_stored)
+            tided_device_forget(s, j->who.account_id);
         tide_free(w); /* invariant 6; no FIFO holds it any more */
         job_free(j);
         return;
@@ -1229,6 +1338,10 @@ static void write_resume(struct server *s, struct write_job *j)
         }
         write_run(&r);
     }
+    /* A group refused now (or the batch) left tags the worker stored out
+     * of the cache: the account's devices are read again. */
+    if (j->n_tags_stored != j->n_tags_applied)
+        tided_device_forget(s, j->who.account_id);
     job_free(j);
 }
 
@@ -1350,7 +1463,8 @@ void handle_write(struct conn *c, const Tide__V1__Envelope *env)
                           .frame_bytes = c->frame_bytes};
     int fresh;
 
-    if (write_limits(&r) || write_principal(&r) || write_account(&r))
+    if (write_limits(&r) || write_principal(&r) || write_account(&r) ||
+        write_key_rate(&r))
         return;
     /* Invariant 4: behind a parked batch, or with names to register. */
     fresh = batch_scan(&r, NULL);

@@ -756,6 +756,88 @@ Test(query_slow, key_write_limit_is_per_key)
     close(fd);
 }
 
+/* Pause or resume account a, as the operator. */
+static void pause_account_a(int paused)
+{
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT;
+    Tide__V1__AccountPause ap = TIDE__V1__ACCOUNT_PAUSE__INIT;
+    int fd = wire_session(srv.port, srv.admin_key);
+
+    cr_assert_geq(fd, 0);
+    ap.account_id = account_a;
+    ap.paused = paused;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_ACCOUNT_PAUSE;
+    e.account_pause = &ap;
+    wire_call_ok(fd, &e, "account pause");
+    close(fd);
+}
+
+/* One batch of 1500 points of dev1 with `key`: the body case of the
+ * answer, and its error code when it is an Error. */
+static int write_1500(const char *key, uint64_t producer, uint64_t seq,
+                      Tide__V1__ErrorCode *code)
+{
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__WriteBatch wb = TIDE__V1__WRITE_BATCH__INIT;
+    Tide__V1__PointGroup g = TIDE__V1__POINT_GROUP__INIT, *gp = &g;
+    Tide__V1__Column c = TIDE__V1__COLUMN__INIT, *cp = &c;
+    int64_t deltas[1500];
+    double vals[1500];
+    int fd = wire_session(srv.port, key), body;
+
+    cr_assert_geq(fd, 0);
+    for (int i = 0; i < 1500; i++) {
+        deltas[i] = i ? 1 : T0 + (int64_t)(7 + seq) * 1000000000LL;
+        vals[i] = i;
+    }
+    c.field = "k";
+    c.type = TIDE__V1__VALUE_TYPE__VALUE_TYPE_F64;
+    c.f64 = vals;
+    c.n_f64 = 1500;
+    g.device = "dev1";
+    g.ts_delta_ns = deltas;
+    g.n_ts_delta_ns = 1500;
+    g.columns = &cp;
+    g.n_columns = 1;
+    wb.producer_id = producer;
+    wb.sequence = seq;
+    wb.groups = &gp;
+    wb.n_groups = 1;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_WRITE_BATCH;
+    e.write_batch = &wb;
+    r = wire_next(fd, &e);
+    cr_assert_not_null(r, "no answer");
+    body = r->body_case;
+    *code = body == TIDE__V1__ENVELOPE__BODY_ERROR ? r->error->code : 0;
+    tide_frame_free(r, NULL);
+    close(fd);
+    return body;
+}
+
+/* The key's points/s were charged before the principal and account
+ * checks: a batch refused PAUSED (or PERMISSION_DENIED, RATE_LIMITED by
+ * the plan, QUOTA_EXCEEDED) spent the key's allowance, and the key's first
+ * batch after the resume was RATE_LIMITED. Only a batch that passes them
+ * is charged now. */
+Test(query_slow, refused_batches_do_not_spend_the_key_allowance)
+{
+    Tide__V1__ErrorCode code;
+
+    limit_account_a("k1000r", 1000, 0, 0);
+    pause_account_a(1);
+    cr_assert_eq(write_1500(big_device_key, 12, 1, &code),
+                 TIDE__V1__ENVELOPE__BODY_ERROR);
+    cr_assert_eq(code, TIDE__V1__ERROR_CODE__ERROR_CODE_PAUSED);
+    pause_account_a(0);
+    cr_assert_eq(write_1500(big_device_key, 12, 2, &code),
+                 TIDE__V1__ENVELOPE__BODY_WRITE_ACK,
+                 "the paused batch spent nothing: code %d", code);
+    /* The accepted one overdraws the bucket: the next waits. */
+    cr_assert_eq(write_1500(big_device_key, 12, 3, &code),
+                 TIDE__V1__ENVELOPE__BODY_ERROR);
+    cr_assert_eq(code, TIDE__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED);
+}
+
 /* A clean stop with queries parked, waiting on the job queue and timed
  * out: every one is freed (ASan's leak check runs at tided's exit), and
  * tided exits 0. */

@@ -671,3 +671,129 @@ Test(write, nul_bytes_are_refused_never_truncated)
     close(wfd);
     close(ofd);
 }
+
+/* ---- Tags of a large batch ----------------------------------------------- */
+
+/* Tags upserted by every group of a 100,000-group batch used to be queued
+ * with a linear search of the queue per group (quadratic: seconds) and
+ * stored in one sidecar transaction, all on the loop. A bystander's Ping
+ * during that batch must not wait for all of it. */
+Test(write, bulk_tags_do_not_stall_other_connections)
+{
+    int ofd = wire_session(srv.port, srv.admin_key), wfd, bfd;
+    Tide__V1__Envelope *e, *r;
+    Tide__V1__Tag tag = TIDE__V1__TAG__INIT, *tp = &tag;
+    int64_t worst = 0, t0, acked_us;
+    int pings = 0;
+    struct pollfd pfd;
+
+    wire_make_account(ofd, "tags@example.com");
+    wfd = wire_owner_session(srv.port, "tags@example.com");
+    bfd = wire_session(srv.port, srv.admin_key);
+    cr_assert_geq(bfd, 0);
+    /* The devices first, without tags (seconds under ASan: wire_recv()
+     * waits 10 s at most). */
+    cr_assert_eq(wire_send(wfd, bulk_batch("tag-", BULK_DEVICES, 6000)), 0);
+    pfd = (struct pollfd){.fd = wfd, .events = POLLIN};
+    cr_assert_eq(poll(&pfd, 1, 60000), 1, "no ack of the devices in 60 s");
+    r = wire_recv(wfd);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK, "%s",
+              wire_why(r));
+    tide_frame_free(r, NULL);
+    e = bulk_batch("tag-", BULK_DEVICES, 6001);
+    tag.key = "site";
+    tag.value = "north";
+    for (size_t i = 0; i < BULK_DEVICES; i++) {
+        e->write_batch->groups[i]->tags = &tp;
+        e->write_batch->groups[i]->n_tags = 1;
+    }
+    ping_us(bfd);
+    t0 = mono_us();
+    cr_assert_eq(wire_send(wfd, e), 0);
+    pfd = (struct pollfd){.fd = wfd, .events = POLLIN};
+    while (poll(&pfd, 1, 0) == 0) {
+        int64_t us = ping_us(bfd);
+
+        worst = us > worst ? us : worst;
+        pings++;
+        cr_assert_lt(mono_us() - t0, 60 * 1000000ll,
+                     "the tags batch is not acked after 60 s");
+        usleep(10000);
+    }
+    r = wire_recv(wfd);
+    acked_us = mono_us() - t0;
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK, "%s",
+              wire_why(r));
+    cr_assert_eq(r->write_ack->accepted_points, BULK_DEVICES);
+    tide_frame_free(r, NULL);
+    cr_log_info("%d tagged groups acked in %lld ms; %d bystander pings, "
+                "worst %lld ms",
+                BULK_DEVICES, (long long)acked_us / 1000, pings,
+                (long long)worst / 1000);
+    cr_assert_lt(worst * 2, acked_us,
+                 "a bystander's Ping took %lld ms of the %lld ms to the ack",
+                 (long long)worst / 1000, (long long)acked_us / 1000);
+    /* Stored in the sidecar. */
+    {
+        char got[64];
+
+        device_tags(wfd, "tag-000000", got, sizeof(got));
+        cr_assert_str_eq(got, "site=north");
+        device_tags(wfd, "tag-099999", got, sizeof(got));
+        cr_assert_str_eq(got, "site=north");
+    }
+    close(bfd);
+    close(wfd);
+    close(ofd);
+}
+
+/* New devices whose first batch tags them: registered and tagged by the
+ * worker, the tags in the cache when the batch is applied; the tags of a
+ * device named twice in the batch are upserted in group order. */
+Test(write, tags_of_new_devices_are_stored_off_the_loop)
+{
+    int ofd = wire_session(srv.port, srv.admin_key), wfd;
+    Tide__V1__Envelope *e, *r;
+    Tide__V1__Tag t1 = TIDE__V1__TAG__INIT, t2 = TIDE__V1__TAG__INIT;
+    Tide__V1__Tag t3 = TIDE__V1__TAG__INIT;
+    Tide__V1__Tag *tp1 = &t1, *tp2 = &t2, *tp3 = &t3;
+    const char *const east[] = {"zone=east", NULL};
+    const char *const west[] = {"zone=west", NULL};
+    const char *const rack9[] = {"zone=west", "rack=9", NULL};
+    char got[64];
+    int64_t later = T0 + 1;
+
+    wire_make_account(ofd, "newtags@example.com");
+    wfd = wire_owner_session(srv.port, "newtags@example.com");
+    e = bulk_batch("nt-", 3, 7000);
+    t1.key = t2.key = "zone";
+    t1.value = "east";
+    t2.value = "west";
+    t3.key = "rack";
+    t3.value = "9";
+    e->write_batch->groups[0]->tags = &tp1;
+    e->write_batch->groups[0]->n_tags = 1;
+    e->write_batch->groups[1]->tags = &tp2;
+    e->write_batch->groups[1]->n_tags = 1;
+    e->write_batch->groups[2]->device = e->write_batch->groups[1]->device;
+    e->write_batch->groups[2]->tags = &tp3;
+    e->write_batch->groups[2]->n_tags = 1;
+    e->write_batch->groups[2]->ts_delta_ns = &later;
+    cr_assert_eq(wire_send(wfd, e), 0);
+    r = wire_recv(wfd);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK, "%s",
+              wire_why(r));
+    tide_frame_free(r, NULL);
+    device_tags(wfd, "nt-000000", got, sizeof(got));
+    cr_assert_str_eq(got, "zone=east");
+    device_tags(wfd, "nt-000001", got, sizeof(got));
+    cr_assert_str_eq(got, "zone=west,rack=9",
+                     "the second group's tags are upserted onto the first's");
+    /* The queries match on the cache: v at T0 of nt-000000, at T0 and
+     * T0 + 1 of nt-000001. */
+    cr_assert_eq(query_tagged(wfd, east), 1);
+    cr_assert_eq(query_tagged(wfd, west), 2);
+    cr_assert_eq(query_tagged(wfd, rack9), 2);
+    close(wfd);
+    close(ofd);
+}
