@@ -70,15 +70,13 @@ static int refused(const Tide__V1__Envelope *r, int any_code)
     return 1;
 }
 
-/* The raw frames of a query of `device` over [T0, T0 + 1), concatenated
- * (malloc'd, *n their length); asserts that it ends with QueryEnd. */
-static uint8_t *query_raw(int fd, const char *device, size_t *n)
+/* Send a query of `device` over [T0, T0 + 1) on `fd`. */
+static void send_query_t0(int fd, const char *device)
 {
     Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT;
     Tide__V1__Query q = TIDE__V1__QUERY__INIT;
     Tide__V1__DeviceSelector sel = TIDE__V1__DEVICE_SELECTOR__INIT;
     char *name = (char *)device;
-    uint8_t *all = NULL;
 
     sel.names = &name;
     sel.n_names = 1;
@@ -89,6 +87,15 @@ static uint8_t *query_raw(int fd, const char *device, size_t *n)
     e.body_case = TIDE__V1__ENVELOPE__BODY_QUERY;
     e.query = &q;
     cr_assert_eq(wire_send(fd, &e), 0);
+}
+
+/* The raw frames of a query of `device` over [T0, T0 + 1), concatenated
+ * (malloc'd, *n their length); asserts that it ends with QueryEnd. */
+static uint8_t *query_raw(int fd, const char *device, size_t *n)
+{
+    uint8_t *all = NULL;
+
+    send_query_t0(fd, device);
     *n = 0;
     for (;;) {
         size_t len;
@@ -116,21 +123,10 @@ static uint8_t *query_raw(int fd, const char *device, size_t *n)
 /* Points of `device` at T0 (any field). */
 static size_t points_at_t0(int fd, const char *device)
 {
-    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
-    Tide__V1__Query q = TIDE__V1__QUERY__INIT;
-    Tide__V1__DeviceSelector sel = TIDE__V1__DEVICE_SELECTOR__INIT;
-    char *name = (char *)device;
+    Tide__V1__Envelope *r;
     size_t n = 0;
 
-    sel.names = &name;
-    sel.n_names = 1;
-    q.devices = &sel;
-    q.from_ns = T0;
-    q.to_ns = T0 + 1;
-    e.request_id = next_rid++;
-    e.body_case = TIDE__V1__ENVELOPE__BODY_QUERY;
-    e.query = &q;
-    cr_assert_eq(wire_send(fd, &e), 0);
+    send_query_t0(fd, device);
     while ((r = wire_recv(fd)) &&
            r->body_case == TIDE__V1__ENVELOPE__BODY_QUERY_CHUNK) {
         for (size_t s = 0; s < r->query_chunk->n_series; s++)

@@ -236,18 +236,10 @@ Test(admin, clients_follow_device_and_key_pages)
     register_devices(fd, account, DEVICES, 0);
     /* Five analyst keys. */
     for (int i = 0; i < 5; i++) {
-        Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
-        Tide__V1__KeyCreate kc = TIDE__V1__KEY_CREATE__INIT;
+        char key[128];
 
-        kc.name = "analyst";
-        kc.role = TIDE__V1__ROLE__ROLE_ANALYST;
-        kc.account_id = account;
-        e.body_case = TIDE__V1__ENVELOPE__BODY_KEY_CREATE;
-        e.key_create = &kc;
-        r = wire_next(fd, &e);
-        cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_KEY_CREATE_OK,
-                  "key create: %s", wire_why(r));
-        tide_frame_free(r, NULL);
+        wire_key_create(fd, account, "analyst", TIDE__V1__ROLE__ROLE_ANALYST,
+                        NULL, key, sizeof(key));
     }
     close(fd);
 

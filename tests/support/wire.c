@@ -177,22 +177,28 @@ void wire_login(int fd, const char *email, char *token, size_t cap)
     tide_frame_free(r, NULL);
 }
 
-void wire_owner_login(int fd, const char *email)
+void wire_auth_token(int fd, const char *token)
 {
     Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
     Tide__V1__Auth a = TIDE__V1__AUTH__INIT;
+
+    a.credential_case = TIDE__V1__AUTH__CREDENTIAL_SESSION_TOKEN;
+    a.session_token = (char *)token;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_AUTH;
+    e.auth = &a;
+    r = wire_next(fd, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_AUTH_OK,
+              "session auth: %s", wire_why(r));
+    tide_frame_free(r, NULL);
+}
+
+void wire_owner_login(int fd, const char *email)
+{
     char token[256];
 
     wire_hello(fd);
     wire_login(fd, email, token, sizeof(token));
-    a.credential_case = TIDE__V1__AUTH__CREDENTIAL_SESSION_TOKEN;
-    a.session_token = token;
-    e.body_case = TIDE__V1__ENVELOPE__BODY_AUTH;
-    e.auth = &a;
-    r = wire_next(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_AUTH_OK, "auth: %s",
-              wire_why(r));
-    tide_frame_free(r, NULL);
+    wire_auth_token(fd, token);
 }
 
 int wire_owner_session(int port, const char *email)

@@ -72,6 +72,9 @@ int wire_hello_connect(int port);
  * (after Hello), asserting LoginOk; the session token into token[cap]. */
 void wire_login(int fd, const char *email, char *token, size_t cap);
 
+/* Auth with the session `token` on `fd` (after Hello), asserting AuthOk. */
+void wire_auth_token(int fd, const char *token);
+
 /* Hello, Login with the password and Auth with the session token on
  * `fd`: it becomes a connection of the account owner `email`. */
 void wire_owner_login(int fd, const char *email);
