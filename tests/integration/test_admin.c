@@ -1093,22 +1093,14 @@ Test(admin_hardening, the_bootstrap_key_can_be_rotated)
 {
     int op = wire_session(srv.port, srv.admin_key), fd;
     Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
-    Tide__V1__KeyCreate kc = TIDE__V1__KEY_CREATE__INIT;
     Tide__V1__KeyRevoke kr = TIDE__V1__KEY_REVOKE__INIT;
     char fresh[128];
     uint64_t old_id;
 
     cr_assert_geq(op, 0);
     /* A second operator key, then the bootstrap one revoked. */
-    kc.name = "ops-2026";
-    kc.role = TIDE__V1__ROLE__ROLE_OPERATOR;
-    e.body_case = TIDE__V1__ENVELOPE__BODY_KEY_CREATE;
-    e.key_create = &kc;
-    r = wire_next(op, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_KEY_CREATE_OK,
-              "operator key create: %s", wire_why(r));
-    snprintf(fresh, sizeof(fresh), "%s", r->key_create_ok->secret);
-    tide_frame_free(r, NULL);
+    wire_key_create(op, 0, "ops-2026", TIDE__V1__ROLE__ROLE_OPERATOR, NULL,
+                    fresh, sizeof(fresh));
     close(op);
     op = wire_session(srv.port, fresh);
     cr_assert_geq(op, 0, "the new operator key authenticates");

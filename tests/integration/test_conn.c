@@ -485,8 +485,7 @@ Test(conn, a_write_the_credential_may_not_send_is_not_decoded)
 {
     size_t len;
     uint8_t *frame = empty_groups_frame(16 * MIB, &len);
-    Tide__V1__Envelope p = TIDE__V1__ENVELOPE__INIT, *r;
-    Tide__V1__Ping pb = TIDE__V1__PING__INIT;
+    Tide__V1__Envelope *r;
     int fd = wire_session(srv.port, srv.admin_key);
     long now;
 
@@ -501,12 +500,7 @@ Test(conn, a_write_the_credential_may_not_send_is_not_decoded)
                       TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED,
               "expected PERMISSION_DENIED: %s", wire_why(r));
     tide_frame_free(r, NULL);
-    p.body_case = TIDE__V1__ENVELOPE__BODY_PING;
-    p.ping = &pb;
-    r = wire_next(fd, &p);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_PONG,
-              "the connection stays open: %s", wire_why(r));
-    tide_frame_free(r, NULL);
+    (void)wire_ping_us(fd); /* the connection stays open: Pong asserted */
     close(fd);
 }
 
