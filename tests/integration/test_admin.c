@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -117,26 +116,6 @@ static int device_walk(int fd, uint64_t account, Tide__V1__DeviceSelector *sel,
         cr_assert_lt(++*pages, 1000, "the pages never end");
     } while (token);
     return total;
-}
-
-/* Run the tide CLI with TIDE_KEY=key; returns its exit status and its
- * standard output in out (cap bytes). */
-static int cli(const char *key, const char *args, char *out, size_t cap)
-{
-    char cmd[4096];
-    const char *bin = getenv("TIDE_BIN");
-    FILE *p;
-    size_t n;
-    int status;
-
-    snprintf(cmd, sizeof(cmd), "TIDE_KEY='%s' %s --port %d %s", key,
-             bin && *bin ? bin : "build/release/tide", srv.port, args);
-    p = popen(cmd, "r");
-    cr_assert_not_null(p);
-    n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 static int count_lines(const char *s, const char *prefix)
@@ -275,18 +254,21 @@ Test(admin, clients_follow_device_and_key_pages)
     /* The CLI. */
     snprintf(args_s, sizeof(args_s), "--output csv device list account_id=%llu",
              (unsigned long long)account);
-    cr_assert_eq(cli(srv.admin_key, args_s, out, sizeof(out)), 0, "%s", out);
+    cr_assert_eq(fixture_cli(srv.admin_key, args_s, NULL, out, sizeof(out)), 0,
+                 "%s", out);
     cr_assert_eq(count_lines(out, "d"), DEVICES, "CLI listed %d devices",
                  count_lines(out, "d"));
     snprintf(args_s, sizeof(args_s),
              "--output csv device list d0003 d0042 account_id=%llu",
              (unsigned long long)account);
-    cr_assert_eq(cli(srv.admin_key, args_s, out, sizeof(out)), 0, "%s", out);
+    cr_assert_eq(fixture_cli(srv.admin_key, args_s, NULL, out, sizeof(out)), 0,
+                 "%s", out);
     cr_assert_eq(count_lines(out, "d"), 2, "%s", out);
     snprintf(args_s, sizeof(args_s),
              "--output csv key list limit=2 account_id=%llu",
              (unsigned long long)account);
-    cr_assert_eq(cli(srv.admin_key, args_s, out, sizeof(out)), 0, "%s", out);
+    cr_assert_eq(fixture_cli(srv.admin_key, args_s, NULL, out, sizeof(out)), 0,
+                 "%s", out);
     cr_assert_eq(count_substr(out, ",analyst,"), 5, "%s", out);
 }
 

@@ -74,6 +74,26 @@ static void recv_expect(int fd, int n, const uint64_t *rid,
     }
 }
 
+/* Read the answers to requests under one id `rid`: one of body `want`
+ * (`what`, for the messages) and `refused` Errors INVALID_ARGUMENT, the
+ * requests that reused the id while it was in flight. */
+static void expect_reused_id(int fd, uint64_t rid,
+                             Tide__V1__Envelope__BodyCase want,
+                             const char *what, int refused)
+{
+    const uint64_t rids[2] = {rid, rid};
+    const Tide__V1__Envelope__BodyCase wants[2] = {
+        want, TIDE__V1__ENVELOPE__BODY_ERROR};
+    const Tide__V1__ErrorCode code[2] = {
+        0, TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT};
+    int count[2] = {0, 0};
+
+    recv_expect(fd, 1 + refused, rids, wants, code, count, 2);
+    cr_assert_eq(count[0], 1, "%d %s, expected 1", count[0], what);
+    cr_assert_eq(count[1], refused, "%d INVALID_ARGUMENT, expected %d",
+                 count[1], refused);
+}
+
 Test(conn, duplicate_request_ids_in_flight_are_refused)
 {
     static uint8_t buf[1 << 16];
@@ -106,18 +126,7 @@ Test(conn, duplicate_request_ids_in_flight_are_refused)
     frame_append(buf, &len, sizeof(buf), &p);
     frame_append(buf, &len, sizeof(buf), &q);
     cr_assert_eq(wire_send_raw(fd, buf, len), 0);
-    {
-        const uint64_t rid[2] = {7, 7};
-        const Tide__V1__Envelope__BodyCase want[2] = {
-            TIDE__V1__ENVELOPE__BODY_QUERY_END, TIDE__V1__ENVELOPE__BODY_ERROR};
-        const Tide__V1__ErrorCode code[2] = {
-            0, TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT};
-        int count[2] = {0, 0};
-
-        recv_expect(fd, 3, rid, want, code, count, 2);
-        cr_assert_eq(count[0], 1, "%d QueryEnd, expected 1", count[0]);
-        cr_assert_eq(count[1], 2, "%d INVALID_ARGUMENT, expected 2", count[1]);
-    }
+    expect_reused_id(fd, 7, TIDE__V1__ENVELOPE__BODY_QUERY_END, "QueryEnd", 2);
     r = wire_call(fd, &p);
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_PONG &&
                   r->request_id == 7,
@@ -138,18 +147,7 @@ Test(conn, duplicate_request_ids_in_flight_are_refused)
     ts[0] += 1000;
     frame_append(buf, &len, sizeof(buf), w);
     cr_assert_eq(wire_send_raw(fd, buf, len), 0);
-    {
-        const uint64_t rid[2] = {9, 9};
-        const Tide__V1__Envelope__BodyCase want[2] = {
-            TIDE__V1__ENVELOPE__BODY_WRITE_ACK, TIDE__V1__ENVELOPE__BODY_ERROR};
-        const Tide__V1__ErrorCode code[2] = {
-            0, TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT};
-        int count[2] = {0, 0};
-
-        recv_expect(fd, 2, rid, want, code, count, 2);
-        cr_assert_eq(count[0], 1, "%d WriteAck, expected 1", count[0]);
-        cr_assert_eq(count[1], 1, "%d INVALID_ARGUMENT, expected 1", count[1]);
-    }
+    expect_reused_id(fd, 9, TIDE__V1__ENVELOPE__BODY_WRITE_ACK, "WriteAck", 1);
     /* Acknowledged: the id may be used again. */
     r = wire_call(fd, w);
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK &&

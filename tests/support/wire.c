@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -260,6 +261,34 @@ int64_t wire_ping_us(int fd)
               "Ping got no Pong within 10 s: %s", wire_why(r));
     tide_frame_free(r, NULL);
     return proc_now_us() - t0;
+}
+
+int fixture_cli(const char *key, const char *args, const char *input, char *out,
+                size_t cap)
+{
+    char cmd[4096], path[1100];
+    const char *bin = getenv("TIDE_BIN");
+    FILE *p;
+    size_t n;
+    int status;
+
+    snprintf(path, sizeof(path), "%s/cli-input", dir);
+    if (input) {
+        FILE *f = fopen(path, "w");
+
+        cr_assert_not_null(f);
+        fputs(input, f);
+        fclose(f);
+    }
+    snprintf(cmd, sizeof(cmd), "TIDE_KEY='%s' %s --port %d %s %s%s", key,
+             bin && *bin ? bin : "build/release/tide", srv.port, args,
+             input ? "< " : "", input ? path : "");
+    p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 long wire_proc_kb(pid_t pid, const char *field)

@@ -104,6 +104,14 @@ uint8_t *wire_encode(const Tide__V1__Envelope *env, size_t *n);
  * the Pong. */
 int64_t wire_ping_us(int fd);
 
+/* Run the tide CLI ($TIDE_BIN, else build/release/tide) against the
+ * fixture's server with TIDE_KEY=key and `args`, its standard input from
+ * `input` when not NULL (written to a file in the fixture's directory).
+ * Returns its exit status (-1 when it did not exit); its standard output
+ * into out[cap]. */
+int fixture_cli(const char *key, const char *args, const char *input, char *out,
+                size_t cap);
+
 /* A "kB" field of /proc/<pid>/status, such as "VmRSS" (resident now) or
  * "VmHWM" (the peak), in KiB; -1 when it cannot be read. The same as
  * proc_status_kib() (proc.h). */
