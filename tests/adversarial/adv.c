@@ -355,35 +355,10 @@ void adv_patch(uint8_t *buf, size_t n, const void *from, const void *to,
 uint8_t *adv_recv_raw(int fd, size_t *n, int timeout_ms)
 {
     struct pollfd p = {fd, POLLIN, 0};
-    uint8_t hdr[4], *buf;
-    size_t got = 0, len;
 
     if (poll(&p, 1, timeout_ms) <= 0)
         return NULL;
-    while (got < 4) {
-        ssize_t r = recv(fd, hdr + got, 4 - got, 0);
-
-        if (r <= 0)
-            return NULL;
-        got += (size_t)r;
-    }
-    len = (size_t)hdr[0] | (size_t)hdr[1] << 8 | (size_t)hdr[2] << 16 |
-          (size_t)hdr[3] << 24;
-    if (len > TIDE_FRAME_MAX_BYTES_LIMIT)
-        return NULL;
-    buf = malloc(len + 1);
-    cr_assert_not_null(buf);
-    for (got = 0; got < len;) {
-        ssize_t r = recv(fd, buf + got, len - got, 0);
-
-        if (r <= 0) {
-            free(buf);
-            return NULL;
-        }
-        got += (size_t)r;
-    }
-    *n = len;
-    return buf;
+    return wire_recv_frame(fd, TIDE_FRAME_MAX_BYTES_LIMIT, n);
 }
 
 int adv_closed_within(int fd, int timeout_ms, int *got_error)
