@@ -427,37 +427,46 @@ static void resume_done(void *ctx, int rc)
     pthread_mutex_unlock(&db->fl_mu);
 }
 
-void tide__db_resume(struct tide_db *db)
+/* Queue one request of `kind` to every shard under one ticket, whose
+ * cb(ctx, rc) runs once all of them are done. -ENOMEM, with nothing
+ * queued, when the requests cannot be allocated. */
+static int to_every_shard(struct tide_db *db, enum req_kind kind,
+                          tide_append_cb cb, void *ctx)
 {
     struct ticket *t = tide_calloc(1, sizeof(*t));
     struct req *reqs[TIDE_SHARDS_MAX];
 
-    if (t)
-        for (unsigned i = 0; i < db->n_shards; i++) {
-            reqs[i] = tide_calloc(1, sizeof(struct req));
-            if (!reqs[i]) {
-                while (i-- > 0)
-                    tide_free(reqs[i]);
-                tide_free(t);
-                t = NULL;
-                break;
-            }
-            reqs[i]->kind = REQ_RESUME;
-            reqs[i]->ticket = t;
+    if (!t)
+        return -ENOMEM;
+    for (unsigned i = 0; i < db->n_shards; i++) {
+        reqs[i] = tide_calloc(1, sizeof(struct req));
+        if (!reqs[i]) {
+            while (i-- > 0)
+                tide_free(reqs[i]);
+            tide_free(t);
+            return -ENOMEM;
         }
-    if (!t) {
-        resume_done(db, -ENOMEM);
-        return;
+        reqs[i]->kind = kind;
+        reqs[i]->ticket = t;
     }
-    pthread_mutex_lock(&db->dec_mu);
-    db->abort_gen_resume = db->abort_gen;
-    pthread_mutex_unlock(&db->dec_mu);
     t->parts = db->n_shards;
-    t->cb = resume_done;
-    t->ctx = db;
+    t->cb = cb;
+    t->ctx = ctx;
     atomic_store(&t->pending, db->n_shards);
     for (unsigned i = 0; i < db->n_shards; i++)
         tide__inbox_push(&db->shards[i].in, reqs[i]);
+    return 0;
+}
+
+void tide__db_resume(struct tide_db *db)
+{
+    /* Before the requests are queued: resume_done() compares it with the
+     * abort generation once they are done. */
+    pthread_mutex_lock(&db->dec_mu);
+    db->abort_gen_resume = db->abort_gen;
+    pthread_mutex_unlock(&db->dec_mu);
+    if (to_every_shard(db, REQ_RESUME, resume_done, db))
+        resume_done(db, -ENOMEM);
 }
 
 static int make_dir(const char *path)
@@ -644,29 +653,9 @@ fail:
 static int flush_all(struct tide_db *db)
 {
     struct waiter w = WAITER_INIT;
-    struct ticket *t = tide_calloc(1, sizeof(*t));
-    struct req *reqs[TIDE_SHARDS_MAX];
+    int rc = to_every_shard(db, REQ_FLUSH, waiter_cb, &w);
 
-    if (!t)
-        return -ENOMEM;
-    for (unsigned i = 0; i < db->n_shards; i++) {
-        reqs[i] = tide_calloc(1, sizeof(struct req));
-        if (!reqs[i]) {
-            while (i-- > 0)
-                tide_free(reqs[i]);
-            tide_free(t);
-            return -ENOMEM;
-        }
-        reqs[i]->kind = REQ_FLUSH;
-        reqs[i]->ticket = t;
-    }
-    t->parts = db->n_shards;
-    t->cb = waiter_cb;
-    t->ctx = &w;
-    atomic_store(&t->pending, db->n_shards);
-    for (unsigned i = 0; i < db->n_shards; i++)
-        tide__inbox_push(&db->shards[i].in, reqs[i]);
-    return waiter_wait(&w);
+    return rc ? rc : waiter_wait(&w);
 }
 
 int tide_db_flush(tide_db *db)

@@ -4,7 +4,6 @@
 
 #include <criterion/criterion.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -12,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "frame.h"
@@ -36,63 +34,27 @@ double adv_scale(void)
     return ADV_SCALE;
 }
 
-double adv_now_ms(void)
-{
-    struct timespec t;
-
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
-}
-
-/* A "Name:   N kB" line of /proc/<tided>/status. */
-static long status_kib(const char *name)
-{
-    char path[64], line[256];
-    size_t len = strlen(name);
-    long v = -1;
-    FILE *f;
-
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)srv.pid);
-    f = fopen(path, "r");
-    if (!f)
-        return -1;
-    while (fgets(line, sizeof(line), f))
-        if (!strncmp(line, name, len) && line[len] == ':') {
-            v = atol(line + len + 1);
-            break;
-        }
-    fclose(f);
-    return v;
-}
-
 long adv_rss_kib(void)
 {
-    return status_kib("VmRSS");
+    return proc_status_kib(srv.pid, "VmRSS");
 }
 
 long adv_peak_kib(void)
 {
-    return status_kib("VmHWM");
+    return proc_status_kib(srv.pid, "VmHWM");
 }
 
 void adv_peak_reset(void)
 {
-    char path[64];
-    int fd;
-
-    snprintf(path, sizeof(path), "/proc/%d/clear_refs", (int)srv.pid);
-    fd = open(path, O_WRONLY);
-    cr_assert_geq(fd, 0, "open %s: %s", path, strerror(errno));
-    cr_assert_eq(write(fd, "5", 1), 1, "reset VmHWM: %s", strerror(errno));
-    close(fd);
+    proc_peak_reset(srv.pid);
 }
 
 long adv_rss_settle(long kib, double seconds)
 {
-    double end = adv_now_ms() + seconds * 1e3;
+    double end = proc_now_ms() + seconds * 1e3;
     long rss;
 
-    while ((rss = adv_rss_kib()) > kib && adv_now_ms() < end)
+    while ((rss = adv_rss_kib()) > kib && proc_now_ms() < end)
         usleep(50000);
     return rss;
 }
@@ -129,7 +91,7 @@ static int by_wait(double t0, Tide__V1__Envelope **r, double *ms)
 
         if (n > 0) {
             *r = wire_recv(by.fd);
-            *ms = adv_now_ms() - t0;
+            *ms = proc_now_ms() - t0;
             if (!*r) {
                 by.fail = "the bystander's connection failed";
                 return -1;
@@ -137,7 +99,7 @@ static int by_wait(double t0, Tide__V1__Envelope **r, double *ms)
             return 0;
         }
         if (atomic_load(&by.stop)) {
-            *ms = adv_now_ms() - t0;
+            *ms = proc_now_ms() - t0;
             return -1;
         }
     }
@@ -147,7 +109,7 @@ static int by_ping(uint64_t nonce)
 {
     Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
     Tide__V1__Ping p = TIDE__V1__PING__INIT;
-    double t0 = adv_now_ms(), ms;
+    double t0 = proc_now_ms(), ms;
     int rc;
 
     p.nonce = nonce;
@@ -178,10 +140,8 @@ static int by_ping(uint64_t nonce)
 
 static int by_write(uint64_t rid)
 {
-    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
-    Tide__V1__WriteBatch wb = TIDE__V1__WRITE_BATCH__INIT;
-    Tide__V1__PointGroup g = TIDE__V1__POINT_GROUP__INIT, *gp = &g;
-    Tide__V1__Column c = TIDE__V1__COLUMN__INIT, *cp = &c;
+    struct wire_batch b;
+    Tide__V1__Envelope *e, *r;
     int64_t deltas[BY_POINTS];
     double vals[BY_POINTS], t0, ms;
     size_t k = by.n_batches;
@@ -193,22 +153,10 @@ static int by_write(uint64_t rid)
         deltas[i] = i ? 1 : T0 + (int64_t)(k * BY_POINTS);
         vals[i] = (double)(k * BY_POINTS + (size_t)i);
     }
-    c.field = "v";
-    c.type = TIDE__V1__VALUE_TYPE__VALUE_TYPE_F64;
-    c.f64 = vals;
-    c.n_f64 = BY_POINTS;
-    g.device = "bystander";
-    g.ts_delta_ns = deltas;
-    g.n_ts_delta_ns = BY_POINTS;
-    g.columns = &cp;
-    g.n_columns = 1;
-    wb.groups = &gp;
-    wb.n_groups = 1;
-    e.request_id = rid;
-    e.body_case = TIDE__V1__ENVELOPE__BODY_WRITE_BATCH;
-    e.write_batch = &wb;
-    t0 = adv_now_ms();
-    if (wire_send(by.fd, &e)) {
+    e = wire_batch_f64(&b, "bystander", "v", deltas, vals, BY_POINTS);
+    e->request_id = rid;
+    t0 = proc_now_ms();
+    if (wire_send(by.fd, e)) {
         by.fail = "the bystander could not send";
         return -1;
     }
@@ -231,7 +179,7 @@ static void *by_main(void *arg)
 
     (void)arg;
     for (unsigned i = 1; !atomic_load(&by.stop); i++) {
-        double next = adv_now_ms() + 10;
+        double next = proc_now_ms() + 10;
 
         if (atomic_exchange(&by.restart, 0))
             atomic_store(&by.n_ping, 0);
@@ -240,7 +188,7 @@ static void *by_main(void *arg)
             break;
         if (i % BY_PINGS_PER_WRITE == 0 && by_write(rid++))
             break;
-        while (!atomic_load(&by.stop) && adv_now_ms() < next)
+        while (!atomic_load(&by.stop) && proc_now_ms() < next)
             usleep(1000);
     }
     return NULL;
@@ -280,10 +228,10 @@ void adv_begin(struct adv_state *st, const char *const *settings)
 
 void adv_attack_start(void)
 {
-    double end = adv_now_ms() + 5000 * adv_scale();
+    double end = proc_now_ms() + 5000 * adv_scale();
 
     atomic_store(&by.restart, 1);
-    while (atomic_load(&by.restart) && !by.fail && adv_now_ms() < end)
+    while (atomic_load(&by.restart) && !by.fail && proc_now_ms() < end)
         usleep(1000);
 }
 
@@ -291,9 +239,9 @@ void adv_wait_pings(size_t n)
 {
     /* Twice the time n pings take, so that a stalled server fails the
      * test's bounds rather than its timeout. */
-    double end = adv_now_ms() + 1000 + 20.0 * (double)n * adv_scale();
+    double end = proc_now_ms() + 1000 + 20.0 * (double)n * adv_scale();
 
-    while (atomic_load(&by.n_ping) < n && !by.fail && adv_now_ms() < end)
+    while (atomic_load(&by.n_ping) < n && !by.fail && proc_now_ms() < end)
         usleep(10000);
 }
 
@@ -395,17 +343,6 @@ void adv_finish(const char *name, double ping_p99_ms, double write_max_ms)
 
 /* ---- Raw frames ---------------------------------------------------------- */
 
-uint8_t *adv_encode(const Tide__V1__Envelope *env, size_t *n)
-{
-    uint8_t *buf;
-
-    *n = tide_frame_size(env);
-    buf = malloc(*n);
-    cr_assert_not_null(buf);
-    cr_assert_eq(tide_frame_encode(env, buf, *n), (int64_t)*n);
-    return buf;
-}
-
 void adv_patch(uint8_t *buf, size_t n, const void *from, const void *to,
                size_t len)
 {
@@ -418,47 +355,22 @@ void adv_patch(uint8_t *buf, size_t n, const void *from, const void *to,
 uint8_t *adv_recv_raw(int fd, size_t *n, int timeout_ms)
 {
     struct pollfd p = {fd, POLLIN, 0};
-    uint8_t hdr[4], *buf;
-    size_t got = 0, len;
 
     if (poll(&p, 1, timeout_ms) <= 0)
         return NULL;
-    while (got < 4) {
-        ssize_t r = recv(fd, hdr + got, 4 - got, 0);
-
-        if (r <= 0)
-            return NULL;
-        got += (size_t)r;
-    }
-    len = (size_t)hdr[0] | (size_t)hdr[1] << 8 | (size_t)hdr[2] << 16 |
-          (size_t)hdr[3] << 24;
-    if (len > TIDE_FRAME_MAX_BYTES_LIMIT)
-        return NULL;
-    buf = malloc(len + 1);
-    cr_assert_not_null(buf);
-    for (got = 0; got < len;) {
-        ssize_t r = recv(fd, buf + got, len - got, 0);
-
-        if (r <= 0) {
-            free(buf);
-            return NULL;
-        }
-        got += (size_t)r;
-    }
-    *n = len;
-    return buf;
+    return wire_recv_frame(fd, TIDE_FRAME_MAX_BYTES_LIMIT, n);
 }
 
 int adv_closed_within(int fd, int timeout_ms, int *got_error)
 {
-    double end = adv_now_ms() + timeout_ms;
+    double end = proc_now_ms() + timeout_ms;
     uint8_t b[65536];
 
     if (got_error)
         *got_error = 0;
     for (;;) {
         struct pollfd p = {fd, POLLIN, 0};
-        int left = (int)(end - adv_now_ms());
+        int left = (int)(end - proc_now_ms());
         ssize_t r;
 
         /* With no time left, one look at what is there already. */
@@ -472,23 +384,6 @@ int adv_closed_within(int fd, int timeout_ms, int *got_error)
         if (r > 0 && got_error && memchr(b, 0x32, (size_t)r))
             *got_error = 1;
     }
-}
-
-int adv_hello(int port)
-{
-    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
-    Tide__V1__Hello h = TIDE__V1__HELLO__INIT;
-    int fd = wire_connect(port);
-
-    cr_assert_geq(fd, 0, "connect");
-    h.protocol_version = 1;
-    e.request_id = 1;
-    e.body_case = TIDE__V1__ENVELOPE__BODY_HELLO;
-    e.hello = &h;
-    r = wire_call(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_HELLO_OK, "hello");
-    tide_frame_free(r, NULL);
-    return fd;
 }
 
 int adv_tenant(struct adv_state *st, const char *email, uint64_t *account)
@@ -506,30 +401,15 @@ void adv_write_series(int fd, const char *device, const char *field,
 
     cr_assert(deltas && vals);
     for (size_t done = 0; done < n;) {
-        Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
-        Tide__V1__WriteBatch wb = TIDE__V1__WRITE_BATCH__INIT;
-        Tide__V1__PointGroup g = TIDE__V1__POINT_GROUP__INIT, *gp = &g;
-        Tide__V1__Column c = TIDE__V1__COLUMN__INIT, *cp = &c;
+        struct wire_batch b;
+        Tide__V1__Envelope *r;
         size_t k = n - done < per ? n - done : per;
 
         for (size_t i = 0; i < k; i++) {
             deltas[i] = i ? 1 : T0 + start + (int64_t)done;
             vals[i] = (double)(done + i);
         }
-        c.field = (char *)field;
-        c.type = TIDE__V1__VALUE_TYPE__VALUE_TYPE_F64;
-        c.f64 = vals;
-        c.n_f64 = k;
-        g.device = (char *)device;
-        g.ts_delta_ns = deltas;
-        g.n_ts_delta_ns = k;
-        g.columns = &cp;
-        g.n_columns = 1;
-        wb.groups = &gp;
-        wb.n_groups = 1;
-        e.body_case = TIDE__V1__ENVELOPE__BODY_WRITE_BATCH;
-        e.write_batch = &wb;
-        r = wire_next(fd, &e);
+        r = wire_next(fd, wire_batch_f64(&b, device, field, deltas, vals, k));
         cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK &&
                       r->write_ack->accepted_points == k,
                   "writing %s/%s: %s", device, field, wire_why(r));

@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "proc.h"
 #include "tided.h"
 #include "wire.h"
 
@@ -36,9 +37,6 @@
 
 /* The slowdown factor of this build for time bounds. */
 double adv_scale(void);
-
-/* Milliseconds of a monotonic clock. */
-double adv_now_ms(void);
 
 /* tided's resident set (VmRSS) and peak resident set since the last
  * adv_peak_reset() (VmHWM), in KiB; -1 when unreadable. */
@@ -85,10 +83,6 @@ void adv_wait_pings(size_t n);
 
 /* ---- Raw frames ---------------------------------------------------------- */
 
-/* Encode `env` into a malloc'd frame (length prefix included); *n gets its
- * size. */
-uint8_t *adv_encode(const Tide__V1__Envelope *env, size_t *n);
-
 /* Replace the first occurrence of `from` in buf[n] by `to` (the same
  * length `len`): lets a test put bytes protobuf-c would not emit (a NUL in
  * a string) into an encoded frame. Asserts that `from` occurs. */
@@ -103,9 +97,6 @@ uint8_t *adv_recv_raw(int fd, size_t *n, int timeout_ms);
  * arrive first are skipped; *got_error is set when one was an Error (may
  * be NULL). */
 int adv_closed_within(int fd, int timeout_ms, int *got_error);
-
-/* A Hello on a fresh connection; the fd (asserted). */
-int adv_hello(int port);
 
 /* As the operator: an account on tier "unlimited" and an owner session
  * of it. */

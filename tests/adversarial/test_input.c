@@ -26,37 +26,24 @@ static Tide__V1__Envelope *write_patched(int fd, const char *device,
                                          const char *from, const char *to,
                                          size_t len)
 {
-    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT;
-    Tide__V1__WriteBatch wb = TIDE__V1__WRITE_BATCH__INIT;
-    Tide__V1__PointGroup g = TIDE__V1__POINT_GROUP__INIT, *gp = &g;
-    Tide__V1__Column c = TIDE__V1__COLUMN__INIT, *cp = &c;
+    struct wire_batch b;
+    Tide__V1__Envelope *e;
     int64_t ts = T0;
     double v = 1;
     char *sv = (char *)str;
     uint8_t *buf;
     size_t n;
 
-    c.field = (char *)field;
+    e = wire_batch_f64(&b, device, field, &ts, &v, 1);
     if (str) {
-        c.type = TIDE__V1__VALUE_TYPE__VALUE_TYPE_STRING;
-        c.str = &sv;
-        c.n_str = 1;
-    } else {
-        c.type = TIDE__V1__VALUE_TYPE__VALUE_TYPE_F64;
-        c.f64 = &v;
-        c.n_f64 = 1;
+        b.c.type = TIDE__V1__VALUE_TYPE__VALUE_TYPE_STRING;
+        b.c.f64 = NULL;
+        b.c.n_f64 = 0;
+        b.c.str = &sv;
+        b.c.n_str = 1;
     }
-    g.device = (char *)device;
-    g.ts_delta_ns = &ts;
-    g.n_ts_delta_ns = 1;
-    g.columns = &cp;
-    g.n_columns = 1;
-    wb.groups = &gp;
-    wb.n_groups = 1;
-    e.request_id = next_rid++;
-    e.body_case = TIDE__V1__ENVELOPE__BODY_WRITE_BATCH;
-    e.write_batch = &wb;
-    buf = adv_encode(&e, &n);
+    e->request_id = next_rid++;
+    buf = wire_encode(e, &n);
     adv_patch(buf, n, from, to, len);
     cr_assert_eq(wire_send_raw(fd, buf, n), 0);
     free(buf);
@@ -83,15 +70,13 @@ static int refused(const Tide__V1__Envelope *r, int any_code)
     return 1;
 }
 
-/* The raw frames of a query of `device` over [T0, T0 + 1), concatenated
- * (malloc'd, *n their length); asserts that it ends with QueryEnd. */
-static uint8_t *query_raw(int fd, const char *device, size_t *n)
+/* Send a query of `device` over [T0, T0 + 1) on `fd`. */
+static void send_query_t0(int fd, const char *device)
 {
     Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT;
     Tide__V1__Query q = TIDE__V1__QUERY__INIT;
     Tide__V1__DeviceSelector sel = TIDE__V1__DEVICE_SELECTOR__INIT;
     char *name = (char *)device;
-    uint8_t *all = NULL;
 
     sel.names = &name;
     sel.n_names = 1;
@@ -102,6 +87,15 @@ static uint8_t *query_raw(int fd, const char *device, size_t *n)
     e.body_case = TIDE__V1__ENVELOPE__BODY_QUERY;
     e.query = &q;
     cr_assert_eq(wire_send(fd, &e), 0);
+}
+
+/* The raw frames of a query of `device` over [T0, T0 + 1), concatenated
+ * (malloc'd, *n their length); asserts that it ends with QueryEnd. */
+static uint8_t *query_raw(int fd, const char *device, size_t *n)
+{
+    uint8_t *all = NULL;
+
+    send_query_t0(fd, device);
     *n = 0;
     for (;;) {
         size_t len;
@@ -129,21 +123,10 @@ static uint8_t *query_raw(int fd, const char *device, size_t *n)
 /* Points of `device` at T0 (any field). */
 static size_t points_at_t0(int fd, const char *device)
 {
-    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
-    Tide__V1__Query q = TIDE__V1__QUERY__INIT;
-    Tide__V1__DeviceSelector sel = TIDE__V1__DEVICE_SELECTOR__INIT;
-    char *name = (char *)device;
+    Tide__V1__Envelope *r;
     size_t n = 0;
 
-    sel.names = &name;
-    sel.n_names = 1;
-    q.devices = &sel;
-    q.from_ns = T0;
-    q.to_ns = T0 + 1;
-    e.request_id = next_rid++;
-    e.body_case = TIDE__V1__ENVELOPE__BODY_QUERY;
-    e.query = &q;
-    cr_assert_eq(wire_send(fd, &e), 0);
+    send_query_t0(fd, device);
     while ((r = wire_recv(fd)) &&
            r->body_case == TIDE__V1__ENVELOPE__BODY_QUERY_CHUNK) {
         for (size_t s = 0; s < r->query_chunk->n_series; s++)
@@ -156,7 +139,13 @@ static size_t points_at_t0(int fd, const char *device)
     return n;
 }
 
-Test(adv_input, nul_in_device_name)
+/* A name with a NUL (`what`, for the messages): the write of one point of
+ * device/field, its `from` patched to `to` (len bytes), is refused with
+ * INVALID_ARGUMENT, and `stored` (the device the name before the NUL
+ * would write to) holds no point at T0. */
+static void nul_in_name(const char *test, const char *what, const char *device,
+                        const char *field, const char *from, const char *to,
+                        size_t len, const char *stored)
 {
     struct adv_state st;
     uint64_t account;
@@ -166,37 +155,26 @@ Test(adv_input, nul_in_device_name)
     adv_begin(&st, NULL);
     fd = adv_tenant(&st, "nul@example.com", &account);
     adv_attack_start();
-    r = write_patched(fd, "dev-a1Xhidden", "temp", NULL, "dev-a1X", "dev-a1\0",
-                      7);
-    cr_expect(refused(r, 0), "device dev-a1\\0hidden was not refused "
-                             "with INVALID_ARGUMENT");
+    r = write_patched(fd, device, field, NULL, from, to, len);
+    cr_expect(refused(r, 0), "%s was not refused with INVALID_ARGUMENT", what);
     tide_frame_free(r, NULL);
-    cr_expect_eq(points_at_t0(fd, "dev-a1"), 0,
-                 "dev-a1\\0hidden was written to dev-a1");
+    cr_expect_eq(points_at_t0(fd, stored), 0, "%s was written to %s", what,
+                 stored);
     close(fd);
     adv_wait_pings(100);
-    adv_finish("nul_in_device_name", ADV_PING_P99_MS, ADV_WRITE_MAX_MS);
+    adv_finish(test, ADV_PING_P99_MS, ADV_WRITE_MAX_MS);
+}
+
+Test(adv_input, nul_in_device_name)
+{
+    nul_in_name("nul_in_device_name", "device dev-a1\\0hidden", "dev-a1Xhidden",
+                "temp", "dev-a1X", "dev-a1\0", 7, "dev-a1");
 }
 
 Test(adv_input, nul_in_field_name)
 {
-    struct adv_state st;
-    uint64_t account;
-    Tide__V1__Envelope *r;
-    int fd;
-
-    adv_begin(&st, NULL);
-    fd = adv_tenant(&st, "nul@example.com", &account);
-    adv_attack_start();
-    r = write_patched(fd, "dev-b", "tempXhidden", NULL, "tempX", "temp\0", 5);
-    cr_expect(refused(r, 0), "field temp\\0hidden was not refused with "
-                             "INVALID_ARGUMENT");
-    tide_frame_free(r, NULL);
-    cr_expect_eq(points_at_t0(fd, "dev-b"), 0,
-                 "temp\\0hidden was written as field temp");
-    close(fd);
-    adv_wait_pings(100);
-    adv_finish("nul_in_field_name", ADV_PING_P99_MS, ADV_WRITE_MAX_MS);
+    nul_in_name("nul_in_field_name", "field temp\\0hidden", "dev-b",
+                "tempXhidden", "tempX", "temp\0", 5, "dev-b");
 }
 
 /* A string value with a NUL is stored with its 7 bytes, or refused. */
@@ -262,13 +240,13 @@ Test(adv_input, nul_after_api_key)
     cr_assert_geq(fd, 0, "the key itself authenticates");
     close(fd);
     snprintf(padded, sizeof(padded), "%sXjunk", key);
-    fd = adv_hello(srv.port);
+    fd = wire_hello_connect(srv.port);
     a.credential_case = TIDE__V1__AUTH__CREDENTIAL_API_KEY;
     a.api_key = padded;
     e.request_id = 2;
     e.body_case = TIDE__V1__ENVELOPE__BODY_AUTH;
     e.auth = &a;
-    buf = adv_encode(&e, &n);
+    buf = wire_encode(&e, &n);
     padded[klen] = 0;
     adv_patch(buf, n, "Xjunk", "\0junk", 5);
     cr_assert_eq(wire_send_raw(fd, buf, n), 0);

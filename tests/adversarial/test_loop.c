@@ -34,13 +34,13 @@ Test(adv_loop, pipelined_signups)
     double t0;
 
     adv_begin(&st, (const char *const[]){"bcrypt_cost=10", NULL});
-    fd = adv_hello(srv.port);
+    fd = wire_hello_connect(srv.port);
     ac.password = "correct horse battery";
     ac.email = email;
     e.body_case = TIDE__V1__ENVELOPE__BODY_ACCOUNT_CREATE;
     e.account_create = &ac;
     adv_attack_start();
-    t0 = adv_now_ms();
+    t0 = proc_now_ms();
     for (int i = 0; i < 50; i++) {
         snprintf(email, sizeof(email), "signup%d@example.com", i);
         e.request_id = 100 + (uint64_t)i;
@@ -61,7 +61,7 @@ Test(adv_loop, pipelined_signups)
     }
     fprintf(stderr,
             "pipelined_signups: %d of 50 answered (%d accounts) in %.0f ms\n",
-            answered, created, adv_now_ms() - t0);
+            answered, created, proc_now_ms() - t0);
     cr_expect(answered == 50 || adv_closed_within(fd, 0, NULL),
               "only %d of 50 sign-ups answered and the connection is open",
               answered);
@@ -116,7 +116,7 @@ Test(adv_loop, hundred_thousand_new_devices)
     e.write_batch = &wb;
     e.request_id = next_rid++;
     adv_attack_start();
-    t0 = adv_now_ms();
+    t0 = proc_now_ms();
     cr_assert_eq(wire_send(fd, &e), 0);
     p = (struct pollfd){fd, POLLIN, 0};
     /* The bystander keeps pinging meanwhile; 10 s is far above an O(n)
@@ -127,7 +127,7 @@ Test(adv_loop, hundred_thousand_new_devices)
             !r                                                   ? "no answer"
             : r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK ? "WriteAck"
                                                                  : wire_why(r),
-            adv_now_ms() - t0);
+            proc_now_ms() - t0);
     cr_expect_not_null(r, "no answer to the batch of 100,000 new devices");
     cr_expect(!r || r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK ||
                   r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR,
@@ -163,11 +163,11 @@ Test(adv_loop, slowloris)
     fds[1] = adv_tenant(&st, "slow@example.com", &account);
     cr_assert_geq(fds[0], 0);
     adv_attack_start();
-    t0 = adv_now_ms();
+    t0 = proc_now_ms();
     limit = 1000 + 2000 * adv_scale();
     for (int i = 0; i < 2; i++)
         cr_assert_eq(wire_send_raw(fds[i], hdr, 4), 0);
-    for (int sent = 0; open_ > 0 && sent < 196 && adv_now_ms() - t0 < limit;
+    for (int sent = 0; open_ > 0 && sent < 196 && proc_now_ms() - t0 < limit;
          sent++) {
         usleep(200000);
         for (int i = 0; i < 2; i++) {
@@ -175,7 +175,7 @@ Test(adv_loop, slowloris)
                 continue;
             if (adv_closed_within(fds[i], 0, NULL) ||
                 send(fds[i], "\x01", 1, MSG_NOSIGNAL | MSG_DONTWAIT) != 1) {
-                closed_at[i] = adv_now_ms() - t0;
+                closed_at[i] = proc_now_ms() - t0;
                 open_--;
             }
         }

@@ -51,7 +51,7 @@ static int partial_frames(int *fds, int n, long bound_kib, long *peak)
     const size_t len = 16 * MIB;
     size_t *sent = calloc((size_t)n, sizeof(*sent));
     int *dead = calloc((size_t)n, sizeof(*dead)), closed = 0;
-    double last_progress = adv_now_ms();
+    double last_progress = proc_now_ms();
 
     cr_assert(sent && dead);
     memset(chunk, 0x55, sizeof(chunk));
@@ -90,8 +90,8 @@ static int partial_frames(int *fds, int n, long bound_kib, long *peak)
         if (!busy || rss > bound_kib)
             break;
         if (progress)
-            last_progress = adv_now_ms();
-        else if (adv_now_ms() - last_progress > 2000)
+            last_progress = proc_now_ms();
+        else if (proc_now_ms() - last_progress > 2000)
             break;
         else
             usleep(2000);
@@ -105,6 +105,35 @@ static int partial_frames(int *fds, int n, long bound_kib, long *peak)
     return closed;
 }
 
+/* The attack of the partial-frame tests on fds[150]: each starts a 16 MiB
+ * frame and sends it but its last byte. The peak RSS stays within `bound`,
+ * RSS falls back to st->rss0 + `slack` once the connections close, and
+ * the bystander sees no stall; `name` labels the figures. */
+static void partial_frames_attack(const char *name, struct adv_state *st,
+                                  int *fds, long bound, long slack)
+{
+    long peak, after;
+    int closed;
+
+    adv_attack_start();
+    adv_peak_reset();
+    closed = partial_frames(fds, 150, bound, &peak);
+    peak = adv_peak_kib() > peak ? adv_peak_kib() : peak;
+    for (int i = 0; i < 150; i++)
+        close(fds[i]);
+    after = adv_rss_settle(st->rss0 + slack, 5 * adv_scale());
+    fprintf(stderr,
+            "%s: RSS %ld KiB at start, peak %ld KiB, %ld KiB after close; %d "
+            "of 150 closed by tided\n",
+            name, st->rss0, peak, after, closed);
+    cr_expect_leq(peak, bound, "peak RSS %ld KiB > bound %ld KiB", peak, bound);
+    cr_expect_leq(after, st->rss0 + slack,
+                  "RSS %ld KiB did not fall back after the connections closed",
+                  after);
+    adv_wait_pings(200);
+    adv_finish(name, ADV_NO_STALL_MS, ADV_WRITE_MAX_MS);
+}
+
 /* 150 connections without Hello, each sending a 16 MiB frame but its last
  * byte: the old server buffered all of it (2.4 GB). A connection before
  * Auth may send a frame of a few KiB; RSS stays within 64 MiB of the
@@ -112,33 +141,15 @@ static int partial_frames(int *fds, int n, long bound_kib, long *peak)
 Test(adv_memory, unauthenticated_partial_frames)
 {
     struct adv_state st;
-    int fds[150], closed;
-    long bound, peak, after;
+    int fds[150];
 
     adv_begin(&st, NULL);
-    bound = st.rss0 + KIB_OF_MIB(64);
     for (int i = 0; i < 150; i++) {
         fds[i] = wire_connect(srv.port);
         cr_assert_geq(fds[i], 0);
     }
-    adv_attack_start();
-    adv_peak_reset();
-    closed = partial_frames(fds, 150, bound, &peak);
-    peak = adv_peak_kib() > peak ? adv_peak_kib() : peak;
-    for (int i = 0; i < 150; i++)
-        close(fds[i]);
-    after = adv_rss_settle(st.rss0 + KIB_OF_MIB(32), 5 * adv_scale());
-    fprintf(stderr,
-            "unauthenticated_partial_frames: RSS %ld KiB at start, peak %ld "
-            "KiB, %ld KiB after close; %d of 150 closed by tided\n",
-            st.rss0, peak, after, closed);
-    cr_expect_leq(peak, bound, "peak RSS %ld KiB > bound %ld KiB", peak, bound);
-    cr_expect_leq(after, st.rss0 + KIB_OF_MIB(32),
-                  "RSS %ld KiB did not fall back after the connections closed",
-                  after);
-    adv_wait_pings(200);
-    adv_finish("unauthenticated_partial_frames", ADV_NO_STALL_MS,
-               ADV_WRITE_MAX_MS);
+    partial_frames_attack("unauthenticated_partial_frames", &st, fds,
+                          st.rss0 + KIB_OF_MIB(64), KIB_OF_MIB(32));
 }
 
 /* Before Auth a frame over a few KiB is refused at its header: the
@@ -152,7 +163,7 @@ Test(adv_memory, unauthenticated_frame_limit)
 
     adv_begin(&st, NULL);
     fd_new = wire_connect(srv.port);
-    fd_hello = adv_hello(srv.port);
+    fd_hello = wire_hello_connect(srv.port);
     adv_attack_start();
     header(h, 64 * 1024);
     cr_assert_eq(wire_send_raw(fd_new, h, 4), 0);
@@ -160,13 +171,13 @@ Test(adv_memory, unauthenticated_frame_limit)
     cr_assert_eq(wire_send_raw(fd_new, "\x08\x01", 2), 0);
     cr_assert_eq(wire_send_raw(fd_hello, "\x08\x01", 2), 0);
     /* One 3 s deadline for both. */
-    t0 = adv_now_ms();
+    t0 = proc_now_ms();
     cr_expect(adv_closed_within(fd_new, (int)(3000 * adv_scale()), &err),
               "a 64 KiB frame before Hello was not refused");
-    cr_expect(adv_closed_within(fd_hello,
-                                (int)(3000 * adv_scale() - (adv_now_ms() - t0)),
-                                &err),
-              "a 64 KiB frame after Hello, before Auth, was not refused");
+    cr_expect(
+        adv_closed_within(
+            fd_hello, (int)(3000 * adv_scale() - (proc_now_ms() - t0)), &err),
+        "a 64 KiB frame after Hello, before Auth, was not refused");
     close(fd_new);
     close(fd_hello);
     adv_wait_pings(100);
@@ -237,33 +248,40 @@ static int empty_groups_frame(int fd, int timeout_ms)
     return closed || off < len;
 }
 
+/* Send the frame of 8 M empty groups on `fd` (empty_groups_frame(); `what`
+ * when it is neither answered with an Error nor closed) and close it: the
+ * peak RSS stays within st->rss0 + `slack`, and the bystander sees no
+ * stall; `name` labels the figures. */
+static void empty_groups_attack(const char *name, struct adv_state *st, int fd,
+                                long slack, const char *what)
+{
+    long peak;
+
+    adv_attack_start();
+    adv_peak_reset();
+    cr_expect(empty_groups_frame(fd, (int)(20000 * adv_scale())), "%s", what);
+    peak = adv_peak_kib();
+    close(fd);
+    fprintf(stderr, "%s: RSS %ld KiB at start, peak %ld KiB\n", name, st->rss0,
+            peak);
+    cr_expect_leq(peak, st->rss0 + slack,
+                  "peak RSS %ld KiB: %ld MiB above the start", peak,
+                  (peak - st->rss0) / 1024);
+    adv_wait_pings(200);
+    adv_finish(name, ADV_NO_STALL_MS, ADV_WRITE_MAX_MS);
+}
+
 /* The old server decoded such a frame before looking at the connection's
  * state: 1.1 GB peak for a 16 MiB frame before Auth. It must be refused
  * before it is decoded (frame limit before Auth, kind checked first). */
 Test(adv_memory, unauthenticated_empty_groups_frame)
 {
     struct adv_state st;
-    long peak;
-    int fd;
 
     adv_begin(&st, NULL);
-    fd = adv_hello(srv.port);
-    adv_attack_start();
-    adv_peak_reset();
-    cr_expect(empty_groups_frame(fd, (int)(20000 * adv_scale())),
-              "no Error and no close for a WriteBatch before Auth");
-    peak = adv_peak_kib();
-    close(fd);
-    fprintf(stderr,
-            "unauthenticated_empty_groups_frame: RSS %ld KiB at start, peak "
-            "%ld KiB\n",
-            st.rss0, peak);
-    cr_expect_leq(peak, st.rss0 + KIB_OF_MIB(64),
-                  "peak RSS %ld KiB: %ld MiB above the start", peak,
-                  (peak - st.rss0) / 1024);
-    adv_wait_pings(200);
-    adv_finish("unauthenticated_empty_groups_frame", ADV_NO_STALL_MS,
-               ADV_WRITE_MAX_MS);
+    empty_groups_attack("unauthenticated_empty_groups_frame", &st,
+                        wire_hello_connect(srv.port), KIB_OF_MIB(64),
+                        "no Error and no close for a WriteBatch before Auth");
 }
 
 /* The same frame after Auth is a legal frame size, but 8 M groups are far
@@ -273,27 +291,12 @@ Test(adv_memory, authenticated_empty_groups_frame)
 {
     struct adv_state st;
     uint64_t account;
-    long peak;
-    int fd;
 
     adv_begin(&st, NULL);
-    fd = adv_tenant(&st, "groups@example.com", &account);
-    adv_attack_start();
-    adv_peak_reset();
-    cr_expect(empty_groups_frame(fd, (int)(20000 * adv_scale())),
-              "8 M empty groups were not refused with an Error");
-    peak = adv_peak_kib();
-    close(fd);
-    fprintf(stderr,
-            "authenticated_empty_groups_frame: RSS %ld KiB at start, peak "
-            "%ld KiB\n",
-            st.rss0, peak);
-    cr_expect_leq(peak, st.rss0 + KIB_OF_MIB(16 + 160),
-                  "peak RSS %ld KiB: %ld MiB above the start", peak,
-                  (peak - st.rss0) / 1024);
-    adv_wait_pings(200);
-    adv_finish("authenticated_empty_groups_frame", ADV_NO_STALL_MS,
-               ADV_WRITE_MAX_MS);
+    empty_groups_attack("authenticated_empty_groups_frame", &st,
+                        adv_tenant(&st, "groups@example.com", &account),
+                        KIB_OF_MIB(16 + 160),
+                        "8 M empty groups were not refused with an Error");
 }
 
 /* 150 authenticated connections each start a legal 16 MiB frame and never
@@ -305,8 +308,7 @@ Test(adv_memory, authenticated_partial_frames_budget)
     struct adv_state st;
     uint64_t account;
     char key[256];
-    int fds[150], closed;
-    long bound, peak, after;
+    int fds[150];
 
     adv_begin(&st, NULL);
     account = wire_make_account(st.admin_fd, "partial@example.com");
@@ -317,23 +319,6 @@ Test(adv_memory, authenticated_partial_frames_budget)
         fds[i] = wire_session(srv.port, key);
         cr_assert_geq(fds[i], 0, "session %d", i);
     }
-    bound = st.rss0 + KIB_OF_MIB(1024);
-    adv_attack_start();
-    adv_peak_reset();
-    closed = partial_frames(fds, 150, bound, &peak);
-    peak = adv_peak_kib() > peak ? adv_peak_kib() : peak;
-    for (int i = 0; i < 150; i++)
-        close(fds[i]);
-    after = adv_rss_settle(st.rss0 + KIB_OF_MIB(64), 5 * adv_scale());
-    fprintf(stderr,
-            "authenticated_partial_frames_budget: RSS %ld KiB at start, peak "
-            "%ld KiB, %ld KiB after close; %d of 150 closed by tided\n",
-            st.rss0, peak, after, closed);
-    cr_expect_leq(peak, bound, "peak RSS %ld KiB > bound %ld KiB", peak, bound);
-    cr_expect_leq(after, st.rss0 + KIB_OF_MIB(64),
-                  "RSS %ld KiB did not fall back after the connections closed",
-                  after);
-    adv_wait_pings(200);
-    adv_finish("authenticated_partial_frames_budget", ADV_NO_STALL_MS,
-               ADV_WRITE_MAX_MS);
+    partial_frames_attack("authenticated_partial_frames_budget", &st, fds,
+                          st.rss0 + KIB_OF_MIB(1024), KIB_OF_MIB(64));
 }

@@ -53,39 +53,14 @@ static int slow_session(const char *email)
 {
     struct sockaddr_in sin = {.sin_family = AF_INET,
                               .sin_port = htons((uint16_t)srv.port)};
-    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
-    Tide__V1__Hello h = TIDE__V1__HELLO__INIT;
-    Tide__V1__Login l = TIDE__V1__LOGIN__INIT;
-    Tide__V1__Auth a = TIDE__V1__AUTH__INIT;
     int fd = socket(AF_INET, SOCK_STREAM, 0), small = 4096, one = 1;
-    char token[256];
 
     cr_assert_geq(fd, 0);
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
     cr_assert_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    h.protocol_version = 1;
-    e.body_case = TIDE__V1__ENVELOPE__BODY_HELLO;
-    e.hello = &h;
-    r = wire_next(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_HELLO_OK);
-    tide_frame_free(r, NULL);
-    l.email = (char *)email;
-    l.password = "correct horse battery";
-    e.body_case = TIDE__V1__ENVELOPE__BODY_LOGIN;
-    e.login = &l;
-    r = wire_next(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_LOGIN_OK);
-    snprintf(token, sizeof(token), "%s", r->login_ok->session_token);
-    tide_frame_free(r, NULL);
-    a.credential_case = TIDE__V1__AUTH__CREDENTIAL_SESSION_TOKEN;
-    a.session_token = token;
-    e.body_case = TIDE__V1__ENVELOPE__BODY_AUTH;
-    e.auth = &a;
-    r = wire_next(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_AUTH_OK);
-    tide_frame_free(r, NULL);
+    wire_owner_login(fd, email);
     return fd;
 }
 
@@ -94,7 +69,7 @@ static int slow_session(const char *email)
  * time. */
 static long run_query(int fd, Tide__V1__Envelope *e, int timeout_ms, int *code)
 {
-    double end = adv_now_ms() + timeout_ms;
+    double end = proc_now_ms() + timeout_ms;
     long n = 0;
 
     *code = 0;
@@ -102,7 +77,7 @@ static long run_query(int fd, Tide__V1__Envelope *e, int timeout_ms, int *code)
     cr_assert_eq(wire_send(fd, e), 0);
     for (;;) {
         struct pollfd p = {fd, POLLIN, 0};
-        int left = (int)(end - adv_now_ms());
+        int left = (int)(end - proc_now_ms());
         Tide__V1__Envelope *r;
 
         if (left <= 0 || poll(&p, 1, left) <= 0)
@@ -139,16 +114,16 @@ static size_t victim_run(int fd, double window_ms, double *ms, size_t cap,
     Tide__V1__Envelope e;
     Tide__V1__Query q;
     Tide__V1__DeviceSelector sel;
-    double end = adv_now_ms() + window_ms;
+    double end = proc_now_ms() + window_ms;
     size_t n = 0;
 
     query_init(&e, &q, &sel, &name, 0, 6);
-    while (n < cap && adv_now_ms() < end) {
-        double t0 = adv_now_ms();
+    while (n < cap && proc_now_ms() < end) {
+        double t0 = proc_now_ms();
         int code;
         long got = run_query(fd, &e, 5000, &code);
 
-        ms[n++] = adv_now_ms() - t0;
+        ms[n++] = proc_now_ms() - t0;
         if (got == -2)
             break;
         cr_assert_eq(got, 6, "the victim's query: %ld points, error %d", got,
@@ -175,9 +150,9 @@ static void slow_read(void)
 {
     static uint8_t buf[16384];
 
-    if (adv_now_ms() - last_read < 4000)
+    if (proc_now_ms() - last_read < 4000)
         return;
-    last_read = adv_now_ms();
+    last_read = proc_now_ms();
     for (int i = 0; i < 2; i++)
         for (size_t got = 0; got < sizeof(buf);) {
             ssize_t r =
@@ -221,7 +196,7 @@ static void slow_readers(const char *name, int slow)
     }
     /* Let both fill their connection's buffers. */
     usleep(500000);
-    last_read = adv_now_ms();
+    last_read = proc_now_ms();
     n = victim_run(vfd, slow ? 6000 : 2500, ms, 256, slow ? slow_read : NULL);
     fprintf(stderr,
             "%s: victim %zu queries p50 %.2f ms p99 %.2f ms max %.2f ms\n",

@@ -11,38 +11,14 @@
  * reach the index checks and the column decoders. docs/file-format.md,
  * "Segment files", is the layout.
  */
-#include <fcntl.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
 #include <xxhash.h>
 
+#include "fuzz_util.h"
 #include "segment.h"
 
-static char path[4096];
-
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v;
-
-    memcpy(&v, p, 8);
-    return v;
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    uint32_t v;
-
-    memcpy(&v, p, 4);
-    return v;
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-    memcpy(p, &v, 8);
-}
+static char dir[4096], path[4200];
 
 /* Make the checksums of f[n] match its bytes, as far as its layout is
  * readable; anything else is left as the fuzzer made it. */
@@ -53,24 +29,24 @@ static void fix_checksums(uint8_t *f, size_t n)
 
     if (n < TIDE_SEG_HEADER_BYTES + TIDE_SEG_TRAILER_BYTES)
         return;
-    put64(f + 56, XXH3_64bits(f, 56));
+    fuzz_put64(f + 56, XXH3_64bits(f, 56));
     tr = f + n - TIDE_SEG_TRAILER_BYTES;
-    off = get64(tr);
-    len = get32(tr + 8);
+    off = fuzz_get64(tr);
+    len = fuzz_get32(tr + 8);
     if (off > n - TIDE_SEG_TRAILER_BYTES ||
         len > n - TIDE_SEG_TRAILER_BYTES - off || len < 40)
         return;
     ft = f + off;
-    a = get32(ft + 28);
-    c = get32(ft + 32);
+    a = fuzz_get32(ft + 28);
+    c = fuzz_get32(ft + 32);
     for (uint64_t i = 0; 40 + 8 * a + 112 * (i + 1) <= len && i < c; i++) {
         uint8_t *e = ft + 40 + 8 * a + 112 * i;
-        uint64_t po = get64(e + 8), pl = get32(e + 24);
+        uint64_t po = fuzz_get64(e + 8), pl = fuzz_get32(e + 24);
 
         if (po <= n && pl <= n - po)
-            put64(e + 104, XXH3_64bits(f + po, pl));
+            fuzz_put64(e + 104, XXH3_64bits(f + po, pl));
     }
-    put64(tr + 16, XXH3_64bits(ft, len));
+    fuzz_put64(tr + 16, XXH3_64bits(ft, len));
 }
 
 /* Decode every chunk of `seg` from the file, whole and by a range taken
@@ -124,28 +100,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct seg *seg = NULL;
-    uint8_t *f;
-    int fd;
 
     if (size < 1)
         return 0;
     if (!path[0]) {
-        char tmpl[] = "/tmp/tide-fuzz-seg-XXXXXX";
-
-        if (!mkdtemp(tmpl))
-            abort();
-        snprintf(path, sizeof(path), "%s/0000000000000001.seg", tmpl);
+        fuzz_tmpdir(dir, sizeof(dir), "seg");
+        snprintf(path, sizeof(path), "%s/0000000000000001.seg", dir);
     }
-    f = malloc(size);
-    if (!f)
+    if (fuzz_write_input(path, data, size, fix_checksums))
         return 0;
-    memcpy(f, data + 1, size - 1);
-    if (data[0] & 1)
-        fix_checksums(f, size - 1);
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (fd < 0 || write(fd, f, size - 1) != (ssize_t)(size - 1))
-        abort();
-    close(fd);
     if (tide__seg_open(path, &seg) == 0) {
         int64_t mid = seg->min_ts / 2 + seg->max_ts / 2;
 
@@ -153,6 +116,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     data[0] & 4 ? seg->max_ts : mid + 1);
         tide__seg_close(seg);
     }
-    free(f);
     return 0;
 }

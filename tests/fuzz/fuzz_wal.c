@@ -12,15 +12,14 @@
  * mutations reach the record and batch decoders instead of stopping at
  * the checksum. docs/file-format.md, "WAL files", is the layout.
  */
-#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 #include "dedup.h"
+#include "fuzz_util.h"
 #include "head.h"
 #include "wal.h"
 #include "wal_batch.h"
@@ -32,33 +31,21 @@ struct replay {
     struct producers prod;
 };
 
-static uint32_t get32(const uint8_t *p)
-{
-    uint32_t v;
-
-    memcpy(&v, p, 4);
-    return v;
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-    memcpy(p, &v, 8);
-}
-
 static void fix_checksums(uint8_t *f, size_t n)
 {
     size_t p = TIDE_WAL_FILE_HEADER;
 
     if (n < TIDE_WAL_FILE_HEADER)
         return;
-    put64(f + 24, XXH3_64bits(f, 24));
+    fuzz_put64(f + 24, XXH3_64bits(f, 24));
     while (p + TIDE_WAL_RECORD_HEADER <= n) {
-        uint32_t len = get32(f + p);
+        uint32_t len = fuzz_get32(f + p);
 
         if (len > n - p - TIDE_WAL_RECORD_HEADER || (len == 0 && !f[p + 4]))
             break;
-        put64(f + p + 16, XXH3_64bits_withSeed(f + p + TIDE_WAL_RECORD_HEADER,
-                                               len, XXH3_64bits(f + p, 16)));
+        fuzz_put64(f + p + 16,
+                   XXH3_64bits_withSeed(f + p + TIDE_WAL_RECORD_HEADER, len,
+                                        XXH3_64bits(f + p, 16)));
         p += (TIDE_WAL_RECORD_HEADER + (size_t)len + 7) & ~(size_t)7;
     }
 }
@@ -94,30 +81,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct replay r;
     uint64_t last_seq = 0, next_group = 0;
-    uint8_t *f;
-    int fd;
 
     if (size < 1)
         return 0;
-    if (!dir[0]) {
-        char tmpl[] = "/tmp/tide-fuzz-wal-XXXXXX";
-
-        if (!mkdtemp(tmpl))
-            abort();
-        snprintf(dir, sizeof(dir), "%s", tmpl);
-    }
+    fuzz_tmpdir(dir, sizeof(dir), "wal");
     snprintf(path, sizeof(path), "%s/%016x.wal", dir, 1);
-    f = malloc(size);
-    if (!f)
+    if (fuzz_write_input(path, data, size, fix_checksums))
         return 0;
-    memcpy(f, data + 1, size - 1);
-    if (data[0] & 1)
-        fix_checksums(f, size - 1);
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (fd < 0 || write(fd, f, size - 1) != (ssize_t)(size - 1))
-        abort();
-    close(fd);
-    free(f);
     memset(&r, 0, sizeof(r));
     tide__head_init(&r.head);
     (void)tide__wal_replay(dir, 0, 0, data[0] & 2, record, &r, quiet, NULL,

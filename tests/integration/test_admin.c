@@ -13,11 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "frame.h"
+#include "proc.h"
 #include "testutil.h"
 #include "tide/client.h"
 #include "wire.h"
@@ -118,26 +118,6 @@ static int device_walk(int fd, uint64_t account, Tide__V1__DeviceSelector *sel,
     return total;
 }
 
-/* Run the tide CLI with TIDE_KEY=key; returns its exit status and its
- * standard output in out (cap bytes). */
-static int cli(const char *key, const char *args, char *out, size_t cap)
-{
-    char cmd[4096];
-    const char *bin = getenv("TIDE_BIN");
-    FILE *p;
-    size_t n;
-    int status;
-
-    snprintf(cmd, sizeof(cmd), "TIDE_KEY='%s' %s --port %d %s", key,
-             bin && *bin ? bin : "build/release/tide", srv.port, args);
-    p = popen(cmd, "r");
-    cr_assert_not_null(p);
-    n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 static int count_lines(const char *s, const char *prefix)
 {
     int n = 0;
@@ -235,18 +215,10 @@ Test(admin, clients_follow_device_and_key_pages)
     register_devices(fd, account, DEVICES, 0);
     /* Five analyst keys. */
     for (int i = 0; i < 5; i++) {
-        Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
-        Tide__V1__KeyCreate kc = TIDE__V1__KEY_CREATE__INIT;
+        char key[128];
 
-        kc.name = "analyst";
-        kc.role = TIDE__V1__ROLE__ROLE_ANALYST;
-        kc.account_id = account;
-        e.body_case = TIDE__V1__ENVELOPE__BODY_KEY_CREATE;
-        e.key_create = &kc;
-        r = wire_next(fd, &e);
-        cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_KEY_CREATE_OK,
-                  "key create: %s", wire_why(r));
-        tide_frame_free(r, NULL);
+        wire_key_create(fd, account, "analyst", TIDE__V1__ROLE__ROLE_ANALYST,
+                        NULL, key, sizeof(key));
     }
     close(fd);
 
@@ -282,18 +254,21 @@ Test(admin, clients_follow_device_and_key_pages)
     /* The CLI. */
     snprintf(args_s, sizeof(args_s), "--output csv device list account_id=%llu",
              (unsigned long long)account);
-    cr_assert_eq(cli(srv.admin_key, args_s, out, sizeof(out)), 0, "%s", out);
+    cr_assert_eq(fixture_cli(srv.admin_key, args_s, NULL, out, sizeof(out)), 0,
+                 "%s", out);
     cr_assert_eq(count_lines(out, "d"), DEVICES, "CLI listed %d devices",
                  count_lines(out, "d"));
     snprintf(args_s, sizeof(args_s),
              "--output csv device list d0003 d0042 account_id=%llu",
              (unsigned long long)account);
-    cr_assert_eq(cli(srv.admin_key, args_s, out, sizeof(out)), 0, "%s", out);
+    cr_assert_eq(fixture_cli(srv.admin_key, args_s, NULL, out, sizeof(out)), 0,
+                 "%s", out);
     cr_assert_eq(count_lines(out, "d"), 2, "%s", out);
     snprintf(args_s, sizeof(args_s),
              "--output csv key list limit=2 account_id=%llu",
              (unsigned long long)account);
-    cr_assert_eq(cli(srv.admin_key, args_s, out, sizeof(out)), 0, "%s", out);
+    cr_assert_eq(fixture_cli(srv.admin_key, args_s, NULL, out, sizeof(out)), 0,
+                 "%s", out);
     cr_assert_eq(count_substr(out, ",analyst,"), 5, "%s", out);
 }
 
@@ -440,19 +415,6 @@ static int connect_from(const char *ip)
     return fd;
 }
 
-static void hello(int fd)
-{
-    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
-    Tide__V1__Hello h = TIDE__V1__HELLO__INIT;
-
-    h.protocol_version = 1;
-    e.body_case = TIDE__V1__ENVELOPE__BODY_HELLO;
-    e.hello = &h;
-    r = wire_next(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_HELLO_OK);
-    tide_frame_free(r, NULL);
-}
-
 /* The error code of `r`, 0 when it is not an Error, -1 without one. */
 static int code_of(const Tide__V1__Envelope *r)
 {
@@ -489,21 +451,9 @@ static int auth_with(int fd, const char *token, int is_key)
 /* Log `email` in on a new connection; its session token into token[256]. */
 static void login_token(const char *email, char *token)
 {
-    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
-    Tide__V1__Login l = TIDE__V1__LOGIN__INIT;
-    int fd = wire_connect(srv.port);
+    int fd = wire_hello_connect(srv.port);
 
-    cr_assert_geq(fd, 0);
-    hello(fd);
-    l.email = (char *)email;
-    l.password = "correct horse battery";
-    e.body_case = TIDE__V1__ENVELOPE__BODY_LOGIN;
-    e.login = &l;
-    r = wire_next(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_LOGIN_OK,
-              "login: %s", wire_why(r));
-    snprintf(token, 256, "%s", r->login_ok->session_token);
-    tide_frame_free(r, NULL);
+    wire_login(fd, email, token, 256);
     close(fd);
 }
 
@@ -555,14 +505,6 @@ static int64_t percentile(int64_t *v, size_t n, int p)
     return v[i ? i - 1 : 0];
 }
 
-static int64_t mono_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 /* bcrypt cost 10 (~80 ms a hash here): on the loop, each sign-up would
  * stall every connection that long. */
 static void setup_bcrypt(void)
@@ -575,27 +517,13 @@ static void setup_bcrypt(void)
 /* A one-point write of dev1/temp at `ts`, request id `rid`, unanswered. */
 static void send_point(int fd, uint64_t rid, int64_t ts)
 {
-    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT;
-    Tide__V1__WriteBatch wb = TIDE__V1__WRITE_BATCH__INIT;
-    Tide__V1__PointGroup g = TIDE__V1__POINT_GROUP__INIT, *gp = &g;
-    Tide__V1__Column c = TIDE__V1__COLUMN__INIT, *cp = &c;
+    struct wire_batch b;
+    Tide__V1__Envelope *e;
     double v = (double)ts;
 
-    c.field = "temp";
-    c.type = TIDE__V1__VALUE_TYPE__VALUE_TYPE_F64;
-    c.f64 = &v;
-    c.n_f64 = 1;
-    g.device = "dev1";
-    g.ts_delta_ns = &ts;
-    g.n_ts_delta_ns = 1;
-    g.columns = &cp;
-    g.n_columns = 1;
-    wb.groups = &gp;
-    wb.n_groups = 1;
-    e.body_case = TIDE__V1__ENVELOPE__BODY_WRITE_BATCH;
-    e.write_batch = &wb;
-    e.request_id = rid;
-    cr_assert_eq(wire_send(fd, &e), 0);
+    e = wire_batch_f64(&b, "dev1", "temp", &ts, &v, 1);
+    e->request_id = rid;
+    cr_assert_eq(wire_send(fd, e), 0);
 }
 
 enum { SIGNUPS = 50, PINGS = 150 };
@@ -619,9 +547,7 @@ Test(admin_hardening, pipelined_signups_do_not_stall_a_bystander,
                     key, sizeof(key));
     dev = wire_session(srv.port, key);
     cr_assert_geq(dev, 0);
-    anon = wire_connect(srv.port);
-    cr_assert_geq(anon, 0);
-    hello(anon);
+    anon = wire_hello_connect(srv.port);
     for (int i = 0; i < SIGNUPS; i++) {
         snprintf(emails[i], sizeof(emails[i]), "signup%02d@example.com", i);
         signup_env(&envs[i], &acs[i], emails[i], 1000 + (uint64_t)i);
@@ -633,11 +559,11 @@ Test(admin_hardening, pipelined_signups_do_not_stall_a_bystander,
      * from its send to its answer, so a stall shows in every request sent
      * during it. */
     {
-        int64_t ping_at[PINGS], ack_at[PINGS / 10], t0 = mono_us();
+        int64_t ping_at[PINGS], ack_at[PINGS / 10], t0 = proc_now_us();
         int sent = 0, pongs = 0, acks = 0;
 
         while (pongs < PINGS || acks < n_ack) {
-            int64_t now = mono_us(), next = t0 + (int64_t)sent * 10000;
+            int64_t now = proc_now_us(), next = t0 + (int64_t)sent * 10000;
             struct pollfd pfd = {.fd = dev, .events = POLLIN};
             Tide__V1__Envelope *r;
 
@@ -663,7 +589,7 @@ Test(admin_hardening, pipelined_signups_do_not_stall_a_bystander,
                      sent < PINGS ? (int)((next - now) / 1000) + 1 : 1000) < 1)
                 continue;
             r = wire_recv(dev);
-            now = mono_us();
+            now = proc_now_us();
             cr_assert_not_null(r, "bystander connection lost");
             if (r->body_case == TIDE__V1__ENVELOPE__BODY_PONG) {
                 ping_us[pongs++] = now - ping_at[r->pong->nonce];
@@ -761,7 +687,7 @@ Test(admin_hardening, signups_are_throttled_per_address)
 {
     int fd = connect_from("127.0.0.7"), other, limited = 0, created = 0;
 
-    hello(fd);
+    wire_hello(fd);
     for (int i = 0; i < 12; i++) {
         Tide__V1__Envelope e, *r;
         Tide__V1__AccountCreate ac;
@@ -783,7 +709,7 @@ Test(admin_hardening, signups_are_throttled_per_address)
     cr_assert_geq(created, 3, "the first sign-ups go through");
     /* Another address is not affected. */
     other = connect_from("127.0.0.8");
-    hello(other);
+    wire_hello(other);
     {
         Tide__V1__Envelope e, *r;
         Tide__V1__AccountCreate ac;
@@ -806,8 +732,7 @@ Test(admin_hardening, signup_answers_the_same_for_an_existing_email)
 
     cr_assert_geq(op, 0);
     wire_make_account(op, "bob@example.com");
-    fd = wire_connect(srv.port);
-    hello(fd);
+    fd = wire_hello_connect(srv.port);
     signup_env(&e, &ac, "new-person@example.com", 0);
     fresh = wire_next(fd, &e);
     signup_env(&e, &ac, "Bob@Example.com", 0);
@@ -849,6 +774,17 @@ Test(admin_hardening, signup_answers_the_same_for_an_existing_email)
     }
     close(fd);
     close(op);
+}
+
+/* wire_next() `e` on `fd` and expect the answer's code_of() to be `code`;
+ * `what` names the request on failure. */
+static void expect_code(int fd, Tide__V1__Envelope *e, int code,
+                        const char *what)
+{
+    Tide__V1__Envelope *r = wire_next(fd, e);
+
+    cr_assert_eq(code_of(r), code, "%s: %s", what, wire_why(r));
+    tide_frame_free(r, NULL);
 }
 
 /* ServerStatus and TierList as `fd`'s principal: the two response codes. */
@@ -932,9 +868,7 @@ Test(admin_hardening, a_foreign_account_id_is_denied)
         ag.account_id = b;
         e.body_case = TIDE__V1__ENVELOPE__BODY_ACCOUNT_GET;
         e.account_get = &ag;
-        r = wire_next(fd, &e);
-        cr_assert_eq(code_of(r), denied, "get of another: %s", wire_why(r));
-        tide_frame_free(r, NULL);
+        expect_code(fd, &e, denied, "get of another");
         /* Naming one's own account is fine. */
         ag.account_id = a;
         r = wire_next(fd, &e);
@@ -945,44 +879,32 @@ Test(admin_hardening, a_foreign_account_id_is_denied)
         kl.account_id = b;
         e.body_case = TIDE__V1__ENVELOPE__BODY_KEY_LIST;
         e.key_list = &kl;
-        r = wire_next(fd, &e);
-        cr_assert_eq(code_of(r), denied, "keys of another: %s", wire_why(r));
-        tide_frame_free(r, NULL);
+        expect_code(fd, &e, denied, "keys of another");
     }
     close(fd);
-    /* An analyst of b naming a in a device list. */
+    /* An analyst of b naming a in a device list, a query and an export
+     * (the last two used to read b's own). */
     fd = wire_session(srv.port, akey);
     {
-        Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+        Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT;
         Tide__V1__DeviceList dl = TIDE__V1__DEVICE_LIST__INIT;
+        Tide__V1__Query q = TIDE__V1__QUERY__INIT;
+        Tide__V1__ExportStart x = TIDE__V1__EXPORT_START__INIT;
 
         dl.account_id = a;
         e.body_case = TIDE__V1__ENVELOPE__BODY_DEVICE_LIST;
         e.device_list = &dl;
-        r = wire_next(fd, &e);
-        cr_assert_eq(code_of(r), denied, "analyst: %s", wire_why(r));
-        tide_frame_free(r, NULL);
-    }
-    /* ... and in a query and an export (they used to read b's own). */
-    {
-        Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
-        Tide__V1__Query q = TIDE__V1__QUERY__INIT;
-        Tide__V1__ExportStart x = TIDE__V1__EXPORT_START__INIT;
-
+        expect_code(fd, &e, denied, "analyst");
         q.account_id = a;
         q.to_ns = INT64_MAX;
         e.body_case = TIDE__V1__ENVELOPE__BODY_QUERY;
         e.query = &q;
-        r = wire_next(fd, &e);
-        cr_assert_eq(code_of(r), denied, "query of another: %s", wire_why(r));
-        tide_frame_free(r, NULL);
+        expect_code(fd, &e, denied, "query of another");
         x.account_id = a;
         x.to_ns = INT64_MAX;
         e.body_case = TIDE__V1__ENVELOPE__BODY_EXPORT_START;
         e.export_start = &x;
-        r = wire_next(fd, &e);
-        cr_assert_eq(code_of(r), denied, "export of another: %s", wire_why(r));
-        tide_frame_free(r, NULL);
+        expect_code(fd, &e, denied, "export of another");
     }
     close(fd);
     /* Both accounts are still there. */
@@ -1023,7 +945,7 @@ Test(admin_hardening, password_guessing_per_account_ends_the_session)
 
         snprintf(ip, sizeof(ip), "127.0.1.%d", 10 + i);
         fd = connect_from(ip);
-        hello(fd);
+        wire_hello(fd);
         code = auth_with(fd, token, 0);
         /* Alternately through PasswordChange and AccountDelete. */
         if (code == 0 && i % 2) {
@@ -1042,7 +964,7 @@ Test(admin_hardening, password_guessing_per_account_ends_the_session)
               "10 wrong passwords on one session, never stopped");
     /* The session is over: even the right password cannot use it. */
     fd = connect_from("127.0.1.99");
-    hello(fd);
+    wire_hello(fd);
     cr_assert_neq(auth_with(fd, token, 0), 0, "the guessed-on session lives");
     close(fd);
     close(op);
@@ -1061,7 +983,7 @@ Test(admin_hardening, password_guessing_counts_per_address)
      * of the same session. */
     for (int i = 0; i < 4; i++) {
         fd = connect_from("127.0.2.1");
-        hello(fd);
+        wire_hello(fd);
         cr_assert_eq(auth_with(fd, token, 0), 0, "attempt %d", i);
         code = password_change(fd, "not the password");
         cr_assert_eq(code, TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED,
@@ -1071,7 +993,7 @@ Test(admin_hardening, password_guessing_counts_per_address)
     /* One more failure of any kind from there makes five: the address is
      * throttled, for a login of another account too. */
     fd = connect_from("127.0.2.1");
-    hello(fd);
+    wire_hello(fd);
     cr_assert_eq(auth_with(fd,
                            "tide_live_"
                            "00000000000000000000000000000000"
@@ -1080,19 +1002,17 @@ Test(admin_hardening, password_guessing_counts_per_address)
                  TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED);
     close(fd);
     fd = connect_from("127.0.2.1");
-    hello(fd);
+    wire_hello(fd);
     {
-        Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+        Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT;
         Tide__V1__Login l = TIDE__V1__LOGIN__INIT;
 
         l.email = "victim2@example.com";
         l.password = "correct horse battery";
         e.body_case = TIDE__V1__ENVELOPE__BODY_LOGIN;
         e.login = &l;
-        r = wire_next(fd, &e);
-        cr_assert_eq(code_of(r), TIDE__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED,
-                     "login after five failures: %s", wire_why(r));
-        tide_frame_free(r, NULL);
+        expect_code(fd, &e, TIDE__V1__ERROR_CODE__ERROR_CODE_RATE_LIMITED,
+                    "login after five failures");
     }
     close(fd);
     close(op);
@@ -1133,14 +1053,13 @@ Test(admin_hardening, an_api_key_with_nul_does_not_authenticate)
 {
     int fd = wire_connect(srv.port), code;
 
-    hello(fd);
+    wire_hello(fd);
     code = auth_key_with_nul(fd, srv.admin_key, "junk");
     cr_assert(code == TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT ||
                   code == TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED,
               "key followed by NUL: code %d", code);
     close(fd);
-    fd = wire_connect(srv.port);
-    hello(fd);
+    fd = wire_hello_connect(srv.port);
     code = auth_key_with_nul(fd, srv.admin_key, "");
     cr_assert(code == TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT ||
                   code == TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED,
@@ -1156,22 +1075,14 @@ Test(admin_hardening, the_bootstrap_key_can_be_rotated)
 {
     int op = wire_session(srv.port, srv.admin_key), fd;
     Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
-    Tide__V1__KeyCreate kc = TIDE__V1__KEY_CREATE__INIT;
     Tide__V1__KeyRevoke kr = TIDE__V1__KEY_REVOKE__INIT;
     char fresh[128];
     uint64_t old_id;
 
     cr_assert_geq(op, 0);
     /* A second operator key, then the bootstrap one revoked. */
-    kc.name = "ops-2026";
-    kc.role = TIDE__V1__ROLE__ROLE_OPERATOR;
-    e.body_case = TIDE__V1__ENVELOPE__BODY_KEY_CREATE;
-    e.key_create = &kc;
-    r = wire_next(op, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_KEY_CREATE_OK,
-              "operator key create: %s", wire_why(r));
-    snprintf(fresh, sizeof(fresh), "%s", r->key_create_ok->secret);
-    tide_frame_free(r, NULL);
+    wire_key_create(op, 0, "ops-2026", TIDE__V1__ROLE__ROLE_OPERATOR, NULL,
+                    fresh, sizeof(fresh));
     close(op);
     op = wire_session(srv.port, fresh);
     cr_assert_geq(op, 0, "the new operator key authenticates");
@@ -1183,8 +1094,7 @@ Test(admin_hardening, the_bootstrap_key_can_be_rotated)
     cr_assert_eq(code_of(r), 0, "revoke the bootstrap key: %s", wire_why(r));
     cr_assert(r->body_case == TIDE__V1__ENVELOPE__BODY_OK);
     tide_frame_free(r, NULL);
-    fd = wire_connect(srv.port);
-    hello(fd);
+    fd = wire_hello_connect(srv.port);
     cr_assert_eq(auth_with(fd, srv.admin_key, 1),
                  TIDE__V1__ERROR_CODE__ERROR_CODE_AUTH_FAILED,
                  "the revoked bootstrap key still authenticates");

@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "tide/client.h"
@@ -257,36 +256,6 @@ Test(client, admin_requests_over_the_wire)
     tide_client_close(admin);
 }
 
-/* Run the tide CLI with TIDE_KEY=key; returns its exit status and its
- * standard output in out (cap bytes). */
-static int cli(const char *key, const char *args, const char *input, char *out,
-               size_t cap)
-{
-    char cmd[4096], path[1100];
-    const char *bin = getenv("TIDE_BIN");
-    FILE *p;
-    size_t n;
-    int status;
-
-    snprintf(path, sizeof(path), "%s/cli-input", dir);
-    if (input) {
-        FILE *f = fopen(path, "w");
-
-        cr_assert_not_null(f);
-        fputs(input, f);
-        fclose(f);
-    }
-    snprintf(cmd, sizeof(cmd), "TIDE_KEY='%s' %s --port %d %s %s%s", key,
-             bin && *bin ? bin : "build/release/tide", srv.port, args,
-             input ? "< " : "", input ? path : "");
-    p = popen(cmd, "r");
-    cr_assert_not_null(p);
-    n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 Test(client, cli_write_query_and_status)
 {
     char dkey[128], akey[128], out[8192], csv[512];
@@ -297,18 +266,20 @@ Test(client, cli_write_query_and_status)
              "dev1,note,%lld,\"a,\"\"b\"\"\"\n",
              (long long)T0, (long long)T0 + 1000000000,
              (long long)T0 + 1000000000, (long long)T0);
-    cr_assert_eq(cli(dkey, "write", csv, out, sizeof(out)), 0, "write: %s",
-                 out);
-    cr_assert_eq(cli(akey, "--output csv query --field temp --from -2h", NULL,
-                     out, sizeof(out)),
+    cr_assert_eq(fixture_cli(dkey, "write", csv, out, sizeof(out)), 0,
+                 "write: %s", out);
+    cr_assert_eq(fixture_cli(akey, "--output csv query --field temp --from -2h",
+                             NULL, out, sizeof(out)),
                  0, "query: %s", out);
     cr_assert_not_null(strstr(out, "21.5"), "query output: %s", out);
     cr_assert_not_null(strstr(out, "22"), "query output: %s", out);
-    cr_assert_eq(cli(srv.admin_key, "status", NULL, out, sizeof(out)), 0);
+    cr_assert_eq(fixture_cli(srv.admin_key, "status", NULL, out, sizeof(out)),
+                 0);
     cr_assert_not_null(strstr(out, "server_version"));
-    cr_assert_eq(cli(akey, "write", csv, out, sizeof(out)), 1,
+    cr_assert_eq(fixture_cli(akey, "write", csv, out, sizeof(out)), 1,
                  "an analyst key may not write");
-    cr_assert_eq(cli(akey, "no-such-command", NULL, out, sizeof(out)), 2);
+    cr_assert_eq(fixture_cli(akey, "no-such-command", NULL, out, sizeof(out)),
+                 2);
     /* The operator exports the account: its records, then its points. */
     {
         tide_client *a = open_client(akey);
@@ -319,15 +290,15 @@ Test(client, cli_write_query_and_status)
         tide_client_close(a);
         snprintf(args, sizeof(args), "export --telemetry --csv --account %llu",
                  (unsigned long long)id);
-        cr_assert_eq(cli(srv.admin_key, args, NULL, out, sizeof(out)), 0,
-                     "export: %s", out);
+        cr_assert_eq(fixture_cli(srv.admin_key, args, NULL, out, sizeof(out)),
+                     0, "export: %s", out);
         cr_assert_not_null(strstr(out, "cli@client.example"), "%s", out);
         cr_assert_not_null(strstr(out, "device,field,ts_ns,value\n"));
         cr_assert_not_null(strstr(out, "dev1,temp,"), "%s", out);
         cr_assert_not_null(strstr(out, "dev1,state,"), "%s", out);
         /* A string with a comma and quotes comes back as one CSV field. */
         cr_assert_not_null(strstr(out, ",\"a,\"\"b\"\"\"\n"), "%s", out);
-        cr_assert_eq(cli(akey, "export", NULL, out, sizeof(out)), 1,
+        cr_assert_eq(fixture_cli(akey, "export", NULL, out, sizeof(out)), 1,
                      "an analyst key may not export");
     }
 }

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "frame.h"
+#include "proc.h"
 #include "testutil.h"
 #include "wire.h"
 
@@ -73,17 +74,35 @@ static void recv_expect(int fd, int n, const uint64_t *rid,
     }
 }
 
+/* Read the answers to requests under one id `rid`: one of body `want`
+ * (`what`, for the messages) and `refused` Errors INVALID_ARGUMENT, the
+ * requests that reused the id while it was in flight. */
+static void expect_reused_id(int fd, uint64_t rid,
+                             Tide__V1__Envelope__BodyCase want,
+                             const char *what, int refused)
+{
+    const uint64_t rids[2] = {rid, rid};
+    const Tide__V1__Envelope__BodyCase wants[2] = {
+        want, TIDE__V1__ENVELOPE__BODY_ERROR};
+    const Tide__V1__ErrorCode code[2] = {
+        0, TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT};
+    int count[2] = {0, 0};
+
+    recv_expect(fd, 1 + refused, rids, wants, code, count, 2);
+    cr_assert_eq(count[0], 1, "%d %s, expected 1", count[0], what);
+    cr_assert_eq(count[1], refused, "%d INVALID_ARGUMENT, expected %d",
+                 count[1], refused);
+}
+
 Test(conn, duplicate_request_ids_in_flight_are_refused)
 {
     static uint8_t buf[1 << 16];
     char key[160];
     uint64_t account = make_device_key(key, sizeof(key));
-    Tide__V1__Envelope q = TIDE__V1__ENVELOPE__INIT, p = q, w = q, *r;
+    Tide__V1__Envelope q = TIDE__V1__ENVELOPE__INIT, p = q, *w, *r;
     Tide__V1__Query qb = TIDE__V1__QUERY__INIT;
     Tide__V1__Ping pb = TIDE__V1__PING__INIT;
-    Tide__V1__WriteBatch wb = TIDE__V1__WRITE_BATCH__INIT;
-    Tide__V1__PointGroup g = TIDE__V1__POINT_GROUP__INIT, *gp = &g;
-    Tide__V1__Column col = TIDE__V1__COLUMN__INIT, *cp = &col;
+    struct wire_batch b;
     struct timespec now;
     int64_t ts[1];
     double v[1] = {1.5};
@@ -107,18 +126,7 @@ Test(conn, duplicate_request_ids_in_flight_are_refused)
     frame_append(buf, &len, sizeof(buf), &p);
     frame_append(buf, &len, sizeof(buf), &q);
     cr_assert_eq(wire_send_raw(fd, buf, len), 0);
-    {
-        const uint64_t rid[2] = {7, 7};
-        const Tide__V1__Envelope__BodyCase want[2] = {
-            TIDE__V1__ENVELOPE__BODY_QUERY_END, TIDE__V1__ENVELOPE__BODY_ERROR};
-        const Tide__V1__ErrorCode code[2] = {
-            0, TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT};
-        int count[2] = {0, 0};
-
-        recv_expect(fd, 3, rid, want, code, count, 2);
-        cr_assert_eq(count[0], 1, "%d QueryEnd, expected 1", count[0]);
-        cr_assert_eq(count[1], 2, "%d INVALID_ARGUMENT, expected 2", count[1]);
-    }
+    expect_reused_id(fd, 7, TIDE__V1__ENVELOPE__BODY_QUERY_END, "QueryEnd", 2);
     r = wire_call(fd, &p);
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_PONG &&
                   r->request_id == 7,
@@ -132,39 +140,16 @@ Test(conn, duplicate_request_ids_in_flight_are_refused)
     cr_assert_geq(fd, 0);
     clock_gettime(CLOCK_REALTIME, &now);
     ts[0] = (int64_t)now.tv_sec * 1000000000;
-    col.field = "temp";
-    col.type = TIDE__V1__VALUE_TYPE__VALUE_TYPE_F64;
-    col.f64 = v;
-    col.n_f64 = 1;
-    g.device = "dev1";
-    g.ts_delta_ns = ts;
-    g.n_ts_delta_ns = 1;
-    g.columns = &cp;
-    g.n_columns = 1;
-    wb.groups = &gp;
-    wb.n_groups = 1;
-    w.body_case = TIDE__V1__ENVELOPE__BODY_WRITE_BATCH;
-    w.write_batch = &wb;
-    w.request_id = 9;
+    w = wire_batch_f64(&b, "dev1", "temp", ts, v, 1);
+    w->request_id = 9;
     len = 0;
-    frame_append(buf, &len, sizeof(buf), &w);
+    frame_append(buf, &len, sizeof(buf), w);
     ts[0] += 1000;
-    frame_append(buf, &len, sizeof(buf), &w);
+    frame_append(buf, &len, sizeof(buf), w);
     cr_assert_eq(wire_send_raw(fd, buf, len), 0);
-    {
-        const uint64_t rid[2] = {9, 9};
-        const Tide__V1__Envelope__BodyCase want[2] = {
-            TIDE__V1__ENVELOPE__BODY_WRITE_ACK, TIDE__V1__ENVELOPE__BODY_ERROR};
-        const Tide__V1__ErrorCode code[2] = {
-            0, TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT};
-        int count[2] = {0, 0};
-
-        recv_expect(fd, 2, rid, want, code, count, 2);
-        cr_assert_eq(count[0], 1, "%d WriteAck, expected 1", count[0]);
-        cr_assert_eq(count[1], 1, "%d INVALID_ARGUMENT, expected 1", count[1]);
-    }
+    expect_reused_id(fd, 9, TIDE__V1__ENVELOPE__BODY_WRITE_ACK, "WriteAck", 1);
     /* Acknowledged: the id may be used again. */
-    r = wire_call(fd, &w);
+    r = wire_call(fd, w);
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK &&
                   r->request_id == 9,
               "the id of an acknowledged batch is free: %s", wire_why(r));
@@ -183,11 +168,9 @@ Test(conn, frames_cut_anywhere_are_decoded_in_order)
     static int64_t ts[POINTS];
     static double v[POINTS];
     char key[160];
-    Tide__V1__Envelope p = TIDE__V1__ENVELOPE__INIT, w = p, *r;
+    Tide__V1__Envelope p = TIDE__V1__ENVELOPE__INIT, *w, *r;
     Tide__V1__Ping pb = TIDE__V1__PING__INIT;
-    Tide__V1__WriteBatch wb = TIDE__V1__WRITE_BATCH__INIT;
-    Tide__V1__PointGroup g = TIDE__V1__POINT_GROUP__INIT, *gp = &g;
-    Tide__V1__Column col = TIDE__V1__COLUMN__INIT, *cp = &col;
+    struct wire_batch b;
     static const uint8_t too_large[4] = {0xff, 0xff, 0xff, 0x7f};
     struct timespec now;
     size_t len = 0, off = 0, write_bytes;
@@ -202,19 +185,7 @@ Test(conn, frames_cut_anywhere_are_decoded_in_order)
         ts[i] = i ? 1000 : ((int64_t)now.tv_sec - 600) * 1000000000;
         v[i] = i * 0.5;
     }
-    col.field = "temp";
-    col.type = TIDE__V1__VALUE_TYPE__VALUE_TYPE_F64;
-    col.f64 = v;
-    col.n_f64 = POINTS;
-    g.device = "dev1";
-    g.ts_delta_ns = ts;
-    g.n_ts_delta_ns = POINTS;
-    g.columns = &cp;
-    g.n_columns = 1;
-    wb.groups = &gp;
-    wb.n_groups = 1;
-    w.body_case = TIDE__V1__ENVELOPE__BODY_WRITE_BATCH;
-    w.write_batch = &wb;
+    w = wire_batch_f64(&b, "dev1", "temp", ts, v, POINTS);
     p.body_case = TIDE__V1__ENVELOPE__BODY_PING;
     p.ping = &pb;
     for (int i = 0; i < PINGS; i++) {
@@ -222,9 +193,9 @@ Test(conn, frames_cut_anywhere_are_decoded_in_order)
         pb.nonce = (uint64_t)i;
         frame_append(buf, &len, sizeof(buf), &p);
         if (i == PINGS / 2) {
-            w.request_id = 999;
+            w->request_id = 999;
             write_bytes = len;
-            frame_append(buf, &len, sizeof(buf), &w);
+            frame_append(buf, &len, sizeof(buf), w);
             write_bytes = len - write_bytes;
         }
     }
@@ -337,7 +308,7 @@ Test(conn, startup_failures_name_their_cause)
 
 static long rss_kb(void)
 {
-    long kb = wire_proc_kb(srv.pid, "VmRSS");
+    long kb = proc_status_kib(srv.pid, "VmRSS");
 
     cr_assert_gt(kb, 0, "cannot read VmRSS of tided %d", (int)srv.pid);
     return kb;
@@ -414,7 +385,7 @@ Test(conn, unauthenticated_partial_frames_are_refused_at_the_header)
         cr_assert(wire_closed(fd[i]), "connection %d stays open", i);
         close(fd[i]);
     }
-    now = wire_proc_kb(srv.pid, "VmHWM");
+    now = proc_status_kib(srv.pid, "VmHWM");
     cr_log_info("150 partial frames: baseline %ld MiB, peak %ld MiB",
                 base >> 10, now >> 10);
     cr_assert_lt(now, RSS_BOUND_KB, "peak %ld MiB", now >> 10);
@@ -463,23 +434,6 @@ static int wire_wait_readable(int fd)
     return poll(&p, 1, 10000) > 0;
 }
 
-/* Hello on a new connection; the fd. */
-static int hello_only(void)
-{
-    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
-    Tide__V1__Hello h = TIDE__V1__HELLO__INIT;
-    int fd = wire_connect(srv.port);
-
-    cr_assert_geq(fd, 0);
-    h.protocol_version = 1;
-    e.body_case = TIDE__V1__ENVELOPE__BODY_HELLO;
-    e.hello = &h;
-    r = wire_next(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_HELLO_OK);
-    tide_frame_free(r, NULL);
-    return fd;
-}
-
 /* After Hello, before Auth: one 16 MiB frame of 8 M empty PointGroups.
  * Before the fix it was decoded (1.1 GB peak) only to be answered
  * NOT_AUTHENTICATED; now it is refused at its header. After Auth the same
@@ -490,13 +444,13 @@ Test(conn, empty_groups_frame_is_refused_before_and_after_auth)
     uint8_t *frame = empty_groups_frame(16 * MIB, &len);
     char key[160];
     long base = rss_kb(), now;
-    int fd = hello_only();
+    int fd = wire_hello_connect(srv.port);
 
     /* The server may close before all of it is sent: not checked. The
      * peak is read once the answer is there. */
     (void)wire_send_raw(fd, frame, len);
     cr_assert(wire_wait_readable(fd), "no answer");
-    now = wire_proc_kb(srv.pid, "VmHWM");
+    now = proc_status_kib(srv.pid, "VmHWM");
     cr_log_info("empty groups before Auth: baseline %ld MiB, peak %ld MiB",
                 base >> 10, now >> 10);
     cr_assert_lt(now, RSS_BOUND_KB, "peak %ld MiB before Auth", now >> 10);
@@ -509,7 +463,7 @@ Test(conn, empty_groups_frame_is_refused_before_and_after_auth)
     cr_assert_geq(fd, 0);
     (void)wire_send_raw(fd, frame, len);
     cr_assert(wire_wait_readable(fd), "no answer");
-    now = wire_proc_kb(srv.pid, "VmHWM");
+    now = proc_status_kib(srv.pid, "VmHWM");
     cr_log_info("empty groups after Auth: peak %ld MiB", now >> 10);
     cr_assert_lt(now, DECODE_BOUND_KB, "peak %ld MiB after Auth", now >> 10);
     expect_frame_error(fd, TIDE__V1__ERROR_CODE__ERROR_CODE_FRAME_TOO_LARGE,
@@ -529,8 +483,7 @@ Test(conn, a_write_the_credential_may_not_send_is_not_decoded)
 {
     size_t len;
     uint8_t *frame = empty_groups_frame(16 * MIB, &len);
-    Tide__V1__Envelope p = TIDE__V1__ENVELOPE__INIT, *r;
-    Tide__V1__Ping pb = TIDE__V1__PING__INIT;
+    Tide__V1__Envelope *r;
     int fd = wire_session(srv.port, srv.admin_key);
     long now;
 
@@ -538,19 +491,14 @@ Test(conn, a_write_the_credential_may_not_send_is_not_decoded)
     cr_assert_eq(wire_send_raw(fd, frame, len), 0);
     free(frame);
     r = wire_recv(fd);
-    now = wire_proc_kb(srv.pid, "VmHWM");
+    now = proc_status_kib(srv.pid, "VmHWM");
     cr_assert_lt(now, RSS_BOUND_KB, "peak %ld MiB", now >> 10);
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR &&
                   r->error->code ==
                       TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED,
               "expected PERMISSION_DENIED: %s", wire_why(r));
     tide_frame_free(r, NULL);
-    p.body_case = TIDE__V1__ENVELOPE__BODY_PING;
-    p.ping = &pb;
-    r = wire_next(fd, &p);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_PONG,
-              "the connection stays open: %s", wire_why(r));
-    tide_frame_free(r, NULL);
+    (void)wire_ping_us(fd); /* the connection stays open: Pong asserted */
     close(fd);
 }
 
@@ -559,10 +507,8 @@ static uint8_t *batch_frame(uint64_t rid, int points, size_t *len)
 {
     int64_t *ts = calloc((size_t)points, sizeof(*ts));
     double *v = calloc((size_t)points, sizeof(*v));
-    Tide__V1__Envelope w = TIDE__V1__ENVELOPE__INIT;
-    Tide__V1__WriteBatch wb = TIDE__V1__WRITE_BATCH__INIT;
-    Tide__V1__PointGroup g = TIDE__V1__POINT_GROUP__INIT, *gp = &g;
-    Tide__V1__Column col = TIDE__V1__COLUMN__INIT, *cp = &col;
+    struct wire_batch b;
+    Tide__V1__Envelope *w;
     uint8_t *buf;
 
     cr_assert(ts && v);
@@ -570,24 +516,10 @@ static uint8_t *batch_frame(uint64_t rid, int points, size_t *len)
         ts[i] = i ? 1000 : T0;
         v[i] = i * 0.25;
     }
-    col.field = "temp";
-    col.type = TIDE__V1__VALUE_TYPE__VALUE_TYPE_F64;
-    col.f64 = v;
-    col.n_f64 = (size_t)points;
-    g.device = "dev1";
-    g.ts_delta_ns = ts;
-    g.n_ts_delta_ns = (size_t)points;
-    g.columns = &cp;
-    g.n_columns = 1;
-    wb.groups = &gp;
-    wb.n_groups = points ? 1 : 0;
-    w.body_case = TIDE__V1__ENVELOPE__BODY_WRITE_BATCH;
-    w.write_batch = &wb;
-    w.request_id = rid;
-    *len = tide_frame_size(&w);
-    buf = malloc(*len);
-    cr_assert_not_null(buf);
-    cr_assert_eq(tide_frame_encode(&w, buf, *len), (int64_t)*len);
+    w = wire_batch_f64(&b, "dev1", "temp", ts, v, (size_t)points);
+    b.wb.n_groups = points ? 1 : 0;
+    w->request_id = rid;
+    buf = wire_encode(w, len);
     free(ts);
     free(v);
     return buf;
@@ -654,14 +586,6 @@ static void slow_init(void)
     fixture_start(slow_settings);
 }
 
-static double now_s(void)
-{
-    struct timespec t;
-
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
 /* A 200-byte frame sent one byte every 100 ms (each byte well within the
  * 500 ms read_timeout_ms): the frame as a whole must complete within the
  * timeout, so the connection is closed, with Error TIMEOUT, within 3 s of
@@ -674,7 +598,7 @@ Test(conn, a_started_frame_must_finish_within_read_timeout, .init = slow_init)
     uint8_t buf[256];
     size_t len;
     double start;
-    int fd = hello_only(), closed_after = -1;
+    int fd = wire_hello_connect(srv.port), closed_after = -1;
 
     memset(junk, 'x', sizeof(junk) - 1);
     junk[sizeof(junk) - 1] = 0;
@@ -686,7 +610,7 @@ Test(conn, a_started_frame_must_finish_within_read_timeout, .init = slow_init)
     len = tide_frame_size(&e);
     cr_assert(len >= 200 && len <= sizeof(buf), "frame %zu bytes", len);
     cr_assert_eq(tide_frame_encode(&e, buf, sizeof(buf)), (int64_t)len);
-    start = now_s();
+    start = proc_now_ms();
     for (size_t i = 0; i < len; i++) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
 
@@ -694,8 +618,9 @@ Test(conn, a_started_frame_must_finish_within_read_timeout, .init = slow_init)
             closed_after = (int)i + 1;
             break;
         }
-        cr_assert_lt(now_s() - start, 3.0, "still open after %zu bytes, %.1f s",
-                     i + 1, now_s() - start);
+        cr_assert_lt(proc_now_ms() - start, 3000.0,
+                     "still open after %zu bytes, %.1f s", i + 1,
+                     (proc_now_ms() - start) / 1e3);
     }
     cr_assert_gt(closed_after, 0, "the whole frame went in");
     r = wire_recv(fd);
@@ -705,7 +630,7 @@ Test(conn, a_started_frame_must_finish_within_read_timeout, .init = slow_init)
     tide_frame_free(r, NULL);
     cr_assert(wire_closed(fd));
     close(fd);
-    cr_assert_lt(now_s() - start, 3.0);
+    cr_assert_lt(proc_now_ms() - start, 3000.0);
 }
 
 /* ---- Teardown (issue #10, item 10) ------------------------------------ */

@@ -429,28 +429,11 @@ static void owner_token(char *token, size_t cap)
 /* Hello and Auth with a session token on a new connection; the fd. */
 static int token_session(const char *token)
 {
-    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
-    Tide__V1__Hello h = TIDE__V1__HELLO__INIT;
-    Tide__V1__Auth a = TIDE__V1__AUTH__INIT;
     int fd = wire_connect(srv.port);
 
     cr_assert_geq(fd, 0, "connect: the server no longer serves");
-    h.protocol_version = 1;
-    e.request_id = 1;
-    e.body_case = TIDE__V1__ENVELOPE__BODY_HELLO;
-    e.hello = &h;
-    r = wire_call(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_HELLO_OK);
-    tide_frame_free(r, NULL);
-    a.credential_case = TIDE__V1__AUTH__CREDENTIAL_SESSION_TOKEN;
-    a.session_token = (char *)token;
-    e.request_id = 2;
-    e.body_case = TIDE__V1__ENVELOPE__BODY_AUTH;
-    e.auth = &a;
-    r = wire_call(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_AUTH_OK,
-              "session auth: %s", wire_why(r));
-    tide_frame_free(r, NULL);
+    wire_hello(fd);
+    wire_auth_token(fd, token);
     return fd;
 }
 

@@ -237,23 +237,34 @@ static int read_full(int fd, uint8_t *p, size_t n)
     return 0;
 }
 
-Tide__V1__Envelope *wire_recv(int fd)
+uint8_t *wire_recv_frame(int fd, size_t max, size_t *n)
 {
     uint8_t hdr[4], *buf;
-    uint32_t n;
-    Tide__V1__Envelope *env;
+    size_t len;
 
     if (read_full(fd, hdr, 4))
         return NULL;
-    n = (uint32_t)hdr[0] | (uint32_t)hdr[1] << 8 | (uint32_t)hdr[2] << 16 |
-        (uint32_t)hdr[3] << 24;
-    if (n > TIDE_FRAME_MAX_BYTES_DEFAULT)
+    len = (size_t)hdr[0] | (size_t)hdr[1] << 8 | (size_t)hdr[2] << 16 |
+          (size_t)hdr[3] << 24;
+    if (len > max)
         return NULL;
-    buf = malloc(n ? n : 1);
-    if (!buf || read_full(fd, buf, n)) {
+    buf = malloc(len ? len : 1);
+    if (!buf || read_full(fd, buf, len)) {
         free(buf);
         return NULL;
     }
+    *n = len;
+    return buf;
+}
+
+Tide__V1__Envelope *wire_recv(int fd)
+{
+    Tide__V1__Envelope *env;
+    size_t n;
+    uint8_t *buf = wire_recv_frame(fd, TIDE_FRAME_MAX_BYTES_DEFAULT, &n);
+
+    if (!buf)
+        return NULL;
     env = tide__v1__envelope__unpack(&tide_frame_allocator, n, buf);
     free(buf);
     return env;

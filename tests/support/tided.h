@@ -55,6 +55,10 @@ int wire_send(int fd, const Tide__V1__Envelope *env);
 /* Send raw bytes. Returns 0 or -1. */
 int wire_send_raw(int fd, const void *p, size_t n);
 
+/* Receive one frame's body, at most `max` bytes (malloc'd, *n its
+ * length). Returns NULL on EOF, timeout, error or a larger frame. */
+uint8_t *wire_recv_frame(int fd, size_t max, size_t *n);
+
 /* Receive one envelope (free with tide_frame_free). Returns NULL on EOF,
  * timeout or a bad frame. */
 Tide__V1__Envelope *wire_recv(int fd);

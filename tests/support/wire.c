@@ -6,10 +6,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "frame.h"
+#include "proc.h"
 
 struct tided_proc srv;
 char dir[1024];
@@ -137,22 +139,34 @@ void wire_key_create(int fd, uint64_t account, const char *name,
     tide_frame_free(r, NULL);
 }
 
-int wire_owner_session(int port, const char *email)
+void wire_hello(int fd)
 {
     Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
     Tide__V1__Hello h = TIDE__V1__HELLO__INIT;
-    Tide__V1__Login l = TIDE__V1__LOGIN__INIT;
-    Tide__V1__Auth a = TIDE__V1__AUTH__INIT;
-    char token[256];
-    int fd = wire_connect(port);
 
-    cr_assert_geq(fd, 0);
     h.protocol_version = 1;
     e.body_case = TIDE__V1__ENVELOPE__BODY_HELLO;
     e.hello = &h;
     r = wire_next(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_HELLO_OK);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_HELLO_OK,
+              "hello: %s", wire_why(r));
     tide_frame_free(r, NULL);
+}
+
+int wire_hello_connect(int port)
+{
+    int fd = wire_connect(port);
+
+    cr_assert_geq(fd, 0, "connect");
+    wire_hello(fd);
+    return fd;
+}
+
+void wire_login(int fd, const char *email, char *token, size_t cap)
+{
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__Login l = TIDE__V1__LOGIN__INIT;
+
     l.email = (char *)email;
     l.password = "correct horse battery";
     e.body_case = TIDE__V1__ENVELOPE__BODY_LOGIN;
@@ -160,35 +174,124 @@ int wire_owner_session(int port, const char *email)
     r = wire_next(fd, &e);
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_LOGIN_OK,
               "login: %s", wire_why(r));
-    snprintf(token, sizeof(token), "%s", r->login_ok->session_token);
+    snprintf(token, cap, "%s", r->login_ok->session_token);
     tide_frame_free(r, NULL);
+}
+
+void wire_auth_token(int fd, const char *token)
+{
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__Auth a = TIDE__V1__AUTH__INIT;
+
     a.credential_case = TIDE__V1__AUTH__CREDENTIAL_SESSION_TOKEN;
-    a.session_token = token;
+    a.session_token = (char *)token;
     e.body_case = TIDE__V1__ENVELOPE__BODY_AUTH;
     e.auth = &a;
     r = wire_next(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_AUTH_OK, "auth: %s",
-              wire_why(r));
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_AUTH_OK,
+              "session auth: %s", wire_why(r));
     tide_frame_free(r, NULL);
+}
+
+void wire_owner_login(int fd, const char *email)
+{
+    char token[256];
+
+    wire_hello(fd);
+    wire_login(fd, email, token, sizeof(token));
+    wire_auth_token(fd, token);
+}
+
+int wire_owner_session(int port, const char *email)
+{
+    int fd = wire_connect(port);
+
+    cr_assert_geq(fd, 0);
+    wire_owner_login(fd, email);
     return fd;
+}
+
+Tide__V1__Envelope *wire_batch_f64(struct wire_batch *b, const char *device,
+                                   const char *field, int64_t *ts_delta_ns,
+                                   double *v, size_t n)
+{
+    tide__v1__envelope__init(&b->env);
+    tide__v1__write_batch__init(&b->wb);
+    tide__v1__point_group__init(&b->g);
+    tide__v1__column__init(&b->c);
+    b->gp = &b->g;
+    b->cp = &b->c;
+    b->c.field = (char *)field;
+    b->c.type = TIDE__V1__VALUE_TYPE__VALUE_TYPE_F64;
+    b->c.f64 = v;
+    b->c.n_f64 = n;
+    b->g.device = (char *)device;
+    b->g.ts_delta_ns = ts_delta_ns;
+    b->g.n_ts_delta_ns = n;
+    b->g.columns = &b->cp;
+    b->g.n_columns = 1;
+    b->wb.groups = &b->gp;
+    b->wb.n_groups = 1;
+    b->env.body_case = TIDE__V1__ENVELOPE__BODY_WRITE_BATCH;
+    b->env.write_batch = &b->wb;
+    return &b->env;
+}
+
+uint8_t *wire_encode(const Tide__V1__Envelope *env, size_t *n)
+{
+    uint8_t *buf;
+
+    *n = tide_frame_size(env);
+    buf = malloc(*n);
+    cr_assert_not_null(buf);
+    cr_assert_eq(tide_frame_encode(env, buf, *n), (int64_t)*n);
+    return buf;
+}
+
+int64_t wire_ping_us(int fd)
+{
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__Ping p = TIDE__V1__PING__INIT;
+    int64_t t0 = proc_now_us();
+
+    e.body_case = TIDE__V1__ENVELOPE__BODY_PING;
+    e.ping = &p;
+    r = wire_next(fd, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_PONG,
+              "Ping got no Pong within 10 s: %s", wire_why(r));
+    tide_frame_free(r, NULL);
+    return proc_now_us() - t0;
+}
+
+int fixture_cli(const char *key, const char *args, const char *input, char *out,
+                size_t cap)
+{
+    char cmd[4096], path[1100];
+    const char *bin = getenv("TIDE_BIN");
+    FILE *p;
+    size_t n;
+    int status;
+
+    snprintf(path, sizeof(path), "%s/cli-input", dir);
+    if (input) {
+        FILE *f = fopen(path, "w");
+
+        cr_assert_not_null(f);
+        fputs(input, f);
+        fclose(f);
+    }
+    snprintf(cmd, sizeof(cmd), "TIDE_KEY='%s' %s --port %d %s %s%s", key,
+             bin && *bin ? bin : "build/release/tide", srv.port, args,
+             input ? "< " : "", input ? path : "");
+    p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 long wire_proc_kb(pid_t pid, const char *field)
 {
-    char path[64], line[256];
-    size_t n = strlen(field);
-    long kb = -1;
-    FILE *f;
-
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    f = fopen(path, "r");
-    if (!f)
-        return -1;
-    while (fgets(line, sizeof(line), f))
-        if (!strncmp(line, field, n) && line[n] == ':') {
-            kb = strtol(line + n + 1, NULL, 10);
-            break;
-        }
-    fclose(f);
-    return kb;
+    return proc_status_kib(pid, field);
 }

@@ -62,12 +62,59 @@ void wire_key_create(int fd, uint64_t account, const char *name,
                      Tide__V1__Role role, const char *device, char *key,
                      size_t cap);
 
-/* Hello, Login with the password and Auth with the session token: a
- * connection of the account owner `email`. */
+/* Hello on `fd` (wire_next), asserting HelloOk. */
+void wire_hello(int fd);
+
+/* A new connection to `port` after its Hello; the fd (asserted). */
+int wire_hello_connect(int port);
+
+/* Login of `email` with the password "correct horse battery" on `fd`
+ * (after Hello), asserting LoginOk; the session token into token[cap]. */
+void wire_login(int fd, const char *email, char *token, size_t cap);
+
+/* Auth with the session `token` on `fd` (after Hello), asserting AuthOk. */
+void wire_auth_token(int fd, const char *token);
+
+/* Hello, Login with the password and Auth with the session token on
+ * `fd`: it becomes a connection of the account owner `email`. */
+void wire_owner_login(int fd, const char *email);
+
+/* The same on a new connection to `port`; the fd. */
 int wire_owner_session(int port, const char *email);
 
+/* A WriteBatch of one group of `device` with one f64 column `field`: n
+ * timestamps (deltas, the first absolute) and n values, which the caller
+ * keeps alive. All of it lives in `b`; returns &b->env, request id 0, for
+ * the caller to adjust (producer, sequence, more columns) and send. */
+struct wire_batch {
+    Tide__V1__Envelope env;
+    Tide__V1__WriteBatch wb;
+    Tide__V1__PointGroup g, *gp;
+    Tide__V1__Column c, *cp;
+};
+Tide__V1__Envelope *wire_batch_f64(struct wire_batch *b, const char *device,
+                                   const char *field, int64_t *ts_delta_ns,
+                                   double *v, size_t n);
+
+/* Encode `env` into a malloc'd frame (length prefix included); *n gets
+ * its size. Asserts. */
+uint8_t *wire_encode(const Tide__V1__Envelope *env, size_t *n);
+
+/* One Ping on `fd` (wire_next); its round trip in microseconds. Asserts
+ * the Pong. */
+int64_t wire_ping_us(int fd);
+
+/* Run the tide CLI ($TIDE_BIN, else build/release/tide) against the
+ * fixture's server with TIDE_KEY=key and `args`, its standard input from
+ * `input` when not NULL (written to a file in the fixture's directory).
+ * Returns its exit status (-1 when it did not exit); its standard output
+ * into out[cap]. */
+int fixture_cli(const char *key, const char *args, const char *input, char *out,
+                size_t cap);
+
 /* A "kB" field of /proc/<pid>/status, such as "VmRSS" (resident now) or
- * "VmHWM" (the peak), in KiB; -1 when it cannot be read. */
+ * "VmHWM" (the peak), in KiB; -1 when it cannot be read. The same as
+ * proc_status_kib() (proc.h). */
 long wire_proc_kb(pid_t pid, const char *field);
 
 #endif /* TIDE_TESTS_SUPPORT_WIRE_H */
