@@ -528,6 +528,14 @@ static void send_point(int fd, uint64_t rid, int64_t ts)
 
 enum { SIGNUPS = 50, PINGS = 150 };
 
+/* The issue's bound on a bystander's Ping p99 while sign-ups hash; the
+ * sanitizers' build runs the loop about three times slower. */
+#if defined(__SANITIZE_ADDRESS__)
+#define PING_P99_MAX_US 60000
+#else
+#define PING_P99_MAX_US 20000
+#endif
+
 Test(admin_hardening, pipelined_signups_do_not_stall_a_bystander,
      .init = setup_bcrypt, .fini = fixture_fini, .timeout = 120)
 {
@@ -634,8 +642,9 @@ Test(admin_hardening, pipelined_signups_do_not_stall_a_bystander,
                 "ack p50=%lldus p99=%lldus created=%d refused=%d\n",
                 (long long)p50, (long long)p99, (long long)max, (long long)a50,
                 (long long)a99, created, limited);
-        cr_assert_lt(p99, 20000, "bystander Ping p99 %lld us (max %lld us)",
-                     (long long)p99, (long long)max);
+        cr_assert_lt(p99, PING_P99_MAX_US,
+                     "bystander Ping p99 %lld us (max %lld us)", (long long)p99,
+                     (long long)max);
     }
     cr_assert_gt(limited, 0, "50 sign-ups from one address, none throttled");
     close(anon);

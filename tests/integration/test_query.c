@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "frame.h"
+#include "proc.h"
 #include "testutil.h"
 #include "wire.h"
 
@@ -29,14 +30,6 @@ static char big_device_key[128], big_analyst_key[128];
 static uint64_t account_a;
 static char small_analyst_key[128];
 
-static int64_t now_ns(void)
-{
-    struct timespec t;
-
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
-}
-
 /* Under AddressSanitizer tided's RSS holds shadow memory and freed
  * blocks in quarantine: the memory bounds are then only logged. */
 #if defined(__SANITIZE_ADDRESS__)
@@ -45,36 +38,12 @@ static int64_t now_ns(void)
 #define RSS_BOUNDS 1
 #endif
 
-/* A line of tided's /proc status ("VmRSS:", "VmHWM:"), in KiB. */
-static long status_kib(const char *key)
-{
-    char path[64], line[256];
-    long kib = -1;
-    FILE *f;
-
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)srv.pid);
-    f = fopen(path, "r");
-    cr_assert_not_null(f, "%s", path);
-    while (fgets(line, sizeof(line), f))
-        if (!strncmp(line, key, strlen(key)))
-            kib = strtol(line + strlen(key), NULL, 10);
-    fclose(f);
-    return kib;
-}
-
 /* Reset tided's peak resident set size (VmHWM) to its current one; then
  * returns that RSS in KiB. */
 static long peak_reset(void)
 {
-    char path[64];
-    FILE *f;
-
-    snprintf(path, sizeof(path), "/proc/%d/clear_refs", (int)srv.pid);
-    f = fopen(path, "w");
-    cr_assert_not_null(f, "%s", path);
-    fputs("5", f);
-    fclose(f);
-    return status_kib("VmRSS:");
+    proc_peak_reset(srv.pid);
+    return proc_status_kib(srv.pid, "VmRSS");
 }
 
 static void recv_timeout(int fd, int ms)
@@ -262,7 +231,7 @@ static void victim_queries(int n)
     cr_assert_not_null(lat);
     recv_timeout(fd, 3000);
     for (int i = 0; i < n; i++) {
-        int64_t t = now_ns();
+        int64_t t = proc_now_us();
         long got;
 
         send_query(fd, 1 + (uint64_t)i, "dev2", "small", 0,
@@ -270,14 +239,14 @@ static void victim_queries(int n)
         got = read_query(fd, 1 + (uint64_t)i, NULL);
         cr_assert_eq(got, 6, "victim query %d: %ld (no answer within 3 s?)", i,
                      got);
-        lat[i] = now_ns() - t;
+        lat[i] = proc_now_us() - t;
     }
     qsort(lat, (size_t)n, sizeof(*lat), cmp_i64);
     cr_log_info("victim query p50 %.1f ms, p99 %.1f ms, max %.1f ms",
-                (double)lat[n / 2] / 1e6, (double)lat[(n * 99) / 100] / 1e6,
-                (double)lat[n - 1] / 1e6);
-    cr_assert_lt(lat[(n * 99) / 100], 50 * 1000000LL, "victim p99 %.1f ms",
-                 (double)lat[(n * 99) / 100] / 1e6);
+                (double)lat[n / 2] / 1e3, (double)lat[(n * 99) / 100] / 1e3,
+                (double)lat[n - 1] / 1e3);
+    cr_assert_lt(lat[(n * 99) / 100], 50 * 1000LL, "victim p99 %.1f ms",
+                 (double)lat[(n * 99) / 100] / 1e3);
     free(lat);
     close(fd);
 }
@@ -447,7 +416,7 @@ Test(query_slow, descending_query_memory_is_bounded)
     usleep(700 * 1000);
     recv_timeout(fd, 5000);
     got = read_query(fd, 9, &first);
-    during = status_kib("VmHWM:");
+    during = proc_status_kib(srv.pid, "VmHWM");
     cr_log_info("descending query: RSS %ld KiB before, peak %ld KiB "
                 "(+%ld KiB)",
                 before, during, during - before);
@@ -482,22 +451,22 @@ Test(query_mem, one_ns_buckets_answer_too_large_early)
 
     cr_assert_geq(fd, 0);
     before = peak_reset();
-    t = now_ns();
+    t = proc_now_us();
     send_query(fd, 11, "dev1", "big", 0, TIDE__V1__AGGREGATION__AGGREGATION_MAX,
                1);
     got = read_query(fd, 11, NULL);
-    t = now_ns() - t;
-    peak = status_kib("VmHWM:");
+    t = proc_now_us() - t;
+    peak = proc_status_kib(srv.pid, "VmHWM");
     cr_log_info("1 ns MAX buckets: answered in %.1f ms, RSS %ld KiB before, "
                 "peak %ld KiB (+%ld KiB)",
-                (double)t / 1e6, before, peak, peak - before);
+                (double)t / 1e3, before, peak, peak - before);
     cr_assert_eq(got,
                  -(1000 + TIDE__V1__ERROR_CODE__ERROR_CODE_QUERY_TOO_LARGE),
                  "got %ld", got);
     /* Building every bucket took +75 MB before the fix. */
     cr_assert(!RSS_BOUNDS || peak - before < 24 * 1024, "+%ld KiB",
               peak - before);
-    cr_assert_lt(t, 3000 * 1000000LL);
+    cr_assert_lt(t, 3000 * 1000LL);
     close(fd);
 }
 
@@ -517,7 +486,7 @@ Test(query_slow, pipelined_unread_queries_are_bounded)
         send_query(fd, 20 + i, "dev1", "big", 0,
                    TIDE__V1__AGGREGATION__AGGREGATION_NONE, 0);
     usleep(800 * 1000);
-    peak = status_kib("VmHWM:");
+    peak = proc_status_kib(srv.pid, "VmHWM");
     cr_log_info("16 unread queries: RSS %ld KiB before, peak %ld KiB "
                 "(+%ld KiB)",
                 before, peak, peak - before);
