@@ -446,6 +446,22 @@ void tide_frame_decoder_skip(struct tide_frame_decoder *d)
         d->head = d->len = 0;
 }
 
+const uint8_t *tide_frame_decoder_frame(const struct tide_frame_decoder *d,
+                                        size_t *len)
+{
+    size_t live = d->len - d->head;
+    uint32_t payload;
+
+    *len = 0;
+    if (d->err || live < TIDE_FRAME_HEADER_BYTES)
+        return NULL;
+    payload = load_le32(d->buf + d->head);
+    if (live - TIDE_FRAME_HEADER_BYTES < payload)
+        return NULL;
+    *len = TIDE_FRAME_HEADER_BYTES + payload;
+    return d->buf + d->head;
+}
+
 int tide_frame_decoder_next(struct tide_frame_decoder *d,
                             Tide__V1__Envelope **env)
 {

@@ -177,6 +177,14 @@ int tide_frame_decoder_peek(struct tide_frame_decoder *d,
 /* Drop the complete frame that tide_frame_decoder_peek() described. */
 void tide_frame_decoder_skip(struct tide_frame_decoder *d);
 
+/* The bytes (header included) of the complete frame that
+ * tide_frame_decoder_peek() described, in *len; NULL when there is none.
+ * They stay valid until the next call that changes the decoder, so that a
+ * caller can copy the frame out and decode it elsewhere
+ * (tide_frame_parse_bounded) before it skips it. */
+const uint8_t *tide_frame_decoder_frame(const struct tide_frame_decoder *d,
+                                        size_t *len);
+
 /* Bytes buffered but not yet returned as envelopes. */
 size_t tide_frame_decoder_pending(const struct tide_frame_decoder *d);
 
