@@ -27,6 +27,12 @@
  *   worker: job_register (devices, then series) ─► done queue ─► wake
  *   loop: tided_write_jobs_drain ─► write_resume ─► steps 1..8
  *
+ * The same worker decodes WriteBatch frames of TIDED_OFFLOOP_DECODE_BYTES
+ * and more (tided_write_decode, job_decode; conn_decoded() dispatches the
+ * envelope as on_read would), and a batch of more than WRITE_SLICE_WORK
+ * groups plus columns is built over several loop turns ("Sliced
+ * batches" below), its build freed by the worker afterwards (JOB_FREE).
+ *
  * Invariants:
  *   1. Nothing of a batch refused whole reaches the engine.
  *   2. A WriteAck with accepted_points > 0 is sent only after the engine's
