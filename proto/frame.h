@@ -177,13 +177,15 @@ int tide_frame_decoder_peek(struct tide_frame_decoder *d,
 /* Drop the complete frame that tide_frame_decoder_peek() described. */
 void tide_frame_decoder_skip(struct tide_frame_decoder *d);
 
-/* The bytes (header included) of the complete frame that
- * tide_frame_decoder_peek() described, in *len; NULL when there is none.
- * They stay valid until the next call that changes the decoder, so that a
- * caller can copy the frame out and decode it elsewhere
- * (tide_frame_parse_bounded) before it skips it. */
-const uint8_t *tide_frame_decoder_frame(const struct tide_frame_decoder *d,
-                                        size_t *len);
+/* Take the complete frame that tide_frame_decoder_peek() described out of
+ * the decoder without copying it, to decode it elsewhere
+ * (tide_frame_parse_bounded): returns the decoder's buffer, which the
+ * caller frees with the decoder's allocator; the frame (header included)
+ * is at *off, *len bytes. The bytes buffered after it stay in the decoder
+ * (copied into a buffer of their own). Returns NULL when there is no
+ * complete frame, or without memory for those bytes (nothing changed). */
+uint8_t *tide_frame_decoder_take(struct tide_frame_decoder *d, size_t *off,
+                                 size_t *len);
 
 /* Bytes buffered but not yet returned as envelopes. */
 size_t tide_frame_decoder_pending(const struct tide_frame_decoder *d);

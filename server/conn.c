@@ -666,27 +666,25 @@ static void frame_error(struct conn *c, int rc)
 #define DECODER_KEEP_BYTES (256u << 10)
 
 /* A large WriteBatch frame of an authenticated connection is decoded by
- * the write worker, off the loop (tided_write_decode): it is copied out
- * and skipped here, and the connection is not read until conn_decoded()
- * has dispatched it, so that its requests keep their order. Everything
- * route() checks still happens, on the decoded envelope. Returns 1 when
- * the frame was taken (handed off, or refused for want of room). */
+ * the write worker, off the loop (tided_write_decode): it leaves the
+ * decoder with the decoder's buffer, and the connection is not read until
+ * conn_decoded() has dispatched it, so that its requests keep their
+ * order. Everything route() checks still happens, on the decoded
+ * envelope. Returns 1 when the frame was taken (handed off, or refused
+ * for want of room). */
 static int decode_offloop(struct conn *c, const struct tide_frame_head *h)
 {
-    const uint8_t *frame;
-    size_t len;
     int rc;
 
     if (h->body != TIDE__V1__ENVELOPE__BODY_WRITE_BATCH ||
         c->state != CONN_AUTHED || c->srv->stopping ||
         h->bytes < TIDED_OFFLOOP_DECODE_BYTES)
         return 0;
-    frame = tide_frame_decoder_frame(&c->dec, &len);
-    rc = frame ? tided_write_decode(c, frame, len) : -ENOMEM;
+    rc = tided_write_decode(c, h->bytes);
     if (rc == -ENOMEM)
         return 0; /* decoded here, as a small frame is */
-    tide_frame_decoder_skip(&c->dec);
     if (rc == TIDE_EFULL) {
+        tide_frame_decoder_skip(&c->dec);
         ack_refuse(c, h->request_id,
                    TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
                    "too many batches wait for the write worker; retry "

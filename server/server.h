@@ -408,11 +408,13 @@ void tided_write_jobs_drain(struct server *s);
  * authenticated connection are decoded by the write worker, not on the
  * loop (a 100,000-device batch takes ~80 ms to decode). */
 #define TIDED_OFFLOOP_DECODE_BYTES (256u << 10)
-/* Hand the frame[0..len) of `c` (a WriteBatch) to the write worker to
- * decode; it is copied. The connection is not read until the worker is
- * done and conn_decoded() has dispatched the envelope. Returns 0, TIDE_EFULL
- * (too many frame bytes parked: refuse it) or -ENOMEM (decode it here). */
-int tided_write_decode(struct conn *c, const uint8_t *frame, size_t len);
+/* Hand the complete frame (a WriteBatch) peeked in the decoder of `c` to
+ * the write worker to decode (the decoder's buffer goes with it:
+ * tide_frame_decoder_take). The connection is not read until the worker
+ * is done and conn_decoded() has dispatched the envelope. Returns 0,
+ * TIDE_EFULL (too many frame bytes parked: refuse it; the frame is still
+ * in the decoder) or -ENOMEM (decode it here). */
+int tided_write_decode(struct conn *c, size_t len);
 /* conn_free(): the connection of a frame in the worker's hands is gone;
  * the result is dropped when it comes back. */
 void tided_write_decode_forget(struct conn *c);

@@ -46,6 +46,7 @@
  *   6. A parked batch whose connection closed is dropped unapplied when
  *      it comes back (its client never got an answer).
  */
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -451,7 +452,8 @@ struct write_job {
     /* JOB_DECODE: the frame (a copy, header included) and what decoding
      * it gave. `conn` is the loop's: NULL once the connection closed. */
     struct conn *conn;
-    uint8_t *frame;
+    uint8_t *frame; /* the decoder's buffer; the frame at frame_off */
+    size_t frame_off;
     uint32_t max_frame, decode_ratio;
     Tide__V1__Envelope *env;
     int decode_rc, mem_over;
@@ -1077,18 +1079,19 @@ static void job_push(struct write_worker *ww, struct write_job *j)
  * connection's decoder would apply (frame.h, invariant 4). */
 static void job_decode(struct write_job *j)
 {
+    const uint8_t *frame = j->frame + j->frame_off;
     size_t consumed = 0, payload = j->frame_bytes - TIDE_FRAME_HEADER_BYTES;
     size_t mem_max = j->decode_ratio ? (size_t)j->decode_ratio * payload +
                                            TIDE_FRAME_DECODE_SLACK
                                      : 0;
 
-    j->decode_rc = tide_frame_parse_bounded(
-        j->frame, j->frame_bytes, j->max_frame, &tide_frame_allocator, mem_max,
-        &j->env, &consumed, &j->mem_over);
+    j->decode_rc = tide_frame_parse_bounded(frame, j->frame_bytes, j->max_frame,
+                                            &tide_frame_allocator, mem_max,
+                                            &j->env, &consumed, &j->mem_over);
     if (j->decode_rc == TIDE_FRAME_NEED_MORE)
         j->decode_rc = TIDE_EMALFORMED; /* cannot be: the frame is whole */
     if (j->decode_rc == 0)
-        j->nul_field = tide_frame_nul_field(j->frame + TIDE_FRAME_HEADER_BYTES,
+        j->nul_field = tide_frame_nul_field(frame + TIDE_FRAME_HEADER_BYTES,
                                             consumed - TIDE_FRAME_HEADER_BYTES);
     tide_free(j->frame);
     j->frame = NULL;
@@ -1396,22 +1399,26 @@ static void write_decoded(struct write_job *j)
     job_free(j);
 }
 
-int tided_write_decode(struct conn *c, const uint8_t *frame, size_t len)
+int tided_write_decode(struct conn *c, size_t len)
 {
     struct server *s = c->srv;
     struct write_worker *ww = s->write_worker;
     struct write_job *j;
+    size_t off = 0, n = 0;
 
     if (ww->parked_bytes + len > WRITE_PARKED_BYTES_MAX && ww->parked_bytes)
         return TIDE_EFULL;
     j = tide_calloc(1, sizeof(*j));
+    /* No copy: the decoder's buffer (tide_frame_allocator's) is the
+     * job's, the frame at j->frame_off. */
     if (j)
-        j->frame = tide_malloc(len);
+        j->frame = tide_frame_decoder_take(&c->dec, &off, &n);
     if (!j || !j->frame) {
         tide_free(j);
         return -ENOMEM;
     }
-    memcpy(j->frame, frame, len);
+    TIDE_ASSERT(n == len);
+    j->frame_off = off;
     j->kind = JOB_DECODE;
     j->conn = c;
     j->frame_bytes = len;
@@ -1619,6 +1626,13 @@ int tided_write_init(struct server *s)
 
     if (devices_init(s))
         return -1;
+    /* The worker decodes and frees large batches in its own malloc arena,
+     * whose first heap glibc trims only above the trim threshold, which
+     * it raises to 64 MiB once a large block is freed: up to 64 MiB would
+     * stay resident after one big frame. Fixed thresholds (the dynamic
+     * mmap threshold's upper value; 8 MiB) let it go back. */
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 8 << 20);
     ww = tide_calloc(1, sizeof(*ww));
     if (!ww)
         return -1;
