@@ -676,7 +676,7 @@ Test(write, nul_bytes_are_refused_never_truncated)
 
 /* Groups of the big batches below: a frame of about 0.8 MB, above the
  * size from which the write worker decodes it (TIDED_OFFLOOP_DECODE_BYTES)
- * and above the work of one slice (WRITE_SLICE_WORK). */
+ * and above the size from which it is built in slices (WRITE_SLICE_MIN). */
 #define BIG_GROUPS 20000
 
 /* A big batch whose connection closes at every stage, while the worker
