@@ -1631,10 +1631,11 @@ int tided_write_init(struct server *s)
         return -1;
     /* The worker decodes and frees large batches in its own malloc arena,
      * whose first heap glibc trims only above the trim threshold, which
-     * it raises to 64 MiB once a large block is freed: up to 64 MiB would
-     * stay resident after one big frame. Fixed thresholds (the dynamic
-     * mmap threshold's upper value; 8 MiB) let it go back. */
-    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+     * it raises up to 64 MiB once a large block is freed: that much would
+     * stay resident after one big frame. Fixed thresholds (glibc's
+     * initial mmap threshold, so that large blocks stay mmapped and go
+     * back when freed; an 8 MiB trim threshold) let it go back. */
+    mallopt(M_MMAP_THRESHOLD, 128 << 10);
     mallopt(M_TRIM_THRESHOLD, 8 << 20);
     ww = tide_calloc(1, sizeof(*ww));
     if (!ww)
