@@ -724,6 +724,30 @@ Test(write, big_batch_whose_connection_closes_midway)
     tide_frame_free(r, NULL);
     close(fd);
     close(ofd);
+    /* A clean exit: under ASan, no leak of the dropped batches. */
+    cr_assert_eq(tided_stop(&srv), 0, "tided did not exit cleanly");
+}
+
+/* SIGTERM while big batches are decoded, registered and built in slices:
+ * the drain finishes them (or drops those whose connection is gone) and
+ * tided exits cleanly (no leak under ASan). */
+Test(write, shutdown_during_big_batches_is_clean)
+{
+    int ofd = wire_session(srv.port, srv.admin_key), fd[3];
+    char prefix[16];
+
+    wire_make_account(ofd, "stop@example.com");
+    for (int i = 0; i < 3; i++) {
+        fd[i] = wire_owner_session(srv.port, "stop@example.com");
+        snprintf(prefix, sizeof(prefix), "s%d-", i);
+        cr_assert_eq(wire_send(fd[i], bulk_batch(prefix, BIG_GROUPS, 7400)), 0);
+    }
+    close(fd[2]); /* one whose connection is gone */
+    usleep(20000);
+    cr_assert_eq(tided_stop(&srv), 0, "tided did not exit cleanly");
+    close(fd[0]);
+    close(fd[1]);
+    close(ofd);
 }
 
 /* Encode `e` into a heap buffer (*n bytes). */
@@ -806,4 +830,76 @@ Test(write, big_batch_decoded_off_the_loop_is_checked_as_on_it)
     cr_assert_null(wire_recv(fd), "the connection stays open");
     close(fd);
     close(ofd);
+}
+
+/* ---- Big batches out of memory ------------------------------------------- */
+
+static void oom_setup(void)
+{
+    setenv("TIDED_TEST_ALLOC_FAIL_NTH", "request_id", 1);
+    fixture_start((const char *const[]){"flush_interval_ms=0",
+                                        "prune_interval_s=0", NULL});
+}
+
+TestSuite(write_oom, .init = oom_setup, .fini = fixture_fini, .timeout = 120);
+
+/* A big batch, decoded by the worker and built in slices, whose Nth
+ * allocation fails (TIDED_TEST_ALLOC_FAIL_NTH: the request id's high 32
+ * bits), for N spread over the whole build: the failure follows the
+ * request across the hops and turns; it is answered (the whole batch, or
+ * refused with an out-of-memory Error), the connection is still served,
+ * and tided exits cleanly (no leak under ASan). */
+Test(write_oom, big_batch_out_of_memory_at_any_turn)
+{
+    static const int nth[] = {1,     2,     3,     5,     10,
+                              30,    100,   300,   1000,  3000,
+                              10000, 20000, 40000, 60000, 100000};
+    int ofd = wire_session(srv.port, srv.admin_key), fd;
+    Tide__V1__Envelope *r;
+    int fails = 0;
+
+    wire_make_account(ofd, "oom@example.com");
+    fd = wire_owner_session(srv.port, "oom@example.com");
+    r = wire_next(fd, bulk_batch("o-", BIG_GROUPS, 7500));
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK, "%s",
+              wire_why(r));
+    tide_frame_free(r, NULL);
+    for (size_t i = 0; i < sizeof(nth) / sizeof(nth[0]); i++) {
+        Tide__V1__Envelope *e = bulk_batch("o-", BIG_GROUPS, 0);
+
+        e->request_id = (uint64_t)nth[i] << 32 | (7501 + i);
+        r = wire_call(fd, e);
+        cr_assert_not_null(r, "N=%d: no answer", nth[i]);
+        cr_assert_eq(r->request_id, e->request_id, "N=%d", nth[i]);
+        if (r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR) {
+            cr_assert(
+                r->error->code == TIDE__V1__ERROR_CODE__ERROR_CODE_INTERNAL ||
+                    r->error->code ==
+                        TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED ||
+                    r->error->code == TIDE__V1__ERROR_CODE__ERROR_CODE_STORAGE,
+                "N=%d: error %d (%s)", nth[i], r->error->code,
+                r->error->message);
+            fails++;
+        } else {
+            cr_assert_eq(r->body_case, TIDE__V1__ENVELOPE__BODY_WRITE_ACK,
+                         "N=%d: body %d", nth[i], r->body_case);
+            cr_assert_eq(r->write_ack->accepted_points +
+                             r->write_ack->rejected_points,
+                         BIG_GROUPS, "N=%d", nth[i]);
+        }
+        tide_frame_free(r, NULL);
+        /* Still served, on the same connection or a new one. */
+        r = wire_next(fd, one_point("alive", "v", NULL, NULL));
+        if (!r) {
+            close(fd);
+            fd = wire_owner_session(srv.port, "oom@example.com");
+        }
+        tide_frame_free(r, NULL);
+    }
+    cr_log_info("big batch out of memory: %d of %zu refused", fails,
+                sizeof(nth) / sizeof(nth[0]));
+    cr_assert_geq(fails, 3, "the failures did not reach the batch");
+    close(fd);
+    close(ofd);
+    cr_assert_eq(tided_stop(&srv), 0, "tided did not exit cleanly");
 }
