@@ -29,7 +29,7 @@
  *
  * The same worker decodes WriteBatch frames of TIDED_OFFLOOP_DECODE_BYTES
  * and more (tided_write_decode, job_decode; conn_decoded() dispatches the
- * envelope as on_read would), and a batch of more than WRITE_SLICE_WORK
+ * envelope as on_read would), and a batch of more than WRITE_SLICE_MIN
  * groups plus columns is built over several loop turns ("Sliced
  * batches" below), its build freed by the worker afterwards (JOB_FREE).
  *
@@ -449,8 +449,9 @@ struct write_job {
                                       registered, for the loop to link */
     int *col_rc;   /* worker: why the column's series was not made */
     int series_rc; /* worker: why no series at all could be made */
-    /* JOB_DECODE: the frame (a copy, header included) and what decoding
-     * it gave. `conn` is the loop's: NULL once the connection closed. */
+    /* JOB_DECODE: the frame (header included, in the buffer taken from
+     * the connection's decoder) and what decoding it gave. `conn` is the
+     * loop's: NULL once the connection closed. */
     struct conn *conn;
     uint8_t *frame; /* the decoder's buffer; the frame at frame_off */
     size_t frame_off;
