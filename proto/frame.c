@@ -457,6 +457,34 @@ void tide_frame_decoder_skip(struct tide_frame_decoder *d)
         d->head = d->len = 0;
 }
 
+uint8_t *tide_frame_decoder_take(struct tide_frame_decoder *d, size_t *off,
+                                 size_t *len)
+{
+    size_t live = d->len - d->head, rest;
+    uint32_t payload;
+    uint8_t *buf, *left = NULL;
+
+    if (d->err || live < TIDE_FRAME_HEADER_BYTES)
+        return NULL;
+    payload = load_le32(d->buf + d->head);
+    if (live - TIDE_FRAME_HEADER_BYTES < payload)
+        return NULL;
+    rest = live - TIDE_FRAME_HEADER_BYTES - payload;
+    if (rest) {
+        left = buf_alloc(d, rest);
+        if (!left)
+            return NULL;
+        memcpy(left, d->buf + d->len - rest, rest);
+    }
+    buf = d->buf;
+    *off = d->head;
+    *len = TIDE_FRAME_HEADER_BYTES + payload;
+    d->buf = left;
+    d->cap = d->len = rest;
+    d->head = 0;
+    return buf;
+}
+
 int tide_frame_decoder_next(struct tide_frame_decoder *d,
                             Tide__V1__Envelope **env)
 {

@@ -183,6 +183,16 @@ int tide_frame_decoder_peek(struct tide_frame_decoder *d,
 /* Drop the complete frame that tide_frame_decoder_peek() described. */
 void tide_frame_decoder_skip(struct tide_frame_decoder *d);
 
+/* Take the complete frame that tide_frame_decoder_peek() described out of
+ * the decoder without copying it, to decode it elsewhere
+ * (tide_frame_parse_bounded): returns the decoder's buffer, which the
+ * caller frees with the decoder's allocator; the frame (header included)
+ * is at *off, *len bytes. The bytes buffered after it stay in the decoder
+ * (copied into a buffer of their own). Returns NULL when there is no
+ * complete frame, or without memory for those bytes (nothing changed). */
+uint8_t *tide_frame_decoder_take(struct tide_frame_decoder *d, size_t *off,
+                                 size_t *len);
+
 /* Bytes buffered but not yet returned as envelopes. */
 size_t tide_frame_decoder_pending(const struct tide_frame_decoder *d);
 

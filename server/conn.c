@@ -56,6 +56,7 @@
 #include "server.h"
 
 static void conn_free(struct conn *c);
+static void on_read(struct bufferevent *bev, void *arg);
 
 /* ---- Request ids in flight ---------------------------------------------- */
 
@@ -664,6 +665,64 @@ static void frame_error(struct conn *c, int rc)
  * that an idle connection keeps no more than this. */
 #define DECODER_KEEP_BYTES (256u << 10)
 
+/* A large WriteBatch frame of an authenticated connection is decoded by
+ * the write worker, off the loop (tided_write_decode): it leaves the
+ * decoder with the decoder's buffer, and the connection is not read until
+ * conn_decoded() has dispatched it, so that its requests keep their
+ * order. Everything route() checks still happens, on the decoded
+ * envelope. Returns 1 when the frame was taken (handed off, or refused
+ * for want of room). */
+static int decode_offloop(struct conn *c, const struct tide_frame_head *h)
+{
+    int rc;
+
+    if (h->body != TIDE__V1__ENVELOPE__BODY_WRITE_BATCH ||
+        c->state != CONN_AUTHED || c->srv->stopping ||
+        h->bytes < TIDED_OFFLOOP_DECODE_BYTES)
+        return 0;
+    rc = tided_write_decode(c, h->bytes);
+    if (rc == -ENOMEM)
+        return 0; /* decoded here, as a small frame is */
+    if (rc == TIDE_EFULL) {
+        tide_frame_decoder_skip(&c->dec);
+        ack_refuse(c, h->request_id,
+                   TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
+                   "too many batches wait for the write worker; retry "
+                   "shortly",
+                   100);
+        return 1;
+    }
+    bufferevent_disable(c->bev, EV_READ);
+    return 1;
+}
+
+void conn_decoded(struct conn *c, Tide__V1__Envelope *env, int rc, int mem_over,
+                  const char *nul_field, size_t frame_bytes)
+{
+    c->decoding = NULL;
+    if (c->closing) {
+        tide_frame_free(env, NULL);
+        return;
+    }
+    if (rc) {
+        /* As on_read answers a decode failure: id 0, then close. */
+        c->dec.mem_over = mem_over;
+        frame_error(c, rc);
+        return;
+    }
+    c->frame_bytes = frame_bytes;
+    c->dec.nul_field = nul_field; /* route() refuses a NUL in a string */
+    tided_test_alloc_arm((unsigned long)(env->request_id >> 32));
+    dispatch(c, env);
+    tide_frame_free(env, NULL);
+    tided_test_alloc_arm(0);
+    if (c->closing)
+        return;
+    if (!c->read_paused)
+        bufferevent_enable(c->bev, EV_READ);
+    on_read(c->bev, c); /* the frames that arrived meanwhile */
+}
+
 static void on_read(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
@@ -671,7 +730,7 @@ static void on_read(struct bufferevent *bev, void *arg)
 
     /* Bytes are fed only when the decoder needs them, so that while reading
      * is paused they wait in the kernel's socket buffer (invariant 2). */
-    while (!c->closing && !c->read_paused) {
+    while (!c->closing && !c->read_paused && !c->decoding) {
         size_t before = tide_frame_decoder_pending(&c->dec);
         Tide__V1__Envelope *env = NULL;
         struct tide_frame_head h;
@@ -693,11 +752,10 @@ static void on_read(struct bufferevent *bev, void *arg)
             if (rc == 0)
                 continue;
         }
-        if (rc == 0 && !refuse_undecoded(c, &h)) {
-            rc = tide_frame_decoder_next(&c->dec, &env);
-        } else if (rc == 0) {
+        if (rc == 0 && refuse_undecoded(c, &h)) {
             tide_frame_decoder_skip(&c->dec);
-            env = NULL;
+        } else if (rc == 0 && !decode_offloop(c, &h)) {
+            rc = tide_frame_decoder_next(&c->dec, &env);
         }
         if (rc) {
             frame_error(c, rc);
@@ -747,7 +805,8 @@ static void on_write(struct bufferevent *bev, void *arg)
          * deadline (invariant 3). */
         c->frame_start_ms = 0;
         atomic_fetch_sub(&c->srv->metrics.connections_read_paused, 1);
-        bufferevent_enable(c->bev, EV_READ);
+        if (!c->decoding) /* conn_decoded() resumes it */
+            bufferevent_enable(c->bev, EV_READ);
         on_read(c->bev, c);
         if (c->closing)
             return;
@@ -781,6 +840,8 @@ static void conn_free(struct conn *c)
     struct server *s = c->srv;
 
     ack_conn_closed(c);
+    if (c->decoding)
+        tided_write_decode_forget(c);
     query_free_all(c);
     if (c->connected_device)
         tide_meta_device_connect(s->meta, &tided_system_principal,

@@ -198,6 +198,7 @@ struct pending_write {
 };
 
 struct query_state; /* query.c */
+struct write_job;   /* write.c */
 
 /* The request ids in flight on a connection (conn.c): a hash set, open
  * addressing with linear probing; 0 marks a free slot (id 0 is reserved,
@@ -231,7 +232,10 @@ struct conn {
     /* Input framing: bytes move from the bufferevent's input into the
      * shared frame decoder (proto/frame.h) as it asks for them. */
     struct tide_frame_decoder dec;
-    int dec_large;      /* dec grew for a frame above 256 KiB */
+    int dec_large; /* dec grew for a frame above 256 KiB */
+    /* Its frame being decoded by the write worker (tided_write_decode):
+     * the connection is not read meanwhile. */
+    struct write_job *decoding;
     uint8_t sample[16]; /* the first bytes of the last input fed */
     size_t sample_len;
     /* This connection's share of srv->partial_bytes. */
@@ -408,6 +412,28 @@ void tided_write_fini(struct server *s);
 /* Build and append the parked batches whose registration finished (loop
  * thread). */
 void tided_write_jobs_drain(struct server *s);
+/* WriteBatch frames of at least this many bytes (header included) from an
+ * authenticated connection are decoded by the write worker, not on the
+ * loop (a 100,000-device batch takes ~80 ms to decode). */
+#define TIDED_OFFLOOP_DECODE_BYTES (256u << 10)
+/* Hand the complete frame (a WriteBatch) peeked in the decoder of `c` to
+ * the write worker to decode (the decoder's buffer goes with it:
+ * tide_frame_decoder_take). The connection is not read until the worker
+ * is done and conn_decoded() has dispatched the envelope. Returns 0,
+ * TIDE_EFULL (too many frame bytes parked: refuse it; the frame is still
+ * in the decoder) or -ENOMEM (decode it here). */
+int tided_write_decode(struct conn *c, size_t len);
+/* conn_free(): the connection of a frame in the worker's hands is gone;
+ * the result is dropped when it comes back. */
+void tided_write_decode_forget(struct conn *c);
+
+/* conn.c: the write worker decoded the frame of `c` (tided_write_decode):
+ * rc 0 and `env` (owned by the callee) to dispatch as on_read would, with
+ * `nul_field` (tide_frame_nul_field of its payload); or the decode error
+ * (mem_over: the decode memory bound), answered as on_read answers one.
+ * Then reading resumes. */
+void conn_decoded(struct conn *c, Tide__V1__Envelope *env, int rc, int mem_over,
+                  const char *nul_field, size_t frame_bytes);
 
 /* ack.c: the write FIFO of each connection and the engine's completions.
  * Move finished writes of the completion queue to their connections and

@@ -31,6 +31,12 @@
  *           ─► wake
  *   loop: tided_write_jobs_drain ─► write_resume ─► steps 2..8
  *
+ * The same worker decodes WriteBatch frames of TIDED_OFFLOOP_DECODE_BYTES
+ * and more (tided_write_decode, job_decode; conn_decoded() dispatches the
+ * envelope as on_read would), and a batch of more than WRITE_SLICE_MIN
+ * groups plus columns is built over several loop turns ("Sliced
+ * batches" below), its build freed by the worker afterwards (JOB_FREE).
+ *
  * Invariants:
  *   1. Nothing of a batch refused whole reaches the engine.
  *   2. A WriteAck with accepted_points > 0 is sent only after the engine's
@@ -44,6 +50,7 @@
  *   6. A parked batch whose connection closed is dropped unapplied when
  *      it comes back (its client never got an answer).
  */
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -262,6 +269,14 @@ struct write_req {
     struct pending_write *w; /* its place in the write FIFO, once it has one */
     struct write_job *job;   /* a parked batch: what the worker did */
     size_t frame_bytes;      /* of the batch's frame */
+    /* Where a batch built in slices (slice_turn) goes on: the next group
+     * of write_groups(), the next key of write_series(), and the series
+     * keys that write_series() found missing so far. */
+    uint32_t g_next, i_next;
+    int phase; /* 0: groups, 1: series */
+    uint32_t *new_idx;
+    struct tide_meta_series_key *new_keys;
+    uint32_t n_new;
 };
 
 /* Refuse the batch whole: a parked one in its placeholder (r->w), any
@@ -418,8 +433,15 @@ static int write_key_rate(struct write_req *r)
 /* A parked batch (invariants 4 to 6). The arrays are per group g, or per
  * column g.k at col_off[g] + k; all NULL when the batch only waits behind
  * another one. */
+enum write_job_kind {
+    JOB_REGISTER, /* a parked batch: register its names, or just wait */
+    JOB_DECODE,   /* a large WriteBatch frame to decode (conn_decoded) */
+    JOB_FREE,     /* what a sliced batch leaves after its append */
+};
+
 struct write_job {
     struct write_job *next;
+    enum write_job_kind kind;
     struct pending_write *w;  /* placeholder; w->conn NULL once closed */
     Tide__V1__WriteBatch *wb; /* owned, taken from the envelope */
     uint64_t rid;
@@ -444,6 +466,21 @@ struct write_job {
     uint8_t *tags_ok;       /* worker: 1 = tags[g] stored */
     uint32_t n_tags_stored; /* worker: groups with tags_ok set */
     uint32_t n_tags_applied; /* loop: of those, put into the cache */
+    /* JOB_DECODE: the frame (header included, in the buffer taken from
+     * the connection's decoder) and what decoding it gave. `conn` is the
+     * loop's: NULL once the connection closed. */
+    struct conn *conn;
+    uint8_t *frame; /* the decoder's buffer; the frame at frame_off */
+    size_t frame_off;
+    uint32_t max_frame, decode_ratio;
+    Tide__V1__Envelope *env;
+    int decode_rc, mem_over;
+    const char *nul_field;
+    /* JOB_FREE: the build of a sliced batch (and j->wb), freed by the
+     * worker so that the loop does not spend a turn on it. */
+    struct batch_build b;
+    struct tide_meta_series_key *keys;
+    struct col_ref *key_col;
 };
 
 /* The registration thread and its two FIFOs. */
@@ -456,7 +493,22 @@ struct write_worker {
     struct write_job *head, *tail;           /* for the worker */
     struct write_job *done_head, *done_tail; /* for the loop */
     size_t parked_bytes; /* frame bytes of the parked jobs; loop only */
+    /* Loop only: the one batch being built in slices, the done jobs held
+     * behind it (invariant 4), and the timer of its next turn. */
+    struct write_req *sliced;
+    struct write_job *held_head, *held_tail;
+    struct event *slice_ev;
 };
+
+/* Link the cache entry the worker built for group g's device (a pointer:
+ * done as the group is reached, so that a sliced batch spreads them). */
+static void job_link(struct server *s, struct write_job *j, uint32_t g)
+{
+    if (j && j->dev_ent && j->dev_ent[g]) {
+        devices_entry_link(s, j->dev_ent[g]);
+        j->dev_ent[g] = NULL; /* the cache's now */
+    }
+}
 
 static int job_device_rc(const struct write_job *j, uint32_t g)
 {
@@ -634,25 +686,35 @@ static int write_group(struct write_req *r, uint32_t g,
     return 0;
 }
 
-/* Steps 4, 4b and 5a for every group: a group whose device or tags are
+/* Steps 4, 4b and 5a for every group from r->g_next on, until `budget`
+ * (groups plus columns) is spent: a group whose device or tags are
  * refused has each of its columns rejected. The tags that changed are
- * stored in one transaction at the end, or dropped when the batch is
- * refused. Returns 0 or -ENOMEM. */
-static int write_groups(struct write_req *r)
+ * stored in one transaction at the end of the call (of each slice of a
+ * sliced batch), or dropped when the batch is refused. Returns 0 (all
+ * groups done), 1 (more to do) or -ENOMEM. */
+static int write_groups(struct write_req *r, uint32_t budget)
 {
     const Tide__V1__WriteBatch *wb = r->wb;
     uint32_t n = r->n_cols ? r->n_cols : 1;
 
-    r->b.cols = tide_calloc(n, sizeof(*r->b.cols));
-    r->keys = tide_calloc(n, sizeof(*r->keys));
-    r->key_col = tide_calloc(n, sizeof(*r->key_col));
+    if (!r->b.cols) {
+        r->b.cols = tide_calloc(n, sizeof(*r->b.cols));
+        r->keys = tide_calloc(n, sizeof(*r->keys));
+        r->key_col = tide_calloc(n, sizeof(*r->key_col));
+    }
     if (!r->b.cols || !r->keys || !r->key_col)
         return -ENOMEM;
-    for (uint32_t g = 0; g < wb->n_groups; g++) {
+    for (; r->g_next < wb->n_groups && budget > 0; r->g_next++) {
+        uint32_t g = r->g_next;
         const Tide__V1__PointGroup *pg = wb->groups[g];
         struct device_entry *dev = NULL;
         Tide__V1__ErrorCode gcode = 0;
-        const char *gmsg = write_device(r, g, pg, &dev, &gcode);
+        const char *gmsg;
+        uint64_t work = 1 + (uint64_t)pg->n_columns;
+
+        budget = work < budget ? budget - (uint32_t)work : 0;
+        job_link(r->s, r->job, g);
+        gmsg = write_device(r, g, pg, &dev, &gcode);
 
         if (!gmsg && pg->n_tags && write_tags(r, g, pg, dev, &gmsg, &gcode))
             goto oom;
@@ -668,7 +730,7 @@ static int write_groups(struct write_req *r)
         tide_meta_device_seen(r->s->meta, dev->id);
     }
     devices_tags_flush(r->s);
-    return 0;
+    return r->g_next < wb->n_groups;
 
 oom:
     devices_tags_drop(r->s);
@@ -692,21 +754,32 @@ static int reject_series(struct write_req *r, uint32_t i, int rc)
                            : tide_strerror(rc));
 }
 
-/* Step 5b, series ids: the registry answers known ones without SQL; the
- * rest are created in one transaction. Columns that do not resolve are
- * rejected and dropped; r->accepted counts the points left. Returns 0 or
- * -ENOMEM. */
-static int write_series(struct write_req *r)
+/* Step 5b, series ids: the registry answers known ones without SQL (the
+ * keys from r->i_next on, until `budget` of them were looked up); once
+ * all were, the rest are created in one transaction. Columns that do not
+ * resolve are rejected and dropped; r->accepted counts the points left.
+ * Returns 0 (done), 1 (more keys to look up) or -ENOMEM. */
+static int write_series(struct write_req *r, uint32_t budget)
 {
     struct batch_build *b = &r->b;
-    uint32_t n_keys = r->n_keys, n_new = 0, out = 0, cap = n_keys ? n_keys : 1;
-    uint32_t *new_idx = tide_calloc(cap, sizeof(*new_idx));
-    uint64_t *new_ids = tide_calloc(cap, sizeof(*new_ids));
-    int *new_rcs = tide_calloc(cap, sizeof(*new_rcs));
-    struct tide_meta_series_key *new_keys = tide_calloc(cap, sizeof(*new_keys));
-    int rc = new_idx && new_ids && new_rcs && new_keys ? 0 : -ENOMEM;
+    uint32_t n_keys = r->n_keys, out = 0, cap = n_keys ? n_keys : 1;
+    uint32_t *new_idx, n_new;
+    uint64_t *new_ids = NULL;
+    int *new_rcs = NULL;
+    struct tide_meta_series_key *new_keys;
+    int rc = 0;
 
-    for (uint32_t i = 0; rc == 0 && i < n_keys; i++) {
+    if (!r->new_idx)
+        r->new_idx = tide_calloc(cap, sizeof(*r->new_idx));
+    if (!r->new_keys)
+        r->new_keys = tide_calloc(cap, sizeof(*r->new_keys));
+    if (!r->new_idx || !r->new_keys)
+        return -ENOMEM;
+    new_idx = r->new_idx;
+    new_keys = r->new_keys;
+    n_new = r->n_new;
+    for (; r->i_next < n_keys && budget > 0; r->i_next++, budget--) {
+        uint32_t i = r->i_next;
         int lrc = tide_meta_series_lookup(r->s->meta, &r->keys[i],
                                           &b->cols[i].series_id);
 
@@ -718,8 +791,10 @@ static int write_series(struct write_req *r)
         if (jrc) {
             /* The worker tried this one: no second try on the loop. */
             b->cols[i].series_id = 0;
-            if (reject_series(r, i, jrc))
+            if (reject_series(r, i, jrc)) {
+                r->i_next = n_keys; /* the batch is refused (rej.lost) */
                 break;
+            }
         } else if (lrc == TIDE_ENOTFOUND) {
             new_idx[n_new] = i;
             new_keys[n_new++] = r->keys[i];
@@ -735,10 +810,18 @@ static int write_series(struct write_req *r)
                            : tide_wire_error(lrc),
                        b->cols[i].n,
                        lrc == TIDE_ETYPE ? "the series has another value type"
-                                         : "series lookup failed"))
+                                         : "series lookup failed")) {
+                r->i_next = n_keys; /* the batch is refused (rej.lost) */
                 break;
+            }
         }
     }
+    r->n_new = n_new;
+    if (r->i_next < n_keys)
+        return 1;
+    new_ids = tide_calloc(cap, sizeof(*new_ids));
+    new_rcs = tide_calloc(cap, sizeof(*new_rcs));
+    rc = new_ids && new_rcs ? 0 : -ENOMEM;
     if (rc == 0) {
         int erc =
             n_new ? tide_meta_series_ensure(r->s->meta, &r->c->who, new_keys,
@@ -762,10 +845,8 @@ static int write_series(struct write_req *r)
         }
         b->n_cols = out;
     }
-    tide_free(new_idx);
     tide_free(new_ids);
     tide_free(new_rcs);
-    tide_free(new_keys);
     return rc;
 }
 
@@ -886,6 +967,15 @@ static void write_req_fini(struct write_req *r)
     tide_free(r->keys);
     tide_free(r->key_col);
     tide_free(r->keep);
+    tide_free(r->new_idx);
+    tide_free(r->new_keys);
+    memset(&r->b, 0, sizeof(r->b));
+    r->rej.v = NULL;
+    r->rej.n = 0;
+    r->keys = r->new_keys = NULL;
+    r->key_col = NULL;
+    r->keep = NULL;
+    r->new_idx = NULL;
 }
 
 static uint8_t wire_type(const Tide__V1__Column *col)
@@ -1011,7 +1101,56 @@ static void job_free(struct write_job *j)
         tide_free(j->tags[g]);
     tide_free(j->tags);
     tide_free(j->tags_ok);
+    tide_free(j->frame);
+    tide_frame_free(j->env, NULL);
+    build_free(&j->b);
+    tide_free(j->keys);
+    tide_free(j->key_col);
     tide_free(j);
+}
+
+/* Link every cache entry of `j` not linked yet: the devices exist in the
+ * sidecar whatever became of the batch. */
+static void job_link_rest(struct server *s, struct write_job *j)
+{
+    for (uint32_t g = 0; j->dev_ent && g < j->n_groups; g++)
+        job_link(s, j, g);
+}
+
+/* Queue `j` for the worker (loop thread). */
+static void job_push(struct write_worker *ww, struct write_job *j)
+{
+    j->next = NULL;
+    pthread_mutex_lock(&ww->lock);
+    if (ww->tail)
+        ww->tail->next = j;
+    else
+        ww->head = j;
+    ww->tail = j;
+    pthread_cond_signal(&ww->cv);
+    pthread_mutex_unlock(&ww->lock);
+}
+
+/* Worker: decode the frame of a JOB_DECODE with the bound the
+ * connection's decoder would apply (frame.h, invariant 4). */
+static void job_decode(struct write_job *j)
+{
+    const uint8_t *frame = j->frame + j->frame_off;
+    size_t consumed = 0, payload = j->frame_bytes - TIDE_FRAME_HEADER_BYTES;
+    size_t mem_max = j->decode_ratio ? (size_t)j->decode_ratio * payload +
+                                           TIDE_FRAME_DECODE_SLACK
+                                     : 0;
+
+    j->decode_rc = tide_frame_parse_bounded(frame, j->frame_bytes, j->max_frame,
+                                            &tide_frame_allocator, mem_max,
+                                            &j->env, &consumed, &j->mem_over);
+    if (j->decode_rc == TIDE_FRAME_NEED_MORE)
+        j->decode_rc = TIDE_EMALFORMED; /* cannot be: the frame is whole */
+    if (j->decode_rc == 0)
+        j->nul_field = tide_frame_nul_field(frame + TIDE_FRAME_HEADER_BYTES,
+                                            consumed - TIDE_FRAME_HEADER_BYTES);
+    tide_free(j->frame);
+    j->frame = NULL;
 }
 
 /* Worker: create the series keys[0..*n) of columns at[] of `j`, record
@@ -1196,12 +1335,23 @@ static void *worker_main(void *arg)
         if (!ww->head)
             ww->tail = NULL;
         pthread_mutex_unlock(&ww->lock);
-        tided_test_alloc_arm(j->alloc_nth);
-        if (j->dev_new) {
-            job_register(s, j);
-            job_tags(s, j);
+        if (j->kind == JOB_FREE) {
+            job_free(j); /* nothing goes back to the loop */
+            pthread_mutex_lock(&ww->lock);
+            continue;
         }
-        j->alloc_nth = tided_test_alloc_take();
+        if (j->kind == JOB_DECODE) {
+            /* Not under a request's injected failures: the loop decodes
+             * without them too. */
+            job_decode(j);
+        } else {
+            tided_test_alloc_arm(j->alloc_nth);
+            if (j->dev_new) {
+                job_register(s, j);
+                job_tags(s, j);
+            }
+            j->alloc_nth = tided_test_alloc_take();
+        }
         pthread_mutex_lock(&ww->lock);
         j->next = NULL;
         if (ww->done_tail)
@@ -1278,14 +1428,7 @@ static void write_park(struct write_req *r, Tide__V1__Envelope *env, int fresh)
     /* Tests: allocation failures injected for this request follow it to
      * the worker and back (TIDED_TEST_ALLOC_FAIL_NTH). */
     j->alloc_nth = tided_test_alloc_take();
-    pthread_mutex_lock(&ww->lock);
-    if (ww->tail)
-        ww->tail->next = j;
-    else
-        ww->head = j;
-    ww->tail = j;
-    pthread_cond_signal(&ww->cv);
-    pthread_mutex_unlock(&ww->lock);
+    job_push(ww, j);
     return;
 
 oom:
@@ -1296,8 +1439,32 @@ oom:
 }
 
 static void write_run(struct write_req *r);
+static int slice_start(struct write_req *r);
 
-/* Loop: the worker is done with `j`; build and append its batch. */
+/* A batch of more groups plus columns than WRITE_SLICE_MIN (~20 ms of
+ * building on the loop, at ~1.3 µs each) is built in slices of
+ * WRITE_SLICE_WORK, one per loop turn (slice_turn), so that no turn of
+ * the loop spends more than a few ms on it. Smaller ones, the common
+ * case (10,000 points of 500 devices: 5,500), are built at once. */
+#define WRITE_SLICE_MIN 16384u
+#define WRITE_SLICE_WORK 4096u
+
+static int batch_big(const struct write_req *r)
+{
+    return r->wb->n_groups + (uint64_t)r->n_cols > WRITE_SLICE_MIN;
+}
+
+/* Loop, at the end of parked batch `j`: a group refused (or the whole
+ * batch, or a closed connection) left tags the worker stored out of the
+ * cache, so the account's devices are read again. */
+static void job_tags_settle(struct server *s, const struct write_job *j)
+{
+    if (j->n_tags_stored != j->n_tags_applied)
+        tided_device_forget(s, j->who.account_id);
+}
+
+/* Loop: the worker is done with `j`; build and append its batch (in
+ * slices when it is big). */
 static void write_resume(struct server *s, struct write_job *j)
 {
     struct pending_write *w = j->w;
@@ -1314,9 +1481,7 @@ static void write_resume(struct server *s, struct write_job *j)
                           .frame_bytes = j->frame_bytes};
 
     if (!c) {
-        /* Tags the worker stored never reach the cache: read again. */
-        if (j->n_tags_stored)
-            tided_device_forget(s, j->who.account_id);
+        job_tags_settle(s, j);
         tide_free(w); /* invariant 6; no FIFO holds it any more */
         job_free(j);
         return;
@@ -1331,18 +1496,213 @@ static void write_resume(struct server *s, struct write_job *j)
                    "waited",
                    0);
     } else if (write_principal(&r) == 0 && write_account(&r) == 0) {
-        for (uint32_t g = 0; j->dev_ent && g < j->n_groups; g++) {
-            if (j->dev_ent[g])
-                devices_entry_link(s, j->dev_ent[g]);
-            j->dev_ent[g] = NULL; /* the cache's now */
-        }
+        /* write_groups() links the cache entries j->dev_ent as it goes. */
+        if (batch_big(&r) && slice_start(&r) == 0)
+            return; /* j is the sliced batch's now */
         write_run(&r);
     }
-    /* A group refused now (or the batch) left tags the worker stored out
-     * of the cache: the account's devices are read again. */
-    if (j->n_tags_stored != j->n_tags_applied)
-        tided_device_forget(s, j->who.account_id);
+    job_tags_settle(s, j);
+    job_link_rest(s, j);
     job_free(j);
+}
+
+/* Loop: a JOB_DECODE is back; dispatch its envelope (conn_decoded). */
+static void write_decoded(struct write_job *j)
+{
+    Tide__V1__Envelope *env = j->env;
+
+    j->env = NULL;
+    if (j->conn)
+        conn_decoded(j->conn, env, j->decode_rc, j->mem_over, j->nul_field,
+                     j->frame_bytes);
+    else
+        tide_frame_free(env, NULL);
+    job_free(j);
+}
+
+int tided_write_decode(struct conn *c, size_t len)
+{
+    struct server *s = c->srv;
+    struct write_worker *ww = s->write_worker;
+    struct write_job *j;
+    size_t off = 0, n = 0;
+
+    if (ww->parked_bytes + len > WRITE_PARKED_BYTES_MAX && ww->parked_bytes)
+        return TIDE_EFULL;
+    j = tide_calloc(1, sizeof(*j));
+    /* No copy: the decoder's buffer (tide_frame_allocator's) is the
+     * job's, the frame at j->frame_off. */
+    if (j)
+        j->frame = tide_frame_decoder_take(&c->dec, &off, &n);
+    if (!j || !j->frame) {
+        tide_free(j);
+        return -ENOMEM;
+    }
+    TIDE_ASSERT(n == len);
+    j->frame_off = off;
+    j->kind = JOB_DECODE;
+    j->conn = c;
+    j->frame_bytes = len;
+    j->max_frame = s->cfg.max_frame_bytes;
+    j->decode_ratio = s->cfg.max_decode_ratio;
+    c->decoding = j;
+    /* Counted as a parked batch: the drain waits for it, and its bytes
+     * count toward WRITE_PARKED_BYTES_MAX. */
+    s->writes_parked++;
+    ww->parked_bytes += len;
+    job_push(ww, j);
+    return 0;
+}
+
+void tided_write_decode_forget(struct conn *c)
+{
+    c->decoding->conn = NULL; /* loop only: the worker never reads it */
+    c->decoding = NULL;
+}
+
+/* ---- Sliced batches ------------------------------------------------------
+ *
+ * A big batch (batch_big) is built over several loop turns: write_groups()
+ * and write_series() each do WRITE_SLICE_WORK, then slice_turn() is
+ * scheduled again on a zero timer, so the loop polls its sockets between
+ * turns. One batch at a time is sliced, server-wide; the done jobs that
+ * come back meanwhile are held behind it (ww->held, invariant 4). The
+ * batch keeps its placeholder in the connection's FIFO and counts as
+ * parked (c->writes_parked), so that the connection's later batches park
+ * behind it. Between turns: the connection may close (w->conn NULL: the
+ * batch is dropped unapplied, invariant 6), its credential may change
+ * (refused, as in write_resume), the account state is looked up anew
+ * each turn (no pointer into the caches is kept), and the device entries
+ * are looked up per group. After the append, the build and the WriteBatch
+ * are freed by the worker (JOB_FREE).
+ */
+
+static void slice_turn(evutil_socket_t fd, short what, void *arg);
+
+static void slice_schedule(struct server *s)
+{
+    static const struct timeval now = {0, 0};
+
+    evtimer_add(s->write_worker->slice_ev, &now);
+}
+
+/* Loop: take the big batch `src` (steps 1 to 3 passed; its placeholder
+ * r->w in the FIFO) to be built in slices. Returns 0, or -ENOMEM (then the
+ * caller builds it at once). */
+static int slice_start(struct write_req *src)
+{
+    struct server *s = src->s;
+    struct write_worker *ww = s->write_worker;
+    struct write_req *r;
+
+    if (!ww->slice_ev)
+        ww->slice_ev = evtimer_new(s->base, slice_turn, s);
+    r = ww->slice_ev ? tide_malloc(sizeof(*r)) : NULL;
+    if (!r)
+        return -ENOMEM;
+    *r = *src;
+    r->acct = NULL; /* looked up each turn */
+    ww->sliced = r;
+    r->w->job = r->job; /* parked again, until its last turn */
+    r->c->writes_parked++;
+    s->writes_parked++;
+    ww->parked_bytes += r->frame_bytes;
+    r->job->alloc_nth = tided_test_alloc_take();
+    slice_schedule(s);
+    return 0;
+}
+
+/* Loop: the sliced batch is over (answered, refused or dropped). */
+static void slice_end(struct server *s, struct write_req *r)
+{
+    struct write_worker *ww = s->write_worker;
+    struct write_job *j = r->job;
+
+    ww->sliced = NULL;
+    s->writes_parked--;
+    ww->parked_bytes -= r->frame_bytes;
+    write_req_fini(r);
+    if (j) {
+        job_tags_settle(s, j);
+        job_link_rest(s, j);
+        job_free(j);
+    }
+    tide_free(r);
+}
+
+static void slice_turn(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *s = arg;
+    struct write_worker *ww = s->write_worker;
+    struct write_req *r = ww->sliced;
+    struct write_job *j = r->job;
+    struct pending_write *w = r->w;
+    struct conn *c = w->conn;
+    int rc;
+
+    (void)fd;
+    (void)what;
+    if (!c) {
+        tide_free(w); /* invariant 6; no FIFO holds it any more */
+        slice_end(s, r);
+        tided_write_jobs_drain(s);
+        return;
+    }
+    tided_test_alloc_arm(j->alloc_nth);
+    r->acct = devices_account(s, j->who.account_id);
+    if (memcmp(&c->who, &j->who, sizeof(c->who)) || !r->acct) {
+        write_req_fini(r);
+        goto refuse;
+    }
+    rc = r->phase == 0 ? write_groups(r, WRITE_SLICE_WORK)
+                       : write_series(r, WRITE_SLICE_WORK);
+    if (rc == 1 || (rc == 0 && r->phase == 0)) {
+        r->phase += rc == 0; /* the groups are done: the series next */
+        j->alloc_nth = tided_test_alloc_take();
+        slice_schedule(s);
+        return;
+    }
+    if (rc || write_ack(r)) {
+        write_req_fini(r);
+        goto refuse;
+    }
+    c->writes_parked--;
+    w->job = NULL;
+    write_append(r);
+    write_usage(r);
+    /* The build and the WriteBatch go to the worker to free. */
+    j->kind = JOB_FREE;
+    j->w = NULL;
+    j->b = r->b;
+    j->keys = r->keys;
+    j->key_col = r->key_col;
+    memset(&r->b, 0, sizeof(r->b));
+    r->keys = NULL;
+    r->key_col = NULL;
+    job_tags_settle(s, j);
+    job_link_rest(s, j);
+    r->job = NULL;
+    job_push(ww, j);
+    conn_flush_writes(c);
+    slice_end(s, r);
+    tided_test_alloc_take();
+    tided_write_jobs_drain(s);
+    return;
+
+refuse:
+    c->writes_parked--;
+    w->job = NULL;
+    if (memcmp(&c->who, &j->who, sizeof(c->who)))
+        refuse_req(r, TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED,
+                   "the connection's credential changed while the batch "
+                   "waited",
+                   0);
+    else
+        refuse_req(r, TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
+                   "out of memory; nothing of the batch was applied", 0);
+    slice_end(s, r);
+    tided_test_alloc_take();
+    tided_write_jobs_drain(s);
 }
 
 void tided_write_jobs_drain(struct server *s)
@@ -1356,13 +1716,29 @@ void tided_write_jobs_drain(struct server *s)
     j = ww->done_head;
     ww->done_head = ww->done_tail = NULL;
     pthread_mutex_unlock(&ww->lock);
-    while (j) {
-        struct write_job *next = j->next;
+    /* Behind the ones already held, in the worker's order. */
+    if (j) {
+        struct write_job *t = j;
 
+        while (t->next)
+            t = t->next;
+        if (ww->held_tail)
+            ww->held_tail->next = j;
+        else
+            ww->held_head = j;
+        ww->held_tail = t;
+    }
+    /* Invariant 4: nothing passes a batch being built in slices. */
+    while ((j = ww->held_head) && !ww->sliced) {
+        ww->held_head = j->next;
+        if (!ww->held_head)
+            ww->held_tail = NULL;
         s->writes_parked--;
         ww->parked_bytes -= j->frame_bytes;
-        write_resume(s, j);
-        j = next;
+        if (j->kind == JOB_DECODE)
+            write_decoded(j);
+        else
+            write_resume(s, j);
     }
 }
 
@@ -1373,6 +1749,14 @@ int tided_write_init(struct server *s)
 
     if (devices_init(s))
         return -1;
+    /* The worker decodes and frees large batches in its own malloc arena,
+     * whose first heap glibc trims only above the trim threshold, which
+     * it raises up to 64 MiB once a large block is freed: that much would
+     * stay resident after one big frame. Fixed thresholds (glibc's
+     * initial mmap threshold, so that large blocks stay mmapped and go
+     * back when freed; an 8 MiB trim threshold) let it go back. */
+    mallopt(M_MMAP_THRESHOLD, 128 << 10);
+    mallopt(M_TRIM_THRESHOLD, 8 << 20);
     ww = tide_calloc(1, sizeof(*ww));
     if (!ww)
         return -1;
@@ -1392,7 +1776,7 @@ int tided_write_init(struct server *s)
 void tided_write_stop(struct server *s)
 {
     struct write_worker *ww = s->write_worker;
-    struct write_job *lists[2];
+    struct write_job *lists[3];
 
     if (!ww)
         return;
@@ -1407,20 +1791,41 @@ void tided_write_stop(struct server *s)
     /* Invariant 6: their connections are closed; nothing is applied. */
     lists[0] = ww->head;
     lists[1] = ww->done_head;
+    lists[2] = ww->held_head;
     ww->head = ww->tail = ww->done_head = ww->done_tail = NULL;
-    for (int l = 0; l < 2; l++) {
+    ww->held_head = ww->held_tail = NULL;
+    for (int l = 0; l < 3; l++) {
         while (lists[l]) {
-            struct write_job *next = lists[l]->next;
+            struct write_job *j = lists[l], *next = j->next;
 
-            if (lists[l]->w->conn)
-                lists[l]->w->job = NULL; /* left to its FIFO */
-            else
-                tide_free(lists[l]->w);
-            ww->parked_bytes -= lists[l]->frame_bytes;
-            job_free(lists[l]);
-            s->writes_parked--;
             lists[l] = next;
+            if (j->kind == JOB_FREE) {
+                job_free(j); /* never counted as parked */
+                continue;
+            }
+            if (j->kind == JOB_DECODE && j->conn)
+                j->conn->decoding = NULL;
+            else if (j->kind == JOB_REGISTER && j->w->conn)
+                j->w->job = NULL; /* left to its FIFO */
+            else if (j->kind == JOB_REGISTER)
+                tide_free(j->w);
+            ww->parked_bytes -= j->frame_bytes;
+            job_free(j);
+            s->writes_parked--;
         }
+    }
+    if (ww->sliced) {
+        struct write_req *r = ww->sliced;
+
+        if (r->w->conn)
+            r->w->job = NULL; /* left to its FIFO, never answered */
+        else
+            tide_free(r->w);
+        slice_end(s, r);
+    }
+    if (ww->slice_ev) {
+        event_free(ww->slice_ev);
+        ww->slice_ev = NULL;
     }
 }
 
@@ -1441,7 +1846,8 @@ void tided_write_fini(struct server *s)
 /* Steps 4 to 8 of a batch that passed steps 1 to 3. */
 static void write_run(struct write_req *r)
 {
-    if (write_groups(r) || write_series(r) || write_ack(r)) {
+    if (write_groups(r, UINT32_MAX) || write_series(r, UINT32_MAX) ||
+        write_ack(r)) {
         write_req_fini(r);
         refuse_req(r, TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
                    "out of memory; nothing of the batch was applied", 0);
@@ -1468,7 +1874,9 @@ void handle_write(struct conn *c, const Tide__V1__Envelope *env)
         return;
     /* Invariant 4: behind a parked batch, or with names to register. */
     fresh = batch_scan(&r, NULL);
-    if (fresh || c->writes_parked) {
+    /* A big batch is parked even so: it comes back to be built in slices
+     * (slice_start). */
+    if (fresh || c->writes_parked || batch_big(&r)) {
         /* The envelope is const to dispatch(), not to its owner: the
          * WriteBatch is taken from it (write_park). */
         write_park(&r, (Tide__V1__Envelope *)env, fresh);

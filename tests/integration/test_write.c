@@ -445,9 +445,10 @@ Test(write, bulk_new_devices_do_not_stall_other_connections)
                 (long long)worst / 1000, (long long)worst_write / 1000);
     /* Loose, for loaded and sanitizer builds: the loop was held for a
      * fraction of the registration (it used to be held for all of it,
-     * seconds to minutes: no Pong within 10 s). What remains is building
-     * the 100,000 groups of the 4 MB frame on the loop, as for any batch
-     * that size; a write also waits for the sidecar's lock. */
+     * seconds to minutes: no Pong within 10 s). The 4 MB frame is decoded
+     * by the write worker and its 100,000 groups are built in slices of a
+     * few ms (the adversarial suite holds the tight bound); a write also
+     * waits for the sidecar's lock. */
     cr_assert_lt(worst, 5000000, "a bystander's Ping took %lld ms",
                  (long long)worst / 1000);
     cr_assert_lt(worst * 2, acked_us,
@@ -796,4 +797,236 @@ Test(write, tags_of_new_devices_are_stored_off_the_loop)
     cr_assert_eq(query_tagged(wfd, rack9), 2);
     close(wfd);
     close(ofd);
+}
+
+/* ---- Big batches off the loop -------------------------------------------- */
+
+/* Groups of the big batches below: a frame of about 0.8 MB, above the
+ * size from which the write worker decodes it (TIDED_OFFLOOP_DECODE_BYTES)
+ * and above the size from which it is built in slices (WRITE_SLICE_MIN). */
+#define BIG_GROUPS 20000
+
+/* A big batch whose connection closes at every stage, while the worker
+ * decodes its frame, registers its devices, or while the loop builds it
+ * in slices: it is dropped unapplied (nothing to answer), nothing leaks
+ * (the sanitizer build checks), and the server keeps serving. */
+Test(write, big_batch_whose_connection_closes_midway)
+{
+    static const int delay_ms[] = {0, 1, 3, 10, 30, 60, 120};
+    int ofd = wire_session(srv.port, srv.admin_key), fd;
+    Tide__V1__Envelope *r;
+    char prefix[32];
+
+    wire_make_account(ofd, "midway@example.com");
+    /* Known devices: no registration, straight to the slices. */
+    fd = wire_owner_session(srv.port, "midway@example.com");
+    r = wire_next(fd, bulk_batch("known-", BIG_GROUPS, 7000));
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK, "%s",
+              wire_why(r));
+    cr_assert_eq(r->write_ack->accepted_points, BIG_GROUPS);
+    tide_frame_free(r, NULL);
+    close(fd);
+    for (size_t i = 0; i < sizeof(delay_ms) / sizeof(delay_ms[0]); i++) {
+        /* New devices at three stages only: the worker registers them
+         * even after the close, and a later new device waits for it. */
+        for (int known = i % 3 ? 1 : 0; known < 2; known++) {
+            fd = wire_owner_session(srv.port, "midway@example.com");
+            snprintf(prefix, sizeof(prefix), "new%zu-", i);
+            cr_assert_eq(wire_send(fd, bulk_batch(known ? "known-" : prefix,
+                                                  BIG_GROUPS, 7001 + i)),
+                         0);
+            /* A batch behind it on the same connection, parked. */
+            cr_assert_eq(wire_send(fd, bulk_batch("late-", 1, 7100 + i)), 0);
+            usleep((useconds_t)delay_ms[i] * 1000);
+            close(fd);
+        }
+    }
+    /* Still serving: a new connection writes and is answered. */
+    fd = wire_owner_session(srv.port, "midway@example.com");
+    write5_ok(fd, "after", NULL);
+    r = wire_next(fd, bulk_batch("known-", BIG_GROUPS, 7200));
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK, "%s",
+              wire_why(r));
+    cr_assert_eq(r->write_ack->accepted_points, BIG_GROUPS);
+    tide_frame_free(r, NULL);
+    close(fd);
+    close(ofd);
+    /* A clean exit: under ASan, no leak of the dropped batches. */
+    cr_assert_eq(tided_stop(&srv), 0, "tided did not exit cleanly");
+}
+
+/* SIGTERM while big batches are decoded, registered and built in slices:
+ * the drain finishes them (or drops those whose connection is gone) and
+ * tided exits cleanly (no leak under ASan). */
+Test(write, shutdown_during_big_batches_is_clean)
+{
+    int ofd = wire_session(srv.port, srv.admin_key), fd[3];
+    char prefix[16];
+
+    wire_make_account(ofd, "stop@example.com");
+    for (int i = 0; i < 3; i++) {
+        fd[i] = wire_owner_session(srv.port, "stop@example.com");
+        snprintf(prefix, sizeof(prefix), "s%d-", i);
+        cr_assert_eq(wire_send(fd[i], bulk_batch(prefix, BIG_GROUPS, 7400)), 0);
+    }
+    close(fd[2]); /* one whose connection is gone */
+    usleep(20000);
+    cr_assert_eq(tided_stop(&srv), 0, "tided did not exit cleanly");
+    close(fd[0]);
+    close(fd[1]);
+    close(ofd);
+}
+
+/* Encode `e` into a heap buffer (*n bytes). */
+static uint8_t *encode_heap(const Tide__V1__Envelope *e, size_t *n)
+{
+    size_t cap = tide_frame_size(e);
+    uint8_t *buf = malloc(cap);
+    int64_t len;
+
+    cr_assert_not_null(buf);
+    len = tide_frame_encode(e, buf, cap);
+    cr_assert_gt(len, 0);
+    *n = (size_t)len;
+    return buf;
+}
+
+/* A big batch decoded by the worker is answered as the loop answers one:
+ * a NUL in a device name is INVALID_ARGUMENT under its request id (the
+ * connection stays, the batches of a connection keep their order), an
+ * undecodable payload an Error under request id 0, then the close. */
+Test(write, big_batch_decoded_off_the_loop_is_checked_as_on_it)
+{
+    int ofd = wire_session(srv.port, srv.admin_key), fd;
+    Tide__V1__Envelope *r;
+    uint8_t *buf;
+    size_t n;
+
+    wire_make_account(ofd, "offloop@example.com");
+    fd = wire_owner_session(srv.port, "offloop@example.com");
+    /* Device "n@000123" of the batch becomes "n\0000123" on the wire. */
+    buf = encode_heap(bulk_batch("n@", BIG_GROUPS, 7300), &n);
+    cr_assert_gt(n, 256u << 10, "the frame is small: %zu bytes", n);
+    for (size_t i = 0; i + 8 <= n; i++) {
+        if (!memcmp(buf + i, "n@000123", 8)) {
+            buf[i + 1] = 0;
+            break;
+        }
+    }
+    cr_assert_eq(wire_send_raw(fd, buf, n), 0);
+    free(buf);
+    cr_assert_eq(wire_send(fd, bulk_batch("ok-", 1, 7301)), 0);
+    r = wire_recv(fd);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR, "%s",
+              wire_why(r));
+    cr_assert_eq(r->request_id, 7300);
+    cr_assert_eq(r->error->code,
+                 TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT);
+    cr_assert_not_null(strstr(r->error->message, "NUL"), "%s",
+                       r->error->message);
+    tide_frame_free(r, NULL);
+    r = wire_recv(fd);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK, "%s",
+              wire_why(r));
+    cr_assert_eq(r->request_id, 7301);
+    tide_frame_free(r, NULL);
+
+    /* A WriteBatch field whose bytes are no PointGroup: the envelope's
+     * fields scan, the decode fails. */
+    n = 4 + 1 + 3 + (300u << 10);
+    buf = malloc(n);
+    cr_assert_not_null(buf);
+    memset(buf, 0xff, n);
+    buf[0] = (uint8_t)((n - 4) & 0xff);
+    buf[1] = (uint8_t)(((n - 4) >> 8) & 0xff);
+    buf[2] = (uint8_t)(((n - 4) >> 16) & 0xff);
+    buf[3] = 0;
+    buf[4] = (uint8_t)((TIDE__V1__ENVELOPE__BODY_WRITE_BATCH << 3) | 2);
+    buf[5] = (uint8_t)(((300u << 10) & 0x7f) | 0x80);
+    buf[6] = (uint8_t)((((300u << 10) >> 7) & 0x7f) | 0x80);
+    buf[7] = (uint8_t)((300u << 10) >> 14);
+    cr_assert_eq(wire_send_raw(fd, buf, n), 0);
+    free(buf);
+    r = wire_recv(fd);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR, "%s",
+              wire_why(r));
+    cr_assert_eq(r->request_id, 0);
+    cr_assert_not_null(strstr(r->error->message, "not a valid Envelope"), "%s",
+                       r->error->message);
+    tide_frame_free(r, NULL);
+    cr_assert_null(wire_recv(fd), "the connection stays open");
+    close(fd);
+    close(ofd);
+}
+
+/* ---- Big batches out of memory ------------------------------------------- */
+
+static void oom_setup(void)
+{
+    setenv("TIDED_TEST_ALLOC_FAIL_NTH", "request_id", 1);
+    fixture_start((const char *const[]){"flush_interval_ms=0",
+                                        "prune_interval_s=0", NULL});
+}
+
+TestSuite(write_oom, .init = oom_setup, .fini = fixture_fini, .timeout = 120);
+
+/* A big batch, decoded by the worker and built in slices, whose Nth
+ * allocation fails (TIDED_TEST_ALLOC_FAIL_NTH: the request id's high 32
+ * bits), for N spread over the whole build: the failure follows the
+ * request across the hops and turns; it is answered (the whole batch, or
+ * refused with an out-of-memory Error), the connection is still served,
+ * and tided exits cleanly (no leak under ASan). */
+Test(write_oom, big_batch_out_of_memory_at_any_turn)
+{
+    static const int nth[] = {1,     2,     3,     5,     10,
+                              30,    100,   300,   1000,  3000,
+                              10000, 20000, 40000, 60000, 100000};
+    int ofd = wire_session(srv.port, srv.admin_key), fd;
+    Tide__V1__Envelope *r;
+    int fails = 0;
+
+    wire_make_account(ofd, "oom@example.com");
+    fd = wire_owner_session(srv.port, "oom@example.com");
+    r = wire_next(fd, bulk_batch("o-", BIG_GROUPS, 7500));
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK, "%s",
+              wire_why(r));
+    tide_frame_free(r, NULL);
+    for (size_t i = 0; i < sizeof(nth) / sizeof(nth[0]); i++) {
+        Tide__V1__Envelope *e = bulk_batch("o-", BIG_GROUPS, 0);
+
+        e->request_id = (uint64_t)nth[i] << 32 | (7501 + i);
+        r = wire_call(fd, e);
+        cr_assert_not_null(r, "N=%d: no answer", nth[i]);
+        cr_assert_eq(r->request_id, e->request_id, "N=%d", nth[i]);
+        if (r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR) {
+            cr_assert(
+                r->error->code == TIDE__V1__ERROR_CODE__ERROR_CODE_INTERNAL ||
+                    r->error->code ==
+                        TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED ||
+                    r->error->code == TIDE__V1__ERROR_CODE__ERROR_CODE_STORAGE,
+                "N=%d: error %d (%s)", nth[i], r->error->code,
+                r->error->message);
+            fails++;
+        } else {
+            cr_assert_eq(r->body_case, TIDE__V1__ENVELOPE__BODY_WRITE_ACK,
+                         "N=%d: body %d", nth[i], r->body_case);
+            cr_assert_eq(r->write_ack->accepted_points +
+                             r->write_ack->rejected_points,
+                         BIG_GROUPS, "N=%d", nth[i]);
+        }
+        tide_frame_free(r, NULL);
+        /* Still served, on the same connection or a new one. */
+        r = wire_next(fd, one_point("alive", "v", NULL, NULL));
+        if (!r) {
+            close(fd);
+            fd = wire_owner_session(srv.port, "oom@example.com");
+        }
+        tide_frame_free(r, NULL);
+    }
+    cr_log_info("big batch out of memory: %d of %zu refused", fails,
+                sizeof(nth) / sizeof(nth[0]));
+    cr_assert_geq(fails, 3, "the failures did not reach the batch");
+    close(fd);
+    close(ofd);
+    cr_assert_eq(tided_stop(&srv), 0, "tided did not exit cleanly");
 }
