@@ -696,6 +696,17 @@ static int decode_offloop(struct conn *c, const struct tide_frame_head *h)
     return 1;
 }
 
+/* After the write worker's answer on a frame of `c`: read again, the
+ * frames that arrived meanwhile first. */
+static void decoded_resume(struct conn *c)
+{
+    if (c->closing)
+        return;
+    if (!c->read_paused)
+        bufferevent_enable(c->bev, EV_READ);
+    on_read(c->bev, c);
+}
+
 void conn_decoded(struct conn *c, Tide__V1__Envelope *env, int rc, int mem_over,
                   const char *nul_field, size_t frame_bytes)
 {
@@ -716,11 +727,17 @@ void conn_decoded(struct conn *c, Tide__V1__Envelope *env, int rc, int mem_over,
     dispatch(c, env);
     tide_frame_free(env, NULL);
     tided_test_alloc_arm(0);
+    decoded_resume(c);
+}
+
+void conn_refused_undecoded(struct conn *c, uint64_t rid,
+                            Tide__V1__ErrorCode code, const char *msg)
+{
+    c->decoding = NULL;
     if (c->closing)
         return;
-    if (!c->read_paused)
-        bufferevent_enable(c->bev, EV_READ);
-    on_read(c->bev, c); /* the frames that arrived meanwhile */
+    ack_refuse(c, rid, code, msg, 0);
+    decoded_resume(c);
 }
 
 static void on_read(struct bufferevent *bev, void *arg)

@@ -434,6 +434,11 @@ void tided_write_decode_forget(struct conn *c);
  * Then reading resumes. */
 void conn_decoded(struct conn *c, Tide__V1__Envelope *env, int rc, int mem_over,
                   const char *nul_field, size_t frame_bytes);
+/* conn.c: the write worker refused that frame without decoding it (a
+ * WriteBatch over a limit): request `rid` is answered `code` through the
+ * write FIFO, as handle_write() refuses, and reading resumes. */
+void conn_refused_undecoded(struct conn *c, uint64_t rid,
+                            Tide__V1__ErrorCode code, const char *msg);
 
 /* ack.c: the write FIFO of each connection and the engine's completions.
  * Move finished writes of the completion queue to their connections and

@@ -472,8 +472,10 @@ struct write_job {
     struct conn *conn;
     uint8_t *frame; /* the decoder's buffer; the frame at frame_off */
     size_t frame_off;
-    uint32_t max_frame, decode_ratio;
+    uint32_t max_frame, decode_ratio, max_groups;
     Tide__V1__Envelope *env;
+    uint64_t groups_over; /* not decoded: its groups, over max_groups */
+    uint64_t over_rid;    /* and its request id */
     int decode_rc, mem_over;
     const char *nul_field;
     /* JOB_FREE: the build of a sliced batch (and j->wb), freed by the
@@ -1140,7 +1142,22 @@ static void job_decode(struct write_job *j)
     size_t mem_max = j->decode_ratio ? (size_t)j->decode_ratio * payload +
                                            TIDE_FRAME_DECODE_SLACK
                                      : 0;
+    struct tide_frame_head h;
+    uint64_t groups;
 
+    /* A batch over max_batch_groups is refused as write_limits() would,
+     * without the memory and time of decoding it (8 M empty groups fit
+     * in 16 MiB). */
+    if (tide_frame_batch_groups(frame + TIDE_FRAME_HEADER_BYTES, payload,
+                                &groups) == 0 &&
+        groups > j->max_groups &&
+        tide_frame_scan(frame + TIDE_FRAME_HEADER_BYTES, payload, &h) == 0) {
+        j->groups_over = groups;
+        j->over_rid = h.request_id;
+        tide_free(j->frame);
+        j->frame = NULL;
+        return;
+    }
     j->decode_rc = tide_frame_parse_bounded(frame, j->frame_bytes, j->max_frame,
                                             &tide_frame_allocator, mem_max,
                                             &j->env, &consumed, &j->mem_over);
@@ -1512,7 +1529,11 @@ static void write_decoded(struct write_job *j)
     Tide__V1__Envelope *env = j->env;
 
     j->env = NULL;
-    if (j->conn)
+    if (j->conn && j->groups_over)
+        conn_refused_undecoded(j->conn, j->over_rid,
+                               TIDE__V1__ERROR_CODE__ERROR_CODE_BATCH_TOO_LARGE,
+                               "more groups than max_batch_groups");
+    else if (j->conn)
         conn_decoded(j->conn, env, j->decode_rc, j->mem_over, j->nul_field,
                      j->frame_bytes);
     else
@@ -1545,6 +1566,7 @@ int tided_write_decode(struct conn *c, size_t len)
     j->frame_bytes = len;
     j->max_frame = s->cfg.max_frame_bytes;
     j->decode_ratio = s->cfg.max_decode_ratio;
+    j->max_groups = s->cfg.max_batch_groups;
     c->decoding = j;
     /* Counted as a parked batch: the drain waits for it, and its bytes
      * count toward WRITE_PARKED_BYTES_MAX. */

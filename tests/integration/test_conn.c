@@ -458,20 +458,66 @@ Test(conn, empty_groups_frame_is_refused_before_and_after_auth)
                        "before authentication");
     close(fd);
 
+    /* After Auth its 8 M groups are counted before it is decoded: far
+     * over max_batch_groups, refused as a batch, the connection open. */
+    make_device_key(key, sizeof(key));
+    fd = wire_session(srv.port, key);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(wire_send_raw(fd, frame, len), 0);
+    {
+        Tide__V1__Envelope *r = wire_recv(fd);
+
+        now = proc_status_kib(srv.pid, "VmHWM");
+        cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_ERROR &&
+                      r->error->code ==
+                          TIDE__V1__ERROR_CODE__ERROR_CODE_BATCH_TOO_LARGE,
+                  "expected BATCH_TOO_LARGE: %s", wire_why(r));
+        tide_frame_free(r, NULL);
+    }
+    cr_log_info("empty groups after Auth: peak %ld MiB", now >> 10);
+    cr_assert_lt(now, RSS_BOUND_KB, "peak %ld MiB after Auth", now >> 10);
+    (void)wire_ping_us(fd); /* the connection stays open: Pong asserted */
+    close(fd);
+    free(frame);
+    now = rss_falls_to(base + RSS_SLACK_KB);
+    cr_log_info("empty groups: RSS %ld MiB after the close", now >> 10);
+    cr_assert_leq(now, base + RSS_SLACK_KB, "RSS %ld MiB, baseline %ld MiB",
+                  now >> 10, base >> 10);
+}
+
+static void many_groups_init(void)
+{
+    static const char *const settings[] = {"max_batch_groups=10000000", NULL};
+
+    fixture_start(settings);
+}
+
+/* With max_batch_groups above the frame's 8 M groups, the decode memory
+ * bound is what stops it: max_decode_ratio times the payload, everything
+ * it took freed, the error under request id 0 and the connection closed.
+ * Before the fix the decode peaked at 1.1 GB. */
+Test(conn, empty_groups_frame_stops_at_the_decode_memory_bound,
+     .init = many_groups_init)
+{
+    size_t len;
+    uint8_t *frame = empty_groups_frame(16 * MIB, &len);
+    char key[160];
+    long base = rss_kb(), now;
+    int fd;
+
     make_device_key(key, sizeof(key));
     fd = wire_session(srv.port, key);
     cr_assert_geq(fd, 0);
     (void)wire_send_raw(fd, frame, len);
     cr_assert(wire_wait_readable(fd), "no answer");
     now = proc_status_kib(srv.pid, "VmHWM");
-    cr_log_info("empty groups after Auth: peak %ld MiB", now >> 10);
+    cr_log_info("empty groups, decoded: peak %ld MiB", now >> 10);
     cr_assert_lt(now, DECODE_BOUND_KB, "peak %ld MiB after Auth", now >> 10);
     expect_frame_error(fd, TIDE__V1__ERROR_CODE__ERROR_CODE_FRAME_TOO_LARGE,
                        "decode memory");
     close(fd);
     free(frame);
     now = rss_falls_to(base + RSS_SLACK_KB);
-    cr_log_info("empty groups: RSS %ld MiB after the close", now >> 10);
     cr_assert_leq(now, base + RSS_SLACK_KB, "RSS %ld MiB, baseline %ld MiB",
                   now >> 10, base >> 10);
 }
