@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "frame.h"
+#include "proc.h"
 #include "testutil.h"
 #include "wire.h"
 
@@ -360,30 +361,6 @@ static Tide__V1__Envelope *bulk_batch(const char *prefix, size_t n,
     return &e;
 }
 
-static int64_t mono_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-/* One Ping on `fd`; its round trip in microseconds (asserts the Pong). */
-static int64_t ping_us(int fd)
-{
-    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
-    Tide__V1__Ping p = TIDE__V1__PING__INIT;
-    int64_t t0 = mono_us();
-
-    e.body_case = TIDE__V1__ENVELOPE__BODY_PING;
-    e.ping = &p;
-    r = wire_next(fd, &e);
-    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_PONG,
-              "the bystander's Ping got no Pong within 10 s: %s", wire_why(r));
-    tide_frame_free(r, NULL);
-    return mono_us() - t0;
-}
-
 /* 100,000 new device names in one batch used to be registered on the loop
  * with a count(*) per insert: 20,000 took 6.1 s and stalled every other
  * connection for as long. The registration now runs on a worker thread in
@@ -406,27 +383,27 @@ Test(write, bulk_new_devices_do_not_stall_other_connections)
     /* Another tenant writing to a device it has. */
     xfd = wire_owner_session(srv.port, "bystander@example.com");
     write5_ok(xfd, "b1", NULL);
-    ping_us(bfd);
-    t0 = mono_us();
+    wire_ping_us(bfd);
+    t0 = proc_now_us();
     /* The bulk batch, then a small one behind it on the same connection. */
     cr_assert_eq(wire_send(wfd, bulk_batch("bulk-", BULK_DEVICES, rid_bulk)),
                  0);
     cr_assert_eq(wire_send(wfd, bulk_batch("late-", 1, rid_small)), 0);
     pfd = (struct pollfd){.fd = wfd, .events = POLLIN};
     while (poll(&pfd, 1, 0) == 0) {
-        int64_t us = ping_us(bfd), w0 = mono_us();
+        int64_t us = wire_ping_us(bfd), w0 = proc_now_us();
 
         worst = us > worst ? us : worst;
         write5_ok(xfd, "b1", NULL);
-        us = mono_us() - w0;
+        us = proc_now_us() - w0;
         worst_write = us > worst_write ? us : worst_write;
         pings++;
-        cr_assert_lt(mono_us() - t0, 60 * 1000000ll,
+        cr_assert_lt(proc_now_us() - t0, 60 * 1000000ll,
                      "the bulk batch is not acked after 60 s");
         usleep(10000);
     }
     r = wire_recv(wfd);
-    acked_us = mono_us() - t0;
+    acked_us = proc_now_us() - t0;
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK,
               "bulk write: %s", wire_why(r));
     cr_assert_eq(r->request_id, rid_bulk, "acks out of order");
@@ -708,21 +685,21 @@ Test(write, bulk_tags_do_not_stall_other_connections)
         e->write_batch->groups[i]->tags = &tp;
         e->write_batch->groups[i]->n_tags = 1;
     }
-    ping_us(bfd);
-    t0 = mono_us();
+    wire_ping_us(bfd);
+    t0 = proc_now_us();
     cr_assert_eq(wire_send(wfd, e), 0);
     pfd = (struct pollfd){.fd = wfd, .events = POLLIN};
     while (poll(&pfd, 1, 0) == 0) {
-        int64_t us = ping_us(bfd);
+        int64_t us = wire_ping_us(bfd);
 
         worst = us > worst ? us : worst;
         pings++;
-        cr_assert_lt(mono_us() - t0, 60 * 1000000ll,
+        cr_assert_lt(proc_now_us() - t0, 60 * 1000000ll,
                      "the tags batch is not acked after 60 s");
         usleep(10000);
     }
     r = wire_recv(wfd);
-    acked_us = mono_us() - t0;
+    acked_us = proc_now_us() - t0;
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK, "%s",
               wire_why(r));
     cr_assert_eq(r->write_ack->accepted_points, BULK_DEVICES);
