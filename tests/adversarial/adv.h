@@ -34,6 +34,8 @@
 #define ADV_PING_P99_MS 20.0
 #define ADV_NO_STALL_MS 100.0
 #define ADV_WRITE_MAX_MS 250.0
+/* ... while a batch of 100,000 new series is made durable ahead of it. */
+#define ADV_BULK_WRITE_MAX_MS 1000.0
 
 /* The slowdown factor of this build for time bounds. */
 double adv_scale(void);
