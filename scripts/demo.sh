@@ -10,7 +10,9 @@ DATA=${TIDE_DEMO_DATA:-./tide-demo-data}
 SECONDS_RUN=${TIDE_DEMO_SECONDS:-10}
 DEVICES=${TIDE_DEMO_DEVICES:-100}
 
+# The demo owns its data directory: private, as tided requires.
 mkdir -p "$DATA"
+chmod 700 "$DATA"
 out=$(mktemp)
 "$BUILD/tided" --data-dir "$DATA" --listen 127.0.0.1:0 \
     --http-listen 127.0.0.1:0 >"$out" &
