@@ -58,10 +58,8 @@ static void recv_timeout(int fd, int ms)
 static void write_points(int fd, const char *device, const char *field,
                          int64_t base, size_t n, int64_t step, uint64_t seq)
 {
-    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
-    Tide__V1__WriteBatch wb = TIDE__V1__WRITE_BATCH__INIT;
-    Tide__V1__PointGroup g = TIDE__V1__POINT_GROUP__INIT, *gp = &g;
-    Tide__V1__Column c = TIDE__V1__COLUMN__INIT, *cp = &c;
+    struct wire_batch b;
+    Tide__V1__Envelope *e, *r;
     int64_t *deltas = malloc(n * sizeof(*deltas));
     double *vals = malloc(n * sizeof(*vals));
 
@@ -70,22 +68,10 @@ static void write_points(int fd, const char *device, const char *field,
         deltas[i] = i ? step : T0 + base * step;
         vals[i] = (double)(base + (int64_t)i);
     }
-    c.field = (char *)field;
-    c.type = TIDE__V1__VALUE_TYPE__VALUE_TYPE_F64;
-    c.f64 = vals;
-    c.n_f64 = n;
-    g.device = (char *)device;
-    g.ts_delta_ns = deltas;
-    g.n_ts_delta_ns = n;
-    g.columns = &cp;
-    g.n_columns = 1;
-    wb.producer_id = 1;
-    wb.sequence = seq;
-    wb.groups = &gp;
-    wb.n_groups = 1;
-    e.body_case = TIDE__V1__ENVELOPE__BODY_WRITE_BATCH;
-    e.write_batch = &wb;
-    r = wire_next(fd, &e);
+    e = wire_batch_f64(&b, device, field, deltas, vals, n);
+    b.wb.producer_id = 1;
+    b.wb.sequence = seq;
+    r = wire_next(fd, e);
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK,
               "write: %s", wire_why(r));
     cr_assert_eq(r->write_ack->accepted_points, n);
@@ -658,10 +644,8 @@ Test(query_slow, concurrent_queries_limit_answers_rate_limited)
 Test(query_slow, key_write_limit_is_per_key)
 {
     char second_key[128];
-    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT;
-    Tide__V1__WriteBatch wb = TIDE__V1__WRITE_BATCH__INIT;
-    Tide__V1__PointGroup g = TIDE__V1__POINT_GROUP__INIT, *gp = &g;
-    Tide__V1__Column c = TIDE__V1__COLUMN__INIT, *cp = &c;
+    struct wire_batch b;
+    Tide__V1__Envelope *e;
     int64_t deltas[1500];
     double vals[1500];
     int fd;
@@ -676,34 +660,22 @@ Test(query_slow, key_write_limit_is_per_key)
         deltas[i] = i ? 1 : T0 + 7 * 1000000000LL;
         vals[i] = i;
     }
-    c.field = "k";
-    c.type = TIDE__V1__VALUE_TYPE__VALUE_TYPE_F64;
-    c.f64 = vals;
-    c.n_f64 = 1500;
-    g.device = "dev1";
-    g.ts_delta_ns = deltas;
-    g.n_ts_delta_ns = 1500;
-    g.columns = &cp;
-    g.n_columns = 1;
-    wb.producer_id = 9;
-    wb.groups = &gp;
-    wb.n_groups = 1;
-    e.body_case = TIDE__V1__ENVELOPE__BODY_WRITE_BATCH;
-    e.write_batch = &wb;
+    e = wire_batch_f64(&b, "dev1", "k", deltas, vals, 1500);
+    b.wb.producer_id = 9;
     fd = wire_session(srv.port, big_device_key);
     cr_assert_geq(fd, 0);
-    wb.sequence = 1;
+    b.wb.sequence = 1;
     {
-        Tide__V1__Envelope *r = wire_next(fd, &e);
+        Tide__V1__Envelope *r = wire_next(fd, e);
 
         cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK,
                   "the first batch overdraws the bucket: %s", wire_why(r));
         tide_frame_free(r, NULL);
     }
-    wb.sequence = 2;
+    b.wb.sequence = 2;
     deltas[0] += 10000;
     {
-        Tide__V1__Envelope *r = wire_next(fd, &e);
+        Tide__V1__Envelope *r = wire_next(fd, e);
         uint32_t ms = rate_limited(r, 1000);
 
         cr_assert_geq(ms, 400, "its debt of ~500 points takes ~500 ms");
@@ -713,10 +685,10 @@ Test(query_slow, key_write_limit_is_per_key)
     /* Another key of the same account has its own bucket. */
     fd = wire_session(srv.port, second_key);
     cr_assert_geq(fd, 0);
-    wb.producer_id = 10;
-    wb.sequence = 1;
+    b.wb.producer_id = 10;
+    b.wb.sequence = 1;
     {
-        Tide__V1__Envelope *r = wire_next(fd, &e);
+        Tide__V1__Envelope *r = wire_next(fd, e);
 
         cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK,
                   "the other key: %s", wire_why(r));
@@ -746,10 +718,8 @@ static void pause_account_a(int paused)
 static int write_1500(const char *key, uint64_t producer, uint64_t seq,
                       Tide__V1__ErrorCode *code)
 {
-    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
-    Tide__V1__WriteBatch wb = TIDE__V1__WRITE_BATCH__INIT;
-    Tide__V1__PointGroup g = TIDE__V1__POINT_GROUP__INIT, *gp = &g;
-    Tide__V1__Column c = TIDE__V1__COLUMN__INIT, *cp = &c;
+    struct wire_batch b;
+    Tide__V1__Envelope *r;
     int64_t deltas[1500];
     double vals[1500];
     int fd = wire_session(srv.port, key), body;
@@ -759,22 +729,10 @@ static int write_1500(const char *key, uint64_t producer, uint64_t seq,
         deltas[i] = i ? 1 : T0 + (int64_t)(7 + seq) * 1000000000LL;
         vals[i] = i;
     }
-    c.field = "k";
-    c.type = TIDE__V1__VALUE_TYPE__VALUE_TYPE_F64;
-    c.f64 = vals;
-    c.n_f64 = 1500;
-    g.device = "dev1";
-    g.ts_delta_ns = deltas;
-    g.n_ts_delta_ns = 1500;
-    g.columns = &cp;
-    g.n_columns = 1;
-    wb.producer_id = producer;
-    wb.sequence = seq;
-    wb.groups = &gp;
-    wb.n_groups = 1;
-    e.body_case = TIDE__V1__ENVELOPE__BODY_WRITE_BATCH;
-    e.write_batch = &wb;
-    r = wire_next(fd, &e);
+    wire_batch_f64(&b, "dev1", "k", deltas, vals, 1500);
+    b.wb.producer_id = producer;
+    b.wb.sequence = seq;
+    r = wire_next(fd, &b.env);
     cr_assert_not_null(r, "no answer");
     body = r->body_case;
     *code = body == TIDE__V1__ENVELOPE__BODY_ERROR ? r->error->code : 0;
