@@ -42,10 +42,7 @@ static Tide__V1__Envelope *write5_seq(int fd, const char *device,
                                       const char *const *tags,
                                       uint64_t producer, uint64_t sequence)
 {
-    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT;
-    Tide__V1__WriteBatch wb = TIDE__V1__WRITE_BATCH__INIT;
-    Tide__V1__PointGroup g = TIDE__V1__POINT_GROUP__INIT, *gp = &g;
-    Tide__V1__Column c = TIDE__V1__COLUMN__INIT, *cp = &c;
+    struct wire_batch b;
     Tide__V1__Tag t[8], *tp[8];
     char kv[8][64];
     int64_t deltas[5];
@@ -55,6 +52,7 @@ static Tide__V1__Envelope *write5_seq(int fd, const char *device,
         deltas[i] = i ? 1 : T0;
         vals[i] = i;
     }
+    wire_batch_f64(&b, device, "temp", deltas, vals, 5);
     for (size_t i = 0; tags && tags[i]; i++) {
         cr_assert_lt(i, 8);
         snprintf(kv[i], sizeof(kv[i]), "%s", tags[i]);
@@ -63,25 +61,12 @@ static Tide__V1__Envelope *write5_seq(int fd, const char *device,
         t[i].value = strchr(kv[i], '=') + 1;
         t[i].value[-1] = 0;
         tp[i] = &t[i];
-        g.n_tags = i + 1;
+        b.g.n_tags = i + 1;
     }
-    g.tags = tp;
-    c.field = "temp";
-    c.type = TIDE__V1__VALUE_TYPE__VALUE_TYPE_F64;
-    c.f64 = vals;
-    c.n_f64 = 5;
-    g.device = (char *)device;
-    g.ts_delta_ns = deltas;
-    g.n_ts_delta_ns = 5;
-    g.columns = &cp;
-    g.n_columns = 1;
-    wb.producer_id = producer;
-    wb.sequence = sequence;
-    wb.groups = &gp;
-    wb.n_groups = 1;
-    e.body_case = TIDE__V1__ENVELOPE__BODY_WRITE_BATCH;
-    e.write_batch = &wb;
-    return wire_next(fd, &e);
+    b.g.tags = tp;
+    b.wb.producer_id = producer;
+    b.wb.sequence = sequence;
+    return wire_next(fd, &b.env);
 }
 
 static Tide__V1__Envelope *write5(int fd, const char *device,
