@@ -203,10 +203,6 @@ static void account_create(struct conn *c, const Tide__V1__Envelope *e)
                         "sign-up is disabled on this server", 0);
         return;
     }
-    if (!tided_frame_exact(c, e)) {
-        admin_reply_rc(c, e->request_id, TIDE_EINVAL); /* a NUL in a field */
-        return;
-    }
     if (r->tier[0]) {
         if (!admin) {
             conn_send_error(c, e->request_id,
@@ -467,8 +463,9 @@ static void confirm_refused(struct conn *c, struct login_job *j,
                     msg, 1);
 }
 
-/* Start a confirmed request: refused when throttled or when a field held
- * a NUL; else the job `a` (whose strings the caller set) runs. */
+/* Start a confirmed request: refused when throttled; else the job `a`
+ * (whose strings the caller set) runs. A NUL in a field was refused by
+ * route() before. */
 static void confirm_start(struct conn *c, const Tide__V1__Envelope *e,
                           struct confirm_args *a)
 {
@@ -477,11 +474,6 @@ static void confirm_start(struct conn *c, const Tide__V1__Envelope *e,
          !a->new_password)) {
         confirm_free(&a->job);
         admin_reply_rc(c, e->request_id, -ENOMEM);
-        return;
-    }
-    if (!tided_frame_exact(c, e)) {
-        confirm_free(&a->job);
-        admin_reply_rc(c, e->request_id, TIDE_EINVAL); /* a NUL in a field */
         return;
     }
     if (c->who.role != TIDE_META_ROLE_ADMIN &&

@@ -67,9 +67,6 @@ int tided_confirm_failed(struct conn *c, uint64_t account);
 /* An anonymous sign-up from `c`: refused with RATE_LIMITED (connection
  * kept) over the per-IP rate; returns 1 when it answered. */
 int tided_signup_throttled(struct conn *c, uint64_t rid);
-/* False when the frame of `env` holds bytes its decoded fields lost: a
- * string with a NUL byte, which protobuf-c ends there. */
-int tided_frame_exact(const struct conn *c, const Tide__V1__Envelope *env);
 
 /* The device requests (admin_device.c). */
 void admin_device_register(struct conn *c, const Tide__V1__Envelope *e);

@@ -205,15 +205,6 @@ int tided_signup_throttled(struct conn *c, uint64_t rid)
     return 1;
 }
 
-int tided_frame_exact(const struct conn *c, const Tide__V1__Envelope *env)
-{
-    /* protobuf-c ends a decoded string at its first NUL, so a credential
-     * "key\0junk" would be read as "key". The frame as received is then
-     * longer than the message re-encoded (which keeps unknown fields):
-     * such a frame is refused, never truncated. */
-    return tide_frame_size(env) == c->frame_bytes;
-}
-
 void handle_auth(struct conn *c, const Tide__V1__Envelope *env)
 {
     const Tide__V1__Auth *a = env->auth;
@@ -234,12 +225,6 @@ void handle_auth(struct conn *c, const Tide__V1__Envelope *env)
     }
     if (refuse_throttled(c, env->request_id))
         return;
-    if (!tided_frame_exact(c, env)) {
-        conn_send_error(c, env->request_id,
-                        TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT,
-                        "a credential holds a NUL byte", 1);
-        return;
-    }
     if (a->credential_case == TIDE__V1__AUTH__CREDENTIAL_API_KEY)
         rc = tide_meta_key_auth(s->meta, a->api_key, c->ip, &p);
     else if (a->credential_case == TIDE__V1__AUTH__CREDENTIAL_SESSION_TOKEN)
@@ -434,12 +419,6 @@ void handle_login(struct conn *c, const Tide__V1__Envelope *env)
 
     if (refuse_throttled(c, env->request_id))
         return;
-    if (!tided_frame_exact(c, env)) {
-        conn_send_error(c, env->request_id,
-                        TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT,
-                        "email or password holds a NUL byte", 0);
-        return;
-    }
     a = tide_calloc(1, sizeof(*a));
     if (!a || !(a->email = tide_strdup(l->email)) ||
         !(a->password = tide_strdup(l->password))) {
