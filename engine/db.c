@@ -39,6 +39,8 @@ void tide_db_options_init(struct tide_db_options *o)
     o->head_bytes_max = 256ull << 20;
     o->wal_file_bytes = 64ull << 20;
     o->partition_ns = 86400ll * 1000000000ll;
+    o->compaction_mb_s = 64;
+    o->compaction_interval_s = 600;
 }
 
 void tide__db_log(struct tide_db *db, enum tide_log_level level,

@@ -78,6 +78,23 @@ struct tide_db_options {
     /* While writes are refused for lack of space, how often the engine
      * tries to resume them; 0 = 1000 ms. */
     uint32_t nospace_retry_ms;
+    /* Compaction (see "Retention and compaction" below): the policy it
+     * applies, its I/O budget in MiB/s of segment bytes read plus written
+     * (0 = unthrottled) and how often a routine pass runs (0 = only when
+     * asked: tide_db_compact, tide_db_erase). Defaults: no policy (keep
+     * everything, windows of partition_ns), 64 MiB/s, 600 s. */
+    struct tide_retention {
+        /* Width of the windows of `tier`'s segments in ns: a whole
+         * multiple of partition_ns; 0 (or a bad value) = partition_ns. */
+        int64_t (*window_ns)(void *ctx, uint16_t tier);
+        /* The oldest timestamp to keep of `series_id` of `account_id`:
+         * TIDE_KEEP_ALL, a horizon, or TIDE_KEEP_NONE (erased). */
+        int64_t (*keep_from)(void *ctx, uint64_t account_id,
+                             uint64_t series_id);
+        void *ctx;
+    } retention;
+    uint32_t compaction_mb_s;
+    uint32_t compaction_interval_s;
 };
 
 /* Fill `o` with the defaults above. */
@@ -309,6 +326,61 @@ int tide_db_latest(tide_db *db, const uint64_t *ids, uint32_t n,
 
 void tide_latest_free(struct tide_point *pts, uint32_t n);
 
+/* ---- Retention and compaction ------------------------------------------
+ *
+ * A background thread rewrites each (shard, tier, window)'s segments into
+ * one (or a few, of at most 256 MiB) with full chunks, the last write of a
+ * (series, ts) winning, and drops what the retention policy no longer
+ * keeps. A window wholly behind every account's horizon is deleted without
+ * being read. The policy's callbacks run on the compaction thread (and in
+ * tide_db_account_usage) and must be thread-safe and quick: no I/O. */
+
+#define TIDE_KEEP_ALL INT64_MIN  /* keep_from: keep every point */
+#define TIDE_KEEP_NONE INT64_MAX /* keep_from: erase the series */
+
+/*
+ * Compact every window that needs it now: windows with more than one
+ * segment, chunks not full, or points the policy drops. With `wait`,
+ * return once that pass is done (0, or the first error: TIDE_EIO,
+ * -ENOSPC, -errno); without, return 0 once it is queued. TIDE_ECLOSED
+ * when the db is closing.
+ */
+int tide_db_compact(tide_db *db, int wait);
+
+/*
+ * Physically erase what keep_from() now answers TIDE_KEEP_NONE for, in
+ * segments of `account_id`: flush the heads (so the WAL files holding its
+ * records are checkpointed and deleted), then rewrite every segment that
+ * lists the account, at once, ahead of routine work. With `wait`, return
+ * once done; else once queued. Errors as tide_db_compact().
+ */
+int tide_db_erase(tide_db *db, uint64_t account_id, int wait);
+
+/* Where an account's points are now, as tide_db_account_usage() finds
+ * them from segment footers, the heads and the live WAL files. */
+struct tide_account_usage {
+    uint64_t points;       /* in segments and heads */
+    uint64_t bytes;        /* stored bytes of its chunks */
+    uint64_t segments;     /* segment files holding its chunks */
+    uint64_t segment_file_bytes; /* those files' sizes */
+    uint64_t head_points;  /* not yet in segments */
+    uint64_t wal_files;    /* live WAL files holding records of it */
+    uint64_t wal_bytes;    /* their sizes */
+    int64_t oldest_ts;     /* oldest point kept; INT64_MAX when none */
+    uint64_t expiring_points; /* behind keep_from(): gone at the next pass */
+    uint64_t expiring_bytes;
+    uint64_t files_scanned; /* evidence: segment and WAL files examined */
+    uint64_t bytes_scanned;
+};
+
+/*
+ * Report on `account_id` into *out. Reads segment footers (cached) and
+ * every live WAL file, so it takes I/O: call it off any event loop.
+ * Returns 0, -ENOMEM, -errno, TIDE_ECORRUPT.
+ */
+int tide_db_account_usage(tide_db *db, uint64_t account_id,
+                          struct tide_account_usage *out);
+
 /* ---- Statistics -------------------------------------------------------- */
 
 #define TIDE_SHARDS_MAX 64
@@ -340,6 +412,21 @@ struct tide_db_stats {
     uint64_t nospace_events;     /* times writes stopped for lack of space */
     uint64_t disk_free_bytes;    /* free on the data directory's file system */
     char storage_error_msg[256]; /* the last failure's cause, or "" */
+    /* Compaction since open. */
+    uint64_t compactions;          /* jobs done (window rewrites) */
+    uint64_t compact_bytes_read;
+    uint64_t compact_bytes_written;
+    uint64_t points_expired;       /* dropped behind a horizon */
+    uint64_t points_erased;        /* dropped as TIDE_KEEP_NONE */
+    uint64_t points_deduplicated;  /* older duplicates dropped */
+    uint64_t segment_files_deleted;
+    uint64_t compaction_errors;
+    int compaction_running;        /* a job is in progress */
+    /* Start of the oldest window that needs compaction, or INT64_MAX
+     * when none does; and the wall-clock time of the next routine pass
+     * (ns since the epoch, 0 = none scheduled). */
+    int64_t oldest_uncompacted_ns;
+    int64_t next_compaction_ns;
 };
 
 /* Snapshot of the counters; cheap, lock-free where possible. */
