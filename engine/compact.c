@@ -20,11 +20,12 @@ int tide_db_erase(tide_db *db, uint64_t account_id, int wait)
     return -ENOSYS;
 }
 
-int tide_db_account_usage(tide_db *db, uint64_t account_id,
+int tide_db_account_usage(tide_db *db, uint64_t account_id, unsigned flags,
                           struct tide_account_usage *out)
 {
     (void)db;
     (void)account_id;
+    (void)flags;
     memset(out, 0, sizeof(*out));
     return -ENOSYS;
 }

@@ -373,12 +373,16 @@ struct tide_account_usage {
     uint64_t bytes_scanned;
 };
 
+/* tide_db_account_usage(): also read every live WAL file (wal_files,
+ * wal_bytes); without it those stay 0 and only memory is read. */
+#define TIDE_USAGE_WAL 1u
+
 /*
- * Report on `account_id` into *out. Reads segment footers (cached) and
- * every live WAL file, so it takes I/O: call it off any event loop.
- * Returns 0, -ENOMEM, -errno, TIDE_ECORRUPT.
+ * Report on `account_id` into *out from segment footers (in memory), the
+ * heads and, with TIDE_USAGE_WAL, the WAL files (I/O: call it off any
+ * event loop). Returns 0, TIDE_EINVAL, -ENOMEM, -errno, TIDE_ECORRUPT.
  */
-int tide_db_account_usage(tide_db *db, uint64_t account_id,
+int tide_db_account_usage(tide_db *db, uint64_t account_id, unsigned flags,
                           struct tide_account_usage *out);
 
 /* ---- Statistics -------------------------------------------------------- */
