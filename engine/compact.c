@@ -126,7 +126,8 @@ static int pace(struct tide_db *db, uint64_t bytes)
     return rc;
 }
 
-/* ---- Publication ---------------------------------------------------------- */
+/* ---- Publication ----------------------------------------------------------
+ */
 
 static int listed(struct seg *const *segs, uint32_t n, uint64_t id)
 {
@@ -216,7 +217,8 @@ unlock:
     return rc;
 }
 
-/* ---- Jobs ----------------------------------------------------------------- */
+/* ---- Jobs -----------------------------------------------------------------
+ */
 
 /* What the policy does to the chunks of `seg`: *drops when it drops any
  * point, *keeps when it keeps any. */
@@ -235,7 +237,8 @@ static void policy_of(struct tide_db *db, const struct seg *seg, int *drops,
         }
         if (keep != TIDE_KEEP_ALL && e->min_ts < keep)
             *drops = 1;
-        if (keep == TIDE_KEEP_ALL || (keep != TIDE_KEEP_NONE && e->max_ts >= keep))
+        if (keep == TIDE_KEEP_ALL ||
+            (keep != TIDE_KEEP_NONE && e->max_ts >= keep))
             *keeps = 1;
     }
 }
@@ -404,7 +407,8 @@ static int run_pass(struct tide_db *db, uint64_t account)
     return first ? first : rc;
 }
 
-/* ---- The thread ------------------------------------------------------------ */
+/* ---- The thread ------------------------------------------------------------
+ */
 
 static void complete(struct compactor *c, struct comp_req *list, int rc)
 {
@@ -427,6 +431,7 @@ static void *compact_main(void *arg)
     struct tide_db *db = arg;
     struct compactor *c = db->comp;
 
+    pthread_setname_np(pthread_self(), "tide-compact");
     pthread_mutex_lock(&c->mu);
     while (!c->stop) {
         struct comp_req *list = c->queue, *r;
@@ -574,7 +579,8 @@ void tide__compact_stats(struct tide_db *db, struct tide_db_stats *st)
     st->compaction_errors = atomic_load(&c->errors);
     st->compaction_running = atomic_load(&c->running);
     pthread_mutex_lock(&c->mu);
-    st->next_compaction_ns = c->queue ? now_ns(CLOCK_REALTIME) : c->next_pass_ns;
+    st->next_compaction_ns =
+        c->queue ? now_ns(CLOCK_REALTIME) : c->next_pass_ns;
     pthread_mutex_unlock(&c->mu);
     sl = tide__seglist_acquire(db);
     for (uint32_t i = 0; i < sl->n; i++) {
