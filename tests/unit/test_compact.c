@@ -341,6 +341,7 @@ static atomic_int stop_readers;
 static atomic_uint_fast64_t bad_reads, reads;
 static uint64_t want_count;
 static double want_sum;
+static char bad_what[160];
 
 static void *reader_main(void *arg)
 {
@@ -349,14 +350,25 @@ static void *reader_main(void *arg)
         uint64_t id = 71;
         struct tide_agg_series *res;
 
-        if (tide_db_aggregate(db, &id, 1, INT64_MIN, INT64_MAX, 0, &res,
-                              NULL) == 0) {
+        int rc =
+            tide_db_aggregate(db, &id, 1, INT64_MIN, INT64_MAX, 0, &res, NULL);
+
+        if (rc == 0) {
             if (res[0].n_buckets != 1 ||
                 res[0].buckets[0].count != want_count ||
-                res[0].buckets[0].sum != want_sum)
+                res[0].buckets[0].sum != want_sum) {
+                snprintf(bad_what, sizeof(bad_what),
+                         "count %llu sum %.1f, want %llu %.1f",
+                         res[0].n_buckets
+                             ? (unsigned long long)res[0].buckets[0].count
+                             : 0ull,
+                         res[0].n_buckets ? res[0].buckets[0].sum : 0.0,
+                         (unsigned long long)want_count, want_sum);
                 atomic_fetch_add(&bad_reads, 1);
+            }
             tide_agg_free(res, 1);
         } else {
+            snprintf(bad_what, sizeof(bad_what), "%s", tide_strerror(rc));
             atomic_fetch_add(&bad_reads, 1);
         }
         atomic_fetch_add(&reads, 1);
@@ -369,10 +381,13 @@ Test(compact, readers_see_every_point_once_during_compaction)
     pthread_t th[2];
     double sum;
 
+    /* Overlapping rewrites (the same values again) in many flushes. */
     for (int d = 0; d < 28; d++) {
         put(71, 7, 1, 200, T0 + d * DAY / 2, 60000000000ll, d);
         if (d % 3 == 0)
             CHECK(tide_db_flush(db));
+        if (d % 4 == 0)
+            put(71, 7, 1, 100, T0 + d * DAY / 2, 60000000000ll, d);
     }
     CHECK(tide_db_flush(db));
     want_count = count_of(71, &sum);
@@ -382,19 +397,21 @@ Test(compact, readers_see_every_point_once_during_compaction)
     atomic_store(&reads, 0);
     for (int i = 0; i < 2; i++)
         pthread_create(&th[i], NULL, reader_main, NULL);
-    for (int round = 0; round < 3; round++) {
-        /* Rewrite values already there (same totals), flush, compact. */
-        put(71, 7, 1, 200, T0 + round * DAY / 2, 60000000000ll, round);
-        CHECK(tide_db_flush(db));
+    for (int round = 0; round < 8; round++) {
+        /* Each new width re-cuts every window: merges and splits. */
+        static const int64_t widths[] = {7, 1, 14, 2, 28, 1, 7, 3};
+
+        window_days = widths[round];
         CHECK(tide_db_compact(db, 1));
     }
     atomic_store(&stop_readers, 1);
     for (int i = 0; i < 2; i++)
         pthread_join(th[i], NULL);
     cr_assert_gt(atomic_load(&reads), 0);
-    cr_assert_eq(atomic_load(&bad_reads), 0, "%llu of %llu reads wrong",
+    cr_assert_geq(stats().compactions, 8);
+    cr_assert_eq(atomic_load(&bad_reads), 0, "%llu of %llu reads wrong: %s",
                  (unsigned long long)atomic_load(&bad_reads),
-                 (unsigned long long)atomic_load(&reads));
+                 (unsigned long long)atomic_load(&reads), bad_what);
 }
 
 /* ---- kill -9 at each step ------------------------------------------- */
