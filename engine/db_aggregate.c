@@ -517,6 +517,60 @@ static int aggregate_plan(struct tide_db *db, const struct seglist *sl,
     return tide__buf_append(&batch->hparts, g->parts.data, g->parts.len);
 }
 
+static int cmp_span(const void *a, const void *b)
+{
+    const int64_t *x = a, *y = b;
+
+    return x[0] < y[0] ? -1 : x[0] > y[0];
+}
+
+/* Drop the gathered points that fall in the span of a chunk answered from
+ * its header. Only a head point written after the series was planned can
+ * (planning checked the heads and the other chunks): the read then counts
+ * the chunk as it was, once, as if the write came after the read. */
+static int drop_late_points(struct gather *g, const struct partial *hp,
+                            size_t n_parts)
+{
+    int64_t *ts = tide__gather_ts(g), *span;
+    uint64_t *val = tide__gather_val(g);
+    uint32_t kept = 0;
+    int rc;
+
+    if (n_parts == 0 || g->n == 0 || g->type == TIDE_TYPE_STR)
+        return 0;
+    g->tmp.len = 0;
+    rc = tide__buf_reserve(&g->tmp, n_parts * 2 * sizeof(int64_t));
+    if (rc)
+        return rc;
+    span = (int64_t *)(void *)g->tmp.data;
+    for (size_t k = 0; k < n_parts; k++) {
+        span[2 * k] = hp[k].b.first_ts;
+        span[2 * k + 1] = hp[k].b.last_ts;
+    }
+    qsort(span, n_parts, 2 * sizeof(int64_t), cmp_span);
+    for (uint32_t i = 0; i < g->n; i++) {
+        size_t lo = 0, hi = n_parts;
+
+        /* The last span starting at or before ts[i]. */
+        while (lo < hi) {
+            size_t m = lo + (hi - lo) / 2;
+
+            if (span[2 * m] <= ts[i])
+                lo = m + 1;
+            else
+                hi = m;
+        }
+        if (lo > 0 && ts[i] <= span[2 * (lo - 1) + 1])
+            continue;
+        ts[kept] = ts[i];
+        val[kept++] = val[i];
+    }
+    g->n = kept;
+    g->ts.len = (size_t)kept * sizeof(*ts);
+    g->val.len = (size_t)kept * sizeof(*val);
+    return 0;
+}
+
 /* Fetch every chunk of the batch at once, then finish each of its series
  * from its header partials, its decoded chunks and its head points. The
  * batch is empty afterwards. */
@@ -552,6 +606,8 @@ static int aggregate_batch(struct tide_db *db, const struct seglist *sl,
             rc =
                 tide__shard_read_series(db, sl, g, ids[p->idx], refs + p->ref0,
                                         p->n_refs, payload, a->from, a->to, st);
+        if (rc == 0)
+            rc = drop_late_points(g, hparts + p->part0, p->n_parts);
         if (rc == 0)
             rc = raw_partials(g, a, &g->parts, &n_raw);
         if (rc)
