@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "compact.h"
@@ -57,6 +58,8 @@ static int64_t pol_keep(void *ctx, uint64_t account, uint64_t series)
     return account == 7 ? horizon : TIDE_KEEP_ALL;
 }
 
+static uint32_t interval_s; /* routine passes; 0 = only when asked */
+
 static void open_db(void)
 {
     struct tide_db_options o;
@@ -66,7 +69,7 @@ static void open_db(void)
     o.chunk_points_max = 64;
     o.log = test_log;
     o.wal_file_bytes = 1u << 20;
-    o.compaction_interval_s = 0;
+    o.compaction_interval_s = interval_s;
     o.compaction_mb_s = 0;
     o.retention = (struct tide_retention){pol_window, pol_keep, NULL};
     CHECK(tide_db_open(dir, &o, &db));
@@ -84,6 +87,7 @@ static void setup(void)
     window_days = 7;
     horizon = TIDE_KEEP_ALL;
     erased_account = 0;
+    interval_s = 0;
     tide__compact_hook = NULL;
     open_db();
 }
@@ -333,6 +337,46 @@ Test(compact, order_kept_against_another_tiers_segment)
     reopen();
     cr_assert_eq(count_of(61, &sum), 20);
     cr_assert_float_eq(sum, (100 * 10 + 45) + 45.0, 1e-6);
+}
+
+Test(compact, routine_pass_merges_small_files_not_the_big_one)
+{
+    struct timespec now;
+    int64_t t;
+    uint64_t big_id, compactions;
+    struct seglist *sl;
+    double sum;
+    int found = 0;
+
+    clock_gettime(CLOCK_REALTIME, &now);
+    t = (int64_t)now.tv_sec * 1000000000ll - 6000 * 1000000000ll;
+    put(91, 7, 1, 5000, t, 1000000000ll, 0); /* the last 100 minutes */
+    CHECK(tide_db_compact(db, 1));
+    sl = tide__seglist_acquire(db);
+    big_id = sl->segs[sl->n - 1]->id;
+    tide__seglist_release(sl);
+    interval_s = 1;
+    reopen();
+    for (int i = 0; i < 3; i++) {
+        put(91, 7, 1, 10, t + 5000 * 1000000000ll + i * 10000000000ll,
+            1000000000ll, 0);
+        CHECK(tide_db_flush(db));
+    }
+    compactions = stats().compactions;
+    /* Routine passes run every second: wait for the small files to go. */
+    for (int ms = 0; ms < 8000 && stats().segments > 2; ms += 20)
+        usleep(20000);
+    cr_assert_gt(stats().compactions, compactions, "a routine pass ran");
+    sl = tide__seglist_acquire(db);
+    for (uint32_t i = 0; i < sl->n; i++)
+        found |= sl->segs[i]->id == big_id;
+    cr_assert_eq(sl->n, 2, "the small files merged into one, not %u", sl->n);
+    tide__seglist_release(sl);
+    cr_assert(found, "the big segment of this hot window was not rewritten");
+    cr_assert_eq(count_of(91, &sum), 5030);
+    CHECK(tide_db_compact(db, 1));
+    cr_assert_eq(stats().segments, 1, "a full pass merges the window whole");
+    cr_assert_eq(count_of(91, &sum), 5030);
 }
 
 /* ---- Readers during compaction -------------------------------------- */
