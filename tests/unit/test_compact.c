@@ -23,6 +23,7 @@
 #include "compact.h"
 #include "db.h"
 #include "internal.h"
+#include "io.h"
 #include "testutil.h"
 #include "tide/engine.h"
 
@@ -37,6 +38,8 @@
 
 static char dir[1024];
 static tide_db *db;
+
+static unsigned files_ending(const char *sub, const char *suffix);
 
 /* The policy under test. */
 static int64_t window_days = 7;
@@ -377,6 +380,46 @@ Test(compact, routine_pass_merges_small_files_not_the_big_one)
     CHECK(tide_db_compact(db, 1));
     cr_assert_eq(stats().segments, 1, "a full pass merges the window whole");
     cr_assert_eq(count_of(91, &sum), 5030);
+}
+
+Test(compact, failed_io_leaves_inputs_in_force)
+{
+    static const enum tide_io_op ops[] = {TIDE_IO_WRITE, TIDE_IO_FDATASYNC};
+    double sum;
+
+    for (int d = 0; d < 3; d++) {
+        put(95, 7, 1, 100, T0 + d * DAY, 60000000000ll, d);
+        CHECK(tide_db_flush(db));
+    }
+    for (unsigned k = 0; k < 2; k++)
+        for (unsigned long nth = 1; nth <= 3; nth++) {
+            uint64_t segs = stats().segments, points = count_of(95, &sum);
+            int rc;
+
+            tide__io_inject(ops[k], nth, k ? EIO : ENOSPC, 0);
+            rc = tide_db_compact(db, 1);
+            tide__io_inject(ops[k], 0, 0, 0);
+            if (rc == 0) {
+                /* The job needed fewer of those requests: start over. */
+                put(95, 7, 1, 1, T0 + (11 + nth + 3 * k) * DAY, 1, 0);
+                CHECK(tide_db_flush(db));
+                continue;
+            }
+            /* Jobs before the failed one may have been published. */
+            cr_assert_leq(stats().segments, segs);
+            cr_assert_eq(files_ending("seg", ".tmp"), 0);
+            cr_assert_eq(files_ending("seg", ".tseg"), stats().segments,
+                         "no file left of the failed job");
+            cr_assert_eq(count_of(95, &sum), points);
+            cr_assert_gt(stats().compaction_errors, 0);
+            put(95, 7, 1, 1, T0 + (20 + nth + 3 * k) * DAY, 1, 0); /* goes on */
+            CHECK(tide_db_flush(db));
+        }
+    cr_assert_gt(stats().compaction_errors, 0, "some injection hit a job");
+    CHECK(tide_db_compact(db, 1));
+    cr_assert_eq(count_of(95, &sum), 306);
+    reopen();
+    cr_assert_eq(count_of(95, &sum), 306);
 }
 
 /* ---- Readers during compaction -------------------------------------- */
