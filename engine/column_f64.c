@@ -228,15 +228,23 @@ static int dec_skip_block(struct rd *r, uint64_t d, uint32_t m, uint64_t *x_io)
 
     if (rc)
         return rc;
-    if (w > 0 && w <= 56) {
-        uint64_t mask = (UINT64_C(1) << w) - 1;
+    /* Sums modulo 2^64, so sum * d == the sum of each delta * d. */
+    if (w == 8) { /* the usual width: a plain byte loop the compiler widens */
+        uint64_t sum = 0;
+
+        for (uint32_t j = 0; j < m; j++)
+            sum += ((uint64_t)src[j] >> 1) ^ (0 - ((uint64_t)src[j] & 1));
+        x += sum * d;
+    } else if (w > 0 && w <= 56) {
+        uint64_t mask = (UINT64_C(1) << w) - 1, sum = 0;
 
         for (uint32_t j = 0; j < m; j++) {
             size_t bit = (size_t)j * w;
             uint64_t q = (tide__col_ld64(src + bit / 8) >> (bit % 8)) & mask;
 
-            x += ((q >> 1) ^ (0 - (q & 1))) * d;
+            sum += (q >> 1) ^ (0 - (q & 1));
         }
+        x += sum * d;
     } else if (w > 56) {
         tide__col_unpack_wide(src, m, w, s);
         for (uint32_t j = 0; j < m; j++)
