@@ -577,6 +577,7 @@ int main(int argc, char **argv)
             "\"bytes_per_point\": %.4f, \"decode_pts_per_s\": %.0f, "
             "\"q1_ms\": %.4f, \"q2_ms\": %.4f, \"q3_ms\": %.4f, "
             "\"q4_ms\": %.4f, \"compact_pts_per_s\": %.0f, "
+            "\"compact_pts_per_cpu_s\": %.0f, "
             "\"bytes_per_point_compacted\": %.4f, \"q1_ms_compacted\": %.4f, "
             "\"q2_ms_compacted\": %.4f, \"q3_ms_compacted\": %.4f, "
             "\"q4_ms_compacted\": %.4f, "
@@ -584,8 +585,9 @@ int main(int argc, char **argv)
             c.devices, FIELDS, c.hours, (uint64_t)f.series * f.steps, c.threads,
             c.seed, r.ingest_none, r.ingest_batch, r.ingest_readers,
             r.reader_qps, r.bytes_per_point, r.decode_pts, r.q[0], r.q[1],
-            r.q[2], r.q[3], r.compact_pts, r.bytes_per_point_compacted, r.qc[0],
-            r.qc[1], r.qc[2], r.qc[3], r.ingest_compacting);
+            r.q[2], r.q[3], r.compact_pts, r.compact_pts_cpu,
+            r.bytes_per_point_compacted, r.qc[0], r.qc[1], r.qc[2], r.qc[3],
+            r.ingest_compacting);
     } else {
         printf("%-34s %14s\n", "measure", "value");
         printf("%-34s %14.2f M/s\n", "ingest, sync=none", r.ingest_none / 1e6);
