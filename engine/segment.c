@@ -161,6 +161,11 @@ static uint64_t write_pos(const struct seg_writer *w)
     return w->buf_off + w->buf_len;
 }
 
+uint64_t tide__segw_bytes(const struct seg_writer *w)
+{
+    return write_pos(w);
+}
+
 int tide__segw_open(const char *dir, uint64_t id, uint16_t shard, uint16_t tier,
                     struct tide_io *io, struct seg_writer **out)
 {
@@ -604,6 +609,8 @@ void tide__seg_close(struct seg *seg)
         return;
     if (seg->fd >= 0)
         close(seg->fd);
+    if (seg->unlink_on_close && seg->path)
+        unlink(seg->path);
     tide_free(seg->accounts);
     tide_free(seg->chunks);
     tide_free(seg->path);
