@@ -278,7 +278,7 @@ static int server_stats(struct bench *b, const char *const *names, size_t n,
 
 struct compact_figs {
     int done;
-    double s;                      /* wall time of the waited-for pass */
+    double s; /* wall time of the waited-for pass */
     struct tide_compaction_stats cs;
     double segments_before, segments_after;
     double bytes_before, bytes_after; /* segment bytes */
@@ -962,21 +962,22 @@ static int proc_cpu_rss(long pid, double *cpu_s, double *rss_peak_mib)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: tide-bench MODE [options]   (docs/bench.md)\n"
-               "modes: ingest, query, mixed, verify, engine, compact\n"
-               "target:   --target tide|victoria|influx  --host H  --port P\n"
-               "          --admin-key-file F  --server-pid PID\n"
-               "workload: --workload devops|iot|sparse  --devices N  --fields N\n"
-               "          --interval-s S  --hours H  --start UNIX_S  --seed N\n"
-               "          --ooo-share X  --late-share X  --offline-share X\n"
-               "ingest:   --connections N  --batch N  --rate POINTS_PER_S\n"
-               "          --compact (then a forced full compaction)\n"
-               "layout:   --data-dir DIR  --window-days D (segments per\n"
-               "          shard per window, after ingest or compact)\n"
-               "query:    --query-concurrency N  --query-rate Q_PER_S\n"
-               "          --query-mix W1,W2,W3,W4,W5  --seconds S\n"
-               "output:   --json FILE  --svg FILE  --label TEXT\n"
-               "          --progress | --no-progress\n");
+    fprintf(f,
+            "usage: tide-bench MODE [options]   (docs/bench.md)\n"
+            "modes: ingest, query, mixed, verify, engine, compact\n"
+            "target:   --target tide|victoria|influx  --host H  --port P\n"
+            "          --admin-key-file F  --server-pid PID\n"
+            "workload: --workload devops|iot|sparse  --devices N  --fields N\n"
+            "          --interval-s S  --hours H  --start UNIX_S  --seed N\n"
+            "          --ooo-share X  --late-share X  --offline-share X\n"
+            "ingest:   --connections N  --batch N  --rate POINTS_PER_S\n"
+            "          --compact (then a forced full compaction)\n"
+            "layout:   --data-dir DIR  --window-days D (segments per\n"
+            "          shard per window, after ingest or compact)\n"
+            "query:    --query-concurrency N  --query-rate Q_PER_S\n"
+            "          --query-mix W1,W2,W3,W4,W5  --seconds S\n"
+            "output:   --json FILE  --svg FILE  --label TEXT\n"
+            "          --progress | --no-progress\n");
 }
 
 static int parse_opts(int argc, char **argv, struct opts *o)
@@ -1160,10 +1161,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
     }
     /* The workload's own interval and span unless given. */
     tide__wl_config_init(&dflt, o->wl.kind);
-    o->wl.interval_ns = interval_s > 0 ? (int64_t)(interval_s * 1e9)
-                                       : dflt.interval_ns;
-    o->wl.duration_ns = hours > 0 ? (int64_t)(hours * 3600 * 1e9)
-                                  : dflt.duration_ns;
+    o->wl.interval_ns =
+        interval_s > 0 ? (int64_t)(interval_s * 1e9) : dflt.interval_ns;
+    o->wl.duration_ns =
+        hours > 0 ? (int64_t)(hours * 3600 * 1e9) : dflt.duration_ns;
     if (start >= 0)
         o->wl.start_ns = (int64_t)start * 1000000000;
     if (!o->connections || o->connections > CONNECTIONS_MAX || !o->batch ||
@@ -1444,8 +1445,7 @@ static int write_json(const struct bench *b, const struct figures *f,
         tide__json_f64(&j, "head_points", f->compact.head_points);
         tide__json_f64(&j, "bytes_per_point", f->compact.bytes_per_point);
         tide__json_f64(&j, "points_per_s",
-                       f->compact.s > 0 ? f->compact.points / f->compact.s
-                                        : 0);
+                       f->compact.s > 0 ? f->compact.points / f->compact.s : 0);
         tide__json_u64(&j, "runs", c->runs);
         tide__json_u64(&j, "bytes_read", c->bytes_read);
         tide__json_u64(&j, "bytes_written", c->bytes_written);
@@ -1462,10 +1462,9 @@ static int write_json(const struct bench *b, const struct figures *f,
         tide__json_u64(&j, "segment_file_bytes", f->layout.file_bytes);
         tide__json_f64(&j, "window_days", f->layout.window_days);
         tide__json_u64(&j, "windows", f->layout.groups);
-        tide__json_f64(&j, "files_per_shard_window_mean",
-                       f->layout.groups ? (double)f->layout.files /
-                                              f->layout.groups
-                                        : 0);
+        tide__json_f64(
+            &j, "files_per_shard_window_mean",
+            f->layout.groups ? (double)f->layout.files / f->layout.groups : 0);
         tide__json_u64(&j, "files_per_shard_window_max",
                        f->layout.max_per_group);
         tide__json_u64(&j, "files_spanning_windows", f->layout.spanning);
