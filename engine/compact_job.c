@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "read.h"
+#include <xxhash.h>
 #include "ts.h"
 
 /* Payload bytes read per batch of series. */
@@ -36,8 +37,8 @@ struct ser {
 };
 
 struct out {
-    int64_t win;           /* window index */
-    struct seg_writer *w;  /* open, or NULL once finished */
+    int64_t win;          /* window index */
+    struct seg_writer *w; /* open, or NULL once finished */
 };
 
 struct job {
@@ -48,12 +49,12 @@ struct job {
     compact_pace_fn pace;
     struct compact_counts *cnt;
     struct tide_io *io;
-    int hooked; /* TIDE__COMPACT_AT_TMP was reported */
-    struct tide_buf outs;     /* struct out[] */
-    struct tide_buf done;     /* struct seg *[]: finished outputs */
-    struct tide_buf refs;     /* struct chunk_ref[] of the batch */
-    struct tide_buf sers;     /* struct ser[] of the batch */
-    struct tide_buf payload;  /* the batch's chunk payloads */
+    int hooked;              /* TIDE__COMPACT_AT_TMP was reported */
+    struct tide_buf outs;    /* struct out[] */
+    struct tide_buf done;    /* struct seg *[]: finished outputs */
+    struct tide_buf refs;    /* struct chunk_ref[] of the batch */
+    struct tide_buf sers;    /* struct ser[] of the batch */
+    struct tide_buf payload; /* the batch's chunk payloads */
     struct tide_buf reqbuf;
     struct tide_buf ts, vals, strs, arena, idx, ts2, vals2, strs2;
 };
@@ -167,9 +168,8 @@ static int emit(struct job *j, const struct ser *s, uint8_t type, uint32_t n,
         int64_t win = tide__floor_div(ts[a], j->win_ns);
         int64_t end = win >= INT64_MAX / j->win_ns - 1 ? INT64_MAX
                                                        : (win + 1) * j->win_ns;
-        uint32_t b = end == INT64_MAX
-                         ? n
-                         : a + tide__ts_lower_bound(ts + a, n - a, end);
+        uint32_t b =
+            end == INT64_MAX ? n : a + tide__ts_lower_bound(ts + a, n - a, end);
         struct seg_writer *w;
 
         rc = writer_of(j, win, &w);
@@ -197,10 +197,55 @@ static int finish_full(struct job *j)
     return rc;
 }
 
+/* Can the chunks of `s` be copied as they are? When they follow each
+ * other in time (no merge), the horizon cuts none, each lies in one
+ * window, and each is full, or the series' only one: re-cutting would
+ * gain nothing. Erasure and expiry passes mostly copy. */
+static int copyable(const struct job *j, const struct ser *s,
+                    const struct chunk_ref *refs)
+{
+    uint32_t half = j->db->o.chunk_points_max / 2;
+
+    for (size_t i = 0; i < s->n; i++) {
+        const struct chunk_ent *e = refs[i].e;
+
+        if ((s->keep_from != TIDE_KEEP_ALL && e->min_ts < s->keep_from) ||
+            tide__floor_div(e->min_ts, j->win_ns) !=
+                tide__floor_div(e->max_ts, j->win_ns) ||
+            (s->n > 1 && e->count < half) || e->type != refs[0].e->type ||
+            (i > 0 && e->min_ts <= refs[i - 1].e->max_ts))
+            return 0;
+    }
+    return 1;
+}
+
+/* Copy the chunks of `s` after checking their checksums. */
+static int copy_series(struct job *j, const struct ser *s,
+                       const struct chunk_ref *refs)
+{
+    int rc = 0;
+
+    for (size_t i = 0; i < s->n && rc == 0; i++) {
+        const struct chunk_ent *e = refs[i].e;
+        const uint8_t *p = j->payload.data + refs[i].pos;
+        struct seg_writer *w;
+
+        if (XXH3_64bits(p, e->stored_bytes) != e->hash) {
+            tide__chunk_read_log_corrupt(j->db, &refs[i]);
+            return TIDE_ECORRUPT;
+        }
+        rc = writer_of(j, tide__floor_div(e->min_ts, j->win_ns), &w);
+        if (rc == 0)
+            rc = tide__segw_add_raw(w, e, p);
+    }
+    return rc;
+}
+
 /* Merge, de-duplicate, cut by the horizon and write series `s`. */
 static int rewrite_series(struct job *j, const struct ser *s)
 {
-    struct chunk_ref *refs = (struct chunk_ref *)(void *)j->refs.data + s->first;
+    struct chunk_ref *refs =
+        (struct chunk_ref *)(void *)j->refs.data + s->first;
     uint8_t type = refs[s->n - 1].e->type; /* the newest chunk's */
     uint64_t total = 0;
     uint32_t n = 0, kept, lo;
@@ -209,6 +254,8 @@ static int rewrite_series(struct job *j, const struct ser *s)
     uint64_t *vals = NULL;
     struct tide_str *strs = NULL;
 
+    if (copyable(j, s, refs))
+        return copy_series(j, s, refs);
     for (size_t i = 0; i < s->n; i++)
         if (refs[i].e->type == type)
             total += refs[i].e->count;
@@ -291,8 +338,9 @@ static int rewrite_series(struct job *j, const struct ser *s)
         strs = s2;
         n = kept;
     }
-    lo = s->keep_from == TIDE_KEEP_ALL ? 0
-                                       : tide__ts_lower_bound(ts, n, s->keep_from);
+    lo = s->keep_from == TIDE_KEEP_ALL
+             ? 0
+             : tide__ts_lower_bound(ts, n, s->keep_from);
     j->cnt->points_expired += lo;
     if (lo == n)
         return 0;
@@ -401,8 +449,12 @@ int tide__compact_rewrite(struct tide_db *db, struct seg *const *in, uint32_t n,
                           struct compact_counts *cnt, struct seg ***out,
                           uint32_t *n_out)
 {
-    struct job j = {.db = db, .in = in, .n_in = n, .win_ns = win_ns,
-                    .pace = pace, .cnt = cnt};
+    struct job j = {.db = db,
+                    .in = in,
+                    .n_in = n,
+                    .win_ns = win_ns,
+                    .pace = pace,
+                    .cnt = cnt};
     struct tide_buf srcs = {0};
     struct src *sv;
     size_t n_src = 0, bytes = 0;

@@ -344,6 +344,29 @@ int tide__segw_add(struct seg_writer *w, uint64_t series_id,
     return 0;
 }
 
+int tide__segw_add_raw(struct seg_writer *w, const struct chunk_ent *src,
+                       const uint8_t *payload)
+{
+    struct chunk_ent e = *src;
+    int rc;
+
+    e.offset = write_pos(w);
+    rc = tide__buf_append(&w->ents, &e, sizeof(e));
+    if (rc == 0)
+        rc =
+            tide__buf_append(&w->accounts, &e.account_id, sizeof(e.account_id));
+    if (rc == 0)
+        rc = put(w, payload, e.stored_bytes);
+    if (rc)
+        return rc;
+    if (e.min_ts < w->min_ts)
+        w->min_ts = e.min_ts;
+    if (e.max_ts > w->max_ts)
+        w->max_ts = e.max_ts;
+    w->points += e.count;
+    return 0;
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;

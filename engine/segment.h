@@ -161,6 +161,11 @@ int tide__segw_add(struct seg_writer *w, uint64_t series_id,
  * temporary file is removed. *path_out (tide_malloc'd) names the file. */
 int tide__segw_finish(struct seg_writer *w, char **path_out);
 
+/* Add a chunk of another segment as it is: entry `src` (its statistics
+ * and checksum) and its stored payload, verified by the caller. */
+int tide__segw_add_raw(struct seg_writer *w, const struct chunk_ent *src,
+                       const uint8_t *payload);
+
 /* Bytes written to the segment so far (payloads and header). */
 uint64_t tide__segw_bytes(const struct seg_writer *w);
 

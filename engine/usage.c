@@ -104,8 +104,8 @@ int tide_db_account_usage(tide_db *db, uint64_t account_id, unsigned flags,
             u->bytes += e->stored_bytes;
             if (e->min_ts < u->oldest_ts)
                 u->oldest_ts = e->min_ts;
-            if (keep == TIDE_KEEP_NONE || (keep != TIDE_KEEP_ALL &&
-                                           e->max_ts < keep)) {
+            if (keep == TIDE_KEEP_NONE ||
+                (keep != TIDE_KEEP_ALL && e->max_ts < keep)) {
                 u->expiring_points += e->count;
                 u->expiring_bytes += e->stored_bytes;
             } else if (keep != TIDE_KEEP_ALL && e->min_ts < keep) {
