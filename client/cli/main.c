@@ -1009,25 +1009,27 @@ static int run_erasure_report(const struct opts *o, int argc, char **argv)
                "sidecar row of the account is left\n");
     } else {
         printf("%-14s %" PRIu64 " files, %" PRIu64 " bytes, %" PRIu64
-               " points: gone after the next compaction (%s, or tide admin "
-               "compact)\n",
-               "segments", er.segment_files, er.segment_bytes, er.points, t);
-        printf("%-14s %" PRIu64 " files, %" PRIu64
-               " bytes: gone once checkpointed (after the next flush)\n",
-               "wal", er.wal_files, er.wal_bytes);
-        printf("%-14s %" PRIu64 " points: written to segments at the next "
-               "flush\n",
-               "memory", er.head_points);
+               " points%s%s%s\n",
+               "segments", er.segment_files, er.segment_bytes, er.points,
+               er.segment_files ? ": gone after the next compaction (" : "",
+               er.segment_files ? t : "",
+               er.segment_files ? ", or tide admin compact)" : "");
+        printf("%-14s %" PRIu64 " files, %" PRIu64 " bytes%s\n", "wal",
+               er.wal_files, er.wal_bytes,
+               er.wal_files ? ": gone once checkpointed (after the next "
+                              "flush)"
+                            : "");
+        printf("%-14s %" PRIu64 " points%s\n", "memory", er.head_points,
+               er.head_points ? ": written to segments at the next flush" : "");
     }
     for (size_t i = 0; i < er.n_tables; i++) {
-        const char *when = !strcmp(er.tables[i].table, "tombstones")
-                               ? "kept: the record of the deletion"
-                           : er.tables[i].rows
-                               ? "removed at the purge (grace period end)"
-                               : "";
+        int tomb = !strcmp(er.tables[i].table, "tombstones");
+        const char *when = !er.tables[i].rows ? ""
+                           : tomb ? "  kept: the record of the deletion"
+                                  : "  removed when the account is purged";
 
         if (er.tables[i].rows || !er.nothing_found)
-            printf("sidecar %-14s %8" PRIu64 " rows %s\n", er.tables[i].table,
+            printf("sidecar %-14s %8" PRIu64 " rows%s\n", er.tables[i].table,
                    er.tables[i].rows, when);
     }
     printf("evidence: %" PRIu64 " files, %" PRIu64 " bytes scanned\n",
