@@ -501,6 +501,8 @@ static void job_fini(struct job *j, int failed)
     tide__buf_fini(&j->ts2);
     tide__buf_fini(&j->vals2);
     tide__buf_fini(&j->strs2);
+    tide__buf_fini(&j->k);
+    tide__buf_fini(&j->k2);
     if (j->io)
         tide__db_io_put(j->db, j->io);
 }
