@@ -299,7 +299,7 @@ static int64_t horizon_of(int64_t now_ns, int64_t ttl_s)
 {
     if (ttl_s <= 0)
         return TIDE_KEEP_ALL;
-    if (ttl_s > INT64_MAX / NS_PER_S || now_ns - INT64_MIN < ttl_s * NS_PER_S)
+    if (ttl_s > INT64_MAX / NS_PER_S || now_ns < INT64_MIN + ttl_s * NS_PER_S)
         return TIDE_KEEP_ALL;
     return now_ns - ttl_s * NS_PER_S;
 }
