@@ -6,8 +6,10 @@
  * ingest for sync=none and sync=batch, ingest for sync=batch again while
  * a reader thread loops aggregates and range reads over the data being
  * written (readers must not slow the writer), bytes per point after flush,
- * raw decode speed and the four reference queries (medians). Uses only
- * the public engine.h.
+ * raw decode speed and the four reference queries (medians); then a full
+ * compaction (its speed, bytes per point and the queries after it), and
+ * ingest for sync=batch while compaction passes loop. Uses only the
+ * public engine.h.
  */
 #include <errno.h>
 #include <ftw.h>
@@ -41,6 +43,7 @@ struct config {
 };
 
 struct fleet {
+    uint64_t producer; /* first producer id of its ingest threads */
     uint32_t steps;
     uint32_t series;
     int64_t *ts;  /* steps */
@@ -132,7 +135,7 @@ static void *ingest_main(void *arg)
              d0 += in->n * BATCH_DEVICES) {
             uint32_t nd =
                 devices - d0 < BATCH_DEVICES ? devices - d0 : BATCH_DEVICES;
-            struct tide_batch b = {.producer_id = in->idx + 1,
+            struct tide_batch b = {.producer_id = f->producer + in->idx + 1,
                                    .sequence = ++seq,
                                    .n_columns = nd * FIELDS,
                                    .columns = cols};
@@ -198,8 +201,29 @@ static int open_db(const char *dir, enum tide_sync_mode sync, tide_db **db)
     tide_db_options_init(&o);
     o.sync = sync;
     o.log = log_cb;
+    o.compaction_interval_s = 0; /* passes only when measured */
     return tide_db_open(dir, &o, db);
 }
+
+struct compactor_loop {
+    tide_db *db;
+    atomic_int stop;
+    unsigned passes;
+};
+
+static void *compact_loop(void *arg)
+{
+    struct compactor_loop *l = arg;
+
+    while (!atomic_load(&l->stop) && tide_db_compact(l->db, 1) == 0)
+        l->passes++;
+    return NULL;
+}
+
+/* Ingest the fleet again, `shift` later, while compaction passes (at the
+ * default budget) loop over what the ingest flushes. */
+static double ingest_compacting(const struct config *c, const struct fleet *f,
+                                tide_db *db, int64_t shift);
 
 /* Ingest the whole fleet; returns points/s or a negative error. */
 static double ingest(const struct config *c, const struct fleet *f, tide_db *db)
@@ -223,6 +247,30 @@ static double ingest(const struct config *c, const struct fleet *f, tide_db *db)
             return -1;
         }
     return (double)f->series * f->steps / dt;
+}
+
+static double ingest_compacting(const struct config *c, const struct fleet *f,
+                                tide_db *db, int64_t shift)
+{
+    struct fleet later = *f;
+    struct compactor_loop l = {.db = db};
+    pthread_t th;
+    double rate;
+
+    later.ts = malloc((size_t)f->steps * sizeof(*later.ts));
+    if (!later.ts)
+        return -1;
+    for (uint32_t i = 0; i < f->steps; i++)
+        later.ts[i] = f->ts[i] + shift;
+    later.producer = f->producer + 1000; /* not duplicates of the first */
+    pthread_create(&th, NULL, compact_loop, &l);
+    rate = ingest(c, &later, db);
+    atomic_store(&l.stop, 1);
+    pthread_join(th, NULL);
+    fprintf(stderr, "engine_bench: %u compaction passes during the ingest\n",
+            l.passes);
+    free(later.ts);
+    return rate;
 }
 
 /* ---- Queries ------------------------------------------------------------ */
@@ -345,6 +393,11 @@ struct results {
     double bytes_per_point;
     double decode_pts;
     double q[4];
+    /* After a full compaction (tide_db_compact, unthrottled). */
+    double compact_pts; /* points/s of the whole pass */
+    double bytes_per_point_compacted;
+    double qc[4];
+    double ingest_compacting; /* sync=batch while compaction loops */
 };
 
 static void run_queries(const struct config *c, const struct fleet *f,
@@ -457,8 +510,9 @@ int main(int argc, char **argv)
             ", %u threads, seed %" PRIu64 "\n",
             c.devices, FIELDS, f.steps, (double)f.series * f.steps / 1e6,
             c.threads, c.seed);
-    for (int mode = 0; mode < 3; mode++) {
-        static const char *const names[] = {"none", "batch", "readers"};
+    for (int mode = 0; mode < 4; mode++) {
+        static const char *const names[] = {"none", "batch", "readers",
+                                            "compacting"};
 
         snprintf(path, sizeof(path), "%s/%s", base, names[mode]);
         rmrf(path);
@@ -467,9 +521,14 @@ int main(int argc, char **argv)
             fprintf(stderr, "open %s: %s\n", path, tide_strerror(rc));
             return 1;
         }
-        if (mode == 2)
+        if (mode == 2) {
             r.ingest_readers = ingest_with_reader(&c, &f, db, &r.reader_qps);
-        else
+        } else if (mode == 3) {
+            if (ingest(&c, &f, db) < 0 || tide_db_flush(db))
+                return 1;
+            r.ingest_compacting =
+                ingest_compacting(&c, &f, db, (int64_t)c.hours * HOUR_NS);
+        } else
             *(mode ? &r.ingest_batch : &r.ingest_none) = ingest(&c, &f, db);
         if (mode == 1) {
             rc = tide_db_flush(db);
@@ -477,6 +536,18 @@ int main(int argc, char **argv)
             r.bytes_per_point =
                 (double)st.segment_bytes / (double)st.segment_points;
             run_queries(&c, &f, db, &r);
+            {
+                struct results after = r;
+                double t0 = now_s();
+
+                rc = tide_db_compact(db, 1);
+                r.compact_pts = (double)st.segment_points / (now_s() - t0);
+                tide_db_stats(db, &st);
+                r.bytes_per_point_compacted =
+                    (double)st.segment_bytes / (double)st.segment_points;
+                run_queries(&c, &f, db, &after);
+                memcpy(r.qc, after.q, sizeof(r.qc));
+            }
         }
         tide_db_close(db);
         rmrf(path);
@@ -484,19 +555,25 @@ int main(int argc, char **argv)
     if (!c.dir)
         rmdir(base);
     if (c.json) {
-        printf("{\"devices\": %u, \"fields\": %d, \"hours\": %u, "
-               "\"points\": %" PRIu64 ", \"threads\": %u, \"seed\": %" PRIu64
-               ", \"ingest_pts_per_s_sync_none\": %.0f, "
-               "\"ingest_pts_per_s_sync_batch\": %.0f, "
-               "\"ingest_pts_per_s_sync_batch_with_reader\": %.0f, "
-               "\"reader_queries_per_s\": %.1f, "
-               "\"bytes_per_point\": %.4f, \"decode_pts_per_s\": %.0f, "
-               "\"q1_ms\": %.4f, \"q2_ms\": %.4f, \"q3_ms\": %.4f, "
-               "\"q4_ms\": %.4f}\n",
-               c.devices, FIELDS, c.hours, (uint64_t)f.series * f.steps,
-               c.threads, c.seed, r.ingest_none, r.ingest_batch,
-               r.ingest_readers, r.reader_qps, r.bytes_per_point, r.decode_pts,
-               r.q[0], r.q[1], r.q[2], r.q[3]);
+        printf(
+            "{\"devices\": %u, \"fields\": %d, \"hours\": %u, "
+            "\"points\": %" PRIu64 ", \"threads\": %u, \"seed\": %" PRIu64
+            ", \"ingest_pts_per_s_sync_none\": %.0f, "
+            "\"ingest_pts_per_s_sync_batch\": %.0f, "
+            "\"ingest_pts_per_s_sync_batch_with_reader\": %.0f, "
+            "\"reader_queries_per_s\": %.1f, "
+            "\"bytes_per_point\": %.4f, \"decode_pts_per_s\": %.0f, "
+            "\"q1_ms\": %.4f, \"q2_ms\": %.4f, \"q3_ms\": %.4f, "
+            "\"q4_ms\": %.4f, \"compact_pts_per_s\": %.0f, "
+            "\"bytes_per_point_compacted\": %.4f, \"q1_ms_compacted\": %.4f, "
+            "\"q2_ms_compacted\": %.4f, \"q3_ms_compacted\": %.4f, "
+            "\"q4_ms_compacted\": %.4f, "
+            "\"ingest_pts_per_s_sync_batch_compacting\": %.0f}\n",
+            c.devices, FIELDS, c.hours, (uint64_t)f.series * f.steps, c.threads,
+            c.seed, r.ingest_none, r.ingest_batch, r.ingest_readers,
+            r.reader_qps, r.bytes_per_point, r.decode_pts, r.q[0], r.q[1],
+            r.q[2], r.q[3], r.compact_pts, r.bytes_per_point_compacted, r.qc[0],
+            r.qc[1], r.qc[2], r.qc[3], r.ingest_compacting);
     } else {
         printf("%-34s %14s\n", "measure", "value");
         printf("%-34s %14.2f M/s\n", "ingest, sync=none", r.ingest_none / 1e6);
@@ -514,6 +591,13 @@ int main(int argc, char **argv)
         printf("%-34s %14.3f ms\n", "Q3 max of 1 field/device, 1 h", r.q[2]);
         printf("%-34s %14.3f ms\n", "Q4 avg of all fields/device, 24 h",
                r.q[3]);
+        printf("%-34s %14.2f M/s\n", "full compaction", r.compact_pts / 1e6);
+        printf("%-34s %14.3f B\n", "bytes per point, compacted",
+               r.bytes_per_point_compacted);
+        for (int q = 0; q < 4; q++)
+            printf("Q%d compacted %21s %14.3f ms\n", q + 1, "", r.qc[q]);
+        printf("%-34s %14.2f M/s\n", "ingest, sync=batch, compacting",
+               r.ingest_compacting / 1e6);
     }
     free(f.ts);
     free(f.vals);

@@ -29,6 +29,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "compact.h"
 #include "wal_batch.h"
 
 void tide_db_options_init(struct tide_db_options *o)
@@ -524,6 +525,7 @@ static void db_free(struct tide_db *db)
 /* Wake every thread and wait for them to finish. */
 static void stop_threads(struct tide_db *db)
 {
+    tide__compact_stop(db); /* it flushes through the writers */
     pthread_mutex_lock(&db->fl_mu);
     db->stopping = 1;
     pthread_cond_broadcast(&db->fl_cv);
@@ -636,6 +638,9 @@ int tide_db_open(const char *dir, const struct tide_db_options *opts,
     if (rc)
         goto fail;
     db->flusher_started = 1;
+    rc = tide__compact_start(db);
+    if (rc)
+        goto fail;
     tide__db_log(db, TIDE_LOG_INFO, "opened %s: %u shards, %s I/O, sync=%s",
                  dir, db->n_shards, db->io_backend,
                  db->o.sync == TIDE_SYNC_NONE ? "none" : "batch");
@@ -676,6 +681,7 @@ void tide_db_close(tide_db *db)
     if (!db)
         return;
     atomic_store(&db->closing, 1);
+    tide__compact_stop(db); /* a job in progress is abandoned */
     if (!atomic_load(&db->failed)) {
         rc = flush_all(db);
         if (rc)
@@ -727,6 +733,7 @@ void tide_db_stats(tide_db *db, struct tide_db_stats *st)
     st->storage_error = atomic_load(&db->failed);
     st->nospace_events = atomic_load(&db->nospace_events);
     st->disk_free_bytes = free_bytes(db->dir);
+    tide__compact_stats(db, st);
     pthread_mutex_lock(&db->err_mu);
     memcpy(st->storage_error_msg, db->err_msg, sizeof(st->storage_error_msg));
     pthread_mutex_unlock(&db->err_mu);

@@ -178,6 +178,8 @@ struct tide_db {
     atomic_uint_fast64_t wal_sync_ns_total;
     atomic_uint_fast64_t flushes;
     const char *io_backend;
+
+    struct compactor *comp; /* the compaction thread (compact.h) */
 };
 
 /* Log through the user's callback, formatted. Thread-safe. */

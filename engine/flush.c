@@ -177,7 +177,7 @@ static int manifest_add(struct tide_db *db, struct shard *sh, struct seg **segs,
     for (uint32_t i = 0; i < n; i++) {
         TIDE_ASSERT(segs[i]->id < m->next_seg_id);
         m->segs[m->n_segs + i] =
-            (struct man_seg){segs[i]->id, segs[i]->shard, segs[i]->tier};
+            (struct man_seg){segs[i]->id, segs[i]->shard, segs[i]->tier, 0};
     }
     /* Invariant 3: the replay point only moves forward. */
     TIDE_ASSERT(sh->frozen_replay >= replay_was);
@@ -256,7 +256,7 @@ static void flush_frozen(struct tide_db *db, struct shard *sh)
     pthread_mutex_lock(&db->man_mu); /* publications are serialised */
     base = tide__seglist_acquire(db);
     rc = tide__seglist_edit(db, base, NULL, 0, (struct seg **)segs.data, n_segs,
-                            &next);
+                            NULL, &next);
     tide__seglist_release(base);
     pthread_rwlock_wrlock(&sh->rw);
     TIDE_ASSERT(sh->frozen == h); /* invariant 2 */

@@ -106,7 +106,8 @@ int tide__manifest_load(const char *dir, struct manifest *m)
         m->segs[i].id = tide__get_le64(p);
         m->segs[i].shard = (uint16_t)(p[8] | p[9] << 8);
         m->segs[i].tier = (uint16_t)(p[10] | p[11] << 8);
-        if (m->segs[i].shard >= m->n_shards)
+        m->segs[i].level = p[12];
+        if (m->segs[i].shard >= m->n_shards || p[12] > 1)
             goto out;
     }
     rc = 0;
@@ -199,6 +200,7 @@ int tide__manifest_store(const char *dir, struct manifest *m,
         p[9] = (uint8_t)(m->segs[i].shard >> 8);
         p[10] = (uint8_t)m->segs[i].tier;
         p[11] = (uint8_t)(m->segs[i].tier >> 8);
+        p[12] = m->segs[i].level;
     }
     tide__put_le64(buf + size - 8, XXH3_64bits(buf, size - 8));
     snprintf(path, sizeof(path), "%s/MANIFEST", dir);

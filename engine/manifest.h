@@ -14,6 +14,7 @@ struct man_seg {
     uint64_t id;
     uint16_t shard;
     uint16_t tier;
+    uint8_t level; /* 0 written by a flush, 1 by compaction */
 };
 
 struct manifest {

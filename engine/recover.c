@@ -309,8 +309,9 @@ static int open_segments(struct tide_db *db)
                          tide_strerror(rc));
             goto fail;
         }
+        segs[n]->level = db->man.segs[n].level;
     }
-    rc = tide__seglist_edit(db, db->seg_cur, NULL, 0, segs, n, &l);
+    rc = tide__seglist_edit(db, db->seg_cur, NULL, 0, segs, n, NULL, &l);
     if (rc)
         goto fail;
     tide__seglist_publish(db, l);

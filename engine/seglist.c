@@ -32,7 +32,8 @@ static int dropped(struct seg *const *drop, uint32_t n_drop,
 
 int tide__seglist_edit(struct tide_db *db, const struct seglist *base,
                        struct seg *const *drop, uint32_t n_drop,
-                       struct seg **add, uint32_t n_add, struct seglist **out)
+                       struct seg **add, uint32_t n_add, const struct seg *at,
+                       struct seglist **out)
 {
     struct segref **fresh = NULL;
     struct seglist *l = NULL;
@@ -53,30 +54,31 @@ int tide__seglist_edit(struct tide_db *db, const struct seglist *base,
             goto fail;
     }
     /* Nothing can fail from here on. */
-    for (uint32_t i = 0; i < base->n; i++) {
-        if (dropped(drop, n_drop, base->segs[i]))
+    for (uint32_t i = 0; i <= base->n; i++) {
+        int here = at ? i < base->n && base->segs[i] == at : i == base->n;
+
+        for (uint32_t j = 0; here && j < n_add; j++) {
+            struct seg *seg = add[j];
+
+            seg->shard_only = 1;
+            for (uint32_t c = 0; c < seg->n_chunks && seg->shard_only; c++)
+                seg->shard_only =
+                    tide__db_shard_of(db, seg->chunks[c].series_id) ==
+                    seg->shard;
+            atomic_init(&fresh[j]->refs, 1);
+            fresh[j]->seg = seg;
+            l->own[n] = fresh[j];
+            l->segs[n++] = seg;
+        }
+        if (i == base->n || dropped(drop, n_drop, base->segs[i]))
             continue;
         atomic_fetch_add(&base->own[i]->refs, 1);
         l->own[n] = base->own[i];
         l->segs[n++] = base->segs[i];
     }
-    for (uint32_t i = 0; i < n_add; i++) {
-        struct seg *seg = add[i];
-
-        seg->shard_only = 1;
-        for (uint32_t c = 0; c < seg->n_chunks && seg->shard_only; c++)
-            seg->shard_only =
-                tide__db_shard_of(db, seg->chunks[c].series_id) == seg->shard;
-        atomic_init(&fresh[i]->refs, 1);
-        fresh[i]->seg = seg;
-        l->own[n] = fresh[i];
-        l->segs[n++] = seg;
-    }
+    TIDE_ASSERT(n == base->n - n_drop + n_add); /* `at` was in `base` */
     l->n = n;
     l->gen = base->gen + 1;
-    /* Oldest first, as published: segment ids are handed out in order. */
-    for (uint32_t i = 1; i < n; i++)
-        TIDE_DEBUG_ASSERT(l->segs[i - 1]->id < l->segs[i]->id);
     atomic_init(&l->refs, 1);
     tide_free(fresh);
     *out = l;

@@ -37,8 +37,9 @@ struct seglist {
 int tide__seglist_new(struct seglist **out);
 
 /*
- * A new list: `base` without the segments in drop[0..n_drop), then
- * add[0..n_add) (in that order, newest last). The new list holds one
+ * A new list: `base` without the segments in drop[0..n_drop), with
+ * add[0..n_add) (in that order) in the place of `at`, one of the dropped
+ * segments, or after all others when `at` is NULL. The new list holds one
  * reference to it; ownership of the added segments passes to the new
  * list on success only. Its gen is base->gen + 1. `db` maps series to
  * shards to mark the segments holding one shard's series. Returns 0 or
@@ -46,7 +47,8 @@ int tide__seglist_new(struct seglist **out);
  */
 int tide__seglist_edit(struct tide_db *db, const struct seglist *base,
                        struct seg *const *drop, uint32_t n_drop,
-                       struct seg **add, uint32_t n_add, struct seglist **out);
+                       struct seg **add, uint32_t n_add, const struct seg *at,
+                       struct seglist **out);
 
 /* The db's current list, held for the caller until tide__seglist_release.
  * Never blocks on I/O. */

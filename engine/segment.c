@@ -161,6 +161,11 @@ static uint64_t write_pos(const struct seg_writer *w)
     return w->buf_off + w->buf_len;
 }
 
+uint64_t tide__segw_bytes(const struct seg_writer *w)
+{
+    return write_pos(w);
+}
+
 int tide__segw_open(const char *dir, uint64_t id, uint16_t shard, uint16_t tier,
                     struct tide_io *io, struct seg_writer **out)
 {
@@ -336,6 +341,29 @@ int tide__segw_add(struct seg_writer *w, uint64_t series_id,
     if (e.max_ts > w->max_ts)
         w->max_ts = e.max_ts;
     w->points += n;
+    return 0;
+}
+
+int tide__segw_add_raw(struct seg_writer *w, const struct chunk_ent *src,
+                       const uint8_t *payload)
+{
+    struct chunk_ent e = *src;
+    int rc;
+
+    e.offset = write_pos(w);
+    rc = tide__buf_append(&w->ents, &e, sizeof(e));
+    if (rc == 0)
+        rc =
+            tide__buf_append(&w->accounts, &e.account_id, sizeof(e.account_id));
+    if (rc == 0)
+        rc = put(w, payload, e.stored_bytes);
+    if (rc)
+        return rc;
+    if (e.min_ts < w->min_ts)
+        w->min_ts = e.min_ts;
+    if (e.max_ts > w->max_ts)
+        w->max_ts = e.max_ts;
+    w->points += e.count;
     return 0;
 }
 
@@ -604,6 +632,8 @@ void tide__seg_close(struct seg *seg)
         return;
     if (seg->fd >= 0)
         close(seg->fd);
+    if (seg->unlink_on_close && seg->path)
+        unlink(seg->path);
     tide_free(seg->accounts);
     tide_free(seg->chunks);
     tide_free(seg->path);

@@ -55,6 +55,10 @@ struct seg {
      * maps to `shard` under the db's shard count, so a read of a series of
      * another shard can pass it by. 0 after a change of shard count. */
     uint8_t shard_only;
+    uint8_t level; /* the manifest's: 0 flushed, 1 compacted */
+    /* Set once a compaction's manifest no longer lists the segment: the
+     * file is deleted when the last list holding it lets go. */
+    uint8_t unlink_on_close;
 };
 
 /*
@@ -156,6 +160,14 @@ int tide__segw_add(struct seg_writer *w, uint64_t series_id,
  * directory. The writer is freed whatever the result; on failure the
  * temporary file is removed. *path_out (tide_malloc'd) names the file. */
 int tide__segw_finish(struct seg_writer *w, char **path_out);
+
+/* Add a chunk of another segment as it is: entry `src` (its statistics
+ * and checksum) and its stored payload, verified by the caller. */
+int tide__segw_add_raw(struct seg_writer *w, const struct chunk_ent *src,
+                       const uint8_t *payload);
+
+/* Bytes written to the segment so far (payloads and header). */
+uint64_t tide__segw_bytes(const struct seg_writer *w);
 
 /* Abandon the segment: remove the temporary file and free the writer. */
 void tide__segw_abort(struct seg_writer *w);

@@ -27,4 +27,12 @@ static inline uint32_t tide__ts_lower_bound(const int64_t *ts, uint32_t n,
     return a;
 }
 
+/* floor(a / b) for b > 0: the window index of a timestamp. */
+static inline int64_t tide__floor_div(int64_t a, int64_t b)
+{
+    int64_t q = a / b;
+
+    return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+
 #endif /* TIDE_ENGINE_TS_H */

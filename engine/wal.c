@@ -594,3 +594,40 @@ uint64_t tide__wal_dir_bytes(const char *dir)
     tide_free(seqs);
     return bytes;
 }
+
+int tide__wal_scan(const char *dir, tide_wal_record_fn fn,
+                   void (*file_done)(void *ctx, uint64_t bytes), void *ctx)
+{
+    uint64_t *seqs = NULL;
+    size_t n = 0;
+    int rc = list_files(dir, &seqs, &n);
+
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        char path[PATH_MAX];
+        uint8_t *buf = NULL;
+        size_t size = 0, off = TIDE_WAL_FILE_HEADER;
+        uint32_t len;
+        uint64_t group;
+
+        snprintf(path, sizeof(path), "%s/%016llx.wal", dir,
+                 (unsigned long long)seqs[i]);
+        rc = read_file(path, &buf, &size);
+        if (rc == -ENOENT) { /* deleted by a flush meanwhile */
+            rc = 0;
+            continue;
+        }
+        if (rc)
+            break;
+        /* Read-only: the log ends at the first invalid record. */
+        while (rc == 0 && size >= TIDE_WAL_FILE_HEADER &&
+               record_valid(buf, size, off, &len, &group)) {
+            rc = fn(ctx, buf[off + 4], buf + off + TIDE_WAL_RECORD_HEADER, len);
+            off += tide__wal_record_bytes(len);
+        }
+        tide_free(buf);
+        if (rc == 0)
+            file_done(ctx, size);
+    }
+    tide_free(seqs);
+    return rc;
+}

@@ -104,6 +104,13 @@ int tide__wal_remove_before(const char *dir, uint64_t seq, uint64_t *removed);
  * ENOSPC, as on a disk with that much room left; 0 disables. */
 void tide__wal_inject_space(uint64_t bytes);
 
+/* Call `fn` for every valid record of every WAL file in `dir`, then
+ * `file_done` with the file's size, reading only (unlike replay, nothing
+ * is truncated): each file's log ends at its first invalid record. Safe
+ * beside the shard's writer. Returns 0, fn's error or -errno. */
+int tide__wal_scan(const char *dir, tide_wal_record_fn fn,
+                   void (*file_done)(void *ctx, uint64_t bytes), void *ctx);
+
 /* Total size of the WAL files in `dir` (0 when unreadable). */
 uint64_t tide__wal_dir_bytes(const char *dir);
 

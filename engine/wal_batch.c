@@ -232,3 +232,50 @@ int tide__wal_batch_apply(struct head *h, const uint8_t *rec, uint32_t len,
     }
     return 0;
 }
+
+int tide__wal_batch_columns(const uint8_t *rec, uint32_t len,
+                            tide_wal_column_fn fn, void *ctx)
+{
+    const uint8_t *p = rec + BATCH_HEADER, *end = rec + len;
+    uint32_t n_cols;
+
+    if (len < BATCH_HEADER)
+        return TIDE_ECORRUPT;
+    n_cols = tide__get_le32(rec + 16);
+    for (uint32_t c = 0; c < n_cols; c++) {
+        uint32_t n;
+        size_t need;
+
+        if ((size_t)(end - p) < COL_HEADER)
+            return TIDE_ECORRUPT;
+        n = tide__get_le32(p + 20);
+        need = COL_HEADER + 8 * (size_t)n;
+        switch (p[18]) {
+        case TIDE_TYPE_F64:
+        case TIDE_TYPE_I64:
+            need += 8 * (size_t)n;
+            break;
+        case TIDE_TYPE_BOOL:
+            need += pad8(n);
+            break;
+        case TIDE_TYPE_STR: {
+            size_t total = 0, lens = need;
+
+            need += pad8(4 * (size_t)n);
+            if ((size_t)(end - p) < need)
+                return TIDE_ECORRUPT;
+            for (uint32_t i = 0; i < n; i++)
+                total += tide__get_le32(p + lens + 4 * (size_t)i);
+            need += pad8(total);
+            break;
+        }
+        default:
+            return TIDE_ECORRUPT;
+        }
+        if ((size_t)(end - p) < need)
+            return TIDE_ECORRUPT;
+        fn(ctx, tide__get_le64(p), tide__get_le64(p + 8), n);
+        p += need;
+    }
+    return 0;
+}

@@ -41,4 +41,15 @@ uint64_t tide__wal_batch_sequence(const uint8_t *rec);
 int tide__wal_batch_apply(struct head *h, const uint8_t *rec, uint32_t len,
                           struct tide_buf *scratch, uint32_t *skipped);
 
+/* Called for each column of a batch record: its series, account and
+ * number of points. */
+typedef void (*tide_wal_column_fn)(void *ctx, uint64_t series_id,
+                                   uint64_t account_id, uint32_t n);
+
+/* Walk the columns of a batch record (checked against `len` as in
+ * tide__wal_batch_apply) without applying them. Returns 0 or
+ * TIDE_ECORRUPT. */
+int tide__wal_batch_columns(const uint8_t *rec, uint32_t len,
+                            tide_wal_column_fn fn, void *ctx);
+
 #endif /* TIDE_ENGINE_WAL_BATCH_H */

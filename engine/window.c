@@ -7,13 +7,6 @@
 
 #include "ts.h"
 
-static int64_t floor_div(int64_t a, int64_t b)
-{
-    int64_t q = a / b;
-
-    return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
-}
-
 int tide__window_collect(const struct head *h, int64_t part_ns,
                          struct tide_buf *out)
 {
@@ -22,7 +15,7 @@ int tide__window_collect(const struct head *h, int64_t part_ns,
         uint32_t j = 0;
 
         while (s && j < s->n) {
-            struct window k = {s->tier, floor_div(s->ts[j], part_ns)};
+            struct window k = {s->tier, tide__floor_div(s->ts[j], part_ns)};
             struct window *keys = (struct window *)out->data;
             size_t n = out->len / sizeof(k), x;
             int64_t end;

@@ -910,7 +910,8 @@ Test(db, held_list_keeps_dropped_segment)
     victim = held->segs[0];
     fd = victim->fd;
     pthread_mutex_lock(&db->man_mu);
-    CHECK(tide__seglist_edit(db, db->seg_cur, &victim, 1, NULL, 0, &next));
+    CHECK(
+        tide__seglist_edit(db, db->seg_cur, &victim, 1, NULL, 0, NULL, &next));
     tide__seglist_publish(db, next);
     pthread_mutex_unlock(&db->man_mu);
     cr_assert_eq(db->seg_cur->n, held->n - 1);

@@ -37,7 +37,7 @@ TestSuite(manifest, .init = setup, .fini = teardown);
 
 static void store_sample(void)
 {
-    struct man_seg segs[2] = {{5, 0, 1}, {9, 1, 2}};
+    struct man_seg segs[2] = {{5, 0, 1, 0}, {9, 1, 2, 1}};
     struct manifest m = {.n_shards = 2, .next_seg_id = 10, .n_segs = 2};
 
     m.segs = segs;
@@ -61,6 +61,7 @@ Test(manifest, roundtrip)
     cr_assert_eq(m.n_segs, 2);
     cr_assert_eq(m.segs[1].id, 9);
     cr_assert_eq(m.segs[1].tier, 2);
+    cr_assert_eq(m.segs[1].level, 1);
     cr_assert_eq(tide__manifest_store(dir, &m, io, &installed), 0);
     tide__manifest_fini(&m);
     cr_assert_eq(tide__manifest_load(dir, &m), 0);

@@ -359,15 +359,15 @@ int tide_db_erase(tide_db *db, uint64_t account_id, int wait);
 /* Where an account's points are now, as tide_db_account_usage() finds
  * them from segment footers, the heads and the live WAL files. */
 struct tide_account_usage {
-    uint64_t points;       /* in segments and heads */
-    uint64_t bytes;        /* stored bytes of its chunks */
-    uint64_t segments;     /* segment files holding its chunks */
+    uint64_t points;             /* in segments and heads */
+    uint64_t bytes;              /* stored bytes of its chunks */
+    uint64_t segments;           /* segment files holding its chunks */
     uint64_t segment_file_bytes; /* those files' sizes */
-    uint64_t head_points;  /* not yet in segments */
-    uint64_t wal_files;    /* live WAL files holding records of it */
-    uint64_t wal_bytes;    /* their sizes */
-    int64_t oldest_ts;     /* oldest point kept; INT64_MAX when none */
-    uint64_t expiring_points; /* behind keep_from(): gone at the next pass */
+    uint64_t head_points;        /* not yet in segments */
+    uint64_t wal_files;          /* live WAL files holding records of it */
+    uint64_t wal_bytes;          /* their sizes */
+    int64_t oldest_ts;           /* oldest point kept; INT64_MAX when none */
+    uint64_t expiring_points;    /* behind keep_from(): gone at the next pass */
     uint64_t expiring_bytes;
     uint64_t files_scanned; /* evidence: segment and WAL files examined */
     uint64_t bytes_scanned;
@@ -417,15 +417,15 @@ struct tide_db_stats {
     uint64_t disk_free_bytes;    /* free on the data directory's file system */
     char storage_error_msg[256]; /* the last failure's cause, or "" */
     /* Compaction since open. */
-    uint64_t compactions;          /* jobs done (window rewrites) */
+    uint64_t compactions; /* jobs done (window rewrites) */
     uint64_t compact_bytes_read;
     uint64_t compact_bytes_written;
-    uint64_t points_expired;       /* dropped behind a horizon */
-    uint64_t points_erased;        /* dropped as TIDE_KEEP_NONE */
-    uint64_t points_deduplicated;  /* older duplicates dropped */
+    uint64_t points_expired;      /* dropped behind a horizon */
+    uint64_t points_erased;       /* dropped as TIDE_KEEP_NONE */
+    uint64_t points_deduplicated; /* older duplicates dropped */
     uint64_t segment_files_deleted;
     uint64_t compaction_errors;
-    int compaction_running;        /* a job is in progress */
+    int compaction_running; /* a job is in progress */
     /* Start of the oldest window that needs compaction, or INT64_MAX
      * when none does; and the wall-clock time of the next routine pass
      * (ns since the epoch, 0 = none scheduled). */
