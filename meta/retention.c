@@ -165,8 +165,8 @@ static int checkpoint(tide_meta *m, int wait)
                                     &log, &done);
     if (!wait)
         sqlite3_busy_timeout(m->db, 5000);
-    if ((src & 0xff) == SQLITE_BUSY || (src == SQLITE_OK && log > 0 &&
-                                        done < log))
+    if ((src & 0xff) == SQLITE_BUSY ||
+        (src == SQLITE_OK && log > 0 && done < log))
         return TIDE_EBUSY;
     return src == SQLITE_OK ? 0 : tide__meta_sqlerr(src);
 }

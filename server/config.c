@@ -39,7 +39,7 @@ void tided_config_defaults(struct tided_config *c)
     c->delete_grace_s = 30 * 86400;
     c->compaction_mb_s = 64;
     c->compaction_interval_s = 600;
-    c->wal_file_mb = 64;
+    c->wal_file_mb = 16;
     c->out_high_bytes = 4u << 20;
     c->bcrypt_cost = 12;
     c->allow_signup = 1;

@@ -31,7 +31,8 @@ static void counter(struct evbuffer *b, const char *name, const char *help,
 }
 
 /* Compaction and erasure (docs/operations.md, "Compaction"). */
-static void compaction_metrics(struct evbuffer *b, const struct tide_db_stats *st)
+static void compaction_metrics(struct evbuffer *b,
+                               const struct tide_db_stats *st)
 {
     int64_t now = tided_now_ns(), oldest = 0;
 

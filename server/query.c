@@ -677,10 +677,11 @@ void handle_query(struct conn *c, const Tide__V1__Envelope *env)
      * compacted away or not yet. */
     rc = tided_retention_horizon(s, account, tided_now_ns(), &horizon);
     if (rc == 0)
-        tided_retention_clamp(
-            horizon,
-            q->agg == TIDE__V1__AGGREGATION__AGGREGATION_NONE ? 0 : q->bucket_ns,
-            &q->from_ns, q->to_ns);
+        tided_retention_clamp(horizon,
+                              q->agg == TIDE__V1__AGGREGATION__AGGREGATION_NONE
+                                  ? 0
+                                  : q->bucket_ns,
+                              &q->from_ns, q->to_ns);
     if (rc == 0)
         rc = query_select(s, q, account, qp);
     if (rc == 0 && q->agg == TIDE__V1__AGGREGATION__AGGREGATION_NONE &&

@@ -183,8 +183,9 @@ static void erase_queue(struct tided_retention *r, uint64_t account)
 
         if (!v) {
             /* The routine pass erases it all the same (keep_from). */
-            tide_log(LOG_WARN, "erasure of account %llu left to the "
-                               "routine compaction: out of memory",
+            tide_log(LOG_WARN,
+                     "erasure of account %llu left to the "
+                     "routine compaction: out of memory",
                      (unsigned long long)account);
             return;
         }
@@ -440,7 +441,8 @@ void tided_retention_clamp(int64_t horizon_ns, int64_t bucket_ns,
          * grid the client asked for stays, the partly expired bucket
          * goes. */
         uint64_t gap = (uint64_t)horizon_ns - (uint64_t)from;
-        uint64_t k = gap / (uint64_t)bucket_ns + (gap % (uint64_t)bucket_ns != 0);
+        uint64_t k =
+            gap / (uint64_t)bucket_ns + (gap % (uint64_t)bucket_ns != 0);
 
         if (k > ((uint64_t)to_ns - (uint64_t)from) / (uint64_t)bucket_ns + 1)
             from = to_ns;

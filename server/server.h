@@ -81,9 +81,9 @@ struct tided_config {
      * (0 = only erasures and asked-for passes), and the WAL file size. */
     uint32_t compaction_mb_s;       /* default 64 */
     uint32_t compaction_interval_s; /* default 600 */
-    uint32_t wal_file_mb;           /* default 64 */
-    unsigned bcrypt_cost;       /* default 12 */
-    int allow_signup;           /* anonymous AccountCreate; default 1 */
+    uint32_t wal_file_mb;           /* default 16 */
+    unsigned bcrypt_cost;           /* default 12 */
+    int allow_signup;               /* anonymous AccountCreate; default 1 */
     int log_level;
     /* Memory a client can make the server hold (docs/operations.md,
      * "Limits"): the frame limit before Auth (default 8 KiB), a decode's

@@ -25,9 +25,9 @@
 #include "wire.h"
 
 #define NS 1000000000ll
-#define POINTS 120   /* per series */
-#define DEVICES 2    /* per data set */
-#define STR_LEN 64   /* random string values */
+#define POINTS 120      /* per series */
+#define DEVICES 2       /* per data set */
+#define STR_LEN 64      /* random string values */
 #define SERIES_MAX 4096 /* ids the engine check reads: every one made here */
 
 static tide_client *open_client(const char *key, const char *token)
@@ -209,14 +209,13 @@ static void expect_device_intact(tide_client *admin, uint64_t account,
         int is_f = !strcmp(b.field, d->f_field[k]);
         size_t *at = is_f ? &nf : &ns;
 
-        cr_assert(is_f || !strcmp(b.field, d->s_field[k]), "field %s",
-                  b.field);
+        cr_assert(is_f || !strcmp(b.field, d->s_field[k]), "field %s", b.field);
         for (size_t i = 0; i < b.n; i++, (*at)++) {
             cr_assert_lt(*at, POINTS);
             cr_assert_eq(b.ts_ns[i], ts_of((int)*at));
             if (is_f)
-                cr_assert_eq(b.f64[i], d->f[k][*at], "%s point %zu",
-                             b.field, *at);
+                cr_assert_eq(b.f64[i], d->f[k][*at], "%s point %zu", b.field,
+                             *at);
             else
                 cr_assert_str_eq(b.str[i], d->s[k][*at]);
         }
@@ -257,8 +256,7 @@ static void wait_compaction(uint64_t runs_before, const char *counter,
 
     for (int i = 0; i < timeout_s * 4; i++) {
         uint64_t runs = metric("tide_compaction_runs_total");
-        int ok = runs > runs_before &&
-                 metric("tide_compaction_running") == 0 &&
+        int ok = runs > runs_before && metric("tide_compaction_running") == 0 &&
                  metric(counter) > counter_before;
 
         stable = ok && runs == last ? stable + 1 : 0;
@@ -421,9 +419,8 @@ static void engine_check(const struct dataset *gone, int k_from, int k_to,
         ids[i] = i + 1;
     rc = tide_db_open(dir, NULL, &db);
     cr_assert_eq(rc, 0, "tide_db_open: %s", tide_strerror(rc));
-    cr_assert_eq(tide_db_read_open(db, ids, SERIES_MAX, INT64_MIN, INT64_MAX,
-                                   &it),
-                 0);
+    cr_assert_eq(
+        tide_db_read_open(db, ids, SERIES_MAX, INT64_MIN, INT64_MAX, &it), 0);
     while ((rc = tide_iter_next(it, &b)) == 1) {
         for (uint32_t i = 0; i < b.n; i++) {
             total++;
@@ -466,8 +463,8 @@ static void setup(void)
 {
     /* Segments soon after the writes, so that the erasure has segments to
      * rewrite; no routine pass: only the erasure the purge schedules. */
-    static const char *const settings[] = {
-        "flush_interval_ms=200", "compaction_interval_s=0", NULL};
+    static const char *const settings[] = {"flush_interval_ms=200",
+                                           "compaction_interval_s=0", NULL};
     char seed[32];
 
     rng_state = (uint64_t)time(NULL) * 2654435761u ^ (uint64_t)getpid();
@@ -533,8 +530,7 @@ Test(erasure, purged_account_leaves_no_byte)
                  "only %zu of %zu control strings are found",
                  needles_found(&kept), kept.n);
     cr_log_info("raw scan: %llu files, %llu bytes",
-                (unsigned long long)gone.files,
-                (unsigned long long)gone.bytes);
+                (unsigned long long)gone.files, (unsigned long long)gone.bytes);
 
     /* (a) The engine decodes nothing of it. */
     engine_check(victim, 0, DEVICES, va, 2ull * DEVICES * POINTS);
@@ -593,8 +589,8 @@ Test(erasure, deleted_device_leaves_no_byte)
     cr_assert_eq(needles_found(&gone), 0);
     scan_dir(&kept);
     cr_assert_eq(needles_found(&kept), kept.n,
-                 "only %zu of %zu kept strings are found",
-                 needles_found(&kept), kept.n);
+                 "only %zu of %zu kept strings are found", needles_found(&kept),
+                 kept.n);
 
     engine_check(d, 0, 1, 0, 2ull * (2 * DEVICES - 1) * POINTS);
     needles_free(&gone);
@@ -608,8 +604,8 @@ Test(erasure, deleted_device_leaves_no_byte)
 static void retention_setup(void)
 {
     /* A routine compaction pass every second. */
-    static const char *const settings[] = {
-        "flush_interval_ms=200", "compaction_interval_s=1", NULL};
+    static const char *const settings[] = {"flush_interval_ms=200",
+                                           "compaction_interval_s=1", NULL};
 
     rng_state = (uint64_t)time(NULL) | 1;
     fixture_start(settings);
@@ -623,9 +619,11 @@ TestSuite(retention, .init = retention_setup, .fini = fixture_fini,
 static size_t count_points(tide_client *admin, uint64_t account, int64_t from,
                            int64_t to, enum tide_agg agg, int64_t bucket_ns)
 {
-    struct tide_query_params q = {
-        .from_ns = from, .to_ns = to, .account_id = account, .agg = agg,
-        .bucket_ns = bucket_ns};
+    struct tide_query_params q = {.from_ns = from,
+                                  .to_ns = to,
+                                  .account_id = account,
+                                  .agg = agg,
+                                  .bucket_ns = bucket_ns};
     struct tide_series_block b;
     tide_query_iter *it;
     size_t n = 0;
@@ -656,8 +654,7 @@ Test(retention, points_behind_a_shortened_ttl_are_not_read_then_gone)
     a = make_account(admin, "ttl@retention.example");
     w = owner_client("ttl@retention.example");
     dataset_write(w, d); /* an hour old: inside the 30 days */
-    cr_assert_eq(count_points(admin, a, INT64_MIN, INT64_MAX,
-                              TIDE_AGG_NONE, 0),
+    cr_assert_eq(count_points(admin, a, INT64_MIN, INT64_MAX, TIDE_AGG_NONE, 0),
                  2 * DEVICES * POINTS);
 
     /* The plan changes to a 3-second retention. */
@@ -685,8 +682,8 @@ Test(retention, points_behind_a_shortened_ttl_are_not_read_then_gone)
     cr_assert_eq(count_points(admin, a, now - NS, now + NS, TIDE_AGG_NONE, 0),
                  1, "the new point");
     {
-        size_t n = count_points(admin, a, INT64_MIN, INT64_MAX, TIDE_AGG_NONE,
-                                0);
+        size_t n =
+            count_points(admin, a, INT64_MIN, INT64_MAX, TIDE_AGG_NONE, 0);
 
         cr_assert_eq(n, 1, "%zu points of every time", n);
     }
@@ -694,12 +691,11 @@ Test(retention, points_behind_a_shortened_ttl_are_not_read_then_gone)
     cr_assert_eq(count_points(admin, a, T0, now + NS, TIDE_AGG_COUNT, 0), 1);
     /* Two-hour buckets from T0, an hour ago: the one holding the
      * horizon (and the new point) is left out, not partly counted. */
-    cr_assert_eq(count_points(admin, a, T0, now + NS, TIDE_AGG_COUNT,
-                              7200 * NS),
-                 0, "the bucket holding the horizon is left out");
+    cr_assert_eq(
+        count_points(admin, a, T0, now + NS, TIDE_AGG_COUNT, 7200 * NS), 0,
+        "the bucket holding the horizon is left out");
     usleep(3500 * 1000);
-    cr_assert_eq(count_points(admin, a, INT64_MIN, INT64_MAX, TIDE_AGG_NONE,
-                              0),
+    cr_assert_eq(count_points(admin, a, INT64_MIN, INT64_MAX, TIDE_AGG_NONE, 0),
                  0, "the new point expired too");
 
     /* The routine pass drops them from disk: whole windows behind the
@@ -711,10 +707,10 @@ Test(retention, points_behind_a_shortened_ttl_are_not_read_then_gone)
         usleep(250 * 1000);
     cr_assert_eq(metric("tide_engine_segments"), 0, "expired segments stay");
     cr_assert_eq(metric("tide_engine_head_points"), 0);
-    cr_log_info("points expired by compaction: %llu",
-                (unsigned long long)(metric(
-                                         "tide_compaction_points_expired_total") -
-                                     expired));
+    cr_log_info(
+        "points expired by compaction: %llu",
+        (unsigned long long)(metric("tide_compaction_points_expired_total") -
+                             expired));
     tide_client_close(admin);
     cr_assert_eq(tided_stop(&srv), 0, "clean shutdown");
     engine_check(d, 0, DEVICES, 0, 0);
