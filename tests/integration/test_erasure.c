@@ -109,15 +109,19 @@ static uint64_t rng(void)
     return rng_state = x;
 }
 
-/* `len` random characters of a 64-symbol alphabet: 6 bits each, so LZ4
- * finds no repeats to shorten them and stores them verbatim. */
+/* `len` random printable ASCII characters but '"' and '\\' (92 symbols,
+ * 6.5 bits each): LZ4 finds next to no repeats to shorten them and
+ * stores them verbatim. */
 static void rand_text(char *out, size_t len)
 {
-    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstu"
-                              "vwxyz0123456789+/";
+    for (size_t i = 0; i < len; i++) {
+        char ch;
 
-    for (size_t i = 0; i < len; i++)
-        out[i] = abc[rng() % 64];
+        do
+            ch = (char)(0x21 + rng() % 94);
+        while (ch == '"' || ch == '\\');
+        out[i] = ch;
+    }
     out[len] = '\0';
 }
 
@@ -368,6 +372,24 @@ static size_t needles_found(const struct needles *nd)
     return n;
 }
 
+/* The scan sees verbatim strings: at least 98 % of `nd` found. A chance
+ * 4-byte repeat between two random strings may let LZ4 encode a match
+ * inside one, and a WAL block header may split one; the erased strings,
+ * though, must be found nowhere at all. */
+static int needles_mostly_found(const struct needles *nd)
+{
+    return needles_found(nd) * 100 >= nd->n * 98;
+}
+
+/* Wait until the head is flushed into segments (flush_interval_ms). */
+static void wait_flushed(void)
+{
+    for (int i = 0; i < 120 && metric("tide_engine_head_points") > 0; i++)
+        usleep(250 * 1000);
+    cr_assert_eq(metric("tide_engine_head_points"), 0, "head not flushed");
+    cr_assert_gt(metric("tide_engine_segments"), 0);
+}
+
 static void needles_free(struct needles *nd)
 {
     free(nd->s);
@@ -495,17 +517,16 @@ Test(erasure, purged_account_leaves_no_byte)
     w = owner_client("control@erasure.example");
     dataset_write(w, control);
     tide_client_close(w);
-    usleep(1000 * 1000); /* a periodic flush: the points are in segments */
-    cr_assert_gt(metric("tide_engine_segments"), 0);
+    wait_flushed(); /* the points are in segments */
 
     /* The scan sees what is there: every name and string, before. */
     needles_dataset(&gone, victim, 0, DEVICES);
     needles_add(&gone, "victim@erasure.example");
     needles_dataset(&kept, control, 0, DEVICES);
     scan_dir(&gone);
-    cr_assert_eq(needles_found(&gone), gone.n,
-                 "before the purge only %zu of %zu victim strings are found",
-                 needles_found(&gone), gone.n);
+    cr_assert(needles_mostly_found(&gone),
+              "before the purge only %zu of %zu victim strings are found",
+              needles_found(&gone), gone.n);
 
     runs = metric("tide_compaction_runs_total");
     snprintf(arg, sizeof(arg), "account_id=%llu", (unsigned long long)va);
@@ -526,9 +547,9 @@ Test(erasure, purged_account_leaves_no_byte)
                      gone.s[i]);
     cr_assert_eq(needles_found(&gone), 0);
     scan_dir(&kept);
-    cr_assert_eq(needles_found(&kept), kept.n,
-                 "only %zu of %zu control strings are found",
-                 needles_found(&kept), kept.n);
+    cr_assert(needles_mostly_found(&kept),
+              "only %zu of %zu control strings are found", needles_found(&kept),
+              kept.n);
     cr_log_info("raw scan: %llu files, %llu bytes",
                 (unsigned long long)gone.files, (unsigned long long)gone.bytes);
 
@@ -559,15 +580,15 @@ Test(erasure, deleted_device_leaves_no_byte)
     w = owner_client("other@erasure.example");
     dataset_write(w, control);
     tide_client_close(w);
-    usleep(1000 * 1000);
+    wait_flushed();
 
     needles_dataset(&gone, d, 0, 1);
     needles_dataset(&kept, d, 1, DEVICES);
     needles_dataset(&kept, control, 0, DEVICES);
     scan_dir(&gone);
-    cr_assert_eq(needles_found(&gone), gone.n,
-                 "before the deletion only %zu of %zu strings are found",
-                 needles_found(&gone), gone.n);
+    cr_assert(needles_mostly_found(&gone),
+              "before the deletion only %zu of %zu strings are found",
+              needles_found(&gone), gone.n);
 
     runs = metric("tide_compaction_runs_total");
     snprintf(arg[0], sizeof(arg[0]), "name=%s", d->device[0]);
@@ -588,9 +609,9 @@ Test(erasure, deleted_device_leaves_no_byte)
                      gone.s[i]);
     cr_assert_eq(needles_found(&gone), 0);
     scan_dir(&kept);
-    cr_assert_eq(needles_found(&kept), kept.n,
-                 "only %zu of %zu kept strings are found", needles_found(&kept),
-                 kept.n);
+    cr_assert(needles_mostly_found(&kept),
+              "only %zu of %zu kept strings are found", needles_found(&kept),
+              kept.n);
 
     engine_check(d, 0, 1, 0, 2ull * (2 * DEVICES - 1) * POINTS);
     needles_free(&gone);
@@ -657,9 +678,11 @@ Test(retention, points_behind_a_shortened_ttl_are_not_read_then_gone)
     cr_assert_eq(count_points(admin, a, INT64_MIN, INT64_MAX, TIDE_AGG_NONE, 0),
                  2 * DEVICES * POINTS);
 
-    /* The plan changes to a 3-second retention. */
+    /* The plan changes to an 8-second retention: the hour-old points are
+     * behind it at once, a point written now for 8 s more (room for a
+     * slow sanitizer build). */
     args[0] = "tier.name=brief";
-    args[1] = "tier.telemetry_ttl_s=3";
+    args[1] = "tier.telemetry_ttl_s=8";
     call_ok(admin, "tier_upsert", args, 2);
     snprintf(arg, sizeof(arg), "account_id=%llu", (unsigned long long)a);
     args[0] = arg;
@@ -694,7 +717,7 @@ Test(retention, points_behind_a_shortened_ttl_are_not_read_then_gone)
     cr_assert_eq(
         count_points(admin, a, T0, now + NS, TIDE_AGG_COUNT, 7200 * NS), 0,
         "the bucket holding the horizon is left out");
-    usleep(3500 * 1000);
+    usleep(8500 * 1000);
     cr_assert_eq(count_points(admin, a, INT64_MIN, INT64_MAX, TIDE_AGG_NONE, 0),
                  0, "the new point expired too");
 
