@@ -730,6 +730,14 @@ Test(retention, points_behind_a_shortened_ttl_are_not_read_then_gone)
         usleep(250 * 1000);
     cr_assert_eq(metric("tide_engine_segments"), 0, "expired segments stay");
     cr_assert_eq(metric("tide_engine_head_points"), 0);
+    cr_assert_gt(metric("tide_compaction_files_deleted_total"), 0);
+    cr_assert_eq(metric("tide_compaction_oldest_uncompacted_window_seconds"), 0,
+                 "nothing is left to compact");
+    cr_assert_eq(metric("tide_compaction_errors_total"), 0);
+    /* Present, whatever their values. */
+    metric("tide_compaction_bytes_read_total");
+    metric("tide_compaction_bytes_written_total");
+    metric("tide_compaction_points_erased_total");
     cr_log_info(
         "points expired by compaction: %llu",
         (unsigned long long)(metric("tide_compaction_points_expired_total") -
