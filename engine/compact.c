@@ -334,10 +334,29 @@ static int may_share(const struct seg *x, const struct seg *m)
     return x->shard == m->shard || !x->shard_only || !m->shard_only;
 }
 
-/* One pass over `shard`: plan its jobs on the current list, run them.
- * `account` (or 0) forces the rewrite of every window holding it. */
-static int pass_shard(struct tide_db *db, unsigned shard, uint64_t account)
+/* The first of group[0..n) a routine pass merges: the newest segments
+ * while each older one holds at most twice the points of those newer than
+ * it (file sizes would mostly count block padding in small files),
+ * so that a point is rewritten about log2(window / flush) times, not at
+ * every pass (size-tiered, as LSM stores merge their small files). */
+static uint32_t tiered_start(struct seg *const *group, uint32_t n)
 {
+    uint64_t acc = group[n - 1]->points;
+    uint32_t k = n - 1;
+
+    while (k > 0 && group[k - 1]->points <= 2 * acc)
+        acc += group[--k]->points;
+    return k;
+}
+
+/* One pass over `shard`: plan its jobs on the current list, run them.
+ * `account` (or 0) forces the rewrite of every window holding it; `full`
+ * merges every window whole, where a routine pass merges whole only the
+ * windows that ended a day ago and, in the others, by size. */
+static int pass_shard(struct tide_db *db, unsigned shard, uint64_t account,
+                      int full)
+{
+    int64_t cold = now_ns(CLOCK_REALTIME) - DAY_NS;
     struct seglist *sl = tide__seglist_acquire(db);
     uint8_t *taken = tide_calloc((size_t)sl->n + 1, 1);
     struct seg **group = tide_calloc((size_t)sl->n + 1, sizeof(*group));
@@ -373,8 +392,15 @@ static int pass_shard(struct tide_db *db, unsigned shard, uint64_t account)
         for (uint32_t k = 0; k < n; k++) {
             policy_of(db, group[k], &drops, &keeps);
             forced |= lists_account(group[k], account);
-            l0 |= group[k]->level == 0;
         }
+        if (!full && !forced && !drops && hi > cold) {
+            uint32_t k = tiered_start(group, n);
+
+            memmove(group, group + k, (n - k) * sizeof(*group));
+            n -= k;
+        }
+        for (uint32_t k = 0; k < n; k++)
+            l0 |= group[k]->level == 0;
         if (n == 1 && inside && !l0 && !drops && !forced)
             continue; /* compacted and nothing to drop */
         atomic_store(&db->comp->running, 1);
@@ -388,8 +414,8 @@ out:
     return rc;
 }
 
-/* A pass over every shard; `account` as in pass_shard. */
-static int run_pass(struct tide_db *db, uint64_t account)
+/* A pass over every shard; `account` and `full` as in pass_shard. */
+static int run_pass(struct tide_db *db, uint64_t account, int full)
 {
     int rc = 0, first = 0;
 
@@ -398,7 +424,7 @@ static int run_pass(struct tide_db *db, uint64_t account)
     if (!atomic_load(&db->failed))
         rc = tide_db_flush(db);
     for (unsigned s = 0; s < db->n_shards && !stopping(db); s++) {
-        rc = pass_shard(db, s, account);
+        rc = pass_shard(db, s, account, full);
         if (rc && !first)
             first = rc;
     }
@@ -455,7 +481,7 @@ static void *compact_main(void *arg)
                 now + (int64_t)db->o.compaction_interval_s * 1000000000ll;
         pthread_mutex_unlock(&c->mu);
         if (!list) {
-            rc = run_pass(db, 0);
+            rc = run_pass(db, 0, 0); /* routine */
         } else {
             int full = 0;
 
@@ -463,9 +489,9 @@ static void *compact_main(void *arg)
                 full |= r->account == 0;
             for (r = list; r && rc == 0; r = r->next)
                 if (r->account)
-                    rc = run_pass(db, r->account);
+                    rc = run_pass(db, r->account, 0);
             if (rc == 0 && full)
-                rc = run_pass(db, 0);
+                rc = run_pass(db, 0, 1);
         }
         pthread_mutex_lock(&c->mu);
         complete(c, list, rc);

@@ -53,6 +53,11 @@
  *      batches over shards are queued under the same lock, so they reach
  *      every shard in batch id order, which is what makes the writers'
  *      waits for each other's parts free of cycles.
+ *   7. The segment list (and the MANIFEST, in the same order) is oldest
+ *      first; a read lets a newer source win a tie. A flush appends; a
+ *      compaction puts its outputs in the place of its newest input, and
+ *      none of the segments between its oldest and newest input can hold
+ *      the same points (compact.c).
  */
 #ifndef TIDE_ENGINE_DB_H
 #define TIDE_ENGINE_DB_H

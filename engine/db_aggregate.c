@@ -6,6 +6,7 @@
  * source overlaps it.
  */
 #include "read.h"
+#include "ts.h"
 
 #include <errno.h>
 #include <math.h>
@@ -129,6 +130,45 @@ static int cmp_partial(const void *x, const void *y)
  * of them at the end of `parts`: a series read in slices continues it
  * when its bucket goes on in the next slice, so that every bucket is
  * summed point by point in time order, as when read whole. */
+/* One past the last point of ts[i..n) (ascending) in the bucket of ts[i]:
+ * a search for the bucket's end, not a division per point. */
+static uint32_t run_end(const struct agg_ctx *a, const int64_t *ts, uint32_t i,
+                        uint32_t n)
+{
+    uint64_t span = (uint64_t)a->to - (uint64_t)a->from, start;
+
+    if (!a->bucket_ns)
+        return n;
+    start = (uint64_t)bucket_of(a, ts[i]) * (uint64_t)a->bucket_ns;
+    if (span - start <= (uint64_t)a->bucket_ns)
+        return n; /* the last bucket: every point left is in it */
+    return i + tide__ts_lower_bound(ts + i, n - i,
+                                    (int64_t)((uint64_t)a->from + start +
+                                              (uint64_t)a->bucket_ns));
+}
+
+/* Fold the numeric points [i, j) of one bucket into q. */
+static void fold_run(struct partial *q, uint8_t type, const int64_t *ts,
+                     const uint64_t *val, uint32_t i, uint32_t j)
+{
+    double sum = q->b.sum, mn = q->b.min, mx = q->b.max, d = 0;
+
+    for (uint32_t k = i; k < j; k++) {
+        d = tide__value_double(type, val[k]);
+        sum += d;
+        if (d < mn || mn != mn)
+            mn = d;
+        if (d > mx || mx != mx)
+            mx = d;
+    }
+    q->b.count += j - i;
+    q->b.sum = sum;
+    q->b.min = mn;
+    q->b.max = mx;
+    q->b.last = d;
+    q->b.last_ts = ts[j - 1];
+}
+
 static int raw_partials(const struct gather *g, const struct agg_ctx *a,
                         struct tide_buf *parts, uint64_t *n_raw)
 {
@@ -140,9 +180,9 @@ static int raw_partials(const struct gather *g, const struct agg_ctx *a,
     uint64_t n_runs = !cont && g->n;
     int rc = 0;
 
-    for (uint32_t i = 1; i < g->n; i++)
-        n_runs += bucket_of(a, tide__gather_ts(g)[i]) !=
-                  bucket_of(a, tide__gather_ts(g)[i - 1]);
+    for (uint32_t i = g->n ? run_end(a, tide__gather_ts(g), 0, g->n) : 0;
+         i < g->n; i = run_end(a, tide__gather_ts(g), i, g->n))
+        n_runs++;
     if (*n_raw + n_runs > a->max_buckets - a->n_buckets)
         return TIDE_EFULL;
     *n_raw += n_runs;
@@ -160,20 +200,17 @@ static int raw_partials(const struct gather *g, const struct agg_ctx *a,
             q.b.first = tide__value_double(g->type, tide__gather_val(g)[i]);
             q.b.min = q.b.max = q.b.first;
         }
-        for (; i < g->n && bucket_of(a, tide__gather_ts(g)[i]) == bk; i++) {
-            double d =
-                g->type == TIDE_TYPE_STR
-                    ? 0
-                    : tide__value_double(g->type, tide__gather_val(g)[i]);
+        {
+            uint32_t j = run_end(a, tide__gather_ts(g), i, g->n);
 
-            q.b.count++;
-            q.b.sum += d;
-            if (d < q.b.min || q.b.min != q.b.min)
-                q.b.min = d;
-            if (d > q.b.max || q.b.max != q.b.max)
-                q.b.max = d;
-            q.b.last = d;
-            q.b.last_ts = tide__gather_ts(g)[i];
+            if (g->type == TIDE_TYPE_STR) {
+                q.b.count += j - i;
+                q.b.last_ts = tide__gather_ts(g)[j - 1];
+            } else {
+                fold_run(&q, g->type, tide__gather_ts(g), tide__gather_val(g),
+                         i, j);
+            }
+            i = j;
         }
         if (g->type == TIDE_TYPE_STR)
             q.b.sum = q.b.min = q.b.max = q.b.first = q.b.last = 0;
@@ -517,6 +554,60 @@ static int aggregate_plan(struct tide_db *db, const struct seglist *sl,
     return tide__buf_append(&batch->hparts, g->parts.data, g->parts.len);
 }
 
+static int cmp_span(const void *a, const void *b)
+{
+    const int64_t *x = a, *y = b;
+
+    return x[0] < y[0] ? -1 : x[0] > y[0];
+}
+
+/* Drop the gathered points that fall in the span of a chunk answered from
+ * its header. Only a head point written after the series was planned can
+ * (planning checked the heads and the other chunks): the read then counts
+ * the chunk as it was, once, as if the write came after the read. */
+static int drop_late_points(struct gather *g, const struct partial *hp,
+                            size_t n_parts)
+{
+    int64_t *ts = tide__gather_ts(g), *span;
+    uint64_t *val = tide__gather_val(g);
+    uint32_t kept = 0;
+    int rc;
+
+    if (n_parts == 0 || g->n == 0 || g->type == TIDE_TYPE_STR)
+        return 0;
+    g->tmp.len = 0;
+    rc = tide__buf_reserve(&g->tmp, n_parts * 2 * sizeof(int64_t));
+    if (rc)
+        return rc;
+    span = (int64_t *)(void *)g->tmp.data;
+    for (size_t k = 0; k < n_parts; k++) {
+        span[2 * k] = hp[k].b.first_ts;
+        span[2 * k + 1] = hp[k].b.last_ts;
+    }
+    qsort(span, n_parts, 2 * sizeof(int64_t), cmp_span);
+    for (uint32_t i = 0; i < g->n; i++) {
+        size_t lo = 0, hi = n_parts;
+
+        /* The last span starting at or before ts[i]. */
+        while (lo < hi) {
+            size_t m = lo + (hi - lo) / 2;
+
+            if (span[2 * m] <= ts[i])
+                lo = m + 1;
+            else
+                hi = m;
+        }
+        if (lo > 0 && ts[i] <= span[2 * (lo - 1) + 1])
+            continue;
+        ts[kept] = ts[i];
+        val[kept++] = val[i];
+    }
+    g->n = kept;
+    g->ts.len = (size_t)kept * sizeof(*ts);
+    g->val.len = (size_t)kept * sizeof(*val);
+    return 0;
+}
+
 /* Fetch every chunk of the batch at once, then finish each of its series
  * from its header partials, its decoded chunks and its head points. The
  * batch is empty afterwards. */
@@ -552,6 +643,8 @@ static int aggregate_batch(struct tide_db *db, const struct seglist *sl,
             rc =
                 tide__shard_read_series(db, sl, g, ids[p->idx], refs + p->ref0,
                                         p->n_refs, payload, a->from, a->to, st);
+        if (rc == 0)
+            rc = drop_late_points(g, hparts + p->part0, p->n_parts);
         if (rc == 0)
             rc = raw_partials(g, a, &g->parts, &n_raw);
         if (rc)

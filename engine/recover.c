@@ -344,6 +344,13 @@ int tide__recover_manifest(struct tide_db *db)
                      tide_strerror(rc));
         return rc;
     }
+    {
+        char tmp[PATH_MAX];
+
+        /* A replacement that crashed before its rename. */
+        snprintf(tmp, sizeof(tmp), "%s/MANIFEST.tmp", db->dir);
+        unlink(tmp);
+    }
     if (db->o.shards && db->o.shards != db->man.n_shards)
         tide__db_log(db, TIDE_LOG_INFO,
                      "%s was created with %u shards; keeping them", db->dir,

@@ -17,11 +17,13 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "compact.h"
 #include "db.h"
 #include "internal.h"
+#include "io.h"
 #include "testutil.h"
 #include "tide/engine.h"
 
@@ -36,6 +38,8 @@
 
 static char dir[1024];
 static tide_db *db;
+
+static unsigned files_ending(const char *sub, const char *suffix);
 
 /* The policy under test. */
 static int64_t window_days = 7;
@@ -57,6 +61,8 @@ static int64_t pol_keep(void *ctx, uint64_t account, uint64_t series)
     return account == 7 ? horizon : TIDE_KEEP_ALL;
 }
 
+static uint32_t interval_s; /* routine passes; 0 = only when asked */
+
 static void open_db(void)
 {
     struct tide_db_options o;
@@ -66,7 +72,7 @@ static void open_db(void)
     o.chunk_points_max = 64;
     o.log = test_log;
     o.wal_file_bytes = 1u << 20;
-    o.compaction_interval_s = 0;
+    o.compaction_interval_s = interval_s;
     o.compaction_mb_s = 0;
     o.retention = (struct tide_retention){pol_window, pol_keep, NULL};
     CHECK(tide_db_open(dir, &o, &db));
@@ -84,6 +90,7 @@ static void setup(void)
     window_days = 7;
     horizon = TIDE_KEEP_ALL;
     erased_account = 0;
+    interval_s = 0;
     tide__compact_hook = NULL;
     open_db();
 }
@@ -335,6 +342,86 @@ Test(compact, order_kept_against_another_tiers_segment)
     cr_assert_float_eq(sum, (100 * 10 + 45) + 45.0, 1e-6);
 }
 
+Test(compact, routine_pass_merges_small_files_not_the_big_one)
+{
+    struct timespec now;
+    int64_t t;
+    uint64_t big_id, compactions;
+    struct seglist *sl;
+    double sum;
+    int found = 0;
+
+    clock_gettime(CLOCK_REALTIME, &now);
+    t = (int64_t)now.tv_sec * 1000000000ll - 6000 * 1000000000ll;
+    put(91, 7, 1, 5000, t, 1000000000ll, 0); /* the last 100 minutes */
+    CHECK(tide_db_compact(db, 1));
+    sl = tide__seglist_acquire(db);
+    big_id = sl->segs[sl->n - 1]->id;
+    tide__seglist_release(sl);
+    interval_s = 1;
+    reopen();
+    for (int i = 0; i < 3; i++) {
+        put(91, 7, 1, 10, t + 5000 * 1000000000ll + i * 10000000000ll,
+            1000000000ll, 0);
+        CHECK(tide_db_flush(db));
+    }
+    compactions = stats().compactions;
+    /* Routine passes run every second: wait for the small files to go. */
+    for (int ms = 0; ms < 8000 && stats().segments > 2; ms += 20)
+        usleep(20000);
+    cr_assert_gt(stats().compactions, compactions, "a routine pass ran");
+    sl = tide__seglist_acquire(db);
+    for (uint32_t i = 0; i < sl->n; i++)
+        found |= sl->segs[i]->id == big_id;
+    cr_assert_eq(sl->n, 2, "the small files merged into one, not %u", sl->n);
+    tide__seglist_release(sl);
+    cr_assert(found, "the big segment of this hot window was not rewritten");
+    cr_assert_eq(count_of(91, &sum), 5030);
+    CHECK(tide_db_compact(db, 1));
+    cr_assert_eq(stats().segments, 1, "a full pass merges the window whole");
+    cr_assert_eq(count_of(91, &sum), 5030);
+}
+
+Test(compact, failed_io_leaves_inputs_in_force)
+{
+    static const enum tide_io_op ops[] = {TIDE_IO_WRITE, TIDE_IO_FDATASYNC};
+    double sum;
+
+    for (int d = 0; d < 3; d++) {
+        put(95, 7, 1, 100, T0 + d * DAY, 60000000000ll, d);
+        CHECK(tide_db_flush(db));
+    }
+    for (unsigned k = 0; k < 2; k++)
+        for (unsigned long nth = 1; nth <= 3; nth++) {
+            uint64_t segs = stats().segments, points = count_of(95, &sum);
+            int rc;
+
+            tide__io_inject(ops[k], nth, k ? EIO : ENOSPC, 0);
+            rc = tide_db_compact(db, 1);
+            tide__io_inject(ops[k], 0, 0, 0);
+            if (rc == 0) {
+                /* The job needed fewer of those requests: start over. */
+                put(95, 7, 1, 1, T0 + (11 + nth + 3 * k) * DAY, 1, 0);
+                CHECK(tide_db_flush(db));
+                continue;
+            }
+            /* Jobs before the failed one may have been published. */
+            cr_assert_leq(stats().segments, segs);
+            cr_assert_eq(files_ending("seg", ".tmp"), 0);
+            cr_assert_eq(files_ending("seg", ".tseg"), stats().segments,
+                         "no file left of the failed job");
+            cr_assert_eq(count_of(95, &sum), points);
+            cr_assert_gt(stats().compaction_errors, 0);
+            put(95, 7, 1, 1, T0 + (20 + nth + 3 * k) * DAY, 1, 0); /* goes on */
+            CHECK(tide_db_flush(db));
+        }
+    cr_assert_gt(stats().compaction_errors, 0, "some injection hit a job");
+    CHECK(tide_db_compact(db, 1));
+    cr_assert_eq(count_of(95, &sum), 306);
+    reopen();
+    cr_assert_eq(count_of(95, &sum), 306);
+}
+
 /* ---- Readers during compaction -------------------------------------- */
 
 static atomic_int stop_readers;
@@ -402,6 +489,13 @@ Test(compact, readers_see_every_point_once_during_compaction)
         static const int64_t widths[] = {7, 1, 14, 2, 28, 1, 7, 3};
 
         window_days = widths[round];
+        CHECK(tide_db_compact(db, 1));
+    }
+    /* And with writes of the same points again (same totals) meanwhile:
+     * a read must count a point once whichever source it finds it in. */
+    for (int round = 0; round < 8; round++) {
+        put(71, 7, 1, 200, T0 + round * DAY / 2, 60000000000ll, round);
+        CHECK(tide_db_flush(db));
         CHECK(tide_db_compact(db, 1));
     }
     atomic_store(&stop_readers, 1);
