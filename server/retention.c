@@ -10,9 +10,10 @@
  *      tide_meta_retention_load(); it is rebuilt when
  *      tide_meta_generation() has moved past the snapshot's, or when an
  *      account unknown to it was asked about (a sign-up is not reported)
- *      and the last load is older than UNKNOWN_RELOAD_NS. Rebuilds run on
- *      the thread asking, never on the loop thread (which answers from
- *      what it finds), under `lock`, which no sidecar caller waits on.
+ *      and the last load is older than UNKNOWN_RELOAD_NS. The first load
+ *      runs at init, before the loop starts; later ones on the thread
+ *      asking, never on the loop thread (which answers from what it
+ *      finds), under `lock`, which no sidecar caller waits on.
  *   2. Never erase on doubt: an account the snapshot does not know, or
  *      any account before a first successful load, keeps every point.
  *   3. An account deleted but not purged keeps its points by its tier's
@@ -216,24 +217,15 @@ static size_t erase_diff(struct tided_retention *r, const struct snap *old,
     return r->n_erase - before;
 }
 
-/* Rebuild the snapshot when invariant 1 says so. r->lock held. */
-static void maybe_rebuild(struct tided_retention *r)
+/* Load a new snapshot. r->lock held. */
+static void rebuild(struct tided_retention *r, int64_t now)
 {
     tide_meta *meta = r->srv->meta;
     struct tide_meta_retention *load = NULL;
     struct snap *sn;
-    int64_t now = tided_now_ns();
     size_t queued;
     int rc;
 
-    if (pthread_equal(pthread_self(), r->loop))
-        return;
-    if (r->snap && r->snap->generation == tide_meta_generation(meta) &&
-        !(atomic_load(&r->unknown_seen) &&
-          now - r->loaded_ns >= UNKNOWN_RELOAD_NS))
-        return;
-    if (r->load_failed && now - r->loaded_ns < RETRY_NS)
-        return;
     r->loaded_ns = now;
     atomic_store(&r->unknown_seen, 0);
     rc = tide_meta_retention_load(meta, &load);
@@ -256,6 +248,23 @@ static void maybe_rebuild(struct tided_retention *r)
     r->unknown_logged = 0;
     if (queued)
         tided_retention_poke(r->srv);
+}
+
+/* Rebuild the snapshot when invariant 1 says so. r->lock held. */
+static void maybe_rebuild(struct tided_retention *r)
+{
+    tide_meta *meta = r->srv->meta;
+    int64_t now = tided_now_ns();
+
+    if (pthread_equal(pthread_self(), r->loop))
+        return;
+    if (r->snap && r->snap->generation == tide_meta_generation(meta) &&
+        !(atomic_load(&r->unknown_seen) &&
+          now - r->loaded_ns >= UNKNOWN_RELOAD_NS))
+        return;
+    if (r->load_failed && now - r->loaded_ns < RETRY_NS)
+        return;
+    rebuild(r, now);
 }
 
 int64_t tided_retention_window_ns(int64_t ttl_s)
@@ -349,6 +358,12 @@ int tided_retention_init(struct server *s, struct tide_db_options *o)
     pthread_mutex_init(&r->lock, NULL);
     atomic_init(&r->unknown_seen, 0);
     s->retention = r;
+    /* The first snapshot now, before the loop runs (the loop thread never
+     * loads one later): the erasures of later purges are found against
+     * it. A failure is logged; the next caller off the loop tries again. */
+    pthread_mutex_lock(&r->lock);
+    rebuild(r, tided_now_ns());
+    pthread_mutex_unlock(&r->lock);
     o->retention.window_ns = policy_window_ns;
     o->retention.keep_from = policy_keep_from;
     o->retention.ctx = r;
