@@ -2,18 +2,26 @@
 # SPDX-License-Identifier: Apache-2.0
 # make bench: the standard suite (docs/bench.md). A fresh tided on free
 # loopback ports with a temporary data directory: ingest, query, mixed,
-# verify; then VictoriaMetrics and InfluxDB 1.x when installed
-# (bench/peers/victoria.sh, bench/peers/influx.sh); writes
-# docs/benchmarks.md with the table, the charts, the command, the machine
-# and the commit. Knobs: BENCH_DEVICES (100), BENCH_HOURS (24),
+# verify; then the same data directory after a forced full compaction
+# (tide admin compact --wait): bytes/point and queries again, the
+# "compacted" row; then VictoriaMetrics (also after its force_merge) and
+# InfluxDB 1.x when installed (bench/peers/victoria.sh,
+# bench/peers/influx.sh); then the sparse long history (100 sensors, one
+# reading a day, 12 years) before and after compaction. Writes
+# docs/benchmarks.md with the tables, the charts, the commands, the
+# machine and the commit. Knobs: BENCH_DEVICES (100), BENCH_HOURS (24),
 # BENCH_QUERY_S (20), BENCH_PEERS ("victoria influx", a subset, or
-# "none").
+# "none"), BENCH_SPARSE (1; 0 skips the sparse history),
+# BENCH_SPARSE_WINDOW_DAYS (365: the window width its layout is counted
+# in).
 set -euo pipefail
 BUILD=${1:-build/release}
 DEVICES=${BENCH_DEVICES:-100}
 HOURS=${BENCH_HOURS:-24}
 QUERY_S=${BENCH_QUERY_S:-20}
 PEERS=${BENCH_PEERS:-victoria influx}
+SPARSE=${BENCH_SPARSE:-1}
+SPARSE_WINDOW_DAYS=${BENCH_SPARSE_WINDOW_DAYS:-365}
 VM_PORT=${BENCH_VM_PORT:-18428}
 INFLUX_PORT=${BENCH_INFLUX_PORT:-18086}
 OUT=docs/benchmarks.md
@@ -49,20 +57,25 @@ fmt() {
     awk -v v="${1:-0}" -v d="${2:-0}" 'BEGIN { printf "%.*f", d, v }'
 }
 
-"$BUILD/tided" --data-dir "$work/data" --listen 127.0.0.1:0 \
-    --http-listen 127.0.0.1:0 --set log_level=warn >"$work/out" \
-    2>"$work/tided.log" &
-pid=$!
-port=
-for _ in $(seq 1 200); do
-    port=$(sed -n 's/^ready: listening on 127.0.0.1:\([0-9]*\)$/\1/p' \
-        "$work/out")
-    [ -n "$port" ] && break
-    sleep 0.05
-done
-[ -n "$port" ] || { echo "bench: tided did not start" >&2; exit 1; }
-T="--port $port --admin-key-file $work/data/admin.key --server-pid $pid"
-echo "bench: tided (pid $pid) on 127.0.0.1:$port"
+# Start tided on data directory $1; sets pid, port and T.
+start_tided() {
+    "$BUILD/tided" --data-dir "$1" --listen 127.0.0.1:0 \
+        --http-listen 127.0.0.1:0 --set log_level=warn >"$work/out" \
+        2>>"$work/tided.log" &
+    pid=$!
+    port=
+    for _ in $(seq 1 600); do
+        port=$(sed -n 's/^ready: listening on 127.0.0.1:\([0-9]*\)$/\1/p' \
+            "$work/out")
+        [ -n "$port" ] && break
+        sleep 0.05
+    done
+    [ -n "$port" ] || { echo "bench: tided did not start" >&2; exit 1; }
+    T="--port $port --admin-key-file $1/admin.key --server-pid $pid"
+    echo "bench: tided (pid $pid) on 127.0.0.1:$port, data $1"
+}
+
+start_tided "$work/data"
 
 run() { # name mode target-args...
     local name=$1 mode=$2
@@ -79,6 +92,25 @@ stop_tided
 seg=$(du -sb "$work/data/seg" 2>/dev/null | cut -f1)
 points=$(jget points_acked "$work/tide-ingest.json")
 
+# Compacted: the same data directory after a forced full compaction, as
+# VictoriaMetrics is measured after its force_merge. The clean shutdown
+# above flushed the head, so every point is in segments.
+start_tided "$work/data"
+compacted=
+compact_err=
+if "$BUILD/tide" --port "$port" --key "$(cat "$work/data/admin.key")" \
+    admin compact --wait >"$work/tide-compact.txt" 2>&1; then
+    cat "$work/tide-compact.txt"
+    run tide-compacted-query query $T --query-concurrency 2 \
+        --seconds "$QUERY_S"
+    compacted=1
+else
+    compact_err=$(tail -1 "$work/tide-compact.txt")
+    echo "bench: compaction failed: $compact_err" >&2
+fi
+stop_tided
+seg_c=$(du -sb "$work/data/seg" 2>/dev/null | cut -f1)
+
 vm=
 if [[ " $PEERS " == *" victoria "* ]] && command -v victoria-metrics >/dev/null; then
     read -r vpid vdir < <(bench/peers/victoria.sh start "$VM_PORT")
@@ -88,7 +120,15 @@ if [[ " $PEERS " == *" victoria "* ]] && command -v victoria-metrics >/dev/null;
     run vm-query query $V --query-concurrency 2 --seconds "$QUERY_S"
     run vm-mixed mixed $V --connections 1 --batch 10000 \
         --query-concurrency 1
-    vm_bytes=$(bench/peers/victoria.sh stop "$vpid" "$vdir")
+    sleep 5 # its in-memory parts reach the disk within a few seconds
+    vm_bytes=$(du -sb "$vdir" | cut -f1)
+    vm_c=
+    if bench/peers/victoria.sh force-merge "$VM_PORT"; then
+        run vm-compacted-query query $V --query-concurrency 2 \
+            --seconds "$QUERY_S"
+        vm_c=1
+    fi
+    vm_bytes_c=$(bench/peers/victoria.sh stop "$vpid" "$vdir")
     vm=1
 fi
 
@@ -104,6 +144,35 @@ if [[ " $PEERS " == *" influx "* ]] && command -v influxd >/dev/null; then
     influx=1
 fi
 
+# The sparse long history: written time-major through libtide, flushed
+# by a clean shutdown, its layout counted; then compacted and counted
+# again.
+sparse=
+if [ "$SPARSE" != 0 ]; then
+    SW="--workload sparse --seed 1"
+    start_tided "$work/sparse"
+    S=$T
+    echo "bench: sparse-ingest"
+    "$BENCH" ingest $S $SW --connections 1 --batch 10000 --no-progress \
+        --json "$work/sparse-ingest.json" | tee "$work/sparse-ingest.txt"
+    stop_tided
+    start_tided "$work/sparse"
+    echo "bench: sparse-before"
+    "$BENCH" verify $T $SW --no-progress --data-dir "$work/sparse" \
+        --window-days "$SPARSE_WINDOW_DAYS" --json "$work/sparse-before.json" |
+        tee "$work/sparse-before.txt"
+    echo "bench: sparse-compact"
+    if "$BENCH" compact $T $SW --no-progress --data-dir "$work/sparse" \
+        --window-days "$SPARSE_WINDOW_DAYS" \
+        --json "$work/sparse-compact.json" 2>&1 |
+        tee "$work/sparse-compact.txt"; then
+        sparse=1
+    else
+        sparse=failed
+    fi
+    stop_tided
+fi
+
 row() { # label prefix bytes
     local p=$2
     printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" \
@@ -114,6 +183,14 @@ row() { # label prefix bytes
         "$(fmt "$(jget points_per_s "$work/$p-mixed.json")" 0)" \
         "$(fmt "$(jget queries_per_s "$work/$p-mixed.json")" 0)" \
         "$(fmt "$(jget server_rss_peak_mib "$work/$p-ingest.json")" 0)" \
+        "$(awk -v b="${3:-0}" -v n="${points:-1}" 'BEGIN { printf "%.2f", b / n }')"
+}
+
+crow() { # label prefix bytes: bytes/point and queries after compaction
+    local p=$2
+    printf '| %s | — | — | %s | %s | — | — | — | %s |\n' "$1" \
+        "$(fmt "$(jget queries_per_s "$work/$p-query.json")" 0)" \
+        "$(fmt "$(qp99 1 "$work/$p-query.json")" 2) / $(fmt "$(qp99 2 "$work/$p-query.json")" 2) / $(fmt "$(qp99 3 "$work/$p-query.json")" 2) / $(fmt "$(qp99 4 "$work/$p-query.json")" 2) / $(fmt "$(qp99 5 "$work/$p-query.json")" 2)" \
         "$(awk -v b="${3:-0}" -v n="${points:-1}" 'BEGIN { printf "%.2f", b / n }')"
 }
 
@@ -135,15 +212,29 @@ row() { # label prefix bytes
     echo "$BENCH query $WL --query-concurrency 2 --seconds $QUERY_S"
     echo "$BENCH mixed $WL --connections 1 --batch 10000 --query-concurrency 1"
     echo "$BENCH verify $WL"
+    echo "# restart on the same data directory, then:"
+    echo "tide admin compact --wait"
+    echo "$BENCH query $WL --query-concurrency 2 --seconds $QUERY_S"
     echo '```'
     echo
     echo "| target | ingest points/s | ingest ack p99 ms | queries/s | query p99 ms Q1/Q2/Q3/Q4/Q5 | mixed points/s | mixed queries/s | server peak RSS MiB | bytes/point on disk |"
     echo "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"
     row Tide tide "$seg"
+    if [ -n "$compacted" ]; then
+        crow "Tide, compacted" tide-compacted "$seg_c"
+    else
+        echo "| Tide, compacted | compaction failed: ${compact_err:-unknown} | | | | | | | |"
+    fi
     if [ -n "$vm" ]; then
         row "VictoriaMetrics $(victoria-metrics -version 2>/dev/null | head -1 | sed 's/^victoria-metrics-//' | cut -c1-30)" vm "$vm_bytes"
+        if [ -n "$vm_c" ]; then
+            crow "VictoriaMetrics, after force_merge" vm-compacted "$vm_bytes_c"
+        else
+            echo "| VictoriaMetrics, after force_merge | force_merge did not finish | | | | | | | |"
+        fi
     else
         echo "| VictoriaMetrics | not installed (apt-get install victoria-metrics) | | | | | | | |"
+        echo "| VictoriaMetrics, after force_merge | not installed | | | | | | | |"
     fi
     if [ -n "$influx" ]; then
         row "InfluxDB $(influxd version 2>/dev/null | awk '{ print $2 }')" influx "$influx_bytes"
@@ -152,13 +243,70 @@ row() { # label prefix bytes
     fi
     echo
     echo "Tide's bytes/point: segment files after the clean shutdown that"
-    echo "flushes the head. Peers: data directory after stop. Ack latency"
-    echo "for Tide is pipelined (batch sealed to ack seen); for peers it is"
-    echo "the synchronous HTTP POST of one batch."
+    echo "flushes the head; \"compacted\": after \`tide admin compact --wait\`"
+    echo "on a restart of the same data directory, then a clean shutdown (the"
+    echo "query run is repeated on the compacted data; ingest and mixed are"
+    echo "not). VictoriaMetrics: data directory 5 s after its last run, and"
+    echo "after \`/internal/force_merge\` once no merge is active, at stop."
+    echo "InfluxDB: data directory after stop. Every bytes/point divides by"
+    echo "the ingest run's points (the mixed run rewrites the same points,"
+    echo "duplicates that compaction removes). Ack latency for Tide is"
+    echo "pipelined (batch sealed to ack seen); for peers it is the"
+    echo "synchronous HTTP POST of one batch."
+    echo
+    echo "Compaction:"
+    echo
+    echo '```'
+    cat "$work/tide-compact.txt" 2>/dev/null || true
+    echo '```'
+    echo
+    echo "## Sparse long history"
+    echo
+    echo "100 sensors, one reading (3 decimals) a day for 12 years"
+    echo "(438,300 points), written time-major through libtide, one"
+    echo "connection; segment files counted per (shard, tier, window) of"
+    echo "$SPARSE_WINDOW_DAYS days from the MANIFEST and the segment footers."
+    echo "Command:"
+    echo
+    echo '```sh'
+    echo "$BENCH ingest --workload sparse --seed 1 --connections 1 --batch 10000"
+    echo "# clean shutdown (flushes the head), restart on the same directory"
+    echo "$BENCH verify --workload sparse --seed 1 --data-dir DIR --window-days $SPARSE_WINDOW_DAYS"
+    echo "$BENCH compact --workload sparse --seed 1 --data-dir DIR --window-days $SPARSE_WINDOW_DAYS"
+    echo '```'
+    echo
+    if [ "$sparse" = 1 ]; then
+        echo "| data | segment files | files per shard per window (mean / max) | bytes/point |"
+        echo "| --- | ---: | ---: | ---: |"
+        for ph in before compact; do
+            f="$work/sparse-$ph.json"
+            printf '| %s | %s | %s / %s | %s |\n' \
+                "$([ $ph = before ] && echo "flushed" || echo "compacted")" \
+                "$(jget segment_files "$f")" \
+                "$(fmt "$(jget files_per_shard_window_mean "$f")" 2)" \
+                "$(jget files_per_shard_window_max "$f")" \
+                "$(fmt "$(tr -d '\n' <"$f" | grep -o '"layout": *{[^}]*}' | grep -o '"bytes_per_point": *[-0-9.e+]*' | head -1 | cut -d: -f2)" 2)"
+        done
+    elif [ "$sparse" = failed ]; then
+        echo "Compaction failed:"
+        echo
+        echo '```'
+        tail -3 "$work/sparse-compact.txt"
+        echo '```'
+        echo
+        echo "Flushed, before compaction:"
+        echo
+        echo '```'
+        sed -n '/^segment layout/,$p' "$work/sparse-before.txt"
+        echo '```'
+    else
+        echo "Not run (BENCH_SPARSE=0)."
+    fi
     echo
     echo "Verify: $(grep '^verify:' "$work/tide-verify.txt")"
     echo
-    for n in tide-ingest tide-query tide-mixed vm-ingest vm-query vm-mixed \
+    for n in tide-ingest tide-query tide-mixed tide-compacted-query \
+        vm-ingest vm-query vm-mixed vm-compacted-query \
         influx-ingest influx-query influx-mixed; do
         [ -f "$work/$n.txt" ] || continue
         echo "## $n"

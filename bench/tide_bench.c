@@ -38,9 +38,11 @@
 #define BENCH_PASSWORD "tide-bench-password"
 #define CODE_ALREADY_EXISTS 10
 
-enum mode { M_INGEST, M_QUERY, M_MIXED, M_VERIFY, M_ENGINE };
-static const char *const mode_names[] = {"ingest", "query", "mixed", "verify",
-                                         "engine"};
+enum mode { M_INGEST, M_QUERY, M_MIXED, M_VERIFY, M_ENGINE, M_COMPACT };
+static const char *const mode_names[] = {"ingest", "query",  "mixed",
+                                         "verify", "engine", "compact"};
+#define N_MODES (sizeof(mode_names) / sizeof(mode_names[0]))
+static const char *const wl_names[] = {"devops", "iot", "sparse"};
 static const char *const q_names[NQ] = {
     "Q1 raw 1 device 1 h", "Q2 1 field 24 h 5-min avg", "Q3 fleet max 1 h",
     "Q4 per-device avg 24 h", "Q5 latest every device"};
@@ -63,7 +65,10 @@ struct opts {
     const char *json;
     const char *svg;
     const char *label;
-    int progress; /* -1 auto (TTY), 0 off, 1 on */
+    int progress;         /* -1 auto (TTY), 0 off, 1 on */
+    int compact;          /* ingest: force a full compaction afterwards */
+    const char *data_dir; /* tided's data directory: the segment layout */
+    double window_days;   /* window width of that layout report */
 };
 
 struct code_count {
@@ -265,6 +270,236 @@ static int server_stats(struct bench *b, const char *const *names, size_t n,
     tide_result_free(r);
     tide_client_close(admin);
     return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Compaction: a forced full pass (tide admin compact --wait), and the
+ * segment layout it leaves (docs/benchmarks.md, "Compacted"). */
+
+struct compact_figs {
+    int done;
+    double s; /* wall time of the waited-for pass */
+    struct tide_compaction_stats cs;
+    double segments_before, segments_after;
+    double bytes_before, bytes_after; /* segment bytes */
+    double head_points;               /* after: points not in segments */
+    double bytes_per_point;           /* segment bytes / points in them */
+    double points;                    /* the workload's points in segments */
+};
+
+static int compact_now(struct bench *b, struct compact_figs *cf)
+{
+    static const char *const names[3] = {"segments", "segment_bytes",
+                                         "head_points"};
+    double before[3] = {0, 0, 0}, after[3] = {0, 0, 0};
+    tide_client *admin = NULL;
+    char key[256];
+    double t0, in_segments;
+    int rc;
+
+    rc = server_stats(b, names, 3, before);
+    if (rc)
+        return fail("server status", rc, NULL);
+    rc = read_key(b->o.admin_key_file, key, sizeof(key));
+    if (!rc)
+        rc = open_client(b, key, NULL, 0, &admin);
+    if (rc)
+        return fail("operator connect", rc, NULL);
+    t0 = mono_s();
+    rc = tide_client_compact(admin, 1, 0, &cf->cs);
+    cf->s = mono_s() - t0;
+    if (rc) {
+        fail("admin compact", rc, admin);
+        tide_client_close(admin);
+        return rc;
+    }
+    tide_client_close(admin);
+    rc = server_stats(b, names, 3, after);
+    if (rc)
+        return fail("server status", rc, NULL);
+    cf->segments_before = before[0];
+    cf->bytes_before = before[1];
+    cf->segments_after = after[0];
+    cf->bytes_after = after[1];
+    cf->head_points = after[2];
+    /* The head is not compacted: count only the points in segments. */
+    in_segments = (double)b->wl->points - after[2];
+    cf->points = in_segments > 0 ? in_segments : 0;
+    cf->bytes_per_point = in_segments > 0 ? after[1] / in_segments : 0;
+    cf->done = 1;
+    return 0;
+}
+
+static void print_compact(const struct compact_figs *cf)
+{
+    const struct tide_compaction_stats *c = &cf->cs;
+
+    printf("\n%-30s %s\n", "compaction (forced, waited)", "value");
+    printf("%-30s %.2f s\n", "elapsed", cf->s);
+    printf("%-30s %.0f -> %.0f\n", "segments", cf->segments_before,
+           cf->segments_after);
+    printf("%-30s %.0f -> %.0f\n", "segment bytes", cf->bytes_before,
+           cf->bytes_after);
+    printf("%-30s %.3f (%.0f points in head)\n", "bytes/point compacted",
+           cf->bytes_per_point, cf->head_points);
+    printf("%-30s %.1f MiB/s read, %.0f points/s\n", "compaction rate",
+           cf->s > 0 ? (double)c->bytes_read / 1048576.0 / cf->s : 0,
+           cf->s > 0 ? (cf->points) / cf->s : 0);
+    printf("%-30s %" PRIu64 " runs, %" PRIu64 " B read, %" PRIu64
+           " B written, %" PRIu64 " files deleted, %" PRIu64 " errors\n",
+           "server counters", c->runs, c->bytes_read, c->bytes_written,
+           c->files_deleted, c->errors);
+}
+
+/* The segment layout of a stopped or running tided's data directory, from
+ * the MANIFEST (shard and tier of each live segment) and each segment's
+ * footer (its time range), as docs/file-format.md lays them out: files
+ * per (shard, tier, window) for windows of `window_days`. */
+struct layout {
+    int ok;
+    uint32_t shards;
+    uint32_t files;
+    uint64_t file_bytes;
+    uint32_t groups;        /* distinct (shard, tier, window) */
+    uint32_t max_per_group; /* files in the fullest one */
+    uint32_t spanning;      /* files reaching past their first window */
+    double window_days;
+};
+
+struct seg_key {
+    uint64_t key; /* shard << 48 | tier << 32 | window */
+};
+
+static int key_cmp(const void *a, const void *b)
+{
+    const struct seg_key *x = a, *y = b;
+
+    return x->key < y->key ? -1 : x->key > y->key;
+}
+
+static uint64_t le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static uint32_t le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+#define LAYOUT_SEGMENTS_MAX 10000000u
+
+/* Read the time range of segment `id` (min, max); its size in *bytes. */
+static int seg_range(const char *dir, uint64_t id, int64_t *min_ts,
+                     int64_t *max_ts, uint64_t *bytes)
+{
+    char path[4096];
+    uint8_t tr[32], ft[16];
+    FILE *f;
+    long size;
+    int rc = -EINVAL;
+
+    snprintf(path, sizeof(path), "%s/seg/%016" PRIx64 ".tseg", dir, id);
+    f = fopen(path, "rb");
+    if (!f)
+        return -errno;
+    if (fseek(f, 0, SEEK_END) == 0 && (size = ftell(f)) >= 64 + 32 &&
+        fseek(f, size - 32, SEEK_SET) == 0 && fread(tr, 1, 32, f) == 32 &&
+        !memcmp(tr + 24, "TIDEEND", 8) && le64(tr) < (uint64_t)size &&
+        fseek(f, (long)le64(tr), SEEK_SET) == 0 && fread(ft, 1, 16, f) == 16) {
+        *min_ts = (int64_t)le64(ft);
+        *max_ts = (int64_t)le64(ft + 8);
+        *bytes = (uint64_t)size;
+        rc = 0;
+    }
+    fclose(f);
+    return rc;
+}
+
+static int layout_read(const char *dir, double window_days, struct layout *l)
+{
+    char path[4096];
+    uint8_t hdr[40], ent[16];
+    struct seg_key *keys = NULL;
+    int64_t window_ns = (int64_t)(window_days * 86400e9);
+    uint32_t n;
+    FILE *f;
+    int rc = 0;
+
+    memset(l, 0, sizeof(*l));
+    l->window_days = window_days;
+    if (window_ns <= 0)
+        return -EINVAL;
+    snprintf(path, sizeof(path), "%s/MANIFEST", dir);
+    f = fopen(path, "rb");
+    if (!f)
+        return -errno;
+    if (fread(hdr, 1, 40, f) != 40 || memcmp(hdr, "TIDEMAN", 8) ||
+        le32(hdr + 12) == 0 || le32(hdr + 12) > 64 ||
+        (n = le32(hdr + 32)) > LAYOUT_SEGMENTS_MAX) {
+        fclose(f);
+        return -EINVAL;
+    }
+    l->shards = le32(hdr + 12);
+    keys = calloc(n ? n : 1, sizeof(*keys));
+    if (!keys || fseek(f, 40 + 8 * (long)l->shards, SEEK_SET)) {
+        fclose(f);
+        free(keys);
+        return keys ? -EINVAL : -ENOMEM;
+    }
+    for (uint32_t i = 0; i < n && rc == 0; i++) {
+        int64_t lo = 0, hi = 0;
+        uint64_t id, bytes = 0, w;
+
+        if (fread(ent, 1, 16, f) != 16) {
+            rc = -EINVAL;
+            break;
+        }
+        id = le64(ent);
+        rc = seg_range(dir, id, &lo, &hi, &bytes);
+        if (rc)
+            break;
+        /* Windows are aligned on the epoch; times before it are rare. */
+        w = (uint64_t)(lo >= 0 ? lo / window_ns : 0);
+        keys[i].key = (uint64_t)(ent[8] | ent[9] << 8) << 48 |
+                      (uint64_t)(ent[10] | ent[11] << 8) << 32 |
+                      (w & 0xffffffffu);
+        if (hi >= 0 && (uint64_t)(hi / window_ns) != w)
+            l->spanning++;
+        l->files++;
+        l->file_bytes += bytes;
+    }
+    fclose(f);
+    if (rc == 0) {
+        qsort(keys, l->files, sizeof(*keys), key_cmp);
+        for (uint32_t i = 0, run = 0; i < l->files; i++) {
+            run = i && keys[i].key == keys[i - 1].key ? run + 1 : 1;
+            if (run == 1)
+                l->groups++;
+            if (run > l->max_per_group)
+                l->max_per_group = run;
+        }
+        l->ok = 1;
+    }
+    free(keys);
+    return rc;
+}
+
+static void print_layout(const struct layout *l)
+{
+    printf("\n%-30s %s\n", "segment layout", "value");
+    printf("%-30s %u files, %" PRIu64 " B, %u shards\n", "segments", l->files,
+           l->file_bytes, l->shards);
+    printf("%-30s %u (windows of %g days)\n", "(shard, tier, window)s",
+           l->groups, l->window_days);
+    printf("%-30s %.2f mean, %u max\n", "files per shard per window",
+           l->groups ? (double)l->files / l->groups : 0, l->max_per_group);
+    printf("%-30s %u\n", "files spanning windows", l->spanning);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -727,18 +962,22 @@ static int proc_cpu_rss(long pid, double *cpu_s, double *rss_peak_mib)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: tide-bench MODE [options]   (docs/bench.md)\n"
-               "modes: ingest, query, mixed, verify, engine\n"
-               "target:   --target tide|victoria|influx  --host H  --port P\n"
-               "          --admin-key-file F  --server-pid PID\n"
-               "workload: --workload devops|iot  --devices N  --fields N\n"
-               "          --interval-s S  --hours H  --start UNIX_S  --seed N\n"
-               "          --ooo-share X  --late-share X  --offline-share X\n"
-               "ingest:   --connections N  --batch N  --rate POINTS_PER_S\n"
-               "query:    --query-concurrency N  --query-rate Q_PER_S\n"
-               "          --query-mix W1,W2,W3,W4,W5  --seconds S\n"
-               "output:   --json FILE  --svg FILE  --label TEXT\n"
-               "          --progress | --no-progress\n");
+    fprintf(f,
+            "usage: tide-bench MODE [options]   (docs/bench.md)\n"
+            "modes: ingest, query, mixed, verify, engine, compact\n"
+            "target:   --target tide|victoria|influx  --host H  --port P\n"
+            "          --admin-key-file F  --server-pid PID\n"
+            "workload: --workload devops|iot|sparse  --devices N  --fields N\n"
+            "          --interval-s S  --hours H  --start UNIX_S  --seed N\n"
+            "          --ooo-share X  --late-share X  --offline-share X\n"
+            "ingest:   --connections N  --batch N  --rate POINTS_PER_S\n"
+            "          --compact (then a forced full compaction)\n"
+            "layout:   --data-dir DIR  --window-days D (segments per\n"
+            "          shard per window, after ingest or compact)\n"
+            "query:    --query-concurrency N  --query-rate Q_PER_S\n"
+            "          --query-mix W1,W2,W3,W4,W5  --seconds S\n"
+            "output:   --json FILE  --svg FILE  --label TEXT\n"
+            "          --progress | --no-progress\n");
 }
 
 static int parse_opts(int argc, char **argv, struct opts *o)
@@ -770,19 +1009,22 @@ static int parse_opts(int argc, char **argv, struct opts *o)
                                        {"label", 1, 0, 'L'},
                                        {"progress", 0, 0, '1'},
                                        {"no-progress", 0, 0, '0'},
+                                       {"compact", 0, 0, 'K'},
+                                       {"data-dir", 1, 0, 'D'},
+                                       {"window-days", 1, 0, 'W'},
                                        {"help", 0, 0, '?'},
                                        {0, 0, 0, 0}};
     struct tide_wl_config dflt;
-    double hours = 24, interval_s = 10;
+    double hours = -1, interval_s = -1;
     long long start = -1;
     int ch, i;
 
     memset(o, 0, sizeof(*o));
     if (argc < 2)
         return -EINVAL;
-    for (i = 0; i < 5 && strcmp(argv[1], mode_names[i]); i++)
+    for (i = 0; i < (int)N_MODES && strcmp(argv[1], mode_names[i]); i++)
         ;
-    if (i == 5)
+    if (i == (int)N_MODES)
         return -EINVAL;
     o->mode = (enum mode)i;
     o->host = "127.0.0.1";
@@ -792,6 +1034,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
     o->q_concurrency = 2;
     o->seconds = 10;
     o->progress = -1;
+    o->window_days = 1;
     for (i = 0; i < NQ; i++)
         o->mix[i] = 1;
     tide__wl_config_init(&o->wl, TIDE_WL_DEVOPS);
@@ -827,6 +1070,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
                 o->wl.ooo_share = dflt.ooo_share;
                 o->wl.late_share = dflt.late_share;
                 o->wl.offline_share = dflt.offline_share;
+            } else if (!strcmp(optarg, "sparse")) {
+                tide__wl_config_init(&dflt, TIDE_WL_SPARSE);
+                o->wl.kind = TIDE_WL_SPARSE;
+                o->wl.start_ns = dflt.start_ns;
             } else if (strcmp(optarg, "devops")) {
                 return -EINVAL;
             }
@@ -897,12 +1144,27 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case '0':
             o->progress = 0;
             break;
+        case 'K':
+            o->compact = 1;
+            break;
+        case 'D':
+            o->data_dir = optarg;
+            break;
+        case 'W':
+            o->window_days = strtod(optarg, NULL);
+            if (!(o->window_days > 0))
+                return -EINVAL;
+            break;
         default:
             return -EINVAL;
         }
     }
-    o->wl.interval_ns = (int64_t)(interval_s * 1e9);
-    o->wl.duration_ns = (int64_t)(hours * 3600 * 1e9);
+    /* The workload's own interval and span unless given. */
+    tide__wl_config_init(&dflt, o->wl.kind);
+    o->wl.interval_ns =
+        interval_s > 0 ? (int64_t)(interval_s * 1e9) : dflt.interval_ns;
+    o->wl.duration_ns =
+        hours > 0 ? (int64_t)(hours * 3600 * 1e9) : dflt.duration_ns;
     if (start >= 0)
         o->wl.start_ns = (int64_t)start * 1000000000;
     if (!o->connections || o->connections > CONNECTIONS_MAX || !o->batch ||
@@ -911,7 +1173,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         return -EINVAL;
     if (!o->peer && o->mode != M_ENGINE && !o->admin_key_file)
         return -EINVAL;
-    if (o->peer && o->mode == M_VERIFY)
+    if (o->peer && (o->mode == M_VERIFY || o->mode == M_COMPACT || o->compact))
         return -EINVAL;
     if (!o->label)
         o->label = o->peer == TIDE_PEER_VICTORIA ? "victoria"
@@ -956,6 +1218,8 @@ struct figures {
     double disk_bytes, wal_bytes, head_points; /* segments, live WAL */
     uint64_t verify_points, verify_sum, expect_points, expect_sum;
     int verified;
+    struct compact_figs compact; /* --compact, compact mode */
+    struct layout layout;        /* --data-dir */
 };
 
 static void print_config(const struct bench *b)
@@ -967,7 +1231,7 @@ static void print_config(const struct bench *b)
            mode_names[o->mode], o->label, o->host, o->port);
     printf("  workload %s: %u devices, %u fields, interval %.3f s, %.2f h "
            "from %" PRId64 " s, seed %" PRIu64 "\n",
-           w->kind == TIDE_WL_DEVOPS ? "devops" : "iot", w->devices, w->fields,
+           wl_names[w->kind], w->devices, w->fields,
            (double)w->interval_ns / 1e9, (double)w->duration_ns / 3.6e12,
            w->start_ns / 1000000000, w->seed);
     if (w->kind == TIDE_WL_IOT)
@@ -1096,8 +1360,7 @@ static int write_json(const struct bench *b, const struct figures *f,
     tide__json_str(&j, "target", o->label);
     tide__json_str(&j, "host", o->host);
     tide__json_u64(&j, "port", o->port);
-    tide__json_str(&j, "workload",
-                   w->kind == TIDE_WL_DEVOPS ? "devops" : "iot");
+    tide__json_str(&j, "workload", wl_names[w->kind]);
     tide__json_u64(&j, "devices", w->devices);
     tide__json_u64(&j, "fields", w->fields);
     tide__json_f64(&j, "interval_s", (double)w->interval_ns / 1e9);
@@ -1168,6 +1431,47 @@ static int write_json(const struct bench *b, const struct figures *f,
         tide__json_bool(&j, "match",
                         f->verify_points == f->expect_points &&
                             f->verify_sum == f->expect_sum);
+        tide__json_object_end(&j);
+    }
+    if (f->compact.done) {
+        const struct tide_compaction_stats *c = &f->compact.cs;
+
+        tide__json_object_begin(&j, "compaction");
+        tide__json_f64(&j, "elapsed_s", f->compact.s);
+        tide__json_f64(&j, "segments_before", f->compact.segments_before);
+        tide__json_f64(&j, "segments_after", f->compact.segments_after);
+        tide__json_f64(&j, "segment_bytes_before", f->compact.bytes_before);
+        tide__json_f64(&j, "segment_bytes_after", f->compact.bytes_after);
+        tide__json_f64(&j, "head_points", f->compact.head_points);
+        tide__json_f64(&j, "bytes_per_point", f->compact.bytes_per_point);
+        tide__json_f64(&j, "points_per_s",
+                       f->compact.s > 0 ? f->compact.points / f->compact.s : 0);
+        tide__json_u64(&j, "runs", c->runs);
+        tide__json_u64(&j, "bytes_read", c->bytes_read);
+        tide__json_u64(&j, "bytes_written", c->bytes_written);
+        tide__json_u64(&j, "points_expired", c->points_expired);
+        tide__json_u64(&j, "points_deduplicated", c->points_deduplicated);
+        tide__json_u64(&j, "files_deleted", c->files_deleted);
+        tide__json_u64(&j, "errors", c->errors);
+        tide__json_object_end(&j);
+    }
+    if (f->layout.ok) {
+        tide__json_object_begin(&j, "layout");
+        tide__json_u64(&j, "shards", f->layout.shards);
+        tide__json_u64(&j, "segment_files", f->layout.files);
+        tide__json_u64(&j, "segment_file_bytes", f->layout.file_bytes);
+        tide__json_f64(&j, "window_days", f->layout.window_days);
+        tide__json_u64(&j, "windows", f->layout.groups);
+        tide__json_f64(
+            &j, "files_per_shard_window_mean",
+            f->layout.groups ? (double)f->layout.files / f->layout.groups : 0);
+        tide__json_u64(&j, "files_per_shard_window_max",
+                       f->layout.max_per_group);
+        tide__json_u64(&j, "files_spanning_windows", f->layout.spanning);
+        tide__json_f64(&j, "bytes_per_point",
+                       b->wl->points ? (double)f->layout.file_bytes /
+                                           (double)b->wl->points
+                                     : 0);
         tide__json_object_end(&j);
     }
     tide__json_array_begin(&j, "timeline");
@@ -1376,7 +1680,7 @@ int main(int argc, char **argv)
                              sizeof(b->names[d]));
     print_config(b);
     fflush(stdout);
-    if (!b->o.peer && provision(b))
+    if (!b->o.peer && b->o.mode != M_COMPACT && provision(b))
         goto out;
     if (b->o.server_pid > 0 && proc_cpu_rss(b->o.server_pid, &cpu0, &rss))
         b->o.server_pid = 0;
@@ -1388,9 +1692,22 @@ int main(int argc, char **argv)
             goto out;
         f.verified = 1;
         f.elapsed_s = mono_s() - t0;
-    } else if (timed_phase(b, samples, &ns, &f)) {
+    } else if (b->o.mode != M_COMPACT && timed_phase(b, samples, &ns, &f)) {
         fail("timed phase", -ENOMEM, NULL);
         goto out;
+    }
+    if (b->o.mode == M_COMPACT || (b->o.compact && b->o.mode == M_INGEST)) {
+        if (compact_now(b, &f.compact))
+            goto out;
+        if (b->o.mode == M_COMPACT)
+            f.elapsed_s = f.compact.s;
+    }
+    if (b->o.data_dir) {
+        rc = layout_read(b->o.data_dir, b->o.window_days, &f.layout);
+        if (rc) {
+            fail("segment layout", rc, NULL);
+            goto out;
+        }
     }
     if (b->o.server_pid > 0 &&
         proc_cpu_rss(b->o.server_pid, &f.cpu_s, &f.rss_mib) == 0)
@@ -1401,6 +1718,10 @@ int main(int argc, char **argv)
         f.head_points = st[2];
     }
     print_table(b, &f);
+    if (f.compact.done)
+        print_compact(&f.compact);
+    if (f.layout.ok)
+        print_layout(&f.layout);
     if (b->o.json) {
         rc = write_json(b, &f, samples, ns);
         if (rc)

@@ -28,6 +28,9 @@ static const struct tide_wl_field diag_fields[] = {
     {"status", TIDE_VALUE_I64},
     {"status_text", TIDE_VALUE_STR}};
 
+static const struct tide_wl_field sensor_fields[] = {
+    {"reading", TIDE_VALUE_F64}};
+
 #define N_READINGS 7
 #define N_DIAG 4
 #define DIAG_EVERY 6 /* one diagnostics row per 6 readings */
@@ -97,6 +100,12 @@ void tide__wl_config_init(struct tide_wl_config *c, enum tide_wl_kind kind)
     c->interval_ns = 10ll * 1000000000;
     c->duration_ns = 24ll * 3600 * 1000000000;
     c->seed = 1;
+    if (kind == TIDE_WL_SPARSE) {
+        c->fields = 1;
+        c->start_ns = 1325376000ll * 1000000000; /* 2012-01-01T00:00:00Z */
+        c->interval_ns = 86400ll * 1000000000;
+        c->duration_ns = 4383ll * 86400 * 1000000000; /* 12 years */
+    }
     if (kind == TIDE_WL_IOT) {
         c->ooo_share = 0.05;
         c->late_share = 0.01;
@@ -111,6 +120,10 @@ const struct tide_wl_field *tide__wl_fields(enum tide_wl_kind kind,
         *n = TIDE_WL_FIELDS_MAX;
         return cpu_fields;
     }
+    if (kind == TIDE_WL_SPARSE) {
+        *n = 1;
+        return sensor_fields;
+    }
     *n = shape ? N_DIAG : N_READINGS;
     return shape ? diag_fields : readings_fields;
 }
@@ -118,7 +131,10 @@ const struct tide_wl_field *tide__wl_fields(enum tide_wl_kind kind,
 void tide__wl_device_name(enum tide_wl_kind kind, uint32_t device, char *buf,
                           size_t size)
 {
-    snprintf(buf, size, "%s_%u", kind == TIDE_WL_DEVOPS ? "host" : "truck",
+    snprintf(buf, size, "%s_%u",
+             kind == TIDE_WL_DEVOPS   ? "host"
+             : kind == TIDE_WL_SPARSE ? "sensor"
+                                      : "truck",
              device);
 }
 
@@ -126,6 +142,8 @@ const char *tide__wl_measurement(enum tide_wl_kind kind, uint16_t shape)
 {
     if (kind == TIDE_WL_DEVOPS)
         return "cpu";
+    if (kind == TIDE_WL_SPARSE)
+        return "sensor";
     return shape ? "diagnostics" : "readings";
 }
 
@@ -193,6 +211,47 @@ static int gen_devops(const struct tide_wl_config *c, struct rows *r)
                     *v = 20000 - *v;
                 row->v[f] = f64_bits((double)*v / 100);
             }
+        }
+    }
+    free(walk);
+    return 0;
+}
+
+/* sparse: every sensor reports once per interval, time-major; readings
+ * are bounded random walks in -40..60 kept in thousandths, so each has
+ * exactly 3 decimals. */
+static int gen_sparse(const struct tide_wl_config *c, struct rows *r)
+{
+    uint64_t s = seed_state(c->seed, 3);
+    uint64_t steps = (uint64_t)(c->duration_ns / c->interval_ns);
+    int32_t *walk;
+
+    if (steps * c->devices > TIDE_WL_ROWS_MAX)
+        return -EINVAL;
+    walk = calloc(c->devices, sizeof(*walk));
+    if (!walk)
+        return -ENOMEM;
+    for (uint32_t d = 0; d < c->devices; d++)
+        walk[d] = (int32_t)(next_u64(&s) % 100001) - 40000;
+    for (uint64_t t = 0; t < steps; t++) {
+        for (uint32_t d = 0; d < c->devices; d++) {
+            struct tide_wl_row *row = row_push(r);
+            int32_t *v = &walk[d];
+
+            if (!row) {
+                free(walk);
+                return -ENOMEM;
+            }
+            row->ts_ns = c->start_ns + (int64_t)t * c->interval_ns;
+            row->device = d;
+            row->n = 1;
+            /* A day's change of up to 2.5 degrees, reflected at the bounds. */
+            *v += (int32_t)(next_u64(&s) % 5001) - 2500;
+            if (*v < -40000)
+                *v = -80000 - *v;
+            if (*v > 60000)
+                *v = 120000 - *v;
+            row->v[0] = f64_bits((double)*v / 1000);
         }
     }
     free(walk);
@@ -380,13 +439,17 @@ int tide__wl_generate(const struct tide_wl_config *c, struct tide_wl **out)
     w->cfg = *c;
     if (c->kind == TIDE_WL_IOT)
         w->cfg.fields = N_READINGS + N_DIAG;
+    if (c->kind == TIDE_WL_SPARSE)
+        w->cfg.fields = 1;
     w->tags = calloc(c->devices, sizeof(*w->tags));
     has_diag = calloc(c->devices, 1);
     if (!w->tags || !has_diag) {
         rc = -ENOMEM;
         goto fail;
     }
-    rc = c->kind == TIDE_WL_DEVOPS ? gen_devops(c, &r) : gen_iot(c, &r);
+    rc = c->kind == TIDE_WL_DEVOPS   ? gen_devops(c, &r)
+         : c->kind == TIDE_WL_SPARSE ? gen_sparse(c, &r)
+                                     : gen_iot(c, &r);
     if (rc)
         goto fail;
     gen_tags(c, w->tags);
@@ -402,6 +465,8 @@ int tide__wl_generate(const struct tide_wl_config *c, struct tide_wl **out)
     }
     if (c->kind == TIDE_WL_DEVOPS) {
         w->series = (uint64_t)c->devices * c->fields;
+    } else if (c->kind == TIDE_WL_SPARSE) {
+        w->series = c->devices;
     } else {
         for (uint32_t d = 0; d < c->devices; d++)
             w->series += N_READINGS + (has_diag[d] ? N_DIAG : 0);

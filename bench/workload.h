@@ -22,6 +22,7 @@
 enum tide_wl_kind {
     TIDE_WL_DEVOPS = 0, /* "cpu": 10 f64 usage fields per host */
     TIDE_WL_IOT = 1,    /* trucks: readings and diagnostics */
+    TIDE_WL_SPARSE = 2, /* sensors: one f64 reading (3 decimals) a day */
 };
 
 struct tide_wl_config {
@@ -70,7 +71,9 @@ struct tide_wl {
 
 /* Defaults for `kind`: 100 devices, 10 fields, 10 s interval, 24 h from
  * 2024-01-01T00:00:00Z, seed 1; iot shares 5 % ooo, 1 % late, 10 %
- * offline. */
+ * offline; sparse: a sparse long history, 100 sensors of 1 field, one
+ * reading a day for 12 years (4383 days) from 2012-01-01T00:00:00Z, sent
+ * time-major (every sensor's day d before any sensor's day d + 1). */
 void tide__wl_config_init(struct tide_wl_config *c, enum tide_wl_kind kind);
 
 /*
@@ -88,11 +91,12 @@ void tide__wl_free(struct tide_wl *w);
 const struct tide_wl_field *tide__wl_fields(enum tide_wl_kind kind,
                                             uint16_t shape, uint16_t *n);
 
-/* "host_17" or "truck_17" into buf. */
+/* "host_17", "truck_17" or "sensor_17" into buf. */
 void tide__wl_device_name(enum tide_wl_kind kind, uint32_t device, char *buf,
                           size_t size);
 
-/* "cpu", "readings" or "diagnostics": the measurement of a shape. */
+/* "cpu", "readings", "diagnostics" or "sensor": the measurement of a
+ * shape. */
 const char *tide__wl_measurement(enum tide_wl_kind kind, uint16_t shape);
 
 /* Text of a status string value index. */

@@ -60,6 +60,18 @@ int tide__col_decode_ts(const uint8_t *in, size_t len, uint32_t n, int64_t *ts);
 int tide__col_encode_f64(const double *v, uint32_t n, struct tide_buf *out);
 int tide__col_decode_f64(const uint8_t *in, size_t len, uint32_t n, double *v);
 
+/* Decode as tide__col_decode_f64 and, when the column is decimal, also the
+ * integers k[0..n) with v[i] = k[i] / 10^e exactly and *e; *e = -1 for an
+ * XOR column (k untouched). */
+int tide__col_decode_f64_k(const uint8_t *in, size_t len, uint32_t n, double *v,
+                           int64_t *k, int *e);
+
+/* The decimal column of the values k[i] / 10^e, from their integers: what
+ * tide__col_encode_f64 writes for them (at exponent e), without testing
+ * each value. |k[i]| <= 2^53 and e <= TIDE_COL_DECIMAL_EXP_MAX. */
+int tide__col_encode_f64_k(const int64_t *k, uint32_t n, unsigned e,
+                           struct tide_buf *out);
+
 /*
  * The same for a range read: fills at least v[lo, hi) (lo <= hi <= n; v
  * still has room for n values, the others are unspecified). Decimal

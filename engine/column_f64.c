@@ -171,7 +171,7 @@ static unsigned k_out_of_range(uint64_t x)
  * hot loop of every read. *x is the running k. The bound is tested once
  * per block. */
 static int dec_block(struct rd *r, uint64_t d, uint32_t m, unsigned e,
-                     uint64_t *x_io, double *v)
+                     uint64_t *x_io, double *v, int64_t *k)
 {
     uint8_t tmp[TIDE_COL_PACK_TMP_BYTES];
     uint64_t s[TIDE_COL_PACK_BLOCK];
@@ -186,6 +186,8 @@ static int dec_block(struct rd *r, uint64_t d, uint32_t m, unsigned e,
         bad = k_out_of_range(x);
         for (uint32_t j = 0; j < m; j++)
             v[j] = dec_value((int64_t)x, e);
+        for (uint32_t j = 0; k && j < m; j++)
+            k[j] = (int64_t)x;
     } else if (w <= 56) {
         uint64_t mask = (UINT64_C(1) << w) - 1;
 
@@ -196,6 +198,8 @@ static int dec_block(struct rd *r, uint64_t d, uint32_t m, unsigned e,
             x += ((q >> 1) ^ (0 - (q & 1))) * d;
             bad |= k_out_of_range(x);
             v[j] = dec_value((int64_t)x, e);
+            if (k)
+                k[j] = (int64_t)x;
         }
     } else {
         tide__col_unpack_wide(src, m, w, s);
@@ -203,6 +207,8 @@ static int dec_block(struct rd *r, uint64_t d, uint32_t m, unsigned e,
             x += ((s[j] >> 1) ^ (0 - (s[j] & 1))) * d;
             bad |= k_out_of_range(x);
             v[j] = dec_value((int64_t)x, e);
+            if (k)
+                k[j] = (int64_t)x;
         }
     }
     *x_io = x;
@@ -222,15 +228,23 @@ static int dec_skip_block(struct rd *r, uint64_t d, uint32_t m, uint64_t *x_io)
 
     if (rc)
         return rc;
-    if (w > 0 && w <= 56) {
-        uint64_t mask = (UINT64_C(1) << w) - 1;
+    /* Sums modulo 2^64, so sum * d == the sum of each delta * d. */
+    if (w == 8) { /* the usual width: a plain byte loop the compiler widens */
+        uint64_t sum = 0;
+
+        for (uint32_t j = 0; j < m; j++)
+            sum += ((uint64_t)src[j] >> 1) ^ (0 - ((uint64_t)src[j] & 1));
+        x += sum * d;
+    } else if (w > 0 && w <= 56) {
+        uint64_t mask = (UINT64_C(1) << w) - 1, sum = 0;
 
         for (uint32_t j = 0; j < m; j++) {
             size_t bit = (size_t)j * w;
             uint64_t q = (tide__col_ld64(src + bit / 8) >> (bit % 8)) & mask;
 
-            x += ((q >> 1) ^ (0 - (q & 1))) * d;
+            sum += (q >> 1) ^ (0 - (q & 1));
         }
+        x += sum * d;
     } else if (w > 56) {
         tide__col_unpack_wide(src, m, w, s);
         for (uint32_t j = 0; j < m; j++)
@@ -245,7 +259,7 @@ static int dec_skip_block(struct rd *r, uint64_t d, uint32_t m, uint64_t *x_io)
  * k, and decoding stops after the block holding hi - 1, so the payload's
  * tail is not checked (see tide__col_decode_f64_range). */
 static int dec_parse(const uint8_t *p, size_t len, uint32_t n, uint32_t lo,
-                     uint32_t hi, double *v)
+                     uint32_t hi, double *v, int64_t *kout)
 {
     struct rd r = {p, len, 0};
     uint64_t z, x = 0, d;
@@ -265,6 +279,8 @@ static int dec_parse(const uint8_t *p, size_t len, uint32_t n, uint32_t lo,
             return TIDE_ECORRUPT;
         x = (uint64_t)k;
         v[0] = dec_value(k, e);
+        if (kout)
+            kout[0] = k;
     }
     if (n >= 2) {
         rc = tide__col_ints_begin(&r, &d);
@@ -279,7 +295,7 @@ static int dec_parse(const uint8_t *p, size_t len, uint32_t n, uint32_t lo,
             if (i + mb <= lo)
                 rc = dec_skip_block(&r, d, mb, &x);
             else
-                rc = dec_block(&r, d, mb, e, &x, v + i);
+                rc = dec_block(&r, d, mb, e, &x, v + i, kout ? kout + i : NULL);
             if (rc)
                 return rc;
         }
@@ -317,9 +333,48 @@ int tide__col_decode_f64_range(const uint8_t *in, size_t len, uint32_t n,
 
     rc = tide__col_load(in, len, n, TIDE_COL_F64_DECIMAL, TIDE_COL_F64_XOR, &c);
     if (!rc && c.codec == TIDE_COL_F64_DECIMAL)
-        rc = dec_parse(c.payload, c.raw, n, lo, hi, v);
+        rc = dec_parse(c.payload, c.raw, n, lo, hi, v, NULL);
     else if (!rc)
         rc = xor_parse(c.payload, c.raw, n, v);
     tide_free(c.scratch);
+    return rc;
+}
+
+int tide__col_decode_f64_k(const uint8_t *in, size_t len, uint32_t n, double *v,
+                           int64_t *k, int *e)
+{
+    struct col c;
+    int rc;
+
+    *e = -1;
+    rc = tide__col_load(in, len, n, TIDE_COL_F64_DECIMAL, TIDE_COL_F64_XOR, &c);
+    if (!rc && c.codec == TIDE_COL_F64_DECIMAL) {
+        rc = dec_parse(c.payload, c.raw, n, 0, n, v, k);
+        if (!rc)
+            *e = c.payload[0];
+    } else if (!rc) {
+        rc = xor_parse(c.payload, c.raw, n, v);
+    }
+    tide_free(c.scratch);
+    return rc;
+}
+
+int tide__col_encode_f64_k(const int64_t *k, uint32_t n, unsigned e,
+                           struct tide_buf *out)
+{
+    uint8_t *scratch, *p;
+    size_t pos;
+    int rc;
+
+    TIDE_ASSERT(e <= TIDE_COL_DECIMAL_EXP_MAX);
+    scratch = tide_malloc(8 * (size_t)n + 1 + TIDE_VARINT_MAX +
+                          tide__col_ints_bound(n));
+    if (!scratch)
+        return -ENOMEM;
+    memcpy(scratch, k, 8 * (size_t)n);
+    p = scratch + 8 * (size_t)n;
+    pos = dec_encode((int64_t *)(void *)scratch, n, e, p);
+    rc = tide__col_put_column(out, TIDE_COL_F64_DECIMAL, n, p, pos);
+    tide_free(scratch);
     return rc;
 }

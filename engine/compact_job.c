@@ -56,7 +56,7 @@ struct job {
     struct tide_buf sers;    /* struct ser[] of the batch */
     struct tide_buf payload; /* the batch's chunk payloads */
     struct tide_buf reqbuf;
-    struct tide_buf ts, vals, strs, arena, idx, ts2, vals2, strs2;
+    struct tide_buf ts, vals, strs, arena, idx, ts2, vals2, strs2, k, k2;
 };
 
 void (*tide__compact_hook)(enum tide_compact_step step);
@@ -159,7 +159,7 @@ static int finish(struct job *j, struct out *o)
  * cut at window boundaries. */
 static int emit(struct job *j, const struct ser *s, uint8_t type, uint32_t n,
                 const int64_t *ts, const uint64_t *vals,
-                const struct tide_str *strs)
+                const struct tide_str *strs, const int64_t *k, int exp)
 {
     uint32_t a = 0, max = j->db->o.chunk_points_max;
     int rc = 0;
@@ -174,11 +174,14 @@ static int emit(struct job *j, const struct ser *s, uint8_t type, uint32_t n,
 
         rc = writer_of(j, win, &w);
         while (rc == 0 && a < b) {
-            uint32_t k = b - a < max ? b - a : max;
+            uint32_t m = b - a < max ? b - a : max;
 
-            rc = tide__segw_add(w, s->id, s->account_id, type, k, ts + a,
-                                vals ? vals + a : NULL, strs ? strs + a : NULL);
-            a += k;
+            rc = k ? tide__segw_add_dec(w, s->id, s->account_id, m, ts + a,
+                                        vals + a, k + a, (unsigned)exp)
+                   : tide__segw_add(w, s->id, s->account_id, type, m, ts + a,
+                                    vals ? vals + a : NULL,
+                                    strs ? strs + a : NULL);
+            a += m;
         }
     }
     return rc;
@@ -241,6 +244,41 @@ static int copy_series(struct job *j, const struct ser *s,
     return rc;
 }
 
+/* Bring the integers of a chunk just decoded, k[n, n + m) at exponent e_i,
+ * and those before it, k[0, n) at *exp, to one exponent: the larger, by
+ * exact multiplication. Returns 0 when there is none (an XOR column, or an
+ * integer past 2^53), else 1 with *exp set. */
+static int same_exponent(int64_t *k, uint32_t n, uint32_t m, int *exp, int e_i)
+{
+    static const int64_t p10[] = {1,         10,        100,     1000,
+                                  10000,     100000,    1000000, 10000000,
+                                  100000000, 1000000000};
+    const int64_t lim = 9007199254740992ll; /* 2^53 */
+    int64_t *from = k + n, mul;
+    uint32_t cnt = m;
+
+    if (e_i < 0)
+        return 0;
+    if (n == 0 || e_i == *exp) {
+        *exp = n == 0 ? e_i : *exp;
+        return 1;
+    }
+    if (e_i > *exp) { /* scale what came before */
+        mul = p10[e_i - *exp];
+        from = k;
+        cnt = n;
+        *exp = e_i;
+    } else {
+        mul = p10[*exp - e_i];
+    }
+    for (uint32_t x = 0; x < cnt; x++) {
+        if (from[x] > lim / mul || from[x] < -lim / mul)
+            return 0;
+        from[x] *= mul;
+    }
+    return 1;
+}
+
 /* Merge, de-duplicate, cut by the horizon and write series `s`. */
 static int rewrite_series(struct job *j, const struct ser *s)
 {
@@ -249,8 +287,8 @@ static int rewrite_series(struct job *j, const struct ser *s)
     uint8_t type = refs[s->n - 1].e->type; /* the newest chunk's */
     uint64_t total = 0;
     uint32_t n = 0, kept, lo;
-    int sorted = 1, rc;
-    int64_t *ts;
+    int sorted = 1, rc, exp = type == TIDE_TYPE_F64 ? 0 : -1;
+    int64_t *ts, *k = NULL;
     uint64_t *vals = NULL;
     struct tide_str *strs = NULL;
 
@@ -266,8 +304,11 @@ static int rewrite_series(struct job *j, const struct ser *s)
         (rc = tide__buf_reserve(&j->vals, total * 8 + 8)) ||
         (type == TIDE_TYPE_STR &&
          (rc = tide__buf_reserve(&j->strs,
-                                 (total + 1) * sizeof(struct tide_str)))))
+                                 (total + 1) * sizeof(struct tide_str)))) ||
+        (exp >= 0 && (rc = tide__buf_reserve(&j->k, total * 8 + 8))))
         return rc;
+    if (exp >= 0)
+        k = (int64_t *)(void *)j->k.data;
     ts = (int64_t *)(void *)j->ts.data;
     vals = (uint64_t *)(void *)j->vals.data;
     strs = (struct tide_str *)(void *)j->strs.data;
@@ -282,28 +323,38 @@ static int rewrite_series(struct job *j, const struct ser *s)
                          type);
             continue;
         }
-        rc = tide__chunk_decode(e, j->payload.data + refs[i].pos,
-                                e->stored_bytes, ts + n, vals + n,
-                                strs ? strs + n : NULL, &j->arena);
+        if (k) {
+            int e_i;
+
+            rc = tide__chunk_decode_f64_k(e, j->payload.data + refs[i].pos,
+                                          e->stored_bytes, ts + n, vals + n,
+                                          k + n, &e_i);
+            if (rc == 0 && !same_exponent(k, n, e->count, &exp, e_i))
+                k = NULL; /* XOR, or integers too large at one exponent */
+        } else {
+            rc = tide__chunk_decode(e, j->payload.data + refs[i].pos,
+                                    e->stored_bytes, ts + n, vals + n,
+                                    strs ? strs + n : NULL, &j->arena);
+        }
         if (rc) {
             tide__chunk_read_log_corrupt(j->db, &refs[i]);
             return rc;
         }
         /* Strings point into the arena, which later chunks may move:
          * keep offsets until every chunk is decoded. */
-        for (uint32_t k = 0; strs && k < e->count; k++)
-            strs[n + k].ptr =
-                (const char *)(uintptr_t)(strs[n + k].ptr -
+        for (uint32_t x = 0; strs && x < e->count; x++)
+            strs[n + x].ptr =
+                (const char *)(uintptr_t)(strs[n + x].ptr -
                                           (const char *)j->arena.data);
         if (n && ts[n] <= ts[n - 1])
             sorted = 0;
         n += e->count;
     }
-    for (uint32_t k = 0; strs && k < n; k++)
-        strs[k].ptr = (const char *)j->arena.data + (uintptr_t)strs[k].ptr;
+    for (uint32_t x = 0; strs && x < n; x++)
+        strs[x].ptr = (const char *)j->arena.data + (uintptr_t)strs[x].ptr;
     if (!sorted) {
         uint32_t *idx;
-        int64_t *t2;
+        int64_t *t2, *k2 = NULL;
         uint64_t *v2;
         struct tide_str *s2 = NULL;
 
@@ -319,23 +370,33 @@ static int rewrite_series(struct job *j, const struct ser *s)
         v2 = (uint64_t *)(void *)j->vals2.data;
         if (strs)
             s2 = (struct tide_str *)(void *)j->strs2.data;
-        for (uint32_t k = 0; k < n; k++)
-            idx[k] = k;
+        if (k) {
+            j->k2.len = 0;
+            rc = tide__buf_reserve(&j->k2, (size_t)n * 8 + 8);
+            if (rc)
+                return rc;
+            k2 = (int64_t *)(void *)j->k2.data;
+        }
+        for (uint32_t x = 0; x < n; x++)
+            idx[x] = x;
         qsort_r(idx, n, sizeof(*idx), cmp_point, ts);
         kept = 0;
-        for (uint32_t k = 0; k < n; k++) {
-            if (k + 1 < n && ts[idx[k + 1]] == ts[idx[k]])
+        for (uint32_t x = 0; x < n; x++) {
+            if (x + 1 < n && ts[idx[x + 1]] == ts[idx[x]])
                 continue; /* a newer write of this timestamp follows */
-            t2[kept] = ts[idx[k]];
-            v2[kept] = vals[idx[k]];
+            t2[kept] = ts[idx[x]];
+            v2[kept] = vals[idx[x]];
             if (s2)
-                s2[kept] = strs[idx[k]];
+                s2[kept] = strs[idx[x]];
+            if (k2)
+                k2[kept] = k[idx[x]];
             kept++;
         }
         j->cnt->points_deduplicated += n - kept;
         ts = t2;
         vals = v2;
         strs = s2;
+        k = k2;
         n = kept;
     }
     lo = s->keep_from == TIDE_KEEP_ALL
@@ -344,9 +405,9 @@ static int rewrite_series(struct job *j, const struct ser *s)
     j->cnt->points_expired += lo;
     if (lo == n)
         return 0;
-    return emit(j, s, type, n - lo, ts + lo,
-                type == TIDE_TYPE_STR ? NULL : vals + lo,
-                type == TIDE_TYPE_STR ? strs + lo : NULL);
+    return emit(
+        j, s, type, n - lo, ts + lo, type == TIDE_TYPE_STR ? NULL : vals + lo,
+        type == TIDE_TYPE_STR ? strs + lo : NULL, k ? k + lo : NULL, exp);
 }
 
 /* Read the batch's chunks and rewrite its series. */

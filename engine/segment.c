@@ -288,10 +288,12 @@ static void put_entry(uint8_t *p, const struct chunk_ent *e)
     tide__put_le64(p + 104, e->hash);
 }
 
-int tide__segw_add(struct seg_writer *w, uint64_t series_id,
-                   uint64_t account_id, uint8_t type, uint32_t n,
-                   const int64_t *ts, const uint64_t *vals,
-                   const struct tide_str *strs)
+/* tide__segw_add(), and tide__segw_add_dec() when `k` is not NULL. */
+static int add_chunk(struct seg_writer *w, uint64_t series_id,
+                     uint64_t account_id, uint8_t type, uint32_t n,
+                     const int64_t *ts, const uint64_t *vals,
+                     const struct tide_str *strs, const int64_t *k,
+                     unsigned exp)
 {
     struct chunk_ent e = {0};
     size_t ts_bytes;
@@ -307,7 +309,8 @@ int tide__segw_add(struct seg_writer *w, uint64_t series_id,
     if (rc)
         return rc;
     ts_bytes = w->col.len;
-    rc = encode_values(w, type, n, vals, strs);
+    rc = k ? tide__col_encode_f64_k(k, n, exp, &w->col)
+           : encode_values(w, type, n, vals, strs);
     if (rc)
         return rc;
     e.series_id = series_id;
@@ -342,6 +345,23 @@ int tide__segw_add(struct seg_writer *w, uint64_t series_id,
         w->max_ts = e.max_ts;
     w->points += n;
     return 0;
+}
+
+int tide__segw_add(struct seg_writer *w, uint64_t series_id,
+                   uint64_t account_id, uint8_t type, uint32_t n,
+                   const int64_t *ts, const uint64_t *vals,
+                   const struct tide_str *strs)
+{
+    return add_chunk(w, series_id, account_id, type, n, ts, vals, strs, NULL,
+                     0);
+}
+
+int tide__segw_add_dec(struct seg_writer *w, uint64_t series_id,
+                       uint64_t account_id, uint32_t n, const int64_t *ts,
+                       const uint64_t *vals, const int64_t *k, unsigned exp)
+{
+    return add_chunk(w, series_id, account_id, TIDE_TYPE_F64, n, ts, vals, NULL,
+                     k, exp);
 }
 
 int tide__segw_add_raw(struct seg_writer *w, const struct chunk_ent *src,
@@ -654,6 +674,18 @@ static int chunk_decode_ts(const struct chunk_ent *e, const uint8_t *payload,
     if (len != e->stored_bytes || XXH3_64bits(payload, len) != e->hash)
         return TIDE_ECORRUPT;
     return tide__col_decode_ts(payload, e->ts_bytes, e->count, ts);
+}
+
+int tide__chunk_decode_f64_k(const struct chunk_ent *e, const uint8_t *payload,
+                             size_t len, int64_t *ts, uint64_t *vals,
+                             int64_t *k, int *exp)
+{
+    int rc = chunk_decode_ts(e, payload, len, ts);
+
+    if (rc)
+        return rc;
+    return tide__col_decode_f64_k(payload + e->ts_bytes, len - e->ts_bytes,
+                                  e->count, (double *)(void *)vals, k, exp);
 }
 
 int tide__chunk_decode_range(const struct chunk_ent *e, const uint8_t *payload,

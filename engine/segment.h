@@ -142,6 +142,13 @@ int tide__chunk_decode_range(const struct chunk_ent *e, const uint8_t *payload,
                              size_t len, int64_t from, int64_t to, int64_t *ts,
                              uint64_t *vals, uint32_t *lo, uint32_t *hi);
 
+/* tide__chunk_decode() of an f64 chunk that also gives, when its column is
+ * decimal, the integers k[0..count) and *exp (values k / 10^exp); *exp is
+ * -1 for an XOR column. */
+int tide__chunk_decode_f64_k(const struct chunk_ent *e, const uint8_t *payload,
+                             size_t len, int64_t *ts, uint64_t *vals,
+                             int64_t *k, int *exp);
+
 /* Writer of one new segment file. */
 struct seg_writer;
 
@@ -160,6 +167,13 @@ int tide__segw_add(struct seg_writer *w, uint64_t series_id,
  * directory. The writer is freed whatever the result; on failure the
  * temporary file is removed. *path_out (tide_malloc'd) names the file. */
 int tide__segw_finish(struct seg_writer *w, char **path_out);
+
+/* tide__segw_add() of an f64 series whose values are k[i] / 10^exp
+ * exactly (vals[i] their bits, for the statistics): encoded from the
+ * integers without testing each value. */
+int tide__segw_add_dec(struct seg_writer *w, uint64_t series_id,
+                       uint64_t account_id, uint32_t n, const int64_t *ts,
+                       const uint64_t *vals, const int64_t *k, unsigned exp);
 
 /* Add a chunk of another segment as it is: entry `src` (its statistics
  * and checksum) and its stored payload, verified by the caller. */

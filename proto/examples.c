@@ -888,6 +888,94 @@ static void ex_server_status_ok(Tide__V1__Envelope *env)
     env->server_status_ok = &m;
 }
 
+static void ex_admin_compact(Tide__V1__Envelope *env)
+{
+    static Tide__V1__AdminCompact m = TIDE__V1__ADMIN_COMPACT__INIT;
+
+    m.wait = 1;
+    env->body_case = TIDE__V1__ENVELOPE__BODY_ADMIN_COMPACT;
+    env->admin_compact = &m;
+}
+
+static void ex_admin_compact_ok(Tide__V1__Envelope *env)
+{
+    static Tide__V1__CompactionStats c = TIDE__V1__COMPACTION_STATS__INIT;
+    static Tide__V1__AdminCompactOk m = TIDE__V1__ADMIN_COMPACT_OK__INIT;
+
+    c.runs = 12;
+    c.bytes_read = 48000000;
+    c.bytes_written = 21000000;
+    c.points_expired = 3600;
+    c.files_deleted = 40;
+    c.next_compaction_ns = T0_NS + 600 * S_NS;
+    m.compaction = &c;
+    env->body_case = TIDE__V1__ENVELOPE__BODY_ADMIN_COMPACT_OK;
+    env->admin_compact_ok = &m;
+}
+
+/* Retention and erasure reports */
+
+static void ex_retention_get(Tide__V1__Envelope *env)
+{
+    static Tide__V1__RetentionGet m = TIDE__V1__RETENTION_GET__INIT;
+
+    m.account_id = 42;
+    env->body_case = TIDE__V1__ENVELOPE__BODY_RETENTION_GET;
+    env->retention_get = &m;
+}
+
+static void ex_retention_ok(Tide__V1__Envelope *env)
+{
+    static Tide__V1__RetentionRow r = TIDE__V1__RETENTION_ROW__INIT;
+    static Tide__V1__RetentionRow *rp[] = {&r};
+    static Tide__V1__RetentionOk m = TIDE__V1__RETENTION_OK__INIT;
+
+    r.account_id = 42;
+    r.tier = "free";
+    r.ttl_s = 604800;
+    r.oldest_ts_ns = T0_NS - 7 * 86400 * S_NS;
+    r.points = 1000000;
+    r.bytes = 1100000;
+    r.expiring_points = 8640;
+    r.expiring_bytes = 9500;
+    r.next_compaction_ns = T0_NS + 600 * S_NS;
+    m.n_rows = COUNT(rp);
+    m.rows = rp;
+    env->body_case = TIDE__V1__ENVELOPE__BODY_RETENTION_OK;
+    env->retention_ok = &m;
+}
+
+static void ex_erasure_report(Tide__V1__Envelope *env)
+{
+    static Tide__V1__ErasureReport m = TIDE__V1__ERASURE_REPORT__INIT;
+
+    m.account_id = 42;
+    env->body_case = TIDE__V1__ENVELOPE__BODY_ERASURE_REPORT;
+    env->erasure_report = &m;
+}
+
+static void ex_erasure_report_ok(Tide__V1__Envelope *env)
+{
+    static Tide__V1__SidecarRows t[2] = {TIDE__V1__SIDECAR_ROWS__INIT,
+                                         TIDE__V1__SIDECAR_ROWS__INIT};
+    static Tide__V1__SidecarRows *tp[] = {&t[0], &t[1]};
+    static Tide__V1__ErasureReportOk m = TIDE__V1__ERASURE_REPORT_OK__INIT;
+
+    /* After the purge and a compaction: only the tombstone is left. */
+    t[0].table = "series";
+    t[1].table = "tombstones";
+    t[1].rows = 1;
+    m.account_id = 42;
+    m.n_sidecar = COUNT(tp);
+    m.sidecar = tp;
+    m.files_scanned = 9;
+    m.bytes_scanned = 73400320;
+    m.next_compaction_ns = T0_NS + 600 * S_NS;
+    m.nothing_found = 1;
+    env->body_case = TIDE__V1__ENVELOPE__BODY_ERASURE_REPORT_OK;
+    env->erasure_report_ok = &m;
+}
+
 #define BODY(c) TIDE__V1__ENVELOPE__BODY_##c
 
 /* In oneof field-number order; a request and its answers share an id. */
@@ -955,6 +1043,12 @@ static const struct example examples[] = {
     {"ExportEnd", BODY(EXPORT_END), 37, ex_export_end},
     {"ServerStatus", BODY(SERVER_STATUS), 38, ex_server_status},
     {"ServerStatusOk", BODY(SERVER_STATUS_OK), 38, ex_server_status_ok},
+    {"AdminCompact", BODY(ADMIN_COMPACT), 39, ex_admin_compact},
+    {"AdminCompactOk", BODY(ADMIN_COMPACT_OK), 39, ex_admin_compact_ok},
+    {"RetentionGet", BODY(RETENTION_GET), 40, ex_retention_get},
+    {"RetentionOk", BODY(RETENTION_OK), 40, ex_retention_ok},
+    {"ErasureReport", BODY(ERASURE_REPORT), 41, ex_erasure_report},
+    {"ErasureReportOk", BODY(ERASURE_REPORT_OK), 41, ex_erasure_report_ok},
 };
 
 /*

@@ -895,6 +895,7 @@ static void server_status(struct conn *c, const Tide__V1__Envelope *e)
     struct tide_db_stats st;
     Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
     Tide__V1__ServerStatusOk ok = TIDE__V1__SERVER_STATUS_OK__INIT;
+    Tide__V1__CompactionStats cs;
     Tide__V1__Stat v[N];
     Tide__V1__Stat *pv[N];
     const char *names[N] = {"points_appended",  "head_points", "segments",
@@ -936,6 +937,8 @@ static void server_status(struct conn *c, const Tide__V1__Envelope *e)
                        : st.storage_error == -ENOSPC ? "no_space"
                                                      : "failed";
     ok.storage_error = st.storage_error ? st.storage_error_msg : "";
+    admin_compaction_fill(&cs, &st);
+    ok.compaction = &cs;
     env.body_case = TIDE__V1__ENVELOPE__BODY_SERVER_STATUS_OK;
     env.server_status_ok = &ok;
     admin_reply(c, e->request_id, &env);

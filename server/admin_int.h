@@ -68,6 +68,11 @@ int tided_confirm_failed(struct conn *c, uint64_t account);
  * kept) over the per-IP rate; returns 1 when it answered. */
 int tided_signup_throttled(struct conn *c, uint64_t rid);
 
+/* The compaction counters of `st` as the wire's CompactionStats
+ * (compact_admin.c; ServerStatus and AdminCompact answer them). */
+void admin_compaction_fill(Tide__V1__CompactionStats *out,
+                           const struct tide_db_stats *st);
+
 /* The device requests (admin_device.c). */
 void admin_device_register(struct conn *c, const Tide__V1__Envelope *e);
 void admin_device_get(struct conn *c, const Tide__V1__Envelope *e);

@@ -383,6 +383,9 @@ static int is_response(Tide__V1__Envelope__BodyCase b)
     case TIDE__V1__ENVELOPE__BODY_EXPORT_CHUNK:
     case TIDE__V1__ENVELOPE__BODY_EXPORT_END:
     case TIDE__V1__ENVELOPE__BODY_SERVER_STATUS_OK:
+    case TIDE__V1__ENVELOPE__BODY_ADMIN_COMPACT_OK:
+    case TIDE__V1__ENVELOPE__BODY_RETENTION_OK:
+    case TIDE__V1__ENVELOPE__BODY_ERASURE_REPORT_OK:
         return 1;
     default:
         return 0;
@@ -481,6 +484,11 @@ static void route(struct conn *c, const Tide__V1__Envelope *env)
         break;
     case TIDE__V1__ENVELOPE__BODY_LOGOUT:
         handle_logout(c, env);
+        break;
+    case TIDE__V1__ENVELOPE__BODY_ADMIN_COMPACT:
+    case TIDE__V1__ENVELOPE__BODY_RETENTION_GET:
+    case TIDE__V1__ENVELOPE__BODY_ERASURE_REPORT:
+        handle_compact_admin(c, env);
         break;
     default:
         if (!handle_admin(c, env))

@@ -494,6 +494,10 @@ void tided_queries_drain(struct server *s);
 int tided_query_threads_start(struct server *s);
 void tided_query_threads_stop(struct server *s);
 
+/* compact_admin.c: AdminCompact, RetentionGet and ErasureReport, each a
+ * job off the loop answered on it. */
+void handle_compact_admin(struct conn *c, const Tide__V1__Envelope *env);
+
 /* admin.c: every sidecar operation, one-to-one. Returns 1 when the body
  * was an admin request it handled. */
 int handle_admin(struct conn *c, const Tide__V1__Envelope *env);

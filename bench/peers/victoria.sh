@@ -3,6 +3,7 @@
 # VictoriaMetrics for tide-bench: install (Debian package) if missing, start
 # on 127.0.0.1 with a temporary data directory, stop by PID.
 #   victoria.sh start PORT   prints "PID DATADIR" once the port answers
+#   victoria.sh force-merge PORT  merges every partition, returns when done
 #   victoria.sh stop PID DATADIR
 set -euo pipefail
 cmd=${1:-}
@@ -29,6 +30,26 @@ start)
         >"$dir.log" 2>&1 </dev/null &
     peer_wait VictoriaMetrics $! "$dir" ready "$port"
     ;;
+force-merge)
+    port=${2:?port}
+    curl -fsS "http://127.0.0.1:$port/internal/force_merge" >/dev/null
+    # The merge runs in the background: done once no merge has been
+    # active for 2 s (vm_active_merges summed over every kind of part).
+    quiet=0
+    for _ in $(seq 1 1200); do
+        active=$(curl -fsS "http://127.0.0.1:$port/metrics" |
+            awk '/^vm_active_merges/ { s += $NF } END { print s + 0 }')
+        if [ "$active" = 0 ]; then
+            quiet=$((quiet + 1))
+            [ "$quiet" -ge 4 ] && exit 0
+        else
+            quiet=0
+        fi
+        sleep 0.5
+    done
+    echo "victoria.sh: merges still active after 600 s" >&2
+    exit 1
+    ;;
 stop)
     pid=${2:?pid} dir=${3:?dir}
     peer_stop "$pid"
@@ -36,7 +57,8 @@ stop)
     rm -rf "$dir" "$dir.log"
     ;;
 *)
-    echo "usage: victoria.sh install | start PORT | stop PID DATADIR" >&2
+    echo "usage: victoria.sh install | start PORT | force-merge PORT |" \
+        "stop PID DATADIR" >&2
     exit 2
     ;;
 esac

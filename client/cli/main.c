@@ -161,6 +161,9 @@ static void usage_all(FILE *f)
                "[--limit N] [--desc]\n"
                "  export [--telemetry] [--csv] [--from T] [--to T] "
                "[--account N]\n"
+               "  admin compact [--wait] [--timeout SECONDS] (operator)\n"
+               "  retention [--account N]\n"
+               "  account erasure-report ACCOUNT_ID (operator)\n"
                "\nexit status: 0 ok, 1 server or runtime error, "
                "2 usage error\n");
 }
@@ -719,6 +722,322 @@ static int run_export(const struct opts *o, int argc, char **argv)
     return rc;
 }
 
+/* A wall-clock time in ns as RFC 3339 UTC, "-" for 0 (none). */
+static const char *fmt_time(int64_t ns, char *buf, size_t n)
+{
+    time_t t = (time_t)(ns / 1000000000LL);
+    struct tm tm;
+
+    if (ns <= 0 || !gmtime_r(&t, &tm))
+        return "-";
+    strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+/* A TTL in seconds as whole days ("7d"), hours or seconds. */
+static const char *fmt_ttl(int64_t s, char *buf, size_t n)
+{
+    if (s > 0 && s % 86400 == 0)
+        snprintf(buf, n, "%" PRId64 "d", s / 86400);
+    else if (s > 0 && s % 3600 == 0)
+        snprintf(buf, n, "%" PRId64 "h", s / 3600);
+    else
+        snprintf(buf, n, "%" PRId64 "s", s);
+    return buf;
+}
+
+/* Print named values as one record in the --output format. */
+static void print_record(const struct opts *o, const char *const *names,
+                         const char *const *values, size_t n, int header)
+{
+    if (!strcmp(o->output, "json")) {
+        putchar('{');
+        for (size_t k = 0; k < n; k++) {
+            printf("%s", k ? "," : "");
+            print_json_str(names[k]);
+            putchar(':');
+            print_json_str(values[k]);
+        }
+        printf("}\n");
+    } else if (!strcmp(o->output, "csv")) {
+        for (size_t k = 0; header && k < n; k++)
+            printf("%s%s", names[k], k + 1 < n ? "," : "\n");
+        for (size_t k = 0; k < n; k++)
+            printf("%s%s", values[k], k + 1 < n ? "," : "\n");
+    } else {
+        for (size_t k = 0; k < n; k++)
+            printf("%-24s %s\n", names[k], values[k]);
+    }
+}
+
+/* tide admin compact [--wait]: force a compaction pass. */
+static int run_compact(const struct opts *o, int argc, char **argv)
+{
+    struct tide_compaction_stats st;
+    tide_client *c = NULL;
+    uint32_t timeout_ms = 0;
+    int wait = 0, rc;
+
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help")) {
+            printf("usage: tide admin compact [--wait] [--timeout SECONDS]\n"
+                   "Force a compaction pass (operator). With --wait, return "
+                   "once it is done (no time limit unless --timeout).\n");
+            return 0;
+        }
+        if (!strcmp(argv[i], "--wait")) {
+            wait = 1;
+        } else if (!strcmp(argv[i], "--timeout") && i + 1 < argc) {
+            char *end;
+            unsigned long v = strtoul(argv[++i], &end, 10);
+
+            if (*end || !v || v > 4000000) {
+                fprintf(stderr, "tide: bad --timeout %s\n", argv[i]);
+                return EXIT_USAGE;
+            }
+            timeout_ms = (uint32_t)(v * 1000);
+        } else {
+            fprintf(stderr, "tide: unexpected argument '%s'\n", argv[i]);
+            return EXIT_USAGE;
+        }
+    }
+    rc = open_client(o, 1, &c);
+    if (rc)
+        return rc;
+    rc = tide_client_compact(c, wait, timeout_ms, &st);
+    if (rc) {
+        rc = fail(c, "admin compact", rc);
+    } else {
+        static const char *const names[] = {"state",
+                                            "runs",
+                                            "bytes_read",
+                                            "bytes_written",
+                                            "points_expired",
+                                            "points_erased",
+                                            "points_deduplicated",
+                                            "files_deleted",
+                                            "errors",
+                                            "running",
+                                            "oldest_uncompacted",
+                                            "next_compaction"};
+        char v[9][24], t1[32], t2[32];
+        const char *values[12];
+
+        snprintf(v[0], 24, "%" PRIu64, st.runs);
+        snprintf(v[1], 24, "%" PRIu64, st.bytes_read);
+        snprintf(v[2], 24, "%" PRIu64, st.bytes_written);
+        snprintf(v[3], 24, "%" PRIu64, st.points_expired);
+        snprintf(v[4], 24, "%" PRIu64, st.points_erased);
+        snprintf(v[5], 24, "%" PRIu64, st.points_deduplicated);
+        snprintf(v[6], 24, "%" PRIu64, st.files_deleted);
+        snprintf(v[7], 24, "%" PRIu64, st.errors);
+        snprintf(v[8], 24, "%s", st.running ? "true" : "false");
+        values[0] = wait ? "done" : "queued";
+        for (int k = 0; k < 9; k++)
+            values[k + 1] = v[k];
+        values[10] = fmt_time(st.oldest_uncompacted_ns, t1, sizeof(t1));
+        values[11] = fmt_time(st.next_compaction_ns, t2, sizeof(t2));
+        print_record(o, names, values, 12, 1);
+    }
+    tide_client_close(c);
+    return rc;
+}
+
+/* tide retention [--account N]: each account against its tier's TTL. */
+static int run_retention(const struct opts *o, int argc, char **argv)
+{
+    static const char *const names[] = {
+        "account",         "tier",           "ttl",
+        "oldest_point",    "points",         "bytes",
+        "expiring_points", "expiring_bytes", "next_compaction"};
+    struct tide_retention_row *rows = NULL;
+    tide_client *c = NULL;
+    uint64_t account = 0;
+    size_t n = 0;
+    int rc;
+
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help")) {
+            printf("usage: tide retention [--account N]\n"
+                   "Per account: tier, TTL, oldest point kept, points and "
+                   "bytes stored, what expires at the next compaction and "
+                   "when that runs.\n");
+            return 0;
+        }
+        if (!strcmp(argv[i], "--account") && i + 1 < argc) {
+            char *end;
+
+            account = strtoull(argv[++i], &end, 10);
+            if (*end || !account) {
+                fprintf(stderr, "tide: bad --account %s\n", argv[i]);
+                return EXIT_USAGE;
+            }
+        } else {
+            fprintf(stderr, "tide: unexpected argument '%s'\n", argv[i]);
+            return EXIT_USAGE;
+        }
+    }
+    rc = open_client(o, 1, &c);
+    if (rc)
+        return rc;
+    rc = tide_client_retention(c, account, &rows, &n);
+    if (rc) {
+        rc = fail(c, "retention", rc);
+        tide_client_close(c);
+        return rc;
+    }
+    if (!strcmp(o->output, "table"))
+        printf("%-8s %-10s %-6s %-20s %12s %12s %12s %12s %s\n", "ACCOUNT",
+               "TIER", "TTL", "OLDEST POINT", "POINTS", "BYTES", "EXP.POINTS",
+               "EXP.BYTES", "NEXT COMPACTION");
+    for (size_t i = 0; i < n; i++) {
+        const struct tide_retention_row *r = &rows[i];
+        char id[24], ttl[24], t1[32], t2[32], v[4][24];
+        char tier[48];
+
+        snprintf(id, sizeof(id), "%" PRIu64, r->account_id);
+        snprintf(tier, sizeof(tier), "%s%s", r->tier,
+                 r->deleted ? " (deleted)" : "");
+        fmt_ttl(r->ttl_s, ttl, sizeof(ttl));
+        fmt_time(r->oldest_ts_ns, t1, sizeof(t1));
+        snprintf(v[0], 24, "%" PRIu64, r->points);
+        snprintf(v[1], 24, "%" PRIu64, r->bytes);
+        snprintf(v[2], 24, "%" PRIu64, r->expiring_points);
+        snprintf(v[3], 24, "%" PRIu64, r->expiring_bytes);
+        if (!strcmp(o->output, "table")) {
+            printf("%-8s %-10s %-6s %-20s %12s %12s %12s %12s %s\n", id, tier,
+                   ttl, fmt_time(r->oldest_ts_ns, t1, sizeof(t1)), v[0], v[1],
+                   v[2], v[3], fmt_time(r->next_compaction_ns, t2, sizeof(t2)));
+        } else {
+            const char *values[9] = {
+                id,
+                tier,
+                ttl,
+                fmt_time(r->oldest_ts_ns, t1, sizeof(t1)),
+                v[0],
+                v[1],
+                v[2],
+                v[3],
+                fmt_time(r->next_compaction_ns, t2, sizeof(t2))};
+
+            print_record(o, names, values, 9, i == 0);
+        }
+    }
+    if (n == 0)
+        fprintf(stderr, "tide: no accounts\n");
+    tide_client_retention_free(rows);
+    tide_client_close(c);
+    return 0;
+}
+
+/* tide account erasure-report ACCOUNT_ID: where the account's data still
+ * lives, and when it will be gone. */
+static int run_erasure_report(const struct opts *o, int argc, char **argv)
+{
+    struct tide_erasure_report er;
+    tide_client *c = NULL;
+    uint64_t account = 0;
+    char t[32];
+    int rc;
+
+    for (int i = 0; i < argc; i++) {
+        char *end;
+
+        if (!strcmp(argv[i], "--help")) {
+            printf("usage: tide account erasure-report ACCOUNT_ID\n"
+                   "Where the account's data still lives (segments, WAL, "
+                   "memory, sidecar rows) and when it will be gone "
+                   "(operator).\n");
+            return 0;
+        }
+        account = strtoull(argv[i], &end, 10);
+        if (*end || !account || i) {
+            fprintf(stderr, "usage: tide account erasure-report ACCOUNT_ID\n");
+            return EXIT_USAGE;
+        }
+    }
+    if (!account) {
+        fprintf(stderr, "usage: tide account erasure-report ACCOUNT_ID\n");
+        return EXIT_USAGE;
+    }
+    rc = open_client(o, 1, &c);
+    if (rc)
+        return rc;
+    rc = tide_client_erasure_report(c, account, &er);
+    if (rc) {
+        rc = fail(c, "account erasure-report", rc);
+        tide_client_close(c);
+        return rc;
+    }
+    fmt_time(er.next_compaction_ns, t, sizeof(t));
+    if (strcmp(o->output, "table")) {
+        enum { NUMS = 9, MAXV = NUMS + TIDE_SIDECAR_TABLES_MAX + 2 };
+        static const char *const num_names[NUMS] = {
+            "account",     "segment_files", "segment_bytes",
+            "points",      "wal_files",     "wal_bytes",
+            "head_points", "files_scanned", "bytes_scanned"};
+        const uint64_t nums[NUMS] = {
+            er.account_id,  er.segment_files, er.segment_bytes,
+            er.points,      er.wal_files,     er.wal_bytes,
+            er.head_points, er.files_scanned, er.bytes_scanned};
+        const char *names[MAXV], *values[MAXV];
+        char v[MAXV][24], tn[TIDE_SIDECAR_TABLES_MAX][48];
+        size_t k = 0;
+
+        for (; k < NUMS; k++) {
+            snprintf(v[k], 24, "%" PRIu64, nums[k]);
+            names[k] = num_names[k];
+            values[k] = v[k];
+        }
+        for (size_t i = 0; i < er.n_tables; i++, k++) {
+            snprintf(tn[i], sizeof(tn[i]), "sidecar.%s", er.tables[i].table);
+            snprintf(v[k], 24, "%" PRIu64, er.tables[i].rows);
+            names[k] = tn[i];
+            values[k] = v[k];
+        }
+        names[k] = "next_compaction";
+        values[k++] = t;
+        names[k] = "nothing_found";
+        values[k++] = er.nothing_found ? "true" : "false";
+        print_record(o, names, values, k, 1);
+        tide_client_close(c);
+        return 0;
+    }
+    printf("account %" PRIu64 "\n", er.account_id);
+    if (er.nothing_found) {
+        printf("nothing found: no segment, WAL record, unflushed point or "
+               "sidecar row of the account is left\n");
+    } else {
+        printf("%-14s %" PRIu64 " files, %" PRIu64 " bytes, %" PRIu64
+               " points%s%s%s\n",
+               "segments", er.segment_files, er.segment_bytes, er.points,
+               er.segment_files ? ": gone after the next compaction (" : "",
+               er.segment_files ? t : "",
+               er.segment_files ? ", or tide admin compact)" : "");
+        printf("%-14s %" PRIu64 " files, %" PRIu64 " bytes%s\n", "wal",
+               er.wal_files, er.wal_bytes,
+               er.wal_files ? ": gone once checkpointed (after the next "
+                              "flush)"
+                            : "");
+        printf("%-14s %" PRIu64 " points%s\n", "memory", er.head_points,
+               er.head_points ? ": written to segments at the next flush" : "");
+    }
+    for (size_t i = 0; i < er.n_tables; i++) {
+        int tomb = !strcmp(er.tables[i].table, "tombstones");
+        const char *when = !er.tables[i].rows ? ""
+                           : tomb ? "  kept: the record of the deletion"
+                                  : "  removed when the account is purged";
+
+        if (er.tables[i].rows || !er.nothing_found)
+            printf("sidecar %-14s %8" PRIu64 " rows%s\n", er.tables[i].table,
+                   er.tables[i].rows, when);
+    }
+    printf("evidence: %" PRIu64 " files, %" PRIu64 " bytes scanned\n",
+           er.files_scanned, er.bytes_scanned);
+    tide_client_close(c);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct opts o = {.host = "127.0.0.1", .port = 8433, .output = "table"};
@@ -769,6 +1088,14 @@ int main(int argc, char **argv)
         return run_query(&o, argc - i - 1, argv + i + 1);
     if (!strcmp(argv[i], "export"))
         return run_export(&o, argc - i - 1, argv + i + 1);
+    if (!strcmp(argv[i], "retention"))
+        return run_retention(&o, argc - i - 1, argv + i + 1);
+    if (!strcmp(argv[i], "admin") && i + 1 < argc &&
+        !strcmp(argv[i + 1], "compact"))
+        return run_compact(&o, argc - i - 2, argv + i + 2);
+    if (!strcmp(argv[i], "account") && i + 1 < argc &&
+        !strcmp(argv[i + 1], "erasure-report"))
+        return run_erasure_report(&o, argc - i - 2, argv + i + 2);
     for (size_t k = 0; k < sizeof(cmds) / sizeof(cmds[0]); k++) {
         const struct cmd *cm = &cmds[k];
         int skip = cm->sub ? 2 : 1;

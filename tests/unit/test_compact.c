@@ -422,6 +422,59 @@ Test(compact, failed_io_leaves_inputs_in_force)
     cr_assert_eq(count_of(95, &sum), 306);
 }
 
+/* Append one f64 point per value of v[] at T0 + i minutes + off. */
+static void put_values(uint64_t id, const double *v, uint32_t n, int64_t off)
+{
+    int64_t ts[64];
+    struct tide_column c = {.series_id = id,
+                            .account_id = 7,
+                            .tier = 1,
+                            .type = TIDE_TYPE_F64,
+                            .n = n,
+                            .ts_ns = ts};
+    struct tide_batch b = {.n_columns = 1, .columns = &c};
+
+    for (uint32_t i = 0; i < n; i++)
+        ts[i] = T0 + off + (int64_t)i * 60000000000ll;
+    c.v.f64 = v;
+    CHECK(tide_db_append_wait(db, &b));
+}
+
+Test(compact, merged_values_come_back_bit_for_bit)
+{
+    /* Chunks of one series at different decimal exponents (merged at the
+     * larger), and of another series where one chunk is not decimal. */
+    static const double ints[] = {1, 2, -3, 40000000, 0, 7};
+    static const double cents[] = {0.25, -1.5, 99.99, 1e-2, 123456.78, 3};
+    static const double milli[] = {1.001, 2.002, -0.003, 4.5, 5, 6.007};
+    double odd[6] = {0.1 + 0.2, -0.0, 1e300, 0, 0, 3.25};
+    const double *sets[2][3] = {{ints, cents, milli}, {cents, odd, ints}};
+    struct tide_block blk;
+    tide_iter *it;
+
+    odd[3] = 1.0 / 0.0;
+    odd[4] = 0.0 / 0.0;
+    for (int c = 0; c < 3; c++) {
+        for (int s_ = 0; s_ < 2; s_++)
+            put_values(101 + s_, sets[s_][c], 6, c * 600000000000ll);
+        CHECK(tide_db_flush(db));
+    }
+    CHECK(tide_db_compact(db, 1));
+    cr_assert_eq(stats().segments, 1);
+    for (int s_ = 0; s_ < 2; s_++) {
+        uint64_t id = 101 + s_;
+        uint32_t n = 0;
+
+        CHECK(tide_db_read_open(db, &id, 1, INT64_MIN, INT64_MAX, &it));
+        while (tide_iter_next(it, &blk) == 1)
+            for (uint32_t i = 0; i < blk.n; i++, n++)
+                cr_assert_eq(memcmp(&blk.v.f64[i], &sets[s_][n / 6][n % 6], 8),
+                             0, "series %d value %u: %a", s_, n, blk.v.f64[i]);
+        tide_iter_close(it);
+        cr_assert_eq(n, 18);
+    }
+}
+
 /* ---- Readers during compaction -------------------------------------- */
 
 static atomic_int stop_readers;

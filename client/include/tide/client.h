@@ -319,6 +319,94 @@ TIDE_API int tide_export_stats_get(const tide_query_iter *it,
                                    struct tide_export_stats *st);
 
 /* ------------------------------------------------------------------------ */
+/* Compaction and reports (docs/protocol.md, "Compaction and reports") */
+
+/* The server's compaction counters since it started. */
+struct tide_compaction_stats {
+    uint64_t runs; /* window rewrites */
+    uint64_t bytes_read;
+    uint64_t bytes_written;
+    uint64_t points_expired; /* dropped behind a retention horizon */
+    uint64_t points_erased;  /* dropped: account purged, device deleted */
+    uint64_t points_deduplicated;
+    uint64_t files_deleted;
+    uint64_t errors;
+    int running;                   /* a job is in progress */
+    int64_t oldest_uncompacted_ns; /* oldest window waiting; 0 = none */
+    int64_t next_compaction_ns;    /* next routine pass; 0 = none */
+};
+
+/*
+ * Force a compaction pass (AdminCompact; operator only). With `wait`,
+ * return once the pass is done, waiting up to `timeout_ms` for the answer
+ * (0 = as long as it takes) instead of the client's io_timeout_ms; else
+ * once it is queued. `out` (may be NULL) receives the counters after it.
+ * Returns 0, TIDE_ESERVER (e.g. PERMISSION_DENIED, STORAGE; see
+ * last_error), TIDE_ETIMEDOUT, TIDE_EDISCONNECTED, TIDE_EPROTO, -ENOMEM.
+ */
+TIDE_API int tide_client_compact(tide_client *c, int wait, uint32_t timeout_ms,
+                                 struct tide_compaction_stats *out);
+
+/* One account's standing against its tier's retention. */
+struct tide_retention_row {
+    uint64_t account_id;
+    char tier[33];
+    int64_t ttl_s;
+    int64_t oldest_ts_ns; /* oldest point kept; 0 = none */
+    uint64_t points;      /* stored */
+    uint64_t bytes;
+    uint64_t expiring_points; /* gone at the next compaction */
+    uint64_t expiring_bytes;
+    int64_t next_compaction_ns; /* 0 = none scheduled */
+    int deleted;                /* in its deletion grace period */
+};
+
+/*
+ * The retention report (RetentionGet): of `account_id`, or with 0 of every
+ * account the caller may see (the operator: all, every page followed; an
+ * owner: their own). On success *rows (free with
+ * tide_client_retention_free) holds *n_rows rows in account order.
+ * Returns 0, TIDE_EINVAL, TIDE_ESERVER (PERMISSION_DENIED, NOT_FOUND),
+ * TIDE_ETIMEDOUT, TIDE_EDISCONNECTED, TIDE_EPROTO, -ENOMEM.
+ */
+TIDE_API int tide_client_retention(tide_client *c, uint64_t account_id,
+                                   struct tide_retention_row **rows,
+                                   size_t *n_rows);
+
+/* Free the rows of tide_client_retention. Accepts NULL. */
+TIDE_API void tide_client_retention_free(struct tide_retention_row *rows);
+
+#define TIDE_SIDECAR_TABLES_MAX 32
+
+/* Where an account's data still lives (ErasureReport). */
+struct tide_erasure_report {
+    uint64_t account_id;
+    uint64_t segment_files; /* segment files holding its chunks */
+    uint64_t segment_bytes; /* their sizes */
+    uint64_t points;        /* in segments and the head */
+    uint64_t wal_files;     /* live WAL files holding its records */
+    uint64_t wal_bytes;
+    uint64_t head_points;
+    size_t n_tables;
+    struct {
+        char table[32];
+        uint64_t rows;
+    } tables[TIDE_SIDECAR_TABLES_MAX]; /* sidecar rows per table */
+    uint64_t files_scanned;            /* evidence */
+    uint64_t bytes_scanned;
+    int64_t next_compaction_ns; /* 0 = none scheduled */
+    int nothing_found;          /* nothing but its tombstones left */
+};
+
+/*
+ * The erasure report of `account_id` (operator only) into *out. Returns
+ * 0, TIDE_EINVAL (account_id 0), TIDE_ESERVER (PERMISSION_DENIED),
+ * TIDE_ETIMEDOUT, TIDE_EDISCONNECTED, TIDE_EPROTO, -ENOMEM.
+ */
+TIDE_API int tide_client_erasure_report(tide_client *c, uint64_t account_id,
+                                        struct tide_erasure_report *out);
+
+/* ------------------------------------------------------------------------ */
 /* Admin requests */
 
 /*

@@ -332,8 +332,10 @@ void tide_latest_free(struct tide_point *pts, uint32_t n);
  * one (or a few, of at most 256 MiB) with full chunks, the last write of a
  * (series, ts) winning, and drops what the retention policy no longer
  * keeps. A window wholly behind every account's horizon is deleted without
- * being read. The policy's callbacks run on the compaction thread (and in
- * tide_db_account_usage) and must be thread-safe and quick: no I/O. */
+ * being read. The policy's callbacks run on the compaction thread and in
+ * tide_db_account_usage(), never under an engine lock: they must be
+ * thread-safe, and may block only briefly (a reload of the caller's own
+ * tables), since a pass calls keep_from() for every series it visits. */
 
 #define TIDE_KEEP_ALL INT64_MIN  /* keep_from: keep every point */
 #define TIDE_KEEP_NONE INT64_MAX /* keep_from: erase the series */

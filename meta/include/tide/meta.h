@@ -765,6 +765,45 @@ uint64_t tide_meta_generation(tide_meta *m);
  */
 int tide_meta_checkpoint(tide_meta *m);
 
+/* ---- Reports (report.c) ------------------------------------------------ */
+
+/* Tables holding rows of an account, in the order
+ * tide_meta_report_rows() reports them. */
+#define TIDE_META_REPORT_TABLES 11
+
+struct tide_meta_table_rows {
+    const char *table; /* a static name, e.g. "series" */
+    uint64_t rows;
+};
+
+/*
+ * Count the rows of `account_id` in every table that holds account rows
+ * (OPERATOR): accounts, api_keys, sessions, devices, series (the series
+ * registry, deleted series included), usage_daily, auth_log, request_log,
+ * request_daily, notifications and tombstones, into
+ * out[0..TIDE_META_REPORT_TABLES) in that order. Buffered counters are
+ * flushed first. Works for any id: deleted, purged or unknown accounts
+ * alike. Returns 0, TIDE_EPERM, TIDE_EIO.
+ */
+int tide_meta_report_rows(tide_meta *m, const struct tide_meta_principal *p,
+                          uint64_t account_id,
+                          struct tide_meta_table_rows *out);
+
+/* One account row, as listed by tide_meta_report_accounts(). */
+struct tide_meta_account_brief {
+    uint64_t id;
+    uint16_t tier;
+    int deleted; /* in its deletion grace period */
+};
+
+/* Accounts with id > after_id, deleted ones included, in id order, into
+ * out[0..cap) (OPERATOR); *n_out is the count. Returns 0, TIDE_EPERM,
+ * TIDE_EINVAL, TIDE_EIO. */
+int tide_meta_report_accounts(tide_meta *m, const struct tide_meta_principal *p,
+                              uint64_t after_id,
+                              struct tide_meta_account_brief *out, size_t cap,
+                              size_t *n_out);
+
 /* ---- Export ------------------------------------------------------------ */
 
 /* One exported row: `table` names the kind ("account", "device", "key",
