@@ -663,7 +663,9 @@ static size_t count_points(tide_client *admin, uint64_t account, int64_t from,
     return n;
 }
 
-Test(retention, points_behind_a_shortened_ttl_are_not_read_then_gone)
+/* The body of both retention tests: with `forced`, the operator's
+ * AdminCompact (wait) removes the points, else the routine pass. */
+static void shortened_ttl(int forced)
 {
     tide_client *admin = open_client(srv.admin_key, NULL), *w;
     struct dataset *d = dataset_new("ttl");
@@ -721,11 +723,18 @@ Test(retention, points_behind_a_shortened_ttl_are_not_read_then_gone)
     cr_assert_eq(count_points(admin, a, INT64_MIN, INT64_MAX, TIDE_AGG_NONE, 0),
                  0, "the new point expired too");
 
-    /* The routine pass drops them from disk: whole windows behind the
-     * horizon are deleted, mixed ones rewritten. */
-    for (int i = 0; i < 240 && (metric("tide_engine_segments") > 0 ||
-                                metric("tide_engine_head_points") > 0 ||
-                                metric("tide_compaction_running") > 0);
+    /* Compaction drops them from disk: whole windows behind the horizon
+     * are deleted, mixed ones rewritten. */
+    if (forced) {
+        const char *wait[1] = {"wait=true"};
+
+        cr_assert_eq(metric("tide_engine_head_points"), 0);
+        call_ok(admin, "admin_compact", wait, 1);
+    }
+    for (int i = 0; !forced && i < 240 &&
+                    (metric("tide_engine_segments") > 0 ||
+                     metric("tide_engine_head_points") > 0 ||
+                     metric("tide_compaction_running") > 0);
          i++)
         usleep(250 * 1000);
     cr_assert_eq(metric("tide_engine_segments"), 0, "expired segments stay");
@@ -746,4 +755,27 @@ Test(retention, points_behind_a_shortened_ttl_are_not_read_then_gone)
     cr_assert_eq(tided_stop(&srv), 0, "clean shutdown");
     engine_check(d, 0, DEVICES, 0, 0);
     free(d);
+}
+
+Test(retention, points_behind_a_shortened_ttl_are_not_read_then_gone)
+{
+    shortened_ttl(0);
+}
+
+static void forced_setup(void)
+{
+    /* No routine pass: only the operator's AdminCompact. */
+    static const char *const settings[] = {"flush_interval_ms=200",
+                                           "compaction_interval_s=0", NULL};
+
+    rng_state = (uint64_t)time(NULL) | 1;
+    fixture_start(settings);
+}
+
+TestSuite(retention_forced, .init = forced_setup, .fini = fixture_fini,
+          .timeout = 120);
+
+Test(retention_forced, admin_compact_removes_what_a_shortened_ttl_expired)
+{
+    shortened_ttl(1);
 }
