@@ -24,6 +24,8 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -458,6 +460,9 @@ static void *compact_main(void *arg)
     struct compactor *c = db->comp;
 
     pthread_setname_np(pthread_self(), "tide-compact");
+    /* Background work: the scheduler gives ingest and queries the CPU
+     * first (Linux niceness is per thread). Failure only costs that. */
+    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
     pthread_mutex_lock(&c->mu);
     while (!c->stop) {
         struct comp_req *list = c->queue, *r;

@@ -304,7 +304,8 @@ int tided_password_job(struct conn *c, uint64_t rid, struct login_job *j)
     if (s->logins_running >= PASSWORD_JOBS_MAX) {
         j->done(j);
         conn_send_error(c, rid, TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
-                        "too many password checks in progress; retry shortly",
+                        "too many background jobs (password checks, reports) "
+                        "in progress; retry shortly",
                         0);
         return -1;
     }
