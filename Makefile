@@ -274,7 +274,8 @@ bench: deps
 
 $(INT_BIN) $(UNIT_BIN) $(ADV_BIN): PKG_LIBS += $(TEST_LIBS)
 
-$(INT_BIN): $(INT_OBJS) $(SUPPORT_OBJS) $(LIBTIDE_A) $(LIBPROTO) $(LIBCOMMON)
+$(INT_BIN): $(INT_OBJS) $(SUPPORT_OBJS) $(LIBTIDE_A) $(LIBENGINE) $(LIBPROTO) \
+            $(LIBCOMMON)
 	$(link)
 
 # The adversarial suite's time bounds are scaled by the build's slowdown

@@ -19,6 +19,14 @@ void tide_meta_set_invalidate(tide_meta *m, tide_meta_invalidate_fn fn,
 void tide__meta_changed(tide_meta *m, int rc, uint64_t account_id,
                         uint64_t device_id)
 {
-    if (rc == 0 && m->invalidate)
+    if (rc != 0)
+        return;
+    atomic_fetch_add_explicit(&m->generation, 1, memory_order_release);
+    if (m->invalidate)
         m->invalidate(m->invalidate_ctx, account_id, device_id);
+}
+
+uint64_t tide_meta_generation(tide_meta *m)
+{
+    return atomic_load_explicit(&m->generation, memory_order_acquire);
 }

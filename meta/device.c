@@ -299,9 +299,20 @@ static const char SQL_DEV_DELETE[] =
     "DELETE FROM devices WHERE id=?1 AND account_id=?2";
 static const char SQL_DEV_KEYS[] =
     "DELETE FROM api_keys WHERE device_id=?1 AND account_id=?2";
+/* The series rows hold the device's field names: they go, and only their
+ * numbers stay, in erased_series, for the compaction policy. Ids are not
+ * reused: they come from counters.next_series_id. */
+static const char SQL_DEV_ERASED[] =
+    "INSERT OR IGNORE INTO erased_series(series_id, account_id, erased_ns)"
+    " SELECT id, account_id, ?3 FROM series WHERE device_id=?1"
+    " AND account_id=?2";
 static const char SQL_DEV_SERIES[] =
-    "UPDATE series SET deleted_ns=?3 WHERE device_id=?1 AND account_id=?2"
-    " AND deleted_ns IS NULL";
+    "DELETE FROM series WHERE device_id=?1 AND account_id=?2";
+/* Device-offline notifications name the device (device_connect). */
+static const char SQL_DEV_NOTES[] =
+    "DELETE FROM notifications WHERE account_id=?2 AND kind=1 AND text="
+    " (SELECT 'device ' || thing_name || ' went offline' FROM devices"
+    " WHERE id=?1 AND account_id=?2)";
 
 int tide_meta_device_delete(tide_meta *m, const struct tide_meta_principal *p,
                             uint64_t account_id, uint64_t device_id)
@@ -319,9 +330,17 @@ int tide_meta_device_delete(tide_meta *m, const struct tide_meta_principal *p,
     rc = tide__meta_run(m, SQL_DEV_KEYS,
                         META_ARGS(META_INT(device_id), META_INT(account_id)));
     if (!rc)
-        rc = tide__meta_run(m, SQL_DEV_SERIES,
+        rc = tide__meta_run(m, SQL_DEV_ERASED,
                             META_ARGS(META_INT(device_id), META_INT(account_id),
                                       META_INT(now)));
+    if (!rc)
+        rc = tide__meta_run(
+            m, SQL_DEV_SERIES,
+            META_ARGS(META_INT(device_id), META_INT(account_id)));
+    if (!rc)
+        rc = tide__meta_run(
+            m, SQL_DEV_NOTES,
+            META_ARGS(META_INT(device_id), META_INT(account_id)));
     if (!rc)
         rc = tide__meta_run(
             m, SQL_DEV_DELETE,
@@ -329,8 +348,10 @@ int tide_meta_device_delete(tide_meta *m, const struct tide_meta_principal *p,
     if (!rc)
         rc = tide__meta_tombstone(m, "device", device_id, account_id, now, 0);
     rc = tide__meta_end(m, rc);
-    if (!rc)
+    if (!rc) {
         tide__meta_registry_kill(m, account_id, device_id);
+        tide__meta_wal_scrub(m);
+    }
 out:
     tide__meta_changed(m, rc, account_id, device_id);
     tide__meta_unlock(m);

@@ -176,6 +176,20 @@ static const char *const migrations[TIDE__META_SCHEMA_VERSION] = {
     "ALTER TABLE tiers ADD COLUMN queries_max INTEGER NOT NULL DEFAULT 0;"
     "UPDATE tiers SET query_rate_s=20, queries_max=4 WHERE id=1;"
     "UPDATE tiers SET query_rate_s=200, queries_max=16 WHERE id=2;",
+
+    /* 4: erased series are kept as numbers only. A deleted device's series
+     * rows held its field names; they go, and erased_series tells the
+     * compaction policy which series ids to drop. Series of devices
+     * deleted before this migration move over too. */
+    "CREATE TABLE erased_series("
+    " series_id INTEGER PRIMARY KEY,"
+    " account_id INTEGER NOT NULL,"
+    " erased_ns INTEGER NOT NULL);"
+    "INSERT INTO erased_series SELECT s.id, s.account_id, s.deleted_ns"
+    " FROM series s WHERE s.deleted_ns IS NOT NULL AND NOT EXISTS"
+    " (SELECT 1 FROM devices d WHERE d.id=s.device_id);"
+    "DELETE FROM series WHERE deleted_ns IS NOT NULL AND NOT EXISTS"
+    " (SELECT 1 FROM devices d WHERE d.id=series.device_id);",
 };
 
 void tide_meta_options_init(struct tide_meta_options *o)

@@ -16,7 +16,7 @@
 #include "tide/common.h"
 #include "tide/meta.h"
 
-#define TIDE__META_SCHEMA_VERSION 3 /* number of migrations in meta.c */
+#define TIDE__META_SCHEMA_VERSION 4 /* number of migrations in meta.c */
 #define TIDE__META_STMTS_MAX 160
 #define TIDE__META_HASH_LEN 32 /* SHA-256 */
 #define TIDE__META_DAY_NS 86400000000000ll
@@ -159,6 +159,7 @@ struct tide_meta {
 
     tide_meta_invalidate_fn invalidate; /* cache.c; set before sharing */
     void *invalidate_ctx;
+    _Atomic uint64_t generation; /* changes reported (cache.c) */
 };
 
 /* ---- meta.c: connection helpers (call with m->lock held) ---------------- */
@@ -359,6 +360,14 @@ void tide__meta_keyuse_note(tide_meta *m, uint64_t key_id, int64_t now_ns,
 int tide__meta_authlog_write(tide_meta *m, const struct authlog_ent *e);
 int tide__meta_flusher_start(tide_meta *m);
 void tide__meta_flusher_stop(tide_meta *m);
+
+/* ---- retention.c ------------------------------------------------------- */
+
+/* After a commit that removed rows of an erased account or device:
+ * checkpoint the SQLite WAL with TRUNCATE so that the old page images
+ * leave meta.db-wal, without waiting for readers (an export's snapshot
+ * makes it partial; tide_meta_checkpoint() finishes it). m->lock held. */
+void tide__meta_wal_scrub(tide_meta *m);
 
 /* ---- cache.c ----------------------------------------------------------- */
 

@@ -612,6 +612,8 @@ static const char *const purge_sql[] = {
     "DELETE FROM sessions WHERE account_id=?1",
     "DELETE FROM devices WHERE account_id=?1",
     "DELETE FROM series WHERE account_id=?1",
+    /* The purged tombstone covers them: every series of the account. */
+    "DELETE FROM erased_series WHERE account_id=?1",
     "DELETE FROM usage_daily WHERE account_id=?1",
     "DELETE FROM auth_log WHERE account_id=?1",
     "DELETE FROM request_log WHERE account_id=?1",
@@ -688,6 +690,8 @@ int tide_meta_account_purge(tide_meta *m, const struct tide_meta_principal *p,
     if (!rc)
         rc = purge_one(m, (uint64_t)tomb, id, tide__meta_now(m));
     rc = tide__meta_end(m, rc);
+    if (!rc)
+        tide__meta_wal_scrub(m);
 out:
     tide__meta_unlock(m);
     return rc;
@@ -721,6 +725,8 @@ int tide_meta_prune(tide_meta *m, const struct tide_meta_principal *p,
     if (!rc)
         rc = purge_accounts(m, now, &st.accounts);
     rc = tide__meta_end(m, rc);
+    if (!rc && st.accounts)
+        tide__meta_wal_scrub(m);
     if (!rc && stp)
         *stp = st;
 out:

@@ -601,6 +601,9 @@ static void delete_work(struct login_job *j)
      * purge itself is the operator's step, taken on the caller's word. */
     if (j->rc == 0 && a->immediate)
         j->rc = tide_meta_account_purge(m, &tided_system_principal, a->account);
+    /* Its telemetry goes now, not at the next routine compaction. */
+    if (j->rc == 0 && a->immediate)
+        tided_retention_poke(j->srv);
 }
 
 static void delete_answer(struct conn *c, struct login_job *j)

@@ -223,8 +223,11 @@ void admin_device_delete(struct conn *c, const Tide__V1__Envelope *e)
 
     if (rc == 0)
         rc = tide_meta_device_delete(c->srv->meta, &c->who, account, id);
-    if (rc == 0)
+    if (rc == 0) {
         tided_device_forget(c->srv, account);
+        /* The maintenance thread erases its series' telemetry now. */
+        tided_retention_poke(c->srv);
+    }
     admin_reply_rc(c, e->request_id, rc);
 }
 

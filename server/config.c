@@ -37,6 +37,9 @@ void tided_config_defaults(struct tided_config *c)
     c->flush_interval_ms = 60000;
     c->prune_interval_s = 3600;
     c->delete_grace_s = 30 * 86400;
+    c->compaction_mb_s = 64;
+    c->compaction_interval_s = 600;
+    c->wal_file_mb = 16;
     c->out_high_bytes = 4u << 20;
     c->bcrypt_cost = 12;
     c->allow_signup = 1;
@@ -110,6 +113,9 @@ static const struct u32_key u32_keys[] = {
     U32(prune_interval_s, 0, 86400 * 30),
     U32(delete_grace_s, 0, 86400 * 3650),
     U32(out_high_bytes, 65536, 1u << 30),
+    U32(compaction_mb_s, 0, 1u << 20),
+    U32(compaction_interval_s, 0, 86400 * 30),
+    U32(wal_file_mb, 1, 4096),
 };
 
 int tided_config_set(struct tided_config *c, const char *key, const char *value)

@@ -307,6 +307,7 @@ void handle_export(struct conn *c, const Tide__V1__Envelope *env)
                            : 0;
     Tide__V1__Query all = TIDE__V1__QUERY__INIT; /* every series */
     struct query_state *q;
+    int64_t horizon;
     int rc =
         tide_meta_authorize(s->meta, &c->who, TIDE_META_ACT_EXPORT, account, 0);
 
@@ -331,7 +332,11 @@ void handle_export(struct conn *c, const Tide__V1__Envelope *env)
     /* 0/0 is everything. */
     q->from_ns = r->from_ns || r->to_ns ? r->from_ns : INT64_MIN;
     q->to_ns = r->from_ns || r->to_ns ? r->to_ns : INT64_MAX;
-    if (q->export_telemetry) {
+    /* Nothing behind the account's retention horizon, as for queries. */
+    rc = tided_retention_horizon(s, account, tided_now_ns(), &horizon);
+    if (rc == 0)
+        tided_retention_clamp(horizon, 0, &q->from_ns, q->to_ns);
+    if (rc == 0 && q->export_telemetry) {
         rc = query_select(s, q, account, &all);
         if (rc == 0)
             rc = query_open_iterator(q);

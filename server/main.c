@@ -61,7 +61,10 @@ static int64_t mono_ms(void)
  * low on a quiet server, and queries read chunk headers instead of
  * scanning the head. Every prune_interval_s it applies the sidecar's log
  * retention and purges accounts past their deletion grace period
- * (tide_meta_prune). Both block, hence a thread of their own.
+ * (tide_meta_prune). When poked (tided_retention_poke: a purge, a device
+ * deletion) and after each prune it refreshes the compaction policy and
+ * schedules the erasures it found (tided_retention_maintain). All of it
+ * blocks, hence a thread of its own.
  */
 static void *maint_main(void *arg)
 {
@@ -80,7 +83,7 @@ static void *maint_main(void *arg)
         struct tide_meta_prune_stats ps;
         int rc;
 
-        if (now < wake) {
+        if (now < wake && !s->maint_poke) {
             /* The condition variable waits on CLOCK_REALTIME. */
             clock_gettime(CLOCK_REALTIME, &until);
             until.tv_sec += (wake - now) / 1000;
@@ -92,6 +95,7 @@ static void *maint_main(void *arg)
             pthread_cond_timedwait(&s->flush_cv, &s->flush_lock, &until);
             continue;
         }
+        s->maint_poke = 0;
         pthread_mutex_unlock(&s->flush_lock);
         if (now >= next_flush) {
             next_flush = now + flush_ms;
@@ -116,22 +120,19 @@ static void *maint_main(void *arg)
                          (unsigned long long)ps.sessions,
                          (unsigned long long)ps.accounts);
         }
+        tided_retention_maintain(s);
         pthread_mutex_lock(&s->flush_lock);
     }
     pthread_mutex_unlock(&s->flush_lock);
     return NULL;
 }
 
-/* Start the maintenance thread when it has work. Returns 0 or -errno of
- * pthread_create. */
+/* Start the maintenance thread: erasures need it even without periodic
+ * work. Returns 0 or -errno of pthread_create. */
 static int maint_start(struct server *s)
 {
     int rc;
 
-    pthread_mutex_init(&s->flush_lock, NULL);
-    pthread_cond_init(&s->flush_cv, NULL);
-    if (s->cfg.flush_interval_ms == 0 && s->cfg.prune_interval_s == 0)
-        return 0;
     rc = pthread_create(&s->flusher, NULL, maint_main, s);
     if (rc) {
         tide_log(LOG_ERROR, "cannot start the maintenance thread: %s",
@@ -341,24 +342,37 @@ int main(int argc, char **argv)
         return 1;
     }
     pthread_mutex_init(&s->done_lock, NULL);
+    /* Before the engine opens: its compaction thread may poke the
+     * maintenance thread (retention.c) from then on. */
+    pthread_mutex_init(&s->flush_lock, NULL);
+    pthread_cond_init(&s->flush_cv, NULL);
     s->started_ns = tided_now_ns();
 
-    tide_db_options_init(&dbo);
-    dbo.shards = s->cfg.shards;
-    dbo.sync = s->cfg.sync_none ? TIDE_SYNC_NONE : TIDE_SYNC_BATCH;
-    dbo.log = tided_engine_log;
-    rc = tide_db_open(s->cfg.data_dir, &dbo, &s->db);
-    if (rc) {
-        tide_log(LOG_ERROR, "cannot open the data directory %s: %s",
-                 s->cfg.data_dir, tide_strerror(rc));
-        return 1;
-    }
+    /* The sidecar first: the engine asks the retention policy, which
+     * reads it, from the moment it opens. */
     tide_meta_options_init(&mo);
     mo.bcrypt_cost = s->cfg.bcrypt_cost;
     mo.delete_grace_ns = (int64_t)s->cfg.delete_grace_s * 1000000000;
     rc = tide_meta_open(s->cfg.data_dir, &mo, &s->meta);
     if (rc) {
         tide_log(LOG_ERROR, "cannot open the accounts sidecar in %s: %s",
+                 s->cfg.data_dir, tide_strerror(rc));
+        return 1;
+    }
+    tide_db_options_init(&dbo);
+    dbo.shards = s->cfg.shards;
+    dbo.sync = s->cfg.sync_none ? TIDE_SYNC_NONE : TIDE_SYNC_BATCH;
+    dbo.log = tided_engine_log;
+    dbo.compaction_mb_s = s->cfg.compaction_mb_s;
+    dbo.compaction_interval_s = s->cfg.compaction_interval_s;
+    dbo.wal_file_bytes = (uint64_t)s->cfg.wal_file_mb << 20;
+    if (tided_retention_init(s, &dbo)) {
+        tide_log(LOG_ERROR, "out of memory");
+        goto out;
+    }
+    rc = tide_db_open(s->cfg.data_dir, &dbo, &s->db);
+    if (rc) {
+        tide_log(LOG_ERROR, "cannot open the data directory %s: %s",
                  s->cfg.data_dir, tide_strerror(rc));
         goto out;
     }
@@ -402,6 +416,7 @@ out:
     tided_write_stop(s); /* the registration thread uses the sidecar */
     tide_meta_close(s->meta);
     tided_write_fini(s);
+    tided_retention_fini(s);
     tided_throttle_fini(s);
     if (s->wake)
         event_free(s->wake);

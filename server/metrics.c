@@ -30,6 +30,44 @@ static void counter(struct evbuffer *b, const char *name, const char *help,
                         name, type, name, (unsigned long long)v);
 }
 
+/* Compaction and erasure (docs/operations.md, "Compaction"). */
+static void compaction_metrics(struct evbuffer *b,
+                               const struct tide_db_stats *st)
+{
+    int64_t now = tided_now_ns(), oldest = 0;
+
+    counter(b, "tide_compaction_runs_total",
+            "Compaction jobs done (window rewrites).", "counter",
+            st->compactions);
+    counter(b, "tide_compaction_bytes_read_total",
+            "Segment bytes compaction read.", "counter",
+            st->compact_bytes_read);
+    counter(b, "tide_compaction_bytes_written_total",
+            "Segment bytes compaction wrote.", "counter",
+            st->compact_bytes_written);
+    counter(b, "tide_compaction_points_expired_total",
+            "Points dropped behind their account's retention horizon.",
+            "counter", st->points_expired);
+    counter(b, "tide_compaction_points_erased_total",
+            "Points dropped as erased (purged account, deleted device).",
+            "counter", st->points_erased);
+    counter(b, "tide_compaction_files_deleted_total",
+            "Segment files compaction deleted.", "counter",
+            st->segment_files_deleted);
+    counter(b, "tide_compaction_errors_total", "Compaction jobs that failed.",
+            "counter", st->compaction_errors);
+    counter(b, "tide_compaction_running", "1 while a compaction job runs.",
+            "gauge", st->compaction_running ? 1 : 0);
+    /* 0 when every window is compacted. */
+    if (st->oldest_uncompacted_ns != INT64_MAX &&
+        st->oldest_uncompacted_ns < now)
+        oldest = (now - st->oldest_uncompacted_ns) / 1000000000;
+    counter(b, "tide_compaction_oldest_uncompacted_window_seconds",
+            "Age of the start of the oldest window that needs compaction; "
+            "0 when none does.",
+            "gauge", (uint64_t)oldest);
+}
+
 static void on_metrics(struct evhttp_request *req, void *arg)
 {
     struct server *s = arg;
@@ -137,6 +175,7 @@ static void on_metrics(struct evhttp_request *req, void *arg)
     counter(b, "tide_engine_disk_free_bytes",
             "Free bytes on the data directory's file system.", "gauge",
             st.disk_free_bytes);
+    compaction_metrics(b, &st);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/plain; version=0.0.4");
     evhttp_send_reply(req, HTTP_OK, "OK", b);

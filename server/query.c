@@ -627,6 +627,7 @@ void handle_query(struct conn *c, const Tide__V1__Envelope *env)
     struct server *s = c->srv;
     uint64_t account = c->who.account_id;
     struct query_state *q;
+    int64_t horizon;
     int limited, rc;
 
     if (c->who.role == TIDE_META_ROLE_ADMIN)
@@ -672,7 +673,17 @@ void handle_query(struct conn *c, const Tide__V1__Envelope *env)
     q->latest = qp->latest;
     q->desc = qp->order == TIDE__V1__ORDER__ORDER_DESC;
     q->limit = qp->limit;
-    rc = query_select(s, q, account, qp);
+    /* Points behind the account's retention horizon are never returned,
+     * compacted away or not yet. */
+    rc = tided_retention_horizon(s, account, tided_now_ns(), &horizon);
+    if (rc == 0)
+        tided_retention_clamp(horizon,
+                              q->agg == TIDE__V1__AGGREGATION__AGGREGATION_NONE
+                                  ? 0
+                                  : q->bucket_ns,
+                              &q->from_ns, q->to_ns);
+    if (rc == 0)
+        rc = query_select(s, q, account, qp);
     if (rc == 0 && q->agg == TIDE__V1__AGGREGATION__AGGREGATION_NONE &&
         !q->latest)
         rc = query_open_iterator(q);

@@ -76,8 +76,14 @@ struct tided_config {
                                    restorable; default 30 days, 0 = until
                                    the next prune */
     uint32_t out_high_bytes;    /* output high watermark; default 4 MiB */
-    unsigned bcrypt_cost;       /* default 12 */
-    int allow_signup;           /* anonymous AccountCreate; default 1 */
+    /* Compaction (retention.c, docs/operations.md "Compaction"): its I/O
+     * budget in MiB/s (0 = unthrottled), how often a routine pass runs
+     * (0 = only erasures and asked-for passes), and the WAL file size. */
+    uint32_t compaction_mb_s;       /* default 64 */
+    uint32_t compaction_interval_s; /* default 600 */
+    uint32_t wal_file_mb;           /* default 16 */
+    unsigned bcrypt_cost;           /* default 12 */
+    int allow_signup;               /* anonymous AccountCreate; default 1 */
     int log_level;
     /* Memory a client can make the server hold (docs/operations.md,
      * "Limits"): the frame limit before Auth (default 8 KiB), a decode's
@@ -178,6 +184,11 @@ struct server {
     /* Bytes in the decoders of all connections, loop thread only: within
      * cfg.partial_frame_budget_bytes (conn.c, invariant 5). */
     uint64_t partial_bytes;
+    /* The compaction policy and the erasures it schedules (retention.c);
+     * maint_poke (under flush_lock) wakes the maintenance thread for
+     * them. */
+    struct tided_retention *retention;
+    int maint_poke;
 };
 
 enum conn_state { CONN_NEW, CONN_HELLO, CONN_AUTHED };
@@ -496,6 +507,44 @@ int handle_admin(struct conn *c, const Tide__V1__Envelope *env);
  * -ENOMEM, or -errno when the socket cannot be bound (logged). */
 int tided_http_start(struct server *s);
 void tided_metrics_query_latency(struct server *s, uint64_t us);
+
+/* ---- Retention policy and erasure (retention.c) ------------------------
+ *
+ * The engine's compaction policy (struct tide_retention), answered from
+ * an in-memory snapshot of the sidecar (tide_meta_retention_load): hash
+ * tables of accounts (tier TTL, purged) and erased series, rebuilt when
+ * tide_meta_generation() moves, on the thread asking (the engine's
+ * compaction thread, the maintenance thread), never on the loop, which
+ * answers from the snapshot it finds. Each rebuild that finds an account
+ * newly purged, or newly erased series of an account, queues that account
+ * for tide_db_erase(), which the maintenance thread runs. */
+
+/* Allocate the policy on s->meta (open) and fill o->retention with it.
+ * Call on the loop thread (it is recognised later). Returns 0 or -ENOMEM. */
+int tided_retention_init(struct server *s, struct tide_db_options *o);
+/* Free it, after tide_db_close(): the engine calls it until then. */
+void tided_retention_fini(struct server *s);
+/* Maintenance thread: rebuild the snapshot if the sidecar changed, then
+ * erase every account queued: checkpoint the sidecar's WAL and call
+ * tide_db_erase(db, account, 0) for each. Failures are logged. */
+void tided_retention_maintain(struct server *s);
+/* Wake the maintenance thread for tided_retention_maintain(): after an
+ * account purge or a device deletion. Any thread. */
+void tided_retention_poke(struct server *s);
+/* The width of tier `ttl_s`'s segment windows: ttl_s / 8 rounded down to
+ * whole days, within [1 day, 365 days]. */
+int64_t tided_retention_window_ns(int64_t ttl_s);
+/* The oldest timestamp account `account_id` may still read at `now_ns`,
+ * or INT64_MIN (the operator's own queries of no account). Loop thread:
+ * from the account table (devices.c). Returns 0 with *horizon_ns, or
+ * -ENOMEM. */
+int tided_retention_horizon(struct server *s, uint64_t account_id,
+                            int64_t now_ns, int64_t *horizon_ns);
+/* Clamp a read's start `*from_ns` to `horizon_ns`: raised to it, or with
+ * time buckets (`bucket_ns` > 0) to the first bucket boundary at or after
+ * it, so that no bucket holds expired points; never past `to_ns`. */
+void tided_retention_clamp(int64_t horizon_ns, int64_t bucket_ns,
+                           int64_t *from_ns, int64_t to_ns);
 
 /* main.c, tests only: with TIDED_TEST_ALLOC_FAIL_NTH=request_id in the
  * environment, make the `nth` allocation from now fail (0 disarms);

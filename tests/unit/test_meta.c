@@ -1825,3 +1825,237 @@ Test(meta, failed_flush_chunk_keeps_its_rows_once)
     sqlite3_close(db);
     tide_free(ids);
 }
+
+/* ---- Compaction policy and erasure (issue 11) --------------------------- */
+
+/* True when `needle` occurs in the file `dir`/`name` (absent: false). */
+static int file_holds(const char *name, const char *needle)
+{
+    char path[PATH_MAX];
+    FILE *f;
+    char *buf;
+    long n;
+    int found;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    f = fopen(path, "rb");
+    if (!f)
+        return 0;
+    cr_assert_eq(fseek(f, 0, SEEK_END), 0);
+    n = ftell(f);
+    rewind(f);
+    buf = malloc((size_t)n + 1);
+    cr_assert(buf);
+    cr_assert_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    found = memmem(buf, (size_t)n, needle, strlen(needle)) != NULL;
+    free(buf);
+    return found;
+}
+
+static int sidecar_holds(const char *needle)
+{
+    return file_holds("meta.db", needle) || file_holds("meta.db-wal", needle) ||
+           file_holds("meta.db-shm", needle);
+}
+
+Test(meta, device_delete_keeps_only_the_numbers)
+{
+    static const char dev_name[] = "erasable-pump-7f3a9c";
+    static const char field[] = "erasable-pressure-c81d2e";
+    struct tide_meta_principal p;
+    struct tide_meta_retention *r;
+    struct tide_meta_series_key sk = {0, 0, field, sizeof(field) - 1,
+                                      TIDE_TYPE_F64};
+    struct tide_meta_series_key other = {0, 0, "kept", 4, TIDE_TYPE_F64};
+    uint64_t id = new_owner("erase-dev@example.com", &p), dev, keep, sid, kid;
+    uint64_t again, sid2;
+
+    dev = new_device(&p, id, dev_name);
+    keep = new_device(&p, id, "kept-device");
+    sk.account_id = other.account_id = id;
+    sk.device_id = dev;
+    other.device_id = keep;
+    CHECK(tide_meta_series_ensure(m, &p, &sk, 1, &sid, NULL));
+    CHECK(tide_meta_series_ensure(m, &p, &other, 1, &kid, NULL));
+    /* A device-offline notification names the device. */
+    CHECK(tide_meta_device_connect(m, &p, id, dev, 1, "10.1.1.1"));
+    CHECK(tide_meta_device_connect(m, &p, id, dev, 0, NULL));
+    CHECK(tide_meta_flush(m));
+    cr_assert(sidecar_holds(dev_name), "the name is there before");
+    cr_assert(sidecar_holds(field));
+
+    /* The delete checkpoints the WAL itself. */
+    CHECK(tide_meta_device_delete(m, &p, id, dev));
+    cr_assert(!sidecar_holds(dev_name), "device name left in meta.db*");
+    cr_assert(!sidecar_holds(field), "field name left in meta.db*");
+    cr_assert(sidecar_holds("kept-device"), "the other device stays");
+
+    /* The policy still knows the erased series, by number. */
+    CHECK(tide_meta_retention_load(m, &r));
+    cr_assert_eq(r->n_erased, 1);
+    cr_assert_eq(r->erased[0].series_id, sid);
+    cr_assert_eq(r->erased[0].account_id, id);
+    tide_meta_retention_free(r);
+    CHECK_RC(tide_meta_series_lookup(m, &sk, &sid2), TIDE_ENOTFOUND);
+    CHECK(tide_meta_series_lookup(m, &other, &sid2));
+    cr_assert_eq(sid2, kid);
+
+    /* The name can be registered again: a new device, a new series id. */
+    again = new_device(&p, id, dev_name);
+    cr_assert_neq(again, dev);
+    sk.device_id = again;
+    CHECK(tide_meta_series_ensure(m, &p, &sk, 1, &sid2, NULL));
+    cr_assert_gt(sid2, kid, "series ids are never reused");
+
+    /* After a reopen the erased ids are still there and not reused. */
+    tide_meta_close(m);
+    open_meta();
+    CHECK(tide_meta_retention_load(m, &r));
+    cr_assert_eq(r->n_erased, 1);
+    cr_assert_eq(r->erased[0].series_id, sid);
+    tide_meta_retention_free(r);
+    other.field = "fresh";
+    other.field_len = 5;
+    CHECK(tide_meta_series_ensure(m, &p, &other, 1, &sid, NULL));
+    cr_assert_gt(sid, sid2);
+}
+
+Test(meta, retention_load_reads_the_policy)
+{
+    struct tide_meta_principal p1, p2, p3;
+    struct tide_meta_retention *r;
+    struct tide_meta_tier t = {.id = 7, .name = "brief", .ttl_s = 3};
+    uint64_t a1 = new_owner("r1@example.com", &p1);
+    uint64_t a2 = new_owner("r2@example.com", &p2);
+    uint64_t a3 = new_owner("r3@example.com", &p3);
+    uint64_t gen = tide_meta_generation(m);
+    int seen = 0;
+
+    CHECK(tide_meta_tier_set(m, &admin, &t));
+    cr_assert_gt(tide_meta_generation(m), gen, "a tier change moves it");
+    CHECK(tide_meta_account_set_tier(m, &admin, a1, 7, NULL, NULL, NULL));
+    CHECK(tide_meta_account_delete(m, &p2, a2));
+    CHECK(tide_meta_account_delete(m, &p3, a3));
+    gen = tide_meta_generation(m);
+    CHECK(tide_meta_account_purge(m, &admin, a3));
+    cr_assert_gt(tide_meta_generation(m), gen, "a purge moves it");
+
+    CHECK(tide_meta_retention_load(m, &r));
+    cr_assert_eq(r->generation, tide_meta_generation(m));
+    cr_assert_eq(r->n_tiers, 3);
+    cr_assert_eq(r->tiers[0].id, 1);
+    cr_assert_eq(r->tiers[0].ttl_s, 7 * 86400);
+    cr_assert_eq(r->tiers[1].id, 2);
+    cr_assert_eq(r->tiers[1].ttl_s, 90 * 86400);
+    cr_assert_eq(r->tiers[2].id, 7);
+    cr_assert_eq(r->tiers[2].ttl_s, 3);
+    for (size_t i = 0; i < r->n_accounts; i++) {
+        const struct tide_meta_retention_account *a = &r->accounts[i];
+
+        cr_assert_neq(a->id, a3, "a purged account has no row");
+        if (a->id == a1) {
+            cr_assert_eq(a->tier, 7);
+            cr_assert_eq(a->ttl_s, 3);
+            cr_assert_eq(a->deleted, 0);
+            seen |= 1;
+        } else if (a->id == a2) {
+            cr_assert_eq(a->tier, 1);
+            cr_assert_eq(a->ttl_s, 7 * 86400);
+            cr_assert_eq(a->deleted, 1);
+            seen |= 2;
+        }
+    }
+    cr_assert_eq(seen, 3);
+    cr_assert_eq(r->n_purged, 1);
+    cr_assert_eq(r->purged[0], a3);
+    cr_assert_eq(r->n_erased, 0);
+    tide_meta_retention_free(r);
+}
+
+Test(meta, purge_checkpoints_the_sidecar_wal)
+{
+    static const char email[] = "purged-9b2f41@example.com";
+    static const char dev_name[] = "purged-thing-55e0aa";
+    struct tide_meta_principal p;
+    struct tide_meta_series_key sk = {0, 0, "purged-field-1d77", 17,
+                                      TIDE_TYPE_F64};
+    struct tide_meta_prune_stats ps;
+    struct tide_meta_retention *r;
+    char path[PATH_MAX];
+    uint64_t id = new_owner(email, &p), sid;
+
+    sk.account_id = id;
+    sk.device_id = new_device(&p, id, dev_name);
+    CHECK(tide_meta_series_ensure(m, &p, &sk, 1, &sid, NULL));
+    CHECK(tide_meta_flush(m));
+    cr_assert(sidecar_holds(email));
+    CHECK(tide_meta_account_delete(m, &p, id));
+    /* The grace period ends; the prune purges, then checkpoints. */
+    atomic_fetch_add(&fake_now, 31 * DAY_NS);
+    CHECK(tide_meta_prune(m, &admin, &ps));
+    cr_assert_eq(ps.accounts, 1);
+    snprintf(path, sizeof(path), "%s/meta.db-wal", dir);
+    cr_assert_eq(test_file_size(path), 0, "meta.db-wal truncated");
+    cr_assert(!sidecar_holds(email), "email left in meta.db*");
+    cr_assert(!sidecar_holds(dev_name), "device name left in meta.db*");
+    cr_assert(!sidecar_holds("purged-field-1d77"), "field left in meta.db*");
+    CHECK(tide_meta_retention_load(m, &r));
+    cr_assert_eq(r->n_purged, 1);
+    cr_assert_eq(r->purged[0], id);
+    tide_meta_retention_free(r);
+}
+
+Test(meta, migration_4_moves_deleted_device_series)
+{
+    char sub[1200], path[PATH_MAX];
+    struct tide_meta_options o;
+    struct tide_meta_retention *r;
+    tide_meta *m2;
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    int v;
+
+    snprintf(sub, sizeof(sub), "%s/v3", dir);
+    cr_assert_eq(mkdir(sub, 0700), 0);
+    snprintf(path, sizeof(path), "%s/meta.db", sub);
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    CHECK(tide__meta_migrate(db, 3, &v));
+    /* Account 1 with device 1 alive (series 1) and device 2 deleted the
+     * old way (series 2 marked deleted, its device row gone); account 2
+     * deleted within its grace period (series 3 marked with it). */
+    cr_assert_eq(
+        sqlite3_exec(db,
+                     "INSERT INTO accounts(email, pw_hash, tier, created_ns,"
+                     " updated_ns) VALUES('a@x.io', 'x', 1, 1, 1);"
+                     "INSERT INTO accounts(email, pw_hash, tier, created_ns,"
+                     " updated_ns, deleted_ns) VALUES('b@x.io', 'x', 1, 1, 1,"
+                     " 9);"
+                     "INSERT INTO devices(account_id, thing_name, created_ns,"
+                     " updated_ns) VALUES(1, 'alive', 1, 1);"
+                     "INSERT INTO devices(account_id, thing_name, created_ns,"
+                     " updated_ns) VALUES(2, 'in-grace', 1, 1);"
+                     "INSERT INTO series VALUES(1, 1, 1, 'f', 1, 1, NULL);"
+                     "INSERT INTO series VALUES(2, 1, 5, 'old-gone', 1, 1, 5);"
+                     "INSERT INTO series VALUES(3, 2, 2, 'g', 1, 1, 9);"
+                     "UPDATE counters SET value=4;",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+    opts_fill(&o);
+    CHECK(tide_meta_open(sub, &o, &m2));
+    CHECK(tide_meta_retention_load(m2, &r));
+    cr_assert_eq(r->n_erased, 1);
+    cr_assert_eq(r->erased[0].series_id, 2);
+    cr_assert_eq(r->erased[0].account_id, 1);
+    tide_meta_retention_free(r);
+    tide_meta_close(m2);
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_prepare_v2(db, "SELECT group_concat(id) FROM series",
+                                    -1, &st, NULL),
+                 SQLITE_OK);
+    cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
+    cr_assert_str_eq((const char *)sqlite3_column_text(st, 0), "1,3");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}

@@ -491,9 +491,12 @@ int tide_meta_device_pause(tide_meta *m, const struct tide_meta_principal *p,
                            uint64_t account_id, uint64_t device_id, int paused);
 
 /*
- * Delete a device (DEVICE_MANAGE): the row, its keys, and its series (no
- * longer resolvable; marked deleted so compaction can drop their
- * telemetry), plus a tombstone. Returns 0, TIDE_EPERM, TIDE_ENOTFOUND,
+ * Delete a device (DEVICE_MANAGE): the row, its keys, its series rows
+ * and its offline notifications (its names gone from the file: their
+ * ids move to the erased series that tide_meta_retention_load() reports,
+ * so compaction drops their telemetry), plus a tombstone; then the
+ * SQLite WAL is checkpointed as tide_meta_checkpoint() does, without
+ * waiting for readers. Returns 0, TIDE_EPERM, TIDE_ENOTFOUND,
  * TIDE_EIO.
  */
 int tide_meta_device_delete(tide_meta *m, const struct tide_meta_principal *p,
@@ -688,11 +691,79 @@ int tide_meta_prune(tide_meta *m, const struct tide_meta_principal *p,
  * (OPERATOR: the caller has checked that the owner asked for it): every
  * row of it goes, as tide_meta_prune() would remove them, in one
  * transaction, and it can no longer be restored; its email is free again.
+ * Then the SQLite WAL is checkpointed as tide_meta_checkpoint() does,
+ * without waiting for readers (tide_meta_prune() does the same after it
+ * purges).
  * Returns 0, TIDE_EPERM, TIDE_ENOTFOUND (not deleted, unknown, or purged
  * already), TIDE_EIO. On failure nothing is removed.
  */
 int tide_meta_account_purge(tide_meta *m, const struct tide_meta_principal *p,
                             uint64_t id);
+
+/* ---- Compaction policy ------------------------------------------------- */
+
+/* What the telemetry compaction policy needs, as numbers only. */
+struct tide_meta_retention_tier {
+    uint16_t id;
+    int64_t ttl_s; /* telemetry retention */
+};
+
+struct tide_meta_retention_account {
+    uint64_t id;
+    uint16_t tier;
+    int64_t ttl_s; /* its tier's telemetry retention */
+    int deleted;   /* deleted and not yet purged: restorable, so its
+                      telemetry is kept (by its tier's TTL) until purged */
+};
+
+struct tide_meta_erased_series {
+    uint64_t series_id; /* a series of a deleted device: its points go */
+    uint64_t account_id;
+};
+
+/* One consistent read of the policy's inputs, owned by the caller. Each
+ * array is sorted by id; accounts purged have no row in `accounts`. */
+struct tide_meta_retention {
+    struct tide_meta_retention_tier *tiers;
+    size_t n_tiers;
+    struct tide_meta_retention_account *accounts; /* live and deleted */
+    size_t n_accounts;
+    uint64_t *purged; /* ids of purged accounts (their tombstones) */
+    size_t n_purged;
+    struct tide_meta_erased_series *erased;
+    size_t n_erased;
+    /* tide_meta_generation() before the read: when it has moved on,
+     * something changed since and a new load is due. */
+    uint64_t generation;
+};
+
+/*
+ * Load every tier, account, purged account and erased series in one read
+ * transaction. No principal: the server's compaction thread calls it. On
+ * success *out is the caller's, freed with tide_meta_retention_free().
+ * Returns 0, TIDE_EINVAL, TIDE_EIO, -ENOMEM (then *out is NULL).
+ */
+int tide_meta_retention_load(tide_meta *m, struct tide_meta_retention **out);
+
+/* Free a load. Accepts NULL. */
+void tide_meta_retention_free(struct tide_meta_retention *r);
+
+/* A counter that moves each time the sidecar reports a change through the
+ * invalidation hook (see tide_meta_set_invalidate; it moves whether or not
+ * a hook is installed). Lock-free: callable on any thread, also from the
+ * hook. */
+uint64_t tide_meta_generation(tide_meta *m);
+
+/*
+ * Checkpoint the SQLite WAL into meta.db and truncate meta.db-wal to zero
+ * bytes (PRAGMA wal_checkpoint(TRUNCATE)), waiting up to 5 s for readers
+ * (an export) to move on. The purges and tide_meta_device_delete() try
+ * this without waiting; call it after them, off any latency-sensitive
+ * thread, so that no old page image of erased rows lingers in -wal.
+ * Returns 0, TIDE_EBUSY (readers still hold old pages; try again later),
+ * TIDE_EIO.
+ */
+int tide_meta_checkpoint(tide_meta *m);
 
 /* ---- Reports (report.c) ------------------------------------------------ */
 
