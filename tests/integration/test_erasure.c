@@ -381,6 +381,21 @@ static int needles_mostly_found(const struct needles *nd)
     return needles_found(nd) * 100 >= nd->n * 98;
 }
 
+/* No byte of `gone` in any file of the data directory; most of `kept`
+ * found there (so the scan would have seen the erased ones). */
+static void check_raw_scans(struct needles *gone, struct needles *kept)
+{
+    scan_dir(gone);
+    for (size_t i = 0; i < gone->n; i++)
+        cr_expect_eq(gone->hits[i], 0, "'%s' survives in the data directory",
+                     gone->s[i]);
+    cr_assert_eq(needles_found(gone), 0);
+    scan_dir(kept);
+    cr_assert(needles_mostly_found(kept),
+              "only %zu of %zu kept strings are found", needles_found(kept),
+              kept->n);
+}
+
 /* Wait until the head is flushed into segments (flush_interval_ms). */
 static void wait_flushed(void)
 {
@@ -541,15 +556,7 @@ Test(erasure, purged_account_leaves_no_byte)
 
     /* (b) No byte of the victim's names or strings in any file; the
      * control's strings are all there (the scan would see them). */
-    scan_dir(&gone);
-    for (size_t i = 0; i < gone.n; i++)
-        cr_expect_eq(gone.hits[i], 0, "'%s' survives in the data directory",
-                     gone.s[i]);
-    cr_assert_eq(needles_found(&gone), 0);
-    scan_dir(&kept);
-    cr_assert(needles_mostly_found(&kept),
-              "only %zu of %zu control strings are found", needles_found(&kept),
-              kept.n);
+    check_raw_scans(&gone, &kept);
     cr_log_info("raw scan: %llu files, %llu bytes",
                 (unsigned long long)gone.files, (unsigned long long)gone.bytes);
 
@@ -603,15 +610,7 @@ Test(erasure, deleted_device_leaves_no_byte)
     tide_client_close(admin);
     cr_assert_eq(tided_stop(&srv), 0, "clean shutdown");
 
-    scan_dir(&gone);
-    for (size_t i = 0; i < gone.n; i++)
-        cr_expect_eq(gone.hits[i], 0, "'%s' survives in the data directory",
-                     gone.s[i]);
-    cr_assert_eq(needles_found(&gone), 0);
-    scan_dir(&kept);
-    cr_assert(needles_mostly_found(&kept),
-              "only %zu of %zu kept strings are found", needles_found(&kept),
-              kept.n);
+    check_raw_scans(&gone, &kept);
 
     engine_check(d, 0, 1, 0, 2ull * (2 * DEVICES - 1) * POINTS);
     needles_free(&gone);
