@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: Apache-2.0
 # make demo: start tided on 127.0.0.1 (free ports) with ./tide-demo-data,
 # provision a demo account, stream a simulated fleet through libtide for
-# about 10 s, run the four reference queries, then stop the server with
-# SIGTERM (a clean shutdown: flush, fsync, exit 0).
+# about 10 s, run the four reference queries, compact and show the
+# retention report, then stop the server with SIGTERM (a clean shutdown:
+# flush, fsync, exit 0).
 set -euo pipefail
 BUILD=${1:-build/release}
 DATA=${TIDE_DEMO_DATA:-./tide-demo-data}
@@ -40,8 +41,13 @@ echo "demo: tided (pid $pid) on 127.0.0.1:$port, HTTP on 127.0.0.1:$http, data i
 "$BUILD/tide-demo" --port "$port" --admin-key-file "$DATA/admin.key" \
     --devices "$DEVICES" --seconds "$SECONDS_RUN"
 
-echo "demo: server status through the CLI:"
-TIDE_KEY=$(cat "$DATA/admin.key") "$BUILD/tide" --port "$port" status || true
+echo "demo: a full compaction (tide admin compact --wait), then the retention"
+echo "demo: report and the server status through the CLI:"
+export TIDE_KEY
+TIDE_KEY=$(cat "$DATA/admin.key")
+"$BUILD/tide" --port "$port" admin compact --wait || true
+"$BUILD/tide" --port "$port" retention || true
+"$BUILD/tide" --port "$port" status || true
 
 kill -TERM "$pid"
 if wait "$pid"; then

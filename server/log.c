@@ -46,7 +46,8 @@ void tided_engine_log(void *ctx, enum tide_log_level level, const char *msg)
 {
     int l = level == TIDE_LOG_ERROR  ? LOG_ERROR
             : level == TIDE_LOG_WARN ? LOG_WARN
-                                     : LOG_INFO;
+            : level == TIDE_LOG_INFO ? LOG_INFO
+                                     : LOG_DEBUG;
 
     (void)ctx;
     tide_log(l, "engine: %s", msg);
