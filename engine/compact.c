@@ -419,6 +419,10 @@ out:
 /* A pass over every shard; `account` and `full` as in pass_shard. */
 static int run_pass(struct tide_db *db, uint64_t account, int full)
 {
+    struct compactor *c = db->comp;
+    uint64_t runs = atomic_load(&c->runs), rd = atomic_load(&c->bytes_read),
+             wr = atomic_load(&c->bytes_written);
+    int64_t t0 = now_ns(CLOCK_MONOTONIC);
     int rc = 0, first = 0;
 
     /* Heads to segments first: a full pass compacts everything written,
@@ -432,6 +436,17 @@ static int run_pass(struct tide_db *db, uint64_t account, int full)
     }
     if (stopping(db) && !first)
         first = TIDE_ECLOSED;
+    if (atomic_load(&c->runs) != runs)
+        tide__db_log(db, TIDE_LOG_INFO,
+                     "compaction pass%s: %llu jobs, %llu bytes read, %llu "
+                     "written, %.1f s",
+                     account ? " (erasure)"
+                     : full  ? " (full)"
+                             : "",
+                     (unsigned long long)(atomic_load(&c->runs) - runs),
+                     (unsigned long long)(atomic_load(&c->bytes_read) - rd),
+                     (unsigned long long)(atomic_load(&c->bytes_written) - wr),
+                     (double)(now_ns(CLOCK_MONOTONIC) - t0) / 1e9);
     return first ? first : rc;
 }
 
