@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "ts.h"
+#include "window.h"
 
 #define DAY_NS (86400ll * 1000000000ll)
 
@@ -128,8 +129,7 @@ static int pace(struct tide_db *db, uint64_t bytes)
     return rc;
 }
 
-/* ---- Publication ----------------------------------------------------------
- */
+/* ---- Publication --------------------------------------------------------- */
 
 static int listed(struct seg *const *segs, uint32_t n, uint64_t id)
 {
@@ -219,8 +219,7 @@ unlock:
     return rc;
 }
 
-/* ---- Jobs -----------------------------------------------------------------
- */
+/* ---- Jobs ---------------------------------------------------------------- */
 
 /* What the policy does to the chunks of `seg`: *drops when it drops any
  * point, *keeps when it keeps any. */
@@ -322,11 +321,10 @@ static int window_of(struct tide_db *db, const struct seg *seg, int64_t *win,
                      int64_t *lo, int64_t *hi)
 {
     int64_t w = tide__compact_window_ns(db, seg->tier);
-    int64_t k = tide__floor_div(seg->min_ts, w);
+    struct window k = {seg->tier, tide__floor_div(seg->min_ts, w)};
 
     *win = w;
-    *lo = k <= INT64_MIN / w ? INT64_MIN : k * w;
-    *hi = k >= INT64_MAX / w - 1 ? INT64_MAX : (k + 1) * w;
+    tide__window_bounds(k, w, lo, hi);
     return seg->max_ts < *hi;
 }
 
@@ -450,8 +448,7 @@ static int run_pass(struct tide_db *db, uint64_t account, int full)
     return first ? first : rc;
 }
 
-/* ---- The thread ------------------------------------------------------------
- */
+/* ---- The thread ---------------------------------------------------------- */
 
 static void complete(struct compactor *c, struct comp_req *list, int rc)
 {

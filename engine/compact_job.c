@@ -17,6 +17,7 @@
 #include "read.h"
 #include <xxhash.h>
 #include "ts.h"
+#include "window.h"
 
 /* Payload bytes read per batch of series. */
 #define BATCH_BYTES (8u << 20)
@@ -165,13 +166,13 @@ static int emit(struct job *j, const struct ser *s, uint8_t type, uint32_t n,
     int rc = 0;
 
     while (a < n && rc == 0) {
-        int64_t win = tide__floor_div(ts[a], j->win_ns);
-        int64_t end = win >= INT64_MAX / j->win_ns - 1 ? INT64_MAX
-                                                       : (win + 1) * j->win_ns;
-        uint32_t b =
-            end == INT64_MAX ? n : a + tide__ts_lower_bound(ts + a, n - a, end);
+        int64_t win = tide__floor_div(ts[a], j->win_ns), start, end;
         struct seg_writer *w;
+        uint32_t b;
 
+        tide__window_bounds((struct window){j->in[0]->tier, win}, j->win_ns,
+                            &start, &end);
+        b = end == INT64_MAX ? n : a + tide__ts_lower_bound(ts + a, n - a, end);
         rc = writer_of(j, win, &w);
         while (rc == 0 && a < b) {
             uint32_t m = b - a < max ? b - a : max;
