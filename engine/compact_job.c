@@ -79,18 +79,6 @@ static int cmp_src(const void *a, const void *b)
     return x->chunk < y->chunk ? -1 : x->chunk > y->chunk;
 }
 
-/* Order of point indices by (ts, index): equal timestamps keep the order
- * of their sources, oldest first, so the last of a run wins. */
-static int cmp_point(const void *a, const void *b, void *ctx)
-{
-    const int64_t *ts = ctx;
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-
-    if (ts[x] != ts[y])
-        return ts[x] < ts[y] ? -1 : 1;
-    return x < y ? -1 : x > y;
-}
-
 /* The writer of window `win`, opened when there is none. */
 static int writer_of(struct job *j, int64_t win, struct seg_writer **out)
 {
@@ -378,20 +366,17 @@ static int rewrite_series(struct job *j, const struct ser *s)
                 return rc;
             k2 = (int64_t *)(void *)j->k2.data;
         }
-        for (uint32_t x = 0; x < n; x++)
-            idx[x] = x;
-        qsort_r(idx, n, sizeof(*idx), cmp_point, ts);
-        kept = 0;
-        for (uint32_t x = 0; x < n; x++) {
-            if (x + 1 < n && ts[idx[x + 1]] == ts[idx[x]])
-                continue; /* a newer write of this timestamp follows */
-            t2[kept] = ts[idx[x]];
-            v2[kept] = vals[idx[x]];
+        /* Sources oldest first: the newest write of a timestamp wins. */
+        rc = tide__ts_order(ts, n, idx, &kept);
+        if (rc)
+            return rc;
+        for (uint32_t x = 0; x < kept; x++) {
+            t2[x] = ts[idx[x]];
+            v2[x] = vals[idx[x]];
             if (s2)
-                s2[kept] = strs[idx[x]];
+                s2[x] = strs[idx[x]];
             if (k2)
-                k2[kept] = k[idx[x]];
-            kept++;
+                k2[x] = k[idx[x]];
         }
         j->cnt->points_deduplicated += n - kept;
         ts = t2;
