@@ -20,15 +20,13 @@ struct wal_hit {
     struct tide_account_usage *u;
 };
 
-static void column_hit(void *ctx, uint64_t series_id, uint64_t account_id,
-                       uint32_t n)
+static int column_hit(void *ctx, const struct wal_col *c)
 {
     struct wal_hit *h = ctx;
 
-    (void)series_id;
-    (void)n;
-    if (account_id == h->account)
+    if (c->account_id == h->account)
         h->found = 1;
+    return 0;
 }
 
 static int record_hit(void *ctx, uint8_t type, const uint8_t *payload,

@@ -131,108 +131,6 @@ uint8_t *tide__wal_batch_put_column(uint8_t *rec, uint8_t *p,
     }
 }
 
-int tide__wal_batch_apply(struct head *h, const uint8_t *rec, uint32_t len,
-                          struct tide_buf *scratch, uint32_t *skipped)
-{
-    const uint8_t *p = rec + BATCH_HEADER, *end = rec + len;
-    uint32_t n_cols;
-
-    if (len < BATCH_HEADER)
-        return TIDE_ECORRUPT;
-    n_cols = tide__get_le32(rec + 16);
-    for (uint32_t c = 0; c < n_cols; c++) {
-        uint64_t id, account;
-        uint16_t tier;
-        uint8_t type;
-        uint32_t n;
-        const uint8_t *ts, *v;
-        size_t vbytes;
-        int rc;
-
-        if ((size_t)(end - p) < COL_HEADER)
-            return TIDE_ECORRUPT;
-        id = tide__get_le64(p);
-        account = tide__get_le64(p + 8);
-        tier = (uint16_t)(p[16] | p[17] << 8);
-        type = p[18];
-        n = tide__get_le32(p + 20);
-        p += COL_HEADER;
-        if ((size_t)(end - p) / 8 < n)
-            return TIDE_ECORRUPT;
-        ts = p;
-        v = p + 8 * (size_t)n;
-        switch (type) {
-        case TIDE_TYPE_F64:
-        case TIDE_TYPE_I64:
-            vbytes = 8 * (size_t)n;
-            break;
-        case TIDE_TYPE_BOOL:
-            vbytes = pad8(n);
-            break;
-        case TIDE_TYPE_STR:
-            vbytes = pad8(4 * (size_t)n);
-            break;
-        default:
-            return TIDE_ECORRUPT;
-        }
-        if ((size_t)(end - v) < vbytes)
-            return TIDE_ECORRUPT;
-        scratch->len = 0;
-        if (type == TIDE_TYPE_STR) {
-            const uint8_t *s = v + vbytes;
-            struct tide_str *strs;
-            size_t total = 0;
-
-            rc = tide__buf_reserve(scratch, (size_t)n * sizeof(*strs));
-            if (rc)
-                return rc;
-            strs = (struct tide_str *)scratch->data;
-            for (uint32_t i = 0; i < n; i++) {
-                uint32_t l = tide__get_le32(v + 4 * (size_t)i);
-
-                if ((size_t)(end - s) - total < l || l > TIDE_STR_BYTES_MAX)
-                    return TIDE_ECORRUPT;
-                strs[i].ptr = (const char *)s + total;
-                strs[i].len = l;
-                total += l;
-            }
-            if ((size_t)(end - s) < pad8(total))
-                return TIDE_ECORRUPT;
-            vbytes += pad8(total);
-            rc = tide__head_append(h, id, account, tier, type, n,
-                                   (const int64_t *)(const void *)ts, NULL,
-                                   strs);
-        } else {
-            const uint64_t *vals = (const uint64_t *)(const void *)v;
-
-            /* f64 and i64 are used in place: records are 8-byte aligned
-             * and little-endian like the host. Bools widen to 8 bytes. */
-            if (type == TIDE_TYPE_BOOL) {
-                uint64_t *wide;
-
-                rc = tide__buf_reserve(scratch, 8 * (size_t)n);
-                if (rc)
-                    return rc;
-                wide = (uint64_t *)(void *)scratch->data;
-                for (uint32_t i = 0; i < n; i++)
-                    wide[i] = v[i];
-                vals = wide;
-            }
-            rc = tide__head_append(h, id, account, tier, type, n,
-                                   (const int64_t *)(const void *)ts, vals,
-                                   NULL);
-        }
-        if (rc == TIDE_ETYPE) {
-            (*skipped)++;
-            rc = 0;
-        }
-        if (rc)
-            return rc;
-        p = v + vbytes;
-    }
-    return 0;
-}
-
 int tide__wal_batch_columns(const uint8_t *rec, uint32_t len,
                             tide_wal_column_fn fn, void *ctx)
 {
@@ -242,40 +140,122 @@ int tide__wal_batch_columns(const uint8_t *rec, uint32_t len,
     if (len < BATCH_HEADER)
         return TIDE_ECORRUPT;
     n_cols = tide__get_le32(rec + 16);
-    for (uint32_t c = 0; c < n_cols; c++) {
-        uint32_t n;
-        size_t need;
+    for (uint32_t k = 0; k < n_cols; k++) {
+        struct wal_col c;
+        size_t vbytes;
+        int rc;
 
         if ((size_t)(end - p) < COL_HEADER)
             return TIDE_ECORRUPT;
-        n = tide__get_le32(p + 20);
-        need = COL_HEADER + 8 * (size_t)n;
-        switch (p[18]) {
+        c.series_id = tide__get_le64(p);
+        c.account_id = tide__get_le64(p + 8);
+        c.tier = (uint16_t)(p[16] | p[17] << 8);
+        c.type = p[18];
+        c.n = tide__get_le32(p + 20);
+        p += COL_HEADER;
+        if ((size_t)(end - p) / 8 < c.n)
+            return TIDE_ECORRUPT;
+        c.ts = p;
+        c.v = p + 8 * (size_t)c.n;
+        switch (c.type) {
         case TIDE_TYPE_F64:
         case TIDE_TYPE_I64:
-            need += 8 * (size_t)n;
+            vbytes = 8 * (size_t)c.n;
             break;
         case TIDE_TYPE_BOOL:
-            need += pad8(n);
+            vbytes = pad8(c.n);
             break;
-        case TIDE_TYPE_STR: {
-            size_t total = 0, lens = need;
-
-            need += pad8(4 * (size_t)n);
-            if ((size_t)(end - p) < need)
-                return TIDE_ECORRUPT;
-            for (uint32_t i = 0; i < n; i++)
-                total += tide__get_le32(p + lens + 4 * (size_t)i);
-            need += pad8(total);
+        case TIDE_TYPE_STR:
+            vbytes = pad8(4 * (size_t)c.n);
             break;
-        }
         default:
             return TIDE_ECORRUPT;
         }
-        if ((size_t)(end - p) < need)
+        if ((size_t)(end - c.v) < vbytes)
             return TIDE_ECORRUPT;
-        fn(ctx, tide__get_le64(p), tide__get_le64(p + 8), n);
-        p += need;
+        if (c.type == TIDE_TYPE_STR) {
+            const uint8_t *s = c.v + vbytes;
+            size_t total = 0;
+
+            for (uint32_t i = 0; i < c.n; i++) {
+                uint32_t l = tide__get_le32(c.v + 4 * (size_t)i);
+
+                if ((size_t)(end - s) - total < l || l > TIDE_STR_BYTES_MAX)
+                    return TIDE_ECORRUPT;
+                total += l;
+            }
+            if ((size_t)(end - s) < pad8(total))
+                return TIDE_ECORRUPT;
+            vbytes += pad8(total);
+        }
+        rc = fn(ctx, &c);
+        if (rc)
+            return rc;
+        p = c.v + vbytes;
     }
     return 0;
+}
+
+struct apply {
+    struct head *h;
+    struct tide_buf *scratch;
+    uint32_t *skipped;
+};
+
+/* Apply one checked column to the head. */
+static int apply_column(void *ctx, const struct wal_col *c)
+{
+    struct apply *a = ctx;
+    const int64_t *ts = (const int64_t *)(const void *)c->ts;
+    int rc;
+
+    a->scratch->len = 0;
+    if (c->type == TIDE_TYPE_STR) {
+        const uint8_t *s = c->v + pad8(4 * (size_t)c->n);
+        struct tide_str *strs;
+        size_t total = 0;
+
+        rc = tide__buf_reserve(a->scratch, (size_t)c->n * sizeof(*strs));
+        if (rc)
+            return rc;
+        strs = (struct tide_str *)a->scratch->data;
+        for (uint32_t i = 0; i < c->n; i++) {
+            strs[i].ptr = (const char *)s + total;
+            strs[i].len = tide__get_le32(c->v + 4 * (size_t)i);
+            total += strs[i].len;
+        }
+        rc = tide__head_append(a->h, c->series_id, c->account_id, c->tier,
+                               c->type, c->n, ts, NULL, strs);
+    } else {
+        const uint64_t *vals = (const uint64_t *)(const void *)c->v;
+
+        /* f64 and i64 are used in place: records are 8-byte aligned and
+         * little-endian like the host. Bools widen to 8 bytes. */
+        if (c->type == TIDE_TYPE_BOOL) {
+            uint64_t *wide;
+
+            rc = tide__buf_reserve(a->scratch, 8 * (size_t)c->n);
+            if (rc)
+                return rc;
+            wide = (uint64_t *)(void *)a->scratch->data;
+            for (uint32_t i = 0; i < c->n; i++)
+                wide[i] = c->v[i];
+            vals = wide;
+        }
+        rc = tide__head_append(a->h, c->series_id, c->account_id, c->tier,
+                               c->type, c->n, ts, vals, NULL);
+    }
+    if (rc == TIDE_ETYPE) {
+        (*a->skipped)++;
+        rc = 0;
+    }
+    return rc;
+}
+
+int tide__wal_batch_apply(struct head *h, const uint8_t *rec, uint32_t len,
+                          struct tide_buf *scratch, uint32_t *skipped)
+{
+    struct apply a = {h, scratch, skipped};
+
+    return tide__wal_batch_columns(rec, len, apply_column, &a);
 }

@@ -41,14 +41,25 @@ uint64_t tide__wal_batch_sequence(const uint8_t *rec);
 int tide__wal_batch_apply(struct head *h, const uint8_t *rec, uint32_t len,
                           struct tide_buf *scratch, uint32_t *skipped);
 
-/* Called for each column of a batch record: its series, account and
- * number of points. */
-typedef void (*tide_wal_column_fn)(void *ctx, uint64_t series_id,
-                                   uint64_t account_id, uint32_t n);
+/* One column of a batch record, its lengths checked against the record:
+ * 8n bytes of timestamps at `ts`, the values as laid out at `v` (strings:
+ * n lengths, then the bytes at v + pad8(4n)). */
+struct wal_col {
+    uint64_t series_id;
+    uint64_t account_id;
+    uint16_t tier;
+    uint8_t type;
+    uint32_t n;
+    const uint8_t *ts;
+    const uint8_t *v;
+};
 
-/* Walk the columns of a batch record (checked against `len` as in
- * tide__wal_batch_apply) without applying them. Returns 0 or
- * TIDE_ECORRUPT. */
+/* Called for each column in turn; a non-zero return stops the walk. */
+typedef int (*tide_wal_column_fn)(void *ctx, const struct wal_col *c);
+
+/* Walk the columns of a batch record, checking each one's lengths against
+ * the record before `fn` sees it (tide__wal_batch_apply is this walk).
+ * Returns 0, TIDE_ECORRUPT or fn's error. */
 int tide__wal_batch_columns(const uint8_t *rec, uint32_t len,
                             tide_wal_column_fn fn, void *ctx);
 
