@@ -315,7 +315,6 @@ static int add_chunk(struct seg_writer *w, uint64_t series_id,
         return rc;
     e.series_id = series_id;
     e.account_id = account_id;
-    e.offset = write_pos(w);
     e.count = n;
     e.type = type;
     e.ts_bytes = (uint32_t)ts_bytes;
@@ -330,21 +329,7 @@ static int add_chunk(struct seg_writer *w, uint64_t series_id,
     e.max_ts = ts[n - 1];
     chunk_stats(&e, vals);
     e.hash = XXH3_64bits(w->col.data, w->col.len);
-    rc = tide__buf_append(&w->ents, &e, sizeof(e));
-    if (rc)
-        return rc;
-    rc = tide__buf_append(&w->accounts, &account_id, sizeof(account_id));
-    if (rc)
-        return rc;
-    rc = put(w, w->col.data, w->col.len);
-    if (rc)
-        return rc;
-    if (e.min_ts < w->min_ts)
-        w->min_ts = e.min_ts;
-    if (e.max_ts > w->max_ts)
-        w->max_ts = e.max_ts;
-    w->points += n;
-    return 0;
+    return tide__segw_add_raw(w, &e, w->col.data);
 }
 
 int tide__segw_add(struct seg_writer *w, uint64_t series_id,
