@@ -120,9 +120,8 @@ int tide__client_new(const struct tide_client_options *opts, tide_client **out)
     c->o.host = tide_strdup(opts->host);
     c->o.api_key = dup_or_null(opts->api_key);
     c->o.session_token = dup_or_null(opts->session_token);
-    c->buckets = tide_calloc(TIDE__COLUMN_BUCKETS, sizeof(*c->buckets));
     if (!c->o.host || (opts->api_key && !c->o.api_key) ||
-        (opts->session_token && !c->o.session_token) || !c->buckets)
+        (opts->session_token && !c->o.session_token))
         goto fail;
     if (!c->o.port)
         c->o.port = 8433;
@@ -616,7 +615,6 @@ void tide_client_close(tide_client *c)
     tide_free((char *)c->o.session_token);
     tide_free(c->device);
     tide_free(c->err_msg);
-    tide_free(c->buckets);
     tide_free(c);
 }
 

@@ -25,7 +25,6 @@
 #include "wire_error.h"
 #include "tide/client.h"
 
-#define TIDE__COLUMN_BUCKETS 1024u
 /* Internal only: the buffer is full and the policy asks the caller to wait
  * for acks. Never returned by a public function. */
 #define TIDE__NEED_WAIT 2
@@ -34,6 +33,8 @@
 struct column {
     char *device;
     char *field;
+    uint64_t hash; /* of (device, field): the table's key */
+    size_t device_len, field_len;
     int type; /* enum tide_value_type; 0 while empty */
     int64_t *ts_ns;
     union {
@@ -44,8 +45,8 @@ struct column {
     } v;
     size_t n;
     size_t cap;
-    struct column *hash_next;
-    struct column *order_next; /* creation order: deterministic batches */
+    struct column *all_next;  /* every column, for closing */
+    struct column *open_next; /* columns with points, in first-write order */
 };
 
 /* A sealed WriteBatch, kept as its encoded frame until acknowledged. */
@@ -105,8 +106,13 @@ struct tide_client {
     uint64_t next_sequence;
     uint64_t rng;
 
-    struct column **buckets;
-    struct column *order_head, *order_tail;
+    /* Columns by (device, field): open addressing, at most half full. */
+    struct column **slots;
+    size_t n_slots, n_columns;
+    struct column *all_head;
+    /* The open batch's columns in the order of their first point, so a
+     * seal visits only what it sends and its groups are deterministic. */
+    struct column *open_head, *open_tail;
     uint64_t n_open_points;
     uint32_t writes_since_drive; /* points since the last read of acks */
     int64_t open_since_ms;       /* monotonic time of the oldest open point */

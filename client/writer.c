@@ -10,32 +10,60 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "internal.h"
 
-#define COLUMN_CAP_MIN 64
+/* A new column's first arrays: a wide fleet has many columns of few
+ * points per batch. */
+#define COLUMN_CAP_MIN 4
+#define SLOTS_MIN 1024
 
-static uint32_t hash_key(const char *device, const char *field)
+static uint64_t hash_key(const char *device, size_t device_len,
+                         const char *field, size_t field_len)
 {
-    uint32_t h = 2166136261u;
-
-    for (const char *p = device; *p; p++)
-        h = (h ^ (uint8_t)*p) * 16777619u;
-    h = (h ^ 0xffu) * 16777619u;
-    for (const char *p = field; *p; p++)
-        h = (h ^ (uint8_t)*p) * 16777619u;
-    return h;
+    return XXH3_64bits_withSeed(field, field_len,
+                                XXH3_64bits(device, device_len));
 }
 
-static struct column *column_get(tide_client *c, const char *device,
-                                 const char *field)
+/* Put `col` in the first free slot of its probe sequence. */
+static void slot_put(struct column **slots, size_t n_slots, struct column *col)
 {
-    uint32_t b = hash_key(device, field) % TIDE__COLUMN_BUCKETS;
+    size_t i = col->hash & (n_slots - 1);
+
+    while (slots[i])
+        i = (i + 1) & (n_slots - 1);
+    slots[i] = col;
+}
+
+/* Keep the table at most half full. Returns 0 or -ENOMEM. */
+static int slots_reserve(tide_client *c)
+{
+    size_t n = c->n_slots ? 2 * c->n_slots : SLOTS_MIN;
+    struct column **slots;
+
+    if ((c->n_columns + 1) * 2 <= c->n_slots)
+        return 0;
+    slots = tide_calloc(n, sizeof(*slots));
+    if (!slots)
+        return -ENOMEM;
+    for (size_t i = 0; i < c->n_slots; i++)
+        if (c->slots[i])
+            slot_put(slots, n, c->slots[i]);
+    tide_free(c->slots);
+    c->slots = slots;
+    c->n_slots = n;
+    return 0;
+}
+
+static struct column *column_new(tide_client *c, uint64_t hash,
+                                 const char *device, size_t device_len,
+                                 const char *field, size_t field_len)
+{
     struct column *col;
 
-    for (col = c->buckets[b]; col; col = col->hash_next)
-        if (!strcmp(col->device, device) && !strcmp(col->field, field))
-            return col;
+    if (slots_reserve(c))
+        return NULL;
     col = tide_calloc(1, sizeof(*col));
     if (!col)
         return NULL;
@@ -47,14 +75,35 @@ static struct column *column_get(tide_client *c, const char *device,
         tide_free(col);
         return NULL;
     }
-    col->hash_next = c->buckets[b];
-    c->buckets[b] = col;
-    if (c->order_tail)
-        c->order_tail->order_next = col;
-    else
-        c->order_head = col;
-    c->order_tail = col;
+    col->hash = hash;
+    col->device_len = device_len;
+    col->field_len = field_len;
+    slot_put(c->slots, c->n_slots, col);
+    c->n_columns++;
+    col->all_next = c->all_head;
+    c->all_head = col;
     return col;
+}
+
+/* The column of (device, field), made on first use: one hash of the two
+ * names and, for a known series, one compare of each. */
+static struct column *column_get(tide_client *c, const char *device,
+                                 size_t device_len, const char *field,
+                                 size_t field_len)
+{
+    uint64_t h = hash_key(device, device_len, field, field_len);
+
+    for (size_t i = h & (c->n_slots - 1); c->n_slots && c->slots[i];
+         i = (i + 1) & (c->n_slots - 1)) {
+        struct column *col = c->slots[i];
+
+        if (col->hash == h && col->device_len == device_len &&
+            col->field_len == field_len &&
+            !memcmp(col->device, device, device_len) &&
+            !memcmp(col->field, field, field_len))
+            return col;
+    }
+    return column_new(c, h, device, device_len, field, field_len);
 }
 
 static size_t value_size(int type)
@@ -149,8 +198,8 @@ int tide__writer_seal(tide_client *c)
 
     if (!c->n_open_points)
         return 0;
-    for (col = c->order_head; col; col = col->order_next)
-        ng += col->n > 0;
+    for (col = c->open_head; col; col = col->open_next)
+        ng++;
     groups = tide_calloc(ng, sizeof(*groups));
     gptrs = tide_calloc(ng, sizeof(*gptrs));
     cols = tide_calloc(ng, sizeof(*cols));
@@ -160,17 +209,16 @@ int tide__writer_seal(tide_client *c)
     b = tide_calloc(1, sizeof(*b));
     if (!groups || !gptrs || !cols || !cptrs || !deltas || !bits || !b)
         goto fail;
-    for (col = c->order_head; col; col = col->order_next) {
+    for (col = c->open_head; col; col = col->open_next) {
         Tide__V1__Column *k = &cols[ci];
         int64_t prev = 0;
 
-        if (!col->n)
-            continue;
         tide__v1__column__init(k);
         /* Fields of one device written at the same timestamps share a
          * group: one device name and one timestamp column for all of them,
          * which is what makes a wide row cheap to encode and decode. */
-        if (lead && lead->n == col->n && !strcmp(lead->device, col->device) &&
+        if (lead && lead->n == col->n && lead->device_len == col->device_len &&
+            !memcmp(lead->device, col->device, col->device_len) &&
             !memcmp(lead->ts_ns, col->ts_ns, col->n * sizeof(*col->ts_ns))) {
             groups[gi - 1].n_columns++;
         } else {
@@ -245,8 +293,9 @@ int tide__writer_seal(tide_client *c)
     b = NULL;
     c->sealed_points += c->n_open_points;
     c->n_open_points = 0;
-    for (col = c->order_head; col; col = col->order_next)
+    for (col = c->open_head; col; col = col->open_next)
         column_reset(col);
+    c->open_head = c->open_tail = NULL;
     rc = 0;
 
 fail:
@@ -264,14 +313,16 @@ int tide__writer_append(tide_client *c, const char *device, const char *field,
                         int type, int64_t ts_ns, const void *value)
 {
     struct column *col;
+    size_t device_len, field_len;
     char *s = NULL;
     int rc;
 
     if (!device || !*device || !field || !*field)
         return TIDE_EINVAL;
+    device_len = strlen(device);
+    field_len = strlen(field);
     if (c->max_string_bytes &&
-        (strlen(device) > c->max_string_bytes ||
-         strlen(field) > c->max_string_bytes ||
+        (device_len > c->max_string_bytes || field_len > c->max_string_bytes ||
          (type == TIDE_VALUE_STR &&
           strlen((const char *)value) > c->max_string_bytes)))
         return TIDE_EINVAL;
@@ -288,7 +339,7 @@ int tide__writer_append(tide_client *c, const char *device, const char *field,
         c->st.points_dropped += c->q_head->points;
         batch_remove(c, NULL, c->q_head);
     }
-    col = column_get(c, device, field);
+    col = column_get(c, device, device_len, field, field_len);
     if (!col)
         return -ENOMEM;
     if (col->n && col->type != type) {
@@ -321,7 +372,14 @@ int tide__writer_append(tide_client *c, const char *device, const char *field,
         col->v.str[col->n] = s;
         break;
     }
-    col->n++;
+    if (!col->n++) {
+        if (c->open_tail)
+            c->open_tail->open_next = col;
+        else
+            c->open_head = col;
+        c->open_tail = col;
+        col->open_next = NULL;
+    }
     if (!c->n_open_points)
         c->open_since_ms = tide__client_now_ms();
     c->n_open_points++;
@@ -434,8 +492,8 @@ void tide__writer_fini(tide_client *c)
 
     while (c->q_head)
         batch_remove(c, NULL, c->q_head);
-    for (col = c->order_head; col; col = next) {
-        next = col->order_next;
+    for (col = c->all_head; col; col = next) {
+        next = col->all_next;
         column_reset(col);
         tide_free(col->ts_ns);
         tide_free(col->v.f64);
@@ -443,7 +501,10 @@ void tide__writer_fini(tide_client *c)
         tide_free(col->field);
         tide_free(col);
     }
-    c->order_head = c->order_tail = NULL;
+    tide_free(c->slots);
+    c->slots = NULL;
+    c->n_slots = c->n_columns = 0;
+    c->all_head = c->open_head = c->open_tail = NULL;
     c->n_open_points = 0;
 }
 

@@ -438,6 +438,23 @@ static void apply_batches(struct shard *s, struct rlist *ok,
     rl_init(ok);
 }
 
+/* Whether the head should be frozen for a flush: at its share of the
+ * budget, or, while the flusher still writes the previous one, at twice
+ * that, so that writes go on beside a slow flush (a wide fleet's head
+ * holds many short series) rather than wait for it. */
+static int head_full(struct shard *s)
+{
+    struct tide_db *db = s->db;
+    int busy;
+
+    if (s->head.bytes < db->head_bytes_per_shard)
+        return 0;
+    pthread_mutex_lock(&db->fl_mu);
+    busy = s->frozen != NULL;
+    pthread_mutex_unlock(&db->fl_mu);
+    return !busy || s->head.bytes >= 2 * db->head_bytes_per_shard;
+}
+
 static void *writer_main(void *arg)
 {
     struct shard *s = arg;
@@ -476,7 +493,7 @@ static void *writer_main(void *arg)
             tide__inbox_complete(flushes.head, tide__db_fail_code(db));
             continue;
         }
-        if (flushes.head || s->head.bytes >= db->head_bytes_per_shard)
+        if (flushes.head || head_full(s))
             tide__flush_freeze(s, flushes.head);
     }
     tide__buf_fini(&scratch);

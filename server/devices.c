@@ -52,6 +52,9 @@
 #define ACCOUNT_SLOTS 4096
 #define TIER_RECHECK_NS (5ll * 1000000000)
 #define DAY_NS (86400ll * 1000000000)
+/* Series cached per device: beyond this a device's fields are looked up
+ * in the registry (a device with thousands of fields is not a fleet). */
+#define DEVICE_SERIES_MAX 256
 /* Changes queued between two uses of the cache; more drop everything. */
 #define STALE_MAX 256
 
@@ -108,7 +111,43 @@ static struct device_entry *device_find(struct server *s, uint64_t account_id,
 static void entry_free(struct device_entry *e)
 {
     tide_free(e->tags);
+    tide_free(e->series);
     tide_free(e);
+}
+
+uint64_t devices_series_find(const struct device_entry *e, const char *field,
+                             size_t len, uint8_t type)
+{
+    for (uint32_t i = 0; i < e->n_series; i++) {
+        const struct device_series *d = &e->series[i];
+
+        if (d->len == len && d->type == type && !memcmp(d->field, field, len))
+            return d->id;
+    }
+    return 0;
+}
+
+void devices_series_put(struct device_entry *e, const char *field, size_t len,
+                        uint8_t type, uint64_t id)
+{
+    struct device_series *d;
+
+    if (len > DEVICE_SERIES_FIELD_MAX || e->n_series >= DEVICE_SERIES_MAX)
+        return;
+    if (e->n_series == e->cap_series) {
+        uint32_t cap = e->cap_series ? 2 * e->cap_series : 4;
+
+        d = tide_realloc(e->series, cap * sizeof(*d));
+        if (!d)
+            return;
+        e->series = d;
+        e->cap_series = cap;
+    }
+    d = &e->series[e->n_series++];
+    d->id = id;
+    d->type = type;
+    d->len = (uint8_t)len;
+    memcpy(d->field, field, len);
 }
 
 /* Set the cached tags of `e` to `tags` ("" = none). Returns 0 or -ENOMEM
@@ -155,6 +194,7 @@ static struct device_entry *device_put(struct server *s,
         e->account_id = d->account_id;
         snprintf(e->name, sizeof(e->name), "%s", d->thing_name);
     }
+    e->n_series = 0; /* read again: so are its series, when next used */
     e->id = d->id;
     e->paused = d->paused;
     e->checked_ns = tided_now_ns();

@@ -306,6 +306,17 @@ const char *names_tags_upsert(const char *cur, Tide__V1__Tag *const *t,
  * tided_device_resolve(). */
 
 /* A cached device. Read-only outside devices.c. */
+/* A series of a cached device: its field's name inline, so that the
+ * write path resolves a known series next to the device it just found,
+ * without a registry lookup (two cache misses each at fleet width). */
+#define DEVICE_SERIES_FIELD_MAX 22
+struct device_series {
+    uint64_t id;
+    uint8_t type;
+    uint8_t len;
+    char field[DEVICE_SERIES_FIELD_MAX];
+};
+
 struct device_entry {
     struct device_entry *next;
     uint64_t account_id;
@@ -313,6 +324,8 @@ struct device_entry {
     int paused;
     int64_t checked_ns;
     char *tags; /* "k=v,k=v"; NULL when none */
+    struct device_series *series; /* live series only; see devices.c */
+    uint32_t n_series, cap_series;
     char name[TIDE_META_NAME_MAX + 1];
 };
 
@@ -358,6 +371,15 @@ int devices_get(struct server *s, uint64_t account_id, const char *name,
  * devices_entry_link() hands it to the cache (loop thread), which keeps
  * an entry it already has for that name instead; devices_entry_free()
  * frees one never linked. */
+/* The id of the live series (`field`, `type`) of `e` when it is cached
+ * there, else 0; remember one the registry resolved (dropped silently
+ * when it does not fit). The cache lives and dies with its entry, and an
+ * entry is dropped on every sidecar change of its account. */
+uint64_t devices_series_find(const struct device_entry *e, const char *field,
+                             size_t len, uint8_t type);
+void devices_series_put(struct device_entry *e, const char *field, size_t len,
+                        uint8_t type, uint64_t id);
+
 struct device_entry *devices_entry_new(uint64_t account_id, const char *name,
                                        uint64_t id);
 void devices_entry_link(struct server *s, struct device_entry *e);

@@ -633,8 +633,22 @@ static int write_tags(struct write_req *r, uint32_t g,
 /* Step 5a, series: the columns of group `g` of device `dev` become engine
  * columns (points inside retention only) with their series keys. Returns
  * 0 or -ENOMEM. */
+/* Step 5a': the series of key i from the device's cache, or from the
+ * registry into that cache; 0 in its column when neither knows it live
+ * (write_series then creates it, or rejects it). */
+static void write_series_cached(struct write_req *r, struct device_entry *dev,
+                                uint32_t i)
+{
+    const struct tide_meta_series_key *k = &r->keys[i];
+    uint64_t *id = &r->b.cols[i].series_id;
+
+    *id = devices_series_find(dev, k->field, k->field_len, k->type);
+    if (!*id && tide_meta_series_lookup(r->s->meta, k, id) == 0)
+        devices_series_put(dev, k->field, k->field_len, k->type, *id);
+}
+
 static int write_group(struct write_req *r, uint32_t g,
-                       const struct device_entry *dev)
+                       struct device_entry *dev)
 {
     const Tide__V1__PointGroup *pg = r->wb->groups[g];
     uint32_t n = (uint32_t)pg->n_ts_delta_ns, kept = 0;
@@ -682,6 +696,7 @@ static int write_group(struct write_req *r, uint32_t g,
             .field = col->field,
             .field_len = (uint32_t)strlen(col->field),
             .type = tc->type};
+        write_series_cached(r, dev, r->n_keys);
         r->key_col[r->n_keys++] = (struct col_ref){g, k};
         b->n_cols++;
     }
@@ -782,8 +797,10 @@ static int write_series(struct write_req *r, uint32_t budget)
     n_new = r->n_new;
     for (; r->i_next < n_keys && budget > 0; r->i_next++, budget--) {
         uint32_t i = r->i_next;
-        int lrc = tide_meta_series_lookup(r->s->meta, &r->keys[i],
-                                          &b->cols[i].series_id);
+        int lrc = b->cols[i].series_id
+                      ? 0 /* resolved in write_group */
+                      : tide_meta_series_lookup(r->s->meta, &r->keys[i],
+                                                &b->cols[i].series_id);
 
         int jrc = lrc == TIDE_ENOTFOUND
                       ? job_series_rc(r->job, r->key_col[i].group,

@@ -65,7 +65,10 @@ struct tide_db_options {
     unsigned shards;           /* 0 = one per online core; max 64 */
     enum tide_sync_mode sync;  /* default TIDE_SYNC_BATCH */
     uint32_t chunk_points_max; /* points per chunk; default 8192 */
-    uint64_t head_bytes_max;   /* head memory budget; default 256 MiB */
+    /* Head bytes at which a flush starts; default 256 MiB. While a flush
+     * is still running the active head may grow to twice that, so heads
+     * hold at most 3x this (the frozen one and the active one). */
+    uint64_t head_bytes_max;
     uint64_t wal_file_bytes;   /* WAL file size before rotation; 64 MiB */
     int64_t partition_ns;      /* segment time partition; default 1 day */
     int io_backend;            /* 0 auto, 1 io_uring, 2 sync */
