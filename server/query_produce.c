@@ -433,7 +433,7 @@ static int agg_compute(struct query_state *q)
     if (!ids)
         return -ENOMEM;
     rc = tide_db_aggregate_max(
-        q->srv->db, ids, q->n_series, q->from_ns, q->to_ns, q->bucket_ns,
+        q->srv->db, ids, q->n_series, q->from_ns, q->to_ns, q->bucket_ns, 0,
         q->srv->cfg.max_query_points, &q->agg_res, &q->st);
     tide_free(ids);
     if (rc || q->group_by_device)
