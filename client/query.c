@@ -237,12 +237,11 @@ static int decode_aggs(tide_query_iter *it, const Tide__V1__SeriesResult *s,
     for (size_t i = 0; i < n; i++) {
         double *row = &it->aggv[i * k];
 
-        row[0] = blk->f64    ? blk->f64[i]
-                 : blk->i64  ? (double)blk->i64[i]
+        row[0] = blk->f64     ? blk->f64[i]
+                 : blk->i64   ? (double)blk->i64[i]
                  : blk->bools ? blk->bools[i]
                               : (double)blk->counts[i];
-        memcpy(row + 1, &s->more_values[i * (k - 1)],
-               (k - 1) * sizeof(double));
+        memcpy(row + 1, &s->more_values[i * (k - 1)], (k - 1) * sizeof(double));
     }
     blk->n_aggs = k;
     blk->agg_values = it->aggv;

@@ -625,8 +625,7 @@ static int query_admit(struct conn *c, uint64_t rid, uint64_t account,
  * not empty (then `aggregation` must be NONE or its first entry), else
  * `aggregation` alone (none for a raw query). Returns NULL, or why the
  * query is INVALID_ARGUMENT. */
-static const char *query_aggs(const Tide__V1__Query *qp,
-                              struct query_state *q)
+static const char *query_aggs(const Tide__V1__Query *qp, struct query_state *q)
 {
     q->n_aggs = 0;
     if (qp->n_aggregations == 0) {

@@ -63,7 +63,7 @@ struct query_state {
     struct event *deadline_ev;
     /* Parameters. */
     int64_t from_ns, to_ns, bucket_ns;
-    int64_t origin_ns; /* buckets start at origin_ns + k * bucket_ns */
+    int64_t origin_ns;         /* buckets start at origin_ns + k * bucket_ns */
     Tide__V1__Aggregation agg; /* aggs[0], or NONE */
     /* Every aggregate asked for, in the order of the answer's values:
      * aggs[0] where one aggregate's values go, the rest in more_values. */

@@ -465,8 +465,7 @@ static int agg_compute(struct query_state *q)
         return -ENOMEM;
     rc = tide_db_aggregate_max(
         q->srv->db, ids, q->n_series, q->from_ns, q->to_ns, q->bucket_ns,
-        q->origin_ns,
-        q->srv->cfg.max_query_points, &q->agg_res, &q->st);
+        q->origin_ns, q->srv->cfg.max_query_points, &q->agg_res, &q->st);
     tide_free(ids);
     if (rc || q->group_by_device)
         return rc;

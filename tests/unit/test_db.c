@@ -453,15 +453,15 @@ Test(db, aggregate_many_series_any_order)
     for (int b = 0; b < 2; b++) {
         int64_t bucket = b ? 64 * 1000 : 0;
 
-        CHECK(
-            tide_db_aggregate(db, ids, 3 * S, 0, N * 1000, bucket, 0, &res, &st));
+        CHECK(tide_db_aggregate(db, ids, 3 * S, 0, N * 1000, bucket, 0, &res,
+                                &st));
         cr_assert_gt(st.chunks_from_header, 0);
         for (uint32_t k = 0; k < 3 * S; k++) {
             uint32_t s = (uint32_t)ids[k] - 1;
             uint32_t per = b ? 64 : N;
 
-            CHECK(tide_db_aggregate(db, &ids[k], 1, 0, N * 1000, bucket, 0, &one,
-                                    NULL));
+            CHECK(tide_db_aggregate(db, &ids[k], 1, 0, N * 1000, bucket, 0,
+                                    &one, NULL));
             cr_assert_eq(res[k].series_id, ids[k]);
             cr_assert_eq(res[k].type, TIDE_TYPE_F64);
             cr_assert_eq(res[k].n_buckets, (N + per - 1) / per);
@@ -1553,21 +1553,21 @@ Test(db, aggregate_max_stops_at_the_bucket_budget)
     CHECK(append1(401, TIDE_TYPE_F64, N, ts, v));
     CHECK(append1(402, TIDE_TYPE_F64, N, ts, v));
     /* In the heads: raw partials, 1 ns buckets. */
-    cr_assert_eq(
-        tide_db_aggregate_max(db, ids, 2, 0, INT64_MAX, 1, 0, N + 1, &res, NULL),
-        TIDE_EFULL);
-    CHECK(
-        tide_db_aggregate_max(db, ids, 2, 0, INT64_MAX, 1, 0, 2 * N, &res, NULL));
+    cr_assert_eq(tide_db_aggregate_max(db, ids, 2, 0, INT64_MAX, 1, 0, N + 1,
+                                       &res, NULL),
+                 TIDE_EFULL);
+    CHECK(tide_db_aggregate_max(db, ids, 2, 0, INT64_MAX, 1, 0, 2 * N, &res,
+                                NULL));
     cr_assert_eq(res[0].n_buckets + res[1].n_buckets, 2 * N);
     tide_agg_free(res, 2);
     CHECK(tide_db_flush(db));
     /* In segments, chunks of 64 points answered from headers: 100 ns
      * buckets hold 10 points, a chunk spans several. */
-    cr_assert_eq(
-        tide_db_aggregate_max(db, ids, 2, 0, INT64_MAX, 640, 0, 100, &res, NULL),
-        TIDE_EFULL);
-    CHECK(
-        tide_db_aggregate_max(db, ids, 2, 0, INT64_MAX, 640, 0, 1000, &res, NULL));
+    cr_assert_eq(tide_db_aggregate_max(db, ids, 2, 0, INT64_MAX, 640, 0, 100,
+                                       &res, NULL),
+                 TIDE_EFULL);
+    CHECK(tide_db_aggregate_max(db, ids, 2, 0, INT64_MAX, 640, 0, 1000, &res,
+                                NULL));
     CHECK(tide_db_aggregate(db, ids, 2, 0, INT64_MAX, 640, 0, &ref, NULL));
     for (int k = 0; k < 2; k++) {
         cr_assert_eq(res[k].n_buckets, ref[k].n_buckets);
@@ -1998,8 +1998,8 @@ Test(db, large_head_series_read_in_slices_and_refused_early, .timeout = 120)
         base = tide_alloc_live_bytes();
         atomic_store(&peak_live, base);
         tide_alloc_set_hooks(peak_malloc, free);
-        cr_assert_eq(tide_db_aggregate_max(db, &id, 1, 0, INT64_MAX, 1, 0, 1000000,
-                                           &res, NULL),
+        cr_assert_eq(tide_db_aggregate_max(db, &id, 1, 0, INT64_MAX, 1, 0,
+                                           1000000, &res, NULL),
                      TIDE_EFULL);
         tide_alloc_set_hooks(NULL, NULL);
         peak[2] = atomic_load(&peak_live) - base;

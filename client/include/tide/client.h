@@ -203,10 +203,10 @@ struct tide_query_params {
     size_t n_devices;
     const char *const *fields; /* n_fields 0 = every field */
     size_t n_fields;
-    int64_t from_ns; /* inclusive */
-    int64_t to_ns;   /* exclusive */
-    enum tide_agg agg; /* one aggregate; ignored when n_aggs > 0 */
-    int64_t bucket_ns; /* 0 = one bucket */
+    int64_t from_ns;     /* inclusive */
+    int64_t to_ns;       /* exclusive */
+    enum tide_agg agg;   /* one aggregate; ignored when n_aggs > 0 */
+    int64_t bucket_ns;   /* 0 = one bucket */
     int group_by_device; /* aggregates: per device (1) or fleet-wide (0) */
     int latest;          /* newest point per series only */
     uint64_t limit;      /* points per series, 0 = none */
