@@ -621,17 +621,17 @@ static int query_admit(struct conn *c, uint64_t rid, uint64_t account,
     return 1;
 }
 
-/* The aggregates `qp` asks for into q->aggs: `aggregations` when it is
- * not empty (then `aggregation` must be NONE or its first entry), else
- * `aggregation` alone (none for a raw query). Returns NULL, or why the
- * query is INVALID_ARGUMENT. */
-static const char *query_aggs(const Tide__V1__Query *qp, struct query_state *q)
+/* The aggregates `qp` asks for into aggs[0..*n) (QUERY_AGGS_MAX room):
+ * `aggregations` when it is not empty (then `aggregation` must be NONE or
+ * its first entry), else `aggregation` alone (none for a raw query).
+ * Returns NULL, or why the query is INVALID_ARGUMENT. */
+static const char *query_aggs(const Tide__V1__Query *qp,
+                              Tide__V1__Aggregation *aggs, uint32_t *n)
 {
-    q->n_aggs = 0;
+    *n = 0;
     if (qp->n_aggregations == 0) {
         if (qp->aggregation != TIDE__V1__AGGREGATION__AGGREGATION_NONE)
-            q->aggs[q->n_aggs++] = qp->aggregation;
-        q->agg = qp->aggregation;
+            aggs[(*n)++] = qp->aggregation;
         return NULL;
     }
     if (qp->n_aggregations > QUERY_AGGS_MAX)
@@ -645,12 +645,11 @@ static const char *query_aggs(const Tide__V1__Query *qp, struct query_state *q)
         if (a == TIDE__V1__AGGREGATION__AGGREGATION_NONE ||
             a > TIDE__V1__AGGREGATION__AGGREGATION_LAST)
             return "aggregations holds NONE or an unknown aggregation";
-        for (uint32_t j = 0; j < q->n_aggs; j++)
-            if (q->aggs[j] == a)
+        for (uint32_t j = 0; j < *n; j++)
+            if (aggs[j] == a)
                 return "aggregations holds an aggregation twice";
-        q->aggs[q->n_aggs++] = a;
+        aggs[(*n)++] = a;
     }
-    q->agg = q->aggs[0];
     return NULL;
 }
 
@@ -694,8 +693,10 @@ void handle_query(struct conn *c, const Tide__V1__Envelope *env)
     const Tide__V1__Query *qp = env->query;
     struct server *s = c->srv;
     uint64_t account = c->who.account_id;
+    Tide__V1__Aggregation aggs[QUERY_AGGS_MAX];
     struct query_state *q;
     const char *why;
+    uint32_t n_aggs;
     int limited, rc;
 
     if (c->who.role == TIDE_META_ROLE_ADMIN)
@@ -725,6 +726,13 @@ void handle_query(struct conn *c, const Tide__V1__Envelope *env)
                         0);
         return;
     }
+    why = query_aggs(qp, aggs, &n_aggs);
+    if (why) {
+        conn_send_error(c, env->request_id,
+                        TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT, why,
+                        0);
+        return;
+    }
     if (!query_admit(c, env->request_id, account, &limited))
         return;
     q = query_new(c, env->request_id, account);
@@ -738,14 +746,9 @@ void handle_query(struct conn *c, const Tide__V1__Envelope *env)
     q->to_ns = qp->to_ns;
     q->bucket_ns = qp->bucket_ns;
     q->origin_ns = qp->bucket_offset_ns;
-    why = query_aggs(qp, q);
-    if (why) {
-        conn_send_error(c, env->request_id,
-                        TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT, why,
-                        0);
-        query_free(q);
-        return;
-    }
+    memcpy(q->aggs, aggs, n_aggs * sizeof(*aggs));
+    q->n_aggs = n_aggs;
+    q->agg = n_aggs ? aggs[0] : TIDE__V1__AGGREGATION__AGGREGATION_NONE;
     q->group_by_device = qp->group_by_device;
     q->latest = qp->latest;
     q->desc = qp->order == TIDE__V1__ORDER__ORDER_DESC;
