@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "frame.h"
@@ -23,6 +24,7 @@ TestSuite(aggregate, .init = fixture_init, .fini = fixture_fini,
 #define POINTS 600
 
 static char device_key[128], analyst_key[128];
+static uint64_t account;
 
 /* One bucket of a result. */
 struct bkt {
@@ -45,7 +47,7 @@ static int64_t make_data(void)
     uint64_t a;
 
     cr_assert_geq(fd, 0, "admin session");
-    a = wire_make_account(fd, "agg@example.com");
+    a = account = wire_make_account(fd, "agg@example.com");
     wire_device_register(fd, a, "dev1");
     wire_device_register(fd, a, "dev2");
     wire_key_create(fd, a, "device", TIDE__V1__ROLE__ROLE_DEVICE, "dev1",
@@ -302,6 +304,85 @@ Test(aggregate, buckets_are_aligned_to_the_epoch)
     cr_assert_eq(out[0].ts_ns, base - 40 * S_NS);
     cr_assert_eq(out[0].count, 13);
     tide_client_close(c);
+}
+
+static int64_t wall_ns(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (int64_t)t.tv_sec * S_NS + t.tv_nsec;
+}
+
+/* Behind a retention horizon, an aggregate starts at the first bucket
+ * boundary at or after it on the epoch-aligned grid: no bucket is partly
+ * expired, and the first bucket's start is a multiple of bucket_ns. */
+Test(aggregate, horizon_clamps_to_an_aligned_boundary)
+{
+    struct tide_client_options o;
+    tide_client *admin = NULL, *w = NULL, *c;
+    const char *fields[] = {"r"};
+    static struct bkt out[64];
+    int64_t now = wall_ns(), before, after, first;
+    char arg[64];
+    const char *args[2];
+    uint64_t total = 0, want = 0;
+    int n;
+
+    (void)make_data();
+    /* Start 5 s to 45 s into a minute, so that the boundary after the
+     * horizon has points after it whatever the test's pace. */
+    while (now % (60 * S_NS) < 5 * S_NS || now % (60 * S_NS) >= 45 * S_NS) {
+        usleep(500 * 1000);
+        now = wall_ns();
+    }
+    tide_client_options_init(&o);
+    o.port = (uint16_t)srv.port;
+    o.api_key = device_key;
+    cr_assert_eq(tide_client_open(&o, &w), 0);
+    for (int i = 1; i <= 100; i++)
+        cr_assert_eq(tide_write_f64(w, "dev1", "r", now - i * S_NS, i), 0);
+    cr_assert_eq(tide_flush(w), 0);
+    tide_client_close(w);
+    /* A 60-second retention: the horizon is a minute ago. */
+    o.api_key = srv.admin_key;
+    cr_assert_eq(tide_client_open(&o, &admin), 0);
+    args[0] = "tier.name=minute";
+    args[1] = "tier.telemetry_ttl_s=60";
+    cr_assert_eq(tide_client_call(admin, "tier_upsert", args, 2, NULL), 0);
+    snprintf(arg, sizeof(arg), "account_id=%llu", (unsigned long long)account);
+    args[0] = arg;
+    args[1] = "tier=minute";
+    cr_assert_eq(tide_client_call(admin, "tier_set", args, 2, NULL), 0);
+    tide_client_close(admin);
+    c = open_analyst();
+    {
+        struct tide_query_params q = {.fields = fields,
+                                      .n_fields = 1,
+                                      .from_ns = now - 117 * S_NS,
+                                      .to_ns = now + S_NS,
+                                      .bucket_ns = 60 * S_NS,
+                                      .group_by_device = 1,
+                                      .agg = TIDE_AGG_COUNT};
+
+        before = wall_ns();
+        n = run(c, &q, out, 64);
+        after = wall_ns();
+    }
+    tide_client_close(c);
+    cr_assert_gt(n, 0, "query: %s", tide_strerror(n));
+    first = out[0].ts_ns;
+    cr_assert_eq(first % (60 * S_NS), 0, "first bucket at %lld",
+                 (long long)first);
+    cr_assert_geq(first, before - 60 * S_NS);
+    cr_assert_lt(first, after);
+    for (int i = 0; i < n; i++)
+        total += out[i].count;
+    for (int i = 1; i <= 100; i++)
+        want += now - i * S_NS >= first;
+    cr_assert_eq(total, want, "%llu points from %lld, want %llu",
+                 (unsigned long long)total, (long long)first,
+                 (unsigned long long)want);
 }
 
 Test(aggregate, cli_query_with_several_aggregates)
