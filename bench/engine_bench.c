@@ -338,7 +338,7 @@ static double agg_ms(tide_db *db, const uint64_t *ids, uint32_t n, int64_t from,
 {
     struct tide_agg_series *res;
     double t0 = now_s(), dt;
-    int rc = tide_db_aggregate(db, ids, n, from, to, bucket, &res, NULL);
+    int rc = tide_db_aggregate(db, ids, n, from, to, bucket, 0, &res, NULL);
 
     dt = (now_s() - t0) * 1e3;
     if (rc) {
@@ -375,7 +375,7 @@ static void *reader_main(void *arg)
     while (!atomic_load(&r->stop)) {
         struct tide_agg_series *res;
         int rc =
-            tide_db_aggregate(r->db, ids, n, from, to, HOUR_NS, &res, NULL);
+            tide_db_aggregate(r->db, ids, n, from, to, HOUR_NS, 0, &res, NULL);
 
         if (rc) {
             r->err = rc;

@@ -77,6 +77,8 @@ struct tide_query_iter {
     int64_t *ts;
     uint8_t *bools;
     size_t scratch_cap;
+    double *aggv; /* tide_series_block.agg_values */
+    size_t aggv_cap;
     struct tide_query_stats stats;
     struct tide_export_stats export_stats; /* exports only */
 };

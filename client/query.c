@@ -165,7 +165,7 @@ int tide_query_open(tide_client *c, const struct tide_query_params *p,
     Tide__V1__Query q = TIDE__V1__QUERY__INIT;
     Tide__V1__DeviceSelector sel = TIDE__V1__DEVICE_SELECTOR__INIT;
 
-    if (!c || !p || !out)
+    if (!c || !p || !out || (p->n_aggs && !p->aggs))
         return TIDE_EINVAL;
     sel.n_names = p->n_devices;
     sel.names = (char **)p->devices;
@@ -174,8 +174,15 @@ int tide_query_open(tide_client *c, const struct tide_query_params *p,
     q.fields = (char **)p->fields;
     q.from_ns = p->from_ns;
     q.to_ns = p->to_ns;
-    q.aggregation = (Tide__V1__Aggregation)p->agg;
+    if (p->n_aggs) {
+        /* The enums share numbers (client.h), so the list goes as is. */
+        q.n_aggregations = p->n_aggs;
+        q.aggregations = (Tide__V1__Aggregation *)p->aggs;
+    } else {
+        q.aggregation = (Tide__V1__Aggregation)p->agg;
+    }
     q.bucket_ns = p->bucket_ns;
+    q.bucket_offset_ns = p->bucket_offset_ns;
     q.group_by_device = p->group_by_device != 0;
     q.latest = p->latest != 0;
     q.limit = p->limit;
@@ -203,6 +210,41 @@ static int grow_scratch(tide_query_iter *it, size_t n)
         return -ENOMEM;
     it->bools = b;
     it->scratch_cap = n;
+    return 0;
+}
+
+/* Every aggregate's values of an aggregate block as doubles into
+ * blk->agg_values: the first from the typed array, the others from
+ * more_values (k-1 per bucket). Returns 0, -ENOMEM or TIDE_EPROTO. */
+static int decode_aggs(tide_query_iter *it, const Tide__V1__SeriesResult *s,
+                       struct tide_series_block *blk)
+{
+    size_t n = blk->n, k;
+
+    if (n == 0 || s->n_more_values % n)
+        return s->n_more_values ? TIDE_EPROTO : 0;
+    k = s->n_more_values / n + 1;
+    if (k > SIZE_MAX / sizeof(double) / n)
+        return TIDE_EPROTO;
+    if (n * k > it->aggv_cap) {
+        double *v = tide_realloc(it->aggv, n * k * sizeof(*v));
+
+        if (!v)
+            return -ENOMEM;
+        it->aggv = v;
+        it->aggv_cap = n * k;
+    }
+    for (size_t i = 0; i < n; i++) {
+        double *row = &it->aggv[i * k];
+
+        row[0] = blk->f64     ? blk->f64[i]
+                 : blk->i64   ? (double)blk->i64[i]
+                 : blk->bools ? blk->bools[i]
+                              : (double)blk->counts[i];
+        memcpy(row + 1, &s->more_values[i * (k - 1)], (k - 1) * sizeof(double));
+    }
+    blk->n_aggs = k;
+    blk->agg_values = it->aggv;
     return 0;
 }
 
@@ -254,8 +296,14 @@ static int decode(tide_query_iter *it, const Tide__V1__SeriesResult *s,
     default:
         return TIDE_EPROTO;
     }
-    if (s->n_counts == n && n)
+    if (s->n_counts == n && n) {
         blk->counts = s->counts;
+        rc = decode_aggs(it, s, blk);
+        if (rc)
+            return rc;
+    } else if (s->n_more_values) {
+        return TIDE_EPROTO;
+    }
     blk->continued = it->prev_device && it->prev_field &&
                      !strcmp(it->prev_device, blk->device) &&
                      !strcmp(it->prev_field, blk->field);
@@ -361,6 +409,7 @@ void tide_query_close(tide_query_iter *it)
     tide_free(it->prev_field);
     tide_free(it->ts);
     tide_free(it->bools);
+    tide_free(it->aggv);
     c->iter = NULL;
     tide_free(it);
 }

@@ -15,7 +15,7 @@
 
 /* A partial bucket: from one chunk header, or from a run of raw points. */
 struct partial {
-    int64_t bucket; /* index from `from` */
+    int64_t bucket; /* index from `base` */
     struct tide_bucket b;
 };
 
@@ -23,6 +23,10 @@ struct agg_ctx {
     int64_t from;
     int64_t to;
     int64_t bucket_ns;
+    /* Start of the bucket holding `from`: the largest origin + k *
+     * bucket_ns <= from, so that buckets are aligned to the origin, not
+     * to `from` (`from` when bucket_ns is 0). */
+    int64_t base;
     int64_t head_min; /* time span of the series in the heads */
     int64_t head_max;
     /* Buckets the results may hold in all (tide_db_aggregate_max): checked
@@ -38,7 +42,7 @@ struct agg_ctx {
 
 static int64_t bucket_of(const struct agg_ctx *a, int64_t ts)
 {
-    return a->bucket_ns ? (int64_t)(((uint64_t)ts - (uint64_t)a->from) /
+    return a->bucket_ns ? (int64_t)(((uint64_t)ts - (uint64_t)a->base) /
                                     (uint64_t)a->bucket_ns)
                         : 0;
 }
@@ -135,7 +139,7 @@ static int cmp_partial(const void *x, const void *y)
 static uint32_t run_end(const struct agg_ctx *a, const int64_t *ts, uint32_t i,
                         uint32_t n)
 {
-    uint64_t span = (uint64_t)a->to - (uint64_t)a->from, start;
+    uint64_t span = (uint64_t)a->to - (uint64_t)a->base, start;
 
     if (!a->bucket_ns)
         return n;
@@ -143,7 +147,7 @@ static uint32_t run_end(const struct agg_ctx *a, const int64_t *ts, uint32_t i,
     if (span - start <= (uint64_t)a->bucket_ns)
         return n; /* the last bucket: every point left is in it */
     return i + tide__ts_lower_bound(ts + i, n - i,
-                                    (int64_t)((uint64_t)a->from + start +
+                                    (int64_t)((uint64_t)a->base + start +
                                               (uint64_t)a->bucket_ns));
 }
 
@@ -266,7 +270,7 @@ static void fold_bucket(const struct agg_ctx *a, struct tide_bucket *bk,
     if (fresh) {
         b = &bk[out->n_buckets++];
         b->start_ns = a->bucket_ns
-                          ? (int64_t)((uint64_t)a->from +
+                          ? (int64_t)((uint64_t)a->base +
                                       (uint64_t)bucket * (uint64_t)a->bucket_ns)
                           : a->from;
     } else {
@@ -665,21 +669,43 @@ static int aggregate_batch(struct tide_db *db, const struct seglist *sl,
 
 int tide_db_aggregate(tide_db *db, const uint64_t *ids, uint32_t n,
                       int64_t from_ns, int64_t to_ns, int64_t bucket_ns,
-                      struct tide_agg_series **out,
+                      int64_t origin_ns, struct tide_agg_series **out,
                       struct tide_agg_stats *stats)
 {
     return tide_db_aggregate_max(db, ids, n, from_ns, to_ns, bucket_ns,
-                                 UINT64_MAX, out, stats);
+                                 origin_ns, UINT64_MAX, out, stats);
+}
+
+/* The start of the bucket holding `from`: from less its distance past the
+ * last origin + k * bucket_ns, remainders taken non-negative so that
+ * negative times floor. A range starting within a bucket of INT64_MIN
+ * keeps `from` (its aligned start is not an int64). */
+static int64_t bucket_base(int64_t from, int64_t bucket_ns, int64_t origin)
+{
+    int64_t f, o, r;
+
+    if (bucket_ns <= 0)
+        return from;
+    f = from % bucket_ns;
+    o = origin % bucket_ns;
+    f += f < 0 ? bucket_ns : 0;
+    o += o < 0 ? bucket_ns : 0;
+    r = f >= o ? f - o : f - o + bucket_ns;
+    if ((uint64_t)from - (uint64_t)INT64_MIN < (uint64_t)r)
+        return from;
+    return from - r;
 }
 
 int tide_db_aggregate_max(tide_db *db, const uint64_t *ids, uint32_t n,
                           int64_t from_ns, int64_t to_ns, int64_t bucket_ns,
-                          uint64_t max_buckets, struct tide_agg_series **out,
+                          int64_t origin_ns, uint64_t max_buckets,
+                          struct tide_agg_series **out,
                           struct tide_agg_stats *stats)
 {
     struct agg_ctx a = {.from = from_ns,
                         .to = to_ns,
                         .bucket_ns = bucket_ns,
+                        .base = bucket_base(from_ns, bucket_ns, origin_ns),
                         .max_buckets = max_buckets};
     struct tide_agg_series *res;
     struct agg_batch batch = {0};

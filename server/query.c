@@ -621,13 +621,82 @@ static int query_admit(struct conn *c, uint64_t rid, uint64_t account,
     return 1;
 }
 
+/* The aggregates `qp` asks for into aggs[0..*n) (QUERY_AGGS_MAX room):
+ * `aggregations` when it is not empty (then `aggregation` must be NONE or
+ * its first entry), else `aggregation` alone (none for a raw query).
+ * Returns NULL, or why the query is INVALID_ARGUMENT. */
+static const char *query_aggs(const Tide__V1__Query *qp,
+                              Tide__V1__Aggregation *aggs, uint32_t *n)
+{
+    *n = 0;
+    if (qp->n_aggregations == 0) {
+        if (qp->aggregation != TIDE__V1__AGGREGATION__AGGREGATION_NONE)
+            aggs[(*n)++] = qp->aggregation;
+        return NULL;
+    }
+    if (qp->n_aggregations > QUERY_AGGS_MAX)
+        return "more than 8 aggregations";
+    if (qp->aggregation != TIDE__V1__AGGREGATION__AGGREGATION_NONE &&
+        qp->aggregation != qp->aggregations[0])
+        return "aggregation differs from aggregations[0]";
+    for (size_t i = 0; i < qp->n_aggregations; i++) {
+        Tide__V1__Aggregation a = qp->aggregations[i];
+
+        if (a == TIDE__V1__AGGREGATION__AGGREGATION_NONE ||
+            a > TIDE__V1__AGGREGATION__AGGREGATION_LAST)
+            return "aggregations holds NONE or an unknown aggregation";
+        for (uint32_t j = 0; j < *n; j++)
+            if (aggs[j] == a)
+                return "aggregations holds an aggregation twice";
+        aggs[(*n)++] = a;
+    }
+    return NULL;
+}
+
+/* The start of the bucket holding `ts`, buckets starting at origin + k *
+ * bucket_ns (remainders non-negative, so negative times floor); `ts`
+ * itself when no such start is an int64. */
+static int64_t bucket_floor(int64_t ts, int64_t bucket_ns, int64_t origin)
+{
+    int64_t t = ts % bucket_ns, o = origin % bucket_ns, r;
+
+    t += t < 0 ? bucket_ns : 0;
+    o += o < 0 ? bucket_ns : 0;
+    r = t >= o ? t - o : t - o + bucket_ns;
+    return (uint64_t)ts - (uint64_t)INT64_MIN < (uint64_t)r ? ts : ts - r;
+}
+
+/* Points behind the account's retention horizon are never returned,
+ * compacted away or not yet: an aggregate starts at the first bucket
+ * boundary at or after the horizon, on the query's own grid, so that no
+ * bucket is returned partly expired. */
+static int query_clamp(struct server *s, struct query_state *q,
+                       uint64_t account)
+{
+    int64_t horizon, from;
+    int rc = tided_retention_horizon(s, account, tided_now_ns(), &horizon);
+
+    if (rc || horizon <= q->from_ns)
+        return rc;
+    if (q->n_aggs == 0 || q->bucket_ns <= 0) {
+        tided_retention_clamp(horizon, 0, &q->from_ns, q->to_ns);
+        return 0;
+    }
+    from = bucket_floor(q->from_ns, q->bucket_ns, q->origin_ns);
+    tided_retention_clamp(horizon, q->bucket_ns, &from, q->to_ns);
+    q->from_ns = from > q->from_ns ? from : q->from_ns;
+    return 0;
+}
+
 void handle_query(struct conn *c, const Tide__V1__Envelope *env)
 {
     const Tide__V1__Query *qp = env->query;
     struct server *s = c->srv;
     uint64_t account = c->who.account_id;
+    Tide__V1__Aggregation aggs[QUERY_AGGS_MAX];
     struct query_state *q;
-    int64_t horizon;
+    const char *why;
+    uint32_t n_aggs;
     int limited, rc;
 
     if (c->who.role == TIDE_META_ROLE_ADMIN)
@@ -647,12 +716,20 @@ void handle_query(struct conn *c, const Tide__V1__Envelope *env)
     }
     if (qp->from_ns > qp->to_ns || qp->bucket_ns < 0 ||
         (qp->latest &&
-         qp->aggregation != TIDE__V1__AGGREGATION__AGGREGATION_NONE) ||
+         (qp->aggregation != TIDE__V1__AGGREGATION__AGGREGATION_NONE ||
+          qp->n_aggregations)) ||
         qp->aggregation > TIDE__V1__AGGREGATION__AGGREGATION_LAST) {
         conn_send_error(c, env->request_id,
                         TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT,
                         "from_ns > to_ns, negative bucket, or latest with an "
                         "aggregation",
+                        0);
+        return;
+    }
+    why = query_aggs(qp, aggs, &n_aggs);
+    if (why) {
+        conn_send_error(c, env->request_id,
+                        TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT, why,
                         0);
         return;
     }
@@ -668,20 +745,15 @@ void handle_query(struct conn *c, const Tide__V1__Envelope *env)
     q->from_ns = qp->from_ns;
     q->to_ns = qp->to_ns;
     q->bucket_ns = qp->bucket_ns;
-    q->agg = qp->aggregation;
+    q->origin_ns = qp->bucket_offset_ns;
+    memcpy(q->aggs, aggs, n_aggs * sizeof(*aggs));
+    q->n_aggs = n_aggs;
+    q->agg = n_aggs ? aggs[0] : TIDE__V1__AGGREGATION__AGGREGATION_NONE;
     q->group_by_device = qp->group_by_device;
     q->latest = qp->latest;
     q->desc = qp->order == TIDE__V1__ORDER__ORDER_DESC;
     q->limit = qp->limit;
-    /* Points behind the account's retention horizon are never returned,
-     * compacted away or not yet. */
-    rc = tided_retention_horizon(s, account, tided_now_ns(), &horizon);
-    if (rc == 0)
-        tided_retention_clamp(horizon,
-                              q->agg == TIDE__V1__AGGREGATION__AGGREGATION_NONE
-                                  ? 0
-                                  : q->bucket_ns,
-                              &q->from_ns, q->to_ns);
+    rc = query_clamp(s, q, account);
     if (rc == 0)
         rc = query_select(s, q, account, qp);
     if (rc == 0 && q->agg == TIDE__V1__AGGREGATION__AGGREGATION_NONE &&

@@ -29,6 +29,9 @@ struct qframe {
 #define QUERY_QUEUED_MAX (1u << 20)
 #define QUERY_RESUME_BYTES (QUERY_QUEUED_MAX / 2)
 
+/* Aggregates one query may ask for (Query.aggregations). */
+#define QUERY_AGGS_MAX 8
+
 /* query_execute() and export_execute(): the query parked, or it ended. */
 #define QUERY_PARKED 1
 #define QUERY_DONE 0
@@ -60,7 +63,12 @@ struct query_state {
     struct event *deadline_ev;
     /* Parameters. */
     int64_t from_ns, to_ns, bucket_ns;
-    Tide__V1__Aggregation agg;
+    int64_t origin_ns;         /* buckets start at origin_ns + k * bucket_ns */
+    Tide__V1__Aggregation agg; /* aggs[0], or NONE */
+    /* Every aggregate asked for, in the order of the answer's values:
+     * aggs[0] where one aggregate's values go, the rest in more_values. */
+    Tide__V1__Aggregation aggs[QUERY_AGGS_MAX];
+    uint32_t n_aggs;
     int group_by_device, latest, desc;
     uint64_t limit;
     /* Selection, sorted by (device, field). */

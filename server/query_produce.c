@@ -19,7 +19,8 @@
 /* One SeriesResult under construction. */
 struct result {
     Tide__V1__SeriesResult msg;
-    uint64_t cap; /* allocated entries of each array */
+    uint64_t cap;      /* allocated entries of each array */
+    uint64_t cap_more; /* allocated entries of msg.more_values */
     int64_t prev_ts;
 };
 
@@ -36,6 +37,7 @@ static void result_free(struct result *r)
         tide_free(r->msg.str[i]);
     tide_free(r->msg.str);
     tide_free(r->msg.counts);
+    tide_free(r->msg.more_values);
 }
 
 static void chunk_reset(struct query_state *q)
@@ -331,6 +333,31 @@ static void agg_value(Tide__V1__Aggregation agg, const struct tide_bucket *b,
     }
 }
 
+/* Append the values of aggregates 2..k of bucket `b` to r's more_values
+ * (doubles whatever the series' type: COUNT is exact below 2^53). */
+static int more_add(struct query_state *q, struct result *r,
+                    const struct tide_bucket *b)
+{
+    Tide__V1__SeriesResult *m = &r->msg;
+    uint32_t k = q->n_aggs - 1;
+
+    if (k == 0)
+        return 0;
+    if (m->n_more_values + k > r->cap_more) {
+        uint64_t cap = r->cap_more ? 2 * r->cap_more : 64 * (uint64_t)k;
+
+        while (cap < m->n_more_values + k)
+            cap *= 2;
+        if (grow((void **)&m->more_values, cap, sizeof(double)))
+            return -ENOMEM;
+        r->cap_more = cap;
+    }
+    for (uint32_t a = 1; a < q->n_aggs; a++)
+        agg_value(q->aggs[a], b, &m->more_values[m->n_more_values++]);
+    q->chunk_bytes += 8 * (size_t)k;
+    return 0;
+}
+
 /* Return buckets b[q->agg_k..n) of one result until the chunk is full.
  * Returns 1 when the result is complete, 0 when the chunk is full (the
  * next step resumes at agg_k), or an error. */
@@ -364,6 +391,8 @@ static int emit_buckets(struct query_state *q, const char *device,
             return -ENOMEM;
         rc = result_add(q, r, b[i].start_ns, out_type, v, (int64_t)v, v != 0,
                         NULL, 1, b[i].count);
+        if (rc == 0)
+            rc = more_add(q, r, &b[i]);
         if (rc)
             return rc;
         if (too_large(q))
@@ -412,14 +441,16 @@ static int fleet_merge(struct tide_bucket **fleet, uint32_t *cap_fleet,
     return 0;
 }
 
-/* Series an aggregate leaves out: strings and bools but for COUNT, and
- * fleet-wide strings always. */
+/* Series an aggregate leaves out: strings and bools unless every
+ * aggregate is COUNT, and fleet-wide strings always. */
 static int agg_skips(const struct query_state *q, uint8_t type)
 {
     if (type != TIDE_TYPE_STR && type != TIDE_TYPE_BOOL)
         return 0;
-    return q->agg != TIDE__V1__AGGREGATION__AGGREGATION_COUNT ||
-           (type == TIDE_TYPE_STR && !q->group_by_device);
+    for (uint32_t a = 0; a < q->n_aggs; a++)
+        if (q->aggs[a] != TIDE__V1__AGGREGATION__AGGREGATION_COUNT)
+            return 1;
+    return type == TIDE_TYPE_STR && !q->group_by_device;
 }
 
 /* The engine's aggregates of every selected series, at most
@@ -434,7 +465,7 @@ static int agg_compute(struct query_state *q)
         return -ENOMEM;
     rc = tide_db_aggregate_max(
         q->srv->db, ids, q->n_series, q->from_ns, q->to_ns, q->bucket_ns,
-        q->srv->cfg.max_query_points, &q->agg_res, &q->st);
+        q->origin_ns, q->srv->cfg.max_query_points, &q->agg_res, &q->st);
     tide_free(ids);
     if (rc || q->group_by_device)
         return rc;

@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -157,8 +158,8 @@ static void usage_all(FILE *f)
                 cmds[i].sub ? cmds[i].sub : "", cmds[i].usage);
     fprintf(f, "  write [FILE] [--line]\n"
                "  query [--device D].. [--field F].. [--from T] [--to T] "
-               "[--agg FN --bucket DUR [--by-device]] [--latest] "
-               "[--limit N] [--desc]\n"
+               "[--agg FN[,FN].. --bucket DUR [--bucket-offset DUR] "
+               "[--by-device]] [--latest] [--limit N] [--desc]\n"
                "  export [--telemetry] [--csv] [--from T] [--to T] "
                "[--account N]\n"
                "  admin compact [--wait] [--timeout SECONDS] (operator)\n"
@@ -545,10 +546,68 @@ static void print_point(const struct opts *o, const struct tide_series_block *b,
     }
 }
 
+static const char *const agg_names[] = {"none", "count", "sum",   "min",
+                                        "max",  "avg",   "first", "last"};
+
+/* A point of a query with several aggregates: one value per aggregate,
+ * in the order asked for, named after it in csv headers and json keys. */
+static void print_aggs(const struct opts *o, const struct tide_query_params *q,
+                       const struct tide_series_block *b, size_t i)
+{
+    int json = !strcmp(o->output, "json"), csv = !strcmp(o->output, "csv");
+
+    if (json) {
+        printf("{\"device\":");
+        print_json_str(b->device);
+        printf(",\"field\":");
+        print_json_str(b->field);
+        printf(",\"ts_ns\":%" PRId64, b->ts_ns[i]);
+    } else if (csv) {
+        printf("%s,%s,%" PRId64, b->device, b->field, b->ts_ns[i]);
+    } else {
+        printf("%-16s %-16s %20" PRId64, b->device, b->field, b->ts_ns[i]);
+    }
+    for (size_t a = 0; a < b->n_aggs && a < q->n_aggs; a++) {
+        double v = b->agg_values[i * b->n_aggs + a];
+
+        if (json && isfinite(v))
+            printf(",\"%s\":%.17g", agg_names[q->aggs[a]], v);
+        else if (json)
+            printf(",\"%s\":\"%s\"", agg_names[q->aggs[a]],
+                   isnan(v) ? "NaN"
+                   : v > 0  ? "Infinity"
+                            : "-Infinity");
+        else
+            printf("%s%.17g", csv ? "," : " ", v);
+    }
+    printf(json ? "}\n" : "\n");
+}
+
+/* Parse "avg,max" into aggs[0..*n), at most `max` entries. Returns
+ * 1, or 0 for a name that is no aggregate or too many of them. */
+static int parse_aggs(const char *v, enum tide_agg *aggs, size_t max, size_t *n)
+{
+    *n = 0;
+    while (*v) {
+        size_t len = strcspn(v, ",");
+        int found = 0;
+
+        for (int k = 1; k < 8 && !found; k++)
+            if (strlen(agg_names[k]) == len && !strncmp(v, agg_names[k], len))
+                found = k;
+        if (!found || *n == max)
+            return 0;
+        aggs[(*n)++] = (enum tide_agg)found;
+        v += len;
+        if (*v == ',' && !*++v)
+            return 0; /* a trailing comma */
+    }
+    return *n > 0;
+}
+
 static int run_query(const struct opts *o, int argc, char **argv)
 {
-    static const char *const aggs[] = {"none", "count", "sum",   "min",
-                                       "max",  "avg",   "first", "last"};
+    enum tide_agg aggs[8];
     const char *devices[MAX_ARGS], *fields[MAX_ARGS];
     struct tide_query_params q = {0};
     struct tide_series_block b;
@@ -568,10 +627,13 @@ static int run_query(const struct opts *o, int argc, char **argv)
 
         if (!strcmp(a, "--help")) {
             printf("usage: tide query [--device D].. [--field F].. "
-                   "[--from T] [--to T] [--agg FN] [--bucket DUR] "
-                   "[--by-device] [--latest] [--limit N] [--desc]\n"
+                   "[--from T] [--to T] [--agg FN[,FN]..] [--bucket DUR] "
+                   "[--bucket-offset DUR] [--by-device] [--latest] "
+                   "[--limit N] [--desc]\n"
                    "T: now, -1h, now-30m, RFC3339 or ns; FN: count sum min "
-                   "max avg first last\n");
+                   "max avg first last (up to 8, comma-separated)\n"
+                   "buckets start at multiples of DUR since the epoch, "
+                   "shifted by --bucket-offset (may be negative)\n");
             return 0;
         }
         if (!strcmp(a, "--latest")) {
@@ -601,15 +663,22 @@ static int run_query(const struct opts *o, int argc, char **argv)
             ok = !tide__cli_parse_time(v, now, &q.to_ns);
         else if (!strcmp(a, "--bucket"))
             ok = !tide__cli_parse_duration(v, &q.bucket_ns);
-        else if (!strcmp(a, "--limit"))
+        else if (!strcmp(a, "--bucket-offset")) {
+            ok =
+                !tide__cli_parse_duration(v + (*v == '-'), &q.bucket_offset_ns);
+            if (*v == '-')
+                q.bucket_offset_ns = -q.bucket_offset_ns;
+        } else if (!strcmp(a, "--limit"))
             q.limit = strtoull(v, NULL, 10);
         else if (!strcmp(a, "--agg")) {
-            ok = 0;
-            for (int k = 1; k < 8; k++)
-                if (!strcmp(v, aggs[k])) {
-                    q.agg = (enum tide_agg)k;
-                    ok = 1;
-                }
+            size_t n = 0;
+
+            ok = parse_aggs(v, aggs, sizeof(aggs) / sizeof(aggs[0]), &n);
+            /* One aggregate goes as v1's `aggregation`, so that an older
+             * server answers it too. */
+            q.agg = ok && n == 1 ? aggs[0] : TIDE_AGG_NONE;
+            q.aggs = ok && n > 1 ? aggs : NULL;
+            q.n_aggs = ok && n > 1 ? n : 0;
         } else
             ok = 0;
         if (!ok) {
@@ -626,11 +695,21 @@ static int run_query(const struct opts *o, int argc, char **argv)
         tide_client_close(c);
         return rc;
     }
-    if (!strcmp(o->output, "csv"))
+    if (!strcmp(o->output, "csv") && q.n_aggs == 0) {
         printf("device,field,ts_ns,value\n");
+    } else if (!strcmp(o->output, "csv")) {
+        printf("device,field,ts_ns");
+        for (size_t a = 0; a < q.n_aggs; a++)
+            printf(",%s", agg_names[q.aggs[a]]);
+        printf("\n");
+    }
     while ((rc = tide_query_next(it, &b)) == 0)
-        for (size_t i = 0; i < b.n; i++)
-            print_point(o, &b, i);
+        for (size_t i = 0; i < b.n; i++) {
+            if (q.n_aggs)
+                print_aggs(o, &q, &b, i);
+            else
+                print_point(o, &b, i);
+        }
     if (rc == TIDE_CLIENT_DONE) {
         rc = 0;
         if (!tide_query_stats_get(it, &st))

@@ -388,6 +388,7 @@ Test(client, fleet_wide_aggregates_merge_devices)
     r = open_client(akey);
     q.from_ns = T0;
     q.to_ns = T0 + 20 * s;
+    q.bucket_offset_ns = T0; /* buckets from T0, not from the epoch */
     for (int agg = 0; agg < 2; agg++) {
         q.agg = agg ? TIDE_AGG_MAX : TIDE_AGG_COUNT;
         cr_assert_eq(tide_query_open(r, &q, &it), 0);

@@ -643,7 +643,8 @@ static size_t count_points(tide_client *admin, uint64_t account, int64_t from,
                                   .to_ns = to,
                                   .account_id = account,
                                   .agg = agg,
-                                  .bucket_ns = bucket_ns};
+                                  .bucket_ns = bucket_ns,
+                                  .bucket_offset_ns = from}; /* from `from` */
     struct tide_series_block b;
     tide_query_iter *it;
     size_t n = 0;

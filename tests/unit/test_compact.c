@@ -490,8 +490,8 @@ static void *reader_main(void *arg)
         uint64_t id = 71;
         struct tide_agg_series *res;
 
-        int rc =
-            tide_db_aggregate(db, &id, 1, INT64_MIN, INT64_MAX, 0, &res, NULL);
+        int rc = tide_db_aggregate(db, &id, 1, INT64_MIN, INT64_MAX, 0, 0, &res,
+                                   NULL);
 
         if (rc == 0) {
             if (res[0].n_buckets != 1 ||

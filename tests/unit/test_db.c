@@ -291,7 +291,7 @@ Test(db, aggregates_match_reference_and_use_headers)
     }
     CHECK(append1(id, TIDE_TYPE_F64, N, ts, v));
     for (int round = 0; round < 2; round++) {
-        CHECK(tide_db_aggregate(db, &id, 1, 0, N * 1000, bucket, &res, &st));
+        CHECK(tide_db_aggregate(db, &id, 1, 0, N * 1000, bucket, 0, &res, &st));
         cr_assert_eq(res[0].n_buckets, (N + 63) / 64);
         for (uint32_t k = 0; k < res[0].n_buckets; k++) {
             struct tide_bucket want;
@@ -314,7 +314,7 @@ Test(db, aggregates_match_reference_and_use_headers)
         CHECK(tide_db_flush(db));
     }
     /* A window that cuts chunks: decoded, still exact. */
-    CHECK(tide_db_aggregate(db, &id, 1, 10500, 20500, 0, &res, &st));
+    CHECK(tide_db_aggregate(db, &id, 1, 10500, 20500, 0, 0, &res, &st));
     {
         struct tide_bucket want;
 
@@ -325,6 +325,70 @@ Test(db, aggregates_match_reference_and_use_headers)
         cr_assert_eq(res[0].buckets[0].first, want.first);
         cr_assert_eq(res[0].buckets[0].last, want.last);
     }
+    tide_agg_free(res, 1);
+}
+
+/* Buckets start at origin + k * bucket_ns, not at from: the first one is
+ * partial (only points >= from), an origin shifts the grid by its value
+ * modulo the bucket, and negative times floor to the bucket below. */
+Test(db, aggregate_buckets_align_to_origin)
+{
+    int64_t ts[] = {-2500, -1000, -1, 0, 999, 1000, 1500, 2500, 3999};
+    double v[] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    struct tide_agg_series *res;
+    uint64_t id = 9;
+
+    CHECK(append1(id, TIDE_TYPE_F64, 9, ts, v));
+    /* Epoch-aligned: buckets start at multiples of 1000; -2500 is before
+     * from. */
+    CHECK(tide_db_aggregate(db, &id, 1, -1500, 3000, 1000, 0, &res, NULL));
+    cr_assert_eq(res[0].n_buckets, 4);
+    cr_assert_eq(res[0].buckets[0].start_ns, -1000); /* floors, not -1500 */
+    cr_assert_eq(res[0].buckets[0].count, 2);        /* -1000, -1 */
+    cr_assert_eq(res[0].buckets[0].sum, 5);
+    cr_assert_eq(res[0].buckets[1].start_ns, 0);
+    cr_assert_eq(res[0].buckets[1].count, 2); /* 0, 999 */
+    cr_assert_eq(res[0].buckets[2].start_ns, 1000);
+    cr_assert_eq(res[0].buckets[2].count, 2); /* 1000, 1500 */
+    cr_assert_eq(res[0].buckets[3].start_ns, 2000);
+    cr_assert_eq(res[0].buckets[3].count, 1); /* 2500; 3999 is past to */
+    tide_agg_free(res, 1);
+    /* A partial first bucket: from inside [0, 1000) keeps its start 0. */
+    CHECK(tide_db_aggregate(db, &id, 1, 500, 3000, 1000, 0, &res, NULL));
+    cr_assert_eq(res[0].n_buckets, 3);
+    cr_assert_eq(res[0].buckets[0].start_ns, 0);
+    cr_assert_eq(res[0].buckets[0].count, 1); /* 999 only */
+    cr_assert_eq(res[0].buckets[0].first, 5);
+    tide_agg_free(res, 1);
+    /* Origin 250 (same as 1250 or -750): buckets at 250 + k * 1000. */
+    for (int64_t origin = -750; origin <= 1250; origin += 1000) {
+        CHECK(tide_db_aggregate(db, &id, 1, -3000, 4000, 1000, origin, &res,
+                                NULL));
+        cr_assert_eq(res[0].n_buckets, 7, "origin %lld", (long long)origin);
+        cr_assert_eq(res[0].buckets[0].start_ns, -2750); /* -2500 */
+        cr_assert_eq(res[0].buckets[1].start_ns, -1750); /* -1000 */
+        cr_assert_eq(res[0].buckets[2].start_ns, -750);  /* -1, 0 */
+        cr_assert_eq(res[0].buckets[2].count, 2);
+        cr_assert_eq(res[0].buckets[3].start_ns, 250); /* 999, 1000 */
+        cr_assert_eq(res[0].buckets[3].count, 2);
+        cr_assert_eq(res[0].buckets[4].start_ns, 1250); /* 1500 */
+        cr_assert_eq(res[0].buckets[6].start_ns, 3250); /* 3999 */
+        cr_assert_eq(res[0].buckets[6].count, 1);
+        tide_agg_free(res, 1);
+    }
+    /* The same after a flush: chunks answered from headers align too. */
+    CHECK(tide_db_flush(db));
+    CHECK(tide_db_aggregate(db, &id, 1, -1500, 3000, 1000, 0, &res, NULL));
+    cr_assert_eq(res[0].n_buckets, 4);
+    cr_assert_eq(res[0].buckets[0].start_ns, -1000);
+    cr_assert_eq(res[0].buckets[0].count, 2);
+    cr_assert_eq(res[0].buckets[3].count, 1);
+    tide_agg_free(res, 1);
+    /* bucket_ns 0: one bucket starting at from whatever the origin. */
+    CHECK(tide_db_aggregate(db, &id, 1, -1500, 3000, 0, 77, &res, NULL));
+    cr_assert_eq(res[0].n_buckets, 1);
+    cr_assert_eq(res[0].buckets[0].start_ns, -1500);
+    cr_assert_eq(res[0].buckets[0].count, 7);
     tide_agg_free(res, 1);
 }
 
@@ -339,7 +403,7 @@ Test(db, aggregate_counts_duplicates_across_sources_once)
     CHECK(append1(id, TIDE_TYPE_F64, 3, ts, v));
     CHECK(tide_db_flush(db));
     CHECK(append1(id, TIDE_TYPE_F64, 1, ts + 1, v2)); /* rewrite ts 1000 */
-    CHECK(tide_db_aggregate(db, &id, 1, 0, 3000, 0, &res, NULL));
+    CHECK(tide_db_aggregate(db, &id, 1, 0, 3000, 0, 0, &res, NULL));
     cr_assert_eq(res[0].buckets[0].count, 3);
     cr_assert_eq(res[0].buckets[0].sum, 14);
     cr_assert_eq(res[0].buckets[0].max, 10);
@@ -389,15 +453,15 @@ Test(db, aggregate_many_series_any_order)
     for (int b = 0; b < 2; b++) {
         int64_t bucket = b ? 64 * 1000 : 0;
 
-        CHECK(
-            tide_db_aggregate(db, ids, 3 * S, 0, N * 1000, bucket, &res, &st));
+        CHECK(tide_db_aggregate(db, ids, 3 * S, 0, N * 1000, bucket, 0, &res,
+                                &st));
         cr_assert_gt(st.chunks_from_header, 0);
         for (uint32_t k = 0; k < 3 * S; k++) {
             uint32_t s = (uint32_t)ids[k] - 1;
             uint32_t per = b ? 64 : N;
 
-            CHECK(tide_db_aggregate(db, &ids[k], 1, 0, N * 1000, bucket, &one,
-                                    NULL));
+            CHECK(tide_db_aggregate(db, &ids[k], 1, 0, N * 1000, bucket, 0,
+                                    &one, NULL));
             cr_assert_eq(res[k].series_id, ids[k]);
             cr_assert_eq(res[k].type, TIDE_TYPE_F64);
             cr_assert_eq(res[k].n_buckets, (N + per - 1) / per);
@@ -446,7 +510,7 @@ Test(db, aggregate_spans_read_batches)
         ids[s] = s + 1;
     }
     CHECK(tide_db_flush(db));
-    CHECK(tide_db_aggregate(db, ids, S, 2000, 7000, 0, &res, &st));
+    CHECK(tide_db_aggregate(db, ids, S, 2000, 7000, 0, 0, &res, &st));
     cr_assert_eq(st.chunks_decoded, S);
     for (uint32_t s = 0; s < S; s++) {
         cr_assert_eq(res[s].n_buckets, 1);
@@ -575,7 +639,7 @@ Test(db, damaged_chunk_fails_batched_reads)
         cr_assert_neq(b.series_id, bad, "damaged series returned data");
     cr_assert_eq(rc, TIDE_ECORRUPT, "iter: %s", tide_strerror(rc));
     tide_iter_close(it);
-    cr_assert_eq(tide_db_aggregate(db, ids, S, 500, 99500, 0, &res, NULL),
+    cr_assert_eq(tide_db_aggregate(db, ids, S, 500, 99500, 0, 0, &res, NULL),
                  TIDE_ECORRUPT);
     for (uint32_t s = 0; s < S; s++) {
         int64_t got_ts[N + 1];
@@ -813,7 +877,7 @@ static void *query_main(void *p)
         tide_iter_close(it);
         if (rc || n < before)
             q->err = __LINE__;
-        if (tide_db_aggregate(db, &id, 1, 0, INT64_MAX, 0, &res, NULL)) {
+        if (tide_db_aggregate(db, &id, 1, 0, INT64_MAX, 0, 0, &res, NULL)) {
             q->err = __LINE__;
             break;
         }
@@ -1489,22 +1553,22 @@ Test(db, aggregate_max_stops_at_the_bucket_budget)
     CHECK(append1(401, TIDE_TYPE_F64, N, ts, v));
     CHECK(append1(402, TIDE_TYPE_F64, N, ts, v));
     /* In the heads: raw partials, 1 ns buckets. */
-    cr_assert_eq(
-        tide_db_aggregate_max(db, ids, 2, 0, INT64_MAX, 1, N + 1, &res, NULL),
-        TIDE_EFULL);
-    CHECK(
-        tide_db_aggregate_max(db, ids, 2, 0, INT64_MAX, 1, 2 * N, &res, NULL));
+    cr_assert_eq(tide_db_aggregate_max(db, ids, 2, 0, INT64_MAX, 1, 0, N + 1,
+                                       &res, NULL),
+                 TIDE_EFULL);
+    CHECK(tide_db_aggregate_max(db, ids, 2, 0, INT64_MAX, 1, 0, 2 * N, &res,
+                                NULL));
     cr_assert_eq(res[0].n_buckets + res[1].n_buckets, 2 * N);
     tide_agg_free(res, 2);
     CHECK(tide_db_flush(db));
     /* In segments, chunks of 64 points answered from headers: 100 ns
      * buckets hold 10 points, a chunk spans several. */
-    cr_assert_eq(
-        tide_db_aggregate_max(db, ids, 2, 0, INT64_MAX, 640, 100, &res, NULL),
-        TIDE_EFULL);
-    CHECK(
-        tide_db_aggregate_max(db, ids, 2, 0, INT64_MAX, 640, 1000, &res, NULL));
-    CHECK(tide_db_aggregate(db, ids, 2, 0, INT64_MAX, 640, &ref, NULL));
+    cr_assert_eq(tide_db_aggregate_max(db, ids, 2, 0, INT64_MAX, 640, 0, 100,
+                                       &res, NULL),
+                 TIDE_EFULL);
+    CHECK(tide_db_aggregate_max(db, ids, 2, 0, INT64_MAX, 640, 0, 1000, &res,
+                                NULL));
+    CHECK(tide_db_aggregate(db, ids, 2, 0, INT64_MAX, 640, 0, &ref, NULL));
     for (int k = 0; k < 2; k++) {
         cr_assert_eq(res[k].n_buckets, ref[k].n_buckets);
         cr_assert_eq(memcmp(res[k].buckets, ref[k].buckets,
@@ -1821,7 +1885,8 @@ static uint32_t want_buckets(const struct want *w, int64_t from, int64_t to,
 
     want_range(w, from, to, &a, &b);
     for (uint32_t i = a; i < b; i++) {
-        int64_t start = from + (w->ts[i] - from) / bucket_ns * bucket_ns;
+        /* Buckets are aligned to the epoch (timestamps here are >= 0). */
+        int64_t start = w->ts[i] / bucket_ns * bucket_ns;
         struct tide_bucket *k = n ? &out[n - 1] : NULL;
         double d;
 
@@ -1868,7 +1933,7 @@ Test(db, large_series_aggregate_reads_slices_with_bounded_memory,
     base = tide_alloc_live_bytes();
     atomic_store(&peak_live, base);
     tide_alloc_set_hooks(peak_malloc, free);
-    CHECK(tide_db_aggregate_max(db, &id, 1, 0, INT64_MAX, bucket_ns, n_ref,
+    CHECK(tide_db_aggregate_max(db, &id, 1, 0, INT64_MAX, bucket_ns, 0, n_ref,
                                 &res, NULL));
     tide_alloc_set_hooks(NULL, NULL);
     peak = atomic_load(&peak_live) - base;
@@ -1887,14 +1952,14 @@ Test(db, large_series_aggregate_reads_slices_with_bounded_memory,
     tide_agg_free(res, 1);
     cr_assert_lt(peak, 24u << 20, "aggregate of 2 M points held %zu bytes",
                  peak);
-    cr_assert_eq(tide_db_aggregate_max(db, &id, 1, 0, INT64_MAX, bucket_ns,
+    cr_assert_eq(tide_db_aggregate_max(db, &id, 1, 0, INT64_MAX, bucket_ns, 0,
                                        n_ref - 1, &res, NULL),
                  TIDE_EFULL);
     /* A range starting and ending inside chunks. */
     n_ref =
         want_buckets(&w, w.ts[123457], w.ts[1876543] + 5, bucket_ns, ref, 4000);
     CHECK(tide_db_aggregate(db, &id, 1, w.ts[123457], w.ts[1876543] + 5,
-                            bucket_ns, &res, NULL));
+                            bucket_ns, 0, &res, NULL));
     cr_assert_eq(res[0].n_buckets, n_ref);
     cr_assert_eq(memcmp(res[0].buckets, ref, n_ref * sizeof(*ref)), 0);
     tide_agg_free(res, 1);
@@ -1933,8 +1998,8 @@ Test(db, large_head_series_read_in_slices_and_refused_early, .timeout = 120)
         base = tide_alloc_live_bytes();
         atomic_store(&peak_live, base);
         tide_alloc_set_hooks(peak_malloc, free);
-        cr_assert_eq(tide_db_aggregate_max(db, &id, 1, 0, INT64_MAX, 1, 1000000,
-                                           &res, NULL),
+        cr_assert_eq(tide_db_aggregate_max(db, &id, 1, 0, INT64_MAX, 1, 0,
+                                           1000000, &res, NULL),
                      TIDE_EFULL);
         tide_alloc_set_hooks(NULL, NULL);
         peak[2] = atomic_load(&peak_live) - base;

@@ -203,15 +203,23 @@ struct tide_query_params {
     size_t n_devices;
     const char *const *fields; /* n_fields 0 = every field */
     size_t n_fields;
-    int64_t from_ns; /* inclusive */
-    int64_t to_ns;   /* exclusive */
-    enum tide_agg agg;
+    int64_t from_ns;     /* inclusive */
+    int64_t to_ns;       /* exclusive */
+    enum tide_agg agg;   /* one aggregate; ignored when n_aggs > 0 */
     int64_t bucket_ns;   /* 0 = one bucket */
     int group_by_device; /* aggregates: per device (1) or fleet-wide (0) */
     int latest;          /* newest point per series only */
     uint64_t limit;      /* points per series, 0 = none */
     int descending;      /* newest first */
     uint64_t account_id; /* operator only */
+    /* Several aggregates of the same buckets (at most 8, distinct, no
+     * TIDE_AGG_NONE): when n_aggs > 0 they replace `agg`, and each block
+     * carries their values in this order (agg_values). */
+    const enum tide_agg *aggs;
+    size_t n_aggs;
+    /* Buckets start at bucket_offset_ns + k * bucket_ns (0: aligned to the
+     * epoch, so the first bucket may begin before from_ns). */
+    int64_t bucket_offset_ns;
 };
 
 /*
@@ -233,6 +241,12 @@ struct tide_series_block {
     const char *const *str;
     const uint64_t *counts; /* NULL for raw points */
     int continued;
+    /* Aggregates: every aggregate's value of bucket i as a double, at
+     * agg_values[i * n_aggs + a] for the a-th aggregate asked for (a 0 is
+     * also in the array matching `type`). n_aggs 0 and NULL for raw
+     * points. */
+    size_t n_aggs;
+    const double *agg_values;
 };
 
 /* QueryEnd statistics. */

@@ -248,7 +248,7 @@ int tide_db_read_open_flags(tide_db *db, const uint64_t *ids, uint32_t n,
 /* One time bucket of one series. Bool values count as 0/1, i64 as double.
  * String series have only count, first_ts and last_ts. */
 struct tide_bucket {
-    int64_t start_ns; /* from_ns + k * bucket_ns */
+    int64_t start_ns; /* origin_ns + k * bucket_ns (from_ns: one bucket) */
     uint64_t count;
     double sum;
     double min;
@@ -280,14 +280,20 @@ struct tide_agg_stats {
 
 /*
  * Aggregate each series in `ids` over [from_ns, to_ns) into buckets of
- * `bucket_ns` (0 = one bucket for the whole range). On success *out is an
+ * `bucket_ns` (0 = one bucket for the whole range). Buckets are aligned to
+ * `origin_ns`: bucket k holds [origin_ns + k * bucket_ns, + bucket_ns) for
+ * any integer k, so 0 aligns them to the epoch and the first and last
+ * buckets may be partial (they hold only points in [from_ns, to_ns), but
+ * start_ns is still the aligned start, which may be before from_ns). Only
+ * origin_ns modulo bucket_ns matters; with bucket_ns 0 it is ignored and
+ * the one bucket starts at from_ns. On success *out is an
  * array of `n` results in the order of `ids` (a series without points has
  * n_buckets 0), freed with tide_agg_free(*out, n). `stats` may be NULL.
  * Errors as tide_iter_next().
  */
 int tide_db_aggregate(tide_db *db, const uint64_t *ids, uint32_t n,
                       int64_t from_ns, int64_t to_ns, int64_t bucket_ns,
-                      struct tide_agg_series **out,
+                      int64_t origin_ns, struct tide_agg_series **out,
                       struct tide_agg_stats *stats);
 
 void tide_agg_free(struct tide_agg_series *res, uint32_t n);
@@ -303,7 +309,8 @@ void tide_agg_free(struct tide_agg_series *res, uint32_t n);
  */
 int tide_db_aggregate_max(tide_db *db, const uint64_t *ids, uint32_t n,
                           int64_t from_ns, int64_t to_ns, int64_t bucket_ns,
-                          uint64_t max_buckets, struct tide_agg_series **out,
+                          int64_t origin_ns, uint64_t max_buckets,
+                          struct tide_agg_series **out,
                           struct tide_agg_stats *stats);
 
 /* The newest point of a series. */
