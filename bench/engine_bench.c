@@ -6,10 +6,10 @@
  * ingest for sync=none and sync=batch, ingest for sync=batch again while
  * a reader thread loops aggregates and range reads over the data being
  * written (readers must not slow the writer), bytes per point after flush,
- * raw decode speed and the four reference queries (medians); then a full
- * compaction (its speed, bytes per point and the queries after it), and
- * ingest for sync=batch while compaction passes loop. Uses only the
- * public engine.h.
+ * raw decode speed, the four reference queries and the latest point of
+ * every series (medians); then a full compaction (its speed, bytes per
+ * point and the queries after it), and ingest for sync=batch while
+ * compaction passes loop. Uses only the public engine.h.
  */
 #include <errno.h>
 #include <ftw.h>
@@ -349,6 +349,22 @@ static double agg_ms(tide_db *db, const uint64_t *ids, uint32_t n, int64_t from,
     return dt;
 }
 
+/* The latest point of every series (every field of every device). */
+static double latest_ms(tide_db *db, const uint64_t *ids, uint32_t n)
+{
+    struct tide_point *pts;
+    double t0 = now_s(), dt;
+    int rc = tide_db_latest(db, ids, n, &pts);
+
+    dt = (now_s() - t0) * 1e3;
+    if (rc) {
+        fprintf(stderr, "latest failed: %s\n", tide_strerror(rc));
+        return -1;
+    }
+    tide_latest_free(pts, n);
+    return dt;
+}
+
 /* A query load during ingest: aggregates of field 0 of the first devices
  * over the whole fleet's time span, 1 h buckets, alternating with a raw
  * read of one series, until `stop`. */
@@ -416,12 +432,12 @@ struct results {
     double reader_qps;
     double bytes_per_point;
     double decode_pts;
-    double q[4];
+    double q[5]; /* Q1..Q4, then latest of every series */
     /* After a full compaction (tide_db_compact, unthrottled). */
     double compact_pts;     /* points/s of the whole pass, wall clock */
     double compact_pts_cpu; /* points per CPU second, every thread */
     double bytes_per_point_compacted;
-    double qc[4];
+    double qc[5];
     double ingest_compacting; /* sync=batch while compaction loops */
 };
 
@@ -471,6 +487,9 @@ static void run_queries(const struct config *c, const struct fleet *f,
     for (unsigned k = 0; k < c->reps; k++) /* Q4 */
         t[k] = agg_ms(db, ids, f->series, day, end, 0);
     r->q[3] = median(t, c->reps);
+    for (unsigned k = 0; k < c->reps; k++) /* latest of every device */
+        t[k] = latest_ms(db, ids, f->series);
+    r->q[4] = median(t, c->reps);
     free(ids);
     free(t);
 }
@@ -595,14 +614,15 @@ int main(int argc, char **argv)
             "\"compact_pts_per_cpu_s\": %.0f, "
             "\"bytes_per_point_compacted\": %.4f, \"q1_ms_compacted\": %.4f, "
             "\"q2_ms_compacted\": %.4f, \"q3_ms_compacted\": %.4f, "
-            "\"q4_ms_compacted\": %.4f, "
+            "\"q4_ms_compacted\": %.4f, \"latest_ms\": %.4f, "
+            "\"latest_ms_compacted\": %.4f, "
             "\"ingest_pts_per_s_sync_batch_compacting\": %.0f}\n",
             c.devices, FIELDS, c.hours, (uint64_t)f.series * f.steps, c.threads,
             c.seed, r.ingest_none, r.ingest_batch, r.ingest_readers,
             r.reader_qps, r.bytes_per_point, r.decode_pts, r.q[0], r.q[1],
             r.q[2], r.q[3], r.compact_pts, r.compact_pts_cpu,
             r.bytes_per_point_compacted, r.qc[0], r.qc[1], r.qc[2], r.qc[3],
-            r.ingest_compacting);
+            r.q[4], r.qc[4], r.ingest_compacting);
     } else {
         printf("%-34s %14s\n", "measure", "value");
         printf("%-34s %14.2f M/s\n", "ingest, sync=none", r.ingest_none / 1e6);
@@ -620,6 +640,8 @@ int main(int argc, char **argv)
         printf("%-34s %14.3f ms\n", "Q3 max of 1 field/device, 1 h", r.q[2]);
         printf("%-34s %14.3f ms\n", "Q4 avg of all fields/device, 24 h",
                r.q[3]);
+        printf("%-34s %14.3f ms\n", "latest of every device, 10 fields",
+               r.q[4]);
         printf("%-34s %14.2f M/s\n", "full compaction", r.compact_pts / 1e6);
         printf("%-34s %14.2f M/s\n", "  per CPU second",
                r.compact_pts_cpu / 1e6);
@@ -627,6 +649,7 @@ int main(int argc, char **argv)
                r.bytes_per_point_compacted);
         for (int q = 0; q < 4; q++)
             printf("Q%d compacted %21s %14.3f ms\n", q + 1, "", r.qc[q]);
+        printf("%-34s %14.3f ms\n", "latest compacted", r.qc[4]);
         printf("%-34s %14.2f M/s\n", "ingest, sync=batch, compacting",
                r.ingest_compacting / 1e6);
     }

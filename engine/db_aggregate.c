@@ -12,6 +12,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* A partial bucket: from one chunk header, or from a run of raw points. */
 struct partial {
@@ -696,11 +697,13 @@ static int64_t bucket_base(int64_t from, int64_t bucket_ns, int64_t origin)
     return from - r;
 }
 
-int tide_db_aggregate_max(tide_db *db, const uint64_t *ids, uint32_t n,
-                          int64_t from_ns, int64_t to_ns, int64_t bucket_ns,
-                          int64_t origin_ns, uint64_t max_buckets,
-                          struct tide_agg_series **out,
-                          struct tide_agg_stats *stats)
+/* The aggregate of ids[0..n) on the calling thread: tide_db_aggregate_max()
+ * but for the split. */
+static int aggregate_run(tide_db *db, const uint64_t *ids, uint32_t n,
+                         int64_t from_ns, int64_t to_ns, int64_t bucket_ns,
+                         int64_t origin_ns, uint64_t max_buckets,
+                         struct tide_agg_series **out,
+                         struct tide_agg_stats *stats)
 {
     struct agg_ctx a = {.from = from_ns,
                         .to = to_ns,
@@ -781,6 +784,141 @@ int tide_db_aggregate_max(tide_db *db, const uint64_t *ids, uint32_t n,
     tide_free(a.boff);
     *out = res;
     return 0;
+}
+
+/* A query over at least this many series is split in two halves by
+ * series, one on a helper thread, when the machine has two cores: below
+ * it, starting the thread costs more than the half saves. */
+#define AGG_SPLIT_SERIES 256u
+
+/* One half of a split aggregate: its own result, arena and stats. */
+struct agg_half {
+    tide_db *db;
+    const uint64_t *ids;
+    uint32_t n;
+    int64_t from_ns, to_ns, bucket_ns, origin_ns;
+    uint64_t max_buckets;
+    struct tide_agg_series *res;
+    struct tide_agg_stats st;
+    int rc;
+};
+
+static void *agg_half_main(void *arg)
+{
+    struct agg_half *h = arg;
+
+    h->rc = aggregate_run(h->db, h->ids, h->n, h->from_ns, h->to_ns,
+                          h->bucket_ns, h->origin_ns, h->max_buckets, &h->res,
+                          &h->st);
+    return NULL;
+}
+
+/* Join the two halves' results into one, in the order of ids: each series
+ * was read whole by one half, so its buckets are those of the serial path
+ * bit for bit. The halves' limits were checked each against max_buckets;
+ * the whole is checked here. Frees the halves. */
+static int agg_join(struct agg_half *h, uint64_t max_buckets,
+                    struct tide_agg_series **out, struct tide_agg_stats *stats)
+{
+    uint32_t n = h[0].n + h[1].n;
+    uint64_t nb[2] = {0, 0};
+    struct tide_agg_series *res = NULL;
+    struct tide_bucket *arena = NULL;
+    int rc = h[0].rc ? h[0].rc : h[1].rc;
+
+    for (int k = 0; k < 2 && rc == 0; k++)
+        for (uint32_t i = 0; i < h[k].n; i++)
+            nb[k] += h[k].res[i].n_buckets;
+    if (rc == 0 && nb[0] + nb[1] > max_buckets)
+        rc = TIDE_EFULL;
+    if (rc == 0) {
+        res = tide_calloc((size_t)n + 1, sizeof(*res));
+        arena = nb[0] + nb[1]
+                    ? tide_malloc((size_t)(nb[0] + nb[1]) * sizeof(*arena))
+                    : NULL;
+        if (!res || (nb[0] + nb[1] && !arena))
+            rc = -ENOMEM;
+    }
+    for (int k = 0; k < 2 && rc == 0; k++) {
+        struct tide_bucket *b = arena + (k ? nb[0] : 0);
+
+        if (nb[k])
+            memcpy(b, h[k].res[h[k].n].buckets, nb[k] * sizeof(*b));
+        for (uint32_t i = 0; i < h[k].n; i++) {
+            struct tide_agg_series *r = &res[(k ? h[0].n : 0) + i];
+
+            *r = h[k].res[i];
+            r->buckets = r->n_buckets ? b : NULL;
+            b += r->n_buckets;
+        }
+    }
+    for (int k = 0; k < 2; k++) {
+        if (h[k].rc == 0)
+            tide_agg_free(h[k].res, h[k].n);
+        if (stats) {
+            stats->chunks_decoded += h[k].st.chunks_decoded;
+            stats->chunks_from_header += h[k].st.chunks_from_header;
+            stats->bytes_read += h[k].st.bytes_read;
+        }
+    }
+    if (rc) {
+        tide_free(res);
+        tide_free(arena);
+        return rc;
+    }
+    res[n].buckets = arena;
+    *out = res;
+    return 0;
+}
+
+/* How many threads an aggregate may use: never more than the cores. */
+static unsigned agg_threads(void)
+{
+    static atomic_int cores;
+    int c = atomic_load(&cores);
+
+    if (c == 0) {
+        long v = sysconf(_SC_NPROCESSORS_ONLN);
+
+        c = v < 1 ? 1 : v > 2 ? 2 : (int)v;
+        atomic_store(&cores, c);
+    }
+    return (unsigned)c;
+}
+
+int tide_db_aggregate_max(tide_db *db, const uint64_t *ids, uint32_t n,
+                          int64_t from_ns, int64_t to_ns, int64_t bucket_ns,
+                          int64_t origin_ns, uint64_t max_buckets,
+                          struct tide_agg_series **out,
+                          struct tide_agg_stats *stats)
+{
+    struct agg_half h[2];
+    pthread_t th;
+    int joined;
+
+    if (n < AGG_SPLIT_SERIES || agg_threads() < 2 ||
+        atomic_load(&db->closing) || !ids || from_ns > to_ns || bucket_ns < 0)
+        return aggregate_run(db, ids, n, from_ns, to_ns, bucket_ns, origin_ns,
+                             max_buckets, out, stats);
+    if (stats)
+        memset(stats, 0, sizeof(*stats));
+    for (int k = 0; k < 2; k++)
+        h[k] = (struct agg_half){.db = db,
+                                 .ids = ids + (k ? n / 2 : 0),
+                                 .n = k ? n - n / 2 : n / 2,
+                                 .from_ns = from_ns,
+                                 .to_ns = to_ns,
+                                 .bucket_ns = bucket_ns,
+                                 .origin_ns = origin_ns,
+                                 .max_buckets = max_buckets};
+    /* The second half on a helper thread, or here when none starts. */
+    joined = pthread_create(&th, NULL, agg_half_main, &h[1]) == 0;
+    agg_half_main(&h[0]);
+    if (joined)
+        pthread_join(th, NULL);
+    else
+        agg_half_main(&h[1]);
+    return agg_join(h, max_buckets, out, stats);
 }
 
 void tide_agg_free(struct tide_agg_series *res, uint32_t n)

@@ -341,10 +341,18 @@ void tide_iter_close(tide_iter *it)
 
 /* ---- Latest ------------------------------------------------------------- */
 
-/* Newest point of a head series: the last arrival at its maximum time. */
+/* Newest point of a head series: the last arrival at its maximum time.
+ * A series written in time order (sorted: strictly ascending) has it
+ * last, which answers the usual case without a scan. */
 static int head_latest(const struct hseries *s, int64_t *ts, uint32_t *at)
 {
     int found = 0;
+
+    if (s && s->sorted && s->n) {
+        *ts = s->ts[s->n - 1];
+        *at = s->n - 1;
+        return 1;
+    }
 
     for (uint32_t i = 0; s && i < s->n; i++) {
         if (!found || s->ts[i] >= *ts) {
@@ -375,7 +383,7 @@ static int set_str(struct tide_point *p, const char *s, uint32_t len)
  * -errno. */
 static int latest_one(struct tide_db *db, const struct seglist *sl,
                       struct tide_io *io, struct gather *g, uint64_t id,
-                      struct tide_point *p)
+                      struct cursors *cur, struct tide_point *p)
 {
     struct shard *sh = &db->shards[tide__db_shard_of(db, id)];
     const struct chunk_ent *best = NULL;
@@ -386,15 +394,26 @@ static int latest_one(struct tide_db *db, const struct seglist *sl,
     int rc = 0;
 
     p->series_id = id;
-    for (uint32_t i = 0; i < sl->n; i++) {
+    /* Newest segment first: one whose points all end before the best
+     * chunk so far cannot hold a newer one, and is not searched. Of chunks
+     * ending at the same time the one in the newer segment, then the later
+     * one of a segment, wins. */
+    for (uint32_t i = sl->n; i-- > 0;) {
+        const struct seg *seg = sl->segs[i];
+        const struct chunk_ent *in = NULL;
         uint32_t lo, hi;
 
-        tide__seg_find(sl->segs[i], id, &lo, &hi);
+        if ((seg->shard_only && seg->shard != sh - db->shards) ||
+            (best && seg->max_ts <= best->max_ts))
+            continue;
+        tide__seg_seek(seg, id, &cur->hint[i], &lo, &hi);
         for (uint32_t c = lo; c < hi; c++)
-            if (!best || sl->segs[i]->chunks[c].max_ts >= best->max_ts) {
-                best = &sl->segs[i]->chunks[c];
-                best_seg = i;
-            }
+            if (!in || seg->chunks[c].max_ts >= in->max_ts)
+                in = &seg->chunks[c];
+        if (in && (!best || in->max_ts > best->max_ts)) {
+            best = in;
+            best_seg = i;
+        }
     }
     pthread_rwlock_rdlock(&sh->rw);
     if (!tide__shard_read_fresh(sh, sl)) {
@@ -455,6 +474,7 @@ int tide_db_latest(tide_db *db, const uint64_t *ids, uint32_t n,
 {
     struct tide_point *pts;
     struct seglist *sl;
+    struct cursors cur = {0};
     struct gather g = {0};
     struct tide_io *io;
     int rc;
@@ -472,14 +492,19 @@ int tide_db_latest(tide_db *db, const uint64_t *ids, uint32_t n,
         return rc;
     }
     sl = tide__seglist_acquire(db);
+    rc = tide__segment_read_cursors_fit(&cur, sl->n);
     for (uint32_t i = 0; i < n && rc == 0; i++) {
-        while ((rc = latest_one(db, sl, io, &g, ids[i], &pts[i])) ==
+        while ((rc = latest_one(db, sl, io, &g, ids[i], &cur, &pts[i])) ==
                TIDE__READ_STALE) {
             tide__seglist_release(sl);
             sl = tide__seglist_acquire(db);
+            rc = tide__segment_read_cursors_fit(&cur, sl->n);
+            if (rc)
+                break;
         }
     }
     tide__seglist_release(sl);
+    tide__segment_read_cursors_fini(&cur);
     TIDE_ASSERT(rc <= 0);
     tide__db_io_put(db, io);
     tide__gather_fini(&g);

@@ -119,6 +119,12 @@ static inline void tide__seg_seek(const struct seg *seg, uint64_t series_id,
     }
     tide__seg_search(seg, series_id, a, b, lo, hi);
     *hint = *hi;
+    /* A read over many series visits every segment's index in step, one
+     * series at a time: too many streams, each advancing by a few 112-byte
+     * entries, for the hardware prefetcher, so each call would otherwise
+     * wait on memory for the next series' first entry. */
+    if (*hi + 16 < seg->n_chunks)
+        __builtin_prefetch(&seg->chunks[*hi + 16]);
 }
 
 /*
