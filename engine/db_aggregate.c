@@ -807,9 +807,9 @@ static void *agg_half_main(void *arg)
 {
     struct agg_half *h = arg;
 
-    h->rc = aggregate_run(h->db, h->ids, h->n, h->from_ns, h->to_ns,
-                          h->bucket_ns, h->origin_ns, h->max_buckets, &h->res,
-                          &h->st);
+    h->rc =
+        aggregate_run(h->db, h->ids, h->n, h->from_ns, h->to_ns, h->bucket_ns,
+                      h->origin_ns, h->max_buckets, &h->res, &h->st);
     return NULL;
 }
 

@@ -323,7 +323,7 @@ struct device_entry {
     uint64_t id;
     int paused;
     int64_t checked_ns;
-    char *tags; /* "k=v,k=v"; NULL when none */
+    char *tags;                   /* "k=v,k=v"; NULL when none */
     struct device_series *series; /* live series only; see devices.c */
     uint32_t n_series, cap_series;
     char name[TIDE_META_NAME_MAX + 1];

@@ -2088,8 +2088,8 @@ Test(db, split_aggregate_equals_serial)
         static const int64_t bucket[] = {0, 7000, 64000};
 
         memset(&sum, 0, sizeof(sum));
-        CHECK(tide_db_aggregate(db, ids, S, 5000, N * 1000 - 3000, bucket[b],
-                                0, &res, &st));
+        CHECK(tide_db_aggregate(db, ids, S, 5000, N * 1000 - 3000, bucket[b], 0,
+                                &res, &st));
         for (uint32_t k = 0; k < S; k++) {
             CHECK(tide_db_aggregate(db, &ids[k], 1, 5000, N * 1000 - 3000,
                                     bucket[b], 0, &one, &st1));
@@ -2108,9 +2108,8 @@ Test(db, split_aggregate_equals_serial)
         cr_assert_eq(st.chunks_from_header, sum.chunks_from_header);
         tide_agg_free(res, S);
         /* Too many buckets for the limit: refused whole, as when serial. */
-        cr_assert_eq(
-            tide_db_aggregate_max(db, ids, S, 0, N * 1000, 1000, 0, S, &res,
-                                  NULL),
-            TIDE_EFULL);
+        cr_assert_eq(tide_db_aggregate_max(db, ids, S, 0, N * 1000, 1000, 0, S,
+                                           &res, NULL),
+                     TIDE_EFULL);
     }
 }

@@ -69,12 +69,12 @@ struct tide_db_options {
      * is still running the active head may grow to twice that, so heads
      * hold at most 3x this (the frozen one and the active one). */
     uint64_t head_bytes_max;
-    uint64_t wal_file_bytes;   /* WAL file size before rotation; 64 MiB */
-    int64_t partition_ns;      /* segment time partition; default 1 day */
-    int io_backend;            /* 0 auto, 1 io_uring, 2 sync */
-    int repair;                /* truncate a corrupt WAL instead of
-                                  refusing to open; loses its tail */
-    tide_clock_fn clock;       /* NULL = CLOCK_REALTIME */
+    uint64_t wal_file_bytes; /* WAL file size before rotation; 64 MiB */
+    int64_t partition_ns;    /* segment time partition; default 1 day */
+    int io_backend;          /* 0 auto, 1 io_uring, 2 sync */
+    int repair;              /* truncate a corrupt WAL instead of
+                                refusing to open; loses its tail */
+    tide_clock_fn clock;     /* NULL = CLOCK_REALTIME */
     void *clock_ctx;
     tide_log_fn log; /* NULL = silent */
     void *log_ctx;
