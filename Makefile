@@ -137,7 +137,7 @@ ALL_OBJS := $(COMMON_OBJS) $(PROTO_OBJS) $(ENGINE_OBJS) $(META_OBJS) $(SERVER_OB
             bench/meta_bench.c bench/demo.c) \
             $(CLIENT_OBJS) $(CLI_OBJS) $(CLIENT_PIC_OBJS)
 
-.PHONY: all deps test test-unit test-docs test-integration test-adversarial \
+.PHONY: all deps test test-unit test-docs test-integration test-adversarial bench-width \
         run demo fuzz \
         format format-check clean
 .DEFAULT_GOAL := all
@@ -270,6 +270,9 @@ bench: deps
 	@$(MAKE) --no-print-directory $(TIDED_BIN) $(TIDE_BENCH_BIN) \
 	    $(ENGINE_BENCH_BIN)
 	$(Q)bench/suite.sh $(BUILD)
+bench-width: deps
+	@$(MAKE) --no-print-directory $(TIDED_BIN) $(TIDE_BENCH_BIN)
+	$(Q)bench/width.sh $(BUILD)
 # --- end bench ---
 
 $(INT_BIN) $(UNIT_BIN) $(ADV_BIN): PKG_LIBS += $(TEST_LIBS)
