@@ -624,6 +624,7 @@ static void free_handle(tide_meta *m)
     pthread_cond_destroy(&m->fcond);
     pthread_mutex_destroy(&m->flock);
     pthread_mutex_destroy(&m->plock);
+    pthread_mutex_destroy(&m->flush_mu);
     pthread_mutex_destroy(&m->lock);
     tide_free(m->dummy_hash);
     tide_free(m->zoneinfo);
@@ -679,6 +680,7 @@ int tide_meta_open(const char *dir, const struct tide_meta_options *opts,
         return -ENOMEM;
     pthread_mutex_init(&m->lock, NULL);
     pthread_mutex_init(&m->plock, NULL);
+    pthread_mutex_init(&m->flush_mu, NULL);
     pthread_mutex_init(&m->flock, NULL);
     pthread_cond_init(&m->fcond, NULL);
     if (opts)

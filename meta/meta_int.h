@@ -149,6 +149,10 @@ struct tide_meta {
     struct registry reg;
 
     pthread_mutex_t plock; /* `pend` */
+    /* Held by tide_meta_flush() from its swap to its last commit, so that
+     * a reader's flush returns only once rows swapped out by a flush
+     * already running (the flusher thread's) are committed too. */
+    pthread_mutex_t flush_mu;
     struct pending pend;
 
     pthread_mutex_t flock; /* flusher state below */

@@ -426,7 +426,10 @@ int tide_meta_flush(tide_meta *m)
     int rc = 0;
 
     /* Swap the pending tables for empty ones: the hot path waits only for
-     * this, never for SQLite. */
+     * this, never for SQLite. Readers (tide__meta_authorize_flush) wait
+     * for a flush already running: usage reads, rare, see every add made
+     * before them. */
+    pthread_mutex_lock(&m->flush_mu);
     pthread_mutex_lock(&m->plock);
     snap = m->pend;
     tide__meta_pending_init(&m->pend);
@@ -458,6 +461,7 @@ int tide_meta_flush(tide_meta *m)
     if (rc)
         merge_back(m, &snap, done);
     tide__meta_pending_fini(&snap);
+    pthread_mutex_unlock(&m->flush_mu);
     return rc;
 }
 
