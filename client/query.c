@@ -241,7 +241,9 @@ static int decode_aggs(tide_query_iter *it, const Tide__V1__SeriesResult *s,
                  : blk->i64   ? (double)blk->i64[i]
                  : blk->bools ? blk->bools[i]
                               : (double)blk->counts[i];
-        memcpy(row + 1, &s->more_values[i * (k - 1)], (k - 1) * sizeof(double));
+        if (k > 1) /* a single aggregate has no more_values (NULL) */
+            memcpy(row + 1, &s->more_values[i * (k - 1)],
+                   (k - 1) * sizeof(double));
     }
     blk->n_aggs = k;
     blk->agg_values = it->aggv;
