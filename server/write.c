@@ -633,8 +633,8 @@ static int write_tags(struct write_req *r, uint32_t g,
 /* Step 5a, series: the columns of group `g` of device `dev` become engine
  * columns (points inside retention only) with their series keys. Returns
  * 0 or -ENOMEM. */
-/* Step 5a': the series of key i from the device's cache, or from the
- * registry into that cache; 0 in its column when neither knows it live
+/* Step 5a', after write_group: the series of key i from the device's cache, or
+ * from the registry into that cache; 0 in its column when neither knows it live
  * (write_series then creates it, or rejects it). */
 static void write_series_cached(struct write_req *r, struct device_entry *dev,
                                 uint32_t i)
@@ -648,7 +648,7 @@ static void write_series_cached(struct write_req *r, struct device_entry *dev,
 }
 
 static int write_group(struct write_req *r, uint32_t g,
-                       struct device_entry *dev)
+                       const struct device_entry *dev)
 {
     const Tide__V1__PointGroup *pg = r->wb->groups[g];
     uint32_t n = (uint32_t)pg->n_ts_delta_ns, kept = 0;
@@ -696,7 +696,6 @@ static int write_group(struct write_req *r, uint32_t g,
             .field = col->field,
             .field_len = (uint32_t)strlen(col->field),
             .type = tc->type};
-        write_series_cached(r, dev, r->n_keys);
         r->key_col[r->n_keys++] = (struct col_ref){g, k};
         b->n_cols++;
     }
@@ -725,6 +724,7 @@ static int write_groups(struct write_req *r, uint32_t budget)
         uint32_t g = r->g_next;
         const Tide__V1__PointGroup *pg = wb->groups[g];
         struct device_entry *dev = NULL;
+        uint32_t keys_before;
         Tide__V1__ErrorCode gcode = 0;
         const char *gmsg;
         uint64_t work = 1 + (uint64_t)pg->n_columns;
@@ -742,8 +742,11 @@ static int write_groups(struct write_req *r, uint32_t budget)
                     goto oom;
             continue;
         }
+        keys_before = r->n_keys;
         if (write_group(r, g, dev))
             goto oom;
+        for (uint32_t i = keys_before; i < r->n_keys; i++)
+            write_series_cached(r, dev, i);
         tide_meta_device_seen(r->s->meta, dev->id);
     }
     devices_tags_flush(r->s);
