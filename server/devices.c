@@ -116,10 +116,12 @@ static void entry_free(struct device_entry *e)
 }
 
 uint64_t devices_series_find(const struct device_entry *e, const char *field,
-                             size_t len, uint8_t type)
+                             size_t len, uint8_t type, uint32_t hint)
 {
-    for (uint32_t i = 0; i < e->n_series; i++) {
-        const struct device_series *d = &e->series[i];
+    /* From `hint` on: a device sends its fields in the same order batch
+     * after batch, so the first compare is usually the one. */
+    for (uint32_t j = 0; j < e->n_series; j++) {
+        const struct device_series *d = &e->series[(hint + j) % e->n_series];
 
         if (d->len == len && d->type == type && !memcmp(d->field, field, len))
             return d->id;

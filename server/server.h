@@ -372,11 +372,12 @@ int devices_get(struct server *s, uint64_t account_id, const char *name,
  * an entry it already has for that name instead; devices_entry_free()
  * frees one never linked. */
 /* The id of the live series (`field`, `type`) of `e` when it is cached
- * there, else 0; remember one the registry resolved (dropped silently
- * when it does not fit). The cache lives and dies with its entry, and an
+ * there, else 0, looked for from position `hint` (the column's place in
+ * its group); remember one the registry resolved (dropped silently when
+ * it does not fit). The cache lives and dies with its entry, and an
  * entry is dropped on every sidecar change of its account. */
 uint64_t devices_series_find(const struct device_entry *e, const char *field,
-                             size_t len, uint8_t type);
+                             size_t len, uint8_t type, uint32_t hint);
 void devices_series_put(struct device_entry *e, const char *field, size_t len,
                         uint8_t type, uint64_t id);
 

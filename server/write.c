@@ -637,12 +637,12 @@ static int write_tags(struct write_req *r, uint32_t g,
  * from the registry into that cache; 0 in its column when neither knows it live
  * (write_series then creates it, or rejects it). */
 static void write_series_cached(struct write_req *r, struct device_entry *dev,
-                                uint32_t i)
+                                uint32_t i, uint32_t hint)
 {
     const struct tide_meta_series_key *k = &r->keys[i];
     uint64_t *id = &r->b.cols[i].series_id;
 
-    *id = devices_series_find(dev, k->field, k->field_len, k->type);
+    *id = devices_series_find(dev, k->field, k->field_len, k->type, hint);
     if (!*id && tide_meta_series_lookup(r->s->meta, k, id) == 0)
         devices_series_put(dev, k->field, k->field_len, k->type, *id);
 }
@@ -746,7 +746,7 @@ static int write_groups(struct write_req *r, uint32_t budget)
         if (write_group(r, g, dev))
             goto oom;
         for (uint32_t i = keys_before; i < r->n_keys; i++)
-            write_series_cached(r, dev, i);
+            write_series_cached(r, dev, i, i - keys_before);
         tide_meta_device_seen(r->s->meta, dev->id);
     }
     devices_tags_flush(r->s);
