@@ -366,6 +366,29 @@ static int check_header(struct tide_frame_decoder *d)
     return d->err;
 }
 
+/* The end of the frame at the front of the buffer (head 0) followed by
+ * `data`: header plus payload bytes; 0 while its header is incomplete or
+ * announces an oversized frame (which check_header refuses). */
+static size_t frame_end(const struct tide_frame_decoder *d, const void *data,
+                        size_t n)
+{
+    uint8_t hdr[TIDE_FRAME_HEADER_BYTES];
+    size_t live = d->len;
+    uint32_t payload;
+
+    if (live + n < TIDE_FRAME_HEADER_BYTES)
+        return 0;
+    if (live >= TIDE_FRAME_HEADER_BYTES) {
+        payload = load_le32(d->buf);
+    } else {
+        if (live)
+            memcpy(hdr, d->buf, live);
+        memcpy(hdr + live, data, TIDE_FRAME_HEADER_BYTES - live);
+        payload = load_le32(hdr);
+    }
+    return payload > d->max_bytes ? 0 : TIDE_FRAME_HEADER_BYTES + payload;
+}
+
 int tide_frame_decoder_feed(struct tide_frame_decoder *d, const void *data,
                             size_t n)
 {
@@ -396,7 +419,7 @@ int tide_frame_decoder_feed(struct tide_frame_decoder *d, const void *data,
         }
     }
     if (d->len + n > d->cap) {
-        size_t cap = d->cap;
+        size_t cap = d->cap, end = frame_end(d, data, n);
 
         if (cap == 0)
             cap = d->max_bytes + TIDE_FRAME_HEADER_BYTES < 4096
@@ -406,6 +429,12 @@ int tide_frame_decoder_feed(struct tide_frame_decoder *d, const void *data,
 
         while (cap < d->len + n)
             cap *= 2;
+        /* A large frame gets its whole buffer at once, so that it is never
+         * copied while it arrives (a 16 MiB frame read 4 KiB at a time
+         * would be copied at each doubling, milliseconds on the loop); the
+         * pages are touched only as its bytes come. */
+        if (cap < end)
+            cap = end;
         buf = buf_alloc(d, cap);
         if (!buf) {
             d->err = -ENOMEM;

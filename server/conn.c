@@ -37,7 +37,8 @@
  *      a frame's kind is checked against the connection's state (and, for
  *      writes, its role) before its body is decoded (refuse_undecoded); a
  *      decode takes at most max_decode_ratio times its payload (frame.h);
- *      the bytes of partial frames across all connections stay within
+ *      the bytes of partial frames across all connections, less the first
+ *      max_unauth_frame_bytes of each, stay within
  *      partial_frame_budget_bytes (srv->partial_bytes, feed).
  *   6. A connection is freed only from a libevent callback's top level
  *      (on_write, on_event) or at shutdown, never inside a handler:
@@ -224,11 +225,23 @@ static void set_timeouts(struct conn *c)
     bufferevent_set_timeouts(c->bev, ms ? &rt : NULL, &wt);
 }
 
+/* What a decoder holding `pending` bytes is charged against the budget:
+ * the first max_unauth_frame_bytes of each connection are free, so that a
+ * bystander's small request (a Ping, a device's write) is never refused
+ * because other connections' large frames filled the budget. */
+static size_t partial_cost(const struct conn *c, size_t pending)
+{
+    size_t free_bytes = c->srv->cfg.max_unauth_frame_bytes;
+
+    return pending > free_bytes ? pending - free_bytes : 0;
+}
+
 /* Keep srv->partial_bytes equal to the sum of what the connections'
- * decoders hold (invariant 5); a closing connection holds nothing. */
+ * decoders are charged (invariant 5); a closing connection holds nothing. */
 static void partial_charge(struct conn *c)
 {
-    size_t now = c->closing ? 0 : tide_frame_decoder_pending(&c->dec);
+    size_t now =
+        c->closing ? 0 : partial_cost(c, tide_frame_decoder_pending(&c->dec));
 
     c->srv->partial_bytes = c->srv->partial_bytes - c->partial_charged + now;
     c->partial_charged = now;
@@ -605,10 +618,13 @@ static void log_sample(struct conn *c, const char *what)
  * empty, TIDE_EFULL when the bytes would take the partial frames of all
  * connections above partial_frame_budget_bytes (invariant 5; nothing is
  * fed), or the decoder's error (TIDE_ETOOLARGE as soon as a header
- * announces an oversized frame, -ENOMEM). */
+ * announces an oversized frame, -ENOMEM). Over the budget, only what is
+ * still free for this connection (partial_cost) is fed, so the small
+ * frames at the front of its input still go through. */
 static int feed(struct conn *c, struct evbuffer *in)
 {
     struct evbuffer_iovec v;
+    size_t pending = tide_frame_decoder_pending(&c->dec), n;
     int rc;
 
     if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
@@ -616,11 +632,18 @@ static int feed(struct conn *c, struct evbuffer *in)
     c->sample_len =
         v.iov_len < sizeof(c->sample) ? v.iov_len : sizeof(c->sample);
     memcpy(c->sample, v.iov_base, c->sample_len);
-    if (c->srv->partial_bytes + v.iov_len >
-        c->srv->cfg.partial_frame_budget_bytes)
-        return TIDE_EFULL;
-    rc = tide_frame_decoder_feed(&c->dec, v.iov_base, v.iov_len);
-    evbuffer_drain(in, v.iov_len);
+    n = v.iov_len;
+    if (c->srv->partial_bytes - c->partial_charged +
+            partial_cost(c, pending + n) >
+        c->srv->cfg.partial_frame_budget_bytes) {
+        size_t free_n = c->srv->cfg.max_unauth_frame_bytes;
+
+        if (pending >= free_n)
+            return TIDE_EFULL;
+        n = free_n - pending;
+    }
+    rc = tide_frame_decoder_feed(&c->dec, v.iov_base, n);
+    evbuffer_drain(in, n);
     partial_charge(c);
     return rc;
 }

@@ -181,7 +181,8 @@ struct server {
      * and how many batches are parked for it (write.c). */
     struct write_worker *write_worker;
     unsigned writes_parked;
-    /* Bytes in the decoders of all connections, loop thread only: within
+    /* Bytes in the decoders of all connections beyond the first
+     * max_unauth_frame_bytes of each, loop thread only: within
      * cfg.partial_frame_budget_bytes (conn.c, invariant 5). */
     uint64_t partial_bytes;
     /* The compaction policy and the erasures it schedules (retention.c);

@@ -623,6 +623,82 @@ Test(conn, partial_frames_share_a_server_wide_budget, .init = budget_init)
     free(frame);
 }
 
+static const char *const full_budget_settings[] = {
+    "partial_frame_budget_bytes=65536", NULL};
+
+static void full_budget_init(void)
+{
+    fixture_start(full_budget_settings);
+}
+
+/* The batch_frame() of the most points whose frame is at most `max`
+ * bytes. */
+static uint8_t *batch_frame_upto(uint64_t rid, size_t max, size_t *len)
+{
+    int lo = 1, hi = 100000;
+
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        uint8_t *f = batch_frame(rid, mid, len);
+
+        free(f);
+        if (*len <= max)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return batch_frame(rid, lo, len);
+}
+
+/* The budget is 64 KiB, and each connection's first 8 KiB
+ * (max_unauth_frame_bytes) are free. One connection holds all of a frame
+ * of just under 72 KiB but its last 100 bytes, so less than 1 KiB of the
+ * budget is left: a second connection's large frame is refused, but a
+ * third connection's Ping and its write of about 6 KiB, more than what is
+ * left, go through, and then the first frame completes. Before, a small
+ * request that came while the budget was full was refused and closed. */
+Test(conn, small_requests_pass_while_large_frames_fill_the_budget,
+     .init = full_budget_init)
+{
+    char key[160];
+    size_t len, small_len;
+    uint8_t *frame = batch_frame_upto(5, 8192 + 65536, &len);
+    uint8_t *small = batch_frame_upto(6, 6000, &small_len);
+    int holder, other, bystander;
+    Tide__V1__Envelope *r;
+
+    cr_assert(len > 8192 + 65536 - 900 && small_len > 5000,
+              "frames of %zu and %zu bytes", len, small_len);
+    make_device_key(key, sizeof(key));
+    holder = wire_session(srv.port, key);
+    other = wire_session(srv.port, key);
+    bystander = wire_session(srv.port, key);
+    cr_assert(holder >= 0 && other >= 0 && bystander >= 0);
+    cr_assert_eq(wire_send_raw(holder, frame, len - 100), 0);
+    usleep(300 * 1000); /* the loop reads the holder's bytes first */
+    cr_assert_eq(wire_send_raw(other, frame, 20000), 0);
+    expect_frame_error(other, TIDE__V1__ERROR_CODE__ERROR_CODE_OVERLOADED,
+                       "partial_frame_budget_bytes");
+    close(other);
+    cr_assert_gt(wire_ping_us(bystander), 0);
+    cr_assert_eq(wire_send_raw(bystander, small, small_len), 0);
+    r = wire_recv(bystander);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK &&
+                  r->write_ack->accepted_points > 0,
+              "the small write: %s", wire_why(r));
+    tide_frame_free(r, NULL);
+    cr_assert_eq(wire_send_raw(holder, frame + len - 100, 100), 0);
+    r = wire_recv(holder);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_WRITE_ACK &&
+                  r->write_ack->accepted_points > 0,
+              "the holder's frame: %s", wire_why(r));
+    tide_frame_free(r, NULL);
+    close(holder);
+    close(bystander);
+    free(frame);
+    free(small);
+}
+
 /* ---- Slowloris (issue #10, item 9) ------------------------------------ */
 
 static const char *const slow_settings[] = {"read_timeout_ms=500", NULL};

@@ -320,6 +320,50 @@ Test(frame, decoder_byte_by_byte_and_pipelined)
     free(frame);
 }
 
+static unsigned counted_allocs;
+
+static void *counting_alloc(void *data, size_t n)
+{
+    (void)data;
+    counted_allocs++;
+    return malloc(n);
+}
+
+static void counting_free(void *data, void *p)
+{
+    (void)data;
+    free(p);
+}
+
+/* A large frame read 4 KiB at a time gets its whole buffer once its
+ * header is known: one allocation after the first, never a copy per
+ * doubling (which cost milliseconds on the server's loop). */
+Test(frame, large_frame_buffer_is_allocated_once)
+{
+    ProtobufCAllocator counting = {counting_alloc, counting_free, NULL};
+    const size_t payload = 4u << 20;
+    uint8_t *frame = calloc(1, payload + TIDE_FRAME_HEADER_BYTES);
+    const size_t total = payload + TIDE_FRAME_HEADER_BYTES;
+    struct tide_frame_decoder d;
+
+    cr_assert_not_null(frame);
+    frame[0] = (uint8_t)payload;
+    frame[1] = (uint8_t)(payload >> 8);
+    frame[2] = (uint8_t)(payload >> 16);
+    frame[3] = (uint8_t)(payload >> 24);
+    tide_frame_decoder_init(&d, 16u << 20, &counting);
+    counted_allocs = 0;
+    for (size_t off = 0; off < total; off += 4096)
+        cr_assert_eq(
+            tide_frame_decoder_feed(&d, frame + off,
+                                    total - off < 4096 ? total - off : 4096),
+            0);
+    cr_assert_eq(tide_frame_decoder_pending(&d), total);
+    cr_assert_leq(counted_allocs, 2, "%u allocations", counted_allocs);
+    tide_frame_decoder_fini(&d);
+    free(frame);
+}
+
 Test(frame, garbage_is_malformed_and_sticky)
 {
     struct tide_frame_decoder d;
