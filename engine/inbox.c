@@ -10,12 +10,14 @@
 static void ticket_part_done(struct ticket *t, int rc)
 {
     int expected = 0;
-    unsigned prev;
+    /* Read before the decrement: once another part's decrement takes the
+     * count to 0, that thread frees t. */
+    unsigned parts = t->parts, prev;
 
     if (rc)
         atomic_compare_exchange_strong(&t->err, &expected, rc);
     prev = atomic_fetch_sub(&t->pending, 1);
-    TIDE_ASSERT(prev > 0 && prev <= t->parts); /* never underflows */
+    TIDE_ASSERT(prev > 0 && prev <= parts); /* never underflows */
     if (prev != 1)
         return;
     rc = atomic_load(&t->err);
