@@ -1048,7 +1048,7 @@ static int batch_scan(struct write_req *r, struct write_job *j)
 {
     const Tide__V1__WriteBatch *wb = r->wb;
     uint64_t account = r->c->who.account_id, id;
-    int create = r->c->who.role != TIDE_META_ROLE_DEVICE, fresh = 0;
+    int create = r->c->who.role != TIDE_META_ROLE_DEVICE, fresh = 0, lrc;
     uint32_t off = 0;
     char text[TIDE_META_TAGS_MAX + 1];
 
@@ -1094,8 +1094,15 @@ static int batch_scan(struct write_req *r, struct write_job *j)
                 column_count(col) == UINT64_MAX)
                 continue;
             key.field_len = (uint32_t)strlen(col->field);
-            fresh = tide_meta_series_lookup(r->s->meta, &key, &id) ==
-                    TIDE_ENOTFOUND;
+            /* The device's cache first: a known series costs no registry
+             * probe (a cache miss per point at fleet width). */
+            if (devices_series_find(e, key.field, key.field_len, key.type,
+                                    (uint32_t)k))
+                continue;
+            lrc = tide_meta_series_lookup(r->s->meta, &key, &id);
+            fresh = lrc == TIDE_ENOTFOUND;
+            if (lrc == 0)
+                devices_series_put(e, key.field, key.field_len, key.type, id);
         }
         if (fresh && !j)
             return 1;
