@@ -95,8 +95,8 @@ static int series_by_id(const struct head *h, struct tide_buf *out)
     int rc = 0;
 
     for (uint32_t i = 0; i < h->n_slots && rc == 0; i++)
-        if (h->slots[i])
-            rc = tide__buf_append(out, &h->slots[i], sizeof(h->slots[i]));
+        if (h->slots[i].s)
+            rc = tide__buf_append(out, &h->slots[i].s, sizeof(h->slots[i].s));
     if (rc == 0 && out->len)
         qsort(out->data, out->len / sizeof(struct hseries *),
               sizeof(struct hseries *), cmp_series_id);
@@ -204,8 +204,8 @@ static void flush_frozen(struct tide_db *db, struct shard *sh)
 
     pthread_rwlock_wrlock(&sh->rw);
     for (uint32_t i = 0; i < h->n_slots && rc == 0; i++)
-        if (h->slots[i])
-            rc = tide__hseries_normalize(h->slots[i]);
+        if (h->slots[i].s)
+            rc = tide__hseries_normalize(h->slots[i].s);
     pthread_rwlock_unlock(&sh->rw);
     if (rc == 0)
         rc = tide__window_collect(h, db->o.partition_ns, &keys);

@@ -38,8 +38,8 @@ void tide__head_fini(struct head *h)
     struct arena_block *b = h->arena;
 
     for (uint32_t i = 0; i < h->n_slots; i++)
-        if (h->slots[i])
-            series_free(h->slots[i]);
+        if (h->slots[i].s)
+            series_free(h->slots[i].s);
     tide_free(h->slots);
     while (b) {
         struct arena_block *next = b->next;
@@ -56,10 +56,34 @@ struct hseries *tide__head_find(const struct head *h, uint64_t id)
         return NULL;
     for (uint32_t i = slot_of(id, h->n_slots);;
          i = (i + 1) & (h->n_slots - 1)) {
-        struct hseries *s = h->slots[i];
+        const struct head_slot *e = &h->slots[i];
 
-        if (!s || s->id == id)
-            return s;
+        if (!e->s || e->id == id)
+            return e->s;
+    }
+}
+
+void tide__head_prefetch(const struct head *h, uint64_t id, int stage)
+{
+    const struct hseries *s;
+
+    if (h->n_slots == 0)
+        return;
+    if (stage == 0) {
+        __builtin_prefetch(&h->slots[slot_of(id, h->n_slots)]);
+        return;
+    }
+    s = tide__head_find(h, id);
+    if (!s)
+        return;
+    if (stage == 1) {
+        __builtin_prefetch(s);
+        return;
+    }
+    if (s->n < s->cap) {
+        __builtin_prefetch(s->ts + s->n, 1);
+        if (s->val)
+            __builtin_prefetch(s->val + s->n, 1);
     }
 }
 
@@ -67,19 +91,19 @@ struct hseries *tide__head_find(const struct head *h, uint64_t id)
 static int grow_slots(struct head *h)
 {
     uint32_t n = h->n_slots ? h->n_slots * 2 : HEAD_SLOTS_MIN;
-    struct hseries **slots = tide_calloc(n, sizeof(*slots));
+    struct head_slot *slots = tide_calloc(n, sizeof(*slots));
 
     if (!slots)
         return -ENOMEM;
     for (uint32_t i = 0; i < h->n_slots; i++) {
-        struct hseries *s = h->slots[i];
+        const struct head_slot *e = &h->slots[i];
         uint32_t j;
 
-        if (!s)
+        if (!e->s)
             continue;
-        for (j = slot_of(s->id, n); slots[j]; j = (j + 1) & (n - 1))
+        for (j = slot_of(e->id, n); slots[j].s; j = (j + 1) & (n - 1))
             ;
-        slots[j] = s;
+        slots[j] = *e;
     }
     h->bytes += (uint64_t)(n - h->n_slots) * sizeof(*slots);
     tide_free(h->slots);
@@ -108,10 +132,11 @@ static int insert_series(struct head *h, uint64_t id, uint64_t account_id,
     s->tier = tier;
     s->type = type;
     s->sorted = 1;
-    for (i = slot_of(id, h->n_slots); h->slots[i];
+    for (i = slot_of(id, h->n_slots); h->slots[i].s;
          i = (i + 1) & (h->n_slots - 1))
         ;
-    h->slots[i] = s;
+    h->slots[i].id = id;
+    h->slots[i].s = s;
     h->n_series++;
     h->bytes += sizeof(*s);
     *out = s;

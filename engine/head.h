@@ -39,8 +39,15 @@ struct arena_block {
     char data[];
 };
 
+/* A slot keeps the id beside the series, so that a probe touches only the
+ * table, not each series it passes (a cache miss each at fleet width). */
+struct head_slot {
+    uint64_t id;
+    struct hseries *s; /* NULL: empty */
+};
+
 struct head {
-    struct hseries **slots; /* open addressing by id; power-of-two size */
+    struct head_slot *slots; /* open addressing by id; power-of-two size */
     uint32_t n_slots;
     uint32_t n_series;
     uint64_t points;
@@ -55,6 +62,12 @@ void tide__head_fini(struct head *h);
 
 /* Find a series; NULL when the head has none of its points. */
 struct hseries *tide__head_find(const struct head *h, uint64_t id);
+
+/* Prefetch for an append to series `id` a few columns from now, in three
+ * stages issued in turn as the append comes nearer: 0 its slot, 1 its
+ * series (its slot in cache by then), 2 the tails the points go to. Only
+ * a hint: no effect on the head. */
+void tide__head_prefetch(const struct head *h, uint64_t id, int stage);
 
 /*
  * Append `n` points of one series. `vals` holds 8-byte values for f64, i64

@@ -129,7 +129,7 @@ int tide_db_account_usage(tide_db *db, uint64_t account_id, unsigned flags,
             const struct head *h = f ? sh->frozen : &sh->head;
 
             for (uint32_t i = 0; h && i < h->n_slots; i++) {
-                const struct hseries *x = h->slots[i];
+                const struct hseries *x = h->slots[i].s;
 
                 if (!x || x->account_id != account_id || !x->n)
                     continue;

@@ -196,10 +196,19 @@ int tide__wal_batch_columns(const uint8_t *rec, uint32_t len,
     return 0;
 }
 
+/* Columns are applied APPLY_AHEAD behind the walk, so that the cache
+ * misses of an append (slot, series, tails: one each per series at fleet
+ * width) are prefetched in stages while earlier columns are applied. */
+#define APPLY_AHEAD 16
+#define APPLY_STAGE1 6  /* columns after its slot prefetch: the series */
+#define APPLY_STAGE2 12 /* ... the tails */
+
 struct apply {
     struct head *h;
     struct tide_buf *scratch;
     uint32_t *skipped;
+    struct wal_col ring[APPLY_AHEAD];
+    uint32_t n; /* columns walked */
 };
 
 /* Apply one checked column to the head. */
@@ -252,10 +261,36 @@ static int apply_column(void *ctx, const struct wal_col *c)
     return rc;
 }
 
+/* The walk's step: column k joins the ring, prefetches advance, and the
+ * column APPLY_AHEAD behind it is applied (in walk order). */
+static int apply_ahead(void *ctx, const struct wal_col *c)
+{
+    struct apply *a = ctx;
+    uint32_t k = a->n++;
+    int rc = 0;
+
+    if (k >= APPLY_AHEAD)
+        rc = apply_column(a, &a->ring[k % APPLY_AHEAD]);
+    a->ring[k % APPLY_AHEAD] = *c;
+    tide__head_prefetch(a->h, c->series_id, 0);
+    if (k >= APPLY_STAGE1)
+        tide__head_prefetch(
+            a->h, a->ring[(k - APPLY_STAGE1) % APPLY_AHEAD].series_id, 1);
+    if (k >= APPLY_STAGE2)
+        tide__head_prefetch(
+            a->h, a->ring[(k - APPLY_STAGE2) % APPLY_AHEAD].series_id, 2);
+    return rc;
+}
+
 int tide__wal_batch_apply(struct head *h, const uint8_t *rec, uint32_t len,
                           struct tide_buf *scratch, uint32_t *skipped)
 {
-    struct apply a = {h, scratch, skipped};
+    struct apply a = {.h = h, .scratch = scratch, .skipped = skipped};
+    int rc = tide__wal_batch_columns(rec, len, apply_ahead, &a);
+    uint32_t k = a.n > APPLY_AHEAD ? a.n - APPLY_AHEAD : 0;
 
-    return tide__wal_batch_columns(rec, len, apply_column, &a);
+    /* The columns still in the ring; none after an error. */
+    for (; rc == 0 && k < a.n; k++)
+        rc = apply_column(&a, &a.ring[k % APPLY_AHEAD]);
+    return rc;
 }

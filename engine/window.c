@@ -11,7 +11,7 @@ int tide__window_collect(const struct head *h, int64_t part_ns,
                          struct tide_buf *out)
 {
     for (uint32_t i = 0; i < h->n_slots; i++) {
-        struct hseries *s = h->slots[i];
+        struct hseries *s = h->slots[i].s;
         uint32_t j = 0;
 
         while (s && j < s->n) {
