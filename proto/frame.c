@@ -11,6 +11,7 @@
 #include "tide/common.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,6 +37,110 @@ static void pb_free(void *ctx, void *p)
 }
 
 ProtobufCAllocator tide_frame_allocator = {pb_alloc, pb_free, NULL};
+
+#define ARENA_BLOCK_MIN (64u << 10)
+#define ARENA_ALIGN 16u
+
+struct arena_block {
+    struct arena_block *next;
+    size_t cap, used;
+    _Alignas(ARENA_ALIGN) uint8_t data[];
+};
+
+struct tide_frame_arena {
+    ProtobufCAllocator pb;
+    atomic_uint refs;
+    struct arena_block *blocks; /* the first is the one carved from */
+    size_t next_cap;
+};
+
+static struct arena_block *arena_block_new(size_t cap)
+{
+    struct arena_block *b = tide_malloc(sizeof(*b) + cap);
+
+    if (b) {
+        b->next = NULL;
+        b->cap = cap;
+        b->used = 0;
+    }
+    return b;
+}
+
+static void *arena_alloc(void *ctx, size_t size)
+{
+    struct tide_frame_arena *a = ctx;
+    struct arena_block *b = a->blocks;
+    size_t n = (size + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
+
+    if (n < size)
+        return NULL;
+    if (n > b->cap - b->used) {
+        /* Blocks double, so a decode takes O(log n) of them. */
+        size_t cap = n > a->next_cap ? n : a->next_cap;
+
+        b = arena_block_new(cap);
+        if (!b) {
+            pb_oom = 1;
+            return NULL;
+        }
+        b->next = a->blocks;
+        a->blocks = b;
+        a->next_cap = cap <= SIZE_MAX / 2 ? 2 * cap : cap;
+    }
+    b->used += n;
+    return b->data + b->used - n;
+}
+
+static void arena_free(void *ctx, void *p)
+{
+    (void)ctx;
+    (void)p; /* the blocks go with the arena */
+}
+
+struct tide_frame_arena *tide_frame_arena_new(size_t first_bytes)
+{
+    struct tide_frame_arena *a = tide_malloc(sizeof(*a));
+    size_t cap = first_bytes > ARENA_BLOCK_MIN ? first_bytes : ARENA_BLOCK_MIN;
+
+    if (!a)
+        return NULL;
+    a->blocks = arena_block_new(cap);
+    if (!a->blocks) {
+        tide_free(a);
+        return NULL;
+    }
+    a->pb = (ProtobufCAllocator){arena_alloc, arena_free, a};
+    atomic_init(&a->refs, 1);
+    a->next_cap = 2 * cap;
+    return a;
+}
+
+ProtobufCAllocator *tide_frame_arena_allocator(struct tide_frame_arena *a)
+{
+    return &a->pb;
+}
+
+struct tide_frame_arena *tide_frame_arena_ref(struct tide_frame_arena *a)
+{
+    atomic_fetch_add(&a->refs, 1);
+    return a;
+}
+
+void tide_frame_arena_release(struct tide_frame_arena *a)
+{
+    struct arena_block *b;
+
+    if (!a || atomic_fetch_sub(&a->refs, 1) != 1)
+        return;
+    b = a->blocks;
+    while (b) {
+        struct arena_block *next = b->next;
+
+        tide_free(b);
+        b = next;
+    }
+    tide_free(a);
+}
 
 static uint32_t load_le32(const uint8_t *p)
 {

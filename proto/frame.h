@@ -106,6 +106,24 @@ extern ProtobufCAllocator tide_frame_allocator;
 void tide_frame_free(Tide__V1__Envelope *env, ProtobufCAllocator *alloc);
 
 /*
+ * A decode arena: an allocator whose allocations are carved from a few
+ * large blocks and freed all at once when its last reference goes; its
+ * free() does nothing. A large WriteBatch decoded with it costs one malloc
+ * per block instead of about three per point, and no free walk. A message
+ * decoded with it is never passed to tide_frame_free(): release the arena.
+ * References may be taken and released on any thread.
+ */
+struct tide_frame_arena;
+
+/* A new arena with one reference, its first block `first_bytes` (at
+ * least 64 KiB); NULL without memory. */
+struct tide_frame_arena *tide_frame_arena_new(size_t first_bytes);
+ProtobufCAllocator *tide_frame_arena_allocator(struct tide_frame_arena *a);
+struct tide_frame_arena *tide_frame_arena_ref(struct tide_frame_arena *a);
+/* Drop a reference; the last frees every block. Accepts NULL. */
+void tide_frame_arena_release(struct tide_frame_arena *a);
+
+/*
  * Incremental decoder for a byte stream: feed bytes as they arrive, take
  * envelopes out as they complete. Caller-allocated; private fields.
  * Invariants:

@@ -254,6 +254,22 @@ static void decoder_init(struct conn *c)
     tide_frame_decoder_set_decode_ratio(&c->dec, c->srv->cfg.max_decode_ratio);
 }
 
+/* A decoder that held a large frame gives its buffer back once empty, so
+ * that an idle connection keeps no more than this. */
+#define DECODER_KEEP_BYTES (256u << 10)
+
+/* Empty the decoder of `c`: a large buffer is freed by the write worker,
+ * as unmapping megabytes (the 16 MiB frames of many connections closing
+ * at once) would stall the loop. */
+static void decoder_fini(struct conn *c)
+{
+    if (c->dec.cap > DECODER_KEEP_BYTES) {
+        tided_write_free_later(c->srv, c->dec.buf);
+        c->dec.buf = NULL;
+    }
+    tide_frame_decoder_fini(&c->dec);
+}
+
 /* Stop reading and free the connection once its output is flushed. Never
  * frees it here (invariant 6): with nothing left to send, the write
  * callback is scheduled to run from the loop. */
@@ -264,7 +280,7 @@ static void conn_close(struct conn *c)
     /* Nothing more is read: the decoder's bytes are released now, not
      * when the output has drained. on_read returns without touching the
      * decoder once closing is set. */
-    tide_frame_decoder_fini(&c->dec);
+    decoder_fini(c);
     decoder_init(c);
     partial_charge(c);
     if (conn_out_pending(c) == 0)
@@ -692,10 +708,6 @@ static void frame_error(struct conn *c, int rc)
     conn_send_error(c, 0, code, msg, 1);
 }
 
-/* A decoder that held a large frame gives its buffer back once empty, so
- * that an idle connection keeps no more than this. */
-#define DECODER_KEEP_BYTES (256u << 10)
-
 /* A large WriteBatch frame of an authenticated connection is decoded by
  * the write worker, off the loop (tided_write_decode): it leaves the
  * decoder with the decoder's buffer, and the connection is not read until
@@ -738,16 +750,18 @@ static void decoded_resume(struct conn *c)
     on_read(c->bev, c);
 }
 
-void conn_decoded(struct conn *c, Tide__V1__Envelope *env, int rc, int mem_over,
+void conn_decoded(struct conn *c, Tide__V1__Envelope *env,
+                  struct tide_frame_arena *arena, int rc, int mem_over,
                   const char *nul_field, size_t frame_bytes)
 {
     c->decoding = NULL;
     if (c->closing) {
-        tide_frame_free(env, NULL);
+        tide_frame_arena_release(arena);
         return;
     }
     if (rc) {
         /* As on_read answers a decode failure: id 0, then close. */
+        tide_frame_arena_release(arena);
         c->dec.mem_over = mem_over;
         frame_error(c, rc);
         return;
@@ -755,8 +769,10 @@ void conn_decoded(struct conn *c, Tide__V1__Envelope *env, int rc, int mem_over,
     c->frame_bytes = frame_bytes;
     c->dec.nul_field = nul_field; /* route() refuses a NUL in a string */
     tided_test_alloc_arm((unsigned long)(env->request_id >> 32));
+    c->env_arena = arena;
     dispatch(c, env);
-    tide_frame_free(env, NULL);
+    c->env_arena = NULL;
+    tide_frame_arena_release(arena); /* env with it */
     tided_test_alloc_arm(0);
     decoded_resume(c);
 }
@@ -816,7 +832,7 @@ static void on_read(struct bufferevent *bev, void *arg)
         c->frame_start_ms = 0; /* the next frame's clock starts anew */
         c->dec_large |= h.bytes > DECODER_KEEP_BYTES;
         if (c->dec_large && tide_frame_decoder_pending(&c->dec) == 0) {
-            tide_frame_decoder_fini(&c->dec);
+            decoder_fini(c);
             decoder_init(c);
             c->dec_large = 0;
         }
@@ -906,7 +922,7 @@ static void conn_free(struct conn *c)
     if (c->read_paused)
         atomic_fetch_sub(&s->metrics.connections_read_paused, 1);
     tide_free(c->ids.slot);
-    tide_frame_decoder_fini(&c->dec);
+    decoder_fini(c);
     c->closing = 1;
     partial_charge(c);
     tide_free(c);

@@ -248,6 +248,9 @@ struct conn {
     /* Its frame being decoded by the write worker (tided_write_decode):
      * the connection is not read meanwhile. */
     struct write_job *decoding;
+    /* While conn_decoded() dispatches it: the arena of the envelope, for a
+     * parked batch to take a reference (write.c). */
+    struct tide_frame_arena *env_arena;
     uint8_t sample[16]; /* the first bytes of the last input fed */
     size_t sample_len;
     /* This connection's share of srv->partial_bytes. */
@@ -458,16 +461,21 @@ void tided_write_jobs_drain(struct server *s);
  * TIDE_EFULL (too many frame bytes parked: refuse it; the frame is still
  * in the decoder) or -ENOMEM (decode it here). */
 int tided_write_decode(struct conn *c, size_t len);
+/* Free `buf` (tide_malloc'd) on the write worker, not the loop: a large
+ * buffer's munmap takes milliseconds. Frees it here when the worker is
+ * not running or without memory. */
+void tided_write_free_later(struct server *s, void *buf);
 /* conn_free(): the connection of a frame in the worker's hands is gone;
  * the result is dropped when it comes back. */
 void tided_write_decode_forget(struct conn *c);
 
 /* conn.c: the write worker decoded the frame of `c` (tided_write_decode):
- * rc 0 and `env` (owned by the callee) to dispatch as on_read would, with
- * `nul_field` (tide_frame_nul_field of its payload); or the decode error
- * (mem_over: the decode memory bound), answered as on_read answers one.
- * Then reading resumes. */
-void conn_decoded(struct conn *c, Tide__V1__Envelope *env, int rc, int mem_over,
+ * rc 0 and `env`, decoded into `arena` (whose reference the callee takes),
+ * to dispatch as on_read would, with `nul_field` (tide_frame_nul_field of
+ * its payload); or the decode error (mem_over: the decode memory bound),
+ * answered as on_read answers one. Then reading resumes. */
+void conn_decoded(struct conn *c, Tide__V1__Envelope *env,
+                  struct tide_frame_arena *arena, int rc, int mem_over,
                   const char *nul_field, size_t frame_bytes);
 /* conn.c: the write worker refused that frame without decoding it (a
  * WriteBatch over a limit): request `rid` is answered `code` through the

@@ -3,7 +3,8 @@
  * libFuzzer target for the frame decoder (proto/frame.c). The first input
  * byte picks how the rest is split into feeds, so that frames cut at every
  * position are exercised; each decoded envelope must re-encode and decode
- * to the same body.
+ * to the same body, and the whole input must decode into a decode arena
+ * as it does with the default allocator.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -73,6 +74,39 @@ static void check_reencode(const Tide__V1__Envelope *env)
     free(buf);
 }
 
+/* The frame at buf[0..n) decodes the same into a decode arena as with
+ * the default allocator: same result, same bytes when re-encoded. */
+static void check_arena(const uint8_t *buf, size_t n)
+{
+    struct tide_frame_arena *a = tide_frame_arena_new(0);
+    Tide__V1__Envelope *x = NULL, *y = NULL;
+    size_t ux = 0, uy = 0;
+    int rx, ry;
+
+    if (!a)
+        return;
+    rx = tide_frame_parse(buf, n, 1u << 16, NULL, &x, &ux);
+    ry = tide_frame_parse(buf, n, 1u << 16, tide_frame_arena_allocator(a), &y,
+                          &uy);
+    if (rx != ry || ux != uy)
+        abort();
+    if (rx == 0) {
+        size_t sx = tide_frame_size(x), sy = tide_frame_size(y);
+        uint8_t *bx = malloc(sx), *by = malloc(sy);
+
+        if (sx != sy)
+            abort();
+        if (bx && by &&
+            (tide_frame_encode(x, bx, sx) != (int64_t)sx ||
+             tide_frame_encode(y, by, sy) != (int64_t)sy || memcmp(bx, by, sx)))
+            abort();
+        free(bx);
+        free(by);
+        tide_frame_free(x, NULL);
+    }
+    tide_frame_arena_release(a);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -84,6 +118,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (size == 0)
         return 0;
+    check_arena(data + 1, size - 1);
     step = (size_t)data[0] % 64 + 1;
     tide_frame_decoder_init(&d, 1u << 16, NULL);
     while (off < size && rc == 0) {

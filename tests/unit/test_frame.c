@@ -364,6 +364,42 @@ Test(frame, large_frame_buffer_is_allocated_once)
     free(frame);
 }
 
+/* A batch decoded into an arena equals the default decode, the arena
+ * outlives a reference taken while it is in use, and a decode larger than
+ * the first block takes more blocks. */
+Test(frame, arena_decode_equals_default_decode)
+{
+    struct tide_frame_arena *a = tide_frame_arena_new(0);
+    size_t len, used = 0;
+    uint8_t *frame = encode(golden_write_batch(), &len);
+    Tide__V1__Envelope *x = NULL, *y = NULL;
+    uint8_t *bx, *by;
+
+    cr_assert_not_null(a);
+    cr_assert_eq(tide_frame_parse(frame, len, 0, NULL, &x, &used), 0);
+    /* Decoded again and again, never freed but with the arena: more than
+     * the first block's 64 KiB. */
+    for (int i = 0; i < 2000; i++)
+        cr_assert_eq(tide_frame_parse(frame, len, 0,
+                                      tide_frame_arena_allocator(a), &y, &used),
+                     0);
+    bx = encode(x, &used);
+    by = encode(y, &len);
+    cr_assert_eq(used, len);
+    cr_assert_eq(memcmp(bx, by, len), 0);
+    cr_assert_str_eq(y->write_batch->groups[0]->device,
+                     x->write_batch->groups[0]->device);
+    tide_frame_arena_ref(a);
+    tide_frame_arena_release(a);
+    cr_assert_str_eq(y->write_batch->groups[0]->device,
+                     x->write_batch->groups[0]->device); /* still held */
+    tide_frame_arena_release(a);
+    tide_frame_free(x, NULL);
+    free(bx);
+    free(by);
+    free(frame);
+}
+
 Test(frame, garbage_is_malformed_and_sticky)
 {
     struct tide_frame_decoder d;
