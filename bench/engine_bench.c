@@ -34,7 +34,7 @@
 
 struct config {
     unsigned devices;
-    unsigned hours;
+    double hours;
     unsigned threads;
     unsigned reps;
     uint64_t seed;
@@ -80,7 +80,7 @@ static int fleet_make(const struct config *c, struct fleet *f)
 {
     uint64_t seed = c->seed ? c->seed : 1;
 
-    f->steps = (uint32_t)(c->hours * 3600ull * 1000000000ull / INTERVAL_NS);
+    f->steps = (uint32_t)(c->hours * 3600e9 / INTERVAL_NS);
     f->series = c->devices * FIELDS;
     f->ts = malloc((size_t)f->steps * sizeof(*f->ts));
     f->vals = malloc((size_t)f->series * f->steps * sizeof(*f->vals));
@@ -529,7 +529,7 @@ int main(int argc, char **argv)
         if (!strcmp(a, "--devices"))
             c.devices = (unsigned)strtoul(v, NULL, 10);
         else if (!strcmp(a, "--hours"))
-            c.hours = (unsigned)strtoul(v, NULL, 10);
+            c.hours = strtod(v, NULL);
         else if (!strcmp(a, "--threads"))
             c.threads = (unsigned)strtoul(v, NULL, 10);
         else if (!strcmp(a, "--reps"))
@@ -542,7 +542,7 @@ int main(int argc, char **argv)
             return usage();
         i++;
     }
-    if (!c.devices || !c.hours || !c.threads || !c.reps)
+    if (!c.devices || !(c.hours > 0) || !c.threads || !c.reps)
         return usage();
     base = c.dir ? c.dir : mkdtemp(tmpl);
     if (!base || fleet_make(&c, &f)) {
@@ -571,7 +571,7 @@ int main(int argc, char **argv)
             if (ingest(&c, &f, db) < 0 || tide_db_flush(db))
                 return 1;
             r.ingest_compacting =
-                ingest_compacting(&c, &f, db, (int64_t)c.hours * HOUR_NS);
+                ingest_compacting(&c, &f, db, (int64_t)(c.hours * HOUR_NS));
         } else
             *(mode ? &r.ingest_batch : &r.ingest_none) = ingest(&c, &f, db);
         if (mode == 1) {
@@ -602,7 +602,7 @@ int main(int argc, char **argv)
         rmdir(base);
     if (c.json) {
         printf(
-            "{\"devices\": %u, \"fields\": %d, \"hours\": %u, "
+            "{\"devices\": %u, \"fields\": %d, \"hours\": %g, "
             "\"points\": %" PRIu64 ", \"threads\": %u, \"seed\": %" PRIu64
             ", \"ingest_pts_per_s_sync_none\": %.0f, "
             "\"ingest_pts_per_s_sync_batch\": %.0f, "

@@ -1193,7 +1193,8 @@ static int run_engine(const struct opts *o, const char *argv0)
 
     snprintf(path, sizeof(path), "%.*sengine_bench", n, argv0);
     snprintf(dev, sizeof(dev), "%u", o->wl.devices);
-    snprintf(hours, sizeof(hours), "%.0f", (double)o->wl.duration_ns / 3.6e12);
+    /* Fractional spans too: "%.0f" made half an hour 0. */
+    snprintf(hours, sizeof(hours), "%.9g", (double)o->wl.duration_ns / 3.6e12);
     snprintf(seed, sizeof(seed), "%" PRIu64, o->wl.seed);
     fflush(stdout);
     if (o->json) {
