@@ -11,6 +11,7 @@
 #include "tide/common.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,9 +55,61 @@ struct tide_frame_arena {
     size_t next_cap;
 };
 
+/* Blocks of released arenas kept for the next decodes: a fresh block of a
+ * megabyte is page faults and zeroing on every decode, and its munmap. */
+#define ARENA_CACHE_BLOCKS 4
+#define ARENA_CACHE_BLOCK_MAX (8u << 20)
+
+static pthread_mutex_t arena_cache_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct arena_block *arena_cache[ARENA_CACHE_BLOCKS];
+
+/* A cached block of at least `cap` bytes, or NULL. */
+static struct arena_block *arena_cache_take(size_t cap)
+{
+    struct arena_block *b = NULL;
+
+    pthread_mutex_lock(&arena_cache_mu);
+    for (int i = 0; i < ARENA_CACHE_BLOCKS && !b; i++)
+        if (arena_cache[i] && arena_cache[i]->cap >= cap) {
+            b = arena_cache[i];
+            arena_cache[i] = NULL;
+        }
+    pthread_mutex_unlock(&arena_cache_mu);
+    return b;
+}
+
+/* Keep `b` in the cache: in an empty place, else in place of the smallest
+ * block when that is smaller; what does not stay is freed. */
+static void arena_cache_put(struct arena_block *b)
+{
+    if (b->cap <= ARENA_CACHE_BLOCK_MAX) {
+        int at = 0;
+
+        pthread_mutex_lock(&arena_cache_mu);
+        for (int i = 0; i < ARENA_CACHE_BLOCKS && arena_cache[at]; i++)
+            if (!arena_cache[i] || arena_cache[i]->cap < arena_cache[at]->cap)
+                at = i;
+        if (!arena_cache[at] || arena_cache[at]->cap < b->cap) {
+            struct arena_block *out = arena_cache[at];
+
+            arena_cache[at] = b;
+            b = out;
+        }
+        pthread_mutex_unlock(&arena_cache_mu);
+    }
+    tide_free(b);
+}
+
 static struct arena_block *arena_block_new(size_t cap)
 {
-    struct arena_block *b = tide_malloc(sizeof(*b) + cap);
+    struct arena_block *b = arena_cache_take(cap);
+
+    if (b) {
+        b->next = NULL;
+        b->used = 0;
+        return b;
+    }
+    b = tide_malloc(sizeof(*b) + cap);
 
     if (b) {
         b->next = NULL;
@@ -136,7 +189,7 @@ void tide_frame_arena_release(struct tide_frame_arena *a)
     while (b) {
         struct arena_block *next = b->next;
 
-        tide_free(b);
+        arena_cache_put(b);
         b = next;
     }
     tide_free(a);
