@@ -570,14 +570,17 @@ static const char *write_device(struct write_req *r, uint32_t g,
 
 /* Why column `col` of a group of `n` points is refused whole (wire code in
  * *code), or NULL. */
+static uint8_t wire_type(const Tide__V1__Column *col);
+
 static const char *column_error(const Tide__V1__Column *col, uint32_t n,
-                                Tide__V1__ErrorCode *code)
+                                int name_known, Tide__V1__ErrorCode *code)
 {
     uint64_t count = column_count(col);
     int ok_count = col->type == TIDE__V1__VALUE_TYPE__VALUE_TYPE_BOOL
                        ? col->bool_bits.len == (n + 7) / 8
                        : count == n;
-    const char *msg = names_error(col->field, TIDE_META_FIELD_MAX, code);
+    const char *msg =
+        name_known ? NULL : names_error(col->field, TIDE_META_FIELD_MAX, code);
 
     if (msg)
         return msg;
@@ -636,16 +639,16 @@ static int write_tags(struct write_req *r, uint32_t g,
 /* Step 5a, series: the columns of group `g` of device `dev` become engine
  * columns (points inside retention only) with their series keys. Returns
  * 0 or -ENOMEM. */
-/* Step 5a', after write_group: the series of key i from the device's cache, or
- * from the registry into that cache; 0 in its column when neither knows it live
- * (write_series then creates it, or rejects it). */
+/* Step 5a', after write_group, which took the series the device's cache
+ * holds: key i's from the registry, into that cache; 0 in its column when
+ * the registry does not know it live either (write_series then creates it,
+ * or rejects it). */
 static void write_series_cached(struct write_req *r, struct device_entry *dev,
-                                uint32_t i, uint32_t hint)
+                                uint32_t i)
 {
     const struct tide_meta_series_key *k = &r->keys[i];
     uint64_t *id = &r->b.cols[i].series_id;
 
-    *id = devices_series_find(dev, k->field, k->field_len, k->type, hint);
     if (!*id && tide_meta_series_lookup(r->s->meta, k, id) == 0)
         devices_series_put(dev, k->field, k->field_len, k->type, *id);
 }
@@ -674,7 +677,11 @@ static int write_group(struct write_req *r, uint32_t g,
     for (uint32_t k = 0; k < pg->n_columns; k++) {
         const Tide__V1__Column *col = pg->columns[k];
         Tide__V1__ErrorCode code = 0;
-        const char *msg = column_error(col, n, &code);
+        size_t len = strlen(col->field);
+        /* A series the device's cache holds has a name checked before. */
+        uint64_t known =
+            devices_series_find(dev, col->field, len, wire_type(col), k);
+        const char *msg = column_error(col, n, known != 0, &code);
         struct tide_column *tc = &b->cols[b->n_cols];
 
         if (msg) {
@@ -693,12 +700,13 @@ static int write_group(struct write_req *r, uint32_t g,
             return -ENOMEM;
         tc->account_id = r->c->who.account_id;
         tc->tier = r->acct->tier.id;
-        r->keys[r->n_keys] = (struct tide_meta_series_key){
-            .account_id = r->c->who.account_id,
-            .device_id = dev->id,
-            .field = col->field,
-            .field_len = (uint32_t)strlen(col->field),
-            .type = tc->type};
+        tc->series_id = known;
+        r->keys[r->n_keys] =
+            (struct tide_meta_series_key){.account_id = r->c->who.account_id,
+                                          .device_id = dev->id,
+                                          .field = col->field,
+                                          .field_len = (uint32_t)len,
+                                          .type = tc->type};
         r->key_col[r->n_keys++] = (struct col_ref){g, k};
         b->n_cols++;
     }
@@ -749,7 +757,7 @@ static int write_groups(struct write_req *r, uint32_t budget)
         if (write_group(r, g, dev))
             goto oom;
         for (uint32_t i = keys_before; i < r->n_keys; i++)
-            write_series_cached(r, dev, i, i - keys_before);
+            write_series_cached(r, dev, i);
         tide_meta_device_seen(r->s->meta, dev->id);
     }
     devices_tags_flush(r->s);
@@ -1093,14 +1101,15 @@ static int batch_scan(struct write_req *r, struct write_job *j)
                                                .field = col->field,
                                                .type = wire_type(col)};
 
-            if (names_error(col->field, TIDE_META_FIELD_MAX, &code) ||
-                column_count(col) == UINT64_MAX)
-                continue;
             key.field_len = (uint32_t)strlen(col->field);
             /* The device's cache first: a known series costs no registry
-             * probe (a cache miss per point at fleet width). */
+             * probe (a cache miss per point at fleet width), and its name
+             * was checked when it was cached. */
             if (devices_series_find(e, key.field, key.field_len, key.type,
                                     (uint32_t)k))
+                continue;
+            if (names_error(col->field, TIDE_META_FIELD_MAX, &code) ||
+                column_count(col) == UINT64_MAX)
                 continue;
             lrc = tide_meta_series_lookup(r->s->meta, &key, &id);
             fresh = lrc == TIDE_ENOTFOUND;
@@ -1255,7 +1264,7 @@ static void job_series(struct server *s, struct write_job *j)
                                                .field = col->field,
                                                .type = wire_type(col)};
 
-            if (column_error(col, (uint32_t)pg->n_ts_delta_ns, &code))
+            if (column_error(col, (uint32_t)pg->n_ts_delta_ns, 0, &code))
                 continue;
             key.field_len = (uint32_t)strlen(col->field);
             if (tide_meta_series_lookup(s->meta, &key, &id) != TIDE_ENOTFOUND)
