@@ -568,10 +568,10 @@ static const char *write_device(struct write_req *r, uint32_t g,
     return NULL;
 }
 
-/* Why column `col` of a group of `n` points is refused whole (wire code in
- * *code), or NULL. */
 static uint8_t wire_type(const Tide__V1__Column *col);
 
+/* Why column `col` of a group of `n` points is refused whole (wire code in
+ * *code), or NULL; `name_known`: its field name was checked before. */
 static const char *column_error(const Tide__V1__Column *col, uint32_t n,
                                 int name_known, Tide__V1__ErrorCode *code)
 {
@@ -636,9 +636,6 @@ static int write_tags(struct write_req *r, uint32_t g,
     return devices_set_tags(r->s, dev, text);
 }
 
-/* Step 5a, series: the columns of group `g` of device `dev` become engine
- * columns (points inside retention only) with their series keys. Returns
- * 0 or -ENOMEM. */
 /* Step 5a', after write_group, which took the series the device's cache
  * holds: key i's from the registry, into that cache; 0 in its column when
  * the registry does not know it live either (write_series then creates it,
@@ -653,6 +650,9 @@ static void write_series_cached(struct write_req *r, struct device_entry *dev,
         devices_series_put(dev, k->field, k->field_len, k->type, *id);
 }
 
+/* Step 5a, series: the columns of group `g` of device `dev` become engine
+ * columns (points inside retention only) with their series keys, and the
+ * series ids the device's cache holds. Returns 0 or -ENOMEM. */
 static int write_group(struct write_req *r, uint32_t g,
                        const struct device_entry *dev)
 {
@@ -1199,8 +1199,8 @@ static void job_decode(struct write_job *j)
         j->frame = NULL;
         return;
     }
-    /* An arena: one block per 2x of the decode, not ~3 mallocs per point
-     * (each later freed on the loop, the other thread). */
+    /* Into a decode arena: a few blocks, not ~3 mallocs per point (each
+     * later freed on the loop, the other thread). */
     j->arena = tide_frame_arena_new(3 * payload);
     j->decode_rc = j->arena ? tide_frame_parse_bounded(
                                   frame, j->frame_bytes, j->max_frame,
@@ -1579,11 +1579,11 @@ static void write_decoded(struct write_job *j)
 
     j->env = NULL;
     j->arena = NULL;
-    if (j->conn && j->groups_over)
+    if (j->conn && j->groups_over) /* not decoded: no arena */
         conn_refused_undecoded(j->conn, j->over_rid,
                                TIDE__V1__ERROR_CODE__ERROR_CODE_BATCH_TOO_LARGE,
                                "more groups than max_batch_groups");
-    if (j->conn && !j->groups_over)
+    else if (j->conn)
         conn_decoded(j->conn, env, arena, j->decode_rc, j->mem_over,
                      j->nul_field, j->frame_bytes);
     else
