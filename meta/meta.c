@@ -197,6 +197,7 @@ void tide_meta_options_init(struct tide_meta_options *o)
     memset(o, 0, sizeof(*o));
     o->bcrypt_cost = 12;
     o->flush_interval_ms = 1000;
+    o->seen_interval_ms = 10000;
     o->session_ttl_ns = 24 * 3600 * 1000000000ll;
     o->verify_ttl_ns = 48 * 3600 * 1000000000ll;
     o->delete_grace_ns = 30 * TIDE__META_DAY_NS;

@@ -1826,6 +1826,51 @@ Test(meta, failed_flush_chunk_keeps_its_rows_once)
     tide_free(ids);
 }
 
+/* The flusher writes counters every flush interval but last-seen times
+ * only every seen_interval_ms; a reader still sees the exact time, because
+ * it flushes first. */
+Test(meta, flusher_writes_last_seen_every_seen_interval)
+{
+    struct tide_meta_options o;
+    struct tide_meta_device d;
+    struct tide_meta_usage u = {.messages = 1, .points = 3};
+    uint64_t acct, *ids = many_devices("seen@example.com", 2, &acct);
+    sqlite3 *db = side_db();
+    int i;
+
+    tide_meta_close(m);
+    opts_fill(&o);
+    o.flush_interval_ms = 10;
+    o.seen_interval_ms = 3600 * 1000;
+    CHECK(tide_meta_open(dir, &o, &m));
+    atomic_store(&fake_now, T0 + 1000);
+    tide_meta_device_seen(m, ids[0]);
+    CHECK(tide_meta_usage_add(m, acct, &u));
+    for (i = 0; i < 500; i++) {
+        if (side_int(db,
+                     "SELECT count(*) FROM usage_daily WHERE account_id=?1"
+                     " AND points=?2",
+                     (int64_t)acct, 3))
+            break;
+        usleep(10000);
+    }
+    cr_assert_lt(i, 500, "the flusher wrote the usage row");
+    cr_assert_eq(side_int(db,
+                          "SELECT last_seen_ns FROM devices WHERE id=?1"
+                          " AND ?2=?2",
+                          (int64_t)ids[0], 0),
+                 0, "last-seen waits for its own interval");
+    CHECK(tide_meta_device_get(m, &admin, acct, ids[0], &d));
+    cr_assert_eq(d.last_seen_ns, T0 + 1000);
+    cr_assert_eq(side_int(db,
+                          "SELECT last_seen_ns FROM devices WHERE id=?1"
+                          " AND ?2=?2",
+                          (int64_t)ids[0], 0),
+                 T0 + 1000, "the reader's flush wrote it");
+    sqlite3_close(db);
+    tide_free(ids);
+}
+
 /* ---- Compaction policy and erasure (issue 11) --------------------------- */
 
 /* True when `needle` occurs in the file `dir`/`name` (absent: false). */

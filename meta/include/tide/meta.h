@@ -71,6 +71,9 @@ struct tide_meta_options {
     uint32_t flush_interval_ms; /* counters flush period; default 1000;
                                    0 = no flusher thread, only
                                    tide_meta_flush() and close */
+    uint32_t seen_interval_ms;  /* device last-seen times are written by
+                                   the flusher at most this often (readers
+                                   flush them first); default 10000 */
     int64_t session_ttl_ns;     /* default 24 h */
     int64_t verify_ttl_ns;      /* email verification token; default 48 h */
     int64_t delete_grace_ns;    /* deleted account kept; default 30 days,
