@@ -43,6 +43,7 @@ static const char *const mode_names[] = {"ingest", "query",  "mixed",
                                          "verify", "engine", "compact"};
 #define N_MODES (sizeof(mode_names) / sizeof(mode_names[0]))
 static const char *const wl_names[] = {"devops", "iot", "sparse"};
+static const char *const order_names[] = {"time", "series"};
 static const char *const q_names[NQ] = {
     "Q1 raw 1 device 1 h", "Q2 1 field 24 h 5-min avg", "Q3 fleet max 1 h",
     "Q4 per-device avg 24 h", "Q5 latest every device"};
@@ -970,6 +971,7 @@ static void usage(FILE *f)
             "workload: --workload devops|iot|sparse  --devices N  --fields N\n"
             "          --interval-s S  --hours H  --start UNIX_S  --seed N\n"
             "          --ooo-share X  --late-share X  --offline-share X\n"
+            "          --order time|series\n"
             "ingest:   --connections N  --batch N  --rate POINTS_PER_S\n"
             "          --compact (then a forced full compaction)\n"
             "layout:   --data-dir DIR  --window-days D (segments per\n"
@@ -997,6 +999,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
                                        {"ooo-share", 1, 0, 'o'},
                                        {"late-share", 1, 0, 'l'},
                                        {"offline-share", 1, 0, 'O'},
+                                       {"order", 1, 0, 'X'},
                                        {"connections", 1, 0, 'c'},
                                        {"batch", 1, 0, 'b'},
                                        {"rate", 1, 0, 'r'},
@@ -1077,6 +1080,14 @@ static int parse_opts(int argc, char **argv, struct opts *o)
             } else if (strcmp(optarg, "devops")) {
                 return -EINVAL;
             }
+            break;
+        case 'X':
+            if (!strcmp(optarg, "time"))
+                o->wl.order = TIDE_WL_ORDER_TIME;
+            else if (!strcmp(optarg, "series"))
+                o->wl.order = TIDE_WL_ORDER_SERIES;
+            else
+                return -EINVAL;
             break;
         case 'd':
             o->wl.devices = (uint32_t)strtoul(optarg, NULL, 10);
@@ -1231,10 +1242,10 @@ static void print_config(const struct bench *b)
     printf("tide-bench %s: mode %s, target %s on %s:%u\n", TIDE_BENCH_VERSION,
            mode_names[o->mode], o->label, o->host, o->port);
     printf("  workload %s: %u devices, %u fields, interval %.3f s, %.2f h "
-           "from %" PRId64 " s, seed %" PRIu64 "\n",
+           "from %" PRId64 " s, seed %" PRIu64 ", %s-major\n",
            wl_names[w->kind], w->devices, w->fields,
            (double)w->interval_ns / 1e9, (double)w->duration_ns / 3.6e12,
-           w->start_ns / 1000000000, w->seed);
+           w->start_ns / 1000000000, w->seed, order_names[w->order]);
     if (w->kind == TIDE_WL_IOT)
         printf("  out-of-order %.3f, late %.3f, offline devices %.3f\n",
                w->ooo_share, w->late_share, w->offline_share);
@@ -1362,6 +1373,7 @@ static int write_json(const struct bench *b, const struct figures *f,
     tide__json_str(&j, "host", o->host);
     tide__json_u64(&j, "port", o->port);
     tide__json_str(&j, "workload", wl_names[w->kind]);
+    tide__json_str(&j, "order", order_names[w->order]);
     tide__json_u64(&j, "devices", w->devices);
     tide__json_u64(&j, "fields", w->fields);
     tide__json_f64(&j, "interval_s", (double)w->interval_ns / 1e9);

@@ -419,6 +419,36 @@ static double mono_s(void)
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
+static int by_device_then_send(const void *a, const void *b)
+{
+    const struct tide_wl_row *x = a, *y = b;
+
+    if (x->device != y->device)
+        return x->device < y->device ? -1 : 1;
+    /* Rows of one device keep their send order: the sort key's tie-break
+     * is the send position, stored in ts_ns's place for the sort. */
+    return (x->ts_ns > y->ts_ns) - (x->ts_ns < y->ts_ns);
+}
+
+/* Series-major order: each device's rows in their send order, devices one
+ * after another. */
+static int to_series_major(struct rows *r)
+{
+    int64_t *ts = malloc(r->n * sizeof(*ts));
+
+    if (!ts)
+        return -ENOMEM;
+    for (size_t i = 0; i < r->n; i++) {
+        ts[i] = r->v[i].ts_ns;
+        r->v[i].ts_ns = (int64_t)i;
+    }
+    qsort(r->v, r->n, sizeof(r->v[0]), by_device_then_send);
+    for (size_t i = 0; i < r->n; i++)
+        r->v[i].ts_ns = ts[r->v[i].ts_ns];
+    free(ts);
+    return 0;
+}
+
 int tide__wl_generate(const struct tide_wl_config *c, struct tide_wl **out)
 {
     struct tide_wl *w = NULL;
@@ -431,7 +461,8 @@ int tide__wl_generate(const struct tide_wl_config *c, struct tide_wl **out)
         c->fields > TIDE_WL_FIELDS_MAX || c->interval_ns <= 0 ||
         c->duration_ns < c->interval_ns || c->ooo_share < 0 ||
         c->late_share < 0 || c->ooo_share + c->late_share > 1 ||
-        c->offline_share < 0 || c->offline_share > 1)
+        c->offline_share < 0 || c->offline_share > 1 ||
+        (c->order != TIDE_WL_ORDER_TIME && c->order != TIDE_WL_ORDER_SERIES))
         return -EINVAL;
     w = calloc(1, sizeof(*w));
     if (!w)
@@ -450,6 +481,8 @@ int tide__wl_generate(const struct tide_wl_config *c, struct tide_wl **out)
     rc = c->kind == TIDE_WL_DEVOPS   ? gen_devops(c, &r)
          : c->kind == TIDE_WL_SPARSE ? gen_sparse(c, &r)
                                      : gen_iot(c, &r);
+    if (!rc && c->order == TIDE_WL_ORDER_SERIES)
+        rc = to_series_major(&r);
     if (rc)
         goto fail;
     gen_tags(c, w->tags);

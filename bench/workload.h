@@ -25,8 +25,17 @@ enum tide_wl_kind {
     TIDE_WL_SPARSE = 2, /* sensors: one f64 reading (3 decimals) a day */
 };
 
+/* The order rows are sent in: time-major (every device at t, then t + 1:
+ * a live feed) or series-major (each device's whole span, then the next:
+ * a back-fill of device archives). */
+enum tide_wl_order {
+    TIDE_WL_ORDER_TIME = 0,
+    TIDE_WL_ORDER_SERIES = 1,
+};
+
 struct tide_wl_config {
     enum tide_wl_kind kind;
+    enum tide_wl_order order;
     uint32_t devices;
     uint32_t fields;     /* devops: first N of the 10 cpu fields */
     int64_t start_ns;    /* first timestamp */

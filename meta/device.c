@@ -34,12 +34,13 @@ static int check_fields(const struct tide_meta_device_new *d, int reg,
     return 0;
 }
 
-/* The tier's device limit is checked once per transaction (one count),
- * then counted down as devices are inserted: a count(*) before every
- * insert made registering n devices O(n^2). */
+/* The tier's device limit is checked once per transaction, then counted
+ * down as devices are inserted. The count is account_counts' (kept by
+ * triggers, migration 5): a count(*) per check made registering n devices
+ * a few at a time O(n^2). */
 static const char SQL_DEV_LIMIT[] =
-    "SELECT t.devices_max, (SELECT count(*) FROM devices d"
-    " WHERE d.account_id=a.id) FROM accounts a JOIN tiers t ON t.id=a.tier"
+    "SELECT t.devices_max, coalesce((SELECT c.devices FROM account_counts c"
+    " WHERE c.account_id=a.id), 0) FROM accounts a JOIN tiers t ON t.id=a.tier"
     " WHERE a.id=?1";
 static const char SQL_DEV_INSERT[] =
     "INSERT INTO devices(account_id, thing_name, mac, friendly_name,"

@@ -190,6 +190,38 @@ static const char *const migrations[TIDE__META_SCHEMA_VERSION] = {
     " (SELECT 1 FROM devices d WHERE d.id=s.device_id);"
     "DELETE FROM series WHERE deleted_ns IS NOT NULL AND NOT EXISTS"
     " (SELECT 1 FROM devices d WHERE d.id=series.device_id);",
+
+    /* 5: live device and series counts per account, kept by triggers, so
+     * the tier limit check of a registration is one row read: count(*)
+     * over an account's series cost O(series) per registering batch, and
+     * a fleet written device by device registered in O(n^2). */
+    "CREATE TABLE account_counts("
+    " account_id INTEGER PRIMARY KEY,"
+    " devices INTEGER NOT NULL DEFAULT 0,"
+    " series INTEGER NOT NULL DEFAULT 0);"
+    "INSERT INTO account_counts(account_id, devices, series)"
+    " SELECT a.id, (SELECT count(*) FROM devices d WHERE d.account_id=a.id),"
+    " (SELECT count(*) FROM series s WHERE s.account_id=a.id"
+    " AND s.deleted_ns IS NULL) FROM accounts a;"
+    "CREATE TRIGGER account_counts_device_in AFTER INSERT ON devices BEGIN"
+    " INSERT INTO account_counts(account_id, devices) VALUES(new.account_id, 1)"
+    " ON CONFLICT(account_id) DO UPDATE SET devices=devices+1; END;"
+    "CREATE TRIGGER account_counts_device_out AFTER DELETE ON devices BEGIN"
+    " UPDATE account_counts SET devices=devices-1"
+    " WHERE account_id=old.account_id; END;"
+    "CREATE TRIGGER account_counts_series_in AFTER INSERT ON series"
+    " WHEN new.deleted_ns IS NULL BEGIN"
+    " INSERT INTO account_counts(account_id, series) VALUES(new.account_id, 1)"
+    " ON CONFLICT(account_id) DO UPDATE SET series=series+1; END;"
+    "CREATE TRIGGER account_counts_series_out AFTER DELETE ON series"
+    " WHEN old.deleted_ns IS NULL BEGIN"
+    " UPDATE account_counts SET series=series-1"
+    " WHERE account_id=old.account_id; END;"
+    "CREATE TRIGGER account_counts_series_live AFTER UPDATE OF deleted_ns"
+    " ON series WHEN (old.deleted_ns IS NULL) <> (new.deleted_ns IS NULL)"
+    " BEGIN UPDATE account_counts SET series=series+"
+    " (CASE WHEN new.deleted_ns IS NULL THEN 1 ELSE -1 END)"
+    " WHERE account_id=new.account_id; END;",
 };
 
 void tide_meta_options_init(struct tide_meta_options *o)

@@ -16,7 +16,7 @@
 #include "tide/common.h"
 #include "tide/meta.h"
 
-#define TIDE__META_SCHEMA_VERSION 4 /* number of migrations in meta.c */
+#define TIDE__META_SCHEMA_VERSION 5 /* number of migrations in meta.c */
 #define TIDE__META_STMTS_MAX 160
 #define TIDE__META_HASH_LEN 32 /* SHA-256 */
 #define TIDE__META_DAY_NS 86400000000000ll

@@ -345,9 +345,11 @@ static const char SQL_INSERT[] =
     " VALUES(?1, ?2, ?3, ?4, ?5, ?6)";
 static const char SQL_SET_NEXT[] =
     "UPDATE counters SET value=?1 WHERE name='next_series_id'";
+/* The live count is account_counts' (migration 5), not a count(*) over
+ * the account's series per registering batch. */
 static const char SQL_SERIES_LIMIT[] =
-    "SELECT t.series_max, (SELECT count(*) FROM series s"
-    " WHERE s.account_id=a.id AND s.deleted_ns IS NULL)"
+    "SELECT t.series_max, coalesce((SELECT c.series FROM account_counts c"
+    " WHERE c.account_id=a.id), 0)"
     " FROM accounts a JOIN tiers t ON t.id=a.tier WHERE a.id=?1";
 
 /* Room for `*left` more series in the account's tier (UINT64_MAX =

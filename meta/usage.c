@@ -649,6 +649,7 @@ static const char *const purge_sql[] = {
     "DELETE FROM request_log WHERE account_id=?1",
     "DELETE FROM request_daily WHERE account_id=?1",
     "DELETE FROM notifications WHERE account_id=?1",
+    "DELETE FROM account_counts WHERE account_id=?1",
     "DELETE FROM accounts WHERE id=?1",
 };
 

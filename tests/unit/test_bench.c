@@ -81,6 +81,46 @@ Test(bench, devops_values_bounded_two_decimals)
     tide__wl_free(w);
 }
 
+/* Series-major order holds the same rows as time-major, each device's
+ * rows together and in their send order. */
+static void series_major_same_rows(enum tide_wl_kind kind)
+{
+    struct tide_wl_config c;
+    struct tide_wl *t, *s;
+    size_t i, j = 0;
+
+    tide__wl_config_init(&c, kind);
+    c.devices = 7;
+    c.duration_ns = 2ll * 3600 * 1000000000;
+    t = gen(&c);
+    c.order = TIDE_WL_ORDER_SERIES;
+    s = gen(&c);
+    cr_assert_eq(s->n_rows, t->n_rows);
+    cr_assert_eq(s->points, t->points);
+    cr_assert_eq(s->series, t->series);
+    for (uint32_t d = 0; d < c.devices; d++)
+        for (i = 0; i < t->n_rows; i++)
+            if (t->rows[i].device == d) {
+                cr_assert_eq(
+                    memcmp(&s->rows[j], &t->rows[i], sizeof(t->rows[0])), 0,
+                    "row %zu of device %u", j, d);
+                j++;
+            }
+    cr_assert_eq(j, s->n_rows);
+    tide__wl_free(t);
+    tide__wl_free(s);
+}
+
+Test(bench, devops_series_major_same_rows)
+{
+    series_major_same_rows(TIDE_WL_DEVOPS);
+}
+
+Test(bench, iot_series_major_same_rows)
+{
+    series_major_same_rows(TIDE_WL_IOT);
+}
+
 Test(bench, iot_out_of_order_share_and_bounds)
 {
     struct tide_wl_config c;

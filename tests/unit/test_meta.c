@@ -1826,6 +1826,71 @@ Test(meta, failed_flush_chunk_keeps_its_rows_once)
     tide_free(ids);
 }
 
+/* account_counts (migration 5) against count(*) over the rows it counts. */
+static void counts_match(sqlite3 *db, uint64_t acct, int64_t devices,
+                         int64_t series)
+{
+    cr_assert_eq(side_int(db,
+                          "SELECT devices FROM account_counts WHERE"
+                          " account_id=?1 AND ?2=?2",
+                          (int64_t)acct, 0),
+                 devices);
+    cr_assert_eq(side_int(db,
+                          "SELECT series FROM account_counts WHERE"
+                          " account_id=?1 AND ?2=?2",
+                          (int64_t)acct, 0),
+                 series);
+    cr_assert_eq(side_int(db,
+                          "SELECT count(*) FROM devices WHERE account_id=?1"
+                          " AND ?2=?2",
+                          (int64_t)acct, 0),
+                 devices);
+    cr_assert_eq(side_int(db,
+                          "SELECT count(*) FROM series WHERE account_id=?1"
+                          " AND deleted_ns IS NULL AND ?2=?2",
+                          (int64_t)acct, 0),
+                 series);
+}
+
+/* The live counts the tier limits read follow registration, device
+ * deletion, account deletion and restore; the limit holds on them. */
+Test(meta, account_counts_follow_every_change)
+{
+    static const char *const fields[] = {"a", "b", "c"};
+    struct tide_meta_series_key k[6];
+    struct tide_meta_tier t;
+    uint64_t acct, sid[6], *ids = many_devices("counts@example.com", 5, &acct);
+    int rcs[6];
+    sqlite3 *db = side_db();
+
+    counts_match(db, acct, 5, 0);
+    for (int i = 0; i < 6; i++)
+        k[i] = (struct tide_meta_series_key){.account_id = acct,
+                                             .device_id = ids[i / 3],
+                                             .field = fields[i % 3],
+                                             .field_len = 1,
+                                             .type = TIDE_TYPE_F64};
+    CHECK(tide_meta_series_ensure(m, &admin, k, 6, sid, rcs));
+    counts_match(db, acct, 5, 6);
+    CHECK(tide_meta_device_delete(m, &admin, acct, ids[0]));
+    counts_match(db, acct, 4, 3);
+    CHECK(tide_meta_account_delete(m, &admin, acct));
+    counts_match(db, acct, 4, 0);
+    CHECK(tide_meta_account_restore(m, &admin, acct));
+    counts_match(db, acct, 4, 3);
+    /* Series limit 4: of two new series one fits. */
+    CHECK(tide_meta_tier_get(m, 1, &t));
+    t.series_max = 4;
+    CHECK(tide_meta_tier_set(m, &admin, &t));
+    k[0].device_id = k[1].device_id = ids[2];
+    CHECK(tide_meta_series_ensure(m, &admin, k, 2, sid, rcs));
+    cr_assert_eq(rcs[0], 0);
+    cr_assert_eq(rcs[1], TIDE_EFULL);
+    counts_match(db, acct, 4, 4);
+    sqlite3_close(db);
+    tide_free(ids);
+}
+
 /* The flusher writes counters every flush interval but last-seen times
  * only every seen_interval_ms; a reader still sees the exact time, because
  * it flushes first. */
@@ -2101,6 +2166,17 @@ Test(meta, migration_4_moves_deleted_device_series)
                  SQLITE_OK);
     cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
     cr_assert_str_eq((const char *)sqlite3_column_text(st, 0), "1,3");
+    sqlite3_finalize(st);
+    /* Migration 5 counted what was there: live series only. */
+    cr_assert_eq(sqlite3_prepare_v2(db,
+                                    "SELECT group_concat(account_id || ':' ||"
+                                    " devices || ':' || series) FROM"
+                                    " (SELECT * FROM account_counts"
+                                    " ORDER BY account_id)",
+                                    -1, &st, NULL),
+                 SQLITE_OK);
+    cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
+    cr_assert_str_eq((const char *)sqlite3_column_text(st, 0), "1:1:1,2:1:0");
     sqlite3_finalize(st);
     sqlite3_close(db);
 }
