@@ -13,7 +13,8 @@
 # BENCH_QUERY_S (20), BENCH_PEERS ("victoria influx", a subset, or
 # "none"), BENCH_SPARSE (1; 0 skips the sparse history),
 # BENCH_SPARSE_WINDOW_DAYS (365: the window width its layout is counted
-# in).
+# in), BENCH_WIDTH (1; 0 skips the width matrix, bench/width.sh, whose
+# rows BENCH_WIDTH_ROWS sets).
 set -euo pipefail
 BUILD=${1:-build/release}
 DEVICES=${BENCH_DEVICES:-100}
@@ -22,6 +23,7 @@ QUERY_S=${BENCH_QUERY_S:-20}
 PEERS=${BENCH_PEERS:-victoria influx}
 SPARSE=${BENCH_SPARSE:-1}
 SPARSE_WINDOW_DAYS=${BENCH_SPARSE_WINDOW_DAYS:-365}
+WIDTH=${BENCH_WIDTH:-1}
 VM_PORT=${BENCH_VM_PORT:-18428}
 INFLUX_PORT=${BENCH_INFLUX_PORT:-18086}
 OUT=docs/benchmarks.md
@@ -173,6 +175,13 @@ if [ "$SPARSE" != 0 ]; then
     stop_tided
 fi
 
+# The width matrix: ingest at 100 to 100,000 devices, Tide and (when
+# installed and in BENCH_PEERS) VictoriaMetrics side by side per row.
+if [ "$WIDTH" = 1 ]; then
+    BENCH_PEERS="$PEERS" bench/width.sh "$BUILD" >"$work/width.md" ||
+        echo "| width matrix failed | | | | | | | |" >>"$work/width.md"
+fi
+
 row() { # label prefix bytes
     local p=$2
     printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" \
@@ -259,6 +268,25 @@ crow() { # label prefix bytes: bytes/point and queries after compaction
     echo '```'
     cat "$work/tide-compact.txt" 2>/dev/null || true
     echo '```'
+    echo
+    echo "## Width matrix"
+    echo
+    echo "Ingest at fleet width (bench/width.sh, \`make bench-width\`): the"
+    echo "devops fleet, 2 connections, batches of 10,000, durable acks; a"
+    echo "fresh server per row, Tide then VictoriaMetrics (its line-protocol"
+    echo "path). Time-major is a live feed (every device at t, then t + 10 s),"
+    echo "series-major a back-fill (each device's span in turn). Server CPU"
+    echo "and peak RSS from /proc of the server's pid. Command per row:"
+    echo
+    echo '```sh'
+    echo "$BENCH ingest --workload devops --devices N --hours H --order time|series --start 1704067200 --seed 1 --connections 2 --batch 10000 [--target victoria]"
+    echo '```'
+    echo
+    if [ "$WIDTH" = 1 ]; then
+        cat "$work/width.md"
+    else
+        echo "Not run (BENCH_WIDTH=0)."
+    fi
     echo
     echo "## Sparse long history"
     echo

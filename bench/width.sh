@@ -3,12 +3,14 @@
 # make bench-width: ingest at fleet width, Tide and VictoriaMetrics side by
 # side in one run (docs/bench.md, "Width matrix"). Each row is a fresh
 # tided and a fresh VictoriaMetrics (its line-protocol /write path, the
-# devops fleet written time-major), 2 connections, batches of 10,000.
+# devops fleet), 2 connections, batches of 10,000. A row is
+# DEVICES:HOURS[:ORDER], ORDER time (default: every device at t, then
+# t + 10 s) or series (each device's whole span in turn).
 # Prints a Markdown table: points/s, server CPU per point, server peak RSS.
-#   bench/width.sh [BUILD]   rows from BENCH_WIDTH_ROWS ("DEVICES:HOURS ...")
+#   bench/width.sh [BUILD]   rows from BENCH_WIDTH_ROWS
 set -euo pipefail
 BUILD=${1:-build/release}
-ROWS=${BENCH_WIDTH_ROWS:-100:24 1000:4 10000:1}
+ROWS=${BENCH_WIDTH_ROWS:-100:24 1000:4 10000:1 10000:1:series 100000:0.1}
 VM_PORT=${BENCH_VM_PORT:-18428}
 BENCH="$BUILD/tide-bench"
 
@@ -38,13 +40,16 @@ PY
 }
 
 has_vm=0
-command -v victoria-metrics >/dev/null && has_vm=1
+case " ${BENCH_PEERS:-victoria} " in
+*" victoria "*) command -v victoria-metrics >/dev/null && has_vm=1 ;;
+esac
 echo "| devices × span | Tide points/s | Tide server ns/pt | Tide peak RSS MiB | VM points/s | VM server ns/pt | VM peak RSS MiB | Tide / VM |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 for row in $ROWS; do
-    d=${row%%:*}
-    h=${row##*:}
-    wl="--workload devops --devices $d --hours $h --start 1704067200 --seed 1"
+    IFS=: read -r d h order <<<"$row"
+    order=${order:-time}
+    wl="--workload devops --devices $d --hours $h --order $order"
+    wl="$wl --start 1704067200 --seed 1"
     wl="$wl --connections 2 --batch 10000 --no-progress"
     rm -rf "$work/data"
     "$BUILD/tided" --data-dir "$work/data" --listen 127.0.0.1:0 \
@@ -75,5 +80,5 @@ for row in $ROWS; do
     fi
     ratio=$(awk -v a="${t##* }" -v b="${v##* }" \
         'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "-" }')
-    echo "| $d × $h h | ${t% | *} | ${v% | *} | $ratio |"
+    echo "| $d × $h h, $order-major | ${t% | *} | ${v% | *} | $ratio |"
 done
