@@ -145,7 +145,10 @@ static int insert_series(struct head *h, uint64_t id, uint64_t account_id,
 
 static int reserve_points(struct head *h, struct hseries *s, uint32_t extra)
 {
-    uint32_t cap = s->cap ? s->cap : 64;
+    /* A wide fleet's head holds a million series of a few points each:
+     * starting at 64 points (1 KiB a series) filled the head's budget
+     * with empty capacity and flushed it every few points. */
+    uint32_t cap = s->cap ? s->cap : 8;
     int64_t *ts;
     size_t vsize =
         s->type == TIDE_TYPE_STR ? sizeof(struct tide_str) : sizeof(uint64_t);
