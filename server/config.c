@@ -40,6 +40,7 @@ void tided_config_defaults(struct tided_config *c)
     c->compaction_mb_s = 64;
     c->compaction_interval_s = 600;
     c->wal_file_mb = 16;
+    c->head_mb = 256;
     c->out_high_bytes = 4u << 20;
     c->bcrypt_cost = 12;
     c->allow_signup = 1;
@@ -116,6 +117,7 @@ static const struct u32_key u32_keys[] = {
     U32(compaction_mb_s, 0, 1u << 20),
     U32(compaction_interval_s, 0, 86400 * 30),
     U32(wal_file_mb, 1, 4096),
+    U32(head_mb, 2, 1u << 20),
 };
 
 int tided_config_set(struct tided_config *c, const char *key, const char *value)

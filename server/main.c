@@ -366,6 +366,7 @@ int main(int argc, char **argv)
     dbo.compaction_mb_s = s->cfg.compaction_mb_s;
     dbo.compaction_interval_s = s->cfg.compaction_interval_s;
     dbo.wal_file_bytes = (uint64_t)s->cfg.wal_file_mb << 20;
+    dbo.head_bytes_max = (uint64_t)s->cfg.head_mb << 20;
     if (tided_retention_init(s, &dbo)) {
         tide_log(LOG_ERROR, "out of memory");
         goto out;

@@ -82,6 +82,7 @@ struct tided_config {
     uint32_t compaction_mb_s;       /* default 64 */
     uint32_t compaction_interval_s; /* default 600 */
     uint32_t wal_file_mb;           /* default 16 */
+    uint32_t head_mb;               /* in-memory head budget; default 256 */
     unsigned bcrypt_cost;           /* default 12 */
     int allow_signup;               /* anonymous AccountCreate; default 1 */
     int log_level;
