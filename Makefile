@@ -79,7 +79,7 @@ $(shell mkdir -p $(BUILD) && \
 # --- sources (sorted) -------------------------------------------------------
 
 COMMON_SRCS := $(sort $(wildcard common/*.c))
-PROTO_SRCS := proto/frame.c proto/wire_error.c
+PROTO_SRCS := proto/batch_reader.c proto/frame.c proto/wire_error.c
 ENGINE_SRCS := $(sort $(wildcard engine/*.c))
 META_SRCS := $(sort $(wildcard meta/*.c))
 GEN_SRCS := $(GEN)/tide.pb-c.c
@@ -434,7 +434,7 @@ $(SEEDS_BIN): $(call obj,tests/fuzz/make_seeds.c) $(LIBENGINE) $(LIBPROTO) \
 
 .PHONY: fuzz-seeds
 fuzz-seeds: $(SEEDS_BIN)
-	$(Q)mkdir -p $(addprefix tests/fuzz/corpus/,write_columns wal segment)
+	$(Q)mkdir -p $(addprefix tests/fuzz/corpus/,frame write_columns wal segment)
 	$(Q)$(SEEDS_BIN) tests/fuzz/corpus
 
 FORMAT_SRCS = $(sort $(shell git ls-files '*.c' '*.h' 2>/dev/null))

@@ -124,6 +124,22 @@ struct tide_frame_arena *tide_frame_arena_ref(struct tide_frame_arena *a);
 void tide_frame_arena_release(struct tide_frame_arena *a);
 
 /*
+ * The WriteBatch reader (batch_reader.c): decode the whole frame
+ * buf[0..len), an Envelope whose body is a WriteBatch in its plain
+ * encoding, into `arena` as protobuf-c would, without protobuf-c's
+ * generic unpack. Returns 0 with *env (in the arena: release the arena,
+ * never tide_frame_free() it) and *nul (tide_frame_nul_field()'s answer
+ * for the payload), or TIDE_FRAME_DECLINED for anything else, a memory
+ * bound of `mem_max` (as tide_frame_parse_bounded() counts it; 0 = none)
+ * crossed included: then decode with tide_frame_parse_bounded(), which
+ * decides. What it declined may have left allocations in the arena.
+ */
+#define TIDE_FRAME_DECLINED 2
+int tide_frame_read_write_batch(const uint8_t *buf, size_t len,
+                                struct tide_frame_arena *arena, size_t mem_max,
+                                Tide__V1__Envelope **env, const char **nul);
+
+/*
  * Incremental decoder for a byte stream: feed bytes as they arrive, take
  * envelopes out as they complete. Caller-allocated; private fields.
  * Invariants:

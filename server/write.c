@@ -1202,11 +1202,22 @@ static void job_decode(struct write_job *j)
     /* Into a decode arena: a few blocks, not ~3 mallocs per point (each
      * later freed on the loop, the other thread). */
     j->arena = tide_frame_arena_new(3 * payload);
-    j->decode_rc = j->arena ? tide_frame_parse_bounded(
-                                  frame, j->frame_bytes, j->max_frame,
-                                  tide_frame_arena_allocator(j->arena), mem_max,
-                                  &j->env, &consumed, &j->mem_over)
-                            : -ENOMEM;
+    if (!j->arena) {
+        j->decode_rc = -ENOMEM;
+    } else if (tide_frame_read_write_batch(frame, j->frame_bytes, j->arena,
+                                           mem_max, &j->env,
+                                           &j->nul_field) == 0) {
+        /* The plain encoding, read without protobuf-c's generic unpack. */
+        j->decode_rc = 0;
+        tide_free(j->frame);
+        j->frame = NULL;
+        return;
+    } else {
+        j->decode_rc =
+            tide_frame_parse_bounded(frame, j->frame_bytes, j->max_frame,
+                                     tide_frame_arena_allocator(j->arena),
+                                     mem_max, &j->env, &consumed, &j->mem_over);
+    }
     if (j->decode_rc == TIDE_FRAME_NEED_MORE)
         j->decode_rc = TIDE_EMALFORMED; /* cannot be: the frame is whole */
     if (j->decode_rc == 0)

@@ -3,8 +3,9 @@
  * libFuzzer target for the frame decoder (proto/frame.c). The first input
  * byte picks how the rest is split into feeds, so that frames cut at every
  * position are exercised; each decoded envelope must re-encode and decode
- * to the same body, and the whole input must decode into a decode arena
- * as it does with the default allocator.
+ * to the same body, the whole input must decode into a decode arena
+ * as it does with the default allocator, and what the WriteBatch reader
+ * accepts must be what protobuf-c reads.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -107,6 +108,47 @@ static void check_arena(const uint8_t *buf, size_t n)
     tide_frame_arena_release(a);
 }
 
+/* Whatever the WriteBatch reader accepts, protobuf-c accepts too, to the
+ * same bytes when re-encoded and the same NUL-field answer; what it
+ * declines is protobuf-c's to decide, so accept and reject stay the same
+ * as protobuf-c's alone. */
+static void check_reader(const uint8_t *buf, size_t n)
+{
+    struct tide_frame_arena *a = tide_frame_arena_new(0);
+    Tide__V1__Envelope *x = NULL, *y = NULL;
+    const char *nul = "unset", *want;
+    size_t used = 0;
+
+    if (!a)
+        return;
+    if (tide_frame_read_write_batch(buf, n, a, 0, &y, &nul) == 0) {
+        size_t sx, sy;
+        uint8_t *bx, *by;
+
+        if (tide_frame_parse(buf, n, TIDE_FRAME_MAX_BYTES_LIMIT, NULL, &x,
+                             &used) != 0)
+            abort();
+        want = tide_frame_nul_field(buf + TIDE_FRAME_HEADER_BYTES,
+                                    used - TIDE_FRAME_HEADER_BYTES);
+        if ((want == NULL) != (nul == NULL) || (want && strcmp(want, nul)))
+            abort();
+        sx = tide_frame_size(x);
+        sy = tide_frame_size(y);
+        if (sx != sy)
+            abort();
+        bx = malloc(sx);
+        by = malloc(sy);
+        if (bx && by &&
+            (tide_frame_encode(x, bx, sx) != (int64_t)sx ||
+             tide_frame_encode(y, by, sy) != (int64_t)sy || memcmp(bx, by, sx)))
+            abort();
+        free(bx);
+        free(by);
+        tide_frame_free(x, NULL);
+    }
+    tide_frame_arena_release(a);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -119,6 +161,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size == 0)
         return 0;
     check_arena(data + 1, size - 1);
+    check_reader(data + 1, size - 1);
     step = (size_t)data[0] % 64 + 1;
     tide_frame_decoder_init(&d, 1u << 16, NULL);
     while (off < size && rc == 0) {

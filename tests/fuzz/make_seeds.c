@@ -5,11 +5,12 @@
  *
  *   write_columns/  WriteBatch messages of every value type, with tags,
  *                   several groups, behind fuzz_write_columns' byte 0;
+ *   frame/          the same batches as whole frames, for fuzz_frame;
  *   wal/            the WAL file of a one-shard database after appends of
  *                   every type (cut after its last record);
  *   segment/        the segment files that database's flush wrote.
  *
- * Usage: make_seeds CORPUS_DIR (its three subdirectories must exist).
+ * Usage: make_seeds CORPUS_DIR (its four subdirectories must exist).
  */
 #define _XOPEN_SOURCE 700
 #include <ftw.h>
@@ -40,6 +41,29 @@ static void put(const char *sub, const char *name, uint8_t lead,
     }
 }
 
+/* The batch as a whole frame (Envelope with request id 7, behind its
+ * 4-byte length), for fuzz_frame and its WriteBatch reader check; lead
+ * byte 0x07 feeds it to the stream decoder 8 bytes at a time. */
+static void put_frame(const char *name, const Tide__V1__WriteBatch *wb)
+{
+    Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
+    size_t n;
+    uint8_t *buf;
+
+    env.request_id = 7;
+    env.body_case = TIDE__V1__ENVELOPE__BODY_WRITE_BATCH;
+    env.write_batch = (Tide__V1__WriteBatch *)wb;
+    n = tide__v1__envelope__get_packed_size(&env);
+    buf = malloc(n + 4);
+    buf[0] = (uint8_t)n;
+    buf[1] = (uint8_t)(n >> 8);
+    buf[2] = (uint8_t)(n >> 16);
+    buf[3] = (uint8_t)(n >> 24);
+    tide__v1__envelope__pack(&env, buf + 4);
+    put("frame", name, 0x07, buf, n + 4);
+    free(buf);
+}
+
 static void put_batch(const char *name, const Tide__V1__WriteBatch *wb)
 {
     size_t n = tide__v1__write_batch__get_packed_size(wb);
@@ -52,6 +76,7 @@ static void put_batch(const char *name, const Tide__V1__WriteBatch *wb)
     snprintf(old, sizeof(old), "%s-old", name);
     put("write_columns", old, 0x02, buf, n);
     free(buf);
+    put_frame(name, wb);
 }
 
 static void write_batches(void)
