@@ -323,9 +323,8 @@ static int read_batch(struct reader *r, const uint8_t *p, size_t n,
         n_groups += f.number == WB_GROUPS;
     if (rc < 0)
         return -1;
-    if (n_groups &&
-        (!(wb->groups = take(r, n_groups * sizeof(*wb->groups))) ||
-         !(groups = take(r, n_groups * sizeof(*groups)))))
+    if (n_groups && (!(wb->groups = take(r, n_groups * sizeof(*wb->groups))) ||
+                     !(groups = take(r, n_groups * sizeof(*groups)))))
         return -1;
     at = 0;
     while (next(p, n, &at, &f) == 0) {
@@ -340,8 +339,7 @@ static int read_batch(struct reader *r, const uint8_t *p, size_t n,
         case WB_GROUPS:
             tide__v1__point_group__init(&groups[gi]);
             wb->groups[gi] = &groups[gi];
-            if (f.type != WIRE_LEN ||
-                read_group(r, f.data, f.len, &groups[gi]))
+            if (f.type != WIRE_LEN || read_group(r, f.data, f.len, &groups[gi]))
                 return -1;
             gi++;
             break;
