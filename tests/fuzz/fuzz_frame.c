@@ -75,6 +75,24 @@ static void check_reencode(const Tide__V1__Envelope *env)
     free(buf);
 }
 
+/* Abort unless x and y encode to the same bytes. */
+static void same_bytes(const Tide__V1__Envelope *x, const Tide__V1__Envelope *y)
+{
+    size_t sx = tide_frame_size(x), sy = tide_frame_size(y);
+    uint8_t *bx, *by;
+
+    if (sx != sy)
+        abort();
+    bx = malloc(sx);
+    by = malloc(sy);
+    if (bx && by &&
+        (tide_frame_encode(x, bx, sx) != (int64_t)sx ||
+         tide_frame_encode(y, by, sy) != (int64_t)sy || memcmp(bx, by, sx)))
+        abort();
+    free(bx);
+    free(by);
+}
+
 /* The frame at buf[0..n) decodes the same into a decode arena as with
  * the default allocator: same result, same bytes when re-encoded. */
 static void check_arena(const uint8_t *buf, size_t n)
@@ -92,17 +110,7 @@ static void check_arena(const uint8_t *buf, size_t n)
     if (rx != ry || ux != uy)
         abort();
     if (rx == 0) {
-        size_t sx = tide_frame_size(x), sy = tide_frame_size(y);
-        uint8_t *bx = malloc(sx), *by = malloc(sy);
-
-        if (sx != sy)
-            abort();
-        if (bx && by &&
-            (tide_frame_encode(x, bx, sx) != (int64_t)sx ||
-             tide_frame_encode(y, by, sy) != (int64_t)sy || memcmp(bx, by, sx)))
-            abort();
-        free(bx);
-        free(by);
+        same_bytes(x, y);
         tide_frame_free(x, NULL);
     }
     tide_frame_arena_release(a);
@@ -122,9 +130,6 @@ static void check_reader(const uint8_t *buf, size_t n)
     if (!a)
         return;
     if (tide_frame_read_write_batch(buf, n, a, 0, &y, &nul) == 0) {
-        size_t sx, sy;
-        uint8_t *bx, *by;
-
         if (tide_frame_parse(buf, n, TIDE_FRAME_MAX_BYTES_LIMIT, NULL, &x,
                              &used) != 0)
             abort();
@@ -132,18 +137,7 @@ static void check_reader(const uint8_t *buf, size_t n)
                                     used - TIDE_FRAME_HEADER_BYTES);
         if ((want == NULL) != (nul == NULL) || (want && strcmp(want, nul)))
             abort();
-        sx = tide_frame_size(x);
-        sy = tide_frame_size(y);
-        if (sx != sy)
-            abort();
-        bx = malloc(sx);
-        by = malloc(sy);
-        if (bx && by &&
-            (tide_frame_encode(x, bx, sx) != (int64_t)sx ||
-             tide_frame_encode(y, by, sy) != (int64_t)sy || memcmp(bx, by, sx)))
-            abort();
-        free(bx);
-        free(by);
+        same_bytes(x, y);
         tide_frame_free(x, NULL);
     }
     tide_frame_arena_release(a);
