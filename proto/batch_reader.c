@@ -42,7 +42,7 @@ enum {
     TAG_VALUE = 2,
 };
 
-enum { WIRE_VARINT = 0, WIRE_64 = 1, WIRE_LEN = 2 };
+enum { WIRE_VARINT = 0, WIRE_LEN = 2 }; /* wire types this reader takes */
 
 struct reader {
     ProtobufCAllocator *alloc;
