@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "frame.h"
+#include "wire.h"
 
 /* Field numbers, from tide.proto. */
 enum {
@@ -50,58 +51,12 @@ struct reader {
     const char *nul; /* first string field holding a NUL, in wire order */
 };
 
-struct field {
-    uint32_t number;
-    uint32_t type;
-    uint64_t varint;     /* WIRE_VARINT */
-    const uint8_t *data; /* WIRE_LEN: data[0..len) */
-    size_t len;
-};
-
-/* A varint of at most `max` bytes at p[*at..n). Returns 0, or -1 when it
- * is truncated or longer. */
-static inline int varint(const uint8_t *p, size_t n, size_t *at, unsigned max,
-                         uint64_t *v)
+/* The next field of p[0..n): 0, 1 at the end, -1 when malformed. Keys
+ * and lengths are read up to 5 bytes, as protobuf-c reads them. */
+static inline int next(const uint8_t *p, size_t n, size_t *at,
+                       struct tide__wire_field *f)
 {
-    uint64_t x = 0;
-
-    if (*at < n && p[*at] < 0x80) {
-        *v = p[(*at)++];
-        return 0;
-    }
-    for (unsigned i = 0; i < max && *at < n; i++) {
-        uint8_t b = p[(*at)++];
-
-        x |= (uint64_t)(b & 0x7f) << (7 * i);
-        if (!(b & 0x80)) {
-            *v = x;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-/* The next field of p[0..n). Returns 0, 1 at the end, -1 when it is not
- * one this reader takes. Keys are at most 5 bytes and lengths at most 5,
- * as protobuf-c reads them; 64-bit fields are not in the schema here. */
-static inline int next(const uint8_t *p, size_t n, size_t *at, struct field *f)
-{
-    uint64_t key, len;
-
-    if (*at >= n)
-        return 1;
-    if (varint(p, n, at, 5, &key) || (key >> 3) == 0)
-        return -1;
-    f->number = (uint32_t)(key >> 3);
-    f->type = (uint32_t)(key & 7);
-    if (f->type == WIRE_VARINT)
-        return varint(p, n, at, 10, &f->varint);
-    if (f->type != WIRE_LEN || varint(p, n, at, 5, &len) || len > n - *at)
-        return -1;
-    f->data = p + *at;
-    f->len = (size_t)len;
-    *at += (size_t)len;
-    return 0;
+    return tide__wire_next(p, n, at, TIDE__WIRE_PBC_HDR, f);
 }
 
 static void *take(struct reader *r, size_t size)
@@ -115,7 +70,8 @@ static void *take(struct reader *r, size_t size)
 }
 
 /* A NUL-terminated copy of a string field named `name`. */
-static char *string(struct reader *r, const struct field *f, const char *name)
+static char *string(struct reader *r, const struct tide__wire_field *f,
+                    const char *name)
 {
     char *s = take(r, f->len + 1);
 
@@ -129,13 +85,13 @@ static char *string(struct reader *r, const struct field *f, const char *name)
 }
 
 /* Count the elements of a packed varint run; -1 when one is bad. */
-static int packed_count(const struct field *f, size_t *count)
+static int packed_count(const struct tide__wire_field *f, size_t *count)
 {
     size_t at = 0, c = 0;
     uint64_t v;
 
     while (at < f->len) {
-        if (varint(f->data, f->len, &at, 10, &v))
+        if (tide__wire_varint(f->data, f->len, &at, 10, &v))
             return -1;
         c++;
     }
@@ -144,8 +100,8 @@ static int packed_count(const struct field *f, size_t *count)
 }
 
 /* A packed sint64 run into a new array; -1 to decline. */
-static int packed_sint64(struct reader *r, const struct field *f, size_t *n,
-                         int64_t **out)
+static int packed_sint64(struct reader *r, const struct tide__wire_field *f,
+                         size_t *n, int64_t **out)
 {
     size_t count, at = 0;
     int64_t *v;
@@ -160,7 +116,7 @@ static int packed_sint64(struct reader *r, const struct field *f, size_t *n,
     for (size_t i = 0; i < count; i++) {
         uint64_t z = 0;
 
-        varint(f->data, f->len, &at, 10, &z);
+        tide__wire_varint(f->data, f->len, &at, 10, &z);
         v[i] = (int64_t)((z >> 1) ^ (0 - (z & 1)));
     }
     *n = count;
@@ -171,7 +127,7 @@ static int packed_sint64(struct reader *r, const struct field *f, size_t *n,
 static int read_column(struct reader *r, const uint8_t *p, size_t n,
                        Tide__V1__Column *c)
 {
-    struct field f;
+    struct tide__wire_field f;
     size_t at = 0, n_str = 0, i = 0;
     int rc;
 
@@ -234,7 +190,7 @@ static int read_column(struct reader *r, const uint8_t *p, size_t n,
 static int read_tag(struct reader *r, const uint8_t *p, size_t n,
                     Tide__V1__Tag *t)
 {
-    struct field f;
+    struct tide__wire_field f;
     size_t at = 0;
     int rc;
 
@@ -257,7 +213,7 @@ static int read_tag(struct reader *r, const uint8_t *p, size_t n,
 static int read_group(struct reader *r, const uint8_t *p, size_t n,
                       Tide__V1__PointGroup *g)
 {
-    struct field f;
+    struct tide__wire_field f;
     size_t at = 0, n_cols = 0, n_tags = 0, ci = 0, ti = 0;
     Tide__V1__Column *cols = NULL;
     Tide__V1__Tag *tags = NULL;
@@ -314,7 +270,7 @@ static int read_group(struct reader *r, const uint8_t *p, size_t n,
 static int read_batch(struct reader *r, const uint8_t *p, size_t n,
                       Tide__V1__WriteBatch *wb)
 {
-    struct field f;
+    struct tide__wire_field f;
     size_t at = 0, n_groups = 0, gi = 0;
     Tide__V1__PointGroup *groups = NULL;
     int rc;
@@ -361,13 +317,12 @@ int tide_frame_read_write_batch(const uint8_t *buf, size_t len,
     size_t n, at = 0;
     Tide__V1__Envelope *e;
     Tide__V1__WriteBatch *wb = NULL;
-    struct field f;
+    struct tide__wire_field f;
     int rc;
 
     if (len < TIDE_FRAME_HEADER_BYTES)
         return TIDE_FRAME_DECLINED;
-    n = (size_t)buf[0] | (size_t)buf[1] << 8 | (size_t)buf[2] << 16 |
-        (size_t)buf[3] << 24;
+    n = tide__wire_le32(buf);
     if (n > len - TIDE_FRAME_HEADER_BYTES)
         return TIDE_FRAME_DECLINED;
     e = take(&r, sizeof(*e));

@@ -8,6 +8,7 @@
  *   4       N     protobuf encoding of tide.v1.Envelope
  */
 #include "frame.h"
+#include "wire.h"
 #include "tide/common.h"
 
 #include <errno.h>
@@ -195,12 +196,6 @@ void tide_frame_arena_release(struct tide_frame_arena *a)
     tide_free(a);
 }
 
-static uint32_t load_le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-           (uint32_t)p[3] << 24;
-}
-
 static void store_le32(uint8_t *p, uint32_t v)
 {
     p[0] = (uint8_t)v;
@@ -283,7 +278,7 @@ int tide_frame_parse_bounded(const uint8_t *buf, size_t len, uint32_t max_bytes,
         max_bytes = TIDE_FRAME_MAX_BYTES_DEFAULT;
     if (len < TIDE_FRAME_HEADER_BYTES)
         return TIDE_FRAME_NEED_MORE;
-    payload = load_le32(buf);
+    payload = tide__wire_le32(buf);
     if (payload > max_bytes)
         return TIDE_ETOOLARGE;
     if (len - TIDE_FRAME_HEADER_BYTES < payload)
@@ -304,86 +299,16 @@ int tide_frame_parse_bounded(const uint8_t *buf, size_t len, uint32_t max_bytes,
     return 0;
 }
 
-/* A base-128 varint at p[*at..n): 0 and *v, or -1 when truncated or
- * longer than 10 bytes. */
-static int scan_varint(const uint8_t *p, size_t n, size_t *at, uint64_t *v)
-{
-    uint64_t x = 0;
-
-    for (unsigned shift = 0; shift < 70; shift += 7) {
-        uint8_t b;
-
-        if (*at >= n)
-            return -1;
-        b = p[(*at)++];
-        x |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            *v = x;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-/* One field of an encoded message, as next_field() reads it. */
-struct wire_field {
-    uint32_t number;
-    uint8_t type;        /* wire type: 0 varint, 1 64-bit, 2 bytes, 5 32-bit */
-    uint64_t varint;     /* type 0 */
-    const uint8_t *data; /* type 2: data[0..len) */
-    size_t len;
-};
-
-/* The field at p[*at..n), *at moved past it. Returns 0, 1 at the end of
- * the message, or -1 when it is truncated, its key or varint is bad, or
- * its wire type is a group (3, 4) or undefined (6, 7): protobuf-c refuses
- * those too. The one walker of encoded messages in this file. */
-static int next_field(const uint8_t *p, size_t n, size_t *at,
-                      struct wire_field *f)
-{
-    uint64_t key, v;
-
-    if (*at >= n)
-        return 1;
-    if (scan_varint(p, n, at, &key) || (key >> 3) == 0 ||
-        (key >> 3) > UINT32_MAX)
-        return -1;
-    f->number = (uint32_t)(key >> 3);
-    f->type = (uint8_t)(key & 7);
-    switch (f->type) {
-    case 0:
-        return scan_varint(p, n, at, &f->varint);
-    case 1:
-    case 5: {
-        size_t w = f->type == 1 ? 8 : 4;
-
-        if (n - *at < w)
-            return -1;
-        *at += w;
-        return 0;
-    }
-    case 2:
-        if (scan_varint(p, n, at, &v) || v > n - *at)
-            return -1;
-        f->data = p + *at;
-        f->len = (size_t)v;
-        *at += (size_t)v;
-        return 0;
-    default:
-        return -1;
-    }
-}
-
 int tide_frame_scan(const uint8_t *payload, size_t n, struct tide_frame_head *h)
 {
-    struct wire_field f;
+    struct tide__wire_field f;
     size_t at = 0;
     int rc;
 
     h->request_id = 0;
     h->body = 0;
     h->bytes = TIDE_FRAME_HEADER_BYTES + n;
-    while ((rc = next_field(payload, n, &at, &f)) == 0) {
+    while ((rc = tide__wire_next(payload, n, &at, TIDE__WIRE_ANY, &f)) == 0) {
         if (f.type == 0 && f.number == 1)
             h->request_id = f.varint;
         /* A body is a message: a length-delimited field the Envelope has. */
@@ -401,19 +326,20 @@ int tide_frame_batch_groups(const uint8_t *payload, size_t n, uint64_t *groups)
         protobuf_c_message_descriptor_get_field_by_name(
             &tide__v1__write_batch__descriptor, "groups")
             ->id;
-    struct wire_field f, g;
+    struct tide__wire_field f, g;
     size_t at = 0;
     int rc;
 
     *groups = 0;
     /* Every WriteBatch body counts: protobuf merges repeated ones. */
-    while ((rc = next_field(payload, n, &at, &f)) == 0) {
+    while ((rc = tide__wire_next(payload, n, &at, TIDE__WIRE_ANY, &f)) == 0) {
         size_t in = 0;
         int rc2;
 
         if (f.type != 2 || f.number != TIDE__V1__ENVELOPE__BODY_WRITE_BATCH)
             continue;
-        while ((rc2 = next_field(f.data, f.len, &in, &g)) == 0)
+        while ((rc2 = tide__wire_next(f.data, f.len, &in, TIDE__WIRE_ANY,
+                                      &g)) == 0)
             *groups += g.type == 2 && g.number == groups_field;
         if (rc2 < 0)
             return TIDE_EMALFORMED;
@@ -434,10 +360,10 @@ void tide_frame_free(Tide__V1__Envelope *env, ProtobufCAllocator *alloc)
 static const char *nul_field(const ProtobufCMessageDescriptor *d,
                              const uint8_t *p, size_t n, int depth)
 {
-    struct wire_field w;
+    struct tide__wire_field w;
     size_t i = 0;
 
-    while (next_field(p, n, &i, &w) == 0) {
+    while (tide__wire_next(p, n, &i, TIDE__WIRE_ANY, &w) == 0) {
         const ProtobufCFieldDescriptor *f;
 
         if (w.type != 2)
@@ -519,7 +445,7 @@ size_t tide_frame_decoder_pending(const struct tide_frame_decoder *d)
 static int check_header(struct tide_frame_decoder *d)
 {
     if (d->len - d->head >= TIDE_FRAME_HEADER_BYTES &&
-        load_le32(d->buf + d->head) > d->max_bytes)
+        tide__wire_le32(d->buf + d->head) > d->max_bytes)
         d->err = TIDE_ETOOLARGE;
     return d->err;
 }
@@ -537,12 +463,12 @@ static size_t frame_end(const struct tide_frame_decoder *d, const void *data,
     if (live + n < TIDE_FRAME_HEADER_BYTES)
         return 0;
     if (live >= TIDE_FRAME_HEADER_BYTES) {
-        payload = load_le32(d->buf);
+        payload = tide__wire_le32(d->buf);
     } else {
         if (live)
             memcpy(hdr, d->buf, live);
         memcpy(hdr + live, data, TIDE_FRAME_HEADER_BYTES - live);
-        payload = load_le32(hdr);
+        payload = tide__wire_le32(hdr);
     }
     return payload > d->max_bytes ? 0 : TIDE_FRAME_HEADER_BYTES + payload;
 }
@@ -571,7 +497,7 @@ int tide_frame_decoder_feed(struct tide_frame_decoder *d, const void *data,
         if (live)
             memcpy(hdr, d->buf, live);
         memcpy(hdr + live, data, need);
-        if (load_le32(hdr) > d->max_bytes) {
+        if (tide__wire_le32(hdr) > d->max_bytes) {
             d->err = TIDE_ETOOLARGE;
             return d->err;
         }
@@ -621,7 +547,7 @@ int tide_frame_decoder_peek(struct tide_frame_decoder *d,
         return d->err;
     if (live < TIDE_FRAME_HEADER_BYTES)
         return TIDE_FRAME_NEED_MORE;
-    payload = load_le32(d->buf + d->head);
+    payload = tide__wire_le32(d->buf + d->head);
     if (live - TIDE_FRAME_HEADER_BYTES < payload)
         return TIDE_FRAME_NEED_MORE;
     d->err =
@@ -636,7 +562,7 @@ void tide_frame_decoder_skip(struct tide_frame_decoder *d)
 
     if (d->err || live < TIDE_FRAME_HEADER_BYTES)
         return;
-    payload = load_le32(d->buf + d->head);
+    payload = tide__wire_le32(d->buf + d->head);
     if (live - TIDE_FRAME_HEADER_BYTES < payload)
         return;
     d->head += TIDE_FRAME_HEADER_BYTES + payload;
@@ -653,7 +579,7 @@ uint8_t *tide_frame_decoder_take(struct tide_frame_decoder *d, size_t *off,
 
     if (d->err || live < TIDE_FRAME_HEADER_BYTES)
         return NULL;
-    payload = load_le32(d->buf + d->head);
+    payload = tide__wire_le32(d->buf + d->head);
     if (live - TIDE_FRAME_HEADER_BYTES < payload)
         return NULL;
     rest = live - TIDE_FRAME_HEADER_BYTES - payload;
@@ -684,7 +610,7 @@ int tide_frame_decoder_next(struct tide_frame_decoder *d,
         return d->err;
     /* Invariant 4: the bound follows the payload the header announces. */
     if (d->decode_ratio && live >= TIDE_FRAME_HEADER_BYTES)
-        mem_max = (size_t)d->decode_ratio * load_le32(d->buf + d->head) +
+        mem_max = (size_t)d->decode_ratio * tide__wire_le32(d->buf + d->head) +
                   TIDE_FRAME_DECODE_SLACK;
     rc =
         tide_frame_parse_bounded(d->buf + d->head, live, d->max_bytes, d->alloc,
