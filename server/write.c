@@ -1207,22 +1207,21 @@ static void job_decode(struct write_job *j)
     } else if (tide_frame_read_write_batch(frame, j->frame_bytes, j->arena,
                                            mem_max, &j->env,
                                            &j->nul_field) == 0) {
-        /* The plain encoding, read without protobuf-c's generic unpack. */
+        /* The plain encoding, read without protobuf-c's generic unpack;
+         * the reader made the NUL check. */
         j->decode_rc = 0;
-        tide_free(j->frame);
-        j->frame = NULL;
-        return;
     } else {
         j->decode_rc =
             tide_frame_parse_bounded(frame, j->frame_bytes, j->max_frame,
                                      tide_frame_arena_allocator(j->arena),
                                      mem_max, &j->env, &consumed, &j->mem_over);
+        if (j->decode_rc == TIDE_FRAME_NEED_MORE)
+            j->decode_rc = TIDE_EMALFORMED; /* cannot be: the frame is whole */
+        if (j->decode_rc == 0)
+            j->nul_field =
+                tide_frame_nul_field(frame + TIDE_FRAME_HEADER_BYTES,
+                                     consumed - TIDE_FRAME_HEADER_BYTES);
     }
-    if (j->decode_rc == TIDE_FRAME_NEED_MORE)
-        j->decode_rc = TIDE_EMALFORMED; /* cannot be: the frame is whole */
-    if (j->decode_rc == 0)
-        j->nul_field = tide_frame_nul_field(frame + TIDE_FRAME_HEADER_BYTES,
-                                            consumed - TIDE_FRAME_HEADER_BYTES);
     tide_free(j->frame);
     j->frame = NULL;
 }
