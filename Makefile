@@ -41,8 +41,8 @@ else
 $(error MODE must be release, debug or asan, not '$(MODE)')
 endif
 
-PKGS := libprotobuf-c liburing liblz4 libxxhash sqlite3 libcrypto \
-        libxcrypt libevent libevent_pthreads
+PKGS := libprotobuf-c liburing liblz4 libxxhash sqlite3 libssl libcrypto \
+        libxcrypt libevent libevent_pthreads libevent_openssl
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) criterion 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 # Only test binaries link Criterion: its runtime attaches to a parent test

@@ -38,6 +38,11 @@ const char *tide_strerror(int rc)
         return "authentication failed (bad, revoked or expired credential)";
     case TIDE_EPAUSED:
         return "ingestion is paused";
+    case TIDE_EKEY:
+        return "encryption key missing, wrong or destroyed";
+    case TIDE_ECIPHER:
+        return "encrypted block failed authentication (altered, moved or "
+               "wrong key)";
     case TIDE_ETOOLARGE:
         return "frame length exceeds the maximum frame size";
     case TIDE_EMALFORMED:
@@ -56,6 +61,8 @@ const char *tide_strerror(int rc)
         return "a query is already open on this client";
     case TIDE_EREJECTED:
         return "some points were rejected by the server";
+    case TIDE_ETLS:
+        return "TLS handshake or certificate verification failed";
     default:
         if (rc > 0)
             return "not an error";

@@ -35,6 +35,7 @@ Tide__V1__ErrorCode tide_wire_error(int rc)
         return TIDE__V1__ERROR_CODE__ERROR_CODE_TIMEOUT;
     case TIDE_EIO:
     case TIDE_ECORRUPT:
+    case TIDE_ECIPHER:
     case -EIO:
     case -ENOSPC:
         return TIDE__V1__ERROR_CODE__ERROR_CODE_STORAGE;

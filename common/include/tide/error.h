@@ -34,12 +34,16 @@ extern "C" {
 #define TIDE_EAUTH (-30812)   /* bad, revoked or expired credential */
 #define TIDE_EPAUSED (-30813) /* ingestion paused for account or device */
 
+/* ---- Encryption at rest (-30814 ... -30815) ----------------------------- */
+#define TIDE_EKEY (-30814)    /* encryption key missing, wrong or destroyed */
+#define TIDE_ECIPHER (-30815) /* an encrypted block failed authentication */
+
 /* ---- Frames, returned by the codec in proto/ (-31001 ... -31003) -------- */
 #define TIDE_ETOOLARGE (-31001)  /* frame length above the maximum */
 #define TIDE_EMALFORMED (-31002) /* payload is not an Envelope */
 #define TIDE_ENOSPACE (-31003)   /* output buffer too small */
 
-/* ---- Client, returned by libtide (-31100 ... -31108) -------------------- */
+/* ---- Client, returned by libtide (-31100 ... -31109) -------------------- */
 #define TIDE_ESERVER (-31100) /* the server sent Error; see last_error */
 /* -31101 retired: was TIDE_CLIENT_EFULL, now TIDE_EFULL */
 #define TIDE_ETIMEDOUT (-31102)     /* no answer within a timeout */
@@ -49,6 +53,7 @@ extern "C" {
 #define TIDE_EBUSY (-31106)     /* a query iterator is open */
 #define TIDE_EREJECTED (-31107) /* flush: points were refused */
 /* -31108 retired: was TIDE_CLIENT_EAUTH, now TIDE_EAUTH */
+#define TIDE_ETLS (-31109) /* TLS handshake or certificate check failed */
 
 /* Return a static, human-readable description of any code above or of a
  * -errno value. Never NULL; thread-safe. */
