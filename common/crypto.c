@@ -114,8 +114,8 @@ int tide_crypto_derive(const uint8_t key[TIDE_KEY_BYTES], const void *info,
         return TIDE_EKEY;
     params[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST,
                                                  (char *)"SHA256", 0);
-    params[1] = OSSL_PARAM_construct_octet_string(
-        OSSL_KDF_PARAM_KEY, (void *)key, TIDE_KEY_BYTES);
+    params[1] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY,
+                                                  (void *)key, TIDE_KEY_BYTES);
     params[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO,
                                                   (void *)info, info_len);
     params[3] = OSSL_PARAM_construct_end();
@@ -124,8 +124,8 @@ int tide_crypto_derive(const uint8_t key[TIDE_KEY_BYTES], const void *info,
     return ok ? 0 : TIDE_EKEY;
 }
 
-int tide_crypto_hmac(const uint8_t key[TIDE_KEY_BYTES], const void *p,
-                     size_t n, uint8_t out[32])
+int tide_crypto_hmac(const uint8_t key[TIDE_KEY_BYTES], const void *p, size_t n,
+                     uint8_t out[32])
 {
     EVP_MAC_CTX *ctx;
     OSSL_PARAM params[2];
@@ -258,8 +258,7 @@ int tide_crypto_master_load(const char *path, uint8_t key[TIDE_KEY_BYTES],
     }
     if (st.st_mode & 077) {
         close(fd);
-        say(why, why_len,
-            "master key %s: %s", path,
+        say(why, why_len, "master key %s: %s", path,
             "group or others may access it; run chmod 600 on it");
         return TIDE_EPERM;
     }

@@ -890,7 +890,7 @@ static void tier_list(struct conn *c, const Tide__V1__Envelope *e)
 
 static void server_status(struct conn *c, const Tide__V1__Envelope *e)
 {
-    enum { N = 10 };
+    enum { N = 17 };
     struct server *s = c->srv;
     struct tide_db_stats st;
     Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
@@ -898,10 +898,23 @@ static void server_status(struct conn *c, const Tide__V1__Envelope *e)
     Tide__V1__CompactionStats cs;
     Tide__V1__Stat v[N];
     Tide__V1__Stat *pv[N];
-    const char *names[N] = {"points_appended",  "head_points", "segments",
-                            "segment_bytes",    "wal_bytes",   "wal_syncs",
-                            "connections_open", "series",      "nospace_events",
-                            "disk_free_bytes"};
+    const char *names[N] = {"points_appended",
+                            "head_points",
+                            "segments",
+                            "segment_bytes",
+                            "wal_bytes",
+                            "wal_syncs",
+                            "connections_open",
+                            "series",
+                            "nospace_events",
+                            "disk_free_bytes",
+                            "tls_enabled",
+                            "tls_handshakes",
+                            "tls_resumed",
+                            "tls_handshake_failures",
+                            "tls_reloads",
+                            "tls_reload_failures",
+                            "tls_cert_not_after_s"};
     double vals[N];
     /* Server-wide counters: the operator's only. */
     int rc =
@@ -922,6 +935,13 @@ static void server_status(struct conn *c, const Tide__V1__Envelope *e)
     vals[7] = (double)tide_meta_series_count(s->meta);
     vals[8] = (double)st.nospace_events;
     vals[9] = (double)st.disk_free_bytes;
+    vals[10] = s->tls ? 1 : 0;
+    vals[11] = (double)atomic_load(&s->metrics.tls_handshakes);
+    vals[12] = (double)atomic_load(&s->metrics.tls_resumed);
+    vals[13] = (double)atomic_load(&s->metrics.tls_handshake_failures);
+    vals[14] = (double)atomic_load(&s->metrics.tls_reloads);
+    vals[15] = (double)atomic_load(&s->metrics.tls_reload_failures);
+    vals[16] = (double)s->tls_not_after;
     for (int i = 0; i < N; i++) {
         tide__v1__stat__init(&v[i]);
         v[i].name = (char *)names[i];

@@ -163,6 +163,19 @@ int tided_config_set(struct tided_config *c, const char *key, const char *value)
         if (parse_u64(value, 4, 31, &x))
             goto bad;
         c->bcrypt_cost = (unsigned)x;
+    } else if (!strcmp(key, "tls_cert") || !strcmp(key, "tls_key") ||
+               !strcmp(key, "tls_client_ca")) {
+        char *dst = !strcmp(key, "tls_cert")  ? c->tls_cert
+                    : !strcmp(key, "tls_key") ? c->tls_key
+                                              : c->tls_client_ca;
+
+        if (strlen(value) >= sizeof(c->tls_cert))
+            goto bad;
+        snprintf(dst, sizeof(c->tls_cert), "%s", value);
+    } else if (!strcmp(key, "allow_plaintext")) {
+        if (parse_bool(value, &b))
+            goto bad;
+        c->allow_plaintext = b;
     } else if (!strcmp(key, "allow_signup")) {
         if (parse_bool(value, &b))
             goto bad;

@@ -205,7 +205,16 @@ static void set_timeouts(struct conn *c)
     TIDE_ASSERT(c->partial ==
                 (tide_frame_decoder_pending(&c->dec) > 0 ||
                  evbuffer_get_length(bufferevent_get_input(c->bev)) > 0));
-    if (c->partial) {
+    if (c->handshaking) {
+        /* A TLS handshake is bounded like a frame: a client that stalls
+         * in it holds a descriptor and OpenSSL's state, not for idle
+         * minutes. */
+        uint64_t spent = mono_ms() - c->handshake_start_ms;
+
+        ms = spent < cfg->read_timeout_ms
+                 ? cfg->read_timeout_ms - (uint32_t)spent
+                 : 1;
+    } else if (c->partial) {
         /* libevent restarts its timer with every read: what is left of
          * the frame's deadline is set again each time, so that a byte
          * now and then does not keep the frame alive. */
@@ -883,7 +892,23 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     struct conn *c = arg;
 
-    (void)bev;
+    if (what & BEV_EVENT_CONNECTED) { /* the TLS handshake is done */
+        c->handshaking = 0;
+        tided_tls_handshake_done(c->srv, bev);
+        set_timeouts(c);
+        return;
+    }
+    if (c->handshaking) {
+        char why[256];
+
+        atomic_fetch_add(&c->srv->metrics.tls_handshake_failures, 1);
+        tide_log(LOG_INFO, "closing %s: TLS handshake %s", c->ip,
+                 what & BEV_EVENT_TIMEOUT
+                     ? "not completed within read_timeout_ms"
+                     : tided_tls_error(bev, why, sizeof(why)));
+        conn_free(c);
+        return;
+    }
     if (what & BEV_EVENT_TIMEOUT)
         tide_log(LOG_INFO, "closing %s: %s timeout%s", c->ip,
                  what & BEV_EVENT_READING ? "read" : "write",
@@ -959,7 +984,13 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
     else if (addr->sa_family == AF_INET6)
         inet_ntop(AF_INET6, &((struct sockaddr_in6 *)(void *)addr)->sin6_addr,
                   c->ip, sizeof(c->ip));
-    c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (s->tls) {
+        c->handshaking = 1;
+        c->handshake_start_ms = mono_ms();
+        c->bev = tided_tls_bev(s, fd);
+    } else {
+        c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    }
     if (!c->bev) {
         evutil_closesocket(fd);
         tide_free(c);

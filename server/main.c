@@ -181,6 +181,46 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
         event_base_loopexit(s->base, NULL);
 }
 
+static void on_sighup(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    tided_tls_reload(arg);
+}
+
+/* 127.0.0.0/8 or ::1: plaintext there never leaves the machine. */
+static int is_loopback(const char *host)
+{
+    return !strncmp(host, "127.", 4) || !strcmp(host, "::1") ||
+           !strcmp(host, "localhost");
+}
+
+/* Plaintext is for loopback: a port on any other address needs TLS or an
+ * explicit allow_plaintext. Returns 0 or -1 (logged). */
+static int plaintext_check(const struct server *s)
+{
+    const struct tided_config *c = &s->cfg;
+    const char *host = !is_loopback(c->listen_host) ? c->listen_host
+                       : !is_loopback(c->http_host) ? c->http_host
+                                                    : NULL;
+
+    if (s->tls || !host)
+        return 0;
+    if (!c->allow_plaintext) {
+        tide_log(LOG_ERROR,
+                 "refusing to serve plaintext on %s, which is not loopback: "
+                 "set tls_cert and tls_key (docs/operations.md, \"TLS\"), "
+                 "or allow_plaintext=true",
+                 host);
+        return -1;
+    }
+    tide_log(LOG_WARN,
+             "serving plaintext on %s (allow_plaintext): credentials and "
+             "telemetry cross the network unencrypted",
+             host);
+    return 0;
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct server *s = arg;
@@ -337,6 +377,10 @@ int main(int argc, char **argv)
     raise_nofile();
     if (data_dir_check(s->cfg.data_dir))
         return 1;
+    /* Before anything opens: a bad certificate is an operator's mistake
+     * to report at once. */
+    if (tided_tls_init(s) || plaintext_check(s))
+        return 1;
     if (evthread_use_pthreads()) {
         tide_log(LOG_ERROR, "libevent has no pthreads support");
         return 1;
@@ -386,8 +430,10 @@ int main(int argc, char **argv)
     s->wake = event_new(s->base, -1, EV_PERSIST, on_wake, s);
     s->sig_term = evsignal_new(s->base, SIGTERM, on_signal, s);
     s->sig_int = evsignal_new(s->base, SIGINT, on_signal, s);
-    if (!s->wake || !s->sig_term || !s->sig_int || event_add(s->wake, NULL) ||
-        event_add(s->sig_term, NULL) || event_add(s->sig_int, NULL))
+    s->sig_hup = evsignal_new(s->base, SIGHUP, on_sighup, s);
+    if (!s->wake || !s->sig_term || !s->sig_int || !s->sig_hup ||
+        event_add(s->wake, NULL) || event_add(s->sig_term, NULL) ||
+        event_add(s->sig_int, NULL) || event_add(s->sig_hup, NULL))
         goto out;
     if (tided_http_start(s))
         goto out;
@@ -427,7 +473,10 @@ out:
         event_free(s->sig_term);
     if (s->sig_int)
         event_free(s->sig_int);
+    if (s->sig_hup)
+        event_free(s->sig_hup);
     if (s->base)
         event_base_free(s->base);
+    tided_tls_fini(s);
     return code;
 }

@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <arpa/inet.h>
+#include <event2/bufferevent_ssl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -66,6 +67,34 @@ static void compaction_metrics(struct evbuffer *b,
             "Age of the start of the oldest window that needs compaction; "
             "0 when none does.",
             "gauge", (uint64_t)oldest);
+}
+
+/* TLS (docs/operations.md, "TLS"). */
+static void tls_metrics(struct evbuffer *b, const struct server *s)
+{
+    const struct tided_metrics *m = &s->metrics;
+
+    counter(b, "tide_tls_enabled", "1 when both ports speak TLS.", "gauge",
+            s->tls ? 1 : 0);
+    counter(b, "tide_tls_handshakes_total",
+            "TLS handshakes completed on the protocol port.", "counter",
+            atomic_load(&m->tls_handshakes));
+    counter(b, "tide_tls_resumed_total",
+            "Of them, sessions resumed (ticket or cache).", "counter",
+            atomic_load(&m->tls_resumed));
+    counter(b, "tide_tls_handshake_failures_total",
+            "TLS handshakes on the protocol port that failed or did not "
+            "complete within read_timeout_ms.",
+            "counter", atomic_load(&m->tls_handshake_failures));
+    counter(b, "tide_tls_reloads_total",
+            "Certificate reloads (SIGHUP) that took effect.", "counter",
+            atomic_load(&m->tls_reloads));
+    counter(b, "tide_tls_reload_failures_total",
+            "Certificate reloads refused; the previous one is served.",
+            "counter", atomic_load(&m->tls_reload_failures));
+    counter(b, "tide_tls_certificate_not_after_seconds",
+            "Expiry of the served certificate, Unix time; 0 without TLS.",
+            "gauge", (uint64_t)s->tls_not_after);
 }
 
 static void on_metrics(struct evhttp_request *req, void *arg)
@@ -176,6 +205,7 @@ static void on_metrics(struct evhttp_request *req, void *arg)
             "Free bytes on the data directory's file system.", "gauge",
             st.disk_free_bytes);
     compaction_metrics(b, &st);
+    tls_metrics(b, s);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/plain; version=0.0.4");
     evhttp_send_reply(req, HTTP_OK, "OK", b);
@@ -203,6 +233,14 @@ static void on_other(struct evhttp_request *req, void *arg)
     evhttp_send_error(req, HTTP_NOTFOUND, "try /health or /metrics");
 }
 
+/* evhttp's connections over TLS: each gets the context of its time, so
+ * that a reload reaches the HTTP port too. */
+static struct bufferevent *http_tls_bev(struct event_base *base, void *arg)
+{
+    (void)base;
+    return tided_tls_bev(arg, -1);
+}
+
 int tided_http_start(struct server *s)
 {
     struct evhttp_bound_socket *sock;
@@ -210,6 +248,8 @@ int tided_http_start(struct server *s)
     s->http = evhttp_new(s->base);
     if (!s->http)
         return -ENOMEM;
+    if (s->tls)
+        evhttp_set_bevcb(s->http, http_tls_bev, s);
     evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
     evhttp_set_cb(s->http, "/metrics", on_metrics, s);
     evhttp_set_cb(s->http, "/health", on_health, s);

@@ -14,6 +14,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/listener.h>
+#include <openssl/types.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -93,6 +94,13 @@ struct tided_config {
     uint32_t max_unauth_frame_bytes;
     uint32_t max_decode_ratio;
     uint64_t partial_frame_budget_bytes;
+    /* TLS on both ports (tls.c, docs/operations.md "TLS"): PEM files; an
+     * empty tls_cert and tls_key mean plaintext, which a listener on a
+     * non-loopback address refuses unless allow_plaintext is set. */
+    char tls_cert[1024];
+    char tls_key[1024];
+    char tls_client_ca[1024]; /* mutual TLS: CAs of device certificates */
+    int allow_plaintext;
 };
 
 void tided_config_defaults(struct tided_config *c);
@@ -130,6 +138,13 @@ struct tided_metrics {
     /* Query latency histogram: bucket i counts queries <= 2^i * 100 us. */
     atomic_uint_fast64_t query_lat[TIDED_LAT_BUCKETS + 1];
     atomic_uint_fast64_t query_lat_sum_us;
+    /* TLS (tls.c): handshakes completed (and of them resumed), failed,
+     * and certificate reloads. */
+    atomic_uint_fast64_t tls_handshakes;
+    atomic_uint_fast64_t tls_resumed;
+    atomic_uint_fast64_t tls_handshake_failures;
+    atomic_uint_fast64_t tls_reloads;
+    atomic_uint_fast64_t tls_reload_failures;
 };
 
 /* ---- Server and connections --------------------------------------------- */
@@ -143,8 +158,9 @@ struct server {
     struct evhttp *http;
     struct event *sig_term;
     struct event *sig_int;
-    struct event *wake;  /* writes, logins or query frames are ready */
-    struct event *drain; /* shutdown: waits for in-flight writes */
+    struct event *sig_hup; /* reload the TLS certificate */
+    struct event *wake;    /* writes, logins or query frames are ready */
+    struct event *drain;   /* shutdown: waits for in-flight writes */
     /* The maintenance thread: periodic flush and prune (main.c). */
     pthread_t flusher;
     int flusher_running;
@@ -191,6 +207,10 @@ struct server {
      * them. */
     struct tided_retention *retention;
     int maint_poke;
+    /* The TLS context new connections get (tls.c), NULL in plaintext;
+     * loop thread only. Its certificate's notAfter, Unix seconds. */
+    SSL_CTX *tls;
+    int64_t tls_not_after;
 };
 
 enum conn_state { CONN_NEW, CONN_HELLO, CONN_AUTHED };
@@ -258,7 +278,31 @@ struct conn {
     size_t partial_charged;
     /* CLOCK_MONOTONIC ms when the frame being received began; 0 = none. */
     uint64_t frame_start_ms;
+    /* TLS: the handshake is not done yet; it must finish within
+     * read_timeout_ms of handshake_start_ms, as a frame must. */
+    int handshaking;
+    uint64_t handshake_start_ms;
 };
+
+/* ---- TLS (tls.c) --------------------------------------------------------- */
+
+/* Load tls_cert/tls_key (and tls_client_ca) into s->tls; nothing when
+ * neither is set. Returns 0, or -1 with the reason logged. */
+int tided_tls_init(struct server *s);
+/* SIGHUP: load the files again and serve them to new connections; on
+ * failure the old context stays (logged, -1). */
+int tided_tls_reload(struct server *s);
+void tided_tls_fini(struct server *s);
+/* A bufferevent accepting TLS on `fd` (closed with it), NULL without
+ * memory. */
+struct bufferevent *tided_tls_bev(struct server *s, evutil_socket_t fd);
+/* Count a finished handshake (resumed or not). */
+void tided_tls_handshake_done(struct server *s, struct bufferevent *bev);
+/* Why the TLS bufferevent `bev` failed, into buf. */
+const char *tided_tls_error(struct bufferevent *bev, char *buf, size_t cap);
+/* The SHA-256 of the verified client certificate of `bev`: 0, or
+ * TIDE_EAUTH when it has none (plaintext, none presented). */
+int tided_tls_peer_fingerprint(struct bufferevent *bev, uint8_t fp[32]);
 
 /* conn.c: bind the protocol listener (port 0 picks one; *port_out gets
  * the real port). Returns 0, TIDE_EINVAL (listen host is not an IP

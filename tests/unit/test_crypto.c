@@ -21,9 +21,8 @@ Test(crypto, seal_then_open_round_trips_and_hides_the_text)
     const char text[] = "device-berlin-01 temperature 21.5";
     uint8_t ct[sizeof(text)], pt[sizeof(text)], tag[TIDE_TAG_BYTES];
 
-    cr_assert_eq(tide_crypto_seal(key, nonce, "aad", 3, text, sizeof(text),
-                                  ct, tag),
-                 0);
+    cr_assert_eq(
+        tide_crypto_seal(key, nonce, "aad", 3, text, sizeof(text), ct, tag), 0);
     cr_assert_neq(memcmp(ct, text, sizeof(text)), 0);
     cr_assert_eq(
         tide_crypto_open(key, nonce, "aad", 3, ct, sizeof(ct), pt, tag), 0);
@@ -88,8 +87,7 @@ Test(crypto, wrap_binds_master_key_and_owner)
     cr_assert_neq(memcmp(w1, w2, sizeof(w1)), 0, "a fresh nonce each wrap");
     cr_assert_eq(tide_crypto_unwrap(key, w1, "acct 1", 6, out), 0);
     cr_assert_eq(memcmp(out, dk, sizeof(dk)), 0);
-    cr_assert_eq(tide_crypto_unwrap(other, w1, "acct 1", 6, out),
-                 TIDE_ECIPHER);
+    cr_assert_eq(tide_crypto_unwrap(other, w1, "acct 1", 6, out), TIDE_ECIPHER);
     cr_assert_eq(tide_crypto_unwrap(key, w1, "acct 2", 6, out), TIDE_ECIPHER);
 }
 
@@ -105,8 +103,8 @@ Test(crypto, master_key_file_is_private_and_checked)
     cr_assert_eq(tide_crypto_master_create(path, why, sizeof(why)), 0);
     cr_assert_eq(stat(path, &st), 0);
     cr_assert_eq(st.st_mode & 0777, 0600);
-    cr_assert_eq(tide_crypto_master_create(path, why, sizeof(why)),
-                 TIDE_EEXIST, "never overwrites a key");
+    cr_assert_eq(tide_crypto_master_create(path, why, sizeof(why)), TIDE_EEXIST,
+                 "never overwrites a key");
     cr_assert_eq(tide_crypto_master_load(path, k1, why, sizeof(why)), 0);
     cr_assert_eq(tide_crypto_master_load(path, k2, why, sizeof(why)), 0);
     cr_assert_eq(memcmp(k1, k2, sizeof(k1)), 0);
@@ -125,8 +123,7 @@ Test(crypto, master_key_file_is_private_and_checked)
     cr_assert_eq(tide_crypto_master_load(path, k2, why, sizeof(why)),
                  TIDE_EKEY);
     unlink(path);
-    cr_assert_eq(tide_crypto_master_load(path, k2, why, sizeof(why)),
-                 -ENOENT);
+    cr_assert_eq(tide_crypto_master_load(path, k2, why, sizeof(why)), -ENOENT);
     cr_assert(strstr(why, path), "%s", why);
     rmdir(dir);
 }

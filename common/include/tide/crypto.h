@@ -20,7 +20,8 @@
 #define TIDE_TAG_BYTES 16   /* GCM's full 128-bit tag */
 #define TIDE_KEY_ID_BYTES 8 /* names a key without revealing it */
 /* A wrapped data key: random nonce, ciphertext, tag. */
-#define TIDE_WRAPPED_KEY_BYTES (TIDE_NONCE_BYTES + TIDE_KEY_BYTES + TIDE_TAG_BYTES)
+#define TIDE_WRAPPED_KEY_BYTES                                                 \
+    (TIDE_NONCE_BYTES + TIDE_KEY_BYTES + TIDE_TAG_BYTES)
 
 /* Fill `p` with `n` bytes from the OS-seeded CSPRNG. 0 or TIDE_EKEY. */
 int tide_crypto_random(void *p, size_t n);
@@ -51,8 +52,8 @@ int tide_crypto_derive(const uint8_t key[TIDE_KEY_BYTES], const void *info,
                        size_t info_len, uint8_t out[TIDE_KEY_BYTES]);
 
 /* HMAC-SHA256 of `n` bytes. 0 or TIDE_EKEY. */
-int tide_crypto_hmac(const uint8_t key[TIDE_KEY_BYTES], const void *p,
-                     size_t n, uint8_t out[32]);
+int tide_crypto_hmac(const uint8_t key[TIDE_KEY_BYTES], const void *p, size_t n,
+                     uint8_t out[32]);
 
 /* The id of a key: the first 8 bytes of HMAC-SHA256(key, "tide key id").
  * Stored next to what a key protects, so that a wrong key is named at once

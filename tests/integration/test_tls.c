@@ -1,0 +1,336 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Integration tests of TLS on tided's two ports (issue #13, items 1 and
+ * 4): a real tided with certificates from scripts/dev-certs.sh, real
+ * OpenSSL clients (tests/support/tls.c and the openssl command). Mutual
+ * TLS and libtide's side are tested in test_client_tls.c.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "frame.h"
+#include "proc.h"
+#include "testutil.h"
+#include "tls.h"
+#include "wire.h"
+
+static char certs[1100], ca[1200], cert[1200], key[1200];
+static char set_cert[1300], set_key[1300];
+
+/* Certificates first, then tided on them with `extra` settings. */
+static void tls_start(const char *extra)
+{
+    const char *settings[] = {set_cert, set_key, extra, NULL};
+
+    snprintf(certs, sizeof(certs), "%s", tls_dev_certs(NULL));
+    snprintf(ca, sizeof(ca), "%s/ca.pem", certs);
+    snprintf(cert, sizeof(cert), "%s/server.pem", certs);
+    snprintf(key, sizeof(key), "%s/server.key", certs);
+    snprintf(set_cert, sizeof(set_cert), "tls_cert=%s", cert);
+    snprintf(set_key, sizeof(set_key), "tls_key=%s", key);
+    fixture_start(settings);
+}
+
+static void tls_init(void)
+{
+    tls_start("read_timeout_ms=500");
+}
+
+TestSuite(tls, .init = tls_init, .fini = fixture_fini, .timeout = 60);
+
+/* Hello and Auth with `api_key` over a TLS connection verified against
+ * `ca_file` for `host`; the plain end of its bridge. */
+static int tls_session(const char *ca_file, const char *host,
+                       const char *api_key)
+{
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__Auth a = TIDE__V1__AUTH__INIT;
+    char why[512];
+    int fd = tls_connect(srv.port, ca_file, host, why, sizeof(why));
+
+    cr_assert_geq(fd, 0, "TLS connection: %s", why);
+    wire_hello(fd);
+    a.credential_case = TIDE__V1__AUTH__CREDENTIAL_API_KEY;
+    a.api_key = (char *)api_key;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_AUTH;
+    e.auth = &a;
+    r = wire_next(fd, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_AUTH_OK,
+              "auth over TLS: %s", wire_why(r));
+    tide_frame_free(r, NULL);
+    return fd;
+}
+
+/* The value of stat `name` in a ServerStatusOk, or -1. */
+static double server_stat(int fd, const char *name)
+{
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__ServerStatus ss = TIDE__V1__SERVER_STATUS__INIT;
+    double v = -1;
+
+    e.body_case = TIDE__V1__ENVELOPE__BODY_SERVER_STATUS;
+    e.server_status = &ss;
+    r = wire_next(fd, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_SERVER_STATUS_OK,
+              "ServerStatus: %s", wire_why(r));
+    for (size_t i = 0; i < r->server_status_ok->n_stats; i++)
+        if (!strcmp(r->server_status_ok->stats[i]->name, name))
+            v = r->server_status_ok->stats[i]->value;
+    tide_frame_free(r, NULL);
+    return v;
+}
+
+/* A full session over TLS, on the name and on the IP the certificate
+ * names; a plaintext client gets no answer; the TLS counters count. */
+Test(tls, a_session_over_tls_and_plaintext_refused)
+{
+    int fd = tls_session(ca, "localhost", srv.admin_key), plain;
+    int fd2 = tls_session(ca, "127.0.0.1", srv.admin_key);
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__Ping p = TIDE__V1__PING__INIT;
+
+    p.nonce = 42;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_PING;
+    e.ping = &p;
+    r = wire_next(fd2, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_PONG &&
+              r->pong->nonce == 42);
+    tide_frame_free(r, NULL);
+    cr_assert_eq(server_stat(fd, "tls_enabled"), 1);
+    cr_assert_geq(server_stat(fd, "tls_handshakes"), 2);
+    close(fd2);
+
+    /* A plaintext Hello is not TLS: the handshake fails, the server
+     * closes, nothing is answered. */
+    plain = wire_connect(srv.port);
+    cr_assert_geq(plain, 0);
+    {
+        Tide__V1__Hello h = TIDE__V1__HELLO__INIT;
+
+        h.protocol_version = 1;
+        e.body_case = TIDE__V1__ENVELOPE__BODY_HELLO;
+        e.hello = &h;
+        e.request_id = 1;
+        wire_send(plain, &e);
+    }
+    cr_assert_null(wire_recv(plain));
+    close(plain);
+    cr_assert_geq(server_stat(fd, "tls_handshake_failures"), 1);
+    close(fd);
+}
+
+/* The HTTP port speaks TLS with the same certificate. */
+Test(tls, http_port_over_tls)
+{
+    char cmd[4096], out[4096];
+    FILE *f;
+    size_t n;
+
+    snprintf(cmd, sizeof(cmd),
+             "curl -sS --max-time 10 --cacert '%s' "
+             "https://localhost:%d/health; echo; "
+             "curl -sS --max-time 10 --cacert '%s' "
+             "https://127.0.0.1:%d/metrics | grep '^tide_tls_handshakes_total'",
+             ca, srv.http_port, ca, srv.http_port);
+    f = popen(cmd, "r");
+    cr_assert(f);
+    n = fread(out, 1, sizeof(out) - 1, f);
+    out[n] = 0;
+    cr_assert_eq(pclose(f), 0, "curl: %s", out);
+    cr_assert(strstr(out, "ok") && strstr(out, "tide_tls_handshakes_total"),
+              "%s", out);
+}
+
+/* `openssl s_client` with one protocol version; its output. */
+static char *s_client(const char *version, char *out, size_t cap)
+{
+    char cmd[4096];
+    FILE *f;
+    size_t n;
+
+    snprintf(cmd, sizeof(cmd),
+             "echo | timeout 10 openssl s_client -connect 127.0.0.1:%d %s "
+             "-CAfile '%s' -verify_return_error 2>&1",
+             srv.port, version, ca);
+    f = popen(cmd, "r");
+    cr_assert(f);
+    n = fread(out, 1, cap - 1, f);
+    out[n] = 0;
+    pclose(f);
+    return out;
+}
+
+/* TLS 1.2 is the minimum: 1.1 and 1.0 are refused with a protocol
+ * version alert; 1.2 and 1.3 are taken. */
+Test(tls, tls_1_1_is_refused)
+{
+    char out[16384];
+
+    cr_assert(strstr(s_client("-tls1_1", out, sizeof(out)),
+                     "alert protocol version"),
+              "%s", out);
+    cr_assert(strstr(s_client("-tls1", out, sizeof(out)),
+                     "alert protocol version"),
+              "%s", out);
+    cr_assert(strstr(s_client("-tls1_2", out, sizeof(out)),
+                     "Protocol  : TLSv1.2"),
+              "%s", out);
+    cr_assert(strstr(s_client("-tls1_3", out, sizeof(out)),
+                     "New, TLSv1.3"),
+              "%s", out);
+}
+
+/* A client that opens TCP and stalls in the handshake (nothing, or half
+ * a ClientHello) is cut off within read_timeout_ms (500 ms here), not
+ * after the 300 s idle timeout. */
+Test(tls, a_stalled_handshake_is_cut_within_read_timeout)
+{
+    static const unsigned char half_hello[] = {0x16, 0x03, 0x01, 0x02, 0x00,
+                                               0x01, 0x00, 0x01, 0xfc};
+
+    for (int partial = 0; partial < 2; partial++) {
+        int fd = wire_connect(srv.port);
+        double start = proc_now_ms(), took;
+
+        cr_assert_geq(fd, 0);
+        if (partial)
+            wire_send_raw(fd, half_hello, sizeof(half_hello));
+        cr_assert(wire_closed(fd), "the server did not close");
+        took = proc_now_ms() - start;
+        close(fd);
+        cr_assert(took >= 400 && took < 3000,
+                  "closed after %.0f ms (read_timeout_ms=500)", took);
+    }
+}
+
+/* A client verifying against another CA, or for a name the certificate
+ * does not carry, refuses the server. */
+Test(tls, a_wrong_ca_or_name_fails_verification)
+{
+    char other[1100], other_ca[1200], why[512];
+    SSL *ssl;
+
+    snprintf(other, sizeof(other), "%s", tls_dev_certs(NULL));
+    snprintf(other_ca, sizeof(other_ca), "%s/ca.pem", other);
+    ssl = tls_dial(srv.port, other_ca, "localhost", NULL, NULL, NULL, why,
+                   sizeof(why));
+    cr_assert_null(ssl);
+    cr_assert(strstr(why, "certificate verify failed"), "%s", why);
+    ssl = tls_dial(srv.port, ca, "tide.example.com", NULL, NULL, NULL, why,
+                   sizeof(why));
+    cr_assert_null(ssl);
+    cr_assert(strstr(why, "certificate verify failed"), "%s", why);
+}
+
+/* A second connection resumes the first's session (a TLS 1.3 ticket). */
+Test(tls, sessions_resume)
+{
+    char why[512], buf[8];
+    SSL *a = tls_dial(srv.port, ca, "localhost", NULL, NULL, NULL, why,
+                      sizeof(why)),
+        *b;
+    SSL_SESSION *sess;
+
+    cr_assert(a, "%s", why);
+    /* TLS 1.3 tickets come after the handshake: read to take them. */
+    SSL_set_mode(a, SSL_MODE_AUTO_RETRY);
+    {
+        int fd = SSL_get_fd(a);
+        struct timeval tv = {0, 300000};
+
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        SSL_read(a, buf, sizeof(buf));
+    }
+    sess = SSL_get1_session(a);
+    cr_assert(sess && SSL_SESSION_is_resumable(sess), "no ticket");
+    b = tls_dial(srv.port, ca, "localhost", NULL, NULL, sess, why,
+                 sizeof(why));
+    cr_assert(b, "%s", why);
+    cr_assert(SSL_session_reused(b), "the session was not resumed");
+    SSL_SESSION_free(sess);
+    tls_close(a);
+    tls_close(b);
+}
+
+/* SIGHUP loads a new certificate: the open connection keeps working, new
+ * ones get the new certificate (the old CA no longer verifies them). A
+ * broken file keeps the current one, counted as a failed reload. */
+Test(tls, sighup_reloads_the_certificate)
+{
+    char next[1100], cmd[8192], next_ca[1200], why[512];
+    int fd = tls_session(ca, "localhost", srv.admin_key), fd2;
+    Tide__V1__Envelope e = TIDE__V1__ENVELOPE__INIT, *r;
+    Tide__V1__Ping p = TIDE__V1__PING__INIT;
+    FILE *f;
+
+    snprintf(next, sizeof(next), "%s", tls_dev_certs(NULL));
+    snprintf(next_ca, sizeof(next_ca), "%s/ca.pem", next);
+    snprintf(cmd, sizeof(cmd), "cp '%s/server.pem' '%s' && cp '%s/server.key' '%s'",
+             next, cert, next, key);
+    cr_assert_eq(system(cmd), 0);
+    kill(srv.pid, SIGHUP);
+    for (int i = 0; i < 100 && server_stat(fd, "tls_reloads") < 1; i++)
+        usleep(20000);
+    cr_assert_eq(server_stat(fd, "tls_reloads"), 1);
+    p.nonce = 7;
+    e.body_case = TIDE__V1__ENVELOPE__BODY_PING;
+    e.ping = &p;
+    r = wire_next(fd, &e);
+    cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_PONG,
+              "the open connection survives the reload");
+    tide_frame_free(r, NULL);
+    cr_assert_null(tls_dial(srv.port, ca, "localhost", NULL, NULL, NULL, why,
+                            sizeof(why)),
+                   "the old certificate is still served");
+    fd2 = tls_session(next_ca, "localhost", srv.admin_key);
+    close(fd2);
+
+    /* A key that does not parse: the reload fails, the current stays. */
+    f = fopen(key, "w");
+    cr_assert(f);
+    fputs("not a key\n", f);
+    fclose(f);
+    kill(srv.pid, SIGHUP);
+    for (int i = 0; i < 100 && server_stat(fd, "tls_reload_failures") < 1;
+         i++)
+        usleep(20000);
+    cr_assert_eq(server_stat(fd, "tls_reload_failures"), 1);
+    fd2 = tls_session(next_ca, "localhost", srv.admin_key);
+    close(fd2);
+    close(fd);
+}
+
+/* Plaintext on an address that is not loopback is refused at start,
+ * naming the fix; nothing is bound. A missing key file is named too. */
+Test(tls, plaintext_off_loopback_and_bad_files_refuse_to_start)
+{
+    struct tided_proc other;
+    char dir2[1024], log[1100], buf[8192];
+    static const char *const open_plain[] = {"http_listen=0.0.0.0:0", NULL};
+    const char *no_key[] = {set_cert, "tls_key=/nonexistent/tide.key", NULL};
+    FILE *f;
+    size_t n;
+
+    snprintf(dir2, sizeof(dir2), "%s", test_tmpdir());
+    snprintf(log, sizeof(log), "%s/tided.log", dir2);
+    cr_assert_neq(tided_start(&other, dir2, open_plain), 0);
+    cr_assert_neq(tided_start(&other, dir2, no_key), 0);
+    f = fopen(log, "r");
+    cr_assert(f);
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    cr_assert(strstr(buf, "refusing to serve plaintext on 0.0.0.0") &&
+                  strstr(buf, "allow_plaintext=true"),
+              "%s", buf);
+    cr_assert(strstr(buf, "TLS: cannot load /nonexistent/tide.key"), "%s",
+              buf);
+    test_rmrf(dir2);
+}
