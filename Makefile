@@ -341,10 +341,11 @@ test-adversarial: $(ADV_BIN) $(TIDED_BIN)
 	    $(ADV_BIN) --short-filename -j1
 
 # The main job: tided in the foreground on 127.0.0.1:8433 (HTTP :8434) with
-# ./tide-data. Ctrl-C stops it cleanly.
+# ./tide-data; TLS=1 serves TLS with development certificates. Prints how to
+# connect. Ctrl-C stops it cleanly.
 run: deps
-	@$(MAKE) --no-print-directory $(TIDED_BIN)
-	$(Q)$(TIDED_BIN) --data-dir ./tide-data
+	@$(MAKE) --no-print-directory $(TIDED_BIN) $(TIDE_BIN)
+	$(Q)scripts/run.sh $(BUILD)
 
 # A fleet streamed through libtide for ~10 s, then the reference queries.
 demo: deps
