@@ -164,10 +164,12 @@ int tided_config_set(struct tided_config *c, const char *key, const char *value)
             goto bad;
         c->bcrypt_cost = (unsigned)x;
     } else if (!strcmp(key, "tls_cert") || !strcmp(key, "tls_key") ||
-               !strcmp(key, "tls_client_ca")) {
-        char *dst = !strcmp(key, "tls_cert")  ? c->tls_cert
-                    : !strcmp(key, "tls_key") ? c->tls_key
-                                              : c->tls_client_ca;
+               !strcmp(key, "tls_client_ca") ||
+               !strcmp(key, "master_key_file")) {
+        char *dst = !strcmp(key, "tls_cert")        ? c->tls_cert
+                    : !strcmp(key, "tls_key")       ? c->tls_key
+                    : !strcmp(key, "tls_client_ca") ? c->tls_client_ca
+                                                    : c->master_key_file;
 
         if (strlen(value) >= sizeof(c->tls_cert))
             goto bad;

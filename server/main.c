@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "server.h"
+#include "tide/crypto.h"
 
 static void usage(FILE *f)
 {
@@ -239,6 +240,23 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         event_base_loopexit(s->base, NULL);
 }
 
+/* Encryption at rest: read master_key_file when configured. Returns 0, or
+ * -1 with the reason logged (missing, open to others, not a key). */
+static int master_key_load(struct server *s)
+{
+    char why[1400];
+
+    if (!s->cfg.master_key_file[0])
+        return 0;
+    if (tide_crypto_master_load(s->cfg.master_key_file, s->master_key, why,
+                                sizeof(why))) {
+        tide_log(LOG_ERROR, "%s", why);
+        return -1;
+    }
+    s->has_master_key = 1;
+    return 0;
+}
+
 /* The config file, then the flags. Returns 0, or the first failure of
  * tided_config_load or tided_config_set, or TIDE_EINVAL for a malformed
  * command line (message on stderr). */
@@ -379,7 +397,7 @@ int main(int argc, char **argv)
         return 1;
     /* Before anything opens: a bad certificate is an operator's mistake
      * to report at once. */
-    if (tided_tls_init(s) || plaintext_check(s))
+    if (tided_tls_init(s) || plaintext_check(s) || master_key_load(s))
         return 1;
     if (evthread_use_pthreads()) {
         tide_log(LOG_ERROR, "libevent has no pthreads support");
@@ -478,5 +496,6 @@ out:
     if (s->base)
         event_base_free(s->base);
     tided_tls_fini(s);
+    tide_crypto_wipe(s->master_key, sizeof(s->master_key));
     return code;
 }

@@ -101,6 +101,9 @@ struct tided_config {
     char tls_key[1024];
     char tls_client_ca[1024]; /* mutual TLS: CAs of device certificates */
     int allow_plaintext;
+    /* Encryption at rest: the operator's master key file (0600, made by
+     * `tide admin keygen`); empty = files are written in plaintext. */
+    char master_key_file[1024];
 };
 
 void tided_config_defaults(struct tided_config *c);
@@ -211,6 +214,10 @@ struct server {
      * loop thread only. Its certificate's notAfter, Unix seconds. */
     SSL_CTX *tls;
     int64_t tls_not_after;
+    /* The master key from cfg.master_key_file (has_master_key), wiped at
+     * exit; it never leaves this process. */
+    uint8_t master_key[32];
+    int has_master_key;
 };
 
 enum conn_state { CONN_NEW, CONN_HELLO, CONN_AUTHED };
