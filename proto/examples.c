@@ -966,6 +966,26 @@ static void ex_admin_compact_ok(Tide__V1__Envelope *env)
     env->admin_compact_ok = &m;
 }
 
+static void ex_master_key_rotate(Tide__V1__Envelope *env)
+{
+    static Tide__V1__MasterKeyRotate m = TIDE__V1__MASTER_KEY_ROTATE__INIT;
+
+    m.new_key_file = "/etc/tide/master-2027.key";
+    env->body_case = TIDE__V1__ENVELOPE__BODY_MASTER_KEY_ROTATE;
+    env->master_key_rotate = &m;
+}
+
+static void ex_master_key_rotate_ok(Tide__V1__Envelope *env)
+{
+    static Tide__V1__MasterKeyRotateOk m = TIDE__V1__MASTER_KEY_ROTATE_OK__INIT;
+
+    m.old_master_key_id = "3f9a1c0e5b7d2468";
+    m.new_master_key_id = "c41e07d9a25b8f31";
+    m.data_keys = 1201;
+    env->body_case = TIDE__V1__ENVELOPE__BODY_MASTER_KEY_ROTATE_OK;
+    env->master_key_rotate_ok = &m;
+}
+
 /* Retention and erasure reports */
 
 static void ex_retention_get(Tide__V1__Envelope *env)
@@ -1098,6 +1118,9 @@ static const struct example examples[] = {
     {"ServerStatusOk", BODY(SERVER_STATUS_OK), 38, ex_server_status_ok},
     {"AdminCompact", BODY(ADMIN_COMPACT), 39, ex_admin_compact},
     {"AdminCompactOk", BODY(ADMIN_COMPACT_OK), 39, ex_admin_compact_ok},
+    {"MasterKeyRotate", BODY(MASTER_KEY_ROTATE), 42, ex_master_key_rotate},
+    {"MasterKeyRotateOk", BODY(MASTER_KEY_ROTATE_OK), 42,
+     ex_master_key_rotate_ok},
     {"RetentionGet", BODY(RETENTION_GET), 40, ex_retention_get},
     {"RetentionOk", BODY(RETENTION_OK), 40, ex_retention_ok},
     {"ErasureReport", BODY(ERASURE_REPORT), 41, ex_erasure_report},

@@ -84,8 +84,7 @@ static SSL_CTX *ctx_build(const struct tided_config *cfg)
         what = cfg->tls_cert;
         goto fail;
     }
-    if (SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key, SSL_FILETYPE_PEM) !=
-        1) {
+    if (SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key, SSL_FILETYPE_PEM) != 1) {
         what = cfg->tls_key;
         goto fail;
     }
@@ -94,7 +93,8 @@ static SSL_CTX *ctx_build(const struct tided_config *cfg)
         goto fail;
     }
     if (cfg->tls_client_ca[0]) {
-        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(cfg->tls_client_ca);
+        STACK_OF(X509_NAME) *names =
+            SSL_load_client_CA_file(cfg->tls_client_ca);
 
         if (!names ||
             SSL_CTX_load_verify_locations(ctx, cfg->tls_client_ca, NULL) != 1) {
@@ -185,9 +185,8 @@ struct bufferevent *tided_tls_bev(struct server *s, evutil_socket_t fd)
 
     if (!ssl)
         return NULL;
-    bev = bufferevent_openssl_socket_new(s->base, fd, ssl,
-                                         BUFFEREVENT_SSL_ACCEPTING,
-                                         BEV_OPT_CLOSE_ON_FREE);
+    bev = bufferevent_openssl_socket_new(
+        s->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
     if (!bev) {
         SSL_free(ssl);
         return NULL;

@@ -173,17 +173,16 @@ Test(tls, tls_1_1_is_refused)
 {
     char out[16384];
 
-    cr_assert(strstr(s_client("-tls1_1", out, sizeof(out)),
-                     "alert protocol version"),
-              "%s", out);
-    cr_assert(strstr(s_client("-tls1", out, sizeof(out)),
-                     "alert protocol version"),
-              "%s", out);
-    cr_assert(strstr(s_client("-tls1_2", out, sizeof(out)),
-                     "Protocol  : TLSv1.2"),
-              "%s", out);
-    cr_assert(strstr(s_client("-tls1_3", out, sizeof(out)),
-                     "New, TLSv1.3"),
+    cr_assert(
+        strstr(s_client("-tls1_1", out, sizeof(out)), "alert protocol version"),
+        "%s", out);
+    cr_assert(
+        strstr(s_client("-tls1", out, sizeof(out)), "alert protocol version"),
+        "%s", out);
+    cr_assert(
+        strstr(s_client("-tls1_2", out, sizeof(out)), "Protocol  : TLSv1.2"),
+        "%s", out);
+    cr_assert(strstr(s_client("-tls1_3", out, sizeof(out)), "New, TLSv1.3"),
               "%s", out);
 }
 
@@ -250,8 +249,7 @@ Test(tls, sessions_resume)
     }
     sess = SSL_get1_session(a);
     cr_assert(sess && SSL_SESSION_is_resumable(sess), "no ticket");
-    b = tls_dial(srv.port, ca, "localhost", NULL, NULL, sess, why,
-                 sizeof(why));
+    b = tls_dial(srv.port, ca, "localhost", NULL, NULL, sess, why, sizeof(why));
     cr_assert(b, "%s", why);
     cr_assert(SSL_session_reused(b), "the session was not resumed");
     SSL_SESSION_free(sess);
@@ -272,8 +270,9 @@ Test(tls, sighup_reloads_the_certificate)
 
     snprintf(next, sizeof(next), "%s", tls_dev_certs(NULL));
     snprintf(next_ca, sizeof(next_ca), "%s/ca.pem", next);
-    snprintf(cmd, sizeof(cmd), "cp '%s/server.pem' '%s' && cp '%s/server.key' '%s'",
-             next, cert, next, key);
+    snprintf(cmd, sizeof(cmd),
+             "cp '%s/server.pem' '%s' && cp '%s/server.key' '%s'", next, cert,
+             next, key);
     cr_assert_eq(system(cmd), 0);
     kill(srv.pid, SIGHUP);
     for (int i = 0; i < 100 && server_stat(fd, "tls_reloads") < 1; i++)
@@ -286,9 +285,9 @@ Test(tls, sighup_reloads_the_certificate)
     cr_assert(r && r->body_case == TIDE__V1__ENVELOPE__BODY_PONG,
               "the open connection survives the reload");
     tide_frame_free(r, NULL);
-    cr_assert_null(tls_dial(srv.port, ca, "localhost", NULL, NULL, NULL, why,
-                            sizeof(why)),
-                   "the old certificate is still served");
+    cr_assert_null(
+        tls_dial(srv.port, ca, "localhost", NULL, NULL, NULL, why, sizeof(why)),
+        "the old certificate is still served");
     fd2 = tls_session(next_ca, "localhost", srv.admin_key);
     close(fd2);
 
@@ -298,8 +297,7 @@ Test(tls, sighup_reloads_the_certificate)
     fputs("not a key\n", f);
     fclose(f);
     kill(srv.pid, SIGHUP);
-    for (int i = 0; i < 100 && server_stat(fd, "tls_reload_failures") < 1;
-         i++)
+    for (int i = 0; i < 100 && server_stat(fd, "tls_reload_failures") < 1; i++)
         usleep(20000);
     cr_assert_eq(server_stat(fd, "tls_reload_failures"), 1);
     fd2 = tls_session(next_ca, "localhost", srv.admin_key);
@@ -330,7 +328,6 @@ Test(tls, plaintext_off_loopback_and_bad_files_refuse_to_start)
     cr_assert(strstr(buf, "refusing to serve plaintext on 0.0.0.0") &&
                   strstr(buf, "allow_plaintext=true"),
               "%s", buf);
-    cr_assert(strstr(buf, "TLS: cannot load /nonexistent/tide.key"), "%s",
-              buf);
+    cr_assert(strstr(buf, "TLS: cannot load /nonexistent/tide.key"), "%s", buf);
     test_rmrf(dir2);
 }
