@@ -38,9 +38,17 @@
 #define BENCH_PASSWORD "tide-bench-password"
 #define CODE_ALREADY_EXISTS 10
 
-enum mode { M_INGEST, M_QUERY, M_MIXED, M_VERIFY, M_ENGINE, M_COMPACT };
-static const char *const mode_names[] = {"ingest", "query",  "mixed",
-                                         "verify", "engine", "compact"};
+enum mode {
+    M_INGEST,
+    M_QUERY,
+    M_MIXED,
+    M_VERIFY,
+    M_ENGINE,
+    M_COMPACT,
+    M_CONNECT
+};
+static const char *const mode_names[] = {
+    "ingest", "query", "mixed", "verify", "engine", "compact", "connect"};
 #define N_MODES (sizeof(mode_names) / sizeof(mode_names[0]))
 static const char *const wl_names[] = {"devops", "iot", "sparse"};
 static const char *const order_names[] = {"time", "series"};
@@ -70,6 +78,10 @@ struct opts {
     int compact;          /* ingest: force a full compaction afterwards */
     const char *data_dir; /* tided's data directory: the segment layout */
     double window_days;   /* window width of that layout report */
+    int tls;              /* --tls: connect with TLS, verified with --ca */
+    const char *ca;
+    unsigned count; /* connect: connections timed */
+    int resume;     /* connect: reconnect, resuming the session */
 };
 
 struct code_count {
@@ -188,6 +200,8 @@ static int open_client(const struct bench *b, const char *key,
     if (batch)
         o.batch_points = batch;
     o.io_timeout_ms = 60000;
+    o.tls = b->o.tls;
+    o.tls_ca_file = b->o.ca;
     return tide_client_open(&o, out);
 }
 
@@ -959,13 +973,71 @@ static int proc_cpu_rss(long pid, double *cpu_s, double *rss_peak_mib)
 }
 
 /* ------------------------------------------------------------------------ */
+/* connect: the cost of a new connection to a device, as the time from
+ * connect() to the WriteAck of its first point: TCP, the TLS handshake
+ * (resumed with --resume), Hello, Auth, one write. */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+static int run_connect(struct bench *b)
+{
+    unsigned n = b->o.count ? b->o.count : 1, resumed = 0;
+    double *ms = calloc(n, sizeof(double)), sum = 0;
+    tide_client *c = NULL;
+    int rc = 0;
+
+    if (!ms)
+        return fail("connect", -ENOMEM, NULL);
+    for (unsigned i = 0; i < n && !rc; i++) {
+        double t0 = mono_s();
+
+        if (b->o.resume && c)
+            rc = tide_client_reconnect(c);
+        else
+            rc = open_client(b, NULL, b->token, 0, &c);
+        if (!rc)
+            rc = tide_write_f64(c, b->names[0], "connect_ms",
+                                b->wl->cfg.start_ns + (int64_t)i * 1000000,
+                                (double)i);
+        if (!rc)
+            rc = tide_flush(c);
+        ms[i] = (mono_s() - t0) * 1e3;
+        sum += ms[i];
+        if (!rc && tide_client_tls_resumed(c))
+            resumed++;
+        if (rc)
+            fail("connect", rc, c);
+        if (!b->o.resume || rc) {
+            tide_client_close(c);
+            c = NULL;
+        }
+    }
+    tide_client_close(c);
+    if (!rc) {
+        qsort(ms, n, sizeof(double), cmp_double);
+        printf("connect%s%s: %u connections, %u resumed; connect + Auth + "
+               "first acked write: p50 %.3f ms, p99 %.3f ms, mean %.3f ms\n",
+               b->o.tls ? " over TLS" : "",
+               b->o.resume ? " (reconnecting one client)" : "", n, resumed,
+               ms[n / 2], ms[(size_t)(n * 0.99)], sum / n);
+    }
+    free(ms);
+    return rc ? 1 : 0;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Options */
 
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: tide-bench MODE [options]   (docs/bench.md)\n"
-            "modes: ingest, query, mixed, verify, engine, compact\n"
+            "modes: ingest, query, mixed, verify, engine, compact, connect\n"
             "target:   --target tide|victoria|influx  --host H  --port P\n"
             "          --admin-key-file F  --server-pid PID\n"
             "workload: --workload devops|iot|sparse  --devices N  --fields N\n"
@@ -978,6 +1050,9 @@ static void usage(FILE *f)
             "          shard per window, after ingest or compact)\n"
             "query:    --query-concurrency N  --query-rate Q_PER_S\n"
             "          --query-mix W1,W2,W3,W4,W5  --seconds S\n"
+            "tls:      --tls  --ca FILE (verify the server against it)\n"
+            "connect:  --count N  --resume (time connect + Auth + first\n"
+            "          acknowledged write; --resume reconnects one client)\n"
             "output:   --json FILE  --svg FILE  --label TEXT\n"
             "          --progress | --no-progress\n");
 }
@@ -1015,6 +1090,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
                                        {"compact", 0, 0, 'K'},
                                        {"data-dir", 1, 0, 'D'},
                                        {"window-days", 1, 0, 'W'},
+                                       {"tls", 0, 0, 'Y'},
+                                       {"ca", 1, 0, 'A'},
+                                       {"count", 1, 0, 'N'},
+                                       {"resume", 0, 0, 'U'},
                                        {"help", 0, 0, '?'},
                                        {0, 0, 0, 0}};
     struct tide_wl_config dflt;
@@ -1038,6 +1117,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
     o->seconds = 10;
     o->progress = -1;
     o->window_days = 1;
+    o->count = 200;
     for (i = 0; i < NQ; i++)
         o->mix[i] = 1;
     tide__wl_config_init(&o->wl, TIDE_WL_DEVOPS);
@@ -1160,6 +1240,19 @@ static int parse_opts(int argc, char **argv, struct opts *o)
             break;
         case 'D':
             o->data_dir = optarg;
+            break;
+        case 'Y':
+            o->tls = 1;
+            break;
+        case 'A':
+            o->ca = optarg;
+            o->tls = 1;
+            break;
+        case 'N':
+            o->count = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case 'U':
+            o->resume = 1;
             break;
         case 'W':
             o->window_days = strtod(optarg, NULL);
@@ -1695,6 +1788,10 @@ int main(int argc, char **argv)
     fflush(stdout);
     if (!b->o.peer && b->o.mode != M_COMPACT && provision(b))
         goto out;
+    if (b->o.mode == M_CONNECT) {
+        ret = run_connect(b);
+        goto out;
+    }
     if (b->o.server_pid > 0 && proc_cpu_rss(b->o.server_pid, &cpu0, &rss))
         b->o.server_pid = 0;
     if (b->o.mode == M_VERIFY) {

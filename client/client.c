@@ -114,15 +114,28 @@ int tide__client_new(const struct tide_client_options *opts, tide_client **out)
         goto fail;
     c->fd = -1;
     c->o = *opts;
-    c->o.host = NULL;
-    c->o.api_key = NULL;
-    c->o.session_token = NULL;
     c->o.host = tide_strdup(opts->host);
     c->o.api_key = dup_or_null(opts->api_key);
     c->o.session_token = dup_or_null(opts->session_token);
+    c->o.tls_ca_file = dup_or_null(opts->tls_ca_file);
+    c->o.tls_ca_dir = dup_or_null(opts->tls_ca_dir);
+    c->o.tls_server_name = dup_or_null(opts->tls_server_name);
+    c->o.tls_cert_file = dup_or_null(opts->tls_cert_file);
+    c->o.tls_key_file = dup_or_null(opts->tls_key_file);
+    c->o.open_error = NULL; /* tide_client_open's, borrowed */
     if (!c->o.host || (opts->api_key && !c->o.api_key) ||
-        (opts->session_token && !c->o.session_token))
+        (opts->session_token && !c->o.session_token) ||
+        (opts->tls_ca_file && !c->o.tls_ca_file) ||
+        (opts->tls_ca_dir && !c->o.tls_ca_dir) ||
+        (opts->tls_server_name && !c->o.tls_server_name) ||
+        (opts->tls_cert_file && !c->o.tls_cert_file) ||
+        (opts->tls_key_file && !c->o.tls_key_file))
         goto fail;
+    rc = tide__tls_init(c, &c->o);
+    if (rc) {
+        *out = c; /* the caller reports the reason, then closes */
+        return rc;
+    }
     if (!c->o.port)
         c->o.port = 8433;
     if (!c->o.connect_timeout_ms)
@@ -173,6 +186,7 @@ void tide__client_lost(tide_client *c)
 {
     int saved = errno;
 
+    tide__tls_close(c);
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
@@ -230,9 +244,25 @@ static int process(tide_client *c)
 static int recv_some(tide_client *c)
 {
     uint8_t buf[READ_CHUNK_BYTES];
-    ssize_t n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
+    ssize_t n;
     int rc;
 
+    if (c->ssl) {
+        /* What one record held; the next poll (or tide__tls_pending)
+         * finds the rest. */
+        rc = tide__tls_read(c, buf, sizeof(buf));
+        if (rc < 0) {
+            tide__client_lost(c);
+            return rc;
+        }
+        if (rc > 0 &&
+            (rc = tide_frame_decoder_feed(&c->dec, buf, (size_t)rc)) != 0) {
+            tide__client_lost(c);
+            return rc == -ENOMEM ? rc : TIDE_EPROTO;
+        }
+        return 0;
+    }
+    n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return 0;
     if (n <= 0) {
@@ -260,7 +290,7 @@ int tide__client_read(tide_client *c, uint32_t timeout_ms)
     p.fd = c->fd;
     p.events = POLLIN;
     p.revents = 0;
-    rc = poll(&p, 1, (int)timeout_ms);
+    rc = tide__tls_pending(c) ? 1 : poll(&p, 1, (int)timeout_ms);
     if (rc < 0)
         return errno == EINTR ? 0 : -errno;
     if (rc == 0)
@@ -282,10 +312,12 @@ int tide__client_send(tide_client *c, const uint8_t *buf, size_t len)
 {
     size_t off = 0;
 
+    short want = POLLOUT;
+
     if (!c->connected)
         return TIDE_EDISCONNECTED;
     while (off < len) {
-        struct pollfd p = {.fd = c->fd, .events = POLLOUT | POLLIN};
+        struct pollfd p = {.fd = c->fd, .events = want | POLLIN};
         ssize_t n;
         int rc = poll(&p, 1, (int)c->o.io_timeout_ms);
 
@@ -300,6 +332,20 @@ int tide__client_send(tide_client *c, const uint8_t *buf, size_t len)
             rc = recv_some(c);
             if (rc)
                 return rc;
+        }
+        if (c->ssl) {
+            /* TLS may need the socket readable to write (a key update):
+             * it says which way to wait. */
+            if (!(p.revents & (want | POLLERR | POLLHUP)))
+                continue;
+            want = POLLOUT;
+            rc = tide__tls_write(c, buf + off, len - off, &want);
+            if (rc < 0) {
+                tide__client_lost(c);
+                return rc;
+            }
+            off += (size_t)rc;
+            continue;
         }
         if (!(p.revents & (POLLOUT | POLLERR | POLLHUP)))
             continue;
@@ -454,10 +500,19 @@ static int connect_once(tide_client *c)
     Tide__V1__Envelope *r = NULL;
     int fd, rc;
 
+    int64_t deadline = tide__client_now_ms() + c->o.connect_timeout_ms;
+
     fd = tcp_connect(c->o.host, c->o.port, c->o.connect_timeout_ms);
     if (fd < 0)
         return fd;
     c->fd = fd;
+    c->tls_resumed = 0;
+    if (c->tls_ctx && (rc = tide__tls_connect(c, deadline)) != 0) {
+        tide__tls_close(c);
+        close(fd);
+        c->fd = -1;
+        return rc;
+    }
     tide_frame_decoder_init(&c->dec, 0, NULL);
     c->connected = 1;
 
@@ -467,6 +522,12 @@ static int connect_once(tide_client *c)
     env.body_case = TIDE__V1__ENVELOPE__BODY_HELLO;
     env.hello = &hello;
     rc = request(c, &env, TIDE__V1__ENVELOPE__BODY_HELLO_OK, &r);
+    if ((rc == TIDE_EDISCONNECTED || rc == TIDE_EPROTO) && !c->tls_ctx)
+        tide__client_reason(c,
+                            "%s:%u ended the connection before answering "
+                            "Hello: if it serves TLS, connect with TLS "
+                            "(tide --tls)",
+                            c->o.host, (unsigned)c->o.port);
     if (rc)
         goto fail;
     if (r->hello_ok->limits) {
@@ -485,10 +546,14 @@ static int connect_once(tide_client *c)
     tide_frame_free(r, NULL);
     r = NULL;
 
-    if (c->o.api_key || c->o.session_token) {
+    if (c->o.api_key || c->o.session_token || c->o.auth_client_certificate) {
         env.body_case = TIDE__V1__ENVELOPE__BODY_AUTH;
         env.auth = &auth;
-        if (c->o.api_key) {
+        if (c->o.auth_client_certificate) {
+            auth.credential_case =
+                TIDE__V1__AUTH__CREDENTIAL_CLIENT_CERTIFICATE;
+            auth.client_certificate = 1;
+        } else if (c->o.api_key) {
             auth.credential_case = TIDE__V1__AUTH__CREDENTIAL_API_KEY;
             auth.api_key = (char *)c->o.api_key;
         } else {
@@ -587,18 +652,31 @@ int tide_client_open(const struct tide_client_options *opts, tide_client **out)
     if (!out)
         return TIDE_EINVAL;
     rc = tide__client_new(opts, &c);
-    if (rc)
-        return rc;
-    rc = connect_once(c);
-    if (rc)
-        goto fail;
-    c->ever_connected = 1;
-    *out = c;
-    return 0;
-
-fail:
+    if (rc == 0)
+        rc = connect_once(c);
+    if (rc == 0) {
+        c->ever_connected = 1;
+        *out = c;
+        return 0;
+    }
+    if (opts && opts->open_error && opts->open_error_len)
+        snprintf(opts->open_error, opts->open_error_len, "%s",
+                 c && c->have_error && c->err_msg ? c->err_msg : "");
     tide_client_close(c);
     return rc;
+}
+
+int tide_client_reconnect(tide_client *c)
+{
+    if (!c)
+        return TIDE_EINVAL;
+    if (c->failed)
+        return c->failed;
+    if (c->connected)
+        tide__client_lost(c);
+    c->next_connect_ms = 0;
+    return tide__client_ensure(c,
+                               tide__client_now_ms() + c->o.connect_timeout_ms);
 }
 
 void tide_client_close(tide_client *c)
@@ -613,6 +691,12 @@ void tide_client_close(tide_client *c)
     tide_free((char *)c->o.host);
     tide_free((char *)c->o.api_key);
     tide_free((char *)c->o.session_token);
+    tide__tls_fini(c);
+    tide_free((char *)c->o.tls_ca_file);
+    tide_free((char *)c->o.tls_ca_dir);
+    tide_free((char *)c->o.tls_server_name);
+    tide_free((char *)c->o.tls_cert_file);
+    tide_free((char *)c->o.tls_key_file);
     tide_free(c->device);
     tide_free(c->err_msg);
     tide_free(c);

@@ -17,6 +17,7 @@
 #ifndef TIDE_CLIENT_INTERNAL_H
 #define TIDE_CLIENT_INTERNAL_H
 
+#include <openssl/types.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -134,6 +135,13 @@ struct tide_client {
     tide_query_iter *iter;
     uint64_t wait_id;
     Tide__V1__Envelope *wait_env;
+
+    /* TLS (tls.c): the context from the options, the connection's SSL
+     * on fd, and the session to resume on the next connection. */
+    SSL_CTX *tls_ctx;
+    SSL *ssl;
+    struct ssl_session_st *tls_session;
+    int tls_resumed;
 };
 
 /* client.c */
@@ -152,6 +160,26 @@ int tide__client_request(tide_client *c, Tide__V1__Envelope *env, int want_case,
                          Tide__V1__Envelope **resp);
 void tide__client_lost(tide_client *c);
 void tide__client_set_error(tide_client *c, const Tide__V1__Error *e);
+
+/* tls.c. A reason for the user in last_error (code 0). */
+void tide__client_reason(tide_client *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* The context from the options (nothing without o->tls): 0 or TIDE_ETLS. */
+int tide__tls_init(tide_client *c, const struct tide_client_options *o);
+void tide__tls_fini(tide_client *c);
+/* Handshake on c->fd by deadline_ms: 0, TIDE_ETLS, TIDE_ETIMEDOUT,
+ * -errno; the reason is recorded. */
+int tide__tls_connect(tide_client *c, int64_t deadline_ms);
+/* Free the connection's SSL (the session is kept). */
+void tide__tls_close(tide_client *c);
+/* Bytes read (> 0), 0 when the socket has none now, or
+ * TIDE_EDISCONNECTED. */
+int tide__tls_read(tide_client *c, uint8_t *buf, size_t cap);
+/* Bytes written (> 0), 0 with *want (POLLIN or POLLOUT) to wait for, or
+ * TIDE_EDISCONNECTED. */
+int tide__tls_write(tide_client *c, const uint8_t *p, size_t n, short *want);
+/* Decrypted bytes wait inside OpenSSL, where poll() cannot see them. */
+int tide__tls_pending(const tide_client *c);
 
 /* writer.c */
 int tide__writer_append(tide_client *c, const char *device, const char *field,

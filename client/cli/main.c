@@ -29,6 +29,12 @@ struct opts {
     const char *key;
     const char *token;
     const char *output; /* table, csv, json */
+    /* TLS: --tls, --ca, --tls-server-name, --tls-cert/--tls-key,
+     * --tls-insecure-skip-verify, --cert-auth (docs/cli.md, "TLS"). */
+    int tls;
+    const char *ca, *server_name, *cert, *cert_key;
+    int insecure;
+    int cert_auth;
     char cfg_key[600];
     char cfg_token[600];
 };
@@ -152,7 +158,14 @@ static const struct cmd cmds[] = {
 static void usage_all(FILE *f)
 {
     fprintf(f, "usage: tide [--host H] [--port P] [--key KEY] "
-               "[--output table|csv|json] COMMAND ...\n\ncommands:\n");
+               "[--output table|csv|json]\n"
+               "            [--tls] [--ca FILE] [--tls-server-name NAME] "
+               "[--tls-cert FILE --tls-key FILE]\n"
+               "            [--cert-auth] [--tls-insecure-skip-verify] "
+               "COMMAND ...\n"
+               "environment: TIDE_KEY, TIDE_TLS=1, TIDE_CA, TIDE_TLS_CERT, "
+               "TIDE_TLS_KEY, TIDE_TLS_SERVER_NAME (flags win)\n"
+               "\ncommands:\n");
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
         fprintf(f, "  %s %s %s\n", cmds[i].group,
                 cmds[i].sub ? cmds[i].sub : "", cmds[i].usage);
@@ -253,12 +266,27 @@ static int open_client(const struct opts *o, int auth, tide_client **c)
 {
     struct tide_client_options co;
     int rc;
+    char why[512] = "";
 
     tide_client_options_init(&co);
     co.host = o->host;
     co.port = (uint16_t)o->port;
     co.reconnect_attempts_max = 10;
-    if (auth) {
+    co.tls = o->tls;
+    co.tls_ca_file = o->ca;
+    co.tls_server_name = o->server_name;
+    co.tls_cert_file = o->cert;
+    co.tls_key_file = o->cert_key;
+    co.tls_insecure_skip_verify = o->insecure;
+    co.open_error = why;
+    co.open_error_len = sizeof(why);
+    if (o->insecure)
+        fprintf(stderr, "tide: WARNING: --tls-insecure-skip-verify: the "
+                        "server's certificate is NOT checked; anyone on the "
+                        "path can read and change this session\n");
+    if (auth && o->cert_auth) {
+        co.auth_client_certificate = 1;
+    } else if (auth) {
         co.api_key = o->key;
         co.session_token = o->key ? NULL : o->token;
         if (!co.api_key && !co.session_token) {
@@ -269,8 +297,8 @@ static int open_client(const struct opts *o, int auth, tide_client **c)
     }
     rc = tide_client_open(&co, c);
     if (rc) {
-        fprintf(stderr, "tide: connect %s:%u: %s\n", o->host, o->port,
-                tide_strerror(rc));
+        fprintf(stderr, "tide: connect %s:%u: %s%s%s\n", o->host, o->port,
+                tide_strerror(rc), why[0] ? ": " : "", why);
         return EXIT_SERVER;
     }
     return 0;
@@ -1117,6 +1145,24 @@ static int run_erasure_report(const struct opts *o, int argc, char **argv)
     return 0;
 }
 
+/* TIDE_TLS, TIDE_CA, TIDE_TLS_CERT, TIDE_TLS_KEY, TIDE_TLS_SERVER_NAME:
+ * each fills what no flag set. */
+static void tls_from_env(struct opts *o)
+{
+    const char *v = getenv("TIDE_TLS");
+
+    if (v && *v && strcmp(v, "0"))
+        o->tls = 1;
+    if (!o->ca && (v = getenv("TIDE_CA")) && *v)
+        o->ca = v, o->tls = 1;
+    if (!o->cert && (v = getenv("TIDE_TLS_CERT")) && *v)
+        o->cert = v, o->tls = 1;
+    if (!o->cert_key && (v = getenv("TIDE_TLS_KEY")) && *v)
+        o->cert_key = v;
+    if (!o->server_name && (v = getenv("TIDE_TLS_SERVER_NAME")) && *v)
+        o->server_name = v;
+}
+
 int main(int argc, char **argv)
 {
     struct opts o = {.host = "127.0.0.1", .port = 8433, .output = "table"};
@@ -1129,6 +1175,13 @@ int main(int argc, char **argv)
             usage_all(stdout);
             return 0;
         }
+        if (!strcmp(a, "--tls") || !strcmp(a, "--tls-insecure-skip-verify") ||
+            !strcmp(a, "--cert-auth")) {
+            o.tls = 1;
+            o.insecure |= !strcmp(a, "--tls-insecure-skip-verify");
+            o.cert_auth |= !strcmp(a, "--cert-auth");
+            continue;
+        }
         if (!v) {
             usage_all(stderr);
             return EXIT_USAGE;
@@ -1140,6 +1193,14 @@ int main(int argc, char **argv)
             o.port = (unsigned)strtoul(v, NULL, 10);
         else if (!strcmp(a, "--key"))
             o.key = v;
+        else if (!strcmp(a, "--ca"))
+            o.ca = v, o.tls = 1;
+        else if (!strcmp(a, "--tls-server-name"))
+            o.server_name = v, o.tls = 1;
+        else if (!strcmp(a, "--tls-cert"))
+            o.cert = v, o.tls = 1;
+        else if (!strcmp(a, "--tls-key"))
+            o.cert_key = v, o.tls = 1;
         else if (!strcmp(a, "--output") &&
                  (!strcmp(v, "table") || !strcmp(v, "csv") ||
                   !strcmp(v, "json")))
@@ -1155,6 +1216,7 @@ int main(int argc, char **argv)
     }
     if (!o.key)
         o.key = getenv("TIDE_KEY");
+    tls_from_env(&o);
     if (load_config(&o))
         return EXIT_SERVER;
     if (!o.key && o.cfg_key[0])

@@ -75,6 +75,29 @@ struct tide_client_options {
     uint32_t backoff_max_ms;     /* 10000 */
     uint32_t reconnect_attempts_max; /* 0: retry forever */
     uint64_t producer_id;            /* 0: random (getrandom) */
+    /* TLS (docs/client.md, "TLS"). With `tls` set the connection is TLS
+     * 1.2 or newer and the server's certificate is verified: its chain
+     * against tls_ca_file / tls_ca_dir (both NULL: the system's CAs) and
+     * its name against tls_server_name (NULL: `host`; an IP literal is
+     * checked as an IP address), also sent as SNI. A failed check is
+     * TIDE_ETLS with the reason in tide_client_last_error() (or
+     * open_error for tide_client_open). Reconnects resume the session. */
+    int tls;
+    const char *tls_ca_file;
+    const char *tls_ca_dir;
+    const char *tls_server_name;
+    const char *tls_cert_file; /* mutual TLS: this client certificate */
+    const char *tls_key_file;  /* and its key (PEM) */
+    /* 1 = accept ANY server certificate: no protection against a
+     * man in the middle. For a throwaway test only, never production. */
+    int tls_insecure_skip_verify;
+    /* Auth with the TLS client certificate (registered to a device key,
+     * docs/protocol.md "TLS") instead of api_key or session_token. */
+    int auth_client_certificate;
+    /* When not NULL, a failed tide_client_open() writes why here
+     * (open_error_len bytes with the NUL): the TLS or server reason. */
+    char *open_error;
+    size_t open_error_len;
 };
 
 /* Writer counters, monotonic since tide_client_open (points_buffered is a
@@ -125,12 +148,26 @@ TIDE_API void tide_client_set_allocator(void *(*malloc_fn)(size_t),
 
 /*
  * The last server Error seen on `c`: *code receives the wire ErrorCode
- * (docs/protocol.md, "Error model") and *msg its text, borrowed from `c`
+ * (docs/protocol.md, "Error model"; 0 for a TLS failure of a reconnect,
+ * TIDE_ETLS) and *msg its text, borrowed from `c`
  * until the next call on it. Either out-pointer may be NULL. Returns 0, or
  * TIDE_EINVAL when no server error has been seen.
  */
 TIDE_API int tide_client_last_error(const tide_client *c, int *code,
                                     const char **msg);
+
+/* TLS: 1 when the current (or last) connection resumed an earlier TLS
+ * session, 0 when it made a full handshake or is plaintext. */
+TIDE_API int tide_client_tls_resumed(const tide_client *c);
+
+/*
+ * Drop the connection and connect again now (Hello, Auth; over TLS
+ * offering the last session for resumption), waiting at most
+ * connect_timeout_ms. Batches not yet acknowledged are resent by the next
+ * write or flush, as after any reconnect. Returns 0 or as
+ * tide_client_open.
+ */
+TIDE_API int tide_client_reconnect(tide_client *c);
 
 /* Copy the writer counters into *st. */
 TIDE_API void tide_client_stats_get(const tide_client *c,
