@@ -82,16 +82,14 @@ int tide__tls_init(tide_client *c, const struct tide_client_options *o)
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT |
                                             SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(ctx, on_new_session);
-    SSL_CTX_set_verify(ctx,
-                       o->tls_insecure_skip_verify ? SSL_VERIFY_NONE
-                                                   : SSL_VERIFY_PEER,
-                       NULL);
+    SSL_CTX_set_verify(
+        ctx, o->tls_insecure_skip_verify ? SSL_VERIFY_NONE : SSL_VERIFY_PEER,
+        NULL);
     if (o->tls_ca_file || o->tls_ca_dir) {
-        if (SSL_CTX_load_verify_locations(ctx, o->tls_ca_file,
-                                          o->tls_ca_dir) != 1) {
+        if (SSL_CTX_load_verify_locations(ctx, o->tls_ca_file, o->tls_ca_dir) !=
+            1) {
             tide__client_reason(c, "TLS: cannot load the CA %s: %s",
-                                o->tls_ca_file ? o->tls_ca_file
-                                               : o->tls_ca_dir,
+                                o->tls_ca_file ? o->tls_ca_file : o->tls_ca_dir,
                                 ssl_text(why, sizeof(why)));
             return TIDE_ETLS;
         }
@@ -102,10 +100,9 @@ int tide__tls_init(tide_client *c, const struct tide_client_options *o)
     }
     if (o->tls_cert_file &&
         (SSL_CTX_use_certificate_chain_file(ctx, o->tls_cert_file) != 1 ||
-         SSL_CTX_use_PrivateKey_file(ctx,
-                                     o->tls_key_file ? o->tls_key_file
-                                                     : o->tls_cert_file,
-                                     SSL_FILETYPE_PEM) != 1 ||
+         SSL_CTX_use_PrivateKey_file(
+             ctx, o->tls_key_file ? o->tls_key_file : o->tls_cert_file,
+             SSL_FILETYPE_PEM) != 1 ||
          SSL_CTX_check_private_key(ctx) != 1)) {
         tide__client_reason(c, "TLS: cannot load the client certificate %s: %s",
                             o->tls_cert_file, ssl_text(why, sizeof(why)));
@@ -160,11 +157,10 @@ static void handshake_reason(tide_client *c, const char *name)
 
 int tide__tls_connect(tide_client *c, int64_t deadline_ms)
 {
-    const char *name =
-        c->o.tls_server_name ? c->o.tls_server_name : c->o.host;
+    const char *name = c->o.tls_server_name ? c->o.tls_server_name : c->o.host;
     unsigned char ip[16];
-    int is_ip = inet_pton(AF_INET, name, ip) == 1 ||
-                inet_pton(AF_INET6, name, ip) == 1;
+    int is_ip =
+        inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1;
 
     c->ssl = SSL_new(c->tls_ctx);
     if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) {

@@ -2,12 +2,13 @@
 /*
  * Integration tests of TLS on tided's two ports (issue #13, items 1 and
  * 4): a real tided with certificates from scripts/dev-certs.sh, real
- * OpenSSL clients (tests/support/tls.c and the openssl command). Mutual
- * TLS and libtide's side are tested in test_client_tls.c.
+ * OpenSSL clients (tests/support/tls.c, the openssl and curl commands) and
+ * libtide, the CLI and tide's writer over TLS.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,10 +19,11 @@
 #include "frame.h"
 #include "proc.h"
 #include "testutil.h"
+#include "tide/client.h"
 #include "tls.h"
 #include "wire.h"
 
-static char certs[1100], ca[1200], cert[1200], key[1200];
+static char certs[1100], ca[1200], cert[1200], cert_key[1200];
 static char set_cert[1300], set_key[1300];
 
 /* Certificates first, then tided on them with `extra` settings. */
@@ -32,9 +34,9 @@ static void tls_start(const char *extra)
     snprintf(certs, sizeof(certs), "%s", tls_dev_certs(NULL));
     snprintf(ca, sizeof(ca), "%s/ca.pem", certs);
     snprintf(cert, sizeof(cert), "%s/server.pem", certs);
-    snprintf(key, sizeof(key), "%s/server.key", certs);
+    snprintf(cert_key, sizeof(cert_key), "%s/server.key", certs);
     snprintf(set_cert, sizeof(set_cert), "tls_cert=%s", cert);
-    snprintf(set_key, sizeof(set_key), "tls_key=%s", key);
+    snprintf(set_key, sizeof(set_key), "tls_key=%s", cert_key);
     fixture_start(settings);
 }
 
@@ -272,7 +274,7 @@ Test(tls, sighup_reloads_the_certificate)
     snprintf(next_ca, sizeof(next_ca), "%s/ca.pem", next);
     snprintf(cmd, sizeof(cmd),
              "cp '%s/server.pem' '%s' && cp '%s/server.key' '%s'", next, cert,
-             next, key);
+             next, cert_key);
     cr_assert_eq(system(cmd), 0);
     kill(srv.pid, SIGHUP);
     for (int i = 0; i < 100 && server_stat(fd, "tls_reloads") < 1; i++)
@@ -292,7 +294,7 @@ Test(tls, sighup_reloads_the_certificate)
     close(fd2);
 
     /* A key that does not parse: the reload fails, the current stays. */
-    f = fopen(key, "w");
+    f = fopen(cert_key, "w");
     cr_assert(f);
     fputs("not a key\n", f);
     fclose(f);
@@ -330,4 +332,234 @@ Test(tls, plaintext_off_loopback_and_bad_files_refuse_to_start)
               "%s", buf);
     cr_assert(strstr(buf, "TLS: cannot load /nonexistent/tide.key"), "%s", buf);
     test_rmrf(dir2);
+}
+
+/* ---- libtide and the CLI over TLS (item 3) ----------------------------- */
+
+/* libtide with TLS against `ca_file` (the fixture's CA when NULL). */
+static int tls_open(const char *key, const char *ca_file, const char *name,
+                    int insecure, char *why, size_t cap, tide_client **c)
+{
+    struct tide_client_options o;
+
+    tide_client_options_init(&o);
+    o.port = (uint16_t)srv.port;
+    o.api_key = key;
+    o.tls = 1;
+    o.tls_ca_file = ca_file ? ca_file : ca;
+    o.tls_server_name = name;
+    o.tls_insecure_skip_verify = insecure;
+    o.backoff_base_ms = 20;
+    o.backoff_max_ms = 200;
+    o.open_error = why;
+    o.open_error_len = cap;
+    return tide_client_open(&o, c);
+}
+
+/* As the operator over TLS: an account with device "dev1", its device key
+ * and an analyst key. Returns the account id. */
+static uint64_t tls_account(const char *email, char *dkey, char *akey)
+{
+    int fd = tls_session(ca, "localhost", srv.admin_key);
+    uint64_t account = wire_make_account(fd, email);
+
+    wire_device_register(fd, account, "dev1");
+    wire_key_create(fd, account, "dk", TIDE__V1__ROLE__ROLE_DEVICE, "dev1",
+                    dkey, 128);
+    wire_key_create(fd, account, "ak", TIDE__V1__ROLE__ROLE_ANALYST, NULL, akey,
+                    128);
+    close(fd);
+    return account;
+}
+
+/* Points of dev1/v in [T0, T0 + span) and their sum. */
+static size_t tls_count(tide_client *c, int64_t span, double *sum)
+{
+    const char *fields[1] = {"v"};
+    struct tide_query_params q = {
+        .fields = fields, .n_fields = 1, .from_ns = T0, .to_ns = T0 + span};
+    struct tide_series_block b;
+    tide_query_iter *it;
+    size_t n = 0;
+    int rc;
+
+    *sum = 0;
+    cr_assert_eq(tide_query_open(c, &q, &it), 0);
+    while ((rc = tide_query_next(it, &b)) == 0) {
+        for (size_t i = 0; b.f64 && i < b.n; i++)
+            *sum += b.f64[i];
+        n += b.n;
+    }
+    cr_assert_eq(rc, TIDE_CLIENT_DONE, "query: %s", tide_strerror(rc));
+    tide_query_close(it);
+    return n;
+}
+
+/* The writer, a query and the CLI's export, all over TLS; a reconnect
+ * resumes the session. */
+Test(tls, libtide_writes_queries_and_exports_over_tls)
+{
+    char dkey[128], akey[128], why[512], args[1600], out[16384];
+    uint64_t account = tls_account("tls@client.example", dkey, akey);
+    tide_client *w, *r;
+    double sum;
+
+    cr_assert_eq(tls_open(dkey, NULL, NULL, 0, why, sizeof(why), &w), 0, "%s",
+                 why);
+    for (int i = 0; i < 300; i++)
+        cr_assert_eq(tide_write_f64(w, "dev1", "v", T0 + i * 1000, 2.0), 0);
+    cr_assert_eq(tide_flush(w), 0);
+    cr_assert_eq(tide_client_reconnect(w), 0);
+    cr_assert(tide_client_tls_resumed(w), "the reconnect did not resume");
+    cr_assert_eq(tide_write_f64(w, "dev1", "v", T0 + 300 * 1000, 2.0), 0);
+    cr_assert_eq(tide_flush(w), 0);
+    tide_client_close(w);
+    cr_assert_eq(tls_open(akey, NULL, "localhost", 0, why, sizeof(why), &r), 0,
+                 "%s", why);
+    cr_assert_eq(tls_count(r, 3600000000000ll, &sum), 301);
+    cr_assert_eq(sum, 602.0);
+    tide_client_close(r);
+    snprintf(args, sizeof(args),
+             "--tls --ca %s export --telemetry --csv --account %llu", ca,
+             (unsigned long long)account);
+    cr_assert_eq(fixture_cli(srv.admin_key, args, NULL, out, sizeof(out)), 0,
+                 "export: %s", out);
+    cr_assert(strstr(out, "tls@client.example") && strstr(out, "dev1,v,"), "%s",
+              out);
+}
+
+/* libtide refuses a server its CA did not sign or whose certificate is
+ * for another name, and says which; a plaintext client is told to use
+ * TLS; skipping verification (loudly named) connects. */
+Test(tls, libtide_names_a_wrong_ca_a_wrong_host_and_plaintext)
+{
+    char other[1100], other_ca[1200], why[512], out[4096];
+    tide_client *c = NULL;
+    struct tide_client_options o;
+
+    snprintf(other, sizeof(other), "%s", tls_dev_certs(NULL));
+    snprintf(other_ca, sizeof(other_ca), "%s/ca.pem", other);
+    cr_assert_eq(
+        tls_open(srv.admin_key, other_ca, NULL, 0, why, sizeof(why), &c),
+        TIDE_ETLS);
+    cr_assert(strstr(why, "unable to get local issuer certificate"), "%s", why);
+    cr_assert_eq(tls_open(srv.admin_key, NULL, "tide.example.com", 0, why,
+                          sizeof(why), &c),
+                 TIDE_ETLS);
+    cr_assert(strstr(why, "hostname mismatch"), "%s", why);
+    cr_assert_eq(tls_open(srv.admin_key, other_ca, "tide.example.com", 1, why,
+                          sizeof(why), &c),
+                 0, "%s", why);
+    tide_client_close(c);
+
+    tide_client_options_init(&o);
+    o.port = (uint16_t)srv.port;
+    o.open_error = why;
+    o.open_error_len = sizeof(why);
+    cr_assert_neq(tide_client_open(&o, &c), 0);
+    cr_assert(strstr(why, "connect with TLS"), "%s", why);
+    /* The CLI says the same (on stderr). */
+    cr_assert_eq(
+        fixture_cli(srv.admin_key, "status 2>&1", NULL, out, sizeof(out)), 1);
+    cr_assert(strstr(out, "connect with TLS"), "%s", out);
+}
+
+/* The writer over TLS while tided is killed (-9) and restarted on the
+ * same port: every acknowledged point is there exactly once. */
+Test(tls, the_writer_over_tls_survives_kill_9)
+{
+    char dkey[128], akey[128], why[512], listen[64];
+    const char *settings[] = {listen, set_cert, set_key, NULL};
+    tide_client *w, *r;
+    struct tide_client_stats st;
+    double sum;
+    enum { POINTS = 60000 };
+
+    tls_account("kill@client.example", dkey, akey);
+    snprintf(listen, sizeof(listen), "listen=127.0.0.1:%d", srv.port);
+    cr_assert_eq(tls_open(dkey, NULL, NULL, 0, why, sizeof(why), &w), 0, "%s",
+                 why);
+    for (int i = 0; i < POINTS; i++) {
+        if (i == POINTS / 3)
+            tided_kill(&srv);
+        if (i == POINTS / 2)
+            cr_assert_eq(tided_start(&srv, dir, settings), 0);
+        cr_assert_eq(tide_write_f64(w, "dev1", "v", T0 + i, 1.0), 0);
+    }
+    cr_assert_eq(tide_flush(w), 0);
+    tide_client_stats_get(w, &st);
+    cr_assert_eq(st.points_acked, POINTS);
+    cr_assert_geq(st.reconnects, 1);
+    tide_client_close(w);
+    cr_assert_eq(tls_open(akey, NULL, NULL, 0, why, sizeof(why), &r), 0, "%s",
+                 why);
+    cr_assert_eq(tls_count(r, POINTS, &sum), POINTS);
+    cr_assert_eq(sum, POINTS);
+    tide_client_close(r);
+}
+
+struct reloader {
+    pid_t pid;
+    char certs[1100];
+    volatile int stop;
+    int reloads;
+};
+
+/* New server certificates from the same CA, put in place, then SIGHUP,
+ * until told to stop. */
+static void *reload_loop(void *arg)
+{
+    struct reloader *rl = arg;
+    char cmd[4096];
+
+    while (!rl->stop) {
+        snprintf(cmd, sizeof(cmd),
+                 "cd '%s' && rm -f server.pem server.key && "
+                 "cd - >/dev/null && scripts/dev-certs.sh '%s' >/dev/null",
+                 rl->certs, rl->certs);
+        if (system(cmd) != 0)
+            break;
+        kill(rl->pid, SIGHUP);
+        rl->reloads++;
+        usleep(50000);
+    }
+    return NULL;
+}
+
+/* Certificates reloaded again and again while a writer streams over TLS
+ * and reconnects now and then (so that new connections meet new
+ * certificates): no acknowledged point is lost or doubled. */
+Test(tls, a_certificate_reload_under_load_loses_nothing)
+{
+    char dkey[128], akey[128], why[512];
+    struct reloader rl = {.pid = srv.pid};
+    tide_client *w, *r;
+    struct tide_client_stats st;
+    pthread_t t;
+    double sum;
+    enum { POINTS = 200000 };
+
+    tls_account("reload@client.example", dkey, akey);
+    snprintf(rl.certs, sizeof(rl.certs), "%s", certs);
+    cr_assert_eq(tls_open(dkey, NULL, NULL, 0, why, sizeof(why), &w), 0, "%s",
+                 why);
+    cr_assert_eq(pthread_create(&t, NULL, reload_loop, &rl), 0);
+    for (int i = 0; i < POINTS; i++) {
+        cr_assert_eq(tide_write_f64(w, "dev1", "v", T0 + i, 1.0), 0);
+        if (i % 20000 == 19999)
+            cr_assert_eq(tide_client_reconnect(w), 0, "reconnect: %s",
+                         tide_strerror(tide_client_reconnect(w)));
+    }
+    cr_assert_eq(tide_flush(w), 0);
+    rl.stop = 1;
+    pthread_join(t, NULL);
+    cr_assert_geq(rl.reloads, 2, "only %d reloads", rl.reloads);
+    tide_client_stats_get(w, &st);
+    cr_assert_eq(st.points_acked, POINTS);
+    tide_client_close(w);
+    cr_assert_eq(tls_open(akey, NULL, NULL, 0, why, sizeof(why), &r), 0, "%s",
+                 why);
+    cr_assert_eq(tls_count(r, POINTS, &sum), POINTS);
+    cr_assert_eq(sum, POINTS);
+    tide_client_close(r);
 }
