@@ -360,13 +360,21 @@ fail:
 
 /* ---- Login and sessions ------------------------------------------------- */
 
+/* With encryption on, lookups by a sealed value go through its keyed
+ * hash (crypt.c); the _HMAC statement is the one used then. */
 static const char SQL_LOGIN_LOOKUP[] =
     "SELECT id, pw_hash, deleted_ns IS NOT NULL FROM accounts WHERE email=?1";
+static const char SQL_LOGIN_LOOKUP_HMAC[] =
+    "SELECT id, pw_hash, deleted_ns IS NOT NULL FROM accounts"
+    " WHERE email_hmac=tide_mac('email', 0, ?1)";
 static const char SQL_SESSION_INSERT[] =
     "INSERT INTO sessions(account_id, hash, created_ns, expires_ns, ip)"
-    " VALUES(?1, ?2, ?3, ?4, ?5)";
+    " VALUES(?1, ?2, ?3, ?4, tide_enc(?5, 'sessions.ip', ?1))";
 static const char SQL_SEEN_IP[] =
     "SELECT 1 FROM auth_log WHERE account_id=?1 AND ip=?2 AND ok=1 LIMIT 1";
+static const char SQL_SEEN_IP_HMAC[] =
+    "SELECT 1 FROM auth_log WHERE account_id=?1"
+    " AND ip_hmac=tide_mac('ip', ?1, ?2) AND ok=1 LIMIT 1";
 static const char SQL_RECENT_FAILS[] =
     "SELECT count(*) FROM auth_log WHERE account_id=?1 AND ok=0"
     " AND kind=1 AND ts_ns>?2";
@@ -396,8 +404,8 @@ static int login_alerts(tide_meta *m, uint64_t account_id, int ok,
     int rc;
 
     if (ok) {
-        rc = tide__meta_ints(m, SQL_SEEN_IP, NULL, 0,
-                             META_ARGS(META_INT(account_id), META_TEXT(ip)));
+        rc = tide__meta_ints(m, m->crypt ? SQL_SEEN_IP_HMAC : SQL_SEEN_IP, NULL,
+                             0, META_ARGS(META_INT(account_id), META_TEXT(ip)));
         if (rc != TIDE_ENOTFOUND)
             return rc; /* 0: an IP seen before */
         snprintf(text, sizeof(text), "login from a new IP address: %s",
@@ -436,7 +444,8 @@ int tide_meta_login(tide_meta *m, const char *email, const char *password,
     if (tide__meta_email_norm(email, norm))
         norm[0] = '\0';
     tide__meta_lock(m);
-    rc = tide__meta_row(m, SQL_LOGIN_LOOKUP, &st, META_ARGS(META_TEXT(norm)));
+    rc = tide__meta_row(m, m->crypt ? SQL_LOGIN_LOOKUP_HMAC : SQL_LOGIN_LOOKUP,
+                        &st, META_ARGS(META_TEXT(norm)));
     if (!rc) {
         account_id = (uint64_t)sqlite3_column_int64(st, 0);
         stored = tide_strdup((const char *)sqlite3_column_text(st, 1));
@@ -719,7 +728,8 @@ out:
 /* Account 0 names the operator keys, whose account_id is NULL. */
 static const char SQL_KEY_LIST[] =
     "SELECT id, account_id, device_id, role, name, prefix, created_ns,"
-    " last_used_ns, last_ip, requests, revoked FROM api_keys"
+    " last_used_ns, tide_dec(last_ip, 'api_keys.last_ip',"
+    " coalesce(account_id, 0)), requests, revoked FROM api_keys"
     " WHERE account_id IS ?1 AND id>?2 ORDER BY id LIMIT ?3";
 
 static void key_row(sqlite3_stmt *st, void *arg)
