@@ -386,6 +386,7 @@ struct tide_meta_key {
     char last_ip[TIDE_META_IP_MAX + 1];
     uint64_t requests;
     int revoked;
+    int has_cert; /* a client certificate is registered (device keys) */
 };
 
 /*
@@ -413,6 +414,40 @@ int tide_meta_key_list(tide_meta *m, const struct tide_meta_principal *p,
  * TIDE_EIO. */
 int tide_meta_key_revoke(tide_meta *m, const struct tide_meta_principal *p,
                          uint64_t account_id, uint64_t key_id);
+
+/* ---- Client certificates (mutual TLS) ---------------------------------- */
+
+#define TIDE_META_CERT_FP_BYTES 32 /* SHA-256 of the certificate's DER */
+
+/*
+ * Register the client certificate whose SHA-256 fingerprint (of its DER
+ * encoding) is fp[32] for device key `key_id` of `account_id`
+ * (KEY_MANAGE), or remove it (fp NULL). A device presenting that
+ * certificate over mutual TLS then authenticates as the key
+ * (tide_meta_cert_auth). A fingerprint names one key at most. A security
+ * notification tells the owner. A revoked key may lose its certificate
+ * (which frees it for another key), not gain one. Returns 0, TIDE_EINVAL
+ * (not a device key), TIDE_ENOTFOUND (no such key in the account, or
+ * revoked), TIDE_EEXIST (the
+ * certificate is registered for another key), TIDE_EPERM, TIDE_EIO.
+ */
+int tide_meta_key_set_cert(tide_meta *m, const struct tide_meta_principal *p,
+                           uint64_t account_id, uint64_t key_id,
+                           const uint8_t fp[TIDE_META_CERT_FP_BYTES]);
+
+/*
+ * Authenticate by a client certificate the TLS layer has verified against
+ * tls_client_ca: fp[32] is the SHA-256 of its DER. The key it is
+ * registered for is then authenticated exactly as tide_meta_key_auth()
+ * does with its secret (one indexed lookup, constant-time comparison, the
+ * same revocation and deleted-account rules, the auth log with kind
+ * TIDE_META_AUTH_CERT, last-used time, IP and request count in memory).
+ * Fills *p with the key's DEVICE role, account and device. Returns 0,
+ * TIDE_EAUTH (unregistered certificate, revoked key, deleted account),
+ * TIDE_EINVAL, TIDE_EIO.
+ */
+int tide_meta_cert_auth(tide_meta *m, const uint8_t fp[TIDE_META_CERT_FP_BYTES],
+                        const char *ip, struct tide_meta_principal *p);
 
 /* ---- Devices ----------------------------------------------------------- */
 
@@ -621,6 +656,7 @@ enum tide_meta_auth_kind {
     TIDE_META_AUTH_PASSWORD = 1, /* frozen: stored */
     TIDE_META_AUTH_KEY = 2,
     TIDE_META_AUTH_SESSION = 3,
+    TIDE_META_AUTH_CERT = 4, /* a registered client certificate */
 };
 
 struct tide_meta_auth_event {
