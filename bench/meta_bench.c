@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tide/crypto.h"
 #include "tide/meta.h"
 
 struct config {
@@ -113,9 +114,10 @@ int main(int argc, char **argv)
     uint64_t *ids, acct, dev, t0, t1, sink = 0, seed = 42;
     double create_first_s = 0, create_total_s;
     tide_meta *m;
-    int opt, rc, own_dir = 0;
+    uint8_t master[TIDE_KEY_BYTES];
+    int opt, rc, own_dir = 0, encrypt = 0;
 
-    while ((opt = getopt(argc, argv, "s:b:l:a:d:")) != -1) {
+    while ((opt = getopt(argc, argv, "s:b:l:a:d:k")) != -1) {
         switch (opt) {
         case 's':
             c.series = (uint32_t)strtoul(optarg, NULL, 10);
@@ -132,9 +134,12 @@ int main(int argc, char **argv)
         case 'd':
             c.dir = optarg;
             break;
+        case 'k':
+            encrypt = 1;
+            break;
         default:
             fprintf(stderr, "usage: meta_bench [-s series] [-b batch]"
-                            " [-l lookups] [-a auths] [-d dir]\n");
+                            " [-l lookups] [-a auths] [-d dir] [-k]\n");
             return 2;
         }
     }
@@ -148,10 +153,16 @@ int main(int argc, char **argv)
     }
     printf("meta_bench: dir=%s series=%" PRIu32 " batch=%" PRIu32
            " lookups=%" PRIu64 " auths=%" PRIu32
-           " bcrypt_cost=12 flush_interval_ms=1000\n",
-           c.dir, c.series, c.batch, c.lookups, c.auths);
+           " bcrypt_cost=12 flush_interval_ms=1000 encrypt=%d\n",
+           c.dir, c.series, c.batch, c.lookups, c.auths, encrypt);
 
     tide_meta_options_init(&o);
+    if (encrypt) {
+        /* -k: encryption at rest under a random master key. */
+        if (tide_crypto_random(master, sizeof(master)))
+            die("random", TIDE_EKEY);
+        o.master_key = master;
+    }
     rc = tide_meta_open(c.dir, &o, &m);
     if (rc)
         die("open", rc);
@@ -263,7 +274,48 @@ int main(int argc, char **argv)
     printf("key_auth: n=%" PRIu64 " p50=%.2f us p99=%.2f us max=%.2f us\n", h.n,
            hpct(&h, 0.50) / 1e3, hpct(&h, 0.99) / 1e3, h.max / 1e3);
 
-    /* 4. One password login at the default cost, for scale. */
+    /* 4. The data keys the storage engine asks for, and the write path's
+     * registration of a new fleet's devices (sealed thing names and their
+     * lookup hashes when encrypted). */
+    if (encrypt) {
+        uint8_t k[TIDE_KEY_BYTES];
+        uint64_t n = 1000000;
+
+        t0 = now_ns();
+        for (uint64_t i = 0; i < n; i++)
+            sink += tide_meta_data_key(m, i & 1 ? acct : 0, k) == 0 ? k[0] : 0;
+        t1 = now_ns();
+        tide_crypto_wipe(k, sizeof(k));
+        printf("data_key: n=%" PRIu64 " %.1f ns each\n", n,
+               (double)(t1 - t0) / (double)n);
+    }
+    {
+        enum { FLEET = 10000 };
+        static char fleet[FLEET][24];
+        const char **fn = calloc(FLEET, sizeof(*fn));
+        uint64_t *fid = calloc(FLEET, sizeof(*fid));
+        int *frc = calloc(FLEET, sizeof(*frc));
+
+        if (!fn || !fid || !frc)
+            die("calloc", -ENOMEM);
+        for (int i = 0; i < FLEET; i++) {
+            snprintf(fleet[i], sizeof(fleet[i]), "fleet-device-%d", i);
+            fn[i] = fleet[i];
+        }
+        t0 = now_ns();
+        rc = tide_meta_device_register_many(m, &owner, acct, fn, FLEET, fid,
+                                            frc);
+        t1 = now_ns();
+        if (rc)
+            die("register_many", rc);
+        printf("register_many: %d devices %.3f s (%.1f us each)\n", FLEET,
+               (t1 - t0) / 1e9, (t1 - t0) / 1e3 / FLEET);
+        free(fn);
+        free(fid);
+        free(frc);
+    }
+
+    /* 5. One password login at the default cost, for scale. */
     t0 = now_ns();
     rc = tide_meta_login(m, a.email, a.password, "127.0.0.1", token, &kp);
     t1 = now_ns();

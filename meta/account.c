@@ -15,10 +15,19 @@
 /* ---- Accounts ----------------------------------------------------------- */
 
 static const char SQL_TIER_EXISTS[] = "SELECT 1 FROM tiers WHERE id=?1";
+/* ?11 is the email for the lookup hash (NULL while encryption is off);
+ * with encryption on, ?1 and the names are "" here and sealed by
+ * SQL_ACCOUNT_SEAL once the account has its id and data key. */
 static const char SQL_ACCOUNT_INSERT[] =
     "INSERT INTO accounts(email, pw_hash, first_name, surname, organization,"
     " timezone, verify_hash, verify_expires_ns, tier, created_ns,"
-    " updated_ns) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)";
+    " updated_ns, email_hmac) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
+    " ?10, ?10, tide_mac('email', 0, ?11))";
+static const char SQL_ACCOUNT_SEAL[] =
+    "UPDATE accounts SET email=tide_enc(?2, 'accounts.email', id),"
+    " first_name=tide_enc(?3, 'accounts.first_name', id),"
+    " surname=tide_enc(?4, 'accounts.surname', id),"
+    " organization=tide_enc(?5, 'accounts.organization', id) WHERE id=?1";
 
 static int tier_exists(tide_meta *m, unsigned tier)
 {
@@ -28,6 +37,9 @@ static int tier_exists(tide_meta *m, unsigned tier)
 
 static const char SQL_ACCOUNT_BY_EMAIL[] =
     "SELECT id FROM accounts WHERE email=?1 AND deleted_ns IS NULL";
+static const char SQL_ACCOUNT_BY_EMAIL_HMAC[] =
+    "SELECT id FROM accounts WHERE email_hmac=tide_mac('email', 0, ?1)"
+    " AND deleted_ns IS NULL";
 
 /* A self sign-up named an email that has an account: tell its owner, by
  * the notification the operator's mailer sends, in place of a
@@ -38,8 +50,9 @@ static void signup_taken(tide_meta *m, const char *email)
 {
     int64_t id;
 
-    if (tide__meta_ints(m, SQL_ACCOUNT_BY_EMAIL, &id, 1,
-                        META_ARGS(META_TEXT(email))) == 0)
+    if (tide__meta_ints(
+            m, m->crypt ? SQL_ACCOUNT_BY_EMAIL_HMAC : SQL_ACCOUNT_BY_EMAIL, &id,
+            1, META_ARGS(META_TEXT(email))) == 0)
         tide__meta_notify_add(m, (uint64_t)id, TIDE_META_NOTIFY_SECURITY,
                               "sign-up attempted with this account's email "
                               "address; if it was you, log in or reset the "
@@ -55,6 +68,7 @@ int tide_meta_account_create(tide_meta *m, const struct tide_meta_principal *p,
     uint8_t vhash[TIDE__META_HASH_LEN];
     const char *tz;
     char *pw = NULL;
+    uint64_t id = 0;
     unsigned tier;
     int64_t now;
     int rc;
@@ -85,21 +99,42 @@ int tide_meta_account_create(tide_meta *m, const struct tide_meta_principal *p,
         goto fail;
     tide__meta_lock(m);
     now = tide__meta_now(m);
+    rc = tide__meta_begin(m);
+    if (rc)
+        goto fail_locked;
     rc = tier_exists(m, tier);
+    /* With encryption on, the plaintext never reaches a page: the row is
+     * inserted with "" and sealed under the id it got. */
     if (!rc)
         rc = tide__meta_run(
             m, SQL_ACCOUNT_INSERT,
-            META_ARGS(META_TEXT(email), META_TEXT(pw), META_TEXT(a->first_name),
-                      META_TEXT(a->surname), META_TEXT(a->organization),
-                      META_TEXT(tz), META_BLOB(vhash, sizeof(vhash)),
+            META_ARGS(META_TEXT(m->crypt ? "" : email), META_TEXT(pw),
+                      META_TEXT(m->crypt ? "" : a->first_name),
+                      META_TEXT(m->crypt ? "" : a->surname),
+                      META_TEXT(m->crypt ? "" : a->organization), META_TEXT(tz),
+                      META_BLOB(vhash, sizeof(vhash)),
                       META_INT(now + m->o.verify_ttl_ns), META_INT(tier),
-                      META_INT(now)));
+                      META_INT(now), META_TEXT(email)));
+    if (!rc)
+        id = (uint64_t)sqlite3_last_insert_rowid(m->db);
+    if (!rc && m->crypt) {
+        rc = tide__meta_key_create(m, id);
+        if (!rc)
+            rc = tide__meta_run(m, SQL_ACCOUNT_SEAL,
+                                META_ARGS(META_INT(id), META_TEXT(email),
+                                          META_TEXT(a->first_name),
+                                          META_TEXT(a->surname),
+                                          META_TEXT(a->organization)));
+    }
+    rc = tide__meta_end(m, rc);
+    if (rc && id)
+        tide__meta_key_forget(m, id);
     if (rc == TIDE_EEXIST && p->role == TIDE_META_ROLE_ANON)
         signup_taken(m, email);
     if (rc)
         goto fail_locked;
     if (id_out)
-        *id_out = (uint64_t)sqlite3_last_insert_rowid(m->db);
+        *id_out = id;
     tide__meta_unlock(m);
     if (verify_token)
         memcpy(verify_token, token, sizeof(token));
@@ -116,7 +151,10 @@ fail:
 }
 
 static const char SQL_ACCOUNT_GET[] =
-    "SELECT id, email, first_name, surname, organization, timezone,"
+    "SELECT id, tide_dec(email, 'accounts.email', id),"
+    " tide_dec(first_name, 'accounts.first_name', id),"
+    " tide_dec(surname, 'accounts.surname', id),"
+    " tide_dec(organization, 'accounts.organization', id), timezone,"
     " email_verified, tier, plan_status, billing_customer_id,"
     " billing_period, notify_device, notify_usage, notify_product, paused,"
     " created_ns, updated_ns FROM accounts WHERE id=?1"
@@ -185,15 +223,21 @@ int tide_meta_account_verify_email(tide_meta *m, const char *token)
         META_ARGS(META_BLOB(hash, sizeof(hash)), META_NOW));
 }
 
+/* tide_enc and tide_mac leave the value as it is, and the hash NULL,
+ * while encryption is off. */
 static const char SQL_UPD_EMAIL[] =
-    "UPDATE accounts SET email=?2, email_verified=0, updated_ns=?3"
-    " WHERE id=?1 AND email<>?2";
+    "UPDATE accounts SET email=tide_enc(?2, 'accounts.email', id),"
+    " email_hmac=tide_mac('email', 0, ?2), email_verified=0, updated_ns=?3"
+    " WHERE id=?1 AND tide_dec(email, 'accounts.email', id)<>?2";
 static const char SQL_UPD_FIRST[] =
-    "UPDATE accounts SET first_name=?2, updated_ns=?3 WHERE id=?1";
+    "UPDATE accounts SET first_name=tide_enc(?2, 'accounts.first_name', id),"
+    " updated_ns=?3 WHERE id=?1";
 static const char SQL_UPD_SURNAME[] =
-    "UPDATE accounts SET surname=?2, updated_ns=?3 WHERE id=?1";
+    "UPDATE accounts SET surname=tide_enc(?2, 'accounts.surname', id),"
+    " updated_ns=?3 WHERE id=?1";
 static const char SQL_UPD_ORG[] =
-    "UPDATE accounts SET organization=?2, updated_ns=?3 WHERE id=?1";
+    "UPDATE accounts SET organization=tide_enc(?2, 'accounts.organization',"
+    " id), updated_ns=?3 WHERE id=?1";
 static const char SQL_UPD_TZ[] =
     "UPDATE accounts SET timezone=?2, updated_ns=?3 WHERE id=?1";
 

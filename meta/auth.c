@@ -360,13 +360,21 @@ fail:
 
 /* ---- Login and sessions ------------------------------------------------- */
 
+/* With encryption on, lookups by a sealed value go through its keyed
+ * hash (crypt.c); the _HMAC statement is the one used then. */
 static const char SQL_LOGIN_LOOKUP[] =
     "SELECT id, pw_hash, deleted_ns IS NOT NULL FROM accounts WHERE email=?1";
+static const char SQL_LOGIN_LOOKUP_HMAC[] =
+    "SELECT id, pw_hash, deleted_ns IS NOT NULL FROM accounts"
+    " WHERE email_hmac=tide_mac('email', 0, ?1)";
 static const char SQL_SESSION_INSERT[] =
     "INSERT INTO sessions(account_id, hash, created_ns, expires_ns, ip)"
-    " VALUES(?1, ?2, ?3, ?4, ?5)";
+    " VALUES(?1, ?2, ?3, ?4, tide_enc(?5, 'sessions.ip', ?1))";
 static const char SQL_SEEN_IP[] =
     "SELECT 1 FROM auth_log WHERE account_id=?1 AND ip=?2 AND ok=1 LIMIT 1";
+static const char SQL_SEEN_IP_HMAC[] =
+    "SELECT 1 FROM auth_log WHERE account_id=?1"
+    " AND ip_hmac=tide_mac('ip', ?1, ?2) AND ok=1 LIMIT 1";
 static const char SQL_RECENT_FAILS[] =
     "SELECT count(*) FROM auth_log WHERE account_id=?1 AND ok=0"
     " AND kind=1 AND ts_ns>?2";
@@ -396,8 +404,8 @@ static int login_alerts(tide_meta *m, uint64_t account_id, int ok,
     int rc;
 
     if (ok) {
-        rc = tide__meta_ints(m, SQL_SEEN_IP, NULL, 0,
-                             META_ARGS(META_INT(account_id), META_TEXT(ip)));
+        rc = tide__meta_ints(m, m->crypt ? SQL_SEEN_IP_HMAC : SQL_SEEN_IP, NULL,
+                             0, META_ARGS(META_INT(account_id), META_TEXT(ip)));
         if (rc != TIDE_ENOTFOUND)
             return rc; /* 0: an IP seen before */
         snprintf(text, sizeof(text), "login from a new IP address: %s",
@@ -436,7 +444,8 @@ int tide_meta_login(tide_meta *m, const char *email, const char *password,
     if (tide__meta_email_norm(email, norm))
         norm[0] = '\0';
     tide__meta_lock(m);
-    rc = tide__meta_row(m, SQL_LOGIN_LOOKUP, &st, META_ARGS(META_TEXT(norm)));
+    rc = tide__meta_row(m, m->crypt ? SQL_LOGIN_LOOKUP_HMAC : SQL_LOGIN_LOOKUP,
+                        &st, META_ARGS(META_TEXT(norm)));
     if (!rc) {
         account_id = (uint64_t)sqlite3_column_int64(st, 0);
         stored = tide_strdup((const char *)sqlite3_column_text(st, 1));
@@ -652,6 +661,121 @@ log:
     return 0;
 }
 
+/* ---- Client certificates ------------------------------------------------ */
+
+static const char SQL_CERT_LOOKUP[] =
+    "SELECT k.id, k.account_id, k.device_id, k.role, k.revoked, k.cert_fp,"
+    " a.deleted_ns IS NOT NULL FROM api_keys k LEFT JOIN accounts a"
+    " ON a.id=k.account_id WHERE k.cert_fp=?1";
+
+int tide_meta_cert_auth(tide_meta *m, const uint8_t fp[TIDE_META_CERT_FP_BYTES],
+                        const char *ip, struct tide_meta_principal *p)
+{
+    struct tide_meta_principal q;
+    struct authlog_ent e;
+    sqlite3_stmt *st;
+    const char *reason = "unknown";
+    int rc, ok = 0;
+    int64_t now;
+
+    if (!fp || !p || tide__meta_ip_ok(ip))
+        return TIDE_EINVAL;
+    memset(&q, 0, sizeof(q));
+    now = tide__meta_now(m);
+    /* As for a key: the lookup is by a hash of a certificate the TLS
+     * layer verified; the stored one is still compared in constant time. */
+    tide__meta_lock(m);
+    rc = tide__meta_row(m, SQL_CERT_LOOKUP, &st,
+                        META_ARGS(META_BLOB(fp, TIDE_META_CERT_FP_BYTES)));
+    if (!rc && sqlite3_column_bytes(st, 5) == TIDE_META_CERT_FP_BYTES &&
+        CRYPTO_memcmp(sqlite3_column_blob(st, 5), fp,
+                      TIDE_META_CERT_FP_BYTES) == 0) {
+        q.key_id = (uint64_t)sqlite3_column_int64(st, 0);
+        q.account_id = (uint64_t)sqlite3_column_int64(st, 1);
+        q.device_id = (uint64_t)sqlite3_column_int64(st, 2);
+        q.role = (enum tide_meta_role)sqlite3_column_int(st, 3);
+        if (sqlite3_column_int(st, 4))
+            reason = "revoked";
+        else if (sqlite3_column_int(st, 6))
+            reason = "deleted";
+        else if (q.role != TIDE_META_ROLE_DEVICE)
+            reason = "malformed"; /* only device keys carry certificates */
+        else
+            ok = 1, reason = "ok";
+    }
+    if (!rc)
+        sqlite3_reset(st);
+    tide__meta_unlock(m);
+    if (rc && rc != TIDE_ENOTFOUND)
+        return rc;
+    log_fill(&e, now, q.account_id, q.key_id, TIDE_META_AUTH_CERT, ok, reason,
+             ip);
+    tide__meta_authlog_buffer(m, &e);
+    if (!ok)
+        return TIDE_EAUTH;
+    tide__meta_keyuse_note(m, q.key_id, now, ip);
+    *p = q;
+    return 0;
+}
+
+static const char SQL_CERT_KEY[] =
+    "SELECT role, prefix, revoked FROM api_keys WHERE id=?1"
+    " AND account_id=?2";
+static const char SQL_CERT_SET[] =
+    "UPDATE api_keys SET cert_fp=?3 WHERE id=?1 AND account_id=?2";
+
+struct cert_key {
+    int role;
+    int revoked;
+    char prefix[TIDE_META_KEY_PREFIX_MAX + 1];
+};
+
+static void cert_key_row(sqlite3_stmt *st, void *arg)
+{
+    struct cert_key *k = arg;
+
+    k->role = sqlite3_column_int(st, 0);
+    tide__meta_col_text(st, 1, k->prefix, sizeof(k->prefix));
+    k->revoked = sqlite3_column_int(st, 2);
+}
+
+int tide_meta_key_set_cert(tide_meta *m, const struct tide_meta_principal *p,
+                           uint64_t account_id, uint64_t key_id,
+                           const uint8_t fp[TIDE_META_CERT_FP_BYTES])
+{
+    struct cert_key k = {0};
+    char text[160];
+    int rc;
+
+    if (!account_id || !key_id)
+        return TIDE_EINVAL;
+    rc = tide__meta_authz_begin(m, p, TIDE_META_ACT_KEY_MANAGE, account_id, 0);
+    if (rc)
+        goto out;
+    rc = tide__meta_get(m, SQL_CERT_KEY, cert_key_row, &k,
+                        META_ARGS(META_INT(key_id), META_INT(account_id)));
+    /* A revoked key may lose its certificate, not gain one. */
+    if (!rc && fp && k.revoked)
+        rc = TIDE_ENOTFOUND;
+    if (!rc && k.role != TIDE_META_ROLE_DEVICE)
+        rc = TIDE_EINVAL;
+    if (!rc)
+        rc = tide__meta_run(
+            m, SQL_CERT_SET,
+            META_ARGS(META_INT(key_id), META_INT(account_id),
+                      fp ? META_BLOB(fp, TIDE_META_CERT_FP_BYTES) : META_NULL));
+    if (!rc) {
+        snprintf(text, sizeof(text), "client certificate %s for API key %s",
+                 fp ? "registered" : "removed", k.prefix);
+        rc = tide__meta_notify_add(m, account_id, TIDE_META_NOTIFY_SECURITY,
+                                   text);
+    }
+    rc = tide__meta_end(m, rc);
+out:
+    tide__meta_unlock(m);
+    return rc;
+}
+
 int tide_meta_key_create(tide_meta *m, const struct tide_meta_principal *p,
                          uint64_t account_id, enum tide_meta_role role,
                          uint64_t device_id, const char *name, char *secret,
@@ -719,7 +843,9 @@ out:
 /* Account 0 names the operator keys, whose account_id is NULL. */
 static const char SQL_KEY_LIST[] =
     "SELECT id, account_id, device_id, role, name, prefix, created_ns,"
-    " last_used_ns, last_ip, requests, revoked FROM api_keys"
+    " last_used_ns, tide_dec(last_ip, 'api_keys.last_ip',"
+    " coalesce(account_id, 0)), requests, revoked, cert_fp IS NOT NULL"
+    " FROM api_keys"
     " WHERE account_id IS ?1 AND id>?2 ORDER BY id LIMIT ?3";
 
 static void key_row(sqlite3_stmt *st, void *arg)
@@ -738,6 +864,7 @@ static void key_row(sqlite3_stmt *st, void *arg)
     tide__meta_col_text(st, 8, k->last_ip, sizeof(k->last_ip));
     k->requests = (uint64_t)sqlite3_column_int64(st, 9);
     k->revoked = sqlite3_column_int(st, 10);
+    k->has_cert = sqlite3_column_int(st, 11);
 }
 
 int tide_meta_key_list(tide_meta *m, const struct tide_meta_principal *p,

@@ -42,12 +42,20 @@ static const char SQL_DEV_LIMIT[] =
     "SELECT t.devices_max, coalesce((SELECT c.devices FROM account_counts c"
     " WHERE c.account_id=a.id), 0) FROM accounts a JOIN tiers t ON t.id=a.tier"
     " WHERE a.id=?1";
+/* tide_enc seals the personal columns and tide_mac makes the thing
+ * name's lookup hash when encryption is on; otherwise they leave the
+ * value as it is and the hash NULL (crypt.c). */
 static const char SQL_DEV_INSERT[] =
-    "INSERT INTO devices(account_id, thing_name, mac, friendly_name,"
-    " firmware, tags, created_ns, updated_ns)"
-    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)";
+    "INSERT INTO devices(account_id, thing_name, thing_hmac, mac,"
+    " friendly_name, firmware, tags, created_ns, updated_ns)"
+    " VALUES(?1, tide_enc(?2, 'devices.thing_name', ?1),"
+    " tide_mac('thing', ?1, ?2), tide_enc(?3, 'devices.mac', ?1),"
+    " tide_enc(?4, 'devices.friendly_name', ?1), ?5, ?6, ?7, ?7)";
 static const char SQL_DEV_ID[] =
     "SELECT id FROM devices WHERE account_id=?1 AND thing_name=?2";
+static const char SQL_DEV_ID_HMAC[] =
+    "SELECT id FROM devices WHERE account_id=?1"
+    " AND thing_hmac=tide_mac('thing', ?1, ?2)";
 
 /* Names per transaction of tide_meta_device_register_many(): m->lock is
  * released between two, so other callers wait for one chunk at most
@@ -101,7 +109,7 @@ static int register_locked(tide_meta *m, uint64_t account_id,
     }
     /* Full, or the name is taken: a taken name says so, with its id. */
     rc = tide__meta_ints(
-        m, SQL_DEV_ID, &id, 1,
+        m, m->crypt ? SQL_DEV_ID_HMAC : SQL_DEV_ID, &id, 1,
         META_ARGS(META_INT(account_id), META_TEXT(d->thing_name)));
     if (rc == TIDE_ENOTFOUND)
         return TIDE_EFULL;
@@ -183,8 +191,12 @@ int tide_meta_device_register_many(tide_meta *m,
 }
 
 static const char SQL_DEV_UPDATE[] =
-    "UPDATE devices SET thing_name=coalesce(?3, thing_name),"
-    " mac=coalesce(?4, mac), friendly_name=coalesce(?5, friendly_name),"
+    "UPDATE devices SET"
+    " thing_name=coalesce(tide_enc(?3, 'devices.thing_name', ?2), thing_name),"
+    " thing_hmac=coalesce(tide_mac('thing', ?2, ?3), thing_hmac),"
+    " mac=coalesce(tide_enc(?4, 'devices.mac', ?2), mac),"
+    " friendly_name=coalesce(tide_enc(?5, 'devices.friendly_name', ?2),"
+    " friendly_name),"
     " firmware=coalesce(?6, firmware), tags=coalesce(?7, tags),"
     " updated_ns=?8 WHERE id=?1 AND account_id=?2";
 
@@ -215,9 +227,12 @@ int tide_meta_device_update(tide_meta *m, const struct tide_meta_principal *p,
 }
 
 #define DEV_COLS                                                               \
-    "id, account_id, thing_name, mac, friendly_name, firmware, tags,"          \
-    " online, paused, last_connect_ns, last_ip, last_seen_ns, created_ns,"     \
-    " updated_ns"
+    "id, account_id, tide_dec(thing_name, 'devices.thing_name', account_id),"  \
+    " tide_dec(mac, 'devices.mac', account_id),"                               \
+    " tide_dec(friendly_name, 'devices.friendly_name', account_id),"           \
+    " firmware, tags, online, paused, last_connect_ns,"                        \
+    " tide_dec(last_ip, 'devices.last_ip', account_id), last_seen_ns,"         \
+    " created_ns, updated_ns"
 static const char SQL_DEV_GET[] =
     "SELECT " DEV_COLS " FROM devices WHERE id=?1 AND account_id=?2";
 static const char SQL_DEV_LIST[] =
@@ -311,8 +326,10 @@ static const char SQL_DEV_SERIES[] =
     "DELETE FROM series WHERE device_id=?1 AND account_id=?2";
 /* Device-offline notifications name the device (device_connect). */
 static const char SQL_DEV_NOTES[] =
-    "DELETE FROM notifications WHERE account_id=?2 AND kind=1 AND text="
-    " (SELECT 'device ' || thing_name || ' went offline' FROM devices"
+    "DELETE FROM notifications WHERE account_id=?2 AND kind=1"
+    " AND tide_dec(text, 'notifications.text', account_id)="
+    " (SELECT 'device ' || tide_dec(thing_name, 'devices.thing_name',"
+    " account_id) || ' went offline' FROM devices"
     " WHERE id=?1 AND account_id=?2)";
 
 int tide_meta_device_delete(tide_meta *m, const struct tide_meta_principal *p,
@@ -360,12 +377,15 @@ out:
 }
 
 static const char SQL_DEV_CONNECT[] =
-    "UPDATE devices SET online=1, last_connect_ns=?3, last_ip=?4,"
+    "UPDATE devices SET online=1, last_connect_ns=?3,"
+    " last_ip=tide_enc(?4, 'devices.last_ip', ?2),"
     " last_seen_ns=max(last_seen_ns, ?3) WHERE id=?1 AND account_id=?2";
 static const char SQL_DEV_DISCONNECT[] =
     "UPDATE devices SET online=0, last_seen_ns=max(last_seen_ns, ?3)"
     " WHERE id=?1 AND account_id=?2";
-static const char SQL_DEV_NAME[] = "SELECT thing_name FROM devices WHERE id=?1";
+static const char SQL_DEV_NAME[] =
+    "SELECT tide_dec(thing_name, 'devices.thing_name', account_id)"
+    " FROM devices WHERE id=?1";
 
 static void name_row(sqlite3_stmt *st, void *name)
 {

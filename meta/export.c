@@ -17,32 +17,50 @@ static const struct {
     const char *sql;
 } parts[] = {
     {"account",
-     "SELECT id, email, first_name, surname, organization, timezone,"
+     "SELECT id, tide_dec(email, 'accounts.email', id) AS email,"
+     " tide_dec(first_name, 'accounts.first_name', id) AS first_name,"
+     " tide_dec(surname, 'accounts.surname', id) AS surname,"
+     " tide_dec(organization, 'accounts.organization', id) AS organization,"
+     " timezone,"
      " email_verified, tier, plan_status, billing_customer_id,"
      " billing_period, notify_device, notify_usage, notify_product, paused,"
      " created_ns, updated_ns FROM accounts WHERE id=?1"},
-    {"device", "SELECT id, thing_name, mac, friendly_name, firmware, tags,"
-               " online, paused, last_connect_ns, last_ip, last_seen_ns,"
+    {"device", "SELECT id, tide_dec(thing_name, 'devices.thing_name',"
+               " account_id) AS thing_name,"
+               " tide_dec(mac, 'devices.mac', account_id) AS mac,"
+               " tide_dec(friendly_name, 'devices.friendly_name',"
+               " account_id) AS friendly_name, firmware, tags,"
+               " online, paused, last_connect_ns,"
+               " tide_dec(last_ip, 'devices.last_ip', account_id) AS last_ip,"
+               " last_seen_ns,"
                " created_ns, updated_ns FROM devices WHERE account_id=?1"
                " ORDER BY id"},
     {"key", "SELECT id, device_id, role, name, prefix, created_ns,"
-            " last_used_ns, last_ip, requests, revoked, revoked_ns"
+            " last_used_ns, tide_dec(last_ip, 'api_keys.last_ip',"
+            " account_id) AS last_ip, requests, revoked, revoked_ns"
             " FROM api_keys WHERE account_id=?1 ORDER BY id"},
-    {"session", "SELECT id, created_ns, expires_ns, ip, ended FROM sessions"
+    {"session", "SELECT id, created_ns, expires_ns,"
+                " tide_dec(ip, 'sessions.ip', account_id) AS ip, ended"
+                " FROM sessions"
                 " WHERE account_id=?1 ORDER BY id"},
     {"series", "SELECT id, device_id, field, type, created_ns, deleted_ns"
                " FROM series WHERE account_id=?1 ORDER BY id"},
     {"usage", "SELECT day, messages, points, bytes_in, bytes_out, queries"
               " FROM usage_daily WHERE account_id=?1 ORDER BY day"},
-    {"auth_log", "SELECT id, ts_ns, key_id, kind, ok, reason, ip"
+    {"auth_log", "SELECT id, ts_ns, key_id, kind, ok, reason,"
+                 " tide_dec(ip, 'auth_log.ip', account_id) AS ip"
                  " FROM auth_log WHERE account_id=?1 ORDER BY id"},
-    {"request_log", "SELECT id, ts_ns, key_id, ip, op, bytes_in, bytes_out,"
+    {"request_log", "SELECT id, ts_ns, key_id,"
+                    " tide_dec(ip, 'request_log.ip', account_id) AS ip, op,"
+                    " bytes_in, bytes_out,"
                     " status FROM request_log WHERE account_id=?1"
                     " ORDER BY id"},
     {"request_daily", "SELECT day, op, requests, errors, bytes_in, bytes_out"
                       " FROM request_daily WHERE account_id=?1"
                       " ORDER BY day, op"},
-    {"notification", "SELECT id, ts_ns, kind, text, read FROM notifications"
+    {"notification", "SELECT id, ts_ns, kind, tide_dec(text,"
+                     " 'notifications.text', account_id) AS text, read"
+                     " FROM notifications"
                      " WHERE account_id=?1 ORDER BY id"},
 };
 
@@ -176,6 +194,11 @@ int tide_meta_export_open(tide_meta *m, const struct tide_meta_principal *p,
         goto fail;
     }
     sqlite3_busy_timeout(it->db, 5000);
+    /* The sealed columns are opened by tide_dec (crypt.c), which reads
+     * the key cache only: no SQL on m's connection, no m->lock. */
+    rc = tide__meta_crypt_functions(m, it->db);
+    if (rc)
+        goto fail;
     /* One read transaction over every part: one consistent snapshot,
      * taken now by the first read, not at the first export_next(). */
     src = sqlite3_exec(it->db, "BEGIN; SELECT count(*) FROM schema_version",

@@ -222,6 +222,38 @@ static const char *const migrations[TIDE__META_SCHEMA_VERSION] = {
     " BEGIN UPDATE account_counts SET series=series+"
     " (CASE WHEN new.deleted_ns IS NULL THEN 1 ELSE -1 END)"
     " WHERE account_id=new.account_id; END;",
+
+    /* 6: encryption at rest (crypt.c). data_keys holds each account's data
+     * key wrapped by the master key (account 0: the system key);
+     * encryption the id of the master key that wraps them. The *_hmac
+     * columns are the keyed-hash lookup index of sealed values: while
+     * encryption is off they stay NULL and the plaintext columns and their
+     * unique constraints serve as before. */
+    "CREATE TABLE data_keys("
+    " account_id INTEGER PRIMARY KEY,"
+    " wrapped BLOB NOT NULL,"
+    " created_ns INTEGER NOT NULL);"
+    "CREATE TABLE encryption("
+    " id INTEGER PRIMARY KEY CHECK (id=1),"
+    " master_key_id BLOB NOT NULL,"
+    " enabled_ns INTEGER NOT NULL,"
+    " rotated_ns INTEGER);"
+    "ALTER TABLE accounts ADD COLUMN email_hmac BLOB;"
+    "CREATE UNIQUE INDEX accounts_email_hmac ON accounts(email_hmac)"
+    " WHERE email_hmac IS NOT NULL;"
+    "ALTER TABLE devices ADD COLUMN thing_hmac BLOB;"
+    "CREATE UNIQUE INDEX devices_thing_hmac ON devices(account_id, thing_hmac)"
+    " WHERE thing_hmac IS NOT NULL;"
+    "ALTER TABLE auth_log ADD COLUMN ip_hmac BLOB;"
+    "CREATE INDEX auth_log_ip_hmac ON auth_log(account_id, ip_hmac)"
+    " WHERE ip_hmac IS NOT NULL;"
+    "ALTER TABLE tombstones ADD COLUMN key_destroyed_ns INTEGER;",
+
+    /* 7: a device key may carry the SHA-256 fingerprint of a registered
+     * client certificate (mutual TLS). */
+    "ALTER TABLE api_keys ADD COLUMN cert_fp BLOB;"
+    "CREATE UNIQUE INDEX api_keys_cert_fp ON api_keys(cert_fp)"
+    " WHERE cert_fp IS NOT NULL;",
 };
 
 void tide_meta_options_init(struct tide_meta_options *o)
@@ -654,6 +686,7 @@ static void free_handle(tide_meta *m)
         sqlite3_close(m->db);
     tide__meta_registry_free(&m->reg);
     tide__meta_pending_fini(&m->pend);
+    tide__meta_keys_fini(m);
     pthread_cond_destroy(&m->fcond);
     pthread_mutex_destroy(&m->flock);
     pthread_mutex_destroy(&m->plock);
@@ -716,13 +749,24 @@ int tide_meta_open(const char *dir, const struct tide_meta_options *opts,
     pthread_mutex_init(&m->flush_mu, NULL);
     pthread_mutex_init(&m->flock, NULL);
     pthread_cond_init(&m->fcond, NULL);
+    tide__meta_keys_init(m);
     if (opts)
         m->o = *opts;
     else
         tide_meta_options_init(&m->o);
+    if (m->o.why && m->o.why_len)
+        m->o.why[0] = '\0';
     rc = check_options(&m->o);
     if (rc)
         goto fail;
+    if (m->o.master_key) {
+        /* The caller's key is read here only (docs in meta.h). */
+        memcpy(m->master, m->o.master_key, TIDE_KEY_BYTES);
+        m->o.master_key = m->master;
+        rc = tide_crypto_key_id(m->master, m->master_id);
+        if (rc)
+            goto fail;
+    }
     m->dir = tide_strdup(dir);
     m->zoneinfo = tide_strdup(m->o.zoneinfo_dir ? m->o.zoneinfo_dir
                                                 : "/usr/share/zoneinfo");
@@ -754,6 +798,8 @@ int tide_meta_open(const char *dir, const struct tide_meta_options *opts,
                          "PRAGMA synchronous=FULL;"
                          "PRAGMA foreign_keys=ON;"
                          "PRAGMA secure_delete=ON");
+    if (!rc)
+        rc = tide__meta_crypt_functions(m, m->db);
     if (rc)
         goto fail;
     rc = tide__meta_migrate(m->db, TIDE__META_SCHEMA_VERSION,
@@ -761,7 +807,9 @@ int tide_meta_open(const char *dir, const struct tide_meta_options *opts,
     if (rc)
         goto fail;
     tide__meta_lock(m);
-    rc = tide__meta_bootstrap_admin(m);
+    rc = tide__meta_crypt_open(m);
+    if (!rc)
+        rc = tide__meta_bootstrap_admin(m);
     if (!rc)
         rc = tide__meta_registry_load(m);
     tide__meta_unlock(m);

@@ -14,9 +14,10 @@
 #include <stdint.h>
 
 #include "tide/common.h"
+#include "tide/crypto.h"
 #include "tide/meta.h"
 
-#define TIDE__META_SCHEMA_VERSION 5 /* number of migrations in meta.c */
+#define TIDE__META_SCHEMA_VERSION 7 /* number of migrations in meta.c */
 #define TIDE__META_STMTS_MAX 160
 #define TIDE__META_HASH_LEN 32 /* SHA-256 */
 #define TIDE__META_DAY_NS 86400000000000ll
@@ -131,6 +132,22 @@ struct pending {
     struct tide_buf requests; /* struct request_ent[] */
 };
 
+/* ---- Data keys (crypt.c) --------------------------------------------------
+ * Unwrapped keys by account id: the data key (the storage engine's) and
+ * the column key derived from it (the sidecar's). */
+struct keyslot {
+    uint64_t account_id;
+    uint8_t state; /* crypt.c: empty, used, gone */
+    uint8_t data[TIDE_KEY_BYTES];
+    uint8_t col[TIDE_KEY_BYTES];
+};
+
+struct keycache {
+    pthread_mutex_t mu; /* nests inside m->lock */
+    struct keyslot *slots;
+    size_t cap, n, n_gone;
+};
+
 struct stmt_slot {
     const char *sql; /* by address: every caller passes a static string */
     sqlite3_stmt *st;
@@ -160,6 +177,14 @@ struct tide_meta {
     pthread_t flusher;
     int flusher_running;
     int stopping;
+
+    /* Encryption at rest (crypt.c): set at open, `master` and
+     * `master_id` also by a rotation (under m->lock). */
+    int crypt;
+    uint8_t master[TIDE_KEY_BYTES];
+    uint8_t master_id[TIDE_KEY_ID_BYTES];
+    uint8_t index_key[TIDE_KEY_BYTES]; /* HKDF of the system key */
+    struct keycache keys;
 
     tide_meta_invalidate_fn invalidate; /* cache.c; set before sharing */
     void *invalidate_ctx;
@@ -372,6 +397,30 @@ void tide__meta_flusher_stop(tide_meta *m);
  * leave meta.db-wal, without waiting for readers (an export's snapshot
  * makes it partial; tide_meta_checkpoint() finishes it). m->lock held. */
 void tide__meta_wal_scrub(tide_meta *m);
+
+/* ---- crypt.c ----------------------------------------------------------- */
+
+void tide__meta_keys_init(tide_meta *m);
+/* Wipe and free every cached key and the master and index keys. */
+void tide__meta_keys_fini(tide_meta *m);
+/* Register tide_enc, tide_dec and tide_mac on `db` (the sidecar's
+ * connection or an export's). */
+int tide__meta_crypt_functions(tide_meta *m, sqlite3 *db);
+/* At open, after the migrations (m->lock held): check the master key
+ * against the stored id and load the data keys, or turn encryption on
+ * for a plaintext sidecar. Returns 0 or TIDE_EKEY (m->o.why says why),
+ * or an SQL error. */
+int tide__meta_crypt_open(tide_meta *m);
+/* Make, wrap and store the data key of `account_id` and cache it (m->lock
+ * held, inside the caller's transaction). Nothing when encryption is off.
+ */
+int tide__meta_key_create(tide_meta *m, uint64_t account_id);
+/* Wipe the cached key of `account_id` (after a rolled-back creation). */
+void tide__meta_key_forget(tide_meta *m, uint64_t account_id);
+/* Crypto-shredding: delete the data key row of `account_id` and record
+ * the time in its tombstone, in a transaction of its own (m->lock held,
+ * no transaction open), then wipe the cached key. */
+int tide__meta_key_destroy(tide_meta *m, uint64_t account_id);
 
 /* ---- cache.c ----------------------------------------------------------- */
 

@@ -13,7 +13,7 @@ static const char SQL_PREFS[] =
     " WHERE id=?1";
 static const char SQL_INSERT[] =
     "INSERT INTO notifications(account_id, ts_ns, kind, text)"
-    " VALUES(?1, ?2, ?3, ?4)";
+    " VALUES(?1, ?2, ?3, tide_enc(?4, 'notifications.text', ?1))";
 
 int tide__meta_notify_add(tide_meta *m, uint64_t account_id,
                           enum tide_meta_notify_kind kind, const char *text)
@@ -37,7 +37,8 @@ int tide__meta_notify_add(tide_meta *m, uint64_t account_id,
 }
 
 static const char SQL_LIST[] =
-    "SELECT id, ts_ns, kind, text, read FROM notifications"
+    "SELECT id, ts_ns, kind,"
+    " tide_dec(text, 'notifications.text', account_id), read FROM notifications"
     " WHERE account_id=?1 AND id<?2 ORDER BY id DESC LIMIT ?3";
 
 static void notification_row(sqlite3_stmt *st, void *arg)

@@ -243,17 +243,21 @@ static const char SQL_USAGE_QUOTA[] =
     "SELECT u.points, t.daily_points_max FROM usage_daily u"
     " JOIN accounts a ON a.id=u.account_id JOIN tiers t ON t.id=a.tier"
     " WHERE u.account_id=?1 AND u.day=?2";
+/* tide_enc seals the IPs when encryption is on (crypt.c). */
 static const char SQL_KEYUSE[] =
     "UPDATE api_keys SET last_used_ns=max(last_used_ns, ?2),"
-    " last_ip=?3, requests=requests+?4 WHERE id=?1";
+    " last_ip=tide_enc(?3, 'api_keys.last_ip', coalesce(account_id, 0)),"
+    " requests=requests+?4 WHERE id=?1";
 static const char SQL_SEEN[] =
     "UPDATE devices SET last_seen_ns=max(last_seen_ns, ?2) WHERE id=?1";
 static const char SQL_AUTHLOG[] =
-    "INSERT INTO auth_log(ts_ns, account_id, key_id, kind, ok, reason, ip)"
-    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+    "INSERT INTO auth_log(ts_ns, account_id, key_id, kind, ok, reason, ip,"
+    " ip_hmac) VALUES(?1, ?2, ?3, ?4, ?5, ?6, tide_enc(?7, 'auth_log.ip', ?2),"
+    " tide_mac('ip', ?2, ?7))";
 static const char SQL_REQUEST[] =
     "INSERT INTO request_log(ts_ns, account_id, key_id, ip, op, bytes_in,"
-    " bytes_out, status) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+    " bytes_out, status) VALUES(?1, ?2, ?3, tide_enc(?4, 'request_log.ip', ?2),"
+    " ?5, ?6, ?7, ?8)";
 
 int tide__meta_authlog_write(tide_meta *m, const struct authlog_ent *e)
 {
@@ -583,7 +587,8 @@ int tide_meta_usage_read(tide_meta *m, const struct tide_meta_principal *p,
 }
 
 static const char SQL_AUTHLOG_READ[] =
-    "SELECT id, ts_ns, account_id, key_id, kind, ok, reason, ip FROM auth_log"
+    "SELECT id, ts_ns, account_id, key_id, kind, ok, reason,"
+    " tide_dec(ip, 'auth_log.ip', account_id) FROM auth_log"
     " WHERE account_id=?1 AND id<?2 ORDER BY id DESC LIMIT ?3";
 
 static void auth_event_row(sqlite3_stmt *st, void *arg)
@@ -650,6 +655,10 @@ static const char *const purge_sql[] = {
     "DELETE FROM request_daily WHERE account_id=?1",
     "DELETE FROM notifications WHERE account_id=?1",
     "DELETE FROM account_counts WHERE account_id=?1",
+    /* Destroyed already in its own transaction (tide__meta_key_destroy);
+     * here for a key made after that, which cannot happen, and so that
+     * this list stays every table holding rows of the account. */
+    "DELETE FROM data_keys WHERE account_id=?1",
     "DELETE FROM accounts WHERE id=?1",
 };
 
@@ -698,6 +707,31 @@ static int purge_accounts(tide_meta *m, int64_t now, uint64_t *n)
     }
 }
 
+/* Crypto-shredding comes first: the data keys of the accounts due are
+ * destroyed, each in its own committed transaction, before the
+ * transaction that deletes their rows. */
+static const char SQL_SHRED_DUE[] =
+    "SELECT object_id FROM tombstones WHERE kind='account'"
+    " AND purged_ns IS NULL AND purge_after_ns<=?1"
+    " AND key_destroyed_ns IS NULL LIMIT 1";
+
+static int shred_due(tide_meta *m, int64_t now)
+{
+    int rc = 0;
+
+    /* Bounded: each pass marks one tombstone key_destroyed_ns. */
+    while (m->crypt && !rc) {
+        int64_t acct;
+
+        rc = tide__meta_ints(m, SQL_SHRED_DUE, &acct, 1,
+                             META_ARGS(META_INT(now)));
+        if (rc)
+            return rc == TIDE_ENOTFOUND ? 0 : rc;
+        rc = tide__meta_key_destroy(m, (uint64_t)acct);
+    }
+    return rc;
+}
+
 static const char SQL_PURGE_PENDING[] =
     "SELECT id FROM tombstones WHERE kind='account' AND object_id=?1"
     " AND purged_ns IS NULL";
@@ -713,7 +747,12 @@ int tide_meta_account_purge(tide_meta *m, const struct tide_meta_principal *p,
     if (rc)
         return rc;
     tide__meta_lock(m);
-    rc = tide__meta_begin(m);
+    rc = tide__meta_ints(m, SQL_PURGE_PENDING, &tomb, 1,
+                         META_ARGS(META_INT(id)));
+    if (!rc && m->crypt)
+        rc = tide__meta_key_destroy(m, id);
+    if (!rc)
+        rc = tide__meta_begin(m);
     if (rc)
         goto out;
     rc = tide__meta_ints(m, SQL_PURGE_PENDING, &tomb, 1,
@@ -741,7 +780,9 @@ int tide_meta_prune(tide_meta *m, const struct tide_meta_principal *p,
         return rc;
     tide__meta_lock(m);
     now = tide__meta_now(m);
-    rc = tide__meta_begin(m);
+    rc = shred_due(m, now);
+    if (!rc)
+        rc = tide__meta_begin(m);
     if (rc)
         goto out;
     rc = run_ts(m, SQL_PRUNE_AUTH, now - TIDE__META_AUTHLOG_KEEP_NS,

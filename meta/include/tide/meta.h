@@ -82,6 +82,16 @@ struct tide_meta_options {
     void *clock_ctx;
     /* Where IANA zone files live; NULL = "/usr/share/zoneinfo". */
     const char *zoneinfo_dir;
+    /* Encryption at rest: the operator's master key (TIDE_KEY_BYTES = 32
+     * bytes, tide_crypto_master_load()), read during tide_meta_open()
+     * only: the sidecar keeps its own copy, wiped at close. NULL = no
+     * encryption, and a sidecar that is encrypted is refused. */
+    const uint8_t *master_key;
+    /* When not NULL, a failed tide_meta_open() writes a sentence for the
+     * operator here (why_len bytes with the NUL), e.g. which master key
+     * id the sidecar wants. */
+    char *why;
+    size_t why_len;
 };
 
 /* Fill `o` with the defaults above. */
@@ -376,6 +386,7 @@ struct tide_meta_key {
     char last_ip[TIDE_META_IP_MAX + 1];
     uint64_t requests;
     int revoked;
+    int has_cert; /* a client certificate is registered (device keys) */
 };
 
 /*
@@ -403,6 +414,40 @@ int tide_meta_key_list(tide_meta *m, const struct tide_meta_principal *p,
  * TIDE_EIO. */
 int tide_meta_key_revoke(tide_meta *m, const struct tide_meta_principal *p,
                          uint64_t account_id, uint64_t key_id);
+
+/* ---- Client certificates (mutual TLS) ---------------------------------- */
+
+#define TIDE_META_CERT_FP_BYTES 32 /* SHA-256 of the certificate's DER */
+
+/*
+ * Register the client certificate whose SHA-256 fingerprint (of its DER
+ * encoding) is fp[32] for device key `key_id` of `account_id`
+ * (KEY_MANAGE), or remove it (fp NULL). A device presenting that
+ * certificate over mutual TLS then authenticates as the key
+ * (tide_meta_cert_auth). A fingerprint names one key at most. A security
+ * notification tells the owner. A revoked key may lose its certificate
+ * (which frees it for another key), not gain one. Returns 0, TIDE_EINVAL
+ * (not a device key), TIDE_ENOTFOUND (no such key in the account, or
+ * revoked), TIDE_EEXIST (the
+ * certificate is registered for another key), TIDE_EPERM, TIDE_EIO.
+ */
+int tide_meta_key_set_cert(tide_meta *m, const struct tide_meta_principal *p,
+                           uint64_t account_id, uint64_t key_id,
+                           const uint8_t fp[TIDE_META_CERT_FP_BYTES]);
+
+/*
+ * Authenticate by a client certificate the TLS layer has verified against
+ * tls_client_ca: fp[32] is the SHA-256 of its DER. The key it is
+ * registered for is then authenticated exactly as tide_meta_key_auth()
+ * does with its secret (one indexed lookup, constant-time comparison, the
+ * same revocation and deleted-account rules, the auth log with kind
+ * TIDE_META_AUTH_CERT, last-used time, IP and request count in memory).
+ * Fills *p with the key's DEVICE role, account and device. Returns 0,
+ * TIDE_EAUTH (unregistered certificate, revoked key, deleted account),
+ * TIDE_EINVAL, TIDE_EIO.
+ */
+int tide_meta_cert_auth(tide_meta *m, const uint8_t fp[TIDE_META_CERT_FP_BYTES],
+                        const char *ip, struct tide_meta_principal *p);
 
 /* ---- Devices ----------------------------------------------------------- */
 
@@ -611,6 +656,7 @@ enum tide_meta_auth_kind {
     TIDE_META_AUTH_PASSWORD = 1, /* frozen: stored */
     TIDE_META_AUTH_KEY = 2,
     TIDE_META_AUTH_SESSION = 3,
+    TIDE_META_AUTH_CERT = 4, /* a registered client certificate */
 };
 
 struct tide_meta_auth_event {
@@ -683,7 +729,9 @@ struct tide_meta_prune_stats {
  * older than 365 days; fold request log rows older than 90 days into
  * per-account, per-day, per-operation aggregates (no IP, no key id) and
  * drop them; drop expired sessions; purge every row of accounts deleted
- * longer than the grace period ago. One transaction. `st` may be NULL.
+ * longer than the grace period ago. One transaction, preceded, with
+ * encryption at rest, by one committed transaction per account due that
+ * destroys its data key (tide_meta_account_purge). `st` may be NULL.
  * Returns 0, TIDE_EPERM, TIDE_EIO.
  */
 int tide_meta_prune(tide_meta *m, const struct tide_meta_principal *p,
@@ -697,8 +745,13 @@ int tide_meta_prune(tide_meta *m, const struct tide_meta_principal *p,
  * Then the SQLite WAL is checkpointed as tide_meta_checkpoint() does,
  * without waiting for readers (tide_meta_prune() does the same after it
  * purges).
+ * With encryption at rest, the account's data key is destroyed first, in
+ * a transaction of its own that commits before the rows go
+ * (crypto-shredding); tide_meta_data_key() answers TIDE_EKEY for it from
+ * then on.
  * Returns 0, TIDE_EPERM, TIDE_ENOTFOUND (not deleted, unknown, or purged
- * already), TIDE_EIO. On failure nothing is removed.
+ * already), TIDE_EIO. On failure no row is removed, but the data key may
+ * be destroyed already (the next prune removes the rows).
  */
 int tide_meta_account_purge(tide_meta *m, const struct tide_meta_principal *p,
                             uint64_t id);
@@ -836,6 +889,78 @@ int tide_meta_export_next(tide_meta_export *it,
 
 /* End the export and free it. Accepts NULL. */
 void tide_meta_export_close(tide_meta_export *it);
+
+/* ---- Encryption at rest (crypt.c) -------------------------------------- */
+
+/*
+ * With a master key in the open options, every account has a random
+ * 32-byte data key, wrapped by the master key (AES-256-GCM, the account id
+ * bound in) in the sidecar, made with the account and destroyed first when
+ * it is purged; account 0 is the system key (the storage engine's own
+ * blocks, and the root of the sidecar's lookup index). The personal
+ * columns listed in docs/accounts.md are sealed with a key derived from
+ * the account's data key; lookups by email, thing name and IP go through
+ * HMAC-SHA256 under a key derived from the system key.
+ *
+ * Opening: a plaintext sidecar opened with a master key is encrypted in
+ * one transaction at open (idempotent, crash-safe); an encrypted one
+ * opened without it, or with another master key, is refused with
+ * TIDE_EKEY and the options' `why` names the key ids.
+ */
+
+/*
+ * Copy the data key of `account_id` (0: the system key) into key[32]; the
+ * caller wipes it (tide_crypto_wipe) when done. Lock-free of the SQL
+ * connection: a short mutex around an in-memory table, so the storage
+ * engine may call it from any thread, at any time, also while the sidecar
+ * is busy. Returns 0, TIDE_EKEY (encryption is off, or the account has no
+ * key: never had one, or purged, so its data is shredded), TIDE_EINVAL.
+ */
+int tide_meta_data_key(tide_meta *m, uint64_t account_id, uint8_t key[32]);
+
+/*
+ * Rewrap every data key under `new_master` (32 bytes, the caller's) and
+ * record its id, in one transaction (OPERATOR): a crash leaves every key
+ * wrapped by the old master key or every one by the new. No data key
+ * changes, so no telemetry and no sealed value is rewritten. From then on
+ * only `new_master` opens the sidecar. Returns 0, TIDE_EPERM, TIDE_EKEY
+ * (encryption is off), TIDE_EIO; on failure nothing changed.
+ */
+int tide_meta_rotate_master(tide_meta *m, const struct tide_meta_principal *p,
+                            const uint8_t new_master[32]);
+
+/* What ServerStatus and /metrics show. */
+struct tide_meta_crypt_state {
+    int enabled;              /* a master key is in use */
+    uint8_t master_key_id[8]; /* tide_crypto_key_id() of it; 0 when off */
+    uint64_t data_keys;       /* wrapped keys stored, the system key too */
+    uint64_t plaintext_rows;  /* rows with a personal value not sealed;
+                                 counted only when `scan` is set */
+    int64_t enabled_ns;       /* when encryption was turned on; 0 = never */
+    int64_t rotated_ns;       /* last master key rotation; 0 = never */
+};
+
+/*
+ * Fill *out. No principal: numbers and a key id only (ServerStatus is the
+ * operator's; the server checks that). `scan` counts plaintext_rows,
+ * which reads every row of the personal tables: for ServerStatus, not for
+ * every /metrics scrape. Returns 0, TIDE_EINVAL, TIDE_EIO.
+ */
+int tide_meta_crypt_state(tide_meta *m, int scan,
+                          struct tide_meta_crypt_state *out);
+
+/* The sidecar's part of `tide account erasure-report` about keys. */
+struct tide_meta_key_report {
+    int encrypted;            /* the sidecar encrypts at rest */
+    int has_key;              /* the account's data key still exists */
+    int64_t key_destroyed_ns; /* when the purge destroyed it; 0 = not */
+};
+
+/* Report on the data key of `account_id` (OPERATOR). Works for purged
+ * and unknown accounts alike. Returns 0, TIDE_EPERM, TIDE_EINVAL,
+ * TIDE_EIO. */
+int tide_meta_key_report(tide_meta *m, const struct tide_meta_principal *p,
+                         uint64_t account_id, struct tide_meta_key_report *out);
 
 /* ---- Cache invalidation ------------------------------------------------ */
 
