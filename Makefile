@@ -319,6 +319,10 @@ test-unit: $(UNIT_BIN) test-docs
 	@echo "  TEST    unit ($(MODE))"
 	$(Q)LSAN_OPTIONS=suppressions=$(CURDIR)/tests/support/lsan.supp \
 	    $(UNIT_BIN) --short-filename
+	@echo "  TEST    unit meta/*, sidecar encrypted ($(MODE))"
+	$(Q)TIDE_TEST_META_KEY=1 \
+	    LSAN_OPTIONS=suppressions=$(CURDIR)/tests/support/lsan.supp \
+	    $(UNIT_BIN) --short-filename --filter 'meta/*'
 
 # The real tided on 127.0.0.1, port 0, temporary data directories.
 test-integration: $(INT_BIN) $(TIDED_BIN) $(TIDE_BIN)

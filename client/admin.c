@@ -7,6 +7,7 @@
  * One code path serves every admin operation, so a new request in the
  * .proto needs no client change.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -198,13 +199,27 @@ static int set_scalar(const ProtobufCFieldDescriptor *f, void *p,
         return 0;
     }
     case PROTOBUF_C_TYPE_BYTES: {
+        /* Hex, as results print bytes; pairs may be separated by ':'
+         * (openssl's fingerprints). */
         ProtobufCBinaryData *b = p;
+        size_t n = 0;
 
-        b->len = strlen(value);
-        b->data = tide_malloc(b->len ? b->len : 1);
+        b->data = tide_malloc(strlen(value) / 2 + 1);
         if (!b->data)
             return -ENOMEM;
-        memcpy(b->data, value, b->len);
+        for (const char *v = value; *v; v += *v == ':' ? 1 : 2) {
+            unsigned x;
+
+            if (*v == ':')
+                continue;
+            if (!isxdigit((unsigned char)v[0]) ||
+                !isxdigit((unsigned char)v[1]) || sscanf(v, "%2x", &x) != 1) {
+                b->len = n; /* the caller frees the message and data */
+                return TIDE_EINVAL;
+            }
+            b->data[n++] = (uint8_t)x;
+        }
+        b->len = n;
         return 0;
     }
     case PROTOBUF_C_TYPE_MESSAGE: {

@@ -264,6 +264,15 @@ static void key_create(struct conn *c, const Tide__V1__Envelope *e)
         role = TIDE_META_ROLE_ANALYST;
     } else if (r->role == TIDE__V1__ROLE__ROLE_DEVICE) {
         role = TIDE_META_ROLE_DEVICE;
+        if (r->client_cert_sha256.len &&
+            r->client_cert_sha256.len != TIDE_META_CERT_FP_BYTES) {
+            conn_send_error(c, e->request_id,
+                            TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT,
+                            "client_cert_sha256 must be 32 bytes (the "
+                            "SHA-256 of the certificate's DER)",
+                            0);
+            return;
+        }
         rc = tided_device_resolve(c->srv, account, r->device, 0, &device);
         if (rc) {
             admin_reply_rc(c, e->request_id, rc);
@@ -277,12 +286,26 @@ static void key_create(struct conn *c, const Tide__V1__Envelope *e)
                         0);
         return;
     }
+    if (r->client_cert_sha256.len && role != TIDE_META_ROLE_DEVICE) {
+        conn_send_error(c, e->request_id,
+                        TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT,
+                        "only device keys carry a client certificate", 0);
+        return;
+    }
     rc = tide_meta_key_create(c->srv->meta, &c->who, account, role, device,
                               r->name, secret, &id);
+    /* The certificate is registered with the key or the key is taken
+     * back: a key without the certificate asked for is not what was
+     * requested. */
+    if (!rc && r->client_cert_sha256.len &&
+        (rc = tide_meta_key_set_cert(c->srv->meta, &c->who, account, id,
+                                     r->client_cert_sha256.data)) != 0)
+        tide_meta_key_revoke(c->srv->meta, &c->who, account, id);
     if (rc) {
         admin_reply_rc(c, e->request_id, rc);
         return;
     }
+    k.client_cert = r->client_cert_sha256.len > 0;
     k.id = id;
     k.name = r->name;
     k.prefix = "";
@@ -333,6 +356,7 @@ static void key_list(struct conn *c, const Tide__V1__Envelope *e)
             v[i].last_used_ip = keys[i].last_ip;
             v[i].request_count = keys[i].requests;
             v[i].revoked = keys[i].revoked;
+            v[i].client_cert = keys[i].has_cert;
             pv[i] = &v[i];
         }
         ok.keys = pv;

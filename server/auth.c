@@ -205,6 +205,21 @@ int tided_signup_throttled(struct conn *c, uint64_t rid)
     return 1;
 }
 
+/* Mutual TLS: the device key registered for the verified certificate the
+ * connection presented. TIDE_EAUTH without one (plaintext, no
+ * tls_client_ca, none presented). */
+static int cert_auth(struct conn *c, struct tide_meta_principal *p)
+{
+    uint8_t fp[TIDE_META_CERT_FP_BYTES];
+    int rc = c->srv->tls ? tided_tls_peer_fingerprint(c->bev, fp) : TIDE_EAUTH;
+
+    if (rc)
+        tide_log(LOG_INFO,
+                 "certificate auth from %s: no verified client certificate",
+                 c->ip);
+    return rc ? rc : tide_meta_cert_auth(c->srv->meta, fp, c->ip, p);
+}
+
 void handle_auth(struct conn *c, const Tide__V1__Envelope *env)
 {
     const Tide__V1__Auth *a = env->auth;
@@ -229,6 +244,9 @@ void handle_auth(struct conn *c, const Tide__V1__Envelope *env)
         rc = tide_meta_key_auth(s->meta, a->api_key, c->ip, &p);
     else if (a->credential_case == TIDE__V1__AUTH__CREDENTIAL_SESSION_TOKEN)
         rc = tide_meta_session_auth(s->meta, a->session_token, c->ip, &p);
+    else if (a->credential_case ==
+             TIDE__V1__AUTH__CREDENTIAL_CLIENT_CERTIFICATE)
+        rc = cert_auth(c, &p);
     else
         rc = TIDE_EAUTH;
     if (rc) {

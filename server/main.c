@@ -376,6 +376,7 @@ int main(int argc, char **argv)
     struct tide_db_options dbo;
     struct tide_meta_options mo;
     const char *test;
+    char why[512] = "";
     int port = 0, rc, code = 1;
 
     tided_config_defaults(&s->cfg);
@@ -415,10 +416,13 @@ int main(int argc, char **argv)
     tide_meta_options_init(&mo);
     mo.bcrypt_cost = s->cfg.bcrypt_cost;
     mo.delete_grace_ns = (int64_t)s->cfg.delete_grace_s * 1000000000;
+    mo.master_key = s->has_master_key ? s->master_key : NULL;
+    mo.why = why;
+    mo.why_len = sizeof(why);
     rc = tide_meta_open(s->cfg.data_dir, &mo, &s->meta);
     if (rc) {
-        tide_log(LOG_ERROR, "cannot open the accounts sidecar in %s: %s",
-                 s->cfg.data_dir, tide_strerror(rc));
+        tide_log(LOG_ERROR, "cannot open the accounts sidecar in %s: %s%s%s",
+                 s->cfg.data_dir, tide_strerror(rc), why[0] ? ": " : "", why);
         return 1;
     }
     tide_db_options_init(&dbo);

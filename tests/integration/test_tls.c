@@ -7,6 +7,8 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -26,12 +28,15 @@
 static char certs[1100], ca[1200], cert[1200], cert_key[1200];
 static char set_cert[1300], set_key[1300];
 
-/* Certificates first, then tided on them with `extra` settings. */
-static void tls_start(const char *extra)
+/* Certificates (the client's for `client_cn`) first, then tided on them
+ * with `extra` settings, where "%s" stands for the certificates' folder. */
+static void tls_start(const char *extra, const char *client_cn)
 {
-    const char *settings[] = {set_cert, set_key, extra, NULL};
+    static char set_extra[1300];
+    const char *settings[] = {set_cert, set_key, set_extra, NULL};
 
-    snprintf(certs, sizeof(certs), "%s", tls_dev_certs(NULL));
+    snprintf(certs, sizeof(certs), "%s", tls_dev_certs(client_cn));
+    snprintf(set_extra, sizeof(set_extra), extra, certs);
     snprintf(ca, sizeof(ca), "%s/ca.pem", certs);
     snprintf(cert, sizeof(cert), "%s/server.pem", certs);
     snprintf(cert_key, sizeof(cert_key), "%s/server.key", certs);
@@ -42,7 +47,7 @@ static void tls_start(const char *extra)
 
 static void tls_init(void)
 {
-    tls_start("read_timeout_ms=500");
+    tls_start("read_timeout_ms=500", NULL);
 }
 
 TestSuite(tls, .init = tls_init, .fini = fixture_fini, .timeout = 60);
@@ -562,4 +567,111 @@ Test(tls, a_certificate_reload_under_load_loses_nothing)
     cr_assert_eq(tls_count(r, POINTS, &sum), POINTS);
     cr_assert_eq(sum, POINTS);
     tide_client_close(r);
+}
+
+/* ---- Mutual TLS (item 2) ------------------------------------------------ */
+
+static void mtls_init(void)
+{
+    tls_start("tls_client_ca=%s/ca.pem", "truck-7");
+}
+
+/* The SHA-256 of the DER of the certificate in `pem`, as hex. */
+static void cert_sha256_hex(const char *pem, char *hex)
+{
+    FILE *f = fopen(pem, "r");
+    X509 *x = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+    unsigned char md[32];
+    unsigned len = 0;
+
+    cr_assert(x, "cannot read %s", pem);
+    fclose(f);
+    cr_assert_eq(X509_digest(x, EVP_sha256(), md, &len), 1);
+    X509_free(x);
+    for (unsigned i = 0; i < len; i++)
+        sprintf(hex + 2 * i, "%02x", md[i]);
+}
+
+/* libtide with the fixture's client certificate, authenticating by it
+ * (`by_cert`) or by `key`. */
+static int mtls_open(const char *key, int by_cert, const char *client_pem,
+                     const char *client_key, char *why, size_t cap,
+                     tide_client **c)
+{
+    struct tide_client_options o;
+
+    tide_client_options_init(&o);
+    o.port = (uint16_t)srv.port;
+    o.tls = 1;
+    o.tls_ca_file = ca;
+    o.tls_cert_file = client_pem;
+    o.tls_key_file = client_key;
+    o.api_key = key;
+    o.auth_client_certificate = by_cert;
+    o.open_error = why;
+    o.open_error_len = cap;
+    return tide_client_open(&o, c);
+}
+
+/* A device whose certificate is registered to its key authenticates by
+ * the certificate alone and writes; a connection without one, or with an
+ * unregistered one, is refused AUTH_FAILED; a certificate of another CA
+ * fails the handshake; API keys still work where client certificates are
+ * asked for. */
+Test(tls, a_registered_client_certificate_authenticates_a_device,
+     .init = mtls_init)
+{
+    char pem[1300], pkey[1300], fp[80], args[1600], out[4096], why[512];
+    char dkey[128], other[1100], opem[1300], okey[1300];
+    uint64_t account;
+    tide_client *c = NULL;
+    int fd = tls_session(ca, "localhost", srv.admin_key), code;
+    const char *msg;
+
+    snprintf(pem, sizeof(pem), "%s/client.pem", certs);
+    snprintf(pkey, sizeof(pkey), "%s/client.key", certs);
+    cert_sha256_hex(pem, fp);
+    account = wire_make_account(fd, "mtls@client.example");
+    wire_device_register(fd, account, "truck-7");
+    close(fd);
+    /* Registered through the CLI: the fingerprint as hex. */
+    snprintf(args, sizeof(args),
+             "--ca %s key create dk device truck-7 account_id=%llu "
+             "client_cert_sha256=%s",
+             ca, (unsigned long long)account, fp);
+    cr_assert_eq(fixture_cli(srv.admin_key, args, NULL, out, sizeof(out)), 0,
+                 "key create: %s", out);
+    cr_assert(strstr(out, "client_cert") && strstr(out, "true"), "%s", out);
+    snprintf(dkey, sizeof(dkey), "%s", strstr(out, "tide_live_"));
+    dkey[strcspn(dkey, " \r\n")] = 0;
+
+    {
+        int rc = mtls_open(NULL, 1, pem, pkey, why, sizeof(why), &c);
+
+        cr_assert_eq(rc, 0, "%s: %s", tide_strerror(rc), why);
+    }
+    {
+        const char *dev;
+
+        tide_client_identity(c, NULL, NULL, &dev);
+        cr_assert_str_eq(dev, "truck-7");
+    }
+    cr_assert_eq(tide_write_f64(c, "truck-7", "speed", T0, 42.5), 0);
+    cr_assert_eq(tide_flush(c), 0);
+    tide_client_close(c);
+
+    /* No certificate: Auth by certificate fails, by key works. */
+    cr_assert_eq(mtls_open(NULL, 1, NULL, NULL, why, sizeof(why), &c),
+                 TIDE_EAUTH);
+    cr_assert_eq(mtls_open(dkey, 0, NULL, NULL, why, sizeof(why), &c), 0, "%s",
+                 why);
+    cr_assert_eq(tide_client_call(c, "key_list", NULL, 0, NULL), TIDE_ESERVER);
+    cr_assert_eq(tide_client_last_error(c, &code, &msg), 0);
+    tide_client_close(c);
+
+    /* A certificate signed by another CA: the handshake fails. */
+    snprintf(other, sizeof(other), "%s", tls_dev_certs("truck-7"));
+    snprintf(opem, sizeof(opem), "%s/client.pem", other);
+    snprintf(okey, sizeof(okey), "%s/client.key", other);
+    cr_assert_neq(mtls_open(NULL, 1, opem, okey, why, sizeof(why), &c), 0);
 }
