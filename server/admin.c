@@ -920,6 +920,8 @@ static void server_status(struct conn *c, const Tide__V1__Envelope *e)
     Tide__V1__Envelope env = TIDE__V1__ENVELOPE__INIT;
     Tide__V1__ServerStatusOk ok = TIDE__V1__SERVER_STATUS_OK__INIT;
     Tide__V1__CompactionStats cs;
+    Tide__V1__EncryptionStatus enc = TIDE__V1__ENCRYPTION_STATUS__INIT;
+    struct tided_crypt_status cst;
     Tide__V1__Stat v[N];
     Tide__V1__Stat *pv[N];
     const char *names[N] = {"points_appended",
@@ -983,6 +985,15 @@ static void server_status(struct conn *c, const Tide__V1__Envelope *e)
     ok.storage_error = st.storage_error ? st.storage_error_msg : "";
     admin_compaction_fill(&cs, &st);
     ok.compaction = &cs;
+    tided_crypt_status(s, &st, &cst);
+    enc.enabled = cst.enabled;
+    enc.master_key_id = cst.master_key_id;
+    enc.data_keys = cst.data_keys;
+    enc.segments_encrypted = cst.segments_encrypted;
+    enc.segments_plaintext = cst.segments_plaintext;
+    enc.segment_bytes_plaintext = cst.segment_bytes_plaintext;
+    enc.master_key_rotated_ns = cst.rotated_ns;
+    ok.encryption = &enc;
     env.body_case = TIDE__V1__ENVELOPE__BODY_SERVER_STATUS_OK;
     env.server_status_ok = &ok;
     admin_reply(c, e->request_id, &env);

@@ -38,6 +38,7 @@ struct report_job {
     uint64_t next_page_token;
     struct tide_account_usage usage; /* ErasureReport */
     struct tide_meta_table_rows tables[TIDE_META_REPORT_TABLES];
+    struct tide_meta_key_report keys; /* ErasureReport: its data key */
 };
 
 void admin_compaction_fill(Tide__V1__CompactionStats *out,
@@ -255,6 +256,8 @@ static void erasure_work(struct login_job *j)
     j->rc = tide_meta_report_rows(s->meta, &j->who, r->account_id, r->tables);
     /* Segment footers, the heads and every live WAL file (I/O). */
     if (j->rc == 0)
+        j->rc = tide_meta_key_report(s->meta, &j->who, r->account_id, &r->keys);
+    if (j->rc == 0)
         j->rc = tide_db_account_usage(s->db, r->account_id, TIDE_USAGE_WAL,
                                       &r->usage);
     tide_db_stats(s->db, &r->st);
@@ -296,6 +299,11 @@ static void erasure_answer(struct conn *c, struct login_job *j)
     ok.bytes_scanned = u->bytes_scanned;
     ok.next_compaction_ns = r->st.next_compaction_ns;
     ok.nothing_found = !found;
+    /* Crypto-shredding: with the key gone, whatever is still on disk is
+     * ciphertext nobody can read; compaction removes it. */
+    ok.data_key_destroyed_ns = r->keys.key_destroyed_ns;
+    if (r->keys.encrypted && !r->keys.has_key)
+        ok.ciphertext_bytes = u->bytes;
     env.body_case = TIDE__V1__ENVELOPE__BODY_ERASURE_REPORT_OK;
     env.erasure_report_ok = &ok;
     admin_reply(c, j->rid, &env);

@@ -424,6 +424,7 @@ static int is_response(Tide__V1__Envelope__BodyCase b)
     case TIDE__V1__ENVELOPE__BODY_ADMIN_COMPACT_OK:
     case TIDE__V1__ENVELOPE__BODY_RETENTION_OK:
     case TIDE__V1__ENVELOPE__BODY_ERASURE_REPORT_OK:
+    case TIDE__V1__ENVELOPE__BODY_MASTER_KEY_ROTATE_OK:
         return 1;
     default:
         return 0;
@@ -527,6 +528,9 @@ static void route(struct conn *c, const Tide__V1__Envelope *env)
     case TIDE__V1__ENVELOPE__BODY_RETENTION_GET:
     case TIDE__V1__ENVELOPE__BODY_ERASURE_REPORT:
         handle_compact_admin(c, env);
+        break;
+    case TIDE__V1__ENVELOPE__BODY_MASTER_KEY_ROTATE:
+        handle_master_key_rotate(c, env);
         break;
     default:
         if (!handle_admin(c, env))

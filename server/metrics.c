@@ -97,6 +97,27 @@ static void tls_metrics(struct evbuffer *b, const struct server *s)
             "gauge", (uint64_t)s->tls_not_after);
 }
 
+/* Encryption at rest (docs/operations.md, "Encryption at rest"). */
+static void crypt_metrics(struct evbuffer *b, struct server *s,
+                          const struct tide_db_stats *st)
+{
+    struct tided_crypt_status cs;
+
+    tided_crypt_status(s, st, &cs);
+    counter(b, "tide_encryption_enabled",
+            "1 when data is encrypted at rest (master_key_file).", "gauge",
+            (uint64_t)cs.enabled);
+    counter(b, "tide_encryption_data_keys",
+            "Wrapped data keys in the sidecar (accounts and the system key).",
+            "gauge", cs.data_keys);
+    counter(b, "tide_encryption_segments_encrypted",
+            "Segment files written encrypted.", "gauge", cs.segments_encrypted);
+    counter(b, "tide_encryption_segments_plaintext",
+            "Segment files still in plaintext; compaction rewrites them "
+            "encrypted.",
+            "gauge", cs.segments_plaintext);
+}
+
 static void on_metrics(struct evhttp_request *req, void *arg)
 {
     struct server *s = arg;
@@ -206,6 +227,7 @@ static void on_metrics(struct evhttp_request *req, void *arg)
             st.disk_free_bytes);
     compaction_metrics(b, &st);
     tls_metrics(b, s);
+    crypt_metrics(b, s, &st);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/plain; version=0.0.4");
     evhttp_send_reply(req, HTTP_OK, "OK", b);

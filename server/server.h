@@ -311,6 +311,28 @@ const char *tided_tls_error(struct bufferevent *bev, char *buf, size_t cap);
  * TIDE_EAUTH when it has none (plaintext, none presented). */
 int tided_tls_peer_fingerprint(struct bufferevent *bev, uint8_t fp[32]);
 
+/* ---- Encryption at rest (crypt.c) --------------------------------------- */
+
+/* The engine's data_key callback (ctx: the server): the sidecar's key of
+ * the account, TIDE_EKEY once it was destroyed. */
+int tided_crypt_data_key(void *ctx, uint64_t account_id, uint8_t key[32]);
+
+/* What ServerStatus and /metrics show. */
+struct tided_crypt_status {
+    int enabled;
+    char master_key_id[17]; /* hex; "" when off */
+    uint64_t data_keys;
+    int64_t rotated_ns;
+    uint64_t segments_encrypted, segments_plaintext;
+    uint64_t segment_bytes_plaintext;
+};
+void tided_crypt_status(struct server *s, const struct tide_db_stats *st,
+                        struct tided_crypt_status *out);
+/* Hex of a key id into out[17]. */
+void tided_crypt_key_id_hex(const uint8_t id[8], char *out);
+/* MasterKeyRotate: operator only, on a job thread. */
+void handle_master_key_rotate(struct conn *c, const Tide__V1__Envelope *e);
+
 /* conn.c: bind the protocol listener (port 0 picks one; *port_out gets
  * the real port). Returns 0, TIDE_EINVAL (listen host is not an IP
  * literal) or -errno (socket, bind, listen); failures are logged. */

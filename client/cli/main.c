@@ -16,6 +16,7 @@
 
 #include "parse.h"
 #include "tide/client.h"
+#include "tide/crypto.h"
 
 #define EXIT_SERVER 1
 #define EXIT_USAGE 2
@@ -153,6 +154,13 @@ static const struct cmd cmds[] = {
      1,
      "[unread_only=true]"},
     {"status", NULL, "server_status", {0}, 0, 1, ""},
+    {"admin",
+     "rotate-master-key",
+     "master_key_rotate",
+     {"new_key_file"},
+     1,
+     1,
+     "NEWFILE (operator; a path on the server's host)"},
 };
 
 static void usage_all(FILE *f)
@@ -176,6 +184,7 @@ static void usage_all(FILE *f)
                "  export [--telemetry] [--csv] [--from T] [--to T] "
                "[--account N]\n"
                "  admin compact [--wait] [--timeout SECONDS] (operator)\n"
+               "  admin keygen FILE (a new master key file, 0600; local)\n"
                "  retention [--account N]\n"
                "  account erasure-report ACCOUNT_ID (operator)\n"
                "\nexit status: 0 ok, 1 server or runtime error, "
@@ -1145,6 +1154,35 @@ static int run_erasure_report(const struct opts *o, int argc, char **argv)
     return 0;
 }
 
+/* tide admin keygen FILE: a new random master key (docs/operations.md,
+ * "Encryption at rest"), made here, never sent anywhere. */
+static int run_keygen(int argc, char **argv)
+{
+    char why[1200];
+    uint8_t key[TIDE_KEY_BYTES], id[TIDE_KEY_ID_BYTES];
+
+    if (argc != 1 || !strcmp(argv[0], "--help")) {
+        fprintf(argc == 1 ? stdout : stderr,
+                "usage: tide admin keygen FILE\n"
+                "Writes a new random master key to FILE (mode 0600; never "
+                "over an existing file).\nBack it up apart from the data "
+                "directory: without it the data cannot be read.\n");
+        return argc == 1 ? 0 : EXIT_USAGE;
+    }
+    if (tide_crypto_master_create(argv[0], why, sizeof(why)) ||
+        tide_crypto_master_load(argv[0], key, why, sizeof(why))) {
+        fprintf(stderr, "tide: %s\n", why);
+        return EXIT_SERVER;
+    }
+    tide_crypto_key_id(key, id);
+    tide_crypto_wipe(key, sizeof(key));
+    printf("master key written to %s (id ", argv[0]);
+    for (int i = 0; i < TIDE_KEY_ID_BYTES; i++)
+        printf("%02x", id[i]);
+    printf(")\n");
+    return 0;
+}
+
 /* TIDE_TLS, TIDE_CA, TIDE_TLS_CERT, TIDE_TLS_KEY, TIDE_TLS_SERVER_NAME:
  * each fills what no flag set. */
 static void tls_from_env(struct opts *o)
@@ -1234,6 +1272,9 @@ int main(int argc, char **argv)
     if (!strcmp(argv[i], "admin") && i + 1 < argc &&
         !strcmp(argv[i + 1], "compact"))
         return run_compact(&o, argc - i - 2, argv + i + 2);
+    if (!strcmp(argv[i], "admin") && i + 1 < argc &&
+        !strcmp(argv[i + 1], "keygen"))
+        return run_keygen(argc - i - 2, argv + i + 2);
     if (!strcmp(argv[i], "account") && i + 1 < argc &&
         !strcmp(argv[i + 1], "erasure-report"))
         return run_erasure_report(&o, argc - i - 2, argv + i + 2);
