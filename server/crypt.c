@@ -96,7 +96,7 @@ static void rotate_answer(struct conn *c, struct login_job *j)
                         j->rc == TIDE_EPERM
                             ? TIDE__V1__ERROR_CODE__ERROR_CODE_PERMISSION_DENIED
                             : TIDE__V1__ERROR_CODE__ERROR_CODE_INVALID_ARGUMENT,
-                        r->why[0]           ? r->why
+                        r->why[0]            ? r->why
                         : j->rc == TIDE_EKEY ? "encryption at rest is off: "
                                                "no master_key_file configured"
                                              : tide_strerror(j->rc),
