@@ -138,6 +138,7 @@ ALL_OBJS := $(COMMON_OBJS) $(PROTO_OBJS) $(ENGINE_OBJS) $(META_OBJS) $(SERVER_OB
             $(CLIENT_OBJS) $(CLI_OBJS) $(CLIENT_PIC_OBJS)
 
 .PHONY: all deps test test-unit test-docs test-integration test-adversarial bench-width \
+        bench-security \
         run demo fuzz \
         format format-check clean
 .DEFAULT_GOAL := all
@@ -273,6 +274,10 @@ bench: deps
 bench-width: deps
 	@$(MAKE) --no-print-directory $(TIDED_BIN) $(TIDE_BENCH_BIN)
 	$(Q)bench/width.sh $(BUILD)
+bench-security: deps
+	@$(MAKE) --no-print-directory $(TIDED_BIN) $(TIDE_BENCH_BIN) $(TIDE_BIN) \
+	    $(ENGINE_BENCH_BIN)
+	$(Q)bench/security.sh $(BUILD)
 # --- end bench ---
 
 $(INT_BIN) $(UNIT_BIN) $(ADV_BIN): PKG_LIBS += $(TEST_LIBS)
