@@ -70,6 +70,7 @@
 #include "inbox.h"
 #include "internal.h"
 #include "io.h"
+#include "keys.h"
 #include "manifest.h"
 #include "seglist.h"
 #include "segment.h"
@@ -185,6 +186,9 @@ struct tide_db {
     const char *io_backend;
 
     struct compactor *comp; /* the compaction thread (compact.h) */
+
+    /* Encryption at rest: the data-key cache, NULL when off (keys.h). */
+    struct keys *keys;
 };
 
 /* Log through the user's callback, formatted. Thread-safe. */

@@ -157,9 +157,9 @@ int tide__recover_scan(struct tide_db *db)
 
         sc.shard = i;
         sc.marked = 0;
-        rc = tide__wal_replay(db->shards[i].wal_dir, i, db->man.replay_from[i],
-                              db->o.repair, scan_record, &sc, wal_log, db,
-                              &last, &group);
+        rc = tide__wal_replay(db->shards[i].wal_dir, i, db->keys,
+                              db->man.replay_from[i], db->o.repair, scan_record,
+                              &sc, wal_log, db, &last, &group);
         if (sc.hw[i] > sc.max_id)
             sc.max_id = sc.hw[i];
     }
@@ -303,7 +303,12 @@ static int open_segments(struct tide_db *db)
         char path[PATH_MAX];
 
         tide__seg_path(path, db->seg_dir, db->man.segs[n].id);
-        rc = tide__seg_open(path, &segs[n]);
+        rc = tide__seg_open(path, db->keys, &segs[n]);
+        if (rc == TIDE_EKEY && !db->keys)
+            tide__db_log(db, TIDE_LOG_ERROR,
+                         "data directory is encrypted; configure "
+                         "master_key_file (segment %s)",
+                         path);
         if (rc) {
             tide__db_log(db, TIDE_LOG_ERROR, "opening segment %s: %s", path,
                          tide_strerror(rc));
@@ -327,7 +332,7 @@ fail:
 
 int tide__recover_manifest(struct tide_db *db)
 {
-    int rc = tide__manifest_load(db->dir, &db->man);
+    int rc = tide__manifest_load(db->dir, db->keys, &db->man);
     long cpus;
 
     if (rc == -ENOENT) {
@@ -337,8 +342,14 @@ int tide__recover_manifest(struct tide_db *db)
                            : cpus > TIDE_SHARDS_MAX ? TIDE_SHARDS_MAX
                                                     : (unsigned)cpus;
         db->man.next_seg_id = 1;
-        return tide__manifest_store(db->dir, &db->man, db->flush_io, &(int){0});
+        return tide__manifest_store(db->dir, &db->man, db->flush_io, db->keys,
+                                    &(int){0});
     }
+    if (rc == TIDE_EKEY && !db->keys)
+        tide__db_log(db, TIDE_LOG_ERROR,
+                     "data directory is encrypted; configure master_key_file "
+                     "(%s/MANIFEST)",
+                     db->dir);
     if (rc) {
         tide__db_log(db, TIDE_LOG_ERROR, "reading %s/MANIFEST: %s", db->dir,
                      tide_strerror(rc));
@@ -350,6 +361,18 @@ int tide__recover_manifest(struct tide_db *db)
         /* A replacement that crashed before its rename. */
         snprintf(tmp, sizeof(tmp), "%s/MANIFEST.tmp", db->dir);
         unlink(tmp);
+    }
+    if (db->keys && !db->man.encrypted) {
+        /* Encryption was just turned on: the manifest is the first file
+         * to be rewritten encrypted. */
+        tide__db_log(db, TIDE_LOG_INFO,
+                     "encryption at rest turned on for %s: new files are "
+                     "encrypted, compaction rewrites the plaintext segments",
+                     db->dir);
+        rc = tide__manifest_store(db->dir, &db->man, db->flush_io, db->keys,
+                                  &(int){0});
+        if (rc)
+            return rc;
     }
     if (db->o.shards && db->o.shards != db->man.n_shards)
         tide__db_log(db, TIDE_LOG_INFO,
@@ -372,8 +395,9 @@ int tide__recover_shard(struct tide_db *db, struct shard *s)
     uint64_t last_seq = 0, group = 0;
     int rc;
 
-    rc = tide__wal_replay(path, idx, db->man.replay_from[idx], db->o.repair,
-                          replay_record, s, wal_log, db, &last_seq, &group);
+    rc = tide__wal_replay(path, idx, db->keys, db->man.replay_from[idx],
+                          db->o.repair, replay_record, s, wal_log, db,
+                          &last_seq, &group);
     if (rc) {
         tide__db_log(db, TIDE_LOG_ERROR, "recovering WAL of shard %u: %s", idx,
                      tide_strerror(rc));

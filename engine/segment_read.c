@@ -32,7 +32,7 @@ int tide__segment_read_chunks(struct tide_db *db, struct tide_io *io,
 
     for (size_t i = 0; i < n; i++) {
         TIDE_DEBUG_ASSERT(refs[i].seg_idx < n_segs);
-        bytes += refs[i].e->stored_bytes;
+        bytes += tide__seg_disk_bytes(refs[i].seg, refs[i].e);
     }
     if (bytes > UINT32_MAX)
         return -ENOMEM; /* no payload buffer that large either */
@@ -54,18 +54,19 @@ int tide__segment_read_chunks(struct tide_db *db, struct tide_io *io,
     for (size_t k = 0; k < n; k++) {
         struct chunk_ref *r = &refs[order[k]];
         struct tide_io_req *last = n_reqs ? &reqs[n_reqs - 1] : NULL;
+        uint32_t disk = tide__seg_disk_bytes(r->seg, r->e);
 
         r->pos = (uint32_t)pos;
         if (last && last->fd == r->seg->fd &&
             last->off + last->len == r->e->offset)
-            last->len += r->e->stored_bytes; /* bytes <= UINT32_MAX */
+            last->len += disk; /* bytes <= UINT32_MAX */
         else
             reqs[n_reqs++] = (struct tide_io_req){.op = TIDE_IO_READ,
                                                   .fd = r->seg->fd,
                                                   .buf = payload->data + pos,
-                                                  .len = r->e->stored_bytes,
+                                                  .len = disk,
                                                   .off = r->e->offset};
-        pos += r->e->stored_bytes;
+        pos += disk;
     }
     rc = tide__io_run(io, reqs, (unsigned)n_reqs);
     for (size_t k = 0, j = 0; k < n_reqs && rc == 0; k++) {
@@ -75,8 +76,14 @@ int tide__segment_read_chunks(struct tide_db *db, struct tide_io *io,
             rc = TIDE_ECORRUPT;
         }
         for (size_t got = 0; got < reqs[k].len; j++)
-            got += refs[order[j]].e->stored_bytes;
+            got += tide__seg_disk_bytes(refs[order[j]].seg, refs[order[j]].e);
     }
+    /* An encrypted chunk is decrypted in place; its tag stays behind the
+     * payload, unused. */
+    for (size_t i = 0; i < n && rc == 0; i++)
+        if (refs[i].seg->encrypted)
+            rc = tide__seg_decrypt(refs[i].seg, refs[i].e,
+                                   payload->data + refs[i].pos);
     return rc;
 }
 

@@ -85,7 +85,7 @@ static int replay(struct seen *s, int repair)
     uint64_t last_seq, group;
 
     memset(s, 0, sizeof(*s));
-    return tide__wal_replay(dir, 0, 0, repair, on_record, s, quiet, NULL,
+    return tide__wal_replay(dir, 0, NULL, 0, repair, on_record, s, quiet, NULL,
                             &last_seq, &group);
 }
 
@@ -207,8 +207,8 @@ TEST_IO(wal, remove_before_deletes_checkpointed_files)
     cr_assert_eq(removed, 2u << 20);
     cr_assert_eq(tide__wal_dir_bytes(dir), 1u << 20);
     memset(&s, 0, sizeof(s));
-    cr_assert_eq(tide__wal_replay(dir, 0, 0, 0, on_record, &s, quiet, NULL,
-                                  &last_seq, &group),
+    cr_assert_eq(tide__wal_replay(dir, 0, NULL, 0, 0, on_record, &s, quiet,
+                                  NULL, &last_seq, &group),
                  0);
     cr_assert_eq(last_seq, 3);
 }

@@ -98,6 +98,16 @@ struct tide_db_options {
     } retention;
     uint32_t compaction_mb_s;
     uint32_t compaction_interval_s;
+    /* Encryption at rest (docs/file-format.md, "Encryption at rest"). NULL =
+     * new files are written in plaintext. data_key(key_ctx, account_id, key)
+     * writes the 32-byte data key of `account_id` (0 = the engine's own key:
+     * footers, manifests, and anything not owned by one account) and returns
+     * 0, or TIDE_EKEY when that account's key was destroyed (crypto-shredded):
+     * its blocks then count as erased: skipped on WAL replay and by reads,
+     * dropped by compaction, never reported as corruption. Called from engine
+     * threads, must be thread-safe; the engine caches what it derives. */
+    int (*data_key)(void *key_ctx, uint64_t account_id, uint8_t key[32]);
+    void *key_ctx;
 };
 
 /* Fill `o` with the defaults above. */
@@ -368,6 +378,17 @@ int tide_db_compact(tide_db *db, int wait);
  */
 int tide_db_erase(tide_db *db, uint64_t account_id, int wait);
 
+/*
+ * Crypto-shredding: drop the engine's cached data key of `account_id`, so
+ * that the next use asks data_key() again (which now answers TIDE_EKEY),
+ * then tide_db_erase(db, account_id, wait): the account's chunks are
+ * dropped from the segments and its WAL records flushed away. Segments
+ * already open keep their derived subkeys until that rewrite (or the next
+ * open) drops the account's chunks. Without encryption it is
+ * tide_db_erase(). Errors as tide_db_erase().
+ */
+int tide_db_shred(tide_db *db, uint64_t account_id, int wait);
+
 /* Where an account's points are now, as tide_db_account_usage() finds
  * them from segment footers, the heads and the live WAL files. */
 struct tide_account_usage {
@@ -443,6 +464,14 @@ struct tide_db_stats {
      * (ns since the epoch, 0 = none scheduled). */
     int64_t oldest_uncompacted_ns;
     int64_t next_compaction_ns;
+    /* Encryption at rest: 1 when data_key is set (new files encrypted);
+     * the live segment files by kind (a plaintext one is rewritten
+     * encrypted by compaction once encryption is on). */
+    int encryption;
+    uint64_t segments_encrypted;
+    uint64_t segment_bytes_encrypted;
+    uint64_t segments_plaintext;
+    uint64_t segment_bytes_plaintext;
 };
 
 /* Snapshot of the counters; cheap, lock-free where possible. */
