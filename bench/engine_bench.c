@@ -640,8 +640,7 @@ int main(int argc, char **argv)
             "\"latest_ms_compacted\": %.4f, "
             "\"ingest_pts_per_s_sync_batch_compacting\": %.0f}\n",
             c.devices, FIELDS, c.hours, c.encrypt, (uint64_t)f.series * f.steps,
-            c.threads,
-            c.seed, r.ingest_none, r.ingest_batch, r.ingest_readers,
+            c.threads, c.seed, r.ingest_none, r.ingest_batch, r.ingest_readers,
             r.reader_qps, r.bytes_per_point, r.decode_pts, r.q[0], r.q[1],
             r.q[2], r.q[3], r.compact_pts, r.compact_pts_cpu,
             r.bytes_per_point_compacted, r.qc[0], r.qc[1], r.qc[2], r.qc[3],

@@ -9,6 +9,7 @@
 #include "keys.h"
 
 #include <errno.h>
+#include <openssl/crypto.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -192,8 +193,90 @@ void tide__keys_forget(struct keys *k, uint64_t account_id)
     pthread_mutex_unlock(&k->mu);
 }
 
-void tide__keys_log(struct keys *k, enum tide_log_level level,
-                    const char *fmt, ...)
+/* ---- Per-thread GCM contexts --------------------------------------------- */
+
+#define GCM_CACHE 16
+
+struct gcm_cache {
+    unsigned next; /* slot replaced on the next miss */
+    struct {
+        uint8_t key[TIDE_KEY_BYTES];
+        tide_gcm *g;
+    } slot[GCM_CACHE];
+};
+
+static pthread_key_t cache_key;
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+static int cache_ok;
+
+static void cache_free(void *p)
+{
+    struct gcm_cache *c = p;
+
+    for (unsigned i = 0; i < GCM_CACHE; i++)
+        tide_crypto_gcm_free(c->slot[i].g);
+    OPENSSL_clear_free(c, sizeof(*c));
+}
+
+static void cache_init(void)
+{
+    cache_ok = pthread_key_create(&cache_key, cache_free) == 0;
+}
+
+/* This thread's context for `key`, or NULL (then the caller goes the
+ * slow way). */
+static tide_gcm *gcm_for(const uint8_t key[TIDE_KEY_BYTES])
+{
+    struct gcm_cache *c;
+    unsigned i;
+
+    pthread_once(&cache_once, cache_init);
+    if (!cache_ok)
+        return NULL;
+    c = pthread_getspecific(cache_key);
+    if (!c) {
+        c = OPENSSL_zalloc(sizeof(*c));
+        if (!c || pthread_setspecific(cache_key, c)) {
+            OPENSSL_free(c);
+            return NULL;
+        }
+    }
+    for (i = 0; i < GCM_CACHE; i++)
+        if (c->slot[i].g && !memcmp(c->slot[i].key, key, TIDE_KEY_BYTES))
+            return c->slot[i].g;
+    i = c->next++ % GCM_CACHE;
+    tide_crypto_gcm_free(c->slot[i].g);
+    c->slot[i].g = NULL;
+    if (tide_crypto_gcm_new(key, &c->slot[i].g))
+        return NULL;
+    memcpy(c->slot[i].key, key, TIDE_KEY_BYTES);
+    return c->slot[i].g;
+}
+
+int tide__keys_seal(const uint8_t key[TIDE_KEY_BYTES],
+                    const uint8_t nonce[TIDE_NONCE_BYTES], const void *aad,
+                    size_t aad_len, const void *in, size_t n, void *out,
+                    uint8_t tag[TIDE_TAG_BYTES])
+{
+    tide_gcm *g = gcm_for(key);
+
+    return g ? tide_crypto_gcm_seal(g, nonce, aad, aad_len, in, n, out, tag)
+             : tide_crypto_seal(key, nonce, aad, aad_len, in, n, out, tag);
+}
+
+int tide__keys_open(const uint8_t key[TIDE_KEY_BYTES],
+                    const uint8_t nonce[TIDE_NONCE_BYTES], const void *aad,
+                    size_t aad_len, const void *in, size_t n, void *out,
+                    const uint8_t tag[TIDE_TAG_BYTES])
+{
+    tide_gcm *g = gcm_for(key);
+
+    return g ? tide_crypto_gcm_open(g, nonce, aad, aad_len, in, n, out, tag)
+             : tide_crypto_open(key, nonce, aad, aad_len, in, n, out, tag);
+}
+
+void tide__keys_log(struct keys *k, enum tide_log_level level, const char *fmt,
+                    ...)
 {
     char msg[512];
     va_list ap;

@@ -52,13 +52,27 @@ static inline void tide__keys_nonce(uint8_t nonce[TIDE_NONCE_BYTES],
     tide__put_le32(nonce + 8, domain);
 }
 
+/* tide_crypto_seal() and tide_crypto_open() through a per-thread cache of
+ * GCM contexts by key, so that the blocks of one file, which share a
+ * subkey, pay the key setup once per thread. The contexts are OpenSSL's
+ * (not counted by tide_alloc_live_bytes) and live until the thread
+ * exits, or until 16 other keys have displaced them. */
+int tide__keys_seal(const uint8_t key[TIDE_KEY_BYTES],
+                    const uint8_t nonce[TIDE_NONCE_BYTES], const void *aad,
+                    size_t aad_len, const void *in, size_t n, void *out,
+                    uint8_t tag[TIDE_TAG_BYTES]);
+int tide__keys_open(const uint8_t key[TIDE_KEY_BYTES],
+                    const uint8_t nonce[TIDE_NONCE_BYTES], const void *aad,
+                    size_t aad_len, const void *in, size_t n, void *out,
+                    const uint8_t tag[TIDE_TAG_BYTES]);
+
 /* Log (at ERROR) that the block at `off` of `path` failed authentication;
  * returns TIDE_ECIPHER. `k` may be NULL (silent). */
 int tide__keys_log_cipher(struct keys *k, const char *what, const char *path,
                           uint64_t off);
 
 /* Log a line through the db's sink (at `level`). */
-void tide__keys_log(struct keys *k, enum tide_log_level level,
-                    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void tide__keys_log(struct keys *k, enum tide_log_level level, const char *fmt,
+                    ...) __attribute__((format(printf, 3, 4)));
 
 #endif /* TIDE_ENGINE_KEYS_H */

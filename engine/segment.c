@@ -196,8 +196,8 @@ static int writer_seal(struct seg_writer *w, uint64_t account_id,
      * the nonce never repeats. */
     tide__keys_nonce(nonce, off, domain);
     seg_aad(aad, w->salt, w->id, off, len, count, account_id, series_id);
-    rc = tide_crypto_seal(key, nonce, aad, sizeof(aad), p, len, w->sealed.data,
-                          w->sealed.data + len);
+    rc = tide__keys_seal(key, nonce, aad, sizeof(aad), p, len, w->sealed.data,
+                         w->sealed.data + len);
     if (rc == 0)
         w->sealed.len = (size_t)len + TIDE_TAG_BYTES;
     return rc;
@@ -724,8 +724,8 @@ int tide__seg_decrypt(const struct seg *seg, const struct chunk_ent *e,
     tide__keys_nonce(nonce, e->offset, SEG_DOMAIN_CHUNK);
     seg_aad(aad, seg->salt, seg->id, e->offset, e->stored_bytes, e->count,
             e->account_id, e->series_id);
-    if (tide_crypto_open(key, nonce, aad, sizeof(aad), p, e->stored_bytes, p,
-                         p + e->stored_bytes))
+    if (tide__keys_open(key, nonce, aad, sizeof(aad), p, e->stored_bytes, p,
+                        p + e->stored_bytes))
         return tide__keys_log_cipher(seg->kr, "chunk", seg->path, e->offset);
     return 0;
 }

@@ -320,9 +320,9 @@ static int seal_record(struct wal *w, uint8_t *rec, const uint8_t *payload,
          * its own: no (key, nonce) is ever used twice. */
         tide__keys_nonce(nonce, w->nonce_ctr + k, WAL_DOMAIN);
         wal_aad(aad, w->salt, w->shard, w->seq, rec_off, rec, e, k);
-        rc = tide_crypto_seal(key, nonce, aad, sizeof(aad),
-                              payload + parts[k].off, parts[k].len,
-                              ct + parts[k].off, e + 24);
+        rc = tide__keys_seal(key, nonce, aad, sizeof(aad),
+                             payload + parts[k].off, parts[k].len,
+                             ct + parts[k].off, e + 24);
     }
     w->nonce_ctr += n;
     return rc;
@@ -717,8 +717,8 @@ static int record_open(struct wal_rd *rd, const uint8_t *buf, size_t off,
             return 0;
         tide__keys_nonce(nonce, ctr + k, WAL_DOMAIN);
         wal_aad(aad, rd->salt, rd->shard, rd->seq, off, p, e, k);
-        if (tide_crypto_open(key, nonce, aad, sizeof(aad), ct + poff, plen_k,
-                             rd->out.data + at, e + 24)) {
+        if (tide__keys_open(key, nonce, aad, sizeof(aad), ct + poff, plen_k,
+                            rd->out.data + at, e + 24)) {
             rd->auth_failed = 1;
             return 0;
         }

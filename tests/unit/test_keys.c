@@ -31,7 +31,7 @@
         cr_assert_eq(rc_, 0, "%s: %s", #call, tide_strerror(rc_));             \
     } while (0)
 
-#define N 300u          /* points per series per batch */
+#define N 300u /* points per series per batch */
 #define SECRET "SECRET-PLAINTEXT-VALUE"
 #define VAL 12345.678901 /* its bit pattern must not be on disk */
 
@@ -39,8 +39,8 @@ static char dir[1024];
 
 /* ---- Keys and log ------------------------------------------------------- */
 
-static int key_variant;          /* 1: a wrong key for every account */
-static uint64_t shredded;        /* this account's key is destroyed */
+static int key_variant;   /* 1: a wrong key for every account */
+static uint64_t shredded; /* this account's key is destroyed */
 static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
 static char errors[8192]; /* every ERROR line logged, concatenated */
 
@@ -184,13 +184,12 @@ static long count_series(tide_db *db, uint64_t series, uint32_t batches)
 static void check_all(tide_db *db, uint32_t batches, int account2)
 {
     for (uint64_t s = 1; s <= 5; s++) {
-        long want = s == 3 || s == 4 ? (account2 ? batches * N : 0)
-                                     : batches * N;
+        long want =
+            s == 3 || s == 4 ? (account2 ? batches * N : 0) : batches * N;
 
         cr_assert_eq(count_series(db, s, batches), want,
-                     "series %llu: %ld points, want %ld",
-                     (unsigned long long)s, count_series(db, s, batches),
-                     want);
+                     "series %llu: %ld points, want %ld", (unsigned long long)s,
+                     count_series(db, s, batches), want);
     }
 }
 
@@ -258,7 +257,8 @@ static void assert_no_plaintext(const char *when)
     cr_assert_gt(files, 2);
 }
 
-/* ---- Files ---------------------------------------------------------------- */
+/* ---- Files ----------------------------------------------------------------
+ */
 
 /* The path of the first file in `sub` ending with `suffix`. */
 static void first_file(const char *sub, const char *suffix, char *out)
@@ -403,8 +403,8 @@ Test(keys, flipped_wal_record)
     /* shard 0's file: the first record (the producer table) at 64, its
      * ciphertext after N part entries; later records follow it. */
     first_file("wal/000", ".wal", path);
-    flip(path, 64 + 24 + 8 + 40 * (long)(le64_at(path, 64 + 24) & 0xffffffffu) +
-                   2);
+    flip(path,
+         64 + 24 + 8 + 40 * (long)(le64_at(path, 64 + 24) & 0xffffffffu) + 2);
     options(&o, 1);
     cr_assert_eq(tide_db_open(dir, &o, &db), TIDE_ECIPHER);
     assert_logged(path, 64);
