@@ -120,7 +120,11 @@ void tide_db_options_init(struct tide_db_options *o);
  * directory lock until tide_db_close().
  * Errors: -errno (e.g. -EACCES), TIDE_ELOCKED, TIDE_ECORRUPT (a bad record
  * followed by good ones in a WAL, a bad manifest; the log names file and
- * offset), TIDE_EVERSION, TIDE_EINVAL (bad option), -ENOMEM.
+ * offset), TIDE_EVERSION, TIDE_EINVAL (bad option), -ENOMEM; with
+ * encryption at rest TIDE_EKEY (encrypted files but no data_key, another
+ * engine key, or data_key failed for account 0; logged) and TIDE_ECIPHER
+ * (a manifest, segment footer or WAL record followed by valid ones failed
+ * authentication; the log names file and offset).
  */
 int tide_db_open(const char *dir, const struct tide_db_options *opts,
                  tide_db **out);
@@ -231,8 +235,9 @@ int tide_db_read_open(tide_db *db, const uint64_t *ids, uint32_t n,
 /*
  * Next block. Returns 1 with *blk set, 0 at the end, or an error:
  * TIDE_ECORRUPT (a chunk failed its checksum; the log names the file and
- * offset; no data of that chunk is returned), -errno, -ENOMEM. After an
- * error the iterator returns it again.
+ * offset; no data of that chunk is returned), TIDE_ECIPHER (an encrypted
+ * chunk failed authentication; logged the same way), -errno, -ENOMEM.
+ * After an error the iterator returns it again.
  */
 int tide_iter_next(tide_iter *it, struct tide_block *blk);
 
