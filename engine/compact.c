@@ -403,9 +403,11 @@ static int pass_shard(struct tide_db *db, unsigned shard, uint64_t account,
             n -= k;
         }
         /* With encryption on, a plaintext segment is rewritten encrypted
-         * like one a flush wrote. */
+         * like one a flush wrote, and one holding the ciphertext of a
+         * destroyed key is rewritten without it. */
         for (uint32_t k = 0; k < n; k++)
-            l0 |= group[k]->level == 0 || (db->keys && !group[k]->encrypted);
+            l0 |= group[k]->level == 0 || group[k]->shredded ||
+                  (db->keys && !group[k]->encrypted);
         if (n == 1 && inside && !l0 && !drops && !forced)
             continue; /* compacted and nothing to drop */
         atomic_store(&db->comp->running, 1);

@@ -315,6 +315,20 @@ static int open_segments(struct tide_db *db)
             goto fail;
         }
         segs[n]->level = db->man.segs[n].level;
+        if (segs[n]->id != db->man.segs[n].id) {
+            /* A segment file copied or moved under another name: an
+             * encrypted one is bound to its id, so this is tampering. */
+            n++;
+            rc =
+                segs[n - 1]->encrypted
+                    ? tide__keys_log_cipher(db->keys, "segment header", path, 0)
+                    : TIDE_ECORRUPT;
+            tide__db_log(db, TIDE_LOG_ERROR,
+                         "segment %s holds segment %llu, not %llu", path,
+                         (unsigned long long)segs[n - 1]->id,
+                         (unsigned long long)db->man.segs[n - 1].id);
+            goto fail;
+        }
     }
     rc = tide__seglist_edit(db, db->seg_cur, NULL, 0, segs, n, NULL, &l);
     if (rc)

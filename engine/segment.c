@@ -678,6 +678,7 @@ static int open_keys(struct seg *seg, struct keys *kr)
         rc = tide__keys_file(kr, seg->accounts[i], "seg", seg->salt,
                              seg->keys[i]);
         if (rc == TIDE_EKEY) {
+            seg->shredded = 1;
             memset(seg->keys[i], 0, TIDE_KEY_BYTES);
             for (uint32_t c = 0; c < seg->n_chunks; c++)
                 if (seg->chunks[c].account_id == seg->accounts[i])

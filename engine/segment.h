@@ -65,6 +65,7 @@ struct seg {
      * the file's subkey of accounts[i]. Chunks of an account whose key
      * was destroyed are left out of `chunks` at open. */
     uint8_t encrypted;
+    uint8_t shredded; /* chunks were left out: compaction rewrites it */
     uint8_t salt[TIDE_SALT_BYTES];
     uint8_t (*keys)[TIDE_KEY_BYTES];
     struct keys *kr; /* the db's, for logging; outlives the segment */

@@ -903,7 +903,7 @@ int tide__wal_replay(const char *dir, unsigned shard, struct keys *kr,
             }
             if (size >= 12 && !memcmp(buf, WAL_MAGIC, 8) &&
                 (tide__get_le32(buf + 8) < WAL_VERSION_MIN ||
-                 tide__get_le32(buf + 8) > WAL_VERSION))
+                 tide__get_le32(buf + 8) > WAL_VERSION_ENC))
                 rc = TIDE_EVERSION;
             else
                 rc = TIDE_ECORRUPT;

@@ -668,3 +668,24 @@ Test(keys, sigkill_loses_nothing_acknowledged)
         tide_db_close(db);
     }
 }
+
+/* A segment copied over another one's name (both valid, both sealed)
+ * is refused: every block is bound to its file. */
+Test(keys, moved_segment)
+{
+    char a[2048], b[2048], cmd[4200];
+    struct tide_db_options o;
+    tide_db *db = open_db(1);
+
+    append_batch(db, 0, 6u);
+    tide_db_close(db);
+    snprintf(a, sizeof(a), "%s/seg/0000000000000001.tseg", dir);
+    snprintf(b, sizeof(b), "%s/seg/0000000000000002.tseg", dir);
+    cr_assert_geq(test_file_size(a), 0);
+    cr_assert_geq(test_file_size(b), 0);
+    snprintf(cmd, sizeof(cmd), "cp '%s' '%s'", a, b);
+    cr_assert_eq(system(cmd), 0);
+    options(&o, 1);
+    cr_assert_eq(tide_db_open(dir, &o, &db), TIDE_ECIPHER);
+    assert_logged(b, 0);
+}
