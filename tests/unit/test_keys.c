@@ -321,8 +321,8 @@ static void assert_logged(const char *path, unsigned long long off)
 }
 
 /* Append `batches` batches in a child that then dies without closing, so
- * that they are in the WAL only. */
-static void append_and_die(uint32_t first, uint32_t batches)
+ * that they are in the WAL only (written encrypted when `encrypt`). */
+static void append_and_die_as(uint32_t first, uint32_t batches, int encrypt)
 {
     pid_t pid = fork();
     int st = 0;
@@ -332,7 +332,7 @@ static void append_and_die(uint32_t first, uint32_t batches)
         struct tide_db_options o;
         tide_db *db;
 
-        options(&o, 1);
+        options(&o, encrypt);
         o.log = NULL;
         if (tide_db_open(dir, &o, &db))
             _exit(2);
@@ -342,6 +342,11 @@ static void append_and_die(uint32_t first, uint32_t batches)
     }
     cr_assert_eq(waitpid(pid, &st, 0), pid);
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child failed");
+}
+
+static void append_and_die(uint32_t first, uint32_t batches)
+{
+    append_and_die_as(first, batches, 1);
 }
 
 /* ---- Tests -------------------------------------------------------------- */
@@ -688,4 +693,50 @@ Test(keys, moved_segment)
     options(&o, 1);
     cr_assert_eq(tide_db_open(dir, &o, &db), TIDE_ECIPHER);
     assert_logged(b, 0);
+}
+
+/* Plaintext WAL records not yet flushed replay when the directory is
+ * opened with encryption; what follows is written encrypted. */
+Test(keys, plaintext_wal_replays_encrypted)
+{
+    tide_db *db;
+
+    append_and_die_as(0, 2, 0);
+    db = open_db(1);
+    check_all(db, 2, 1);
+    append_batch(db, 2, 6u);
+    tide_db_close(db);
+    assert_no_plaintext("after the plaintext WAL was flushed");
+    db = open_db(1);
+    check_all(db, 3, 1);
+    tide_db_close(db);
+}
+
+/* An encrypted WAL cut inside its last record (a torn write) recovers
+ * every record before the cut. */
+Test(keys, truncated_wal_tail_recovers)
+{
+    char path[2048];
+    tide_db *db;
+    long last = 0;
+
+    append_and_die(0, 3);
+    first_file("wal/000", ".wal", path);
+    for (long off = 64;;) {
+        uint64_t len = le64_at(path, off) & 0xffffffffu;
+        long next = off + 24 + (long)((len + 7) / 8 * 8);
+
+        if (le64_at(path, next) == 0) {
+            last = off;
+            break;
+        }
+        off = next;
+    }
+    cr_assert_eq(truncate(path, last + 24 + 100), 0);
+    db = open_db(1);
+    /* Batches 0 and 1 are whole; batch 2 lost its part in shard 0. */
+    check_all(db, 2, 1);
+    for (uint64_t s = 1; s <= 5; s++)
+        cr_assert_leq(count_series(db, s, 3), 2 * N + N);
+    tide_db_close(db);
 }
