@@ -506,6 +506,7 @@ static void db_free(struct tide_db *db)
     tide__io_close(db->flush_io);
     tide__manifest_fini(&db->man);
     tide__keys_free(db->keys); /* after every segment let go of it */
+    tide__dcache_free(db->dcache);
     if (db->lock_fd >= 0)
         close(db->lock_fd);
     /* Every ticket completed (the inboxes' fini), so no retry waits. */
@@ -617,6 +618,10 @@ int tide_db_open(const char *dir, const struct tide_db_options *opts,
     if (db->o.data_key) {
         rc = tide__keys_new(db->o.data_key, db->o.key_ctx, keys_log, db,
                             &db->keys);
+        /* A quarter of the head budget of decrypted chunks (64 MiB by
+         * default): repeated reads then cost what plaintext ones do. */
+        if (rc == 0)
+            rc = tide__dcache_new(db->o.head_bytes_max / 4, &db->dcache);
         if (rc) {
             tide__db_log(db, TIDE_LOG_ERROR,
                          "encryption at rest: no engine data key (account "

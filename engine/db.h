@@ -65,6 +65,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "dcache.h"
 #include "dedup.h"
 #include "head.h"
 #include "inbox.h"
@@ -187,8 +188,10 @@ struct tide_db {
 
     struct compactor *comp; /* the compaction thread (compact.h) */
 
-    /* Encryption at rest: the data-key cache, NULL when off (keys.h). */
+    /* Encryption at rest: the data-key cache and the decrypted-chunk
+     * cache, NULL when off (keys.h, dcache.h). */
     struct keys *keys;
+    struct dcache *dcache;
 };
 
 /* Log through the user's callback, formatted. Thread-safe. */
