@@ -308,3 +308,80 @@ int tide_crypto_unwrap(const uint8_t master[TIDE_KEY_BYTES],
                             TIDE_KEY_BYTES, key,
                             in + TIDE_NONCE_BYTES + TIDE_KEY_BYTES);
 }
+
+/* ---- Reusable GCM contexts ----------------------------------------------- */
+
+struct tide_gcm {
+    EVP_CIPHER_CTX *ctx;
+};
+
+int tide_crypto_gcm_new(const uint8_t key[TIDE_KEY_BYTES], tide_gcm **out)
+{
+    tide_gcm *g;
+
+    if (!fetched())
+        return TIDE_EKEY;
+    g = OPENSSL_zalloc(sizeof(*g));
+    if (!g)
+        return -ENOMEM;
+    g->ctx = EVP_CIPHER_CTX_new();
+    /* The key schedule (and GHASH tables) are made once, here; each block
+     * then only sets its nonce. */
+    if (!g->ctx || EVP_CipherInit_ex2(g->ctx, gcm, key, NULL, 1, NULL) != 1) {
+        tide_crypto_gcm_free(g);
+        return TIDE_EKEY;
+    }
+    *out = g;
+    return 0;
+}
+
+void tide_crypto_gcm_free(tide_gcm *g)
+{
+    if (!g)
+        return;
+    EVP_CIPHER_CTX_free(g->ctx); /* clears the key schedule */
+    OPENSSL_free(g);
+}
+
+/* One GCM pass on `g`'s key; `seal` picks the direction. */
+static int gcm_ctx_run(tide_gcm *g, int seal, const uint8_t *nonce,
+                       const void *aad, size_t aad_len, const void *in,
+                       size_t n, void *out, uint8_t *tag)
+{
+    int len, ok;
+
+    if (n > INT32_MAX || aad_len > INT32_MAX)
+        return TIDE_EKEY;
+    ok = EVP_CipherInit_ex2(g->ctx, NULL, NULL, nonce, seal, NULL) == 1 &&
+         (!aad_len ||
+          EVP_CipherUpdate(g->ctx, NULL, &len, aad, (int)aad_len) == 1) &&
+         (!n || EVP_CipherUpdate(g->ctx, out, &len, in, (int)n) == 1);
+    if (ok && !seal)
+        ok = EVP_CIPHER_CTX_ctrl(g->ctx, EVP_CTRL_GCM_SET_TAG, TIDE_TAG_BYTES,
+                                 tag) == 1;
+    if (ok)
+        ok = EVP_CipherFinal_ex(g->ctx, (uint8_t *)out + n, &len) == 1;
+    if (ok && seal)
+        ok = EVP_CIPHER_CTX_ctrl(g->ctx, EVP_CTRL_GCM_GET_TAG, TIDE_TAG_BYTES,
+                                 tag) == 1;
+    if (ok)
+        return 0;
+    if (seal)
+        return TIDE_EKEY;
+    OPENSSL_cleanse(out, n);
+    return TIDE_ECIPHER;
+}
+
+int tide_crypto_gcm_seal(tide_gcm *g, const uint8_t nonce[TIDE_NONCE_BYTES],
+                         const void *aad, size_t aad_len, const void *in,
+                         size_t n, void *out, uint8_t tag[TIDE_TAG_BYTES])
+{
+    return gcm_ctx_run(g, 1, nonce, aad, aad_len, in, n, out, tag);
+}
+
+int tide_crypto_gcm_open(tide_gcm *g, const uint8_t nonce[TIDE_NONCE_BYTES],
+                         const void *aad, size_t aad_len, const void *in,
+                         size_t n, void *out, const uint8_t tag[TIDE_TAG_BYTES])
+{
+    return gcm_ctx_run(g, 0, nonce, aad, aad_len, in, n, out, (uint8_t *)tag);
+}

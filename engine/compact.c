@@ -88,6 +88,9 @@ int64_t tide__compact_window_ns(struct tide_db *db, uint16_t tier)
 int64_t tide__compact_keep_from(struct tide_db *db, uint64_t account_id,
                                 uint64_t series_id)
 {
+    /* A destroyed key: the account's points count as erased. */
+    if (db->keys && account_id && tide__keys_destroyed(db->keys, account_id))
+        return TIDE_KEEP_NONE;
     if (!db->o.retention.keep_from)
         return TIDE_KEEP_ALL;
     return db->o.retention.keep_from(db->o.retention.ctx, account_id,
@@ -174,7 +177,7 @@ static int publish(struct tide_db *db, struct seg *const *in, uint32_t n,
     TIDE_ASSERT(k == was_n - n + n_out); /* every input was listed */
     m->segs = next_segs;
     m->n_segs = k;
-    rc = tide__manifest_store(db->dir, m, io, &installed);
+    rc = tide__manifest_store(db->dir, m, io, db->keys, &installed);
     if (rc && !installed) {
         m->segs = was;
         m->n_segs = was_n;
@@ -399,8 +402,12 @@ static int pass_shard(struct tide_db *db, unsigned shard, uint64_t account,
             memmove(group, group + k, (n - k) * sizeof(*group));
             n -= k;
         }
+        /* With encryption on, a plaintext segment is rewritten encrypted
+         * like one a flush wrote, and one holding the ciphertext of a
+         * destroyed key is rewritten without it. */
         for (uint32_t k = 0; k < n; k++)
-            l0 |= group[k]->level == 0;
+            l0 |= group[k]->level == 0 || group[k]->shredded ||
+                  (db->keys && !group[k]->encrypted);
         if (n == 1 && inside && !l0 && !drops && !forced)
             continue; /* compacted and nothing to drop */
         atomic_store(&db->comp->running, 1);
@@ -604,6 +611,15 @@ int tide_db_erase(tide_db *db, uint64_t account_id, int wait)
     return request(db, account_id, wait);
 }
 
+int tide_db_shred(tide_db *db, uint64_t account_id, int wait)
+{
+    if (!account_id)
+        return TIDE_EINVAL;
+    if (db->keys)
+        tide__keys_forget(db->keys, account_id);
+    return tide_db_erase(db, account_id, wait);
+}
+
 void tide__compact_stats(struct tide_db *db, struct tide_db_stats *st)
 {
     struct compactor *c = db->comp;
@@ -630,7 +646,8 @@ void tide__compact_stats(struct tide_db *db, struct tide_db_stats *st)
         int64_t win, lo, hi;
         int inside = window_of(db, sl->segs[i], &win, &lo, &hi);
 
-        if ((sl->segs[i]->level == 0 || !inside) &&
+        if ((sl->segs[i]->level == 0 || !inside ||
+             (db->keys && !sl->segs[i]->encrypted)) &&
             lo < st->oldest_uncompacted_ns)
             st->oldest_uncompacted_ns = lo;
     }

@@ -97,7 +97,7 @@ static int writer_of(struct job *j, int64_t win, struct seg_writer **out)
     id = j->db->man.next_seg_id++;
     pthread_mutex_unlock(&j->db->man_mu);
     rc = tide__segw_open(j->db->seg_dir, id, j->in[0]->shard, j->in[0]->tier,
-                         j->io, &fresh.w);
+                         j->io, j->db->keys, &fresh.w);
     if (rc)
         return rc;
     rc = tide__buf_append(&j->outs, &fresh, sizeof(fresh));
@@ -130,7 +130,7 @@ static int finish(struct job *j, struct out *o)
     }
     rc = tide__segw_finish(w, &path);
     if (rc == 0)
-        rc = tide__seg_open(path, &seg);
+        rc = tide__seg_open(path, j->db->keys, &seg);
     if (rc == 0) {
         seg->level = 1;
         rc = tide__buf_append(&j->done, &seg, sizeof(seg));

@@ -44,6 +44,12 @@ void tide_db_options_init(struct tide_db_options *o)
     o->compaction_interval_s = 600;
 }
 
+/* The key cache's log lines go to the db's sink. */
+static void keys_log(void *ctx, enum tide_log_level level, const char *msg)
+{
+    tide__db_log(ctx, level, "%s", msg);
+}
+
 void tide__db_log(struct tide_db *db, enum tide_log_level level,
                   const char *fmt, ...)
 {
@@ -499,6 +505,8 @@ static void db_free(struct tide_db *db)
         tide__io_close(db->io_pool[i]);
     tide__io_close(db->flush_io);
     tide__manifest_fini(&db->man);
+    tide__keys_free(db->keys); /* after every segment let go of it */
+    tide__dcache_free(db->dcache);
     if (db->lock_fd >= 0)
         close(db->lock_fd);
     /* Every ticket completed (the inboxes' fini), so no retry waits. */
@@ -607,6 +615,21 @@ int tide_db_open(const char *dir, const struct tide_db_options *opts,
     if (rc)
         goto fail;
     db->io_backend = tide__io_backend_name(db->flush_io);
+    if (db->o.data_key) {
+        rc = tide__keys_new(db->o.data_key, db->o.key_ctx, keys_log, db,
+                            &db->keys);
+        /* A quarter of the head budget of decrypted chunks (64 MiB by
+         * default): repeated reads then cost what plaintext ones do. */
+        if (rc == 0)
+            rc = tide__dcache_new(db->o.head_bytes_max / 4, &db->dcache);
+        if (rc) {
+            tide__db_log(db, TIDE_LOG_ERROR,
+                         "encryption at rest: no engine data key (account "
+                         "0): %s",
+                         tide_strerror(rc));
+            goto fail;
+        }
+    }
     rc = tide__seglist_new(&db->seg_cur);
     if (rc == 0)
         rc = tide__recover_manifest(db);
@@ -641,9 +664,11 @@ int tide_db_open(const char *dir, const struct tide_db_options *opts,
     rc = tide__compact_start(db);
     if (rc)
         goto fail;
-    tide__db_log(db, TIDE_LOG_INFO, "opened %s: %u shards, %s I/O, sync=%s",
-                 dir, db->n_shards, db->io_backend,
-                 db->o.sync == TIDE_SYNC_NONE ? "none" : "batch");
+    tide__db_log(db, TIDE_LOG_INFO,
+                 "opened %s: %u shards, %s I/O, sync=%s, encryption %s", dir,
+                 db->n_shards, db->io_backend,
+                 db->o.sync == TIDE_SYNC_NONE ? "none" : "batch",
+                 db->keys ? "on (AES-256-GCM)" : "off");
     if (db->o.sync == TIDE_SYNC_NONE)
         tide__db_log(db, TIDE_LOG_WARN,
                      "sync=none: acknowledged writes can be lost on power "
@@ -714,7 +739,15 @@ void tide_db_stats(tide_db *db, struct tide_db_stats *st)
         st->segment_bytes += sl->segs[i]->file_bytes;
         st->segment_points += sl->segs[i]->points;
         st->chunks += sl->segs[i]->n_chunks;
+        if (sl->segs[i]->encrypted) {
+            st->segments_encrypted++;
+            st->segment_bytes_encrypted += sl->segs[i]->file_bytes;
+        } else {
+            st->segments_plaintext++;
+            st->segment_bytes_plaintext += sl->segs[i]->file_bytes;
+        }
     }
+    st->encryption = db->keys != NULL;
     tide__seglist_release(sl);
     for (unsigned i = 0; i < db->n_shards; i++) {
         struct shard *s = &db->shards[i];

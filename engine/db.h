@@ -65,11 +65,13 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "dcache.h"
 #include "dedup.h"
 #include "head.h"
 #include "inbox.h"
 #include "internal.h"
 #include "io.h"
+#include "keys.h"
 #include "manifest.h"
 #include "seglist.h"
 #include "segment.h"
@@ -185,6 +187,11 @@ struct tide_db {
     const char *io_backend;
 
     struct compactor *comp; /* the compaction thread (compact.h) */
+
+    /* Encryption at rest: the data-key cache and the decrypted-chunk
+     * cache, NULL when off (keys.h, dcache.h). */
+    struct keys *keys;
+    struct dcache *dcache;
 };
 
 /* Log through the user's callback, formatted. Thread-safe. */

@@ -122,7 +122,7 @@ static int write_segment(struct tide_db *db, struct shard *sh,
     id = db->man.next_seg_id++;
     pthread_mutex_unlock(&db->man_mu);
     rc = tide__segw_open(db->seg_dir, id, (uint16_t)sh->idx, k.tier,
-                         db->flush_io, &w);
+                         db->flush_io, db->keys, &w);
     if (rc)
         return rc;
     for (size_t i = 0; i < order->len / sizeof(struct hseries *) && rc == 0;
@@ -150,7 +150,7 @@ static int write_segment(struct tide_db *db, struct shard *sh,
     }
     rc = tide__segw_finish(w, &path);
     if (rc == 0)
-        rc = tide__seg_open(path, out);
+        rc = tide__seg_open(path, db->keys, out);
     tide_free(path);
     return rc;
 }
@@ -183,7 +183,7 @@ static int manifest_add(struct tide_db *db, struct shard *sh, struct seg **segs,
     TIDE_ASSERT(sh->frozen_replay >= replay_was);
     m->n_segs += n;
     m->replay_from[sh->idx] = sh->frozen_replay;
-    rc = tide__manifest_store(db->dir, m, db->flush_io, installed);
+    rc = tide__manifest_store(db->dir, m, db->flush_io, db->keys, installed);
     if (rc && !*installed) { /* the old manifest stays in force */
         m->n_segs -= n;
         m->replay_from[sh->idx] = replay_was;

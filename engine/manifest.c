@@ -16,6 +16,18 @@
  *
  * Valid if and only if the magic, version, sizes and checksum match.
  *
+ * Encrypted (docs/file-format.md, "Encryption at rest"), the whole of the
+ * above is sealed behind a 32-byte header:
+ *
+ *   OFFSET  SIZE  DESCRIPTION
+ *   0       8     magic "TIDEMAN\0"
+ *   8       4     format version (3: encrypted)
+ *   12      4     engine key id
+ *   16      16    salt, fresh for every replacement
+ *   32      M     AES-256-GCM of the plaintext manifest (M bytes), with
+ *                 bytes 0..32 as additional data
+ *   32+M    16    GCM tag
+ *
  * Its writes and its file's fdatasync go through the engine's I/O layer
  * (io.h); the rename and the directory fsync, which the layer has no
  * request for, through man_rename() and man_fsync_dir() with their own
@@ -39,6 +51,9 @@
 #define MAN_FIXED 40u
 #define MAN_SEG_BYTES 16u
 #define MAN_SEGS_MAX (1u << 24)
+#define MAN_VERSION_ENC 3u
+#define MAN_ENC_HEADER 32u
+#define MAN_DOMAIN 3u /* nonce domain (keys.h), frozen */
 
 void tide__manifest_fini(struct manifest *m)
 {
@@ -51,10 +66,46 @@ static size_t manifest_bytes(uint32_t shards, uint32_t segs)
     return MAN_FIXED + 8u * shards + (size_t)MAN_SEG_BYTES * segs + 8u;
 }
 
-int tide__manifest_load(const char *dir, struct manifest *m)
+/* Open an encrypted manifest of `size` bytes at `buf` in place: on
+ * success *plain points at the plaintext manifest, *plain_len bytes. */
+static int manifest_open_sealed(const char *path, struct keys *kr, uint8_t *buf,
+                                size_t size, uint8_t **plain, size_t *plain_len)
+{
+    uint8_t key[TIDE_KEY_BYTES], nonce[TIDE_NONCE_BYTES];
+    size_t len;
+    int rc;
+
+    if (size < MAN_ENC_HEADER + TIDE_TAG_BYTES)
+        return TIDE_ECORRUPT;
+    if (!kr)
+        return TIDE_EKEY;
+    if (tide__get_le32(buf + 12) != tide__keys_id(kr)) {
+        tide__keys_log(kr, TIDE_LOG_ERROR,
+                       "%s was encrypted under another engine key than the "
+                       "one configured (wrong master key?)",
+                       path);
+        return TIDE_EKEY;
+    }
+    len = size - MAN_ENC_HEADER - TIDE_TAG_BYTES;
+    rc = tide__keys_file(kr, 0, "manifest", buf + 16, key);
+    if (rc)
+        return rc;
+    tide__keys_nonce(nonce, 0, MAN_DOMAIN);
+    rc =
+        tide_crypto_open(key, nonce, buf, MAN_ENC_HEADER, buf + MAN_ENC_HEADER,
+                         len, buf + MAN_ENC_HEADER, buf + MAN_ENC_HEADER + len);
+    tide_crypto_wipe(key, sizeof(key));
+    if (rc)
+        return tide__keys_log_cipher(kr, "manifest", path, MAN_ENC_HEADER);
+    *plain = buf + MAN_ENC_HEADER;
+    *plain_len = len;
+    return 0;
+}
+
+int tide__manifest_load(const char *dir, struct keys *kr, struct manifest *m)
 {
     char path[PATH_MAX];
-    uint8_t *buf = NULL;
+    uint8_t *buf = NULL, *file = NULL;
     uint64_t file_bytes;
     size_t size;
     int fd, rc;
@@ -66,9 +117,11 @@ int tide__manifest_load(const char *dir, struct manifest *m)
         return rc;
     size = (size_t)file_bytes;
     rc = TIDE_ECORRUPT;
-    if (size < manifest_bytes(1, 0) || size > manifest_bytes(64, MAN_SEGS_MAX))
+    if (size < manifest_bytes(1, 0) || size > manifest_bytes(64, MAN_SEGS_MAX) +
+                                                  MAN_ENC_HEADER +
+                                                  TIDE_TAG_BYTES)
         goto out;
-    buf = tide_malloc(size);
+    file = buf = tide_malloc(size);
     if (!buf) {
         rc = -ENOMEM;
         goto out;
@@ -79,6 +132,15 @@ int tide__manifest_load(const char *dir, struct manifest *m)
     rc = TIDE_ECORRUPT;
     if (memcmp(buf, MAN_MAGIC, 8))
         goto out;
+    if (tide__get_le32(buf + 8) == MAN_VERSION_ENC) {
+        rc = manifest_open_sealed(path, kr, file, size, &buf, &size);
+        if (rc)
+            goto out;
+        rc = TIDE_ECORRUPT;
+        if (size < manifest_bytes(1, 0) || memcmp(buf, MAN_MAGIC, 8))
+            goto out;
+    }
+    m->encrypted = buf != file;
     if (tide__get_le32(buf + 8) != MAN_VERSION) {
         rc = TIDE_EVERSION;
         goto out;
@@ -114,7 +176,7 @@ int tide__manifest_load(const char *dir, struct manifest *m)
 out:
     if (rc)
         tide__manifest_fini(m);
-    tide_free(buf);
+    tide_free(file);
     close(fd);
     return rc;
 }
@@ -164,12 +226,39 @@ static int man_fsync_dir(const char *dir)
     return rc ? rc : tide__io_fsync_dir(dir);
 }
 
+/* Seal the plaintext manifest of `size` bytes at buf + MAN_ENC_HEADER in
+ * place, behind its header. */
+static int manifest_seal(struct keys *kr, uint8_t *buf, size_t size)
+{
+    uint8_t key[TIDE_KEY_BYTES], nonce[TIDE_NONCE_BYTES];
+    int rc;
+
+    memcpy(buf, MAN_MAGIC, 8);
+    tide__put_le32(buf + 8, MAN_VERSION_ENC);
+    tide__put_le32(buf + 12, tide__keys_id(kr));
+    /* A fresh salt, hence a fresh key, for every replacement: the one
+     * nonce each key seals with never repeats. */
+    rc = tide_crypto_random(buf + 16, TIDE_SALT_BYTES);
+    if (rc == 0)
+        rc = tide__keys_file(kr, 0, "manifest", buf + 16, key);
+    if (rc)
+        return rc;
+    tide__keys_nonce(nonce, 0, MAN_DOMAIN);
+    rc = tide_crypto_seal(key, nonce, buf, MAN_ENC_HEADER, buf + MAN_ENC_HEADER,
+                          size, buf + MAN_ENC_HEADER,
+                          buf + MAN_ENC_HEADER + size);
+    tide_crypto_wipe(key, sizeof(key));
+    return rc;
+}
+
 int tide__manifest_store(const char *dir, struct manifest *m,
-                         struct tide_io *io, int *installed)
+                         struct tide_io *io, struct keys *kr, int *installed)
 {
     char path[PATH_MAX], tmp[PATH_MAX];
     size_t size = manifest_bytes(m->n_shards, m->n_segs);
-    uint8_t *buf;
+    size_t pre = kr ? MAN_ENC_HEADER : 0, post = kr ? TIDE_TAG_BYTES : 0;
+    uint8_t *buf, *file;
+    int sealed = 0;
     struct tide_io_req req[2];
     int fd = -1, rc;
 
@@ -180,9 +269,10 @@ int tide__manifest_store(const char *dir, struct manifest *m,
                           m->segs[i].shard < m->n_shards);
     if (size > UINT32_MAX)
         return -EFBIG; /* beyond MAN_SEGS_MAX: load would refuse it */
-    buf = tide_calloc(1, size);
-    if (!buf)
+    file = tide_calloc(1, pre + size + post);
+    if (!file)
         return -ENOMEM;
+    buf = file + pre;
     memcpy(buf, MAN_MAGIC, 8);
     tide__put_le32(buf + 8, MAN_VERSION);
     tide__put_le32(buf + 12, m->n_shards);
@@ -203,6 +293,12 @@ int tide__manifest_store(const char *dir, struct manifest *m,
         p[12] = m->segs[i].level;
     }
     tide__put_le64(buf + size - 8, XXH3_64bits(buf, size - 8));
+    if (kr) {
+        rc = manifest_seal(kr, file, size);
+        if (rc)
+            goto out;
+        sealed = 1;
+    }
     snprintf(path, sizeof(path), "%s/MANIFEST", dir);
     snprintf(tmp, sizeof(tmp), "%s/MANIFEST.tmp", dir);
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -214,8 +310,8 @@ int tide__manifest_store(const char *dir, struct manifest *m,
     req[0] = (struct tide_io_req){.op = TIDE_IO_WRITE,
                                   .flags = TIDE_IO_LINK,
                                   .fd = fd,
-                                  .buf = buf,
-                                  .len = (uint32_t)size,
+                                  .buf = file,
+                                  .len = (uint32_t)(pre + size + post),
                                   .off = 0};
     req[1] = (struct tide_io_req){.op = TIDE_IO_FDATASYNC, .fd = fd};
     rc = tide__io_run(io, req, 2);
@@ -226,12 +322,13 @@ int tide__manifest_store(const char *dir, struct manifest *m,
     /* From here on the new manifest is the one in the directory. */
     *installed = 1;
     m->generation++;
+    m->encrypted = sealed;
     rc = man_fsync_dir(dir);
 out:
     if (rc && fd >= 0 && !*installed)
         unlink(tmp);
     if (fd >= 0)
         close(fd);
-    tide_free(buf);
+    tide_free(file);
     return rc;
 }

@@ -9,6 +9,7 @@
 
 #include "internal.h"
 #include "io.h"
+#include "keys.h"
 
 struct man_seg {
     uint64_t id;
@@ -24,15 +25,19 @@ struct manifest {
     uint64_t replay_from[TIDE_SHARDS_MAX];
     uint32_t n_segs;
     struct man_seg *segs; /* tide_malloc'd */
+    int encrypted;        /* as loaded or last stored */
 };
 
-/* Load `dir`/MANIFEST into `m` (zeroed first). Returns 0, -ENOENT when
- * there is none (a new directory), TIDE_ECORRUPT, TIDE_EVERSION, -ENOMEM or
- * -errno. */
-int tide__manifest_load(const char *dir, struct manifest *m);
+/* Load `dir`/MANIFEST into `m` (zeroed first). `kr` is the db's key cache
+ * (NULL: encryption off). Returns 0, -ENOENT when there is none (a new
+ * directory), TIDE_ECORRUPT, TIDE_EVERSION, TIDE_EKEY (encrypted, and no
+ * key or another engine key), TIDE_ECIPHER (failed authentication;
+ * logged with file and offset), -ENOMEM or -errno. */
+int tide__manifest_load(const char *dir, struct keys *kr, struct manifest *m);
 
 /*
- * Atomically replace `dir`/MANIFEST with `m`: write MANIFEST.tmp and
+ * Atomically replace `dir`/MANIFEST with `m`, encrypted when `kr` is not
+ * NULL: write MANIFEST.tmp and
  * fdatasync it through `io` (the I/O layer, so tests can fail either),
  * rename it over MANIFEST, fsync the directory. Returns 0 once the new
  * manifest is installed and durable, with m->generation bumped.
@@ -48,7 +53,7 @@ int tide__manifest_load(const char *dir, struct manifest *m);
  * Returns 0, -ENOMEM or -errno.
  */
 int tide__manifest_store(const char *dir, struct manifest *m,
-                         struct tide_io *io, int *installed);
+                         struct tide_io *io, struct keys *kr, int *installed);
 
 /* The steps of tide__manifest_store() that have no request type in the I/O
  * layer. The write and the file's fdatasync are TIDE_IO_WRITE and

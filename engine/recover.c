@@ -157,9 +157,9 @@ int tide__recover_scan(struct tide_db *db)
 
         sc.shard = i;
         sc.marked = 0;
-        rc = tide__wal_replay(db->shards[i].wal_dir, i, db->man.replay_from[i],
-                              db->o.repair, scan_record, &sc, wal_log, db,
-                              &last, &group);
+        rc = tide__wal_replay(db->shards[i].wal_dir, i, db->keys,
+                              db->man.replay_from[i], db->o.repair, scan_record,
+                              &sc, wal_log, db, &last, &group);
         if (sc.hw[i] > sc.max_id)
             sc.max_id = sc.hw[i];
     }
@@ -303,13 +303,32 @@ static int open_segments(struct tide_db *db)
         char path[PATH_MAX];
 
         tide__seg_path(path, db->seg_dir, db->man.segs[n].id);
-        rc = tide__seg_open(path, &segs[n]);
+        rc = tide__seg_open(path, db->keys, &segs[n]);
+        if (rc == TIDE_EKEY && !db->keys)
+            tide__db_log(db, TIDE_LOG_ERROR,
+                         "data directory is encrypted; configure "
+                         "master_key_file (segment %s)",
+                         path);
         if (rc) {
             tide__db_log(db, TIDE_LOG_ERROR, "opening segment %s: %s", path,
                          tide_strerror(rc));
             goto fail;
         }
         segs[n]->level = db->man.segs[n].level;
+        if (segs[n]->id != db->man.segs[n].id) {
+            /* A segment file copied or moved under another name: an
+             * encrypted one is bound to its id, so this is tampering. */
+            n++;
+            rc =
+                segs[n - 1]->encrypted
+                    ? tide__keys_log_cipher(db->keys, "segment header", path, 0)
+                    : TIDE_ECORRUPT;
+            tide__db_log(db, TIDE_LOG_ERROR,
+                         "segment %s holds segment %llu, not %llu", path,
+                         (unsigned long long)segs[n - 1]->id,
+                         (unsigned long long)db->man.segs[n - 1].id);
+            goto fail;
+        }
     }
     rc = tide__seglist_edit(db, db->seg_cur, NULL, 0, segs, n, NULL, &l);
     if (rc)
@@ -327,7 +346,7 @@ fail:
 
 int tide__recover_manifest(struct tide_db *db)
 {
-    int rc = tide__manifest_load(db->dir, &db->man);
+    int rc = tide__manifest_load(db->dir, db->keys, &db->man);
     long cpus;
 
     if (rc == -ENOENT) {
@@ -337,8 +356,14 @@ int tide__recover_manifest(struct tide_db *db)
                            : cpus > TIDE_SHARDS_MAX ? TIDE_SHARDS_MAX
                                                     : (unsigned)cpus;
         db->man.next_seg_id = 1;
-        return tide__manifest_store(db->dir, &db->man, db->flush_io, &(int){0});
+        return tide__manifest_store(db->dir, &db->man, db->flush_io, db->keys,
+                                    &(int){0});
     }
+    if (rc == TIDE_EKEY && !db->keys)
+        tide__db_log(db, TIDE_LOG_ERROR,
+                     "data directory is encrypted; configure master_key_file "
+                     "(%s/MANIFEST)",
+                     db->dir);
     if (rc) {
         tide__db_log(db, TIDE_LOG_ERROR, "reading %s/MANIFEST: %s", db->dir,
                      tide_strerror(rc));
@@ -350,6 +375,18 @@ int tide__recover_manifest(struct tide_db *db)
         /* A replacement that crashed before its rename. */
         snprintf(tmp, sizeof(tmp), "%s/MANIFEST.tmp", db->dir);
         unlink(tmp);
+    }
+    if (db->keys && !db->man.encrypted) {
+        /* Encryption was just turned on: the manifest is the first file
+         * to be rewritten encrypted. */
+        tide__db_log(db, TIDE_LOG_INFO,
+                     "encryption at rest turned on for %s: new files are "
+                     "encrypted, compaction rewrites the plaintext segments",
+                     db->dir);
+        rc = tide__manifest_store(db->dir, &db->man, db->flush_io, db->keys,
+                                  &(int){0});
+        if (rc)
+            return rc;
     }
     if (db->o.shards && db->o.shards != db->man.n_shards)
         tide__db_log(db, TIDE_LOG_INFO,
@@ -372,8 +409,9 @@ int tide__recover_shard(struct tide_db *db, struct shard *s)
     uint64_t last_seq = 0, group = 0;
     int rc;
 
-    rc = tide__wal_replay(path, idx, db->man.replay_from[idx], db->o.repair,
-                          replay_record, s, wal_log, db, &last_seq, &group);
+    rc = tide__wal_replay(path, idx, db->keys, db->man.replay_from[idx],
+                          db->o.repair, replay_record, s, wal_log, db,
+                          &last_seq, &group);
     if (rc) {
         tide__db_log(db, TIDE_LOG_ERROR, "recovering WAL of shard %u: %s", idx,
                      tide_strerror(rc));

@@ -79,7 +79,12 @@
 
 #define SEG_MAGIC "TIDESEG"
 #define SEG_END_MAGIC "TIDEEND"
-#define SEG_VERSION 1u
+#define SEG_VERSION 1u     /* plaintext */
+#define SEG_VERSION_ENC 2u /* encrypted: flag bit 0, salt, tags */
+#define SEG_FLAG_ENCRYPTED 1u
+#define SEG_DOMAIN_CHUNK 1u /* nonce domains (keys.h), frozen */
+#define SEG_DOMAIN_FOOTER 2u
+#define SEG_AAD_BYTES 56u
 #define SEG_BLOCK 4096u
 #define SEG_BUF_BYTES (1u << 20)
 #define SEG_CHUNK_POINTS_MAX 65536u
@@ -111,7 +116,92 @@ struct seg_writer {
     struct tide_buf accounts; /* uint64_t[] */
     struct tide_buf col;      /* encoded columns of one chunk */
     struct tide_buf scratch;  /* typed copies of values */
+    /* Encryption (kr != NULL): the file's salt and the subkeys derived so
+     * far, (account id, key) pairs; the last one used is tried first. */
+    struct keys *kr;
+    uint8_t salt[TIDE_SALT_BYTES];
+    struct tide_buf subkeys; /* struct subkey[] */
+    size_t last_key;
+    struct tide_buf sealed; /* a payload's ciphertext and tag */
 };
+
+struct subkey {
+    uint64_t account_id;
+    uint8_t key[TIDE_KEY_BYTES];
+};
+
+/* The additional data of a chunk (or of the footer: series and account 0,
+ * count 0): binds the block to its file and place, so it cannot be moved,
+ * swapped or cut unnoticed. */
+static void seg_aad(uint8_t aad[SEG_AAD_BYTES], const uint8_t *salt,
+                    uint64_t seg_id, uint64_t off, uint32_t len, uint32_t count,
+                    uint64_t account_id, uint64_t series_id)
+{
+    memcpy(aad, salt, TIDE_SALT_BYTES);
+    tide__put_le64(aad + 16, seg_id);
+    tide__put_le64(aad + 24, off);
+    tide__put_le32(aad + 32, len);
+    tide__put_le32(aad + 36, count);
+    tide__put_le64(aad + 40, account_id);
+    tide__put_le64(aad + 48, series_id);
+}
+
+/* The writer's subkey of `account_id`. */
+static int writer_key(struct seg_writer *w, uint64_t account_id,
+                      const uint8_t **key)
+{
+    struct subkey *k = (struct subkey *)(void *)w->subkeys.data;
+    size_t n = w->subkeys.len / sizeof(*k);
+    struct subkey fresh = {.account_id = account_id};
+    int rc;
+
+    if (w->last_key < n && k[w->last_key].account_id == account_id) {
+        *key = k[w->last_key].key;
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (k[i].account_id == account_id) {
+            w->last_key = i;
+            *key = k[i].key;
+            return 0;
+        }
+    rc = tide__keys_file(w->kr, account_id, "seg", w->salt, fresh.key);
+    if (rc == 0)
+        rc = tide__buf_append(&w->subkeys, &fresh, sizeof(fresh));
+    tide_crypto_wipe(fresh.key, sizeof(fresh.key));
+    if (rc)
+        return rc;
+    w->last_key = n;
+    *key = ((struct subkey *)(void *)w->subkeys.data)[n].key;
+    return 0;
+}
+
+/* Seal `len` bytes at `p`, to be written at `off` of the file, into
+ * w->sealed (ciphertext, then the tag). */
+static int writer_seal(struct seg_writer *w, uint64_t account_id,
+                       uint64_t series_id, uint32_t count, uint32_t domain,
+                       uint64_t off, const uint8_t *p, uint32_t len)
+{
+    uint8_t aad[SEG_AAD_BYTES], nonce[TIDE_NONCE_BYTES];
+    const uint8_t *key;
+    int rc = writer_key(w, account_id, &key);
+
+    if (rc)
+        return rc;
+    w->sealed.len = 0;
+    rc = tide__buf_reserve(&w->sealed, (size_t)len + TIDE_TAG_BYTES);
+    if (rc)
+        return rc;
+    /* Each offset of a file holds one block: with the file's own subkey
+     * the nonce never repeats. */
+    tide__keys_nonce(nonce, off, domain);
+    seg_aad(aad, w->salt, w->id, off, len, count, account_id, series_id);
+    rc = tide__keys_seal(key, nonce, aad, sizeof(aad), p, len, w->sealed.data,
+                         w->sealed.data + len);
+    if (rc == 0)
+        w->sealed.len = (size_t)len + TIDE_TAG_BYTES;
+    return rc;
+}
 
 static int flush_buf(struct seg_writer *w)
 {
@@ -167,7 +257,8 @@ uint64_t tide__segw_bytes(const struct seg_writer *w)
 }
 
 int tide__segw_open(const char *dir, uint64_t id, uint16_t shard, uint16_t tier,
-                    struct tide_io *io, struct seg_writer **out)
+                    struct tide_io *io, struct keys *kr,
+                    struct seg_writer **out)
 {
     struct seg_writer *w = tide_calloc(1, sizeof(*w));
     uint8_t hdr[TIDE_SEG_HEADER_BYTES] = {0};
@@ -201,6 +292,17 @@ int tide__segw_open(const char *dir, uint64_t id, uint16_t shard, uint16_t tier,
     }
     memcpy(hdr, SEG_MAGIC, 8);
     tide__put_le32(hdr + 8, SEG_VERSION);
+    w->kr = kr;
+    if (kr) {
+        /* A fresh salt per file: its subkeys are its own. */
+        rc = tide_crypto_random(w->salt, sizeof(w->salt));
+        if (rc)
+            goto fail;
+        tide__put_le32(hdr + 8, SEG_VERSION_ENC);
+        tide__put_le32(hdr + 12, SEG_FLAG_ENCRYPTED);
+        tide__put_le32(hdr + 16, tide__keys_id(kr));
+        memcpy(hdr + 32, w->salt, TIDE_SALT_BYTES);
+    }
     hdr[20] = (uint8_t)shard;
     hdr[21] = (uint8_t)(shard >> 8);
     hdr[22] = (uint8_t)tier;
@@ -353,15 +455,26 @@ int tide__segw_add_raw(struct seg_writer *w, const struct chunk_ent *src,
                        const uint8_t *payload)
 {
     struct chunk_ent e = *src;
+    const uint8_t *key;
     int rc;
 
+    /* A chunk of an account whose key was destroyed is erased: it is
+     * left out, never written. */
+    if (w->kr && writer_key(w, e.account_id, &key) == TIDE_EKEY)
+        return 0;
     e.offset = write_pos(w);
     rc = tide__buf_append(&w->ents, &e, sizeof(e));
     if (rc == 0)
         rc =
             tide__buf_append(&w->accounts, &e.account_id, sizeof(e.account_id));
-    if (rc == 0)
+    if (rc == 0 && w->kr) {
+        rc = writer_seal(w, e.account_id, e.series_id, e.count,
+                         SEG_DOMAIN_CHUNK, e.offset, payload, e.stored_bytes);
+        if (rc == 0)
+            rc = put(w, w->sealed.data, w->sealed.len);
+    } else if (rc == 0) {
         rc = put(w, payload, e.stored_bytes);
+    }
     if (rc)
         return rc;
     if (e.min_ts < w->min_ts)
@@ -436,7 +549,16 @@ static int write_footer(struct seg_writer *w)
         put_entry(f + SEG_FOOTER_FIXED + 8 * n_acc +
                       TIDE_SEG_CHUNK_ENTRY_BYTES * i,
                   &ents[i]);
-    rc = put(w, f, len);
+    if (w->kr) {
+        /* The footer (statistics hold values too) under the engine key;
+         * its checksum in the trailer is left 0: the tag vouches for it. */
+        rc = writer_seal(w, 0, 0, 0, SEG_DOMAIN_FOOTER, footer_off, f,
+                         (uint32_t)len);
+        if (rc == 0)
+            rc = put(w, w->sealed.data, w->sealed.len);
+    } else {
+        rc = put(w, f, len);
+    }
     if (rc)
         return rc;
     /* Zero padding so the trailer ends on a block boundary. */
@@ -452,8 +574,8 @@ static int write_footer(struct seg_writer *w)
     }
     tide__put_le64(trailer, footer_off);
     tide__put_le32(trailer + 8, (uint32_t)len);
-    tide__put_le32(trailer + 12, SEG_VERSION);
-    tide__put_le64(trailer + 16, XXH3_64bits(f, len));
+    tide__put_le32(trailer + 12, w->kr ? SEG_VERSION_ENC : SEG_VERSION);
+    tide__put_le64(trailer + 16, w->kr ? 0 : XXH3_64bits(f, len));
     memcpy(trailer + 24, SEG_END_MAGIC, 8);
     rc = put(w, trailer, sizeof(trailer));
     return rc ? rc : flush_buf(w);
@@ -469,6 +591,10 @@ static void writer_free(struct seg_writer *w)
     tide__buf_fini(&w->accounts);
     tide__buf_fini(&w->col);
     tide__buf_fini(&w->scratch);
+    if (w->subkeys.data)
+        tide_crypto_wipe(w->subkeys.data, w->subkeys.len);
+    tide__buf_fini(&w->subkeys);
+    tide__buf_fini(&w->sealed);
     tide_free(w);
 }
 
@@ -538,8 +664,77 @@ static int entry_sane(const struct chunk_ent *e, uint64_t footer_off)
            e->stored_bytes <= footer_off - e->offset && e->min_ts <= e->max_ts;
 }
 
-int tide__seg_open(const char *path, struct seg **out)
+/* Derive the subkeys of an encrypted segment's accounts, leaving out the
+ * chunks of those whose key was destroyed (they read as erased). */
+static int open_keys(struct seg *seg, struct keys *kr)
 {
+    uint32_t kept = 0;
+    int rc;
+
+    seg->keys = tide_malloc((size_t)seg->n_accounts * TIDE_KEY_BYTES + 1);
+    if (!seg->keys)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < seg->n_accounts; i++) {
+        rc = tide__keys_file(kr, seg->accounts[i], "seg", seg->salt,
+                             seg->keys[i]);
+        if (rc == TIDE_EKEY) {
+            seg->shredded = 1;
+            memset(seg->keys[i], 0, TIDE_KEY_BYTES);
+            for (uint32_t c = 0; c < seg->n_chunks; c++)
+                if (seg->chunks[c].account_id == seg->accounts[i])
+                    seg->chunks[c].count = 0; /* marked; dropped below */
+        } else if (rc) {
+            return rc;
+        }
+    }
+    for (uint32_t c = 0; c < seg->n_chunks; c++)
+        if (seg->chunks[c].count)
+            seg->chunks[kept++] = seg->chunks[c];
+    seg->n_chunks = kept;
+    return 0;
+}
+
+/* The subkey of `account_id` in `seg`, or NULL. */
+static const uint8_t *seg_key(const struct seg *seg, uint64_t account_id)
+{
+    uint32_t a = 0, b = seg->n_accounts;
+
+    while (a < b) {
+        uint32_t m = a + (b - a) / 2;
+
+        if (seg->accounts[m] < account_id)
+            a = m + 1;
+        else
+            b = m;
+    }
+    return a < seg->n_accounts && seg->accounts[a] == account_id ? seg->keys[a]
+                                                                 : NULL;
+}
+
+int tide__seg_decrypt(const struct seg *seg, const struct chunk_ent *e,
+                      uint8_t *p)
+{
+    uint8_t aad[SEG_AAD_BYTES], nonce[TIDE_NONCE_BYTES];
+    const uint8_t *key;
+
+    if (!seg->encrypted)
+        return 0;
+    key = seg_key(seg, e->account_id);
+    if (!key)
+        return tide__keys_log_cipher(seg->kr, "chunk", seg->path, e->offset);
+    tide__keys_nonce(nonce, e->offset, SEG_DOMAIN_CHUNK);
+    seg_aad(aad, seg->salt, seg->id, e->offset, e->stored_bytes, e->count,
+            e->account_id, e->series_id);
+    if (tide__keys_open(key, nonce, aad, sizeof(aad), p, e->stored_bytes, p,
+                        p + e->stored_bytes))
+        return tide__keys_log_cipher(seg->kr, "chunk", seg->path, e->offset);
+    return 0;
+}
+
+int tide__seg_open(const char *path, struct keys *kr, struct seg **out)
+{
+    uint8_t key0[TIDE_KEY_BYTES];
+    uint32_t version, tag_bytes = 0;
     uint8_t hdr[TIDE_SEG_HEADER_BYTES], tr[TIDE_SEG_TRAILER_BYTES];
     uint8_t *f = NULL;
     struct seg *seg = NULL;
@@ -562,32 +757,72 @@ int tide__seg_open(const char *path, struct seg **out)
     rc = TIDE_ECORRUPT;
     if (memcmp(hdr, SEG_MAGIC, 8) || memcmp(tr + 24, SEG_END_MAGIC, 8))
         goto fail;
-    if (tide__get_le32(hdr + 8) != SEG_VERSION ||
-        tide__get_le32(tr + 12) != SEG_VERSION) {
+    version = tide__get_le32(hdr + 8);
+    if ((version != SEG_VERSION && version != SEG_VERSION_ENC) ||
+        tide__get_le32(tr + 12) != version) {
         rc = TIDE_EVERSION;
         goto fail;
     }
-    if (tide__get_le64(hdr + 56) != XXH3_64bits(hdr, 56))
+    if (tide__get_le64(hdr + 56) != XXH3_64bits(hdr, 56) ||
+        (tide__get_le32(hdr + 12) != 0) != (version == SEG_VERSION_ENC) ||
+        tide__get_le32(hdr + 12) > SEG_FLAG_ENCRYPTED)
         goto fail;
+    if (version == SEG_VERSION_ENC) {
+        if (!kr) {
+            rc = TIDE_EKEY;
+            goto fail;
+        }
+        if (tide__get_le32(hdr + 16) != tide__keys_id(kr)) {
+            tide__keys_log(kr, TIDE_LOG_ERROR,
+                           "segment %s was encrypted under another engine "
+                           "key than the one configured",
+                           path);
+            rc = TIDE_EKEY;
+            goto fail;
+        }
+        tag_bytes = TIDE_TAG_BYTES;
+    }
     footer_off = tide__get_le64(tr);
     footer_len = tide__get_le32(tr + 8);
     if (footer_len < SEG_FOOTER_FIXED || footer_off < TIDE_SEG_HEADER_BYTES ||
         footer_off > size - TIDE_SEG_TRAILER_BYTES ||
-        footer_len > size - TIDE_SEG_TRAILER_BYTES - footer_off)
+        (uint64_t)footer_len + tag_bytes >
+            size - TIDE_SEG_TRAILER_BYTES - footer_off)
         goto fail;
-    f = tide_malloc(footer_len);
+    f = tide_malloc((size_t)footer_len + tag_bytes);
     seg = tide_calloc(1, sizeof(*seg));
     if (!f || !seg) {
         rc = -ENOMEM;
         goto fail;
     }
     seg->fd = -1;
-    rc = tide__io_pread_full(fd, f, footer_len, footer_off);
+    seg->kr = kr;
+    rc = tide__io_pread_full(fd, f, (size_t)footer_len + tag_bytes, footer_off);
     if (rc)
         goto fail;
     rc = TIDE_ECORRUPT;
-    if (XXH3_64bits(f, footer_len) != tide__get_le64(tr + 16))
+    if (tag_bytes) {
+        uint8_t aad[SEG_AAD_BYTES], nonce[TIDE_NONCE_BYTES];
+
+        seg->encrypted = 1;
+        memcpy(seg->salt, hdr + 32, TIDE_SALT_BYTES);
+        rc = tide__keys_file(kr, 0, "seg", seg->salt, key0);
+        if (rc)
+            goto fail;
+        tide__keys_nonce(nonce, footer_off, SEG_DOMAIN_FOOTER);
+        seg_aad(aad, seg->salt, tide__get_le64(hdr + 24), footer_off,
+                footer_len, 0, 0, 0);
+        rc = tide_crypto_open(key0, nonce, aad, sizeof(aad), f, footer_len, f,
+                              f + footer_len);
+        tide_crypto_wipe(key0, sizeof(key0));
+        if (rc) {
+            rc = tide__keys_log_cipher(kr, "segment footer", path, footer_off);
+            goto fail;
+        }
+        rc = TIDE_ECORRUPT;
+    } else if (XXH3_64bits(f, footer_len) != tide__get_le64(tr + 16)) {
         goto fail;
+    }
     n_acc = tide__get_le32(f + 28);
     n_chunks = tide__get_le32(f + 32);
     if ((uint64_t)SEG_FOOTER_FIXED + 8ull * n_acc +
@@ -617,7 +852,14 @@ int tide__seg_open(const char *path, struct seg **out)
                       TIDE_SEG_CHUNK_ENTRY_BYTES * (size_t)i,
                   &seg->chunks[i]);
         if (!entry_sane(&seg->chunks[i], footer_off) ||
-            (i && cmp_ent(&seg->chunks[i - 1], &seg->chunks[i]) > 0))
+            (i && cmp_ent(&seg->chunks[i - 1], &seg->chunks[i]) > 0) ||
+            (uint64_t)seg->chunks[i].stored_bytes + tag_bytes >
+                footer_off - seg->chunks[i].offset)
+            goto fail;
+    }
+    if (seg->encrypted) {
+        rc = open_keys(seg, kr);
+        if (rc)
             goto fail;
     }
     tide_free(f);
@@ -639,6 +881,9 @@ void tide__seg_close(struct seg *seg)
         close(seg->fd);
     if (seg->unlink_on_close && seg->path)
         unlink(seg->path);
+    if (seg->keys)
+        tide_crypto_wipe(seg->keys, (size_t)seg->n_accounts * TIDE_KEY_BYTES);
+    tide_free(seg->keys);
     tide_free(seg->accounts);
     tide_free(seg->chunks);
     tide_free(seg->path);

@@ -10,6 +10,7 @@
 
 #include "internal.h"
 #include "io.h"
+#include "keys.h"
 
 #define TIDE_SEG_HEADER_BYTES 64u
 #define TIDE_SEG_CHUNK_ENTRY_BYTES 112u
@@ -59,14 +60,40 @@ struct seg {
     /* Set once a compaction's manifest no longer lists the segment: the
      * file is deleted when the last list holding it lets go. */
     uint8_t unlink_on_close;
+    /* Encryption at rest (docs/file-format.md, "Encryption at rest"):
+     * every chunk payload is followed on disk by its GCM tag; keys[i] is
+     * the file's subkey of accounts[i]. Chunks of an account whose key
+     * was destroyed are left out of `chunks` at open. */
+    uint8_t encrypted;
+    uint8_t shredded; /* chunks were left out: compaction rewrites it */
+    uint8_t salt[TIDE_SALT_BYTES];
+    uint8_t (*keys)[TIDE_KEY_BYTES];
+    struct keys *kr; /* the db's, for logging; outlives the segment */
 };
+
+/* Bytes a chunk's payload takes in the file: its tag follows it when the
+ * segment is encrypted. */
+static inline uint32_t tide__seg_disk_bytes(const struct seg *seg,
+                                            const struct chunk_ent *e)
+{
+    return e->stored_bytes + (seg->encrypted ? TIDE_TAG_BYTES : 0);
+}
+
+/* Decrypt in place the chunk `e` of `seg` whose disk bytes are at `p`
+ * (tag after the payload). 0, or TIDE_ECIPHER (logged with the file and
+ * offset). A no-op on a plaintext segment. */
+int tide__seg_decrypt(const struct seg *seg, const struct chunk_ent *e,
+                      uint8_t *p);
 
 /*
  * Open the segment at `path`: validate header, trailer and footer
- * checksums and load the chunk index. Returns 0, TIDE_ECORRUPT,
- * TIDE_EVERSION, -ENOMEM or -errno. On success *out owns the fd.
+ * checksums and load the chunk index. `kr` is the db's key cache (NULL:
+ * encryption off). Returns 0, TIDE_ECORRUPT, TIDE_EVERSION, TIDE_EKEY (an
+ * encrypted segment without a key, or with the wrong engine key),
+ * TIDE_ECIPHER (the footer failed authentication; logged with file and
+ * offset), -ENOMEM or -errno. On success *out owns the fd.
  */
-int tide__seg_open(const char *path, struct seg **out);
+int tide__seg_open(const char *path, struct keys *kr, struct seg **out);
 void tide__seg_close(struct seg *seg);
 
 /* Chunks of `series_id`: indices [*lo, *hi) into seg->chunks. */
@@ -158,9 +185,11 @@ int tide__chunk_decode_f64_k(const struct chunk_ent *e, const uint8_t *payload,
 /* Writer of one new segment file. */
 struct seg_writer;
 
-/* Start segment `id` as a temporary file in `dir`. */
+/* Start segment `id` as a temporary file in `dir`; encrypted when `kr`
+ * (the db's key cache) is not NULL. */
 int tide__segw_open(const char *dir, uint64_t id, uint16_t shard, uint16_t tier,
-                    struct tide_io *io, struct seg_writer **out);
+                    struct tide_io *io, struct keys *kr,
+                    struct seg_writer **out);
 
 /* Add one chunk: `n` points (1..65536) of one series, sorted, without
  * duplicates. Returns 0, -ENOMEM or -errno. */

@@ -27,23 +27,26 @@ int tide__segment_read_chunks(struct tide_db *db, struct tide_io *io,
 {
     struct tide_io_req *reqs;
     uint32_t *order, *first;
+    uint8_t *hit; /* hit[i]: refs[i] came from the decrypted-chunk cache */
     size_t bytes = 0, pos = 0, n_reqs = 0;
     int rc;
 
     for (size_t i = 0; i < n; i++) {
         TIDE_DEBUG_ASSERT(refs[i].seg_idx < n_segs);
-        bytes += refs[i].e->stored_bytes;
+        bytes += tide__seg_disk_bytes(refs[i].seg, refs[i].e);
     }
     if (bytes > UINT32_MAX)
         return -ENOMEM; /* no payload buffer that large either */
     payload->len = reqbuf->len = 0;
     if ((rc = tide__buf_reserve(payload, bytes + 1)) ||
         (rc = tide__buf_reserve(reqbuf, n * sizeof(*reqs) +
-                                            (n + n_segs + 2) * sizeof(*order))))
+                                            (n + n_segs + 2) * sizeof(*order) +
+                                            n)))
         return rc;
     reqs = (struct tide_io_req *)(void *)reqbuf->data;
     order = (uint32_t *)(void *)(reqs + n);
     first = order + n;
+    hit = (uint8_t *)(first + n_segs + 2);
     memset(first, 0, (n_segs + 1) * sizeof(*first));
     for (size_t i = 0; i < n; i++)
         first[refs[i].seg_idx + 1]++;
@@ -54,28 +57,60 @@ int tide__segment_read_chunks(struct tide_db *db, struct tide_io *io,
     for (size_t k = 0; k < n; k++) {
         struct chunk_ref *r = &refs[order[k]];
         struct tide_io_req *last = n_reqs ? &reqs[n_reqs - 1] : NULL;
+        uint32_t disk = tide__seg_disk_bytes(r->seg, r->e);
 
         r->pos = (uint32_t)pos;
+        hit[order[k]] =
+            r->seg->encrypted && db->dcache &&
+            tide__dcache_get(db->dcache, r->seg->id, r->e->offset,
+                             r->e->stored_bytes, payload->data + pos);
+        if (hit[order[k]]) {
+            pos += disk;
+            continue;
+        }
+        /* One request only for chunks adjacent in the file and in the
+         * buffer (a cached chunk between them breaks the second). */
         if (last && last->fd == r->seg->fd &&
-            last->off + last->len == r->e->offset)
-            last->len += r->e->stored_bytes; /* bytes <= UINT32_MAX */
+            last->off + last->len == r->e->offset &&
+            last->buf + last->len == payload->data + pos)
+            last->len += disk; /* bytes <= UINT32_MAX */
         else
             reqs[n_reqs++] = (struct tide_io_req){.op = TIDE_IO_READ,
                                                   .fd = r->seg->fd,
                                                   .buf = payload->data + pos,
-                                                  .len = r->e->stored_bytes,
+                                                  .len = disk,
                                                   .off = r->e->offset};
-        pos += r->e->stored_bytes;
+        pos += disk;
     }
     rc = tide__io_run(io, reqs, (unsigned)n_reqs);
     for (size_t k = 0, j = 0; k < n_reqs && rc == 0; k++) {
-        /* The refs of request k start at order[j]. */
+        size_t got = 0;
+
+        /* The refs of request k start at the next order[j] not cached. */
+        while (hit[order[j]])
+            j++;
         if ((uint64_t)reqs[k].res != reqs[k].len) {
             tide__chunk_read_log_corrupt(db, &refs[order[j]]);
             rc = TIDE_ECORRUPT;
         }
-        for (size_t got = 0; got < reqs[k].len; j++)
-            got += refs[order[j]].e->stored_bytes;
+        while (got < reqs[k].len) {
+            if (!hit[order[j]])
+                got +=
+                    tide__seg_disk_bytes(refs[order[j]].seg, refs[order[j]].e);
+            j++;
+        }
+    }
+    /* An encrypted chunk is decrypted in place (its tag stays behind the
+     * payload, unused) and remembered for the next read. */
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (!refs[i].seg->encrypted || hit[i])
+            continue;
+        rc = tide__seg_decrypt(refs[i].seg, refs[i].e,
+                               payload->data + refs[i].pos);
+        if (rc == 0 && db->dcache)
+            tide__dcache_put(db->dcache, refs[i].seg->id, refs[i].e->offset,
+                             payload->data + refs[i].pos,
+                             refs[i].e->stored_bytes);
     }
     return rc;
 }

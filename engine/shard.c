@@ -42,6 +42,7 @@ int tide__shard_init(struct tide_db *db, struct shard *s, unsigned idx)
     if (!s->wal_dir)
         return -ENOMEM;
     rc = tide__wal_init(&s->wal, path, idx);
+    s->wal.kr = db->keys;
     if (rc)
         return rc;
     rc = tide__io_open(db->o.io_backend, 8, &s->io);
@@ -208,12 +209,16 @@ int tide__shard_rotate(struct shard *s, uint64_t seq, const uint64_t *aborts,
     if (rc == 0 && n_aborts)
         rc = abort_record(&ab, aborts, n_aborts);
     if (rc == 0)
-        rc = wal_new_file(s, seq,
-                          min_file_bytes(prod.len + ab.len + 3 * 32 + 8));
+        rc = wal_new_file(
+            s, seq,
+            min_file_bytes(prod.len + ab.len + 3 * 32 + 8 +
+                           3 * tide__wal_stored_len_plain(&s->wal, 0)));
     tide__put_le64(mark, s->parts_hw);
     if (rc == 0 &&
-        !tide__wal_fits(&s->wal, (uint32_t)(prod.len + ab.len + 8 +
-                                            2 * TIDE_WAL_RECORD_HEADER + 16)))
+        !tide__wal_fits(&s->wal,
+                        (uint32_t)(prod.len + ab.len + 8 +
+                                   2 * TIDE_WAL_RECORD_HEADER + 16 +
+                                   3 * tide__wal_stored_len_plain(&s->wal, 0))))
         rc = TIDE_EFULL; /* the three records, with their padding */
     if (rc == 0)
         rc = tide__wal_append(&s->wal, TIDE_WAL_PRODUCERS, prod.data,
@@ -244,11 +249,14 @@ static int shard_resume(struct shard *s)
     pthread_mutex_unlock(&db->dec_mu);
     /* After a failed rotation the probe is a new file: the next record
      * would need one. */
-    if (rc == 0 &&
-        (s->wal_full || !tide__wal_fits(&s->wal, (uint32_t)ab.len))) {
+    if (rc == 0 && (s->wal_full ||
+                    !tide__wal_fits(&s->wal, tide__wal_stored_len_plain(
+                                                 &s->wal, (uint32_t)ab.len)))) {
         rc = tide__wal_commit(&s->wal, s->io, 1);
         if (rc == 0)
-            rc = wal_new_file(s, s->wal.seq + 1, min_file_bytes(ab.len));
+            rc = wal_new_file(s, s->wal.seq + 1,
+                              min_file_bytes(tide__wal_stored_len_plain(
+                                  &s->wal, (uint32_t)ab.len)));
         if (rc == 0)
             s->wal_full = 0;
     }
@@ -274,6 +282,7 @@ static void write_batches(struct shard *s, struct rlist *list, struct rlist *ok,
 {
     struct tide_db *db = s->db;
     struct rlist wr;
+    uint32_t stored;
     int rc = atomic_load(&db->failed);
 
     rl_init(&wr);
@@ -285,7 +294,14 @@ static void write_batches(struct shard *s, struct rlist *list, struct rlist *ok,
             rl_push(bad, r);
             continue;
         }
-        if (!tide__wal_fits(&s->wal, r->rec_len)) {
+        stored = tide__wal_stored_len(&s->wal, r->rec_type, r->rec, r->rec_len);
+        if (stored == 0 && r->rec_len) {
+            rc = -ENOMEM;
+            tide__db_set_failed(db, rc, "WAL append", NULL);
+            rl_push(bad, r);
+            continue;
+        }
+        if (!tide__wal_fits(&s->wal, stored)) {
             /* Commit the group so far, then rotate. A record larger
              * than a file gets a file its size. */
             rc = commit_group(s);
@@ -293,7 +309,7 @@ static void write_batches(struct shard *s, struct rlist *list, struct rlist *ok,
             if (rc == 0) {
                 rc = wal_new_file(
                     s, s->wal.seq + 1,
-                    min_file_bytes(tide__wal_record_bytes(r->rec_len)));
+                    min_file_bytes(tide__wal_record_bytes(stored)));
                 s->wal_full = rc != 0;
             }
             if (rc) {

@@ -64,7 +64,8 @@ static int scan_wal(struct tide_db *db, uint64_t account,
     int rc = 0;
 
     for (unsigned s = 0; s < db->n_shards && rc == 0; s++)
-        rc = tide__wal_scan(db->shards[s].wal_dir, record_hit, file_done, &h);
+        rc = tide__wal_scan(db->shards[s].wal_dir, db->keys, record_hit,
+                            file_done, &h);
     return rc;
 }
 

@@ -109,7 +109,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (fuzz_write_input(path, data, size, fix_checksums))
         return 0;
-    if (tide__seg_open(path, &seg) == 0) {
+    if (tide__seg_open(path, NULL, &seg) == 0) {
         int64_t mid = seg->min_ts / 2 + seg->max_ts / 2;
 
         read_chunks(seg, data[0] & 2 ? seg->min_ts : mid,

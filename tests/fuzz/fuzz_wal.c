@@ -90,8 +90,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     memset(&r, 0, sizeof(r));
     tide__head_init(&r.head);
-    (void)tide__wal_replay(dir, 0, 0, data[0] & 2, record, &r, quiet, NULL,
-                           &last_seq, &next_group);
+    (void)tide__wal_replay(dir, 0, NULL, 0, data[0] & 2, record, &r, quiet,
+                           NULL, &last_seq, &next_group);
     tide__head_fini(&r.head);
     tide__dedup_fini(&r.prod);
     /* Repair may have deleted or truncated it; start clean next time. */

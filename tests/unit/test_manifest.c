@@ -43,7 +43,7 @@ static void store_sample(void)
     m.segs = segs;
     m.replay_from[0] = 3;
     m.replay_from[1] = 4;
-    cr_assert_eq(tide__manifest_store(dir, &m, io, &installed), 0);
+    cr_assert_eq(tide__manifest_store(dir, &m, io, NULL, &installed), 0);
     cr_assert_eq(m.generation, 1);
 }
 
@@ -51,9 +51,9 @@ Test(manifest, roundtrip)
 {
     struct manifest m;
 
-    cr_assert_eq(tide__manifest_load(dir, &m), -ENOENT);
+    cr_assert_eq(tide__manifest_load(dir, NULL, &m), -ENOENT);
     store_sample();
-    cr_assert_eq(tide__manifest_load(dir, &m), 0);
+    cr_assert_eq(tide__manifest_load(dir, NULL, &m), 0);
     cr_assert_eq(m.n_shards, 2);
     cr_assert_eq(m.generation, 1);
     cr_assert_eq(m.next_seg_id, 10);
@@ -62,9 +62,9 @@ Test(manifest, roundtrip)
     cr_assert_eq(m.segs[1].id, 9);
     cr_assert_eq(m.segs[1].tier, 2);
     cr_assert_eq(m.segs[1].level, 1);
-    cr_assert_eq(tide__manifest_store(dir, &m, io, &installed), 0);
+    cr_assert_eq(tide__manifest_store(dir, &m, io, NULL, &installed), 0);
     tide__manifest_fini(&m);
-    cr_assert_eq(tide__manifest_load(dir, &m), 0);
+    cr_assert_eq(tide__manifest_load(dir, NULL, &m), 0);
     cr_assert_eq(m.generation, 2);
     tide__manifest_fini(&m);
 }
@@ -87,7 +87,7 @@ Test(manifest, damage_is_detected)
         cr_assert_eq(pread(fd, &b, 1, k), 1);
         f = b ^ 0x01;
         cr_assert_eq(pwrite(fd, &f, 1, k), 1);
-        rc = tide__manifest_load(dir, &m);
+        rc = tide__manifest_load(dir, NULL, &m);
         cr_assert(rc == TIDE_ECORRUPT || rc == TIDE_EVERSION,
                   "flip at %lld: %d", k, rc);
         cr_assert_eq(pwrite(fd, &b, 1, k), 1);
@@ -96,7 +96,7 @@ Test(manifest, damage_is_detected)
     {
         struct manifest m;
 
-        cr_assert_eq(tide__manifest_load(dir, &m), TIDE_ECORRUPT);
+        cr_assert_eq(tide__manifest_load(dir, NULL, &m), TIDE_ECORRUPT);
     }
     close(fd);
 }
@@ -124,19 +124,19 @@ Test(manifest, store_faults_report_what_is_installed)
         uint64_t gen;
         int rc;
 
-        cr_assert_eq(tide__manifest_load(dir, &m), 0);
+        cr_assert_eq(tide__manifest_load(dir, NULL, &m), 0);
         gen = m.generation;
         m.next_seg_id++;
         if (steps[k].io_op)
             tide__io_inject(steps[k].io_op, 1, EIO, 0);
         else
             tide__manifest_inject(steps[k].man_op, 1, EIO);
-        rc = tide__manifest_store(dir, &m, io, &installed);
+        rc = tide__manifest_store(dir, &m, io, NULL, &installed);
         cr_assert_eq(rc, -EIO, "step %u: %d", k, rc);
         cr_assert_eq(installed, steps[k].installed, "step %u", k);
         cr_assert_eq(m.generation, gen + (unsigned)installed, "step %u", k);
         tide__manifest_fini(&m);
-        cr_assert_eq(tide__manifest_load(dir, &m), 0);
+        cr_assert_eq(tide__manifest_load(dir, NULL, &m), 0);
         cr_assert_eq(m.generation, gen + (unsigned)installed, "step %u", k);
         tide__manifest_fini(&m);
         snprintf(tmp, sizeof(tmp), "%s/MANIFEST.tmp", dir);

@@ -38,7 +38,7 @@ static void write_small(char *path)
         s[i].ptr = i % 2 ? "on" : "off";
         s[i].len = i % 2 ? 2 : 3;
     }
-    cr_assert_eq(tide__segw_open(dir, 7, 0, 1, io, &w), 0);
+    cr_assert_eq(tide__segw_open(dir, 7, 0, 1, io, NULL, &w), 0);
     cr_assert_eq(tide__segw_add(w, 1, 9, TIDE_TYPE_F64, N / 2, ts, v, NULL), 0);
     cr_assert_eq(tide__segw_add(w, 1, 9, TIDE_TYPE_F64, N / 2, ts + N / 2,
                                 v + N / 2, NULL),
@@ -54,7 +54,7 @@ static int read_back(const char *path)
 {
     struct seg *seg;
     struct tide_buf buf = {0}, arena = {0};
-    int rc = tide__seg_open(path, &seg);
+    int rc = tide__seg_open(path, NULL, &seg);
 
     if (rc)
         return rc;
@@ -106,7 +106,7 @@ TEST_IO(segment, roundtrip_and_index)
 
     write_small(path);
     cr_assert_eq(read_back(path), 0);
-    cr_assert_eq(tide__seg_open(path, &seg), 0);
+    cr_assert_eq(tide__seg_open(path, NULL, &seg), 0);
     cr_assert_eq(seg->tier, 1);
     cr_assert_eq(seg->id, 7);
     cr_assert_eq(seg->n_accounts, 1);
@@ -136,7 +136,7 @@ TEST_IO(segment, seek_with_any_hint)
     TEST_IO_OPEN(backend, 8, &io);
 
     write_small(path);
-    cr_assert_eq(tide__seg_open(path, &seg), 0);
+    cr_assert_eq(tide__seg_open(path, NULL, &seg), 0);
     for (int pass = 0; pass < 2; pass++) {
         for (uint64_t k = 0; k <= 4; k++) {
             uint64_t id = pass ? 4 - k : k;

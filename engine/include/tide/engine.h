@@ -98,6 +98,16 @@ struct tide_db_options {
     } retention;
     uint32_t compaction_mb_s;
     uint32_t compaction_interval_s;
+    /* Encryption at rest (docs/file-format.md, "Encryption at rest"). NULL =
+     * new files are written in plaintext. data_key(key_ctx, account_id, key)
+     * writes the 32-byte data key of `account_id` (0 = the engine's own key:
+     * footers, manifests, and anything not owned by one account) and returns
+     * 0, or TIDE_EKEY when that account's key was destroyed (crypto-shredded):
+     * its blocks then count as erased: skipped on WAL replay and by reads,
+     * dropped by compaction, never reported as corruption. Called from engine
+     * threads, must be thread-safe; the engine caches what it derives. */
+    int (*data_key)(void *key_ctx, uint64_t account_id, uint8_t key[32]);
+    void *key_ctx;
 };
 
 /* Fill `o` with the defaults above. */
@@ -110,7 +120,11 @@ void tide_db_options_init(struct tide_db_options *o);
  * directory lock until tide_db_close().
  * Errors: -errno (e.g. -EACCES), TIDE_ELOCKED, TIDE_ECORRUPT (a bad record
  * followed by good ones in a WAL, a bad manifest; the log names file and
- * offset), TIDE_EVERSION, TIDE_EINVAL (bad option), -ENOMEM.
+ * offset), TIDE_EVERSION, TIDE_EINVAL (bad option), -ENOMEM; with
+ * encryption at rest TIDE_EKEY (encrypted files but no data_key, another
+ * engine key, or data_key failed for account 0; logged) and TIDE_ECIPHER
+ * (a manifest, segment footer or WAL record followed by valid ones failed
+ * authentication; the log names file and offset).
  */
 int tide_db_open(const char *dir, const struct tide_db_options *opts,
                  tide_db **out);
@@ -221,8 +235,9 @@ int tide_db_read_open(tide_db *db, const uint64_t *ids, uint32_t n,
 /*
  * Next block. Returns 1 with *blk set, 0 at the end, or an error:
  * TIDE_ECORRUPT (a chunk failed its checksum; the log names the file and
- * offset; no data of that chunk is returned), -errno, -ENOMEM. After an
- * error the iterator returns it again.
+ * offset; no data of that chunk is returned), TIDE_ECIPHER (an encrypted
+ * chunk failed authentication; logged the same way), -errno, -ENOMEM.
+ * After an error the iterator returns it again.
  */
 int tide_iter_next(tide_iter *it, struct tide_block *blk);
 
@@ -368,6 +383,17 @@ int tide_db_compact(tide_db *db, int wait);
  */
 int tide_db_erase(tide_db *db, uint64_t account_id, int wait);
 
+/*
+ * Crypto-shredding: drop the engine's cached data key of `account_id`, so
+ * that the next use asks data_key() again (which now answers TIDE_EKEY),
+ * then tide_db_erase(db, account_id, wait): the account's chunks are
+ * dropped from the segments and its WAL records flushed away. Segments
+ * already open keep their derived subkeys until that rewrite (or the next
+ * open) drops the account's chunks. Without encryption it is
+ * tide_db_erase(). Errors as tide_db_erase().
+ */
+int tide_db_shred(tide_db *db, uint64_t account_id, int wait);
+
 /* Where an account's points are now, as tide_db_account_usage() finds
  * them from segment footers, the heads and the live WAL files. */
 struct tide_account_usage {
@@ -443,6 +469,14 @@ struct tide_db_stats {
      * (ns since the epoch, 0 = none scheduled). */
     int64_t oldest_uncompacted_ns;
     int64_t next_compaction_ns;
+    /* Encryption at rest: 1 when data_key is set (new files encrypted);
+     * the live segment files by kind (a plaintext one is rewritten
+     * encrypted by compaction once encryption is on). */
+    int encryption;
+    uint64_t segments_encrypted;
+    uint64_t segment_bytes_encrypted;
+    uint64_t segments_plaintext;
+    uint64_t segment_bytes_plaintext;
 };
 
 /* Snapshot of the counters; cheap, lock-free where possible. */
