@@ -186,6 +186,8 @@ int tide_client_erasure_report(tide_client *c, uint64_t account_id,
     out->bytes_scanned = ok->bytes_scanned;
     out->next_compaction_ns = ok->next_compaction_ns;
     out->nothing_found = ok->nothing_found;
+    out->data_key_destroyed_ns = ok->data_key_destroyed_ns;
+    out->ciphertext_bytes = ok->ciphertext_bytes;
     tide_frame_free(resp, NULL);
     return 0;
 }

@@ -20,7 +20,7 @@ struct dc_ent {
     uint64_t seg_id;
     uint64_t off;
     uint32_t len;
-    struct dc_ent *hnext;      /* bucket chain */
+    struct dc_ent *hnext;       /* bucket chain */
     struct dc_ent *prev, *next; /* LRU: prev is more recent */
     uint8_t data[];
 };

@@ -38,7 +38,9 @@ void tided_crypt_status(struct server *s, const struct tide_db_stats *st,
         out->data_keys = ms.data_keys;
         out->rotated_ns = ms.rotated_ns;
     }
-    (void)st;
+    out->segments_encrypted = st->segments_encrypted;
+    out->segments_plaintext = st->segments_plaintext;
+    out->segment_bytes_plaintext = st->segment_bytes_plaintext;
 }
 
 /* ---- MasterKeyRotate ----------------------------------------------------- */

@@ -433,6 +433,12 @@ int main(int argc, char **argv)
     dbo.compaction_interval_s = s->cfg.compaction_interval_s;
     dbo.wal_file_bytes = (uint64_t)s->cfg.wal_file_mb << 20;
     dbo.head_bytes_max = (uint64_t)s->cfg.head_mb << 20;
+    if (s->has_master_key) {
+        /* Encryption at rest: the engine asks the sidecar for each
+         * account's data key (account 0: its own). */
+        dbo.data_key = tided_crypt_data_key;
+        dbo.key_ctx = s;
+    }
     if (tided_retention_init(s, &dbo)) {
         tide_log(LOG_ERROR, "out of memory");
         goto out;

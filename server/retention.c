@@ -21,7 +21,7 @@
  *      purge, or a device's deletion for that device's series, erases.
  *   4. Each account a rebuild finds newly purged, or with newly erased
  *      series, is queued once in `erase`; the maintenance thread takes
- *      the queue and calls tide_db_erase() outside `lock`.
+ *      the queue and calls tide_db_shred() outside `lock`.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -416,7 +416,10 @@ void tided_retention_maintain(struct server *s)
                  "one finishes it",
                  tide_strerror(rc));
     for (size_t i = 0; i < n; i++) {
-        rc = tide_db_erase(s->db, todo[i], 0);
+        /* Shred: the engine forgets the account's cached key first (a
+         * purge destroyed it in the sidecar), then rewrites. For a
+         * deleted device the key still exists and is simply read again. */
+        rc = tide_db_shred(s->db, todo[i], 0);
         if (rc)
             tide_log(LOG_ERROR,
                      "cannot schedule the erasure of account %llu: %s; the "

@@ -1087,7 +1087,7 @@ static int run_erasure_report(const struct opts *o, int argc, char **argv)
     }
     fmt_time(er.next_compaction_ns, t, sizeof(t));
     if (strcmp(o->output, "table")) {
-        enum { NUMS = 9, MAXV = NUMS + TIDE_SIDECAR_TABLES_MAX + 2 };
+        enum { NUMS = 9, MAXV = NUMS + TIDE_SIDECAR_TABLES_MAX + 4 };
         static const char *const num_names[NUMS] = {
             "account",     "segment_files", "segment_bytes",
             "points",      "wal_files",     "wal_bytes",
@@ -1097,7 +1097,7 @@ static int run_erasure_report(const struct opts *o, int argc, char **argv)
             er.points,      er.wal_files,     er.wal_bytes,
             er.head_points, er.files_scanned, er.bytes_scanned};
         const char *names[MAXV], *values[MAXV];
-        char v[MAXV][24], tn[TIDE_SIDECAR_TABLES_MAX][48];
+        char v[MAXV][24], tn[TIDE_SIDECAR_TABLES_MAX][48], kt[64], cb[24];
         size_t k = 0;
 
         for (; k < NUMS; k++) {
@@ -1115,6 +1115,12 @@ static int run_erasure_report(const struct opts *o, int argc, char **argv)
         values[k++] = t;
         names[k] = "nothing_found";
         values[k++] = er.nothing_found ? "true" : "false";
+        fmt_time(er.data_key_destroyed_ns, kt, sizeof(kt));
+        names[k] = "data_key_destroyed";
+        values[k++] = er.data_key_destroyed_ns ? kt : "";
+        snprintf(cb, sizeof(cb), "%" PRIu64, er.ciphertext_bytes);
+        names[k] = "ciphertext_bytes";
+        values[k++] = cb;
         print_record(o, names, values, k, 1);
         tide_client_close(c);
         return 0;
@@ -1147,6 +1153,21 @@ static int run_erasure_report(const struct opts *o, int argc, char **argv)
         if (er.tables[i].rows || !er.nothing_found)
             printf("sidecar %-14s %8" PRIu64 " rows%s\n", er.tables[i].table,
                    er.tables[i].rows, when);
+    }
+    if (er.data_key_destroyed_ns) {
+        char kt[64];
+
+        fmt_time(er.data_key_destroyed_ns, kt, sizeof(kt));
+        printf("data key destroyed %s: nothing of the account in this data "
+               "directory can be decrypted any more; a backup taken before "
+               "then still holds the key, wrapped, until the master key it "
+               "was made under is destroyed (tide admin rotate-master-key, "
+               "then delete the old key file and its copies)\n",
+               kt);
+        if (er.ciphertext_bytes)
+            printf("%-14s %" PRIu64 " bytes of its ciphertext still in "
+                   "segments, unreadable; removed by the next compaction\n",
+                   "ciphertext", er.ciphertext_bytes);
     }
     printf("evidence: %" PRIu64 " files, %" PRIu64 " bytes scanned\n",
            er.files_scanned, er.bytes_scanned);

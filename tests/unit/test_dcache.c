@@ -48,8 +48,8 @@ Test(dcache, budget_evicts_least_recent)
                  16u * 64 * 1024 + sizeof(buf) * 64 + 16 * 4096 * 8 + 4096);
     cr_assert_eq(tide__dcache_get(c, 9, 0, sizeof(buf), out), 0);
     for (uint64_t i = 3990; i < 4000; i++)
-        newest_hits += (unsigned)tide__dcache_get(c, 9, i * 1000, sizeof(buf),
-                                                  out);
+        newest_hits +=
+            (unsigned)tide__dcache_get(c, 9, i * 1000, sizeof(buf), out);
     cr_assert_eq(newest_hits, 10);
     /* Too large for a shard's eighth: not cached. */
     {

@@ -447,6 +447,11 @@ struct tide_erasure_report {
     uint64_t bytes_scanned;
     int64_t next_compaction_ns; /* 0 = none scheduled */
     int nothing_found;          /* nothing but its tombstones left */
+    /* Crypto-shredding: when the purge destroyed its data key (0 = not
+     * destroyed, or no encryption at rest), and the bytes of its chunks
+     * still in segments, unreadable ciphertext until compaction. */
+    int64_t data_key_destroyed_ns;
+    uint64_t ciphertext_bytes;
 };
 
 /*
