@@ -7,11 +7,11 @@
 # ingest over 2 connections, then the connect mode (connect, Auth, first
 # acknowledged write) fresh and resumed. Then engine_bench without and
 # with --encrypt for Q1-Q4 in-process. Prints Markdown tables.
-#   bench/security.sh [BUILD]   BENCH_SEC_DEVICES (100), BENCH_SEC_HOURS (4)
+#   bench/security.sh [BUILD]   BENCH_SEC_DEVICES (100), BENCH_SEC_HOURS (24)
 set -euo pipefail
 BUILD=${1:-build/release}
 DEVICES=${BENCH_SEC_DEVICES:-100}
-HOURS=${BENCH_SEC_HOURS:-4}
+HOURS=${BENCH_SEC_HOURS:-24}
 BENCH="$BUILD/tide-bench"
 WL="--workload devops --devices $DEVICES --hours $HOURS --start 1704067200 --seed 1"
 

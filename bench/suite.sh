@@ -14,7 +14,8 @@
 # "none"), BENCH_SPARSE (1; 0 skips the sparse history),
 # BENCH_SPARSE_WINDOW_DAYS (365: the window width its layout is counted
 # in), BENCH_WIDTH (1; 0 skips the width matrix, bench/width.sh, whose
-# rows BENCH_WIDTH_ROWS sets).
+# rows BENCH_WIDTH_ROWS sets), BENCH_SECURITY (1; 0 skips the TLS and
+# encryption-at-rest rows, bench/security.sh).
 set -euo pipefail
 BUILD=${1:-build/release}
 DEVICES=${BENCH_DEVICES:-100}
@@ -24,6 +25,7 @@ PEERS=${BENCH_PEERS:-victoria influx}
 SPARSE=${BENCH_SPARSE:-1}
 SPARSE_WINDOW_DAYS=${BENCH_SPARSE_WINDOW_DAYS:-365}
 WIDTH=${BENCH_WIDTH:-1}
+SECURITY=${BENCH_SECURITY:-1}
 VM_PORT=${BENCH_VM_PORT:-18428}
 INFLUX_PORT=${BENCH_INFLUX_PORT:-18086}
 OUT=docs/benchmarks.md
@@ -182,6 +184,12 @@ if [ "$WIDTH" = 1 ]; then
         echo "| width matrix failed | | | | | | | |" >>"$work/width.md"
 fi
 
+# TLS and encryption at rest beside plaintext, fresh servers.
+if [ "$SECURITY" = 1 ]; then
+    bench/security.sh "$BUILD" >"$work/security.md" ||
+        echo "security rows failed" >>"$work/security.md"
+fi
+
 row() { # label prefix bytes
     local p=$2
     printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" \
@@ -195,7 +203,13 @@ row() { # label prefix bytes
         "$(awk -v b="${3:-0}" -v n="${points:-1}" 'BEGIN { printf "%.2f", b / n }')"
 }
 
-crow() { # label prefix bytes: bytes/point and queries after compaction
+c# TLS and encryption at rest beside plaintext, fresh servers.
+if [ "$SECURITY" = 1 ]; then
+    bench/security.sh "$BUILD" >"$work/security.md" ||
+        echo "security rows failed" >>"$work/security.md"
+fi
+
+row() { # label prefix bytes: bytes/point and queries after compaction
     local p=$2
     printf '| %s | — | — | %s | %s | — | — | — | %s |\n' "$1" \
         "$(fmt "$(jget queries_per_s "$work/$p-query.json")" 0)" \
@@ -286,6 +300,21 @@ crow() { # label prefix bytes: bytes/point and queries after compaction
         cat "$work/width.md"
     else
         echo "Not run (BENCH_WIDTH=0)."
+    fi
+    echo
+    echo "## Security: TLS and encryption at rest"
+    echo
+    echo "bench/security.sh (\`make bench-security\`): fresh tided runs,"
+    echo "plaintext, TLS (development certificates), encryption at rest"
+    echo "(master_key_file) and both, two alternating rounds of durable"
+    echo "ingest; the connect mode times connect + Auth + the first"
+    echo "acknowledged write (fresh: a full handshake; resumed: a reconnect"
+    echo "resuming the TLS session)."
+    echo
+    if [ "$SECURITY" = 1 ]; then
+        cat "$work/security.md"
+    else
+        echo "Not run (BENCH_SECURITY=0)."
     fi
     echo
     echo "## Sparse long history"
