@@ -56,8 +56,7 @@ static void at_rest_fini(void)
     test_rmrf(keys);
 }
 
-TestSuite(at_rest, .init = at_rest_init, .fini = at_rest_fini,
-          .timeout = 180);
+TestSuite(at_rest, .init = at_rest_init, .fini = at_rest_fini, .timeout = 180);
 
 static tide_client *open_client(const char *key, const char *token)
 {
@@ -80,8 +79,7 @@ static tide_client *open_client(const char *key, const char *token)
  * dkey[128] and an analyst key in akey[128]; returns the account id. */
 static char akey[128];
 
-static uint64_t make_device(const char *email, const char *device,
-                            char *dkey)
+static uint64_t make_device(const char *email, const char *device, char *dkey)
 {
     int fd = wire_session(srv.port, srv.admin_key);
     uint64_t account;
@@ -91,8 +89,8 @@ static uint64_t make_device(const char *email, const char *device,
     wire_device_register(fd, account, device);
     wire_key_create(fd, account, "dk", TIDE__V1__ROLE__ROLE_DEVICE, device,
                     dkey, 128);
-    wire_key_create(fd, account, "ak", TIDE__V1__ROLE__ROLE_ANALYST, NULL,
-                    akey, sizeof(akey));
+    wire_key_create(fd, account, "ak", TIDE__V1__ROLE__ROLE_ANALYST, NULL, akey,
+                    sizeof(akey));
     close(fd);
     return account;
 }
@@ -133,9 +131,9 @@ static void write_marks(const char *dkey, const char *device, int points)
         cr_assert_eq(tide_write_f64(w, device, "temp", T0 + i * 1000000000ll,
                                     F64_MARK + i * 1e-9),
                      0);
-        cr_assert_eq(tide_write_str(w, device, "note", T0 + i * 1000000000ll,
-                                    STR_MARK),
-                     0);
+        cr_assert_eq(
+            tide_write_str(w, device, "note", T0 + i * 1000000000ll, STR_MARK),
+            0);
     }
     cr_assert_eq(tide_flush(w), 0);
     tide_client_close(w);
@@ -409,7 +407,8 @@ Test(at_rest, a_purge_shreds_the_account)
     write_marks(ckey, "dev1", 40);
     usleep(500000); /* flushed into segments (flush_interval_ms=200) */
     (void)control;
-    snprintf(args, sizeof(args), "account delete account_id=%llu immediate=true",
+    snprintf(args, sizeof(args),
+             "account delete account_id=%llu immediate=true",
              (unsigned long long)victim);
     cr_assert_eq(fixture_cli(srv.admin_key, args, NULL, out, sizeof(out)), 0,
                  "%s", out);
