@@ -53,39 +53,10 @@ void tide_crypto_wipe(void *p, size_t n)
     OPENSSL_cleanse(p, n);
 }
 
-/* One GCM pass; `seal` picks the direction. */
+/* One GCM pass under `key` through a context of its own (below). */
 static int gcm_run(int seal, const uint8_t *key, const uint8_t *nonce,
                    const void *aad, size_t aad_len, const void *in, size_t n,
-                   void *out, uint8_t *tag)
-{
-    EVP_CIPHER_CTX *ctx;
-    int len, ok;
-
-    if (!fetched() || n > INT32_MAX || aad_len > INT32_MAX)
-        return TIDE_EKEY;
-    ctx = EVP_CIPHER_CTX_new();
-    if (!ctx)
-        return TIDE_EKEY;
-    ok = EVP_CipherInit_ex2(ctx, gcm, key, nonce, seal, NULL) == 1 &&
-         (!aad_len ||
-          EVP_CipherUpdate(ctx, NULL, &len, aad, (int)aad_len) == 1) &&
-         (!n || EVP_CipherUpdate(ctx, out, &len, in, (int)n) == 1);
-    if (ok && !seal)
-        ok = EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TIDE_TAG_BYTES,
-                                 tag) == 1;
-    if (ok)
-        ok = EVP_CipherFinal_ex(ctx, (uint8_t *)out + n, &len) == 1;
-    if (ok && seal)
-        ok = EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TIDE_TAG_BYTES,
-                                 tag) == 1;
-    EVP_CIPHER_CTX_free(ctx);
-    if (ok)
-        return 0;
-    if (seal)
-        return TIDE_EKEY;
-    OPENSSL_cleanse(out, n);
-    return TIDE_ECIPHER;
-}
+                   void *out, uint8_t *tag);
 
 int tide_crypto_seal(const uint8_t key[TIDE_KEY_BYTES],
                      const uint8_t nonce[TIDE_NONCE_BYTES], const void *aad,
@@ -370,6 +341,20 @@ static int gcm_ctx_run(tide_gcm *g, int seal, const uint8_t *nonce,
         return TIDE_EKEY;
     OPENSSL_cleanse(out, n);
     return TIDE_ECIPHER;
+}
+
+static int gcm_run(int seal, const uint8_t *key, const uint8_t *nonce,
+                   const void *aad, size_t aad_len, const void *in, size_t n,
+                   void *out, uint8_t *tag)
+{
+    tide_gcm *g;
+    int rc = tide_crypto_gcm_new(key, &g);
+
+    if (rc)
+        return TIDE_EKEY;
+    rc = gcm_ctx_run(g, seal, nonce, aad, aad_len, in, n, out, tag);
+    tide_crypto_gcm_free(g);
+    return rc;
 }
 
 int tide_crypto_gcm_seal(tide_gcm *g, const uint8_t nonce[TIDE_NONCE_BYTES],

@@ -606,59 +606,73 @@ static const char SQL_KEY_LOOKUP[] =
     " a.deleted_ns IS NOT NULL FROM api_keys k LEFT JOIN accounts a"
     " ON a.id=k.account_id WHERE k.hash=?1";
 
-int tide_meta_key_auth(tide_meta *m, const char *secret, const char *ip,
-                       struct tide_meta_principal *p)
+/* The key whose column 5 of `sql` (the SELECT shape of SQL_KEY_LOOKUP)
+ * equals blob[len], compared in constant time; NULL `blob`: refused as
+ * `reason`. The attempt goes to the auth log as `kind`; on success the use
+ * is noted and *p filled. `device_only`: only device keys qualify (client
+ * certificates). Returns 0, TIDE_EAUTH or a sidecar error. */
+static int key_row_auth(tide_meta *m, const char *sql, const uint8_t *blob,
+                        size_t len, enum tide_meta_auth_kind kind,
+                        int device_only, const char *reason, const char *ip,
+                        struct tide_meta_principal *p)
 {
-    uint8_t hash[TIDE__META_HASH_LEN];
     struct tide_meta_principal q;
     struct authlog_ent e;
     sqlite3_stmt *st;
-    const char *reason = "unknown";
-    int rc, ok = 0;
-    int64_t now;
+    int64_t now = tide__meta_now(m);
+    int rc = 0, ok = 0;
 
-    if (!secret || !p || tide__meta_ip_ok(ip))
-        return TIDE_EINVAL;
     memset(&q, 0, sizeof(q));
-    now = tide__meta_now(m);
-    if (!secret_shape_ok(secret, PREFIX_LIVE) &&
-        !secret_shape_ok(secret, PREFIX_ADMIN)) {
-        reason = "malformed";
-        goto log;
+    if (blob) {
+        tide__meta_lock(m);
+        rc = tide__meta_row(m, sql, &st, META_ARGS(META_BLOB(blob, len)));
+        if (!rc && sqlite3_column_bytes(st, 5) == (int)len &&
+            CRYPTO_memcmp(sqlite3_column_blob(st, 5), blob, len) == 0) {
+            q.key_id = (uint64_t)sqlite3_column_int64(st, 0);
+            q.account_id = (uint64_t)sqlite3_column_int64(st, 1);
+            q.device_id = (uint64_t)sqlite3_column_int64(st, 2);
+            q.role = (enum tide_meta_role)sqlite3_column_int(st, 3);
+            if (sqlite3_column_int(st, 4))
+                reason = "revoked";
+            else if (sqlite3_column_int(st, 6))
+                reason = "deleted";
+            else if (device_only && q.role != TIDE_META_ROLE_DEVICE)
+                reason = "malformed";
+            else
+                ok = 1, reason = "ok";
+        }
+        if (!rc)
+            sqlite3_reset(st);
+        tide__meta_unlock(m);
+        if (rc && rc != TIDE_ENOTFOUND)
+            return rc;
     }
-    /* The lookup is by the hash of a 192-bit secret, so its timing tells
-     * nothing useful; the stored hash is still compared in constant time. */
-    tide__meta_sha256(secret, hash);
-    tide__meta_lock(m);
-    rc = tide__meta_row(m, SQL_KEY_LOOKUP, &st,
-                        META_ARGS(META_BLOB(hash, sizeof(hash))));
-    if (!rc && sqlite3_column_bytes(st, 5) == sizeof(hash) &&
-        CRYPTO_memcmp(sqlite3_column_blob(st, 5), hash, sizeof(hash)) == 0) {
-        q.key_id = (uint64_t)sqlite3_column_int64(st, 0);
-        q.account_id = (uint64_t)sqlite3_column_int64(st, 1);
-        q.device_id = (uint64_t)sqlite3_column_int64(st, 2);
-        q.role = (enum tide_meta_role)sqlite3_column_int(st, 3);
-        if (sqlite3_column_int(st, 4))
-            reason = "revoked";
-        else if (sqlite3_column_int(st, 6))
-            reason = "deleted";
-        else
-            ok = 1, reason = "ok";
-    }
-    if (!rc)
-        sqlite3_reset(st);
-    tide__meta_unlock(m);
-    if (rc && rc != TIDE_ENOTFOUND)
-        return rc;
-log:
-    log_fill(&e, now, q.account_id, q.key_id, TIDE_META_AUTH_KEY, ok, reason,
-             ip);
+    log_fill(&e, now, q.account_id, q.key_id, kind, ok, reason, ip);
     tide__meta_authlog_buffer(m, &e);
     if (!ok)
         return TIDE_EAUTH;
     tide__meta_keyuse_note(m, q.key_id, now, ip);
     *p = q;
     return 0;
+}
+
+int tide_meta_key_auth(tide_meta *m, const char *secret, const char *ip,
+                       struct tide_meta_principal *p)
+{
+    uint8_t hash[TIDE__META_HASH_LEN];
+    int shaped;
+
+    if (!secret || !p || tide__meta_ip_ok(ip))
+        return TIDE_EINVAL;
+    shaped = secret_shape_ok(secret, PREFIX_LIVE) ||
+             secret_shape_ok(secret, PREFIX_ADMIN);
+    /* The lookup is by the hash of a 192-bit secret, so its timing tells
+     * nothing useful; the stored hash is still compared in constant time. */
+    if (shaped)
+        tide__meta_sha256(secret, hash);
+    return key_row_auth(m, SQL_KEY_LOOKUP, shaped ? hash : NULL, sizeof(hash),
+                        TIDE_META_AUTH_KEY, 0, shaped ? "unknown" : "malformed",
+                        ip, p);
 }
 
 /* ---- Client certificates ------------------------------------------------ */
@@ -671,51 +685,12 @@ static const char SQL_CERT_LOOKUP[] =
 int tide_meta_cert_auth(tide_meta *m, const uint8_t fp[TIDE_META_CERT_FP_BYTES],
                         const char *ip, struct tide_meta_principal *p)
 {
-    struct tide_meta_principal q;
-    struct authlog_ent e;
-    sqlite3_stmt *st;
-    const char *reason = "unknown";
-    int rc, ok = 0;
-    int64_t now;
-
     if (!fp || !p || tide__meta_ip_ok(ip))
         return TIDE_EINVAL;
-    memset(&q, 0, sizeof(q));
-    now = tide__meta_now(m);
     /* As for a key: the lookup is by a hash of a certificate the TLS
-     * layer verified; the stored one is still compared in constant time. */
-    tide__meta_lock(m);
-    rc = tide__meta_row(m, SQL_CERT_LOOKUP, &st,
-                        META_ARGS(META_BLOB(fp, TIDE_META_CERT_FP_BYTES)));
-    if (!rc && sqlite3_column_bytes(st, 5) == TIDE_META_CERT_FP_BYTES &&
-        CRYPTO_memcmp(sqlite3_column_blob(st, 5), fp,
-                      TIDE_META_CERT_FP_BYTES) == 0) {
-        q.key_id = (uint64_t)sqlite3_column_int64(st, 0);
-        q.account_id = (uint64_t)sqlite3_column_int64(st, 1);
-        q.device_id = (uint64_t)sqlite3_column_int64(st, 2);
-        q.role = (enum tide_meta_role)sqlite3_column_int(st, 3);
-        if (sqlite3_column_int(st, 4))
-            reason = "revoked";
-        else if (sqlite3_column_int(st, 6))
-            reason = "deleted";
-        else if (q.role != TIDE_META_ROLE_DEVICE)
-            reason = "malformed"; /* only device keys carry certificates */
-        else
-            ok = 1, reason = "ok";
-    }
-    if (!rc)
-        sqlite3_reset(st);
-    tide__meta_unlock(m);
-    if (rc && rc != TIDE_ENOTFOUND)
-        return rc;
-    log_fill(&e, now, q.account_id, q.key_id, TIDE_META_AUTH_CERT, ok, reason,
-             ip);
-    tide__meta_authlog_buffer(m, &e);
-    if (!ok)
-        return TIDE_EAUTH;
-    tide__meta_keyuse_note(m, q.key_id, now, ip);
-    *p = q;
-    return 0;
+     * layer verified; only device keys carry certificates. */
+    return key_row_auth(m, SQL_CERT_LOOKUP, fp, TIDE_META_CERT_FP_BYTES,
+                        TIDE_META_AUTH_CERT, 1, "unknown", ip, p);
 }
 
 static const char SQL_CERT_KEY[] =

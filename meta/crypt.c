@@ -511,31 +511,39 @@ static const char *const enable_sql[] = {
 
 static const char SQL_ACCOUNT_IDS[] = "SELECT id FROM accounts ORDER BY id";
 
+/* The ids (column 0) of every row of `sql` appended to `ids`. m->lock
+ * held. Returns 0 or a sidecar error. */
+static int collect_ids(tide_meta *m, const char *sql, struct tide_buf *ids)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = tide__meta_stmt(m, sql, &st), src = SQLITE_DONE;
+
+    while (!rc && (src = sqlite3_step(st)) == SQLITE_ROW) {
+        uint64_t id = (uint64_t)sqlite3_column_int64(st, 0);
+
+        rc = tide__buf_append(ids, &id, sizeof(id));
+    }
+    if (st)
+        sqlite3_reset(st);
+    if (!rc && src != SQLITE_DONE && src != SQLITE_ROW)
+        rc = tide__meta_sqlerr(src);
+    return rc;
+}
+
 /* Make a key for account 0 and for every account, record the master key
  * id, seal every personal value. m->lock held, inside a transaction. */
 static int enable(tide_meta *m)
 {
-    sqlite3_stmt *st;
     struct tide_buf ids = {0};
-    int rc, src;
+    int rc;
 
     rc = tide__meta_key_create(m, 0);
     if (!rc)
         rc = index_key_load(m);
     if (!rc)
-        rc = tide__meta_stmt(m, SQL_ACCOUNT_IDS, &st);
+        rc = collect_ids(m, SQL_ACCOUNT_IDS, &ids);
     if (rc)
         goto out;
-    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
-        uint64_t id = (uint64_t)sqlite3_column_int64(st, 0);
-
-        rc = tide__buf_append(&ids, &id, sizeof(id));
-        if (rc)
-            break;
-    }
-    sqlite3_reset(st);
-    if (!rc && src != SQLITE_DONE && src != SQLITE_ROW)
-        rc = tide__meta_sqlerr(src);
     for (size_t i = 0; !rc && i < ids.len / sizeof(uint64_t); i++)
         rc = tide__meta_key_create(m, ((const uint64_t *)ids.data)[i]);
     for (size_t i = 0; !rc && i < sizeof(enable_sql) / sizeof(enable_sql[0]);
@@ -628,8 +636,7 @@ int tide_meta_rotate_master(tide_meta *m, const struct tide_meta_principal *p,
     uint8_t new_id[TIDE_KEY_ID_BYTES], key[TIDE_KEY_BYTES], aad[32];
     uint8_t wrapped[TIDE_WRAPPED_KEY_BYTES];
     struct tide_buf ids = {0};
-    sqlite3_stmt *st;
-    int rc, src;
+    int rc;
 
     if (!new_master)
         return TIDE_EINVAL;
@@ -642,19 +649,9 @@ int tide_meta_rotate_master(tide_meta *m, const struct tide_meta_principal *p,
     }
     rc = tide_crypto_key_id(new_master, new_id);
     if (!rc)
-        rc = tide__meta_stmt(m, SQL_KEY_ALL, &st);
+        rc = collect_ids(m, SQL_KEY_ALL, &ids);
     if (rc)
         goto end;
-    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
-        uint64_t id = (uint64_t)sqlite3_column_int64(st, 0);
-
-        rc = tide__buf_append(&ids, &id, sizeof(id));
-        if (rc)
-            break;
-    }
-    sqlite3_reset(st);
-    if (!rc && src != SQLITE_DONE && src != SQLITE_ROW)
-        rc = tide__meta_sqlerr(src);
     /* Rewrapped from the cache, which holds every row (invariant 1). */
     for (size_t i = 0; !rc && i < ids.len / sizeof(uint64_t); i++) {
         uint64_t id = ((const uint64_t *)ids.data)[i];
